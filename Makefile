@@ -1,0 +1,30 @@
+# NodeWarden: `make run` (agent + embedded collector, live events) and `make test`, as root.
+# Both run `setup` first, which installs what a fresh Debian/Ubuntu machine lacks.
+SHELL := /bin/bash
+VENV  := .venv
+NW    := $(VENV)/bin/nodewarden
+PY    := $(VENV)/bin/python
+ARGS  ?=
+
+.PHONY: setup run test test-unit bench lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(NW) run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests $(ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit $(ARGS)
+
+bench: setup
+	$(PY) -m bench $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check agent collector tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info agent/gen

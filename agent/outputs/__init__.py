@@ -1,0 +1,1 @@
+"""Outputs: the flat record, the JSON log and the terminal view, metrics, the gRPC exporter."""

@@ -1,0 +1,116 @@
+/* NodeWarden: the one definition of every record the probes send to user space.
+ *
+ * Every record starts with struct event_header, whose first byte is the op code, so
+ * the reader can dispatch before it knows the record's size. Records are fixed-size
+ * (bpf_ringbuf_reserve needs a constant size); strings carry their own length.
+ * The user-side mirror is agent/sensors/records.py: keep in sync with it; the
+ * unit tests compare every size and offset against this file.
+ *
+ * The schema only grows: add fields at the end of a record, never reorder.
+ */
+#ifndef NODEWARDEN_EVENTS_H
+#define NODEWARDEN_EVENTS_H
+
+#define NW_PATH_MAX   256   /* bytes of a path we keep; longer paths are cut and flagged */
+#define NW_ARGS_MAX   1024  /* bytes of the NUL-separated argv block we keep */
+#define NW_ADDR_MAX   112   /* bytes of a sockaddr we keep: enough for sockaddr_un */
+#define NW_COMM_LEN   16
+
+enum nw_op {
+    OP_EXEC        = 1,
+    OP_FORK        = 2,
+    OP_EXIT        = 3,
+    OP_FILE_OPEN   = 10,
+    OP_FILE_UNLINK = 11,
+    OP_FILE_RENAME = 12,
+    OP_FILE_CHMOD  = 13,
+    OP_FILE_CHOWN  = 14,
+    OP_NET_CONNECT = 20,
+    OP_NET_ACCEPT  = 21,
+    OP_NET_BIND    = 22,
+    OP_NET_LISTEN  = 23,
+    OP_BENCH       = 99,   /* only compiled with -DNW_BENCH: a fixed offered load for bench/ */
+};
+
+/* Index into the per-CPU drop counters: one slot per probe family. */
+enum nw_probe {
+    PROBE_PROCESS = 0,
+    PROBE_FILE    = 1,
+    PROBE_NET     = 2,
+    PROBE_BENCH   = 3,
+    PROBE_MAX     = 4,
+};
+
+/* Flags in event_header.flags. */
+#define NW_F_TRUNCATED  0x01   /* a path or argv did not fit */
+
+struct event_header {
+    __u8  op;
+    __u8  flags;
+    __u16 _pad0;
+    __u32 pid;        /* tgid */
+    __u32 tid;
+    __u32 ppid;       /* real_parent->tgid, offsets from BTF */
+    __u32 uid;
+    __u32 gid;
+    __u64 ts_ns;      /* CLOCK_BOOTTIME */
+    __u64 cgroup_id;  /* cgroup v2 id of the task */
+    __u32 mntns;      /* mount namespace inode */
+    __u32 _pad1;
+    char  comm[NW_COMM_LEN];
+};
+
+struct exec_event {
+    struct event_header h;
+    __u32 filename_len;
+    __u32 args_len;    /* bytes of args[] used */
+    __u32 argc;        /* count of NUL-terminated strings seen in args[] */
+    __u32 _pad;
+    char  filename[NW_PATH_MAX];
+    char  args[NW_ARGS_MAX];
+};
+
+struct fork_event {
+    struct event_header h;
+    __u32 child_pid;
+    __u32 _pad;
+};
+
+struct exit_event {
+    struct event_header h;
+    __s32 exit_code;   /* task->exit_code: (status << 8) | signal */
+    __u32 _pad;
+};
+
+struct file_event {
+    struct event_header h;
+    __s64 ret;
+    __s32 dirfd;       /* AT_FDCWD (-100) or a directory fd; -1 when the call takes a fd */
+    __u32 flags;       /* open flags, or AT_* / RENAME_* flags */
+    __u32 mode;
+    __u32 owner_uid;   /* chown: new owner, (u32)-1 = unchanged */
+    __u32 owner_gid;
+    __s32 fd;          /* fchmod/fchown: the fd, else -1 */
+    __u32 path_len;
+    __u32 path2_len;
+    char  path[NW_PATH_MAX];
+    char  path2[NW_PATH_MAX];   /* rename: the new path */
+};
+
+struct net_event {
+    struct event_header h;
+    __s64 ret;
+    __s32 fd;
+    __u16 sock_type;   /* SOCK_STREAM, SOCK_DGRAM... from struct socket, 0 if unknown */
+    __u16 addr_len;    /* bytes of addr[] that hold a sockaddr */
+    __u32 backlog;     /* listen */
+    __u32 _pad;
+    char  addr[NW_ADDR_MAX];        /* peer for connect/accept, local for bind/listen: raw sockaddr */
+};
+
+struct bench_event {
+    struct event_header h;
+    __u64 counter;
+};
+
+#endif
