@@ -13,7 +13,7 @@
 
 #define NW_PATH_MAX   256   /* bytes of a path we keep; longer paths are cut and flagged */
 #define NW_ARGS_MAX   1024  /* bytes of the NUL-separated argv block we keep */
-#define NW_ADDR_MAX   112   /* bytes of a sockaddr we keep: enough for sockaddr_un */
+#define NW_ADDR_MAX   128   /* bytes of a sockaddr we keep: sizeof(struct sockaddr_storage) */
 #define NW_COMM_LEN   16
 
 enum nw_op {
@@ -44,6 +44,20 @@ enum nw_probe {
 /* Flags in event_header.flags. */
 #define NW_F_TRUNCATED  0x01   /* a path or argv did not fit */
 
+/* Slots of the nw_config array map, set by the agent at run time (no reload). */
+enum nw_cfg {
+    CFG_TARGET_TGID   = 0,   /* nonzero: emit only events of this tgid (tests, bench) */
+    CFG_FILE_READONLY = 1,   /* nonzero: also emit opens that only read */
+    CFG_MAX           = 8,
+};
+
+/* Key of the ignored-path-prefix LPM trie: prefixlen in bits, then the path bytes. */
+#define NW_PREFIX_MAX 128
+struct path_key {
+    __u32 prefixlen;
+    char  path[NW_PREFIX_MAX];
+};
+
 struct event_header {
     __u8  op;
     __u8  flags;
@@ -63,9 +77,7 @@ struct event_header {
 struct exec_event {
     struct event_header h;
     __u32 filename_len;
-    __u32 args_len;    /* bytes of args[] used */
-    __u32 argc;        /* count of NUL-terminated strings seen in args[] */
-    __u32 _pad;
+    __u32 args_len;    /* bytes of args[] used: NUL-separated argv, split in user space */
     char  filename[NW_PATH_MAX];
     char  args[NW_ARGS_MAX];
 };

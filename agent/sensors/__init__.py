@@ -1,0 +1,9 @@
+"""Sensors: one module per probe family. The registry below is the only list of them."""
+
+from __future__ import annotations
+
+from agent.sensors import bench, file, net, process
+from agent.sensors.common import Sensor
+
+REGISTRY: dict[str, Sensor] = {s.name: s for s in (process.SENSOR, file.SENSOR, net.SENSOR, bench.SENSOR)}
+DEFAULT_FAMILIES = ("process", "file", "net")

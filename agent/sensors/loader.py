@@ -1,0 +1,173 @@
+"""Loads the enabled probe families as one bcc program and exposes its maps.
+
+One compile for all families (probes/common.h explains why they share one ring buffer).
+Everything that changes a probe goes in as -D flags after validation: BTF offsets, the ring
+buffer size, which optional syscalls exist. Filters live in maps and change at run time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass, field
+
+from agent.kernel import headers
+from agent.kernel.btf import BTF
+from agent.kernel.offsets import cflags as offset_cflags
+from agent.kernel.offsets import kernel_offsets
+from agent.sensors import REGISTRY
+from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
+from agent.sensors.ringbuf import RingReader
+
+PROBES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "probes")
+
+
+class LoadError(Exception):
+    """The probes could not be compiled, loaded or attached; the message says why, in one line."""
+
+
+@dataclass
+class ProbeConfig:
+    families: tuple[str, ...] = ("process", "file", "net")
+    ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
+    ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
+    file_readonly: bool = False
+    target_tgid: int = 0  # 0 = every process
+    ignore_tgids: tuple[int, ...] = field(default_factory=tuple)
+    probes_dir: str = PROBES_DIR
+    cache_dir: str = "/var/cache/nodewarden"
+
+    def validate(self) -> None:
+        unknown = [f for f in self.families if f not in REGISTRY]
+        if unknown:
+            raise LoadError(f"unknown probe families {unknown}; known: {sorted(REGISTRY)}")
+        p = self.ringbuf_pages
+        if p < 1 or p & (p - 1):
+            raise LoadError(f"ringbuf_pages must be a power of two, not {p}")
+        for prefix in self.ignore_prefixes:
+            _check_prefix(prefix)
+
+
+def _check_prefix(prefix: str) -> bytes:
+    raw = prefix.encode()
+    if not raw or len(raw) > PREFIX_MAX:
+        raise LoadError(f"ignored path prefix must be 1..{PREFIX_MAX} bytes: {prefix!r}")
+    return raw
+
+
+class ProbeSet:
+    """The compiled, attached probes. start() loads; the setters change filters without reloading."""
+
+    def __init__(self, cfg: ProbeConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.sensors: list[Sensor] = [REGISTRY[f] for f in cfg.families]
+        self.decoders = {op: dec for s in self.sensors for op, dec in s.decoders.items()}
+        self._bpf = None
+        self._prefixes: set[bytes] = set()
+        self.tracepoints_missing: list[str] = []
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _program(self) -> str:
+        # common.h and the family files are pasted in, not #included: bcc rewrites map calls
+        # (map.lookup(), ringbuf_reserve()) and makes TRACEPOINT_PROBE argument structs only in
+        # the main file. #line keeps the compiler's messages pointing at the real file.
+        parts = []
+        for source in ["common.h"] + [s.source for s in self.sensors]:
+            path = os.path.join(self.cfg.probes_dir, source)
+            with open(path) as f:
+                parts.append(f'#line 1 "{path}"\n{f.read()}\n')
+        return "".join(parts)
+
+    def _cflags(self, tracefs: str) -> list[str]:
+        try:
+            offsets = kernel_offsets(BTF.load())
+        except Exception as e:
+            raise LoadError(f"kernel BTF: {e}") from None
+        flags = [f"-I{self.cfg.probes_dir}", f"-DNW_RINGBUF_PAGES={self.cfg.ringbuf_pages}"]
+        flags += offset_cflags(offsets)
+        for s in self.sensors:
+            for cat, name in s.optional_tracepoints:
+                if headers.tracepoint_exists(tracefs, cat, f"sys_enter_{name}") and headers.tracepoint_exists(
+                    tracefs, cat, f"sys_exit_{name}"
+                ):
+                    flags.append(f"-DNW_HAVE_{name}")
+                else:
+                    self.tracepoints_missing.append(f"{cat}:{name}")
+        return flags
+
+    def start(self) -> None:
+        try:
+            tracefs = headers.ensure_tracefs()
+            src = headers.kernel_source(self.cfg.cache_dir)
+        except headers.HeadersError as e:
+            raise LoadError(str(e)) from None
+        if src:
+            os.environ["BCC_KERNEL_SOURCE"] = src
+        flags = self._cflags(tracefs)
+        try:
+            from bcc import BPF
+        except ImportError:
+            raise LoadError("the bcc Python module is missing (apt-get install python3-bpfcc)") from None
+        try:
+            self._bpf = BPF(text=self._program(), cflags=flags)
+        except Exception as e:  # bcc raises bare Exception with the compiler's or verifier's text
+            raise LoadError(f"loading probes failed: {str(e).strip().splitlines()[-1:]}") from None
+        self.set_target_tgid(self.cfg.target_tgid)
+        self.set_file_readonly(self.cfg.file_readonly)
+        self.set_ignored_prefixes(self.cfg.ignore_prefixes)
+        for tgid in {os.getpid(), *self.cfg.ignore_tgids}:
+            self.ignore_tgid(tgid)
+
+    def reader(self) -> RingReader:
+        table = self._bpf["events"]
+        return RingReader(table.map_fd, self.cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()  # detaches every tracepoint and closes the maps
+            self._bpf = None
+
+    # -- filters, changed at run time --------------------------------------------------------
+
+    def _set_cfg(self, slot: int, value: int) -> None:
+        self._bpf["nw_config"][ctypes.c_int(slot)] = ctypes.c_uint64(value)
+
+    def set_target_tgid(self, tgid: int) -> None:
+        self._set_cfg(CFG_TARGET_TGID, tgid)
+
+    def set_file_readonly(self, on: bool) -> None:
+        self._set_cfg(CFG_FILE_READONLY, int(on))
+
+    def ignore_tgid(self, tgid: int, ignore: bool = True) -> None:
+        table = self._bpf["ignore_tgid"]
+        key = ctypes.c_uint32(tgid)
+        if ignore:
+            table[key] = ctypes.c_uint8(1)
+        elif key in table:
+            del table[key]
+
+    def set_ignored_prefixes(self, prefixes) -> None:
+        """Replace the ignored path prefixes; paths under them are dropped in the kernel."""
+        wanted = {_check_prefix(p) for p in prefixes}
+        table = self._bpf["ignore_prefix"]
+        for raw in self._prefixes - wanted:
+            del table[self._prefix_key(table, raw)]
+        for raw in wanted - self._prefixes:
+            table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
+        self._prefixes = wanted
+
+    @staticmethod
+    def _prefix_key(table, raw: bytes):
+        key = table.Key()
+        key.prefixlen = len(raw) * 8
+        key.path = raw
+        return key
+
+    # -- accounting --------------------------------------------------------------------------
+
+    def kernel_drops(self) -> dict[str, int]:
+        """Failed ring-buffer reservations so far, per family (summed over CPUs)."""
+        table = self._bpf["drops"]
+        return {s.name: int(table.sum(ctypes.c_int(s.probe)).value) for s in self.sensors}

@@ -1,0 +1,54 @@
+"""Network sensor: connect, accept, bind, listen (probes/net.bpf.c)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from agent.events import NetEvent, Op
+from agent.sensors.common import ADDR_MAX, HEADER, BootClock, Sensor, check_size, header_args
+
+# struct net_event after the header: ret, fd, sock_type, addr_len, backlog, _pad, addr[112]
+_FIXED = struct.Struct("<qiHHII")
+NET_SIZE = HEADER.size + _FIXED.size + ADDR_MAX
+
+_SOCK_TRANSPORT = {1: "tcp", 2: "udp", 3: "raw", 5: "sctp"}  # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET
+
+
+def parse_sockaddr(raw: bytes) -> tuple[str, str, int]:
+    """(family, address, port) of a raw sockaddr; ("", "", 0) for one we cannot read."""
+    if len(raw) < 2:
+        return "", "", 0
+    (family,) = struct.unpack_from("<H", raw)
+    if family == socket.AF_INET and len(raw) >= 8:
+        (port,) = struct.unpack_from("!H", raw, 2)
+        return "ipv4", socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        (port,) = struct.unpack_from("!H", raw, 2)
+        return "ipv6", socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+    if family == socket.AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":  # abstract namespace: shown with a leading @ like ss(8) does
+            name = "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+        else:
+            name = path.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+        return "unix", name, 0
+    return f"af{family}", "", 0
+
+
+def decode_net(buf: bytes, clock: BootClock) -> NetEvent:
+    check_size(buf, NET_SIZE, "net")
+    ret, fd, sock_type, addr_len, backlog, _ = _FIXED.unpack_from(buf, HEADER.size)
+    base = HEADER.size + _FIXED.size
+    family, address, port = parse_sockaddr(buf[base : base + min(addr_len, ADDR_MAX)])
+    transport = "unix" if family == "unix" else _SOCK_TRANSPORT.get(sock_type, "")
+    return NetEvent(*header_args(buf, clock), ret, fd, family, transport, address, port, backlog)
+
+
+SENSOR = Sensor(
+    name="net",
+    source="net.bpf.c",
+    probe=2,
+    decoders={op: decode_net for op in (Op.NET_CONNECT, Op.NET_ACCEPT, Op.NET_BIND, Op.NET_LISTEN)},
+    optional_tracepoints=(("syscalls", "accept"),),
+)

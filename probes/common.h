@@ -1,0 +1,117 @@
+/* NodeWarden: maps and helpers shared by every probe family.
+ *
+ * All families are compiled as one bcc program (probes/main.c includes the enabled ones) so
+ * they share one ring buffer: user space then sees fork, exec and file events of a process
+ * in the order the kernel produced them, which the process table relies on.
+ *
+ * Every kernel struct field is read at an offset taken from BTF at start-up and passed in as
+ * -DOFF_* (agent/kernel/offsets.py). Never dereference kernel structs through header types:
+ * the node's headers often do not match its kernel (DESIGN.md).
+ */
+#include "events.h"
+
+#ifndef NW_RINGBUF_PAGES
+#define NW_RINGBUF_PAGES 256   /* 1 MiB; a power of two */
+#endif
+
+BPF_RINGBUF_OUTPUT(events, NW_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(drops, u64, PROBE_MAX);            /* failed ring-buffer reservations, per family */
+BPF_ARRAY(nw_config, u64, CFG_MAX);                 /* enum nw_cfg */
+BPF_HASH(ignore_tgid, u32, u8, 256);                /* the agent's own pids, and any the agent adds */
+BPF_LPM_TRIE(ignore_prefix, struct path_key, u8, 1024);
+BPF_PERCPU_ARRAY(prefix_scratch, struct path_key, 1);
+
+#define NW_READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
+
+static __always_inline u64 nw_cfg(u32 slot)
+{
+    u64 *v = nw_config.lookup(&slot);
+    return v ? *v : 0;
+}
+
+/* Events of the agent itself (or outside the target tgid, when one is set) are never sent. */
+static __always_inline int nw_skip(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 target = nw_cfg(CFG_TARGET_TGID);
+    if (target && target != tgid)
+        return 1;
+    return ignore_tgid.lookup(&tgid) != 0;
+}
+
+static __always_inline void nw_count_drop(u32 probe)
+{
+    u64 *c = drops.lookup(&probe);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+}
+
+static __always_inline void nw_fill_header(struct event_header *h, u8 op)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 uid_gid = bpf_get_current_uid_gid();
+    void *task = (void *)bpf_get_current_task();
+    void *parent = 0, *nsproxy = 0, *mnt_ns = 0;
+
+    h->op = op;
+    h->flags = 0;
+    h->_pad0 = 0;
+    h->_pad1 = 0;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->uid = (u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    h->ts_ns = bpf_ktime_get_boot_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->ppid = 0;
+    h->mntns = 0;
+    NW_READ(parent, task, OFF_TASK_REAL_PARENT);
+    if (parent)
+        NW_READ(h->ppid, parent, OFF_TASK_TGID);
+    NW_READ(nsproxy, task, OFF_TASK_NSPROXY);
+    if (nsproxy) {
+        NW_READ(mnt_ns, nsproxy, OFF_NSPROXY_MNT_NS);
+        if (mnt_ns)
+            NW_READ(h->mntns, mnt_ns, OFF_MNTNS_INUM);
+    }
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Reserve `size` bytes in the ring buffer; count a drop for `probe` when it is full.
+ * Always inlined, so `size` is a constant at each call site as the verifier requires. */
+static __always_inline void *nw_reserve(u64 size, u32 probe)
+{
+    void *e = events.ringbuf_reserve(size);
+    if (!e)
+        nw_count_drop(probe);
+    return e;
+}
+#define NW_RESERVE(type, probe) ((type *)nw_reserve(sizeof(type), (probe)))
+
+/* Reads a user string path into `dst` (NW_PATH_MAX bytes); returns its length without the NUL
+ * and sets NW_F_TRUNCATED when it did not fit. */
+static __always_inline u32 nw_read_path(char *dst, const char *upath, u8 *flags)
+{
+    long n = bpf_probe_read_user_str(dst, NW_PATH_MAX, upath);
+    if (n <= 0) {
+        dst[0] = 0;
+        return 0;
+    }
+    if (n == NW_PATH_MAX)
+        *flags |= NW_F_TRUNCATED;
+    return n - 1;
+}
+
+/* 1 when the path lies under an ignored prefix (longest-prefix match in the LPM trie). */
+static __always_inline int nw_path_ignored(const char *path, u32 len)
+{
+    u32 zero = 0;
+    struct path_key *k = prefix_scratch.lookup(&zero);
+    if (!k || len == 0)
+        return 0;
+    if (len > NW_PREFIX_MAX)
+        len = NW_PREFIX_MAX;
+    bpf_probe_read_kernel(k->path, sizeof(k->path), path);
+    k->prefixlen = len * 8;
+    return ignore_prefix.lookup(k) != 0;
+}

@@ -1,0 +1,201 @@
+/* NodeWarden file probe: opens that write, create or truncate; unlink, rename, chmod, chown.
+ *
+ * Hooks: syscalls:sys_enter_* / sys_exit_* pairs. The path is read at entry (the kernel copies
+ * it then too, so a thread rewriting the buffer during the call does not fool us), staged in a
+ * per-thread LRU map, and sent at exit with the syscall's result. The LRU bounds what threads
+ * that never return (killed mid-call) leave behind.
+ *
+ * Filters, all in maps the agent changes at run time: read-only opens are dropped before any
+ * work unless CFG_FILE_READONLY is set; paths under an ignored prefix (LPM trie) are dropped.
+ * Known gaps: relative paths are sent as given (with dirfd), prefixes match absolute paths only;
+ * fchmod/fchown carry the fd, not a path. Syscalls this kernel lacks (open, creat, ... on arm64,
+ * fchmodat2 before 6.6) are compiled out: the agent defines NW_HAVE_<name> for each that exists.
+ */
+
+#define NW_O_ACCMODE 00000003
+#define NW_O_CREAT   00000100
+#define NW_O_TRUNC   00001000
+#define NW_AT_FDCWD  -100
+
+BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
+BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
+
+static __always_inline struct file_event *file_begin(u8 op)
+{
+    u32 zero = 0;
+    struct file_event *e = file_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    nw_fill_header(&e->h, op);
+    e->ret = 0;
+    e->dirfd = NW_AT_FDCWD;
+    e->flags = 0;
+    e->mode = 0;
+    e->owner_uid = (u32)-1;
+    e->owner_gid = (u32)-1;
+    e->fd = -1;
+    e->path_len = 0;
+    e->path2_len = 0;
+    e->path[0] = 0;
+    e->path2[0] = 0;
+    return e;
+}
+
+static __always_inline int file_stage(struct file_event *e)
+{
+    if (nw_path_ignored(e->path, e->path_len) &&
+        (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len)))
+        return 0;
+    u32 tid = e->h.tid;
+    file_inflight.update(&tid, e);
+    return 0;
+}
+
+static __always_inline int file_finish(long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct file_event *staged = file_inflight.lookup(&tid);
+    if (!staged)
+        return 0;
+    struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);
+    if (e) {
+        bpf_probe_read_kernel(e, sizeof(*e), staged);
+        e->ret = ret;
+        events.ringbuf_submit(e, 0);
+    }
+    file_inflight.delete(&tid);
+    return 0;
+}
+
+static __always_inline int file_open(int dfd, const char *name, u64 flags, u32 mode)
+{
+    /* Cheapest test first: most opens on a node only read. */
+    if ((flags & NW_O_ACCMODE) == 0 && !(flags & (NW_O_CREAT | NW_O_TRUNC)) && !nw_cfg(CFG_FILE_READONLY))
+        return 0;
+    if (nw_skip())
+        return 0;
+    struct file_event *e = file_begin(OP_FILE_OPEN);
+    if (!e)
+        return 0;
+    e->dirfd = dfd;
+    e->flags = flags;
+    e->mode = mode;
+    e->path_len = nw_read_path(e->path, name, &e->h.flags);
+    return file_stage(e);
+}
+
+static __always_inline int file_path_op(u8 op, int dfd, const char *name, u32 flags, u32 mode, u32 uid, u32 gid)
+{
+    if (nw_skip())
+        return 0;
+    struct file_event *e = file_begin(op);
+    if (!e)
+        return 0;
+    e->dirfd = dfd;
+    e->flags = flags;
+    e->mode = mode;
+    e->owner_uid = uid;
+    e->owner_gid = gid;
+    e->path_len = nw_read_path(e->path, name, &e->h.flags);
+    return file_stage(e);
+}
+
+static __always_inline int file_fd_op(u8 op, int fd, u32 mode, u32 uid, u32 gid)
+{
+    if (nw_skip())
+        return 0;
+    struct file_event *e = file_begin(op);
+    if (!e)
+        return 0;
+    e->dirfd = -1;
+    e->fd = fd;
+    e->mode = mode;
+    e->owner_uid = uid;
+    e->owner_gid = gid;
+    u32 tid = e->h.tid;
+    file_inflight.update(&tid, e);
+    return 0;
+}
+
+static __always_inline int file_rename(int olddfd, const char *oldname, const char *newname, u32 flags)
+{
+    if (nw_skip())
+        return 0;
+    struct file_event *e = file_begin(OP_FILE_RENAME);
+    if (!e)
+        return 0;
+    e->dirfd = olddfd;
+    e->flags = flags;
+    e->path_len = nw_read_path(e->path, oldname, &e->h.flags);
+    long n = bpf_probe_read_user_str(e->path2, NW_PATH_MAX, newname);
+    e->path2_len = n > 0 ? n - 1 : 0;
+    if (n == NW_PATH_MAX)
+        e->h.flags |= NW_F_TRUNCATED;
+    return file_stage(e);
+}
+
+#define FILE_EXIT(name) \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return file_finish(args->ret); }
+
+#ifdef NW_HAVE_open
+TRACEPOINT_PROBE(syscalls, sys_enter_open) { return file_open(NW_AT_FDCWD, args->filename, args->flags, args->mode); }
+FILE_EXIT(open)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return file_open(args->dfd, args->filename, args->flags, args->mode); }
+FILE_EXIT(openat)
+#ifdef NW_HAVE_openat2
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+{
+    u64 how[2] = {};   /* struct open_how: u64 flags, u64 mode (uapi, stable) */
+    bpf_probe_read_user(how, sizeof(how), args->how);
+    return file_open(args->dfd, args->filename, how[0], (u32)how[1]);
+}
+FILE_EXIT(openat2)
+#endif
+#ifdef NW_HAVE_creat
+TRACEPOINT_PROBE(syscalls, sys_enter_creat)
+{
+    return file_open(NW_AT_FDCWD, args->pathname, 01 | NW_O_CREAT | NW_O_TRUNC, args->mode);
+}
+FILE_EXIT(creat)
+#endif
+#ifdef NW_HAVE_unlink
+TRACEPOINT_PROBE(syscalls, sys_enter_unlink) { return file_path_op(OP_FILE_UNLINK, NW_AT_FDCWD, args->pathname, 0, 0, -1, -1); }
+FILE_EXIT(unlink)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat) { return file_path_op(OP_FILE_UNLINK, args->dfd, args->pathname, args->flag, 0, -1, -1); }
+FILE_EXIT(unlinkat)
+#ifdef NW_HAVE_rename
+TRACEPOINT_PROBE(syscalls, sys_enter_rename) { return file_rename(NW_AT_FDCWD, args->oldname, args->newname, 0); }
+FILE_EXIT(rename)
+#endif
+#ifdef NW_HAVE_renameat
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat) { return file_rename(args->olddfd, args->oldname, args->newname, 0); }
+FILE_EXIT(renameat)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat2) { return file_rename(args->olddfd, args->oldname, args->newname, args->flags); }
+FILE_EXIT(renameat2)
+#ifdef NW_HAVE_chmod
+TRACEPOINT_PROBE(syscalls, sys_enter_chmod) { return file_path_op(OP_FILE_CHMOD, NW_AT_FDCWD, args->filename, 0, args->mode, -1, -1); }
+FILE_EXIT(chmod)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat) { return file_path_op(OP_FILE_CHMOD, args->dfd, args->filename, 0, args->mode, -1, -1); }
+FILE_EXIT(fchmodat)
+#ifdef NW_HAVE_fchmodat2
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2) { return file_path_op(OP_FILE_CHMOD, args->dfd, args->filename, args->flags, args->mode, -1, -1); }
+FILE_EXIT(fchmodat2)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_fchmod) { return file_fd_op(OP_FILE_CHMOD, args->fd, args->mode, -1, -1); }
+FILE_EXIT(fchmod)
+#ifdef NW_HAVE_chown
+TRACEPOINT_PROBE(syscalls, sys_enter_chown) { return file_path_op(OP_FILE_CHOWN, NW_AT_FDCWD, args->filename, 0, 0, args->user, args->group); }
+FILE_EXIT(chown)
+#endif
+#ifdef NW_HAVE_lchown
+TRACEPOINT_PROBE(syscalls, sys_enter_lchown) { return file_path_op(OP_FILE_CHOWN, NW_AT_FDCWD, args->filename, 0x100, 0, args->user, args->group); }
+FILE_EXIT(lchown)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_fchownat) { return file_path_op(OP_FILE_CHOWN, args->dfd, args->filename, args->flag, 0, args->user, args->group); }
+FILE_EXIT(fchownat)
+TRACEPOINT_PROBE(syscalls, sys_enter_fchown) { return file_fd_op(OP_FILE_CHOWN, args->fd, 0, args->user, args->group); }
+FILE_EXIT(fchown)
