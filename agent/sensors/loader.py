@@ -65,6 +65,7 @@ class ProbeSet:
         self.decoders = {op: dec for s in self.sensors for op, dec in s.decoders.items()}
         self._bpf = None
         self._prefixes: set[bytes] = set()
+        self._final_drops: dict[str, int] = {}
         self.tracepoints_missing: list[str] = []
 
     # -- loading -----------------------------------------------------------------------------
@@ -125,9 +126,17 @@ class ProbeSet:
         return RingReader(table.map_fd, self.cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
 
     def stop(self) -> None:
-        if self._bpf is not None:
-            self._bpf.cleanup()  # detaches every tracepoint and closes the maps
-            self._bpf = None
+        """Detach every probe, then read the final drop counts, then free the maps."""
+        b = self._bpf
+        if b is None:
+            return
+        for tp in list(b.tracepoint_fds):
+            b.detach_tracepoint(tp)
+        for tp in list(b.raw_tracepoint_fds):
+            b.detach_raw_tracepoint(tp)
+        self._final_drops = self.kernel_drops()
+        b.cleanup()
+        self._bpf = None
 
     # -- filters, changed at run time --------------------------------------------------------
 
@@ -169,5 +178,7 @@ class ProbeSet:
 
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reservations so far, per family (summed over CPUs)."""
+        if self._bpf is None:
+            return dict(self._final_drops)
         table = self._bpf["drops"]
         return {s.name: int(table.sum(ctypes.c_int(s.probe)).value) for s in self.sensors}

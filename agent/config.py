@@ -1,0 +1,120 @@
+"""One Config tree, built once from defaults, a YAML file, the environment and flags, in that order.
+
+Each stage takes its own part in its constructor; nothing reads configuration globally.
+An unknown key or a value of the wrong type is an error naming the key, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import types
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from agent.sensors.loader import ProbeConfig
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class OutputConfig:
+    format: str = "text"  # "json": one object per line; "text": one readable line per event
+    show_fork: bool = False  # fork events feed the process table; printing them is noise for most
+
+
+@dataclass
+class AgentConfig:
+    node_name: str = field(default_factory=socket.gethostname)
+    state_dir: str = "/var/lib/nodewarden"
+    proctable_max: int = 32768
+    queue_batches: int = 64  # bounded queue between the ring-buffer reader and the pipeline
+    batch_max: int = 4096  # records the reader takes from the ring buffer at once
+    metrics_listen: str = ""  # "host:port" for /metrics, /healthz, /readyz; "" = off
+    drops_interval: float = 1.0  # seconds between checks of the drop counters
+
+
+@dataclass
+class Config:
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _coerce(value, typ, where: str):
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (elem, *_) = typing.get_args(typ)
+        return tuple(_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    if typ is bool:
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ in (int, float):
+        try:
+            return typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
+        return str(value)
+    return value
+
+
+def _apply(obj, data: dict, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def load(path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the YAML file at `path`, then NODEWARDEN_<SECTION>_<KEY> variables, then overrides.
+
+    `overrides` is {"section.key": value} from command-line flags.
+    """
+    cfg = Config()
+    if path:
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}".replace("\n", " ")) from None
+        _apply(cfg, data, "")
+    env = os.environ if env is None else env
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            var = f"NODEWARDEN_{section.name}_{f.name}".upper()
+            if var in env:
+                _apply(cfg, {section.name: {f.name: env[var]}}, "")
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        _apply(cfg, {section: {key: value}}, "")
+    if cfg.output.format not in ("json", "text"):
+        raise ConfigError(f"output.format must be json or text, not {cfg.output.format!r}")
+    return cfg
