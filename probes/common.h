@@ -1,6 +1,6 @@
 /* NodeWarden: maps and helpers shared by every probe family.
  *
- * All families are compiled as one bcc program (probes/main.c includes the enabled ones) so
+ * All families are compiled as one bcc program (agent/sensors/loader.py joins the enabled ones) so
  * they share one ring buffer: user space then sees fork, exec and file events of a process
  * in the order the kernel produced them, which the process table relies on.
  *

@@ -112,7 +112,7 @@ class ProbeSet:
         except ImportError:
             raise LoadError("the bcc Python module is missing (apt-get install python3-bpfcc)") from None
         try:
-            self._bpf = BPF(text=self._program(), cflags=flags)
+            self._bpf = BPF(text=self._program().encode(), cflags=flags)
         except Exception as e:  # bcc raises bare Exception with the compiler's or verifier's text
             raise LoadError(f"loading probes failed: {str(e).strip().splitlines()[-1:]}") from None
         self.set_target_tgid(self.cfg.target_tgid)
@@ -122,7 +122,7 @@ class ProbeSet:
             self.ignore_tgid(tgid)
 
     def reader(self) -> RingReader:
-        table = self._bpf["events"]
+        table = self._bpf[b"events"]
         return RingReader(table.map_fd, self.cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
 
     def stop(self) -> None:
@@ -141,7 +141,7 @@ class ProbeSet:
     # -- filters, changed at run time --------------------------------------------------------
 
     def _set_cfg(self, slot: int, value: int) -> None:
-        self._bpf["nw_config"][ctypes.c_int(slot)] = ctypes.c_uint64(value)
+        self._bpf[b"nw_config"][ctypes.c_int(slot)] = ctypes.c_uint64(value)
 
     def set_target_tgid(self, tgid: int) -> None:
         self._set_cfg(CFG_TARGET_TGID, tgid)
@@ -150,7 +150,7 @@ class ProbeSet:
         self._set_cfg(CFG_FILE_READONLY, int(on))
 
     def ignore_tgid(self, tgid: int, ignore: bool = True) -> None:
-        table = self._bpf["ignore_tgid"]
+        table = self._bpf[b"ignore_tgid"]
         key = ctypes.c_uint32(tgid)
         if ignore:
             table[key] = ctypes.c_uint8(1)
@@ -160,7 +160,7 @@ class ProbeSet:
     def set_ignored_prefixes(self, prefixes) -> None:
         """Replace the ignored path prefixes; paths under them are dropped in the kernel."""
         wanted = {_check_prefix(p) for p in prefixes}
-        table = self._bpf["ignore_prefix"]
+        table = self._bpf[b"ignore_prefix"]
         for raw in self._prefixes - wanted:
             del table[self._prefix_key(table, raw)]
         for raw in wanted - self._prefixes:
@@ -180,5 +180,5 @@ class ProbeSet:
         """Failed ring-buffer reservations so far, per family (summed over CPUs)."""
         if self._bpf is None:
             return dict(self._final_drops)
-        table = self._bpf["drops"]
+        table = self._bpf[b"drops"]
         return {s.name: int(table.sum(ctypes.c_int(s.probe)).value) for s in self.sensors}
