@@ -21,16 +21,18 @@ from agent.events import (
     Op,
 )
 
-_sec_cache: tuple[int, str] = (-1, "")
+_sec_cache: dict[int, str] = {}
 
 
 def rfc3339(ts_ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, e.g. 2026-11-24T11:25:20.123456789Z."""
-    global _sec_cache
     sec, ns = divmod(ts_ns, 1_000_000_000)
-    if _sec_cache[0] != sec:  # events come in bursts within one second: format it once
-        _sec_cache = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    return f"{_sec_cache[1]}.{ns:09d}Z"
+    head = _sec_cache.get(sec)
+    if head is None:  # events come in bursts within a few seconds (and their processes' start times)
+        if len(_sec_cache) > 4096:
+            _sec_cache.clear()
+        head = _sec_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{head}.{ns:09d}Z"
 
 
 def command_line(argv: tuple[str, ...]) -> str:
