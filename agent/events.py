@@ -148,6 +148,16 @@ class ContainerInfo:
     namespace: str = ""  # containerd namespace
     pod_name: str = ""
     pod_namespace: str = ""
+    # Filled by agent/enrich/containerd.py. labels: the containerd labels as sorted (key, value)
+    # pairs, a tuple so the record stays immutable and hashable.
+    labels: tuple[tuple[str, str], ...] = ()
+    pid: int = 0  # init process of the task, 0 when there is no task
+    cgroup_id: int = 0  # inode of the task's cgroup2 directory = bpf_get_current_cgroup_id()
+    cgroup_path: str = ""  # relative to the cgroup2 mount
+    mntns: int = 0  # inode of the task's mount namespace (fallback key)
+    created_ns: int = 0  # container record created, wall clock ns
+    started_ns: int = 0  # task started, wall clock ns
+    state: str = ""  # "", created, running, stopped, deleted (kept a while for late events)
 
 
 @dataclass(frozen=True, slots=True)
