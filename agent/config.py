@@ -40,8 +40,16 @@ class AgentConfig:
 
 
 @dataclass
+class ContainersConfig:
+    enabled: bool = True  # watch containerd and attribute events to containers
+    containerd_socket: str = "/run/containerd/containerd.sock"
+    proc_root: str = "/proc"  # /host/proc in a DaemonSet
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

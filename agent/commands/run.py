@@ -21,6 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--file-readonly", action="store_true", help="also report opens that only read")
     p.add_argument("--metrics", metavar="HOST:PORT", help="serve /metrics, /healthz, /readyz here")
     p.add_argument("--show-fork", action="store_true", help="also print process.fork events")
+    p.add_argument("--containerd-socket", metavar="PATH", help="containerd's socket (default "
+                   "/run/containerd/containerd.sock); events from containers carry their container and pod")
+    p.add_argument("--no-containers", action="store_true", help="do not watch containerd")
 
 
 def _overrides(args) -> dict:
@@ -37,6 +40,10 @@ def _overrides(args) -> dict:
         o["agent.metrics_listen"] = args.metrics
     if args.show_fork:
         o["output.show_fork"] = True
+    if args.containerd_socket:
+        o["containers.containerd_socket"] = args.containerd_socket
+    if args.no_containers:
+        o["containers.enabled"] = False
     return o
 
 
@@ -56,7 +63,16 @@ def main(args) -> int:
     out = sys.stdout.buffer
     log_out = JsonLog(out) if cfg.output.format == "json" else TextLog(out)
     metrics = Metrics()
-    pipe = Pipeline(cfg, [log_out.emit], metrics=metrics)
+    watcher = resolver = None
+    if cfg.containers.enabled:
+        from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
+        from agent.enrich.enricher import ContainerResolver
+
+        table = ContainerTable()
+        watcher = ContainerWatcher(ContainerdConfig(socket=cfg.containers.containerd_socket,
+                                                    proc_root=cfg.containers.proc_root), table)
+        resolver = ContainerResolver(table)
+    pipe = Pipeline(cfg, [log_out.emit], metrics=metrics, containers=resolver)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,6 +80,8 @@ def main(args) -> int:
     try:
         if cfg.agent.metrics_listen:
             metrics.serve(cfg.agent.metrics_listen)
+        if watcher is not None:
+            watcher.start()  # never raises: retries in the background while containerd is absent
         pipe.start()
     except (LoadError, OSError) as e:
         print(f"nodewarden: {e}", file=sys.stderr)
@@ -72,5 +90,7 @@ def main(args) -> int:
         pipe.wait(args.duration, stop)
     finally:
         pipe.stop()
+        if watcher is not None:
+            watcher.stop()
         metrics.stop()
     return 0

@@ -6,6 +6,17 @@ from agent.enrich.proctable import ProcessTable
 from agent.events import Enriched, ExecEvent, KernelEvent
 
 
+class ContainerResolver:
+    """Attributes a kernel event to a container by the cgroup id captured in the kernel, then by
+    its mount namespace (agent/enrich/container_table.py keeps both indexes)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def resolve(self, ev: KernelEvent):
+        return self.table.lookup_by_cgroup(ev.cgroup_id) or self.table.lookup_by_mntns(ev.mntns)
+
+
 class Enricher:
     def __init__(self, table: ProcessTable, containers=None):
         self.table = table
