@@ -35,6 +35,8 @@ class AgentConfig:
     proctable_max: int = 32768
     queue_batches: int = 64  # bounded queue between the ring-buffer reader and the pipeline
     batch_max: int = 4096  # records the reader takes from the ring buffer at once
+    batch_interval: float = 0.005  # seconds the reader lets records accumulate after a partial batch
+    poll_interval: float = 0.05  # longest a quiet node's event waits in the ring buffer
     metrics_listen: str = ""  # "host:port" for /metrics, /healthz, /readyz; "" = off
     drops_interval: float = 1.0  # seconds between checks of the drop counters
 

@@ -94,17 +94,25 @@ class Pipeline:
     # -- stages ----------------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        reader, q, batch_max = self._reader, self._q, self.cfg.agent.batch_max
-        while not self._stop.is_set():
+        reader, q, stop = self._reader, self._q, self._stop
+        batch_max, batch_interval = self.cfg.agent.batch_max, self.cfg.agent.batch_interval
+        poll = self.cfg.agent.poll_interval
+        while not stop.is_set():
             batch = reader.read(batch_max)
-            if not batch:
-                reader.wait(0.2)
-                continue
-            self.received += len(batch)
-            try:
-                q.put_nowait(batch)
-            except queue.Full:
-                self.drops["queue"] += len(batch)
+            if batch:
+                self.received += len(batch)
+                try:
+                    q.put_nowait(batch)
+                except queue.Full:
+                    self.drops["queue"] += len(batch)
+            if len(batch) < batch_max:
+                # Let a batch build up: the probes wake us only every few dozen records (probes/common.h,
+                # nw_submit) and the ring buffer's poll is level-triggered, so without this pause a
+                # trickle of events would be read one at a time.
+                if batch:
+                    stop.wait(batch_interval)
+                if not reader.pending():
+                    reader.wait(poll)
 
     def _drain(self) -> None:
         """After the probes are detached: process what is queued and left in the ring buffer."""

@@ -11,6 +11,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
         return 0;
     nw_fill_header(&e->h, OP_BENCH);
     e->counter = 0;
-    events.ringbuf_submit(e, 0);
+    nw_submit(e);
     return 0;
 }

@@ -61,7 +61,7 @@ static __always_inline int file_finish(long ret)
     if (e) {
         bpf_probe_read_kernel(e, sizeof(*e), staged);
         e->ret = ret;
-        events.ringbuf_submit(e, 0);
+        nw_submit(e);
     }
     file_inflight.delete(&tid);
     return 0;

@@ -160,7 +160,7 @@ static __always_inline int net_exit(long ret)
             net_sock_type(e, sock);
             net_sock_addr(e, sock, 0);
         }
-        events.ringbuf_submit(e, 0);
+        nw_submit(e);
     }
     net_inflight.delete(&tid);
     return 0;

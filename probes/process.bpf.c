@@ -44,7 +44,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         if (len <= NW_ARGS_MAX && bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
             e->args_len = len;
     }
-    events.ringbuf_submit(e, 0);
+    nw_submit(e);
     return 0;
 }
 
@@ -64,7 +64,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
     nw_fill_header(&e->h, OP_FORK);
     e->child_pid = child_tgid;
     e->_pad = 0;
-    events.ringbuf_submit(e, 0);
+    nw_submit(e);
     return 0;
 }
 
@@ -83,6 +83,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     e->exit_code = 0;
     NW_READ(e->exit_code, task, OFF_TASK_EXIT_CODE);
     e->_pad = 0;
-    events.ringbuf_submit(e, 0);
+    nw_submit(e);
     return 0;
 }
