@@ -10,6 +10,9 @@ import sys
 # Imported lazily so that `nodewarden events` never pays for bcc.
 COMMANDS = [
     "agent.commands.run",
+    "agent.commands.collector",
+    "agent.commands.events",
+    "agent.commands.containers",
 ]
 
 

@@ -1,0 +1,100 @@
+"""`nodewarden collector`: run the collector (gRPC ingest, SQLite store, query, live tail).
+
+Settings come from, lowest first: defaults, the `collector:` section of --config (YAML; keys
+are CollectorConfig's field names), NODEWARDEN_COLLECTOR_TOKEN, then flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import threading
+
+import yaml
+
+NAME = "collector"
+HELP = "Run the collector: gRPC ingest from agents into SQLite, Query and live Subscribe."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML file; its `collector:` section sets the keys below")
+    p.add_argument("--listen", action="append", metavar="ADDR",
+                   help="host:port or unix:/path; repeat for several (default 127.0.0.1:7470)")
+    p.add_argument("--db", metavar="PATH", help="SQLite file (default /var/lib/nodewarden/events.db)")
+    p.add_argument("--tls-cert", metavar="PEM", help="server certificate: turns TLS on")
+    p.add_argument("--tls-key", metavar="PEM", help="server key")
+    p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="require `authorization: Bearer <token>` (or set NODEWARDEN_COLLECTOR_TOKEN)")
+    p.add_argument("--retention-age", metavar="DUR", help="delete events older than this (default 7d; 0: never)")
+    p.add_argument("--retention-size", metavar="SIZE", help="keep the store under this (default 1GiB; 0: no limit)")
+    p.add_argument("--max-message-bytes", metavar="SIZE", help="largest message accepted (default 16MiB)")
+    p.add_argument("--subscriber-queue", type=int, metavar="N", help="events a live tail may lag (default 10000)")
+    p.add_argument("--max-workers", type=int, metavar="N", help="concurrent calls, one per agent (default 256)")
+    p.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on host:port")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_config(args: argparse.Namespace):
+    from collector.server import CollectorConfig
+    from collector.units import parse_duration, parse_size
+
+    cfg = CollectorConfig()
+    if args.config:
+        with open(args.config) as f:
+            doc = yaml.safe_load(f) or {}
+        section = doc.get("collector", doc) if isinstance(doc, dict) else None
+        if not isinstance(section, dict):
+            raise ValueError(f"{args.config}: expected a mapping (optionally under `collector:`)")
+        known = {f.name for f in dataclasses.fields(CollectorConfig)}
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"{args.config}: unknown collector keys: {', '.join(sorted(unknown))}")
+        for key, val in section.items():
+            if key == "listen" and isinstance(val, str):
+                val = [val]
+            elif key == "retention_age_s":
+                val = parse_duration(val)
+            elif key in ("retention_bytes", "max_message_bytes"):
+                val = parse_size(val)
+            setattr(cfg, key, val)
+    if os.environ.get("NODEWARDEN_COLLECTOR_TOKEN"):
+        cfg.token = os.environ["NODEWARDEN_COLLECTOR_TOKEN"]
+    flags = {
+        "listen": args.listen, "db": args.db, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca, "token_file": args.token_file,
+        "retention_age_s": parse_duration(args.retention_age) if args.retention_age else None,
+        "retention_bytes": parse_size(args.retention_size) if args.retention_size else None,
+        "max_message_bytes": parse_size(args.max_message_bytes) if args.max_message_bytes else None,
+        "subscriber_queue": args.subscriber_queue, "max_workers": args.max_workers,
+        "metrics_listen": args.metrics,
+    }
+    for key, val in flags.items():
+        if val is not None:
+            setattr(cfg, key, val)
+    if args.token_file:
+        cfg.token = ""  # an explicit file wins over the environment
+    return cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from collector.server import serve
+
+    try:
+        cfg = build_config(args)
+        handle = serve(cfg)
+    except (OSError, ValueError, RuntimeError) as e:
+        logging.getLogger("nodewarden.collector").error("cannot start: %s", e)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"collector: listening on {', '.join(handle.addresses)}; store {cfg.db}", flush=True)
+    while not stop.wait(1.0):  # a timeout, so signal handlers run promptly
+        pass
+    handle.stop()
+    return 0

@@ -1,0 +1,370 @@
+"""The gRPC exporter: flat records in, batches to the collector out, nothing lost on an outage.
+
+Wiring (agent/pipeline.py):
+
+    from agent.outputs.grpc_exporter import Exporter, ExporterConfig
+    exp = Exporter(ExporterConfig(address="collector:4317", node=node_name,
+                                  spool_dir="/var/lib/nodewarden/spool"))
+    exp.start()
+    exp.submit(record)          # per event: never blocks; a full queue drops and counts
+    prometheus_registry.register(exp)   # optional: nodewarden_exporter_* metrics
+    exp.metrics()               # the same counters as a dict
+    exp.stop(timeout=5.0)       # flushes the queue to the spool, tries to deliver, closes
+
+`submit` takes the dict from agent/outputs/record.py as is and does not change it; the
+exporter stamps host.name, agent.id, agent.boot_id and seq (from 1, per run) itself, in
+submission order, and overrides those keys if the record had them.
+
+Path of an event: submit -> bounded in-memory queue -> encoder thread (record -> protobuf
+Event, batches of `batch_size` or every `batch_interval` s) -> on-disk spool (write-ahead,
+bounded, survives a restart) -> sender thread (one Ingest stream, up to `window` batches in
+flight, acked batches leave the spool). Reconnects back off exponentially with full jitter.
+After a reconnect everything not acked is resent; the collector deduplicates on
+(agent_id, boot_id, seq), so delivery is at-least-once and storage exactly-once.
+Drops (queue full, spool full, corrupt spool segments) are counted per reason and sent as
+`agent.drops` events: {"agent.drops.new": {"exporter.spool_full": n}, "agent.drops.total": {...}}.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import grpc
+
+from agent.genproto import load
+from agent.outputs import pbcodec
+from agent.outputs.grpc_channel import ClientSecurity, make_channel, metadata
+from agent.outputs.record import rfc3339
+from agent.outputs.spool import Spool
+
+log = logging.getLogger(__name__)
+cpb = load("nodewarden.v1.collector_pb2")
+
+INGEST_METHOD = "/nodewarden.v1.Collector/Ingest"
+
+
+@dataclass
+class ExporterConfig:
+    address: str  # "host:port" or "unix:/path"
+    node: str = field(default_factory=socket.gethostname)
+    agent_id: str = ""  # stable id of this agent; default: the node name
+    boot_id: str = ""  # id of this run; default: a fresh uuid4 (seq restarts at 1 with it)
+    security: ClientSecurity = field(default_factory=ClientSecurity)
+    spool_dir: str = "/var/lib/nodewarden/spool"
+    spool_max_bytes: int = 256 << 20
+    spool_segment_bytes: int = 4 << 20
+    queue_size: int = 65536  # records waiting for the encoder
+    batch_size: int = 512  # events per batch
+    batch_interval: float = 0.1  # s: a partial batch waits at most this long
+    window: int = 8  # batches in flight before waiting for acks
+    backoff_initial: float = 0.2
+    backoff_max: float = 30.0
+    drops_report_interval: float = 1.0  # s between agent.drops events while dropping
+    max_message_bytes: int = 16 << 20
+
+
+class Exporter:
+    def __init__(self, config: ExporterConfig):
+        self.cfg = config
+        self.agent_id = config.agent_id or config.node
+        self.boot_id = config.boot_id or uuid.uuid4().hex
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.spool_segment_bytes)
+        self._q: collections.deque = collections.deque()
+        self._qcond = threading.Condition(threading.Lock())
+        self._seq = 0
+        self._closing = threading.Event()  # encoder: drain and exit
+        self._stopping = threading.Event()  # sender: give up and exit
+        self._data = threading.Event()  # set when the spool got a batch
+        self._threads: list[threading.Thread] = []
+        self._call = None
+        self._lock = threading.Lock()  # counters below
+        # All keys up front: other threads iterate this dict, so it must never grow.
+        self.drops: collections.Counter = collections.Counter(
+            {"queue_full": 0, "spool_full": 0, "encode_error": 0, "spool_corrupt_segments": 0}
+        )
+        self._drops_reported: collections.Counter = collections.Counter()
+        self._last_report = 0.0
+        self.submitted = 0
+        self.spooled = 0
+        self.acked = 0
+        self.reconnects = 0
+        self.connected = False
+
+    # -- the way in -------------------------------------------------------------------------
+
+    def submit(self, record: dict) -> None:
+        """Queue one record for export. Never blocks; a full queue drops it and counts."""
+        with self._qcond:
+            self.submitted += 1
+            if len(self._q) >= self.cfg.queue_size or self._closing.is_set():
+                self.drops["queue_full"] += 1
+                return
+            self._q.append(record)
+            if len(self._q) == self.cfg.batch_size:
+                self._qcond.notify()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.spool.open()
+        if self.spool.corrupt_segments:
+            self.drops["spool_corrupt_segments"] += self.spool.corrupt_segments
+        for name, target in (("encoder", self._encode_loop), ("sender", self._send_loop)):
+            t = threading.Thread(target=target, name=f"nw-exporter-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._data.set()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Spool what is queued, deliver for up to `timeout` s, then close. True if all was acked."""
+        deadline = time.monotonic() + timeout
+        self._closing.set()
+        with self._qcond:
+            self._qcond.notify()
+        if self._threads:
+            self._threads[0].join(max(deadline - time.monotonic(), 0.1))
+        # Deliver what is spooled while the collector is there; a collector that stays
+        # away for a second does not hold the agent's shutdown (the spool keeps the rest).
+        away_since = None
+        while time.monotonic() < deadline and self.spool.stats()["pending_events"]:
+            if self.connected:
+                away_since = None
+            elif away_since is None:
+                away_since = time.monotonic()
+            elif time.monotonic() - away_since > 1.0:
+                break
+            time.sleep(0.05)
+        done = self.spool.stats()["pending_events"] == 0
+        self._stopping.set()
+        self._data.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        for t in self._threads:
+            t.join(max(deadline - time.monotonic(), 1.0))
+        self.spool.close()
+        return done
+
+    # -- encoder: queue -> spool ---------------------------------------------------------------
+
+    def _encode_loop(self) -> None:
+        cfg = self.cfg
+        while True:
+            with self._qcond:
+                if len(self._q) < cfg.batch_size and not self._closing.is_set():
+                    self._qcond.wait(cfg.batch_interval)
+                n = min(len(self._q), cfg.batch_size)
+                batch = [self._q.popleft() for _ in range(n)]
+            reports = self._drop_reports()
+            if batch or reports:
+                self._spool_batch(batch + reports)
+            if self._closing.is_set() and not self._q:
+                reports = self._drop_reports(final=True)
+                if reports:
+                    self._spool_batch(reports)
+                return
+
+    def _spool_batch(self, records: list[dict]) -> None:
+        parts = []
+        now = None
+        for rec in records:
+            try:
+                ev = pbcodec.to_event(rec)
+            except Exception:  # to_event promises not to raise; if it does, count, not crash
+                log.exception("exporter: cannot encode a record; dropped")
+                with self._lock:
+                    self.drops["encode_error"] += 1
+                continue
+            self._seq += 1
+            ev.seq = self._seq
+            ev.node = self.cfg.node
+            ev.agent_id = self.agent_id
+            ev.boot_id = self.boot_id
+            if not ev.time_unix_nano and "timestamp" not in rec:
+                now = now or time.time_ns()
+                ev.time_unix_nano = now
+            parts.append(_field(2, ev.SerializeToString()))
+        if not parts:
+            return
+        dropped = self.spool.append(b"".join(parts), len(parts))
+        with self._lock:
+            self.spooled += len(parts)
+            if dropped:
+                self.drops["spool_full"] += dropped
+        self._data.set()
+
+    def _drop_reports(self, final: bool = False) -> list[dict]:
+        """agent.drops records for what was dropped since the last report, at most once per
+        drops_report_interval (and once more on the way out)."""
+        now = time.monotonic()
+        if not final and now - self._last_report < self.cfg.drops_report_interval:
+            return []
+        with self._lock:
+            delta = {k: v - self._drops_reported[k] for k, v in self.drops.items() if v > self._drops_reported[k]}
+            self._drops_reported.update(delta)
+            totals = dict(self.drops)
+        if not delta:
+            return []
+        self._last_report = now
+        log.warning("exporter: dropped %s; in all %s", delta, {k: v for k, v in totals.items() if v})
+        # The shape the pipeline's own agent.drops uses: per-stage counts, new and total.
+        return [{
+            "event.name": "agent.drops", "timestamp": rfc3339(time.time_ns()), "event.severity": "medium",
+            "agent.drops.new": {f"exporter.{k}": v for k, v in sorted(delta.items())},
+            "agent.drops.total": {f"exporter.{k}": v for k, v in sorted(totals.items()) if v},
+        }]
+
+    # -- sender: spool -> collector --------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        delay = self.cfg.backoff_initial
+        last_error = ""
+        while not self._stopping.is_set():
+            delivered = 0
+            try:
+                delivered = self._session()
+            except grpc.RpcError as e:
+                if self._stopping.is_set():
+                    return
+                msg = f"{e.code().name}: {e.details()}" if hasattr(e, "code") else str(e)
+                if msg != last_error:  # log each new kind of failure once, not every retry
+                    log.warning("exporter: collector %s: %s; retrying with backoff", self.cfg.address, msg)
+                    last_error = msg
+            except Exception:
+                log.exception("exporter: sender failed; retrying with backoff")
+            self.connected = False
+            self._call = None
+            if delivered:
+                delay = self.cfg.backoff_initial
+                last_error = ""
+            if self._stopping.is_set():
+                return
+            # Full jitter: agents that lost the same collector do not all come back at once.
+            self._stopping.wait(random.uniform(0, delay))
+            delay = min(delay * 2, self.cfg.backoff_max)
+            with self._lock:
+                self.reconnects += 1
+
+    def _session(self) -> int:
+        """One connection and one Ingest stream, until it breaks. Returns events acked."""
+        channel = make_channel(self.cfg.address, self.cfg.security, self.cfg.max_message_bytes)
+        inflight: collections.deque = collections.deque()  # (batch_id, spool pos, events)
+        cond = threading.Condition()
+        done = threading.Event()
+        acked = 0
+        hello = cpb.IngestRequest(
+            hello=cpb.Hello(agent_id=self.agent_id, node=self.cfg.node, version="nodewarden-1")
+        ).SerializeToString()
+
+        def requests():
+            yield hello
+            cursor, bid = None, 0
+            while not done.is_set() and not self._stopping.is_set():
+                with cond:
+                    while len(inflight) >= self.cfg.window and not done.is_set():
+                        cond.wait(0.5)
+                if done.is_set():
+                    return
+                self._data.clear()
+                item = self.spool.read_next(cursor)
+                if item is None:
+                    self._data.wait(0.5)
+                    continue
+                cursor, events, payload = item
+                bid += 1
+                with cond:
+                    inflight.append((bid, cursor, events))
+                batch = _field_varint(1, bid) + payload
+                yield _field(2, batch)
+
+        try:
+            ingest = channel.stream_stream(INGEST_METHOD, request_serializer=None,
+                                           response_deserializer=cpb.IngestResponse.FromString)
+            call = ingest(requests(), metadata=metadata(self.cfg.security))
+            self._call = call
+            if self._stopping.is_set():
+                call.cancel()
+            for resp in call:
+                if resp.HasField("hello"):
+                    self.connected = True
+                    continue
+                with cond:
+                    if not inflight:
+                        raise RuntimeError("collector acked a batch that was not sent")
+                    bid, pos, events = inflight.popleft()
+                    cond.notify()
+                if resp.ack.batch_id != bid:
+                    raise RuntimeError(f"collector acked batch {resp.ack.batch_id}, expected {bid}")
+                self.spool.ack(pos)
+                acked += events
+                with self._lock:
+                    self.acked += events
+        finally:
+            done.set()
+            with cond:
+                cond.notify_all()
+            channel.close()
+        return acked
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def metrics(self) -> dict:
+        sp = self.spool.stats()
+        with self._lock:
+            return {
+                "submitted": self.submitted,
+                "queued": len(self._q),
+                "spooled": self.spooled,
+                "acked": self.acked,
+                "drops": dict(self.drops),
+                "dropped": sum(v for k, v in self.drops.items() if k != "spool_corrupt_segments"),
+                "spool_bytes": sp["bytes"],
+                "spool_pending_events": sp["pending_events"],
+                "spool_corrupt_bytes": self.spool.corrupt_bytes,
+                "connected": self.connected,
+                "reconnects": self.reconnects,
+                "seq": self._seq,
+            }
+
+    def collect(self):
+        """prometheus_client custom-collector protocol: `registry.register(exporter)`."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = self.metrics()
+        yield CounterMetricFamily("nodewarden_exporter_submitted", "Records submitted", value=m["submitted"])
+        yield CounterMetricFamily("nodewarden_exporter_acked", "Events the collector acked", value=m["acked"])
+        drops = CounterMetricFamily("nodewarden_exporter_drops", "Events dropped, by reason", labels=["reason"])
+        for reason, n in sorted(m["drops"].items()):
+            drops.add_metric([reason], n)
+        yield drops
+        yield CounterMetricFamily("nodewarden_exporter_reconnects", "Reconnect attempts", value=m["reconnects"])
+        yield GaugeMetricFamily("nodewarden_exporter_queue_length", "Records queued", value=m["queued"])
+        yield GaugeMetricFamily("nodewarden_exporter_spool_bytes", "Bytes in the spool", value=m["spool_bytes"])
+        yield GaugeMetricFamily("nodewarden_exporter_spool_pending_events", "Events not yet acked",
+                                value=m["spool_pending_events"])
+        yield GaugeMetricFamily("nodewarden_exporter_connected", "1 while a stream is up", value=int(m["connected"]))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: lets spooled bytes go on the wire without re-parsing."""
+    return _varint((num << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _field_varint(num: int, value: int) -> bytes:
+    return _varint(num << 3) + _varint(value)

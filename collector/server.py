@@ -1,0 +1,370 @@
+"""The collector's gRPC server: Ingest, Query, Subscribe, the standard health service, auth.
+
+Embedding (what `nodewarden run` does, and the tests):
+
+    from collector.server import CollectorConfig, serve
+    handle = serve(CollectorConfig(listen=["127.0.0.1:0"], db="/var/lib/nodewarden/events.db"))
+    handle.address      # "127.0.0.1:41234": give it to the exporter
+    handle.stop()
+
+Requests are taken as raw bytes and parsed here, so a malformed message gets a clear
+INVALID_ARGUMENT instead of gRPC's generic "Exception deserializing request" (INTERNAL);
+stored events go back out as the bytes SQLite holds, never parsed again. A message over
+`max_message_bytes` is refused by gRPC itself (RESOURCE_EXHAUSTED). Any of these ends the
+offending call only; other agents and clients carry on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import os
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agent.genproto import load
+from collector.filters import EventFilter, FilterError
+from collector.hub import Hub
+from collector.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+cpb = load("nodewarden.v1.collector_pb2")
+
+SERVICE = "nodewarden.v1.Collector"
+_CHUNK = 500  # events per streamed message
+
+
+@dataclass
+class CollectorConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:7470"])  # host:port or unix:/path
+    db: str = "/var/lib/nodewarden/events.db"
+    tls_cert: str = ""  # PEM server certificate: TLS on when set
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA: clients must present a certificate it signed (mutual TLS)
+    token: str = ""  # shared token; clients send `authorization: Bearer <token>`
+    token_file: str = ""
+    retention_age_s: float = 7 * 86400
+    retention_bytes: int = 1 << 30
+    max_message_bytes: int = 16 << 20
+    max_batch_events: int = 10000
+    subscriber_queue: int = 10000  # events a live subscriber may fall behind before drops
+    max_workers: int = 256  # concurrent calls; each agent holds one for its Ingest stream
+    metrics_listen: str = ""  # host:port for Prometheus text, "" for none
+
+    def read_token(self) -> str:
+        if self.token:
+            return self.token
+        return Path(self.token_file).read_text().strip() if self.token_file else ""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    return _varint((num << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _events_message(bodies, dropped: int = 0, token: str = "") -> bytes:
+    """A QueryResponse / SubscribeResponse (same layout: events = 1) built from stored bytes."""
+    out = b"".join(_field(1, b) for b in bodies)
+    if token:  # QueryResponse.next_page_token = 2
+        out += _field(2, token.encode())
+    if dropped:  # SubscribeResponse.dropped = 2 (varint)
+        out += _varint(2 << 3) + _varint(dropped)
+    return out
+
+
+def _page_token(ts: int, rowid: int) -> str:
+    return base64.urlsafe_b64encode(f"{ts}:{rowid}".encode()).decode()
+
+
+def _parse_page_token(token: str) -> tuple[int, int]:
+    ts, rowid = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+    return int(ts), int(rowid)
+
+
+class _Service:
+    def __init__(self, cfg: CollectorConfig, store: Store, hub: Hub):
+        self.cfg = cfg
+        self.store = store
+        self.hub = hub
+        self.stats = {"rejected": 0, "ingest_streams": 0, "batches": 0}
+
+    def _reject(self, context, code, msg: str):
+        self.stats["rejected"] += 1
+        peer = context.peer()
+        log.warning("collector: %s from %s: %s", code.name, peer, msg)
+        context.abort(code, msg)
+
+    def ingest(self, request_iterator, context):
+        self.stats["ingest_streams"] += 1
+        try:
+            for raw in request_iterator:
+                try:
+                    req = cpb.IngestRequest.FromString(raw)
+                except DecodeError as e:
+                    self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed IngestRequest: {e}")
+                which = req.WhichOneof("msg")
+                if which == "hello":
+                    yield cpb.IngestResponse(hello=cpb.HelloAck(max_batch_events=self.cfg.max_batch_events,
+                                                                max_message_bytes=self.cfg.max_message_bytes))
+                    continue
+                if which != "batch":
+                    self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, "IngestRequest has neither hello nor batch")
+                events = req.batch.events
+                problem, last = self._check_batch(events)
+                if problem:
+                    self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
+                try:
+                    stored, dups = self.store.write(events) if len(events) else (0, 0)
+                except StoreError as e:
+                    self._reject(context, grpc.StatusCode.UNAVAILABLE, str(e))
+                self.stats["batches"] += 1
+                yield cpb.IngestResponse(ack=cpb.Ack(batch_id=req.batch.batch_id, last_seq=last,
+                                                    stored=stored, duplicates=dups))
+        finally:
+            self.stats["ingest_streams"] -= 1
+
+    def _check_batch(self, events) -> tuple[str, int]:
+        """(what is wrong with the batch or "", its highest seq), in one pass: this runs per event."""
+        if len(events) > self.cfg.max_batch_events:
+            return f"batch of {len(events)} events; the limit is {self.cfg.max_batch_events}", 0
+        last = 0
+        for i, ev in enumerate(events):
+            seq = ev.seq
+            agent, boot, name = ev.agent_id, ev.boot_id, ev.name
+            if not (agent and boot and name and seq > 0):
+                return f"event {i} of the batch lacks agent_id, boot_id, seq or name", 0
+            if len(name) + len(agent) + len(boot) + len(ev.node) > 512:
+                return f"event {i} of the batch has names or ids longer than 512 characters in all", 0
+            if seq > last:
+                last = seq
+        return "", last
+
+    def _filter(self, raw: bytes, msg_type, context):
+        try:
+            req = msg_type.FromString(raw)
+        except DecodeError as e:
+            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed {msg_type.__name__}: {e}")
+        try:
+            return req, EventFilter.from_pb(req.filter)
+        except FilterError as e:
+            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad filter: {e}")
+
+    def query(self, raw: bytes, context):
+        req, flt = self._filter(raw, cpb.QueryRequest, context)
+        limit = min(req.limit or 1000, 10000)
+        after = None
+        if req.page_token:
+            try:
+                after = _parse_page_token(req.page_token)
+            except (ValueError, UnicodeDecodeError):
+                self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, "bad page_token")
+        chunk, sent, last, more = [], 0, None, False
+        try:
+            for rowid, ts, body in self.store.query(flt, limit + 1, after):
+                if sent == limit:
+                    more = True
+                    break
+                chunk.append(body)
+                sent += 1
+                last = (ts, rowid)
+                if len(chunk) == _CHUNK and sent < limit:
+                    yield _events_message(chunk)
+                    chunk = []
+        except Exception as e:  # sqlite3 errors: the store is busy or broken, the server is not
+            log.error("collector: query failed: %s", e)
+            context.abort(grpc.StatusCode.INTERNAL, f"query failed: {e}")
+        yield _events_message(chunk, token=_page_token(*last) if more else "")
+
+    def subscribe(self, raw: bytes, context):
+        req, flt = self._filter(raw, cpb.SubscribeRequest, context)
+        sub = self.hub.add(flt, self.cfg.subscriber_queue)
+        try:
+            # Registered first, cut-off second: everything up to the cut-off is replayed from
+            # the store, everything after it arrives live, nothing twice, nothing missed.
+            cutoff = self.store.max_id()
+            if req.replay:
+                chunk = []
+                for _rowid, _ts, body in self.store.query(flt, 1 << 62, None, max_id=cutoff):
+                    chunk.append(body)
+                    if len(chunk) == _CHUNK:
+                        yield _events_message(chunk)
+                        chunk = []
+                if chunk:
+                    yield _events_message(chunk)
+            reported = 0
+            while context.is_active():
+                items, dropped = sub.take(_CHUNK, timeout=1.0)
+                bodies = [body for rowid, body in items if rowid > cutoff]
+                if bodies or dropped != reported:
+                    reported = dropped
+                    yield _events_message(bodies, dropped=dropped)
+                elif sub.closed:
+                    return
+        finally:
+            self.hub.remove(sub)
+
+
+class _TokenAuth(grpc.ServerInterceptor):
+    """Refuses calls without `authorization: Bearer <token>`; health checks stay open so that
+    kubelet probes need no secret."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or details.method.startswith("/grpc.health.v1.Health/"):
+            return handler
+        got = dict(details.invocation_metadata).get("authorization", "")
+        if hmac.compare_digest(got.encode() if isinstance(got, str) else got, self._expected):
+            return handler
+        msg = "missing or wrong token: send metadata 'authorization: Bearer <token>'"
+
+        def deny(_request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
+
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(deny)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(deny)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class CollectorHandle:
+    """A running collector: `address` (connectable), `addresses` (all), `stop()`, `wait()`."""
+
+    def __init__(self, server, store: Store, hub: Hub, service: _Service, health_servicer, addresses, metrics):
+        self.server = server
+        self.store = store
+        self.hub = hub
+        self.service = service
+        self._health = health_servicer
+        self.addresses = addresses
+        self.address = addresses[0]
+        self._metrics_server = metrics
+
+    def metrics(self) -> dict:
+        return {**self.store.stats, **self.service.stats, "subscribers": self.hub.count(),
+                "subscriber_drops": self.hub.dropped()}
+
+    def collect(self):
+        """prometheus_client custom-collector protocol: `registry.register(handle)`."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = self.metrics()
+        for key, help_ in (("stored", "Events stored"), ("duplicates", "Resent events already stored"),
+                           ("rejected", "Calls refused as malformed, oversized or failed"),
+                           ("subscriber_drops", "Events dropped for slow subscribers"),
+                           ("retention_deleted", "Events deleted by retention"),
+                           ("write_errors", "Failed store commits")):
+            yield CounterMetricFamily(f"nodewarden_collector_{key}", help_, value=m[key])
+        yield GaugeMetricFamily("nodewarden_collector_ingest_streams", "Open Ingest streams",
+                                value=m["ingest_streams"])
+        yield GaugeMetricFamily("nodewarden_collector_subscribers", "Live subscribers", value=m["subscribers"])
+
+    def stop(self, grace: float = 2.0) -> None:
+        self._health.enter_graceful_shutdown()
+        self.hub.close_all()
+        self.server.stop(grace).wait(grace + 5)
+        self.store.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def _server_credentials(cfg: CollectorConfig):
+    if not cfg.tls_cert:
+        if cfg.tls_key or cfg.tls_client_ca:
+            raise ValueError("tls_key / tls_client_ca need tls_cert")
+        return None
+    if not cfg.tls_key:
+        raise ValueError("tls_cert needs tls_key")
+    ca = Path(cfg.tls_client_ca).read_bytes() if cfg.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+def _bind(server, addr: str, creds) -> str:
+    if addr.startswith("unix:"):
+        # gRPC's forms: unix:relative/or/absolute/path and unix:///absolute/path
+        path = addr[len("unix://"):] if addr.startswith("unix://") else addr[len("unix:"):]
+        if os.path.exists(path):
+            os.unlink(path)  # a socket left by a collector that was killed
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    port = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
+    if not port:
+        raise OSError(f"cannot listen on {addr}")
+    if addr.startswith("unix:"):
+        return addr
+    host = addr.rsplit(":", 1)[0]
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"{host}:{port}"
+
+
+def serve(cfg: CollectorConfig) -> CollectorHandle:
+    """Start a collector (its own threads) and return its handle."""
+    hub = Hub()
+    store = Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=hub.publish)
+    service = _Service(cfg, store, hub)
+    token = cfg.read_token()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="nw-collector"),
+        interceptors=[_TokenAuth(token)] if token else [],
+        maximum_concurrent_rpcs=cfg.max_workers,
+        options=[
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            # Agents ping every 30 s on idle streams (agent/outputs/grpc_channel.py).
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    handlers = {
+        "Ingest": grpc.stream_stream_rpc_method_handler(
+            service.ingest, response_serializer=cpb.IngestResponse.SerializeToString),
+        "Query": grpc.unary_stream_rpc_method_handler(service.query),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(service.subscribe),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    creds = _server_credentials(cfg)
+    addresses = [_bind(server, a, creds) for a in cfg.listen]
+    store.start()
+    server.start()
+    for svc in ("", SERVICE):
+        health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    metrics = None
+    handle = CollectorHandle(server, store, hub, service, health_servicer, addresses, None)
+    if cfg.metrics_listen:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        registry.register(handle)
+        host, port = cfg.metrics_listen.rsplit(":", 1)
+        metrics = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+        handle._metrics_server = metrics[0] if isinstance(metrics, tuple) else metrics
+    log.info("collector: listening on %s, store %s", ", ".join(addresses), cfg.db)
+    return handle
