@@ -12,7 +12,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(NW) run $(ARGS)
+	$(NW) run --collector embedded $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q tests $(ARGS)

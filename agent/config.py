@@ -49,9 +49,25 @@ class ContainersConfig:
 
 
 @dataclass
+class ExportConfig:
+    collector: str = ""  # "": no export; "embedded": a collector in this process; else host:port or unix:/path
+    embedded_listen: str = "127.0.0.1:7470"  # where the embedded collector serves `nodewarden events`
+    embedded_db: str = ""  # SQLite file of the embedded collector; default <state_dir>/events.db
+    spool_dir: str = ""  # default <state_dir>/spool
+    spool_max_bytes: int = 256 << 20
+    token_file: str = ""  # shared token sent as `authorization: Bearer <token>`
+    tls: bool = False  # TLS with the system roots
+    tls_ca: str = ""
+    tls_cert: str = ""  # client certificate, for mutual TLS
+    tls_key: str = ""
+    server_name: str = ""
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

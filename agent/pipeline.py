@@ -10,6 +10,7 @@ decode (malformed records), output (an output that raised).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -32,9 +33,11 @@ Output = Callable[[list[dict]], None]
 
 class Pipeline:
     def __init__(self, cfg: Config, outputs: list[Output], metrics: Metrics | None = None,
-                 containers=None, probes: ProbeSet | None = None):
+                 containers=None, probes: ProbeSet | None = None,
+                 drop_sources: list[Callable[[], dict[str, int]]] | None = None):
         self.cfg = cfg
         self.outputs = outputs
+        self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
         self.metrics = metrics or Metrics()
         self.probes = probes or ProbeSet(cfg.probes)
         self.table = ProcessTable(cfg.agent.proctable_max)
@@ -43,6 +46,7 @@ class Pipeline:
         self._q: queue.Queue[list[bytes]] = queue.Queue(maxsize=cfg.agent.queue_batches)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._reader = None  # set once the probes are loaded
         self.drops: Counter[str] = Counter()  # "kernel.<probe>", "queue", "decode", "output"
         self._reported: Counter[str] = Counter()
         self.delivered = 0  # records handed to the outputs
@@ -68,12 +72,14 @@ class Pipeline:
             "agent.probes": list(self.cfg.probes.families),
             "agent.tracepoints_missing": self.probes.tracepoints_missing,
             "host.name": self.cfg.agent.node_name,
-            "process.pid": _own_pid(),
+            "process.pid": os.getpid(),
         })
 
     def stop(self) -> None:
         """Detach the probes, drain what the kernel already produced, report the last drops."""
         self.probes.stop()
+        if self._reader is None:  # never started (start failed): nothing to drain
+            return
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
@@ -182,6 +188,8 @@ class Pipeline:
         totals = dict(self.drops)
         for probe, n in self.probes.kernel_drops().items():
             totals[f"kernel.{probe}"] = n
+        for source in self.drop_sources:
+            totals.update(source())
         return totals
 
     def _check_drops(self) -> None:
@@ -204,7 +212,76 @@ class Pipeline:
             log.error(msg)
 
 
-def _own_pid() -> int:
-    import os
+class Agent:
+    """The whole agent: the pipeline plus the services beside it (containerd watcher, exporter to a
+    collector, an embedded collector, the metrics server), each only when configured.
+    Start order: collector, exporter, watcher, probes; stop in reverse, so no event is lost."""
 
-    return os.getpid()
+    def __init__(self, cfg: Config, log_output: Output):
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.collector = None  # the embedded collector's handle
+        self.exporter = None
+        self.watcher = None
+        outputs: list[Output] = [log_output]
+        drop_sources = []
+        resolver = None
+        if cfg.containers.enabled:
+            from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
+            from agent.enrich.enricher import ContainerResolver
+
+            self.containers = ContainerTable()
+            self.watcher = ContainerWatcher(ContainerdConfig(socket=cfg.containers.containerd_socket,
+                                                             proc_root=cfg.containers.proc_root), self.containers)
+            resolver = ContainerResolver(self.containers)
+        if cfg.export.collector:
+            self.exporter = self._exporter()
+            outputs.append(self._submit_all)
+            drop_sources.append(lambda: {f"exporter.{k}": v for k, v in self.exporter.drops.items()})
+        self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, drop_sources=drop_sources)
+
+    def _state(self, path: str, default_name: str) -> str:
+        return path or os.path.join(self.cfg.agent.state_dir, default_name)
+
+    def _exporter(self):
+        from agent.outputs.grpc_channel import ClientSecurity
+        from agent.outputs.grpc_exporter import Exporter, ExporterConfig
+
+        e = self.cfg.export
+        security = ClientSecurity(tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key, tls=e.tls,
+                                  server_name=e.server_name, token_file=e.token_file)
+        return Exporter(ExporterConfig(address=e.collector, node=self.cfg.agent.node_name, security=security,
+                                       spool_dir=self._state(e.spool_dir, "spool"),
+                                       spool_max_bytes=e.spool_max_bytes))
+
+    def _submit_all(self, records: list[dict]) -> None:
+        submit = self.exporter.submit
+        for r in records:
+            submit(r)
+
+    def start(self) -> None:
+        os.makedirs(self.cfg.agent.state_dir, exist_ok=True)
+        if self.cfg.agent.metrics_listen:
+            self.metrics.serve(self.cfg.agent.metrics_listen)
+        if self.exporter is not None:
+            if self.cfg.export.collector == "embedded":
+                from collector.server import CollectorConfig, serve
+
+                e = self.cfg.export
+                self.collector = serve(CollectorConfig(listen=[e.embedded_listen],
+                                                       db=self._state(e.embedded_db, "events.db")))
+                self.exporter.cfg.address = self.collector.address
+            self.exporter.start()
+        if self.watcher is not None:
+            self.watcher.start()  # never raises: retries in the background while containerd is absent
+        self.pipeline.start()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.exporter is not None:
+            self.exporter.stop(timeout=5.0)
+        if self.collector is not None:
+            self.collector.stop()
+        self.metrics.stop()

@@ -108,8 +108,8 @@ def consumption(exe: str, rate: int, seconds: float) -> tuple:
             f"{queued:,}", f"{bench_out[0]:,}", f"{bench_out[0] / caught_up:,.0f}/s", "yes" if exact else "NO")
 
 def _table(headers, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
     print(line(headers))
     print("  ".join("-" * w for w in widths))
     for r in rows:

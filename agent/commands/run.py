@@ -24,6 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--containerd-socket", metavar="PATH", help="containerd's socket (default "
                    "/run/containerd/containerd.sock); events from containers carry their container and pod")
     p.add_argument("--no-containers", action="store_true", help="do not watch containerd")
+    p.add_argument("--collector", metavar="ADDR", help="stream events to this collector (host:port or "
+                   "unix:/path); 'embedded' starts one in this process with a SQLite file in the state dir")
 
 
 def _overrides(args) -> dict:
@@ -44,15 +46,15 @@ def _overrides(args) -> dict:
         o["containers.containerd_socket"] = args.containerd_socket
     if args.no_containers:
         o["containers.enabled"] = False
+    if args.collector:
+        o["export.collector"] = args.collector
     return o
 
 
 def main(args) -> int:
     from agent import config
     from agent.outputs.log import JsonLog, TextLog
-    from agent.outputs.metrics import Metrics
-    from agent.pipeline import Pipeline
-    from agent.sensors.loader import LoadError
+    from agent.pipeline import Agent
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="nodewarden: %(levelname)s %(message)s")
     try:
@@ -61,36 +63,18 @@ def main(args) -> int:
         print(f"nodewarden: {e}", file=sys.stderr)
         return 2
     out = sys.stdout.buffer
-    log_out = JsonLog(out) if cfg.output.format == "json" else TextLog(out)
-    metrics = Metrics()
-    watcher = resolver = None
-    if cfg.containers.enabled:
-        from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
-        from agent.enrich.enricher import ContainerResolver
-
-        table = ContainerTable()
-        watcher = ContainerWatcher(ContainerdConfig(socket=cfg.containers.containerd_socket,
-                                                    proc_root=cfg.containers.proc_root), table)
-        resolver = ContainerResolver(table)
-    pipe = Pipeline(cfg, [log_out.emit], metrics=metrics, containers=resolver)
-
+    agent = Agent(cfg, (JsonLog(out) if cfg.output.format == "json" else TextLog(out)).emit)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        if cfg.agent.metrics_listen:
-            metrics.serve(cfg.agent.metrics_listen)
-        if watcher is not None:
-            watcher.start()  # never raises: retries in the background while containerd is absent
-        pipe.start()
-    except (LoadError, OSError) as e:
+        agent.start()
+    except Exception as e:  # LoadError, OSError, a collector that cannot listen: one line, not a traceback
         print(f"nodewarden: {e}", file=sys.stderr)
+        agent.stop()
         return 1
     try:
-        pipe.wait(args.duration, stop)
+        agent.pipeline.wait(args.duration, stop)
     finally:
-        pipe.stop()
-        if watcher is not None:
-            watcher.stop()
-        metrics.stop()
+        agent.stop()
     return 0
