@@ -39,6 +39,8 @@ class AgentConfig:
     poll_interval: float = 0.05  # longest a quiet node's event waits in the ring buffer
     metrics_listen: str = ""  # "host:port" for /metrics, /healthz, /readyz; "" = off
     drops_interval: float = 1.0  # seconds between checks of the drop counters
+    hold_s: float = 0.5  # how long an event of a just-created cgroup waits for containerd to name its container
+    hold_max: int = 10000  # events waiting so at most; past it the oldest goes out as container.id=unknown
 
 
 @dataclass

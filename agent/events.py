@@ -25,6 +25,7 @@ class Op(IntEnum):
     NET_ACCEPT = 21
     NET_BIND = 22
     NET_LISTEN = 23
+    CGROUP_MKDIR = 30
     BENCH = 99
 
 
@@ -42,6 +43,7 @@ EVENT_NAMES: dict[Op, str] = {
     Op.NET_ACCEPT: "network.accept",
     Op.NET_BIND: "network.bind",
     Op.NET_LISTEN: "network.listen",
+    Op.CGROUP_MKDIR: "cgroup.mkdir",
     Op.BENCH: "bench.tick",
 }
 
@@ -106,6 +108,15 @@ class NetEvent(KernelEvent):
     address: str  # peer (connect/accept) or local (bind/listen) address; unix: the path
     port: int
     backlog: int
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupEvent(KernelEvent):
+    """A cgroup v2 directory was created (internal: feeds the container resolver, not printed)."""
+
+    new_cgroup_id: int
+    level: int
+    path: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,13 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from agent.config import Config
 from agent.enrich.enricher import Enricher
 from agent.enrich.proctable import ProcessTable
-from agent.events import AgentEvent, ForkEvent
+from agent.events import AgentEvent, CgroupEvent, Enriched, ForkEvent
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
 from agent.sensors.common import BootClock, DecodeError
@@ -47,6 +47,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reader = None  # set once the probes are loaded
+        self._held: deque = deque()  # (deadline, Enriched) waiting for their container
+        self.attribution: Counter[str] = Counter()  # resolved_after_hold, unknown, host_after_hold, ...
         self.drops: Counter[str] = Counter()  # "kernel.<probe>", "queue", "decode", "output"
         self._reported: Counter[str] = Counter()
         self.delivered = 0  # records handed to the outputs
@@ -130,6 +132,8 @@ class Pipeline:
         while batch := self._reader.read(self.cfg.agent.batch_max):
             self.received += len(batch)
             self._process(batch)
+        if self._held:
+            self._deliver(self._release_held(True))
 
     def _work_loop(self) -> None:
         interval = self.cfg.agent.drops_interval
@@ -142,6 +146,8 @@ class Pipeline:
             if batch:
                 self._process(batch)
             now = time.monotonic()
+            if self._held:
+                self._deliver(self._release_held(False))
             if now >= next_tick:
                 next_tick = now + interval
                 self.clock.resync()
@@ -150,7 +156,8 @@ class Pipeline:
     def _process(self, batch: list[bytes]) -> None:
         decoders, clock, enrich = self.probes.decoders, self.clock, self.enricher.enrich
         show_fork = self.cfg.output.show_fork
-        records = []
+        resolver = self.enricher.containers
+        records = self._release_held(False) if self._held else []
         for raw in batch:
             try:
                 ev = decoders[raw[0]](raw, clock)
@@ -158,11 +165,50 @@ class Pipeline:
                 self.drops["decode"] += 1
                 self._log_once("decode", f"undecodable record: {e!r}")
                 continue
+            if isinstance(ev, CgroupEvent):
+                if resolver is not None:
+                    resolver.note_cgroup(ev)
+                continue
             en = enrich(ev)
             if isinstance(ev, ForkEvent) and not show_fork:
                 continue
+            if en.container is None and resolver is not None and resolver.is_young(ev.cgroup_id):
+                self._hold(en)
+                continue
             records.append(record.from_enriched(en))
         self._deliver(records)
+
+    # -- events waiting for their container ------------------------------------------------------
+
+    def _hold(self, en: Enriched) -> None:
+        """Keep an event of a just-created cgroup until containerd tells us its container (or the hold ends)."""
+        held = self._held
+        if len(held) >= self.cfg.agent.hold_max:
+            self.attribution["held_overflow"] += 1
+            self._deliver(self._release_held(True, only_one=True))
+        held.append((time.monotonic() + self.cfg.agent.hold_s, en))
+
+    def _release_held(self, force: bool, only_one: bool = False) -> list[dict]:
+        """Records for held events that now resolve, or whose hold is over (then `unknown` or host)."""
+        resolver, held, now = self.enricher.containers, self._held, time.monotonic()
+        out, keep = [], deque()
+        while held:
+            deadline, en = held.popleft()
+            info = resolver.resolve(en.event)
+            if info is not None:
+                self.attribution["resolved_after_hold"] += 1
+            elif force or now >= deadline:
+                info = resolver.fallback(en.event.cgroup_id)
+                self.attribution["unknown" if info is not None else "host_after_hold"] += 1
+            else:
+                keep.append((deadline, en))
+                continue
+            out.append(record.from_enriched(Enriched(en.event, en.process, en.parent, info)))
+            if only_one:
+                break
+        keep.extend(held)
+        self._held = keep
+        return out
 
     def _deliver(self, records: list[dict]) -> None:
         if not records:
@@ -197,6 +243,8 @@ class Pipeline:
         for stage, n in totals.items():
             self.metrics.drops.labels(stage).set(n)
         self.metrics.proctable.set(len(self.table))
+        for result, n in self.attribution.items():
+            self.metrics.attribution.labels(result).set(n)
         grown = {k: n - self._reported.get(k, 0) for k, n in totals.items() if n > self._reported.get(k, 0)}
         if grown:
             self._reported.update(grown)

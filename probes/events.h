@@ -29,6 +29,7 @@ enum nw_op {
     OP_NET_ACCEPT  = 21,
     OP_NET_BIND    = 22,
     OP_NET_LISTEN  = 23,
+    OP_CGROUP_MKDIR = 30,
     OP_BENCH       = 99,   /* only compiled with -DNW_BENCH: a fixed offered load for bench/ */
 };
 
@@ -38,7 +39,8 @@ enum nw_probe {
     PROBE_FILE    = 1,
     PROBE_NET     = 2,
     PROBE_BENCH   = 3,
-    PROBE_MAX     = 4,
+    PROBE_CGROUP  = 4,
+    PROBE_MAX     = 5,
 };
 
 /* Flags in event_header.flags. */
@@ -118,6 +120,14 @@ struct net_event {
     __u32 backlog;     /* listen */
     __u32 _pad;
     char  addr[NW_ADDR_MAX];        /* peer for connect/accept, local for bind/listen: raw sockaddr */
+};
+
+struct cgroup_event {
+    struct event_header h;
+    __u64 id;          /* the new cgroup's id (kernfs inode), what bpf_get_current_cgroup_id() returns */
+    __u32 level;       /* depth below the root */
+    __u32 path_len;
+    char  path[NW_PATH_MAX];   /* relative to the cgroup2 root, with a leading '/' */
 };
 
 struct bench_event {

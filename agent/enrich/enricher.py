@@ -2,25 +2,68 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections import OrderedDict
+
 from agent.enrich.proctable import ProcessTable
-from agent.events import Enriched, ExecEvent, KernelEvent
+from agent.events import CgroupEvent, ContainerInfo, Enriched, ExecEvent, KernelEvent
+
+UNKNOWN = ContainerInfo(id="unknown", runtime="")
+
+# The last element of a cgroup path that names a container: a 64-hex id (CRI, nerdctl, docker),
+# bare or as a systemd scope (cri-containerd-<id>.scope, docker-<id>.scope).
+_CONTAINER_LEAF = re.compile(r"^(?:[a-z-]+-)?([0-9a-f]{64})(?:\.scope)?$")
 
 
 class ContainerResolver:
     """Attributes a kernel event to a container by the cgroup id captured in the kernel, then by
-    its mount namespace (agent/enrich/container_table.py keeps both indexes)."""
+    its mount namespace (agent/enrich/container_table.py keeps both indexes).
 
-    def __init__(self, table):
+    The cgroup probe tells us every cgroup v2 directory as it is created, before any event from a
+    process inside it; the table learns the container from containerd a little later. Events from a
+    cgroup created less than `young_s` ago that the table does not know yet are held by the
+    pipeline for up to `hold_s` and resolved again (see Pipeline._hold)."""
+
+    def __init__(self, table, young_s: float = 5.0, max_young: int = 4096):
         self.table = table
+        self.young_s = young_s
+        self.max_young = max_young
+        self._young: OrderedDict[int, tuple[str, float]] = OrderedDict()  # cgroup id -> (path, created)
 
-    def resolve(self, ev: KernelEvent):
+    def resolve(self, ev: KernelEvent) -> ContainerInfo | None:
         return self.table.lookup_by_cgroup(ev.cgroup_id) or self.table.lookup_by_mntns(ev.mntns)
+
+    def note_cgroup(self, ev: CgroupEvent) -> None:
+        self.table.note_cgroup(ev.path, ev.new_cgroup_id)
+        young = self._young
+        young[ev.new_cgroup_id] = (ev.path, time.monotonic())
+        while len(young) > self.max_young:
+            young.popitem(last=False)
+
+    def is_young(self, cgroup_id: int) -> bool:
+        """True when the cgroup was created moments ago: its container may not be known yet."""
+        entry = self._young.get(cgroup_id)
+        return entry is not None and time.monotonic() - entry[1] < self.young_s
+
+    def fallback(self, cgroup_id: int) -> ContainerInfo | None:
+        """After the hold: `unknown` when the cgroup's path names a container, else None (a host process)."""
+        path = self._young.get(cgroup_id, ("", 0.0))[0]
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return None
+        if _CONTAINER_LEAF.match(parts[-1]):
+            return UNKNOWN
+        # `ctr` and the containerd API put a container in /<containerd namespace>/<container id>.
+        if len(parts) == 2 and parts[0] in {c.namespace for c in self.table.snapshot(include_deleted=True)}:
+            return UNKNOWN
+        return None
 
 
 class Enricher:
-    def __init__(self, table: ProcessTable, containers=None):
+    def __init__(self, table: ProcessTable, containers: ContainerResolver | None = None):
         self.table = table
-        self.containers = containers  # anything with resolve(event) -> ContainerInfo | None
+        self.containers = containers
 
     def enrich(self, ev: KernelEvent) -> Enriched:
         table = self.table

@@ -21,6 +21,10 @@ class Metrics:
             "nodewarden_drops", "Events lost so far, by stage (kernel ring buffer per probe, queue, decode)",
             ["stage"], registry=r,
         )
+        self.attribution = Gauge(
+            "nodewarden_attribution_held", "Events held for their container, by how the hold ended "
+            "(resolved_after_hold, unknown, host_after_hold, held_overflow)", ["result"], registry=r,
+        )
         self.proctable = Gauge("nodewarden_proctable_entries", "Processes in the process table", registry=r)
         self.ready = Gauge("nodewarden_ready", "1 once every probe is attached", registry=r)
         self._server: ThreadingHTTPServer | None = None

@@ -15,7 +15,7 @@ from agent.kernel import headers
 from agent.kernel.btf import BTF
 from agent.kernel.offsets import cflags as offset_cflags
 from agent.kernel.offsets import kernel_offsets
-from agent.sensors import REGISTRY
+from agent.sensors import DEFAULT_FAMILIES, REGISTRY
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
 
@@ -28,7 +28,7 @@ class LoadError(Exception):
 
 @dataclass
 class ProbeConfig:
-    families: tuple[str, ...] = ("process", "file", "net")
+    families: tuple[str, ...] = DEFAULT_FAMILIES
     ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
     ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
     file_readonly: bool = False

@@ -10,7 +10,7 @@ from tests.kernel.conftest import AgentProcess
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def agent_with_containers(containerd):
     if os.geteuid() != 0:
         pytest.skip("needs root")
@@ -19,17 +19,55 @@ def agent_with_containers(containerd):
     a.stop()
 
 
-def test_exec_and_file_events_carry_the_container(agent_with_containers, containerd, busybox_image):
+def _container_events(a, cid):
+    return a.find(lambda r: r.get("container.id") == cid)
+
+
+def test_first_instruction_onwards_is_attributed(agent_with_containers, containerd, busybox_image):
+    """No sleep: the container's very first exec races containerd's task event, and still gets its container."""
     a = agent_with_containers
     cid = "nw-attr-" + uuid.uuid4().hex[:8]
-    # The sleep gives the watcher time to learn the cgroup: events before that are not yet buffered
-    # and re-resolved (issue 4 keeps that open).
-    containerd.run_once(busybox_image, "/bin/sh", "-c", "sleep 1; echo hi > /tmp/f; /bin/true marker-" + cid, cid=cid)
-    (ex,) = a.wait_for(lambda r: r["event.name"] == "process.exec" and r.get("process.args", [])[-1:] == [
-        "marker-" + cid], timeout=20)
+    containerd.run_once(busybox_image, "/bin/sh", "-c", f"echo hi > /tmp/f; /bin/true marker-{cid}", cid=cid)
+    (ex,) = a.wait_for(lambda r: r["event.name"] == "process.exec"
+                       and r.get("process.args", [])[-1:] == [f"marker-{cid}"], timeout=20)
     assert ex["container.id"] == cid
     assert ex["container.image.name"] == busybox_image.name
+    assert ex["container.image.digest"].startswith("sha256:")
+    (sh,) = a.wait_for(lambda r: r["event.name"] == "process.exec" and r.get("process.args", [])[:2] == [
+        "/bin/sh", "-c"] and r.get("process.args", [""])[-1].endswith(f"marker-{cid}"), timeout=20)
+    assert sh["container.id"] == cid  # the container's first program
     (fo,) = a.wait_for(lambda r: r["event.name"] == "file.open" and r.get("container.id") == cid
                        and r["file.path"] == "/tmp/f", timeout=20)
     host = a.find(lambda r: r["event.name"] == "process.exec" and r["process.pid"] == os.getpid())
     assert all("container.id" not in r for r in host)
+
+
+def test_running_container_and_task_exec(agent_with_containers, containerd, busybox_image):
+    a = agent_with_containers
+    cid = containerd.run(busybox_image, "/bin/sleep", "30")
+    try:
+        containerd.exec(cid, "/bin/sh", "-c", f"/bin/true exec-{cid}")
+        (ex,) = a.wait_for(lambda r: r["event.name"] == "process.exec"
+                           and r.get("process.args") == ["/bin/true", f"exec-{cid}"], timeout=20)
+        assert ex["container.id"] == cid and ex["container.image.name"] == busybox_image.name
+    finally:
+        containerd.remove(cid)
+
+
+def test_fifty_short_lived_containers_all_attributed(agent_with_containers, containerd, busybox_image):
+    a = agent_with_containers
+    ids = [f"nw-burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(50)]
+    for cid in ids:
+        containerd.run_once(busybox_image, "/bin/sh", "-c", f"/bin/true {cid}; echo x > /tmp/y", cid=cid)
+    for cid in ids:
+        a.wait_for(lambda r, cid=cid: r["event.name"] == "process.exec" and r.get("process.args") == [
+            "/bin/true", cid], timeout=30)
+    # every exec inside these containers (busybox's sh and true; ctr on the host names the id too)
+    for cid in ids:
+        mine = [r for r in a.find(lambda r, cid=cid: r["event.name"] == "process.exec"
+                                  and r["process.executable.path"] in ("/bin/sh", "/bin/true")
+                                  and cid in r.get("process.command_line", ""))]
+        assert len(mine) == 2 and all(r.get("container.id") == cid for r in mine), mine
+        assert all(r["container.image.name"] == busybox_image.name for r in mine)
+    unknown = a.find(lambda r: r.get("container.id") == "unknown")
+    assert unknown == []

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from agent.events import Op
-from agent.sensors import bench, file, net, process
+from agent.sensors import bench, cgroup, file, net, process
 from agent.sensors.common import HEADER, BootClock, DecodeError
 
 PROBES = os.path.join(os.path.dirname(__file__), "..", "..", "probes")
@@ -23,7 +23,7 @@ typedef int __s32; typedef unsigned long long __u64; typedef long long __s64;
 #define O(t, f) printf(#t "." #f " %zu\n", offsetof(struct t, f))
 int main(void) {
     S(event_header); S(exec_event); S(fork_event); S(exit_event); S(file_event); S(net_event);
-    S(bench_event); S(path_key);
+    S(bench_event); S(path_key); S(cgroup_event);
     O(event_header, ts_ns); O(event_header, cgroup_id); O(event_header, mntns); O(event_header, comm);
     O(exec_event, filename); O(exec_event, args); O(file_event, path); O(file_event, path2);
     O(net_event, addr); O(fork_event, child_pid); O(exit_event, exit_code);
@@ -52,6 +52,7 @@ def test_sizes_match_events_h(c_layout):
     assert c_layout["net_event"] == net.NET_SIZE
     assert c_layout["bench_event"] == bench.BENCH_SIZE
     assert c_layout["path_key"] == 4 + 128
+    assert c_layout["cgroup_event"] == cgroup.CGROUP_SIZE
 
 
 def test_offsets_match_events_h(c_layout):
