@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-SUITES = ["bench.sensors", "bench.transport"]
+SUITES = ["bench.sensors", "bench.attribution", "bench.transport", "bench.imagegate"]
 
 for name in sys.argv[1:] or SUITES:
     try:

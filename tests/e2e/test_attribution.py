@@ -71,3 +71,29 @@ def test_fifty_short_lived_containers_all_attributed(agent_with_containers, cont
         assert all(r["container.image.name"] == busybox_image.name for r in mine)
     unknown = a.find(lambda r: r.get("container.id") == "unknown")
     assert unknown == []
+
+
+def test_containerd_absent_at_start_then_restarted(make_containerd, busybox_image, tmp_path):
+    """Host events flow while containerd is away; containers are attributed once it appears and after a restart."""
+    cd = make_containerd(start=False)
+    a = AgentProcess("--containerd-socket", str(cd.socket))
+    try:
+        marker = f"host-{uuid.uuid4().hex[:6]}"
+        import subprocess
+
+        subprocess.run(["/bin/echo", marker], check=True, capture_output=True)
+        (host,) = a.wait_for(lambda r: r["event.name"] == "process.exec" and r.get("process.args") == [
+            "/bin/echo", marker])
+        assert "container.id" not in host
+        cd.start()
+        cd.import_image(busybox_image)
+        for round_ in ("first", "after-restart"):
+            cid = f"nw-late-{round_}-{uuid.uuid4().hex[:6]}"
+            cd.run_once(busybox_image, "/bin/sh", "-c", f"/bin/true {cid}", cid=cid)
+            (ex,) = a.wait_for(lambda r, cid=cid: r["event.name"] == "process.exec" and r.get("process.args") == [
+                "/bin/true", cid], timeout=30)
+            assert ex["container.id"] == cid and ex["container.image.name"] == busybox_image.name
+            if round_ == "first":
+                cd.restart()
+    finally:
+        assert a.stop() == 0
