@@ -97,3 +97,20 @@ def test_containerd_absent_at_start_then_restarted(make_containerd, busybox_imag
                 cd.restart()
     finally:
         assert a.stop() == 0
+
+
+def test_container_started_before_the_agent_with_pod_labels(containerd, busybox_image):
+    labels = {"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop",
+              "io.kubernetes.container.name": "nginx"}
+    cid = containerd.run(busybox_image, "/bin/sleep", "60", labels=labels)
+    a = AgentProcess("--containerd-socket", str(containerd.socket))
+    try:
+        containerd.exec(cid, "/bin/true", f"before-{cid}")
+        (ex,) = a.wait_for(lambda r: r["event.name"] == "process.exec"
+                           and r.get("process.args") == ["/bin/true", f"before-{cid}"], timeout=20)
+        assert (ex["container.id"], ex["container.name"], ex["k8s.pod.name"], ex["k8s.namespace.name"]) == (
+            cid, "nginx", "web-0", "shop")
+        assert ex["container.runtime"] == "containerd"
+    finally:
+        a.stop()
+        containerd.remove(cid)
