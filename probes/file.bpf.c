@@ -20,13 +20,16 @@
 BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
 BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
 
+/* The header is filled in file_stage, after the path filter: an ignored path costs no more than
+ * reading it. */
 static __always_inline struct file_event *file_begin(u8 op)
 {
     u32 zero = 0;
     struct file_event *e = file_scratch.lookup(&zero);
     if (!e)
         return 0;
-    nw_fill_header(&e->h, op);
+    e->h.op = op;
+    e->h.flags = 0;
     e->ret = 0;
     e->dirfd = NW_AT_FDCWD;
     e->flags = 0;
@@ -46,6 +49,9 @@ static __always_inline int file_stage(struct file_event *e)
     if (nw_path_ignored(e->path, e->path_len) &&
         (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len)))
         return 0;
+    u8 flags = e->h.flags;   /* NW_F_TRUNCATED from reading the paths */
+    nw_fill_header(&e->h, e->h.op);
+    e->h.flags |= flags;
     u32 tid = e->h.tid;
     file_inflight.update(&tid, e);
     return 0;
@@ -112,6 +118,7 @@ static __always_inline int file_fd_op(u8 op, int fd, u32 mode, u32 uid, u32 gid)
     e->mode = mode;
     e->owner_uid = uid;
     e->owner_gid = gid;
+    nw_fill_header(&e->h, op);
     u32 tid = e->h.tid;
     file_inflight.update(&tid, e);
     return 0;
