@@ -73,6 +73,8 @@ class KernelEvent:
 class ExecEvent(KernelEvent):
     filename: str
     argv: tuple[str, ...]
+    action: int = 0  # enum nw_action: 0 none, 1 a runtime rule matched (alert), 2 killed in the kernel
+    rule: int = 0  # (enum nw_reason << 16) | rule index, when action != 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from agent.config import Config
 from agent.enrich.enricher import Enricher
 from agent.enrich.proctable import ProcessTable
-from agent.events import AgentEvent, CgroupEvent, Enriched, ForkEvent
+from agent.events import AgentEvent, CgroupEvent, Enriched, ExecEvent, ForkEvent
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
 from agent.sensors.common import BootClock, DecodeError
@@ -38,6 +38,7 @@ class Pipeline:
         self.cfg = cfg
         self.outputs = outputs
         self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
+        self.describe_rule = None  # (rule id, cgroup id) -> (category, text), set when exec rules are on
         self.metrics = metrics or Metrics()
         self.probes = probes or ProbeSet(cfg.probes)
         self.table = ProcessTable(cfg.agent.proctable_max)
@@ -175,8 +176,24 @@ class Pipeline:
             if en.container is None and resolver is not None and resolver.is_young(ev.cgroup_id):
                 self._hold(en)
                 continue
-            records.append(record.from_enriched(en))
+            self._records(en, records)
         self._deliver(records)
+
+    def _records(self, en: Enriched, out: list[dict]) -> None:
+        """The record of an event, and an enforcement.block record when the kernel killed it."""
+        rec = record.from_enriched(en)
+        out.append(rec)
+        ev = en.event
+        if isinstance(ev, ExecEvent) and ev.action and self.describe_rule is not None:
+            category, text = self.describe_rule(ev.rule, ev.cgroup_id)
+            killed = ev.action == 2
+            rec.update({"event.severity": "critical" if killed else "high", "rule.name": text,
+                        "rule.category": category, "enforcement.action": "kill" if killed else "alert"})
+            if killed:
+                block = dict(rec)
+                block.update({"event.name": "enforcement.block", "enforcement.point": "kernel.exec",
+                              "enforcement.reason": f"exec denied by {text}"})
+                out.append(block)
 
     # -- events waiting for their container ------------------------------------------------------
 
@@ -203,7 +220,7 @@ class Pipeline:
             else:
                 keep.append((deadline, en))
                 continue
-            out.append(record.from_enriched(Enriched(en.event, en.process, en.parent, info)))
+            self._records(Enriched(en.event, en.process, en.parent, info), out)
             if only_one:
                 break
         keep.extend(held)

@@ -26,6 +26,18 @@ BPF_PERCPU_ARRAY(submit_count, u64, 1);              /* records since start, per
 #define NW_WAKEUP_EVERY 64   /* wake the reader once per this many records per CPU */
 #endif
 
+/* In-kernel exec rules (process.bpf.c) and the drift set (written by file.bpf.c). */
+struct comm_key {
+    char comm[NW_COMM_LEN];
+};
+BPF_HASH(enforce_scope, u64, u8, 16384);             /* cgroup ids of containers the runtime rules cover */
+BPF_HASH(deny_name, struct comm_key, u32, 1024);     /* new comm -> rule index */
+BPF_LPM_TRIE(deny_path, struct deny_key, u32, 4096); /* (cgroup or 0, path) -> rule index */
+BPF_TABLE("lru_hash", struct ino_key, u64, drift_inodes, 65536);  /* written in a container -> its cgroup */
+BPF_PERCPU_ARRAY(deny_scratch, struct deny_key, 1);
+
+#define NW_F_NOEMIT 0x80   /* staged only to record drift: not sent */
+
 #define NW_READ(dst, base, off) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)((u64)(base) + (off)))
 
 static __always_inline u64 nw_cfg(u32 slot)
@@ -135,4 +147,31 @@ static __always_inline int nw_path_ignored(const char *path, u32 len)
     bpf_probe_read_kernel(k->path, sizeof(k->path), path);
     k->prefixlen = len * 8;
     return ignore_prefix.lookup(k) != 0;
+}
+
+/* (i_ino, s_dev) of a struct file, from BTF offsets. */
+static __always_inline void nw_file_inode(void *file, struct ino_key *k)
+{
+    void *inode = 0, *sb = 0;
+    k->ino = 0;
+    k->dev = 0;
+    k->_pad = 0;
+    if (!file)
+        return;
+    NW_READ(inode, file, OFF_FILE_F_INODE);
+    if (!inode)
+        return;
+    NW_READ(k->ino, inode, OFF_INODE_I_INO);
+    NW_READ(sb, inode, OFF_INODE_I_SB);
+    if (sb)
+        NW_READ(k->dev, sb, OFF_SB_S_DEV);
+}
+
+/* The drift rule is on and this task's container is covered by the runtime rules. */
+static __always_inline int nw_drift_watched(void)
+{
+    if (!nw_cfg(CFG_DRIFT))
+        return 0;
+    u64 cg = bpf_get_current_cgroup_id();
+    return enforce_scope.lookup(&cg) != 0;
 }

@@ -50,6 +50,8 @@ enum nw_probe {
 enum nw_cfg {
     CFG_TARGET_TGID   = 0,   /* nonzero: emit only events of this tgid (tests, bench) */
     CFG_FILE_READONLY = 1,   /* nonzero: also emit opens that only read */
+    CFG_DRIFT         = 2,   /* 0 off, 1 alert, 2 block: execs of files a container wrote after start */
+    CFG_EXEC_MODE     = 3,   /* 1 alert, 2 block: what deny_exec rules do (0 = rules off) */
     CFG_MAX           = 8,
 };
 
@@ -82,6 +84,38 @@ struct exec_event {
     __u32 args_len;    /* bytes of args[] used: NUL-separated argv, split in user space */
     char  filename[NW_PATH_MAX];
     char  args[NW_ARGS_MAX];
+    __u32 action;      /* enum nw_action: what the in-kernel exec rules did */
+    __u32 rule;        /* (enum nw_reason << 16) | rule index, when action != ACT_NONE */
+    __u64 exe_ino;     /* inode of the new executable (mm->exe_file) */
+    __u32 exe_dev;     /* its superblock's s_dev */
+    __u32 _pad;
+};
+
+/* In-kernel exec rules (probes/process.bpf.c): what matched, and what was done. */
+enum nw_action {
+    ACT_NONE  = 0,
+    ACT_ALERT = 1,   /* a rule matched in alert mode: reported, not killed */
+    ACT_KILL  = 2,   /* SIGKILL sent before the new program's first instruction */
+};
+enum nw_reason {
+    WHY_NAME  = 1,   /* deny_exec by name (the new comm) */
+    WHY_PATH  = 2,   /* deny_exec by path (exact or prefix), global or for this container */
+    WHY_DRIFT = 3,   /* the file was written by this container after it started */
+};
+
+/* Key of the exec deny-path LPM trie: prefixlen counts bits of cgroup_id + path;
+ * cgroup_id 0 holds the rules for every container in scope. */
+struct deny_key {
+    __u32 prefixlen;
+    __u8  cgroup_id[8];   /* little-endian bytes, not a __u64: the trie's data must follow prefixlen unpadded */
+    char  path[NW_PREFIX_MAX];
+};
+
+/* An inode, for the drift set. */
+struct ino_key {
+    __u64 ino;
+    __u32 dev;
+    __u32 _pad;
 };
 
 struct fork_event {

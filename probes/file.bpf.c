@@ -47,8 +47,12 @@ static __always_inline struct file_event *file_begin(u8 op)
 static __always_inline int file_stage(struct file_event *e)
 {
     if (nw_path_ignored(e->path, e->path_len) &&
-        (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len)))
-        return 0;
+        (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len))) {
+        /* Not sent, but a write in a watched container still feeds the drift set (/dev/shm...). */
+        if (e->h.op != OP_FILE_OPEN || !nw_drift_watched())
+            return 0;
+        e->h.flags |= NW_F_NOEMIT;
+    }
     u8 flags = e->h.flags;   /* NW_F_TRUNCATED from reading the paths */
     nw_fill_header(&e->h, e->h.op);
     e->h.flags |= flags;
@@ -63,6 +67,27 @@ static __always_inline int file_finish(long ret)
     struct file_event *staged = file_inflight.lookup(&tid);
     if (!staged)
         return 0;
+    if (staged->h.op == OP_FILE_OPEN && ret >= 0 && nw_drift_watched()) {
+        /* Drift: remember the inode this container opened for writing; exec of it is checked. */
+        struct ino_key k = {};
+        void *task = (void *)bpf_get_current_task();
+        void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
+        NW_READ(files, task, OFF_TASK_FILES);
+        if (files)
+            NW_READ(fdt, files, OFF_FILES_FDT);
+        if (fdt)
+            NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
+        if (fdarr)
+            bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)ret * sizeof(void *)));
+        nw_file_inode(file, &k);
+        u64 cg = staged->h.cgroup_id;
+        if (k.ino)
+            drift_inodes.update(&k, &cg);
+    }
+    if (staged->h.flags & NW_F_NOEMIT) {
+        file_inflight.delete(&tid);
+        return 0;
+    }
     struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);
     if (e) {
         bpf_probe_read_kernel(e, sizeof(*e), staged);

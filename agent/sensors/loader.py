@@ -140,14 +140,19 @@ class ProbeSet:
 
     # -- filters, changed at run time --------------------------------------------------------
 
-    def _set_cfg(self, slot: int, value: int) -> None:
+    def set_cfg(self, slot: int, value: int) -> None:
+        """Set one slot of the nw_config map (enum nw_cfg)."""
         self._bpf[b"nw_config"][ctypes.c_int(slot)] = ctypes.c_uint64(value)
 
+    def table(self, name: bytes):
+        """A map of the loaded program, for the stages that keep their own (agent/enforce)."""
+        return self._bpf[name]
+
     def set_target_tgid(self, tgid: int) -> None:
-        self._set_cfg(CFG_TARGET_TGID, tgid)
+        self.set_cfg(CFG_TARGET_TGID, tgid)
 
     def set_file_readonly(self, on: bool) -> None:
-        self._set_cfg(CFG_FILE_READONLY, int(on))
+        self.set_cfg(CFG_FILE_READONLY, int(on))
 
     def ignore_tgid(self, tgid: int, ignore: bool = True) -> None:
         table = self._bpf[b"ignore_tgid"]

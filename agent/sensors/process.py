@@ -7,8 +7,10 @@ import struct
 from agent.events import ExecEvent, ExitEvent, ForkEvent, Op
 from agent.sensors.common import ARGS_MAX, HEADER, PATH_MAX, BootClock, Sensor, check_size, header_args, text
 
-# struct exec_event after the header: filename_len, args_len, filename[256], args[1024]
-EXEC_BODY = struct.Struct(f"<II{PATH_MAX}s{ARGS_MAX}s")
+# struct exec_event after the header: filename_len, args_len, filename[256], args[1024],
+# action, rule, exe_ino, exe_dev, _pad
+EXEC_BODY = struct.Struct(f"<II{PATH_MAX}s{ARGS_MAX}sIIQII")
+_EXEC_TAIL = struct.Struct("<II")
 EXEC_SIZE = HEADER.size + EXEC_BODY.size
 # struct fork_event / exit_event after the header
 FORK_BODY = struct.Struct("<II")
@@ -32,7 +34,8 @@ def decode_exec(buf: bytes, clock: BootClock) -> ExecEvent:
     fn_len = min(fn_len, PATH_MAX)
     args_len = min(args_len, ARGS_MAX)
     argv = split_args(buf[base + PATH_MAX : base + PATH_MAX + args_len])
-    return ExecEvent(*header_args(buf, clock), text(buf, base, fn_len), argv)
+    action, rule = _EXEC_TAIL.unpack_from(buf, base + PATH_MAX + ARGS_MAX)
+    return ExecEvent(*header_args(buf, clock), text(buf, base, fn_len), argv, action, rule)
 
 
 def decode_fork(buf: bytes, clock: BootClock) -> ForkEvent:

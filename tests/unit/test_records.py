@@ -26,7 +26,8 @@ int main(void) {
     S(bench_event); S(path_key); S(cgroup_event);
     O(event_header, ts_ns); O(event_header, cgroup_id); O(event_header, mntns); O(event_header, comm);
     O(exec_event, filename); O(exec_event, args); O(file_event, path); O(file_event, path2);
-    O(net_event, addr); O(fork_event, child_pid); O(exit_event, exit_code);
+    O(net_event, addr); O(fork_event, child_pid); O(exit_event, exit_code); O(exec_event, action);
+    S(deny_key); S(ino_key);
     printf("OP_EXEC %d\nOP_FILE_OPEN %d\nOP_NET_LISTEN %d\nOP_BENCH %d\n", OP_EXEC, OP_FILE_OPEN, OP_NET_LISTEN,
            OP_BENCH);
     return 0;
@@ -67,6 +68,9 @@ def test_offsets_match_events_h(c_layout):
     assert c_layout["net_event.addr"] == HEADER.size + 24
     assert c_layout["fork_event.child_pid"] == HEADER.size
     assert c_layout["exit_event.exit_code"] == HEADER.size
+    assert c_layout["exec_event.action"] == HEADER.size + 8 + 256 + 1024
+    assert c_layout["deny_key"] == 4 + 8 + 128  # no padding between prefixlen and the trie's data
+    assert c_layout["ino_key"] == 16
 
 
 def test_op_codes_match(c_layout):
@@ -85,7 +89,9 @@ def test_decode_exec_splits_argv_and_keeps_bad_utf8():
     clock.offset = 1000
     args = b"/bin/echo\0hello world\0\xff\0"
     body = struct.pack("<II", 9, len(args)) + b"/bin/echo".ljust(256, b"\0") + args.ljust(1024, b"\0")
+    body += struct.pack("<IIQII", 2, (1 << 16) | 3, 77, 5, 0)
     ev = process.decode_exec(_header(Op.EXEC) + body, clock)
+    assert (ev.action, ev.rule) == (2, (1 << 16) | 3)
     assert ev.filename == "/bin/echo"
     assert ev.argv == ("/bin/echo", "hello world", "\\xff")
     assert ev.ts_ns == 1005 and ev.uid == 1000 and ev.ppid == 1 and ev.comm == "sh"

@@ -1,0 +1,1 @@
+"""Enforcement: in-kernel exec rules, the NRI and OCI pre-start gates, post-start kills."""
