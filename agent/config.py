@@ -39,6 +39,7 @@ class AgentConfig:
     poll_interval: float = 0.05  # longest a quiet node's event waits in the ring buffer
     metrics_listen: str = ""  # "host:port" for /metrics, /healthz, /readyz; "" = off
     drops_interval: float = 1.0  # seconds between checks of the drop counters
+    policy_file: str = ""  # the policy YAML (runtime rules: `runtime:` section); "" = no rules
     hold_s: float = 0.5  # how long an event of a just-created cgroup waits for containerd to name its container
     hold_max: int = 10000  # events waiting so at most; past it the oldest goes out as container.id=unknown
 
@@ -48,6 +49,8 @@ class ContainersConfig:
     enabled: bool = True  # watch containerd and attribute events to containers
     containerd_socket: str = "/run/containerd/containerd.sock"
     proc_root: str = "/proc"  # /host/proc in a DaemonSet
+    sync_timeout: float = 2.0  # at start, wait so long for containerd's first listing before agent.ready
+    reconnect_max: float = 1.0  # longest wait between attempts to reach containerd (a local socket: cheap)
 
 
 @dataclass

@@ -59,9 +59,12 @@ class Pipeline:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, before_ready: Callable[[], None] | None = None) -> None:
+        """Load the probes, start the threads, emit agent.ready; `before_ready` runs once the maps exist."""
         self.table.seed()
         self.probes.start()
+        if before_ready is not None:
+            before_ready()
         self._reader = self.probes.reader()
         self._threads = [
             threading.Thread(target=self._read_loop, name="nw-reader", daemon=True),
@@ -286,6 +289,7 @@ class Agent:
         self.cfg = cfg
         self.metrics = Metrics()
         self.collector = None  # the embedded collector's handle
+        self.enforcer = None  # in-kernel exec rules, when the policy has a runtime section
         self.exporter = None
         self.watcher = None
         outputs: list[Output] = [log_output]
@@ -296,8 +300,9 @@ class Agent:
             from agent.enrich.enricher import ContainerResolver
 
             self.containers = ContainerTable()
-            self.watcher = ContainerWatcher(ContainerdConfig(socket=cfg.containers.containerd_socket,
-                                                             proc_root=cfg.containers.proc_root), self.containers)
+            c = cfg.containers
+            self.watcher = ContainerWatcher(ContainerdConfig(socket=c.containerd_socket, proc_root=c.proc_root,
+                                                             backoff_max=c.reconnect_max), self.containers)
             resolver = ContainerResolver(self.containers)
         if cfg.export.collector:
             self.exporter = self._exporter()
@@ -324,8 +329,44 @@ class Agent:
         for r in records:
             submit(r)
 
+    def _load_runtime_rules(self):
+        """The `runtime:` section of the policy file; an error names the file and the rule."""
+        import yaml
+
+        from agent.enforce.execkill import RuleError, RuntimeRules
+
+        path = self.cfg.agent.policy_file
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+            return RuntimeRules.from_dict(data.get("runtime") if isinstance(data, dict) else None)
+        except (OSError, yaml.YAMLError, RuleError) as e:
+            raise ValueError(f"policy {path}: {e}".replace("\n", " ")) from None
+
+    def _start_enforcer(self, rules) -> None:
+        """Runs once the probes are loaded, before agent.ready: rules in, every known container covered."""
+        from agent.enforce.execkill import ExecEnforcer
+
+        self.enforcer = ExecEnforcer(self.pipeline.probes)
+        self.enforcer.apply(rules)
+        self.pipeline.describe_rule = self.enforcer.describe
+        if self.watcher is not None:
+            self.containers.add_listener(self._on_container)  # first, so none falls between the two
+            for info in self.containers.snapshot():
+                self._on_container("task", info)
+
+    def _on_container(self, kind: str, info) -> None:
+        """Container table listener: put each container's cgroup under the runtime rules."""
+        if info is None or not info.cgroup_id:
+            return
+        if kind == "delete":
+            self.enforcer.cover(info.cgroup_id, False)
+        elif kind in ("task", "exec", "container"):
+            self.enforcer.cover(info.cgroup_id)
+
     def start(self) -> None:
         os.makedirs(self.cfg.agent.state_dir, exist_ok=True)
+        rules = self._load_runtime_rules() if self.cfg.agent.policy_file else None
         if self.cfg.agent.metrics_listen:
             self.metrics.serve(self.cfg.agent.metrics_listen)
         if self.exporter is not None:
@@ -339,7 +380,10 @@ class Agent:
             self.exporter.start()
         if self.watcher is not None:
             self.watcher.start()  # never raises: retries in the background while containerd is absent
-        self.pipeline.start()
+            # agent.ready means events of containers that already run are attributed: wait for the
+            # first listing, briefly (containerd may be absent; then containers come as it appears).
+            self.watcher.wait_synced(self.cfg.containers.sync_timeout)
+        self.pipeline.start(before_ready=(lambda: self._start_enforcer(rules)) if rules is not None else None)
 
     def stop(self) -> None:
         self.pipeline.stop()

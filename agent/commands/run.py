@@ -24,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--containerd-socket", metavar="PATH", help="containerd's socket (default "
                    "/run/containerd/containerd.sock); events from containers carry their container and pod")
     p.add_argument("--no-containers", action="store_true", help="do not watch containerd")
+    p.add_argument("--policy", metavar="FILE", help="policy YAML: runtime exec rules (`runtime:`), image gate")
     p.add_argument("--collector", metavar="ADDR", help="stream events to this collector (host:port or "
                    "unix:/path); 'embedded' starts one in this process with a SQLite file in the state dir")
 
@@ -48,6 +49,8 @@ def _overrides(args) -> dict:
         o["containers.enabled"] = False
     if args.collector:
         o["export.collector"] = args.collector
+    if args.policy:
+        o["agent.policy_file"] = args.policy
     return o
 
 

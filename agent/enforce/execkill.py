@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import threading
 from dataclasses import dataclass
 
 from agent.sensors.common import PREFIX_MAX
@@ -93,9 +94,15 @@ class ExecEnforcer:
         self._paths: dict[tuple[int, bytes, int], int] = {}  # (cgroup, bytes, prefixlen) -> index
         self._flagged: dict[int, list[str]] = {}  # cgroup -> paths the image gate flagged
         self.covered: set[int] = set()
+        # The container watcher's thread covers containers while the policy reload applies rules.
+        self._lock = threading.RLock()
 
     def apply(self, rules: RuntimeRules) -> None:
         """Replace the rules (names, global paths, modes) at run time."""
+        with self._lock:
+            self._apply(rules)
+
+    def _apply(self, rules: RuntimeRules) -> None:
         names = {r.name.encode()[:COMM_LEN]: i for i, r in enumerate(rules.deny_exec) if r.name}
         paths = {_path_key(0, r.path): i for i, r in enumerate(rules.deny_exec) if r.path}
         for cg, flagged in self._flagged.items():
@@ -118,26 +125,28 @@ class ExecEnforcer:
     def flag_paths(self, cgroup_id: int, paths: list[str]) -> None:
         """Deny execs of these files in this container only (files the image gate flagged)."""
         ok = [p for p in paths if p.startswith("/") and len(p.encode()) < PREFIX_MAX and not _GLOB.search(p)]
-        if ok:
-            self._flagged[cgroup_id] = ok
-        else:
-            self._flagged.pop(cgroup_id, None)
-        self.apply(self.rules)
+        with self._lock:
+            if ok:
+                self._flagged[cgroup_id] = ok
+            else:
+                self._flagged.pop(cgroup_id, None)
+            self._apply(self.rules)
 
     def cover(self, cgroup_id: int, on: bool = True) -> None:
         t = self._probes.table(b"enforce_scope")
         key = ctypes.c_uint64(cgroup_id)
-        if on:
-            t[key] = ctypes.c_uint8(1)
-            self.covered.add(cgroup_id)
-        elif cgroup_id in self.covered:
-            self.covered.discard(cgroup_id)
-            if self._flagged.pop(cgroup_id, None) is not None:
-                self.apply(self.rules)
-            try:
-                del t[key]
-            except KeyError:
-                pass
+        with self._lock:
+            if on:
+                t[key] = ctypes.c_uint8(1)
+                self.covered.add(cgroup_id)
+            elif cgroup_id in self.covered:
+                self.covered.discard(cgroup_id)
+                if self._flagged.pop(cgroup_id, None) is not None:
+                    self._apply(self.rules)
+                try:
+                    del t[key]
+                except KeyError:
+                    pass
 
     def describe(self, rule: int, cgroup_id: int = 0) -> tuple[str, str]:
         """(category, text) of a rule id the probe reported."""

@@ -54,8 +54,9 @@ class ContainerResolver:
             return None
         if _CONTAINER_LEAF.match(parts[-1]):
             return UNKNOWN
-        # `ctr` and the containerd API put a container in /<containerd namespace>/<container id>.
-        if len(parts) == 2 and parts[0] in {c.namespace for c in self.table.snapshot(include_deleted=True)}:
+        # Runtimes nest containers (/<containerd namespace>/<id> for ctr and the containerd API,
+        # /kubepods/..., /docker/<id>); systemd keeps host services and sessions under *.slice.
+        if len(parts) >= 2 and not parts[0].endswith(".slice") and parts[0] != "init.scope":
             return UNKNOWN
         return None
 

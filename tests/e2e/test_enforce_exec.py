@@ -1,0 +1,71 @@
+"""Runtime exec rules inside a real container: denied programs die by SIGKILL, with enforcement.block."""
+
+import os
+
+import pytest
+
+from tests.kernel.conftest import AgentProcess
+
+pytestmark = pytest.mark.e2e
+
+POLICY = """
+runtime:
+  deny_exec:
+    - name: xmrig
+    - path: /opt/bad/*
+  drift: block
+"""
+
+
+@pytest.fixture(scope="module")
+def image(image_builder):
+    script = b"#!/bin/sh\ntouch /tmp/ran\n"
+    return image_builder("nodewarden.test/exec-rules:1",
+                         extra_files={"/usr/bin/xmrig": (script, 0o755), "/opt/bad/tool": (script, 0o755)})
+
+
+def test_denied_exec_killed_allowed_runs_drift_killed(containerd, image, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    cid = containerd.run(image, "/bin/sleep", "120")
+    agent = AgentProcess("--containerd-socket", str(containerd.socket), "--policy", str(policy))
+    try:
+        containerd.exec(cid, "/bin/true", "ready")
+        agent.wait_for(lambda r: r.get("container.id") == cid and r.get("process.args") == ["/bin/true", "ready"],
+                       timeout=20)
+
+        def run(*argv):
+            return containerd.exec(cid, *argv, check=False).returncode
+
+        assert run("/usr/bin/xmrig") == 128 + 9
+        assert run("/opt/bad/tool") == 128 + 9
+        assert run("/bin/ls", "/tmp/ran") != 0  # neither script ran a single instruction
+        assert run("/bin/true") == 0
+        assert run("/bin/cp", "/bin/busybox", "/tmp/dropped") == 0
+        assert run("/tmp/dropped", "true") == 128 + 9
+        blocks = agent.wait_for(lambda r: r["event.name"] == "enforcement.block" and r.get("container.id") == cid,
+                                count=3, timeout=20)
+        assert {b["process.executable.path"]: b["rule.category"] for b in blocks} == {
+            "/usr/bin/xmrig": "deny_exec", "/opt/bad/tool": "deny_exec", "/tmp/dropped": "drift"}
+        for b in blocks:
+            assert b["enforcement.point"] == "kernel.exec" and b["container.image.name"] == image.name
+        assert "name=xmrig" in blocks[0]["rule.name"]
+    finally:
+        agent.stop()
+        containerd.remove(cid)
+
+
+def test_bad_policy_is_refused_with_one_line(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("runtime:\n  deny_exec:\n    - path: relative/x\n")
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--no-containers", "--policy", str(policy),
+                        "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "must be absolute" in p.stderr and "Traceback" not in p.stderr
