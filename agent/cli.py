@@ -13,6 +13,7 @@ COMMANDS = [
     "agent.commands.collector",
     "agent.commands.events",
     "agent.commands.containers",
+    "agent.commands.status",
 ]
 
 

@@ -290,6 +290,8 @@ class Agent:
         self.metrics = Metrics()
         self.collector = None  # the embedded collector's handle
         self.enforcer = None  # in-kernel exec rules, when the policy has a runtime section
+        self.started = 0.0
+        self._stopping = threading.Event()
         self.exporter = None
         self.watcher = None
         outputs: list[Output] = [log_output]
@@ -384,8 +386,41 @@ class Agent:
             # first listing, briefly (containerd may be absent; then containers come as it appears).
             self.watcher.wait_synced(self.cfg.containers.sync_timeout)
         self.pipeline.start(before_ready=(lambda: self._start_enforcer(rules)) if rules is not None else None)
+        self.started = time.time()
+        self._write_status()
+        threading.Thread(target=self._status_loop, name="nw-status", daemon=True).start()
+
+    def enforcement_status(self) -> dict[str, dict]:
+        """What this agent enforces now, for `nodewarden status`."""
+        e = self.enforcer
+        if e is None:
+            kernel = {"active": False, "detail": "no runtime rules: start with --policy FILE (runtime: section)"}
+        else:
+            r = e.rules
+            kernel = {"active": True, "detail": f"{len(r.deny_exec)} deny_exec rules ({r.action}), drift {r.drift}, "
+                                                f"{len(e.covered)} containers covered"}
+        return {"kernel_exec_kill": kernel}
+
+    def _write_status(self) -> None:
+        import orjson
+
+        rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
+               "enforcement": self.enforcement_status()}
+        path = os.path.join(self.cfg.agent.state_dir, "status.json")
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(orjson.dumps(rep))
+            os.replace(tmp, path)  # readers never see half a file
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
+
+    def _status_loop(self) -> None:
+        while not self._stopping.wait(5.0):
+            self._write_status()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.pipeline.stop()
         if self.watcher is not None:
             self.watcher.stop()
