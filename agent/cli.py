@@ -14,6 +14,8 @@ COMMANDS = [
     "agent.commands.events",
     "agent.commands.containers",
     "agent.commands.status",
+    "agent.commands.scan",
+    "agent.commands.db",
 ]
 
 

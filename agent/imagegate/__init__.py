@@ -1,0 +1,10 @@
+"""The image gate: read an image (containerd's content store, an OCI layout directory or tarball),
+stream each layer once, check it (integrity, malware, secrets, vulnerable packages, baseline of the
+runtime spec) and reach a verdict under the image policy (agent/policy).
+
+Public entry points:
+  - scanner.ImageScanner: image -> ImageReport (findings, packages, cache hit, timing)
+  - agent.policy.image.decide: ImageReport + policy -> Verdict
+  - service.GateService: the agent-side service (container table listener, pre-start evaluate)
+  - record.verdict_record: Verdict -> the flat `image.verdict` record
+"""

@@ -1,0 +1,218 @@
+"""Records of the image gate: severities, findings, packages, per-layer and per-image results.
+
+Findings and packages are plain frozen dataclasses with a dict form (to_dict/from_dict) that is
+what the cache persists and what the `image.verdict` record carries, so the three never drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+
+CATEGORIES = ("integrity", "malware", "secret", "vulnerability", "baseline")
+
+
+class ImageError(Exception):
+    """The image cannot be read at all (one line, for the user)."""
+
+
+class SourceError(Exception):
+    """Reading the image's source failed (containerd gone, I/O error), not the data in it:
+    retry later, never cache."""
+
+
+class Severity(IntEnum):
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        """'high', 'HIGH', 'moderate' (GHSA's word) -> Severity; ValueError otherwise."""
+        t = str(text).strip().lower()
+        t = {"moderate": "medium", "important": "high", "negligible": "low", "unimportant": "low"}.get(t, t)
+        try:
+            return cls[t.upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r}") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the gate found. `rule` is the detection rule (YARA rule, hash list, check id);
+    `path` the file in the image ("" for image-wide findings); `detail` a human sentence that never
+    contains a secret's value."""
+
+    category: str
+    severity: Severity
+    rule: str
+    path: str = ""
+    detail: str = ""
+    layer: str = ""  # blob digest of the layer the file came from
+    cis: str = ""  # CIS Docker Benchmark section (baseline)
+    advisory: str = ""  # advisory id (vulnerability)
+    package: str = ""
+    installed: str = ""
+    fixed: str = ""
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        d["severity"] = self.severity.label
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Finding:
+        d = dict(d)
+        d["severity"] = Severity.parse(d["severity"])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """One installed package. `ecosystem` is OSV's name ("Debian", "Alpine", "PyPI", "npm", ...)
+    plus ":<release>" when the OS release is known ("Debian:12"); `source` the source package
+    (Debian advisories name source packages); `path` the database file it was read from."""
+
+    ecosystem: str
+    name: str
+    version: str
+    path: str
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Package:
+        return cls(**d)
+
+
+@dataclass
+class LayerResult:
+    """What scanning one layer found, independent of every other layer (so it is cached by the
+    layer's blob digest). The merge applies whiteouts and shadowing across layers later."""
+
+    digest: str  # blob digest (compressed), as in the manifest
+    diff_id: str = ""  # sha256 of the uncompressed tar, as computed
+    size: int = 0  # compressed bytes read
+    uncompressed: int = 0
+    files: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)
+    # OS release files seen here (path -> text), for the ecosystem of OS packages.
+    os_release: dict[str, str] = field(default_factory=dict)
+    whiteouts: list[str] = field(default_factory=list)  # paths a `.wh.` entry deletes
+    opaque: list[str] = field(default_factory=list)  # directories whose lower content is hidden
+    paths: set[str] = field(default_factory=set)  # every non-directory entry (shadows lower files)
+    complete: bool = True  # False: the stream broke off (not cached: next time it is read again)
+
+    def to_dict(self) -> dict:
+        return {
+            "digest": self.digest,
+            "diff_id": self.diff_id,
+            "size": self.size,
+            "uncompressed": self.uncompressed,
+            "files": self.files,
+            "findings": [f.to_dict() for f in self.findings],
+            "packages": [p.to_dict() for p in self.packages],
+            "os_release": self.os_release,
+            "whiteouts": self.whiteouts,
+            "opaque": self.opaque,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, paths: set[str] | None = None) -> LayerResult:
+        return cls(
+            digest=d["digest"],
+            diff_id=d.get("diff_id", ""),
+            size=d.get("size", 0),
+            uncompressed=d.get("uncompressed", 0),
+            files=d.get("files", 0),
+            findings=[Finding.from_dict(f) for f in d.get("findings", ())],
+            packages=[Package.from_dict(p) for p in d.get("packages", ())],
+            os_release=dict(d.get("os_release", {})),
+            whiteouts=list(d.get("whiteouts", ())),
+            opaque=list(d.get("opaque", ())),
+            paths=paths or set(),
+            complete=d.get("complete", True),
+        )
+
+
+@dataclass
+class ImageReport:
+    """Everything the gate knows about one image (+ spec): the input of the policy decision."""
+
+    image: str  # the reference asked for ("" when unknown)
+    digest: str  # manifest digest (the index digest when the image is multi-platform)
+    manifest_digest: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    bytes_scanned: int = 0  # uncompressed layer bytes read in this scan (0 when all cached)
+    duration_ms: float = 0.0
+    cache_hit: str = "none"  # "verdict": the whole result came from cache; "layers": some layers did
+    error: str = ""  # the image could not be read at all (the verdict then follows on_error)
+    labels: dict[str, str] = field(default_factory=dict)  # image config labels
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "manifest_digest": self.manifest_digest,
+            "findings": [f.to_dict() for f in self.findings],
+            "packages": [p.to_dict() for p in self.packages],
+            "layers": self.layers,
+            "bytes_scanned": self.bytes_scanned,
+            "error": self.error,
+            "labels": self.labels,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageReport:
+        return cls(
+            image=d.get("image", ""),
+            digest=d.get("digest", ""),
+            manifest_digest=d.get("manifest_digest", ""),
+            findings=[Finding.from_dict(f) for f in d.get("findings", ())],
+            packages=[Package.from_dict(p) for p in d.get("packages", ())],
+            layers=list(d.get("layers", ())),
+            bytes_scanned=d.get("bytes_scanned", 0),
+            error=d.get("error", ""),
+            labels=dict(d.get("labels", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A finding with what the policy made of it: action "block", "alert" or "none", and the
+    policy rule that decided it ("categories.malware.block >= high")."""
+
+    finding: Finding
+    action: str
+    decided_by: str
+
+    def to_dict(self) -> dict:
+        return {**self.finding.to_dict(), "action": self.action, "decided_by": self.decided_by}
+
+
+@dataclass
+class Verdict:
+    """The gate's answer for one container start."""
+
+    verdict: str  # "allow", "alert" or "block"
+    reason: str  # one line: why (the deciding finding, whitelist, scope, timeout, error)
+    findings: list[Decided] = field(default_factory=list)
+    image: str = ""
+    digest: str = ""
+    duration_ms: float = 0.0
+    cache_hit: str = "none"
+    timed_out: bool = False
+    error: str = ""
+    policy: str = ""  # fingerprint of the policy that decided (changes on every reload)
