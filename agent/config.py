@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from agent.imagegate.config import ImageGateConfig
 from agent.sensors.loader import ProbeConfig
 
 
@@ -69,10 +70,20 @@ class ExportConfig:
 
 
 @dataclass
+class EnforceConfig:
+    nri: bool = True  # serve containerd's NRI (1.7 with NRI on, 2.x): image verdicts at CreateContainer
+    nri_socket: str = "/var/run/nri/nri.sock"
+    nri_index: str = "10"  # two digits: NRI calls plugins in index order
+    post_start_kill: bool = True  # kill running containers whose image verdict is block
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    imagegate: ImageGateConfig = field(default_factory=ImageGateConfig)
+    enforce: EnforceConfig = field(default_factory=EnforceConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -56,8 +56,8 @@ def _overrides(args) -> dict:
 
 def main(args) -> int:
     from agent import config
+    from agent.node import Agent
     from agent.outputs.log import JsonLog, TextLog
-    from agent.pipeline import Agent
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="nodewarden: %(levelname)s %(message)s")
     try:

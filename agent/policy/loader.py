@@ -13,6 +13,7 @@ import re
 
 import yaml
 
+from agent.enforce.execkill import RuleError, RuntimeRules
 from agent.imagegate.model import CATEGORIES, Severity
 from agent.policy.model import DEFAULT_THRESHOLDS, ImagePolicy, Selector, Thresholds
 
@@ -20,7 +21,7 @@ _MAX_BYTES = 1 << 20
 _SEVERITIES = "info, low, medium, high, critical, off"
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error")
+TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime")
 
 
 class PolicyError(Exception):
@@ -154,6 +155,22 @@ def _action(v: _V, node, where: str) -> str | None:
     return text
 
 
+def _runtime(v: _V, node) -> RuntimeRules:
+    """The in-kernel exec rules (agent/enforce/execkill.py validates them); errors point at the rule's line."""
+    data = yaml.safe_load(yaml.serialize(node))
+    try:
+        return RuntimeRules.from_dict(data)
+    except RuleError as e:
+        at = node
+        m = re.match(r"runtime\.deny_exec\[(\d+)\]", str(e))
+        if m and isinstance(node, yaml.MappingNode):
+            for k, val in node.value:
+                if k.value == "deny_exec" and isinstance(val, yaml.SequenceNode) and int(m.group(1)) < len(val.value):
+                    at = val.value[int(m.group(1))]
+        v.err(at, "", str(e))
+        return RuntimeRules()
+
+
 def parse(text: str, name: str = "<policy>") -> ImagePolicy:
     """ImagePolicy from YAML text, or PolicyError listing every problem with its line."""
     v = _V(name)
@@ -213,6 +230,8 @@ def parse(text: str, name: str = "<policy>") -> ImagePolicy:
         oe = v.mapping(top["on_error"][1], "on_error", ("action",))
         if "action" in oe and (a := _action(v, oe["action"][1], "on_error.action")):
             kw["error_action"] = a
+    if "runtime" in top:
+        kw["runtime"] = _runtime(v, top["runtime"][1])
     if v.errors:
         raise PolicyError(v.errors)
     fp = hashlib.sha256(text.encode()).hexdigest()[:12]

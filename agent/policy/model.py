@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.enforce.execkill import RuntimeRules
 from agent.imagegate.model import CATEGORIES, Severity
 
 # Category defaults: the reference policy (docs/imagegate.md documents each).
@@ -46,5 +47,6 @@ class ImagePolicy:
     timeout: float = 1.5  # seconds a container start waits for the scan
     timeout_action: str = "allow"  # "allow" or "block" when the scan has not finished by then
     error_action: str = "allow"  # when the image cannot be read at all
+    runtime: RuntimeRules = RuntimeRules()  # in-kernel exec rules (agent/enforce/execkill.py)
     source: str = "<defaults>"  # file it came from
     fingerprint: str = "defaults"  # sha256 prefix of the file's bytes
