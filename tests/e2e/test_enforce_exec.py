@@ -1,6 +1,7 @@
 """Runtime exec rules inside a real container: denied programs die by SIGKILL, with enforcement.block."""
 
 import os
+import time
 
 import pytest
 
@@ -52,6 +53,16 @@ def test_denied_exec_killed_allowed_runs_drift_killed(containerd, image, tmp_pat
         for b in blocks:
             assert b["enforcement.point"] == "kernel.exec" and b["container.image.name"] == image.name
         assert "name=xmrig" in blocks[0]["rule.name"]
+
+        # Hot reload: a new rule takes effect without a restart; a broken file is refused and the rules stay.
+        policy.write_text("runtime:\n  deny_exec:\n    - name: ls\n")
+        agent.wait_for(lambda r: r["event.name"] == "agent.policy", timeout=20)
+        assert run("/bin/ls", "/") == 128 + 9
+        assert run("/usr/bin/xmrig") == 0  # no longer denied (the script just runs)
+        policy.write_text("runtime:\n  deny_exec:\n    - path: not/absolute\n")
+        time.sleep(2.5)
+        assert run("/bin/ls", "/") == 128 + 9
+        assert agent.proc.poll() is None
     finally:
         agent.stop()
         containerd.remove(cid)
