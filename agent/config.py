@@ -75,6 +75,8 @@ class EnforceConfig:
     nri_socket: str = "/var/run/nri/nri.sock"
     nri_index: str = "10"  # two digits: NRI calls plugins in index order
     post_start_kill: bool = True  # kill running containers whose image verdict is block
+    oci_gate: bool = True  # answer nodewarden-runc (the runc wrapper) at every `runc create` (docs/ocigate.md)
+    gate_socket: str = "/run/nodewarden/gate.sock"
 
 
 @dataclass
