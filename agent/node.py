@@ -136,6 +136,7 @@ class Agent:
             self.gate.attach(self.containers)
             for info in self.containers.snapshot():  # those the first listing found: checked too
                 self.gate.on_container("task", info)
+            self.watcher.on_image = self.gate.prescan  # images pulled from now on are scanned ahead
         else:
             self.policy.start()
         if self.gate is not None and self.cfg.enforce.oci_gate:

@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,10 @@ class ContainerWatcher:
             0,
         )
         self.connected = False
+        # Called with (namespace, image name) for every image containerd lists or reports created or
+        # updated (pulled): the image gate scans ahead of any container start. On the watcher thread:
+        # it must not block.
+        self.on_image: Callable[[str, str], None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -300,6 +305,7 @@ class ContainerWatcher:
             for img in client.images(ns):
                 digests[img.name] = img.target.digest
                 self._cache_image(ns, img.name, img.target.digest)
+                self._image_seen(ns, img.name)
             # containerd 1.6 fills `id` (= the container id) in a listing, leaving container_id empty.
             tasks = {t.container_id or t.id: t for t in client.tasks(ns)}
             for c in client.containers(ns):
@@ -499,8 +505,16 @@ class ContainerWatcher:
 
         self.table.update(ns, ev.container_id, fn)
 
+    def _image_seen(self, ns: str, name: str) -> None:
+        if self.on_image is not None:
+            try:
+                self.on_image(ns, name)
+            except Exception as e:  # a listener never stops the watcher
+                self._rlog.warn("on_image", "image listener failed: %s", e)
+
     def _on_image_change(self, client, ns, ev, ts) -> None:
         self._images.pop((ns, ev.name), None)
+        self._image_seen(ns, ev.name)
         # A container created before its image record (or while it was missing) gets its digest now.
         for info in self.table.snapshot():
             if info.namespace == ns and info.image == ev.name and not info.image_digest:

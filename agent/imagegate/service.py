@@ -87,8 +87,10 @@ class GateService:
         self._threads: list[threading.Thread] = []
         self._counts = {
             k: 0
-            for k in ("queued", "dropped", "evaluated", "allow", "alert", "block", "timeouts", "errors", "emit_errors")
+            for k in ("queued", "dropped", "evaluated", "allow", "alert", "block", "timeouts", "errors", "emit_errors",
+                      "prescanned", "prescan_skipped")
         }
+        self._prescans = 0  # image scans started by prescan() and not finished
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -232,6 +234,26 @@ class GateService:
         except cf.TimeoutError:
             self._count("timeouts")
             return timeout_verdict(policy, image, "", time.monotonic() - t0)
+
+    def prescan(self, namespace: str, image: str) -> None:
+        """Scan an image as soon as containerd has it (pulled, created, or listed at start), so that the
+        layer findings are cached before any container of it starts. Never blocks; past `queue_size`
+        scans in flight the image is left for the container start to scan (counted, not lost)."""
+        with self._lock:
+            if self._prescans >= self.cfg.queue_size:
+                self._counts["prescan_skipped"] += 1
+                return
+            self._prescans += 1
+        key = ("image", namespace, image, spec_digest(None))
+        fut = self._submit(namespace, image, key=key, fn=self._evaluate_image,
+                           args=(namespace, image, namespace, {}, None))
+        self._count("prescanned")
+
+        def done(_f) -> None:
+            with self._lock:
+                self._prescans -= 1
+
+        fut.add_done_callback(done)
 
     def _submit(self, namespace: str, container_id: str, key=None, fn=None, args=None) -> cf.Future:
         key = key or (namespace, container_id)

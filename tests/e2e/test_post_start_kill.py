@@ -51,3 +51,27 @@ def test_violating_container_started_while_agent_was_down_is_killed(containerd, 
         agent.stop()
         containerd.remove(bad_id)
         containerd.remove(good_id)
+
+
+def test_images_are_scanned_when_pulled_before_any_container(containerd, tmp_path, monkeypatch):
+    """Proactive scanning: an image imported (pulled) while the agent runs is scanned at once, so the first
+    container of it finds every layer in the cache."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from tests.harness.oci import build_image
+
+    monkeypatch.setenv("NODEWARDEN_AGENT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NODEWARDEN_IMAGEGATE_CACHE_PATH", str(tmp_path / "cache.db"))
+    (tmp_path / "policy.yaml").write_text("categories:\n  malware: {alert: low, block: high}\n")
+    agent = AgentProcess("--containerd-socket", str(containerd.socket), "--policy", str(tmp_path / "policy.yaml"))
+    try:
+        img = build_image(tmp_path / "img.tar", "nodewarden.test/prescan:1", {"/opt/data": os.urandom(4096)})
+        containerd.import_image(img)
+        time.sleep(3)  # the scan runs in the background, before any container exists
+        cid = containerd.run(img, "/bin/sleep", "30")
+        (v,) = agent.wait_for(lambda r: r["event.name"] == "image.verdict" and r.get("container.id") == cid,
+                              timeout=30)
+        assert v["image.scan.cache"] == "layers", v
+        containerd.remove(cid)
+    finally:
+        agent.stop()
