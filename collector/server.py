@@ -31,7 +31,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent.genproto import load
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
-from collector.store import Store, StoreError
+from collector.store import BatchError, Store, StoreError
+from collector.wire import event_bodies
 
 log = logging.getLogger(__name__)
 cpb = load("nodewarden.v1.collector_pb2")
@@ -124,34 +125,24 @@ class _Service:
                 if which != "batch":
                     self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, "IngestRequest has neither hello nor batch")
                 events = req.batch.events
-                problem, last = self._check_batch(events)
-                if problem:
-                    self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
-                try:
-                    stored, dups = self.store.write(events) if len(events) else (0, 0)
-                except StoreError as e:
-                    self._reject(context, grpc.StatusCode.UNAVAILABLE, str(e))
+                if len(events) > self.cfg.max_batch_events:
+                    self._reject(context, grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"batch of {len(events)} events; the limit is {self.cfg.max_batch_events}")
+                # The store checks each event as it makes its row (one pass over the batch):
+                # an event without its ids refuses the whole batch, and nothing of it is stored.
+                stored = dups = last = 0
+                if len(events):
+                    try:
+                        stored, dups, last = self.store.ingest(events, event_bodies(raw, events))
+                    except BatchError as e:
+                        self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    except StoreError as e:
+                        self._reject(context, grpc.StatusCode.UNAVAILABLE, str(e))
                 self.stats["batches"] += 1
                 yield cpb.IngestResponse(ack=cpb.Ack(batch_id=req.batch.batch_id, last_seq=last,
                                                     stored=stored, duplicates=dups))
         finally:
             self.stats["ingest_streams"] -= 1
-
-    def _check_batch(self, events) -> tuple[str, int]:
-        """(what is wrong with the batch or "", its highest seq), in one pass: this runs per event."""
-        if len(events) > self.cfg.max_batch_events:
-            return f"batch of {len(events)} events; the limit is {self.cfg.max_batch_events}", 0
-        last = 0
-        for i, ev in enumerate(events):
-            seq = ev.seq
-            agent, boot, name = ev.agent_id, ev.boot_id, ev.name
-            if not (agent and boot and name and seq > 0):
-                return f"event {i} of the batch lacks agent_id, boot_id, seq or name", 0
-            if len(name) + len(agent) + len(boot) + len(ev.node) > 512:
-                return f"event {i} of the batch has names or ids longer than 512 characters in all", 0
-            if seq > last:
-                last = seq
-        return "", last
 
     def _filter(self, raw: bytes, msg_type, context):
         try:
@@ -325,7 +316,7 @@ def _bind(server, addr: str, creds) -> str:
 def serve(cfg: CollectorConfig) -> CollectorHandle:
     """Start a collector (its own threads) and return its handle."""
     hub = Hub()
-    store = Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=hub.publish)
+    store = Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=hub.publish, listening=hub.count)
     service = _Service(cfg, store, hub)
     token = cfg.read_token()
     server = grpc.server(

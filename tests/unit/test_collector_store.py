@@ -12,8 +12,9 @@ from agent.outputs.pbcodec import to_event
 from agent.outputs.record import from_enriched
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
-from collector.store import Store
+from collector.store import BatchError, Store
 from collector.units import parse_duration, parse_size, parse_time
+from collector.wire import event_bodies
 
 cpb = load("nodewarden.v1.collector_pb2")
 
@@ -55,6 +56,63 @@ def test_dedup_fast_and_slow_paths(store):
     ids = [i for batch in store.published for i, _, _ in batch]
     assert len(ids) == 153 == len(set(ids))  # only new rows go live
     assert {(a, b, last) for a, b, _, last in store.streams()} == {("a1", "b1", 200), ("a1", "b2", 1)}
+
+
+def test_refused_batch_stores_nothing_and_moves_no_mark(store):
+    assert store.write([_ev(s) for s in range(1, 11)]) == (10, 0)
+    bad = [_ev(s) for s in range(11, 21)] + [_ev(21, agent="")]
+    with pytest.raises(BatchError, match="event 10 of the batch lacks agent_id"):
+        store.ingest(bad)
+    long = [_ev(11), _ev(12, node="n" * 600)]
+    with pytest.raises(BatchError, match="event 1 of the batch has names or ids longer"):
+        store.ingest(long)
+    # Nothing of them went in, and their seqs are still new: the fast path takes them.
+    assert store.ingest([_ev(s) for s in range(11, 21)]) == (10, 0, 20)
+    assert store.ingest([_ev(3), _ev(25), _ev(2)]) == (1, 2, 25)  # the highest seq, not the last
+    assert [r[0] for r in store.query(EventFilter(), 100)] == list(range(1, 22))
+    assert store.stats["stored"] == 21 and store.stats["write_errors"] == 0
+
+
+def test_body_is_the_bytes_received(store):
+    evs = [_ev(s) for s in range(1, 131)]  # more than one multi-row INSERT, and a remainder
+    req = cpb.IngestRequest(batch=cpb.Batch(batch_id=1, events=evs)).SerializeToString()
+    parsed = cpb.IngestRequest.FromString(req).batch.events
+    bodies = event_bodies(req, parsed)
+    assert [bytes(b) for b in bodies] == [ev.SerializeToString() for ev in evs]
+    store.ingest(parsed, bodies)
+    assert [r[2] for r in store.query(EventFilter(), 1000)] == list(bodies)
+    # A request whose batch field repeats around a hello parses to fewer events than it
+    # holds: no bodies then (the caller serializes), never bodies that belong to other events.
+    hello = cpb.IngestRequest(hello=cpb.Hello(agent_id="a1")).SerializeToString()
+    odd = cpb.IngestRequest(batch=cpb.Batch(events=evs[:2])).SerializeToString() + hello + \
+        cpb.IngestRequest(batch=cpb.Batch(events=evs[2:5])).SerializeToString()
+    parsed = cpb.IngestRequest.FromString(odd).batch.events
+    assert len(parsed) == 3 and event_bodies(odd, parsed) is None
+
+
+def test_rows_for_subscribers_only_when_someone_listens(tmp_path):
+    published, listening = [], []
+    s = Store(str(tmp_path / "ev.db"), 0, 0, publish=published.append, listening=lambda: bool(listening),
+              retention_interval=3600)
+    s.start()
+    s.write([_ev(x) for x in range(1, 11)])
+    assert published == []
+    listening.append(1)
+    s.write([_ev(x) for x in range(11, 16)])
+    assert [i for batch in published for i, _, _ in batch] == list(range(11, 16))
+    s.stop()
+
+
+def test_checkpoints_run_beside_the_writer(tmp_path):
+    s = Store(str(tmp_path / "ev.db"), 0, 0, retention_interval=3600, checkpoint_interval=0.01)
+    s.start()
+    for b in range(20):
+        s.write([_ev(x) for x in range(b * 100 + 1, b * 100 + 101)])
+    deadline = time.monotonic() + 5
+    while s.stats["checkpoints"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.stats["checkpoints"] > 0
+    s.stop()
 
 
 def test_store_survives_reopen_and_keeps_dedup(tmp_path):
