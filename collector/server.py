@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.genproto import load
+from agent.outputs.pbcodec import field_bytes, varint
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
 from collector.store import BatchError, Store, StoreError
@@ -64,26 +65,14 @@ class CollectorConfig:
         return Path(self.token_file).read_text().strip() if self.token_file else ""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(num: int, payload: bytes) -> bytes:
-    return _varint((num << 3) | 2) + _varint(len(payload)) + payload
-
 
 def _events_message(bodies, dropped: int = 0, token: str = "") -> bytes:
     """A QueryResponse / SubscribeResponse (same layout: events = 1) built from stored bytes."""
-    out = b"".join(_field(1, b) for b in bodies)
+    out = b"".join(field_bytes(1, b) for b in bodies)
     if token:  # QueryResponse.next_page_token = 2
-        out += _field(2, token.encode())
+        out += field_bytes(2, token.encode())
     if dropped:  # SubscribeResponse.dropped = 2 (varint)
-        out += _varint(2 << 3) + _varint(dropped)
+        out += varint(2 << 3) + varint(dropped)
     return out
 
 

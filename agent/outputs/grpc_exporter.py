@@ -41,6 +41,7 @@ import grpc
 from agent.genproto import load
 from agent.outputs import pbcodec
 from agent.outputs.grpc_channel import ClientSecurity, make_channel, metadata
+from agent.outputs.pbcodec import field_bytes, field_varint
 from agent.outputs.record import rfc3339
 from agent.outputs.spool import Spool
 
@@ -190,7 +191,7 @@ class Exporter:
             if not ev.time_unix_nano and "timestamp" not in rec:
                 now = now or time.time_ns()
                 ev.time_unix_nano = now
-            parts.append(_field(2, ev.SerializeToString()))
+            parts.append(field_bytes(2, ev.SerializeToString()))
         if not parts:
             return
         dropped = self.spool.append(b"".join(parts), len(parts))
@@ -281,8 +282,8 @@ class Exporter:
                 bid += 1
                 with cond:
                     inflight.append((bid, cursor, events))
-                batch = _field_varint(1, bid) + payload
-                yield _field(2, batch)
+                batch = field_varint(1, bid) + payload
+                yield field_bytes(2, batch)
 
         try:
             ingest = channel.stream_stream(INGEST_METHOD, request_serializer=None,
@@ -351,20 +352,3 @@ class Exporter:
                                 value=m["spool_pending_events"])
         yield GaugeMetricFamily("nodewarden_exporter_connected", "1 while a stream is up", value=int(m["connected"]))
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(num: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field: lets spooled bytes go on the wire without re-parsing."""
-    return _varint((num << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _field_varint(num: int, value: int) -> bytes:
-    return _varint(num << 3) + _varint(value)
