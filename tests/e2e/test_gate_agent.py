@@ -30,10 +30,11 @@ on_timeout: {after: 10s, action: block}
 @pytest.fixture(scope="module")
 def images(image_builder):
     return {
-        "eicar": image_builder("nodewarden.test/gate-eicar:1", extra_files={"/opt/eicar.com": EICAR}, cmd=MARK_CMD),
-        "miner": image_builder("nodewarden.test/gate-miner:1", extra_files={"/usr/bin/xmrig": (MINER, 0o755)},
+        "eicar": image_builder("nodewarden.test/agentgate-eicar:1", extra_files={"/opt/eicar.com": EICAR},
                                cmd=MARK_CMD),
-        "clean": image_builder("nodewarden.test/gate-clean:1", cmd=MARK_CMD),
+        "miner": image_builder("nodewarden.test/agentgate-miner:1", extra_files={"/usr/bin/xmrig": (MINER, 0o755)},
+                               cmd=MARK_CMD),
+        "clean": image_builder("nodewarden.test/agentgate-clean:1", cmd=MARK_CMD),
         "allowed": image_builder("nodewarden.test/allowed-eicar:1", extra_files={"/opt/eicar.com": EICAR},
                                  cmd=MARK_CMD),
     }

@@ -93,7 +93,7 @@ class PrivateContainerd:
         self.log = self.base / "containerd.log"
         self.namespace = namespace or unique_id("nwtest")
         self.proc: subprocess.Popen | None = None
-        self._images: set[str] = set()
+        self._images: dict[str, str] = {}  # name -> manifest digest imported
 
     # --- process ---------------------------------------------------------------------------------
 
@@ -146,9 +146,11 @@ class PrivateContainerd:
         return r
 
     def import_image(self, image: OciImage) -> OciImage:
-        if image.name not in self._images:
+        # Keyed by name and manifest: two tests building different images under one name must not
+        # silently share the first one.
+        if self._images.get(image.name) != image.manifest_digest:
             self.ctr("images", "import", str(image.path))
-            self._images.add(image.name)
+            self._images[image.name] = image.manifest_digest
         return image
 
     def run(self, image: OciImage | str, *cmd: str, cid: str | None = None, labels: dict | None = None) -> str:
