@@ -1,16 +1,18 @@
-"""`python -m bench`: every benchmark in turn (root)."""
+"""`python -m bench [SUITE ...]`: every benchmark in turn (root), or the ones named."""
 
 import importlib
 import sys
 
 SUITES = ["bench.sensors", "bench.attribution", "bench.transport", "bench.imagegate"]
 
-for name in sys.argv[1:] or SUITES:
+names = sys.argv[1:] or SUITES
+sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults
+for name in names:
     try:
         mod = importlib.import_module(name)
     except ImportError as e:
         print(f"{name}: not available ({e})\n")
         continue
-    print(f"== {name} ==")
+    print(f"== {name} ==", flush=True)
     mod.main()
-    print()
+    print(flush=True)

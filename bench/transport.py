@@ -78,8 +78,7 @@ def _cpu_seconds(pid: int) -> float:
 @functools.cache
 def _ingest_requests(n: int, batch: int) -> list[bytes]:
     """Serialized IngestRequests of `batch` events each, as an agent's exporter frames them."""
-    from agent.outputs.grpc_exporter import _field, _field_varint
-    from agent.outputs.pbcodec import to_event
+    from agent.outputs.pbcodec import field_bytes, field_varint, to_event
 
     recs = _records(n, time.time_ns())
     reqs = []
@@ -88,8 +87,8 @@ def _ingest_requests(n: int, batch: int) -> list[bytes]:
         for seq, rec in enumerate(recs[b:b + batch], start=b + 1):
             ev = to_event(rec)
             ev.seq, ev.agent_id, ev.boot_id, ev.node = seq, "bench", "boot", "node-1"
-            parts.append(_field(2, ev.SerializeToString()))
-        reqs.append(_field(2, _field_varint(1, b // batch + 1) + b"".join(parts)))
+            parts.append(field_bytes(2, ev.SerializeToString()))
+        reqs.append(field_bytes(2, field_varint(1, b // batch + 1) + b"".join(parts)))
     return reqs
 
 
