@@ -165,26 +165,14 @@ class _TarIn:
 
     def take(self, n: int) -> list[memoryview]:
         """The next n bytes (fewer at the end of the stream) as views into the chunks."""
-        out = []
-        while n > 0:
-            avail = len(self._buf) - self._off
-            if avail <= 0:
-                if self.eof:
-                    break
-                data = self._plain.chunk()
-                if not data:
-                    self.eof = True
-                    break
-                self._buf, self._off = memoryview(data), 0
-                continue
-            k = n if n < avail else avail
-            out.append(self._buf[self._off : self._off + k])
-            self._off += k
-            self._pos += k
-            n -= k
-        return out
+        return self._advance(n, keep=True)[0]
 
     def skip(self, n: int) -> int:
+        """Pass over n bytes without keeping them (a kept view would keep its whole chunk alive)."""
+        return self._advance(n, keep=False)[1]
+
+    def _advance(self, n: int, keep: bool) -> tuple[list[memoryview], int]:
+        out: list[memoryview] = []
         done = 0
         while n > 0:
             avail = len(self._buf) - self._off
@@ -198,11 +186,13 @@ class _TarIn:
                 self._buf, self._off = memoryview(data), 0
                 continue
             k = n if n < avail else avail
+            if keep:
+                out.append(self._buf[self._off : self._off + k])
             self._off += k
             self._pos += k
             n -= k
             done += k
-        return done
+        return out, done
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0 or n > self._max_read:
