@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import orjson
 
@@ -67,7 +66,3 @@ class TextLog:
         with self._lock:
             self._out.write(data)
             self._out.flush()
-
-
-def now_ns() -> int:
-    return time.time_ns()
