@@ -8,8 +8,12 @@ belong to; outputs turn an `Enriched` into one flat record (agent/outputs/record
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from enum import IntEnum
+from typing import ClassVar
+
+from agent.vocab import Severity
 
 
 class Op(IntEnum):
@@ -127,16 +131,6 @@ class BenchEvent(KernelEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class AgentEvent:
-    """An event the agent makes itself: agent.ready, agent.drops, ..."""
-
-    name: str
-    ts_ns: int
-    attrs: dict = field(default_factory=dict)
-    severity: str = "info"
-
-
-@dataclass(frozen=True, slots=True)
 class ProcInfo:
     """What the process table knows of one process."""
 
@@ -181,3 +175,152 @@ class Enriched:
     process: ProcInfo | None
     parent: ProcInfo | None
     container: ContainerInfo | None = None
+
+
+# -- records that are not kernel events: the image gate's verdicts, enforcement, alerts, agent reports --
+# Each has a class-level `name` (its event.name); agent/outputs/record.py flattens each kind, and
+# agent/outputs/pbcodec.py maps each onto its own protobuf message.
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the image gate found. `rule` is the detection rule (YARA rule, hash list, check id);
+    `path` the file in the image ("" for image-wide findings); `detail` a human sentence that never
+    contains a secret's value."""
+
+    category: str  # one of agent.vocab.CATEGORIES
+    severity: Severity
+    rule: str
+    path: str = ""
+    detail: str = ""
+    layer: str = ""  # blob digest of the layer the file came from
+    cis: str = ""  # CIS Docker Benchmark section (baseline)
+    advisory: str = ""  # advisory id (vulnerability)
+    package: str = ""
+    installed: str = ""
+    fixed: str = ""
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        d["severity"] = self.severity.label
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Finding:
+        d = dict(d)
+        d["severity"] = Severity.parse(d["severity"])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A finding with what the policy made of it: action "block", "alert" or "none", and the
+    policy rule that decided it ("categories.malware.block >= high")."""
+
+    finding: Finding
+    action: str
+    decided_by: str
+
+    def to_dict(self) -> dict:
+        return {**self.finding.to_dict(), "action": self.action, "decided_by": self.decided_by}
+
+
+@dataclass
+class Verdict:
+    """The image gate's answer for one container start."""
+
+    verdict: str  # "allow", "alert" or "block"
+    reason: str  # one line: why (the deciding finding, whitelist, scope, timeout, error)
+    findings: list[Decided] = field(default_factory=list)
+    image: str = ""
+    digest: str = ""
+    duration_ms: float = 0.0
+    cache_hit: str = "none"
+    timed_out: bool = False
+    error: str = ""
+    policy: str = ""  # fingerprint of the policy that decided (changes on every reload)
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictEvent:
+    """image.verdict: the gate judged the image of a container (container set) or an image by
+    reference (container None: NRI before containerd has a record, `nodewarden scan`)."""
+
+    name: ClassVar[str] = "image.verdict"
+    ts_ns: int
+    verdict: Verdict
+    container: ContainerInfo | None = None
+    namespace: str = ""  # containerd namespace, when there is no container record
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementEvent:
+    """enforcement.block: the agent stopped something, at one enforcement point."""
+
+    name: ClassVar[str] = "enforcement.block"
+    ts_ns: int
+    point: str  # "kernel.exec", "nri.create_container", "oci.runc_create", "containerd.kill", "user.kill"
+    action: str  # "kill" or "deny"
+    reason: str  # one line: the rule or verdict behind it
+    severity: Severity = Severity.CRITICAL
+    outcome: str = ""  # what happened: "killed", "denied", "kill failed: ...", "" when implied
+    verdict: str = ""  # the image verdict behind it ("block"), "" when a runtime rule
+    container: ContainerInfo | None = None  # what is known of the container (NRI: name, image, pod only)
+    subject: Enriched | None = None  # the process event that was stopped (kernel.exec, user.kill)
+    duration_ms: float | None = None  # from the decision to the act, when measured
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """alert: a detection rule matched an event (agent/detect)."""
+
+    name: ClassVar[str] = "alert"
+    ts_ns: int
+    rule_id: str
+    rule_name: str
+    description: str
+    severity: Severity
+    tactics: tuple[str, ...] = ()  # MITRE ATT&CK tactic names
+    techniques: tuple[str, ...] = ()  # MITRE ATT&CK technique ids, e.g. T1059.004
+    subject: Enriched | None = None  # the triggering event, with its process and container
+    output: str = ""  # the rule's output line, fields filled in
+    count: int = 1  # identical alerts folded into this one
+    action: str = "alert"  # "alert" or "kill"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReady:
+    """agent.ready: every probe is attached."""
+
+    name: ClassVar[str] = "agent.ready"
+    ts_ns: int
+    host: str
+    pid: int
+    probes: tuple[str, ...]
+    tracepoints_missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DropReport:
+    """agent.drops: what each stage lost, keyed by stage ("kernel.file", "queue", "exporter.spool_full", ...)."""
+
+    name: ClassVar[str] = "agent.drops"
+    ts_ns: int
+    new: Mapping[str, int]  # since the previous report
+    total: Mapping[str, int]  # since the agent started
+    severity: Severity = Severity.MEDIUM
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEvent:
+    """agent.policy: a policy file was loaded (or a reload was refused: error set, the old one stays)."""
+
+    name: ClassVar[str] = "agent.policy"
+    ts_ns: int
+    source: str
+    fingerprint: str
+    error: str = ""
+
+
+# Everything a stage may hand to the outputs.
+Record = Enriched | VerdictEvent | EnforcementEvent | AlertEvent | AgentReady | DropReport | PolicyEvent

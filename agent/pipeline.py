@@ -20,7 +20,7 @@ from collections.abc import Callable
 from agent.config import Config
 from agent.enrich.enricher import Enricher
 from agent.enrich.proctable import ProcessTable
-from agent.events import AgentEvent, CgroupEvent, Enriched, ExecEvent, ForkEvent
+from agent.events import AgentReady, CgroupEvent, DropReport, Enriched, ExecEvent, ForkEvent
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
 from agent.sensors.common import BootClock, DecodeError
@@ -74,12 +74,8 @@ class Pipeline:
             t.start()
         self.metrics.is_ready = True
         self.metrics.ready.set(1)
-        self.emit_agent("agent.ready", {
-            "agent.probes": list(self.cfg.probes.families),
-            "agent.tracepoints_missing": self.probes.tracepoints_missing,
-            "host.name": self.cfg.agent.node_name,
-            "process.pid": os.getpid(),
-        })
+        self.emit(AgentReady(time.time_ns(), self.cfg.agent.node_name, os.getpid(),
+                             tuple(self.cfg.probes.families), tuple(self.probes.tracepoints_missing)))
 
     def stop(self) -> None:
         """Detach the probes, drain what the kernel already produced, report the last drops."""
@@ -249,8 +245,9 @@ class Pipeline:
         for name, n in Counter(r["event.name"] for r in records).items():
             ev_counter.labels(name).inc(n)
 
-    def emit_agent(self, name: str, attrs: dict, severity: str = "info") -> None:
-        self._deliver([record.from_agent(AgentEvent(name, time.time_ns(), attrs, severity))])
+    def emit(self, ev) -> None:
+        """Hand one typed record made outside the kernel path (agent.events.Record) to the outputs."""
+        self._deliver([record.flatten(ev)])
 
     # -- accounting ------------------------------------------------------------------------------
 
@@ -272,10 +269,7 @@ class Pipeline:
         grown = {k: n - self._reported.get(k, 0) for k, n in totals.items() if n > self._reported.get(k, 0)}
         if grown:
             self._reported.update(grown)
-            self.emit_agent("agent.drops", {
-                "agent.drops.new": grown,
-                "agent.drops.total": dict(self._reported),
-            }, severity="warning")
+            self.emit(DropReport(time.time_ns(), grown, dict(self._reported)))
 
     def _log_once(self, key: str, msg: str) -> None:
         now = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 NAME = "scan"
 HELP = "scan an image (containerd reference, OCI layout directory or OCI tarball) and print the verdict"
@@ -107,11 +108,12 @@ def _print_text(v, show_all: bool) -> None:
 def main(args) -> int:
     import orjson
 
+    from agent.events import VerdictEvent
     from agent.imagegate.layer import SourceError
     from agent.imagegate.osv import OsvError
-    from agent.imagegate.record import verdict_record
     from agent.imagegate.scanner import ImageScanner
     from agent.imagegate.source import ImageError
+    from agent.outputs.record import flatten
     from agent.policy.loader import PolicyError, load
 
     client = None
@@ -145,7 +147,7 @@ def main(args) -> int:
     if v.error:
         print(f"nodewarden scan: {v.error}", file=sys.stderr)
     if args.json:
-        rec = verdict_record(v, namespace="" if os.path.exists(args.target) else args.namespace)
+        rec = flatten(VerdictEvent(time.time_ns(), v, namespace="" if os.path.exists(args.target) else args.namespace))
         if not args.all:
             rec["image.findings"] = [f for f in rec["image.findings"] if f.get("action") != "none"]
         sys.stdout.buffer.write(orjson.dumps(rec) + b"\n")

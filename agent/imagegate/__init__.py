@@ -6,5 +6,5 @@ Public entry points:
   - scanner.ImageScanner: image -> ImageReport (findings, packages, cache hit, timing)
   - agent.policy.image.decide: ImageReport + policy -> Verdict
   - service.GateService: the agent-side service (container table listener, pre-start evaluate)
-  - record.verdict_record: Verdict -> the flat `image.verdict` record
+  - (the flat `image.verdict` record is made by agent/outputs/record.py from a VerdictEvent)
 """

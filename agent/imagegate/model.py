@@ -7,10 +7,12 @@ what the cache persists and what the `image.verdict` record carries, so the thre
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import IntEnum
 
-CATEGORIES = ("integrity", "malware", "secret", "vulnerability", "baseline")
+from agent.events import Decided, Finding, Verdict
+from agent.vocab import CATEGORIES, Severity
 
+__all__ = ["CATEGORIES", "Decided", "Finding", "ImageError", "ImageReport", "LayerResult", "Package",
+           "Severity", "SourceError", "Verdict"]
 
 class ImageError(Exception):
     """The image cannot be read at all (one line, for the user)."""
@@ -19,58 +21,6 @@ class ImageError(Exception):
 class SourceError(Exception):
     """Reading the image's source failed (containerd gone, I/O error), not the data in it:
     retry later, never cache."""
-
-
-class Severity(IntEnum):
-    INFO = 0
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-    CRITICAL = 4
-
-    @classmethod
-    def parse(cls, text: str) -> Severity:
-        """'high', 'HIGH', 'moderate' (GHSA's word) -> Severity; ValueError otherwise."""
-        t = str(text).strip().lower()
-        t = {"moderate": "medium", "important": "high", "negligible": "low", "unimportant": "low"}.get(t, t)
-        try:
-            return cls[t.upper()]
-        except KeyError:
-            raise ValueError(f"unknown severity {text!r}") from None
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing the gate found. `rule` is the detection rule (YARA rule, hash list, check id);
-    `path` the file in the image ("" for image-wide findings); `detail` a human sentence that never
-    contains a secret's value."""
-
-    category: str
-    severity: Severity
-    rule: str
-    path: str = ""
-    detail: str = ""
-    layer: str = ""  # blob digest of the layer the file came from
-    cis: str = ""  # CIS Docker Benchmark section (baseline)
-    advisory: str = ""  # advisory id (vulnerability)
-    package: str = ""
-    installed: str = ""
-    fixed: str = ""
-
-    def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if v not in ("", None)}
-        d["severity"] = self.severity.label
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Finding:
-        d = dict(d)
-        d["severity"] = Severity.parse(d["severity"])
-        return cls(**d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,32 +137,3 @@ class ImageReport:
             error=d.get("error", ""),
             labels=dict(d.get("labels", {})),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """A finding with what the policy made of it: action "block", "alert" or "none", and the
-    policy rule that decided it ("categories.malware.block >= high")."""
-
-    finding: Finding
-    action: str
-    decided_by: str
-
-    def to_dict(self) -> dict:
-        return {**self.finding.to_dict(), "action": self.action, "decided_by": self.decided_by}
-
-
-@dataclass
-class Verdict:
-    """The gate's answer for one container start."""
-
-    verdict: str  # "allow", "alert" or "block"
-    reason: str  # one line: why (the deciding finding, whitelist, scope, timeout, error)
-    findings: list[Decided] = field(default_factory=list)
-    image: str = ""
-    digest: str = ""
-    duration_ms: float = 0.0
-    cache_hit: str = "none"
-    timed_out: bool = False
-    error: str = ""
-    policy: str = ""  # fingerprint of the policy that decided (changes on every reload)

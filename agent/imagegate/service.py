@@ -46,13 +46,13 @@ from collections.abc import Callable
 
 import orjson
 
-from agent.events import ContainerInfo
+from agent.events import ContainerInfo, VerdictEvent
 from agent.imagegate.config import ImageGateConfig
 from agent.imagegate.layer import SourceError
 from agent.imagegate.model import ImageReport, Verdict
-from agent.imagegate.record import verdict_record
 from agent.imagegate.scanner import ImageScanner, spec_digest
 from agent.imagegate.source import ContainerdSource, ImageError
+from agent.outputs.record import flatten  # TODO(issue 9): emit the typed event; node flattens
 from agent.policy.image import decide, pre_decide, timeout_verdict
 from agent.policy.store import PolicyStore
 
@@ -185,7 +185,7 @@ class GateService:
         self._count("evaluated")
         self._count(verdict.verdict if verdict.verdict in ("allow", "alert", "block") else "errors")
         try:
-            self._emit(verdict_record(verdict, info))
+            self._emit(flatten(VerdictEvent(time.time_ns(), verdict, info)))
         except Exception:
             self._count("emit_errors")
             log.exception("image gate: emit failed")

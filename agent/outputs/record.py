@@ -10,8 +10,12 @@ from __future__ import annotations
 import time
 
 from agent.events import (
-    AgentEvent,
+    AgentReady,
+    AlertEvent,
     BenchEvent,
+    ContainerInfo,
+    DropReport,
+    EnforcementEvent,
     Enriched,
     ExecEvent,
     ExitEvent,
@@ -19,7 +23,13 @@ from agent.events import (
     ForkEvent,
     NetEvent,
     Op,
+    PolicyEvent,
+    Verdict,
+    VerdictEvent,
 )
+from agent.vocab import Severity
+
+MAX_FINDINGS = 200  # a verdict record stays a log line: an image with thousands of CVEs is summarized
 
 _sec_cache: dict[int, str] = {}
 
@@ -39,10 +49,138 @@ def command_line(argv: tuple[str, ...]) -> str:
     return " ".join(argv)
 
 
-def from_agent(ev: AgentEvent) -> dict:
-    rec = {"event.name": ev.name, "timestamp": rfc3339(ev.ts_ns), "event.severity": ev.severity}
-    rec.update(ev.attrs)
+def flatten(ev) -> dict:
+    """Any typed record (agent.events.Record) -> its flat record. The one flattener."""
+    if isinstance(ev, Enriched):
+        return from_enriched(ev)
+    fn = _FLATTENERS.get(type(ev))
+    if fn is None:
+        raise TypeError(f"no flat form for {type(ev).__name__}")
+    return fn(ev)
+
+
+def _head(name: str, ts_ns: int, severity: str) -> dict:
+    return {"event.name": name, "timestamp": rfc3339(ts_ns), "event.severity": severity}
+
+
+def _ready(ev: AgentReady) -> dict:
+    rec = _head(ev.name, ev.ts_ns, "info")
+    rec.update({"agent.probes": list(ev.probes), "agent.tracepoints_missing": list(ev.tracepoints_missing),
+                "host.name": ev.host, "process.pid": ev.pid})
     return rec
+
+
+def _drops(ev: DropReport) -> dict:
+    rec = _head(ev.name, ev.ts_ns, "warning" if ev.severity == Severity.MEDIUM else ev.severity.label)
+    rec.update({"agent.drops.new": dict(ev.new), "agent.drops.total": dict(ev.total)})
+    return rec
+
+
+def _policy(ev: PolicyEvent) -> dict:
+    rec = _head(ev.name, ev.ts_ns, "warning" if ev.error else "info")
+    rec.update({"policy.source": ev.source, "policy.fingerprint": ev.fingerprint})
+    if ev.error:
+        rec["policy.error"] = ev.error
+    return rec
+
+
+def _container_keys(rec: dict, c: ContainerInfo, image: str = "", digest: str = "", namespace: str = "") -> None:
+    if c.id:
+        rec["container.id"] = c.id
+    for key, val in (
+        ("container.name", c.name),
+        ("container.image.name", c.image or image),
+        ("container.image.digest", c.image_digest or digest),
+        ("container.runtime", c.runtime if c.id else ""),
+        ("k8s.pod.name", c.pod_name),
+        ("k8s.namespace.name", c.pod_namespace),
+        ("containerd.namespace", c.namespace or namespace),
+    ):
+        if val:
+            rec[key] = val
+
+
+def _verdict_severity(v: Verdict) -> str:
+    acted = [d.finding.severity for d in v.findings if d.action != "none"]
+    if acted:
+        return max(acted).label
+    if v.verdict == "block":
+        return Severity.HIGH.label  # blocked on timeout or error: no finding to borrow from
+    return "info"
+
+
+def _verdict(ev: VerdictEvent) -> dict:
+    v = ev.verdict
+    rec = _head(ev.name, ev.ts_ns, _verdict_severity(v))
+    if ev.container is not None:
+        _container_keys(rec, ev.container, v.image, v.digest, ev.namespace)
+    else:
+        if v.image:
+            rec["container.image.name"] = v.image
+        if v.digest:
+            rec["container.image.digest"] = v.digest
+        if ev.namespace:
+            rec["containerd.namespace"] = ev.namespace
+    acted = [d for d in v.findings if d.action != "none"]
+    shown = (acted + [d for d in v.findings if d.action == "none"])[:MAX_FINDINGS]
+    rec.update({
+        "image.verdict": v.verdict,
+        "image.verdict.reason": v.reason,
+        "image.findings": [d.to_dict() for d in shown],
+        "image.findings.count": len(v.findings),
+        "image.scan.duration_ms": round(v.duration_ms, 3),
+        "image.scan.cache_hit": v.cache_hit == "verdict",
+        "image.scan.cache": v.cache_hit,
+        "image.scan.timed_out": v.timed_out,
+        "image.policy": v.policy,
+    })
+    if len(v.findings) > len(shown):
+        rec["image.findings.truncated"] = True
+    if v.error:
+        rec["image.scan.error"] = v.error
+    return rec
+
+
+def _enforcement(ev: EnforcementEvent) -> dict:
+    # A block of a process event carries that event's own fields (and its container), then ours.
+    rec = from_enriched(ev.subject) if ev.subject is not None else {}
+    rec.update(_head(ev.name, ev.ts_ns, ev.severity.label))
+    if ev.container is not None and ev.subject is None:
+        _container_keys(rec, ev.container)
+    rec["enforcement.point"] = ev.point
+    rec["enforcement.action"] = ev.action
+    rec["enforcement.reason"] = ev.reason
+    if ev.outcome:
+        rec["enforcement.outcome"] = ev.outcome
+    if ev.verdict:
+        rec["image.verdict"] = ev.verdict
+    if ev.duration_ms is not None:
+        rec["enforcement.duration_ms"] = round(ev.duration_ms, 3)
+    return rec
+
+
+def _alert(ev: AlertEvent) -> dict:
+    rec = from_enriched(ev.subject) if ev.subject is not None else {}
+    rec["trigger.name"] = rec.get("event.name", "")
+    rec.update(_head(ev.name, ev.ts_ns, ev.severity.label))
+    rec.update({"rule.id": ev.rule_id, "rule.name": ev.rule_name, "rule.description": ev.description,
+                "threat.tactic.name": list(ev.tactics), "threat.technique.id": list(ev.techniques),
+                "alert.action": ev.action})
+    if ev.output:
+        rec["alert.output"] = ev.output
+    if ev.count != 1:
+        rec["alert.count"] = ev.count
+    return rec
+
+
+_FLATTENERS = {
+    AgentReady: _ready,
+    DropReport: _drops,
+    PolicyEvent: _policy,
+    VerdictEvent: _verdict,
+    EnforcementEvent: _enforcement,
+    AlertEvent: _alert,
+}
 
 
 def from_enriched(en: Enriched) -> dict:

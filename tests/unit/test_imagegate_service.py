@@ -12,7 +12,8 @@ import pytest
 from agent.cli import main as cli
 from agent.events import ContainerInfo
 from agent.imagegate.config import ImageGateConfig
-from agent.imagegate.record import verdict_record
+from agent.events import VerdictEvent
+from agent.outputs.record import flatten
 from agent.imagegate.service import GateService
 from agent.policy.store import PolicyStore
 from tests.unit.imagegate_helpers import EICAR, busybox_layer, entry, osv_advisory, raw_tar, write_layout
@@ -177,7 +178,7 @@ def test_record_shape():
 
     f = Finding("vulnerability", Severity.HIGH, "osv:X", "/s", advisory="X", fixed="2")
     v = Verdict("alert", "why", [Decided(f, "alert", "categories.vulnerability.alert >= medium")] * 300)
-    rec = verdict_record(v, _info("c1", image="img", pod_name="p", pod_namespace="ns"), ts_ns=0)
+    rec = flatten(VerdictEvent(0, v, _info("c1", image="img", pod_name="p", pod_namespace="ns")))
     assert rec["timestamp"] == "1970-01-01T00:00:00.000000000Z"
     assert rec["k8s.namespace.name"] == "ns" and rec["container.image.name"] == "img"
     assert len(rec["image.findings"]) == 200 and rec["image.findings.count"] == 300 and rec["image.findings.truncated"]

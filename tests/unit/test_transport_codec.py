@@ -7,8 +7,9 @@ import time
 import pytest
 
 from agent.events import (
-    AgentEvent,
+    AgentReady,
     ContainerInfo,
+    DropReport,
     Enriched,
     ExecEvent,
     ExitEvent,
@@ -16,10 +17,11 @@ from agent.events import (
     ForkEvent,
     NetEvent,
     Op,
+    PolicyEvent,
     ProcInfo,
 )
 from agent.outputs.pbcodec import kind_of, parse_timestamp, to_event, to_record
-from agent.outputs.record import from_agent, from_enriched, rfc3339
+from agent.outputs.record import flatten, from_enriched, rfc3339
 
 _IDS = ("host.name", "agent.id", "agent.boot_id", "seq")
 _C = dict(ts_ns=1_795_000_000_123_456_789, pid=42, tid=43, ppid=0, uid=0, gid=0, cgroup_id=2**63 + 5,
@@ -67,14 +69,13 @@ def test_enriched_round_trip(ev, container):
 
 
 @pytest.mark.parametrize("agent_ev", [
-    AgentEvent("agent.ready", 5, {"agent.version": "0.1.0", "agent.sensors": ["process", "file"]}),
-    AgentEvent("agent.drops", 5, {"agent.drops.new": {"kernel.file": 3},
-                                  "agent.drops.total": {"kernel.file": 7, "queue": 0}}, severity="warning"),
-    AgentEvent("agent.drops", 5, {"agent.drops.new": {"kernel.file": -1}, "agent.drops.total": "x"}),
-    AgentEvent("image.verdict", 5, {"image.name": "x", "verdict": "deny"}, severity="critical"),
+    AgentReady(5, "node-a", 7, ("process", "file")),
+    DropReport(5, {"kernel.file": 3}, {"kernel.file": 7, "queue": 0}),
+    DropReport(5, {"kernel.file": -1}, {}),
+    PolicyEvent(5, "/etc/p.yaml", "abc"),
 ])
 def test_agent_round_trip(agent_ev):
-    rec = from_agent(agent_ev)
+    rec = flatten(agent_ev)
     assert {k: v for k, v in to_record(to_event(rec)).items() if k not in _IDS} == rec
 
 
