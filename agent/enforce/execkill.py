@@ -12,8 +12,8 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
-from dataclasses import dataclass
 
+from agent.policy.runtime import RuleError, RuntimeRules
 from agent.sensors.common import PREFIX_MAX
 
 ACT_NONE, ACT_ALERT, ACT_KILL = 0, 1, 2  # enum nw_action; keep in sync with probes/events.h
@@ -23,65 +23,7 @@ _MODES = {"off": 0, "alert": ACT_ALERT, "block": ACT_KILL}
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel keeps this much of a program's name
 _GLOB = re.compile(r"[*?\[]")
 
-
-class RuleError(ValueError):
-    """A runtime rule the kernel cannot enforce; the message names it."""
-
-
-@dataclass(frozen=True)
-class ExecRule:
-    name: str = ""  # program name, as `comm` (first 15 bytes)
-    path: str = ""  # exact path, or a prefix glob ending in `*` ("/tmp/*")
-
-    def describe(self) -> str:
-        return f"name={self.name}" if self.name else f"path={self.path}"
-
-
-@dataclass(frozen=True)
-class RuntimeRules:
-    deny_exec: tuple[ExecRule, ...] = ()
-    drift: str = "off"  # off | alert | block
-    action: str = "block"  # what a deny_exec match does: alert | block
-
-    @classmethod
-    def from_dict(cls, data, where: str = "runtime") -> RuntimeRules:
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise RuleError(f"{where}: expected a mapping")
-        unknown = set(data) - {"deny_exec", "drift", "action"}
-        if unknown:
-            raise RuleError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: action, deny_exec, drift)")
-        drift = str(data.get("drift", "off")).lower() if data.get("drift") is not False else "off"
-        action = str(data.get("action", "block")).lower()
-        if drift not in _MODES:
-            raise RuleError(f"{where}.drift must be off, alert or block, not {drift!r}")
-        if action not in ("alert", "block"):
-            raise RuleError(f"{where}.action must be alert or block, not {action!r}")
-        rules = []
-        for i, item in enumerate(data.get("deny_exec") or []):
-            at = f"{where}.deny_exec[{i}]"
-            if not isinstance(item, dict) or len(item) != 1 or not {"name", "path"} >= set(item):
-                raise RuleError(f"{at}: expected {{name: PROGRAM}} or {{path: PATH}}")
-            rule = ExecRule(name=str(item.get("name", "")), path=str(item.get("path", "")))
-            _check(rule, at)
-            rules.append(rule)
-        return cls(tuple(rules), drift, action)
-
-
-def _check(rule: ExecRule, at: str) -> None:
-    if rule.name:
-        if "/" in rule.name or not rule.name.strip():
-            raise RuleError(f"{at}: name {rule.name!r} is a program name, not a path")
-        return
-    p = rule.path
-    if not p.startswith("/"):
-        raise RuleError(f"{at}: path {p!r} must be absolute")
-    body = p[:-1] if p.endswith("*") else p
-    if _GLOB.search(body):
-        raise RuleError(f"{at}: path {p!r}: the kernel enforces exact paths and prefixes ending in '*' only")
-    if len(body.encode()) + (0 if p.endswith("*") else 1) > PREFIX_MAX:
-        raise RuleError(f"{at}: path {p!r} is longer than {PREFIX_MAX - 1} bytes")
+__all__ = ["ExecEnforcer", "RuleError", "RuntimeRules"]
 
 
 class ExecEnforcer:

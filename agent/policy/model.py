@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.enforce.execkill import RuntimeRules
 from agent.imagegate.model import CATEGORIES, Severity
+from agent.policy.runtime import RuntimeRules
 
 # Category defaults: the reference policy (docs/imagegate.md documents each).
 DEFAULT_THRESHOLDS: dict[str, tuple[Severity | None, Severity | None]] = {
