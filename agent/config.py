@@ -2,6 +2,9 @@
 
 Each stage takes its own part in its constructor; nothing reads configuration globally.
 An unknown key or a value of the wrong type is an error naming the key, never ignored.
+Every section's dataclass lives here, at the bottom of the layers (it imports nothing of ours),
+so that the stages import their settings from it and never the reverse (issue 9). What a value
+must be beyond its type (a probe family that exists, a power of two) the stage checks at start.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from agent.imagegate.config import ImageGateConfig
-from agent.sensors.loader import ProbeConfig
+# The BPF C sources, beside the package in a checkout (the container image keeps that layout).
+PROBES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "probes")
 
 
 class ConfigError(Exception):
@@ -43,6 +46,44 @@ class AgentConfig:
     policy_file: str = ""  # the policy YAML (runtime rules: `runtime:` section); "" = no rules
     hold_s: float = 0.5  # how long an event of a just-created cgroup waits for containerd to name its container
     hold_max: int = 10000  # events waiting so at most; past it the oldest goes out as container.id=unknown
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of the BPF probes; agent/sensors/loader.py validates them against its registry."""
+
+    families: tuple[str, ...] = ("process", "file", "net", "cgroup")  # = agent.sensors.DEFAULT_FAMILIES
+    ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
+    ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
+    file_readonly: bool = False
+    target_tgid: int = 0  # 0 = every process
+    ignore_tgids: tuple[int, ...] = field(default_factory=tuple)
+    probes_dir: str = PROBES_DIR
+    cache_dir: str = "/var/cache/nodewarden"
+
+
+@dataclass
+class ImageGateConfig:
+    """Settings of the image gate (the agent side; what a verdict depends on is in the policy file)."""
+
+    enabled: bool = True
+    cache_path: str = "/var/lib/nodewarden/imagegate/cache.db"  # "" = in memory only
+    advisory_db: str = "/var/lib/nodewarden/advisories"  # OSV directory or zip; missing = no vuln checks
+    rule_dirs: tuple[str, ...] = ()  # user YARA rule directories (*.yar, *.text.yar, *.web.yar)
+    hash_lists: tuple[str, ...] = ()  # known-bad lists: "sha256  comment" lines
+    bundled_rules: bool = True
+    workers: int = 2  # concurrent image scans (each streams one layer at a time)
+    queue_size: int = 256  # containers waiting for a worker; beyond it they are dropped and counted
+    refresh_interval: float = 30.0  # seconds between checks for changed rules or advisory database
+    max_file_scan: int = 32 << 20
+    max_hash_bytes: int = 1 << 30
+    max_layer_bytes: int = 16 << 30
+    bomb_ratio: float = 100.0
+    bomb_min_bytes: int = 1 << 30
+    max_entries: int = 1_000_000
+    yara_timeout: int = 5
+    rpc_timeout: float = 5.0  # containerd calls other than blob reads
+    blob_timeout: float = 120.0  # one blob read from containerd's content store
 
 
 @dataclass

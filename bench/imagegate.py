@@ -150,9 +150,9 @@ def bench_cold(tmp: str, corpus) -> tuple[float, float, int]:
 
 def bench_cached(tmp: str) -> tuple[float, float, float, float]:
     from agent.imagegate.config import ImageGateConfig
+    from agent.imagegate.decide import decide
     from agent.imagegate.scanner import ImageScanner
     from agent.imagegate.source import open_path
-    from agent.policy.image import decide
     from agent.policy.model import ImagePolicy
 
     cfg = ImageGateConfig(cache_path=os.path.join(tmp, "cached.db"), advisory_db="")
@@ -183,7 +183,7 @@ sys.path.insert(0, {root!r})
 from agent.imagegate.config import ImageGateConfig
 from agent.imagegate.scanner import ImageScanner
 from agent.imagegate.source import open_path
-from agent.policy.image import decide
+from agent.imagegate.decide import decide
 from agent.policy.model import ImagePolicy
 base = {base!r}
 s = ImageScanner(ImageGateConfig(cache_path=os.path.join(base, "corpus.db"), advisory_db=""))

@@ -77,7 +77,7 @@ def _source(args):
 def _scan_with_timeout(scanner, src, spec, policy, timeout):
     import concurrent.futures as cf
 
-    from agent.policy.image import decide, timeout_verdict
+    from agent.imagegate.decide import decide, timeout_verdict
 
     if timeout is None:
         return decide(scanner.scan(src, spec), policy)

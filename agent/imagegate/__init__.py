@@ -4,7 +4,7 @@ runtime spec) and reach a verdict under the image policy (agent/policy).
 
 Public entry points:
   - scanner.ImageScanner: image -> ImageReport (findings, packages, cache hit, timing)
-  - agent.policy.image.decide: ImageReport + policy -> Verdict
+  - decide.decide: ImageReport + policy -> Verdict
   - service.GateService: the agent-side service (container table listener, pre-start evaluate)
   - (the flat `image.verdict` record is made by agent/outputs/record.py from a VerdictEvent)
 """

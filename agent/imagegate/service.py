@@ -48,12 +48,12 @@ import orjson
 
 from agent.events import ContainerInfo, VerdictEvent
 from agent.imagegate.config import ImageGateConfig
+from agent.imagegate.decide import decide, pre_decide, timeout_verdict
 from agent.imagegate.layer import SourceError
 from agent.imagegate.model import ImageReport, Verdict
 from agent.imagegate.scanner import ImageScanner, spec_digest
 from agent.imagegate.source import ContainerdSource, ImageError
 from agent.outputs.record import flatten  # TODO(issue 9): emit the typed event; node flattens
-from agent.policy.image import decide, pre_decide, timeout_verdict
 from agent.policy.store import PolicyStore
 
 log = logging.getLogger("nodewarden.imagegate")

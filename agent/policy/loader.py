@@ -13,9 +13,9 @@ import re
 
 import yaml
 
-from agent.imagegate.model import CATEGORIES, Severity
 from agent.policy.model import DEFAULT_THRESHOLDS, ImagePolicy, Selector, Thresholds
 from agent.policy.runtime import RuleError, RuntimeRules
+from agent.vocab import CATEGORIES, Severity
 
 _MAX_BYTES = 1 << 20
 _SEVERITIES = "info, low, medium, high, critical, off"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.imagegate.model import CATEGORIES, Severity
 from agent.policy.runtime import RuntimeRules
+from agent.vocab import CATEGORIES, Severity
 
 # Category defaults: the reference policy (docs/imagegate.md documents each).
 DEFAULT_THRESHOLDS: dict[str, tuple[Severity | None, Severity | None]] = {

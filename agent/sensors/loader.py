@@ -9,43 +9,31 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass, field
 
+from agent.config import ProbeConfig
 from agent.kernel import headers
 from agent.kernel.btf import BTF
 from agent.kernel.offsets import cflags as offset_cflags
 from agent.kernel.offsets import kernel_offsets
-from agent.sensors import DEFAULT_FAMILIES, REGISTRY
+from agent.sensors import REGISTRY
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
-
-PROBES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "probes")
 
 
 class LoadError(Exception):
     """The probes could not be compiled, loaded or attached; the message says why, in one line."""
 
 
-@dataclass
-class ProbeConfig:
-    families: tuple[str, ...] = DEFAULT_FAMILIES
-    ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
-    ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
-    file_readonly: bool = False
-    target_tgid: int = 0  # 0 = every process
-    ignore_tgids: tuple[int, ...] = field(default_factory=tuple)
-    probes_dir: str = PROBES_DIR
-    cache_dir: str = "/var/cache/nodewarden"
-
-    def validate(self) -> None:
-        unknown = [f for f in self.families if f not in REGISTRY]
-        if unknown:
-            raise LoadError(f"unknown probe families {unknown}; known: {sorted(REGISTRY)}")
-        p = self.ringbuf_pages
-        if p < 1 or p & (p - 1):
-            raise LoadError(f"ringbuf_pages must be a power of two, not {p}")
-        for prefix in self.ignore_prefixes:
-            _check_prefix(prefix)
+def validate(cfg: ProbeConfig) -> None:
+    """LoadError naming the first setting the probes cannot take (the Config tree holds plain data)."""
+    unknown = [f for f in cfg.families if f not in REGISTRY]
+    if unknown:
+        raise LoadError(f"unknown probe families {unknown}; known: {sorted(REGISTRY)}")
+    p = cfg.ringbuf_pages
+    if p < 1 or p & (p - 1):
+        raise LoadError(f"ringbuf_pages must be a power of two, not {p}")
+    for prefix in cfg.ignore_prefixes:
+        _check_prefix(prefix)
 
 
 def _check_prefix(prefix: str) -> bytes:
@@ -59,7 +47,7 @@ class ProbeSet:
     """The compiled, attached probes. start() loads; the setters change filters without reloading."""
 
     def __init__(self, cfg: ProbeConfig):
-        cfg.validate()
+        validate(cfg)
         self.cfg = cfg
         self.sensors: list[Sensor] = [REGISTRY[f] for f in cfg.families]
         self.decoders = {op: dec for s in self.sensors for op, dec in s.decoders.items()}

@@ -14,10 +14,10 @@ import pytest
 from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
 from agent.enrich.containerd_client import ContainerdClient
 from agent.imagegate.config import ImageGateConfig
+from agent.imagegate.decide import decide
 from agent.imagegate.scanner import ImageScanner
 from agent.imagegate.service import GateService
 from agent.imagegate.source import ContainerdSource
-from agent.policy.image import decide
 from agent.policy.model import ImagePolicy
 from agent.policy.store import PolicyStore
 from tests.harness.containerd import unique_id, wait_until

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from agent import config
@@ -26,3 +28,26 @@ def test_bad_config_is_one_clear_error(tmp_path, text, msg):
     f.write_text(text)
     with pytest.raises(config.ConfigError, match=msg.replace("[", r"\[")):
         config.load(str(f), env={})
+
+
+def test_probe_defaults_match_the_sensor_registry():
+    """ProbeConfig lives in agent/config.py (below the sensors); its defaults still name real families."""
+    from agent.sensors import DEFAULT_FAMILIES, REGISTRY
+    from agent.sensors.loader import LoadError, ProbeConfig, validate
+
+    assert config.ProbeConfig is ProbeConfig
+    assert config.ProbeConfig().families == DEFAULT_FAMILIES and set(DEFAULT_FAMILIES) <= set(REGISTRY)
+    assert os.path.isfile(os.path.join(config.PROBES_DIR, "common.h"))
+    validate(config.ProbeConfig())
+    with pytest.raises(LoadError, match="unknown probe families"):
+        validate(config.ProbeConfig(families=("nope",)))
+
+
+def test_image_gate_settings_are_a_config_section(tmp_path):
+    from agent.imagegate.config import ImageGateConfig
+
+    f = tmp_path / "c.yaml"
+    f.write_text("imagegate:\n  workers: 3\n  rule_dirs: [/r]\n")
+    cfg = config.load(str(f), env={"NODEWARDEN_IMAGEGATE_CACHE_PATH": ""})
+    assert isinstance(cfg.imagegate, ImageGateConfig) and ImageGateConfig is config.ImageGateConfig
+    assert (cfg.imagegate.workers, cfg.imagegate.rule_dirs, cfg.imagegate.cache_path) == (3, ("/r",), "")

@@ -12,11 +12,11 @@ import zlib
 import pytest
 
 from agent.imagegate.config import ImageGateConfig
+from agent.imagegate.decide import decide
 from agent.imagegate.layer import LayerScanner, ScanLimits
 from agent.imagegate.malware import RuleSet
 from agent.imagegate.scanner import ImageScanner
 from agent.imagegate.source import ImageError, open_path
-from agent.policy.image import decide
 from agent.policy.model import ImagePolicy
 from tests.unit.imagegate_helpers import EICAR, busybox_layer, entry, raw_tar, sha, write_layout
 

@@ -8,10 +8,10 @@ import pytest
 from agent.imagegate import osv
 from agent.imagegate.cache import Cache
 from agent.imagegate.config import ImageGateConfig
+from agent.imagegate.decide import decide
 from agent.imagegate.model import Severity
 from agent.imagegate.scanner import ImageScanner
 from agent.imagegate.source import open_path
-from agent.policy.image import decide
 from agent.policy.model import ImagePolicy
 from tests.unit.imagegate_helpers import (
     DPKG_STATUS,

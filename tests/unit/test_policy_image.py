@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from agent.imagegate.decide import decide, pre_decide
 from agent.imagegate.model import Finding, ImageReport, Severity
-from agent.policy.image import decide, pre_decide
 from agent.policy.loader import PolicyError, load, parse
 from agent.policy.model import ImagePolicy
 from agent.policy.store import PolicyStore
