@@ -12,13 +12,15 @@ TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
 {
     if (args->root != 0)
         return 0;
+    u32 loc = args->data_loc_path;
+    /* before the record: a full ring buffer must not leave a container outside the exec rules */
+    nw_cover_pending(args->id, (void *)args + (loc & 0xFFFF));
     struct cgroup_event *e = NW_RESERVE(struct cgroup_event, PROBE_CGROUP);
     if (!e)
         return 0;
     nw_fill_header(&e->h, OP_CGROUP_MKDIR);
     e->id = args->id;
     e->level = args->level;
-    u32 loc = args->data_loc_path;
     long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), (void *)args + (loc & 0xFFFF));
     e->path_len = n > 0 ? n - 1 : 0;
     if (n == NW_PATH_MAX)

@@ -28,11 +28,14 @@ BPF_PERCPU_ARRAY(submit_count, u64, 1);              /* records since start, per
 
 /* In-kernel exec rules (process.bpf.c) and the drift set (written by file.bpf.c). */
 struct comm_key {
-    char comm[NW_COMM_LEN];
+    char  comm[NW_COMM_LEN];
+    __u32 scope;   /* enum nw_scope: SCOPE_CONTAINERS or SCOPE_HOST (a `both` rule has one entry of each) */
 };
 BPF_HASH(enforce_scope, u64, u8, 16384);             /* cgroup ids of containers the runtime rules cover */
-BPF_HASH(deny_name, struct comm_key, u32, 1024);     /* new comm -> rule index */
-BPF_LPM_TRIE(deny_path, struct deny_key, u32, 4096); /* (cgroup or 0, path) -> rule index */
+BPF_HASH(enforce_pending, struct cgroup_path, u8, 4096);  /* container cgroups to cover once created */
+BPF_PERCPU_ARRAY(pending_scratch, struct cgroup_path, 1);
+BPF_HASH(deny_name, struct comm_key, u32, 1024);     /* (new comm, scope) -> rule index */
+BPF_LPM_TRIE(deny_path, struct deny_key, u32, 4096); /* (cgroup, 0 or NW_HOST_CGROUP; path) -> rule index */
 BPF_TABLE("lru_hash", struct ino_key, u64, drift_inodes, 65536);  /* written in a container -> its cgroup */
 BPF_PERCPU_ARRAY(deny_scratch, struct deny_key, 1);
 
@@ -174,4 +177,22 @@ static __always_inline int nw_drift_watched(void)
         return 0;
     u64 cg = bpf_get_current_cgroup_id();
     return enforce_scope.lookup(&cg) != 0;
+}
+
+/* cgroup_mkdir: a directory the agent is waiting for (enforce_pending, by path) goes into
+ * enforce_scope here, in the kernel, before any task can be moved into it. So a container the agent
+ * heard of at create (NRI, OCI gate) is covered from its entrypoint on, whatever user space's lag. */
+static __always_inline void nw_cover_pending(u64 id, const void *path)
+{
+    u32 zero = 0;
+    struct cgroup_path *k = pending_scratch.lookup(&zero);
+    if (!k)
+        return;
+    __builtin_memset(k->path, 0, sizeof(k->path));   /* the hash key is the whole NUL-padded array */
+    if (bpf_probe_read_kernel_str(k->path, sizeof(k->path), path) <= 0)
+        return;
+    if (!enforce_pending.lookup(k))
+        return;
+    u8 on = 1;
+    enforce_scope.update(&id, &on);
 }

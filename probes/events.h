@@ -52,6 +52,7 @@ enum nw_cfg {
     CFG_FILE_READONLY = 1,   /* nonzero: also emit opens that only read */
     CFG_DRIFT         = 2,   /* 0 off, 1 alert, 2 block: execs of files a container wrote after start */
     CFG_EXEC_MODE     = 3,   /* 1 alert, 2 block: what deny_exec rules do (0 = rules off) */
+    CFG_HOST_RULES    = 4,   /* nonzero: some deny_exec rule has scope host or both (checked outside containers) */
     CFG_MAX           = 8,
 };
 
@@ -103,12 +104,30 @@ enum nw_reason {
     WHY_DRIFT = 3,   /* the file was written by this container after it started */
 };
 
+/* Where a deny_exec rule applies (a bit mask; `both` is both bits). A task is in a container when its
+ * cgroup is in enforce_scope; every other task is the host's. */
+enum nw_scope {
+    SCOPE_CONTAINERS = 1,
+    SCOPE_HOST       = 2,
+};
+/* deny_path's cgroup_id for rules of host processes; 0 is every covered container's. No cgroup has this id
+ * (ids are kernfs inode numbers). */
+#define NW_HOST_CGROUP 0xFFFFFFFFFFFFFFFFULL
+
 /* Key of the exec deny-path LPM trie: prefixlen counts bits of cgroup_id + path;
- * cgroup_id 0 holds the rules for every container in scope. */
+ * cgroup_id 0 holds the rules for every container in scope, NW_HOST_CGROUP those for the host. */
 struct deny_key {
     __u32 prefixlen;
     __u8  cgroup_id[8];   /* little-endian bytes, not a __u64: the trie's data must follow prefixlen unpadded */
     char  path[NW_PREFIX_MAX];
+};
+
+/* Key of enforce_pending: a cgroup v2 path (relative to the root, leading '/', NUL-padded) that the
+ * agent put under the runtime rules before the directory existed (a container at create: NRI or the
+ * OCI gate). The cgroup_mkdir probe adds the new directory's id to enforce_scope in the kernel, before
+ * any task can join it. */
+struct cgroup_path {
+    char path[NW_PATH_MAX];
 };
 
 /* An inode, for the drift set. */

@@ -5,8 +5,10 @@
  *    new mm (mm->arg_start..arg_end) is final; the __data_loc filename is the path given to
  *    execve (relative paths stay relative: a known gap, no d_path from a tracepoint).
  *    Here too the runtime rules of the policy run (deny by name or path, drift) for tasks in
- *    containers the agent put in enforce_scope; a match in block mode gets SIGKILL before the new
- *    program's first instruction (DESIGN.md: measured on this kernel).
+ *    containers the agent put in enforce_scope, and host-scoped rules for every other task; a match
+ *    in block mode gets SIGKILL before the new program's first instruction (DESIGN.md: measured on
+ *    this kernel). A container the agent heard of at create is in enforce_scope from its cgroup's
+ *    mkdir on (common.h, nw_cover_pending), so its entrypoint is checked too.
  *  - raw_tracepoint sched_process_fork: gives both task_structs, so we can tell a new process
  *    (child->pid == child->tgid) from a new thread, which the classic tracepoint cannot.
  *  - sched:sched_process_exit: fires per thread; only the thread-group leader's exit is sent,
@@ -14,13 +16,17 @@
  */
 
 /* The in-kernel exec rules: deny by name, by path (global or per container), and drift.
+ * `covered`: the task's cgroup is in enforce_scope (a container); otherwise it is the host's, and only
+ * rules with scope host or both apply (deny_name entries of SCOPE_HOST, deny_path under NW_HOST_CGROUP);
+ * drift and the per-container paths are containers' only.
  * Returns (enum nw_action) and sets *rule; the caller kills on ACT_KILL. */
-static __always_inline u32 exec_verdict(u64 cg, const char *fname, struct ino_key *exe, u32 *rule)
+static __always_inline u32 exec_verdict(u64 cg, int covered, const char *fname, struct ino_key *exe, u32 *rule)
 {
     u64 mode = nw_cfg(CFG_EXEC_MODE);
     if (mode) {
         struct comm_key ck = {};
         bpf_get_current_comm(&ck.comm, sizeof(ck.comm));   /* already the new program's name */
+        ck.scope = covered ? SCOPE_CONTAINERS : SCOPE_HOST;
         u32 *idx = deny_name.lookup(&ck);
         if (idx) {
             *rule = (WHY_NAME << 16) | *idx;
@@ -33,9 +39,10 @@ static __always_inline u32 exec_verdict(u64 cg, const char *fname, struct ino_ke
             if (n > 0) {
                 /* the NUL is part of the key: an exact-path rule stored with its NUL matches only itself */
                 k->prefixlen = 64 + (u32)n * 8;
-                __builtin_memcpy(k->cgroup_id, &cg, 8);
+                u64 first = covered ? cg : NW_HOST_CGROUP;
+                __builtin_memcpy(k->cgroup_id, &first, 8);
                 idx = deny_path.lookup(k);
-                if (!idx) {
+                if (!idx && covered) {
                     __builtin_memset(k->cgroup_id, 0, 8);
                     idx = deny_path.lookup(k);
                 }
@@ -47,7 +54,7 @@ static __always_inline u32 exec_verdict(u64 cg, const char *fname, struct ino_ke
         }
     }
     u64 drift = nw_cfg(CFG_DRIFT);
-    if (drift && exe->ino && drift_inodes.lookup(exe)) {
+    if (covered && drift && exe->ino && drift_inodes.lookup(exe)) {
         *rule = WHY_DRIFT << 16;
         return drift;
     }
@@ -70,8 +77,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
      * forbidden program run. SIGKILL here lands before its first user instruction. */
     u32 action = ACT_NONE, rule = 0;
     u64 cg = bpf_get_current_cgroup_id();
-    if (enforce_scope.lookup(&cg))
-        action = exec_verdict(cg, fname, &exe, &rule);
+    int covered = enforce_scope.lookup(&cg) != 0;
+    if (covered || nw_cfg(CFG_HOST_RULES))
+        action = exec_verdict(cg, covered, fname, &exe, &rule);
     if (action == ACT_KILL)
         bpf_send_signal(9);
 

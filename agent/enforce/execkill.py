@@ -4,21 +4,33 @@ probes/process.bpf.c checks every exec of a task whose cgroup is in `enforce_sco
 `deny_name` (the new program's comm), `deny_path` (exact paths and prefixes, for every covered
 container or for one) and the drift set (inodes a covered container opened for writing, kept by
 probes/file.bpf.c), and sends SIGKILL before the program's first instruction in block mode.
+Every other task is the host's: it is checked against the rules whose scope is host or both
+(deny_name entries of SCOPE_HOST, deny_path entries under HOST_CGROUP).
 Everything here changes maps only: rules update at run time without reloading the probes.
+
+A container is covered by its cgroup id (`cover`) once the container table knows it, and earlier,
+from its create, by its cgroup path (`cover_path`): the path goes into `enforce_pending` and the
+cgroup_mkdir probe covers the new directory in the kernel, before runc can move a task into it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import threading
 
+from agent.enrich.cgroups import cgroup_path_from_spec, parse_cgroup2_mount
 from agent.policy.runtime import RuleError, RuntimeRules
 from agent.sensors.common import PREFIX_MAX
 
 ACT_NONE, ACT_ALERT, ACT_KILL = 0, 1, 2  # enum nw_action; keep in sync with probes/events.h
 WHY_NAME, WHY_PATH, WHY_DRIFT = 1, 2, 3  # enum nw_reason
-CFG_DRIFT, CFG_EXEC_MODE = 2, 3  # enum nw_cfg slots
+CFG_DRIFT, CFG_EXEC_MODE, CFG_HOST_RULES = 2, 3, 4  # enum nw_cfg slots
+SCOPE_CONTAINERS, SCOPE_HOST = 1, 2  # enum nw_scope
+HOST_CGROUP = (1 << 64) - 1  # NW_HOST_CGROUP: deny_path's key for host rules
+CGROUP_PATH_MAX = 256  # NW_PATH_MAX: bytes of struct cgroup_path, the NUL included
+_SCOPE_BITS = {"containers": (SCOPE_CONTAINERS,), "host": (SCOPE_HOST,), "both": (SCOPE_CONTAINERS, SCOPE_HOST)}
 _MODES = {"off": 0, "alert": ACT_ALERT, "block": ACT_KILL}
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel keeps this much of a program's name
 _GLOB = re.compile(r"[*?\[]")
@@ -29,13 +41,17 @@ __all__ = ["ExecEnforcer", "RuleError", "RuntimeRules"]
 class ExecEnforcer:
     """Writes RuntimeRules into the loaded probes' maps; `cover` puts a container's cgroup under them."""
 
-    def __init__(self, probes):
+    def __init__(self, probes, cgroup_root: str | None = None):
+        """cgroup_root: where the cgroup2 hierarchy is mounted (None: found in /proc/self/mountinfo)."""
         self._probes = probes
+        self._cgroup_root = cgroup_root
         self.rules = RuntimeRules()
-        self._names: dict[bytes, int] = {}
+        self._names: dict[tuple[bytes, int], int] = {}  # (comm, scope bit) -> index
         self._paths: dict[tuple[int, bytes, int], int] = {}  # (cgroup, bytes, prefixlen) -> index
         self._flagged: dict[int, list[str]] = {}  # cgroup -> paths the image gate flagged
         self.covered: set[int] = set()
+        self.pending: set[str] = set()  # cgroup paths covered from their mkdir on (enforce_pending)
+        self.counters = {"cover_unresolved": 0, "pending_full": 0}
         # The container watcher's thread covers containers while the policy reload applies rules.
         self._lock = threading.RLock()
 
@@ -45,16 +61,21 @@ class ExecEnforcer:
             self._apply(rules)
 
     def _apply(self, rules: RuntimeRules) -> None:
-        names = {r.name.encode()[:COMM_LEN]: i for i, r in enumerate(rules.deny_exec) if r.name}
-        paths = {_path_key(0, r.path): i for i, r in enumerate(rules.deny_exec) if r.path}
+        names, paths = {}, {}
+        for i, r in enumerate(rules.deny_exec):
+            for bit in _SCOPE_BITS[r.scope]:
+                if r.name:
+                    names.setdefault((r.name.encode()[:COMM_LEN], bit), i)
+                else:  # the first rule that names a path reports it, as for names
+                    paths.setdefault(_path_key(HOST_CGROUP if bit == SCOPE_HOST else 0, r.path), i)
         for cg, flagged in self._flagged.items():
             for j, p in enumerate(flagged):
                 paths[_path_key(cg, p)] = len(rules.deny_exec) + j
         t = self._probes.table(b"deny_name")
-        for raw in set(self._names) - set(names):
-            del t[_comm_key(t, raw)]
-        for raw, i in names.items():
-            t[_comm_key(t, raw)] = ctypes.c_uint32(i)
+        for key in set(self._names) - set(names):
+            del t[_comm_key(t, key)]
+        for key, i in names.items():
+            t[_comm_key(t, key)] = ctypes.c_uint32(i)
         t = self._probes.table(b"deny_path")
         for key in set(self._paths) - set(paths):
             del t[_lpm_key(t, key)]
@@ -63,6 +84,7 @@ class ExecEnforcer:
         self._names, self._paths, self.rules = names, paths, rules
         self._probes.set_cfg(CFG_EXEC_MODE, _MODES[rules.action] if rules.deny_exec or self._flagged else 0)
         self._probes.set_cfg(CFG_DRIFT, _MODES[rules.drift])
+        self._probes.set_cfg(CFG_HOST_RULES, int(any(r.scope != "containers" for r in rules.deny_exec)))
 
     def flag_paths(self, cgroup_id: int, paths: list[str]) -> None:
         """Deny execs of these files in this container only (files the image gate flagged)."""
@@ -90,6 +112,53 @@ class ExecEnforcer:
                 except KeyError:
                     pass
 
+    def cover_path(self, cgroups_path: str) -> int:
+        """Cover a container from its create on, by its OCI linux.cgroupsPath (cgroupfs "/ns/id" or
+        systemd "slice:prefix:name"). Returns the cgroup id when the directory exists already, else 0
+        (the cgroup_mkdir probe covers it when runc makes it). Unresolvable paths are counted."""
+        rel = cgroup_path_from_spec(cgroups_path)
+        raw = rel.encode()
+        if not rel or len(raw) >= CGROUP_PATH_MAX:
+            with self._lock:
+                self.counters["cover_unresolved"] += 1
+            return 0
+        t = self._probes.table(b"enforce_pending")
+        with self._lock:
+            try:
+                t[_cgroup_path_key(t, raw)] = ctypes.c_uint8(1)
+                self.pending.add(rel)
+            except Exception:  # the map is full: the container is covered once the table knows it
+                self.counters["pending_full"] += 1
+        # After the pending entry, so that a mkdir between the two is caught by one or the other.
+        try:
+            cg = os.stat(os.path.join(self._root(), rel.lstrip("/"))).st_ino
+        except OSError:
+            return 0
+        self.cover(cg)
+        return cg
+
+    def uncover_path(self, rel: str) -> None:
+        """Forget a pending cgroup path (relative to the cgroup2 root): its container is gone."""
+        if not rel:
+            return
+        t = self._probes.table(b"enforce_pending")
+        with self._lock:
+            if rel in self.pending:
+                self.pending.discard(rel)
+                try:
+                    del t[_cgroup_path_key(t, rel.encode())]
+                except KeyError:
+                    pass
+
+    def _root(self) -> str:
+        if self._cgroup_root is None:
+            try:
+                with open("/proc/self/mountinfo") as f:
+                    self._cgroup_root = parse_cgroup2_mount(f.read()) or ""
+            except OSError:
+                self._cgroup_root = ""
+        return self._cgroup_root or "/sys/fs/cgroup"
+
     def describe(self, rule: int, cgroup_id: int = 0) -> tuple[str, str]:
         """(category, text) of a rule id the probe reported."""
         why, idx = rule >> 16, rule & 0xFFFF
@@ -112,10 +181,16 @@ def _path_key(cgroup_id: int, path: str) -> tuple[int, bytes, int]:
     return cgroup_id, raw, 64 + len(raw) * 8
 
 
-def _comm_key(table, raw: bytes):
-    key = table.Key()
-    key.comm = raw
-    return key
+def _comm_key(table, key: tuple[bytes, int]):
+    k = table.Key()
+    k.comm, k.scope = key
+    return k
+
+
+def _cgroup_path_key(table, raw: bytes):
+    k = table.Key()
+    k.path = raw  # ctypes pads the rest of the array with NULs, as the probe's key is
+    return k
 
 
 def _lpm_key(table, key: tuple[int, bytes, int]):

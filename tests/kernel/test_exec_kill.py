@@ -17,26 +17,37 @@ from agent.sensors.loader import ProbeConfig, ProbeSet
 
 @pytest.fixture(scope="module")
 def probes():
-    ps = ProbeSet(ProbeConfig(families=("process", "file"), ignore_prefixes=("/dev/",)))
+    ps = ProbeSet(ProbeConfig(families=("process", "file", "cgroup"), ignore_prefixes=("/dev/",)))
     ps.start()
     yield ps
     ps.stop()
 
 
-@pytest.fixture
-def cgroup():
-    """A fresh cgroup v2 directory: (path, id). A child joins it before it execs anything."""
+def _mount() -> str:
     with open("/proc/self/mountinfo") as f:
         mount = parse_cgroup2_mount(f.read())
     if not mount:
         pytest.skip("no cgroup2 mount")
-    path = os.path.join(mount, "nwtest-" + uuid.uuid4().hex[:8])
-    os.mkdir(path)
-    yield path, os.stat(path).st_ino
+    return mount
+
+
+def _rmdir(mount: str, path: str) -> None:
+    if not os.path.isdir(path):
+        return
     with open(os.path.join(mount, "cgroup.procs"), "w") as f:  # nothing should be left, but be sure
         for pid in open(os.path.join(path, "cgroup.procs")).read().split():
             f.write(pid)
     os.rmdir(path)
+
+
+@pytest.fixture
+def cgroup():
+    """A fresh cgroup v2 directory: (path, id). A child joins it before it execs anything."""
+    mount = _mount()
+    path = os.path.join(mount, "nwtest-" + uuid.uuid4().hex[:8])
+    os.mkdir(path)
+    yield path, os.stat(path).st_ino
+    _rmdir(mount, path)
 
 
 def run_in(cg_path: str, argv: list[str]) -> int:
@@ -105,6 +116,65 @@ def test_drift_kills_a_binary_written_after_start(probes, enforcer, cgroup, tmp_
     assert [e.filename for e in killed] == [str(new)]
     assert killed[0].rule >> 16 == 3  # WHY_DRIFT
     reader.close()
+
+
+@pytest.fixture
+def program(tmp_path):
+    """A copy of /bin/true under a unique name (its comm): a host-scoped rule on it kills nothing else."""
+    path = tmp_path / ("nwx" + uuid.uuid4().hex[:10])
+    shutil.copy("/bin/true", path)
+    return path
+
+
+@pytest.mark.parametrize("scope,host_killed,container_killed", [
+    ("containers", False, True), ("host", True, False), ("both", True, True)])
+@pytest.mark.parametrize("by", ["name", "path"])
+def test_rule_scope(probes, enforcer, cgroup, program, scope, host_killed, container_killed, by):
+    """containers: only covered cgroups; host: every task outside them; both: everywhere."""
+    cg_path, cg_id = cgroup
+    enforcer.cover(cg_id)
+    rule = {"name": program.name} if by == "name" else {"path": str(program)}
+    enforcer.apply(RuntimeRules.from_dict({"deny_exec": [{**rule, "scope": scope}]}))
+    assert subprocess.run([str(program)]).returncode == (-signal.SIGKILL if host_killed else 0)
+    assert run_in(cg_path, [str(program)]) == (-signal.SIGKILL if container_killed else 0)
+    enforcer.apply(RuntimeRules())
+    assert subprocess.run([str(program)]).returncode == 0
+
+
+def test_section_scope_is_the_default_of_its_rules(probes, enforcer, cgroup, program):
+    cg_path, cg_id = cgroup
+    enforcer.cover(cg_id)
+    rules = {"scope": "host", "deny_exec": [{"name": program.name}, {"path": "/bin/true", "scope": "containers"}]}
+    enforcer.apply(RuntimeRules.from_dict(rules))
+    assert subprocess.run([str(program)]).returncode == -signal.SIGKILL
+    assert run_in(cg_path, [str(program)]) == 0
+    assert run_in(cg_path, ["/bin/true"]) == -signal.SIGKILL
+    assert subprocess.run(["/bin/true"]).returncode == 0
+
+
+def test_cgroup_covered_from_its_mkdir_by_path(probes, enforcer):
+    """A container heard of at create: its cgroup is put under the rules by path before it exists,
+    and the cgroup_mkdir probe covers it in the kernel; its very first exec is checked."""
+    mount = _mount()
+    name = "nwtest-" + uuid.uuid4().hex[:8]
+    path = os.path.join(mount, name)
+    enforcer.apply(RuntimeRules.from_dict({"deny_exec": [{"path": "/bin/true"}]}))
+    try:
+        assert enforcer.cover_path(f"/{name}") == 0  # not there yet
+        os.mkdir(path)
+        assert run_in(path, ["/bin/true"]) == -signal.SIGKILL  # no user-space step in between
+        # Already there: covered at once, by id.
+        enforcer.uncover_path(f"/{name}")
+        assert enforcer.cover_path(f"/{name}") == os.stat(path).st_ino
+        assert run_in(path, ["/bin/true"]) == -signal.SIGKILL
+        enforcer.cover(os.stat(path).st_ino, False)
+        enforcer.uncover_path(f"/{name}")
+        _rmdir(mount, path)
+        os.mkdir(path)  # the pending entry is gone: a new directory of that path is not covered
+        assert run_in(path, ["/bin/true"]) == 0
+    finally:
+        _rmdir(mount, path)
+    assert enforcer.cover_path("not:a-valid") == 0 and enforcer.counters["cover_unresolved"] == 1
 
 
 @pytest.mark.parametrize("bad,msg", [
