@@ -79,6 +79,8 @@ class ExecEvent(KernelEvent):
     argv: tuple[str, ...]
     action: int = 0  # enum nw_action: 0 none, 1 a runtime rule matched (alert), 2 killed in the kernel
     rule: int = 0  # (enum nw_reason << 16) | rule index, when action != 0
+    exe_ino: int = 0  # inode of the new executable (mm->exe_file), 0 when the kernel could not read it
+    exe_dev: int = 0  # its device as stat(2) gives st_dev (the sensor converts the kernel's s_dev)
 
 
 @dataclass(frozen=True, slots=True)

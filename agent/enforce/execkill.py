@@ -22,13 +22,14 @@ import threading
 
 from agent.enrich.cgroups import cgroup_path_from_spec, parse_cgroup2_mount
 from agent.policy.runtime import RuleError, RuntimeRules
+from agent.sensors.abi import HOST_CGROUP, Action, Cfg, Reason, Scope
 from agent.sensors.common import PREFIX_MAX
 
-ACT_NONE, ACT_ALERT, ACT_KILL = 0, 1, 2  # enum nw_action; keep in sync with probes/events.h
-WHY_NAME, WHY_PATH, WHY_DRIFT = 1, 2, 3  # enum nw_reason
-CFG_DRIFT, CFG_EXEC_MODE, CFG_HOST_RULES = 2, 3, 4  # enum nw_cfg slots
-SCOPE_CONTAINERS, SCOPE_HOST = 1, 2  # enum nw_scope
-HOST_CGROUP = (1 << 64) - 1  # NW_HOST_CGROUP: deny_path's key for host rules
+# The kernel ABI's values (agent/sensors/abi.py mirrors probes/events.h; tests/unit/test_abi.py checks it).
+ACT_NONE, ACT_ALERT, ACT_KILL = Action.NONE, Action.ALERT, Action.KILL
+WHY_NAME, WHY_PATH, WHY_DRIFT = Reason.NAME, Reason.PATH, Reason.DRIFT
+CFG_DRIFT, CFG_EXEC_MODE, CFG_HOST_RULES = Cfg.DRIFT, Cfg.EXEC_MODE, Cfg.HOST_RULES
+SCOPE_CONTAINERS, SCOPE_HOST = Scope.CONTAINERS, Scope.HOST
 CGROUP_PATH_MAX = 256  # NW_PATH_MAX: bytes of struct cgroup_path, the NUL included
 _SCOPE_BITS = {"containers": (SCOPE_CONTAINERS,), "host": (SCOPE_HOST,), "both": (SCOPE_CONTAINERS, SCOPE_HOST)}
 _MODES = {"off": 0, "alert": ACT_ALERT, "block": ACT_KILL}

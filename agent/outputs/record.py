@@ -232,6 +232,9 @@ def _add_kind(rec: dict, ev) -> None:
         rec["process.command_line"] = command_line(ev.argv)
         rec["process.args"] = list(ev.argv)
         rec["process.args_count"] = len(ev.argv)
+        if ev.exe_ino:  # st_ino and st_dev of the file that runs, as stat(2) reports them
+            rec["process.executable.inode"] = ev.exe_ino
+            rec["process.executable.device"] = ev.exe_dev
     elif isinstance(ev, ExitEvent):
         rec["process.exit.code"] = ev.exit_code
         if ev.signal:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import struct
-
 from agent.events import FileEvent, Op
-from agent.sensors.common import HEADER, PATH_MAX, BootClock, Sensor, check_size, header_args, text
+from agent.sensors.abi import FILE_EVENT, Probe
+from agent.sensors.common import PATH_MAX, BootClock, Sensor, check_size, header_args, text
 
-# struct file_event after the header
-FILE_BODY = struct.Struct(f"<qiIIIIiII{PATH_MAX}s{PATH_MAX}s")
-FILE_SIZE = HEADER.size + FILE_BODY.size
-_FIXED = struct.Struct("<qiIIIIiII")
+FILE_SIZE = FILE_EVENT.size
+_FIXED = FILE_EVENT.span("ret", "path2_len")
+_FIXED_AT = FILE_EVENT.offsets["ret"]
+_PATH_AT = FILE_EVENT.offsets["path"]
+_PATH2_AT = FILE_EVENT.offsets["path2"]
 
 
 def decode_file(buf: bytes, clock: BootClock) -> FileEvent:
     check_size(buf, FILE_SIZE, "file")
-    ret, dirfd, flags, mode, ouid, ogid, fd, plen, p2len = _FIXED.unpack_from(buf, HEADER.size)
-    base = HEADER.size + _FIXED.size
-    path = text(buf, base, min(plen, PATH_MAX))
-    path2 = text(buf, base + PATH_MAX, min(p2len, PATH_MAX))
+    ret, dirfd, flags, mode, ouid, ogid, fd, plen, p2len = _FIXED.unpack_from(buf, _FIXED_AT)
+    path = text(buf, _PATH_AT, min(plen, PATH_MAX))
+    path2 = text(buf, _PATH2_AT, min(p2len, PATH_MAX))
     return FileEvent(*header_args(buf, clock), path, path2, ret, flags, mode, dirfd, fd, ouid, ogid)
 
 
@@ -29,7 +28,7 @@ OPTIONAL = ("open", "openat2", "creat", "unlink", "rename", "renameat", "chmod",
 SENSOR = Sensor(
     name="file",
     source="file.bpf.c",
-    probe=1,
+    probe=Probe.FILE,
     decoders={op: decode_file for op in (Op.FILE_OPEN, Op.FILE_UNLINK, Op.FILE_RENAME, Op.FILE_CHMOD,
                                          Op.FILE_CHOWN)},
     optional_tracepoints=tuple(("syscalls", name) for name in OPTIONAL),

@@ -6,11 +6,13 @@ import socket
 import struct
 
 from agent.events import NetEvent, Op
-from agent.sensors.common import ADDR_MAX, HEADER, BootClock, Sensor, check_size, header_args
+from agent.sensors.abi import NET_EVENT, Probe
+from agent.sensors.common import ADDR_MAX, BootClock, Sensor, check_size, escape, header_args
 
-# struct net_event after the header: ret, fd, sock_type, addr_len, backlog, _pad, addr[112]
-_FIXED = struct.Struct("<qiHHII")
-NET_SIZE = HEADER.size + _FIXED.size + ADDR_MAX
+NET_SIZE = NET_EVENT.size
+_FIXED = NET_EVENT.span("ret", "_pad")
+_FIXED_AT = NET_EVENT.offsets["ret"]
+_ADDR_AT = NET_EVENT.offsets["addr"]
 
 _SOCK_TRANSPORT = {1: "tcp", 2: "udp", 3: "raw", 5: "sctp"}  # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET
 
@@ -29,18 +31,17 @@ def parse_sockaddr(raw: bytes) -> tuple[str, str, int]:
     if family == socket.AF_UNIX:
         path = raw[2:]
         if path[:1] == b"\0":  # abstract namespace: shown with a leading @ like ss(8) does
-            name = "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            name = "@" + escape(path[1:].split(b"\0", 1)[0])
         else:
-            name = path.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            name = escape(path.split(b"\0", 1)[0])
         return "unix", name, 0
     return f"af{family}", "", 0
 
 
 def decode_net(buf: bytes, clock: BootClock) -> NetEvent:
     check_size(buf, NET_SIZE, "net")
-    ret, fd, sock_type, addr_len, backlog, _ = _FIXED.unpack_from(buf, HEADER.size)
-    base = HEADER.size + _FIXED.size
-    family, address, port = parse_sockaddr(buf[base : base + min(addr_len, ADDR_MAX)])
+    ret, fd, sock_type, addr_len, backlog, _ = _FIXED.unpack_from(buf, _FIXED_AT)
+    family, address, port = parse_sockaddr(buf[_ADDR_AT : _ADDR_AT + min(addr_len, ADDR_MAX)])
     transport = "unix" if family == "unix" else _SOCK_TRANSPORT.get(sock_type, "")
     return NetEvent(*header_args(buf, clock), ret, fd, family, transport, address, port, backlog)
 
@@ -48,7 +49,7 @@ def decode_net(buf: bytes, clock: BootClock) -> NetEvent:
 SENSOR = Sensor(
     name="net",
     source="net.bpf.c",
-    probe=2,
+    probe=Probe.NET,
     decoders={op: decode_net for op in (Op.NET_CONNECT, Op.NET_ACCEPT, Op.NET_BIND, Op.NET_LISTEN)},
     optional_tracepoints=(("syscalls", "accept"),),
 )

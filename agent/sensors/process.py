@@ -2,51 +2,55 @@
 
 from __future__ import annotations
 
-import struct
-
 from agent.events import ExecEvent, ExitEvent, ForkEvent, Op
-from agent.sensors.common import ARGS_MAX, HEADER, PATH_MAX, BootClock, Sensor, check_size, header_args, text
+from agent.sensors.abi import EXEC_EVENT, EXIT_EVENT, FORK_EVENT, Probe, dev_to_user
+from agent.sensors.common import ARGS_MAX, PATH_MAX, BootClock, Sensor, check_size, escape, header_args, text
 
-# struct exec_event after the header: filename_len, args_len, filename[256], args[1024],
-# action, rule, exe_ino, exe_dev, _pad
-EXEC_BODY = struct.Struct(f"<II{PATH_MAX}s{ARGS_MAX}sIIQII")
-_EXEC_TAIL = struct.Struct("<II")
-EXEC_SIZE = HEADER.size + EXEC_BODY.size
-# struct fork_event / exit_event after the header
-FORK_BODY = struct.Struct("<II")
-EXIT_BODY = struct.Struct("<iI")
-FORK_SIZE = EXIT_SIZE = HEADER.size + FORK_BODY.size
+EXEC_SIZE = EXEC_EVENT.size
+FORK_SIZE = FORK_EVENT.size
+EXIT_SIZE = EXIT_EVENT.size
+_LENS = EXEC_EVENT.span("filename_len", "args_len")
+_LENS_AT = EXEC_EVENT.offsets["filename_len"]
+_FILENAME_AT = EXEC_EVENT.offsets["filename"]
+_ARGS_AT = EXEC_EVENT.offsets["args"]
+_TAIL = EXEC_EVENT.span("action", "exe_dev")
+_TAIL_AT = EXEC_EVENT.offsets["action"]
+_CHILD = FORK_EVENT.span("child_pid", "child_pid")
+_CODE = EXIT_EVENT.span("exit_code", "exit_code")
+_BODY_AT = FORK_EVENT.offsets["child_pid"]
 
 
 def split_args(block: bytes) -> tuple[str, ...]:
-    """The NUL-separated argv block of mm->arg_start..arg_end."""
+    """The NUL-separated argv block of mm->arg_start..arg_end, each argument escaped (common.escape)."""
     if not block:
         return ()
     if block.endswith(b"\0"):
         block = block[:-1]
-    return tuple(a.decode("utf-8", "backslashreplace") for a in block.split(b"\0"))
+    return tuple(escape(a) for a in block.split(b"\0"))
 
 
 def decode_exec(buf: bytes, clock: BootClock) -> ExecEvent:
     check_size(buf, EXEC_SIZE, "exec")
-    fn_len, args_len = struct.unpack_from("<II", buf, HEADER.size)
-    base = HEADER.size + 8
+    fn_len, args_len = _LENS.unpack_from(buf, _LENS_AT)
     fn_len = min(fn_len, PATH_MAX)
     args_len = min(args_len, ARGS_MAX)
-    argv = split_args(buf[base + PATH_MAX : base + PATH_MAX + args_len])
-    action, rule = _EXEC_TAIL.unpack_from(buf, base + PATH_MAX + ARGS_MAX)
-    return ExecEvent(*header_args(buf, clock), text(buf, base, fn_len), argv, action, rule)
+    argv = split_args(buf[_ARGS_AT : _ARGS_AT + args_len])
+    action, rule, exe_ino, exe_dev = _TAIL.unpack_from(buf, _TAIL_AT)
+    # exe_dev is super_block.s_dev, the kernel's MKDEV encoding; the event carries what stat(2)
+    # says of the file (st_dev), so it compares with os.stat() and os.major()/os.minor() read it.
+    return ExecEvent(*header_args(buf, clock), text(buf, _FILENAME_AT, fn_len), argv, action, rule,
+                     exe_ino, dev_to_user(exe_dev))
 
 
 def decode_fork(buf: bytes, clock: BootClock) -> ForkEvent:
     check_size(buf, FORK_SIZE, "fork")
-    (child,) = struct.unpack_from("<I", buf, HEADER.size)
+    (child,) = _CHILD.unpack_from(buf, _BODY_AT)
     return ForkEvent(*header_args(buf, clock), child)
 
 
 def decode_exit(buf: bytes, clock: BootClock) -> ExitEvent:
     check_size(buf, EXIT_SIZE, "exit")
-    (code,) = struct.unpack_from("<i", buf, HEADER.size)
+    (code,) = _CODE.unpack_from(buf, _BODY_AT)
     # task->exit_code is a wait status: (exit status << 8) | terminating signal.
     return ExitEvent(*header_args(buf, clock), (code >> 8) & 0xFF, code & 0x7F)
 
@@ -54,6 +58,6 @@ def decode_exit(buf: bytes, clock: BootClock) -> ExitEvent:
 SENSOR = Sensor(
     name="process",
     source="process.bpf.c",
-    probe=0,
+    probe=Probe.PROCESS,
     decoders={Op.EXEC: decode_exec, Op.FORK: decode_fork, Op.EXIT: decode_exit},
 )
