@@ -8,6 +8,8 @@ devices allowed), which is also what `ctr run --privileged` and CRI write.
 
 from __future__ import annotations
 
+import os
+
 from agent.imagegate.model import Finding, Severity
 
 CIS = "CIS Docker Benchmark v1.6.0"
@@ -45,32 +47,58 @@ SENSITIVE_HOST_PATHS = (
 )
 
 
+# Namespaces a container should have of its own: OCI spec type -> (/proc/<pid>/ns file, severity, CIS).
+HOST_NAMESPACES = {
+    "pid": ("pid", Severity.HIGH, "5.15"),
+    "ipc": ("ipc", Severity.HIGH, "5.16"),
+    "network": ("net", Severity.HIGH, "5.9"),
+    "uts": ("uts", Severity.LOW, "5.20"),
+}
+
+
 def _f(sev: Severity, rule: str, cis: str, detail: str, path: str = "") -> Finding:
     return Finding("baseline", sev, rule, path=path, detail=detail, cis=f"{CIS} {cis}")
 
 
+# The spec is the runtime's (or, for `nodewarden scan --spec`, the user's): a field of the wrong
+# type reads as absent, which is the unsafe reading (findings, never a crash).
+def _d(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _seq(v) -> list | tuple:
+    return v if isinstance(v, list | tuple) else ()
+
+
 def _caps(spec: dict) -> set[str]:
-    caps = (spec.get("process") or {}).get("capabilities") or {}
-    bounding = caps.get("bounding") or caps.get("effective") or []
+    caps = _d(_d(spec.get("process")).get("capabilities"))
+    bounding = _seq(caps.get("bounding")) or _seq(caps.get("effective"))
     return {str(c).upper().removeprefix("CAP_") for c in bounding if isinstance(c, str)}
 
 
 def _privileged(spec: dict, caps: set[str]) -> bool:
-    linux = spec.get("linux") or {}
+    linux = _d(spec.get("linux"))
     all_devices = any(
         isinstance(d, dict) and d.get("allow") and d.get("type", "a") in ("a", "", None) and d.get("major") is None
-        for d in ((linux.get("resources") or {}).get("devices") or ())
+        for d in _seq(_d(linux.get("resources")).get("devices"))
     )
     return len(caps) >= 38 or ("SYS_ADMIN" in caps and not linux.get("maskedPaths") and all_devices)
 
 
-def check_spec(spec: dict) -> list[Finding]:
-    """Findings for one OCI runtime spec (config.json as containerd stores it)."""
+def _uid(user: dict) -> int:
+    """The process uid; one that is not a non-negative integer counts as root (the unsafe reading)."""
+    uid = user.get("uid", 0)
+    return uid if type(uid) is int and uid >= 0 else 0
+
+
+def check_spec(spec: dict, proc_root: str = "/proc") -> list[Finding]:
+    """Findings for one OCI runtime spec (config.json as containerd stores it). proc_root: where
+    the host's /proc is mounted (its pid 1's namespaces are the host's)."""
     out: list[Finding] = []
     if not isinstance(spec, dict):
         return out
-    proc = spec.get("process") or {}
-    linux = spec.get("linux") or {}
+    proc = _d(spec.get("process"))
+    linux = _d(spec.get("linux"))
     caps = _caps(spec)
     if _privileged(spec, caps):
         out.append(
@@ -94,19 +122,10 @@ def check_spec(spec: dict) -> list[Finding]:
             out.append(
                 _f(Severity.LOW, "net-raw", "5.3", "NET_RAW kept (raw sockets: ARP/DNS spoofing on the node network)")
             )
-    user = proc.get("user") or {}
-    if int(user.get("uid", 0) or 0) == 0:
+    if _uid(_d(proc.get("user"))) == 0:
         out.append(_f(Severity.MEDIUM, "runs-as-root", "4.1", "process runs as uid 0"))
-    ns_types = {n.get("type") for n in linux.get("namespaces") or () if isinstance(n, dict) and not n.get("path")}
-    for ns, sev, cis in (
-        ("pid", Severity.HIGH, "5.15"),
-        ("ipc", Severity.HIGH, "5.16"),
-        ("network", Severity.HIGH, "5.9"),
-        ("uts", Severity.LOW, "5.20"),
-    ):
-        if ns not in ns_types:
-            out.append(_f(sev, f"host-{ns}-namespace", cis, f"shares the host's {ns} namespace"))
-    out += _mounts(spec.get("mounts") or ())
+    out += namespace_findings(linux.get("namespaces"), proc_root)
+    out += _mounts(_seq(spec.get("mounts")))
     if not proc.get("noNewPrivileges"):
         out.append(
             _f(
@@ -116,21 +135,66 @@ def check_spec(spec: dict) -> list[Finding]:
                 "no_new_privileges not set (setuid binaries can gain privileges)",
             )
         )
-    if not (spec.get("root") or {}).get("readonly"):
+    if not _d(spec.get("root")).get("readonly"):
         out.append(_f(Severity.LOW, "writable-rootfs", "5.12", "root filesystem is writable"))
     if not linux.get("seccomp"):
         out.append(_f(Severity.MEDIUM, "seccomp-unconfined", "5.21", "no seccomp profile (every syscall allowed)"))
     if not proc.get("apparmorProfile") and not proc.get("selinuxLabel"):
         out.append(_f(Severity.LOW, "no-lsm-profile", "5.1", "no AppArmor profile or SELinux label"))
-    res = linux.get("resources") or {}
-    if not (res.get("memory") or {}).get("limit"):
+    res = _d(linux.get("resources"))
+    if not _d(res.get("memory")).get("limit"):
         out.append(_f(Severity.LOW, "no-memory-limit", "5.10", "no memory limit"))
-    if not (res.get("pids") or {}).get("limit"):
+    if not _d(res.get("pids")).get("limit"):
         out.append(_f(Severity.LOW, "no-pids-limit", "5.28", "no PIDs limit (fork bombs reach the node)"))
-    host_devs = [d.get("path", "") for d in linux.get("devices") or () if isinstance(d, dict)]
+    host_devs = [str(d.get("path", "")) for d in _seq(linux.get("devices")) if isinstance(d, dict)]
     if host_devs:
         out.append(_f(Severity.MEDIUM, "host-devices", "5.17", f"host devices exposed: {', '.join(host_devs[:8])}"))
     return out
+
+
+def namespace_findings(namespaces, proc_root: str = "/proc") -> list[Finding]:
+    """Host-namespace findings for a spec's linux.namespaces. A type that is absent is the
+    runtime's own namespace, the host's; one without a path is new, the container's own; one with
+    a path is joined, and CRI containers join their pod sandbox's by path, so a path is the host's
+    only when it names the host's namespace (host_namespace()). A path that cannot be checked is
+    its own, lower finding ("cannot verify"), not a host one: a HIGH host finding on every pod
+    would have a baseline block at high kill ordinary pods."""
+    by_type: dict[str, dict] = {}
+    for n in _seq(namespaces):
+        if isinstance(n, dict) and isinstance(n.get("type"), str):
+            by_type.setdefault(n["type"], n)
+    out = []
+    for ns, (_file, sev, cis) in HOST_NAMESPACES.items():
+        n = by_type.get(ns)
+        path = n.get("path") if n is not None else None
+        if n is None:
+            out.append(_f(sev, f"host-{ns}-namespace", cis, f"shares the host's {ns} namespace"))
+        elif not path:
+            continue
+        elif (host := host_namespace(path, ns, proc_root)) is None:
+            lower = Severity(max(Severity.INFO, sev - 1))
+            out.append(_f(lower, f"unverified-{ns}-namespace", cis,
+                          f"joins the {ns} namespace at {str(path)[:200]}, which cannot be compared with the host's"))
+        elif host:
+            out.append(_f(sev, f"host-{ns}-namespace", cis, f"joins the host's {ns} namespace ({str(path)[:200]})"))
+    return out
+
+
+def host_namespace(path, ns_type: str, proc_root: str = "/proc") -> bool | None:
+    """Is the namespace file at `path` the host's namespace of that OCI type ("network", "pid",
+    ...)? True when it has the inode (and nsfs device) of proc_root/1/ns/<file>, False when it is
+    another one, None when either cannot be read. A path under /proc is read through proc_root
+    (the host's /proc, mounted at /host/proc in a DaemonSet)."""
+    if not isinstance(path, str) or not path.startswith("/") or ns_type not in HOST_NAMESPACES:
+        return None
+    if path.startswith("/proc/") and proc_root.rstrip("/") != "/proc":
+        path = proc_root.rstrip("/") + path[len("/proc"):]
+    try:
+        host = os.stat(os.path.join(proc_root, "1", "ns", HOST_NAMESPACES[ns_type][0]))
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return None
+    return (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino)
 
 
 def _mounts(mounts) -> list[Finding]:
@@ -138,7 +202,7 @@ def _mounts(mounts) -> list[Finding]:
     for m in mounts:
         if not isinstance(m, dict):
             continue
-        opts = [str(o) for o in m.get("options") or ()]
+        opts = [str(o) for o in _seq(m.get("options"))]
         if m.get("type") != "bind" and "bind" not in opts and "rbind" not in opts:
             continue
         src = str(m.get("source", "")).rstrip("/") or "/"
@@ -171,7 +235,7 @@ def check_config(config: dict, has_spec: bool) -> list[Finding]:
     """Findings for an image config. Without a runtime spec (CLI scans), the image's USER is what
     decides who the process runs as; with one, check_spec covers it."""
     out: list[Finding] = []
-    cfg = (config or {}).get("config") or {}
+    cfg = _d(_d(config).get("config"))
     if not has_spec:
         user = str(cfg.get("User") or "").split(":", 1)[0]
         if user in ("", "0", "root"):

@@ -13,6 +13,7 @@ advisory database atomically (checked at most every `refresh_interval`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -37,9 +38,19 @@ _FILE_RULES = {"setuid-file", "setgid-file", "device-file", "symlink-escape", "h
 
 
 def spec_digest(spec: dict | None) -> str:
+    """A key for the runtime spec in the image cache. Never raises: a spec orjson cannot write
+    (an integer past 64 bits from a stdlib json.loads, nesting past orjson's 254 levels) is keyed
+    by the stdlib's text of it, and one neither can write gets a key of its own (never cached)."""
     if not spec:
         return "-"
-    return hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    try:
+        data = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        try:
+            data = json.dumps(spec, sort_keys=True, default=repr).encode()
+        except (TypeError, ValueError, RecursionError):
+            return "u" + os.urandom(16).hex()
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def limits_of(cfg: ImageGateConfig) -> ScanLimits:
@@ -67,8 +78,10 @@ class _Engine:
 
 
 class ImageScanner:
-    def __init__(self, cfg: ImageGateConfig | None = None, cache: Cache | None = None):
+    def __init__(self, cfg: ImageGateConfig | None = None, cache: Cache | None = None, proc_root: str | None = None):
         self.cfg = cfg or ImageGateConfig()
+        # The host's /proc (its pid 1's namespaces are the host's: baseline.host_namespace).
+        self.proc_root = proc_root or getattr(self.cfg, "proc_root", "") or "/proc"
         self.cache = cache or Cache(self.cfg.cache_path or None)
         self._lock = threading.Lock()
         self._scanning: dict[str, threading.Event] = {}
@@ -163,7 +176,7 @@ class ImageScanner:
             findings += eng.db.match(pkgs)
         findings += baseline.check_config(res.config, spec is not None)
         if spec is not None:
-            findings += baseline.check_spec(spec)
+            findings += baseline.check_spec(spec, self.proc_root)
         labels = (res.config.get("config") or {}).get("Labels") or {}
         rep = ImageReport(
             image=source.name,

@@ -9,9 +9,11 @@ layout directory must stay inside it (links are not followed out), and whole rea
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import platform
+import posixpath
 import re
 import tarfile
 from collections.abc import Iterator
@@ -19,10 +21,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from agent.imagegate import shapes
 from agent.imagegate.model import Finding, ImageError, Severity, SourceError
 
 _MAX_JSON = 4 << 20
 _CHUNK = 1 << 20
+_MAX_LINKS = 16  # links followed in a row inside a layout (the kernel stops at 40)
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -107,26 +111,23 @@ class Source:
         return doc
 
     def resolve(self) -> Resolved:
+        """Every document is shape-checked (agent/imagegate/shapes.py) as soon as it is parsed: a
+        field of the wrong type is an ImageError here, never an exception later in the scan."""
         findings: list[Finding] = []
-        root = self.root()
+        root = shapes.descriptor(self.root(), "root descriptor")
         desc = root
         doc = self.read_json(desc, "index" if desc.get("mediaType") in INDEX_TYPES else "manifest", findings)
         for _ in range(4):  # nested indexes are legal; deeper than that is not an image
             if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
                 break
-            desc = pick_platform(doc.get("manifests") or [], self.name)
+            desc = pick_platform(shapes.index(doc, f"index {desc['digest']}"), self.name)
             doc = self.read_json(desc, "manifest", findings)
         else:
             raise ImageError("index nesting too deep")
-        if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
-            raise ImageError(
-                f"manifest {desc.get('digest')} has no config or layers (media type {doc.get('mediaType')})"
-            )
+        shapes.manifest(doc, f"manifest {desc['digest']}")
         config = self.read_json(doc["config"], "config", findings)
-        layers = [d for d in doc["layers"] if isinstance(d, dict)]
-        for d in layers:
-            check_digest(d.get("digest", ""))
-        return Resolved(self.name, root["digest"], desc["digest"], config, layers, findings)
+        shapes.config(config, f"config {doc['config']['digest']}")
+        return Resolved(self.name, root["digest"], desc["digest"], config, doc["layers"], findings)
 
 
 def pick_platform(manifests: list, name: str = "") -> dict:
@@ -180,7 +181,7 @@ def _rpc_msg(e: Exception) -> str:
 
 
 def _select(index: dict, ref: str, where: str) -> dict:
-    manifests = [m for m in index.get("manifests") or () if isinstance(m, dict)]
+    manifests = shapes.index(index, f"{where}: index.json")
     if ref:
         for m in manifests:
             ann = m.get("annotations") or {}
@@ -232,6 +233,8 @@ class OciDirSource(Source):
         except FileNotFoundError:
             raise ImageError(f"blob {digest} missing from {self.path}") from None
         except OSError as e:
+            if e.errno == errno.ELOOP:  # links in a loop: the layout is broken, not the disk
+                raise ImageError(f"blob {digest}: symbolic links in a loop in {self.path}") from None
             raise SourceError(f"{p}: {e.strerror}") from e
         with f:
             while chunk := f.read(_CHUNK):
@@ -247,17 +250,17 @@ class OciTarSource(Source):
             self._tar = tarfile.open(path, "r:*")
             self._members = {}
             for ti in self._tar:
-                name = ti.name
-                while name.startswith(("./", "/")):
-                    name = name[1:] if name.startswith("/") else name[2:]
                 if ti.isfile() or ti.islnk() or ti.issym():
-                    self._members[name] = ti
+                    self._members[_member_name(ti.name)] = ti
         except (OSError, tarfile.TarError, EOFError) as e:
             raise ImageError(f"{path}: not a readable tar archive ({e})") from None
         if "index.json" not in self._members:
             hint = " (a docker-save archive? export it as OCI)" if "manifest.json" in self._members else ""
             raise ImageError(f"{path}: no index.json: not an OCI image layout{hint}")
-        index = orjson.loads(self._read("index.json"))
+        try:
+            index = orjson.loads(self._read("index.json"))
+        except orjson.JSONDecodeError as e:
+            raise ImageError(f"{path}: index.json is not valid JSON: {e}") from None
         if not isinstance(index, dict):
             raise ImageError(f"{path}: index.json is not an object")
         self._root = _select(index, ref, path)
@@ -265,8 +268,23 @@ class OciTarSource(Source):
             raise ImageError(f"{path}: the archive holds several images; name one with --ref")
         self.name = _layout_name(self._root, ref, path)
 
+    def _file(self, name: str) -> tarfile.TarInfo | None:
+        """The regular member that `name` ends at, links followed inside the archive. tarfile's own
+        link resolution recurses without a bound (two blobs linking to each other: RecursionError)."""
+        ti = self._members.get(name)
+        for _ in range(_MAX_LINKS):
+            if ti is None or not (ti.issym() or ti.islnk()):
+                return ti
+            if ti.issym():  # relative to the link's directory; absolute: from the archive's root
+                name = _member_name(posixpath.normpath(posixpath.join(posixpath.dirname(name), ti.linkname)))
+            else:
+                name = _member_name(ti.linkname)
+            ti = self._members.get(name)
+        raise ImageError(f"{self.path}: more than {_MAX_LINKS} links in a row at {name[:200]!r} (a loop?)")
+
     def _read(self, name: str) -> bytes:
-        f = self._tar.extractfile(self._members[name])
+        ti = self._file(name)
+        f = self._tar.extractfile(ti) if ti is not None else None
         data = f.read(_MAX_JSON + 1) if f else b""
         if len(data) > _MAX_JSON:
             raise ImageError(f"{self.path}: {name} too large")
@@ -277,7 +295,7 @@ class OciTarSource(Source):
 
     def chunks(self, digest: str) -> Iterator[bytes]:
         alg, hexd = check_digest(digest).split(":", 1)
-        ti = self._members.get(f"blobs/{alg}/{hexd}")
+        ti = self._file(f"blobs/{alg}/{hexd}")
         if ti is None:
             raise ImageError(f"blob {digest} missing from {self.path}")
         try:
@@ -291,6 +309,13 @@ class OciTarSource(Source):
 
     def close(self) -> None:
         self._tar.close()
+
+
+def _member_name(name: str) -> str:
+    """An archive member's name as index.json's blobs/<alg>/<hex> would spell it."""
+    while name.startswith(("./", "/")):
+        name = name[1:] if name.startswith("/") else name[2:]
+    return name
 
 
 def open_path(path: str, ref: str = "") -> Source:

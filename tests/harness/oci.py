@@ -173,3 +173,27 @@ def build_image(
         diff_ids=(diff_id,),
         files=file_digests,
     )
+
+
+def unpack_layout(img: OciImage | str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """The layout tarball of build_image() unpacked as an OCI layout directory at dest (what
+    `nodewarden scan DIR` and OciDirSource read), for tests that rewrite its documents."""
+    src = img.path if isinstance(img, OciImage) else Path(img)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(src) as tar:  # our own archive: plain files only (no extraction filter in 3.11.7)
+        for ti in tar:
+            f = tar.extractfile(ti) if ti.isfile() else None
+            if f is not None:
+                (dest / ti.name).parent.mkdir(parents=True, exist_ok=True)
+                (dest / ti.name).write_bytes(f.read())
+    return dest
+
+
+def write_blob(layout: str | os.PathLike, data: bytes) -> dict:
+    """Add one blob to a layout directory; returns its descriptor's digest and size."""
+    digest = _sha(data)
+    p = Path(layout) / "blobs" / "sha256" / digest.split(":", 1)[1]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return {"digest": digest, "size": len(data)}
