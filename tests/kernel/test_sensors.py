@@ -126,3 +126,41 @@ def test_sigterm_stops_cleanly():
     a = AgentProcess("--duration", "60")
     assert a.stop(signal.SIGTERM) == 0
     assert b"Traceback" not in a.stderr
+
+
+def test_exec_record_carries_the_executables_inode_and_device(agent):
+    p = subprocess.Popen(["/bin/sh", "-c", "exit 0"])
+    p.wait()
+    (ex,) = _execs(agent, p.pid)
+    st = os.stat("/bin/sh")  # follows the symlink, as mm->exe_file does
+    assert ex["process.executable.inode"] == st.st_ino
+    # The kernel sends super_block.s_dev (MKDEV: major << 20 | minor); the record says st_dev,
+    # stat(2)'s new_encode_dev() of it, so the two compare directly.
+    assert ex["process.executable.device"] == st.st_dev
+    assert (os.major(ex["process.executable.device"]), os.minor(ex["process.executable.device"])) == (
+        os.major(st.st_dev), os.minor(st.st_dev))
+
+
+def test_undecodable_bytes_and_a_literal_backslash_x_stay_distinct(agent, tmp_path):
+    from agent.sensors.common import unescape
+
+    d = os.fsencode(str(tmp_path))
+    raw = d + b"/a\xff"  # a name with the byte 0xff, which is not UTF-8
+    lit = d + b"/a\\xff"  # a valid name holding the four characters \ x f f
+    pid = _child(f"""
+        import os
+        for name in ({raw!r}, {lit!r}):
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600))
+        print(os.getpid())
+    """)
+    opens = agent.wait_for(lambda r: r["event.name"] == "file.open" and r["process.pid"] == pid, count=2)
+    paths = [o["file.path"] for o in opens]
+    assert paths == [str(tmp_path) + "/a\\xff", str(tmp_path) + "/a\\\\xff"]
+    assert [unescape(p) for p in paths] == [raw, lit]
+    assert sorted(os.listdir(d)) == sorted([b"a\xff", b"a\\xff"])
+
+    ex = subprocess.Popen([b"/bin/true", b"x\xff", b"x\\xff"])
+    ex.wait()
+    (rec,) = _execs(agent, ex.pid)
+    assert rec["process.args"] == ["/bin/true", "x\\xff", "x\\\\xff"]
+    assert [unescape(a) for a in rec["process.args"][1:]] == [b"x\xff", b"x\\xff"]
