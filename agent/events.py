@@ -270,6 +270,8 @@ class EnforcementEvent:
     container: ContainerInfo | None = None  # what is known of the container (NRI: name, image, pod only)
     subject: Enriched | None = None  # the process event that was stopped (kernel.exec, user.kill)
     duration_ms: float | None = None  # from the decision to the act, when measured
+    rule_name: str = ""  # kernel.exec: the runtime rule that matched ("deny_exec[0] name=xmrig")
+    rule_category: str = ""  # kernel.exec: "deny_exec", "drift" or "image" (a file the image gate flagged)
 
 
 @dataclass(frozen=True, slots=True)

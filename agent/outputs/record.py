@@ -156,6 +156,10 @@ def _enforcement(ev: EnforcementEvent) -> dict:
         rec["image.verdict"] = ev.verdict
     if ev.duration_ms is not None:
         rec["enforcement.duration_ms"] = round(ev.duration_ms, 3)
+    if ev.rule_name:
+        rec["rule.name"] = ev.rule_name
+    if ev.rule_category:
+        rec["rule.category"] = ev.rule_category
     return rec
 
 
