@@ -141,6 +141,10 @@ def main(args) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"nodewarden scan: {msg}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug of ours: still one line and the error status, never 1 (block)
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"nodewarden scan: internal error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 2
     finally:
         if client is not None:
             client.close()

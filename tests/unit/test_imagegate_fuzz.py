@@ -150,7 +150,8 @@ def test_wrong_digests(world):
     tampered = {**world.config, "architecture": "tampered"}
     m = copy.deepcopy(world.manifest)
     m["config"] = {**m["config"], "digest": world.put(tampered)["digest"]}
-    (world.dir / "blobs" / "sha256" / m["config"]["digest"].split(":")[1]).write_bytes(json.dumps(world.config).encode())
+    blob = world.dir / "blobs" / "sha256" / m["config"]["digest"].split(":")[1]
+    blob.write_bytes(json.dumps(world.config).encode())
     world.write(manifest=m)
     seen.add(world.outcome())  # the blob no longer matches its digest: a CRITICAL integrity finding
     assert seen >= {"error", "block"}
