@@ -98,10 +98,20 @@ def test_truncated_gzip(rules):
     assert {"blob-digest-mismatch", "blob-size-mismatch"} <= set(got)
 
 
-def test_garbage_and_empty_blobs(rules):
-    for blob in (os.urandom(10_000), b"", b"\x1f\x8b" + os.urandom(100), b"\x28\xb5\x2f\xfd" + os.urandom(100)):
-        res = LayerScanner(rules).scan(sha(blob), [blob], len(blob))
-        assert all(f.category == "integrity" for f in res.findings)
+@pytest.mark.parametrize("blob,why", [
+    (os.urandom(10_000), "invalid header"),  # no compression magic: read as a plain tar
+    (b"", "empty file"),
+    (b"\x1f\x8b" + os.urandom(100), "gzip"),
+    (b"\x28\xb5\x2f\xfd" + os.urandom(100), "zstd"),
+], ids=["garbage", "empty", "gzip-garbage", "zstd-garbage"])
+def test_garbage_and_empty_blobs(rules, blob, why):
+    res = LayerScanner(rules).scan(sha(blob), [blob], len(blob))
+    # Unreadable is a critical integrity finding (the policy blocks on it), never an empty result:
+    # a layer nobody could read must not pass as a clean one.
+    assert res.files == 0 and [f.rule for f in res.findings] == ["layer-unreadable"]
+    (f,) = res.findings
+    assert f.category == "integrity" and f.severity.label == "critical"
+    assert why in f.detail.lower()
 
 
 def test_blob_digest_mismatch_in_image(scanner, tmp_path):

@@ -7,12 +7,15 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tracemalloc
+import zlib
 
 import pytest
 
-from agent.imagegate.layer import LayerScanner, ScanLimits, _clean_vector_state
+from agent.imagegate import layer
+from agent.imagegate.layer import LayerScanner, ScanLimits
 from agent.imagegate.malware import RuleSet
 from tests.unit.imagegate_helpers import EICAR, PRIVATE_KEY, WEBSHELL, entry, raw_tar, sha
 
@@ -125,6 +128,50 @@ def test_sparse_member_hashed_expanded(tmp_path):
     assert {"hash:bad.sha256", "yara:EICAR_Test_File"} <= got and res.diff_id == sha(layer)
 
 
-def test_clean_vector_state_is_harmless():
-    _clean_vector_state()
-    assert hashlib.sha256(b"abc").hexdigest().startswith("ba7816bf")
+def _calls_during(fn):
+    """(calls of layer._clean_vector_state, C calls it made) while fn runs: a profile hook watches,
+    nothing is replaced."""
+    target = layer._clean_vector_state.__code__
+    seen = {"resets": 0, "inside": []}
+    depth = []
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code is target:
+            seen["resets"] += 1
+            depth.append(frame)
+        elif event == "return" and depth and frame is depth[-1]:
+            depth.pop()
+        elif event == "c_call" and depth and frame is depth[-1]:
+            seen["inside"].append(getattr(arg, "__name__", repr(arg)))
+
+    sys.setprofile(hook)
+    try:
+        result = fn()
+    finally:
+        sys.setprofile(None)
+    return result, seen
+
+
+def test_isal_inflate_is_followed_by_the_vector_reset_and_hashes_stay_right(tmp_path):
+    # What the reset is for: after each ISA-L inflate call the layer scan runs one sha512 block
+    # (its AVX2 code ends in VZEROUPPER) so that sha256 does not run with dirty upper vector
+    # registers. Checked here: ISA-L is the inflater, the reset runs after every inflate call and
+    # really runs sha512, and sha256 over data ISA-L produced still equals the known digest.
+    assert layer._inflate is not zlib and layer._inflate.__name__.startswith("isal")
+    big = bytes(range(256)) * (48 << 10)  # 12 MiB, hashed in the layer scan after inflate calls
+    layer_tar = raw_tar([entry("d/big", big), entry("d/eicar", EICAR)])
+    blob = gzip.compress(layer_tar, compresslevel=1)
+    rules = _hash_rules(tmp_path, big)
+    res, seen = _calls_during(lambda: LayerScanner(rules).scan(sha(blob), _split(blob, 65536)))
+    # one inflate call per returned chunk (at most _CHUNK bytes each), each followed by a reset
+    chunks = len(layer_tar) // layer._CHUNK
+    assert seen["resets"] >= chunks > 10
+    assert seen["inside"].count("openssl_sha512") == seen["resets"]
+    assert res.diff_id == "sha256:" + hashlib.sha256(layer_tar).hexdigest()
+    assert ("hash:bad.sha256", "/d/big") in {(f.rule, f.path) for f in res.findings}
+    # and sha256 right after a bare ISA-L inflate, with and without the reset, is the known value
+    want = hashlib.sha256(big).hexdigest()
+    out = layer._inflate.decompressobj(wbits=31).decompress(gzip.compress(big, compresslevel=1))
+    assert hashlib.sha256(out).hexdigest() == want
+    layer._clean_vector_state()
+    assert hashlib.sha256(out).hexdigest() == want
