@@ -46,6 +46,7 @@ class AgentConfig:
     policy_file: str = ""  # the policy YAML (runtime rules: `runtime:` section); "" = no rules
     hold_s: float = 0.5  # how long an event of a just-created cgroup waits for containerd to name its container
     hold_max: int = 10000  # events waiting so at most; past it the oldest goes out as container.id=unknown
+    record_file: str = ""  # append every ring-buffer batch to this file (agent/sensors/replay.py); "" = off
 
 
 @dataclass

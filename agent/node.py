@@ -17,6 +17,7 @@ import threading
 import time
 
 from agent.config import Config
+from agent.ledger import Ledger
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
 from agent.pipeline import Output, Pipeline
@@ -52,11 +53,17 @@ class Agent:
             self.watcher = ContainerWatcher(ContainerdConfig(socket=c.containerd_socket, proc_root=c.proc_root,
                                                              backoff_max=c.reconnect_max), self.containers)
             resolver = ContainerResolver(self.containers)
+            drop_sources.append(self.watcher.drops)
+            drop_sources.append(lambda: self.gate.drops() if self.gate is not None else {})
         if cfg.export.collector:
             self.exporter = self._exporter()
             outputs.append(self._submit_all)
             drop_sources.append(lambda: {f"exporter.{k}": v for k, v in self.exporter.drops.items()})
-        self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, drop_sources=drop_sources)
+        # What a SIGKILLed previous run held in memory: counted against the spool the exporter writes.
+        self.ledger = Ledger(os.path.join(cfg.agent.state_dir, "ledger"),
+                             spool_dir=self.exporter.cfg.spool_dir if self.exporter is not None else None)
+        self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, drop_sources=drop_sources,
+                                 ledger=self.ledger)
 
     # -- construction helpers ---------------------------------------------------------------------
 
@@ -90,6 +97,7 @@ class Agent:
         """Raises on what must stop the agent: a bad policy, probes that do not load, a collector that cannot listen."""
         cfg = self.cfg
         os.makedirs(cfg.agent.state_dir, exist_ok=True)
+        self.ledger.open()  # before the exporter appends to its spool: the ledger reads the spool's count
         if cfg.agent.policy_file:
             from agent.policy.store import PolicyStore
 
@@ -172,6 +180,7 @@ class Agent:
             self.exporter.stop(timeout=5.0)
         if self.collector is not None:
             self.collector.stop()
+        self.ledger.close()  # after the exporter: its last spool appends are counted
         self.metrics.stop()
 
     # -- policy, containers, verdicts -------------------------------------------------------------

@@ -4,7 +4,8 @@ Threads: the reader drains the ring buffer into a bounded queue of batches (it n
 so it keeps up with the kernel); the worker decodes, enriches and hands records to the outputs.
 Every loss is counted where it happens and reported as a metric and an `agent.drops` event:
 kernel (failed ring-buffer reservations, per probe), queue (reader ahead of the worker),
-decode (malformed records), output (an output that raised).
+decode (malformed records), output (an output that raised), crash (what a SIGKILLed previous
+run held in memory, agent/ledger.py), and the other stages' counters (`drop_sources`).
 """
 
 from __future__ import annotations
@@ -14,58 +15,80 @@ import os
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 
 from agent.config import Config
 from agent.enrich.enricher import Enricher
+from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
-from agent.events import AgentReady, CgroupEvent, DropReport, Enriched, ExecEvent, ForkEvent
+from agent.events import AgentReady, CgroupEvent, DropReport, EnforcementEvent, Enriched, ExecEvent, ForkEvent
+from agent.ledger import Ledger
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
+from agent.ratelog import RateLog
+from agent.sensors.abi import Action
 from agent.sensors.common import BootClock, DecodeError
 from agent.sensors.loader import ProbeSet
+from agent.sensors.replay import RecordingReader
 
 log = logging.getLogger("nodewarden")
 
 Output = Callable[[list[dict]], None]
 
+# Exporter drops that happen before its spool: the crash ledger must not count them as lost in memory.
+_EXPORTER_BEFORE_SPOOL = ("exporter.queue_full", "exporter.encode_error")
+
 
 class Pipeline:
     def __init__(self, cfg: Config, outputs: list[Output], metrics: Metrics | None = None,
                  containers=None, probes: ProbeSet | None = None,
-                 drop_sources: list[Callable[[], dict[str, int]]] | None = None):
+                 drop_sources: list[Callable[[], dict[str, int]]] | None = None,
+                 ledger: Ledger | None = None,
+                 describe_rule: Callable[[int, int], tuple[str, str]] | None = None):
         self.cfg = cfg
         self.outputs = outputs
         self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
-        self.describe_rule = None  # (rule id, cgroup id) -> (category, text), set when exec rules are on
+        # (rule id, cgroup id) -> (category, text) of an exec rule the kernel matched; None: no exec rules
+        self.describe_rule = describe_rule
         self.metrics = metrics or Metrics()
         self.probes = probes or ProbeSet(cfg.probes)
         self.table = ProcessTable(cfg.agent.proctable_max)
         self.enricher = Enricher(self.table, containers)
+        self.hold = Hold(containers, cfg.agent.hold_s, cfg.agent.hold_max) if containers is not None else None
+        self.ledger = ledger
         self.clock = BootClock()
         self._q: queue.Queue[list[bytes]] = queue.Queue(maxsize=cfg.agent.queue_batches)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reader = None  # set once the probes are loaded
-        self._held: deque = deque()  # (deadline, Enriched) waiting for their container
-        self.attribution: Counter[str] = Counter()  # resolved_after_hold, unknown, host_after_hold, ...
-        self.drops: Counter[str] = Counter()  # "kernel.<probe>", "queue", "decode", "output"
-        self._reported: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # "queue", "decode", "output", "crash"
+        self._reported: Counter[str] = Counter()  # drop totals already in agent.drops and the metrics
+        self._attributed: Counter[str] = Counter()  # hold outcomes already in the metrics
         self.delivered = 0  # records handed to the outputs
         self.received = 0  # records read from the ring buffer
         self._out_lock = threading.Lock()
-        self._last_error: dict[str, float] = {}
+        self._acct_lock = threading.Lock()  # drop checks run on the worker and, at start and stop, the caller
+        self._rlog = RateLog(log)
+
+    @property
+    def attribution(self) -> Counter[str]:
+        """How holds ended: resolved_after_hold, unknown, host_after_hold, held_overflow."""
+        return self.hold.attribution if self.hold is not None else Counter()
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self, before_ready: Callable[[], None] | None = None) -> None:
         """Load the probes, start the threads, emit agent.ready; `before_ready` runs once the maps exist."""
+        if self.ledger is not None:
+            self.drops["crash"] += self.ledger.open()  # what a killed previous run lost: the first report
         self.table.seed()
         self.probes.start()
         if before_ready is not None:
             before_ready()
         self._reader = self.probes.reader()
+        if self.cfg.agent.record_file:
+            self._reader = RecordingReader(self._reader, self.cfg.agent.record_file)
         self._threads = [
             threading.Thread(target=self._read_loop, name="nw-reader", daemon=True),
             threading.Thread(target=self._work_loop, name="nw-worker", daemon=True),
@@ -76,6 +99,7 @@ class Pipeline:
         self.metrics.ready.set(1)
         self.emit(AgentReady(time.time_ns(), self.cfg.agent.node_name, os.getpid(),
                              tuple(self.cfg.probes.families), tuple(self.probes.tracepoints_missing)))
+        self._check_drops()
 
     def stop(self) -> None:
         """Detach the probes, drain what the kernel already produced, report the last drops."""
@@ -108,11 +132,12 @@ class Pipeline:
         while not stop.is_set():
             batch = reader.read(batch_max)
             if batch:
-                self.received += len(batch)
+                self._count_read(len(batch))
                 try:
                     q.put_nowait(batch)
                 except queue.Full:
                     self.drops["queue"] += len(batch)
+                    self._settled(len(batch))
             if len(batch) < batch_max:
                 # Let a batch build up: the probes wake us only every few dozen records (probes/common.h,
                 # nw_submit) and the ring buffer's poll is level-triggered, so without this pause a
@@ -122,6 +147,16 @@ class Pipeline:
                 if not reader.pending():
                     reader.wait(poll)
 
+    def _count_read(self, n: int) -> None:
+        self.received += n
+        if self.ledger is not None:
+            self.ledger.add("kernel_read", n)
+
+    def _settled(self, n: int) -> None:
+        """n kernel records are done with (delivered, filtered, or counted as dropped)."""
+        if self.ledger is not None and n:
+            self.ledger.add("kernel_settled", n)
+
     def _drain(self) -> None:
         """After the probes are detached: process what is queued and left in the ring buffer."""
         while True:
@@ -130,10 +165,9 @@ class Pipeline:
             except queue.Empty:
                 break
         while batch := self._reader.read(self.cfg.agent.batch_max):
-            self.received += len(batch)
+            self._count_read(len(batch))
             self._process(batch)
-        if self._held:
-            self._deliver(self._release_held(True))
+        self._release(force=True)
 
     def _work_loop(self) -> None:
         interval = self.cfg.agent.drops_interval
@@ -145,25 +179,42 @@ class Pipeline:
                 batch = None
             if batch:
                 self._process(batch)
+            else:
+                self._release()
             now = time.monotonic()
-            if self._held:
-                self._deliver(self._release_held(False))
             if now >= next_tick:
                 next_tick = now + interval
                 self.clock.resync()
                 self._check_drops()
 
+    def _release(self, force: bool = False) -> None:
+        """Deliver the held events that resolved or whose hold ran out."""
+        if self.hold is None or not len(self.hold):
+            return
+        out: list[dict] = []
+        done = self.hold.release(force=force)
+        for en in done:
+            self._records(en, out)
+        self._deliver(out)
+        self._settled(len(done))
+
     def _process(self, batch: list[bytes]) -> None:
-        decoders, clock, enrich = self.probes.decoders, self.clock, self.enricher.enrich
+        decoders, clock, enrich, hold = self.probes.decoders, self.clock, self.enricher.enrich, self.hold
         show_fork = self.cfg.output.show_fork
         resolver = self.enricher.containers
-        records = self._release_held(False) if self._held else []
+        records: list[dict] = []
+        settled = len(batch)
+        if hold is not None and len(hold):
+            released = hold.release()
+            settled += len(released)
+            for en in released:
+                self._records(en, records)
         for raw in batch:
             try:
                 ev = decoders[raw[0]](raw, clock)
             except (KeyError, IndexError, DecodeError, ValueError) as e:
                 self.drops["decode"] += 1
-                self._log_once("decode", f"undecodable record: {e!r}")
+                self._rlog.error("decode", "undecodable record: %r", e)
                 continue
             if isinstance(ev, CgroupEvent):
                 if resolver is not None:
@@ -172,11 +223,15 @@ class Pipeline:
             en = enrich(ev)
             if isinstance(ev, ForkEvent) and not show_fork:
                 continue
-            if en.container is None and resolver is not None and resolver.is_young(ev.cgroup_id):
-                self._hold(en)
+            if hold is not None and hold.wants(en):
+                settled -= 1  # counted when the hold lets it go
+                for early in hold.hold(en):
+                    settled += 1
+                    self._records(early, records)
                 continue
             self._records(en, records)
         self._deliver(records)
+        self._settled(settled)  # after the outputs have them: a kill before this counts them as lost
 
     def _records(self, en: Enriched, out: list[dict]) -> None:
         """The record of an event, and an enforcement.block record when the kernel killed it."""
@@ -185,46 +240,13 @@ class Pipeline:
         ev = en.event
         if isinstance(ev, ExecEvent) and ev.action and self.describe_rule is not None:
             category, text = self.describe_rule(ev.rule, ev.cgroup_id)
-            killed = ev.action == 2
+            killed = ev.action == Action.KILL
             rec.update({"event.severity": "critical" if killed else "high", "rule.name": text,
                         "rule.category": category, "enforcement.action": "kill" if killed else "alert"})
-            if killed:
-                block = dict(rec)
-                block.update({"event.name": "enforcement.block", "enforcement.point": "kernel.exec",
-                              "enforcement.reason": f"exec denied by {text}"})
-                out.append(block)
-
-    # -- events waiting for their container ------------------------------------------------------
-
-    def _hold(self, en: Enriched) -> None:
-        """Keep an event of a just-created cgroup until containerd tells us its container (or the hold ends)."""
-        held = self._held
-        if len(held) >= self.cfg.agent.hold_max:
-            self.attribution["held_overflow"] += 1
-            self._deliver(self._release_held(True, only_one=True))
-        held.append((time.monotonic() + self.cfg.agent.hold_s, en))
-
-    def _release_held(self, force: bool, only_one: bool = False) -> list[dict]:
-        """Records for held events that now resolve, or whose hold is over (then `unknown` or host)."""
-        resolver, held, now = self.enricher.containers, self._held, time.monotonic()
-        out, keep = [], deque()
-        while held:
-            deadline, en = held.popleft()
-            info = resolver.resolve(en.event)
-            if info is not None:
-                self.attribution["resolved_after_hold"] += 1
-            elif force or now >= deadline:
-                info = resolver.fallback(en.event.cgroup_id)
-                self.attribution["unknown" if info is not None else "host_after_hold"] += 1
-            else:
-                keep.append((deadline, en))
-                continue
-            self._records(Enriched(en.event, en.process, en.parent, info), out)
-            if only_one:
-                break
-        keep.extend(held)
-        self._held = keep
-        return out
+            if killed:  # the kill happened in the kernel, before the program's first instruction
+                out.append(record.flatten(EnforcementEvent(
+                    ev.ts_ns, "kernel.exec", "kill", f"exec denied by {text}", outcome="killed", subject=en,
+                    rule_name=text, rule_category=category)))
 
     def deliver(self, records: list[dict]) -> None:
         """Hand records made outside the kernel path (verdicts, enforcement) to the outputs."""
@@ -239,8 +261,10 @@ class Pipeline:
                     out(records)
                 except Exception as e:  # an output never kills the pipeline
                     self.drops["output"] += len(records)
-                    self._log_once(f"output:{out!r}", f"output failed: {e!r}")
+                    self._rlog.error(f"output:{out!r}", "output failed: %r", e)
             self.delivered += len(records)
+            if self.ledger is not None:
+                self.ledger.add("handed", len(records))
         ev_counter = self.metrics.events
         for name, n in Counter(r["event.name"] for r in records).items():
             ev_counter.labels(name).inc(n)
@@ -256,23 +280,36 @@ class Pipeline:
         for probe, n in self.probes.kernel_drops().items():
             totals[f"kernel.{probe}"] = n
         for source in self.drop_sources:
-            totals.update(source())
+            try:
+                totals.update(source())
+            except Exception as e:  # a stage's counter must not stop the accounting of the others
+                self._rlog.error(f"drops:{source!r}", "reading drop counters failed: %r", e)
         return totals
 
     def _check_drops(self) -> None:
+        """Counters grow by what grew since the last check; an agent.drops event says what."""
+        with self._acct_lock:
+            self._check_drops_locked()
+
+    def _check_drops_locked(self) -> None:
         totals = self.drop_totals()
-        for stage, n in totals.items():
-            self.metrics.drops.labels(stage).set(n)
-        self.metrics.proctable.set(len(self.table))
-        for result, n in self.attribution.items():
-            self.metrics.attribution.labels(result).set(n)
-        grown = {k: n - self._reported.get(k, 0) for k, n in totals.items() if n > self._reported.get(k, 0)}
+        m = self.metrics
+        for stage in totals:
+            m.drops.labels(stage)  # every stage is a series, 0 until it drops
+        m.proctable.set(len(self.table))
+        for result, n in _growth(self.attribution, self._attributed).items():
+            m.attribution.labels(result).inc(n)
+        if self.ledger is not None:
+            self.ledger.set("exporter_lost", sum(totals.get(k, 0) for k in _EXPORTER_BEFORE_SPOOL))
+        grown = _growth(totals, self._reported)
         if grown:
-            self._reported.update(grown)
+            for stage, n in grown.items():
+                m.drops.labels(stage).inc(n)
             self.emit(DropReport(time.time_ns(), grown, dict(self._reported)))
 
-    def _log_once(self, key: str, msg: str) -> None:
-        now = time.monotonic()
-        if now - self._last_error.get(key, 0) > 60:  # rate-limited: one line a minute per kind
-            self._last_error[key] = now
-            log.error(msg)
+
+def _growth(totals, seen: Counter) -> dict[str, int]:
+    """What each total gained since `seen`, which is then brought up to date."""
+    grown = {k: n - seen.get(k, 0) for k, n in totals.items() if n > seen.get(k, 0)}
+    seen.update(grown)
+    return grown

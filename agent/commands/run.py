@@ -27,6 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--policy", metavar="FILE", help="policy YAML: runtime exec rules (`runtime:`), image gate")
     p.add_argument("--collector", metavar="ADDR", help="stream events to this collector (host:port or "
                    "unix:/path); 'embedded' starts one in this process with a SQLite file in the state dir")
+    p.add_argument("--record", metavar="FILE", help="also write every batch read from the kernel to FILE, "
+                   "for replay in tests (agent/sensors/replay.py)")
 
 
 def _overrides(args) -> dict:
@@ -51,6 +53,8 @@ def _overrides(args) -> dict:
         o["export.collector"] = args.collector
     if args.policy:
         o["agent.policy_file"] = args.policy
+    if args.record:
+        o["agent.record_file"] = args.record
     return o
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.events import ContainerInfo
+from agent.ratelog import RateLog
 
 log = logging.getLogger("nodewarden.containers")
 
@@ -126,6 +127,7 @@ class ContainerTable:
         self._deleted: OrderedDict[tuple[str, str], float] = OrderedDict()  # key -> deleted_at, oldest first
         self._listeners: list[Listener] = []
         self._counters = {"refused_full": 0, "listener_errors": 0, "expired": 0}
+        self._rlog = RateLog(log)
 
     # --- readers: called on every kernel event, keep them a lock and a dict lookup --------------
 
@@ -216,8 +218,7 @@ class ContainerTable:
                 fn(kind, info)
             except Exception:  # a listener bug must not stop the watcher
                 self._counters["listener_errors"] += 1
-                if self._counters["listener_errors"] == 1:
-                    log.exception("container table listener failed (counted, logged once)")
+                self._rlog.exception("listener", "container table listener failed (counted in listener_errors)")
 
     # --- writers: the watcher -------------------------------------------------------------------
 

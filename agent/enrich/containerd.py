@@ -27,7 +27,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -47,6 +46,7 @@ from agent.enrich.containerd_client import (
     spec_cgroups_path,
     ts_ns,
 )
+from agent.ratelog import RateLog
 
 __all__ = [
     "ContainerTable",
@@ -72,31 +72,6 @@ class ContainerdConfig:
     resync_interval: float = 300.0  # a full relisting now and then heals anything an event missed
     queue_size: int = 4096  # events waiting for the watcher thread; overflow -> dropped + resync
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> ContainerdConfig:
-        """From an agent config: reads `containerd_socket` (or `containerd.socket`) when present."""
-        if isinstance(cfg, cls):
-            return cfg
-        sock = getattr(cfg, "containerd_socket", None) or getattr(
-            getattr(cfg, "containerd", None), "socket", None
-        )
-        proc = getattr(cfg, "proc_root", None)
-        return cls(socket=str(sock or DEFAULT_SOCKET), proc_root=str(proc or "/proc"))
-
-
-class _RateLog:
-    """Log a recurring condition once a minute per key, not once per retry."""
-
-    def __init__(self, interval: float = 60.0):
-        self.interval = interval
-        self._last: dict[str, float] = {}
-
-    def warn(self, key: str, msg: str, *args) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) >= self.interval:
-            self._last[key] = now
-            log.warning(msg, *args)
-
 
 _END = object()
 
@@ -106,12 +81,13 @@ class ContainerWatcher:
 
     def __init__(
         self,
-        config: ContainerdConfig | Any,
+        config: ContainerdConfig,
         table: ContainerTable,
         resolver: CgroupResolver | None = None,
         client_factory=ContainerdClient,
+        on_image: Callable[[str, str], None] | None = None,
     ):
-        self.config = ContainerdConfig.from_config(config)
+        self.config = config
         self.table = table
         self.resolver = resolver or CgroupResolver(self.config.proc_root)
         self._factory = client_factory
@@ -123,7 +99,7 @@ class ContainerWatcher:
         self._images: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._early: OrderedDict[tuple[str, str, int], tuple[str, int, int]] = OrderedDict()
         self._early_lock = threading.Lock()
-        self._rlog = _RateLog()
+        self._rlog = RateLog(log)
         self.counters = dict.fromkeys(
             (
                 "connects",
@@ -141,7 +117,7 @@ class ContainerWatcher:
         # Called with (namespace, image name) for every image containerd lists or reports created or
         # updated (pulled): the image gate scans ahead of any container start. On the watcher thread:
         # it must not block.
-        self.on_image: Callable[[str, str], None] | None = None
+        self.on_image = on_image
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -166,6 +142,12 @@ class ContainerWatcher:
 
     def stats(self) -> dict[str, int]:
         return {**self.counters, "connected": int(self.connected), **self.table.stats()}
+
+    def drops(self) -> dict[str, int]:
+        """Losses for the pipeline's accounting (agent.drops, nodewarden_drops_total): containerd events
+        the watcher could not take (queue full: a resync follows) or could not decode."""
+        c = self.counters
+        return {"containerd.events_dropped": c["events_dropped"], "containerd.events_bad": c["events_bad"]}
 
     def sync_once(self) -> int:
         """One listing into the table, without events (for `nodewarden containers`)."""
@@ -193,7 +175,7 @@ class ContainerWatcher:
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else None
                 if code != grpc.StatusCode.CANCELLED or not self._stop.is_set():
-                    self._rlog.warn(
+                    self._rlog.warning(
                         "rpc",
                         "containerd at %s unavailable (%s); retrying",
                         self.config.socket,
@@ -201,10 +183,9 @@ class ContainerWatcher:
                     )
             except Exception:  # the watcher must outlive any bug in one session
                 self.counters["errors"] += 1
-                if self.counters["errors"] == 1 or self.counters["errors"] % 100 == 0:
-                    log.exception(
-                        "containerd watcher session failed (%d so far); retrying", self.counters["errors"]
-                    )
+                self._rlog.exception(
+                    "session", "containerd watcher session failed (%d so far); retrying", self.counters["errors"]
+                )
             finally:
                 if self.connected:
                     self.counters["disconnects"] += 1
@@ -510,7 +491,7 @@ class ContainerWatcher:
             try:
                 self.on_image(ns, name)
             except Exception as e:  # a listener never stops the watcher
-                self._rlog.warn("on_image", "image listener failed: %s", e)
+                self._rlog.warning("on_image", "image listener failed: %s", e)
 
     def _on_image_change(self, client, ns, ev, ts) -> None:
         self._images.pop((ns, ev.name), None)

@@ -1,14 +1,13 @@
 """The gRPC exporter: flat records in, batches to the collector out, nothing lost on an outage.
 
-Wiring (agent/pipeline.py):
+Wiring (agent/node.py):
 
     from agent.outputs.grpc_exporter import Exporter, ExporterConfig
     exp = Exporter(ExporterConfig(address="collector:4317", node=node_name,
                                   spool_dir="/var/lib/nodewarden/spool"))
     exp.start()
     exp.submit(record)          # per event: never blocks; a full queue drops and counts
-    prometheus_registry.register(exp)   # optional: nodewarden_exporter_* metrics
-    exp.metrics()               # the same counters as a dict
+    exp.metrics()               # its counters as a dict (drops also reach the pipeline: agent.drops)
     exp.stop(timeout=5.0)       # flushes the queue to the spool, tries to deliver, closes
 
 `submit` takes the dict from agent/outputs/record.py as is and does not change it; the
@@ -333,22 +332,4 @@ class Exporter:
                 "reconnects": self.reconnects,
                 "seq": self._seq,
             }
-
-    def collect(self):
-        """prometheus_client custom-collector protocol: `registry.register(exporter)`."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        m = self.metrics()
-        yield CounterMetricFamily("nodewarden_exporter_submitted", "Records submitted", value=m["submitted"])
-        yield CounterMetricFamily("nodewarden_exporter_acked", "Events the collector acked", value=m["acked"])
-        drops = CounterMetricFamily("nodewarden_exporter_drops", "Events dropped, by reason", labels=["reason"])
-        for reason, n in sorted(m["drops"].items()):
-            drops.add_metric([reason], n)
-        yield drops
-        yield CounterMetricFamily("nodewarden_exporter_reconnects", "Reconnect attempts", value=m["reconnects"])
-        yield GaugeMetricFamily("nodewarden_exporter_queue_length", "Records queued", value=m["queued"])
-        yield GaugeMetricFamily("nodewarden_exporter_spool_bytes", "Bytes in the spool", value=m["spool_bytes"])
-        yield GaugeMetricFamily("nodewarden_exporter_spool_pending_events", "Events not yet acked",
-                                value=m["spool_pending_events"])
-        yield GaugeMetricFamily("nodewarden_exporter_connected", "1 while a stream is up", value=int(m["connected"]))
 

@@ -17,12 +17,14 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter("nodewarden_events", "Events emitted, by event name", ["event"], registry=r)
-        self.drops = Gauge(
-            "nodewarden_drops", "Events lost so far, by stage (kernel ring buffer per probe, queue, decode)",
-            ["stage"], registry=r,
+        # Counters, not gauges set from totals: rate() and increase() work, and a restart is a reset
+        # Prometheus understands. The pipeline increments them by what grew since its last check.
+        self.drops = Counter(
+            "nodewarden_drops", "Events lost, by stage (kernel.<probe>, queue, decode, output, crash, "
+            "exporter.<reason>, containerd.<reason>, imagegate.<reason>)", ["stage"], registry=r,
         )
-        self.attribution = Gauge(
-            "nodewarden_attribution_held", "Events held for their container, by how the hold ended "
+        self.attribution = Counter(
+            "nodewarden_attribution", "Events held for their container, by how the hold ended "
             "(resolved_after_hold, unknown, host_after_hold, held_overflow)", ["result"], registry=r,
         )
         self.proctable = Gauge("nodewarden_proctable_entries", "Processes in the process table", registry=r)

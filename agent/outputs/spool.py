@@ -6,10 +6,13 @@ collector acks it. So what was not acked is on disk whatever happens to the agen
 collector keeps up; the kernel usually drops their pages before writeback ever sees them.
 Writes are not fsync'ed: the spool covers an agent or collector outage, not a power cut.
 
-Layout: `<dir>/<16-digit number>.seg` segment files and an `ack` file naming the last acked
-record. A record is a 16-byte header (magic, payload length, CRC-32, event count) then the
-payload. A record that fails its checks ends its segment: the rest of that segment is
-skipped, logged and counted, and the other segments are delivered.
+Layout: `<dir>/<16-digit number>.seg` segment files, an `ack` file naming the last acked
+record, and `appended`: a u64 count of every event ever appended, kept through a shared mapping so
+that it is exact even after a SIGKILL (agent/ledger.py compares it with what the pipeline handed
+the exporter, to count what a killed agent still held in memory). A record is a 16-byte
+header (magic, payload length, CRC-32, event count) then the payload. A record that fails its
+checks ends its segment: the rest of that segment is skipped, logged and counted, and the other
+segments are delivered.
 
 Bounded by `max_bytes`: an append that would pass it first deletes whole segments, oldest
 first, and returns exactly how many not-yet-acked events they held.
@@ -25,6 +28,8 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agent.ledger import SPOOL_COUNT_FILE, MappedCounter
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +69,14 @@ class Spool:
         self.corrupt_segments = 0
         self.corrupt_bytes = 0
         self.dropped_events = 0
+        self._appended: MappedCounter | None = None  # events ever appended; the crash ledger reads it
 
     # -- open / close -------------------------------------------------------------------
 
     def open(self) -> None:
         """Scan what a previous run left, then start a fresh segment for new writes."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._appended = MappedCounter(str(self.dir / SPOOL_COUNT_FILE))
         acked = self._read_ack()
         for path in sorted(self.dir.glob("*.seg")):
             try:
@@ -94,6 +101,9 @@ class Spool:
             if self._wfile is not None:
                 self._wfile.close()
                 self._wfile = None
+            if self._appended is not None:
+                self._appended.close()
+                self._appended = None
             # A write segment that holds nothing unacked is not worth keeping.
             if self._wseg is not None and self._wseg.acked >= len(self._wseg.records) - 1:
                 self._wseg.path.unlink(missing_ok=True)
@@ -146,6 +156,7 @@ class Spool:
             self._wseg.events += events
             self._wseg.size += rec_len
             self._bytes += rec_len
+            self._appended.add(events)  # right after the write: a kill in between miscounts one batch
             self.dropped_events += dropped
             return dropped
 
