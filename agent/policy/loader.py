@@ -2,8 +2,10 @@
 
 The YAML is composed into nodes (not just loaded) so that every error names its line and column:
 `policy.yaml:7:12: categories.malware.block: unknown severity 'hgih' (info, low, medium, high,
-critical, off)`. Every error in the file is collected; one error rejects the file (PolicyError,
-whose first line is the first error), so a half-valid policy never takes effect.
+critical, off)`. Every section, the runtime rules included (agent/policy/runtime.py), is walked
+with one Walker (agent/policy/nodes.py) that collects every error; one error rejects the file
+(PolicyError, one line per error, first error first), so a half-valid policy never takes effect.
+Nothing in a file, however malformed, raises anything but PolicyError (tests/unit/test_policy_fuzz.py).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import re
 
 import yaml
 
+from agent.policy import runtime
 from agent.policy.model import DEFAULT_THRESHOLDS, ImagePolicy, Selector, Thresholds
-from agent.policy.runtime import RuleError, RuntimeRules
+from agent.policy.nodes import Walker
 from agent.vocab import CATEGORIES, Severity
 
 _MAX_BYTES = 1 << 20
@@ -32,70 +35,6 @@ class PolicyError(Exception):
         self.errors = errors
 
 
-class _V:
-    """Walks the node tree, collecting errors with their positions."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.errors: list[str] = []
-
-    def err(self, node, where: str, msg: str) -> None:
-        mark = getattr(node, "start_mark", None)
-        pos = f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
-        self.errors.append(f"{self.name}:{pos}: {where}: {msg}" if where else f"{self.name}:{pos}: {msg}")
-
-    def mapping(self, node, where: str, keys: tuple[str, ...] | None = None) -> dict:
-        """{key: (key node, value node)}; unknown and duplicate keys are errors."""
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return {}
-        if not isinstance(node, yaml.MappingNode):
-            self.err(node, where, f"expected a mapping, got {_kind(node)}")
-            return {}
-        out = {}
-        for k, v in node.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else None
-            path = f"{where}.{key}" if where else str(key)
-            if key is None:
-                self.err(k, where, "keys must be plain strings")
-            elif key in out:
-                self.err(k, path, "duplicate key")
-            elif keys is not None and key not in keys:
-                self.err(k, path, f"unknown key (known: {', '.join(keys)})")
-            else:
-                out[key] = (k, v)
-        return out
-
-    def scalar(self, node, where: str) -> str | None:
-        if not isinstance(node, yaml.ScalarNode):
-            self.err(node, where, f"expected a value, got {_kind(node)}")
-            return None
-        return node.value
-
-    def strings(self, node, where: str) -> list[tuple[object, str]]:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.err(node, where, f"expected a list, got {_kind(node)}")
-            return []
-        out = []
-        for i, item in enumerate(node.value):
-            v = self.scalar(item, f"{where}[{i}]")
-            if v is not None:
-                if v == "":
-                    self.err(item, f"{where}[{i}]", "empty string")
-                else:
-                    out.append((item, v))
-        return out
-
-
-def _kind(node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    return f"{node.tag.rsplit(':', 1)[-1]} {node.value!r}"
-
-
 def parse_duration(text: str) -> float | None:
     m = _DURATION.match(str(text))
     if not m:
@@ -104,7 +43,7 @@ def parse_duration(text: str) -> float | None:
     return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
 
 
-def _severity(v: _V, node, where: str) -> tuple[bool, Severity | None]:
+def _severity(v: Walker, node, where: str) -> tuple[bool, Severity | None]:
     text = v.scalar(node, where)
     if text is None:
         return False, None
@@ -119,7 +58,7 @@ def _severity(v: _V, node, where: str) -> tuple[bool, Severity | None]:
         return False, None
 
 
-def _categories(v: _V, node) -> dict[str, Thresholds]:
+def _categories(v: Walker, node) -> dict[str, Thresholds]:
     out = {c: Thresholds(*t) for c, t in DEFAULT_THRESHOLDS.items()}
     for cat, (_kn, vn) in v.mapping(node, "categories", CATEGORIES).items():
         fields = v.mapping(vn, f"categories.{cat}", ("alert", "block"))
@@ -138,7 +77,7 @@ def _categories(v: _V, node) -> dict[str, Thresholds]:
     return out
 
 
-def _labels(v: _V, node, where: str) -> tuple[tuple[str, str], ...]:
+def _labels(v: Walker, node, where: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for key, (_kn, vn) in v.mapping(node, where).items():
         val = v.scalar(vn, f"{where}.{key}")
@@ -147,7 +86,7 @@ def _labels(v: _V, node, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _action(v: _V, node, where: str) -> str | None:
+def _action(v: Walker, node, where: str) -> str | None:
     text = v.scalar(node, where)
     if text is not None and text not in ("allow", "block"):
         v.err(node, where, f"expected allow or block, got {text!r}")
@@ -155,86 +94,117 @@ def _action(v: _V, node, where: str) -> str | None:
     return text
 
 
-def _runtime(v: _V, node) -> RuntimeRules:
-    """The in-kernel exec rules (agent/enforce/execkill.py validates them); errors point at the rule's line."""
-    data = yaml.safe_load(yaml.serialize(node))
-    try:
-        return RuntimeRules.from_dict(data)
-    except RuleError as e:
-        at = node
-        m = re.match(r"runtime\.deny_exec\[(\d+)\]", str(e))
-        if m and isinstance(node, yaml.MappingNode):
-            for k, val in node.value:
-                if k.value == "deny_exec" and isinstance(val, yaml.SequenceNode) and int(m.group(1)) < len(val.value):
-                    at = val.value[int(m.group(1))]
-        v.err(at, "", str(e))
-        return RuntimeRules()
-
-
-def parse(text: str, name: str = "<policy>") -> ImagePolicy:
-    """ImagePolicy from YAML text, or PolicyError listing every problem with its line."""
-    v = _V(name)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        pos = f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
-        raise PolicyError([f"{name}:{pos}: invalid YAML: {e.problem or e.context}"]) from None
-    except yaml.YAMLError as e:
-        raise PolicyError([f"{name}: invalid YAML: {e}"]) from None
+def _scope(v: Walker, node) -> dict:
     kw: dict = {}
-    top = v.mapping(root, "", TOP_KEYS) if root is not None else {}
-    if "categories" in top:
-        kw["categories"] = _categories(v, top["categories"][1])
-    if "scope" in top:
-        scope = v.mapping(top["scope"][1], "scope", ("namespaces", "labels"))
-        if "namespaces" in scope:
-            ns = v.mapping(scope["namespaces"][1], "scope.namespaces", ("include", "exclude"))
-            inc = [s for _n, s in v.strings(ns["include"][1], "scope.namespaces.include")] if "include" in ns else ["*"]
-            exc = [s for _n, s in v.strings(ns["exclude"][1], "scope.namespaces.exclude")] if "exclude" in ns else []
-            kw["namespaces"] = Selector(tuple(inc), tuple(exc))
-        if "labels" in scope:
-            lab = v.mapping(scope["labels"][1], "scope.labels", ("include", "exclude"))
-            if "include" in lab:
-                kw["label_include"] = _labels(v, lab["include"][1], "scope.labels.include")
-            if "exclude" in lab:
-                kw["label_exclude"] = _labels(v, lab["exclude"][1], "scope.labels.exclude")
-    if "whitelist" in top:
-        wl = v.mapping(top["whitelist"][1], "whitelist", ("images", "digests"))
-        if "images" in wl:
-            kw["whitelist_images"] = tuple(s for _n, s in v.strings(wl["images"][1], "whitelist.images"))
-        if "digests" in wl:
-            digests = []
-            for i, (n, s) in enumerate(v.strings(wl["digests"][1], "whitelist.digests")):
-                if _DIGEST.match(s):
-                    digests.append(s)
-                else:
-                    v.err(n, f"whitelist.digests[{i}]", f"not a sha256 digest: {s[:80]!r}")
-            kw["whitelist_digests"] = tuple(digests)
-    if "on_timeout" in top:
-        ot = v.mapping(top["on_timeout"][1], "on_timeout", ("after", "action"))
-        if "after" in ot:
-            text = v.scalar(ot["after"][1], "on_timeout.after")
-            secs = parse_duration(text) if text is not None else None
-            if text is not None and (secs is None or not 0 < secs <= 600):
-                v.err(
-                    ot["after"][1],
-                    "on_timeout.after",
-                    f"expected a duration like 1.5s or 500ms (max 10m), got {text!r}",
-                )
-            elif secs is not None:
-                kw["timeout"] = secs
-        if "action" in ot and (a := _action(v, ot["action"][1], "on_timeout.action")):
-            kw["timeout_action"] = a
-    if "on_error" in top:
-        oe = v.mapping(top["on_error"][1], "on_error", ("action",))
-        if "action" in oe and (a := _action(v, oe["action"][1], "on_error.action")):
-            kw["error_action"] = a
-    if "runtime" in top:
-        kw["runtime"] = _runtime(v, top["runtime"][1])
+    scope = v.mapping(node, "scope", ("namespaces", "labels"))
+    if "namespaces" in scope:
+        ns = v.mapping(scope["namespaces"][1], "scope.namespaces", ("include", "exclude"))
+        inc = [s for _n, s in v.strings(ns["include"][1], "scope.namespaces.include")] if "include" in ns else ["*"]
+        exc = [s for _n, s in v.strings(ns["exclude"][1], "scope.namespaces.exclude")] if "exclude" in ns else []
+        kw["namespaces"] = Selector(tuple(inc), tuple(exc))
+    if "labels" in scope:
+        lab = v.mapping(scope["labels"][1], "scope.labels", ("include", "exclude"))
+        if "include" in lab:
+            kw["label_include"] = _labels(v, lab["include"][1], "scope.labels.include")
+        if "exclude" in lab:
+            kw["label_exclude"] = _labels(v, lab["exclude"][1], "scope.labels.exclude")
+    return kw
+
+
+def _whitelist(v: Walker, node) -> dict:
+    kw: dict = {}
+    wl = v.mapping(node, "whitelist", ("images", "digests"))
+    if "images" in wl:
+        kw["whitelist_images"] = tuple(s for _n, s in v.strings(wl["images"][1], "whitelist.images"))
+    if "digests" in wl:
+        digests = []
+        for i, (n, s) in enumerate(v.strings(wl["digests"][1], "whitelist.digests")):
+            if _DIGEST.match(s):
+                digests.append(s)
+            else:
+                v.err(n, f"whitelist.digests[{i}]", f"not a sha256 digest: {s[:80]!r}")
+        kw["whitelist_digests"] = tuple(digests)
+    return kw
+
+
+def _on_timeout(v: Walker, node) -> dict:
+    kw: dict = {}
+    ot = v.mapping(node, "on_timeout", ("after", "action"))
+    if "after" in ot:
+        after = v.scalar(ot["after"][1], "on_timeout.after")
+        secs = parse_duration(after) if after is not None else None
+        if after is not None and (secs is None or not 0 < secs <= 600):
+            v.err(ot["after"][1], "on_timeout.after",
+                  f"expected a duration like 1.5s or 500ms (max 10m), got {after[:80]!r}")
+        elif secs is not None:
+            kw["timeout"] = secs
+    if "action" in ot and (a := _action(v, ot["action"][1], "on_timeout.action")):
+        kw["timeout_action"] = a
+    return kw
+
+
+def _on_error(v: Walker, node) -> dict:
+    oe = v.mapping(node, "on_error", ("action",))
+    if "action" in oe and (a := _action(v, oe["action"][1], "on_error.action")):
+        return {"error_action": a}
+    return {}
+
+
+def _compose(text: str, name: str):
+    """The node tree, or PolicyError at the position the YAML reader had reached."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # the reader checks every character here
+        return loader.get_single_node()
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        raise PolicyError([f"{name}:{_position(e, text, loader)}: invalid YAML: {_problem(e)}"]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _position(e: Exception, text: str, loader) -> str:
+    if isinstance(e, yaml.MarkedYAMLError):
+        return _pos(e.problem_mark or e.context_mark)
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, a lone surrogate)
+        line, line_start = text.count("\n", 0, e.position) + 1, text.rfind("\n", 0, e.position) + 1
+        return f"{line}:{e.position - line_start + 1}"
+    if isinstance(e, RecursionError):  # the composer recurses once per nesting level
+        return "1:1"
+    return _pos(loader.get_mark() if loader is not None else None)  # ValueError: the scanner's position
+
+
+def _problem(e: Exception) -> str:
+    if isinstance(e, yaml.MarkedYAMLError):
+        return str(e.problem or e.context)
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"{e.reason} (#x{e.character:04x})"
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, ValueError):  # PyYAML's scanner calls chr() unguarded on a \U escape beyond U+10FFFF
+        return f"escape out of range ({e})"
+    return " ".join(str(e).split())
+
+
+def _pos(mark) -> str:
+    return f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
+
+
+_SECTIONS = {"categories": lambda v, n: {"categories": _categories(v, n)}, "scope": _scope, "whitelist": _whitelist,
+             "on_timeout": _on_timeout, "on_error": _on_error, "runtime": lambda v, n: {"runtime": runtime.walk(v, n)}}
+
+
+def parse(text: str, name: str = "<policy>", fingerprint: str | None = None) -> ImagePolicy:
+    """ImagePolicy from YAML text, or PolicyError listing every problem with its line.
+    `fingerprint`: of the file's bytes (load passes it); default the sha256 of the text as UTF-8."""
+    root = _compose(text, name)
+    v = Walker(name)
+    kw: dict = {}
+    for key, (_kn, node) in (v.mapping(root, "", TOP_KEYS) if root is not None else {}).items():
+        kw.update(_SECTIONS[key](v, node))
     if v.errors:
-        raise PolicyError(v.errors)
-    fp = hashlib.sha256(text.encode()).hexdigest()[:12]
+        raise PolicyError(v.in_file_order())
+    fp = fingerprint or hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return ImagePolicy(**kw, source=name, fingerprint=fp)
 
 
@@ -250,4 +220,4 @@ def load(path: str) -> ImagePolicy:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolicyError([f"{path}: not UTF-8 text (byte {e.start})"]) from None
-    return parse(text, path)
+    return parse(text, path, hashlib.sha256(data).hexdigest()[:12])

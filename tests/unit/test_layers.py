@@ -2,7 +2,7 @@
 
 Every module of agent/ and collector/ is parsed with `ast`; every import in it (module level, in
 functions, under `if TYPE_CHECKING:`, `import x` and `from x import y`, relative ones resolved) is
-mapped to its layer, and an import of a higher layer, of a sibling stage (imagegate <-> enforce)
+mapped to its layer, and an import of a higher layer, of a sibling stage (detect <-> devices)
 or, from the collector, of anything of the agent's but the shared generated/wire code, fails with
 file:line and both layers. Dynamic imports (importlib) are not seen: only genproto uses them, for
 the generated code.
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WIRE = ("agent.gen", "agent.genproto", "agent.wire")
 
 # Module prefix -> rank; the longest prefix wins. A module may import a lower rank, its own
-# package (the same stage), or nothing else. Equal ranks are sibling stages: neither imports the other.
+# package (the same stage), or nothing else. Equal ranks are sibling stages (detect, devices): neither
+# imports the other.
 LAYERS: dict[str, int] = {
     "agent": 0,  # the package itself: __version__ only
     "agent.vocab": 0,  # shared vocabulary: imports nothing of ours
@@ -34,7 +35,7 @@ LAYERS: dict[str, int] = {
     "agent.enrich": 30,
     "agent.policy": 40,
     "agent.imagegate": 50,
-    "agent.enforce": 50,
+    "agent.enforce": 55,  # acts on the image gate's verdicts (DESIGN.md's stage order): may import it
     "agent.detect": 60,
     "agent.devices": 60,
     "agent.outputs": 70,  # may import every stage's record types; no stage imports it
@@ -50,8 +51,6 @@ COLLECTOR_USERS = 81  # the agent runs an embedded collector: node and above may
 # (importing file, imported module) -> the owner. The lead removes each entry as its fix lands;
 # an entry that no longer matches an import fails test_allow_list_is_current.
 ALLOWED: dict[tuple[str, str], str] = {
-    # image-gate part: the service should emit the typed VerdictEvent and let node/outputs flatten it
-    ("agent/imagegate/service.py", "agent.outputs.record"): "image gate",
     # collector/wire part: wire helpers move into the shared wire package
     ("collector/server.py", "agent.outputs.pbcodec"): "collector/wire",
 }
@@ -180,7 +179,8 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    for d in ("agent", "agent/sensors", "agent/outputs", "agent/policy", "agent/enforce", "collector"):
+    for d in ("agent", "agent/sensors", "agent/outputs", "agent/policy", "agent/enforce", "agent/devices",
+              "collector"):
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "__init__.py").touch()
     return tmp_path
@@ -193,10 +193,12 @@ def test_checker_sees_every_form_of_a_wrong_import(tmp_path):
         "agent/outputs/log.py": "",
         "agent/policy/loader.py": "",
         "agent/enforce/kill.py": "",
+        "agent/devices/nvml.py": "",
         "agent/sensors/a.py": "import agent.outputs.log\n",
         "agent/sensors/b.py": "def f():\n    from agent.outputs import log\n",
         "agent/sensors/c.py": "from ..policy import loader\n",
         "agent/imagegate/d.py": "from agent.enforce.kill import x\n",
+        "agent/detect/f.py": "from agent.devices import nvml\n",
         "collector/e.py": "from agent.outputs.log import y\nfrom agent.genproto import load\n",
         "agent/vocab.py": "if True:\n    import agent.events\n",
         "agent/sensors/ok.py": "from agent.events import ExecEvent\nfrom agent.sensors import a\n",
@@ -210,7 +212,9 @@ def test_checker_sees_every_form_of_a_wrong_import(tmp_path):
         "agent/sensors/c.py:1: agent.sensors.c (layer agent.sensors) imports agent.policy.loader"
         " (layer agent.policy): a higher layer",
         "agent/imagegate/d.py:1: agent.imagegate.d (layer agent.imagegate) imports agent.enforce.kill"
-        " (layer agent.enforce): a sibling stage",
+        " (layer agent.enforce): a higher layer",
+        "agent/detect/f.py:1: agent.detect.f (layer agent.detect) imports agent.devices.nvml"
+        " (layer agent.devices): a sibling stage",
         "collector/e.py:1: collector.e (layer collector) imports agent.outputs.log (layer agent.outputs):"
         " the collector shares only the generated/wire code with the agent",
         "agent/vocab.py:2: agent.vocab (layer agent.vocab) imports agent.events (layer agent.events): a higher layer",
