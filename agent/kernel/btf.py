@@ -34,7 +34,9 @@ class _Type:
     kind: int
     name: str
     size_or_type: int
-    members: tuple  # (name, type_id, bit_offset) for struct/union; () otherwise
+    # struct/union: (name, type_id, bit_offset, bitfield_bits); array: (elem, nelems);
+    # int: (nr_bits,); () otherwise
+    members: tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,11 @@ class BTF:
             kind = (info >> 24) & 0x1F
             kflag = info >> 31
             members: tuple = ()
-            if kind in (KIND_INT, KIND_VAR, KIND_DECL_TAG):
+            if kind == KIND_INT:
+                (encoding,) = struct.unpack_from("<I", data, pos)
+                members = (encoding & 0xFF,)  # BTF_INT_BITS: fewer than size * 8 in a bitfield's own int type
+                pos += 4
+            elif kind in (KIND_VAR, KIND_DECL_TAG):
                 pos += 4
             elif kind == KIND_ARRAY:
                 elem, _idx, nelems = struct.unpack_from("<III", data, pos)
@@ -89,8 +95,9 @@ class BTF:
                 for _ in range(vlen):
                     m_name, m_type, m_off = struct.unpack_from("<III", data, pos)
                     pos += 12
-                    bit_off = m_off & 0xFFFFFF if kflag else m_off
-                    ms.append((self._str(m_name) if m_name else "", m_type, bit_off))
+                    # kind_flag set: the top 8 bits are the bitfield's width (0: not a bitfield)
+                    bit_off, bits = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
+                    ms.append((self._str(m_name) if m_name else "", m_type, bit_off, bits))
                 members = tuple(ms)
             elif kind in (KIND_ENUM, KIND_FUNC_PROTO):
                 pos += 8 * vlen
@@ -129,18 +136,18 @@ class BTF:
         return 0
 
     def _find_member(self, tid: int, name: str) -> tuple[int, int] | None:
-        """(bit offset, type id) of `name` in struct/union `tid`, looking into anonymous members."""
+        """(bit offset, type id, bitfield bits) of `name` in struct/union `tid`, looking into anonymous members."""
         _, t = self._resolve(tid)
         if t is None or t.kind not in (KIND_STRUCT, KIND_UNION):
             return None
-        for m_name, m_type, bit_off in t.members:
+        for m_name, m_type, bit_off, bits in t.members:
             if m_name == name:
-                return bit_off, m_type
-        for m_name, m_type, bit_off in t.members:
+                return bit_off, m_type, bits
+        for m_name, m_type, bit_off, _bits in t.members:
             if not m_name:
                 found = self._find_member(m_type, name)
                 if found is not None:
-                    return bit_off + found[0], found[1]
+                    return bit_off + found[0], found[1], found[2]
         return None
 
     def field(self, path: str) -> Field:
@@ -154,16 +161,29 @@ class BTF:
         tid = self._by_name.get((KIND_STRUCT, parts[0])) or self._by_name.get((KIND_UNION, parts[0]))
         if tid is None:
             raise BTFError(f"struct {parts[0]} not in kernel BTF")
-        bits = 0
+        bits = width = 0
         for member in parts[1:]:
             found = self._find_member(tid, member)
             if found is None:
                 raise BTFError(f"{path}: no member {member!r} in kernel BTF")
             bits += found[0]
-            tid = found[1]
-        if bits % 8:
+            tid, width = found[1], found[2]
+        # A bitfield may start on a byte boundary and still not own its whole int: its width says so
+        # (kind_flag structs), or, in the older encoding, its int type's BTF_INT_BITS.
+        if bits % 8 or width or self._int_bits(tid) not in (None, self._size(tid) * 8):
             raise BTFError(f"{path} is a bitfield; probes read whole bytes")
         return Field(bits // 8, self._size(tid))
 
+    def _int_bits(self, tid: int) -> int | None:
+        _, t = self._resolve(tid)
+        return t.members[0] if t is not None and t.kind == KIND_INT else None
+
     def has_struct(self, name: str) -> bool:
         return (KIND_STRUCT, name) in self._by_name
+
+    def struct_size(self, name: str) -> int:
+        """sizeof(struct name) in this BTF."""
+        tid = self._by_name.get((KIND_STRUCT, name)) or self._by_name.get((KIND_UNION, name))
+        if tid is None:
+            raise BTFError(f"struct {name} not in kernel BTF")
+        return self._size(tid)
