@@ -84,8 +84,10 @@ class Cache:
             self._db.execute("UPDATE layers SET used = ? WHERE key = ?", (time.time(), key))
             self.stats["layer_hits"] += 1
         try:
-            paths = zlib.decompress(row[1]).decode().split("\n") if row[1] else []
-            res = LayerResult.from_dict(orjson.loads(zlib.decompress(row[0])), set(paths) - {""})
+            names = zlib.decompress(row[1]).decode().split("\n") if row[1] else []
+            paths = {n for n in names if n and not n.endswith("/")}
+            dirs = {n[:-1] for n in names if n.endswith("/")}
+            res = LayerResult.from_dict(orjson.loads(zlib.decompress(row[0])), paths, dirs)
         except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeError):
             return None
         self._remember(self._mem_layers, key, res, 64)
@@ -95,7 +97,9 @@ class Cache:
         if not res.complete:
             return
         data = zlib.compress(orjson.dumps(res.to_dict()), 1)
-        paths = zlib.compress("\n".join(sorted(res.paths)).encode(), 1)
+        # Directories marked by a trailing "/" (a normalized path never ends in one).
+        names = sorted(res.paths) + sorted(d + "/" for d in res.dirs)
+        paths = zlib.compress("\n".join(names).encode(), 1)
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO layers VALUES (?, ?, ?, ?)", (key, data, paths, time.time()))
             self._after_write()

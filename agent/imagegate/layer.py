@@ -250,6 +250,33 @@ def _decompressor(raw: _Raw):
     return raw, "none"
 
 
+def through_link(path: str, links: dict[str, str]) -> str | None:
+    """The nearest directory of `path` that is one of `links`, else None."""
+    i = path.rfind("/")
+    while i > 0:
+        parent = path[:i]
+        if parent in links:
+            return parent
+        i = path.rfind("/", 0, i)
+    return None
+
+
+def write_through(path: str, link: str, target: str, layer: str) -> Finding:
+    """An entry written through a symlink that points out of the image root: a naive extractor
+    (tar -x, a hand-rolled unpacker) creates it outside the root, on the host (CVE-2018-15664's
+    family). containerd resolves the link inside the root; the image is hostile either way, since
+    no image builder writes an entry through a symlink. HIGH, above symlink-escape's MEDIUM."""
+    return Finding(
+        category="integrity",
+        severity=Severity.HIGH,
+        rule="symlink-write-through",
+        path="/" + path,
+        detail=f"written through symlink /{link} -> {target[:200]!r}, which points out of the image root: "
+        f"extracted naively, /{path} lands outside it",
+        layer=layer,
+    )
+
+
 def _clean(name: str) -> tuple[str, str | None]:
     """(normalized relative path, problem) for a tar entry name."""
     problem = None
@@ -360,6 +387,10 @@ class _State:
             self.add("integrity", Severity.MEDIUM, "absolute-path", ti.name[:256], "entry path is absolute")
         if not path:
             return True
+        links = self.res.links
+        if links:  # rare: only layers that hold a symlink pointing out of the root pay for this
+            self._through(path, links)  # a whiteout too: deleting through the link deletes out there
+            links.pop(path, None)  # this entry replaces the link
         base = posixpath.basename(path)
         if base.startswith(_WHITEOUT):
             parent = posixpath.dirname(path)
@@ -369,6 +400,7 @@ class _State:
                 self.res.whiteouts.append(posixpath.join(parent, base[len(_WHITEOUT) :]))
             return True
         if ti.isdir():
+            self.res.dirs.add(path)
             return True
         self.res.paths.add(path)
         if ti.issym():
@@ -393,9 +425,14 @@ class _State:
 
     def _symlink(self, path: str, target: str) -> None:
         if target.startswith("/"):
-            return  # absolute targets resolve inside the container's root
+            # At run time an absolute target resolves inside the container's root, so the link
+            # alone is no finding (/etc/localtime -> /usr/share/...); an entry written through it
+            # is: a naive extractor follows it out of the root (_through).
+            self.res.links[path] = target
+            return
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname("/" + path), target))
         if posixpath.normpath(posixpath.join(posixpath.dirname(path), target)).startswith(".."):
+            self.res.links[path] = target
             self.add(
                 "integrity",
                 Severity.MEDIUM,
@@ -403,6 +440,12 @@ class _State:
                 "/" + path,
                 f"symlink target {target[:200]!r} climbs above the image root (resolves to {resolved})",
             )
+
+    def _through(self, path: str, links: dict[str, str]) -> None:
+        """A finding when `path` lies under a symlink of this layer that points out of the root."""
+        link = through_link(path, links)
+        if link is not None:
+            self.res.findings.append(write_through(path, link, links[link], self.res.digest))
 
     def _hardlink(self, path: str, target: str) -> None:
         tpath, problem = _clean(target)

@@ -61,6 +61,10 @@ class LayerResult:
     opaque: list[str] = field(default_factory=list)  # directories whose lower content is hidden
     paths: set[str] = field(default_factory=set)  # every non-directory entry (shadows lower files)
     complete: bool = True  # False: the stream broke off (not cached: next time it is read again)
+    # Symlinks pointing out of the image root (absolute, or climbing above it) still in place at
+    # the end of the layer: path -> target. An upper layer's entry under one is written through it.
+    links: dict[str, str] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)  # directory entries (a directory replaces a lower link)
 
     def to_dict(self) -> dict:
         return {
@@ -75,10 +79,11 @@ class LayerResult:
             "whiteouts": self.whiteouts,
             "opaque": self.opaque,
             "complete": self.complete,
+            "links": self.links,
         }
 
     @classmethod
-    def from_dict(cls, d: dict, paths: set[str] | None = None) -> LayerResult:
+    def from_dict(cls, d: dict, paths: set[str] | None = None, dirs: set[str] | None = None) -> LayerResult:
         return cls(
             digest=d["digest"],
             diff_id=d.get("diff_id", ""),
@@ -92,6 +97,8 @@ class LayerResult:
             opaque=list(d.get("opaque", ())),
             paths=paths or set(),
             complete=d.get("complete", True),
+            links=dict(d.get("links", {})),
+            dirs=dirs or set(),
         )
 
 

@@ -25,7 +25,7 @@ import orjson
 from agent.imagegate import baseline, osv, packages
 from agent.imagegate.cache import Cache
 from agent.imagegate.config import ImageGateConfig
-from agent.imagegate.layer import LayerScanner, ScanLimits
+from agent.imagegate.layer import LayerScanner, ScanLimits, through_link, write_through
 from agent.imagegate.malware import RuleSet
 from agent.imagegate.model import Finding, ImageReport, LayerResult, Package, Severity
 from agent.imagegate.source import Source
@@ -34,6 +34,10 @@ log = logging.getLogger("nodewarden.imagegate")
 
 # Findings about a file (hidden when a later layer deletes or replaces it); the others are about
 # the layer itself and stay whatever later layers do.
+# What a cached LayerResult holds; bumped when a layer scan learns something new, so that results
+# cached without it are dropped (2: links out of the root and directory entries, for writes
+# through a lower layer's symlink).
+_LAYER_SCHEMA = 2
 _FILE_RULES = {"setuid-file", "setgid-file", "device-file", "symlink-escape", "hardlink-outside-layer", "yara-timeout"}
 
 
@@ -110,7 +114,7 @@ class ImageScanner:
         rules = RuleSet(tuple(self.cfg.rule_dirs), tuple(self.cfg.hash_lists), self.cfg.bundled_rules)
         limits = limits_of(self.cfg)
         db = osv.AdvisoryDB(self.cfg.advisory_db) if osv.fingerprint(self.cfg.advisory_db) else None
-        lim_fp = hashlib.sha256(repr(limits).encode()).hexdigest()[:8]
+        lim_fp = hashlib.sha256(f"{_LAYER_SCHEMA}:{limits!r}".encode()).hexdigest()[:8]
         return _Engine(
             rules=rules,
             layers=LayerScanner(rules, limits),
@@ -252,7 +256,7 @@ def _hidden_by(layer: LayerResult, path: str) -> bool:
     p = path.lstrip("/")
     if not p:
         return False
-    if p in layer.paths:
+    if p in layer.paths or p in layer.dirs:
         return True
     parts = p.split("/")
     for i in range(1, len(parts)):
@@ -270,16 +274,34 @@ def merge(layers: list[LayerResult]) -> tuple[list[Finding], list[Package], dict
     findings: list[Finding] = []
     pkgs: list[Package] = []
     osrel: dict[str, str] = {}
+    links: dict[str, str] = {}  # lower layers' symlinks out of the root, still in place
     for lr in layers:
         if findings or pkgs or osrel:
             findings = [f for f in findings if not _file_finding(f) or not _hidden_by(lr, f.path)]
             pkgs = [p for p in pkgs if not _hidden_by(lr, p.path)]
             osrel = {k: v for k, v in osrel.items() if not _hidden_by(lr, k)}
+        if links:
+            links = {p: t for p, t in links.items() if not _hidden_by(lr, p)}
+            findings += _written_through(lr, links)
         findings += lr.findings
         pkgs += lr.packages
         osrel.update(lr.os_release)
+        links.update(lr.links)
     text = osrel.get("etc/os-release") or osrel.get("usr/lib/os-release") or ""
     return findings, pkgs, packages.parse_os_release(text)
+
+
+def _written_through(lr: LayerResult, links: dict[str, str]) -> list[Finding]:
+    """Entries of `lr` under a lower layer's symlink out of the root (one that `lr` does not
+    replace: replaced ones are gone from `links` already). The sets carry no order: an upper layer
+    that lists evil/x before the directory evil that replaces the link is taken as replacing it
+    first, which is what every image builder writes."""
+    out = []
+    for p in (*lr.paths, *lr.dirs, *lr.whiteouts):  # a whiteout through it deletes out there
+        link = through_link(p, links)
+        if link is not None:
+            out.append(write_through(p, link, links[link], lr.digest))
+    return out
 
 
 def _file_finding(f: Finding) -> bool:
