@@ -156,7 +156,7 @@ def _compose(text: str, name: str):
     try:
         loader = yaml.SafeLoader(text)  # the reader checks every character here
         return loader.get_single_node()
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as e:
         raise PolicyError([f"{name}:{_position(e, text, loader)}: invalid YAML: {_problem(e)}"]) from None
     finally:
         if loader is not None:
@@ -171,7 +171,7 @@ def _position(e: Exception, text: str, loader) -> str:
         return f"{line}:{e.position - line_start + 1}"
     if isinstance(e, RecursionError):  # the composer recurses once per nesting level
         return "1:1"
-    return _pos(loader.get_mark() if loader is not None else None)  # ValueError: the scanner's position
+    return _pos(loader.get_mark() if loader is not None else None)  # a bad escape: the scanner's position
 
 
 def _problem(e: Exception) -> str:
@@ -181,8 +181,8 @@ def _problem(e: Exception) -> str:
         return f"{e.reason} (#x{e.character:04x})"
     if isinstance(e, RecursionError):
         return "nested too deeply"
-    if isinstance(e, ValueError):  # PyYAML's scanner calls chr() unguarded on a \U escape beyond U+10FFFF
-        return f"escape out of range ({e})"
+    if isinstance(e, ValueError | OverflowError):  # PyYAML's scanner calls chr() unguarded on a \U escape:
+        return f"escape out of range ({e})"  # ValueError beyond U+10FFFF, OverflowError from U+80000000 on
     return " ".join(str(e).split())
 
 

@@ -19,7 +19,8 @@ GOOD = "runtime:\n  deny_exec:\n    - name: xmrig\n"
 BAD = [
     ("runtime:\n", None, None),  # empty: the defaults, not an error (see test_empty_runtime_is_the_defaults)
     ("runtime: {deny_exec: 5}\n", "1:22", "runtime.deny_exec: expected a list"),
-    ('on_error: {action: "\\U00110000"}\n', "1:23", "invalid YAML"),
+    ('on_error: {action: "\\U00110000"}\n', "1:23", "invalid YAML: escape out of range"),
+    ('on_error: {action: "\\UFFFFFFFF"}\n', "1:23", "invalid YAML: escape out of range"),  # OverflowError
     ("runtime: 5\n", "1:10", "runtime: expected a mapping"),
     ("runtime:\n  deny_exec:\n    - 5\n", "3:7", "runtime.deny_exec[0]: expected {name: PROGRAM} or {path: PATH}"),
     ("runtime:\n  deny_exec:\n    - {name: a, path: /b}\n", "3:7", "expected {name: PROGRAM} or {path: PATH}"),
@@ -32,7 +33,8 @@ BAD = [
     ("runtime:\n  deny_exec:\n    - path: /usr/*/bin\n", "3:13", "exact paths and prefixes ending in '*' only"),
     ("runtime:\n  deny_exec:\n    - path: /" + "a" * 300 + "\n", "3:13", "is longer than"),
     ("runtime:\n  deny_exec:\n    - {name: a, scope: pods}\n", "3:24", "scope must be containers, host or both"),
-    ("runtime:\n  deny_exec:\n    - {name: a, scope: 5}\n", "3:24", "runtime.deny_exec[0].scope must be containers, host or both, not '5'"),
+    ("runtime:\n  deny_exec:\n    - {name: a, scope: 5}\n", "3:24",
+     "runtime.deny_exec[0].scope must be containers, host or both, not '5'"),
     ("runtime:\n  scope: everywhere\n", "2:10", "runtime.scope must be containers, host or both, not 'everywhere'"),
     ("runtime:\n  drift: maybe\n", "2:10", "runtime.drift must be off, alert or block, not 'maybe'"),
     ("runtime:\n  action: kill\n", "2:11", "runtime.action must be alert or block, not 'kill'"),
@@ -62,7 +64,8 @@ def test_every_runtime_error_is_reported_at_once():
     text = "runtime:\n  drift: maybe\n  deny_exec:\n    - path: rel\n    - {name: a, scope: pods}\n  action: x\n"
     with pytest.raises(PolicyError) as e:
         parse(text, "p.yaml")
-    assert [err.split(": ")[0] for err in e.value.errors] == ["p.yaml:2:10", "p.yaml:4:13", "p.yaml:5:24", "p.yaml:6:11"]
+    positions = [err.split(": ")[0] for err in e.value.errors]
+    assert positions == ["p.yaml:2:10", "p.yaml:4:13", "p.yaml:5:24", "p.yaml:6:11"]  # in file order
 
 
 def test_runtime_section_and_scopes():
