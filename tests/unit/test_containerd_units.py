@@ -215,26 +215,48 @@ def test_listener_errors_are_counted():
 def test_table_threadsafe_reads_during_writes():
     t = ContainerTable()
     stop = threading.Event()
-    errors = []
+    started = threading.Event()
+    errors: list = []
+    wrong: list = []
+    reads = {"passes": 0, "hits": 0, "during_writes": 0}
+    writing = threading.Event()
 
     def reader():
+        started.set()
         while not stop.is_set():
             try:
-                for i in range(100):
-                    t.lookup_by_cgroup(i)
+                for cg in range(1, 101):
+                    info = t.lookup_by_cgroup(cg)
+                    if info is not None:
+                        reads["hits"] += 1
+                        if info.id != f"c{cg - 1}" or info.cgroup_id != cg:  # a torn or mixed-up entry
+                            wrong.append((cg, info.id, info.cgroup_id))
                 t.snapshot(include_deleted=True)
             except Exception as e:  # pragma: no cover - the failure being tested for
                 errors.append(e)
+            reads["passes"] += 1
+            reads["during_writes"] += writing.is_set()
 
     th = threading.Thread(target=reader)
     th.start()
-    for i in range(2000):
+    assert started.wait(5), "the reader thread never ran"
+    writing.set()
+    i = 0
+    # Write until the reader has made several whole passes while writes were going on, so the
+    # test cannot pass with a reader that never overlapped them.
+    while i < 2000 or reads["during_writes"] < 5:
         _put(t, f"c{i % 100}", cg=i % 100 + 1)
         if i % 7 == 0:
             t.mark_deleted("ns", f"c{i % 100}")
+        i += 1
+        assert i < 2_000_000, f"the reader made {reads['during_writes']} passes during {i} writes"
+    writing.clear()
     stop.set()
-    th.join()
-    assert not errors
+    th.join(5)
+    assert not th.is_alive()
+    assert not errors and not wrong
+    assert reads["during_writes"] >= 5 and reads["hits"] > 0
+    assert {t.lookup_by_cgroup(cg).id for cg in range(1, 101)} == {f"c{k}" for k in range(100)}
 
 
 # --- specs and events -------------------------------------------------------------------------------
