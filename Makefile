@@ -27,4 +27,4 @@ lint: setup
 	$(VENV)/bin/ruff check agent collector tests bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info agent/gen
+	rm -rf $(VENV) build *.egg-info agent/gen nwwire/gen

@@ -78,7 +78,13 @@ def _cpu_seconds(pid: int) -> float:
 @functools.cache
 def _ingest_requests(n: int, batch: int) -> list[bytes]:
     """Serialized IngestRequests of `batch` events each, as an agent's exporter frames them."""
-    from agent.outputs.pbcodec import field_bytes, field_varint, to_event
+    from nwwire.codec import to_event
+    from nwwire.genproto import load
+    from nwwire.protowire import field_bytes, field_varint, number
+
+    cpb = load("nodewarden.v1.collector_pb2")
+    events, batch_id, req_batch = (number(cpb.Batch, "events"), number(cpb.Batch, "batch_id"),
+                                   number(cpb.IngestRequest, "batch"))
 
     recs = _records(n, time.time_ns())
     reqs = []
@@ -87,8 +93,8 @@ def _ingest_requests(n: int, batch: int) -> list[bytes]:
         for seq, rec in enumerate(recs[b:b + batch], start=b + 1):
             ev = to_event(rec)
             ev.seq, ev.agent_id, ev.boot_id, ev.node = seq, "bench", "boot", "node-1"
-            parts.append(field_bytes(2, ev.SerializeToString()))
-        reqs.append(field_bytes(2, field_varint(1, b // batch + 1) + b"".join(parts)))
+            parts.append(field_bytes(events, ev.SerializeToString()))
+        reqs.append(field_bytes(req_batch, field_varint(batch_id, b // batch + 1) + b"".join(parts)))
     return reqs
 
 
@@ -97,7 +103,7 @@ def bench_ingest(n: int, batch: int = 1000) -> tuple[float, float]:
     client costs ~nothing)."""
     import grpc
 
-    from agent.genproto import load
+    from nwwire.genproto import load
 
     cpb = load("nodewarden.v1.collector_pb2")
     reqs = _ingest_requests(n, batch)

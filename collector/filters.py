@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-# What a stored row exposes to filters; the writer builds one per event (collector/store.py).
-# (ts, name, severity, container, pod, namespace, text, node, agent_id)
-TS, NAME, SEVERITY, CONTAINER, POD, NAMESPACE, TEXT, NODE, AGENT = range(9)
+from nwwire.schema import kind_names
 
-_MAX_TERMS = 64  # kinds or nodes in one filter
+# What a stored row exposes to filters; the writer builds one per event (collector/store.py).
+# (ts, name, severity, container, pod, namespace, text, node, agent_id, rule, verdict)
+TS, NAME, SEVERITY, CONTAINER, POD, NAMESPACE, TEXT, NODE, AGENT, RULE, VERDICT = range(11)
+
+_MAX_TERMS = 64  # kinds, nodes, rules or verdicts in one filter
 _MAX_TEXT = 1024
 
 
@@ -38,31 +40,24 @@ class EventFilter:
     min_severity: int = 0
     text: str = ""
     agent_id: str = ""
+    rules: tuple[str, ...] = ()  # rule.id of alerts
+    verdicts: tuple[str, ...] = ()  # image.verdict of verdicts and enforcement
 
     @classmethod
     def from_pb(cls, f) -> EventFilter:
-        if len(f.kinds) > _MAX_TERMS or len(f.nodes) > _MAX_TERMS:
-            raise FilterError(f"at most {_MAX_TERMS} kinds and {_MAX_TERMS} nodes per filter")
+        for what, terms in (("kinds", f.kinds), ("nodes", f.nodes), ("rules", f.rules), ("verdicts", f.verdicts)):
+            if len(terms) > _MAX_TERMS:
+                raise FilterError(f"at most {_MAX_TERMS} {what} per filter")
         if len(f.text) > _MAX_TEXT:
             raise FilterError(f"text filter longer than {_MAX_TEXT} characters")
         if f.since_unix_nano < 0 or f.until_unix_nano < 0:
             raise FilterError("negative time bound")
-        names, families = [], []
-        for k in f.kinds:
-            k = k.strip()
-            if not k:
-                raise FilterError("empty kind")
-            if k.endswith(".*"):
-                families.append(k[:-1])
-            elif "." not in k:
-                families.append(k + ".")
-            else:
-                names.append(k)
+        names, families = _kinds(f.kinds)
         return cls(
             since=f.since_unix_nano,
             until=f.until_unix_nano,
-            names=tuple(names),
-            families=tuple(families),
+            names=names,
+            families=families,
             nodes=tuple(n for n in f.nodes if n),
             container=f.container,
             pod=f.pod,
@@ -70,6 +65,8 @@ class EventFilter:
             min_severity=int(f.min_severity),
             text=f.text,
             agent_id=f.agent_id,
+            rules=tuple(r for r in f.rules if r),
+            verdicts=tuple(v for v in f.verdicts if v),
         )
 
     @cached_property
@@ -114,6 +111,10 @@ class EventFilter:
         if self.min_severity:
             terms.append("severity >= ?")
             params.append(self.min_severity)
+        for column, values in (("rule", self.rules), ("verdict", self.verdicts)):
+            if values:
+                terms.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
         if self.text:
             esc = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             terms.append("text LIKE ? ESCAPE '\\'")
@@ -143,8 +144,33 @@ class EventFilter:
             return False
         if self.min_severity and row[SEVERITY] < self.min_severity:
             return False
+        if self.rules and row[RULE] not in self.rules:
+            return False
+        if self.verdicts and row[VERDICT] not in self.verdicts:
+            return False
         # SQLite's LIKE folds ASCII case only; so does this.
         return not self.text or _ascii_lower(self.text) in _ascii_lower(row[TEXT] or "")
+
+
+def _kinds(kinds) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(exact names, family prefixes) for the kinds of a filter: "file.open" is a name; "file.*" a
+    family; a word without a dot is the name itself ("alert"), its family ("file" -> "file.") and,
+    when it names an Event.kind member, that member's event names ("verdict" -> image.verdict)."""
+    names: list[str] = []
+    families: list[str] = []
+    for k in kinds:
+        k = k.strip()
+        if not k:
+            raise FilterError("empty kind")
+        if k.endswith(".*"):
+            families.append(k[:-1])
+        elif "." in k:
+            names.append(k)
+        else:
+            exact, fams = kind_names(k)
+            names += [k, *exact]
+            families += [k + ".", *fams]
+    return tuple(dict.fromkeys(names)), tuple(dict.fromkeys(families))
 
 
 _LOWER = {i: i + 32 for i in range(65, 91)}

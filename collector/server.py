@@ -28,15 +28,21 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agent.genproto import load
-from agent.outputs.pbcodec import field_bytes, varint
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
 from collector.store import BatchError, Store, StoreError
 from collector.wire import event_bodies
+from nwwire.genproto import load
+from nwwire.protowire import field_bytes, field_varint, number
 
 log = logging.getLogger(__name__)
 cpb = load("nodewarden.v1.collector_pb2")
+
+# Query and Subscribe answers are written from stored bytes: their field numbers, from the descriptors.
+_EVENTS = number(cpb.QueryResponse, "events")
+_PAGE_TOKEN = number(cpb.QueryResponse, "next_page_token")
+_DROPPED = number(cpb.SubscribeResponse, "dropped")
+assert number(cpb.SubscribeResponse, "events") == _EVENTS  # one writer for both
 
 SERVICE = "nodewarden.v1.Collector"
 _CHUNK = 500  # events per streamed message
@@ -67,12 +73,12 @@ class CollectorConfig:
 
 
 def _events_message(bodies, dropped: int = 0, token: str = "") -> bytes:
-    """A QueryResponse / SubscribeResponse (same layout: events = 1) built from stored bytes."""
-    out = b"".join(field_bytes(1, b) for b in bodies)
-    if token:  # QueryResponse.next_page_token = 2
-        out += field_bytes(2, token.encode())
-    if dropped:  # SubscribeResponse.dropped = 2 (varint)
-        out += varint(2 << 3) + varint(dropped)
+    """A QueryResponse (token) or SubscribeResponse (dropped) built from stored bytes."""
+    out = b"".join(field_bytes(_EVENTS, b) for b in bodies)
+    if token:
+        out += field_bytes(_PAGE_TOKEN, token.encode())
+    if dropped:
+        out += field_varint(_DROPPED, dropped)
     return out
 
 

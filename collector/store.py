@@ -52,8 +52,10 @@ CREATE TABLE IF NOT EXISTS events (
     container TEXT,              -- NULL outside containers, so partial indexes stay small
     pod TEXT,
     namespace TEXT,
-    text TEXT,                   -- executable, command line, paths, peer: for the text filter
-    body BLOB NOT NULL           -- the Event, serialized
+    text TEXT,                   -- executable, command line, paths, peer, reasons: for the text filter
+    body BLOB NOT NULL,          -- the Event, serialized
+    rule TEXT,                   -- rule.id of an alert
+    verdict TEXT                 -- image.verdict of a verdict or an enforcement
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
@@ -61,16 +63,27 @@ CREATE INDEX IF NOT EXISTS events_name_ts ON events (name, ts);
 CREATE INDEX IF NOT EXISTS events_container_ts ON events (container, ts) WHERE container IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_namespace_pod_ts ON events (namespace, pod, ts) WHERE namespace IS NOT NULL;
 """
+# Made after the migration below, which adds their columns to a database from before them.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS events_rule_ts ON events (rule, ts) WHERE rule IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_verdict_ts ON events (verdict, ts) WHERE verdict IS NOT NULL;
+"""
+# Columns added since the first schema, in order: ALTER TABLE appends them to an older file, so
+# old and new files have the same column order and the positional rows below fit both.
+_ADDED = (("rule", "TEXT"), ("verdict", "TEXT"))
 
 _PAGE_SIZE = 8192  # only takes on a new file; bigger pages made inserts ~10% cheaper (bench/transport.py)
 _WAL_BACKSTOP_PAGES = 8192  # the writer checkpoints itself past this (64 MiB): the checkpointer fell behind
 
-_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?)"
-_INSERT = f"INSERT INTO events VALUES {_ROW}"
-_INSERT_IGNORE = f"INSERT OR IGNORE INTO events VALUES {_ROW}"
+_COLUMNS = "(id, stream, seq, ts, received, name, severity, container, pod, namespace, text, body, rule, verdict)"
+_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT INTO events {_COLUMNS} VALUES {_ROW}"
+_INSERT_IGNORE = f"INSERT OR IGNORE INTO events {_COLUMNS} VALUES {_ROW}"
 _MANY = 50  # rows per INSERT statement: one statement for 50 rows is ~0.4 us/event cheaper than executemany
-_INSERT_MANY = "INSERT INTO events VALUES " + ",".join([_ROW] * _MANY)
+_INSERT_MANY = f"INSERT INTO events {_COLUMNS} VALUES " + ",".join([_ROW] * _MANY)
 _MAX_NAMES = 512  # name + agent_id + boot_id + node, characters
+_MAX_SEQ = 1 << 63  # SQLite's INTEGER is signed 64-bit: a seq at or above this cannot be stored
+_MAX_FIELD = 4096  # rule.id and image.verdict, characters (indexed columns stay small)
 
 
 class StoreError(RuntimeError):
@@ -102,6 +115,39 @@ class _Write:
         self.duplicates = 0
         self.last_seq = 0
         self.error: BaseException | None = None
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Add the columns a database file made by an older collector lacks (NULL in its old rows)."""
+    have = {row[1] for row in c.execute("PRAGMA table_info(events)")}
+    for name, decl in _ADDED:
+        if name not in have:
+            c.execute(f"ALTER TABLE events ADD COLUMN {name} {decl}")
+            log.info("store: added column events.%s", name)
+
+
+def _indexed(ev, p) -> tuple[str, str | None, str | None]:
+    """(text, rule, verdict) of one Event: what the text, --rule and --verdict filters search."""
+    kind = ev.WhichOneof("kind")
+    if kind == "file":
+        f = ev.file
+        return f"{p.executable}\n{p.command_line}\n{f.path}\n{f.target_path}", None, None
+    if kind == "network":
+        return f"{p.executable}\n{p.command_line}\n{ev.network.peer_address}", None, None
+    if kind == "alert":
+        a = ev.alert
+        sub = a.WhichOneof("subject")
+        where = a.file.path if sub == "file" else a.network.peer_address if sub == "network" else ""
+        return (f"{p.executable}\n{p.command_line}\n{where}\n{a.rule_name}\n{a.output}",
+                a.rule_id[:_MAX_FIELD] or None, None)
+    if kind == "verdict":
+        v = ev.verdict
+        return f"{ev.container.image}\n{v.reason}", None, v.verdict[:_MAX_FIELD] or None
+    if kind == "enforcement":
+        e = ev.enforcement
+        return (f"{p.executable}\n{p.command_line}\n{ev.container.image}\n{e.reason}", None,
+                e.verdict[:_MAX_FIELD] or None)
+    return f"{p.executable}\n{p.command_line}", None, None
 
 
 def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
@@ -147,6 +193,8 @@ class Store:
         # The checkpointer thread keeps the WAL short; this only fires when it falls behind.
         c.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
         c.executescript(_SCHEMA)
+        _migrate(c)
+        c.executescript(_INDEXES)
         self._next_id = (c.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
         self._last_retention = 0.0
 
@@ -207,7 +255,7 @@ class Store:
         """Store a batch of Event messages; returns (stored, duplicates, highest seq) once
         committed. `bodies`: each event's serialized bytes, as received (serialized here when
         not given). Raises BatchError for a batch with an event that lacks agent_id, boot_id,
-        seq or name, or has overlong names (nothing of it is stored), StoreError when the
+        seq or name, has a seq of 2^63 or more, or overlong names (nothing of it is stored), StoreError when the
         store cannot take it."""
         if bodies is None:
             bodies = [ev.SerializeToString() for ev in events]
@@ -300,8 +348,8 @@ class Store:
             self.stats["duplicates"] += w.duplicates
             if publish and w.rows:
                 # (id, filter row, body); the filter row's order: collector/filters.py
-                published += [(r[0], (r[3], r[5], r[6], r[7], r[8], r[9], r[10], ids[r[1]][2], ids[r[1]][3]),
-                               r[11]) for r in w.rows]
+                published += [(r[0], (r[3], r[5], r[6], r[7], r[8], r[9], r[10], ids[r[1]][2], ids[r[1]][3],
+                                      r[12], r[13]), r[11]) for r in w.rows]
             w.rows = []
             w.done.set()
         if published:
@@ -352,29 +400,25 @@ class Store:
                 name = ev.name
                 if not (name and seq):
                     raise BatchError(f"event {i} of the batch lacks agent_id, boot_id, seq or name")
+                if seq >= _MAX_SEQ:  # checked here, per batch: in the merged commit it would fail every batch
+                    raise BatchError(f"event {i} of the batch has seq {seq}; seqs must be below 2^63")
                 if names + len(name) + len(ev.node) > _MAX_NAMES:
                     raise BatchError(f"event {i} of the batch has names or ids longer than {_MAX_NAMES} "
                                      "characters in all")
                 if seq > last:
                     last = seq
-                p = ev.process
-                kind = ev.WhichOneof("kind")
-                if kind == "file":
-                    f = ev.file
-                    text = f"{p.executable}\n{p.command_line}\n{f.path}\n{f.target_path}"
-                elif kind == "network":
-                    text = f"{p.executable}\n{p.command_line}\n{ev.network.peer_address}"
-                else:
-                    text = f"{p.executable}\n{p.command_line}"
+                text, rule, verdict = _indexed(ev, ev.process)
                 cont = ev.container
                 if seq > st[1]:
                     st[1] = seq
                     rows.append((next_id, st[0], seq, ev.time_unix_nano, now, name, ev.severity,
-                                 cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body))
+                                 cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body,
+                                 rule, verdict))
                     next_id += 1
                 else:
                     later.append((st[0], seq, ev.time_unix_nano, now, name, ev.severity,
-                                  cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body))
+                                  cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body,
+                                  rule, verdict))
         except BatchError:
             for st, mark in reversed(saved):
                 st[1] = mark

@@ -37,5 +37,5 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     touch "$stamp"
 fi
-# Protobuf/gRPC code is generated from proto/ into agent/gen/ (gitignored), never committed.
-.venv/bin/python -m agent.genproto
+# Protobuf/gRPC code is generated from proto/ into nwwire/gen/ (gitignored), never committed.
+.venv/bin/python -m nwwire.genproto

@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_filter(args: argparse.Namespace, cpb):
-    from agent.outputs.pbcodec import SEVERITY
     from collector.units import parse_time
+    from nwwire.schema import SEVERITY
 
     f = cpb.Filter(kinds=args.kind, nodes=args.node, container=args.container or "", pod=args.pod or "",
                    namespace=args.namespace or "", text=args.text or "", agent_id=args.agent or "")
@@ -89,9 +89,9 @@ def format_line(rec: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     import grpc
 
-    from agent.genproto import load
     from agent.outputs.grpc_channel import ClientSecurity, make_channel, metadata
-    from agent.outputs.pbcodec import to_record
+    from nwwire.codec import to_record
+    from nwwire.genproto import load
 
     cpb = load("nodewarden.v1.collector_pb2")
     gpb = load("nodewarden.v1.collector_pb2_grpc")

@@ -37,17 +37,22 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from agent.genproto import load
-from agent.outputs import pbcodec
+from agent.events import DropReport
 from agent.outputs.grpc_channel import ClientSecurity, make_channel, metadata
-from agent.outputs.pbcodec import field_bytes, field_varint
-from agent.outputs.record import rfc3339
+from agent.outputs.record import flatten
 from agent.outputs.spool import Spool
+from nwwire.codec import to_event
+from nwwire.genproto import load
+from nwwire.protowire import field_bytes, field_varint, number
 
 log = logging.getLogger(__name__)
 cpb = load("nodewarden.v1.collector_pb2")
 
 INGEST_METHOD = "/nodewarden.v1.Collector/Ingest"
+# Spooled batches are written and framed as bytes: the field numbers, from the descriptors.
+_BATCH_ID = number(cpb.Batch, "batch_id")
+_BATCH_EVENTS = number(cpb.Batch, "events")
+_REQUEST_BATCH = number(cpb.IngestRequest, "batch")
 
 
 @dataclass
@@ -176,7 +181,7 @@ class Exporter:
         now = None
         for rec in records:
             try:
-                ev = pbcodec.to_event(rec)
+                ev = to_event(rec)
             except Exception:  # to_event promises not to raise; if it does, count, not crash
                 log.exception("exporter: cannot encode a record; dropped")
                 with self._lock:
@@ -190,7 +195,7 @@ class Exporter:
             if not ev.time_unix_nano and "timestamp" not in rec:
                 now = now or time.time_ns()
                 ev.time_unix_nano = now
-            parts.append(field_bytes(2, ev.SerializeToString()))
+            parts.append(field_bytes(_BATCH_EVENTS, ev.SerializeToString()))
         if not parts:
             return
         dropped = self.spool.append(b"".join(parts), len(parts))
@@ -214,12 +219,12 @@ class Exporter:
             return []
         self._last_report = now
         log.warning("exporter: dropped %s; in all %s", delta, {k: v for k, v in totals.items() if v})
-        # The shape the pipeline's own agent.drops uses: per-stage counts, new and total.
-        return [{
-            "event.name": "agent.drops", "timestamp": rfc3339(time.time_ns()), "event.severity": "medium",
-            "agent.drops.new": {f"exporter.{k}": v for k, v in sorted(delta.items())},
-            "agent.drops.total": {f"exporter.{k}": v for k, v in sorted(totals.items()) if v},
-        }]
+        # The pipeline's own agent.drops record: per-stage counts, new and total.
+        return [flatten(DropReport(
+            ts_ns=time.time_ns(),
+            new={f"exporter.{k}": v for k, v in sorted(delta.items())},
+            total={f"exporter.{k}": v for k, v in sorted(totals.items()) if v},
+        ))]
 
     # -- sender: spool -> collector --------------------------------------------------------------
 
@@ -281,8 +286,8 @@ class Exporter:
                 bid += 1
                 with cond:
                     inflight.append((bid, cursor, events))
-                batch = field_varint(1, bid) + payload
-                yield field_bytes(2, batch)
+                batch = field_varint(_BATCH_ID, bid) + payload
+                yield field_bytes(_REQUEST_BATCH, batch)
 
         try:
             ingest = channel.stream_stream(INGEST_METHOD, request_serializer=None,

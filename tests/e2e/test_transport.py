@@ -22,8 +22,8 @@ from test_transport_util import (
     wait_for,
 )
 
-from agent.outputs.pbcodec import to_record
 from collector.server import CollectorConfig, serve
+from nwwire.codec import to_record
 
 pytestmark = pytest.mark.e2e
 

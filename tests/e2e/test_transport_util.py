@@ -11,10 +11,10 @@ from pathlib import Path
 import grpc
 
 from agent.events import ContainerInfo, Enriched, ExecEvent, ExitEvent, FileEvent, NetEvent, Op, ProcInfo
-from agent.genproto import load
 from agent.outputs.grpc_exporter import Exporter, ExporterConfig
-from agent.outputs.pbcodec import to_record
 from agent.outputs.record import from_enriched
+from nwwire.codec import to_record
+from nwwire.genproto import load
 
 cpb = load("nodewarden.v1.collector_pb2")
 gpb = load("nodewarden.v1.collector_pb2_grpc")

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 
 import pytest
 
-from agent.events import ContainerInfo, Enriched, ExecEvent, FileEvent, Op, ProcInfo
-from agent.genproto import load
+from agent.events import (
+    AlertEvent,
+    ContainerInfo,
+    EnforcementEvent,
+    Enriched,
+    ExecEvent,
+    FileEvent,
+    Op,
+    ProcInfo,
+    Verdict,
+    VerdictEvent,
+)
 from agent.outputs.pbcodec import to_event
-from agent.outputs.record import from_enriched
+from agent.outputs.record import flatten, from_enriched
+from agent.vocab import Severity
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
 from collector.store import BatchError, Store
 from collector.units import parse_duration, parse_size, parse_time
 from collector.wire import event_bodies
+from nwwire.genproto import load
 
 cpb = load("nodewarden.v1.collector_pb2")
 
@@ -233,3 +247,136 @@ def test_units():
 def test_memory_db_refused():
     with pytest.raises(ValueError):
         Store(":memory:")
+
+
+def _stamp(ev, seq, agent="a1", boot="b1"):
+    ev.seq, ev.agent_id, ev.boot_id, ev.node = seq, agent, boot, "n1"
+    return ev
+
+
+def _kinds_batch(first_seq: int = 1) -> list:
+    """Alerts, verdicts and enforcement beside kernel events, as the agent sends them."""
+    pod = ContainerInfo(id="c" * 64, image="evil:1", pod_name="web-0", pod_namespace="shop", namespace="k8s.io")
+    opened = _ev(1)  # a file.open, as a kernel record
+    subject = Enriched(FileEvent(op=Op.FILE_OPEN, path="/etc/shadow", path2="", ret=0, flags=0, mode=0, dirfd=0,
+                                 fd=3, owner_uid=0, owner_gid=0, ts_ns=10**18, pid=7, tid=7, ppid=1, uid=0, gid=0,
+                                 cgroup_id=1, mntns=1, comm="cat", truncated=False),
+                       ProcInfo(7, 1, "/bin/cat", ("cat", "/etc/shadow"), 0, 0), None, pod)
+    typed = [
+        AlertEvent(10**18 + 1, "NW-100", "read of shadow", "d", Severity.HIGH, ("Credential Access",), ("T1003",),
+                   subject=subject, output="cat read /etc/shadow"),
+        AlertEvent(10**18 + 2, "NW-200", "shell", "d", Severity.MEDIUM),
+        VerdictEvent(10**18 + 3, Verdict("block", "malware: EICAR", image="evil:1"), pod),
+        VerdictEvent(10**18 + 4, Verdict("allow", "clean", image="nginx:1"), None, "k8s.io"),
+        EnforcementEvent(10**18 + 5, "nri.create_container", "deny", "image verdict block", verdict="block",
+                         container=pod),
+    ]
+    evs = [opened] + [to_event(flatten(t)) for t in typed]
+    return [_stamp(ev, first_seq + i) for i, ev in enumerate(evs)]
+
+
+KIND_FILTERS = [
+    (cpb.Filter(kinds=["alert"]), 2),
+    (cpb.Filter(kinds=["verdict"]), 2),
+    (cpb.Filter(kinds=["image.verdict"]), 2),
+    (cpb.Filter(kinds=["enforcement"]), 1),
+    (cpb.Filter(kinds=["enforcement.block", "alert"]), 3),
+    (cpb.Filter(kinds=["file"]), 1),
+    (cpb.Filter(rules=["NW-100"]), 1),
+    (cpb.Filter(rules=["NW-100", "NW-200"], min_severity=5), 1),
+    (cpb.Filter(verdicts=["block"]), 2),
+    (cpb.Filter(verdicts=["allow"], kinds=["verdict"]), 1),
+    (cpb.Filter(text="etc/shadow", kinds=["alert"]), 1),
+    (cpb.Filter(text="EICAR"), 1),
+    (cpb.Filter(namespace="shop", kinds=["alert"]), 1),
+]
+
+
+@pytest.mark.parametrize("f, want", KIND_FILTERS, ids=lambda f: str(f).replace("\n", " ") if not
+                         isinstance(f, int) else str(f))
+def test_new_kinds_are_indexed_and_filtered(store, f, want):
+    store.write(_kinds_batch())
+    flt = EventFilter.from_pb(f)
+    via_sql = [r[0] for r in store.query(flt, 1000)]
+    via_match = [i for batch in store.published for i, row, _ in batch if flt.match(row)]
+    assert sorted(via_sql) == sorted(via_match) and len(via_sql) == want
+
+
+@pytest.mark.parametrize("f, index", [
+    (cpb.Filter(rules=["NW-1"]), "events_rule_ts"),
+    (cpb.Filter(verdicts=["block"]), "events_verdict_ts"),
+])
+def test_rule_and_verdict_queries_use_indexes(store, f, index):
+    store.write(_kinds_batch())
+    assert index in store.explain(EventFilter.from_pb(f))
+
+
+def test_an_older_database_gains_the_new_columns(tmp_path):
+    """A file made by the collector before rule/verdict existed: opened, migrated, old rows kept."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE streams (id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, boot_id TEXT NOT NULL,
+            node TEXT NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0, UNIQUE (agent_id, boot_id));
+        CREATE TABLE events (id INTEGER PRIMARY KEY, stream INTEGER NOT NULL, seq INTEGER NOT NULL,
+            ts INTEGER NOT NULL, received INTEGER NOT NULL, name TEXT NOT NULL, severity INTEGER NOT NULL,
+            container TEXT, pod TEXT, namespace TEXT, text TEXT, body BLOB NOT NULL);
+        CREATE UNIQUE INDEX events_stream_seq ON events (stream, seq);
+    """)
+    old.execute("INSERT INTO streams VALUES (1, 'a1', 'b1', 'n1', 1)")
+    old.execute("INSERT INTO events VALUES (1, 1, 1, 5, 5, 'process.exec', 2, NULL, NULL, NULL, '', ?)",
+                (_ev(1).SerializeToString(),))
+    old.commit()
+    old.close()
+    s = Store(str(path), 0, 0, retention_interval=3600)
+    s.start()
+    try:
+        assert s.write(_kinds_batch(first_seq=2)) == (6, 0)
+        assert sorted(r[0] for r in s.query(EventFilter(), 100)) == list(range(1, 8))
+        assert len(list(s.query(EventFilter.from_pb(cpb.Filter(rules=["NW-100"])), 100))) == 1
+    finally:
+        s.stop()
+    cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(events)")]
+    assert cols[-2:] == ["rule", "verdict"]
+
+
+def test_seq_beyond_int64_fails_its_batch_only(tmp_path):
+    """A batch with seq >= 2^63 in the same group commit as honest batches: it alone is refused."""
+    path = str(tmp_path / "ev.db")
+    s = Store(path, 0, 0, retention_interval=3600)
+    s.start()
+    lock = sqlite3.connect(path, isolation_level=None)
+    results: dict = {}
+
+    def send(name, events):
+        try:
+            results[name] = s.ingest(events)
+        except Exception as e:  # noqa: BLE001 - the test looks at which error each batch got
+            results[name] = e
+
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the writer blocks on its first group until we let go
+        first = threading.Thread(target=send, args=("first", [_ev(1, agent="x")]))
+        first.start()
+        while s._q.qsize():  # the writer took it and waits for the lock
+            time.sleep(0.01)
+        threads = [threading.Thread(target=send, args=("bad", [_ev(1, agent="evil"), _ev(2**63, agent="evil")])),
+                   threading.Thread(target=send, args=("good", [_ev(s_, agent="honest") for s_ in range(1, 4)]))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while s._q.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s._q.qsize() == 2  # both wait in the queue: the writer takes them as one group
+        commits = s.stats["commits"]
+        lock.execute("ROLLBACK")
+        for t in [first, *threads]:
+            t.join(10)
+    finally:
+        lock.close()
+        s.stop()
+    assert s.stats["commits"] == commits + 2  # the first group, then bad + good together
+    assert isinstance(results["bad"], BatchError) and "below 2^63" in str(results["bad"])
+    assert results["good"] == (3, 0, 3) and results["first"] == (1, 0, 1)
+    assert s.stats["write_errors"] == 0
+    assert {a for a, _b, _n, _last in s.streams()} >= {"x", "honest"}

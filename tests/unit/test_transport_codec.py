@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 
 from agent.events import (
     AgentReady,
+    AlertEvent,
     ContainerInfo,
+    Decided,
     DropReport,
+    EnforcementEvent,
     Enriched,
     ExecEvent,
     ExitEvent,
     FileEvent,
+    Finding,
     ForkEvent,
     NetEvent,
     Op,
     PolicyEvent,
     ProcInfo,
+    Verdict,
+    VerdictEvent,
 )
-from agent.outputs.pbcodec import kind_of, parse_timestamp, to_event, to_record
+from agent.outputs.pbcodec import kind_of, parse_timestamp, pb, to_event, to_record
 from agent.outputs.record import flatten, from_enriched, rfc3339
+from agent.vocab import Severity
 
 _IDS = ("host.name", "agent.id", "agent.boot_id", "seq")
 _C = dict(ts_ns=1_795_000_000_123_456_789, pid=42, tid=43, ppid=0, uid=0, gid=0, cgroup_id=2**63 + 5,
@@ -68,43 +76,177 @@ def test_enriched_round_trip(ev, container):
     assert not to_event(rec).extra_json  # every key record.py makes has a field
 
 
-@pytest.mark.parametrize("agent_ev", [
-    AgentReady(5, "node-a", 7, ("process", "file")),
-    DropReport(5, {"kernel.file": 3}, {"kernel.file": 7, "queue": 0}),
-    DropReport(5, {"kernel.file": -1}, {}),
-    PolicyEvent(5, "/etc/p.yaml", "abc"),
-])
-def test_agent_round_trip(agent_ev):
-    rec = flatten(agent_ev)
-    assert {k: v for k, v in to_record(to_event(rec)).items() if k not in _IDS} == rec
+def _sans_ids(back: dict, rec: dict) -> dict:
+    """The decoded record without the identity keys the exporter stamps, unless the record had
+    one of its own (agent.ready's host.name)."""
+    return {k: v for k, v in back.items() if k not in _IDS or k in rec}
+
+
+_PROC = ProcInfo(pid=42, ppid=1, exe="/usr/bin/curl", argv=("curl", "-s", "x"), uid=0, start_ns=1)
+_POD = ContainerInfo(id="e" * 64, name="web", image="nginx:1", image_digest="sha256:ab", pod_name="web-0",
+                     pod_namespace="shop", namespace="k8s.io")
+
+
+def _subject(ev, container=_POD):
+    return Enriched(ev, _PROC, _PROC, container)
+
+
+def _verdict(n_findings=2, **kw):
+    kinds = [("malware", Severity.CRITICAL, "block"), ("vulnerability", Severity.MEDIUM, "none"),
+             ("secret", Severity.HIGH, "alert")]
+    findings = []
+    for i in range(n_findings):
+        cat, sev, action = kinds[i % 3]
+        f = Finding(category=cat, severity=sev, rule=f"r{i}", path=f"/bin/{i}", detail="d", layer="sha256:1",
+                    advisory="GHSA-x" if cat == "vulnerability" else "", package="p" if i % 3 == 1 else "",
+                    installed="1.0" if i % 3 == 1 else "", fixed="1.1" if i % 3 == 1 else "")
+        findings.append(Decided(f, action, f"categories.{cat}.{action} >= high"))
+    return Verdict(verdict="block", reason="malware: EICAR in /bin/0", findings=findings, image="evil:1",
+                   digest="sha256:cd", duration_ms=12.3456, cache_hit="layer", policy="abc123", **kw)
+
+
+# Every kind of typed record, each in the shapes that exercise its keys, and the member it fills.
+KINDS = [
+    (AgentReady(5, "node-a", 7, ("process", "file")), "ready"),
+    (AgentReady(5, "node-a", 7, (), ("syscalls/sys_enter_openat2",)), "ready"),
+    (DropReport(5, {"kernel.file": 3}, {"kernel.file": 7, "queue": 0}), "drops"),
+    (DropReport(5, {"kernel.file": -1}, {}), "drops"),
+    (PolicyEvent(5, "/etc/p.yaml", "abc"), "policy"),
+    (PolicyEvent(5, "/etc/p.yaml", "abc", error="p.yaml:3: bad"), "policy"),
+    (VerdictEvent(5, _verdict(), _POD), "verdict"),
+    (VerdictEvent(5, _verdict(0, timed_out=True, error="scan: timeout"), None, "k8s.io"), "verdict"),
+    (VerdictEvent(5, _verdict(250), ContainerInfo(id="f" * 64)), "verdict"),  # more than MAX_FINDINGS
+    (EnforcementEvent(5, "kernel.exec", "kill", "runtime rule deny_exec[0]", outcome="killed",
+                      subject=_subject(EVENTS[1]), duration_ms=0.25), "enforcement"),
+    (EnforcementEvent(5, "nri.create_container", "deny", "image verdict block", verdict="block",
+                      container=ContainerInfo(id="", name="web", image="evil:1", pod_name="p", pod_namespace="n",
+                                              namespace="k8s.io")), "enforcement"),
+    (EnforcementEvent(5, "user.kill", "kill", "nodewarden kill", subject=_subject(_file(Op.FILE_OPEN, fd=3))),
+     "enforcement"),
+    (AlertEvent(5, "NW-001", "shell in container", "a shell ran", Severity.HIGH, ("Execution",),
+                ("T1059.004",), subject=_subject(EVENTS[1]), output="sh ran in web", count=3), "alert"),
+    (AlertEvent(5, "NW-002", "write below /etc", "d", Severity.MEDIUM, (), (),
+                subject=_subject(_file(Op.FILE_RENAME, path2="/etc/shadow", ret=-1), None)), "alert"),
+    (AlertEvent(5, "NW-003", "outbound to a miner pool", "d", Severity.CRITICAL, ("Impact",),
+                ("T1496",), subject=_subject(_net(Op.NET_CONNECT, port=3333)), action="kill"), "alert"),
+    (AlertEvent(5, "NW-004", "fork bomb", "d", Severity.LOW, subject=_subject(EVENTS[2])), "alert"),
+    (AlertEvent(5, "NW-005", "no subject", "d", Severity.INFO), "alert"),
+]
+
+
+@pytest.mark.parametrize("typed,member", KINDS, ids=lambda x: x.name if hasattr(x, "name") else str(x))
+def test_every_kind_round_trip(typed, member):
+    rec = flatten(typed)
+    ev = to_event(rec)
+    assert ev.WhichOneof("kind") == member
+    wire = pb.Event.FromString(ev.SerializeToString())  # what the collector gets
+    assert _sans_ids(to_record(wire), rec) == rec
+    extra = orjson.loads(ev.extra_json) if ev.extra_json else {}
+    if extra.pop("event.severity", None) is not None:  # "warning": record.py's word for medium, kept
+        assert rec["event.severity"] == "warning" and ev.severity == pb.SEVERITY_MEDIUM
+    if isinstance(typed, DropReport) and min(typed.new.values()) < 0:
+        assert extra == {"agent.drops.new": {"kernel.file": -1}}  # a count the field cannot hold, kept
+    else:
+        assert not extra  # every key record.py makes has a field
+
+
+def test_kinds_are_typed_fields_not_extra_json():
+    ev = to_event(flatten(KINDS[6][0]))  # a verdict with findings, in a pod
+    assert ev.verdict.verdict == "block" and ev.verdict.findings_count == 2
+    assert ev.verdict.findings[0].severity == pb.SEVERITY_CRITICAL and ev.verdict.findings[0].action == "block"
+    assert ev.verdict.findings[1].installed == "1.0" and ev.verdict.duration_ms == 12.346
+    assert ev.container.containerd_namespace == "k8s.io" and ev.container.image == "nginx:1"
+    ev = to_event(flatten(KINDS[9][0]))  # an exec killed in the kernel
+    assert (ev.enforcement.point, ev.enforcement.outcome) == ("kernel.exec", "killed")
+    assert list(ev.enforcement.exec.args) == ["sh", "-c", "échō ü"] and ev.process.pid == 42
+    ev = to_event(flatten(KINDS[13][0]))  # an alert on a rename
+    assert ev.alert.rule_id == "NW-002" and ev.alert.trigger == "file.rename"
+    assert ev.alert.WhichOneof("subject") == "file" and ev.alert.file.target_path == "/etc/shadow"
+    assert ev.alert.file.ret == -1 and ev.severity == pb.SEVERITY_MEDIUM
+    ev = to_event(flatten(KINDS[14][0]))
+    assert ev.alert.network.peer_port == 3333 and list(ev.alert.techniques) == ["T1496"]
+    ev = to_event(flatten(KINDS[0][0]))
+    assert list(ev.ready.probes) == ["process", "file"] and ev.ready.host == "node-a" and ev.process.pid == 7
+    ev = to_event(flatten(KINDS[5][0]))
+    assert (ev.policy.source, ev.policy.fingerprint, ev.policy.error) == ("/etc/p.yaml", "abc", "p.yaml:3: bad")
+
+
+def test_exec_inode_and_device_are_fields():
+    rec = from_enriched(Enriched(EVENTS[1], None, None, None))
+    rec["process.executable.inode"] = 2**40 + 3
+    rec["process.executable.device"] = 0xFD01
+    ev = to_event(rec)
+    assert (ev.exec.exe_inode, ev.exec.exe_device) == (2**40 + 3, 0xFD01) and not ev.extra_json
+    assert to_record(ev)["process.executable.inode"] == 2**40 + 3
+
+
+def test_a_finding_that_does_not_fit_keeps_the_whole_list():
+    rec = flatten(KINDS[6][0])
+    rec["image.findings"][1]["severity"] = "severe"  # not a severity the schema knows
+    rec["image.findings"][0]["new_key"] = 1
+    ev = to_event(rec)
+    assert not ev.verdict.findings and orjson.loads(ev.extra_json)["image.findings"] == rec["image.findings"]
+    assert to_record(ev) | {} == to_record(ev) and _sans_ids(to_record(ev), rec) == rec
 
 
 def test_kind_of():
     assert kind_of("process.exec") == "exec" and kind_of("file.chown") == "file"
     assert kind_of("network.listen") == "network" and kind_of("agent.drops") == "drops"
-    assert kind_of("agent.ready") == "agent" and kind_of("device.state") is None
+    assert kind_of("agent.ready") == "ready" and kind_of("agent.policy") == "policy"
+    assert kind_of("agent.other") == "agent" and kind_of("device.state") is None
+    assert kind_of("image.verdict") == "verdict" and kind_of("enforcement.block") == "enforcement"
+    assert kind_of("alert") == "alert" and kind_of("alerts") is None
     assert kind_of("process.other") is None
 
 
-@pytest.mark.parametrize("rec", [
-    {},
-    {"event.name": 5},
-    {"event.name": "file.open", "file.path": "/tmp/\udcff", "process.pid": 2**70, "timestamp": "yesterday",
-     "event.severity": 3, "process.args": [1, 2], "user.id": True, 7: "int key", "x": b"bytes", "f": float("nan")},
-    {"event.name": "process.exec", "process.args": ["a", None], "container.id": None, "event.truncated": "yes"},
+@pytest.mark.parametrize("rec,typed", [
+    ({}, {}),
+    ({"event.name": 5}, {}),
+    ({"event.name": "file.open", "file.path": "/tmp/\udcff", "process.pid": 2**70, "timestamp": "yesterday",
+      "event.severity": 3, "process.args": [1, 2], "user.id": True, 7: "int key", "x": b"bytes", "f": 1.5},
+     {"file.path": "/tmp/\\xff"}),
+    ({"event.name": "process.exec", "process.args": ["a", None], "container.id": None, "event.truncated": "yes",
+      "process.pid": 3}, {"process.pid": 3}),
+    ({"event.name": "agent.drops", "agent.drops.new": {"q": True}, "agent.drops.total": {"q": -5}}, {}),
+    ({"event.name": "image.verdict", "image.scan.cache_hit": 1, "image.scan.duration_ms": 3,
+      "image.findings": "none", "image.verdict": "allow"}, {"image.verdict": "allow"}),
 ])
-def test_bad_input_never_raises_and_keeps_what_it_can(rec):
+def test_bad_input_never_raises_and_keeps_what_it_can(rec, typed):
     ev = to_event(rec)
-    back = to_record(ev)
-    assert isinstance(ev.SerializeToString(), bytes)
-    for k in rec:
-        if isinstance(k, str) and k not in ("event.name",):
-            assert k in back
+    back = to_record(pb.Event.FromString(ev.SerializeToString()))
+    extra = orjson.loads(ev.extra_json) if ev.extra_json else {}
+    for k, v in rec.items():
+        if k == "event.name":
+            continue
+        key = k if isinstance(k, str) else str(k)
+        if key in typed:  # went into its field (as text, for a name that is not UTF-8)
+            assert back[key] == typed[key] and key not in extra
+        else:  # kept, with its type, in extra_json
+            assert key in extra and back[key] == extra[key]
+            if isinstance(v, bool | int | list | dict) and abs(v if isinstance(v, int) else 0) < 2**63:
+                assert back[key] == v
 
 
-def test_surrogates_become_searchable_text():
-    ev = to_event({"event.name": "file.open", "file.path": "/tmp/\udcff"})
-    assert ev.file.path == "/tmp/\\xff"
+@pytest.mark.parametrize("rec,field,want", [
+    ({"event.name": "\udcff"}, "name", "\\xff"),
+    ({"event.name": "file.open", "file.path": "\ud800"}, "file.path", "\\ud800"),
+    ({"event.name": "file.open", "file.path": "/tmp/\udcff"}, "file.path", "/tmp/\\xff"),
+    ({"event.name": "x.y", "a\udcffb": "v\udfffw"}, "extra", {"a\\xffb": "v\\udfffw"}),
+    ({"event.name": "x.y", "k": {"\ud800": ["\udcc3"]}}, "extra", {"k": {"\\ud800": ["\\xc3"]}}),
+    ({"event.name": "image.verdict", "image.findings": [{"rule": "\udcff", "category": "malware"}]},
+     "extra", {"image.findings": [{"rule": "\\xff", "category": "malware"}]}),
+])
+def test_lone_surrogates_never_raise(rec, field, want):
+    """Lone surrogates (from os.fsdecode of non-UTF-8 bytes, U+DC80..U+DCFF, or any other) in a
+    name, a value or a key become backslash escapes, readable and searchable; nothing raises."""
+    ev = to_event(rec)
+    wire = pb.Event.FromString(ev.SerializeToString())
+    if field == "name":
+        assert wire.name == want
+    elif field == "extra":
+        assert orjson.loads(wire.extra_json) == want
+    else:
+        assert to_record(wire)[field] == want
 
 
 def test_timestamps():
