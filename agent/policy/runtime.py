@@ -113,6 +113,12 @@ def _rule(w: Walker, node, at: str, default_scope: str) -> ExecRule | None:
 
 def _check(key: str, p: str) -> str:
     """What the kernel cannot enforce about a rule's name or path ('' when it can)."""
+    if "\0" in p:  # the kernel compares C strings: "/bin/true\0x" would deny /bin/true
+        return f"{key} {p[:80]!r} contains a NUL character"
+    try:
+        p.encode()  # the BPF maps hold UTF-8 bytes; a lone surrogate (from data, not YAML) has none
+    except UnicodeEncodeError:
+        return f"{key} {p[:80]!r} is not valid Unicode text"
     if key == "name":
         if "/" in p or not p.strip():
             return f"name {p[:80]!r} is a program name, not a path"
@@ -122,6 +128,6 @@ def _check(key: str, p: str) -> str:
     body = p[:-1] if p.endswith("*") else p
     if _GLOB.search(body):
         return f"path {p[:80]!r}: the kernel enforces exact paths and prefixes ending in '*' only"
-    if len(body.encode("utf-8", "surrogatepass")) + (0 if p.endswith("*") else 1) > PREFIX_MAX:
+    if len(body.encode()) + (0 if p.endswith("*") else 1) > PREFIX_MAX:
         return f"path {p[:80]!r} is longer than {PREFIX_MAX - 1} bytes"
     return ""

@@ -30,6 +30,8 @@ BAD = [
     ("runtime:\n  deny_exec:\n    - {name: a, nmae: b}\n", "3:17", "unknown key 'nmae'"),
     ("runtime:\n  deny_exec:\n    - {name: a/b}\n", "3:14", "is a program name, not a path"),
     ("runtime:\n  deny_exec:\n    - path: relative/x\n", "3:13", "must be absolute"),
+    ('runtime:\n  deny_exec:\n    - path: "/bin/true\\0x"\n', "3:13", "contains a NUL character"),
+    ('runtime:\n  deny_exec:\n    - name: "a\\0"\n', "3:13", "contains a NUL character"),
     ("runtime:\n  deny_exec:\n    - path: /usr/*/bin\n", "3:13", "exact paths and prefixes ending in '*' only"),
     ("runtime:\n  deny_exec:\n    - path: /" + "a" * 300 + "\n", "3:13", "is longer than"),
     ("runtime:\n  deny_exec:\n    - {name: a, scope: pods}\n", "3:24", "scope must be containers, host or both"),
@@ -89,7 +91,8 @@ def test_from_dict_validates_like_the_file():
                      ({"deny": []}, "runtime: unknown key 'deny'"), ({"deny_exec": 5}, "expected a list"),
                      ({"deny_exec": [{"name": "x", "path": "/y"}]}, "expected {name: PROGRAM}"),
                      ({"drift": "maybe"}, "runtime.drift must be off, alert or block"), (7, "expected a mapping"),
-                     ({"deny_exec": [{"name": object()}]}, "runtime: cannot represent")]:
+                     ({"deny_exec": [{"name": object()}]}, "runtime: cannot represent"),
+                     ({"deny_exec": [{"name": "a\ud800"}]}, "is not valid Unicode text")]:
         with pytest.raises(RuleError) as e:
             RuntimeRules.from_dict(bad)
         assert msg in str(e.value) and "\n" not in str(e.value), str(e.value)
