@@ -1,12 +1,15 @@
 """The whole agent on a node: the event pipeline plus the services beside it, each only when configured.
+This module wires; what each part decides lives in its stage (verdicts, kills and gate decisions in
+agent/enforce/).
 
     containerd watcher -> container table -> attribution (pipeline), exec-rule coverage (enforce),
-                                             image gate (verdicts, post-start kill, flagged files)
-    policy store (hot reload) -> image gate, in-kernel exec rules
-    NRI plugin -> image gate (pre-start verdicts)
+                                             image gate -> VerdictHandler (report, flagged files, post-start kill)
+    policy store (owned here; hot reload) -> exec rules, image gate, gates' timeout action (read per decision)
+    NRI plugin, OCI gate -> GateDecider (image gate verdict; covers the container's cgroup from its create)
     exporter -> collector (embedded or remote); metrics server; status.json for `nodewarden status`
 
-Start order: collector, exporter, watcher (first listing), probes, rules, gates; stop in reverse.
+Everything is built in the constructor; start() only starts, in this order: collector, exporter, policy
+reload, image gate, watcher (first listing), probes, exec rules, gates; stop() in reverse.
 """
 
 from __future__ import annotations
@@ -18,57 +21,70 @@ import time
 
 from agent.config import Config
 from agent.ledger import Ledger
-from agent.outputs import record
 from agent.outputs.metrics import Metrics
 from agent.pipeline import Output, Pipeline
+from agent.sensors.loader import ProbeSet
 
 log = logging.getLogger("nodewarden")
 
 
 class Agent:
     def __init__(self, cfg: Config, log_output: Output):
+        """Raises PolicyError on a policy file that does not load (the agent must not start on it)."""
         self.cfg = cfg
         self.metrics = Metrics()
-        self.collector = None  # the embedded collector's handle
-        self.exporter = None
-        self.watcher = None
-        self.containers = None
-        self.enforcer = None  # in-kernel exec rules
-        self.policy = None  # PolicyStore, when a policy file is given
-        self.gate = None  # the image gate service
-        self.nri = None  # the NRI plugin
-        self.oci = None  # the server nodewarden-runc asks at `runc create`
-        self._client = None  # containerd client for post-start kills
+        self.collector = None  # the embedded collector's handle, once started
         self.started = 0.0
         self._stopping = threading.Event()
-        outputs: list[Output] = [log_output]
-        drop_sources = []
-        resolver = None
+        self.policy = self._policy_store()  # PolicyStore, when a policy file is given: the one owner
+        self.probes = ProbeSet(cfg.probes)
+        self.enforcer = self._enforcer()  # in-kernel exec rules
+        self.containers = self.watcher = resolver = None
         if cfg.containers.enabled:
-            from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
+            from agent.enrich.containerd import ContainerTable
             from agent.enrich.enricher import ContainerResolver
 
-            c = cfg.containers
             self.containers = ContainerTable()
-            self.watcher = ContainerWatcher(ContainerdConfig(socket=c.containerd_socket, proc_root=c.proc_root,
-                                                             backoff_max=c.reconnect_max), self.containers)
             resolver = ContainerResolver(self.containers)
-            drop_sources.append(self.watcher.drops)
-            drop_sources.append(lambda: self.gate.drops() if self.gate is not None else {})
-        if cfg.export.collector:
-            self.exporter = self._exporter()
-            outputs.append(self._submit_all)
-            drop_sources.append(lambda: {f"exporter.{k}": v for k, v in self.exporter.drops.items()})
+        self.exporter = self._exporter() if cfg.export.collector else None
+        outputs: list[Output] = [log_output] + ([self._submit_all] if self.exporter is not None else [])
         # What a SIGKILLed previous run held in memory: counted against the spool the exporter writes.
         self.ledger = Ledger(os.path.join(cfg.agent.state_dir, "ledger"),
                              spool_dir=self.exporter.cfg.spool_dir if self.exporter is not None else None)
-        self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, drop_sources=drop_sources,
-                                 ledger=self.ledger)
+        self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, probes=self.probes,
+                                 drop_sources=[self._stage_drops], ledger=self.ledger,
+                                 describe_rule=self.enforcer.describe if self.enforcer is not None else None)
+        self.gate = self._gate()  # the image gate service
+        if self.containers is not None:
+            self.watcher = self._watcher()
+            if self.enforcer is not None:
+                self.containers.add_listener(self._on_container)  # before the gate: covered, then judged
+            if self.gate is not None:
+                self.containers.add_listener(self.gate.on_container)
+        self.decider = self._decider()
+        self.oci = self._oci_gate()  # the server nodewarden-runc asks at `runc create`
+        self.nri = self._nri_plugin()
 
-    # -- construction helpers ---------------------------------------------------------------------
+    # -- construction -----------------------------------------------------------------------------
 
     def _state(self, path: str, default_name: str) -> str:
         return path or os.path.join(self.cfg.agent.state_dir, default_name)
+
+    def _policy_store(self):
+        if not self.cfg.agent.policy_file:
+            return None
+        from agent.policy.store import PolicyStore
+
+        return PolicyStore(self.cfg.agent.policy_file, on_change=self._policy_changed)
+
+    def _enforcer(self):
+        if self.policy is None:
+            return None
+        from agent.enforce.execkill import ExecEnforcer
+
+        enforcer = ExecEnforcer(self.probes)
+        enforcer.apply(self.policy.current.runtime)  # recorded now, written into the maps at start
+        return enforcer
 
     def _exporter(self):
         from agent.outputs.grpc_channel import ClientSecurity
@@ -77,31 +93,84 @@ class Agent:
         e = self.cfg.export
         security = ClientSecurity(tls_ca=e.tls_ca, tls_cert=e.tls_cert, tls_key=e.tls_key, tls=e.tls,
                                   server_name=e.server_name, token_file=e.token_file)
-        return Exporter(ExporterConfig(address=e.collector, node=self.cfg.agent.node_name, security=security,
+        address = _connect_address(e.embedded_listen) if e.collector == "embedded" else e.collector
+        return Exporter(ExporterConfig(address=address, node=self.cfg.agent.node_name, security=security,
                                        spool_dir=self._state(e.spool_dir, "spool"),
                                        spool_max_bytes=e.spool_max_bytes))
 
-    def _submit_all(self, records: list[dict]) -> None:
-        submit = self.exporter.submit
-        for r in records:
-            submit(r)
+    def _gate(self):
+        if self.policy is None or self.containers is None or not self.cfg.imagegate.enabled:
+            return None
+        from agent.enforce.kill import ContainerKiller, VerdictHandler
+        from agent.imagegate.service import GateService
+
+        killer = ContainerKiller(self._client_factory) if self.cfg.enforce.post_start_kill else None
+        handler = VerdictHandler(self.pipeline.emit, self.containers, self.enforcer, killer)
+        return GateService(self.cfg.imagegate, self.policy, client_factory=self._client_factory, emit=handler)
+
+    def _watcher(self):
+        from agent.enrich.containerd import ContainerdConfig, ContainerWatcher
+
+        c = self.cfg.containers
+        return ContainerWatcher(ContainerdConfig(socket=c.containerd_socket, proc_root=c.proc_root,
+                                                 backoff_max=c.reconnect_max), self.containers,
+                                on_image=self.gate.prescan if self.gate is not None else None)
+
+    def _decider(self):
+        if self.gate is None:
+            return None
+        from agent.enforce.decide import GateDecider
+
+        return GateDecider(self.gate, self.policy, self.pipeline.emit, self.enforcer)
+
+    def _oci_gate(self):
+        if self.decider is None or not self.cfg.enforce.oci_gate:
+            return None
+        from agent.enforce.ocigate import GateServer
+
+        d = self.decider
+        return GateServer(self.cfg.enforce.gate_socket, d.oci, timeout=d.timeout, timeout_action=d.timeout_action)
+
+    def _nri_plugin(self):
+        if self.decider is None or not self.cfg.enforce.nri:
+            return None
+        from agent.enforce.nri import NriConfig, NriPlugin
+
+        e = self.cfg.enforce
+        return NriPlugin(self.decider.nri, NriConfig(socket_path=e.nri_socket, plugin_index=e.nri_index,
+                                                     timeout_action=self.policy.current.timeout_action),
+                         timeout_action=self.decider.timeout_action)
 
     def _client_factory(self):
         from agent.enrich.containerd_client import ContainerdClient
 
         return ContainerdClient(self.cfg.containers.containerd_socket)
 
+    # -- outputs and accounting -------------------------------------------------------------------
+
+    def _submit_all(self, records: list[dict]) -> None:
+        submit = self.exporter.submit
+        for r in records:
+            submit(r)
+
+    def _stage_drops(self) -> dict[str, int]:
+        """The other stages' loss counters, for the pipeline's agent.drops and metrics."""
+        out: dict[str, int] = {}
+        if self.watcher is not None:
+            out.update(self.watcher.drops())
+        if self.gate is not None:
+            out.update(self.gate.drops())
+        if self.exporter is not None:
+            out.update({f"exporter.{k}": v for k, v in self.exporter.drops.items()})
+        return out
+
     # -- life cycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Raises on what must stop the agent: a bad policy, probes that do not load, a collector that cannot listen."""
+        """Raises on what must stop the agent: probes that do not load, a collector that cannot listen."""
         cfg = self.cfg
         os.makedirs(cfg.agent.state_dir, exist_ok=True)
         self.ledger.open()  # before the exporter appends to its spool: the ledger reads the spool's count
-        if cfg.agent.policy_file:
-            from agent.policy.store import PolicyStore
-
-            self.policy = PolicyStore(cfg.agent.policy_file, on_change=self._policy_changed)
         if cfg.agent.metrics_listen:
             self.metrics.serve(cfg.agent.metrics_listen)
         if self.exporter is not None:
@@ -111,167 +180,65 @@ class Agent:
                 e = cfg.export
                 self.collector = serve(CollectorConfig(listen=[e.embedded_listen],
                                                        db=self._state(e.embedded_db, "events.db")))
-                self.exporter.cfg.address = self.collector.address
             self.exporter.start()
+        for part in (self.policy, self.gate):  # the gate's workers before the first listing fills its queue
+            if part is not None:
+                part.start()
         if self.watcher is not None:
             self.watcher.start()  # never raises: retries in the background while containerd is absent
             # agent.ready means events of containers that already run are attributed: wait for the
             # first listing, briefly (containerd may be absent; then containers come as it appears).
             self.watcher.wait_synced(cfg.containers.sync_timeout)
-        self.pipeline.start(before_ready=self._start_enforcement if self.policy is not None else None)
+        self.pipeline.start(before_ready=self._start_enforcement)
         self.started = time.time()
         self._write_status()
         threading.Thread(target=self._status_loop, name="nw-status", daemon=True).start()
 
     def _start_enforcement(self) -> None:
-        """Once the probes are loaded, before agent.ready: exec rules, the image gate, the NRI plugin."""
-        from agent.enforce.execkill import ExecEnforcer
-
-        policy = self.policy.current
-        self.enforcer = ExecEnforcer(self.pipeline.probes)
-        self.enforcer.apply(policy.runtime)
-        self.pipeline.describe_rule = self.enforcer.describe
-        if self.containers is not None:
-            self.containers.add_listener(self._on_container)  # first, so none falls between the two
-            for info in self.containers.snapshot():
-                self._on_container("task", info)
-        if self.containers is not None and self.cfg.imagegate.enabled:
-            from agent.imagegate.service import GateService
-
-            self.gate = GateService(self.cfg.imagegate, self.policy, client_factory=self._client_factory,
-                                    emit=self._on_verdict)
-            self.gate.start()  # starts the policy reload thread too
-            self.gate.attach(self.containers)
-            for info in self.containers.snapshot():  # those the first listing found: checked too
-                self.gate.on_container("task", info)
-            self.watcher.on_image = self.gate.prescan  # images pulled from now on are scanned ahead
-        else:
-            self.policy.start()
-        if self.gate is not None and self.cfg.enforce.oci_gate:
-            from agent.enforce.ocigate import GateServer
-
-            e = self.cfg.enforce
-            os.makedirs(os.path.dirname(e.gate_socket), exist_ok=True)
-            self.oci = GateServer(e.gate_socket, self._oci_decide, timeout=policy.timeout,
-                                  timeout_action=policy.timeout_action)
+        """Once the probes are loaded, before agent.ready: the exec rules and every container covered so
+        far go into the maps; then the pre-start gates."""
+        if self.enforcer is not None:
+            self.enforcer.start()
+        if self.oci is not None:
+            os.makedirs(os.path.dirname(self.cfg.enforce.gate_socket), exist_ok=True)
             self.oci.start()
-        if self.gate is not None and self.cfg.enforce.nri:
-            from agent.enforce.nri import NriConfig, NriPlugin
-
-            e = self.cfg.enforce
-            self.nri = NriPlugin(self._nri_decide, NriConfig(socket_path=e.nri_socket, plugin_index=e.nri_index,
-                                                             timeout_action=policy.timeout_action))
+        if self.nri is not None:
             self.nri.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        if self.nri is not None:
-            self.nri.stop()
-        if self.oci is not None:
-            self.oci.stop()
+        for part in (self.nri, self.oci):
+            if part is not None:
+                part.stop()
         self.pipeline.stop()
-        if self.gate is not None:
-            self.gate.stop()
-        elif self.policy is not None:
-            self.policy.stop()
-        if self.watcher is not None:
-            self.watcher.stop()
+        for part in (self.gate, self.policy, self.watcher):
+            if part is not None:
+                part.stop()
         if self.exporter is not None:
             self.exporter.stop(timeout=5.0)
         if self.collector is not None:
             self.collector.stop()
-        self.ledger.close()  # after the exporter: its last spool appends are counted
         self.metrics.stop()
 
-    # -- policy, containers, verdicts -------------------------------------------------------------
+    # -- listeners --------------------------------------------------------------------------------
 
     def _policy_changed(self, policy) -> None:
+        from agent.events import PolicyEvent
+
         if self.enforcer is not None:
             self.enforcer.apply(policy.runtime)
-        self._emit({"event.name": "agent.policy", "event.severity": "info", "policy.source": policy.source,
-                    "policy.fingerprint": policy.fingerprint})
+        self.pipeline.emit(PolicyEvent(time.time_ns(), policy.source, policy.fingerprint))
 
     def _on_container(self, kind: str, info) -> None:
         """Container table listener: put each container's cgroup under the runtime rules."""
-        if info is None or not info.cgroup_id:
-            return
-        if kind == "delete":
-            self.enforcer.cover(info.cgroup_id, False)
-        elif kind in ("task", "exec", "container"):
-            self.enforcer.cover(info.cgroup_id)
-
-    def _emit(self, rec: dict) -> None:
-        rec.setdefault("timestamp", record.rfc3339(time.time_ns()))
-        self.pipeline.deliver([rec])
-
-    def _on_verdict(self, rec: dict) -> None:
-        """An image.verdict from the gate: report it, deny the files it flagged, kill a running container
-        it blocks (the post-start path: the agent was down, a gate was missing, or the scan finished late)."""
-        self._emit(rec)
-        cid, ns = rec.get("container.id", ""), rec.get("containerd.namespace", "")
-        info = self.containers.lookup(ns, cid) if (cid and ns) else None
         if info is None:
             return
-        flagged = [f["path"] for f in rec.get("image.findings", [])
-                   if f.get("category") == "malware" and f.get("path") and f.get("action", "none") != "none"]
-        if flagged and info.cgroup_id and self.enforcer is not None:
-            self.enforcer.flag_paths(info.cgroup_id, flagged)
-        if rec.get("image.verdict") == "block" and info.pid and info.state == "running" \
-                and self.cfg.enforce.post_start_kill:
-            self._kill(ns, info, rec)
-
-    def _kill(self, ns: str, info, verdict: dict) -> None:
-        try:
-            if self._client is None:
-                self._client = self._client_factory()
-            self._client.kill(ns, info.id, signal=9, all=True)
-            outcome = "killed"
-        except Exception as e:  # containerd away: say so; the next relisting brings it back to us
-            outcome = f"kill failed: {e}".splitlines()[0][:300]
-        block = {k: v for k, v in verdict.items() if k.startswith(("container.", "k8s.", "containerd."))}
-        block.update({"event.name": "enforcement.block", "event.severity": "critical",
-                      "enforcement.point": "containerd.kill", "enforcement.action": "kill",
-                      "enforcement.outcome": outcome, "image.verdict": "block",
-                      "enforcement.reason": f"image verdict block: {verdict.get('image.verdict.reason', '')}"})
-        self._emit(block)
-
-    def _nri_decide(self, pod, container):
-        """NRI CreateContainer: the image gate's verdict by image reference (containerd has no record yet)."""
-        from agent.enforce.nri import Decision
-
-        v = self.gate.evaluate_image("k8s.io", container.image, k8s_namespace=pod.namespace,
-                                     labels=dict(container.labels))
-        if v.verdict != "block":
-            return Decision(True)
-        msg = f"image verdict block: {v.reason}"
-        self._emit({"event.name": "enforcement.block", "event.severity": "critical",
-                    "enforcement.point": "nri.create_container", "enforcement.action": "deny",
-                    "enforcement.reason": msg, "container.name": container.name,
-                    "container.image.name": container.image, "k8s.pod.name": pod.name,
-                    "k8s.namespace.name": pod.namespace})
-        return Decision(False, msg, retriable=bool(getattr(v, "timed_out", False)))
-
-    def _oci_decide(self, req):
-        """`runc create` through nodewarden-runc: containerd has the container record by then."""
-        from agent.enforce.ocigate import Decision
-
-        if req.container_type == "sandbox":  # the CRI pause container: nothing of the user's runs in it
-            return Decision(True, "sandbox")
-        try:
-            v = self.gate.evaluate(req.namespace, req.id)
-        except Exception:  # containerd does not know it (a bare runc user?): judge the image by name
-            if not req.image:
-                return Decision(True, "no image to check")
-            v = self.gate.evaluate_image(req.namespace, req.image, k8s_namespace=req.pod_namespace)
-        if v.verdict != "block":
-            return Decision(True, v.verdict)
-        msg = f"image verdict block: {v.reason}"
-        self._emit({"event.name": "enforcement.block", "event.severity": "critical",
-                    "enforcement.point": "oci.runc_create", "enforcement.action": "deny",
-                    "enforcement.reason": msg, "container.id": req.id, "containerd.namespace": req.namespace,
-                    "container.image.name": req.image or getattr(v, "image", ""),
-                    "k8s.pod.name": req.pod, "k8s.namespace.name": req.pod_namespace})
-        return Decision(False, msg)
+        if kind == "delete":
+            if info.cgroup_id:
+                self.enforcer.cover(info.cgroup_id, False)
+            self.enforcer.uncover_path(info.cgroup_path)
+        elif kind in ("task", "exec", "container") and info.cgroup_id:
+            self.enforcer.cover(info.cgroup_id)
 
     # -- status -----------------------------------------------------------------------------------
 
@@ -282,9 +249,10 @@ class Agent:
             kernel = {"active": False, "detail": "no policy: start with --policy FILE (runtime: section)"}
         else:
             r = e.rules
+            host = sum(1 for x in r.deny_exec if x.scope != "containers")
             kernel = {"active": bool(r.deny_exec or r.drift != "off"),
-                      "detail": f"{len(r.deny_exec)} deny_exec rules ({r.action}), drift {r.drift}, "
-                                f"{len(e.covered)} containers covered"}
+                      "detail": f"{len(r.deny_exec)} deny_exec rules ({r.action}; {host} for the host), "
+                                f"drift {r.drift}, {len(e.covered)} containers covered"}
         out = {"kernel_exec_kill": kernel}
         if self.nri is not None:
             st = self.nri.status()
@@ -314,6 +282,16 @@ class Agent:
     def _status_loop(self) -> None:
         while not self._stopping.wait(5.0):
             self._write_status()
+
+
+def _connect_address(listen: str) -> str:
+    """Where the exporter reaches the embedded collector that will listen on `listen` (as
+    collector.server's bind reports it): a wildcard host is reached on loopback."""
+    if listen.startswith("unix:"):
+        return listen
+    host, _, port = listen.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"{host}:{port}"
 
 
 def _wrapper_installed(config: str = "/etc/containerd/config.toml") -> str:

@@ -70,7 +70,11 @@ def main(args) -> int:
         print(f"nodewarden: {e}", file=sys.stderr)
         return 2
     out = sys.stdout.buffer
-    agent = Agent(cfg, (JsonLog(out) if cfg.output.format == "json" else TextLog(out)).emit)
+    try:
+        agent = Agent(cfg, (JsonLog(out) if cfg.output.format == "json" else TextLog(out)).emit)
+    except Exception as e:  # PolicyError (a policy that does not load), a bad gate setting: one line
+        print(f"nodewarden: {e}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

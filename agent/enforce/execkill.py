@@ -19,6 +19,7 @@ import ctypes
 import os
 import re
 import threading
+import time
 
 from agent.enrich.cgroups import cgroup_path_from_spec, parse_cgroup2_mount
 from agent.policy.runtime import RuleError, RuntimeRules
@@ -31,6 +32,8 @@ WHY_NAME, WHY_PATH, WHY_DRIFT = Reason.NAME, Reason.PATH, Reason.DRIFT
 CFG_DRIFT, CFG_EXEC_MODE, CFG_HOST_RULES = Cfg.DRIFT, Cfg.EXEC_MODE, Cfg.HOST_RULES
 SCOPE_CONTAINERS, SCOPE_HOST = Scope.CONTAINERS, Scope.HOST
 CGROUP_PATH_MAX = 256  # NW_PATH_MAX: bytes of struct cgroup_path, the NUL included
+_PENDING_SWEEP = 1024  # pending paths kept before old ones are looked at
+_PENDING_TTL = 600.0  # seconds a create's path waits for its container's delete before it is dropped
 _SCOPE_BITS = {"containers": (SCOPE_CONTAINERS,), "host": (SCOPE_HOST,), "both": (SCOPE_CONTAINERS, SCOPE_HOST)}
 _MODES = {"off": 0, "alert": ACT_ALERT, "block": ACT_KILL}
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel keeps this much of a program's name
@@ -51,15 +54,32 @@ class ExecEnforcer:
         self._paths: dict[tuple[int, bytes, int], int] = {}  # (cgroup, bytes, prefixlen) -> index
         self._flagged: dict[int, list[str]] = {}  # cgroup -> paths the image gate flagged
         self.covered: set[int] = set()
-        self.pending: set[str] = set()  # cgroup paths covered from their mkdir on (enforce_pending)
-        self.counters = {"cover_unresolved": 0, "pending_full": 0}
+        # cgroup paths covered from their mkdir on (enforce_pending) -> when they were added
+        self.pending: dict[str, float] = {}
+        self.counters = {"cover_unresolved": 0, "pending_full": 0, "pending_expired": 0}
+        self._live = False  # the probes are loaded: state goes into the maps as it changes
         # The container watcher's thread covers containers while the policy reload applies rules.
         self._lock = threading.RLock()
+
+    def start(self, rules: RuntimeRules | None = None) -> None:
+        """Once the probes are loaded: write the rules, and every container covered so far, into the maps.
+        Before that, apply/cover/cover_path only record (the container table may report first)."""
+        with self._lock:
+            self._live = True
+            self._apply(self.rules if rules is None else rules)
+            t = self._probes.table(b"enforce_scope")
+            for cg in self.covered:
+                t[ctypes.c_uint64(cg)] = ctypes.c_uint8(1)
+            for rel in list(self.pending):
+                self._put_pending(rel)
 
     def apply(self, rules: RuntimeRules) -> None:
         """Replace the rules (names, global paths, modes) at run time."""
         with self._lock:
-            self._apply(rules)
+            if self._live:
+                self._apply(rules)
+            else:
+                self.rules = rules
 
     def _apply(self, rules: RuntimeRules) -> None:
         names, paths = {}, {}
@@ -95,41 +115,42 @@ class ExecEnforcer:
                 self._flagged[cgroup_id] = ok
             else:
                 self._flagged.pop(cgroup_id, None)
-            self._apply(self.rules)
+            if self._live:
+                self._apply(self.rules)
 
     def cover(self, cgroup_id: int, on: bool = True) -> None:
-        t = self._probes.table(b"enforce_scope")
         key = ctypes.c_uint64(cgroup_id)
         with self._lock:
+            t = self._probes.table(b"enforce_scope") if self._live else None
             if on:
-                t[key] = ctypes.c_uint8(1)
+                if t is not None:
+                    t[key] = ctypes.c_uint8(1)
                 self.covered.add(cgroup_id)
             elif cgroup_id in self.covered:
                 self.covered.discard(cgroup_id)
-                if self._flagged.pop(cgroup_id, None) is not None:
+                if self._flagged.pop(cgroup_id, None) is not None and t is not None:
                     self._apply(self.rules)
-                try:
-                    del t[key]
-                except KeyError:
-                    pass
+                if t is not None:
+                    try:
+                        del t[key]
+                    except KeyError:
+                        pass
 
     def cover_path(self, cgroups_path: str) -> int:
         """Cover a container from its create on, by its OCI linux.cgroupsPath (cgroupfs "/ns/id" or
         systemd "slice:prefix:name"). Returns the cgroup id when the directory exists already, else 0
         (the cgroup_mkdir probe covers it when runc makes it). Unresolvable paths are counted."""
         rel = cgroup_path_from_spec(cgroups_path)
-        raw = rel.encode()
-        if not rel or len(raw) >= CGROUP_PATH_MAX:
+        if not rel or len(rel.encode()) >= CGROUP_PATH_MAX:
             with self._lock:
                 self.counters["cover_unresolved"] += 1
             return 0
-        t = self._probes.table(b"enforce_pending")
         with self._lock:
-            try:
-                t[_cgroup_path_key(t, raw)] = ctypes.c_uint8(1)
-                self.pending.add(rel)
-            except Exception:  # the map is full: the container is covered once the table knows it
-                self.counters["pending_full"] += 1
+            if len(self.pending) >= _PENDING_SWEEP:
+                self._expire_pending()
+            self.pending[rel] = time.monotonic()
+            if self._live:
+                self._put_pending(rel)
         # After the pending entry, so that a mkdir between the two is caught by one or the other.
         try:
             cg = os.stat(os.path.join(self._root(), rel.lstrip("/"))).st_ino
@@ -138,18 +159,39 @@ class ExecEnforcer:
         self.cover(cg)
         return cg
 
+    def uncover_spec(self, cgroups_path: str) -> None:
+        """Undo cover_path for a container that will not be created (a gate blocked it)."""
+        self.uncover_path(cgroup_path_from_spec(cgroups_path))
+
     def uncover_path(self, rel: str) -> None:
         """Forget a pending cgroup path (relative to the cgroup2 root): its container is gone."""
-        if not rel:
-            return
-        t = self._probes.table(b"enforce_pending")
         with self._lock:
-            if rel in self.pending:
-                self.pending.discard(rel)
-                try:
-                    del t[_cgroup_path_key(t, rel.encode())]
-                except KeyError:
-                    pass
+            if self.pending.pop(rel, None) is not None and self._live:
+                self._del_pending(rel)
+
+    def _put_pending(self, rel: str) -> None:
+        t = self._probes.table(b"enforce_pending")
+        try:
+            t[_cgroup_path_key(t, rel.encode())] = ctypes.c_uint8(1)
+        except Exception:  # the map is full: the container is covered once the container table knows it
+            self.counters["pending_full"] += 1
+
+    def _del_pending(self, rel: str) -> None:
+        t = self._probes.table(b"enforce_pending")
+        try:
+            del t[_cgroup_path_key(t, rel.encode())]
+        except KeyError:
+            pass
+
+    def _expire_pending(self) -> None:
+        """Paths of creates that never got their delete (a create that failed later in the runtime):
+        after _PENDING_TTL they are dropped, so the map never fills with them."""
+        old = time.monotonic() - _PENDING_TTL
+        for rel in [r for r, t in self.pending.items() if t < old]:
+            del self.pending[rel]
+            self.counters["pending_expired"] += 1
+            if self._live:
+                self._del_pending(rel)
 
     def _root(self) -> str:
         if self._cgroup_root is None:

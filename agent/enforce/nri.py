@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from agent import genproto
 from agent.enforce import ttrpc
+from agent.enforce.decide import Decision
 from agent.enforce.mux import PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, Mux
 from agent.enforce.ttrpc import Code, TtrpcError
 
@@ -75,15 +76,6 @@ def pb():
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The gate's answer for one container. `message` names the verdict; it goes into the error."""
-
-    allow: bool
-    message: str = ""
-    retriable: bool = False  # a block that may clear on retry (e.g. scan pending): UNAVAILABLE, not PERMISSION_DENIED
-
-
-@dataclass(frozen=True, slots=True)
 class PodInfo:
     id: str
     name: str
@@ -103,6 +95,7 @@ class ContainerInfo:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     args: tuple[str, ...]
+    cgroups_path: str = ""  # linux.cgroups_path: cgroupfs "/kubepods/..." or systemd "slice:prefix:name"
 
 
 Decide = Callable[[PodInfo, ContainerInfo], Decision]
@@ -167,7 +160,8 @@ def _container_info(ctr) -> ContainerInfo:
     image = ctr.image.name if ctr.HasField("image") and ctr.image.name else annotations.get(IMAGE_NAME_ANNOTATION, "")
     return ContainerInfo(id=ctr.id, name=ctr.name, pod_id=ctr.pod_sandbox_id, image=image,
                          image_digest=ctr.image.digest if ctr.HasField("image") else "",
-                         labels=dict(ctr.labels), annotations=annotations, args=tuple(ctr.args))
+                         labels=dict(ctr.labels), annotations=annotations, args=tuple(ctr.args),
+                         cgroups_path=ctr.linux.cgroups_path if ctr.HasField("linux") else "")
 
 
 def _describe(pod: PodInfo, ctr: ContainerInfo) -> str:
@@ -177,10 +171,14 @@ def _describe(pod: PodInfo, ctr: ContainerInfo) -> str:
 class NriPlugin:
     """The gate. start() runs it on a thread of its own; stop() disconnects; status() reports."""
 
-    def __init__(self, decide: Decide, config: NriConfig | None = None):
+    def __init__(self, decide: Decide, config: NriConfig | None = None,
+                 timeout_action: Callable[[], str] | None = None):
+        """timeout_action: read at each decision (the policy in force, so that a reload reaches it);
+        None: config.timeout_action, fixed."""
         self.cfg = config or NriConfig()
         self.cfg.validate()
         self._decide_fn = decide
+        self._timeout_action = timeout_action
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._mux: Mux | None = None
@@ -384,7 +382,7 @@ class NriPlugin:
             # CreateContainer already applied the timeout action; StartContainer only enforces a
             # verdict that arrived in between.
             return
-        if self.cfg.timeout_action == "allow":
+        if self._action() == "allow":
             self._count("timeout_allowed")
             log.warning("nri: no verdict for %s (%s); allowed by timeout_action=allow", what, why)
             return
@@ -409,6 +407,17 @@ class NriPlugin:
             self._count("decide_errors")
             return None, f"decide() returned {type(decision).__name__}, not Decision"
         return decision, ""
+
+    def _action(self) -> str:
+        """The timeout action now: the callback's (the policy in force), or the configured one."""
+        if self._timeout_action is None:
+            return self.cfg.timeout_action
+        try:
+            action = self._timeout_action()
+        except Exception as e:  # a broken source must not break the gate: the configured action stands
+            log.error("nri: timeout action unavailable (%s); using %s", e, self.cfg.timeout_action)
+            return self.cfg.timeout_action
+        return action if action in ("allow", "block") else self.cfg.timeout_action
 
     # -- bookkeeping -----------------------------------------------------------------------------
 

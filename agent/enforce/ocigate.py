@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
+from agent.enforce.decide import Decision
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/run/nodewarden/gate.sock"  # keep in sync with runc_wrapper.DEFAULT_SOCKET
@@ -34,12 +36,6 @@ MAX_REQUEST_BYTES = 256 << 10
 REPLY_MARGIN = 0.15
 _READ_TIMEOUT = 1.0  # a peer that does not send its one line in this long is dropped
 _SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allow: bool
-    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,21 +113,22 @@ class GateServer:
         self,
         path: str = DEFAULT_SOCKET,
         decide: Decide | None = None,
-        timeout: float = 1.5,
+        timeout: float | Callable[[], float] = 1.5,
         *,
-        timeout_action: str = "allow",
+        timeout_action: str | Callable[[], str] = "allow",
         max_concurrency: int = 8,
         allowed_uids: tuple[int, ...] = (0,),
         resolve: Resolver | None = None,
     ):
-        if timeout_action not in ("allow", "block"):
+        if not callable(timeout_action) and timeout_action not in ("allow", "block"):
             raise ValueError(f"timeout_action must be 'allow' or 'block', not {timeout_action!r}")
         if decide is None:
             raise ValueError("decide callback required")
         self.path = path
         self.decide = decide
-        self.timeout = float(timeout)
-        self.timeout_action = timeout_action
+        # Callables are read at each request (the policy in force, so that a reload reaches them).
+        self._timeout = timeout if callable(timeout) else float(timeout)
+        self._timeout_action = timeout_action
         self.max_concurrency = max(1, int(max_concurrency))
         self.allowed_uids = tuple(allowed_uids)
         self.resolve = resolve
@@ -146,6 +143,27 @@ class GateServer:
             ("requests", "allowed", "blocked", "timeouts", "errors", "busy", "bad_requests", "peer_rejected"), 0)
         self._max_latency = 0.0
         self._last_latency = 0.0
+
+    @property
+    def timeout(self) -> float:
+        t = self._timeout
+        if not callable(t):
+            return t
+        try:
+            return max(0.0, float(t()))
+        except Exception:  # a broken source must not break the gate
+            return 1.5
+
+    @property
+    def timeout_action(self) -> str:
+        a = self._timeout_action
+        if not callable(a):
+            return a
+        try:
+            action = a()
+        except Exception:
+            return "allow"  # the documented default of on_timeout.action
+        return action if action in ("allow", "block") else "allow"
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -289,8 +307,8 @@ class GateServer:
             return None
         return obj if isinstance(obj, dict) and obj.get("v") == PROTOCOL_VERSION else None
 
-    def _budget(self, req: GateRequest, accepted: float) -> float:
-        budget = self.timeout
+    def _budget(self, req: GateRequest, accepted: float, timeout: float) -> float:
+        budget = timeout
         if req.deadline_ms:
             budget = min(budget, req.deadline_ms / 1000 - REPLY_MARGIN)
         return max(0.0, budget - (time.monotonic() - accepted))
@@ -311,10 +329,11 @@ class GateServer:
             self._done()
             self._count("errors")
             return self._fallback("error", "cannot start a decide thread")
-        if not call.wait(self._budget(req, accepted)):
+        timeout = self.timeout
+        if not call.wait(self._budget(req, accepted, timeout)):
             self._count("timeouts")
             log.warning("OCI gate: no verdict for %s/%s in time; %s", req.namespace, req.id, self.timeout_action)
-            return self._fallback("timeout", f"no verdict within {self.timeout:g}s")
+            return self._fallback("timeout", f"no verdict within {timeout:g}s")
         if call.error is not None:
             e = call.error
             self._count("errors")
@@ -342,10 +361,10 @@ class GateServer:
             self._inflight -= 1
 
     def _fallback(self, reason: str, why: str) -> dict:
-        allow = self.timeout_action == "allow"
+        action = self.timeout_action
         return {
-            "allow": allow,
-            "message": f"{why}; timeout action: {self.timeout_action}",
+            "allow": action == "allow",
+            "message": f"{why}; timeout action: {action}",
             "reason": reason,
         }
 

@@ -13,9 +13,9 @@ Wiring (agent/commands/run.py / agent/pipeline.py, by the pipeline's owner):
                                        advisory_db=f"{state_dir}/advisories"),
                        store,
                        client_factory=lambda: ContainerdClient(containerd_socket),
-                       emit=lambda rec: output.write(rec))    # rec: the flat image.verdict dict
-    gate.start()             # worker threads + the policy reload thread
-    gate.attach(table)       # ContainerTable.add_listener: "container"/"task" -> queued, never blocks
+                       emit=pipeline.emit)     # one typed VerdictEvent per verdict; the outputs flatten it
+    table.add_listener(gate.on_container)   # "container"/"task" -> queued, never blocks
+    gate.start()             # worker threads (the store's reload thread is its owner's: agent/node.py)
     ...
     gate.stop()              # on shutdown (after the watcher stops)
 
@@ -53,7 +53,6 @@ from agent.imagegate.layer import SourceError
 from agent.imagegate.model import ImageReport, Verdict
 from agent.imagegate.scanner import ImageScanner, spec_digest
 from agent.imagegate.source import ContainerdSource, ImageError
-from agent.outputs.record import flatten  # TODO(issue 9): emit the typed event; node flattens
 from agent.policy.store import PolicyStore
 
 log = logging.getLogger("nodewarden.imagegate")
@@ -69,7 +68,7 @@ class GateService:
         config,
         policy_store: PolicyStore,
         client_factory: Callable,
-        emit: Callable[[dict], None],
+        emit: Callable[[VerdictEvent], None],
         scanner: ImageScanner | None = None,
     ):
         self.cfg: ImageGateConfig = getattr(config, "imagegate", config) or ImageGateConfig()
@@ -95,7 +94,6 @@ class GateService:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> GateService:
-        self.policy.start()
         for i in range(max(1, self.cfg.workers)):
             t = threading.Thread(target=self._worker, name=f"imagegate-{i}", daemon=True)
             t.start()
@@ -110,12 +108,8 @@ class GateService:
             t.join(timeout=5)
         self._threads = []
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.policy.stop()
         if self._client is not None:
             self._client.close()
-
-    def attach(self, table) -> None:
-        table.add_listener(self.on_container)
 
     def detach(self, table) -> None:
         table.remove_listener(self.on_container)
@@ -185,7 +179,7 @@ class GateService:
         self._count("evaluated")
         self._count(verdict.verdict if verdict.verdict in ("allow", "alert", "block") else "errors")
         try:
-            self._emit(flatten(VerdictEvent(time.time_ns(), verdict, info)))
+            self._emit(VerdictEvent(time.time_ns(), verdict, info))
         except Exception:
             self._count("emit_errors")
             log.exception("image gate: emit failed")

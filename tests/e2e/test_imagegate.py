@@ -18,6 +18,7 @@ from agent.imagegate.decide import decide
 from agent.imagegate.scanner import ImageScanner
 from agent.imagegate.service import GateService
 from agent.imagegate.source import ContainerdSource
+from agent.outputs.record import flatten
 from agent.policy.model import ImagePolicy
 from agent.policy.store import PolicyStore
 from tests.harness.containerd import unique_id, wait_until
@@ -104,8 +105,9 @@ def test_gate_service_on_container_start(containerd, image_builder, osv_db, tmp_
 
     table = ContainerTable()
     cfg = ImageGateConfig(cache_path=str(tmp_path / "cache.db"), advisory_db=osv_db)
-    gate = GateService(cfg, PolicyStore(str(policy)), lambda: ContainerdClient(str(containerd.socket)), emit).start()
-    gate.attach(table)
+    gate = GateService(cfg, PolicyStore(str(policy)), lambda: ContainerdClient(str(containerd.socket)),
+                       lambda ev: emit(flatten(ev))).start()  # the gate emits typed VerdictEvents
+    table.add_listener(gate.on_container)
     watcher = ContainerWatcher(
         ContainerdConfig(socket=str(containerd.socket), namespaces=(containerd.namespace,)), table
     )

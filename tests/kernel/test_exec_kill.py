@@ -61,6 +61,7 @@ def run_in(cg_path: str, argv: list[str]) -> int:
 @pytest.fixture
 def enforcer(probes):
     e = ExecEnforcer(probes)
+    e.start()
     yield e
     e.apply(RuntimeRules())
     for cg in list(e.covered):

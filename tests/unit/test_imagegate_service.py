@@ -87,7 +87,7 @@ def _service(world, delay=0.0, **cfg):
         ImageGateConfig(cache_path="", advisory_db="", **cfg),
         PolicyStore(str(world.policy)),
         lambda: client,
-        out.append,
+        lambda ev: out.append(flatten(ev)),  # the gate emits typed VerdictEvents
     )
     return gate, out, client
 

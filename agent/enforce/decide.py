@@ -1,0 +1,100 @@
+"""Pre-start decisions: one `Decision` for both gates (NRI CreateContainer, the OCI gate's `runc create`),
+made from the image gate's verdict under the policy in force at that moment.
+
+Each decision first covers the new container with the runtime exec rules by its cgroup path (the
+kernel covers the cgroup when runc creates it: agent/enforce/execkill.py), so that its entrypoint and
+first processes are checked; a container the gate blocks is uncovered again. Each block is reported
+as one EnforcementEvent. The timeout action and the gate's wait are read from the policy store at
+every call, so a reload reaches them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.events import ContainerInfo, EnforcementEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A gate's answer for one container. `message` names the verdict; it goes into the runtime's error."""
+
+    allow: bool
+    message: str = ""
+    # A block that may clear on retry (scan pending): NRI answers UNAVAILABLE, not PERMISSION_DENIED.
+    retriable: bool = False
+
+
+class GateDecider:
+    """decide callbacks for NriPlugin (`nri`) and GateServer (`oci`), plus the policy's timeout values.
+
+    gate: the GateService (evaluate, evaluate_image); policy: the PolicyStore; emit: Pipeline.emit;
+    enforcer: the ExecEnforcer, or None when no runtime rules are loaded."""
+
+    def __init__(self, gate, policy, emit: Callable, enforcer=None):
+        self._gate = gate
+        self._policy = policy
+        self._emit = emit
+        self._enforcer = enforcer
+
+    # -- the policy in force ------------------------------------------------------------------
+
+    def timeout_action(self) -> str:
+        return self._policy.current.timeout_action
+
+    def timeout(self) -> float:
+        return self._policy.current.timeout
+
+    # -- NRI CreateContainer ---------------------------------------------------------------------
+
+    def nri(self, pod, container) -> Decision:
+        """By image reference: containerd has no container record yet at CreateContainer."""
+        self._cover(container.cgroups_path)
+        v = self._gate.evaluate_image("k8s.io", container.image, k8s_namespace=pod.namespace,
+                                      labels=dict(container.labels))
+        if v.verdict != "block":
+            return Decision(True, v.verdict)
+        msg = f"image verdict block: {v.reason}"
+        self._uncover(container.cgroups_path)
+        info = ContainerInfo(id=container.id, name=container.name, image=container.image, namespace="k8s.io",
+                             pod_name=pod.name, pod_namespace=pod.namespace)
+        self._block("nri.create_container", msg, info)
+        return Decision(False, msg, retriable=bool(v.timed_out))
+
+    # -- the OCI gate (`runc create` through nodewarden-runc) -------------------------------------
+
+    def oci(self, req) -> Decision:
+        """containerd has the container record by then: judge it, else the image by name."""
+        if req.container_type == "sandbox":  # the CRI pause container: nothing of the user's runs in it
+            return Decision(True, "sandbox")
+        self._cover(req.cgroups_path)
+        try:
+            v = self._gate.evaluate(req.namespace, req.id)
+        except Exception:  # containerd does not know it (a bare runc user?): judge the image by name
+            if not req.image:
+                return Decision(True, "no image to check")
+            v = self._gate.evaluate_image(req.namespace, req.image, k8s_namespace=req.pod_namespace)
+        if v.verdict != "block":
+            return Decision(True, v.verdict)
+        msg = f"image verdict block: {v.reason}"
+        self._uncover(req.cgroups_path)
+        info = ContainerInfo(id=req.id, name=req.name, image=req.image or v.image, namespace=req.namespace,
+                             pod_name=req.pod, pod_namespace=req.pod_namespace)
+        self._block("oci.runc_create", msg, info)
+        return Decision(False, msg)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _block(self, point: str, reason: str, info: ContainerInfo) -> None:
+        self._emit(EnforcementEvent(time.time_ns(), point, "deny", reason, outcome="denied", verdict="block",
+                                    container=info))
+
+    def _cover(self, cgroups_path: str) -> None:
+        if self._enforcer is not None and cgroups_path:
+            self._enforcer.cover_path(cgroups_path)
+
+    def _uncover(self, cgroups_path: str) -> None:
+        if self._enforcer is not None and cgroups_path:
+            self._enforcer.uncover_spec(cgroups_path)

@@ -1,0 +1,81 @@
+"""Post-start enforcement: what the agent does with each image verdict of a container.
+
+A verdict is reported (image.verdict); the malware files it flagged are denied in the kernel for that
+container (ExecEnforcer.flag_paths); a container it blocks that is running already is killed through
+containerd's Tasks API and the kill is reported (enforcement.block at containerd.kill). This is the
+path for a container that started while the agent was down, without a pre-start gate, or before a slow
+scan finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from agent.events import ContainerInfo, EnforcementEvent, VerdictEvent
+from agent.imagegate.service import flagged_paths
+
+log = logging.getLogger("nodewarden.enforce")
+
+
+class ContainerKiller:
+    """SIGKILL to every process of a container's task, through containerd (one client, made on first use)."""
+
+    def __init__(self, client_factory: Callable):
+        self._factory = client_factory
+        self._client = None
+        self._lock = threading.Lock()
+
+    def kill(self, namespace: str, container_id: str) -> str:
+        """"killed", or "kill failed: <why>" (containerd away: the next relisting brings it back to us)."""
+        try:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+                client = self._client
+            client.kill(namespace, container_id, signal=9, all=True)
+            return "killed"
+        except Exception as e:
+            return f"kill failed: {e}".splitlines()[0][:300]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class VerdictHandler:
+    """GateService's emit callback: report, deny flagged files, kill what a block verdict covers.
+
+    emit: Pipeline.emit; containers: the ContainerTable (current pid and state); enforcer: ExecEnforcer
+    or None; killer: ContainerKiller or None (post-start kill off)."""
+
+    def __init__(self, emit: Callable, containers, enforcer=None, killer: ContainerKiller | None = None):
+        self._emit = emit
+        self._containers = containers
+        self._enforcer = enforcer
+        self._killer = killer
+
+    def __call__(self, ev: VerdictEvent) -> None:
+        self._emit(ev)
+        c = ev.container
+        info = self._containers.lookup(c.namespace, c.id) if (c is not None and c.id and c.namespace) else None
+        if info is None:
+            return
+        flagged = flagged_paths(ev.verdict)
+        if flagged and info.cgroup_id and self._enforcer is not None:
+            self._enforcer.flag_paths(info.cgroup_id, flagged)
+        if ev.verdict.verdict == "block" and info.pid and info.state == "running" and self._killer is not None:
+            self._kill(info, ev)
+
+    def _kill(self, info: ContainerInfo, ev: VerdictEvent) -> None:
+        t0 = time.monotonic()
+        outcome = self._killer.kill(info.namespace, info.id)
+        if outcome != "killed":
+            log.warning("post-start kill of %s/%s: %s", info.namespace, info.id, outcome)
+        self._emit(EnforcementEvent(time.time_ns(), "containerd.kill", "kill",
+                                    f"image verdict block: {ev.verdict.reason}", outcome=outcome, verdict="block",
+                                    container=info, duration_ms=(time.monotonic() - t0) * 1000))
