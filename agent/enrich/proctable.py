@@ -13,6 +13,7 @@ import os
 from collections import OrderedDict
 
 from agent.events import ExecEvent, ExitEvent, ForkEvent, KernelEvent, ProcInfo
+from agent.sensors.common import escape
 
 
 def _read(path: str) -> bytes | None:
@@ -51,18 +52,18 @@ class ProcFS:
             return None
         # The comm field may hold spaces and parentheses: it ends at the last ')'.
         rparen = stat.rfind(b")")
-        comm = stat[stat.find(b"(") + 1 : rparen].decode("utf-8", "backslashreplace")
+        comm = escape(stat[stat.find(b"(") + 1 : rparen])  # the kernel strings' one escaping (sensors.common)
         fields = stat[rparen + 2 :].split()
         if len(fields) < 20:
             return None
         ppid = int(fields[1])
         start_ns = self._boot_ns + int(fields[19]) * 1_000_000_000 // self._hz if self._boot_ns else 0
         try:
-            exe = os.readlink(os.path.join(base, "exe"))
+            exe = escape(os.readlink(os.fsencode(os.path.join(base, "exe"))))
         except OSError:
             exe = ""  # kernel threads have none; so does a process we may not inspect
         cmdline = _read(os.path.join(base, "cmdline")) or b""
-        argv = tuple(a.decode("utf-8", "backslashreplace") for a in cmdline.rstrip(b"\0").split(b"\0") if cmdline)
+        argv = tuple(escape(a) for a in cmdline.rstrip(b"\0").split(b"\0") if cmdline)
         uid = -1
         for line in (_read(os.path.join(base, "status")) or b"").splitlines():
             if line.startswith(b"Uid:"):

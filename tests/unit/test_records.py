@@ -82,3 +82,25 @@ def test_unix_socket_path_escaped_like_every_kernel_string():
     sa = struct.pack("<H", socket.AF_UNIX)
     assert net.parse_sockaddr(sa + b"/run/\xff\0")[1] == "/run/\\xff"
     assert net.parse_sockaddr(sa + b"/run/\\xff\0")[1] == "/run/\\\\xff"
+
+
+def test_procfs_strings_escaped_like_kernel_strings(tmp_path):
+    # The process table's names (read from /proc for processes older than the agent) print in the
+    # same fields as the exec event's: the same escaping, and nothing orjson cannot write.
+    import os
+
+    import orjson
+
+    from agent.enrich.proctable import ProcFS
+
+    (tmp_path / "stat").write_bytes(b"btime 1700000000\n")
+    p = tmp_path / "42"
+    p.mkdir()
+    (p / "stat").write_bytes(b"42 (a\xff\\x) S 1 " + b"0 " * 30 + b"\n")
+    (p / "cmdline").write_bytes(b"/bin/a\xff\0lit\\xff\0")
+    (p / "status").write_bytes(b"Uid:\t0\t0\t0\t0\n")
+    os.symlink(b"/opt/a\xff\\xff", os.fsencode(str(p / "exe")))
+    info = ProcFS(str(tmp_path)).process(42)
+    assert (info.comm, info.exe, info.argv) == ("a\\xff\\\\x", "/opt/a\\xff\\\\xff", ("/bin/a\\xff", "lit\\\\xff"))
+    assert unescape(info.exe) == b"/opt/a\xff\\xff"
+    orjson.dumps({"process.executable.path": info.exe, "process.args": list(info.argv)})
