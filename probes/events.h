@@ -3,8 +3,9 @@
  * Every record starts with struct event_header, whose first byte is the op code, so
  * the reader can dispatch before it knows the record's size. Records are fixed-size
  * (bpf_ringbuf_reserve needs a constant size); strings carry their own length.
- * The user-side mirror is agent/sensors/records.py: keep in sync with it; the
- * unit tests compare every size and offset against this file.
+ * The user-side mirror is agent/sensors/abi.py (and enum nw_op is Op in agent/events.py): keep in
+ * sync with it; tests/unit/test_abi.py compiles this file and compares every enum member, #define,
+ * struct size and member offset with the mirror.
  *
  * The schema only grows: add fields at the end of a record, never reorder.
  */
