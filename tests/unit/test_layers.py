@@ -1,11 +1,12 @@
 """Imports run one way: down the stage list of DESIGN.md, never back up (issue 9).
 
-Every module of agent/ and collector/ is parsed with `ast`; every import in it (module level, in
+Every module of agent/, collector/ and nwwire/ is parsed with `ast`; every import in it (module level, in
 functions, under `if TYPE_CHECKING:`, `import x` and `from x import y`, relative ones resolved) is
 mapped to its layer, and an import of a higher layer, of a sibling stage (detect <-> devices)
-or, from the collector, of anything of the agent's but the shared generated/wire code, fails with
-file:line and both layers. Dynamic imports (importlib) are not seen: only genproto uses them, for
-the generated code.
+or, from the collector, of anything of the agent's, fails with file:line and both layers. The two
+share only the wire package (nwwire: generated protobuf code, key tables, codec), which imports
+neither. Dynamic imports (importlib) are not seen: only nwwire.genproto uses them, for the
+generated code.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The code the agent and the collector share: generated protobuf code and its wire views.
-# The wire package of issue 9 lands as one of these names; the lead narrows this to it.
-WIRE = ("agent.gen", "agent.genproto", "agent.wire")
+# The code the agent and the collector share: generated protobuf code and its wire views (issue 9).
+WIRE = "nwwire"
+GENERATED = ("agent/gen", "nwwire/gen")  # made at build time from proto/, gitignored
 
 # Module prefix -> rank; the longest prefix wins. A module may import a lower rank, its own
 # package (the same stage), or nothing else. Equal ranks are sibling stages (detect, devices): neither
@@ -27,8 +28,9 @@ LAYERS: dict[str, int] = {
     "agent.vocab": 0,  # shared vocabulary: imports nothing of ours
     "agent.ratelog": 0,  # the one rate-limited logging helper: imports nothing of ours
     "agent.ledger": 0,  # the crash ledger (counters in a mapped file): imports nothing of ours
-    **dict.fromkeys(WIRE, 0),  # generated code: imports nothing of ours but itself
+    WIRE: 0,  # the shared wire package: imports nothing of the agent's or the collector's
     "agent.events": 1,  # typed records; imports agent.vocab
+    "agent.genproto": 1,  # the agent's old name for nwwire.genproto
     "agent.config": 1,  # the Config tree; imports agent.vocab at most
     "agent.kernel": 10,
     "agent.sensors": 20,
@@ -50,10 +52,7 @@ COLLECTOR_USERS = 81  # the agent runs an embedded collector: node and above may
 # Known violations in files other parts of issue 9 own, allowed until those parts land:
 # (importing file, imported module) -> the owner. The lead removes each entry as its fix lands;
 # an entry that no longer matches an import fails test_allow_list_is_current.
-ALLOWED: dict[tuple[str, str], str] = {
-    # collector/wire part: wire helpers move into the shared wire package
-    ("collector/server.py", "agent.outputs.pbcodec"): "collector/wire",
-}
+ALLOWED: dict[tuple[str, str], str] = {}  # none today: the wire and image-gate parts landed theirs
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -88,7 +87,7 @@ def _targets(node: ast.AST, module: str, is_pkg: bool, root: Path) -> list[str]:
 
 
 def _ours(name: str) -> bool:
-    return name == "agent" or name.startswith(("agent.", f"{COLLECTOR}.")) or name == COLLECTOR
+    return name.split(".")[0] in ("agent", COLLECTOR, WIRE)
 
 
 def _layer(name: str) -> str | None:
@@ -109,7 +108,7 @@ def _wrong_way(src: str, dst: str) -> str:
     if src == dst:
         return ""
     if src == COLLECTOR:
-        return "" if dst in WIRE else "the collector shares only the generated/wire code with the agent"
+        return "" if dst == WIRE else "the collector shares only the wire package (nwwire) with the agent"
     if dst == COLLECTOR:
         return "" if LAYERS[src] >= COLLECTOR_USERS else "only node, commands and cli may import the collector"
     if LAYERS[dst] < LAYERS[src]:
@@ -118,9 +117,9 @@ def _wrong_way(src: str, dst: str) -> str:
 
 
 def _sources(root: Path):
-    for top in ("agent", COLLECTOR):
+    for top in ("agent", COLLECTOR, WIRE):
         for path in sorted((root / top).rglob("*.py")):
-            if path.relative_to(root).parts[:2] != ("agent", "gen"):  # generated at build time, gitignored
+            if "/".join(path.relative_to(root).parts[:2]) not in GENERATED:
                 yield path
 
 
@@ -180,7 +179,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     for d in ("agent", "agent/sensors", "agent/outputs", "agent/policy", "agent/enforce", "agent/devices",
-              "collector"):
+              "collector", "nwwire"):
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "__init__.py").touch()
     return tmp_path
@@ -199,7 +198,9 @@ def test_checker_sees_every_form_of_a_wrong_import(tmp_path):
         "agent/sensors/c.py": "from ..policy import loader\n",
         "agent/imagegate/d.py": "from agent.enforce.kill import x\n",
         "agent/detect/f.py": "from agent.devices import nvml\n",
-        "collector/e.py": "from agent.outputs.log import y\nfrom agent.genproto import load\n",
+        "collector/e.py": "from agent.outputs.log import y\nfrom nwwire.genproto import load\nimport agent.genproto\n",
+        "nwwire/codec.py": "from nwwire import schema\nfrom agent.events import ExecEvent\n",
+        "nwwire/schema.py": "",
         "agent/vocab.py": "if True:\n    import agent.events\n",
         "agent/sensors/ok.py": "from agent.events import ExecEvent\nfrom agent.sensors import a\n",
     })
@@ -216,7 +217,10 @@ def test_checker_sees_every_form_of_a_wrong_import(tmp_path):
         "agent/detect/f.py:1: agent.detect.f (layer agent.detect) imports agent.devices.nvml"
         " (layer agent.devices): a sibling stage",
         "collector/e.py:1: collector.e (layer collector) imports agent.outputs.log (layer agent.outputs):"
-        " the collector shares only the generated/wire code with the agent",
+        " the collector shares only the wire package (nwwire) with the agent",
+        "collector/e.py:3: collector.e (layer collector) imports agent.genproto (layer agent.genproto):"
+        " the collector shares only the wire package (nwwire) with the agent",
+        "nwwire/codec.py:2: nwwire.codec (layer nwwire) imports agent.events (layer agent.events): a higher layer",
         "agent/vocab.py:2: agent.vocab (layer agent.vocab) imports agent.events (layer agent.events): a higher layer",
     ])
     assert unmapped == []
