@@ -91,9 +91,10 @@ def _uid(user: dict) -> int:
     return uid if type(uid) is int and uid >= 0 else 0
 
 
-def check_spec(spec: dict, proc_root: str = "/proc") -> list[Finding]:
+def check_spec(spec: dict, proc_root: str = "/proc", host_ns_dir: str = "") -> list[Finding]:
     """Findings for one OCI runtime spec (config.json as containerd stores it). proc_root: where
-    the host's /proc is mounted (its pid 1's namespaces are the host's)."""
+    the host's /proc is mounted; host_ns_dir: the host's namespace files (default: its pid 1's,
+    proc_root/1/ns)."""
     out: list[Finding] = []
     if not isinstance(spec, dict):
         return out
@@ -124,7 +125,7 @@ def check_spec(spec: dict, proc_root: str = "/proc") -> list[Finding]:
             )
     if _uid(_d(proc.get("user"))) == 0:
         out.append(_f(Severity.MEDIUM, "runs-as-root", "4.1", "process runs as uid 0"))
-    out += namespace_findings(linux.get("namespaces"), proc_root)
+    out += namespace_findings(linux.get("namespaces"), proc_root, host_ns_dir)
     out += _mounts(_seq(spec.get("mounts")))
     if not proc.get("noNewPrivileges"):
         out.append(
@@ -152,7 +153,7 @@ def check_spec(spec: dict, proc_root: str = "/proc") -> list[Finding]:
     return out
 
 
-def namespace_findings(namespaces, proc_root: str = "/proc") -> list[Finding]:
+def namespace_findings(namespaces, proc_root: str = "/proc", host_ns_dir: str = "") -> list[Finding]:
     """Host-namespace findings for a spec's linux.namespaces. A type that is absent is the
     runtime's own namespace, the host's; one without a path is new, the container's own; one with
     a path is joined, and CRI containers join their pod sandbox's by path, so a path is the host's
@@ -171,7 +172,7 @@ def namespace_findings(namespaces, proc_root: str = "/proc") -> list[Finding]:
             out.append(_f(sev, f"host-{ns}-namespace", cis, f"shares the host's {ns} namespace"))
         elif not path:
             continue
-        elif (host := host_namespace(path, ns, proc_root)) is None:
+        elif (host := host_namespace(path, ns, proc_root, host_ns_dir)) is None:
             lower = Severity(max(Severity.INFO, sev - 1))
             out.append(_f(lower, f"unverified-{ns}-namespace", cis,
                           f"joins the {ns} namespace at {str(path)[:200]}, which cannot be compared with the host's"))
@@ -180,17 +181,18 @@ def namespace_findings(namespaces, proc_root: str = "/proc") -> list[Finding]:
     return out
 
 
-def host_namespace(path, ns_type: str, proc_root: str = "/proc") -> bool | None:
+def host_namespace(path, ns_type: str, proc_root: str = "/proc", host_ns_dir: str = "") -> bool | None:
     """Is the namespace file at `path` the host's namespace of that OCI type ("network", "pid",
-    ...)? True when it has the inode (and nsfs device) of proc_root/1/ns/<file>, False when it is
-    another one, None when either cannot be read. A path under /proc is read through proc_root
-    (the host's /proc, mounted at /host/proc in a DaemonSet)."""
+    ...)? True when it has the inode (and nsfs device) of the host's (host_ns_dir/<file>, by
+    default proc_root/1/ns/<file>), False when it is another one, None when either cannot be read
+    (pid 1's are unreadable where it is not dumpable, or holds capabilities the agent lacks). A
+    path under /proc is read through proc_root (the host's /proc, /host/proc in a DaemonSet)."""
     if not isinstance(path, str) or not path.startswith("/") or ns_type not in HOST_NAMESPACES:
         return None
     if path.startswith("/proc/") and proc_root.rstrip("/") != "/proc":
         path = proc_root.rstrip("/") + path[len("/proc"):]
     try:
-        host = os.stat(os.path.join(proc_root, "1", "ns", HOST_NAMESPACES[ns_type][0]))
+        host = os.stat(os.path.join(host_ns_dir or os.path.join(proc_root, "1", "ns"), HOST_NAMESPACES[ns_type][0]))
         st = os.stat(path)
     except (OSError, ValueError):  # ValueError: a NUL in the path
         return None

@@ -82,10 +82,12 @@ class _Engine:
 
 
 class ImageScanner:
-    def __init__(self, cfg: ImageGateConfig | None = None, cache: Cache | None = None, proc_root: str | None = None):
+    def __init__(self, cfg: ImageGateConfig | None = None, cache: Cache | None = None,
+                 proc_root: str | None = None, host_ns_dir: str = ""):
         self.cfg = cfg or ImageGateConfig()
-        # The host's /proc (its pid 1's namespaces are the host's: baseline.host_namespace).
+        # The host's /proc and namespace files (default its pid 1's): baseline.host_namespace.
         self.proc_root = proc_root or getattr(self.cfg, "proc_root", "") or "/proc"
+        self.host_ns_dir = host_ns_dir
         self.cache = cache or Cache(self.cfg.cache_path or None)
         self._lock = threading.Lock()
         self._scanning: dict[str, threading.Event] = {}
@@ -180,7 +182,7 @@ class ImageScanner:
             findings += eng.db.match(pkgs)
         findings += baseline.check_config(res.config, spec is not None)
         if spec is not None:
-            findings += baseline.check_spec(spec, self.proc_root)
+            findings += baseline.check_spec(spec, self.proc_root, self.host_ns_dir)
         labels = (res.config.get("config") or {}).get("Labels") or {}
         rep = ImageReport(
             image=source.name,
