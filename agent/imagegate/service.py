@@ -54,6 +54,7 @@ from agent.imagegate.model import ImageReport, Verdict
 from agent.imagegate.scanner import ImageScanner, spec_digest
 from agent.imagegate.source import ContainerdSource, ImageError
 from agent.policy.store import PolicyStore
+from agent.ratelog import RateLog
 
 log = logging.getLogger("nodewarden.imagegate")
 
@@ -90,6 +91,7 @@ class GateService:
                       "prescanned", "prescan_skipped")
         }
         self._prescans = 0  # image scans started by prescan() and not finished
+        self._rlog = RateLog(log)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class GateService:
             fut = self._inflight.get(key)
             if fut is not None:
                 return fut
-            fut = self._pool.submit(fn or self._evaluate, *(args or (namespace, container_id)))
+            fut = self._pool.submit(self._guarded, fn or self._evaluate, *(args or (namespace, container_id)))
             self._inflight[key] = fut
         fut.add_done_callback(lambda f, k=key: self._done(k, f))
         return fut
@@ -264,6 +266,19 @@ class GateService:
         with self._lock:
             if self._inflight.get(key) is fut:
                 del self._inflight[key]
+
+    def _guarded(self, fn, *args) -> Verdict:
+        """Runs fn on the scan pool; whatever it raises becomes the on_error verdict. An exception
+        that escaped would reach no one but the log: no image.verdict, no post-start kill, and a
+        pre-start gate would take it for a timeout (issue 9)."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            msg = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._rlog.error("unexpected", "image gate: evaluating %s failed unexpectedly (%s); on_error verdict",
+                             args[1] if len(args) > 1 else "?", msg)
+            log.debug("image gate: the failure's traceback", exc_info=True)
+            return self._error(f"internal error: {msg}")
 
     def _get_client(self):
         with self._lock:

@@ -10,11 +10,10 @@ import orjson
 import pytest
 
 from agent.cli import main as cli
-from agent.events import ContainerInfo
+from agent.events import ContainerInfo, VerdictEvent
 from agent.imagegate.config import ImageGateConfig
-from agent.events import VerdictEvent
-from agent.outputs.record import flatten
 from agent.imagegate.service import GateService
+from agent.outputs.record import flatten
 from agent.policy.store import PolicyStore
 from tests.unit.imagegate_helpers import EICAR, busybox_layer, entry, osv_advisory, raw_tar, write_layout
 
@@ -245,3 +244,40 @@ def test_evaluate_image_by_reference(world):
         assert flagged_paths(gate.evaluate_image("default", "reg/good:1", spec=SPEC)) == []
     finally:
         gate.stop()
+
+
+def _broken_config_layout(tmp_path, name):
+    """A busybox image whose config says `"rootfs": 5` (issue 9: it used to pass the gate unjudged)."""
+    from tests.harness.oci import build_image, unpack_layout, write_blob
+
+    img = build_image(tmp_path / "broken.tar", name)
+    d = unpack_layout(img, tmp_path / "broken")
+    index = json.loads((d / "index.json").read_text())
+    blob = d / "blobs" / "sha256"
+    manifest = json.loads((blob / img.manifest_digest.split(":")[1]).read_bytes())
+    config = {**json.loads((blob / img.config_digest.split(":")[1]).read_bytes()), "rootfs": 5}
+    manifest["config"] = {**manifest["config"], **write_blob(d, json.dumps(config).encode())}
+    mdesc = write_blob(d, json.dumps(manifest).encode())
+    index["manifests"][0].update(mdesc)
+    (d / "index.json").write_text(json.dumps(index))
+    return SimpleNamespace(path=d, digest=mdesc["digest"])
+
+
+def test_broken_config_gets_the_on_error_verdict(world, tmp_path):
+    world.layouts["reg/broken:1"] = _broken_config_layout(tmp_path, "reg/broken:1")
+    world.containers["c-broken"] = ("reg/broken:1", {}, SPEC)
+    world.containers["c-odd"] = ("reg/good:1", 5, SPEC)  # containerd's record in a shape no one expects
+    world.policy.write_text("on_error: {action: block}\n")
+    gate, out, _ = _service(world)
+    gate.start()
+    try:
+        gate.on_container("container", _info("c-broken", image="reg/broken:1"))
+        gate.on_container("container", _info("c-odd", image="reg/good:1"))
+        _wait(out, 2)
+    finally:
+        gate.stop()
+    by = {r["container.id"]: r for r in out}
+    assert by["c-broken"]["image.verdict"] == "block"
+    assert "rootfs is an integer" in by["c-broken"]["image.scan.error"]
+    assert by["c-odd"]["image.verdict"] == "block" and "internal error" in by["c-odd"]["image.scan.error"]
+    assert gate.stats()["errors"] >= 1
