@@ -1,4 +1,4 @@
-"""Load and validate an image policy file as a whole.
+"""Load and validate the policy file as a whole (image gate and runtime rules).
 
 The YAML is composed into nodes (not just loaded) so that every error names its line and column:
 `policy.yaml:7:12: categories.malware.block: unknown severity 'hgih' (info, low, medium, high,
@@ -54,7 +54,7 @@ def _severity(v: Walker, node, where: str) -> tuple[bool, Severity | None]:
     try:
         return True, Severity.parse(text)
     except ValueError:
-        v.err(node, where, f"unknown severity {text!r} ({_SEVERITIES})")
+        v.err(node, where, f"unknown severity {text[:80]!r} ({_SEVERITIES})")
         return False, None
 
 
@@ -89,7 +89,7 @@ def _labels(v: Walker, node, where: str) -> tuple[tuple[str, str], ...]:
 def _action(v: Walker, node, where: str) -> str | None:
     text = v.scalar(node, where)
     if text is not None and text not in ("allow", "block"):
-        v.err(node, where, f"expected allow or block, got {text!r}")
+        v.err(node, where, f"expected allow or block, got {text[:80]!r}")
         return None
     return text
 
