@@ -20,7 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", metavar="TIME", help="RFC 3339 time, or a duration ago: 10m, 2h, 7d")
     p.add_argument("--until", metavar="TIME", help="RFC 3339 time, or a duration ago")
     p.add_argument("--kind", action="append", default=[], metavar="KIND",
-                   help="event.name (process.exec) or a family (file); repeat for several")
+                   help="event.name (process.exec, alert), a family (file) or a kind (verdict, enforcement, "
+                        "exec); repeat for several")
+    p.add_argument("--name", action="append", default=[], metavar="NAME",
+                   help="exactly this event.name; repeat for several")
+    p.add_argument("--rule", action="append", default=[], metavar="ID", help="alerts of this rule.id; repeat")
+    p.add_argument("--verdict", action="append", default=[], choices=["allow", "alert", "block"],
+                   help="verdicts and blocks with this image.verdict; repeat")
     p.add_argument("--node", action="append", default=[], metavar="NODE", help="repeat for several")
     p.add_argument("--agent", metavar="ID", help="agent id")
     p.add_argument("--container", metavar="ID", help="container id or a prefix of it")
@@ -44,8 +50,12 @@ def build_filter(args: argparse.Namespace, cpb):
     from collector.units import parse_time
     from nwwire.schema import SEVERITY
 
-    f = cpb.Filter(kinds=args.kind, nodes=args.node, container=args.container or "", pod=args.pod or "",
-                   namespace=args.namespace or "", text=args.text or "", agent_id=args.agent or "")
+    for name in args.name:
+        if "." not in name and name not in ("alert",):
+            raise ValueError(f"--name takes a whole event.name such as process.exec, not {name!r} (see --kind)")
+    f = cpb.Filter(kinds=args.kind + args.name, nodes=args.node, container=args.container or "", pod=args.pod or "",
+                   namespace=args.namespace or "", text=args.text or "", agent_id=args.agent or "",
+                   rules=args.rule, verdicts=args.verdict)
     if args.since:
         f.since_unix_nano = parse_time(args.since)
     if args.until:
@@ -60,8 +70,13 @@ def build_filter(args: argparse.Namespace, cpb):
 
 def format_line(rec: dict) -> str:
     """One human line: time, node, severity, kind, process, what it did, where."""
+    from agent.outputs.log import decision_line
+
     parts = [rec.get("timestamp", ""), rec.get("host.name", ""), f"{rec.get('event.severity', ''):<6}",
              f"{rec.get('event.name', ''):<15}"]
+    decided = decision_line(rec)  # alerts, verdicts, blocks: what was decided, about what, where
+    if decided is not None:
+        return " ".join(p for p in [*parts, decided] if p)
     if "process.pid" in rec:
         parts.append(f"pid={rec['process.pid']}")
     cmd = rec.get("process.command_line") or rec.get("process.executable.path")

@@ -24,8 +24,73 @@ def _pick(rec: dict, *keys: str) -> str:
     return " ".join(f"{k.rsplit('.', 1)[-1]}={rec[k]}" for k in keys if k in rec and rec[k] != "")
 
 
+def _where(rec: dict, image: bool = True) -> str:
+    """The container (short id and image) and pod an event happened in, or ""."""
+    parts = []
+    if rec.get("container.id"):
+        parts.append(str(rec["container.id"])[:12])
+    if image and rec.get("container.image.name"):
+        parts.append(str(rec["container.image.name"]))
+    pod = "/".join(str(rec[k]) for k in ("k8s.namespace.name", "k8s.pod.name") if rec.get(k))
+    if pod:
+        parts.append(f"pod={pod}")
+    return f" [{' '.join(parts)}]" if parts else ""
+
+
+def _subject(rec: dict) -> str:
+    """The process (and file or peer) a verdict-free alert or block is about."""
+    parts = []
+    if "process.pid" in rec:
+        parts.append(f"pid={rec['process.pid']}")
+    cmd = rec.get("process.command_line") or rec.get("process.executable.path")
+    if cmd:
+        parts.append(str(cmd))
+    for key in ("file.path", "network.peer.address"):
+        if rec.get(key):
+            port = rec.get("network.peer.port")
+            parts.append(f"{rec[key]}:{port}" if key.startswith("network.") and port is not None else str(rec[key]))
+    return " ".join(parts)
+
+
+def _alert(rec: dict) -> str:
+    # severity, rule, what (its output line, else the triggering process), where
+    what = rec.get("alert.output") or f"{rec.get('trigger.name', '')} {_subject(rec)}".strip()
+    count = f" (x{rec['alert.count']})" if rec.get("alert.count", 1) != 1 else ""
+    action = " action=kill" if rec.get("alert.action") == "kill" else ""
+    return (f"{rec.get('event.severity', '').upper()} [{rec.get('rule.id', '')}] {rec.get('rule.name', '')}: "
+            f"{what}{count}{action}{_where(rec)}")
+
+
+def _verdict(rec: dict) -> str:
+    n = rec.get("image.findings.count", 0)
+    extra = " timed out" if rec.get("image.scan.timed_out") else ""
+    if rec.get("image.scan.error"):
+        extra += f" error={rec['image.scan.error']}"
+    image = rec.get("container.image.name", "") or rec.get("container.image.digest", "")
+    return (f"{str(rec.get('image.verdict', '')).upper()} {image}: {rec.get('image.verdict.reason', '')} "
+            f"({n} finding{'' if n == 1 else 's'}){extra}{_where(rec, image=False)}")
+
+
+def _enforcement(rec: dict) -> str:
+    outcome = f" -> {rec['enforcement.outcome']}" if rec.get("enforcement.outcome") else ""
+    subject = _subject(rec)
+    return (f"{rec.get('enforcement.action', '')} at {rec.get('enforcement.point', '')}: "
+            f"{rec.get('enforcement.reason', '')}{outcome}{' ' + subject if subject else ''}{_where(rec)}")
+
+
+_KIND_LINES = {"alert": _alert, "image.verdict": _verdict, "enforcement.block": _enforcement}
+
+
+def decision_line(rec: dict) -> str | None:
+    """What an alert, verdict or block says, in one line (without time and name); None for other kinds.
+    TextLog and `nodewarden events` both print it."""
+    line = _KIND_LINES.get(rec.get("event.name", ""))
+    return line(rec) if line is not None else None
+
+
 class TextLog:
-    """A line a person can read: time, event, pid/ppid/uid, process name, then what happened."""
+    """A line a person can read: time, event, pid/ppid/uid, process name, then what happened.
+    Alerts, verdicts and blocks get a line of their own: what was decided, about what, where."""
 
     def __init__(self, stream):
         self._out = stream
@@ -35,6 +100,9 @@ class TextLog:
     def format(rec: dict) -> str:
         name = rec.get("event.name", "?")
         ts = rec.get("timestamp", "")[11:23]
+        line = decision_line(rec)
+        if line is not None:
+            return f"{ts} {name:<16} {line}"
         if name.startswith("agent."):
             rest = " ".join(f"{k}={v}" for k, v in rec.items() if k not in ("event.name", "timestamp"))
             return f"{ts} {name:<16} {rest}"

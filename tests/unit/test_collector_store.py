@@ -358,7 +358,8 @@ def test_seq_beyond_int64_fails_its_batch_only(tmp_path):
         lock.execute("BEGIN IMMEDIATE")  # the writer blocks on its first group until we let go
         first = threading.Thread(target=send, args=("first", [_ev(1, agent="x")]))
         first.start()
-        while s._q.qsize():  # the writer took it and waits for the lock
+        # unfinished_tasks counts every put (the writer never calls task_done): put and taken.
+        while not (s._q.unfinished_tasks == 1 and s._q.qsize() == 0):
             time.sleep(0.01)
         threads = [threading.Thread(target=send, args=("bad", [_ev(1, agent="evil"), _ev(2**63, agent="evil")])),
                    threading.Thread(target=send, args=("good", [_ev(s_, agent="honest") for s_ in range(1, 4)]))]
