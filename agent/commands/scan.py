@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
 
 
 def _config(args):
-    from agent.imagegate.config import ImageGateConfig
+    from agent.config import ImageGateConfig
 
     return ImageGateConfig(
         cache_path=args.cache,
