@@ -264,3 +264,42 @@ def test_severity_names():
     for given, stored in (("info", 2), ("warning", 4), ("HIGH", 5), ("critical", 6)):
         ev = to_event({"event.name": "x.y", "event.severity": given})
         assert ev.severity == stored and to_record(ev)["event.severity"] == given
+
+
+def test_every_field_names_its_record_key_and_every_kind_its_events():
+    """The .proto options are the whole mapping: a field added without its (key), or a kind
+    without its (event), would silently fall out of it."""
+    from nwwire.schema import SUBJECT, event_of, key_of
+
+    seen = set()
+
+    def walk(desc):
+        if desc.full_name in seen or desc.GetOptions().map_entry:
+            return
+        seen.add(desc.full_name)
+        for fd in desc.fields:
+            in_kind = fd.containing_oneof is not None and fd.containing_oneof.name in ("kind", SUBJECT)
+            if in_kind:
+                assert event_of(fd) and not key_of(fd), f"{desc.name}.{fd.name} needs an (event) option"
+            elif fd.name not in ("extra_json", "process", "container"):
+                assert key_of(fd), f"{desc.name}.{fd.name} needs a (key) option"
+            if fd.message_type is not None:
+                walk(fd.message_type)
+
+    walk(pb.Event.DESCRIPTOR)
+    assert {"nodewarden.v1.Alert", "nodewarden.v1.ImageVerdict", "nodewarden.v1.Finding"} <= seen
+
+
+def test_wire_helpers_take_field_numbers_from_the_descriptors():
+    from collector.wire import RawIngestRequest
+    from nwwire.genproto import load
+    from nwwire.protowire import field_bytes, field_varint, number
+
+    cpb = load("nodewarden.v1.collector_pb2")
+    ev = to_event(flatten(KINDS[12][0]))
+    ev.seq, ev.agent_id, ev.boot_id = 1, "a", "b"
+    body = ev.SerializeToString()
+    raw = field_bytes(number(cpb.IngestRequest, "batch"),
+                      field_varint(number(cpb.Batch, "batch_id"), 9) + field_bytes(number(cpb.Batch, "events"), body))
+    assert raw == cpb.IngestRequest(batch=cpb.Batch(batch_id=9, events=[ev])).SerializeToString()
+    assert [bytes(b) for b in RawIngestRequest.FromString(raw).batch.events] == [body]
