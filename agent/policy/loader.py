@@ -11,7 +11,9 @@ Nothing in a file, however malformed, raises anything but PolicyError (tests/uni
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 
 import yaml
 
@@ -210,7 +212,11 @@ def parse(text: str, name: str = "<policy>", fingerprint: str | None = None) -> 
 
 def load(path: str) -> ImagePolicy:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO (or a device) at the path must not hang the reload thread in open()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PolicyError([f"{path}: not a regular file"])
             data = f.read(_MAX_BYTES + 1)
     except OSError as e:
         raise PolicyError([f"{path}: cannot read: {e.strerror}"]) from None

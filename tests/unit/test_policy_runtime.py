@@ -149,3 +149,13 @@ def test_nodewarden_run_refuses_a_bad_policy_in_one_line(tmp_path, text, pos, ne
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
     assert lines[0].startswith(f"nodewarden: {policy}{pos}") and needle in lines[0], lines[0]
+
+
+def test_a_fifo_or_directory_is_refused_not_waited_on(tmp_path):
+    """A FIFO at the policy path would block open() (and the reload thread) until a writer came."""
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="not a regular file"):
+        load(str(fifo))
+    with pytest.raises(PolicyError, match="not a regular file|cannot read"):
+        load(str(tmp_path))
