@@ -10,6 +10,7 @@ must be beyond its type (a probe family that exists, a power of two) the stage c
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import types
@@ -149,16 +150,39 @@ def _coerce(value, typ, where: str):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
-    if typ in (int, float):
-        try:
-            return typ(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if typ is int:
+        return _integer(value, where)
+    if typ is float:
+        return _number(value, where)
     if typ is str:
-        if not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
         return str(value)
     return value
+
+
+def _integer(value, where: str) -> int:
+    """An int from YAML or a string; 1.5 is refused, not truncated, and so is true (bool is an int)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+
+
+def _number(value, where: str) -> float:
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        number = float(value)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond a double
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):  # nan or inf as an interval or timeout would spin or never fire
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 def _apply(obj, data: dict, where: str) -> None:
@@ -172,9 +196,30 @@ def _apply(obj, data: dict, where: str) -> None:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(names))})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _apply(current, value, path)
+            if value is not None:  # an empty section (`probes:`) is its defaults
+                _apply(current, value, path)
         else:
             setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def _read(path: str):
+    """The file's YAML, or ConfigError in one line: whatever the file holds, nothing else escapes."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:  # the composer recurses once per nesting level
+        raise ConfigError(f"config {path} is not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # PyYAML's scanner calls chr() unguarded on a \U escape
+        raise ConfigError(f"config {path} is not valid YAML: escape out of range ({e})") from None
+    return {} if data is None else data
 
 
 def load(path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> Config:
@@ -184,14 +229,7 @@ def load(path: str | None = None, env: dict | None = None, overrides: dict | Non
     """
     cfg = Config()
     if path:
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {path} is not valid YAML: {e}".replace("\n", " ")) from None
-        _apply(cfg, data, "")
+        _apply(cfg, _read(path), "")
     env = os.environ if env is None else env
     for section in dataclasses.fields(cfg):
         for f in dataclasses.fields(getattr(cfg, section.name)):
