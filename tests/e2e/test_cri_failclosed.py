@@ -113,3 +113,20 @@ def test_a_blocked_image_is_refused_with_the_verdict_not_the_validator(cd, slot,
     c = cd.create(pod, eicar, name=name)
     assert not c.ok and "image verdict block: malware/" in c.error and not _refused_as_missing(c.error), c.error
     agent.wait_for(lambda r: r.get("event.name") == "enforcement.block" and r.get("container.name") == name)
+
+
+def test_a_pod_with_the_tolerate_annotation_is_created_while_the_agent_is_away(cd, slot, images):
+    """What lets the agent's own DaemonSet pod start on a fail-closed node (packaging/daemonset.yaml
+    carries the annotation; the bundle's config-failclosed.toml names it)."""
+    from tests.unit.test_packaging import TOLERATE_ANNOTATION, _one
+
+    shipped = _one("DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert f'tolerate_missing_plugins_annotation = "{TOLERATE_ANNOTATION}"' in cd.config.read_text()
+    clean, _ = images
+    slot.stop()
+    pod_id = cd.run_pod(annotations=shipped)
+    try:
+        c = cd.create(pod_id, clean)
+        assert c.ok, f"annotated {shipped}, yet: {c.error}"
+    finally:
+        cd.remove_pod(pod_id)
