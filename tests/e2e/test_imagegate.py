@@ -142,3 +142,31 @@ def test_gate_service_on_container_start(containerd, image_builder, osv_db, tmp_
         gate.stop()
         for cid in ids.values():
             containerd.remove(cid)
+
+
+def test_malformed_config_in_content_store_gets_on_error(containerd, tmp_path):
+    """An image whose config says `"rootfs": 5`, in containerd's content store (imported without
+    unpacking: containerd itself never reads the config then): the gate's verdict is the policy's
+    on_error one with the reason, and `nodewarden scan REF` exits 2 with one line (issue 9)."""
+    from tests.harness.oci import build_image, pack_layout, rewrite_config, unpack_layout
+
+    name = f"nodewarden.test/gate-brokencfg-{unique_id('b')}:1"
+    img = build_image(tmp_path / "ok.tar", name)
+    layout = unpack_layout(img, tmp_path / "layout")
+    rewrite_config(layout, img, rootfs=5)
+    containerd.ctr("images", "import", "--no-unpack", str(pack_layout(layout, tmp_path / "broken.tar")))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("on_error: {action: block}\n")
+    gate = GateService(ImageGateConfig(cache_path="", advisory_db=""), PolicyStore(str(policy)),
+                       lambda: ContainerdClient(str(containerd.socket)), lambda ev: None)
+    try:
+        v = gate.evaluate_image(containerd.namespace, name, timeout=20)
+        r = subprocess.run([sys.executable, "-m", "agent.cli", "scan", name, "--db", "", "--containerd-socket",
+                            str(containerd.socket), "-n", containerd.namespace], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+    finally:
+        gate.stop()
+        containerd.ctr("images", "rm", name, check=False)
+    assert v.verdict == "block" and not v.timed_out
+    assert "rootfs is an integer, expected an object" in v.error
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "rootfs is an integer" in r.stderr, r.stderr

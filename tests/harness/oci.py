@@ -197,3 +197,29 @@ def write_blob(layout: str | os.PathLike, data: bytes) -> dict:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     return {"digest": digest, "size": len(data)}
+
+
+def pack_layout(layout: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """A layout directory (after a test rewrote it) as a tarball `ctr images import` reads."""
+    layout, dest = Path(layout), Path(dest)
+    with tarfile.open(dest, "w") as tar:
+        for p in sorted(layout.rglob("*")):
+            if p.is_file():
+                data = p.read_bytes()
+                tar.addfile(_info(str(p.relative_to(layout)), tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+    return dest
+
+
+def rewrite_config(layout: str | os.PathLike, img: OciImage, **fields) -> str:
+    """Give the layout's image a config with `fields` replaced (any JSON, malformed on purpose);
+    the manifest and index.json are rewritten to point at it. Returns the new manifest digest."""
+    layout = Path(layout)
+    blobs = layout / "blobs" / "sha256"
+    manifest = json.loads((blobs / img.manifest_digest.split(":")[1]).read_bytes())
+    config = {**json.loads((blobs / img.config_digest.split(":")[1]).read_bytes()), **fields}
+    manifest["config"] = {**manifest["config"], **write_blob(layout, json.dumps(config).encode())}
+    mdesc = write_blob(layout, json.dumps(manifest).encode())
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0].update(mdesc)
+    (layout / "index.json").write_text(json.dumps(index))
+    return mdesc["digest"]
