@@ -58,9 +58,7 @@ class GateDecider:
             return Decision(True, v.verdict)
         msg = f"image verdict block: {v.reason}"
         self._uncover(container.cgroups_path)
-        info = ContainerInfo(id=container.id, name=container.name, image=container.image, namespace="k8s.io",
-                             pod_name=pod.name, pod_namespace=pod.namespace)
-        self._block("nri.create_container", msg, info)
+        self._emit(nri_block_event(pod, container, msg))
         return Decision(False, msg, retriable=bool(v.timed_out))
 
     # -- the OCI gate (`runc create` through nodewarden-runc) -------------------------------------
@@ -80,16 +78,10 @@ class GateDecider:
             return Decision(True, v.verdict)
         msg = f"image verdict block: {v.reason}"
         self._uncover(req.cgroups_path)
-        info = ContainerInfo(id=req.id, name=req.name, image=req.image or v.image, namespace=req.namespace,
-                             pod_name=req.pod, pod_namespace=req.pod_namespace)
-        self._block("oci.runc_create", msg, info)
+        self._emit(oci_block_event(req, msg, v.image))
         return Decision(False, msg)
 
     # -- helpers ---------------------------------------------------------------------------------
-
-    def _block(self, point: str, reason: str, info: ContainerInfo) -> None:
-        self._emit(EnforcementEvent(time.time_ns(), point, "deny", reason, outcome="denied", verdict="block",
-                                    container=info))
 
     def _cover(self, cgroups_path: str) -> None:
         if self._enforcer is not None and cgroups_path:
@@ -98,3 +90,20 @@ class GateDecider:
     def _uncover(self, cgroups_path: str) -> None:
         if self._enforcer is not None and cgroups_path:
             self._enforcer.uncover_spec(cgroups_path)
+
+
+def nri_block_event(pod, container, reason: str) -> EnforcementEvent:
+    """enforcement.block of an NRI CreateContainer (containerd has no record yet: what NRI says)."""
+    info = ContainerInfo(id=container.id, name=container.name, image=container.image, namespace="k8s.io",
+                         pod_name=pod.name, pod_namespace=pod.namespace)
+    return EnforcementEvent(time.time_ns(), "nri.create_container", "deny", reason, outcome="denied",
+                            verdict="block", container=info)
+
+
+def oci_block_event(req, reason: str, image: str = "") -> EnforcementEvent:
+    """enforcement.block of a `runc create` (req: the OCI gate's GateRequest; image: the verdict's, when
+    the request carried none)."""
+    info = ContainerInfo(id=req.id, name=req.name, image=req.image or image, namespace=req.namespace,
+                         pod_name=req.pod, pod_namespace=req.pod_namespace)
+    return EnforcementEvent(time.time_ns(), "oci.runc_create", "deny", reason, outcome="denied", verdict="block",
+                            container=info)

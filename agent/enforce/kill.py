@@ -76,6 +76,10 @@ class VerdictHandler:
         outcome = self._killer.kill(info.namespace, info.id)
         if outcome != "killed":
             log.warning("post-start kill of %s/%s: %s", info.namespace, info.id, outcome)
-        self._emit(EnforcementEvent(time.time_ns(), "containerd.kill", "kill",
-                                    f"image verdict block: {ev.verdict.reason}", outcome=outcome, verdict="block",
-                                    container=info, duration_ms=(time.monotonic() - t0) * 1000))
+        self._emit(kill_event(info, ev.verdict.reason, outcome, (time.monotonic() - t0) * 1000))
+
+
+def kill_event(info: ContainerInfo, verdict_reason: str, outcome: str, duration_ms: float | None = None):
+    """enforcement.block of a post-start kill through containerd."""
+    return EnforcementEvent(time.time_ns(), "containerd.kill", "kill", f"image verdict block: {verdict_reason}",
+                            outcome=outcome, verdict="block", container=info, duration_ms=duration_ms)
