@@ -185,18 +185,29 @@ def host_namespace(path, ns_type: str, proc_root: str = "/proc", host_ns_dir: st
     """Is the namespace file at `path` the host's namespace of that OCI type ("network", "pid",
     ...)? True when it has the inode (and nsfs device) of the host's (host_ns_dir/<file>, by
     default proc_root/1/ns/<file>), False when it is another one, None when either cannot be read
-    (pid 1's are unreadable where it is not dumpable, or holds capabilities the agent lacks). A
-    path under /proc is read through proc_root (the host's /proc, /host/proc in a DaemonSet)."""
+    (pid 1's are unreadable where it is not dumpable, or holds capabilities the agent lacks).
+
+    The path is the runtime's, in the host's mount namespace: one under /proc is read through
+    proc_root (the host's /proc, /host/proc in a DaemonSet); another (a CNI netns bind mount,
+    /var/run/netns/cni-...) as it is, else through the host's root, proc_root/1/root."""
     if not isinstance(path, str) or not path.startswith("/") or ns_type not in HOST_NAMESPACES:
         return None
-    if path.startswith("/proc/") and proc_root.rstrip("/") != "/proc":
-        path = proc_root.rstrip("/") + path[len("/proc"):]
+    root = proc_root.rstrip("/") or "/proc"
+    if path.startswith("/proc/"):
+        candidates = [root + path[len("/proc"):]]
+    else:
+        candidates = [path, f"{root}/1/root{path}"]
     try:
-        host = os.stat(os.path.join(host_ns_dir or os.path.join(proc_root, "1", "ns"), HOST_NAMESPACES[ns_type][0]))
-        st = os.stat(path)
-    except (OSError, ValueError):  # ValueError: a NUL in the path
+        host = os.stat(os.path.join(host_ns_dir or os.path.join(root, "1", "ns"), HOST_NAMESPACES[ns_type][0]))
+    except OSError:
         return None
-    return (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino)
+    for p in candidates:
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):  # ValueError: a NUL in the path
+            continue
+        return (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino)
+    return None
 
 
 def _mounts(mounts) -> list[Finding]:

@@ -110,6 +110,15 @@ def test_paths_under_proc_read_through_proc_root(tmp_path, sandbox):
     assert baseline.host_namespace(f"/proc/{sandbox}/ns/net", "network", str(root)) is False
     assert baseline.host_namespace("/proc/424242/ns/net", "network", str(root)) is None
     assert baseline.host_namespace("relative/ns", "network", str(root)) is None
+    # A CNI network namespace bind-mounted in the host's /var/run/netns, which the agent's own
+    # mount namespace does not show: read through the host's root, proc_root/1/root.
+    netns = f"nw-test-{os.getpid()}"
+    (tmp_path / "hostroot" / "run" / "netns").mkdir(parents=True)
+    os.symlink(f"/proc/{sandbox}/ns/net", tmp_path / "hostroot" / "run" / "netns" / netns)
+    os.symlink(tmp_path / "hostroot", root / "1" / "root")
+    assert not os.path.exists(f"/run/netns/{netns}")
+    assert baseline.host_namespace(f"/run/netns/{netns}", "network", str(root)) is False
+    assert baseline.host_namespace("/run/netns/none-such", "network", str(root)) is None
     assert baseline.host_namespace(5, "network", str(root)) is None
 
 
