@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from agent.enrich.cgroupnotify import CgroupNotifier
 from agent.enrich.cgroups import CgroupResolver, cgroup_path_from_spec
 from agent.enrich.container_table import (
     ContainerTable,
@@ -71,6 +72,9 @@ class ContainerdConfig:
     backoff_max: float = 10.0
     resync_interval: float = 300.0  # a full relisting now and then heals anything an event missed
     queue_size: int = 4096  # events waiting for the watcher thread; overflow -> dropped + resync
+    # Learn cgroup ids as runc creates them (fanotify, agent/enrich/cgroupnotify.py), so a task that is
+    # gone before its containerd event reaches us still gets its cgroup. Needs CAP_SYS_ADMIN; off: pid only.
+    notify_cgroups: bool = True
 
 
 _END = object()
@@ -100,6 +104,7 @@ class ContainerWatcher:
         self._early: OrderedDict[tuple[str, str, int], tuple[str, int, int]] = OrderedDict()
         self._early_lock = threading.Lock()
         self._rlog = RateLog(log)
+        self._notifier: CgroupNotifier | None = None
         self.counters = dict.fromkeys(
             (
                 "connects",
@@ -125,6 +130,9 @@ class ContainerWatcher:
         if self._thread and self._thread.is_alive():
             return
         self._stop.clear()
+        if self.config.notify_cgroups and self._notifier is None and self.resolver.cgroup2_mount:
+            notifier = CgroupNotifier(self.resolver.cgroup2_mount, self.table.note_cgroup)
+            self._notifier = notifier if notifier.start() else None
         self._thread = threading.Thread(target=self._run, name="nw-containerd", daemon=True)
         self._thread.start()
 
@@ -135,13 +143,18 @@ class ContainerWatcher:
             call.cancel()  # wakes the reader blocked on the stream
         if self._thread:
             self._thread.join(timeout)
+        if self._notifier is not None:
+            self._notifier.stop()
+            self._notifier = None
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         """True once the table holds a full listing from the current connection."""
         return self._synced.wait(timeout)
 
     def stats(self) -> dict[str, int]:
-        return {**self.counters, "connected": int(self.connected), **self.table.stats()}
+        n = self._notifier
+        notify = {f"cgroup_notify_{k}": v for k, v in n.counters.items()} if n is not None else {}
+        return {**self.counters, "connected": int(self.connected), **self.table.stats(), **notify}
 
     def drops(self) -> dict[str, int]:
         """Losses for the pipeline's accounting (agent.drops, nodewarden_drops_total): containerd events
