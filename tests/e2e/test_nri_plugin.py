@@ -248,11 +248,14 @@ def test_create_container_allowed(runtime, make_plugin):
     seen = []
     make_plugin(lambda pod, ctr: seen.append((pod, ctr)) or Decision(True, "clean"))
     assert runtime.synced.wait(5)
-    code, msg, payload = runtime.create(args=["/bin/app", "--serve"])
+    cgroups = "kubepods-besteffort-podu_1.slice:cri-containerd:id-app"
+    code, msg, payload = runtime.create(args=["/bin/app", "--serve"],
+                                        linux=nri.pb().LinuxContainer(cgroups_path=cgroups))
     assert (code, msg, payload) == (0, "", b"")  # an empty CreateContainerResponse: no adjustment
     pod, ctr = seen[0]
     assert (pod.namespace, pod.name, ctr.name, ctr.image, ctr.args) == (
         "shop", "web-0", "app", "reg.example/app:1", ("/bin/app", "--serve"))
+    assert ctr.cgroups_path == cgroups  # what the exec rules cover the container by, from its create on
 
 
 def test_create_container_rejected_with_the_verdict(runtime, make_plugin):
