@@ -185,3 +185,29 @@ def test_random_mutations(world):
             muts[name] = doc
         world.write(**muts)
         world.outcome()
+
+
+SPEC = {  # every part of a runtime spec that the baseline checks read
+    "process": {"user": {"uid": 1000}, "noNewPrivileges": True, "apparmorProfile": "default",
+                "capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"], "effective": ["CAP_CHOWN"]}},
+    "root": {"readonly": True},
+    "mounts": [{"type": "bind", "source": "/etc", "destination": "/host", "options": ["rbind", "ro", "rshared"]}],
+    "linux": {
+        "namespaces": [{"type": "pid", "path": "/proc/self/ns/pid"}, {"type": "network"}],
+        "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}, "maskedPaths": ["/proc/kcore"],
+        "resources": {"memory": {"limit": 1 << 28}, "pids": {"limit": 100},
+                      "devices": [{"allow": True, "type": "a"}]},
+        "devices": [{"path": "/dev/fuse"}],
+    },
+}
+
+
+def test_runtime_spec_swapped_or_deleted(world):
+    from agent.imagegate import baseline
+
+    world.write()
+    for path in list(_paths(SPEC)):
+        for value in (_DROP, *VALUES):
+            spec = _set(SPEC, path, value)
+            assert isinstance(baseline.check_spec(spec), list)
+            assert world.scanner.scan(OciDirSource(str(world.dir)), spec).image  # spec_digest included
