@@ -62,7 +62,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reader = None  # set once the probes are loaded
-        self.drops: Counter[str] = Counter()  # "queue", "decode", "output", "crash"
+        # Every stage of ours is a series from the start (0 until it drops): an alert on rate() needs one.
+        self.drops: Counter[str] = Counter(dict.fromkeys(("queue", "decode", "output", "crash"), 0))
         self._reported: Counter[str] = Counter()  # drop totals already in agent.drops and the metrics
         self._attributed: Counter[str] = Counter()  # hold outcomes already in the metrics
         self.delivered = 0  # records handed to the outputs
