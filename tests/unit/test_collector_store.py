@@ -303,8 +303,8 @@ def test_new_kinds_are_indexed_and_filtered(store, f, want):
 
 
 @pytest.mark.parametrize("f, index", [
-    (cpb.Filter(rules=["NW-1"]), "events_rule_ts"),
-    (cpb.Filter(verdicts=["block"]), "events_verdict_ts"),
+    (cpb.Filter(rules=["NW-1"]), "events_name_ts"),
+    (cpb.Filter(verdicts=["block"]), "events_name_ts"),
 ])
 def test_rule_and_verdict_queries_use_indexes(store, f, index):
     store.write(_kinds_batch())
