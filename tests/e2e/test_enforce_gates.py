@@ -1,24 +1,33 @@
-"""A policy reload reaches both pre-start gates' timeout action (issue 9: agent/node.py copied it once
-at start, so a reload to `on_timeout: {action: block}` still allowed by timeout).
+"""The pre-start gates as Agent wires them, over real sockets: the NRI plugin against the stand-in runtime
+of test_nri_plugin.py, the OCI gate asked the way nodewarden-runc asks it. containerd is a socket that
+accepts and never answers, so no verdict is ever ready and the gate's timeout action decides.
 
-The gates are the ones Agent wires, over real sockets: the NRI plugin against the stand-in runtime of
-test_nri_plugin.py, the OCI gate asked the way nodewarden-runc asks it. containerd is a socket that
-accepts and never answers, so no verdict is ever ready and the gate's timeout action decides; the
-policy file is rewritten and the store's own reload thread picks it up.
+- A policy reload reaches both gates' timeout action (issue 9: agent/node.py copied it once at start, so a
+  reload to `on_timeout: {action: block}` still allowed by timeout). The policy file is rewritten and the
+  store's own reload thread picks it up.
+- Exec rules from a container's create on, through NRI: CreateContainer carries linux.cgroups_path, and the
+  container's cgroup is under the rules from its mkdir on, before anything in it can exec, whatever the
+  verdict's delay. The test plays runc's part: it makes the cgroup directory (systemd driver form, as the
+  kubelet sends it, and cgroupfs form) and execs in it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from agent.config import Config
+from agent.enforce import nri
 from agent.enforce import runc_wrapper as rw
+from agent.enrich.cgroups import cgroup_path_from_spec
 from agent.node import Agent
 from tests.e2e.test_nri_plugin import StandInRuntime
 
@@ -119,3 +128,53 @@ def test_reload_reaches_the_oci_gate_timeout_action(short_dir, make_agent):
     reply, _ = rw.ask(agent.cfg.enforce.gate_socket, {**req, "id": "c2", "image": "reg.example/other:1"}, 2.0)
     assert reply["allow"] is False and "timeout action: block" in reply["message"], reply
     assert agent.oci.status()["timeout_action"] == "block"
+
+
+def _run_in(path: str, argv: list[str]) -> int:
+    def join():
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    return subprocess.run(argv, preexec_fn=join, capture_output=True, timeout=30).returncode
+
+
+def _rmdirs(root: str, rel: str) -> None:
+    parts = rel.strip("/").split("/")
+    for i in range(len(parts), 0, -1):
+        d = os.path.join(root, *parts[:i])
+        if os.path.isdir(d):
+            with open(os.path.join(root, "cgroup.procs"), "w") as f:
+                for pid in open(os.path.join(d, "cgroup.procs")).read().split():
+                    f.write(pid)
+            os.rmdir(d)
+
+
+@pytest.mark.parametrize("driver", ["systemd", "cgroupfs"])
+def test_nri_create_covers_the_cgroup_before_its_first_exec(short_dir, make_agent, driver):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (BPF)")
+    (short_dir / "policy.yaml").write_text("on_timeout: {after: 10s, action: allow}\n"
+                                           "runtime:\n  deny_exec:\n    - path: /bin/true\n")
+    agent = make_agent(oci_gate=False)
+    tag = uuid.uuid4().hex[:8]
+    spec = (f"nwtest{tag}-pod1.slice:cri-containerd:{tag}" if driver == "systemd" else f"/nwtest{tag}/{tag}")
+    rel = cgroup_path_from_spec(spec)
+    root = agent.enforcer._root()
+    runtime = StandInRuntime(str(short_dir / "nri.sock")).start()
+    agent.probes.start()
+    try:
+        agent.enforcer.start()
+        agent.gate.start()
+        agent.nri.start()
+        assert runtime.synced.wait(10)
+        code, msg, _ = runtime.create(name="app", image=f"reg.example/app-{tag}:1",
+                                      linux=nri.pb().LinuxContainer(cgroups_path=spec))
+        assert code == 0, msg  # allowed by the timeout action: the verdict never came
+        os.makedirs(os.path.join(root, rel.lstrip("/")))  # what runc does next
+        path = os.path.join(root, rel.lstrip("/"))
+        assert _run_in(path, ["/bin/true"]) == -signal.SIGKILL  # covered by the kernel at the mkdir
+        assert _run_in(path, ["/bin/echo"]) == 0
+    finally:
+        runtime.stop()
+        _rmdirs(root, rel)
+        agent.probes.stop()
