@@ -40,6 +40,7 @@ class Agent:
         self.probes = ProbeSet(cfg.probes)
         self.enforcer = self._enforcer()  # in-kernel exec rules
         self.containers = self.watcher = resolver = None
+        self.killer = None  # post-start kills through containerd (made with the image gate)
         if cfg.containers.enabled:
             from agent.enrich.containerd import ContainerTable
             from agent.enrich.enricher import ContainerResolver
@@ -104,8 +105,8 @@ class Agent:
         from agent.enforce.kill import ContainerKiller, VerdictHandler
         from agent.imagegate.service import GateService
 
-        killer = ContainerKiller(self._client_factory) if self.cfg.enforce.post_start_kill else None
-        handler = VerdictHandler(self.pipeline.emit, self.containers, self.enforcer, killer)
+        self.killer = ContainerKiller(self._client_factory) if self.cfg.enforce.post_start_kill else None
+        handler = VerdictHandler(self.pipeline.emit, self.containers, self.enforcer, self.killer)
         return GateService(self.cfg.imagegate, self.policy, client_factory=self._client_factory, emit=handler)
 
     def _watcher(self):
@@ -214,6 +215,8 @@ class Agent:
         for part in (self.gate, self.policy, self.watcher):
             if part is not None:
                 part.stop()
+        if self.killer is not None:
+            self.killer.close()
         if self.exporter is not None:
             self.exporter.stop(timeout=5.0)
         if self.collector is not None:
