@@ -23,7 +23,7 @@ class ContainerResolver:
     The cgroup probe tells us every cgroup v2 directory as it is created, before any event from a
     process inside it; the table learns the container from containerd a little later. Events from a
     cgroup created less than `young_s` ago that the table does not know yet are held by the
-    pipeline for up to `hold_s` and resolved again (see Pipeline._hold)."""
+    pipeline for up to `hold_s` and resolved again (agent/enrich/hold.py)."""
 
     def __init__(self, table, young_s: float = 5.0, max_young: int = 4096):
         self.table = table

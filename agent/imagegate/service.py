@@ -113,12 +113,15 @@ class GateService:
         if self._client is not None:
             self._client.close()
 
-    def detach(self, table) -> None:
-        table.remove_listener(self.on_container)
-
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {**self._counts, "queue": self._queue.qsize(), **self.scanner.cache.stats}
+
+    def drops(self) -> dict[str, int]:
+        """Losses for the agent's drop accounting (agent.drops, nodewarden_drops_total): containers not
+        evaluated because the queue was full, verdicts that could not be emitted."""
+        with self._lock:
+            return {"imagegate.queue": self._counts["dropped"], "imagegate.emit": self._counts["emit_errors"]}
 
     def _count(self, key: str) -> None:
         with self._lock:
