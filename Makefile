@@ -24,7 +24,7 @@ bench: setup
 	$(PY) -m bench $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check agent collector tests bench
+	$(VENV)/bin/ruff check agent collector nwwire tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info agent/gen nwwire/gen
