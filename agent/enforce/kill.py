@@ -2,7 +2,8 @@
 
 A verdict is reported (image.verdict); the malware files it flagged are denied in the kernel for that
 container (ExecEnforcer.flag_paths); a container it blocks that is running already is killed through
-containerd's Tasks API and the kill is reported (enforcement.block at containerd.kill). This is the
+containerd's Tasks API and the kill is reported (enforcement.block at containerd.kill), on the image's
+verdict only, never on a timeout verdict (a running container waits for the scan to end). This is the
 path for a container that started while the agent was down, without a pre-start gate, or before a slow
 scan finished.
 """
@@ -68,7 +69,12 @@ class VerdictHandler:
         flagged = flagged_paths(ev.verdict)
         if flagged and info.cgroup_id and self._enforcer is not None:
             self._enforcer.flag_paths(info.cgroup_id, flagged)
-        if ev.verdict.verdict == "block" and info.pid and info.state == "running" and self._killer is not None:
+        # A timeout verdict (the scan outlived on_timeout.after) decides a start that is waiting for it; a
+        # container that runs already waits for what its image is: the full verdict follows when the scan
+        # ends. Killing on the timeout verdict would kill every running container of a slow image (on an
+        # agent restart, every pod whose scan is not cached), the pod sandboxes too.
+        if ev.verdict.verdict == "block" and not ev.verdict.timed_out and info.pid and info.state == "running" \
+                and self._killer is not None:
             self._kill(info, ev)
 
     def _kill(self, info: ContainerInfo, ev: VerdictEvent) -> None:
