@@ -144,10 +144,8 @@ class GateService:
             self._count("queued")
         except queue.Full:
             self._count("dropped")
-            with self._lock:
-                first = self._counts["dropped"] == 1
-            if first:
-                log.warning("image gate queue full: container %s not evaluated (counted in dropped)", info.id)
+            self._rlog.warning("queue_full", "image gate queue full: container %s not evaluated (counted in "
+                               "nodewarden_drops_total{stage=\"imagegate.queue\"})", info.id)
 
     def _worker(self) -> None:
         while not self._stop.is_set():

@@ -41,6 +41,7 @@ from agent.events import DropReport
 from agent.outputs.grpc_channel import ClientSecurity, make_channel, metadata
 from agent.outputs.record import flatten
 from agent.outputs.spool import Spool
+from agent.ratelog import RateLog
 from nwwire.codec import to_event
 from nwwire.genproto import load
 from nwwire.protowire import field_bytes, field_varint, number
@@ -101,6 +102,7 @@ class Exporter:
         self.acked = 0
         self.reconnects = 0
         self.connected = False
+        self._rlog = RateLog(log)
 
     # -- the way in -------------------------------------------------------------------------
 
@@ -230,7 +232,6 @@ class Exporter:
 
     def _send_loop(self) -> None:
         delay = self.cfg.backoff_initial
-        last_error = ""
         while not self._stopping.is_set():
             delivered = 0
             try:
@@ -239,16 +240,14 @@ class Exporter:
                 if self._stopping.is_set():
                     return
                 msg = f"{e.code().name}: {e.details()}" if hasattr(e, "code") else str(e)
-                if msg != last_error:  # log each new kind of failure once, not every retry
-                    log.warning("exporter: collector %s: %s; retrying with backoff", self.cfg.address, msg)
-                    last_error = msg
+                # each kind of failure once a minute, with how often it recurred, not every retry
+                self._rlog.warning(msg, "exporter: collector %s: %s; retrying with backoff", self.cfg.address, msg)
             except Exception:
-                log.exception("exporter: sender failed; retrying with backoff")
+                self._rlog.exception("sender", "exporter: sender failed; retrying with backoff")
             self.connected = False
             self._call = None
             if delivered:
                 delay = self.cfg.backoff_initial
-                last_error = ""
             if self._stopping.is_set():
                 return
             # Full jitter: agents that lost the same collector do not all come back at once.
