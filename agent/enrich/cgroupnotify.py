@@ -81,6 +81,15 @@ class CgroupNotifier:
         self._thread: threading.Thread | None = None
 
     def start(self) -> bool:
+        """Open the notification group and start the reader thread; False (warned once) when unavailable."""
+        if not self._open():
+            return False
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="nw-cgroup-notify", daemon=True)
+        self._thread.start()
+        return True
+
+    def _open(self) -> bool:
         flags = _FAN_CLASS_NOTIF | _FAN_REPORT_FID | _FAN_REPORT_DIR_FID | _FAN_REPORT_NAME | _FAN_NONBLOCK
         fd = _libc.fanotify_init(flags | _FAN_CLOEXEC, os.O_RDONLY)
         if fd < 0:
@@ -92,9 +101,6 @@ class CgroupNotifier:
             return self._unavailable(f"fanotify_mark({self.mount})", err)
         self._fd = fd
         self._mount_fd = os.open(self.mount, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="nw-cgroup-notify", daemon=True)
-        self._thread.start()
         return True
 
     def _unavailable(self, call: str, err: int) -> bool:

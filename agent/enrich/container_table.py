@@ -153,9 +153,10 @@ class ContainerTable:
     def note_cgroup(self, path: str, cgroup_id: int) -> ContainerInfo | None:
         """A cgroup was created: path relative to the cgroup2 root, id its inode (kernfs id).
 
-        Feed it from the cgroup:cgroup_mkdir tracepoint (default hierarchy only) to make attribution
-        race-free: the watcher learns a cgroup id by stat() after containerd's event, and a container
-        living a few ms may have had its cgroup removed by then on a loaded node. Returns the record of
+        Fed from the cgroup:cgroup_mkdir tracepoint (the pipeline's cgroup probe) and from the watcher's
+        fanotify notifier (agent/enrich/cgroupnotify.py) to make attribution race-free: the watcher
+        learns a cgroup id by stat() after containerd's event, and a container living a few ms may
+        have had its cgroup removed by then on a loaded node. Returns the record of
         the container this completed, if any."""
         if not path or not cgroup_id:
             return None

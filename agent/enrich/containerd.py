@@ -4,8 +4,10 @@ The watcher runs one thread (plus a reader for the event stream while connected)
   connect -> subscribe to events -> list namespaces, images, containers, tasks -> replace the table
   -> apply events as they come -> on any error: back off, reconnect, list again.
 Subscribing before listing means nothing that happens during the listing is lost (events are
-idempotent on the table). containerd absent or restarting is a normal state, not an error: the
-watcher retries with capped exponential backoff forever and never raises.
+idempotent on the table). Beside it, a fanotify notifier (agent/enrich/cgroupnotify.py) tells the
+table each cgroup as runc creates it, so a task gone before its event reaches us still maps to its
+cgroup. containerd absent or restarting is a normal state, not an error: the watcher retries
+with capped exponential backoff forever and never raises.
 
 Usage:
     table = ContainerTable()

@@ -241,3 +241,32 @@ def test_containers_command(containerd, busybox_image):
     down = subprocess.run([*cmd[:-1], "/nonexistent/containerd.sock"], capture_output=True, text=True, timeout=60)
     assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
     containerd.remove(cid)
+
+
+def test_cgroup_notifier_gives_the_id_of_a_cgroup_gone_before_it_looked():
+    """agent/enrich/cgroupnotify.py read late on purpose: the directory was made, written to and removed
+    before the notifier reads its queue. The id comes from the write (taken in the kernel), and it is
+    the inode the directory had."""
+    from agent.enrich.cgroupnotify import CgroupNotifier
+
+    mount = _cgroup2_mount()
+    got: list[tuple[str, int]] = []
+    n = CgroupNotifier(mount, lambda path, cg: got.append((path, cg)))
+    if not n._open():
+        pytest.skip("fanotify filesystem marks unavailable here")
+    try:
+        name = unique_id("nwnotify")
+        live, gone = os.path.join(mount, name + "-live"), os.path.join(mount, name + "-gone")
+        os.mkdir(live)
+        os.mkdir(gone)
+        gone_id = os.stat(gone).st_ino
+        with open(os.path.join(gone, "cgroup.max.depth"), "w") as f:  # as runc writes cgroup.procs
+            f.write("max")
+        os.rmdir(gone)
+        n._events(os.read(n._fd, 1 << 16))  # only now: the stat() of "-gone" fails
+        assert (f"/{name}-live", os.stat(live).st_ino) in got
+        assert (f"/{name}-gone", gone_id) in got
+        assert n.counters["paired"] == 1 and n.counters["created"] >= 1
+    finally:
+        os.rmdir(live)
+        n.stop()
