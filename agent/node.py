@@ -14,6 +14,7 @@ reload, image gate, watcher (first listing), probes, exec rules, gates; stop() i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -37,7 +38,7 @@ class Agent:
         self.started = 0.0
         self._stopping = threading.Event()
         self.policy = self._policy_store()  # PolicyStore, when a policy file is given: the one owner
-        self.probes = ProbeSet(cfg.probes)
+        self.probes = ProbeSet(self._probe_config())
         self.enforcer = self._enforcer()  # in-kernel exec rules
         self.containers = self.watcher = resolver = None
         self.killer = None  # post-start kills through containerd (made with the image gate)
@@ -77,6 +78,16 @@ class Agent:
         from agent.policy.store import PolicyStore
 
         return PolicyStore(self.cfg.agent.policy_file, on_change=self._policy_changed)
+
+    def _probe_config(self):
+        """The probes as configured, plus the cgroup family when exec rules are loaded: its cgroup_mkdir
+        hook covers a container from its create on (docs/enforcement.md). Its records are internal (the
+        container resolver's), so adding it prints nothing new."""
+        p = self.cfg.probes
+        if self.policy is None or "cgroup" in p.families:
+            return p
+        log.info("probe family 'cgroup' added: runtime exec rules cover containers from their cgroup's creation")
+        return dataclasses.replace(p, families=(*p.families, "cgroup"))
 
     def _enforcer(self):
         if self.policy is None:
