@@ -174,6 +174,9 @@ class Agent:
             out.update(self.gate.drops())
         if self.exporter is not None:
             out.update({f"exporter.{k}": v for k, v in self.exporter.drops.items()})
+        if self.enforcer is not None:  # containers the exec rules could not cover from their create on
+            c = self.enforcer.counters
+            out.update({"enforce.cover_unresolved": c["cover_unresolved"], "enforce.pending_full": c["pending_full"]})
         return out
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -266,7 +269,8 @@ class Agent:
             host = sum(1 for x in r.deny_exec if x.scope != "containers")
             kernel = {"active": bool(r.deny_exec or r.drift != "off"),
                       "detail": f"{len(r.deny_exec)} deny_exec rules ({r.action}; {host} for the host), "
-                                f"drift {r.drift}, {len(e.covered)} containers covered"}
+                                f"drift {r.drift}, {len(e.covered)} containers covered, "
+                                f"{len(e.pending)} by cgroup path from their create"}
         out = {"kernel_exec_kill": kernel}
         if self.nri is not None:
             st = self.nri.status()
