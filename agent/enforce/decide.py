@@ -65,9 +65,9 @@ class GateDecider:
 
     def oci(self, req) -> Decision:
         """containerd has the container record by then: judge it, else the image by name."""
+        self._cover(req.cgroups_path)  # the pause container too: the rules cover every container
         if req.container_type == "sandbox":  # the CRI pause container: nothing of the user's runs in it
             return Decision(True, "sandbox")
-        self._cover(req.cgroups_path)
         try:
             v = self._gate.evaluate(req.namespace, req.id)
         except Exception:  # containerd does not know it (a bare runc user?): judge the image by name
