@@ -111,16 +111,9 @@ class EventFilter:
         if self.min_severity:
             terms.append("severity >= ?")
             params.append(self.min_severity)
-        for column, values, kinds in (("rule", self.rules, _RULE_KINDS), ("verdict", self.verdicts, _VERDICT_KINDS)):
-            if values:
-                # The kinds that carry the column first: SQLite then reads them through events_name_ts.
-                names, families = kinds
-                alts = [f"name IN ({','.join('?' * len(names))})"] if names else []
-                alts += ["(name >= ? AND name < ?)"] * len(families)
-                terms.append(f"({' OR '.join(alts)}) AND {column} IN ({','.join('?' * len(values))})")
-                params.extend(names)
-                for fam in families:
-                    params.extend((fam, _prefix_end(fam)))
+        for column, values in (("rule", self.rules), ("verdict", self.verdicts)):
+            if values:  # the few tagged events (alerts, verdicts, blocks): collector/store.py's tags table
+                terms.append(f"id IN (SELECT id FROM tags WHERE {column} IN ({','.join('?' * len(values))}))")
                 params.extend(values)
         if self.text:
             esc = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -157,15 +150,6 @@ class EventFilter:
             return False
         # SQLite's LIKE folds ASCII case only; so does this.
         return not self.text or _ascii_lower(self.text) in _ascii_lower(row[TEXT] or "")
-
-
-def _merge(*kinds: tuple[tuple[str, ...], tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(n for k in kinds for n in k[0]), tuple(f for k in kinds for f in k[1])
-
-
-# The kinds whose events have a rule (alerts) or a verdict (image verdicts, enforcement).
-_RULE_KINDS = kind_names("alert")
-_VERDICT_KINDS = _merge(kind_names("verdict"), kind_names("enforcement"))
 
 
 def _kinds(kinds) -> tuple[tuple[str, ...], tuple[str, ...]]:

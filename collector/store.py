@@ -53,28 +53,32 @@ CREATE TABLE IF NOT EXISTS events (
     pod TEXT,
     namespace TEXT,
     text TEXT,                   -- executable, command line, paths, peer, reasons: for the text filter
-    body BLOB NOT NULL,          -- the Event, serialized
+    body BLOB NOT NULL           -- the Event, serialized
+);
+-- What alerts, verdicts and blocks add for their filters, in a table of its own: they are few, and
+-- two more (NULL) columns on every kernel event's row cost ~0.45 us per event at ingest (measured).
+CREATE TABLE IF NOT EXISTS tags (
+    id INTEGER PRIMARY KEY,      -- the event's id
     rule TEXT,                   -- rule.id of an alert
     verdict TEXT                 -- image.verdict of a verdict or an enforcement
 );
+CREATE INDEX IF NOT EXISTS tags_rule ON tags (rule) WHERE rule IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tags_verdict ON tags (verdict) WHERE verdict IS NOT NULL;
+-- Retention deletes events; their tags go with them.
+CREATE TRIGGER IF NOT EXISTS events_untag AFTER DELETE ON events BEGIN DELETE FROM tags WHERE id = old.id; END;
 CREATE UNIQUE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_name_ts ON events (name, ts);
 CREATE INDEX IF NOT EXISTS events_container_ts ON events (container, ts) WHERE container IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_namespace_pod_ts ON events (namespace, pod, ts) WHERE namespace IS NOT NULL;
 """
-# Columns added since the first schema, in order: ALTER TABLE appends them to an older file, so
-# old and new files have the same column order and the positional rows below fit both. rule and
-# verdict have no index of their own (two partial indexes cost ~0.15 us per event at ingest): only
-# alerts have a rule and only verdicts and blocks a verdict, so their filters also name those kinds
-# and SQLite reads them through events_name_ts (collector/filters.py).
-_ADDED = (("rule", "TEXT"), ("verdict", "TEXT"))
+# A file made by an older collector gains the tags table (and its trigger) from the IF NOT EXISTS above.
 
 _PAGE_SIZE = 8192  # only takes on a new file; bigger pages made inserts ~10% cheaper (bench/transport.py)
 _WAL_BACKSTOP_PAGES = 8192  # the writer checkpoints itself past this (64 MiB): the checkpointer fell behind
 
-_COLUMNS = "(id, stream, seq, ts, received, name, severity, container, pod, namespace, text, body, rule, verdict)"
-_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_COLUMNS = "(id, stream, seq, ts, received, name, severity, container, pod, namespace, text, body)"
+_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT = f"INSERT INTO events {_COLUMNS} VALUES {_ROW}"
 _INSERT_IGNORE = f"INSERT OR IGNORE INTO events {_COLUMNS} VALUES {_ROW}"
 _MANY = 50  # rows per INSERT statement: one statement for 50 rows is ~0.4 us/event cheaper than executemany
@@ -82,6 +86,8 @@ _INSERT_MANY = f"INSERT INTO events {_COLUMNS} VALUES " + ",".join([_ROW] * _MAN
 _MAX_NAMES = 512  # name + agent_id + boot_id + node, characters
 _MAX_SEQ = 1 << 63  # SQLite's INTEGER is signed 64-bit: a seq at or above this cannot be stored
 _MAX_FIELD = 4096  # rule.id and image.verdict, characters (indexed columns stay small)
+_INSERT_TAGS = "INSERT INTO tags (id, rule, verdict) VALUES (?,?,?)"
+_UNTAGGED = (None, None)
 
 
 class StoreError(RuntimeError):
@@ -102,12 +108,13 @@ def _insert(c: sqlite3.Connection, rows: list) -> None:
 
 
 class _Write:
-    __slots__ = ("events", "bodies", "rows", "done", "stored", "duplicates", "last_seq", "error")
+    __slots__ = ("events", "bodies", "rows", "tags", "done", "stored", "duplicates", "last_seq", "error")
 
     def __init__(self, events, bodies):
         self.events = events
         self.bodies = bodies
         self.rows: list = []  # the rows stored, in id order
+        self.tags: dict = {}  # id -> (rule, verdict) of the stored alerts, verdicts and blocks
         self.done = threading.Event()
         self.stored = 0
         self.duplicates = 0
@@ -115,32 +122,21 @@ class _Write:
         self.error: BaseException | None = None
 
 
-def _migrate(c: sqlite3.Connection) -> None:
-    """Add the columns a database file made by an older collector lacks (NULL in its old rows)."""
-    have = {row[1] for row in c.execute("PRAGMA table_info(events)")}
-    for name, decl in _ADDED:
-        if name not in have:
-            c.execute(f"ALTER TABLE events ADD COLUMN {name} {decl}")
-            log.info("store: added column events.%s", name)
-
-
-def _decided(ev, p, kind: str) -> tuple[str, str | None, str | None]:
-    """(text, rule, verdict) of an alert, verdict or enforcement: what the text, --rule and --verdict
-    filters search. (Kernel events take the inline path in Store._rows.)"""
+def _decided(ev, p, kind: str) -> tuple[str, tuple[str | None, str | None]]:
+    """(text, (rule, verdict)) of an alert, verdict or enforcement: what the text, --rule and
+    --verdict filters search. (Kernel events take the inline path in Store._rows.)"""
     if kind == "alert":
         a = ev.alert
         sub = a.WhichOneof("subject")
         where = a.file.path if sub == "file" else a.network.peer_address if sub == "network" else ""
         return (f"{p.executable}\n{p.command_line}\n{where}\n{a.rule_name}\n{a.output}",
-                a.rule_id[:_MAX_FIELD] or None, None)
+                (a.rule_id[:_MAX_FIELD] or None, None))
     if kind == "verdict":
         v = ev.verdict
-        return f"{ev.container.image}\n{v.reason}", None, v.verdict[:_MAX_FIELD] or None
-    if kind == "enforcement":
-        e = ev.enforcement
-        return (f"{p.executable}\n{p.command_line}\n{ev.container.image}\n{e.reason}", None,
-                e.verdict[:_MAX_FIELD] or None)
-    return f"{p.executable}\n{p.command_line}", None, None
+        return f"{ev.container.image}\n{v.reason}", (None, v.verdict[:_MAX_FIELD] or None)
+    e = ev.enforcement
+    return (f"{p.executable}\n{p.command_line}\n{ev.container.image}\n{e.reason}",
+            (None, e.verdict[:_MAX_FIELD] or None))
 
 
 _DECIDED = frozenset({"alert", "verdict", "enforcement"})
@@ -189,7 +185,6 @@ class Store:
         # The checkpointer thread keeps the WAL short; this only fires when it falls behind.
         c.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
         c.executescript(_SCHEMA)
-        _migrate(c)
         self._next_id = (c.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
         self._last_retention = 0.0
 
@@ -343,9 +338,11 @@ class Store:
             self.stats["duplicates"] += w.duplicates
             if publish and w.rows:
                 # (id, filter row, body); the filter row's order: collector/filters.py
+                tags = w.tags
                 published += [(r[0], (r[3], r[5], r[6], r[7], r[8], r[9], r[10], ids[r[1]][2], ids[r[1]][3],
-                                      r[12], r[13]), r[11]) for r in w.rows]
+                                      *tags.get(r[0], _UNTAGGED)), r[11]) for r in w.rows]
             w.rows = []
+            w.tags = {}
             w.done.set()
         if published:
             try:
@@ -375,7 +372,8 @@ class Store:
         few multi-row INSERTs. One at or below it (a resend, or a late event) is kept aside and
         tried after those with INSERT OR IGNORE, one by one, so that the UNIQUE index decides."""
         rows = w.rows
-        later = []  # rows without their id: at or below the mark
+        tags = w.tags
+        later = []  # (row without its id, tag): at or below the mark
         saved = []  # (stream, mark before this batch): undone if the batch is refused
         agent = boot = None
         st = None
@@ -404,42 +402,48 @@ class Store:
                     last = seq
                 p = ev.process
                 kind = ev.WhichOneof("kind")
-                rule = verdict = None
+                tag = None
                 if kind == "file":
                     f = ev.file
                     text = f"{p.executable}\n{p.command_line}\n{f.path}\n{f.target_path}"
                 elif kind == "network":
                     text = f"{p.executable}\n{p.command_line}\n{ev.network.peer_address}"
                 elif kind in _DECIDED:
-                    text, rule, verdict = _decided(ev, p, kind)
+                    text, tag = _decided(ev, p, kind)
                 else:
                     text = f"{p.executable}\n{p.command_line}"
                 cont = ev.container
                 if seq > st[1]:
                     st[1] = seq
                     rows.append((next_id, st[0], seq, ev.time_unix_nano, now, name, ev.severity,
-                                 cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body,
-                                 rule, verdict))
+                                 cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body))
+                    if tag is not None:
+                        tags[next_id] = tag
                     next_id += 1
                 else:
-                    later.append((st[0], seq, ev.time_unix_nano, now, name, ev.severity,
-                                  cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body,
-                                  rule, verdict))
+                    later.append(((st[0], seq, ev.time_unix_nano, now, name, ev.severity,
+                                   cont.id or None, cont.pod_name or None, cont.pod_namespace or None, text, body),
+                                  tag))
         except BatchError:
             for st, mark in reversed(saved):
                 st[1] = mark
             w.rows = []
+            w.tags = {}
             raise
         w.last_seq = last
         c = self._conn
         _insert(c, rows)
-        for rest in later:
+        for rest, tag in later:
             row = (next_id, *rest)
             if c.execute(_INSERT_IGNORE, row).rowcount == 1:
                 rows.append(row)
+                if tag is not None:
+                    tags[next_id] = tag
                 next_id += 1
             else:
                 w.duplicates += 1
+        if tags:
+            c.executemany(_INSERT_TAGS, [(i, *t) for i, t in tags.items()])
         w.stored = len(rows)
         for st, _ in saved:
             c.execute("UPDATE streams SET last_seq=? WHERE id=? AND last_seq<?", (st[1], st[0], st[1]))

@@ -303,8 +303,8 @@ def test_new_kinds_are_indexed_and_filtered(store, f, want):
 
 
 @pytest.mark.parametrize("f, index", [
-    (cpb.Filter(rules=["NW-1"]), "events_name_ts"),
-    (cpb.Filter(verdicts=["block"]), "events_name_ts"),
+    (cpb.Filter(rules=["NW-1"]), "tags_rule"),
+    (cpb.Filter(verdicts=["block"]), "tags_verdict"),
 ])
 def test_rule_and_verdict_queries_use_indexes(store, f, index):
     store.write(_kinds_batch())
@@ -312,7 +312,8 @@ def test_rule_and_verdict_queries_use_indexes(store, f, index):
 
 
 def test_an_older_database_gains_the_new_columns(tmp_path):
-    """A file made by the collector before rule/verdict existed: opened, migrated, old rows kept."""
+    """A file made by the collector before rules and verdicts were indexed: opened, migrated (the tags
+    table), old rows kept."""
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
     old.executescript("""
@@ -336,8 +337,30 @@ def test_an_older_database_gains_the_new_columns(tmp_path):
         assert len(list(s.query(EventFilter.from_pb(cpb.Filter(rules=["NW-100"])), 100))) == 1
     finally:
         s.stop()
-    cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(events)")]
-    assert cols[-2:] == ["rule", "verdict"]
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert {"tags", "tags_rule", "tags_verdict", "events_untag"} <= tables
+
+
+def test_retention_takes_the_tags_with_their_events(tmp_path):
+    s = Store(str(tmp_path / "ev.db"), retention_age_s=3600, retention_bytes=0, retention_interval=3600)
+    s.start()
+    try:
+        old = _kinds_batch()
+        for ev in old:
+            ev.time_unix_nano = 5  # long ago
+        s.write(old)
+        new = _kinds_batch(first_seq=7)
+        for ev in new:
+            ev.time_unix_nano = time.time_ns()
+        s.write(new)
+        rule = EventFilter.from_pb(cpb.Filter(rules=["NW-100"]))
+        assert len(list(s.query(rule, 100))) == 2
+        assert s.enforce_retention() == 6
+        assert [r[0] for r in s.query(rule, 100)] == [8]
+        conn = sqlite3.connect(tmp_path / "ev.db")
+        assert conn.execute("SELECT min(id), count(*) FROM tags").fetchone() == (8, 5)  # 2 alerts, 2 verdicts, 1 block
+    finally:
+        s.stop()
 
 
 def test_seq_beyond_int64_fails_its_batch_only(tmp_path):
