@@ -300,6 +300,32 @@ def test_timeout_action(runtime, make_plugin, action):
         release.set()
 
 
+def test_timeout_action_read_at_each_create(runtime, sock_path):
+    """A timeout_action callable (the policy in force, in the agent) is read per create; a broken one
+    leaves the configured action in force."""
+    release, current = threading.Event(), {"action": "block"}
+
+    def action():
+        if current["action"] == "boom":
+            raise RuntimeError("no policy")
+        return current["action"]
+
+    plugin = NriPlugin(lambda pod, ctr: release.wait(10) or Decision(True),
+                       NriConfig(socket_path=sock_path, plugin_index="42", decision_timeout=0.3,
+                                 timeout_action="allow"), timeout_action=action)
+    plugin.start()
+    try:
+        assert runtime.synced.wait(5)
+        assert runtime.create(name="a")[0] == 14
+        current["action"] = "allow"
+        assert runtime.create(name="b")[0] == 0
+        current["action"] = "boom"
+        assert runtime.create(name="c")[0] == 0  # the configured action: allow
+    finally:
+        release.set()
+        plugin.stop()
+
+
 def test_budget_stays_under_a_short_runtime_timeout(sock_path, make_plugin):
     rt = StandInRuntime(sock_path, request_timeout=0.4).start()
     try:

@@ -74,6 +74,31 @@ def test_hung_decide_gets_the_timeout_action_in_time(sock_path, action):
         assert gs.status()["timeouts"] == 1
 
 
+def test_timeout_values_read_at_each_request(sock_path):
+    """Callables (the policy in force, in the agent) are read per request; a broken one falls back to
+    the documented defaults instead of failing the gate."""
+    release = threading.Event()
+    current = {"timeout": 0.2, "action": "allow"}
+
+    def action():
+        if current["action"] == "boom":
+            raise RuntimeError("no policy")
+        return current["action"]
+
+    with _server(sock_path, lambda req: release.wait(30) or Decision(True), timeout=lambda: current["timeout"],
+                 timeout_action=action) as gs:
+        try:
+            assert rw.ask(sock_path, _req(), 2.0)[0]["allow"] is True
+            current["action"] = "block"
+            reply, _ = rw.ask(sock_path, _req(cid="c2"), 2.0)
+            assert reply["allow"] is False and "no verdict within 0.2s; timeout action: block" in reply["message"]
+            assert gs.status()["timeout_action"] == "block"
+            current["action"] = "boom"
+            assert rw.ask(sock_path, _req(cid="c3"), 2.0)[0]["allow"] is True  # on_timeout's default: allow
+        finally:
+            release.set()
+
+
 def test_wrapper_deadline_shorter_than_server_timeout_wins(sock_path):
     release = threading.Event()
     with _server(sock_path, lambda req: release.wait(30) or Decision(True), timeout=5.0, timeout_action="block"):
