@@ -24,11 +24,10 @@ _WHY = missing_requirements()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(_WHY is not None, reason=f"containerd 2.x CRI + NRI: {_WHY}")]
 
 BLOCK_MALWARE = "categories:\n  malware: {alert: low, block: high}\n"
-# The slow image's cold scan takes well over these (measured: ~1-2 s here); the pause image's, well under.
+# A slow image's scan, begun when it is imported, ends ~0.5-1 s after the create that follows the import
+# here; the pause image's (cached) takes a few ms.
 TIMEOUT_ALLOW = BLOCK_MALWARE + "on_timeout: {after: 50ms, action: allow}\n"
-# Not shorter: the gate also sends the timeout verdict of every running container whose scan outlasts it,
-# and the post-start kill acts on a block verdict, the pod sandbox's too (see the report in docs/nri.md).
-TIMEOUT_BLOCK = BLOCK_MALWARE + "on_timeout: {after: 500ms, action: block}\n"
+TIMEOUT_BLOCK = BLOCK_MALWARE + "on_timeout: {after: 200ms, action: block}\n"
 REQUEST_TIMEOUT_S = 2.0  # plugin_request_timeout in the bundle's config.toml
 HOST_NAMESPACE_RULES = {"host-pid-namespace", "host-ipc-namespace", "host-uts-namespace", "host-network-namespace"}
 
@@ -74,11 +73,14 @@ def eicar(build):
 
 
 @pytest.fixture(scope="module")
-def slow_eicar(build):
-    """EICAR plus ~96 MB of incompressible files to hash and match: a cold scan takes seconds. Only a
-    fresh agent (empty caches, and no scan ahead of images imported before it started) finds it cold."""
-    pad = {f"/opt/pad{i}": os.urandom(32 << 20) for i in range(3)}
-    return build("nodewarden.test/cri-slow-eicar:1", {"/opt/eicar.com": EICAR, **pad})
+def slow_eicars(tmp_path_factory):
+    """Two EICAR images with ~128 MB of incompressible files each to hash and match, built but not
+    imported: the agent scans an image as soon as containerd has it, so a test imports one and
+    creates a container of it at once, while that scan still runs."""
+    out = tmp_path_factory.mktemp("cd2-slow")
+    return [build_image(out / f"slow{n}.tar", f"nodewarden.test/cri-slow-eicar-{n}:1",
+                        {"/opt/eicar.com": EICAR, **{f"/opt/pad{i}": os.urandom(32 << 20) for i in range(4)}})
+            for n in range(2)]
 
 
 @pytest.fixture
@@ -129,12 +131,12 @@ def test_eicar_create_fails_naming_the_verdict(cd, slot, pod, eicar):
 # --- (c): a verdict not ready in time -----------------------------------------------------------
 
 
-def test_timeout_allow_creates_then_kills_a_blocked_image(cd, slot, pod, slow_eicar):
+def test_timeout_allow_creates_then_kills_a_blocked_image(cd, slot, pod, slow_eicars):
     """Created by the timeout action; the block verdict comes later, when the container runs, and the
     post-start kill ends it (or, had it come before the start, NRI's StartContainer would refuse it)."""
-    agent = slot.use(TIMEOUT_ALLOW, fresh=True)
+    agent = slot.use(TIMEOUT_ALLOW)
     name = unique_id("late")
-    c = cd.create(pod, slow_eicar, name=name)
+    c = cd.create(pod, cd.import_image(slow_eicars[0]), name=name)
     assert c.ok, f"timeout action allow, yet CreateContainer failed: {c.error}"
     assert c.seconds < REQUEST_TIMEOUT_S, c.seconds
     started = cd.start_container(c.id, check=False)
@@ -150,14 +152,25 @@ def test_timeout_allow_creates_then_kills_a_blocked_image(cd, slot, pod, slow_ei
     assert _wait_state(cd, c.id, "CONTAINER_EXITED") == "CONTAINER_EXITED"
 
 
-def test_timeout_block_fails_create_with_a_retriable_error(cd, slot, pod, slow_eicar):
-    agent = slot.use(TIMEOUT_BLOCK, fresh=True)
+def test_timeout_block_fails_create_with_a_retriable_error(cd, slot, slow_eicars):
+    # The post-start kill off: with action block, the gate also sends the block timeout verdict of every
+    # running container whose scan waits behind a slow one (the pod sandbox too), and the post-start
+    # kill acts on it. Only the pre-start answer is under test here.
+    agent = slot.use(TIMEOUT_BLOCK, env={"NODEWARDEN_ENFORCE_POST_START_KILL": "false"})
+    pod_id = cd.run_pod()
+    try:
+        _refused_then_judged(cd, agent, pod_id, cd.import_image(slow_eicars[1]))
+    finally:
+        cd.remove_pod(pod_id)
+
+
+def _refused_then_judged(cd, agent, pod_id, image) -> None:
     name = unique_id("wait")
-    c = cd.create(pod, slow_eicar, name=name)
+    c = cd.create(pod_id, image, name=name)
     assert not c.ok, "timeout action block, yet CreateContainer succeeded"
     # UNAVAILABLE, not PERMISSION_DENIED: the kubelet retries CreateContainer with backoff.
     assert "code = Unavailable" in c.error and "PermissionDenied" not in c.error, c.error
-    assert "scan not finished after 0.5" in c.error and "on_timeout.action block" in c.error, c.error
+    assert "scan not finished after 0." in c.error and "on_timeout.action block" in c.error, c.error
     assert c.seconds < REQUEST_TIMEOUT_S, c.seconds
     block = agent.wait_for(lambda r: r.get("event.name") == "enforcement.block" and r.get("container.name") == name)
     assert block["enforcement.point"] == "nri.create_container"
@@ -165,7 +178,7 @@ def test_timeout_block_fails_create_with_a_retriable_error(cd, slot, pod, slow_e
     deadline, again = time.monotonic() + 60, c
     while "code = Unavailable" in again.error and time.monotonic() < deadline:
         time.sleep(0.5)
-        again = cd.create(pod, slow_eicar, name=name)
+        again = cd.create(pod_id, image, name=name)
     assert not again.ok and "PermissionDenied" in again.error and "malware/" in again.error, again.error
 
 

@@ -324,7 +324,8 @@ class Agent:
     of the test's; its own state dir and image cache; the OCI gate off (its socket is machine-wide).
     stdout records are collected as dicts, stderr lines too (the plugin's state shows there)."""
 
-    def __init__(self, cd: Containerd2, policy: Path, workdir: Path, *extra: str, ready_timeout: float = 90.0):
+    def __init__(self, cd: Containerd2, policy: Path, workdir: Path, *extra: str, env: dict | None = None,
+                 ready_timeout: float = 90.0):
         import orjson  # noqa: F401  (fail here, not in the reader thread)
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +335,8 @@ class Agent:
                "NODEWARDEN_ENFORCE_NRI": "true",
                "NODEWARDEN_ENFORCE_NRI_SOCKET": str(cd.nri_socket),
                "NODEWARDEN_ENFORCE_OCI_GATE": "false",
-               "NODEWARDEN_ENFORCE_GATE_SOCKET": str(workdir / "gate.sock")}
+               "NODEWARDEN_ENFORCE_GATE_SOCKET": str(workdir / "gate.sock"),
+               **(env or {})}
         self.records: list[dict] = []
         self.stderr: list[str] = []
         self._cond = threading.Condition()
@@ -403,13 +405,13 @@ class AgentSlot:
     def __init__(self, cd: Containerd2, workdir: Path):
         self.cd, self.workdir = cd, workdir
         self.agent: Agent | None = None
-        self._policy = ""
+        self._policy: tuple = ()
         self._n = 0
 
-    def use(self, policy: str, fresh: bool = False) -> Agent:
-        """fresh: a new agent even if the running one has this policy (empty caches; images imported
-        before it started are not scanned ahead: only those pulled while it runs are)."""
-        if not fresh and self.agent is not None and self.agent.proc.poll() is None and policy == self._policy:
+    def use(self, policy: str, env: dict | None = None) -> Agent:
+        """env: NODEWARDEN_* settings of the agent (a different env is a different agent, too)."""
+        want = (policy, tuple(sorted((env or {}).items())))
+        if self.agent is not None and self.agent.proc.poll() is None and want == self._policy:
             return self.agent
         self.stop()
         self._n += 1
@@ -417,8 +419,8 @@ class AgentSlot:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(policy)
         since = self.cd.log_size()
-        self.agent = Agent(self.cd, path, self.workdir / f"agent-{self._n}")
-        self._policy = policy
+        self.agent = Agent(self.cd, path, self.workdir / f"agent-{self._n}", env=env)
+        self._policy = want
         if not self.cd.wait_plugin(since):
             raise AssertionError("the agent's NRI plugin did not register:\n" + "\n".join(self.agent.stderr[-20:]))
         return self.agent
