@@ -80,3 +80,28 @@ def test_bad_policy_is_refused_with_one_line(tmp_path):
                         "--duration", "1"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1
     assert "must be absolute" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_host_scoped_rule_kills_a_host_process_through_the_agent(tmp_path):
+    """scope: host: a process outside every container dies at exec and is reported without a container;
+    the same rule leaves containers alone (tests/kernel/test_exec_kill.py checks each scope)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import shutil
+    import subprocess
+    import uuid
+
+    program = tmp_path / ("nwh" + uuid.uuid4().hex[:10])  # its own name: the rule kills nothing else
+    shutil.copy("/bin/true", program)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"runtime:\n  deny_exec:\n    - {{name: {program.name}, scope: host}}\n")
+    agent = AgentProcess("--no-containers", "--policy", str(policy))
+    try:
+        assert subprocess.run([str(program)]).returncode == -9
+        (b,) = agent.wait_for(lambda r: r["event.name"] == "enforcement.block"
+                              and r.get("process.executable.path") == str(program), timeout=20)
+        assert b["enforcement.point"] == "kernel.exec" and b["enforcement.outcome"] == "killed"
+        assert "container.id" not in b and f"name={program.name}" in b["rule.name"]
+    finally:
+        agent.stop()
+    assert subprocess.run([str(program)]).returncode == 0  # rules go with the agent's probes
