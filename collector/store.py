@@ -135,7 +135,7 @@ def _decided(ev, p, kind: str) -> tuple[str, tuple[str | None, str | None]]:
         v = ev.verdict
         return f"{ev.container.image}\n{v.reason}", (None, v.verdict[:_MAX_FIELD] or None)
     e = ev.enforcement
-    return (f"{p.executable}\n{p.command_line}\n{ev.container.image}\n{e.reason}",
+    return (f"{p.executable}\n{p.command_line}\n{ev.container.image}\n{e.reason}\n{e.rule_name}",
             (None, e.verdict[:_MAX_FIELD] or None))
 
 

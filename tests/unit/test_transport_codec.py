@@ -117,7 +117,8 @@ KINDS = [
     (VerdictEvent(5, _verdict(0, timed_out=True, error="scan: timeout"), None, "k8s.io"), "verdict"),
     (VerdictEvent(5, _verdict(250), ContainerInfo(id="f" * 64)), "verdict"),  # more than MAX_FINDINGS
     (EnforcementEvent(5, "kernel.exec", "kill", "runtime rule deny_exec[0]", outcome="killed",
-                      subject=_subject(EVENTS[1]), duration_ms=0.25), "enforcement"),
+                      subject=_subject(EVENTS[1]), duration_ms=0.25, rule_name="deny_exec[0] name=sh",
+                      rule_category="deny_exec"), "enforcement"),
     (EnforcementEvent(5, "nri.create_container", "deny", "image verdict block", verdict="block",
                       container=ContainerInfo(id="", name="web", image="evil:1", pod_name="p", pod_namespace="n",
                                               namespace="k8s.io")), "enforcement"),
@@ -159,6 +160,7 @@ def test_kinds_are_typed_fields_not_extra_json():
     ev = to_event(flatten(KINDS[9][0]))  # an exec killed in the kernel
     assert (ev.enforcement.point, ev.enforcement.outcome) == ("kernel.exec", "killed")
     assert list(ev.enforcement.exec.args) == ["sh", "-c", "échō ü"] and ev.process.pid == 42
+    assert (ev.enforcement.rule_name, ev.enforcement.rule_category) == ("deny_exec[0] name=sh", "deny_exec")
     ev = to_event(flatten(KINDS[13][0]))  # an alert on a rename
     assert ev.alert.rule_id == "NW-002" and ev.alert.trigger == "file.rename"
     assert ev.alert.WhichOneof("subject") == "file" and ev.alert.file.target_path == "/etc/shadow"
