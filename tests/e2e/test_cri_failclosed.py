@@ -4,8 +4,9 @@
 - While the agent is away, CreateContainer fails ("required plugin ... not present").
 - The window (docs/nri.md): after the plugin disconnects, containerd still lists it until a request
   to it fails with `ttrpc: closed`, which it takes for "no error", so the FIRST create after the
-  disconnect passes the validator, however long after it comes. A container of a blocked image made in that window is killed by the post-start kill
-  once the agent is back: the agent's first listing of containerd finds it running.
+  disconnect passes the validator, however long after it comes. A container of a blocked image made
+  in that window is killed by the post-start kill once the agent is back: the agent's first listing
+  of containerd finds it running.
 """
 
 from __future__ import annotations
