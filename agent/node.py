@@ -77,7 +77,8 @@ class Agent:
             return None
         from agent.policy.store import PolicyStore
 
-        return PolicyStore(self.cfg.agent.policy_file, on_change=self._policy_changed)
+        return PolicyStore(self.cfg.agent.policy_file, on_change=self._policy_changed,
+                           on_reject=self._policy_rejected)
 
     def _probe_config(self):
         """The probes as configured, plus the cgroup family when exec rules are loaded: its cgroup_mkdir
@@ -245,6 +246,12 @@ class Agent:
         if self.enforcer is not None:
             self.enforcer.apply(policy.runtime)
         self.pipeline.emit(PolicyEvent(time.time_ns(), policy.source, policy.fingerprint))
+
+    def _policy_rejected(self, message: str) -> None:
+        from agent.events import PolicyEvent
+
+        p = self.policy.current  # the policy that stays in force
+        self.pipeline.emit(PolicyEvent(time.time_ns(), p.source, p.fingerprint, error=message))
 
     def _on_container(self, kind: str, info) -> None:
         """Container table listener: put each container's cgroup under the runtime rules."""

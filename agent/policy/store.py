@@ -21,12 +21,15 @@ log = logging.getLogger("nodewarden.policy")
 
 
 class PolicyStore:
-    def __init__(self, path: str | None = None, interval: float = 1.0, on_change: Callable | None = None):
+    def __init__(self, path: str | None = None, interval: float = 1.0, on_change: Callable | None = None,
+                 on_reject: Callable[[str], None] | None = None):
         """Loads the file now: a bad file at start raises PolicyError (the agent must not start on a
-        policy it cannot read). path None: the built-in defaults, never reloaded."""
+        policy it cannot read). path None: the built-in defaults, never reloaded. on_reject(message):
+        once per distinct refused reload (the agent reports it; the old policy stays)."""
         self.path = path
         self.interval = max(0.1, float(interval))
         self.on_change = on_change
+        self.on_reject = on_reject
         self.last_error = ""
         self.reloads = 0
         self.rejected = 0
@@ -75,9 +78,15 @@ class PolicyStore:
 
     def _reject(self, msg: str) -> None:
         self.rejected += 1
-        if msg != self.last_error:
+        first = msg != self.last_error
+        if first:
             log.error("image policy rejected, previous policy stays in force: %s", msg.replace("\n", "; "))
         self.last_error = msg
+        if first and self.on_reject:
+            try:
+                self.on_reject(msg)
+            except Exception:
+                log.exception("policy on_reject callback failed")
 
     def start(self) -> PolicyStore:
         if self.path and self._thread is None:
