@@ -10,6 +10,7 @@ test shows.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 
@@ -78,9 +79,10 @@ def slow_eicars(tmp_path_factory):
     imported: the agent scans an image as soon as containerd has it, so a test imports one and
     creates a container of it at once, while that scan still runs."""
     out = tmp_path_factory.mktemp("cd2-slow")
-    return [build_image(out / f"slow{n}.tar", f"nodewarden.test/cri-slow-eicar-{n}:1",
-                        {"/opt/eicar.com": EICAR, **{f"/opt/pad{i}": os.urandom(32 << 20) for i in range(4)}})
-            for n in range(2)]
+    yield [build_image(out / f"slow{n}.tar", f"nodewarden.test/cri-slow-eicar-{n}:1",
+                       {"/opt/eicar.com": EICAR, **{f"/opt/pad{i}": os.urandom(32 << 20) for i in range(4)}})
+           for n in range(2)]
+    shutil.rmtree(out, ignore_errors=True)  # 2 x 128 MB that pytest would keep for three runs
 
 
 @pytest.fixture
