@@ -47,7 +47,9 @@ class Agent:
             from agent.enrich.enricher import ContainerResolver
 
             self.containers = ContainerTable()
-            resolver = ContainerResolver(self.containers)
+            # held events wait longer while the watcher still has containerd events to apply (enrich/hold.py)
+            resolver = ContainerResolver(self.containers,
+                                         behind=lambda: self.watcher is not None and self.watcher.behind())
         self.exporter = self._exporter() if cfg.export.collector else None
         outputs: list[Output] = [log_output] + ([self._submit_all] if self.exporter is not None else [])
         # What a SIGKILLed previous run held in memory: counted against the spool the exporter writes.

@@ -90,17 +90,19 @@ class Pipeline:
         self._reader = self.probes.reader()
         if self.cfg.agent.record_file:
             self._reader = RecordingReader(self._reader, self.cfg.agent.record_file)
+        # agent.ready first, then the threads: the ring buffer keeps what the probes catch meanwhile, and
+        # no kernel event goes out ahead of the line that says the probes are attached.
+        self.metrics.is_ready = True
+        self.metrics.ready.set(1)
+        self.emit(AgentReady(time.time_ns(), self.cfg.agent.node_name, os.getpid(),
+                             tuple(self.cfg.probes.families), tuple(self.probes.tracepoints_missing)))
+        self._check_drops()
         self._threads = [
             threading.Thread(target=self._read_loop, name="nw-reader", daemon=True),
             threading.Thread(target=self._work_loop, name="nw-worker", daemon=True),
         ]
         for t in self._threads:
             t.start()
-        self.metrics.is_ready = True
-        self.metrics.ready.set(1)
-        self.emit(AgentReady(time.time_ns(), self.cfg.agent.node_name, os.getpid(),
-                             tuple(self.cfg.probes.families), tuple(self.probes.tracepoints_missing)))
-        self._check_drops()
 
     def stop(self) -> None:
         """Detach the probes, drain what the kernel already produced, report the last drops."""

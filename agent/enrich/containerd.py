@@ -107,6 +107,8 @@ class ContainerWatcher:
         self._early_lock = threading.Lock()
         self._rlog = RateLog(log)
         self._notifier: CgroupNotifier | None = None
+        self._events: queue.Queue | None = None  # the session's event queue, while connected
+        self._busy = False  # applying an event or a listing
         self.counters = dict.fromkeys(
             (
                 "connects",
@@ -157,6 +159,12 @@ class ContainerWatcher:
         n = self._notifier
         notify = {f"cgroup_notify_{k}": v for k, v in n.counters.items()} if n is not None else {}
         return {**self.counters, "connected": int(self.connected), **self.table.stats(), **notify}
+
+    def behind(self) -> bool:
+        """True while containerd events wait for the watcher or one is being applied: a container whose
+        cgroup was just created may be described any moment (agent/enrich/hold.py holds longer then)."""
+        q = self._events
+        return self._busy or (q is not None and not q.empty())
 
     def drops(self) -> dict[str, int]:
         """Losses for the pipeline's accounting (agent.drops, nodewarden_drops_total): containerd events
@@ -227,8 +235,11 @@ class ContainerWatcher:
             target=self._pump, args=(call, q, done), name="nw-containerd-events", daemon=True
         )
         reader.start()
+        self._events = q
         try:
+            self._busy = True
             self._sync(client)
+            self._busy = False
             self.connected = True
             self.counters["connects"] += 1
             self._synced.set()
@@ -244,7 +255,11 @@ class ContainerWatcher:
                 if isinstance(item, grpc.RpcError):
                     raise item
                 if item is not None:
-                    self._handle(client, item)
+                    self._busy = True
+                    try:
+                        self._handle(client, item)
+                    finally:
+                        self._busy = False
                 now = time.monotonic()
                 if now - last_expire >= 5.0:
                     self.table.expire()
@@ -254,6 +269,7 @@ class ContainerWatcher:
                     self._sync(client)
                     last_sync = now
         finally:
+            self._events, self._busy = None, False
             done.set()
             call.cancel()
             reader.join(2.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from agent.enrich.proctable import ProcessTable
 from agent.events import CgroupEvent, ContainerInfo, Enriched, ExecEvent, KernelEvent
@@ -25,14 +26,30 @@ class ContainerResolver:
     cgroup created less than `young_s` ago that the table does not know yet are held by the
     pipeline for up to `hold_s` and resolved again (agent/enrich/hold.py)."""
 
-    def __init__(self, table, young_s: float = 5.0, max_young: int = 4096):
+    def __init__(self, table, young_s: float = 5.0, max_young: int = 4096,
+                 behind: Callable[[], bool] | None = None):
         self.table = table
+        # True while the watcher has containerd events still to apply (ContainerWatcher.behind)
+        self.behind = behind or (lambda: False)
         self.young_s = young_s
         self.max_young = max_young
         self._young: OrderedDict[int, tuple[str, float]] = OrderedDict()  # cgroup id -> (path, created)
 
     def resolve(self, ev: KernelEvent) -> ContainerInfo | None:
-        return self.table.lookup_by_cgroup(ev.cgroup_id) or self.table.lookup_by_mntns(ev.mntns)
+        info = self.table.lookup_by_cgroup(ev.cgroup_id)
+        if info is not None:
+            return info
+        info = self.table.lookup_by_mntns(ev.mntns)
+        if info is None or not info.cgroup_path:
+            return info
+        # nsfs reuses inode numbers: a container that just stopped (the watcher not told yet) may hold
+        # the inode a new container's mount namespace now has. A process of that container lives in its
+        # cgroup or below it; an event from a cgroup created elsewhere is not its (seen under load: a
+        # neighbour's container named after one of ours).
+        path = self._young.get(ev.cgroup_id, ("", 0.0))[0]
+        if path and path != info.cgroup_path and not path.startswith(info.cgroup_path.rstrip("/") + "/"):
+            return None
+        return info
 
     def note_cgroup(self, ev: CgroupEvent) -> None:
         self.table.note_cgroup(ev.path, ev.new_cgroup_id)

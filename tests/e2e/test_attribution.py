@@ -70,8 +70,13 @@ def test_fifty_short_lived_containers_all_attributed(agent_with_containers, cont
                                   and cid in r.get("process.command_line", ""))]
         assert len(mine) == 2 and all(r.get("container.id") == cid for r in mine), mine
         assert all(r["container.image.name"] == busybox_image.name for r in mine)
-    unknown = a.find(lambda r: r.get("container.id") == "unknown")
-    assert unknown == []
+    # None of their events went out as unknown: runc's first events in a container come before containerd
+    # describes it, and under load well past hold_s (the hold then waits for the watcher). Only our
+    # containers' cgroups: other containerds on a shared test machine run containers we are not told of.
+    ours = {r["cgroup.id"] for r in a.find(lambda r: r.get("container.id") in set(ids))}
+    unknown = a.find(lambda r: r.get("container.id") == "unknown" and r["cgroup.id"] in ours)
+    assert len(ours) == 50 and unknown == [], [
+        (r["event.name"], r.get("process.command_line", "")[:80], r["cgroup.id"]) for r in unknown[:12]]
 
 
 def test_containerd_absent_at_start_then_restarted(make_containerd, busybox_image, tmp_path):

@@ -10,7 +10,9 @@ import pytest
 
 from agent.enrich.container_table import ContainerTable
 from agent.enrich.enricher import UNKNOWN, ContainerResolver, Enricher
+from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable, ProcFS
+from agent.events import Enriched
 from agent.sensors import REGISTRY
 from agent.sensors.common import BootClock
 from tests.unit.replay_records import PID, cgroup_rec, exec_rec, exit_rec, fork_rec, open_rec
@@ -87,6 +89,7 @@ def _containers():
 
     def fn(e):
         e.cgroup_id, e.mntns, e.state, e.image = 500, 4026532999, "running", "app:1"
+        e.cgroup_path = "/k8s.io/" + "a" * 64
         e.labels = (("io.kubernetes.pod.name", "web-0"), ("io.kubernetes.pod.namespace", "shop"))
         return "task"
 
@@ -132,3 +135,56 @@ def test_a_cgroup_noted_before_containerd_speaks_resolves_its_container_later():
     table.update("k8s.io", "d" * 64, fn)
     table.note_cgroup(path, 777)  # a late cgroup event (or the notifier) completes the entry
     assert r.resolve(ev).id == "d" * 64
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_hold_waits_past_its_deadline_while_the_watcher_is_behind_up_to_the_cap():
+    table, behind, clock = ContainerTable(), [True], _Clock()
+    r = ContainerResolver(table, behind=lambda: behind[0])
+    path = "/k8s.io/" + "e" * 64
+    r.note_cgroup(_ev(cgroup_rec(888, path)))
+    hold = Hold(r, hold_s=0.5, max_hold_s=5.0, clock=clock)
+    first = _ev(exec_rec("/bin/sh", ["sh", "1"], cgroup_id=888))
+    assert hold.hold(Enriched(first, None, None)) == []
+    clock.t += 2.0  # past the deadline, but containerd's events still wait for the watcher
+    assert hold.release() == [] and len(hold) == 1
+
+    def fn(e):
+        e.spec_cgroup_path, e.state = path, "created"
+        return "container"
+
+    table.update("k8s.io", "e" * 64, fn)  # the watcher gets to it
+    table.note_cgroup(path, 888)
+    (out,) = hold.release()
+    assert out.container.id == "e" * 64 and hold.attribution == {"resolved_after_hold": 1}
+
+    other = _ev(exec_rec("/bin/sh", ["sh", "2"], cgroup_id=999))
+    r.note_cgroup(_ev(cgroup_rec(999, "/k8s.io/" + "9" * 64)))
+    hold.hold(Enriched(other, None, None))
+    clock.t += 4.9
+    assert hold.release() == []  # still behind, under the cap
+    clock.t += 0.2
+    (late,) = hold.release()  # the cap: a watcher that never catches up does not hold events forever
+    assert late.container is UNKNOWN
+    behind[0] = False
+    hold.hold(Enriched(other, None, None))
+    clock.t += 0.6
+    assert hold.release()[0].container is UNKNOWN  # an idle watcher: the deadline is the deadline
+
+
+def test_a_reused_mount_namespace_inode_does_not_name_a_container_in_another_cgroup(procfs):
+    table = _containers()  # "a"*64: cgroup 500 at /k8s.io/aaa..., mount namespace 4026532999
+    r = ContainerResolver(table)
+    en = Enricher(ProcessTable(procfs=procfs), r)
+    r.note_cgroup(_ev(cgroup_rec(600, "/other-ns/job-7")))  # a neighbour's new container, same inode number
+    assert en.enrich(_ev(open_rec("/x", cgroup_id=600, mntns=4026532999))).container is None
+    r.note_cgroup(_ev(cgroup_rec(601, "/k8s.io/" + "a" * 64 + "/init.scope")))  # its own sub-cgroup: still it
+    assert en.enrich(_ev(open_rec("/y", cgroup_id=601, mntns=4026532999))).container.id == "a" * 64
+    assert en.enrich(_ev(open_rec("/z", cgroup_id=602, mntns=4026532999))).container.id == "a" * 64  # unnoted
