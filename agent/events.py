@@ -261,7 +261,8 @@ class EnforcementEvent:
 
     name: ClassVar[str] = "enforcement.block"
     ts_ns: int
-    point: str  # "kernel.exec", "nri.create_container", "oci.runc_create", "containerd.kill", "user.kill"
+    # "kernel.exec", "nri.create_container", "nri.start_container", "oci.runc_create", "containerd.kill", "user.kill"
+    point: str
     action: str  # "kill" or "deny"
     reason: str  # one line: the rule or verdict behind it
     severity: Severity = Severity.CRITICAL

@@ -96,7 +96,8 @@ def nri_block_event(pod, container, reason: str) -> EnforcementEvent:
     """enforcement.block of an NRI CreateContainer (containerd has no record yet: what NRI says)."""
     info = ContainerInfo(id=container.id, name=container.name, image=container.image, namespace="k8s.io",
                          pod_name=pod.name, pod_namespace=pod.namespace)
-    return EnforcementEvent(time.time_ns(), "nri.create_container", "deny", reason, outcome="denied",
+    point = "nri.start_container" if getattr(container, "at_start", False) else "nri.create_container"
+    return EnforcementEvent(time.time_ns(), point, "deny", reason, outcome="denied",
                             verdict="block", container=info)
 
 

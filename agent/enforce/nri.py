@@ -96,6 +96,7 @@ class ContainerInfo:
     annotations: Mapping[str, str]
     args: tuple[str, ...]
     cgroups_path: str = ""  # linux.cgroups_path: cgroupfs "/kubepods/..." or systemd "slice:prefix:name"
+    at_start: bool = False  # asked at StartContainer (a verdict that came after the create), not CreateContainer
 
 
 Decide = Callable[[PodInfo, ContainerInfo], Decision]
@@ -155,13 +156,13 @@ def _pod_info(pod) -> PodInfo:
                    labels=dict(pod.labels), annotations=dict(pod.annotations))
 
 
-def _container_info(ctr) -> ContainerInfo:
+def _container_info(ctr, at_start: bool = False) -> ContainerInfo:
     annotations = dict(ctr.annotations)
     image = ctr.image.name if ctr.HasField("image") and ctr.image.name else annotations.get(IMAGE_NAME_ANNOTATION, "")
     return ContainerInfo(id=ctr.id, name=ctr.name, pod_id=ctr.pod_sandbox_id, image=image,
                          image_digest=ctr.image.digest if ctr.HasField("image") else "",
                          labels=dict(ctr.labels), annotations=annotations, args=tuple(ctr.args),
-                         cgroups_path=ctr.linux.cgroups_path if ctr.HasField("linux") else "")
+                         cgroups_path=ctr.linux.cgroups_path if ctr.HasField("linux") else "", at_start=at_start)
 
 
 def _describe(pod: PodInfo, ctr: ContainerInfo) -> str:
@@ -366,7 +367,7 @@ class NriPlugin:
 
     def _gate(self, session: _Session, pod_pb, ctr_pb, deadline: float | None, at_start: bool) -> None:
         """Return to let the container go on; raise TtrpcError to stop it."""
-        pod, ctr = _pod_info(pod_pb), _container_info(ctr_pb)
+        pod, ctr = _pod_info(pod_pb), _container_info(ctr_pb, at_start)
         what = _describe(pod, ctr)
         decision, why = self._decide(pod, ctr, self._budget(session, deadline))
         if decision is not None and decision.allow:

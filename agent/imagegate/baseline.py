@@ -184,8 +184,8 @@ def namespace_findings(namespaces, proc_root: str = "/proc", host_ns_dir: str = 
 def host_namespace(path, ns_type: str, proc_root: str = "/proc", host_ns_dir: str = "") -> bool | None:
     """Is the namespace file at `path` the host's namespace of that OCI type ("network", "pid",
     ...)? True when it has the inode (and nsfs device) of the host's (host_ns_dir/<file>, by
-    default proc_root/1/ns/<file>), False when it is another one, None when either cannot be read
-    (pid 1's are unreadable where it is not dumpable, or holds capabilities the agent lacks).
+    default proc_root/1/ns/<file>, else kthreadd's), False when it is another one, None when either
+    cannot be read.
 
     The path is the runtime's, in the host's mount namespace: one under /proc is read through
     proc_root (the host's /proc, /host/proc in a DaemonSet); another (a CNI netns bind mount,
@@ -197,9 +197,8 @@ def host_namespace(path, ns_type: str, proc_root: str = "/proc", host_ns_dir: st
         candidates = [root + path[len("/proc"):]]
     else:
         candidates = [path, f"{root}/1/root{path}"]
-    try:
-        host = os.stat(os.path.join(host_ns_dir or os.path.join(root, "1", "ns"), HOST_NAMESPACES[ns_type][0]))
-    except OSError:
+    host = _host_ns_stat(HOST_NAMESPACES[ns_type][0], root, host_ns_dir)
+    if host is None:
         return None
     for p in candidates:
         try:
@@ -207,6 +206,28 @@ def host_namespace(path, ns_type: str, proc_root: str = "/proc", host_ns_dir: st
         except (OSError, ValueError):  # ValueError: a NUL in the path
             continue
         return (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino)
+    return None
+
+
+def _host_ns_stat(name: str, root: str, host_ns_dir: str):
+    """stat of the host's namespace file `name`: host_ns_dir's when given; else pid 1's; else, where pid 1's
+    cannot be read (not dumpable, as on some VMs), kthreadd's (pid 2, a kernel thread: always in the initial
+    namespaces), checked by its name so that a private pid namespace's pid 2 is never taken for the host."""
+    if host_ns_dir:
+        dirs = [host_ns_dir]
+    else:
+        dirs = [os.path.join(root, "1", "ns")]
+        try:
+            with open(os.path.join(root, "2", "comm")) as f:
+                if f.read().strip() == "kthreadd":
+                    dirs.append(os.path.join(root, "2", "ns"))
+        except OSError:
+            pass
+    for d in dirs:
+        try:
+            return os.stat(os.path.join(d, name))
+        except OSError:
+            continue
     return None
 
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.harness.containerd import unique_id, wait_until
-from tests.harness.containerd2 import AgentSlot, Containerd2, missing_requirements
+from tests.harness.containerd2 import AgentSlot, missing_requirements, running_containerd2
 from tests.harness.oci import build_image
 from tests.unit.imagegate_helpers import EICAR
 
@@ -34,14 +34,8 @@ def _refused_as_missing(error: str) -> bool:
 
 @pytest.fixture(scope="module")
 def cd(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cd2fc")
-    c = Containerd2(base, failclosed=True)
-    try:
-        c.start()
-        c.import_pause(base)
+    with running_containerd2(tmp_path_factory.mktemp("cd2fc"), failclosed=True) as c:
         yield c
-    finally:
-        c.destroy()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.harness.containerd import unique_id, wait_until
-from tests.harness.containerd2 import Agent, Containerd2, missing_requirements
+from tests.harness.containerd2 import Agent, missing_requirements, running_containerd2
 from tests.harness.oci import build_image
 
 _WHY = missing_requirements()
@@ -22,14 +22,8 @@ POLICY = "on_timeout: {after: 10s, action: allow}\nruntime:\n  deny_exec:\n    -
 
 @pytest.fixture(scope="module")
 def cd(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cd2-exec")
-    c = Containerd2(base)
-    try:
-        c.start()
-        c.import_pause(base)
+    with running_containerd2(tmp_path_factory.mktemp("cd2-exec")) as c:
         yield c
-    finally:
-        c.destroy()
 
 
 @pytest.mark.parametrize("watcher", ["live", "blind"])

@@ -81,42 +81,44 @@ disabled_plugins = [{disabled}]
 """
 
 
-class PrivateContainerd:
-    """One containerd process on `base`; ctr helpers bound to its socket and a namespace."""
+class ContainerdProcess:
+    """The life cycle both harnesses share: one containerd process on `self.config`, logging to `self.log`,
+    ready once `self._ping()` answers. Subclasses set `proc`, `config`, `log`, `socket` and write the config
+    in `_prepare()`."""
 
-    def __init__(self, base: str | os.PathLike, namespace: str | None = None):
-        self.base = Path(base)
-        self.root, self.state = self.base / "root", self.base / "state"
-        # unix socket paths are limited to 108 bytes; pytest's tmp dirs are short enough.
-        self.socket = self.base / "containerd.sock"
-        self.config = self.base / "config.toml"
-        self.log = self.base / "containerd.log"
-        self.namespace = namespace or unique_id("nwtest")
-        self.proc: subprocess.Popen | None = None
-        self._images: dict[str, str] = {}  # name -> manifest digest imported
+    proc: subprocess.Popen | None = None
+    _name = "containerd"
 
-    # --- process ---------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> PrivateContainerd:
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ping(self) -> bool:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None  # inherit ours
+
+    def start(self, timeout: float = 20.0):
         self.base.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(config_toml(self.root, self.state, self.socket))
+        self._prepare()
         with open(self.log, "ab") as log:
             # A session of its own: a Ctrl-C on pytest must not reach containerd before cleanup runs.
-            self.proc = subprocess.Popen(
-                [CONTAINERD, "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+            self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"containerd exited ({self.proc.returncode}); see {self.log}")
-            if self.socket.exists() and self.ctr("version", check=False, timeout=5).returncode == 0:
+                raise RuntimeError(f"{self._name} exited ({self.proc.returncode}); see {self.log}")
+            if self.socket.exists() and self._ping():
                 return self
             time.sleep(0.1)
-        raise RuntimeError(f"containerd did not come up in {timeout}s; see {self.log}")
+        raise RuntimeError(f"{self._name} did not come up in {timeout}s; see {self.log}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (then SIGKILL) containerd itself. Running tasks survive: call cleanup() first."""
+        """SIGTERM (then SIGKILL) containerd itself. Running tasks survive (their shims stay): call cleanup() first."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -135,6 +137,32 @@ class PrivateContainerd:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class PrivateContainerd(ContainerdProcess):
+    """One containerd process on `base`; ctr helpers bound to its socket and a namespace."""
+
+    def __init__(self, base: str | os.PathLike, namespace: str | None = None):
+        self.base = Path(base)
+        self.root, self.state = self.base / "root", self.base / "state"
+        # unix socket paths are limited to 108 bytes; pytest's tmp dirs are short enough.
+        self.socket = self.base / "containerd.sock"
+        self.config = self.base / "config.toml"
+        self.log = self.base / "containerd.log"
+        self.namespace = namespace or unique_id("nwtest")
+        self.proc: subprocess.Popen | None = None
+        self._images: dict[str, str] = {}  # name -> manifest digest imported
+
+    # --- process ---------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        self.config.write_text(config_toml(self.root, self.state, self.socket))
+
+    def _command(self) -> list[str]:
+        return [CONTAINERD, "--config", str(self.config)]
+
+    def _ping(self) -> bool:
+        return self.ctr("version", check=False, timeout=5).returncode == 0
 
     # --- ctr -------------------------------------------------------------------------------------
 

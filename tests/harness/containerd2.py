@@ -18,6 +18,7 @@ Shared state, handled here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .containerd import _unmount_under, unique_id, wait_until
+from .containerd import ContainerdProcess, _unmount_under, unique_id, wait_until
 from .oci import OciImage, build_image
 
 ENV_BUNDLE = "NODEWARDEN_CONTAINERD2"
@@ -97,7 +98,7 @@ class Created:
         return bool(self.id)
 
 
-class Containerd2:
+class Containerd2(ContainerdProcess):
     """containerd 2.x on `base` (bin/, root/, state/, sockets), with crictl and ctr bound to it."""
 
     def __init__(self, base: str | os.PathLike, failclosed: bool = False):
@@ -154,44 +155,23 @@ class Containerd2:
 
     # --- process ---------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> Containerd2:
-        self.base.mkdir(parents=True, exist_ok=True)
+    _name = "containerd 2.x"
+
+    def _prepare(self) -> None:
         self._unpack()
         self._write_configs()
-        with open(self.log, "ab") as log:
-            # A session of its own: a Ctrl-C on pytest must not reach containerd before cleanup runs.
-            self.proc = subprocess.Popen([str(self.bin / "containerd"), "--config", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"containerd 2.x exited ({self.proc.returncode}); see {self.log}")
-            if self.socket.exists() and self.crictl("version", check=False, timeout=5).returncode == 0:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"containerd 2.x did not come up in {timeout}s; see {self.log}")
+
+    def _command(self) -> list[str]:
+        return [str(self.bin / "containerd"), "--config", str(self.config)]
+
+    def _ping(self) -> bool:
+        return self.crictl("version", check=False, timeout=5).returncode == 0
+
+    def start(self, timeout: float = 30.0) -> Containerd2:
+        return super().start(timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (then SIGKILL) containerd itself; running tasks survive it (their shims stay)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        super().stop(timeout)
 
     # --- log -------------------------------------------------------------------------------------
 
@@ -310,6 +290,18 @@ class Containerd2:
             self.stop()
             _unmount_under(self.base)
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_containerd2(base: Path, failclosed: bool = False):
+    """A started containerd 2.x with the pause image imported; destroyed (tasks first) on exit."""
+    c = Containerd2(base, failclosed=failclosed)
+    try:
+        c.start()
+        c.import_pause(base)
+        yield c
+    finally:
+        c.destroy()
 
 
 def _run(cmd: list[str], check: bool, timeout: float, env: dict) -> subprocess.CompletedProcess:

@@ -81,6 +81,16 @@ def test_nri_block():
     new = record.flatten(nri_block_event(pod, ctr, msg))
     _same_or_more(legacy_nri(pod, ctr, msg), new)
     assert new["container.id"] == "c1" and new["image.verdict"] == "block"
+    assert new["enforcement.point"] == "nri.create_container"
+
+
+def test_nri_block_at_start_names_the_start():
+    """A verdict that arrived between create and start is enforced at StartContainer: the record says so."""
+    pod = PodInfo("p1", "web-0", "shop", "u1", {}, {})
+    ctr = NriContainer("c1", "app", "p1", "reg.example/eicar:1", "", {}, {}, ("/app",), "/kubepods/p1/c1",
+                       at_start=True)
+    new = record.flatten(nri_block_event(pod, ctr, "image verdict block: malware EICAR"))
+    assert new["enforcement.point"] == "nri.start_container" and new["enforcement.outcome"] == "denied"
 
 
 def legacy_oci(req, msg, image) -> dict:
