@@ -1,0 +1,538 @@
+"""The condition language: parsed once, compiled once into closures over typed events.
+
+A Falco user reads it at once:
+
+    evt.type in (open, openat) and fd.name pmatch (sensitive_paths) and not proc.name in (known)
+    process.ancestors[1].name = nginx and process.executable.path glob '/tmp/*'
+
+Grammar (`not` binds tighter than `and`, `and` tighter than `or`):
+
+    expr    := and ('or' and)*
+    and     := unary ('and' unary)*
+    unary   := 'not' unary | '(' expr ')' | NAME cmp | NAME            (a bare NAME is a macro)
+    cmp     := 'exists' | binop value | ('in' | 'intersects' | 'pmatch') '(' [value (',' value)*] ')'
+    binop   := = | == | != | < | <= | > | >= | contains | icontains | startswith | endswith
+               | glob | iglob | regex
+    value   := 'quoted' | "quoted" | bare word          (inside a list, a bare word naming a list expands)
+
+Fields are ours or Falco's (agent/detect/fields.py). Macros expand at compile time (a cycle is an
+error); lists may name other lists. Numbers are checked against int fields, booleans against
+bool fields; glob and regex patterns compile once.
+
+Semantics, chosen to match Falco where it documents one:
+- A field the event does not carry makes every comparison on it false, including `!=`; so
+  `not <comparison>` is true on such an event (as in Falco). `exists` is the explicit test.
+- `regex` must match the whole value (re.fullmatch); write `.*x.*` to find x anywhere.
+- On a list field (process.args, process.ancestors.name) an operator holds when it holds for
+  any element; `!=` holds when no element is equal.
+- `pmatch (/etc, /usr/bin)` holds for each path equal to or below one of the prefixes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.detect import fields as F
+from agent.events import EVENT_NAMES, Enriched
+
+Match = Callable[[Enriched], bool]
+
+BINOPS = frozenset({"=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith",
+                    "endswith", "glob", "iglob", "regex"})
+LISTOPS = frozenset({"in", "intersects", "pmatch"})
+UNSUPPORTED_OPS = frozenset({"bcontains", "bstartswith"})
+_SYMBOLS = ("==", "!=", "<=", ">=", "=", "<", ">")
+_WORD_END = set(" \t\r\n()=<>,'\"")
+_NUMERIC_OPS = frozenset({"<", "<=", ">", ">="})
+_STRING_OPS = frozenset({"contains", "icontains", "startswith", "endswith", "glob", "iglob", "regex", "pmatch"})
+
+
+class ConditionError(ValueError):
+    """A syntax or type error in a condition; `offset` is the 0-based character it points at."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(f"{message} (column {offset + 1})")
+        self.message = message
+        self.offset = offset
+
+
+# -- syntax tree --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    text: str
+    quoted: bool
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    field: str
+    op: str
+    values: tuple[Value, ...]  # one for a binop, any number for in/intersects/pmatch, none for exists
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    name: str  # a macro
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: Node
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    op: str  # "and" or "or"
+    items: tuple[Node, ...]
+    offset: int
+
+
+Node = Cmp | Ref | Not | BoolOp
+
+
+# -- tokens and parser --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # "(", ")", ",", "sym" (= != < ...), "str" (quoted), "word", "end"
+    text: str
+    offset: int
+
+
+def _tokens(text: str) -> list[_Tok]:
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c in "(),":
+            out.append(_Tok(c, c, i))
+            i += 1
+        elif c in "'\"":
+            i = _quoted(text, i, out)
+        elif sym := next((s for s in _SYMBOLS if text.startswith(s, i)), None):
+            out.append(_Tok("sym", sym, i))
+            i += len(sym)
+        else:
+            j = i
+            while j < n and text[j] not in _WORD_END and not text.startswith("!=", j):
+                j += 1
+            if j == i:
+                raise ConditionError(f"unexpected character {c!r}", i)
+            out.append(_Tok("word", text[i:j], i))
+            i = j
+    out.append(_Tok("end", "", n))
+    return out
+
+
+def _quoted(text: str, start: int, out: list[_Tok]) -> int:
+    quote, i, buf = text[start], start + 1, []
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
+            buf.append(text[i + 1])
+            i += 2
+        elif c == quote:
+            out.append(_Tok("str", "".join(buf), start))
+            return i + 1
+        else:
+            buf.append(c)
+            i += 1
+    raise ConditionError("unterminated string", start)
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.toks = _tokens(text)
+        self.i = 0
+
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self) -> _Tok:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def is_word(self, word: str) -> bool:
+        tok = self.peek()
+        return tok.kind == "word" and tok.text == word
+
+    def expr(self) -> Node:
+        return self._chain("or", self.conj)
+
+    def conj(self) -> Node:
+        return self._chain("and", self.unary)
+
+    def _chain(self, op: str, sub: Callable[[], Node]) -> Node:
+        start = self.peek().offset
+        items = [sub()]
+        while self.is_word(op):
+            self.take()
+            items.append(sub())
+        return items[0] if len(items) == 1 else BoolOp(op, tuple(items), start)
+
+    def unary(self) -> Node:
+        tok = self.take()
+        if tok.kind == "word" and tok.text == "not":
+            return Not(self.unary(), tok.offset)
+        if tok.kind == "(":
+            node = self.expr()
+            close = self.take()
+            if close.kind != ")":
+                raise ConditionError(f"expected ')' to close the '(' at column {tok.offset + 1}, "
+                                     f"got {_describe(close)}", close.offset)
+            return node
+        if tok.kind != "word" or tok.text in ("and", "or"):
+            raise ConditionError(f"expected a field, a macro, 'not' or '(', got {_describe(tok)}", tok.offset)
+        return self._after_name(tok)
+
+    def _after_name(self, name: _Tok) -> Node:
+        nxt = self.peek()
+        op = nxt.text if nxt.kind in ("sym", "word") else ""
+        if op in UNSUPPORTED_OPS:
+            raise ConditionError(f"operator {op!r} is not supported", nxt.offset)
+        if op == "exists":
+            self.take()
+            return Cmp(name.text, "exists", (), name.offset)
+        if op in LISTOPS:
+            self.take()
+            return Cmp(name.text, op, self._list(op), name.offset)
+        if op in BINOPS:
+            self.take()
+            return Cmp(name.text, "=" if op == "==" else op, (self._value(op),), name.offset)
+        return Ref(name.text, name.offset)
+
+    def _value(self, op: str) -> Value:
+        tok = self.take()
+        if tok.kind in ("str", "word") and not (tok.kind == "word" and tok.text in ("and", "or")):
+            return Value(tok.text, tok.kind == "str", tok.offset)
+        if tok.kind == "sym" and tok.text in ("<", ">"):  # Falco's evt.dir = < (a bare value)
+            return Value(tok.text, False, tok.offset)
+        raise ConditionError(f"expected a value after {op!r}, got {_describe(tok)}", tok.offset)
+
+    def _list(self, op: str) -> tuple[Value, ...]:
+        tok = self.take()
+        if tok.kind != "(":
+            raise ConditionError(f"expected '(' after {op!r}, got {_describe(tok)}", tok.offset)
+        items: list[Value] = []
+        if self.peek().kind == ")":
+            self.take()
+            return ()
+        while True:
+            tok = self.take()
+            if tok.kind not in ("str", "word"):
+                raise ConditionError(f"expected a value in the {op!r} list, got {_describe(tok)}", tok.offset)
+            items.append(Value(tok.text, tok.kind == "str", tok.offset))
+            sep = self.take()
+            if sep.kind == ")":
+                return tuple(items)
+            if sep.kind != ",":
+                raise ConditionError(f"expected ',' or ')' in the {op!r} list, got {_describe(sep)}", sep.offset)
+
+
+def _describe(tok: _Tok) -> str:
+    if tok.kind == "end":
+        return "the end of the condition"
+    return f"{tok.text!r}" if tok.kind != "str" else f"the string {tok.text!r}"
+
+
+def parse(text: str) -> Node:
+    """The syntax tree of one condition; ConditionError (with its column) on a syntax error."""
+    if not text or not text.strip():
+        raise ConditionError("empty condition", 0)
+    p = _Parser(text)
+    node = p.expr()
+    tok = p.peek()
+    if tok.kind != "end":
+        hint = " (a missing 'and'/'or', or an unknown operator?)" if tok.kind in ("word", "str") else ""
+        raise ConditionError(f"unexpected {_describe(tok)}{hint}", tok.offset)
+    return node
+
+
+# -- compiler -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    match: Match
+    kinds: frozenset[str] | None  # the event names it can match; None = any
+    fields: frozenset[str]  # our names of the fields it reads
+    notes: tuple[str, ...] = ()  # what can never match (an evt.type we have no event for)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One compiled sub-condition: its closure, the kinds it can be true on, fields, and a cost rank
+    (an `and` tests its cheap parts first; every part is pure, so the order is free)."""
+
+    fn: Match
+    kinds: frozenset[str] | None
+    fields: frozenset[str]
+    cost: int
+
+
+_NAME_TO_OP = {name: op for op, name in EVENT_NAMES.items()}
+
+
+class _Compiler:
+    def __init__(self, macros: dict[str, str], lists: dict[str, list], ancestors: F.Ancestors | None):
+        self.macros = macros
+        self.lists = lists
+        self.ancestors = ancestors
+        self.parsed: dict[str, Node] = {}
+        self.stack: list[str] = []
+        self.notes: list[str] = []
+
+    def build(self, node: Node) -> _Part:
+        if isinstance(node, BoolOp):
+            return self._bool(node)
+        if isinstance(node, Not):
+            inner = self.build(node.item)
+            fn = inner.fn
+            return _Part(lambda en: not fn(en), None, inner.fields, inner.cost)
+        if isinstance(node, Ref):
+            return self._macro(node)
+        return self._cmp(node)
+
+    def _bool(self, node: BoolOp) -> _Part:
+        parts = [self.build(n) for n in node.items]
+        fields = frozenset().union(*(p.fields for p in parts))
+        if node.op == "and":
+            parts.sort(key=lambda p: p.cost)
+            known = [p.kinds for p in parts if p.kinds is not None]
+            kinds = frozenset.intersection(*known) if known else None
+            return _Part(_all([p.fn for p in parts]), kinds, fields, max(p.cost for p in parts))
+        kinds = None if any(p.kinds is None for p in parts) else frozenset().union(*(p.kinds for p in parts))
+        return _Part(_any([p.fn for p in parts]), kinds, fields, max(p.cost for p in parts))
+
+    def _macro(self, ref: Ref) -> _Part:
+        if ref.name not in self.macros:
+            try:
+                F.resolve(ref.name)
+            except F.FieldError:
+                raise ConditionError(f"unknown macro {ref.name!r}", ref.offset) from None
+            raise ConditionError(f"field {ref.name!r} needs an operator (=, in, exists, ...)", ref.offset)
+        if ref.name in self.stack:
+            cycle = " -> ".join([*self.stack[self.stack.index(ref.name):], ref.name])
+            raise ConditionError(f"macro cycle: {cycle}", ref.offset)
+        self.stack.append(ref.name)
+        try:
+            node = self.parsed.get(ref.name)
+            if node is None:
+                node = self.parsed[ref.name] = parse(self.macros[ref.name])
+            return self.build(node)
+        except ConditionError as e:
+            if e.message.startswith(("in macro ", "macro cycle")):
+                raise ConditionError(e.message, ref.offset) from None
+            raise ConditionError(f"in macro {ref.name!r} at column {e.offset + 1}: {e.message}", ref.offset) from None
+        finally:
+            self.stack.pop()
+
+    def _cmp(self, node: Cmp) -> _Part:
+        try:
+            field = F.resolve(node.field, self.ancestors)
+        except F.FieldError as e:
+            raise ConditionError(str(e), node.offset) from None
+        if field.name == "event.name" and node.op in ("=", "!=", "in", "intersects"):
+            return self._event_name(node, field)
+        values = self._values(node)
+        _check_op(node, field)
+        typed = [_typed(field, v, node) for v in values]
+        fn = _predicate(field, node.op, typed, node)
+        return _Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op))
+
+    def _values(self, node: Cmp) -> list[Value]:
+        if node.op not in LISTOPS:
+            return list(node.values)
+        out: list[Value] = []
+        for v in node.values:
+            if not v.quoted and v.text in self.lists:
+                out.extend(self._expand(v.text, v.offset, []))
+            else:
+                out.append(v)
+        return out
+
+    def _expand(self, name: str, offset: int, seen: list[str]) -> list[Value]:
+        if name in seen:
+            raise ConditionError(f"list cycle: {' -> '.join([*seen, name])}", offset)
+        items = self.lists[name]
+        if not isinstance(items, list | tuple):
+            raise ConditionError(f"list {name!r} is not a list of values", offset)
+        out: list[Value] = []
+        for item in items:
+            text = str(item) if not isinstance(item, bool) else str(item).lower()
+            if text in self.lists and isinstance(item, str):
+                out.extend(self._expand(text, offset, [*seen, name]))
+            else:
+                out.append(Value(text, True, offset))
+        return out
+
+    def _event_name(self, node: Cmp, field: F.Field) -> _Part:
+        """event.name / evt.type: compared by op code (an int), Falco's syscall names translated."""
+        names: set[str] = set()
+        for v in self._values(node):
+            name = F.EVENT_TYPES.get(v.text, v.text) if node.field == "evt.type" else v.text
+            if name in _NAME_TO_OP:
+                names.add(name)
+            else:
+                self.notes.append(f"{node.field} {v.text!r}: no such event here")
+        ops = frozenset(_NAME_TO_OP[n] for n in names)
+        if node.op == "!=":
+            return _Part(lambda en: en.event.op not in ops, None, frozenset({field.name}), 0)
+        if len(ops) == 1:
+            (one,) = ops
+            fn: Match = lambda en: en.event.op is one  # noqa: E731
+        else:
+            fn = lambda en: en.event.op in ops  # noqa: E731
+        return _Part(fn, frozenset(names), frozenset({field.name}), 0)
+
+
+def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, list] | None = None,
+            ancestors: F.Ancestors | None = None) -> Compiled:  # noqa: A001 (the contract's name)
+    """Compile a condition once: `match(en)` is a tree of closures, no parsing per event."""
+    c = _Compiler(macros or {}, lists or {}, ancestors)
+    part = c.build(parse(text))
+    if part.kinds is not None and not part.kinds:
+        c.notes.append("no event kind carries everything it asks for: it never matches")
+    return Compiled(part.fn, part.kinds, part.fields, tuple(dict.fromkeys(c.notes)))
+
+
+# -- comparisons --------------------------------------------------------------------------------
+
+
+def _check_op(node: Cmp, field: F.Field) -> None:
+    t = field.type
+    if node.op in _NUMERIC_OPS and t != "int":
+        raise ConditionError(f"{node.op!r} needs a number field; {node.field} is {t}", node.offset)
+    if node.op in _STRING_OPS and t not in ("str", "list[str]"):
+        raise ConditionError(f"{node.op!r} needs a string field; {node.field} is {t}", node.offset)
+    if t == "bool" and node.op not in ("=", "!=", "exists"):
+        raise ConditionError(f"{node.field} is a bool: use = true / = false", node.offset)
+
+
+def _typed(field: F.Field, v: Value, node: Cmp) -> object:
+    if field.type == "int":
+        try:
+            return int(v.text, 0)
+        except ValueError:
+            raise ConditionError(f"{node.field} is a number; {v.text!r} is not", v.offset) from None
+    if field.type == "bool":
+        low = v.text.lower()
+        if low not in ("true", "false"):
+            raise ConditionError(f"{node.field} is a bool; {v.text!r} is not true or false", v.offset)
+        return low == "true"
+    return v.text
+
+
+def _cost(field: F.Field, op: str) -> int:
+    if op == "regex" or field.type == "list[str]" or "ancestors" in field.name:
+        return 3
+    return 1 if field.type in ("int", "bool") or op in ("=", "in") else 2
+
+
+def _string_test(op: str, vals: list, node: Cmp) -> Callable[[object], bool]:
+    """A test on one string value (the field's, or each element of a list field's)."""
+    if op in ("=", "!="):
+        want = vals[0]
+        return lambda s: s == want
+    if op in ("in", "intersects"):
+        wanted = frozenset(vals)
+        return lambda s: s in wanted
+    if op == "pmatch":
+        exact = frozenset(p.rstrip("/") or "/" for p in vals)
+        below = tuple(p.rstrip("/") + "/" for p in vals)
+        return lambda s: s in exact or s.startswith(below)
+    want = vals[0]
+    if op == "contains":
+        return lambda s: want in s
+    if op == "icontains":
+        low = want.lower()
+        return lambda s: low in s.lower()
+    if op == "startswith":
+        return lambda s: s.startswith(want)
+    if op == "endswith":
+        return lambda s: s.endswith(want)
+    return _pattern(op, want, node)
+
+
+def _pattern(op: str, want: str, node: Cmp) -> Callable[[object], bool]:
+    if op in ("glob", "iglob"):
+        rx = re.compile(fnmatch.translate(want), re.IGNORECASE if op == "iglob" else 0)
+    else:
+        try:
+            rx = re.compile(want)
+        except re.error as e:
+            raise ConditionError(f"bad regex {want!r}: {e}", node.values[0].offset) from None
+    full = rx.fullmatch if op == "regex" else rx.match  # fnmatch.translate already anchors the end
+    return lambda s: full(s) is not None
+
+
+def _predicate(field: F.Field, op: str, vals: list, node: Cmp) -> Match:
+    get = field.get
+    if op == "exists":
+        return lambda en: get(en) is not None
+    if field.type == "list[str]":
+        test = _string_test(op, vals, node)
+        if op == "!=":
+            return lambda en: (v := get(en)) is not None and not any(test(s) for s in v)
+        return lambda en: (v := get(en)) is not None and any(test(s) for s in v)
+    if op == "=":
+        want = vals[0]
+        return lambda en: get(en) == want  # None never equals a value
+    if op in ("in", "intersects"):
+        wanted = frozenset(vals)
+        return lambda en: get(en) in wanted
+    if op == "!=":
+        want = vals[0]
+        return lambda en: (v := get(en)) is not None and v != want
+    if op in _NUMERIC_OPS:
+        return _numeric(get, op, vals[0])
+    test = _string_test(op, vals, node)
+    return lambda en: (v := get(en)) is not None and test(v)
+
+
+def _numeric(get: Callable[[Enriched], object], op: str, want: int) -> Match:
+    if op == "<":
+        return lambda en: (v := get(en)) is not None and v < want
+    if op == "<=":
+        return lambda en: (v := get(en)) is not None and v <= want
+    if op == ">":
+        return lambda en: (v := get(en)) is not None and v > want
+    return lambda en: (v := get(en)) is not None and v >= want
+
+
+def _all(fns: list[Match]) -> Match:
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        a, b = fns
+        return lambda en: a(en) and b(en)
+    if len(fns) == 3:
+        a, b, c = fns
+        return lambda en: a(en) and b(en) and c(en)
+    head, rest = fns[0], _all(fns[1:])
+    return lambda en: head(en) and rest(en)
+
+
+def _any(fns: list[Match]) -> Match:
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        a, b = fns
+        return lambda en: a(en) or b(en)
+    if len(fns) == 3:
+        a, b, c = fns
+        return lambda en: a(en) or b(en) or c(en)
+    head, rest = fns[0], _any(fns[1:])
+    return lambda en: head(en) or rest(en)

@@ -1,0 +1,484 @@
+"""What a condition can read from an event: our record's field names, typed, with a fast getter each.
+
+A `Field` reads its value straight from the typed event inside an `Enriched` (no flat record is
+built per event): `get(en)` returns the value, or None when the event does not carry it (a file
+path on an exec event, the parent of a process the table never saw). `kinds` names the events a
+field can be present on, so the compiler knows which event kinds a condition can match; None
+means every kernel event.
+
+The names are those agent/outputs/record.py's `from_enriched` prints (process.name, file.path,
+network.peer.port, ...), plus a few derived ones a rule needs and the record does not carry
+(file.directory, file.name, server.address, user.name, process.ancestors[N].name, ...).
+`ALIASES` maps Falco's field names onto ours (from Falco's documented field list), so a Falco
+condition reads here unchanged where we have the data.
+
+Ancestry: `process.ancestors[0]` is the parent. Deeper ancestors come from the `ancestors`
+attribute of the Enriched record when enrich provides one (a tuple of ProcInfo, parent first),
+else from the `ancestors` callable passed to `resolve` (Enriched -> sequence of ProcInfo), else
+only the parent is known.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agent.events import EVENT_NAMES, Enriched, ExecEvent, FileEvent, NetEvent, Op, ProcInfo
+
+Ancestors = Callable[[Enriched], Sequence[ProcInfo]]
+
+
+class FieldError(ValueError):
+    """A condition names a field we do not have (one line, naming it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: str  # "str", "int", "bool" or "list[str]"
+    kinds: frozenset[str] | None  # event names it can be present on; None = every kernel event
+    get: Callable[[Enriched], object]
+
+
+def _names(*prefixes: str, ops: tuple[Op, ...] = ()) -> frozenset[str]:
+    """Event names by prefix (so an op added later under file.* is covered) or by op."""
+    kernel = {n for op, n in EVENT_NAMES.items() if op not in (Op.CGROUP_MKDIR, Op.BENCH)}
+    return frozenset({n for n in kernel if n.startswith(prefixes)} | {EVENT_NAMES[o] for o in ops})
+
+
+KERNEL_EVENTS = _names("process.", "file.", "network.")
+FILE = _names("file.")
+NET = _names("network.")
+EXEC = _names(ops=(Op.EXEC,))
+OPEN = _names(ops=(Op.FILE_OPEN,))
+_PEER_OPS = (Op.NET_CONNECT, Op.NET_ACCEPT)
+_LOCAL_OPS = (Op.NET_BIND, Op.NET_LISTEN)
+
+# Per-event memo of the values that cost a join or a split: rules evaluate one event after
+# another, so the last event's value is the one asked for again by the next rule.
+_memo: dict[str, tuple[object, object]] = {}
+
+
+def _memoized(key: str, fn: Callable[[Enriched], object]) -> Callable[[Enriched], object]:
+    miss = (None, None)
+
+    def get(en: Enriched) -> object:
+        last, val = _memo.get(key, miss)
+        if last is en:
+            return val
+        val = fn(en)
+        _memo[key] = (en, val)
+        return val
+
+    return get
+
+
+# -- process ------------------------------------------------------------------------------------
+
+
+def _exe(en: Enriched) -> str | None:
+    ev = en.event
+    if isinstance(ev, ExecEvent):
+        return ev.filename
+    return en.process.exe if en.process is not None else None
+
+
+def _argv(en: Enriched) -> tuple[str, ...] | None:
+    ev = en.event
+    if isinstance(ev, ExecEvent):
+        return ev.argv
+    return en.process.argv if en.process is not None else None
+
+
+def _cmdline(en: Enriched) -> str | None:
+    argv = _argv(en)
+    return " ".join(argv) if argv is not None else None
+
+
+def _args_line(en: Enriched) -> str | None:
+    """Falco's proc.args: the arguments after argv[0], as one string."""
+    argv = _argv(en)
+    return " ".join(argv[1:]) if argv is not None else None
+
+
+def _args(en: Enriched) -> list[str] | None:
+    argv = _argv(en)
+    return list(argv) if argv is not None else None
+
+
+def _proc_name(p: ProcInfo | None) -> str | None:
+    if p is None:
+        return None
+    return p.comm or os.path.basename(p.exe)[:15] or None  # comm is at most 15 bytes (TASK_COMM_LEN)
+
+
+def _parent_pid(en: Enriched) -> int:
+    return en.event.ppid
+
+
+_user_names: dict[int, str | None] = {}
+
+
+def _user_name(en: Enriched) -> str | None:
+    uid = en.event.uid
+    try:
+        return _user_names[uid]
+    except KeyError:
+        pass
+    try:
+        name: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (common in containers): no name, not an error
+        name = None
+    if len(_user_names) > 4096:
+        _user_names.clear()
+    _user_names[uid] = name
+    return name
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def _file_path(en: Enriched) -> str | None:
+    ev = en.event
+    return ev.path if isinstance(ev, FileEvent) else None
+
+
+def _file_target(en: Enriched) -> str | None:
+    ev = en.event
+    return (ev.path2 or None) if isinstance(ev, FileEvent) else None
+
+
+def _file_dir(en: Enriched) -> str | None:
+    path = _file_path(en)
+    return (os.path.dirname(path) or None) if path is not None else None
+
+
+def _file_name(en: Enriched) -> str | None:
+    path = _file_path(en)
+    return os.path.basename(path) if path is not None else None
+
+
+def _open_flags(en: Enriched) -> int | None:
+    ev = en.event
+    return ev.flags if isinstance(ev, FileEvent) and ev.op is Op.FILE_OPEN else None
+
+
+def _open_write(en: Enriched) -> bool | None:
+    flags = _open_flags(en)
+    return flags & 3 != 0 if flags is not None else None  # O_WRONLY or O_RDWR
+
+
+def _open_read(en: Enriched) -> bool | None:
+    flags = _open_flags(en)
+    return flags & 3 != 1 if flags is not None else None  # O_RDONLY or O_RDWR
+
+
+def _file_mode(en: Enriched) -> int | None:
+    ev = en.event
+    return ev.mode if isinstance(ev, FileEvent) and ev.op in (Op.FILE_OPEN, Op.FILE_CHMOD) else None
+
+
+def _syscall_return(en: Enriched) -> int | None:
+    ev = en.event
+    return ev.ret if isinstance(ev, FileEvent | NetEvent) else None
+
+
+# -- network ------------------------------------------------------------------------------------
+
+
+def _net(ops: tuple[Op, ...], attr: str) -> Callable[[Enriched], object]:
+    def get(en: Enriched) -> object:
+        ev = en.event
+        return getattr(ev, attr) if isinstance(ev, NetEvent) and ev.op in ops else None
+
+    return get
+
+
+def _net_attr(attr: str) -> Callable[[Enriched], object]:
+    def get(en: Enriched) -> object:
+        ev = en.event
+        return (getattr(ev, attr) or None) if isinstance(ev, NetEvent) else None
+
+    return get
+
+
+_TYPECHAR = {"ipv4": "4", "ipv6": "6", "unix": "u"}
+
+
+def _fd_type(en: Enriched) -> str | None:
+    """Falco's fd.type: file, ipv4, ipv6, unix (only the kinds our events carry)."""
+    ev = en.event
+    if isinstance(ev, FileEvent):
+        return "file"
+    if isinstance(ev, NetEvent):
+        return ev.family or None
+    return None
+
+
+def _fd_typechar(en: Enriched) -> str | None:
+    ev = en.event
+    if isinstance(ev, FileEvent):
+        return "f"
+    if isinstance(ev, NetEvent):
+        return _TYPECHAR.get(ev.family)
+    return None
+
+
+def _fd_num(en: Enriched) -> int | None:
+    """The descriptor the syscall made or used: an open's or accept's return, else the fd argument."""
+    ev = en.event
+    if isinstance(ev, FileEvent):
+        return ev.ret if ev.op is Op.FILE_OPEN else ev.fd
+    if isinstance(ev, NetEvent):
+        return ev.ret if ev.op is Op.NET_ACCEPT else ev.fd
+    return None
+
+
+# -- containers ---------------------------------------------------------------------------------
+
+
+def _container(attr: str) -> Callable[[Enriched], object]:
+    def get(en: Enriched) -> object:
+        c = en.container
+        return (getattr(c, attr) or None) if c is not None else None
+
+    return get
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    """registry/repo:tag@digest -> (registry/repo, tag); the tag is "" when there is none."""
+    ref = image.split("@", 1)[0]
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1 :]
+    return ref, ""
+
+
+def _image_part(i: int) -> Callable[[Enriched], object]:
+    def get(en: Enriched) -> object:
+        c = en.container
+        if c is None or not c.image:
+            return None
+        return _split_image(c.image)[i] or None
+
+    return get
+
+
+# -- ancestry -----------------------------------------------------------------------------------
+
+
+def _chain(en: Enriched, ancestors: Ancestors | None) -> Sequence[ProcInfo]:
+    chain = getattr(en, "ancestors", None)  # enrich's own chain, once it carries one
+    if chain is not None:
+        return chain
+    if ancestors is not None:
+        return ancestors(en)
+    return (en.parent,) if en.parent is not None else ()
+
+
+def _ancestor(index: int, part: str, ancestors: Ancestors | None) -> Callable[[Enriched], object]:
+    pick = _proc_name if part == "name" else lambda p: p.exe or None
+
+    def get(en: Enriched) -> object:
+        if index == 0 and en.parent is not None:
+            return pick(en.parent)
+        chain = _chain(en, ancestors)
+        return pick(chain[index]) if index < len(chain) else None
+
+    return get
+
+
+def _all_ancestors(part: str, ancestors: Ancestors | None) -> Callable[[Enriched], object]:
+    pick = _proc_name if part == "name" else lambda p: p.exe or None
+
+    def get(en: Enriched) -> object:
+        vals = [v for p in _chain(en, ancestors) if (v := pick(p)) is not None]
+        return vals or None
+
+    return get
+
+
+def _f(name: str, type_: str, kinds: frozenset[str] | None, get: Callable[[Enriched], object]) -> Field:
+    return Field(name, type_, kinds, get)
+
+
+def _table() -> dict[str, Field]:
+    rows = [
+        _f("event.name", "str", None, lambda en: en.event.name),
+        _f("process.pid", "int", None, lambda en: en.event.pid),
+        _f("process.thread.id", "int", None, lambda en: en.event.tid),
+        _f("process.parent_pid", "int", None, _parent_pid),
+        _f("process.name", "str", None, lambda en: en.event.comm),
+        _f("process.executable.path", "str", None, _exe),
+        _f("process.executable.name", "str", None, _memoized("exe.name", lambda en: (
+            os.path.basename(e) if (e := _exe(en)) is not None else None))),
+        _f("process.command_line", "str", None, _memoized("cmdline", _cmdline)),
+        _f("process.args", "list[str]", None, _memoized("args", _args)),
+        _f("process.args_line", "str", None, _memoized("args_line", _args_line)),
+        _f("process.args_count", "int", None, lambda en: len(a) if (a := _argv(en)) is not None else None),
+        _f("process.executable.inode", "int", EXEC, lambda en: (en.event.exe_ino or None)
+           if isinstance(en.event, ExecEvent) else None),
+        _f("process.parent.name", "str", None, lambda en: _proc_name(en.parent)),
+        _f("process.parent.executable.path", "str", None, lambda en: (en.parent.exe or None)
+           if en.parent is not None else None),
+        _f("process.parent.command_line", "str", None, lambda en: " ".join(en.parent.argv)
+           if en.parent is not None else None),
+        _f("process.ancestors.name", "list[str]", None, _all_ancestors("name", None)),
+        _f("process.ancestors.executable.path", "list[str]", None, _all_ancestors("exe", None)),
+        _f("user.id", "int", None, lambda en: en.event.uid),
+        _f("user.name", "str", None, _user_name),
+        _f("group.id", "int", None, lambda en: en.event.gid),
+        _f("file.path", "str", FILE, _file_path),
+        _f("file.target.path", "str", FILE, _file_target),
+        _f("file.directory", "str", FILE, _memoized("file.dir", _file_dir)),
+        _f("file.name", "str", FILE, _memoized("file.name", _file_name)),
+        _f("file.open.flags", "int", OPEN, _open_flags),
+        _f("file.open.write", "bool", OPEN, _open_write),
+        _f("file.open.read", "bool", OPEN, _open_read),
+        _f("file.mode", "int", FILE, _file_mode),
+        _f("file.descriptor", "int", FILE, lambda en: en.event.fd if isinstance(en.event, FileEvent)
+           and en.event.fd >= 0 else None),
+        _f("syscall.return", "int", FILE | NET, _syscall_return),
+        _f("descriptor.type", "str", FILE | NET, _fd_type),
+        _f("descriptor.typechar", "str", FILE | NET, _fd_typechar),
+        _f("descriptor.number", "int", FILE | NET, _fd_num),
+        _f("network.peer.address", "str", NET, _net(_PEER_OPS, "address")),
+        _f("network.peer.port", "int", NET, _net(_PEER_OPS, "port")),
+        _f("network.local.address", "str", NET, _net(_LOCAL_OPS, "address")),
+        _f("network.local.port", "int", NET, _net(_LOCAL_OPS, "port")),
+        # Server and client, as Falco's fd.sip/fd.cip read them: the server is the peer of a
+        # connect and the local end of a bind/listen; an accept's local end is not in the record.
+        _f("server.address", "str", NET, _net((Op.NET_CONNECT, *_LOCAL_OPS), "address")),
+        _f("server.port", "int", NET, _net((Op.NET_CONNECT, *_LOCAL_OPS), "port")),
+        _f("client.address", "str", NET, _net((Op.NET_ACCEPT,), "address")),
+        _f("client.port", "int", NET, _net((Op.NET_ACCEPT,), "port")),
+        _f("network.transport", "str", NET, _net_attr("transport")),
+        _f("network.type", "str", NET, _net_attr("family")),
+        _f("container.id", "str", None, _container("id")),
+        _f("container.name", "str", None, _container("name")),
+        _f("container.image.name", "str", None, _container("image")),
+        _f("container.image.digest", "str", None, _container("image_digest")),
+        _f("container.image.repository", "str", None, _image_part(0)),
+        _f("container.image.tag", "str", None, _image_part(1)),
+        _f("container.runtime", "str", None, _container("runtime")),
+        _f("k8s.pod.name", "str", None, _container("pod_name")),
+        _f("k8s.namespace.name", "str", None, _container("pod_namespace")),
+    ]
+    return {f.name: f for f in rows}
+
+
+FIELDS: dict[str, Field] = _table()
+
+# Falco field name -> ours (Falco's documented syscall fields; only those we have the data for).
+ALIASES: dict[str, str] = {
+    "evt.type": "event.name",
+    "evt.rawres": "syscall.return",
+    "evt.res": "syscall.return",
+    "proc.name": "process.name",
+    "proc.exepath": "process.executable.path",
+    "proc.exe": "process.executable.path",
+    "proc.cmdline": "process.command_line",
+    "proc.args": "process.args_line",
+    "proc.pid": "process.pid",
+    "proc.ppid": "process.parent_pid",
+    "proc.pname": "process.parent.name",
+    "proc.pexepath": "process.parent.executable.path",
+    "proc.pexe": "process.parent.executable.path",
+    "proc.pcmdline": "process.parent.command_line",
+    "proc.aname": "process.ancestors.name",
+    "proc.aexepath": "process.ancestors.executable.path",
+    "thread.tid": "process.thread.id",
+    "user.uid": "user.id",
+    "user.name": "user.name",
+    "group.gid": "group.id",
+    "fd.name": "file.path",
+    "fd.directory": "file.directory",
+    "fd.filename": "file.name",
+    "fd.num": "descriptor.number",
+    "fd.type": "descriptor.type",
+    "fd.typechar": "descriptor.typechar",
+    "fd.sip": "server.address",
+    "fd.sport": "server.port",
+    "fd.cip": "client.address",
+    "fd.cport": "client.port",
+    "fd.rip": "network.peer.address",
+    "fd.rport": "network.peer.port",
+    "fd.lip": "network.local.address",
+    "fd.lport": "network.local.port",
+    "fd.l4proto": "network.transport",
+    "evt.is_open_write": "file.open.write",
+    "evt.is_open_read": "file.open.read",
+    "evt.arg.flags": "file.open.flags",
+    "evt.arg.mode": "file.mode",
+    "container.id": "container.id",
+    "container.name": "container.name",
+    "container.image": "container.image.name",
+    "container.image.repository": "container.image.repository",
+    "container.image.tag": "container.image.tag",
+    "container.image.digest": "container.image.digest",
+    "k8s.ns.name": "k8s.namespace.name",
+    "k8s.pod.name": "k8s.pod.name",
+}
+
+# Falco's evt.type values (syscall names) -> our event names. A syscall we have no event for
+# maps to nothing: a comparison with it can never be true (the compiler says so in its notes).
+EVENT_TYPES: dict[str, str] = {
+    **dict.fromkeys(("execve", "execveat"), "process.exec"),
+    **dict.fromkeys(("clone", "clone3", "fork", "vfork"), "process.fork"),
+    **dict.fromkeys(("procexit", "exit", "exit_group"), "process.exit"),
+    **dict.fromkeys(("open", "openat", "openat2", "creat"), "file.open"),
+    **dict.fromkeys(("unlink", "unlinkat"), "file.unlink"),
+    **dict.fromkeys(("rename", "renameat", "renameat2"), "file.rename"),
+    **dict.fromkeys(("chmod", "fchmod", "fchmodat", "fchmodat2"), "file.chmod"),
+    **dict.fromkeys(("chown", "fchown", "fchownat", "lchown"), "file.chown"),
+    "connect": "network.connect",
+    **dict.fromkeys(("accept", "accept4"), "network.accept"),
+    "bind": "network.bind",
+    "listen": "network.listen",
+}
+
+# proc.aname[N]: Falco counts the process itself as 0 and its parent as 1; ours start at the parent.
+_INDEXED = re.compile(r"^(?P<base>[a-z0-9_.]+)\[(?P<index>\d+)\](?P<rest>(?:\.[a-z0-9_.]+)?)$")
+_ANCESTOR_PARTS = {".name": "name", ".executable.path": "exe"}
+_FALCO_INDEXED = {"proc.aname": "name", "proc.aexepath": "exe"}
+MAX_ANCESTORS = 64
+
+
+def resolve(name: str, ancestors: Ancestors | None = None) -> Field:
+    """The Field a condition names: ours, a Falco alias, or an indexed ancestor
+    (process.ancestors[N].name / .executable.path, proc.aname[N], proc.aexepath[N]).
+    `ancestors` supplies the chain past the parent when the Enriched record has none."""
+    if "[" in name:
+        return _indexed(name, ancestors)
+    field = FIELDS.get(ALIASES.get(name, name))
+    if field is None:
+        raise FieldError(f"unknown field {name!r}")
+    if ancestors is not None and field.name.startswith("process.ancestors."):
+        part = "name" if field.name.endswith(".name") else "exe"
+        return Field(field.name, field.type, None, _all_ancestors(part, ancestors))
+    return field
+
+
+def _indexed(name: str, ancestors: Ancestors | None) -> Field:
+    m = _INDEXED.match(name)
+    if m is None:
+        raise FieldError(f"unknown field {name!r}")
+    base, index, rest = m["base"], int(m["index"]), m["rest"]
+    if base in _FALCO_INDEXED and not rest:
+        part = _FALCO_INDEXED[base]
+        if index == 0:  # the process itself
+            return FIELDS["process.name" if part == "name" else "process.executable.path"]
+        index -= 1
+    elif base == "process.ancestors" and rest in _ANCESTOR_PARTS:
+        part = _ANCESTOR_PARTS[rest]
+    else:
+        raise FieldError(f"unknown field {name!r} (indexed fields: process.ancestors[N].name, "
+                         f"process.ancestors[N].executable.path, proc.aname[N], proc.aexepath[N])")
+    if index >= MAX_ANCESTORS:
+        raise FieldError(f"{name!r}: ancestor index {index} is past the bound of {MAX_ANCESTORS}")
+    suffix = ".name" if part == "name" else ".executable.path"
+    return Field(f"process.ancestors[{index}]{suffix}", "str", None, _ancestor(index, part, ancestors))
