@@ -115,6 +115,24 @@ def _proc_name(p: ProcInfo | None) -> str | None:
     return p.comm or os.path.basename(p.exe)[:15] or None  # comm is at most 15 bytes (TASK_COMM_LEN)
 
 
+def _exec_flag(attr: str) -> Callable[[Enriched], object]:
+    """A flag of the exec record (memfd, deleted, upper_layer); None on a kernel without it."""
+
+    def get(en: Enriched) -> object:
+        ev = en.event
+        return getattr(ev, attr, None) if isinstance(ev, ExecEvent) else None
+
+    return get
+
+
+def _cwd(en: Enriched) -> str | None:
+    ev = en.event
+    cwd = getattr(ev, "cwd", "") if isinstance(ev, ExecEvent) else ""
+    if not cwd and en.process is not None:
+        cwd = getattr(en.process, "cwd", "")
+    return cwd or None
+
+
 def _parent_pid(en: Enriched) -> int:
     return en.event.ppid
 
@@ -151,13 +169,22 @@ def _file_target(en: Enriched) -> str | None:
     return (ev.path2 or None) if isinstance(ev, FileEvent) else None
 
 
+def _file_resolved(en: Enriched) -> str | None:
+    """The path joined to the process's cwd when it was relative (enrich's path_resolved), as
+    Falco's fd.name reads; else the path as the syscall gave it."""
+    ev = en.event
+    if not isinstance(ev, FileEvent):
+        return None
+    return getattr(en, "path_resolved", "") or ev.path
+
+
 def _file_dir(en: Enriched) -> str | None:
-    path = _file_path(en)
+    path = _file_resolved(en)
     return (os.path.dirname(path) or None) if path is not None else None
 
 
 def _file_name(en: Enriched) -> str | None:
-    path = _file_path(en)
+    path = _file_resolved(en)
     return os.path.basename(path) if path is not None else None
 
 
@@ -272,8 +299,8 @@ def _image_part(i: int) -> Callable[[Enriched], object]:
 
 
 def _chain(en: Enriched, ancestors: Ancestors | None) -> Sequence[ProcInfo]:
-    chain = getattr(en, "ancestors", None)  # enrich's own chain, once it carries one
-    if chain is not None:
+    chain = getattr(en, "ancestors", None)  # enrich's own chain, where it carries one
+    if chain:
         return chain
     if ancestors is not None:
         return ancestors(en)
@@ -319,9 +346,14 @@ def _table() -> dict[str, Field]:
         _f("process.command_line", "str", None, _memoized("cmdline", _cmdline)),
         _f("process.args", "list[str]", None, _memoized("args", _args)),
         _f("process.args_line", "str", None, _memoized("args_line", _args_line)),
+        _f("process.argv0", "str", None, lambda en: a[0] if (a := _argv(en)) else None),
         _f("process.args_count", "int", None, lambda en: len(a) if (a := _argv(en)) is not None else None),
         _f("process.executable.inode", "int", EXEC, lambda en: (en.event.exe_ino or None)
            if isinstance(en.event, ExecEvent) else None),
+        _f("process.executable.memfd", "bool", EXEC, _exec_flag("memfd")),
+        _f("process.executable.deleted", "bool", EXEC, _exec_flag("deleted")),
+        _f("process.executable.upper_layer", "bool", EXEC, _exec_flag("upper_layer")),
+        _f("process.working_directory", "str", None, _cwd),
         _f("process.parent.name", "str", None, lambda en: _proc_name(en.parent)),
         _f("process.parent.executable.path", "str", None, lambda en: (en.parent.exe or None)
            if en.parent is not None else None),
@@ -334,6 +366,7 @@ def _table() -> dict[str, Field]:
         _f("group.id", "int", None, lambda en: en.event.gid),
         _f("file.path", "str", FILE, _file_path),
         _f("file.target.path", "str", FILE, _file_target),
+        _f("file.path.resolved", "str", FILE, _file_resolved),
         _f("file.directory", "str", FILE, _memoized("file.dir", _file_dir)),
         _f("file.name", "str", FILE, _memoized("file.name", _file_name)),
         _f("file.open.flags", "int", OPEN, _open_flags),
@@ -380,7 +413,7 @@ ALIASES: dict[str, str] = {
     "evt.res": "syscall.return",
     "proc.name": "process.name",
     "proc.exepath": "process.executable.path",
-    "proc.exe": "process.executable.path",
+    "proc.exe": "process.argv0",  # Falco: the first argument, usually but not always the program
     "proc.cmdline": "process.command_line",
     "proc.args": "process.args_line",
     "proc.pid": "process.pid",
@@ -392,10 +425,13 @@ ALIASES: dict[str, str] = {
     "proc.aname": "process.ancestors.name",
     "proc.aexepath": "process.ancestors.executable.path",
     "thread.tid": "process.thread.id",
+    "proc.cwd": "process.working_directory",
+    "proc.is_exe_from_memfd": "process.executable.memfd",
+    "proc.is_exe_upper_layer": "process.executable.upper_layer",
     "user.uid": "user.id",
     "user.name": "user.name",
     "group.gid": "group.id",
-    "fd.name": "file.path",
+    "fd.name": "file.path.resolved",
     "fd.directory": "file.directory",
     "fd.filename": "file.name",
     "fd.num": "descriptor.number",

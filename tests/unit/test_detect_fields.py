@@ -1,0 +1,190 @@
+"""The field registry: every getter on events decoded from packed kernel records, Falco's aliases,
+indexed ancestors, and agreement with the flat record for every field both carry."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent.detect.fields import ALIASES, EVENT_TYPES, FIELDS, FieldError, resolve
+from agent.events import EVENT_NAMES, Enriched, Op, ProcInfo
+from agent.outputs.record import from_enriched
+from tests.unit.detect_events import (
+    CID,
+    CONTAINER,
+    GRANDPARENT,
+    PARENT,
+    connect_en,
+    enriched,
+    exec_en,
+    file_rec,
+    net_rec,
+    open_en,
+)
+from tests.unit.replay_records import PID, exit_rec, fork_rec
+
+
+def _get(name: str, en: Enriched, ancestors=None):
+    return resolve(name, ancestors).get(en)
+
+
+def _samples() -> list[Enriched]:
+    return [
+        exec_en("/usr/bin/curl", ["curl", "-s", "http://x"], comm=b"curl"),
+        open_en("/etc/shadow", flags=os.O_RDONLY),
+        open_en("/etc/passwd", flags=os.O_WRONLY | os.O_CREAT, container=None, parent=None),
+        enriched(file_rec(Op.FILE_RENAME, "/tmp/a", "/usr/bin/a")),
+        enriched(file_rec(Op.FILE_CHMOD, "/tmp/x", mode=0o4755)),
+        enriched(file_rec(Op.FILE_UNLINK, "/root/.bash_history")),
+        connect_en("10.0.0.7", 3333),
+        enriched(net_rec(Op.NET_ACCEPT, "10.0.0.9", 40000, ret=5)),
+        enriched(net_rec(Op.NET_BIND, "0.0.0.0", 8080)),
+        enriched(net_rec(Op.NET_LISTEN, "0.0.0.0", 8080)),
+        enriched(fork_rec(PID + 1)),
+        enriched(exit_rec(0)),
+    ]
+
+
+def test_every_record_key_we_share_reads_the_same_value():
+    """For each field whose name is also a key of the flat record, the getter gives what
+    from_enriched prints, on every event kind (and None exactly when the record has no key)."""
+    for en in _samples():
+        rec = from_enriched(en)
+        for name, field in FIELDS.items():
+            if name in rec:
+                assert field.get(en) == rec[name], (en.event.name, name)
+            elif name in ("process.executable.path", "process.command_line"):
+                continue  # the record omits them without a process; the getter agrees (None) below
+            if field.kinds is not None and en.event.name not in field.kinds:
+                assert field.get(en) is None, (en.event.name, name)
+
+
+def test_process_fields_on_an_exec():
+    en = exec_en("/usr/bin/curl", ["curl", "-s", "http://x"], comm=b"curl")
+    assert _get("process.name", en) == "curl"
+    assert _get("process.executable.path", en) == "/usr/bin/curl"
+    assert _get("process.executable.name", en) == "curl"
+    assert _get("process.command_line", en) == "curl -s http://x"
+    assert _get("process.args", en) == ["curl", "-s", "http://x"]
+    assert _get("proc.args", en) == "-s http://x"  # Falco's: the arguments after argv[0]
+    assert _get("process.args_count", en) == 3
+    assert _get("process.pid", en) == PID and _get("proc.ppid", en) == PID - 1
+    assert _get("process.parent.name", en) == "nginx" == _get("proc.pname", en)
+    assert _get("proc.pexepath", en) == "/usr/sbin/nginx"
+    assert _get("proc.pcmdline", en) == "nginx -g daemon off;"
+    assert _get("user.uid", en) == 1000
+    assert _get("event.name", en) == "process.exec"
+
+
+def test_file_fields():
+    en = open_en("/etc/ssh/sshd_config", flags=os.O_RDWR | os.O_CREAT)
+    assert _get("fd.name", en) == "/etc/ssh/sshd_config"
+    assert _get("fd.directory", en) == "/etc/ssh"
+    assert _get("fd.filename", en) == "sshd_config"
+    assert _get("file.open.flags", en) == os.O_RDWR | os.O_CREAT
+    assert _get("evt.is_open_write", en) is True and _get("evt.is_open_read", en) is True
+    ro = open_en("/etc/shadow", flags=os.O_RDONLY)
+    assert _get("evt.is_open_write", ro) is False and _get("evt.is_open_read", ro) is True
+    wo = open_en("/etc/x", flags=os.O_WRONLY)
+    assert _get("evt.is_open_read", wo) is False
+    assert _get("fd.typechar", en) == "f" and _get("fd.type", en) == "file"
+    assert _get("fd.num", en) == 3  # the descriptor the open returned
+    ren = enriched(file_rec(Op.FILE_RENAME, "/tmp/a", "/usr/bin/a"))
+    assert _get("file.target.path", ren) == "/usr/bin/a"
+    assert _get("file.open.flags", ren) is None  # not an open
+    assert _get("file.mode", enriched(file_rec(Op.FILE_CHMOD, "/tmp/x", mode=0o4755))) == 0o4755
+
+
+def test_network_fields_follow_falco_server_and_client():
+    c = connect_en("10.0.0.7", 3333, sock_type=2)
+    assert _get("fd.rip", c) == "10.0.0.7" and _get("fd.rport", c) == 3333
+    assert _get("fd.sip", c) == "10.0.0.7" and _get("fd.sport", c) == 3333  # a connect's peer is the server
+    assert _get("fd.cip", c) is None
+    assert _get("fd.l4proto", c) == "udp" and _get("network.type", c) == "ipv4"
+    assert _get("fd.typechar", c) == "4"
+    a = enriched(net_rec(Op.NET_ACCEPT, "10.0.0.9", 40000, ret=5))
+    assert _get("fd.cip", a) == "10.0.0.9" and _get("fd.cport", a) == 40000
+    assert _get("fd.sip", a) is None  # an accept's local end is not in the record
+    assert _get("fd.num", a) == 5
+    b = enriched(net_rec(Op.NET_BIND, "0.0.0.0", 8080))
+    assert _get("fd.lport", b) == 8080 and _get("fd.sport", b) == 8080 and _get("fd.rport", b) is None
+
+
+def test_container_fields_and_image_split():
+    en = exec_en("/bin/sh", ["sh"])
+    assert _get("container.id", en) == CID
+    assert _get("container.image.repository", en) == "registry.local/team/nginx"
+    assert _get("container.image.tag", en) == "1.25"
+    assert _get("container.image", en) == CONTAINER.image
+    assert _get("k8s.ns.name", en) == "shop" and _get("k8s.pod.name", en) == "web-0"
+    host = exec_en("/bin/sh", ["sh"], container=None)
+    assert _get("container.id", host) is None and _get("container.image.tag", host) is None
+    port_only = exec_en("/bin/sh", ["sh"], container=CONTAINER.__class__(id="x", image="localhost:5000/app"))
+    assert _get("container.image.repository", port_only) == "localhost:5000/app"
+    assert _get("container.image.tag", port_only) is None
+
+
+def test_user_name_from_the_passwd_database():
+    assert _get("user.name", open_en("/x", uid=0)) == "root"
+    assert _get("user.name", open_en("/x", uid=3_999_999)) is None  # no passwd entry
+
+
+def test_ancestors_parent_first_then_the_callable():
+    en = exec_en("/bin/sh", ["sh"])
+    assert _get("process.ancestors[0].name", en) == "nginx"
+    assert _get("process.ancestors[0].executable.path", en) == "/usr/sbin/nginx"
+    assert _get("process.ancestors[1].name", en) is None  # only the parent is known
+    chain = (PARENT, GRANDPARENT)
+    assert _get("process.ancestors[1].name", en, lambda e: chain) == "containerd-shim"
+    assert _get("proc.aname[2]", en, lambda e: chain) == "containerd-shim"  # Falco: 1 is the parent
+    assert _get("proc.aname[1]", en) == "nginx"
+    assert _get("proc.aname[0]", en) == "sh"  # Falco: 0 is the process itself
+    assert _get("proc.aexepath[2]", en, lambda e: chain) == "/usr/bin/containerd-shim-runc-v2"
+    assert _get("proc.aname", en, lambda e: chain) == ["nginx", "containerd-shim"]
+    nameless = ProcInfo(pid=5, ppid=1, exe="/usr/lib/jvm/bin/java", argv=(), uid=0, start_ns=0)
+    orphan = exec_en("/bin/sh", ["sh"], parent=nameless)
+    assert _get("proc.pname", orphan) == "java"  # no comm known: the executable's base name
+
+
+def test_ancestors_from_the_enriched_record_when_it_carries_them():
+    """Once enrich adds `ancestors` to Enriched, the getters read it without a callable."""
+
+    class WithChain:
+        __slots__ = ("event", "process", "parent", "container", "ancestors")
+
+        def __init__(self, en: Enriched):
+            self.event, self.process, self.parent, self.container = en.event, en.process, en.parent, en.container
+            self.ancestors = (PARENT, GRANDPARENT)
+
+    en = WithChain(exec_en("/bin/sh", ["sh"]))
+    assert _get("process.ancestors[1].executable.path", en) == "/usr/bin/containerd-shim-runc-v2"
+
+
+def test_unknown_and_malformed_names_are_refused_by_name():
+    for bad in ("proc.nope", "process.ancestors[x].name", "process.ancestors[1].uid", "fd.name[2]",
+                "process.ancestors[99].name"):
+        with pytest.raises(FieldError, match=r"'.+'"):
+            resolve(bad)
+
+
+def test_aliases_and_event_types_point_at_what_exists():
+    assert all(target in FIELDS for target in ALIASES.values())
+    assert set(EVENT_TYPES.values()) <= set(EVENT_NAMES.values())
+    for f in FIELDS.values():
+        assert f.type in ("str", "int", "bool", "list[str]")
+        assert f.kinds is None or f.kinds <= set(EVENT_NAMES.values())
+
+
+def test_falco_proc_exe_is_the_first_argument():
+    en = exec_en("/usr/bin/python3.11", ["python3", "-c", "1"])
+    assert _get("proc.exe", en) == "python3" and _get("proc.exepath", en) == "/usr/bin/python3.11"
+
+
+@pytest.mark.skipif("path_resolved" not in Enriched.__dataclass_fields__, reason="enrich has no path_resolved yet")
+def test_fd_name_reads_the_resolved_path():
+    import dataclasses
+
+    en = dataclasses.replace(open_en("shadow"), path_resolved="/etc/shadow")
+    assert _get("file.path", en) == "shadow"  # the record's: as the syscall gave it
+    assert _get("fd.name", en) == "/etc/shadow" and _get("fd.directory", en) == "/etc"
