@@ -4,7 +4,8 @@ agent/enforce/).
 
     containerd watcher -> container table -> attribution (pipeline), exec-rule coverage (enforce),
                                              image gate -> VerdictHandler (report, flagged files, post-start kill)
-    policy store (owned here; hot reload) -> exec rules, image gate, gates' timeout action (read per decision)
+    policy store (owned here; hot reload) -> exec rules, image gate, gates' timeout action (read per decision),
+                                             detection rules (built before a policy takes effect, swapped whole)
     NRI plugin, OCI gate -> GateDecider (image gate verdict; covers the container's cgroup from its create)
     exporter -> collector (embedded or remote); metrics server; status.json for `nodewarden status`
 
@@ -37,6 +38,7 @@ class Agent:
         self.collector = None  # the embedded collector's handle, once started
         self.started = 0.0
         self._stopping = threading.Event()
+        self._checked: tuple = (None, None)  # (policy, detector) built by the store's check, used on change
         self.policy = self._policy_store()  # PolicyStore, when a policy file is given: the one owner
         self.probes = ProbeSet(self._probe_config())
         self.enforcer = self._enforcer()  # in-kernel exec rules
@@ -57,7 +59,9 @@ class Agent:
                              spool_dir=self.exporter.cfg.spool_dir if self.exporter is not None else None)
         self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, probes=self.probes,
                                  drop_sources=[self._stage_drops], ledger=self.ledger,
-                                 describe_rule=self.enforcer.describe if self.enforcer is not None else None)
+                                 describe_rule=self.enforcer.describe if self.enforcer is not None else None,
+                                 detector=self._detector(self.policy.current if self.policy is not None else None))
+        self._log_detect(self.pipeline.detector)
         self.gate = self._gate()  # the image gate service
         if self.containers is not None:
             self.watcher = self._watcher()
@@ -80,7 +84,40 @@ class Agent:
         from agent.policy.store import PolicyStore
 
         return PolicyStore(self.cfg.agent.policy_file, on_change=self._policy_changed,
-                           on_reject=self._policy_rejected)
+                           on_reject=self._policy_rejected, check=self._check_detect)
+
+    def _check_detect(self, policy) -> None:
+        """The store's check: the policy's detection rules must compile (else PolicyError: refused whole)."""
+        from agent.detect.engine import build
+        from agent.policy.loader import PolicyError
+
+        detector, errors = build(policy.detect)
+        if errors:
+            raise PolicyError(errors)
+        self._checked = (policy, detector)
+
+    def _detector(self, policy):
+        """The detector for a policy (None: no policy file, the bundled rules): the one the store's check
+        built for it, else built now (the bundled rules alone must compile: a bad install stops the agent)."""
+        checked, detector = self._checked
+        if policy is not None and checked is policy:
+            return detector
+        from agent.detect.engine import build
+        from agent.policy.loader import PolicyError
+
+        detector, errors = build(policy.detect if policy is not None else None)
+        if errors:
+            raise PolicyError(errors)
+        return detector
+
+    @staticmethod
+    def _log_detect(detector) -> None:
+        r = detector.result
+        if detector.enabled:
+            log.info("detection: %d rules in force, %d not loaded%s", r.rules, len(r.skipped),
+                     "".join(f"; {name}: {why}" for name, why in r.skipped[:20]))
+        else:
+            log.info("detection: off (detect.enabled: false)")
 
     def _probe_config(self):
         """The probes as configured, plus the cgroup family when exec rules are loaded: its cgroup_mkdir
@@ -247,6 +284,13 @@ class Agent:
 
         if self.enforcer is not None:
             self.enforcer.apply(policy.runtime)
+        try:
+            detector = self._detector(policy)
+        except Exception:  # the store's check built it already; never leave the old rules half replaced
+            log.exception("detection rules not replaced")
+        else:
+            self._log_detect(detector)
+            self.pipeline.set_detector(detector)
         self.pipeline.emit(PolicyEvent(time.time_ns(), policy.source, policy.fingerprint))
 
     def _policy_rejected(self, message: str) -> None:

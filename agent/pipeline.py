@@ -1,4 +1,4 @@
-"""Wires the stages: sensors -> enrich -> outputs. The only module that knows them all.
+"""Wires the stages: sensors -> enrich -> detect -> outputs. The only module that knows them all.
 
 Threads: the reader drains the ring buffer into a bounded queue of batches (it never decodes,
 so it keeps up with the kernel); the worker decodes, enriches and hands records to the outputs.
@@ -6,6 +6,8 @@ Every loss is counted where it happens and reported as a metric and an `agent.dr
 kernel (failed ring-buffer reservations, per probe), queue (reader ahead of the worker),
 decode (malformed records), output (an output that raised), crash (what a SIGKILLed previous
 run held in memory, agent/ledger.py), and the other stages' counters (`drop_sources`).
+Detection runs on the worker after the hold (attributed events only): each event's alerts follow its
+record; detect.folded and detect.rate_limited count what the detector held back (agent/detect/engine.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from agent.config import Config
+from agent.detect.engine import NullDetector
 from agent.enrich.enricher import Enricher
 from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
@@ -45,13 +48,19 @@ class Pipeline:
                  containers=None, probes: ProbeSet | None = None,
                  drop_sources: list[Callable[[], dict[str, int]]] | None = None,
                  ledger: Ledger | None = None,
-                 describe_rule: Callable[[int, int], tuple[str, str]] | None = None):
+                 describe_rule: Callable[[int, int], tuple[str, str]] | None = None,
+                 detector=None):
         self.cfg = cfg
         self.outputs = outputs
         self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
         # (rule id, cgroup id) -> (category, text) of an exec rule the kernel matched; None: no exec rules
         self.describe_rule = describe_rule
         self.metrics = metrics or Metrics()
+        self.detector = detector if detector is not None else NullDetector()  # replaced whole by set_detector
+        self._retired: list = []  # detectors replaced on reload: the worker flushes their folds
+        # drops, evaluations and alerts of retired detectors: the totals never go down across a reload
+        self._detect_base: dict[str, Counter] = {"drops": Counter(), "evals": Counter(), "alerts": Counter()}
+        self._detect_seen: dict[str, Counter] = {"evals": Counter(), "alerts": Counter()}
         self.probes = probes or ProbeSet(cfg.probes)
         self.table = ProcessTable(cfg.agent.proctable_max)
         self.enricher = Enricher(self.table, containers)
@@ -171,6 +180,35 @@ class Pipeline:
             self._count_read(len(batch))
             self._process(batch)
         self._release(force=True)
+        self._flush_alerts(force=True)
+
+    # -- detection -------------------------------------------------------------------------------
+
+    def set_detector(self, detector) -> None:
+        """Put new rules in force (a policy reload): one assignment, so an event meets the old rules or
+        the new; the old detector's pending folds are reported by the worker."""
+        old, self.detector = self.detector, detector
+        self._retired.append(old)
+
+    def _flush_alerts(self, force: bool = False) -> None:
+        """On the worker: alerts reporting what their window folded; retired detectors' last folds."""
+        alerts = []
+        while self._retired:
+            old = self._retired.pop(0)
+            alerts += old.flush(force=True)
+            evals, raised = old.counters()
+            with self._acct_lock:
+                self._detect_base["drops"].update(old.drops())
+                self._detect_base["evals"].update(evals)
+                self._detect_base["alerts"].update(raised)
+        alerts += self.detector.flush(force=force)
+        self._deliver([record.flatten(a) for a in alerts])
+
+    def _detect_counts(self, kind: str) -> Counter:
+        evals, raised = self.detector.counters()
+        now = Counter(evals if kind == "evals" else raised)
+        now.update(self._detect_base[kind])
+        return now
 
     def _work_loop(self) -> None:
         interval = self.cfg.agent.drops_interval
@@ -188,6 +226,7 @@ class Pipeline:
             if now >= next_tick:
                 next_tick = now + interval
                 self.clock.resync()
+                self._flush_alerts()
                 self._check_drops()
 
     def _release(self, force: bool = False) -> None:
@@ -240,6 +279,10 @@ class Pipeline:
         """The record of an event, and an enforcement.block record when the kernel killed it."""
         rec = record.from_enriched(en)
         out.append(rec)
+        detector = self.detector
+        if detector.enabled:
+            for alert in detector.evaluate(en):
+                out.append(record.flatten(alert))
         ev = en.event
         if isinstance(ev, ExecEvent) and ev.action and self.describe_rule is not None:
             category, text = self.describe_rule(ev.rule, ev.cgroup_id)
@@ -280,6 +323,9 @@ class Pipeline:
 
     def drop_totals(self) -> dict[str, int]:
         totals = dict(self.drops)
+        detect = Counter(self.detector.drops())
+        detect.update(self._detect_base["drops"])
+        totals.update(detect)
         for probe, n in self.probes.kernel_drops().items():
             totals[f"kernel.{probe}"] = n
         for source in self.drop_sources:
@@ -302,6 +348,10 @@ class Pipeline:
         m.proctable.set(len(self.table))
         for result, n in _growth(self.attribution, self._attributed).items():
             m.attribution.labels(result).inc(n)
+        for rule, n in _growth(self._detect_counts("evals"), self._detect_seen["evals"]).items():
+            m.rule_evaluations.labels(rule).inc(n)
+        for (rule, severity), n in _growth(self._detect_counts("alerts"), self._detect_seen["alerts"]).items():
+            m.alerts.labels(rule, severity).inc(n)
         if self.ledger is not None:
             self.ledger.set("exporter_lost", sum(totals.get(k, 0) for k in _EXPORTER_BEFORE_SPOOL))
         grown = _growth(totals, self._reported)

@@ -27,6 +27,12 @@ class Metrics:
             "nodewarden_attribution", "Events held for their container, by how the hold ended "
             "(resolved_after_hold, unknown, host_after_hold, held_overflow)", ["result"], registry=r,
         )
+        # Detection (agent/detect/engine.py): alerts raised, and rule evaluations (an event meets only the
+        # rules of its kind, so evaluations per rule show what each rule costs).
+        self.alerts = Counter("nodewarden_alerts", "Alerts raised, by rule id and severity", ["rule", "severity"],
+                              registry=r)
+        self.rule_evaluations = Counter("nodewarden_rule_evaluations", "Events a detection rule was evaluated on, "
+                                        "by rule id", ["rule"], registry=r)
         self.proctable = Gauge("nodewarden_proctable_entries", "Processes in the process table", registry=r)
         self.ready = Gauge("nodewarden_ready", "1 once every probe is attached", registry=r)
         self._server: ThreadingHTTPServer | None = None

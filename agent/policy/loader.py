@@ -1,4 +1,4 @@
-"""Load and validate the policy file as a whole (image gate and runtime rules).
+"""Load and validate the policy file as a whole (image gate, runtime rules, detection rules).
 
 The YAML is composed into nodes (not just loaded) so that every error names its line and column:
 `policy.yaml:7:12: categories.malware.block: unknown severity 'hgih' (info, low, medium, high,
@@ -17,7 +17,7 @@ import stat
 
 import yaml
 
-from agent.policy import runtime
+from agent.policy import rules, runtime
 from agent.policy.model import DEFAULT_THRESHOLDS, ImagePolicy, Selector, Thresholds
 from agent.policy.nodes import Walker
 from agent.vocab import CATEGORIES, Severity
@@ -26,7 +26,7 @@ _MAX_BYTES = 1 << 20
 _SEVERITIES = "info, low, medium, high, critical, off"
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime")
+TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime", "detect")
 
 
 class PolicyError(Exception):
@@ -193,7 +193,9 @@ def _pos(mark) -> str:
 
 
 _SECTIONS = {"categories": lambda v, n: {"categories": _categories(v, n)}, "scope": _scope, "whitelist": _whitelist,
-             "on_timeout": _on_timeout, "on_error": _on_error, "runtime": lambda v, n: {"runtime": runtime.walk(v, n)}}
+             "on_timeout": _on_timeout, "on_error": _on_error, "runtime": lambda v, n: {"runtime": runtime.walk(v, n)},
+             # detection rules (agent/policy/rules.py): rules_files are relative to the policy file
+             "detect": lambda v, n: {"detect": rules.walk_section(v, n, os.path.dirname(v.name) or ".")}}
 
 
 def parse(text: str, name: str = "<policy>", fingerprint: str | None = None) -> ImagePolicy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.policy.rules import DetectSection
 from agent.policy.runtime import RuntimeRules
 from agent.vocab import CATEGORIES, Severity
 
@@ -48,5 +49,6 @@ class ImagePolicy:
     timeout_action: str = "allow"  # "allow" or "block" when the scan has not finished by then
     error_action: str = "allow"  # when the image cannot be read at all
     runtime: RuntimeRules = RuntimeRules()  # in-kernel exec rules (agent/enforce/execkill.py)
+    detect: DetectSection = DetectSection()  # detection rules (agent/detect/engine.py); ruleset None: bundled only
     source: str = "<defaults>"  # file it came from
     fingerprint: str = "defaults"  # sha256 prefix of the file's bytes

@@ -22,19 +22,23 @@ log = logging.getLogger("nodewarden.policy")
 
 class PolicyStore:
     def __init__(self, path: str | None = None, interval: float = 1.0, on_change: Callable | None = None,
-                 on_reject: Callable[[str], None] | None = None):
+                 on_reject: Callable[[str], None] | None = None,
+                 check: Callable[[ImagePolicy], None] | None = None):
         """Loads the file now: a bad file at start raises PolicyError (the agent must not start on a
         policy it cannot read). path None: the built-in defaults, never reloaded. on_reject(message):
-        once per distinct refused reload (the agent reports it; the old policy stays)."""
+        once per distinct refused reload (the agent reports it; the old policy stays). check(policy): what
+        a higher stage validates before a policy takes effect (the detection rules compile); it raises
+        PolicyError to refuse the policy."""
         self.path = path
         self.interval = max(0.1, float(interval))
         self.on_change = on_change
         self.on_reject = on_reject
+        self.check_policy = check
         self.last_error = ""
         self.reloads = 0
         self.rejected = 0
         self._stamp = self._stat()
-        self._policy = load(path) if path else ImagePolicy()
+        self._policy = self._load() if path else ImagePolicy()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,7 +65,7 @@ class PolicyStore:
             self._reject(f"{self.path}: file disappeared; keeping the policy in force")
             return False
         try:
-            policy = load(self.path)
+            policy = self._load()
         except PolicyError as e:
             self._reject(str(e))
             return False
@@ -75,6 +79,12 @@ class PolicyStore:
             except Exception:
                 log.exception("policy on_change callback failed")
         return True
+
+    def _load(self) -> ImagePolicy:
+        policy = load(self.path)
+        if self.check_policy is not None:
+            self.check_policy(policy)
+        return policy
 
     def _reject(self, msg: str) -> None:
         self.rejected += 1

@@ -1,0 +1,313 @@
+"""The detection engine: rules compiled once per load, indexed by event kind, judged per event.
+
+`build(section)` compiles every selected rule of a DetectSection (agent/policy/rules.py) with the
+condition compiler (agent/detect/condition.py) and returns a Detector, or the null object when
+detection is off. An event meets only the rules whose condition can match its kind (`Compiled.kinds`;
+None = any kind), in file order. A match is an AlertEvent with the event as its subject.
+
+Noise control, all of it counted:
+- folding: an alert identical to one raised within `fold_window` seconds (same rule, container,
+  executable and output fields) is not raised again; it is counted in `detect.folded` and, when its
+  window ends (`flush`), one later alert carries `count` = how many were folded into it;
+- rate limit: a bucket per rule of `rate_limit` alerts a second (5 s of burst); what overflows is
+  counted in `detect.rate_limited` and per rule in `limited`.
+The engine runs on the pipeline's worker thread only; a reload builds a new Detector and the
+pipeline swaps the reference (one assignment: an event meets the old rules or the new, never half).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from agent.events import EVENT_NAMES, AlertEvent, Enriched
+from agent.policy.rules import DetectSection, RuleSpec, default_section, selected
+
+log = logging.getLogger("nodewarden.detect")
+
+_FOLD_MAX = 10_000  # distinct alerts remembered for folding; beyond it alerts go out unfolded
+_BURST_S = 5.0  # a rule's bucket holds this many seconds of its rate
+
+
+class RulesError(Exception):
+    """The rules do not compile; str() is one line per error (file:line:col: rule ID: why)."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class _Rule:
+    spec: RuleSpec
+    match: object  # Compiled.match
+    getters: list  # (field name, getter) of the output fields
+    tactics: tuple[str, ...]
+    techniques: tuple[str, ...]
+    host_only: bool
+    container_only: bool
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+
+@dataclass
+class _Fold:
+    until: float  # monotonic end of the window
+    folded: int = 0
+    last: Enriched | None = None
+    rule: _Rule | None = None
+    output: str = ""
+
+
+@dataclass
+class LoadResult:
+    rules: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (rule name, why it cannot run here)
+
+
+class NullDetector:
+    """Detection off: nothing is judged, nothing is counted."""
+
+    enabled = False
+    result = LoadResult()
+
+    def evaluate(self, en: Enriched) -> list[AlertEvent]:
+        return []
+
+    def flush(self, force: bool = False) -> list[AlertEvent]:
+        return []
+
+    def drops(self) -> dict[str, int]:
+        return {}
+
+    def counters(self) -> tuple[dict, dict]:
+        return {}, {}
+
+
+class Detector:
+    enabled = True
+
+    def __init__(self, rules: list[_Rule], fold_window: float, rate_limit: float, result: LoadResult):
+        self.rules = rules
+        self.result = result
+        self.fold_window = fold_window
+        self.rate_limit = rate_limit
+        self._any: tuple[_Rule, ...] = ()  # the rules for an event name `index` did not see
+        self._index: dict[str, tuple[_Rule, ...]] = {}
+        self.evaluations: Counter[str] = Counter()  # per rule id
+        self.alerts: Counter[tuple[str, str]] = Counter()  # (rule id, severity) -> alerts raised
+        self.limited: Counter[str] = Counter()
+        self._drops = Counter({"detect.folded": 0, "detect.rate_limited": 0})
+        self._folds: dict[tuple, _Fold] = {}
+
+    def index(self, kinds_of: dict[str, frozenset | None]) -> None:
+        """Each event name -> the rules that can match it, in file order."""
+        names = set(EVENT_NAMES.values())
+        for kinds in kinds_of.values():
+            names |= set(kinds or ())
+        for name in names:
+            self._index[name] = tuple(r for r in self.rules
+                                      if kinds_of[r.spec.id] is None or name in kinds_of[r.spec.id])
+        self._any = tuple(r for r in self.rules if kinds_of[r.spec.id] is None)
+
+    # -- per event -------------------------------------------------------------------------------
+
+    def evaluate(self, en: Enriched) -> list[AlertEvent]:
+        rules = self._index.get(en.event.name, self._any)
+        if not rules:
+            return []
+        out: list[AlertEvent] = []
+        in_container = en.container is not None
+        evals = self.evaluations
+        for r in rules:
+            if (r.host_only and in_container) or (r.container_only and not in_container):
+                continue
+            evals[r.spec.id] += 1
+            try:
+                hit = r.match(en)
+            except Exception as e:  # a field that cannot be read on this event: no match, logged once
+                _rlog(r.spec.id, e)
+                continue
+            if hit:
+                alert = self._raise(r, en)
+                if alert is not None:
+                    out.append(alert)
+        return out
+
+    def _raise(self, r: _Rule, en: Enriched) -> AlertEvent | None:
+        output = _output(r, en)
+        c, p = en.container, en.process
+        key = (r.spec.id, c.id if c else "", p.exe if p else en.event.comm, output)
+        now = time.monotonic()
+        fold = self._folds.get(key)
+        if fold is not None and now < fold.until:
+            fold.folded += 1
+            fold.last = en
+            self._drops["detect.folded"] += 1
+            return None
+        if not self._take(r, now):
+            return None
+        if self.fold_window > 0 and (len(self._folds) < _FOLD_MAX or self._expire(now)):
+            self._folds[key] = _Fold(now + self.fold_window, rule=r, output=output)
+        return self._alert(r, en, output, 1)
+
+    def _take(self, r: _Rule, now: float) -> bool:
+        if self.rate_limit <= 0:
+            return True
+        cap = self.rate_limit * _BURST_S
+        r.tokens = min(cap, r.tokens + (now - r.stamp) * self.rate_limit) if r.stamp else cap
+        r.stamp = now
+        if r.tokens < 1.0:
+            self.limited[r.spec.id] += 1
+            self._drops["detect.rate_limited"] += 1
+            return False
+        r.tokens -= 1.0
+        return True
+
+    def _alert(self, r: _Rule, en: Enriched, output: str, count: int) -> AlertEvent:
+        s = r.spec
+        self.alerts[(s.id, s.severity.label)] += 1
+        return AlertEvent(en.event.ts_ns, s.id, s.name, s.description, s.severity, r.tactics, r.techniques,
+                          subject=en, output=output, count=count, action=s.action)
+
+    # -- folding windows ---------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> bool:
+        """Forget ended windows without pending folds; True when there is room again."""
+        for key in [k for k, f in self._folds.items() if now >= f.until and not f.folded]:
+            del self._folds[key]
+        return len(self._folds) < _FOLD_MAX
+
+    def flush(self, force: bool = False) -> list[AlertEvent]:
+        """Alerts that report what their window folded (count = folded alerts); `force`: every window."""
+        now = time.monotonic()
+        out = []
+        for key in [k for k, f in self._folds.items() if force or now >= f.until]:
+            f = self._folds.pop(key)
+            if f.folded and f.last is not None:
+                out.append(self._alert(f.rule, f.last, f.output, f.folded))
+        return out
+
+    def drops(self) -> dict[str, int]:
+        return dict(self._drops)
+
+    def counters(self) -> tuple[dict, dict]:
+        """(evaluations per rule, alerts per (rule, severity)) since the detector was built."""
+        return dict(self.evaluations), dict(self.alerts)
+
+
+_logged: set[str] = set()
+
+
+def _rlog(rule_id: str, e: Exception) -> None:
+    if rule_id not in _logged and len(_logged) < 1000:
+        _logged.add(rule_id)
+        log.warning("rule %s: evaluation failed (counted as no match): %r", rule_id, e)
+
+
+def _output(r: _Rule, en: Enriched) -> str:
+    parts = []
+    for name, get in r.getters:
+        try:
+            val = get(en)
+        except Exception:
+            val = None
+        parts.append(f"{name}={'' if val is None else val}")
+    return " ".join(parts)
+
+
+# -- building ------------------------------------------------------------------------------------------
+
+_TACTICS = ("reconnaissance", "resource_development", "initial_access", "execution", "persistence",
+            "privilege_escalation", "defense_evasion", "credential_access", "discovery", "lateral_movement",
+            "collection", "command_and_control", "exfiltration", "impact")
+_TECHNIQUE = re.compile(r"^T\d{4}(?:\.\d{3})?$")
+_FALCO_FIELD = re.compile(r"%([A-Za-z_][\w.]*(?:\[[^\]]*\])?)")
+
+
+def build(section: DetectSection | None) -> tuple[Detector | NullDetector, list[str]]:
+    """(detector, errors) for a detect section; None: the bundled rules alone. With errors the
+    detector is still the rules that compiled (the caller decides: a policy reload refuses it)."""
+    errors: list[str] = []
+    if section is None or section.ruleset is None:
+        base = section or DetectSection()
+        if not base.enabled:
+            return NullDetector(), []
+        loaded, errors = default_section()
+        section = dataclasses.replace(loaded, enabled=True, fold_window=base.fold_window,
+                                      rate_limit=base.rate_limit, enable=base.enable, disable=base.disable)
+    if not section.enabled:
+        return NullDetector(), errors
+    from agent.detect import condition, fields
+
+    rs = section.ruleset
+    result = LoadResult(skipped=[(name, why) for name, why in rs.skipped])
+    rules, kinds_of = [], {}
+    for spec in selected(section):
+        try:
+            compiled = condition.compile(spec.full_condition, rs.macros, rs.lists)
+            getters = _getters(spec, fields)
+        except (condition.ConditionError, fields.FieldError) as e:
+            why = _why(e)
+            if spec.dialect == "falco":  # a rule of Falco's we cannot run: listed, the others run
+                result.skipped.append((spec.name, why))
+            else:
+                errors.append(f"{spec.cond_origin or spec.origin}: rule {spec.id}: {why}")
+            continue
+        rules.append(_Rule(spec, compiled.match, getters, *_mitre(spec.tags),
+                           host_only=spec.scope == "host", container_only=spec.scope == "container"))
+        kinds_of[spec.id] = compiled.kinds
+    result.rules = len(rules)
+    det = Detector(rules, section.fold_window, section.rate_limit, result)
+    det.index(kinds_of)
+    for name, why in result.skipped:
+        log.warning("detection rule %r not loaded: %s", name, why)
+    return det, errors
+
+
+def _why(e: Exception) -> str:
+    offset = getattr(e, "offset", None)
+    msg = getattr(e, "message", None) or str(e)
+    return f"{msg} (at offset {offset} of the condition)" if isinstance(offset, int) else msg
+
+
+def _getters(spec: RuleSpec, fields) -> list:
+    if spec.output:
+        return [(name, _getter(fields.resolve(name))) for name in spec.output]
+    out = []
+    for name in dict.fromkeys(_FALCO_FIELD.findall(spec.output_format)):
+        try:
+            out.append((name, _getter(fields.resolve(name))))
+        except fields.FieldError:  # a Falco output field we do not have: left out of the output
+            continue
+    return out
+
+
+def _getter(resolved):
+    """The registry's accessor for a field, as a function of an Enriched."""
+    for attr in ("get", "getter", "read"):
+        fn = getattr(resolved, attr, None)
+        if callable(fn):
+            return fn
+    if callable(resolved):
+        return resolved
+    raise TypeError(f"fields.resolve returned {type(resolved).__name__}, not an accessor")
+
+
+def _mitre(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tactic names, technique ids) from a rule's tags: `T1059.004`, `persistence`, Falco's
+    `mitre_persistence`."""
+    tactics, techniques = [], []
+    for tag in tags:
+        t = tag.strip()
+        if _TECHNIQUE.match(t):
+            techniques.append(t)
+            continue
+        name = t.lower().removeprefix("mitre_").replace("-", "_").replace(" ", "_")
+        if name in _TACTICS:
+            tactics.append(name)
+    return tuple(tactics), tuple(techniques)
