@@ -81,6 +81,13 @@ class ExecEvent(KernelEvent):
     rule: int = 0  # (enum nw_reason << 16) | rule index, when action != 0
     exe_ino: int = 0  # inode of the new executable (mm->exe_file), 0 when the kernel could not read it
     exe_dev: int = 0  # its device as stat(2) gives st_dev (the sensor converts the kernel's s_dev)
+    # What the kernel says runs (issue 10), from mm->exe_file's dentry chain across mounts:
+    kernel_path: str = ""  # as /proc/<pid>/exe reads: "/memfd:x (deleted)", "/tmp/a (deleted)"
+    memfd: bool = False  # the file is a memfd (fileless exec)
+    deleted: bool = False  # the file has no name left (unlinked, or a memfd)
+    upper_layer: bool = False  # on overlayfs, in the upper (writable) layer: not from the image
+    exe_mnt_id: int = 0  # mount id of its mount (/proc/<pid>/mountinfo's first column)
+    cwd: str = ""  # the task's working directory at exec (task->fs->pwd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +150,7 @@ class ProcInfo:
     uid: int
     start_ns: int  # wall clock ns; 0 when unknown
     comm: str = ""
+    cwd: str = ""  # working directory: from the exec record, inherited at fork, /proc/<pid>/cwd at seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,10 @@ class Enriched:
     process: ProcInfo | None
     parent: ProcInfo | None
     container: ContainerInfo | None = None
+    # Added in issue 10. ancestors[0] is the parent, [1] the grandparent, ... up to agent.ancestry_max
+    # (Falco's proc.aname[N] is ancestors[N-1]); from the process table, so as current as it is.
+    ancestors: tuple[ProcInfo, ...] = ()
+    path_resolved: str = ""  # file events: a relative path joined to the process's cwd, else ""
 
 
 # -- records that are not kernel events: the image gate's verdicts, enforcement, alerts, agent reports --

@@ -257,6 +257,9 @@ def to_event(rec: dict):
                             extra[key] = val
                         continue
                     msg = ev
+        if msg is proc and ent[1] == LIST and isinstance(val, list) and not val:
+            extra[key] = val  # Process's lists (ancestry) are absent when empty: an explicit [] travels as itself
+            continue
         try:
             _put(msg, ent[0], ent[1], val, ktab)
         except _ERRORS:
@@ -340,7 +343,8 @@ def to_record(ev) -> dict:
         rec["event.truncated"] = True
     prev = PROCESS.rev
     for fd, v in ev.process.ListFields():
-        rec[prev[fd.name][0]] = v
+        key, code = prev[fd.name]
+        rec[key] = list(v) if code == LIST else v  # process.ancestors.*: a plain list, as it went
     crev = CONTAINER.rev
     for fd, v in ev.container.ListFields():
         rec[crev[fd.name][0]] = v

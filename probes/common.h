@@ -196,3 +196,149 @@ static __always_inline void nw_cover_pending(u64 id, const void *path)
     u8 on = 1;
     enforce_scope.update(&id, &on);
 }
+
+/* -- dentry walks (issue 10): a path as the kernel sees it, built from the dentry chain ------------------
+ *
+ * No d_path from a tracepoint (bpf_d_path is allowed only in some fentry/LSM hooks, refused here), so we
+ * walk d_parent up to the mount's root, cross to the parent mount at each mount root (struct mount:
+ * mnt_parent, mnt_mountpoint; the vfsmount is embedded at OFF_MOUNT_MNT), and stop at the root of the
+ * tree (a mount that is its own parent: the namespace's root, or a kernel-internal mount) or at a dentry
+ * that is its own parent (a pseudo dentry: memfd, whose name is kept, as d_path does). The walk collects
+ * at most NW_PATH_DEPTH dentries (and mount crossings), then writes their names root first. Like d_path
+ * it is racy against a concurrent rename; a path that did not fit is cut and flagged. */
+/* Keeps a masked index masked: clang drops an `& mask` it can prove redundant, and the verifier, which
+ * cannot, then sees an unbounded offset. */
+#define NW_BOUND(x, mask) ({ u32 _v = (x); asm volatile("" : "+r"(_v)); _v & (mask); })
+
+struct nw_walk {
+    void *comp[NW_PATH_DEPTH];
+    char  buf[NW_PATH_MAX * 2];   /* names are read at (pos & (NW_PATH_MAX-1)), up to NW_PATH_MAX bytes */
+    /* The counters live in the map value, not in registers, on purpose: the verifier does not track
+     * values in map memory, so each loop iteration reaches the loop head in the same state and is
+     * pruned; kept in registers, every branch doubled the states (E2BIG at load). */
+    u32   n;
+    u32   pos;
+};
+BPF_PERCPU_ARRAY(walk_scratch, struct nw_walk, 1);
+
+/* The dentries from `dentry` up to the root, leaf first, into w->comp (w->n of them); returns 1 when
+ * the walk did not reach the root. */
+static __always_inline int nw_walk_up(struct nw_walk *w, void *dentry, void *vfsmnt)
+{
+    void *mnt = (void *)((u64)vfsmnt - OFF_MOUNT_MNT);
+    w->n = 0;
+    for (int i = 0; i < NW_PATH_DEPTH; i++) {
+        void *mnt_root = 0, *up = 0;
+        NW_READ(mnt_root, vfsmnt, OFF_VFSMOUNT_MNT_ROOT);
+        if (dentry == mnt_root) {
+            void *parent = 0;
+            NW_READ(parent, mnt, OFF_MOUNT_MNT_PARENT);
+            if (!parent || parent == mnt)
+                return 0;
+            NW_READ(dentry, mnt, OFF_MOUNT_MNT_MOUNTPOINT);
+            mnt = parent;
+            vfsmnt = (void *)((u64)mnt + OFF_MOUNT_MNT);
+            continue;
+        }
+        w->comp[NW_BOUND(w->n, NW_PATH_DEPTH - 1)] = dentry;
+        w->n++;
+        NW_READ(up, dentry, OFF_DENTRY_D_PARENT);
+        if (!up || up == dentry)
+            return 0;
+        dentry = up;
+    }
+    return 1;
+}
+
+/* The path of (vfsmnt, dentry) into out (NW_PATH_MAX bytes, NUL-terminated); returns its length and
+ * sets *cut when it did not fit. */
+static __always_inline u32 nw_dentry_path(void *dentry, void *vfsmnt, char *out, int *cut)
+{
+    u32 zero = 0;
+    struct nw_walk *w = walk_scratch.lookup(&zero);
+    out[0] = 0;
+    if (!w || !dentry || !vfsmnt)
+        return 0;
+    *cut = nw_walk_up(w, dentry, vfsmnt);
+    w->pos = 0;
+    for (int j = 0; j < NW_PATH_DEPTH; j++) {
+        u32 n = w->n;
+        if (j >= n)
+            break;
+        if (w->pos >= NW_PATH_MAX - 1) {
+            *cut = 1;
+            break;
+        }
+        void *d = w->comp[NW_BOUND(n - 1 - j, NW_PATH_DEPTH - 1)];
+        const char *name = 0;
+        NW_READ(name, d, OFF_DENTRY_D_NAME_NAME);
+        w->buf[NW_BOUND(w->pos, NW_PATH_MAX - 1)] = '/';
+        w->pos++;
+        long r = bpf_probe_read_kernel_str(&w->buf[NW_BOUND(w->pos, NW_PATH_MAX - 1)], NW_PATH_MAX, name);
+        if (r > 1)
+            w->pos += r - 1;
+    }
+    if (w->n == 0) {
+        w->buf[0] = '/';
+        w->pos = 1;
+    }
+    if (w->pos >= NW_PATH_MAX) {
+        w->pos = NW_PATH_MAX - 1;
+        *cut = 1;
+    }
+    u32 len = NW_BOUND(w->pos, NW_PATH_MAX - 1);
+    w->buf[len] = 0;
+    bpf_probe_read_kernel(out, NW_PATH_MAX, w->buf);
+    out[NW_PATH_MAX - 1] = 0;
+    return len;
+}
+
+#define NW_TMPFS_MAGIC     0x01021994   /* include/uapi/linux/magic.h: stable ABI */
+#define NW_HUGETLBFS_MAGIC 0x958458f6
+#define NW_OVERLAYFS_MAGIC 0x794c7630
+
+/* NW_EXE_* facts of a struct file (mm->exe_file). */
+static __always_inline u32 nw_file_facts(void *file)
+{
+    void *dentry = 0, *vfsmnt = 0, *inode = 0, *sb = 0, *ns = 0, *pprev = 0, *up = 0;
+    u32 flags = 0, nlink = 1;
+    u64 magic = 0;
+    NW_READ(dentry, file, OFF_FILE_F_PATH_DENTRY);
+    NW_READ(vfsmnt, file, OFF_FILE_F_PATH_MNT);
+    NW_READ(inode, file, OFF_FILE_F_INODE);
+    if (dentry) {
+        NW_READ(pprev, dentry, OFF_DENTRY_D_HASH_PPREV);
+        NW_READ(up, dentry, OFF_DENTRY_D_PARENT);
+        if (!pprev)
+            flags |= NW_EXE_UNHASHED;
+        if (up == dentry)
+            flags |= NW_EXE_IS_ROOT;
+    }
+    if (vfsmnt) {
+        NW_READ(ns, vfsmnt, (u64)OFF_MOUNT_MNT_NS - OFF_MOUNT_MNT);
+        if (!ns || (u64)ns >= (u64)-4095)   /* NULL, or MNT_NS_INTERNAL = ERR_PTR(-EINVAL) (fs/mount.h) */
+            flags |= NW_EXE_INTERNAL;
+    }
+    if (!inode)
+        return flags;
+    NW_READ(nlink, inode, OFF_INODE_I_NLINK);
+    if (nlink == 0)
+        flags |= NW_EXE_NLINK0;
+    NW_READ(sb, inode, OFF_INODE_I_SB);
+    if (sb)
+        NW_READ(magic, sb, OFF_SB_S_MAGIC);
+    if (magic == NW_TMPFS_MAGIC || magic == NW_HUGETLBFS_MAGIC)
+        flags |= NW_EXE_SHMEM;
+    if (magic == NW_OVERLAYFS_MAGIC) {
+        /* The overlay inode is the vfs_inode inside struct ovl_inode; __upperdentry is set once the
+         * file exists in the upper (writable) layer: created there, or copied up. */
+        flags |= NW_EXE_OVERLAY;
+#ifdef OFF_OVL_INODE_UPPERDENTRY   /* absent where overlayfs is a module (agent/kernel/offsets.py OPTIONAL) */
+        void *upper = 0;
+        NW_READ(upper, inode, (u64)OFF_OVL_INODE_UPPERDENTRY - OFF_OVL_INODE_VFS_INODE);
+        if (upper)
+            flags |= NW_EXE_UPPER;
+#endif
+    }
+    return flags;
+}

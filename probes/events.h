@@ -46,6 +46,7 @@ enum nw_probe {
 
 /* Flags in event_header.flags. */
 #define NW_F_TRUNCATED  0x01   /* a path or argv did not fit */
+#define NW_F_WATCHED    0x02   /* file_event: a read-only open sent because its path is on the watch list */
 
 /* Slots of the nw_config array map, set by the agent at run time (no reload). */
 enum nw_cfg {
@@ -54,6 +55,8 @@ enum nw_cfg {
     CFG_DRIFT         = 2,   /* 0 off, 1 alert, 2 block: execs of files a container wrote after start */
     CFG_EXEC_MODE     = 3,   /* 1 alert, 2 block: what deny_exec rules do (0 = rules off) */
     CFG_HOST_RULES    = 4,   /* nonzero: some deny_exec rule has scope host or both (checked outside containers) */
+    CFG_WATCH_ENVIRON = 5,   /* nonzero: read-only opens of /proc/<anything>/environ are watched */
+    CFG_WATCH_HOME_SSH = 6,  /* nonzero: read-only opens under /home/<anyone>/.ssh/ are watched */
     CFG_MAX           = 8,
 };
 
@@ -91,7 +94,26 @@ struct exec_event {
     __u64 exe_ino;     /* inode of the new executable (mm->exe_file) */
     __u32 exe_dev;     /* its superblock's s_dev */
     __u32 _pad;
+    /* Added for issue 10: what the kernel says runs, and where. */
+    __u32 exe_flags;     /* NW_EXE_* of mm->exe_file */
+    __u32 exe_path_len;  /* bytes of exe_path used */
+    __u32 exe_mnt_id;    /* mount id of mm->exe_file's mount (as /proc/<pid>/mountinfo numbers it) */
+    __u32 cwd_len;       /* bytes of cwd used */
+    char  exe_path[NW_PATH_MAX];   /* mm->exe_file's path from its dentry chain, across mounts */
+    char  cwd[NW_PATH_MAX];        /* task->fs->pwd, the same walk */
 };
+
+/* exec_event.exe_flags: facts about mm->exe_file, from BTF offsets. */
+#define NW_EXE_UNHASHED   0x01   /* its dentry is unhashed (d_hash.pprev == NULL): unlinked, or a pseudo dentry */
+#define NW_EXE_NLINK0     0x02   /* its inode has no links left (deleted, or memfd) */
+#define NW_EXE_IS_ROOT    0x04   /* its dentry is its own parent (a pseudo dentry: memfd, anonymous files) */
+#define NW_EXE_INTERNAL   0x08   /* its mount belongs to no namespace (a kernel-internal mount: shm, pipes) */
+#define NW_EXE_SHMEM      0x10   /* its superblock is tmpfs or hugetlbfs (s_magic) */
+#define NW_EXE_OVERLAY    0x20   /* its superblock is overlayfs */
+#define NW_EXE_UPPER      0x40   /* overlayfs, and the inode has an upper dentry (written or copied up in the upper layer) */
+#define NW_EXE_PATH_CUT   0x100  /* exe_path stopped at NW_PATH_DEPTH components or NW_PATH_MAX bytes */
+#define NW_EXE_CWD_CUT    0x200  /* cwd likewise */
+#define NW_PATH_DEPTH     32     /* components (and mount crossings) a dentry walk follows */
 
 /* In-kernel exec rules (probes/process.bpf.c): what matched, and what was done. */
 enum nw_action {

@@ -3,7 +3,9 @@
  * Hooks:
  *  - sched:sched_process_exec: fires after the new image is loaded, so the argv block in the
  *    new mm (mm->arg_start..arg_end) is final; the __data_loc filename is the path given to
- *    execve (relative paths stay relative: a known gap, no d_path from a tracepoint).
+ *    execve (relative paths stay relative); beside it the record carries mm->exe_file's own path,
+ *    built from its dentry chain across mounts (common.h nw_dentry_path), its facts (memfd,
+ *    deleted, overlay upper layer) and the task's cwd.
  *    Here too the runtime rules of the policy run (deny by name or path, drift) for tasks in
  *    containers the agent put in enforce_scope, and host-scoped rules for every other task; a match
  *    in block mode gets SIGKILL before the new program's first instruction (DESIGN.md: measured on
@@ -61,6 +63,41 @@ static __always_inline u32 exec_verdict(u64 cg, int covered, const char *fname, 
     return ACT_NONE;
 }
 
+/* What the kernel says runs (mm->exe_file: its path across mounts, its NW_EXE_* facts, its mount's
+ * id) and the task's cwd (task->fs->pwd), by the dentry walk of common.h. Why here and not from the
+ * tracepoint's filename: that is what execve was given (a relative path, /proc/self/fd/3 for a memfd),
+ * not what runs. */
+static __always_inline void exec_identity(struct exec_event *e, void *task, void *exe_file)
+{
+    int cut = 0;
+    void *vfsmnt = 0, *dentry = 0, *fs = 0;
+    e->exe_flags = 0;
+    e->exe_mnt_id = 0;
+    e->exe_path_len = 0;
+    e->exe_path[0] = 0;
+    if (exe_file) {
+        e->exe_flags = nw_file_facts(exe_file);
+        NW_READ(vfsmnt, exe_file, OFF_FILE_F_PATH_MNT);
+        NW_READ(dentry, exe_file, OFF_FILE_F_PATH_DENTRY);
+        if (vfsmnt)
+            NW_READ(e->exe_mnt_id, vfsmnt, (u64)OFF_MOUNT_MNT_ID - OFF_MOUNT_MNT);
+        e->exe_path_len = nw_dentry_path(dentry, vfsmnt, e->exe_path, &cut);
+        if (cut)
+            e->exe_flags |= NW_EXE_PATH_CUT;
+    }
+    cut = 0;
+    vfsmnt = 0;
+    dentry = 0;
+    NW_READ(fs, task, OFF_TASK_FS);
+    if (fs) {
+        NW_READ(vfsmnt, fs, OFF_FS_PWD_MNT);
+        NW_READ(dentry, fs, OFF_FS_PWD_DENTRY);
+    }
+    e->cwd_len = nw_dentry_path(dentry, vfsmnt, e->cwd, &cut);
+    if (cut)
+        e->exe_flags |= NW_EXE_CWD_CUT;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 loc = args->data_loc_filename;
@@ -116,6 +153,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         if (len <= NW_ARGS_MAX && bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
             e->args_len = len;
     }
+    exec_identity(e, task, exe_file);
     nw_submit(e);
     return 0;
 }

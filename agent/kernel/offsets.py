@@ -35,18 +35,50 @@ FIELDS: dict[str, tuple[str, int]] = {
     "OFF_SKC_NUM": ("sock.__sk_common.skc_num", 2),
     "OFF_SKC_V6_DADDR": ("sock.__sk_common.skc_v6_daddr", 16),
     "OFF_SKC_V6_RCV_SADDR": ("sock.__sk_common.skc_v6_rcv_saddr", 16),
+    # dentry walks (probes/common.h nw_dentry_path) and the facts of mm->exe_file (issue 10)
+    "OFF_FILE_F_PATH_MNT": ("file.f_path.mnt", 8),
+    "OFF_FILE_F_PATH_DENTRY": ("file.f_path.dentry", 8),
+    "OFF_DENTRY_D_PARENT": ("dentry.d_parent", 8),
+    "OFF_DENTRY_D_NAME_NAME": ("dentry.d_name.name", 8),
+    "OFF_DENTRY_D_HASH_PPREV": ("dentry.d_hash.pprev", 8),
+    "OFF_MOUNT_MNT": ("mount.mnt", 0),  # struct vfsmount embedded in struct mount: its size varies
+    "OFF_MOUNT_MNT_PARENT": ("mount.mnt_parent", 8),
+    "OFF_MOUNT_MNT_MOUNTPOINT": ("mount.mnt_mountpoint", 8),
+    "OFF_MOUNT_MNT_NS": ("mount.mnt_ns", 8),
+    "OFF_MOUNT_MNT_ID": ("mount.mnt_id", 4),
+    "OFF_VFSMOUNT_MNT_ROOT": ("vfsmount.mnt_root", 8),
+    "OFF_INODE_I_NLINK": ("inode.i_nlink", 4),
+    "OFF_SB_S_MAGIC": ("super_block.s_magic", 8),
+    "OFF_TASK_FS": ("task_struct.fs", 8),
+    "OFF_FS_PWD_MNT": ("fs_struct.pwd.mnt", 8),
+    "OFF_FS_PWD_DENTRY": ("fs_struct.pwd.dentry", 8),
+}
+
+# Fields a probe can do without: where overlayfs is a module its types are not in vmlinux's BTF; the
+# probe then leaves the flag that needs them unset (an #ifdef on the -D name).
+OPTIONAL: dict[str, tuple[str, int]] = {
+    "OFF_OVL_INODE_UPPERDENTRY": ("ovl_inode.__upperdentry", 8),
+    "OFF_OVL_INODE_VFS_INODE": ("ovl_inode.vfs_inode", 0),  # struct inode: its size varies
 }
 
 
 def kernel_offsets(btf: BTF) -> dict[str, int]:
     """Offsets of FIELDS in this kernel; raises BTFError naming the first field missing or odd."""
-    out = {}
-    for name, (path, size) in FIELDS.items():
-        f = btf.field(path)
-        if f.size != size:
-            raise BTFError(f"{path} is {f.size} bytes in this kernel's BTF, the probes expect {size}")
-        out[name] = f.offset
+    out = {name: _offset(btf, path, size) for name, (path, size) in FIELDS.items()}
+    try:
+        opt = {name: _offset(btf, path, size) for name, (path, size) in OPTIONAL.items()}
+    except BTFError:
+        opt = {}  # all or none: the probe uses them together
+    out.update(opt)
     return out
+
+
+def _offset(btf: BTF, path: str, size: int) -> int:
+    """The byte offset of `path`; `size` 0 accepts any size (an embedded struct)."""
+    f = btf.field(path)
+    if size and f.size != size:
+        raise BTFError(f"{path} is {f.size} bytes in this kernel's BTF, the probes expect {size}")
+    return f.offset
 
 
 def cflags(offsets: dict[str, int]) -> list[str]:

@@ -211,6 +211,11 @@ def from_enriched(en: Enriched) -> dict:
     if en.parent is not None:
         rec["process.parent.executable.path"] = en.parent.exe
         rec["process.parent.command_line"] = command_line(en.parent.argv)
+    if en.ancestors:  # parent first; two parallel lists (proto/nodewarden/v1/event.proto Process)
+        rec["process.ancestors.name"] = [a.comm for a in en.ancestors]
+        rec["process.ancestors.executable.path"] = [a.exe for a in en.ancestors]
+    if en.path_resolved:
+        rec["file.path.resolved"] = en.path_resolved
     if ev.truncated:
         rec["event.truncated"] = True
     _add_kind(rec, ev)
@@ -239,6 +244,18 @@ def _add_kind(rec: dict, ev) -> None:
         if ev.exe_ino:  # st_ino and st_dev of the file that runs, as stat(2) reports them
             rec["process.executable.inode"] = ev.exe_ino
             rec["process.executable.device"] = ev.exe_dev
+        if ev.kernel_path:
+            rec["process.executable.kernel_path"] = ev.kernel_path
+            rec["process.executable.mount_id"] = ev.exe_mnt_id
+        if ev.cwd:
+            rec["process.working_directory"] = ev.cwd
+        # the flags are present only when true: a rule tests `exists` or `= true`, a log stays short
+        if ev.memfd:
+            rec["process.executable.memfd"] = True
+        if ev.deleted:
+            rec["process.executable.deleted"] = True
+        if ev.upper_layer:
+            rec["process.executable.upper_layer"] = True
     elif isinstance(ev, ExitEvent):
         rec["process.exit.code"] = ev.exit_code
         if ev.signal:

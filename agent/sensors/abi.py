@@ -25,6 +25,19 @@ ADDR_MAX = 128  # NW_ADDR_MAX
 COMM_LEN = 16  # NW_COMM_LEN
 PREFIX_MAX = 128  # NW_PREFIX_MAX
 F_TRUNCATED = 0x01  # NW_F_TRUNCATED, in event_header.flags
+F_WATCHED = 0x02  # NW_F_WATCHED: a read-only open sent because its path is on the watch list
+PATH_DEPTH = 32  # NW_PATH_DEPTH: components (and mount crossings) a kernel dentry walk follows
+
+# exec_event.exe_flags (NW_EXE_*, keep in sync with probes/events.h)
+EXE_UNHASHED = 0x01
+EXE_NLINK0 = 0x02
+EXE_IS_ROOT = 0x04
+EXE_INTERNAL = 0x08
+EXE_SHMEM = 0x10
+EXE_OVERLAY = 0x20
+EXE_UPPER = 0x40
+EXE_PATH_CUT = 0x100
+EXE_CWD_CUT = 0x200
 
 
 class Probe(IntEnum):
@@ -48,6 +61,8 @@ class Cfg(IntEnum):
     DRIFT = 2
     EXEC_MODE = 3
     HOST_RULES = 4
+    WATCH_ENVIRON = 5
+    WATCH_HOME_SSH = 6
 
 
 CFG_MAX = 8  # CFG_MAX: the map's size, room for slots to come
@@ -118,6 +133,8 @@ _H = ("h", f"{EVENT_HEADER.size}s")
 EXEC_EVENT = Layout("exec_event", (
     _H, ("filename_len", "I"), ("args_len", "I"), ("filename", f"{PATH_MAX}s"), ("args", f"{ARGS_MAX}s"),
     ("action", "I"), ("rule", "I"), ("exe_ino", "Q"), ("exe_dev", "I"), ("_pad", "I"),
+    ("exe_flags", "I"), ("exe_path_len", "I"), ("exe_mnt_id", "I"), ("cwd_len", "I"),
+    ("exe_path", f"{PATH_MAX}s"), ("cwd", f"{PATH_MAX}s"),
 ))
 FORK_EVENT = Layout("fork_event", (_H, ("child_pid", "I"), ("_pad", "I")))
 EXIT_EVENT = Layout("exit_event", (_H, ("exit_code", "i"), ("_pad", "I")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.events import ExecEvent, ExitEvent, ForkEvent, Op
+from agent.sensors import abi
 from agent.sensors.abi import EXEC_EVENT, EXIT_EVENT, FORK_EVENT, Probe, dev_to_user
 from agent.sensors.common import ARGS_MAX, PATH_MAX, BootClock, Sensor, check_size, escape, header_args, text
 
@@ -15,6 +16,10 @@ _FILENAME_AT = EXEC_EVENT.offsets["filename"]
 _ARGS_AT = EXEC_EVENT.offsets["args"]
 _TAIL = EXEC_EVENT.span("action", "exe_dev")
 _TAIL_AT = EXEC_EVENT.offsets["action"]
+_IDENT = EXEC_EVENT.span("exe_flags", "cwd_len")
+_IDENT_AT = EXEC_EVENT.offsets["exe_flags"]
+_EXE_PATH_AT = EXEC_EVENT.offsets["exe_path"]
+_CWD_AT = EXEC_EVENT.offsets["cwd"]
 _CHILD = FORK_EVENT.span("child_pid", "child_pid")
 _CODE = EXIT_EVENT.span("exit_code", "exit_code")
 _BODY_AT = FORK_EVENT.offsets["child_pid"]
@@ -38,8 +43,26 @@ def decode_exec(buf: bytes, clock: BootClock) -> ExecEvent:
     action, rule, exe_ino, exe_dev = _TAIL.unpack_from(buf, _TAIL_AT)
     # exe_dev is super_block.s_dev, the kernel's MKDEV encoding; the event carries what stat(2)
     # says of the file (st_dev), so it compares with os.stat() and os.major()/os.minor() read it.
+    flags, exe_len, mnt_id, cwd_len = _IDENT.unpack_from(buf, _IDENT_AT)
+    path = text(buf, _EXE_PATH_AT, min(exe_len, PATH_MAX))
+    memfd, deleted = exe_kind(flags, path)
+    if deleted and path:
+        path += " (deleted)"  # as d_path (and so /proc/<pid>/exe) writes it
     return ExecEvent(*header_args(buf, clock), text(buf, _FILENAME_AT, fn_len), argv, action, rule,
-                     exe_ino, dev_to_user(exe_dev))
+                     exe_ino, dev_to_user(exe_dev), path, memfd, deleted, bool(flags & abi.EXE_UPPER),
+                     mnt_id, text(buf, _CWD_AT, min(cwd_len, PATH_MAX)))
+
+
+def exe_kind(flags: int, path: str) -> tuple[bool, bool]:
+    """(memfd, deleted) from exec_event.exe_flags and the walked path.
+
+    deleted: what d_path calls unlinked (an unhashed dentry that is not its own root), or an inode
+    with no links left. memfd: a top-level file of a kernel-internal tmpfs/hugetlbfs mount named
+    "memfd:..." (mm/memfd.c names them so); a tmpfs a user mounted is never internal."""
+    deleted = bool(flags & abi.EXE_NLINK0) or (flags & (abi.EXE_UNHASHED | abi.EXE_IS_ROOT)) == abi.EXE_UNHASHED
+    internal_shm = abi.EXE_INTERNAL | abi.EXE_SHMEM
+    memfd = (flags & internal_shm) == internal_shm and path.startswith("/memfd:")
+    return memfd, deleted
 
 
 def decode_fork(buf: bytes, clock: BootClock) -> ForkEvent:

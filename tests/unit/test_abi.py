@@ -180,12 +180,23 @@ def test_exec_record_every_field():
     clock = BootClock()
     args = b"/bin/x\0a\0"
     raw = abi.EXEC_EVENT.struct.pack(_header(Op.EXEC, abi.F_TRUNCATED), 6, len(args), b"/bin/x", args,
-                                     abi.Action.KILL, (abi.Reason.PATH << 16) | 4, 987654321, (8 << 20) | 3, 0)
+                                     abi.Action.KILL, (abi.Reason.PATH << 16) | 4, 987654321, (8 << 20) | 3, 0,
+                                     abi.EXE_UPPER | abi.EXE_OVERLAY, 6, 41, 5, b"/bin/x", b"/srv\xff")
     ev = process.decode_exec(raw, clock)
     _check_header(ev, Op.EXEC, clock)
     assert ev.truncated and (ev.filename, ev.argv) == ("/bin/x", ("/bin/x", "a"))
     assert (ev.action, ev.rule, ev.exe_ino) == (2, (2 << 16) | 4, 987654321)
     assert ev.exe_dev == os.makedev(8, 3)  # the kernel's MKDEV(8, 3) as stat(2) encodes it
+    assert (ev.kernel_path, ev.upper_layer, ev.memfd, ev.deleted) == ("/bin/x", True, False, False)
+    assert (ev.exe_mnt_id, ev.cwd) == (41, "/srv\\xff")
+
+
+def test_exec_memfd_and_deleted_from_flags():
+    f = abi.EXE_UNHASHED | abi.EXE_IS_ROOT | abi.EXE_NLINK0 | abi.EXE_INTERNAL | abi.EXE_SHMEM
+    assert process.exe_kind(f, "/memfd:x") == (True, True)
+    assert process.exe_kind(abi.EXE_SHMEM, "/memfd:x") == (False, False)  # a tmpfs someone mounted at /
+    assert process.exe_kind(abi.EXE_UNHASHED, "/tmp/a") == (False, True)  # unlinked: d_path's "(deleted)"
+    assert process.exe_kind(abi.EXE_UNHASHED | abi.EXE_IS_ROOT, "/") == (False, False)
 
 
 def test_fork_exit_file_net_cgroup_bench_records_every_field():

@@ -1,0 +1,124 @@
+"""What runs, where, and who started it (issue 10): mm->exe_file's path and facts, the cwd, the
+watch list of sensitive reads, ancestry. Every field checked against what the test itself knows."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def _exec_of(agent, pid, **kw):
+    return agent.wait_for(lambda r: r["event.name"] == "process.exec" and r["process.pid"] == pid, **kw)
+
+
+def _child(code: str, cwd: str | None = None) -> int:
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, capture_output=True, text=True,
+                       cwd=cwd)
+    return int(p.stdout.strip().splitlines()[-1])
+
+
+def test_exe_kernel_path_relative_exec_and_cwd(agent, tmp_path):
+    true = os.path.realpath("/bin/true")  # /bin is a symlink on Debian: the kernel names the real file
+    p = subprocess.Popen(["./" + os.path.basename(true)], cwd=os.path.dirname(true))
+    p.wait()
+    (ex,) = _exec_of(agent, p.pid)
+    assert ex["process.executable.path"] == "./" + os.path.basename(true)  # what execve was given
+    assert ex["process.executable.kernel_path"] == true
+    assert ex["process.working_directory"] == os.path.dirname(true)
+    st = os.stat(true)
+    assert (ex["process.executable.inode"], ex["process.executable.device"]) == (st.st_ino, st.st_dev)
+    assert ex["process.executable.mount_id"] == _mount_id(os.path.dirname(true))
+    for flag in ("memfd", "deleted", "upper_layer"):
+        assert f"process.executable.{flag}" not in ex  # present only when true
+
+    d = tmp_path / "deep" / "er"
+    d.mkdir(parents=True)
+    q = subprocess.Popen(["/bin/true"], cwd=d)
+    q.wait()
+    (ex,) = _exec_of(agent, q.pid)
+    assert ex["process.working_directory"] == str(d)
+
+
+def _mount_id(path: str) -> int:
+    """The mount id of the mount `path` lives on (the longest mount point prefix in mountinfo)."""
+    best, mid = "", 0
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            mp = parts[4]
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, mid = mp, int(parts[0])
+    return mid
+
+
+def test_memfd_exec_reads_as_the_kernel_names_it(agent):
+    pid = _child("""
+        import os, sys
+        fd = os.memfd_create("nwtest", 0)
+        with open("/bin/true", "rb") as f:
+            os.write(fd, f.read())
+        pid = os.fork()
+        if pid == 0:
+            os.execve(fd, ["nwtest"], {})
+        os.waitpid(pid, 0)
+        print(pid)
+    """)
+    (ex,) = _exec_of(agent, pid)
+    assert ex["process.executable.path"].startswith("/dev/fd/") or "/fd/" in ex["process.executable.path"]
+    assert ex["process.executable.kernel_path"] == "/memfd:nwtest (deleted)"
+    assert ex["process.executable.memfd"] is True and ex["process.executable.deleted"] is True
+    assert "process.executable.upper_layer" not in ex
+
+
+def test_deleted_file_exec(agent, tmp_path):
+    path = tmp_path / "gone"
+    shutil.copy("/bin/true", path)
+    pid = _child(f"""
+        import os
+        fd = os.open("{path}", os.O_RDONLY)
+        os.unlink("{path}")
+        pid = os.fork()
+        if pid == 0:
+            os.execve(fd, ["gone"], {{}})
+        os.waitpid(pid, 0)
+        print(pid)
+    """)
+    (ex,) = _exec_of(agent, pid)
+    assert ex["process.executable.kernel_path"] == f"{path} (deleted)"
+    assert ex["process.executable.deleted"] is True and "process.executable.memfd" not in ex
+
+
+@pytest.fixture
+def overlay(tmp_path):
+    dirs = {n: tmp_path / n for n in ("lower", "upper", "work", "merged")}
+    for d in dirs.values():
+        d.mkdir()
+    shutil.copy("/bin/true", dirs["lower"] / "from_image")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}", str(dirs["merged"])],
+                   check=True)
+    try:
+        yield dirs["merged"]
+    finally:
+        subprocess.run(["umount", str(dirs["merged"])], check=True)
+
+
+def test_overlay_upper_layer_flag(agent, overlay):
+    shutil.copy("/bin/true", overlay / "dropped")  # written after the mount: lives in the upper layer
+    os.chmod(overlay / "dropped", 0o755)
+    img = subprocess.Popen([str(overlay / "from_image")])
+    img.wait()
+    new = subprocess.Popen([str(overlay / "dropped")], cwd=overlay)
+    new.wait()
+    (a,) = _exec_of(agent, img.pid)
+    (b,) = _exec_of(agent, new.pid)
+    # The path crosses the overlay's mount point (and tmp's) to the root, as /proc/<pid>/exe does.
+    assert a["process.executable.kernel_path"] == str(overlay / "from_image")
+    assert b["process.executable.kernel_path"] == str(overlay / "dropped")
+    assert "process.executable.upper_layer" not in a
+    assert b["process.executable.upper_layer"] is True
+    assert b["process.working_directory"] == str(overlay)
+    assert a["process.executable.mount_id"] == b["process.executable.mount_id"] == _mount_id(str(overlay))
