@@ -1,0 +1,262 @@
+"""The bundled detection rules against real behaviour: the real probes, the real agent
+(`nodewarden run --json`, no policy file: the bundled rules are on by default), real syscalls.
+
+Each behaviour runs in its own child process and must raise exactly one alert from that process,
+with the rule id, severity and MITRE technique of its rule; each benign look-alike must raise none.
+Network behaviour stays on loopback (a listener on 127.0.0.1 at a stratum port, not a pool). The
+cloud metadata rule is not exercised here: 169.254.169.254 is a real address outside this machine
+(tests/unit/test_detect_engine.py checks it on a synthetic event), and so is the container-only
+package-manager rule.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+from tests.kernel.conftest import AgentProcess
+
+TAG = f"nwdet-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def agent():
+    a = AgentProcess("--no-containers")
+    yield a
+    if a.proc.poll() is None:
+        a.stop()
+
+
+@pytest.fixture
+def scratch():
+    """Paths the behaviours write to, removed afterwards by this process (its own events are not counted)."""
+    made: list[str] = []
+    yield made
+    for p in reversed(made):
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        elif os.path.lexists(p):
+            os.unlink(p)
+
+
+def _alerts(agent, argv: list[str]) -> list[dict]:
+    """Run argv to its end; the alerts raised by it and its children (its exit record follows them)."""
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    pid = int(p.stdout.split()[-1]) if argv[0] == sys.executable else None
+    return _after_exit(agent, pid if pid is not None else _pid_of(agent, argv))
+
+
+def _pid_of(agent, argv: list[str]) -> int:
+    cmd = " ".join(argv)
+    (ex,) = agent.wait_for(lambda r: r["event.name"] == "process.exec" and r.get("process.command_line") == cmd)
+    return ex["process.pid"]
+
+
+def _after_exit(agent, pid: int) -> list[dict]:
+    agent.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == pid)
+    return agent.find(lambda r: r["event.name"] == "alert" and (r["process.pid"] == pid
+                                                                 or r.get("process.parent_pid") == pid))
+
+
+def _py(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code) + "\nimport os; print(os.getpid())"]
+
+
+def _sh(script: str) -> list[str]:
+    # `; :` keeps dash from exec'ing the last command in place: every syscall is the shell's own pid
+    return ["/bin/sh", "-c", f"{script}; :", TAG]
+
+
+def _one(alerts: list[dict], rule: str, severity: str, technique: str) -> dict:
+    assert [a["rule.id"] for a in alerts] == [rule], [(a["rule.id"], a.get("alert.output")) for a in alerts]
+    a = alerts[0]
+    assert a["event.severity"] == severity
+    assert technique in a["threat.technique.id"]
+    assert a["threat.tactic.name"] and a["rule.name"] and a["rule.description"]
+    return a
+
+
+def _home(scratch) -> str:
+    d = f"/tmp/{TAG}-home-{uuid.uuid4().hex[:6]}"
+    os.makedirs(f"{d}/.ssh")
+    scratch.append(d)
+    return d
+
+
+# -- files -----------------------------------------------------------------------------------------------
+
+
+def test_write_below_etc(agent, scratch):
+    f = f"/etc/{TAG}-{uuid.uuid4().hex[:6]}.conf"
+    scratch.append(f)
+    a = _one(_alerts(agent, _sh(f"echo x > {f}")), "nw.write_below_etc", "high", "T1543")
+    assert a["file.path"] == f and a["trigger.name"] == "file.open"
+    assert _alerts(agent, _sh(f"cat {f} >/dev/null; echo x > /tmp/{TAG}-etc-lookalike")) == []
+    scratch.append(f"/tmp/{TAG}-etc-lookalike")
+
+
+def test_rename_and_chmod_below_etc(agent, scratch):
+    f = f"/etc/{TAG}-{uuid.uuid4().hex[:6]}"
+    scratch += [f, f + ".moved"]
+    with open(f, "w"):
+        pass
+    a = _one(_alerts(agent, ["/bin/mv", f, f + ".moved"]), "nw.write_below_etc", "high", "T1543")
+    assert (a["trigger.name"], a["file.target.path"]) == ("file.rename", f + ".moved")
+    a = _one(_alerts(agent, ["/bin/chmod", "0600", f + ".moved"]), "nw.write_below_etc", "high", "T1543")
+    assert a["trigger.name"] == "file.chmod"
+
+
+def test_write_below_binary_dir(agent, scratch):
+    f = f"/usr/lib/{TAG}-{uuid.uuid4().hex[:6]}.so"
+    scratch += [f, f + "c.pyc"]
+    _one(_alerts(agent, _sh(f"echo x > {f}")), "nw.write_below_binary_dir", "high", "T1574")
+    assert _alerts(agent, _sh(f"echo x > {f}c.pyc")) == []  # python bytecode: the exception
+
+
+def test_write_below_root(agent, scratch):
+    f = f"/root/{TAG}-{uuid.uuid4().hex[:6]}"
+    os.makedirs("/root/.cache", exist_ok=True)
+    scratch += [f, f"/root/.cache/{TAG}"]
+    _one(_alerts(agent, _sh(f"echo x > {f}")), "nw.write_below_root", "medium", "T1546")
+    assert _alerts(agent, _sh(f"echo x > /root/.cache/{TAG}")) == []
+
+
+def test_shell_history_truncated_or_deleted(agent, scratch):
+    h = _home(scratch)
+    with open(f"{h}/.bash_history", "w") as f:
+        f.write("ls\n")
+    assert _alerts(agent, _sh(f"echo whoami >> {h}/.bash_history")) == []  # appending: what shells do
+    a = _one(_alerts(agent, _sh(f": > {h}/.bash_history")), "nw.clear_shell_history", "high", "T1070.003")
+    assert a["file.path"] == f"{h}/.bash_history"
+    a = _one(_alerts(agent, ["/bin/rm", f"{h}/.bash_history"]), "nw.clear_shell_history", "high", "T1070.003")
+    assert a["trigger.name"] == "file.unlink"
+
+
+def test_setuid_bit_set_by_chmod(agent, scratch):
+    f = f"/tmp/{TAG}-suid-{uuid.uuid4().hex[:6]}"
+    scratch.append(f)
+    shutil.copy("/bin/true", f)
+    assert _alerts(agent, ["/bin/chmod", "0755", f]) == []
+    a = _one(_alerts(agent, ["/bin/chmod", "u+s", f]), "nw.setuid_setgid_bit", "high", "T1548.001")
+    assert a["file.mode"] & 0o4000
+    _one(_alerts(agent, ["/bin/chmod", "g+s", f]), "nw.setuid_setgid_bit", "high", "T1548.001")
+
+
+def test_cron_persistence(agent, scratch):
+    if not os.path.isdir("/etc/cron.d"):
+        os.makedirs("/etc/cron.d")
+        scratch.append("/etc/cron.d")
+    f = f"/etc/cron.d/{TAG}-{uuid.uuid4().hex[:6]}"
+    scratch.append(f)
+    _one(_alerts(agent, _sh(f"echo '* * * * * root true' > {f}")), "nw.cron_systemd_persistence", "high",
+         "T1053.003")
+    os.makedirs(f"/tmp/{TAG}-cron.d", exist_ok=True)
+    scratch.append(f"/tmp/{TAG}-cron.d")
+    assert _alerts(agent, _sh(f"echo x > /tmp/{TAG}-cron.d/job")) == []
+
+
+def test_systemd_timer_persistence(agent, scratch):
+    f = f"/etc/systemd/system/{TAG}-{uuid.uuid4().hex[:6]}.timer"
+    if not os.path.isdir("/etc/systemd/system"):
+        pytest.skip("no /etc/systemd/system here")
+    scratch.append(f)
+    _one(_alerts(agent, _sh(f"echo '[Timer]' > {f}")), "nw.cron_systemd_persistence", "high", "T1053.003")
+
+
+def test_authorized_keys_changed(agent, scratch):
+    h = _home(scratch)
+    a = _one(_alerts(agent, _sh(f"echo 'ssh-ed25519 AAAA x' >> {h}/.ssh/authorized_keys")),
+             "nw.authorized_keys_modified", "high", "T1098.004")
+    assert a["file.path"] == f"{h}/.ssh/authorized_keys"
+    assert _alerts(agent, _sh(f"echo 'host ssh-ed25519 AAAA' >> {h}/.ssh/known_hosts")) == []
+
+
+def test_shell_rc_modified(agent, scratch):
+    h = _home(scratch)
+    _one(_alerts(agent, _sh(f"echo 'curl x | sh' >> {h}/.bashrc")), "nw.shell_rc_modified", "medium", "T1546.004")
+    _one(_alerts(agent, _sh(f"echo x > {h}/.profile")), "nw.shell_rc_modified", "medium", "T1546.004")
+    assert _alerts(agent, _sh(f"echo x > {h}/bashrc.txt")) == []
+
+
+# -- processes -------------------------------------------------------------------------------------------
+
+
+def test_exec_from_tmp_and_dev_shm(agent, scratch):
+    for d in ("/tmp", "/dev/shm", "/var/tmp"):
+        f = f"{d}/{TAG}-drop-{uuid.uuid4().hex[:6]}"
+        scratch.append(f)
+        shutil.copy("/bin/true", f)
+        a = _one(_alerts(agent, [f, "--beacon"]), "nw.exec_from_writable_dir", "high", "T1059")
+        assert a["process.executable.path"] == f
+    assert _alerts(agent, ["/bin/true", f"/tmp/{TAG}-not-run"]) == []  # /tmp in an argument only
+
+
+def test_network_tools_run(agent, scratch):
+    d = f"/run/{TAG}-tools"
+    os.makedirs(d, exist_ok=True)
+    scratch.append(d)
+    for name in ("nc", "ncat", "socat", "nmap"):
+        shutil.copy("/bin/true", f"{d}/{name}")  # the rule keys on the program name, as Falco's does
+        a = _one(_alerts(agent, [f"{d}/{name}", "-h"]), "nw.network_tool_run", "medium", "T1046")
+        assert a["process.name"] == name
+    shutil.copy("/bin/true", f"{d}/ncdu")
+    assert _alerts(agent, [f"{d}/ncdu"]) == []
+
+
+def test_miner_command_line(agent):
+    a = _one(_alerts(agent, ["/bin/true", "-o", "stratum+tcp://127.0.0.1:3333", "-u", "wallet"]),
+             "nw.miner_command_line", "critical", "T1496")
+    assert "stratum+tcp://" in a["process.command_line"]
+    assert _alerts(agent, ["/bin/echo", "the stratum of rock"]) == []
+
+
+# -- network (loopback only) -----------------------------------------------------------------------------
+
+
+def _listener(ports) -> socket.socket:
+    for port in ports:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
+        s.listen(8)
+        return s
+    pytest.skip(f"none of the ports {ports} is free on loopback")
+
+
+def test_connect_to_a_stratum_port(agent):
+    srv = _listener((3333, 14444, 45700, 7777))
+    port = srv.getsockname()[1]
+    try:
+        connect = "import socket; c = socket.create_connection(('127.0.0.1', {})); c.close()"
+        a = _one(_alerts(agent, _py(connect.format(port))), "nw.miner_stratum_port", "medium", "T1496")
+        assert (a["network.peer.address"], a["network.peer.port"]) == ("127.0.0.1", port)
+        other = _listener((0,))
+        try:
+            assert _alerts(agent, _py(connect.format(other.getsockname()[1]))) == []
+        finally:
+            other.close()
+    finally:
+        srv.close()
+
+
+def test_interpreter_listening(agent):
+    a = _one(_alerts(agent, _py("""
+        import socket
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1); s.close()
+    """)), "nw.interpreter_listening", "high", "T1059")
+    assert a["network.local.address"] == "127.0.0.1"
+    assert _alerts(agent, _py("""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.close()
+    """)) == []  # bound, never listening
