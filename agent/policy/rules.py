@@ -351,7 +351,10 @@ def _rule_fields(v: Walker, m: dict, where: str) -> dict:
         kw["tags"] = tuple(s for _n, s in v.strings(m["tags"][1], f"{where}.tags"))
     for key, allowed in (("scope", _SCOPES), ("action", _ACTIONS)):
         if key in m and (text := _str(v, m, key, where)) is not None:
-            if text in allowed:
+            if key == "action" and text == "kill":  # refused, not ignored: a user must not believe it kills
+                v.err(m[key][1], f"{where}.action", "action kill is not available yet (the alert is raised; "
+                                                     "use runtime.deny_exec to kill in the kernel)")
+            elif text in allowed:
                 kw[key] = text
             else:
                 v.err(m[key][1], f"{where}.{key}", f"expected {' or '.join(allowed)}, got {text[:80]!r}")

@@ -158,6 +158,12 @@ def test_cron_persistence(agent, scratch):
     scratch.append(f)
     _one(_alerts(agent, _sh(f"echo '* * * * * root true' > {f}")), "nw.cron_systemd_persistence", "high",
          "T1053.003")
+    staged = f"/etc/{TAG}-job-{uuid.uuid4().hex[:6]}"
+    with open(staged, "w") as fh:
+        fh.write("* * * * * root true\n")
+    scratch += [staged, f + ".moved"]
+    a = _one(_alerts(agent, ["/bin/mv", staged, f + ".moved"]), "nw.cron_systemd_persistence", "high", "T1053.003")
+    assert (a["trigger.name"], a["file.target.path"]) == ("file.rename", f + ".moved")  # caught where it goes
     os.makedirs(f"/tmp/{TAG}-cron.d", exist_ok=True)
     scratch.append(f"/tmp/{TAG}-cron.d")
     assert _alerts(agent, _sh(f"echo x > /tmp/{TAG}-cron.d/job")) == []
