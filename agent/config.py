@@ -58,6 +58,16 @@ class ProbeConfig:
     ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
     ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
     file_readonly: bool = False
+    # Sensitive paths whose read-only opens are reported although file_readonly is off, and although
+    # under an ignored prefix (the watch list wins). Prefixes, matched in the kernel against the path as
+    # given (absolute paths only); two patterns with one `*` component are understood as well:
+    # /proc/*/environ and /home/*/.ssh/ (agent/sensors/loader.py WATCH_PATTERNS).
+    watch_reads: tuple[str, ...] = (
+        "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/pam.d/", "/root/.ssh/", "/home/*/.ssh/",
+        "/var/run/secrets/kubernetes.io/serviceaccount/", "/run/secrets/kubernetes.io/serviceaccount/",
+        "/proc/*/environ", "/root/.aws/", "/root/.config/gcloud/", "/root/.azure/", "/root/.kube/config",
+        "/root/.docker/config.json",
+    )
     target_tgid: int = 0  # 0 = every process
     ignore_tgids: tuple[int, ...] = field(default_factory=tuple)
     probes_dir: str = PROBES_DIR

@@ -5,8 +5,12 @@
  * per-thread LRU map, and sent at exit with the syscall's result. The LRU bounds what threads
  * that never return (killed mid-call) leave behind.
  *
- * Filters, all in maps the agent changes at run time: read-only opens are dropped before any
- * work unless CFG_FILE_READONLY is set; paths under an ignored prefix (LPM trie) are dropped.
+ * Filters, all in maps the agent changes at run time: read-only opens are dropped unless
+ * CFG_FILE_READONLY is set or their path is on the watch list (sensitive reads: an LPM trie of
+ * prefixes, plus /proc/<any>/environ and /home/<any>/.ssh/ when their slots are on); paths under an
+ * ignored prefix (LPM trie) are dropped, except opens of watched paths: the watch list wins, so
+ * /proc/<pid>/environ is reported although /proc/ is ignored. A read-only open costs a path read and
+ * one trie lookup more than before (bench.sensors measures it).
  * Known gaps: relative paths are sent as given (with dirfd), prefixes match absolute paths only;
  * fchmod/fchown carry the fd, not a path. Syscalls this kernel lacks (open, creat, ... on arm64,
  * fchmodat2 before 6.6) are compiled out: the agent defines NW_HAVE_<name> for each that exists.
@@ -17,6 +21,7 @@
 #define NW_O_TRUNC   00001000
 #define NW_AT_FDCWD  -100
 
+BPF_LPM_TRIE(watch_prefix, struct path_key, u8, 1024);   /* sensitive paths whose read-only opens are sent */
 BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
 BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
 
@@ -44,10 +49,61 @@ static __always_inline struct file_event *file_begin(u8 op)
     return e;
 }
 
+#define NW_LE_PROC_    0x2f636f72702fULL       /* "/proc/" as little-endian bytes */
+#define NW_LE_HOME_    0x2f656d6f682fULL       /* "/home/" */
+#define NW_LE_SSH_     0x2f6873732e2fULL       /* "/.ssh/" */
+#define NW_LE_ENVIRON  0x6e6f7269766e652fULL   /* "/environ" */
+#define NW_LOW48       0xffffffffffffULL
+
+/* /home/<one component>/.ssh/... (a component of at most 64 bytes). */
+static __always_inline int file_home_ssh(const char *path, u32 len)
+{
+    u64 head = 0;
+    bpf_probe_read_kernel(&head, 8, path);
+    if ((head & NW_LOW48) != NW_LE_HOME_)
+        return 0;
+    for (int i = 7; i < 7 + 64; i++) {
+        if (path[i] == 0)
+            return 0;
+        if (path[i] == '/') {
+            u64 tail = 0;
+            bpf_probe_read_kernel(&tail, 8, path + i);
+            return (tail & NW_LOW48) == NW_LE_SSH_;
+        }
+    }
+    return 0;
+}
+
+/* 1 when a path's opens are watched: a prefix of watch_prefix, or one of the two patterns. */
+static __always_inline int file_watched(const char *path, u32 len)
+{
+    u32 zero = 0;
+    struct path_key *k = prefix_scratch.lookup(&zero);
+    if (!k || len == 0)
+        return 0;
+    bpf_probe_read_kernel(k->path, sizeof(k->path), path);
+    k->prefixlen = (len > NW_PREFIX_MAX ? NW_PREFIX_MAX : len) * 8;
+    if (watch_prefix.lookup(k))
+        return 1;
+    if (len >= 14 && nw_cfg(CFG_WATCH_ENVIRON)) {
+        u64 head = 0, tail = 0;
+        bpf_probe_read_kernel(&head, 8, path);
+        bpf_probe_read_kernel(&tail, 8, path + ((len - 8) & (NW_PATH_MAX - 1)));
+        if ((head & NW_LOW48) == NW_LE_PROC_ && tail == NW_LE_ENVIRON)
+            return 1;
+    }
+    return len >= 13 && nw_cfg(CFG_WATCH_HOME_SSH) && file_home_ssh(path, len);
+}
+
 static __always_inline int file_stage(struct file_event *e)
 {
-    if (nw_path_ignored(e->path, e->path_len) &&
-        (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len))) {
+    int drop = !(e->h.flags & NW_F_WATCHED) && nw_path_ignored(e->path, e->path_len) &&
+               (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len));
+    if (drop && e->h.op == OP_FILE_OPEN && file_watched(e->path, e->path_len)) {
+        drop = 0;   /* the watch list wins over the ignored prefixes (/proc/<pid>/environ under /proc/) */
+        e->h.flags |= NW_F_WATCHED;
+    }
+    if (drop) {
         /* Not sent, but a write in a watched container still feeds the drift set (/dev/shm...). */
         if (e->h.op != OP_FILE_OPEN || !nw_drift_watched())
             return 0;
@@ -100,18 +156,23 @@ static __always_inline int file_finish(long ret)
 
 static __always_inline int file_open(int dfd, const char *name, u64 flags, u32 mode)
 {
-    /* Cheapest test first: most opens on a node only read. */
-    if ((flags & NW_O_ACCMODE) == 0 && !(flags & (NW_O_CREAT | NW_O_TRUNC)) && !nw_cfg(CFG_FILE_READONLY))
-        return 0;
-    if (nw_skip())
-        return 0;
+    /* Most opens on a node only read: those go no further than the path and the watch list. */
+    int unwatched_ro = (flags & NW_O_ACCMODE) == 0 && !(flags & (NW_O_CREAT | NW_O_TRUNC)) &&
+                       !nw_cfg(CFG_FILE_READONLY);
     struct file_event *e = file_begin(OP_FILE_OPEN);
     if (!e)
+        return 0;
+    e->path_len = nw_read_path(e->path, name, &e->h.flags);
+    if (unwatched_ro) {
+        if (!file_watched(e->path, e->path_len))
+            return 0;
+        e->h.flags |= NW_F_WATCHED;
+    }
+    if (nw_skip())
         return 0;
     e->dirfd = dfd;
     e->flags = flags;
     e->mode = mode;
-    e->path_len = nw_read_path(e->path, name, &e->h.flags);
     return file_stage(e);
 }
 

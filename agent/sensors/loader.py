@@ -16,6 +16,7 @@ from agent.kernel.btf import BTF
 from agent.kernel.offsets import cflags as offset_cflags
 from agent.kernel.offsets import kernel_offsets
 from agent.sensors import REGISTRY
+from agent.sensors.abi import Cfg
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
 
@@ -34,6 +35,30 @@ def validate(cfg: ProbeConfig) -> None:
         raise LoadError(f"ringbuf_pages must be a power of two, not {p}")
     for prefix in cfg.ignore_prefixes:
         _check_prefix(prefix)
+    _watch_entries(cfg.watch_reads)
+
+
+# Watch-list entries with a `*` component that the file probe knows (probes/file.bpf.c file_watched),
+# each switched on by its nw_config slot: an LPM trie matches prefixes only.
+WATCH_PATTERNS = {"/proc/*/environ": Cfg.WATCH_ENVIRON, "/home/*/.ssh/": Cfg.WATCH_HOME_SSH}
+
+
+def _watch_entries(entries) -> tuple[set[bytes], set[Cfg]]:
+    """(prefixes for the trie, pattern slots to switch on); LoadError naming the first bad entry."""
+    prefixes, slots = set(), set()
+    for entry in entries:
+        if "*" in entry:
+            if entry not in WATCH_PATTERNS:
+                raise LoadError(f"probes.watch_reads: {entry!r}: a `*` is understood only in "
+                                f"{sorted(WATCH_PATTERNS)}")
+            slots.add(WATCH_PATTERNS[entry])
+            continue
+        if not entry.startswith("/"):
+            raise LoadError(f"probes.watch_reads: {entry!r} is not an absolute path (the kernel matches those)")
+        if not 0 < len(entry.encode()) <= PREFIX_MAX:
+            raise LoadError(f"probes.watch_reads: {entry!r} must be 1..{PREFIX_MAX} bytes")
+        prefixes.add(entry.encode())
+    return prefixes, slots
 
 
 def _check_prefix(prefix: str) -> bytes:
@@ -53,6 +78,7 @@ class ProbeSet:
         self.decoders = {op: dec for s in self.sensors for op, dec in s.decoders.items()}
         self._bpf = None
         self._prefixes: set[bytes] = set()
+        self._watched: set[bytes] = set()
         self._final_drops: dict[str, int] = {}
         self.tracepoints_missing: list[str] = []
 
@@ -106,6 +132,8 @@ class ProbeSet:
         self.set_target_tgid(self.cfg.target_tgid)
         self.set_file_readonly(self.cfg.file_readonly)
         self.set_ignored_prefixes(self.cfg.ignore_prefixes)
+        if "file" in self.cfg.families:
+            self.set_watched_reads(self.cfg.watch_reads)
         for tgid in {os.getpid(), *self.cfg.ignore_tgids}:
             self.ignore_tgid(tgid)
 
@@ -159,6 +187,18 @@ class ProbeSet:
         for raw in wanted - self._prefixes:
             table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
         self._prefixes = wanted
+
+    def set_watched_reads(self, entries) -> None:
+        """Replace the watch list: read-only opens of these paths are sent (probes/file.bpf.c)."""
+        wanted, slots = _watch_entries(entries)
+        table = self._bpf[b"watch_prefix"]
+        for raw in self._watched - wanted:
+            del table[self._prefix_key(table, raw)]
+        for raw in wanted - self._watched:
+            table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
+        self._watched = wanted
+        for slot in WATCH_PATTERNS.values():
+            self.set_cfg(slot, int(slot in slots))
 
     @staticmethod
     def _prefix_key(table, raw: bytes):

@@ -122,3 +122,34 @@ def test_overlay_upper_layer_flag(agent, overlay):
     assert b["process.executable.upper_layer"] is True
     assert b["process.working_directory"] == str(overlay)
     assert a["process.executable.mount_id"] == b["process.executable.mount_id"] == _mount_id(str(overlay))
+
+
+def test_watched_reads_reported_unwatched_not(agent, tmp_path):
+    home = f"/home/nwtest-{os.getpid()}"
+    os.makedirs(f"{home}/.ssh", exist_ok=True)
+    for name in (f"{home}/.ssh/id_test", f"{home}/notes"):
+        with open(name, "w") as f:
+            f.write("x")
+    try:
+        pid = _child(f"""
+            import os
+            for p in ("/etc/shadow", "/etc/hostname", "/proc/self/environ", "/proc/self/status",
+                      "{home}/.ssh/id_test", "{home}/notes", "/etc/sudoers.d/"):
+                try:
+                    os.close(os.open(p, os.O_RDONLY))
+                except OSError:
+                    pass
+            print(os.getpid())
+        """)
+        opens = agent.wait_for(lambda r: r["event.name"] == "file.open" and r["process.pid"] == pid, count=3)
+        agent.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == pid)
+    finally:
+        shutil.rmtree(home)
+    opens = agent.find(lambda r: r["event.name"] == "file.open" and r["process.pid"] == pid)
+    paths = [r["file.path"] for r in opens]
+    # /proc/ is ignored, but the watch list wins for environ; a failed attempt is reported too
+    assert paths == ["/etc/shadow", "/proc/self/environ", f"{home}/.ssh/id_test", "/etc/sudoers.d/"]
+    for r in opens:
+        assert r["file.open.flags"] & os.O_ACCMODE == os.O_RDONLY
+        exists = os.path.exists(r["file.path"]) or r["file.path"].startswith(home)  # home: removed by now
+        assert (r["syscall.return"] >= 0) == exists
