@@ -96,9 +96,12 @@ class Detector:
         self.result = result
         self.fold_window = fold_window
         self.rate_limit = rate_limit
-        self._any: tuple[_Rule, ...] = ()  # the rules for an event name `index` did not see
-        self._index: dict[str, tuple[_Rule, ...]] = {}
-        self.evaluations: Counter[str] = Counter()  # per rule id
+        # (event name, in a container) -> the rules to run, scope applied; the same for an event name
+        # `index` did not see. Evaluations are counted per bucket (one increment per event, not per rule)
+        # and summed per rule when read.
+        self._index: dict[tuple[str, bool], tuple[_Rule, ...]] = {}
+        self._any: dict[bool, tuple[_Rule, ...]] = {False: (), True: ()}
+        self._hits: dict[tuple, int] = {}
         self.alerts: Counter[tuple[str, str]] = Counter()  # (rule id, severity) -> alerts raised
         self.limited: Counter[str] = Counter()
         self._drops = Counter({"detect.folded": 0, "detect.rate_limited": 0})
@@ -110,32 +113,53 @@ class Detector:
         for kinds in kinds_of.values():
             names |= set(kinds or ())
         for name in names:
-            self._index[name] = tuple(r for r in self.rules
-                                      if kinds_of[r.spec.id] is None or name in kinds_of[r.spec.id])
-        self._any = tuple(r for r in self.rules if kinds_of[r.spec.id] is None)
+            for boxed in (False, True):
+                self._index[(name, boxed)] = tuple(
+                    r for r in self.rules if (kinds_of[r.spec.id] is None or name in kinds_of[r.spec.id])
+                    and not (r.host_only and boxed) and not (r.container_only and not boxed))
+        for boxed in (False, True):
+            self._any[boxed] = tuple(r for r in self.rules if kinds_of[r.spec.id] is None
+                                     and not (r.host_only and boxed) and not (r.container_only and not boxed))
+        self._hits = dict.fromkeys(self._index, 0)
+        self._hits.update({("", False): 0, ("", True): 0})
 
     # -- per event -------------------------------------------------------------------------------
 
     def evaluate(self, en: Enriched) -> list[AlertEvent]:
-        rules = self._index.get(en.event.name, self._any)
+        key = (en.event.name, en.container is not None)
+        rules = self._index.get(key)
+        if rules is None:
+            key = ("", key[1])
+            rules = self._any[key[1]]
         if not rules:
             return []
-        out: list[AlertEvent] = []
-        in_container = en.container is not None
-        evals = self.evaluations
+        self._hits[key] += 1
+        try:
+            hits = [r for r in rules if r.match(en)]
+        except Exception:  # a rule that raised: judge rule by rule, so the others still run
+            hits = self._one_by_one(rules, en)
+        if not hits:
+            return []
+        return [a for r in hits if (a := self._raise(r, en)) is not None]
+
+    def _one_by_one(self, rules: tuple[_Rule, ...], en: Enriched) -> list[_Rule]:
+        hits = []
         for r in rules:
-            if (r.host_only and in_container) or (r.container_only and not in_container):
-                continue
-            evals[r.spec.id] += 1
             try:
-                hit = r.match(en)
+                if r.match(en):
+                    hits.append(r)
             except Exception as e:  # a field that cannot be read on this event: no match, logged once
                 _rlog(r.spec.id, e)
-                continue
-            if hit:
-                alert = self._raise(r, en)
-                if alert is not None:
-                    out.append(alert)
+        return hits
+
+    @property
+    def evaluations(self) -> Counter[str]:
+        """Events each rule was evaluated on (per rule id)."""
+        out: Counter[str] = Counter()
+        for key, n in list(self._hits.items()):
+            if n:
+                for r in (self._index.get(key) if key[0] else self._any[key[1]]) or ():
+                    out[r.spec.id] += n
         return out
 
     def _raise(self, r: _Rule, en: Enriched) -> AlertEvent | None:
