@@ -30,6 +30,7 @@ Semantics, chosen to match Falco where it documents one:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable
@@ -269,17 +270,27 @@ class Compiled:
     kinds: frozenset[str] | None  # the event names it can match; None = any
     fields: frozenset[str]  # our names of the fields it reads
     notes: tuple[str, ...] = ()  # what can never match (an evt.type we have no event for)
+    conjuncts: tuple[Part, ...] = ()  # the top-level `and`, flattened (one part when it is not an `and`)
 
 
 @dataclass(frozen=True, slots=True)
-class _Part:
-    """One compiled sub-condition: its closure, the kinds it can be true on, fields, and a cost rank
-    (an `and` tests its cheap parts first; every part is pure, so the order is free)."""
+class Part:
+    """One compiled sub-condition: its closure, the kinds it can be true on, the fields it reads,
+    a cost rank (an `and` tests its cheap parts first; every part is pure, so the order is free),
+    and what agent/detect/index.py needs to share work between rules: a canonical `key` (equal
+    keys, equal results), the flattened conjuncts of an `and`, and for `field = v` / `field in (..)`
+    on a scalar field the (field, getter, values) it accepts."""
 
     fn: Match
     kinds: frozenset[str] | None
     fields: frozenset[str]
     cost: int
+    key: str
+    conj: tuple[Part, ...] | None = None
+    eq: tuple[str, Callable[[Enriched], object], frozenset] | None = None
+    kind_test: bool = False  # an event.name = / in test: true on every kind in `kinds`
+    fast: Part | None = None  # the same test with the field's fast getter, valid on fast_kinds
+    fast_kinds: frozenset[str] = frozenset()
 
 
 _NAME_TO_OP = {name: op for op, name in EVENT_NAMES.items()}
@@ -294,29 +305,34 @@ class _Compiler:
         self.stack: list[str] = []
         self.notes: list[str] = []
 
-    def build(self, node: Node) -> _Part:
+    def build(self, node: Node) -> Part:
         if isinstance(node, BoolOp):
             return self._bool(node)
         if isinstance(node, Not):
             inner = self.build(node.item)
             fn = inner.fn
-            return _Part(lambda en: not fn(en), None, inner.fields, inner.cost)
+            # usually true (not a package manager, not a trusted reader): tested after selective parts
+            return Part(lambda en: not fn(en), None, inner.fields, inner.cost + 2, f"not({inner.key})")
         if isinstance(node, Ref):
             return self._macro(node)
         return self._cmp(node)
 
-    def _bool(self, node: BoolOp) -> _Part:
+    def _bool(self, node: BoolOp) -> Part:
         parts = [self.build(n) for n in node.items]
         fields = frozenset().union(*(p.fields for p in parts))
+        cost = max(p.cost for p in parts)
         if node.op == "and":
-            parts.sort(key=lambda p: p.cost)
-            known = [p.kinds for p in parts if p.kinds is not None]
+            flat = [q for p in parts for q in (p.conj or (p,))]  # a and (b and c): one list
+            flat.sort(key=lambda p: p.cost)
+            known = [p.kinds for p in flat if p.kinds is not None]
             kinds = frozenset.intersection(*known) if known else None
-            return _Part(_all([p.fn for p in parts]), kinds, fields, max(p.cost for p in parts))
+            key = "and(" + ",".join(sorted(p.key for p in flat)) + ")"
+            return Part(_all([p.fn for p in flat]), kinds, fields, cost, key, conj=tuple(flat))
         kinds = None if any(p.kinds is None for p in parts) else frozenset().union(*(p.kinds for p in parts))
-        return _Part(_any([p.fn for p in parts]), kinds, fields, max(p.cost for p in parts))
+        key = "or(" + ",".join(sorted(p.key for p in parts)) + ")"
+        return Part(_any([p.fn for p in parts]), kinds, fields, cost, key)
 
-    def _macro(self, ref: Ref) -> _Part:
+    def _macro(self, ref: Ref) -> Part:
         if ref.name not in self.macros:
             try:
                 F.resolve(ref.name)
@@ -339,7 +355,7 @@ class _Compiler:
         finally:
             self.stack.pop()
 
-    def _cmp(self, node: Cmp) -> _Part:
+    def _cmp(self, node: Cmp) -> Part:
         try:
             field = F.resolve(node.field, self.ancestors)
         except F.FieldError as e:
@@ -349,8 +365,12 @@ class _Compiler:
         values = self._values(node)
         _check_op(node, field)
         typed = [_typed(field, v, node) for v in values]
-        fn = _predicate(field, node.op, typed, node)
-        return _Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op))
+        key = f"{field.name} {node.op} {sorted(map(repr, typed))}"
+        part = _leaf(field, field.get, node, typed, key)
+        if field.fast is None:
+            return part
+        kinds = frozenset(k for k in _NAME_TO_OP if field.fast_on(k) is not None)
+        return dataclasses.replace(part, fast=_leaf(field, field.fast, node, typed, key), fast_kinds=kinds)
 
     def _values(self, node: Cmp) -> list[Value]:
         if node.op not in LISTOPS:
@@ -378,7 +398,7 @@ class _Compiler:
                 out.append(Value(text, True, offset))
         return out
 
-    def _event_name(self, node: Cmp, field: F.Field) -> _Part:
+    def _event_name(self, node: Cmp, field: F.Field) -> Part:
         """event.name / evt.type: compared by op code (an int), Falco's syscall names translated."""
         names: set[str] = set()
         for v in self._values(node):
@@ -388,14 +408,15 @@ class _Compiler:
             else:
                 self.notes.append(f"{node.field} {v.text!r}: no such event here")
         ops = frozenset(_NAME_TO_OP[n] for n in names)
+        key = f"event.name {'!=' if node.op == '!=' else 'in'} {sorted(names)}"
         if node.op == "!=":
-            return _Part(lambda en: en.event.op not in ops, None, frozenset({field.name}), 0)
+            return Part(lambda en: en.event.op not in ops, None, frozenset({field.name}), 0, key)
         if len(ops) == 1:
             (one,) = ops
             fn: Match = lambda en: en.event.op is one  # noqa: E731
         else:
             fn = lambda en: en.event.op in ops  # noqa: E731
-        return _Part(fn, frozenset(names), frozenset({field.name}), 0)
+        return Part(fn, frozenset(names), frozenset({field.name}), 0, key, kind_test=True)
 
 
 def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, list] | None = None,
@@ -405,10 +426,18 @@ def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, li
     part = c.build(parse(text))
     if part.kinds is not None and not part.kinds:
         c.notes.append("no event kind carries everything it asks for: it never matches")
-    return Compiled(part.fn, part.kinds, part.fields, tuple(dict.fromkeys(c.notes)))
+    return Compiled(part.fn, part.kinds, part.fields, tuple(dict.fromkeys(c.notes)), part.conj or (part,))
 
 
 # -- comparisons --------------------------------------------------------------------------------
+
+
+def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: list, key: str) -> Part:
+    fn = _predicate(field.type, get, node.op, typed, node)
+    eq = None
+    if node.op in ("=", "in", "intersects") and field.type != "list[str]":
+        eq = (field.name, get, frozenset(typed))
+    return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq)
 
 
 def _check_op(node: Cmp, field: F.Field) -> None:
@@ -456,9 +485,9 @@ def _string_test(op: str, vals: list, node: Cmp) -> Callable[[object], bool]:
     want = vals[0]
     if op == "contains":
         return lambda s: want in s
-    if op == "icontains":
-        low = want.lower()
-        return lambda s: low in s.lower()
+    if op == "icontains":  # a case-blind search: no lowered copy of the value per test
+        find = re.compile(re.escape(want), re.IGNORECASE).search
+        return lambda s: find(s) is not None
     if op == "startswith":
         return lambda s: s.startswith(want)
     if op == "endswith":
@@ -475,14 +504,22 @@ def _pattern(op: str, want: str, node: Cmp) -> Callable[[object], bool]:
         except re.error as e:
             raise ConditionError(f"bad regex {want!r}: {e}", node.values[0].offset) from None
     full = rx.fullmatch if op == "regex" else rx.match  # fnmatch.translate already anchors the end
+    lead = _literal_prefix(want) if op == "glob" else ""
+    if lead:  # most paths fail on the literal head: a startswith is ~4x cheaper than the regex
+        return lambda s: s.startswith(lead) and full(s) is not None
     return lambda s: full(s) is not None
 
 
-def _predicate(field: F.Field, op: str, vals: list, node: Cmp) -> Match:
-    get = field.get
+def _literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard ("/proc/" of "/proc/*/environ")."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
+
+def _predicate(type_: str, get: Callable[[Enriched], object], op: str, vals: list, node: Cmp) -> Match:
     if op == "exists":
         return lambda en: get(en) is not None
-    if field.type == "list[str]":
+    if type_ == "list[str]":
         test = _string_test(op, vals, node)
         if op == "!=":
             return lambda en: (v := get(en)) is not None and not any(test(s) for s in v)
@@ -498,6 +535,22 @@ def _predicate(field: F.Field, op: str, vals: list, node: Cmp) -> Match:
         return lambda en: (v := get(en)) is not None and v != want
     if op in _NUMERIC_OPS:
         return _numeric(get, op, vals[0])
+    return _string(get, op, vals, node)
+
+
+def _string(get: Callable[[Enriched], object], op: str, vals: list, node: Cmp) -> Match:
+    """The common string tests inlined (one call less per test than _string_test's)."""
+    if op == "pmatch":
+        exact = frozenset(p.rstrip("/") or "/" for p in vals)
+        below = tuple(p.rstrip("/") + "/" for p in vals)
+        return lambda en: (v := get(en)) is not None and (v in exact or v.startswith(below))
+    want = vals[0]
+    if op == "startswith":
+        return lambda en: (v := get(en)) is not None and v.startswith(want)
+    if op == "endswith":
+        return lambda en: (v := get(en)) is not None and v.endswith(want)
+    if op == "contains":
+        return lambda en: (v := get(en)) is not None and want in v
     test = _string_test(op, vals, node)
     return lambda en: (v := get(en)) is not None and test(v)
 

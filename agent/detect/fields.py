@@ -41,6 +41,14 @@ class Field:
     type: str  # "str", "int", "bool" or "list[str]"
     kinds: frozenset[str] | None  # event names it can be present on; None = every kernel event
     get: Callable[[Enriched], object]
+    # The same value read without type checks, valid only on an event whose name is in
+    # `fast_kinds` (default: `kinds`): agent/detect/index.py uses it where it knows the kind.
+    fast: Callable[[Enriched], object] | None = None
+    fast_kinds: frozenset[str] | None = None
+
+    def fast_on(self, kind: str) -> Callable[[Enriched], object] | None:
+        kinds = self.fast_kinds if self.fast_kinds is not None else self.kinds
+        return self.fast if kinds is not None and kind in kinds else None
 
 
 def _names(*prefixes: str, ops: tuple[Op, ...] = ()) -> frozenset[str]:
@@ -123,6 +131,13 @@ def _exec_flag(attr: str) -> Callable[[Enriched], object]:
         return getattr(ev, attr, None) if isinstance(ev, ExecEvent) else None
 
     return get
+
+
+def _exec_flag_fast(attr: str) -> Callable[[Enriched], object] | None:
+    """On an exec event, the flag itself; no fast form on an ExecEvent that lacks it."""
+    if attr not in ExecEvent.__dataclass_fields__:
+        return None
+    return lambda en: getattr(en.event, attr)
 
 
 def _cwd(en: Enriched) -> str | None:
@@ -329,8 +344,37 @@ def _all_ancestors(part: str, ancestors: Ancestors | None) -> Callable[[Enriched
     return get
 
 
-def _f(name: str, type_: str, kinds: frozenset[str] | None, get: Callable[[Enriched], object]) -> Field:
-    return Field(name, type_, kinds, get)
+def _f(name: str, type_: str, kinds: frozenset[str] | None, get: Callable[[Enriched], object],
+       fast: Callable[[Enriched], object] | None = None, fast_kinds: frozenset[str] | None = None) -> Field:
+    return Field(name, type_, kinds, get, fast, fast_kinds)
+
+
+_RESOLVED = "path_resolved" in getattr(Enriched, "__slots__", ())
+
+
+def _fast_resolved(en: Enriched) -> str:
+    return en.path_resolved or en.event.path
+
+
+def _fast_attr(attr: str) -> Callable[[Enriched], object]:
+    def get(en: Enriched) -> object:
+        return getattr(en.event, attr)
+
+    return get
+
+
+def _fast_attr_or_none(attr: str) -> Callable[[Enriched], object]:
+    def get(en: Enriched) -> object:
+        return getattr(en.event, attr) or None
+
+    return get
+
+
+PEER = _names(ops=_PEER_OPS)
+LOCAL = _names(ops=_LOCAL_OPS)
+SERVER = _names(ops=(Op.NET_CONNECT, *_LOCAL_OPS))
+CLIENT = _names(ops=(Op.NET_ACCEPT,))
+MODE = _names(ops=(Op.FILE_OPEN, Op.FILE_CHMOD))
 
 
 def _table() -> dict[str, Field]:
@@ -340,19 +384,21 @@ def _table() -> dict[str, Field]:
         _f("process.thread.id", "int", None, lambda en: en.event.tid),
         _f("process.parent_pid", "int", None, _parent_pid),
         _f("process.name", "str", None, lambda en: en.event.comm),
-        _f("process.executable.path", "str", None, _exe),
+        _f("process.executable.path", "str", None, _exe, lambda en: en.event.filename, EXEC),
         _f("process.executable.name", "str", None, _memoized("exe.name", lambda en: (
             os.path.basename(e) if (e := _exe(en)) is not None else None))),
-        _f("process.command_line", "str", None, _memoized("cmdline", _cmdline)),
+        _f("process.command_line", "str", None, _memoized("cmdline", _cmdline),
+           _memoized("exec.cmdline", lambda en: " ".join(en.event.argv)), EXEC),
         _f("process.args", "list[str]", None, _memoized("args", _args)),
         _f("process.args_line", "str", None, _memoized("args_line", _args_line)),
         _f("process.argv0", "str", None, lambda en: a[0] if (a := _argv(en)) else None),
         _f("process.args_count", "int", None, lambda en: len(a) if (a := _argv(en)) is not None else None),
         _f("process.executable.inode", "int", EXEC, lambda en: (en.event.exe_ino or None)
            if isinstance(en.event, ExecEvent) else None),
-        _f("process.executable.memfd", "bool", EXEC, _exec_flag("memfd")),
+        _f("process.executable.memfd", "bool", EXEC, _exec_flag("memfd"), _exec_flag_fast("memfd")),
         _f("process.executable.deleted", "bool", EXEC, _exec_flag("deleted")),
-        _f("process.executable.upper_layer", "bool", EXEC, _exec_flag("upper_layer")),
+        _f("process.executable.upper_layer", "bool", EXEC, _exec_flag("upper_layer"),
+           _exec_flag_fast("upper_layer")),
         _f("process.working_directory", "str", None, _cwd),
         _f("process.parent.name", "str", None, lambda en: _proc_name(en.parent)),
         _f("process.parent.executable.path", "str", None, lambda en: (en.parent.exe or None)
@@ -364,33 +410,34 @@ def _table() -> dict[str, Field]:
         _f("user.id", "int", None, lambda en: en.event.uid),
         _f("user.name", "str", None, _user_name),
         _f("group.id", "int", None, lambda en: en.event.gid),
-        _f("file.path", "str", FILE, _file_path),
+        _f("file.path", "str", FILE, _file_path, lambda en: en.event.path),
         _f("file.target.path", "str", FILE, _file_target),
-        _f("file.path.resolved", "str", FILE, _file_resolved),
+        _f("file.path.resolved", "str", FILE, _file_resolved,
+           _fast_resolved if _RESOLVED else lambda en: en.event.path),
         _f("file.directory", "str", FILE, _memoized("file.dir", _file_dir)),
         _f("file.name", "str", FILE, _memoized("file.name", _file_name)),
-        _f("file.open.flags", "int", OPEN, _open_flags),
-        _f("file.open.write", "bool", OPEN, _open_write),
-        _f("file.open.read", "bool", OPEN, _open_read),
-        _f("file.mode", "int", FILE, _file_mode),
+        _f("file.open.flags", "int", OPEN, _open_flags, lambda en: en.event.flags),
+        _f("file.open.write", "bool", OPEN, _open_write, lambda en: en.event.flags & 3 != 0),
+        _f("file.open.read", "bool", OPEN, _open_read, lambda en: en.event.flags & 3 != 1),
+        _f("file.mode", "int", MODE, _file_mode, lambda en: en.event.mode),
         _f("file.descriptor", "int", FILE, lambda en: en.event.fd if isinstance(en.event, FileEvent)
            and en.event.fd >= 0 else None),
         _f("syscall.return", "int", FILE | NET, _syscall_return),
         _f("descriptor.type", "str", FILE | NET, _fd_type),
         _f("descriptor.typechar", "str", FILE | NET, _fd_typechar),
         _f("descriptor.number", "int", FILE | NET, _fd_num),
-        _f("network.peer.address", "str", NET, _net(_PEER_OPS, "address")),
-        _f("network.peer.port", "int", NET, _net(_PEER_OPS, "port")),
-        _f("network.local.address", "str", NET, _net(_LOCAL_OPS, "address")),
-        _f("network.local.port", "int", NET, _net(_LOCAL_OPS, "port")),
+        _f("network.peer.address", "str", PEER, _net(_PEER_OPS, "address"), _fast_attr("address")),
+        _f("network.peer.port", "int", PEER, _net(_PEER_OPS, "port"), _fast_attr("port")),
+        _f("network.local.address", "str", LOCAL, _net(_LOCAL_OPS, "address"), _fast_attr("address")),
+        _f("network.local.port", "int", LOCAL, _net(_LOCAL_OPS, "port"), _fast_attr("port")),
         # Server and client, as Falco's fd.sip/fd.cip read them: the server is the peer of a
         # connect and the local end of a bind/listen; an accept's local end is not in the record.
-        _f("server.address", "str", NET, _net((Op.NET_CONNECT, *_LOCAL_OPS), "address")),
-        _f("server.port", "int", NET, _net((Op.NET_CONNECT, *_LOCAL_OPS), "port")),
-        _f("client.address", "str", NET, _net((Op.NET_ACCEPT,), "address")),
-        _f("client.port", "int", NET, _net((Op.NET_ACCEPT,), "port")),
-        _f("network.transport", "str", NET, _net_attr("transport")),
-        _f("network.type", "str", NET, _net_attr("family")),
+        _f("server.address", "str", SERVER, _net((Op.NET_CONNECT, *_LOCAL_OPS), "address"), _fast_attr("address")),
+        _f("server.port", "int", SERVER, _net((Op.NET_CONNECT, *_LOCAL_OPS), "port"), _fast_attr("port")),
+        _f("client.address", "str", CLIENT, _net((Op.NET_ACCEPT,), "address"), _fast_attr("address")),
+        _f("client.port", "int", CLIENT, _net((Op.NET_ACCEPT,), "port"), _fast_attr("port")),
+        _f("network.transport", "str", NET, _net_attr("transport"), _fast_attr_or_none("transport")),
+        _f("network.type", "str", NET, _net_attr("family"), _fast_attr_or_none("family")),
         _f("container.id", "str", None, _container("id")),
         _f("container.name", "str", None, _container("name")),
         _f("container.image.name", "str", None, _container("image")),

@@ -61,5 +61,6 @@ def open_en(path: str, flags: int = 0, comm: bytes = b"cat", uid: int = 1000, **
     return enriched(file_rec(Op.FILE_OPEN, path, flags=flags, mode=0o644, ret=3, comm=comm, uid=uid), **kw)
 
 
-def connect_en(addr: str, port: int, comm: bytes = b"curl", sock_type: int = 1, **kw) -> Enriched:
-    return enriched(net_rec(Op.NET_CONNECT, addr, port, sock_type=sock_type, comm=comm), **kw)
+def connect_en(addr: str, port: int, comm: bytes = b"curl", sock_type: int = 1, uid: int = 1000,
+               **kw) -> Enriched:
+    return enriched(net_rec(Op.NET_CONNECT, addr, port, sock_type=sock_type, comm=comm, uid=uid), **kw)

@@ -180,9 +180,10 @@ def test_kinds_from_event_names_and_fields():
     assert compile("event.name = file.open and file.path startswith /etc").kinds == {"file.open"}
     assert compile("file.path startswith /etc").kinds == {"file.open", "file.unlink", "file.rename",
                                                           "file.chmod", "file.chown"}
+    # a connect's server is its peer, a bind's or listen's the local end; an accept has none
     assert compile("evt.type = execve or fd.sport = 1").kinds == {"process.exec", "network.connect",
-                                                                 "network.accept", "network.bind",
-                                                                 "network.listen"}
+                                                                 "network.bind", "network.listen"}
+    assert compile("fd.rport = 1").kinds == {"network.connect", "network.accept"}
     assert compile("process.name = sh").kinds is None
     assert compile("evt.type = execve or process.name = sh").kinds is None
     assert compile("not evt.type = execve").kinds is None  # not: true on every other kind

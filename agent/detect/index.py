@@ -1,0 +1,168 @@
+"""Rules indexed by event kind, with the work rules share done once per event.
+
+`RuleIndex(compiled)` takes the compiled conditions of a rule set (agent/detect/condition.py) and
+`match(en)` returns the positions of those that match, in the order given. Three things keep the
+cost per event low, all decided once at build time:
+
+1. by kind: an event meets only the rules whose `kinds` hold its event name (None = every kind),
+   and within a kind the rule's top-level `evt.type`/`event.name` tests are dropped (known true);
+2. dispatch on equality: where several rules of a kind test `field = v` / `field in (...)` on the
+   same field (proc.name in (shell_binaries), fd.sport in (miner_ports) ...), the field is read once
+   and one dict lookup finds the rules whose value set holds it;
+3. shared conjuncts: a sub-condition several rules `and` with (a macro such as open_write, which
+   has one canonical key wherever it is expanded) is evaluated once and gates all of them.
+What is left of a rule after that runs as its own closure, cheap parts first. Conditions are pure
+functions of the event, so none of this changes a result; test_detect_condition checks that the
+index and each rule's own `match` agree on every event.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from agent.detect.condition import Compiled, Part
+from agent.events import EVENT_NAMES, Enriched, Op
+
+Node = Callable[[Enriched, list], None]
+_Item = tuple[int, tuple[Part, ...]]  # (rule position, conjuncts still to test)
+_EMPTY: tuple = ()
+
+
+class RuleIndex:
+    def __init__(self, compiled: Sequence[Compiled]):
+        self.size = len(compiled)
+        self._by_op: dict[Op, Node] = {}
+        self.met: dict[str, int] = {}  # rules each kind meets (for metrics and the bench)
+        for op, name in EVENT_NAMES.items():
+            items = [item for pos, c in enumerate(compiled) if (item := _for_kind(pos, c, name)) is not None]
+            self.met[name] = len(items)
+            if items:
+                self._by_op[op] = _build(items)
+
+    def match(self, en: Enriched) -> list[int]:
+        """Positions (in the order given) of the conditions that match this event."""
+        node = self._by_op.get(en.event.op)
+        if node is None:
+            return []
+        out: list[int] = []
+        node(en, out)
+        if len(out) > 1:
+            out.sort()
+        return out
+
+
+def _for_kind(pos: int, c: Compiled, name: str) -> _Item | None:
+    if c.kinds is not None and name not in c.kinds:
+        return None
+    parts = []
+    for p in c.conjuncts:
+        if p.kind_test:
+            continue  # the index already chose the kind: an event.name test of this kind is true
+        if p.kinds is not None and name not in p.kinds:
+            return None
+        parts.append(p.fast if name in p.fast_kinds else p)  # the kind is known: no type checks
+    return pos, tuple(parts)
+
+
+def _build(items: list[_Item]) -> Node:
+    """A node that appends the positions of the matching items; shared work split off greedily."""
+    done = tuple(pos for pos, parts in items if not parts)
+    pending = [it for it in items if it[1]]
+    nodes: list[Node] = []
+    rules: list[tuple[int, tuple[Part, ...]]] = []
+    while pending:
+        field, n_eq = _best_eq(pending)
+        key, n_key = _best_key(pending)
+        if max(n_eq, n_key) < 2:
+            rules.extend(pending)
+            break
+        if n_eq >= n_key:
+            group, pending = _split(pending, lambda p, f=field: p.eq is not None and p.eq[0] == f)
+            nodes.append(_dispatch(group))
+        else:
+            group, pending = _split(pending, lambda p, k=key: p.key == k)
+            nodes.append(_gate(group))
+    return _seq(done, rules, nodes)
+
+
+def _best_eq(items: list[_Item]) -> tuple[str, int]:
+    per_field: Counter = Counter()
+    for _, parts in items:
+        per_field.update({p.eq[0] for p in parts if p.eq is not None})
+    return per_field.most_common(1)[0] if per_field else ("", 0)
+
+
+def _best_key(items: list[_Item]) -> tuple[str, int]:
+    per_key: Counter = Counter()
+    for _, parts in items:
+        per_key.update({p.key for p in parts})
+    return per_key.most_common(1)[0] if per_key else ("", 0)
+
+
+def _split(items: list[_Item], pick: Callable[[Part], bool]) -> tuple[list[tuple[int, Part, tuple]], list[_Item]]:
+    """Items with a conjunct `pick` accepts (that conjunct taken out), and the others."""
+    group, rest = [], []
+    for pos, parts in items:
+        i = next((i for i, p in enumerate(parts) if pick(p)), None)
+        if i is None:
+            rest.append((pos, parts))
+        else:
+            group.append((pos, parts[i], parts[:i] + parts[i + 1 :]))
+    return group, rest
+
+
+def _dispatch(group: list[tuple[int, Part, tuple]]) -> Node:
+    """Read the shared field once; its value picks, by one dict lookup, the rules it satisfies."""
+    get = group[0][1].eq[1]
+    buckets: dict[object, list[_Item]] = {}
+    for pos, part, rest in group:
+        for value in part.eq[2]:
+            buckets.setdefault(value, []).append((pos, rest))
+    table = {value: _build(items) for value, items in buckets.items()}
+
+    def node(en: Enriched, out: list) -> None:
+        sub = table.get(get(en))  # None (field absent) is never a key: no rule's test holds
+        if sub is not None:
+            sub(en, out)
+
+    return node
+
+
+def _gate(group: list[tuple[int, Part, tuple]]) -> Node:
+    """Evaluate the shared conjunct once; only when it holds do the rules behind it run."""
+    test = group[0][1].fn
+    inner = _build([(pos, rest) for pos, _, rest in group])
+
+    def node(en: Enriched, out: list) -> None:
+        if test(en):
+            inner(en, out)
+
+    return node
+
+
+def _seq(done: tuple[int, ...], rules: list[tuple[int, tuple[Part, ...]]], nodes: list[Node]) -> Node:
+    """Rules left on their own run inline in one loop (a call less per rule than a node each)."""
+    singles = tuple((pos, parts[0].fn) for pos, parts in rules if len(parts) == 1)
+    multis = tuple((pos, tuple(p.fn for p in sorted(parts, key=lambda p: p.cost)))
+                   for pos, parts in rules if len(parts) > 1)
+    nodes_t = tuple(nodes)
+    if not singles and not multis and len(nodes_t) == 1 and not done:
+        return nodes_t[0]
+
+    def node(en: Enriched, out: list) -> None:
+        if done:
+            out.extend(done)
+        for pos, fn in singles:
+            if fn(en):
+                out.append(pos)
+        for pos, fns in multis:
+            for fn in fns:
+                if not fn(en):
+                    break
+            else:
+                out.append(pos)
+        for n in nodes_t:
+            n(en, out)
+
+    return node
