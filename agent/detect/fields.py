@@ -439,6 +439,11 @@ def _table() -> dict[str, Field]:
         _f("network.transport", "str", NET, _net_attr("transport"), _fast_attr_or_none("transport")),
         _f("network.type", "str", NET, _net_attr("family"), _fast_attr_or_none("family")),
         _f("container.id", "str", None, _container("id")),
+        # Falco's container.id reads "host" outside a container (its rules say container.id != host).
+        _f("falco.container.id", "str", None, lambda en: en.container.id if en.container is not None
+           and en.container.id else "host"),
+        # Falco's evt.dir: every event of ours is reported once the syscall has returned ("<").
+        _f("syscall.direction", "str", None, lambda en: "<"),
         _f("container.name", "str", None, _container("name")),
         _f("container.image.name", "str", None, _container("image")),
         _f("container.image.digest", "str", None, _container("image_digest")),
@@ -497,7 +502,8 @@ ALIASES: dict[str, str] = {
     "evt.is_open_read": "file.open.read",
     "evt.arg.flags": "file.open.flags",
     "evt.arg.mode": "file.mode",
-    "container.id": "container.id",
+    "container.id": "container.id",  # ours (absent outside a container): `container.id != host` reads as in Falco
+    "evt.dir": "syscall.direction",
     "container.name": "container.name",
     "container.image": "container.image.name",
     "container.image.repository": "container.image.repository",
@@ -537,7 +543,7 @@ def resolve(name: str, ancestors: Ancestors | None = None) -> Field:
     `ancestors` supplies the chain past the parent when the Enriched record has none."""
     if "[" in name:
         return _indexed(name, ancestors)
-    field = FIELDS.get(ALIASES.get(name, name))
+    field = FIELDS.get(name) or FIELDS.get(ALIASES.get(name, ""))  # our own names first
     if field is None:
         raise FieldError(f"unknown field {name!r}")
     if ancestors is not None and field.name.startswith("process.ancestors."):

@@ -169,6 +169,11 @@ def test_falco_aliases_and_event_types():
     assert m("proc.aname in (containerd-shim)", EXEC, ancestors=lambda en: chain)
     assert m("process.ancestors[1].executable.path startswith /usr/bin/", EXEC, ancestors=lambda en: chain)
     assert m("evt.is_open_write = true and fd.typechar = f", WRITE)
+    assert m("evt.type in (execve, execveat) and evt.dir = <", SHELL)  # Falco's spawned_process
+    # Falco's `container` macro reads the same here: container.id is absent outside a container
+    host_shell = exec_en("/bin/bash", ["bash"], comm=b"bash", container=None)
+    assert m("container.id != host", SHELL) and not m("container.id != host", host_shell)
+    assert m("falco.container.id = host", host_shell)
 
 
 # -- kinds, fields, notes -----------------------------------------------------------------------

@@ -120,6 +120,9 @@ def test_container_fields_and_image_split():
     assert _get("k8s.ns.name", en) == "shop" and _get("k8s.pod.name", en) == "web-0"
     host = exec_en("/bin/sh", ["sh"], container=None)
     assert _get("container.id", host) is None and _get("container.image.tag", host) is None
+    assert _get("falco.container.id", en) == CID
+    assert resolve("container.id").name == "container.id"  # ours: absent outside a container
+    assert _get("falco.container.id", host) == "host"  # Falco's, by its explicit name
     port_only = exec_en("/bin/sh", ["sh"], container=CONTAINER.__class__(id="x", image="localhost:5000/app"))
     assert _get("container.image.repository", port_only) == "localhost:5000/app"
     assert _get("container.image.tag", port_only) is None
