@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -435,7 +436,7 @@ def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, li
 def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: list, key: str) -> Part:
     fn = _predicate(field.type, get, node.op, typed, node)
     eq = None
-    if node.op in ("=", "in", "intersects") and field.type != "list[str]":
+    if node.op in ("=", "in", "intersects") and field.type not in ("list[str]", "net"):
         eq = (field.name, get, frozenset(typed))
     return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq)
 
@@ -448,6 +449,8 @@ def _check_op(node: Cmp, field: F.Field) -> None:
         raise ConditionError(f"{node.op!r} needs a string field; {node.field} is {t}", node.offset)
     if t == "bool" and node.op not in ("=", "!=", "exists"):
         raise ConditionError(f"{node.field} is a bool: use = true / = false", node.offset)
+    if t == "net" and node.op not in ("=", "!=", "in", "exists"):
+        raise ConditionError(f"{node.field} is a network: use =, != or in with addresses or CIDRs", node.offset)
 
 
 def _typed(field: F.Field, v: Value, node: Cmp) -> object:
@@ -456,6 +459,11 @@ def _typed(field: F.Field, v: Value, node: Cmp) -> object:
             return int(v.text, 0)
         except ValueError:
             raise ConditionError(f"{node.field} is a number; {v.text!r} is not", v.offset) from None
+    if field.type == "net":
+        try:
+            return ipaddress.ip_network(v.text, strict=False)
+        except ValueError:
+            raise ConditionError(f"{node.field} is a network; {v.text!r} is not an address or CIDR", v.offset) from None
     if field.type == "bool":
         low = v.text.lower()
         if low not in ("true", "false"):
@@ -519,6 +527,8 @@ def _literal_prefix(pattern: str) -> str:
 def _predicate(type_: str, get: Callable[[Enriched], object], op: str, vals: list, node: Cmp) -> Match:
     if op == "exists":
         return lambda en: get(en) is not None
+    if type_ == "net":
+        return _in_networks(get, op, vals)
     if type_ == "list[str]":
         test = _string_test(op, vals, node)
         if op == "!=":
@@ -553,6 +563,31 @@ def _string(get: Callable[[Enriched], object], op: str, vals: list, node: Cmp) -
         return lambda en: (v := get(en)) is not None and want in v
     test = _string_test(op, vals, node)
     return lambda en: (v := get(en)) is not None and test(v)
+
+
+def _in_networks(get: Callable[[Enriched], object], op: str, nets: list) -> Match:
+    """An address in any of the networks; addresses are parsed once each (a bounded cache)."""
+    cache: dict[str, object] = {}
+
+    def inside(en: Enriched) -> bool | None:
+        text = get(en)
+        if not text:
+            return None
+        hit = cache.get(text)
+        if hit is None:
+            try:
+                addr = ipaddress.ip_address(text)
+                hit = any(addr in n for n in nets if n.version == addr.version)
+            except ValueError:  # a unix path or an unparsable address: in no network
+                hit = False
+            if len(cache) > 4096:
+                cache.clear()
+            cache[text] = hit
+        return hit
+
+    if op == "!=":
+        return lambda en: inside(en) is False
+    return lambda en: inside(en) is True
 
 
 def _numeric(get: Callable[[Enriched], object], op: str, want: int) -> Match:

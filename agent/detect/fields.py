@@ -20,6 +20,7 @@ only the parent is known.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import re
@@ -38,7 +39,7 @@ class FieldError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Field:
     name: str
-    type: str  # "str", "int", "bool" or "list[str]"
+    type: str  # "str", "int", "bool", "list[str]" or "net" (an address, compared with networks)
     kinds: frozenset[str] | None  # event names it can be present on; None = every kernel event
     get: Callable[[Enriched], object]
     # The same value read without type checks, valid only on an event whose name is in
@@ -223,6 +224,14 @@ def _file_mode(en: Enriched) -> int | None:
     return ev.mode if isinstance(ev, FileEvent) and ev.op in (Op.FILE_OPEN, Op.FILE_CHMOD) else None
 
 
+def _syscall_result(en: Enriched) -> str | None:
+    """Falco's evt.res: SUCCESS, or the error's name (ENOENT) when the syscall failed."""
+    ret = _syscall_return(en)
+    if ret is None:
+        return None
+    return "SUCCESS" if ret >= 0 else errno.errorcode.get(-ret, str(ret))
+
+
 def _syscall_return(en: Enriched) -> int | None:
     ev = en.event
     return ev.ret if isinstance(ev, FileEvent | NetEvent) else None
@@ -248,6 +257,7 @@ def _net_attr(attr: str) -> Callable[[Enriched], object]:
 
 
 _TYPECHAR = {"ipv4": "4", "ipv6": "6", "unix": "u"}
+_SOCKFAMILY = {"ipv4": "ip", "ipv6": "ip", "unix": "unix"}  # Falco's fd.sockfamily
 
 
 def _fd_type(en: Enriched) -> str | None:
@@ -423,6 +433,7 @@ def _table() -> dict[str, Field]:
         _f("file.descriptor", "int", FILE, lambda en: en.event.fd if isinstance(en.event, FileEvent)
            and en.event.fd >= 0 else None),
         _f("syscall.return", "int", FILE | NET, _syscall_return),
+        _f("syscall.result", "str", FILE | NET, _syscall_result),
         _f("descriptor.type", "str", FILE | NET, _fd_type),
         _f("descriptor.typechar", "str", FILE | NET, _fd_typechar),
         _f("descriptor.number", "int", FILE | NET, _fd_num),
@@ -437,6 +448,13 @@ def _table() -> dict[str, Field]:
         _f("client.address", "str", CLIENT, _net((Op.NET_ACCEPT,), "address"), _fast_attr("address")),
         _f("client.port", "int", CLIENT, _net((Op.NET_ACCEPT,), "port"), _fast_attr("port")),
         _f("network.transport", "str", NET, _net_attr("transport"), _fast_attr_or_none("transport")),
+        _f("network.family", "str", NET, lambda en: _SOCKFAMILY.get(en.event.family)
+           if isinstance(en.event, NetEvent) else None),
+        # Networks (CIDR) an address is in: `fd.snet in (rfc_1918)`; values are ip networks.
+        _f("server.network", "net", SERVER, _net((Op.NET_CONNECT, *_LOCAL_OPS), "address"), _fast_attr("address")),
+        _f("client.network", "net", CLIENT, _net((Op.NET_ACCEPT,), "address"), _fast_attr("address")),
+        _f("network.peer.network", "net", PEER, _net(_PEER_OPS, "address"), _fast_attr("address")),
+        _f("network.local.network", "net", LOCAL, _net(_LOCAL_OPS, "address"), _fast_attr("address")),
         _f("network.type", "str", NET, _net_attr("family"), _fast_attr_or_none("family")),
         _f("container.id", "str", None, _container("id")),
         # Falco's container.id reads "host" outside a container (its rules say container.id != host).
@@ -462,7 +480,7 @@ FIELDS: dict[str, Field] = _table()
 ALIASES: dict[str, str] = {
     "evt.type": "event.name",
     "evt.rawres": "syscall.return",
-    "evt.res": "syscall.return",
+    "evt.res": "syscall.result",
     "proc.name": "process.name",
     "proc.exepath": "process.executable.path",
     "proc.exe": "process.argv0",  # Falco: the first argument, usually but not always the program
@@ -498,6 +516,15 @@ ALIASES: dict[str, str] = {
     "fd.lip": "network.local.address",
     "fd.lport": "network.local.port",
     "fd.l4proto": "network.transport",
+    "fd.sockfamily": "network.family",
+    "fd.snet": "server.network",
+    "fd.cnet": "client.network",
+    "fd.rnet": "network.peer.network",
+    "fd.lnet": "network.local.network",
+    "fd.nameraw": "file.path",
+    "evt.arg.path": "file.path",
+    "evt.arg.pathname": "file.path",
+    "evt.arg.name": "file.path",
     "evt.is_open_write": "file.open.write",
     "evt.is_open_read": "file.open.read",
     "evt.arg.flags": "file.open.flags",

@@ -42,7 +42,11 @@ def file_rec(op: Op, path: str, path2: str = "", flags: int = 0, mode: int = 0, 
 
 
 def net_rec(op: Op, addr: str, port: int, sock_type: int = 1, ret: int = 0, **hdr) -> bytes:
-    sa = struct.pack("<H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(addr) + b"\0" * 8
+    if ":" in addr:  # struct sockaddr_in6: family, port, flowinfo, address, scope id
+        sa = struct.pack("<H", socket.AF_INET6) + struct.pack("!HI", port, 0) + socket.inet_pton(
+            socket.AF_INET6, addr) + b"\0" * 4
+    else:
+        sa = struct.pack("<H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(addr) + b"\0" * 8
     return _pack(NET_EVENT, header(op, **hdr), ret=ret, fd=3, sock_type=sock_type, addr_len=len(sa), addr=sa)
 
 

@@ -176,6 +176,22 @@ def test_falco_aliases_and_event_types():
     assert m("falco.container.id = host", host_shell)
 
 
+def test_networks_cidr_and_addresses():
+    lists = {"rfc_1918": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}
+    assert m("fd.snet in (rfc_1918)", CONNECT, lists=lists)
+    assert m("fd.rnet = 10.0.0.0/24", CONNECT)
+    assert m("fd.rnet = 10.0.0.7", CONNECT)  # an address is a /32
+    assert not m("fd.rnet in (192.168.0.0/16, fd00::/8)", CONNECT)
+    assert m("fd.rnet != 192.168.0.0/16", CONNECT)
+    assert not m("fd.rnet != 10.0.0.0/8", CONNECT)
+    assert not m("fd.rnet = 10.0.0.0/8", OPEN) and not m("fd.rnet != 10.0.0.0/8", OPEN)  # absent
+    v6 = connect_en("fd00::1", 443)
+    assert m("fd.rnet = fd00::/8", v6) and not m("fd.rnet = 10.0.0.0/8", v6)
+    assert "is a network; 'nope' is not" in err("fd.snet = nope").message
+    assert "fd.snet is net" in err("fd.snet startswith 10").message
+    assert "is a network: use" in err("fd.snet intersects (10.0.0.0/8)").message
+
+
 # -- kinds, fields, notes -----------------------------------------------------------------------
 
 

@@ -107,6 +107,10 @@ def test_network_fields_follow_falco_server_and_client():
     assert _get("fd.cip", a) == "10.0.0.9" and _get("fd.cport", a) == 40000
     assert _get("fd.sip", a) is None  # an accept's local end is not in the record
     assert _get("fd.num", a) == 5
+    assert _get("fd.sockfamily", c) == "ip"
+    assert _get("evt.res", c) == "SUCCESS"
+    refused = enriched(net_rec(Op.NET_CONNECT, "10.0.0.7", 1, ret=-111))
+    assert _get("evt.res", refused) == "ECONNREFUSED" and _get("evt.rawres", refused) == -111
     b = enriched(net_rec(Op.NET_BIND, "0.0.0.0", 8080))
     assert _get("fd.lport", b) == 8080 and _get("fd.sport", b) == 8080 and _get("fd.rport", b) is None
 
@@ -175,7 +179,7 @@ def test_aliases_and_event_types_point_at_what_exists():
     assert all(target in FIELDS for target in ALIASES.values())
     assert set(EVENT_TYPES.values()) <= set(EVENT_NAMES.values())
     for f in FIELDS.values():
-        assert f.type in ("str", "int", "bool", "list[str]")
+        assert f.type in ("str", "int", "bool", "list[str]", "net")
         assert f.kinds is None or f.kinds <= set(EVENT_NAMES.values())
 
 
