@@ -38,6 +38,7 @@ class AgentConfig:
     node_name: str = field(default_factory=socket.gethostname)
     state_dir: str = "/var/lib/nodewarden"
     proctable_max: int = 32768
+    ancestry_max: int = 8  # ancestors named on every record (process.ancestors.*), parent first; 0 = none
     queue_batches: int = 64  # bounded queue between the ring-buffer reader and the pipeline
     batch_max: int = 4096  # records the reader takes from the ring buffer at once
     batch_interval: float = 0.005  # seconds the reader lets records accumulate after a partial batch

@@ -62,7 +62,7 @@ class Pipeline:
         self._detect_base: dict[str, Counter] = {"drops": Counter(), "evals": Counter(), "alerts": Counter()}
         self._detect_seen: dict[str, Counter] = {"evals": Counter(), "alerts": Counter()}
         self.probes = probes or ProbeSet(cfg.probes)
-        self.table = ProcessTable(cfg.agent.proctable_max)
+        self.table = ProcessTable(cfg.agent.proctable_max, ancestry_max=cfg.agent.ancestry_max)
         self.enricher = Enricher(self.table, containers)
         self.hold = Hold(containers, cfg.agent.hold_s, cfg.agent.hold_max) if containers is not None else None
         self.ledger = ledger

@@ -57,6 +57,7 @@ enum nw_cfg {
     CFG_HOST_RULES    = 4,   /* nonzero: some deny_exec rule has scope host or both (checked outside containers) */
     CFG_WATCH_ENVIRON = 5,   /* nonzero: read-only opens of /proc/<anything>/environ are watched */
     CFG_WATCH_HOME_SSH = 6,  /* nonzero: read-only opens under /home/<anyone>/.ssh/ are watched */
+    CFG_WATCH_SHORT   = 7,   /* nonzero: some watch prefix is shorter than 8 bytes (watch_head cannot pre-filter) */
     CFG_MAX           = 8,
 };
 

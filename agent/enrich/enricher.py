@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from agent.enrich.proctable import ProcessTable
-from agent.events import CgroupEvent, ContainerInfo, Enriched, ExecEvent, KernelEvent
+from agent.events import CgroupEvent, ContainerInfo, Enriched, ExecEvent, FileEvent, KernelEvent, ProcInfo
 
 UNKNOWN = ContainerInfo(id="unknown", runtime="")
+AT_FDCWD = -100  # file_event.dirfd of a call relative to the cwd
 
 # The last element of a cgroup path that names a container: a 64-hex id (CRI, nerdctl, docker),
 # bare or as a systemd scope (cri-containerd-<id>.scope, docker-<id>.scope).
@@ -88,9 +90,31 @@ class Enricher:
         if isinstance(ev, ExecEvent):
             table.update(ev)  # the exec event describes the new image: record it first
             proc = table.get(ev.pid)
+            parent = table.get(ev.ppid) if ev.ppid else None
+            ancestors = self._ancestors(ev, proc, parent)
         else:
             proc = table.get(ev.pid)
+            parent = table.get(ev.ppid) if ev.ppid else None
+            ancestors = self._ancestors(ev, proc, parent)  # before exit forgets the pid
             table.update(ev)  # fork adds the child, exit removes the pid: after the lookup
-        parent = table.get(ev.ppid) if ev.ppid else None
         container = self.containers.resolve(ev) if self.containers is not None else None
-        return Enriched(ev, proc, parent, container)
+        resolved = _resolve(ev, proc) if isinstance(ev, FileEvent) else ""
+        return Enriched(ev, proc, parent, container, ancestors, resolved)
+
+    def _ancestors(self, ev: KernelEvent, proc: ProcInfo | None, parent: ProcInfo | None) -> tuple[ProcInfo, ...]:
+        if parent is None:
+            return ()
+        if proc is not None and proc.ppid == ev.ppid:
+            return self.table.ancestors(ev.pid)  # cached per pid: the common case costs one lookup
+        # The kernel's parent differs from the table's (reparented, or the fork was not seen): its chain.
+        return ((parent,) + self.table.ancestors(parent.pid))[: self.table.ancestry_max]
+
+
+def _resolve(ev: FileEvent, proc: ProcInfo | None) -> str:
+    """A relative path of a call relative to the cwd (dirfd AT_FDCWD), joined to the process's cwd as
+    the table knows it (from its exec, inherited at fork, or /proc at seed; a chdir since is not seen).
+    `..` is collapsed lexically, as Falco's fd.name is; a symlinked directory may name another file."""
+    path = ev.path
+    if not path or path[0] == "/" or ev.dirfd != AT_FDCWD or proc is None or not proc.cwd:
+        return ""
+    return posixpath.normpath(posixpath.join(proc.cwd, path))

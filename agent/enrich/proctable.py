@@ -69,18 +69,35 @@ class ProcFS:
             if line.startswith(b"Uid:"):
                 uid = int(line.split()[1])  # real uid, as bpf_get_current_uid_gid() reports
                 break
-        return ProcInfo(pid=pid, ppid=ppid, exe=exe, argv=argv, uid=uid, start_ns=start_ns, comm=comm)
+        try:
+            cwd = escape(os.readlink(os.fsencode(os.path.join(base, "cwd"))))
+        except OSError:
+            cwd = ""
+        return ProcInfo(pid=pid, ppid=ppid, exe=exe, argv=argv, uid=uid, start_ns=start_ns, comm=comm, cwd=cwd)
 
 
 class ProcessTable:
-    def __init__(self, max_entries: int = 32768, procfs: ProcFS | None = None):
+    """pid -> ProcInfo, and each pid's ancestry.
+
+    Ancestry (`ancestors`) is cached per pid: a process's chain is its parent plus the parent's chain,
+    so a new process costs one lookup and a tuple. A chain holds the ProcInfo its ancestors had when it
+    was built, so it is dropped when its own pid execs or exits, and every chain is dropped when a pid
+    that appears in some chain execs or exits (cheap: a shell's exit, not its children's execs)."""
+
+    def __init__(self, max_entries: int = 32768, procfs: ProcFS | None = None, ancestry_max: int = 8):
         if max_entries < 16:
             raise ValueError("the process table needs room for at least 16 processes")
+        if ancestry_max < 0:
+            raise ValueError("agent.ancestry_max must be 0 or more")
         self.max_entries = max_entries
+        self.ancestry_max = ancestry_max
         self.procfs = procfs or ProcFS()
         self._t: OrderedDict[int, ProcInfo] = OrderedDict()
+        self._chains: dict[int, tuple[ProcInfo, ...]] = {}
+        self._in_chains: set[int] = set()  # pids some cached chain holds
         self.evicted = 0
         self.procfs_reads = 0
+        self.chain_builds = 0  # ancestry cache misses, for tests and metrics
 
     def __len__(self) -> int:
         return len(self._t)
@@ -114,16 +131,65 @@ class ProcessTable:
         if isinstance(ev, ExecEvent):
             old = self._t.get(ev.pid)
             start = old.start_ns if old else ev.ts_ns
-            self._put(ProcInfo(ev.pid, ev.ppid, ev.filename, ev.argv, ev.uid, start, ev.comm))
+            self._put(ProcInfo(ev.pid, ev.ppid, ev.filename, ev.argv, ev.uid, start, ev.comm, ev.cwd))
+            self._forget_chain(ev.pid)
         elif isinstance(ev, ForkEvent):
             parent = self._t.get(ev.pid)
-            if parent is not None:  # the child runs its parent's image until it execs
+            if parent is not None:  # the child runs its parent's image, in its cwd, until it execs
                 self._put(ProcInfo(ev.child_pid, ev.pid, parent.exe, parent.argv, parent.uid, ev.ts_ns,
-                                   parent.comm))
+                                   parent.comm, parent.cwd))
             else:
                 self._put(ProcInfo(ev.child_pid, ev.pid, "", (), ev.uid, ev.ts_ns, ev.comm))
+            self._chains.pop(ev.child_pid, None)  # a reused pid's old chain
         elif isinstance(ev, ExitEvent):
             self._t.pop(ev.pid, None)
+            self._forget_chain(ev.pid)
+
+    # -- ancestry ------------------------------------------------------------------------------------
+
+    def ancestors(self, pid: int) -> tuple[ProcInfo, ...]:
+        """pid's ancestors, parent first, at most ancestry_max, as the table knows them (a pid it does
+        not know is read from procfs once, as get() does)."""
+        chain = self._chains.get(pid)
+        if chain is not None:
+            return chain
+        chain = self._build_chain(pid)
+        if len(self._chains) >= self.max_entries:
+            self._chains.clear()
+            self._in_chains.clear()
+        self._chains[pid] = chain
+        self._in_chains.update(p.pid for p in chain)
+        return chain
+
+    def _build_chain(self, pid: int) -> tuple[ProcInfo, ...]:
+        self.chain_builds += 1
+        limit = self.ancestry_max
+        info = self._t.get(pid)
+        if info is None or limit == 0 or info.ppid <= 0 or info.ppid == pid:
+            return ()
+        parent = self.get(info.ppid)
+        if parent is None:
+            return ()
+        above = self._chains.get(parent.pid)
+        if above is not None:  # the usual case: the parent's chain is known
+            return ((parent,) + above)[:limit]
+        out, seen = [parent], {pid, parent.pid}
+        while len(out) < limit:
+            up = out[-1].ppid
+            if up <= 0 or up in seen:  # pid 0 above init and kthreadd; a loop left by pid reuse
+                break
+            nxt = self.get(up)
+            if nxt is None:
+                break
+            seen.add(up)
+            out.append(nxt)
+        return tuple(out)
+
+    def _forget_chain(self, pid: int) -> None:
+        self._chains.pop(pid, None)
+        if pid in self._in_chains:  # some chain holds what this pid was: rebuild them as needed
+            self._chains.clear()
+            self._in_chains.clear()
 
     def snapshot(self) -> list[ProcInfo]:
         return list(self._t.values())

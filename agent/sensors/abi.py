@@ -63,6 +63,7 @@ class Cfg(IntEnum):
     HOST_RULES = 4
     WATCH_ENVIRON = 5
     WATCH_HOME_SSH = 6
+    WATCH_SHORT = 7
 
 
 CFG_MAX = 8  # CFG_MAX: the map's size, room for slots to come

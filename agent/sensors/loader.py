@@ -197,8 +197,15 @@ class ProbeSet:
         for raw in wanted - self._watched:
             table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
         self._watched = wanted
+        heads = self._bpf[b"watch_head"]
+        heads.clear()
+        for raw in wanted:
+            if len(raw) >= 8:
+                heads[ctypes.c_uint64(int.from_bytes(raw[:8], "little"))] = ctypes.c_uint8(1)
         for slot in WATCH_PATTERNS.values():
             self.set_cfg(slot, int(slot in slots))
+        # A prefix shorter than 8 bytes has no head to look up: every read-only open then goes to the trie.
+        self.set_cfg(Cfg.WATCH_SHORT, int(any(len(raw) < 8 for raw in wanted)))
 
     @staticmethod
     def _prefix_key(table, raw: bytes):

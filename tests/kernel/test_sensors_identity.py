@@ -153,3 +153,25 @@ def test_watched_reads_reported_unwatched_not(agent, tmp_path):
         assert r["file.open.flags"] & os.O_ACCMODE == os.O_RDONLY
         exists = os.path.exists(r["file.path"]) or r["file.path"].startswith(home)  # home: removed by now
         assert (r["syscall.return"] >= 0) == exists
+
+
+def test_grandchild_names_parent_and_grandparent(agent, tmp_path):
+    """sh -> sh -> python: the grandchild's records carry its ancestry, parent first; a relative open is
+    resolved against the cwd the process started in."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "open.py").write_text(
+        "import os; os.close(os.open('../out.txt', os.O_WRONLY | os.O_CREAT, 0o600)); print(os.getpid())\n")
+    (tmp_path / "inner.sh").write_text(f"cd {tmp_path}/in && {sys.executable} {tmp_path}/open.py; true\n")
+    outer = subprocess.run(["/bin/sh", "-c", f"/bin/sh {tmp_path}/inner.sh; true"], check=True,
+                           capture_output=True, text=True)
+    pid = int(outer.stdout.strip())
+    (op,) = agent.wait_for(lambda r: r["event.name"] == "file.open" and r["process.pid"] == pid)
+    names = op["process.ancestors.name"]
+    exes = op["process.ancestors.executable.path"]
+    assert names[:3] == ["sh", "sh", os.path.basename(sys.executable)[:15]]  # parent, grandparent, the test
+    assert exes[:2] == ["/bin/sh", "/bin/sh"]
+    assert len(names) == len(exes) <= 8
+    assert op["file.path"] == "../out.txt" and op["file.path.resolved"] == str(tmp_path / "out.txt")
+    (ex,) = _exec_of(agent, pid)
+    assert ex["process.ancestors.name"][:2] == ["sh", "sh"]
+    assert ex["process.working_directory"] == str(tmp_path / "in")
