@@ -117,6 +117,11 @@ def _events():
     for _ in range(8):
         mix.append(enriched(fork_rec(PID + 1)))
         mix.append(enriched(exit_rec(0)))
+    # three attacks among them, so the rules are seen to fire: a shell under nginx (the parent the
+    # events carry), a cron file written, a miner pool port
+    mix.append(exec_en("/bin/bash", ["bash", "-c", "id"], comm=b"bash"))
+    mix.append(open_en("/etc/cron.d/job", flags=os.O_WRONLY | os.O_CREAT, comm=b"tee"))
+    mix.append(connect_en("10.1.0.99", 3333, comm=b"xmrig"))
     mix.append(enriched(file_rec(Op.FILE_UNLINK, "/tmp/build/obj.o")))
     mix.append(enriched(file_rec(Op.FILE_RENAME, "/home/app/a.tmp", "/home/app/a")))
     return mix

@@ -289,6 +289,9 @@ class Part:
     key: str
     conj: tuple[Part, ...] | None = None
     eq: tuple[str, Callable[[Enriched], object], frozenset] | None = None
+    # For `startswith p` and `pmatch (...)` on a string field: (field, getter, prefixes, exact
+    # values); the part holds exactly when the value starts with a prefix or equals an exact one.
+    prefix: tuple[str, Callable[[Enriched], object], tuple[str, ...], frozenset] | None = None
     kind_test: bool = False  # an event.name = / in test: true on every kind in `kinds`
     fast: Part | None = None  # the same test with the field's fast getter, valid on fast_kinds
     fast_kinds: frozenset[str] = frozenset()
@@ -435,10 +438,15 @@ def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, li
 
 def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: list, key: str) -> Part:
     fn = _predicate(field.type, get, node.op, typed, node)
-    eq = None
+    eq = prefix = None
     if node.op in ("=", "in", "intersects") and field.type not in ("list[str]", "net"):
         eq = (field.name, get, frozenset(typed))
-    return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq)
+    elif node.op == "startswith" and field.type == "str" and typed[0]:
+        prefix = (field.name, get, (typed[0],), frozenset())
+    elif node.op == "pmatch" and field.type == "str" and typed:
+        prefix = (field.name, get, tuple(p.rstrip("/") + "/" for p in typed),
+                  frozenset(p.rstrip("/") or "/" for p in typed))
+    return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq, prefix=prefix)
 
 
 def _check_op(node: Cmp, field: F.Field) -> None:

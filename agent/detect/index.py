@@ -8,7 +8,9 @@ cost per event low, all decided once at build time:
    and within a kind the rule's top-level `evt.type`/`event.name` tests are dropped (known true);
 2. dispatch on equality: where several rules of a kind test `field = v` / `field in (...)` on the
    same field (proc.name in (shell_binaries), fd.sport in (miner_ports) ...), the field is read once
-   and one dict lookup finds the rules whose value set holds it;
+   and one dict lookup finds the rules whose value set holds it; likewise for path prefixes
+   (`startswith`, `pmatch`): one lookup per distinct prefix length finds the rules whose prefix
+   the value has;
 3. shared conjuncts: a sub-condition several rules `and` with (a macro such as open_write, which
    has one canonical key wherever it is expanded) is evaluated once and gates all of them.
 What is left of a rule after that runs as its own closure, cheap parts first. Conditions are pure
@@ -48,7 +50,7 @@ class RuleIndex:
         out: list[int] = []
         node(en, out)
         if len(out) > 1:
-            out.sort()
+            out = sorted(set(out))
         return out
 
 
@@ -74,10 +76,14 @@ def _build(items: list[_Item]) -> Node:
     while pending:
         field, n_eq = _best_eq(pending)
         key, n_key = _best_key(pending)
-        if max(n_eq, n_key) < 2:
+        pfield, n_pre = _best_prefix(pending)
+        if max(n_eq, n_key, n_pre) < 2:
             rules.extend(pending)
             break
-        if n_eq >= n_key:
+        if n_pre > max(n_eq, n_key):
+            group, pending = _split(pending, lambda p, f=pfield: p.prefix is not None and p.prefix[0] == f)
+            nodes.append(_by_prefix(group))
+        elif n_eq >= n_key:
             group, pending = _split(pending, lambda p, f=field: p.eq is not None and p.eq[0] == f)
             nodes.append(_dispatch(group))
         else:
@@ -90,6 +96,13 @@ def _best_eq(items: list[_Item]) -> tuple[str, int]:
     per_field: Counter = Counter()
     for _, parts in items:
         per_field.update({p.eq[0] for p in parts if p.eq is not None})
+    return per_field.most_common(1)[0] if per_field else ("", 0)
+
+
+def _best_prefix(items: list[_Item]) -> tuple[str, int]:
+    per_field: Counter = Counter()
+    for _, parts in items:
+        per_field.update({p.prefix[0] for p in parts if p.prefix is not None})
     return per_field.most_common(1)[0] if per_field else ("", 0)
 
 
@@ -125,6 +138,41 @@ def _dispatch(group: list[tuple[int, Part, tuple]]) -> Node:
         sub = table.get(get(en))  # None (field absent) is never a key: no rule's test holds
         if sub is not None:
             sub(en, out)
+
+    return node
+
+
+def _by_prefix(group: list[tuple[int, Part, tuple]]) -> Node:
+    """Read the shared path once; a lookup of its head per distinct prefix length (and of the
+    whole value, for pmatch's exact entries) finds the rules whose prefix test holds. A rule with
+    nested prefixes (/usr and /usr/bin) can be reached twice: RuleIndex.match removes repeats."""
+    get = group[0][1].prefix[1]
+    heads: dict[str, list[_Item]] = {}
+    exact: dict[str, list[_Item]] = {}
+    for pos, part, rest in group:
+        _, _, prefixes, exacts = part.prefix
+        for p in prefixes:
+            heads.setdefault(p, []).append((pos, rest))
+        for e in exacts:
+            exact.setdefault(e, []).append((pos, rest))
+    by_head = {p: _build(items) for p, items in heads.items()}
+    by_value = {e: _build(items) for e, items in exact.items()}
+    lengths = tuple(sorted({len(p) for p in heads}))
+
+    def node(en: Enriched, out: list) -> None:
+        v = get(en)
+        if v is None:
+            return
+        sub = by_value.get(v)
+        if sub is not None:
+            sub(en, out)
+        n = len(v)
+        for length in lengths:
+            if length > n:
+                break
+            sub = by_head.get(v[:length])
+            if sub is not None:
+                sub(en, out)
 
     return node
 

@@ -85,7 +85,9 @@ _ATOMS = [
     "proc.name = bash", "proc.name in (shells)", "proc.name in (nc, curl, cat)", "proc.pname in (web)",
     "user.uid = 0", "user.uid > 100", "fd.name startswith /etc", "fd.name pmatch (bin_dirs)",
     "fd.rport in (miner_ports)", "fd.rport = 443", "evt.type = execve", "evt.type in (open, connect)",
-    "evt.is_open_write = true", "container.id exists", "proc.exepath glob '/tmp/*'", "spawned",
+    "evt.is_open_write = true", "container.id exists", "fd.name pmatch (/usr, /usr/bin)",
+    "fd.name pmatch (/etc/cron.d/x)", "fd.name startswith /usr/b", "proc.exepath startswith /tmp",
+    "fd.name pmatch (/)", "proc.exepath pmatch (/usr/bin, /tmp)", "proc.exepath glob '/tmp/*'", "spawned",
     "open_write", "shell", "fd.filename = .bash_history", "evt.type != fork", "fd.sport = 4444",
 ]
 
