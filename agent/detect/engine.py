@@ -280,7 +280,7 @@ def build(section: DetectSection | None) -> tuple[Detector | NullDetector, list[
             if spec.dialect == "falco":  # a rule of Falco's we cannot run: listed, the others run
                 result.skipped.append((spec.name, why))
             else:
-                errors.append(f"{spec.cond_origin or spec.origin}: rule {spec.id}: {why}")
+                errors.append(f"{_where(spec, e)}: rule {spec.id}: {why}")
             continue
         rules.append(_Rule(spec, compiled.match, getters, *_mitre(spec.tags),
                            host_only=spec.scope == "host", container_only=spec.scope == "container"))
@@ -291,6 +291,16 @@ def build(section: DetectSection | None) -> tuple[Detector | NullDetector, list[
     for name, why in result.skipped:
         log.warning("detection rule %r not loaded: %s", name, why)
     return det, errors
+
+
+def _where(spec: RuleSpec, e: Exception) -> str:
+    """file:line:col of the error: exact on a one-line condition, else where the condition starts."""
+    offset = getattr(e, "offset", None)
+    at = offset - 1 if isinstance(offset, int) else -1  # full_condition wraps the text in parentheses
+    if not spec.cond_origin or "\n" in spec.condition or not 0 <= at < len(spec.condition):
+        return spec.cond_origin or spec.origin
+    name, line, col = spec.cond_origin.rsplit(":", 2)
+    return f"{name}:{line}:{int(col) + at}"
 
 
 def _why(e: Exception) -> str:

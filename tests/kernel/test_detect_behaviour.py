@@ -48,16 +48,17 @@ def scratch():
 
 def _alerts(agent, argv: list[str]) -> list[dict]:
     """Run argv to its end; the alerts raised by it and its children (its exit record follows them)."""
+    cmd = " ".join(argv)
+    seen = len(agent.find(_exec_of(cmd)))  # the same command may have run before: take the new one
     p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
-    pid = int(p.stdout.split()[-1]) if argv[0] == sys.executable else None
-    return _after_exit(agent, pid if pid is not None else _pid_of(agent, argv))
+    if argv[0] == sys.executable:
+        return _after_exit(agent, int(p.stdout.split()[-1]))
+    return _after_exit(agent, agent.wait_for(_exec_of(cmd), count=seen + 1)[-1]["process.pid"])
 
 
-def _pid_of(agent, argv: list[str]) -> int:
-    cmd = " ".join(argv)
-    (ex,) = agent.wait_for(lambda r: r["event.name"] == "process.exec" and r.get("process.command_line") == cmd)
-    return ex["process.pid"]
+def _exec_of(cmd: str):
+    return lambda r: r["event.name"] == "process.exec" and r.get("process.command_line") == cmd
 
 
 def _after_exit(agent, pid: int) -> list[dict]:
@@ -266,3 +267,32 @@ def test_interpreter_listening(agent):
         import socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.close()
     """)) == []  # bound, never listening
+
+
+# -- the rules as policy, hot-reloaded in the running agent ----------------------------------------------
+
+
+def test_policy_reload_swaps_the_rules_and_a_broken_rule_keeps_them(tmp_path, scratch):
+    pol = tmp_path / "policy.yaml"
+    pol.write_text("detect:\n  disable: {ids: [nw.write_below_etc]}\n")
+    a = AgentProcess("--no-containers", "--policy", str(pol))
+    try:
+        f = f"/etc/{TAG}-reload-{uuid.uuid4().hex[:6]}"
+        scratch.append(f)
+        assert _alerts(a, _sh(f"echo x > {f}")) == []  # disabled by id
+        pol.write_text("detect:\n  rules:\n    - rule: t.mine\n      condition: event.name = process.exec and "
+                       f"process.command_line contains {TAG}-mine\n      severity: low\n"
+                       "      tags: [execution, T1059]\n      description: mine\n"
+                       "      output: [process.command_line]\n")
+        loaded = lambda r: r["event.name"] == "agent.policy" and not r.get("policy.error")  # noqa: E731
+        a.wait_for(loaded, timeout=15, count=len(a.find(loaded)) + 1)
+        _one(_alerts(a, _sh(f"echo x > {f}")), "nw.write_below_etc", "high", "T1543")
+        _one(_alerts(a, ["/bin/true", f"{TAG}-mine"]), "t.mine", "low", "T1059")
+        pol.write_text("detect:\n  rules:\n    - rule: t.broken\n      condition: process.name ===\n"
+                       "      severity: low\n")
+        (rej,) = a.wait_for(lambda r: r["event.name"] == "agent.policy" and r.get("policy.error"), timeout=15)
+        assert f"{pol}:4:33: rule t.broken" in rej["policy.error"]  # the third = of ===
+        # the rules in force stayed (another command line: an identical alert would fold into the first)
+        _one(_alerts(a, ["/bin/true", f"{TAG}-mine", "again"]), "t.mine", "low", "T1059")
+    finally:
+        a.stop()

@@ -156,7 +156,7 @@ def test_a_bad_condition_names_its_line_and_reason(tmp_path):
     from agent.policy.loader import load
 
     det, errors = build(load(_policy(tmp_path, f"rules_files: [{f}]\n")).detect)
-    assert len(errors) == 1 and errors[0].startswith(f"{f}:5:14: rule r.bad: ") and "proc.nme" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith(f"{f}:5:44: rule r.bad: ") and "proc.nme" in errors[0]
 
 
 def test_policy_reload_with_a_broken_rule_keeps_the_rules_in_force(tmp_path):
@@ -177,7 +177,7 @@ def test_policy_reload_with_a_broken_rule_keeps_the_rules_in_force(tmp_path):
                                     "  rules:\n    - rule: r2\n      condition: process.name ===\n"
                                     "      severity: low\n")
     assert store.check() is False
-    assert rejected and f"{pol}:6:18: rule r2" in rejected[0], rejected
+    assert rejected and f"{pol}:6:33: rule r2" in rejected[0], rejected
     assert store.current.detect.fold_window == 60.0  # the policy in force stayed
     del f
 
