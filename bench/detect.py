@@ -76,7 +76,7 @@ BUNDLED = [
     "spawned and container and proc.name in (package_mgmt)",
     "spawned and proc.name in (user_mgmt) and not proc.pname in (package_mgmt)",
     "evt.type in (unlink, unlinkat, rename) and fd.filename in (history_files)",
-    "open_write and fd.filename in (history_files) and evt.arg.flags > 512",
+    "open_write and fd.filename in (history_files) and evt.arg.flags contains O_TRUNC",
     "evt.type in (unlink, unlinkat) and fd.name pmatch (/var/log)",
     "open_write and (fd.name endswith .bashrc or fd.name endswith .profile or fd.name in (shell_rc))",
     "open_write and fd.name pmatch (/etc/cron.d, /etc/crontab, /var/spool/cron, /etc/systemd/system)",

@@ -24,6 +24,7 @@ import errno
 import os
 import pwd
 import re
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -217,6 +218,41 @@ def _open_write(en: Enriched) -> bool | None:
 def _open_read(en: Enriched) -> bool | None:
     flags = _open_flags(en)
     return flags & 3 != 1 if flags is not None else None  # O_RDONLY or O_RDWR
+
+
+# Flag and mode bits by the names Falco renders them with (`evt.arg.flags contains O_TRUNC`);
+# a test on the names is how a condition reads one bit (the language has no bit operators).
+_O_FLAGS = tuple((name, getattr(os, name)) for name in (
+    "O_WRONLY", "O_RDWR", "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK", "O_DSYNC",
+    "O_DIRECT", "O_LARGEFILE", "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME", "O_CLOEXEC", "O_SYNC", "O_PATH",
+    "O_TMPFILE") if getattr(os, name, 0))  # 0 = the platform folds it in (O_LARGEFILE on x86_64): no name
+_MODE_BITS = tuple((name, getattr(stat, name)) for name in (
+    "S_ISUID", "S_ISGID", "S_ISVTX", "S_IRUSR", "S_IWUSR", "S_IXUSR", "S_IRGRP", "S_IWGRP", "S_IXGRP",
+    "S_IROTH", "S_IWOTH", "S_IXOTH"))
+_names_of: dict[tuple[int, int], tuple[str, ...]] = {}
+
+
+def _bit_names(table: tuple[tuple[str, int], ...], value: int, which: int) -> tuple[str, ...]:
+    names = _names_of.get((which, value))
+    if names is None:
+        # O_TMPFILE and O_SYNC include other bits (O_DIRECTORY, O_DSYNC): a name holds when all its bits do
+        names = tuple(n for n, bit in table if value & bit == bit)
+        if which == 0 and value & 3 == 0:
+            names = ("O_RDONLY", *names)
+        if len(_names_of) > 4096:
+            _names_of.clear()
+        _names_of[(which, value)] = names
+    return names
+
+
+def _flag_names(en: Enriched) -> tuple[str, ...] | None:
+    flags = _open_flags(en)
+    return _bit_names(_O_FLAGS, flags, 0) if flags is not None else None
+
+
+def _mode_names(en: Enriched) -> tuple[str, ...] | None:
+    mode = _file_mode(en)
+    return _bit_names(_MODE_BITS, mode, 1) if mode is not None else None
 
 
 def _file_mode(en: Enriched) -> int | None:
@@ -429,6 +465,8 @@ def _table() -> dict[str, Field]:
         _f("file.open.flags", "int", OPEN, _open_flags, lambda en: en.event.flags),
         _f("file.open.write", "bool", OPEN, _open_write, lambda en: en.event.flags & 3 != 0),
         _f("file.open.read", "bool", OPEN, _open_read, lambda en: en.event.flags & 3 != 1),
+        _f("file.open.flag_names", "list[str]", OPEN, _flag_names),
+        _f("file.mode_names", "list[str]", MODE, _mode_names),
         _f("file.mode", "int", MODE, _file_mode, lambda en: en.event.mode),
         _f("file.descriptor", "int", FILE, lambda en: en.event.fd if isinstance(en.event, FileEvent)
            and en.event.fd >= 0 else None),
@@ -527,8 +565,8 @@ ALIASES: dict[str, str] = {
     "evt.arg.name": "file.path",
     "evt.is_open_write": "file.open.write",
     "evt.is_open_read": "file.open.read",
-    "evt.arg.flags": "file.open.flags",
-    "evt.arg.mode": "file.mode",
+    "evt.arg.flags": "file.open.flag_names",  # Falco renders them: evt.arg.flags contains O_TRUNC
+    "evt.arg.mode": "file.mode_names",
     "container.id": "container.id",  # ours (absent outside a container): `container.id != host` reads as in Falco
     "evt.dir": "syscall.direction",
     "container.name": "container.name",

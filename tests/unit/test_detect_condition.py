@@ -169,6 +169,10 @@ def test_falco_aliases_and_event_types():
     assert m("proc.aname in (containerd-shim)", EXEC, ancestors=lambda en: chain)
     assert m("process.ancestors[1].executable.path startswith /usr/bin/", EXEC, ancestors=lambda en: chain)
     assert m("evt.is_open_write = true and fd.typechar = f", WRITE)
+    assert m("evt.arg.flags contains O_CREAT and not evt.arg.flags contains O_TRUNC", WRITE)
+    assert m("file.open.flag_names intersects (O_WRONLY, O_RDWR)", WRITE)
+    chmod = enriched(file_rec(Op.FILE_CHMOD, "/tmp/x", mode=0o2755))
+    assert m("evt.arg.mode contains S_ISGID", chmod) and not m("evt.arg.mode contains S_ISUID", chmod)
     assert m("evt.type in (execve, execveat) and evt.dir = <", SHELL)  # Falco's spawned_process
     # Falco's `container` macro reads the same here: container.id is absent outside a container
     host_shell = exec_en("/bin/bash", ["bash"], comm=b"bash", container=None)

@@ -90,6 +90,12 @@ def test_file_fields():
     assert _get("evt.is_open_read", wo) is False
     assert _get("fd.typechar", en) == "f" and _get("fd.type", en) == "file"
     assert _get("fd.num", en) == 3  # the descriptor the open returned
+    assert _get("evt.arg.flags", en) == ("O_RDWR", "O_CREAT")
+    assert _get("evt.arg.flags", ro) == ("O_RDONLY",)
+    trunc = open_en("/x", flags=os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    assert set(_get("file.open.flag_names", trunc)) == {"O_WRONLY", "O_TRUNC", "O_CLOEXEC"}
+    suid = enriched(file_rec(Op.FILE_CHMOD, "/tmp/x", mode=0o4755))
+    assert "S_ISUID" in _get("evt.arg.mode", suid) and "S_ISGID" not in _get("evt.arg.mode", suid)
     ren = enriched(file_rec(Op.FILE_RENAME, "/tmp/a", "/usr/bin/a"))
     assert _get("file.target.path", ren) == "/usr/bin/a"
     assert _get("file.open.flags", ren) is None  # not an open
