@@ -149,6 +149,9 @@ def test_setuid_bit_set_by_chmod(agent, scratch):
     a = _one(_alerts(agent, ["/bin/chmod", "u+s", f]), "nw.setuid_setgid_bit", "high", "T1548.001")
     assert a["file.mode"] & 0o4000
     _one(_alerts(agent, ["/bin/chmod", "g+s", f]), "nw.setuid_setgid_bit", "high", "T1548.001")
+    # a mode with the file type bits, as git passes a stat() mode: the kernel keeps the permission bits
+    assert _alerts(agent, _py(f"import os; os.chmod({f!r}, 0o100744)")) == []
+    _one(_alerts(agent, _py(f"import os; os.chmod({f!r}, 0o104755)")), "nw.setuid_setgid_bit", "high", "T1548.001")
 
 
 def test_cron_persistence(agent, scratch):
