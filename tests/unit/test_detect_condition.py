@@ -272,3 +272,27 @@ def test_errors_never_crash_on_junk():
             compile(junk)
         except ConditionError:
             pass
+
+
+def test_token_soup_gives_condition_errors_only():
+    """Random sequences of the language's own tokens: a ConditionError or a compiled condition
+    that runs, never another exception."""
+    import random
+
+    vocab = ["proc.name", "fd.name", "user.uid", "evt.type", "proc.aname[2]", "fd.snet", "process.args",
+             "and", "or", "not", "(", ")", ",", "=", "!=", "<", ">=", "in", "pmatch", "exists", "glob",
+             "regex", "contains", "icontains", "intersects", "'x'", '"/etc"', "1", "-1", "true", "0x1f",
+             "10.0.0.0/8", "[", "]", "mac", "lst", "'", "\\", "open", "execve", "'('", "*"]
+    rng = random.Random(7)
+    events = [EXEC, OPEN, CONNECT, WRITE, UNLINK]
+    compiled = 0
+    for _ in range(3000):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 9)))
+        try:
+            c = compile(text, macros={"mac": "proc.name = x"}, lists={"lst": ["a", 1]})
+        except ConditionError:
+            continue
+        compiled += 1
+        for en in events:
+            assert c.match(en) in (True, False), text
+    assert compiled > 5  # some soups are valid conditions: those ran too
