@@ -493,11 +493,18 @@ def _table() -> dict[str, Field]:
         _f("client.network", "net", CLIENT, _net((Op.NET_ACCEPT,), "address"), _fast_attr("address")),
         _f("network.peer.network", "net", PEER, _net(_PEER_OPS, "address"), _fast_attr("address")),
         _f("network.local.network", "net", LOCAL, _net(_LOCAL_OPS, "address"), _fast_attr("address")),
+        # The event's one address and port, whichever end it is (Falco's filter-only fd.ip, fd.port, fd.net)
+        _f("network.address", "net", NET, _net_attr("address"), _fast_attr_or_none("address")),
+        _f("network.port", "int", NET, _net_attr("port"), _fast_attr_or_none("port")),
         _f("network.type", "str", NET, _net_attr("family"), _fast_attr_or_none("family")),
         _f("container.id", "str", None, _container("id")),
         # Falco's container.id reads "host" outside a container (its rules say container.id != host).
         _f("falco.container.id", "str", None, lambda en: en.container.id if en.container is not None
            and en.container.id else "host"),
+        # Falco's evt.num: we number events when they are exported (seq), not before detection, so
+        # the field is absent and every comparison with it is false: Falco's never_true macro
+        # (evt.num = 0) reads as meant, and a rule that needs a real number never matches.
+        _f("event.number", "int", None, lambda en: None),
         # Falco's evt.dir: every event of ours is reported once the syscall has returned ("<").
         _f("syscall.direction", "str", None, lambda en: "<"),
         _f("container.name", "str", None, _container("name")),
@@ -555,6 +562,9 @@ ALIASES: dict[str, str] = {
     "fd.lport": "network.local.port",
     "fd.l4proto": "network.transport",
     "fd.sockfamily": "network.family",
+    "fd.ip": "network.address",
+    "fd.net": "network.address",
+    "fd.port": "network.port",
     "fd.snet": "server.network",
     "fd.cnet": "client.network",
     "fd.rnet": "network.peer.network",
@@ -569,6 +579,7 @@ ALIASES: dict[str, str] = {
     "evt.arg.mode": "file.mode_names",
     "container.id": "container.id",  # ours (absent outside a container): `container.id != host` reads as in Falco
     "evt.dir": "syscall.direction",
+    "evt.num": "event.number",
     "container.name": "container.name",
     "container.image": "container.image.name",
     "container.image.repository": "container.image.repository",

@@ -9,7 +9,7 @@ import pytest
 
 from agent.detect.condition import BoolOp, Cmp, ConditionError, Not, Ref, compile, parse
 from agent.events import Op
-from tests.unit.detect_events import GRANDPARENT, PARENT, connect_en, enriched, exec_en, file_rec, open_en
+from tests.unit.detect_events import GRANDPARENT, PARENT, connect_en, enriched, exec_en, file_rec, net_rec, open_en
 
 EXEC = exec_en("/usr/bin/curl", ["curl", "-s", "http://pool.example:3333/x"], comm=b"curl")
 SHELL = exec_en("/bin/bash", ["bash", "-i"], comm=b"bash")
@@ -296,3 +296,10 @@ def test_token_soup_gives_condition_errors_only():
         for en in events:
             assert c.match(en) in (True, False), text
     assert compiled > 5  # some soups are valid conditions: those ran too
+
+
+def test_falco_filter_only_and_never_true_idioms():
+    assert not m("evt.num = 0", EXEC) and m("not (evt.num = 0)", EXEC)  # never_true: events unnumbered here
+    assert m("fd.ip != 0.0.0.0 and fd.net != 127.0.0.0/8 and fd.port = 3333", CONNECT)
+    bind = enriched(net_rec(Op.NET_BIND, "127.0.0.1", 8080))
+    assert m("fd.net = 127.0.0.0/8 and fd.port = 8080", bind)
