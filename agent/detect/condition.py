@@ -31,16 +31,16 @@ Semantics, chosen to match Falco where it documents one:
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.detect import fields as F
+from agent.detect.compare import NUMERIC_OPS, ConditionError, Match, all_of, any_of, predicate
 from agent.events import EVENT_NAMES, Enriched
 
-Match = Callable[[Enriched], bool]
+__all__ = ["BoolOp", "Cmp", "Compiled", "ConditionError", "Match", "Node", "Not", "Part", "Ref", "Value", "compile",
+           "parse"]
 
 BINOPS = frozenset({"=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "startswith",
                     "endswith", "glob", "iglob", "regex"})
@@ -48,17 +48,7 @@ LISTOPS = frozenset({"in", "intersects", "pmatch"})
 UNSUPPORTED_OPS = frozenset({"bcontains", "bstartswith"})
 _SYMBOLS = ("==", "!=", "<=", ">=", "=", "<", ">")
 _WORD_END = set(" \t\r\n()=<>,'\"")
-_NUMERIC_OPS = frozenset({"<", "<=", ">", ">="})
 _STRING_OPS = frozenset({"contains", "icontains", "startswith", "endswith", "glob", "iglob", "regex", "pmatch"})
-
-
-class ConditionError(ValueError):
-    """A syntax or type error in a condition; `offset` is the 0-based character it points at."""
-
-    def __init__(self, message: str, offset: int):
-        super().__init__(f"{message} (column {offset + 1})")
-        self.message = message
-        self.offset = offset
 
 
 # -- syntax tree --------------------------------------------------------------------------------
@@ -331,10 +321,10 @@ class _Compiler:
             known = [p.kinds for p in flat if p.kinds is not None]
             kinds = frozenset.intersection(*known) if known else None
             key = "and(" + ",".join(sorted(p.key for p in flat)) + ")"
-            return Part(_all([p.fn for p in flat]), kinds, fields, cost, key, conj=tuple(flat))
+            return Part(all_of([p.fn for p in flat]), kinds, fields, cost, key, conj=tuple(flat))
         kinds = None if any(p.kinds is None for p in parts) else frozenset().union(*(p.kinds for p in parts))
         key = "or(" + ",".join(sorted(p.key for p in parts)) + ")"
-        return Part(_any([p.fn for p in parts]), kinds, fields, cost, key)
+        return Part(any_of([p.fn for p in parts]), kinds, fields, cost, key)
 
     def _macro(self, ref: Ref) -> Part:
         if ref.name not in self.macros:
@@ -437,7 +427,7 @@ def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, li
 
 
 def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: list, key: str) -> Part:
-    fn = _predicate(field.type, get, node.op, typed, node)
+    fn = predicate(field.type, get, node.op, typed, node.values[0].offset if node.values else node.offset)
     eq = prefix = None
     if node.op in ("=", "in", "intersects") and field.type not in ("list[str]", "net"):
         eq = (field.name, get, frozenset(typed))
@@ -451,7 +441,7 @@ def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: l
 
 def _check_op(node: Cmp, field: F.Field) -> None:
     t = field.type
-    if node.op in _NUMERIC_OPS and t != "int":
+    if node.op in NUMERIC_OPS and t != "int":
         raise ConditionError(f"{node.op!r} needs a number field; {node.field} is {t}", node.offset)
     if node.op in _STRING_OPS and t not in ("str", "list[str]"):
         raise ConditionError(f"{node.op!r} needs a string field; {node.field} is {t}", node.offset)
@@ -484,151 +474,3 @@ def _cost(field: F.Field, op: str) -> int:
     if op == "regex" or field.type == "list[str]" or "ancestors" in field.name:
         return 3
     return 1 if field.type in ("int", "bool") or op in ("=", "in") else 2
-
-
-def _string_test(op: str, vals: list, node: Cmp) -> Callable[[object], bool]:
-    """A test on one string value (the field's, or each element of a list field's)."""
-    if op in ("=", "!="):
-        want = vals[0]
-        return lambda s: s == want
-    if op in ("in", "intersects"):
-        wanted = frozenset(vals)
-        return lambda s: s in wanted
-    if op == "pmatch":
-        exact = frozenset(p.rstrip("/") or "/" for p in vals)
-        below = tuple(p.rstrip("/") + "/" for p in vals)
-        return lambda s: s in exact or s.startswith(below)
-    want = vals[0]
-    if op == "contains":
-        return lambda s: want in s
-    if op == "icontains":  # a case-blind search: no lowered copy of the value per test
-        find = re.compile(re.escape(want), re.IGNORECASE).search
-        return lambda s: find(s) is not None
-    if op == "startswith":
-        return lambda s: s.startswith(want)
-    if op == "endswith":
-        return lambda s: s.endswith(want)
-    return _pattern(op, want, node)
-
-
-def _pattern(op: str, want: str, node: Cmp) -> Callable[[object], bool]:
-    if op in ("glob", "iglob"):
-        rx = re.compile(fnmatch.translate(want), re.IGNORECASE if op == "iglob" else 0)
-    else:
-        try:
-            rx = re.compile(want)
-        except re.error as e:
-            raise ConditionError(f"bad regex {want!r}: {e}", node.values[0].offset) from None
-    full = rx.fullmatch if op == "regex" else rx.match  # fnmatch.translate already anchors the end
-    lead = _literal_prefix(want) if op == "glob" else ""
-    if lead:  # most paths fail on the literal head: a startswith is ~4x cheaper than the regex
-        return lambda s: s.startswith(lead) and full(s) is not None
-    return lambda s: full(s) is not None
-
-
-def _literal_prefix(pattern: str) -> str:
-    """The part of a glob before its first wildcard ("/proc/" of "/proc/*/environ")."""
-    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
-    return pattern[:cut]
-
-
-def _predicate(type_: str, get: Callable[[Enriched], object], op: str, vals: list, node: Cmp) -> Match:
-    if op == "exists":
-        return lambda en: get(en) is not None
-    if type_ == "net":
-        return _in_networks(get, op, vals)
-    if type_ == "list[str]":
-        test = _string_test(op, vals, node)
-        if op == "!=":
-            return lambda en: (v := get(en)) is not None and not any(test(s) for s in v)
-        return lambda en: (v := get(en)) is not None and any(test(s) for s in v)
-    if op == "=":
-        want = vals[0]
-        return lambda en: get(en) == want  # None never equals a value
-    if op in ("in", "intersects"):
-        wanted = frozenset(vals)
-        return lambda en: get(en) in wanted
-    if op == "!=":
-        want = vals[0]
-        return lambda en: (v := get(en)) is not None and v != want
-    if op in _NUMERIC_OPS:
-        return _numeric(get, op, vals[0])
-    return _string(get, op, vals, node)
-
-
-def _string(get: Callable[[Enriched], object], op: str, vals: list, node: Cmp) -> Match:
-    """The common string tests inlined (one call less per test than _string_test's)."""
-    if op == "pmatch":
-        exact = frozenset(p.rstrip("/") or "/" for p in vals)
-        below = tuple(p.rstrip("/") + "/" for p in vals)
-        return lambda en: (v := get(en)) is not None and (v in exact or v.startswith(below))
-    want = vals[0]
-    if op == "startswith":
-        return lambda en: (v := get(en)) is not None and v.startswith(want)
-    if op == "endswith":
-        return lambda en: (v := get(en)) is not None and v.endswith(want)
-    if op == "contains":
-        return lambda en: (v := get(en)) is not None and want in v
-    test = _string_test(op, vals, node)
-    return lambda en: (v := get(en)) is not None and test(v)
-
-
-def _in_networks(get: Callable[[Enriched], object], op: str, nets: list) -> Match:
-    """An address in any of the networks; addresses are parsed once each (a bounded cache)."""
-    cache: dict[str, object] = {}
-
-    def inside(en: Enriched) -> bool | None:
-        text = get(en)
-        if not text:
-            return None
-        hit = cache.get(text)
-        if hit is None:
-            try:
-                addr = ipaddress.ip_address(text)
-                hit = any(addr in n for n in nets if n.version == addr.version)
-            except ValueError:  # a unix path or an unparsable address: in no network
-                hit = False
-            if len(cache) > 4096:
-                cache.clear()
-            cache[text] = hit
-        return hit
-
-    if op == "!=":
-        return lambda en: inside(en) is False
-    return lambda en: inside(en) is True
-
-
-def _numeric(get: Callable[[Enriched], object], op: str, want: int) -> Match:
-    if op == "<":
-        return lambda en: (v := get(en)) is not None and v < want
-    if op == "<=":
-        return lambda en: (v := get(en)) is not None and v <= want
-    if op == ">":
-        return lambda en: (v := get(en)) is not None and v > want
-    return lambda en: (v := get(en)) is not None and v >= want
-
-
-def _all(fns: list[Match]) -> Match:
-    if len(fns) == 1:
-        return fns[0]
-    if len(fns) == 2:
-        a, b = fns
-        return lambda en: a(en) and b(en)
-    if len(fns) == 3:
-        a, b, c = fns
-        return lambda en: a(en) and b(en) and c(en)
-    head, rest = fns[0], _all(fns[1:])
-    return lambda en: head(en) and rest(en)
-
-
-def _any(fns: list[Match]) -> Match:
-    if len(fns) == 1:
-        return fns[0]
-    if len(fns) == 2:
-        a, b = fns
-        return lambda en: a(en) or b(en)
-    if len(fns) == 3:
-        a, b, c = fns
-        return lambda en: a(en) or b(en) or c(en)
-    head, rest = fns[0], _any(fns[1:])
-    return lambda en: head(en) or rest(en)

@@ -28,7 +28,10 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from agent.detect.falco_names import ALIASES, EVENT_TYPES
 from agent.events import EVENT_NAMES, Enriched, ExecEvent, FileEvent, NetEvent, Op, ProcInfo
+
+__all__ = ["ALIASES", "EVENT_TYPES", "FIELDS", "Ancestors", "Field", "FieldError", "resolve"]
 
 Ancestors = Callable[[Enriched], Sequence[ProcInfo]]
 
@@ -520,91 +523,6 @@ def _table() -> dict[str, Field]:
 
 
 FIELDS: dict[str, Field] = _table()
-
-# Falco field name -> ours (Falco's documented syscall fields; only those we have the data for).
-ALIASES: dict[str, str] = {
-    "evt.type": "event.name",
-    "evt.rawres": "syscall.return",
-    "evt.res": "syscall.result",
-    "proc.name": "process.name",
-    "proc.exepath": "process.executable.path",
-    "proc.exe": "process.argv0",  # Falco: the first argument, usually but not always the program
-    "proc.cmdline": "process.command_line",
-    "proc.args": "process.args_line",
-    "proc.pid": "process.pid",
-    "proc.ppid": "process.parent_pid",
-    "proc.pname": "process.parent.name",
-    "proc.pexepath": "process.parent.executable.path",
-    "proc.pexe": "process.parent.executable.path",
-    "proc.pcmdline": "process.parent.command_line",
-    "proc.aname": "process.ancestors.name",
-    "proc.aexepath": "process.ancestors.executable.path",
-    "thread.tid": "process.thread.id",
-    "proc.cwd": "process.working_directory",
-    "proc.is_exe_from_memfd": "process.executable.memfd",
-    "proc.is_exe_upper_layer": "process.executable.upper_layer",
-    "user.uid": "user.id",
-    "user.name": "user.name",
-    "group.gid": "group.id",
-    "fd.name": "file.path.resolved",
-    "fd.directory": "file.directory",
-    "fd.filename": "file.name",
-    "fd.num": "descriptor.number",
-    "fd.type": "descriptor.type",
-    "fd.typechar": "descriptor.typechar",
-    "fd.sip": "server.address",
-    "fd.sport": "server.port",
-    "fd.cip": "client.address",
-    "fd.cport": "client.port",
-    "fd.rip": "network.peer.address",
-    "fd.rport": "network.peer.port",
-    "fd.lip": "network.local.address",
-    "fd.lport": "network.local.port",
-    "fd.l4proto": "network.transport",
-    "fd.sockfamily": "network.family",
-    "fd.ip": "network.address",
-    "fd.net": "network.address",
-    "fd.port": "network.port",
-    "fd.snet": "server.network",
-    "fd.cnet": "client.network",
-    "fd.rnet": "network.peer.network",
-    "fd.lnet": "network.local.network",
-    "fd.nameraw": "file.path",
-    "evt.arg.path": "file.path",
-    "evt.arg.pathname": "file.path",
-    "evt.arg.name": "file.path",
-    "evt.is_open_write": "file.open.write",
-    "evt.is_open_read": "file.open.read",
-    "evt.arg.flags": "file.open.flag_names",  # Falco renders them: evt.arg.flags contains O_TRUNC
-    "evt.arg.mode": "file.mode_names",
-    "container.id": "container.id",  # ours (absent outside a container): `container.id != host` reads as in Falco
-    "evt.dir": "syscall.direction",
-    "evt.num": "event.number",
-    "container.name": "container.name",
-    "container.image": "container.image.name",
-    "container.image.repository": "container.image.repository",
-    "container.image.tag": "container.image.tag",
-    "container.image.digest": "container.image.digest",
-    "k8s.ns.name": "k8s.namespace.name",
-    "k8s.pod.name": "k8s.pod.name",
-}
-
-# Falco's evt.type values (syscall names) -> our event names. A syscall we have no event for
-# maps to nothing: a comparison with it can never be true (the compiler says so in its notes).
-EVENT_TYPES: dict[str, str] = {
-    **dict.fromkeys(("execve", "execveat"), "process.exec"),
-    **dict.fromkeys(("clone", "clone3", "fork", "vfork"), "process.fork"),
-    **dict.fromkeys(("procexit", "exit", "exit_group"), "process.exit"),
-    **dict.fromkeys(("open", "openat", "openat2", "creat"), "file.open"),
-    **dict.fromkeys(("unlink", "unlinkat"), "file.unlink"),
-    **dict.fromkeys(("rename", "renameat", "renameat2"), "file.rename"),
-    **dict.fromkeys(("chmod", "fchmod", "fchmodat", "fchmodat2"), "file.chmod"),
-    **dict.fromkeys(("chown", "fchown", "fchownat", "lchown"), "file.chown"),
-    "connect": "network.connect",
-    **dict.fromkeys(("accept", "accept4"), "network.accept"),
-    "bind": "network.bind",
-    "listen": "network.listen",
-}
 
 # proc.aname[N]: Falco counts the process itself as 0 and its parent as 1; ours start at the parent.
 _INDEXED = re.compile(r"^(?P<base>[a-z0-9_.]+)\[(?P<index>\d+)\](?P<rest>(?:\.[a-z0-9_.]+)?)$")

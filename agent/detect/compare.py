@@ -1,0 +1,174 @@
+"""The comparisons a condition compiles to: one closure per test, built once (condition.py uses them).
+
+Each takes the field's getter and returns Match = Callable[[Enriched], bool]; a getter's None
+(the event lacks the field) makes every test false, `!=` included (see condition.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable
+
+from agent.events import Enriched
+
+Match = Callable[[Enriched], bool]
+NUMERIC_OPS = frozenset({"<", "<=", ">", ">="})
+
+
+class ConditionError(ValueError):
+    """A syntax or type error in a condition; `offset` is the 0-based character it points at."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(f"{message} (column {offset + 1})")
+        self.message = message
+        self.offset = offset
+
+
+def _string_test(op: str, vals: list, offset: int) -> Callable[[object], bool]:
+    """A test on one string value (the field's, or each element of a list field's)."""
+    if op in ("=", "!="):
+        want = vals[0]
+        return lambda s: s == want
+    if op in ("in", "intersects"):
+        wanted = frozenset(vals)
+        return lambda s: s in wanted
+    if op == "pmatch":
+        exact = frozenset(p.rstrip("/") or "/" for p in vals)
+        below = tuple(p.rstrip("/") + "/" for p in vals)
+        return lambda s: s in exact or s.startswith(below)
+    want = vals[0]
+    if op == "contains":
+        return lambda s: want in s
+    if op == "icontains":  # a case-blind search: no lowered copy of the value per test
+        find = re.compile(re.escape(want), re.IGNORECASE).search
+        return lambda s: find(s) is not None
+    if op == "startswith":
+        return lambda s: s.startswith(want)
+    if op == "endswith":
+        return lambda s: s.endswith(want)
+    return _pattern(op, want, offset)
+
+
+def _pattern(op: str, want: str, offset: int) -> Callable[[object], bool]:
+    if op in ("glob", "iglob"):
+        rx = re.compile(fnmatch.translate(want), re.IGNORECASE if op == "iglob" else 0)
+    else:
+        try:
+            rx = re.compile(want)
+        except re.error as e:
+            raise ConditionError(f"bad regex {want!r}: {e}", offset) from None
+    full = rx.fullmatch if op == "regex" else rx.match  # fnmatch.translate already anchors the end
+    lead = _literal_prefix(want) if op == "glob" else ""
+    if lead:  # most paths fail on the literal head: a startswith is ~4x cheaper than the regex
+        return lambda s: s.startswith(lead) and full(s) is not None
+    return lambda s: full(s) is not None
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard ("/proc/" of "/proc/*/environ")."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
+
+def predicate(type_: str, get: Callable[[Enriched], object], op: str, vals: list, offset: int) -> Match:
+    if op == "exists":
+        return lambda en: get(en) is not None
+    if type_ == "net":
+        return _in_networks(get, op, vals)
+    if type_ == "list[str]":
+        test = _string_test(op, vals, offset)
+        if op == "!=":
+            return lambda en: (v := get(en)) is not None and not any(test(s) for s in v)
+        return lambda en: (v := get(en)) is not None and any(test(s) for s in v)
+    if op == "=":
+        want = vals[0]
+        return lambda en: get(en) == want  # None never equals a value
+    if op in ("in", "intersects"):
+        wanted = frozenset(vals)
+        return lambda en: get(en) in wanted
+    if op == "!=":
+        want = vals[0]
+        return lambda en: (v := get(en)) is not None and v != want
+    if op in NUMERIC_OPS:
+        return _numeric(get, op, vals[0])
+    return _string(get, op, vals, offset)
+
+
+def _string(get: Callable[[Enriched], object], op: str, vals: list, offset: int) -> Match:
+    """The common string tests inlined (one call less per test than _string_test's)."""
+    if op == "pmatch":
+        exact = frozenset(p.rstrip("/") or "/" for p in vals)
+        below = tuple(p.rstrip("/") + "/" for p in vals)
+        return lambda en: (v := get(en)) is not None and (v in exact or v.startswith(below))
+    want = vals[0]
+    if op == "startswith":
+        return lambda en: (v := get(en)) is not None and v.startswith(want)
+    if op == "endswith":
+        return lambda en: (v := get(en)) is not None and v.endswith(want)
+    if op == "contains":
+        return lambda en: (v := get(en)) is not None and want in v
+    test = _string_test(op, vals, offset)
+    return lambda en: (v := get(en)) is not None and test(v)
+
+
+def _in_networks(get: Callable[[Enriched], object], op: str, nets: list) -> Match:
+    """An address in any of the networks; addresses are parsed once each (a bounded cache)."""
+    cache: dict[str, object] = {}
+
+    def inside(en: Enriched) -> bool | None:
+        text = get(en)
+        if not text:
+            return None
+        hit = cache.get(text)
+        if hit is None:
+            try:
+                addr = ipaddress.ip_address(text)
+                hit = any(addr in n for n in nets if n.version == addr.version)
+            except ValueError:  # a unix path or an unparsable address: in no network
+                hit = False
+            if len(cache) > 4096:
+                cache.clear()
+            cache[text] = hit
+        return hit
+
+    if op == "!=":
+        return lambda en: inside(en) is False
+    return lambda en: inside(en) is True
+
+
+def _numeric(get: Callable[[Enriched], object], op: str, want: int) -> Match:
+    if op == "<":
+        return lambda en: (v := get(en)) is not None and v < want
+    if op == "<=":
+        return lambda en: (v := get(en)) is not None and v <= want
+    if op == ">":
+        return lambda en: (v := get(en)) is not None and v > want
+    return lambda en: (v := get(en)) is not None and v >= want
+
+
+def all_of(fns: list[Match]) -> Match:
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        a, b = fns
+        return lambda en: a(en) and b(en)
+    if len(fns) == 3:
+        a, b, c = fns
+        return lambda en: a(en) and b(en) and c(en)
+    head, rest = fns[0], all_of(fns[1:])
+    return lambda en: head(en) and rest(en)
+
+
+def any_of(fns: list[Match]) -> Match:
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        a, b = fns
+        return lambda en: a(en) or b(en)
+    if len(fns) == 3:
+        a, b, c = fns
+        return lambda en: a(en) or b(en) or c(en)
+    head, rest = fns[0], any_of(fns[1:])
+    return lambda en: head(en) or rest(en)
