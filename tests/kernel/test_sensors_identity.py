@@ -175,3 +175,37 @@ def test_grandchild_names_parent_and_grandparent(agent, tmp_path):
     (ex,) = _exec_of(agent, pid)
     assert ex["process.ancestors.name"][:2] == ["sh", "sh"]
     assert ex["process.working_directory"] == str(tmp_path / "in")
+
+
+def test_watch_list_changes_at_run_time_short_prefixes_and_patterns(tmp_path):
+    from agent.config import ProbeConfig
+    from agent.events import Op
+    from agent.sensors.common import BootClock
+    from agent.sensors.loader import ProbeSet
+
+    (tmp_path / "sec").mkdir()
+    for name in ("sec/a", "other"):
+        (tmp_path / name).write_text("x")
+    files = (f"{tmp_path}/sec/a", f"{tmp_path}/other", "/etc/hostname", "/proc/self/environ")
+    ps = ProbeSet(ProbeConfig(families=("file",), watch_reads=(f"{tmp_path}/sec/", "/etc/")))
+    ps.start()
+    reader, clock = ps.reader(), BootClock()
+    try:
+        def opened():
+            p = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.read(1)\n"
+                                  f"for f in {files!r}: os.close(os.open(f, os.O_RDONLY))"], stdin=subprocess.PIPE)
+            ps.set_target_tgid(p.pid)
+            p.communicate(b"x")
+            assert p.returncode == 0
+            evs = [ps.decoders[raw[0]](raw, clock) for raw in reader.read(100000)]
+            return [e.path for e in evs if e.pid == p.pid and e.op == Op.FILE_OPEN and e.path in files]
+
+        # "/etc/" is shorter than the 8-byte pre-filter: it still matches (CFG_WATCH_SHORT)
+        assert opened() == [f"{tmp_path}/sec/a", "/etc/hostname"]
+        ps.set_watched_reads([f"{tmp_path}/sec/"])
+        assert opened() == [f"{tmp_path}/sec/a"]
+        ps.set_watched_reads(["/proc/*/environ"])
+        assert opened() == ["/proc/self/environ"]
+    finally:
+        reader.close()
+        ps.stop()
