@@ -336,11 +336,17 @@ class Agent:
                                       "detail": "containers the image gate blocks are killed through containerd"}
         return out
 
+    def detection_status(self) -> dict:
+        """The detection rules in force, and those of a rules file that cannot run here (name, why)."""
+        d = self.pipeline.detector
+        return {"enabled": d.enabled, "rules": d.result.rules,
+                "not_loaded": [{"rule": name, "why": why} for name, why in d.result.skipped]}
+
     def _write_status(self) -> None:
         import orjson
 
         rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
-               "enforcement": self.enforcement_status()}
+               "enforcement": self.enforcement_status(), "detection": self.detection_status()}
         path = os.path.join(self.cfg.agent.state_dir, "status.json")
         tmp = path + ".tmp"
         try:

@@ -76,6 +76,33 @@ def _sh(script: str) -> list[str]:
     return ["/bin/sh", "-c", f"{script}; :", TAG]
 
 
+def _status(a: AgentProcess) -> dict:
+    """status.json of the agent (its state dir: the default, as the agent runs without a config)."""
+    import json
+    import time
+
+    from agent.config import Config
+
+    path = os.path.join(Config().agent.state_dir, "status.json")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                rep = json.load(f)
+            if rep.get("pid") == a.proc.pid:
+                return rep
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no status.json of pid {a.proc.pid} at {path}")
+
+
+def _bundled() -> list[str]:
+    from agent.policy.rules import default_section
+
+    return [r.id for r in default_section()[0].ruleset.rules]
+
+
 def _one(alerts: list[dict], rule: str, severity: str, technique: str) -> dict:
     assert [a["rule.id"] for a in alerts] == [rule], [(a["rule.id"], a.get("alert.output")) for a in alerts]
     a = alerts[0]
@@ -283,6 +310,9 @@ def test_policy_reload_swaps_the_rules_and_a_broken_rule_keeps_them(tmp_path, sc
         f = f"/etc/{TAG}-reload-{uuid.uuid4().hex[:6]}"
         scratch.append(f)
         assert _alerts(a, _sh(f"echo x > {f}")) == []  # disabled by id
+        status = _status(a)
+        assert status["detection"]["enabled"] and status["detection"]["not_loaded"] == []
+        assert status["detection"]["rules"] == len([r for r in _bundled() if r != "nw.write_below_etc"])
         pol.write_text("detect:\n  rules:\n    - rule: t.mine\n      condition: event.name = process.exec and "
                        f"process.command_line contains {TAG}-mine\n      severity: low\n"
                        "      tags: [execution, T1059]\n      description: mine\n"
