@@ -35,9 +35,7 @@ def _string_test(op: str, vals: list, offset: int) -> Callable[[object], bool]:
         wanted = frozenset(vals)
         return lambda s: s in wanted
     if op == "pmatch":
-        exact = frozenset(p.rstrip("/") or "/" for p in vals)
-        below = tuple(p.rstrip("/") + "/" for p in vals)
-        return lambda s: s in exact or s.startswith(below)
+        return path_test(vals)
     want = vals[0]
     if op == "contains":
         return lambda s: want in s
@@ -49,6 +47,41 @@ def _string_test(op: str, vals: list, offset: int) -> Callable[[object], bool]:
     if op == "endswith":
         return lambda s: s.endswith(want)
     return _pattern(op, want, offset)
+
+
+def has_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def path_test(prefixes: list) -> Callable[[str], bool]:
+    """pmatch: the path equals a prefix or lies below one. A prefix may hold globs (as Falco's may
+    since 0.36), matched one path component at a time: * and ? never cross a '/'."""
+    plain = [p for p in prefixes if not has_wildcard(p)]
+    exact = frozenset(p.rstrip("/") or "/" for p in plain)
+    below = tuple(p.rstrip("/") + "/" for p in plain)
+    globs = [p.rstrip("/") or "/" for p in prefixes if has_wildcard(p)]
+    if not globs:
+        return lambda s: s in exact or s.startswith(below)
+    rx = re.compile("(?:" + "|".join(_component_glob(g) for g in globs) + r")(?:/|\Z)").match
+    return lambda s: s in exact or s.startswith(below) or rx(s) is not None
+
+
+def _component_glob(glob: str) -> str:
+    out, i = [], 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (end := glob.find("]", i + 2)) > 0:
+            body = glob[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
 
 
 def _pattern(op: str, want: str, offset: int) -> Callable[[object], bool]:
@@ -99,6 +132,9 @@ def predicate(type_: str, get: Callable[[Enriched], object], op: str, vals: list
 def _string(get: Callable[[Enriched], object], op: str, vals: list, offset: int) -> Match:
     """The common string tests inlined (one call less per test than _string_test's)."""
     if op == "pmatch":
+        if any(has_wildcard(p) for p in vals):
+            test = path_test(vals)
+            return lambda en: (v := get(en)) is not None and test(v)
         exact = frozenset(p.rstrip("/") or "/" for p in vals)
         below = tuple(p.rstrip("/") + "/" for p in vals)
         return lambda en: (v := get(en)) is not None and (v in exact or v.startswith(below))

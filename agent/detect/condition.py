@@ -25,7 +25,8 @@ Semantics, chosen to match Falco where it documents one:
 - `regex` must match the whole value (re.fullmatch); write `.*x.*` to find x anywhere.
 - On a list field (process.args, process.ancestors.name) an operator holds when it holds for
   any element; `!=` holds when no element is equal.
-- `pmatch (/etc, /usr/bin)` holds for each path equal to or below one of the prefixes.
+- `pmatch (/etc, /usr/bin)` holds for each path equal to or below one of the prefixes; a prefix
+  may hold globs matched per path component (`/home/*/.ssh`: * does not cross a '/').
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.detect import fields as F
-from agent.detect.compare import NUMERIC_OPS, ConditionError, Match, all_of, any_of, predicate
+from agent.detect.compare import NUMERIC_OPS, ConditionError, Match, all_of, any_of, has_wildcard, predicate
 from agent.events import EVENT_NAMES, Enriched
 
 __all__ = ["BoolOp", "Cmp", "Compiled", "ConditionError", "Match", "Node", "Not", "Part", "Ref", "Value", "compile",
@@ -433,7 +434,7 @@ def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: l
         eq = (field.name, get, frozenset(typed))
     elif node.op == "startswith" and field.type == "str" and typed[0]:
         prefix = (field.name, get, (typed[0],), frozenset())
-    elif node.op == "pmatch" and field.type == "str" and typed:
+    elif node.op == "pmatch" and field.type == "str" and typed and not any(map(has_wildcard, typed)):
         prefix = (field.name, get, tuple(p.rstrip("/") + "/" for p in typed),
                   frozenset(p.rstrip("/") or "/" for p in typed))
     return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq, prefix=prefix)

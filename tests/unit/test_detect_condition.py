@@ -62,6 +62,11 @@ def err(text: str, **kw) -> ConditionError:
     ("file.path pmatch (/etc/shadow)", OPEN, True),  # equal to a prefix
     ("file.path pmatch (/et, /usr)", OPEN, False),  # /etc/shadow is not below /et
     ("file.path pmatch (/etc/)", OPEN, True),
+    ("file.path pmatch (/e*)", OPEN, True),  # globs in prefixes, per component
+    ("file.path pmatch (/*/shadow)", OPEN, True),
+    ("file.path pmatch (/*/sha)", OPEN, False),
+    ("file.path pmatch (/*dow)", OPEN, False),  # * does not cross a '/'
+    ("file.path pmatch (/[!x]tc, /nope)", OPEN, True),
     ("process.args intersects (-s, -k)", EXEC, True),
     ("process.args intersects (-k)", EXEC, False),
     ("process.args contains pool", EXEC, True),  # any element

@@ -87,7 +87,8 @@ _ATOMS = [
     "fd.rport in (miner_ports)", "fd.rport = 443", "evt.type = execve", "evt.type in (open, connect)",
     "evt.is_open_write = true", "container.id exists", "fd.name pmatch (/usr, /usr/bin)",
     "fd.name pmatch (/etc/cron.d/x)", "fd.name startswith /usr/b", "proc.exepath startswith /tmp",
-    "fd.name pmatch (/)", "proc.exepath pmatch (/usr/bin, /tmp)", "proc.exepath glob '/tmp/*'", "spawned",
+    "fd.name pmatch (/)", "proc.exepath pmatch (/usr/bin, /tmp)", "fd.name pmatch (/usr/*, /etc)",
+    "proc.exepath glob '/tmp/*'", "spawned",
     "open_write", "shell", "fd.filename = .bash_history", "evt.type != fork", "fd.sport = 4444",
 ]
 
