@@ -234,6 +234,14 @@ class _Parser:
                 raise ConditionError(f"expected ',' or ')' in the {op!r} list, got {_describe(sep)}", sep.offset)
 
 
+def _unquote(item: str) -> str:
+    """A list item written with its own quotes ('"10.0.0.0/8"' in YAML, as Falco's lists do, which
+    Falco splices into the condition as text) is that quoted string."""
+    if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
+        return item[1:-1]
+    return item
+
+
 def _describe(tok: _Tok) -> str:
     if tok.kind == "end":
         return "the end of the condition"
@@ -390,7 +398,7 @@ class _Compiler:
             if text in self.lists and isinstance(item, str):
                 out.extend(self._expand(text, offset, [*seen, name]))
             else:
-                out.append(Value(text, True, offset))
+                out.append(Value(_unquote(text), True, offset))
         return out
 
     def _event_name(self, node: Cmp, field: F.Field) -> Part:

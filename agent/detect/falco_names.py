@@ -22,6 +22,8 @@ ALIASES: dict[str, str] = {
     "proc.pcmdline": "process.parent.command_line",
     "proc.aname": "process.ancestors.name",
     "proc.aexepath": "process.ancestors.executable.path",
+    "proc.aexe": "process.ancestors.argv0",
+    "evt.arg.filename": "process.executable.path",
     "thread.tid": "process.thread.id",
     "proc.cwd": "process.working_directory",
     "proc.is_exe_from_memfd": "process.executable.memfd",

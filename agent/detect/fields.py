@@ -371,8 +371,15 @@ def _chain(en: Enriched, ancestors: Ancestors | None) -> Sequence[ProcInfo]:
     return (en.parent,) if en.parent is not None else ()
 
 
+_PICK: dict[str, Callable[[ProcInfo], object]] = {
+    "name": _proc_name,
+    "exe": lambda p: p.exe or None,
+    "argv0": lambda p: p.argv[0] if p.argv else None,  # Falco's proc.exe of an ancestor
+}
+
+
 def _ancestor(index: int, part: str, ancestors: Ancestors | None) -> Callable[[Enriched], object]:
-    pick = _proc_name if part == "name" else lambda p: p.exe or None
+    pick = _PICK[part]
 
     def get(en: Enriched) -> object:
         if index == 0 and en.parent is not None:
@@ -384,7 +391,7 @@ def _ancestor(index: int, part: str, ancestors: Ancestors | None) -> Callable[[E
 
 
 def _all_ancestors(part: str, ancestors: Ancestors | None) -> Callable[[Enriched], object]:
-    pick = _proc_name if part == "name" else lambda p: p.exe or None
+    pick = _PICK[part]
 
     def get(en: Enriched) -> object:
         vals = [v for p in _chain(en, ancestors) if (v := pick(p)) is not None]
@@ -456,6 +463,7 @@ def _table() -> dict[str, Field]:
            if en.parent is not None else None),
         _f("process.ancestors.name", "list[str]", None, _all_ancestors("name", None)),
         _f("process.ancestors.executable.path", "list[str]", None, _all_ancestors("exe", None)),
+        _f("process.ancestors.argv0", "list[str]", None, _all_ancestors("argv0", None)),
         _f("user.id", "int", None, lambda en: en.event.uid),
         _f("user.name", "str", None, _user_name),
         _f("group.id", "int", None, lambda en: en.event.gid),
@@ -526,8 +534,10 @@ FIELDS: dict[str, Field] = _table()
 
 # proc.aname[N]: Falco counts the process itself as 0 and its parent as 1; ours start at the parent.
 _INDEXED = re.compile(r"^(?P<base>[a-z0-9_.]+)\[(?P<index>\d+)\](?P<rest>(?:\.[a-z0-9_.]+)?)$")
-_ANCESTOR_PARTS = {".name": "name", ".executable.path": "exe"}
-_FALCO_INDEXED = {"proc.aname": "name", "proc.aexepath": "exe"}
+_ANCESTOR_PARTS = {".name": "name", ".executable.path": "exe", ".argv0": "argv0"}
+_FALCO_INDEXED = {"proc.aname": "name", "proc.aexepath": "exe", "proc.aexe": "argv0"}
+_SELF = {"name": "process.name", "exe": "process.executable.path", "argv0": "process.argv0"}
+_SUFFIX = {v: k for k, v in _ANCESTOR_PARTS.items()}
 MAX_ANCESTORS = 64
 
 
@@ -541,7 +551,7 @@ def resolve(name: str, ancestors: Ancestors | None = None) -> Field:
     if field is None:
         raise FieldError(f"unknown field {name!r}")
     if ancestors is not None and field.name.startswith("process.ancestors."):
-        part = "name" if field.name.endswith(".name") else "exe"
+        part = _ANCESTOR_PARTS[field.name[len("process.ancestors"):]]
         return Field(field.name, field.type, None, _all_ancestors(part, ancestors))
     return field
 
@@ -554,14 +564,13 @@ def _indexed(name: str, ancestors: Ancestors | None) -> Field:
     if base in _FALCO_INDEXED and not rest:
         part = _FALCO_INDEXED[base]
         if index == 0:  # the process itself
-            return FIELDS["process.name" if part == "name" else "process.executable.path"]
+            return FIELDS[_SELF[part]]
         index -= 1
     elif base == "process.ancestors" and rest in _ANCESTOR_PARTS:
         part = _ANCESTOR_PARTS[rest]
     else:
         raise FieldError(f"unknown field {name!r} (indexed fields: process.ancestors[N].name, "
-                         f"process.ancestors[N].executable.path, proc.aname[N], proc.aexepath[N])")
+                         f".executable.path, .argv0; proc.aname[N], proc.aexepath[N], proc.aexe[N])")
     if index >= MAX_ANCESTORS:
         raise FieldError(f"{name!r}: ancestor index {index} is past the bound of {MAX_ANCESTORS}")
-    suffix = ".name" if part == "name" else ".executable.path"
-    return Field(f"process.ancestors[{index}]{suffix}", "str", None, _ancestor(index, part, ancestors))
+    return Field(f"process.ancestors[{index}]{_SUFFIX[part]}", "str", None, _ancestor(index, part, ancestors))

@@ -156,6 +156,9 @@ def test_lists_by_name_nested_and_mixed_with_values():
     assert m("file.path pmatch (etc_dirs)", OPEN, lists=lists)
     assert m("process.args intersects (more)", SHELL, lists=lists)
     assert not m("process.name in (empty)", SHELL, lists={"empty": []})
+    quoted = {"nets": ['"10.0.0.0/8"', "'192.168.0.0/16'"], "names": ['"curl"', "'x"]}
+    assert m("fd.rnet in (nets)", CONNECT, lists=quoted)  # Falco's lists carry quotes of their own
+    assert m("proc.name in (names)", EXEC, lists=quoted)
     assert "list cycle: a -> b -> a" in err("process.name in (a)", lists=lists).message
     assert "list cycle" in err("process.name in (self)", lists=lists).message
     assert "is a number; 'x' is not" in err("user.id in (ids)", lists={"ids": [1, "x"]}).message

@@ -155,6 +155,9 @@ def test_ancestors_parent_first_then_the_callable():
     assert _get("proc.aname[0]", en) == "sh"  # Falco: 0 is the process itself
     assert _get("proc.aexepath[2]", en, lambda e: chain) == "/usr/bin/containerd-shim-runc-v2"
     assert _get("proc.aname", en, lambda e: chain) == ["nginx", "containerd-shim"]
+    assert _get("proc.aexe[1]", en) == "nginx" and _get("proc.aexe[2]", en, lambda e: chain) == "shim"
+    assert _get("proc.aexe", en, lambda e: chain) == ["nginx", "shim"]
+    assert _get("process.ancestors[0].argv0", en) == "nginx" and _get("proc.aexe[0]", en) == "sh"
     nameless = ProcInfo(pid=5, ppid=1, exe="/usr/lib/jvm/bin/java", argv=(), uid=0, start_ns=0)
     orphan = exec_en("/bin/sh", ["sh"], parent=nameless)
     assert _get("proc.pname", orphan) == "java"  # no comm known: the executable's base name
