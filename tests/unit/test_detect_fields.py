@@ -30,7 +30,12 @@ def _get(name: str, en: Enriched, ancestors=None):
 
 
 def _samples() -> list[Enriched]:
-    return [
+    extra = []
+    if "ancestors" in Enriched.__dataclass_fields__:  # enrich's chain (issue 10), when it carries one
+        import dataclasses
+
+        extra.append(dataclasses.replace(exec_en("/bin/sh", ["sh"]), ancestors=(PARENT, GRANDPARENT)))
+    return extra + [
         exec_en("/usr/bin/curl", ["curl", "-s", "http://x"], comm=b"curl"),
         open_en("/etc/shadow", flags=os.O_RDONLY),
         open_en("/etc/passwd", flags=os.O_WRONLY | os.O_CREAT, container=None, parent=None),
