@@ -64,13 +64,15 @@ OPTIONAL: dict[str, tuple[str, int]] = {
 
 def kernel_offsets(btf: BTF) -> dict[str, int]:
     """Offsets of FIELDS in this kernel; raises BTFError naming the first field missing or odd."""
-    out = {name: _offset(btf, path, size) for name, (path, size) in FIELDS.items()}
+    return {name: _offset(btf, path, size) for name, (path, size) in FIELDS.items()}
+
+
+def optional_offsets(btf: BTF) -> dict[str, int]:
+    """Offsets of OPTIONAL, all or none (the probe uses them together): {} where this BTF lacks one."""
     try:
-        opt = {name: _offset(btf, path, size) for name, (path, size) in OPTIONAL.items()}
+        return {name: _offset(btf, path, size) for name, (path, size) in OPTIONAL.items()}
     except BTFError:
-        opt = {}  # all or none: the probe uses them together
-    out.update(opt)
-    return out
+        return {}
 
 
 def _offset(btf: BTF, path: str, size: int) -> int:

@@ -14,7 +14,7 @@ from agent.config import ProbeConfig
 from agent.kernel import headers
 from agent.kernel.btf import BTF
 from agent.kernel.offsets import cflags as offset_cflags
-from agent.kernel.offsets import kernel_offsets
+from agent.kernel.offsets import kernel_offsets, optional_offsets
 from agent.sensors import REGISTRY
 from agent.sensors.abi import Cfg
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
@@ -97,7 +97,8 @@ class ProbeSet:
 
     def _cflags(self, tracefs: str) -> list[str]:
         try:
-            offsets = kernel_offsets(BTF.load())
+            btf = BTF.load()
+            offsets = kernel_offsets(btf) | optional_offsets(btf)
         except Exception as e:
             raise LoadError(f"kernel BTF: {e}") from None
         flags = [f"-I{self.cfg.probes_dir}", f"-DNW_RINGBUF_PAGES={self.cfg.ringbuf_pages}"]

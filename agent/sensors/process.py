@@ -35,7 +35,9 @@ def split_args(block: bytes) -> tuple[str, ...]:
 
 
 def decode_exec(buf: bytes, clock: BootClock) -> ExecEvent:
-    check_size(buf, EXEC_SIZE, "exec")
+    # A record of an older probe (before exe_flags..cwd) still decodes, without them: recordings
+    # (agent.record_file, agent/sensors/replay.py) outlive the probe that made them.
+    check_size(buf, _IDENT_AT, "exec")
     fn_len, args_len = _LENS.unpack_from(buf, _LENS_AT)
     fn_len = min(fn_len, PATH_MAX)
     args_len = min(args_len, ARGS_MAX)
@@ -43,6 +45,9 @@ def decode_exec(buf: bytes, clock: BootClock) -> ExecEvent:
     action, rule, exe_ino, exe_dev = _TAIL.unpack_from(buf, _TAIL_AT)
     # exe_dev is super_block.s_dev, the kernel's MKDEV encoding; the event carries what stat(2)
     # says of the file (st_dev), so it compares with os.stat() and os.major()/os.minor() read it.
+    if len(buf) < EXEC_SIZE:
+        return ExecEvent(*header_args(buf, clock), text(buf, _FILENAME_AT, fn_len), argv, action, rule,
+                         exe_ino, dev_to_user(exe_dev))
     flags, exe_len, mnt_id, cwd_len = _IDENT.unpack_from(buf, _IDENT_AT)
     path = text(buf, _EXE_PATH_AT, min(exe_len, PATH_MAX))
     memfd, deleted = exe_kind(flags, path)
