@@ -102,13 +102,19 @@ class Detector:
         self._index: dict[tuple[str, bool], tuple[_Rule, ...]] = {}
         self._any: dict[bool, tuple[_Rule, ...]] = {False: (), True: ()}
         self._hits: dict[tuple, int] = {}
+        # host events, container events -> (RuleIndex over the rules in scope, those rules): the index
+        # (agent/detect/index.py) reads a field shared by several rules once per event
+        self._ridx: dict[bool, tuple] = {}
         self.alerts: Counter[tuple[str, str]] = Counter()  # (rule id, severity) -> alerts raised
         self.limited: Counter[str] = Counter()
         self._drops = Counter({"detect.folded": 0, "detect.rate_limited": 0})
         self._folds: dict[tuple, _Fold] = {}
 
-    def index(self, kinds_of: dict[str, frozenset | None]) -> None:
-        """Each event name -> the rules that can match it, in file order."""
+    def index(self, compiled: dict[str, object]) -> None:
+        """Each event name -> the rules that can match it, in file order; a RuleIndex per scope."""
+        from agent.detect.index import RuleIndex
+
+        kinds_of = {rid: c.kinds for rid, c in compiled.items()}
         names = set(EVENT_NAMES.values())
         for kinds in kinds_of.values():
             names |= set(kinds or ())
@@ -120,6 +126,10 @@ class Detector:
         for boxed in (False, True):
             self._any[boxed] = tuple(r for r in self.rules if kinds_of[r.spec.id] is None
                                      and not (r.host_only and boxed) and not (r.container_only and not boxed))
+        for boxed in (False, True):
+            scoped = tuple(r for r in self.rules
+                           if not (r.host_only and boxed) and not (r.container_only and not boxed))
+            self._ridx[boxed] = (RuleIndex([compiled[r.spec.id] for r in scoped]), scoped)
         self._hits = dict.fromkeys(self._index, 0)
         self._hits.update({("", False): 0, ("", True): 0})
 
@@ -134,8 +144,9 @@ class Detector:
         if not rules:
             return []
         self._hits[key] += 1
+        ridx, scoped = self._ridx[key[1]]
         try:
-            hits = [r for r in rules if r.match(en)]
+            hits = [scoped[i] for i in ridx.match(en)]
         except Exception:  # a rule that raised: judge rule by rule, so the others still run
             hits = self._one_by_one(rules, en)
         if not hits:
@@ -284,10 +295,10 @@ def build(section: DetectSection | None) -> tuple[Detector | NullDetector, list[
             continue
         rules.append(_Rule(spec, compiled.match, getters, *_mitre(spec.tags),
                            host_only=spec.scope == "host", container_only=spec.scope == "container"))
-        kinds_of[spec.id] = compiled.kinds
+        kinds_of[spec.id] = compiled
     result.rules = len(rules)
     det = Detector(rules, section.fold_window, section.rate_limit, result)
-    det.index(kinds_of)
+    det.index(kinds_of)  # the compiled conditions by rule id
     for name, why in result.skipped:
         log.warning("detection rule %r not loaded: %s", name, why)
     return det, errors
