@@ -184,3 +184,18 @@ def test_pipeline_swaps_detectors_and_reports_the_old_ones_folds():
     # count: the alerts folded into this one (the sum over the records is every occurrence)
     assert sorted((r["rule.id"], r.get("alert.count", 1)) for r in folded) == [("t.exec", 1), ("t.host", 1)]
     assert _metric(p, "nodewarden_drops_total")[(("stage", "detect.folded"),)] == 2
+
+
+def test_a_rule_that_raises_is_no_match_and_the_others_still_run():
+    det = _detector("""\
+        - rule: t.path
+          condition: event.name = file.open and file.path startswith /etc/
+          severity: low
+        - rule: t.name
+          condition: event.name = file.open and process.name = sh
+          severity: low
+        """)
+    ev = FileEvent(**_head(Op.FILE_OPEN), path=None, path2="", ret=3, flags=1, mode=0, dirfd=-100, fd=-1,
+                   owner_uid=0, owner_gid=0)  # a path the sensor could not give: startswith raises
+    alerts = det.evaluate(Enriched(ev, None, None, None))
+    assert [a.rule_id for a in alerts] == ["t.name"]
