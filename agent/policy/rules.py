@@ -18,6 +18,7 @@ when it is built (agent/detect/engine.py), which maps a compiler offset back to 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 import yaml
@@ -130,9 +131,14 @@ def _exception_text(ex: Exception_) -> str:
     return " or ".join(alts)
 
 
-def _literal(val) -> str:
+_BARE = re.compile(r"^[A-Za-z_][\w.-]*$")
+
+
+def _literal(val, in_list: bool = False) -> str:
     if isinstance(val, tuple):
-        return "(" + ", ".join(_literal(v) for v in val) + ")"
+        return "(" + ", ".join(_literal(v, True) for v in val) + ")"
+    if in_list and _BARE.match(str(val)):  # bare inside a list: a list's name expands (Falco's exceptions)
+        return str(val)
     s = str(val)
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -115,7 +115,7 @@ def test_exceptions_compile_into_the_condition():
     cond = ruleset.rules[0].full_condition
     assert cond == ('(event.name = process.exec) and not ((process.name = "apt" and process.executable.path '
                     'startswith "/usr/bin/") or (process.name = "a\\"b" and process.executable.path startswith '
-                    '"/x")) and not (process.name in ("dpkg", "rpm"))')
+                    '"/x")) and not (process.name in (dpkg, rpm))')
     assert section.ruleset is None
 
 
@@ -243,3 +243,22 @@ def test_falco_priorities_map_onto_our_severities():
     assert {k: v.label for k, v in rules.FALCO_PRIORITY.items()} == {
         "emergency": "critical", "alert": "critical", "critical": "critical", "error": "high",
         "warning": "medium", "notice": "low", "informational": "info", "info": "info", "debug": "info"}
+
+
+def test_an_exception_value_may_name_a_list():
+    from tests.unit.test_detect_engine import _exec
+
+    ruleset, errors = rules.load_files([rules.BUNDLED_DIR], extra=_node("""\
+        - rule: t.exec
+          condition: event.name = process.exec
+          severity: low
+          exceptions:
+            - name: shells
+              fields: process.name
+              comps: in
+              values: [nw_shells, "odd name"]
+        """))
+    det, errors2 = build(rules.DetectSection(ruleset=ruleset, disable=rules.Selection(tags=("T1059", "T1046"))))
+    assert errors == [] and errors2 == []
+    assert [a.rule_id for a in det.evaluate(_exec("/bin/bash", ("bash",))) if a.rule_id == "t.exec"] == []
+    assert [a.rule_id for a in det.evaluate(_exec("/bin/ls", ("ls",)))] == ["t.exec"]
