@@ -160,15 +160,16 @@ def _time(match: Callable, events: list, rounds: int) -> tuple[float, int]:
     return time.perf_counter() - t0, hits
 
 
-def per_event_us(match: Callable, events: list, rounds: int, runs: int) -> tuple[float, int]:
-    """(added µs per event, median of runs, over a call that judges nothing; matches per mix)."""
+def per_event_us(match: Callable, events: list, rounds: int, runs: int) -> tuple[float, int, float, float]:
+    """(added µs per event: median, min and max of runs, over a call that judges nothing; matches per mix)."""
     n = len(events) * rounds
     samples, hits = [], 0
     for _ in range(runs):
         base, _ = _time(lambda en: (), events, rounds)
         full, hits = _time(match, events, rounds)
         samples.append((full - base) / n * 1e6)
-    return sorted(samples)[len(samples) // 2], hits // rounds
+    samples.sort()
+    return samples[len(samples) // 2], hits // rounds, samples[0], samples[-1]
 
 
 def _check_agree(compiled: list, index, events: list) -> None:
@@ -198,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         index = RuleIndex(compiled)
         _check_agree(compiled, index, events)
         met = sum(index.met[en.event.name] for en in events) / len(events)
-        us, hits = per_event_us(index.match, events, rounds, args.runs)
+        us, hits, lo, hi = per_event_us(index.match, events, rounds, args.runs)
         rows.append((f"{label}: RuleIndex (meets {met:.1f} rules/event, {hits} matches/mix)", us, target))
-        us, _ = per_event_us(_naive(compiled), events, rounds, args.runs)
+        rows.append((f"  min .. max of {args.runs} runs: {lo:.3f} .. {hi:.3f} us", None, None))
+        us, *_ = per_event_us(_naive(compiled), events, rounds, args.runs)
         rows.append(("  each rule's own match, by kind only", us, None))
     w = max(len(r[0]) for r in rows)
     print(f"{'rule cost per event':<{w}}  {'measured':>10}  {'target':>10}")
     for name, us, target in rows:
+        if us is None:
+            print(name)
+            continue
         mark = "" if target is None else ("  ok" if us <= target else "  MISSED")
         tgt = f"<= {target:.1f} us" if target is not None else ""
         print(f"{name:<{w}}  {us:>7.3f} us  {tgt:>10}{mark}")

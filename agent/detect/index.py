@@ -195,6 +195,8 @@ def _seq(done: tuple[int, ...], rules: list[tuple[int, tuple[Part, ...]]], nodes
     multis = tuple((pos, tuple(p.fn for p in sorted(parts, key=lambda p: p.cost)))
                    for pos, parts in rules if len(parts) > 1)
     nodes_t = tuple(nodes)
+    if not done and not multis and not nodes_t:
+        return _singles(singles)
     if not singles and not multis and len(nodes_t) == 1 and not done:
         return nodes_t[0]
 
@@ -212,5 +214,24 @@ def _seq(done: tuple[int, ...], rules: list[tuple[int, tuple[Part, ...]]], nodes
                 out.append(pos)
         for n in nodes_t:
             n(en, out)
+
+    return node
+
+
+def _singles(singles: tuple) -> Node:
+    """Only one-test rules left (the common leaf after a dispatch): one loop, nothing else."""
+    if len(singles) == 1:
+        ((pos, fn),) = singles
+
+        def one(en: Enriched, out: list) -> None:
+            if fn(en):
+                out.append(pos)
+
+        return one
+
+    def node(en: Enriched, out: list) -> None:
+        for pos, fn in singles:
+            if fn(en):
+                out.append(pos)
 
     return node
