@@ -32,6 +32,7 @@ Semantics, chosen to match Falco where it documents one:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,6 +235,12 @@ class _Parser:
                 raise ConditionError(f"expected ',' or ')' in the {op!r} list, got {_describe(sep)}", sep.offset)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Node:
+    """Macros are shared by many rules: each text is parsed once per process (the tree is immutable)."""
+    return parse(text)
+
+
 def _unquote(item: str) -> str:
     """A list item written with its own quotes ('"10.0.0.0/8"' in YAML, as Falco's lists do, which
     Falco splices into the condition as text) is that quoted string."""
@@ -349,7 +356,7 @@ class _Compiler:
         try:
             node = self.parsed.get(ref.name)
             if node is None:
-                node = self.parsed[ref.name] = parse(self.macros[ref.name])
+                node = self.parsed[ref.name] = _parse_cached(self.macros[ref.name])
             return self.build(node)
         except ConditionError as e:
             if e.message.startswith(("in macro ", "macro cycle")):
