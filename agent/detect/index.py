@@ -14,8 +14,8 @@ cost per event low, all decided once at build time:
 3. shared conjuncts: a sub-condition several rules `and` with (a macro such as open_write, which
    has one canonical key wherever it is expanded) is evaluated once and gates all of them.
 What is left of a rule after that runs as its own closure, cheap parts first. Conditions are pure
-functions of the event, so none of this changes a result; test_detect_condition checks that the
-index and each rule's own `match` agree on every event.
+functions of the event, so none of this changes a result; tests/unit/test_detect_index.py checks
+that the index and each rule's own `match` agree, on fixed and on random rule sets.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from agent.events import EVENT_NAMES, Enriched, Op
 
 Node = Callable[[Enriched, list], None]
 _Item = tuple[int, tuple[Part, ...]]  # (rule position, conjuncts still to test)
-_EMPTY: tuple = ()
 
 
 class RuleIndex:
