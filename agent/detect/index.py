@@ -1,7 +1,9 @@
 """Rules indexed by event kind, with the work rules share done once per event.
 
 `RuleIndex(compiled)` takes the compiled conditions of a rule set (agent/detect/condition.py) and
-`match(en)` returns the positions of those that match, in the order given. Three things keep the
+`match(en)` returns the positions of those that match, in the order given (the conditions must
+come from compile() calls with the same `ancestors`, as one rules load makes them: equal keys then
+mean equal results). Three things keep the
 cost per event low, all decided once at build time:
 
 1. by kind: an event meets only the rules whose `kinds` hold its event name (None = every kind),
