@@ -3,7 +3,10 @@
 `build(section)` compiles every selected rule of a DetectSection (agent/policy/rules.py) with the
 condition compiler (agent/detect/condition.py) and returns a Detector, or the null object when
 detection is off. An event meets only the rules whose condition can match its kind (`Compiled.kinds`;
-None = any kind), in file order. A match is an AlertEvent with the event as its subject.
+None = any kind) and whose scope holds it (host: no container; container; both), through one
+RuleIndex per scope (agent/detect/index.py: fields shared by rules read once). A match is an
+AlertEvent with the event as its subject; a rule that raises on an event is no match (logged,
+rate-limited) and the others still run.
 
 Noise control, all of it counted:
 - folding: an alert identical to one raised within `fold_window` seconds (same rule, container,
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 
 from agent.events import EVENT_NAMES, AlertEvent, Enriched
 from agent.policy.rules import DetectSection, RuleSpec, default_section, selected
+from agent.ratelog import RateLog
 
 log = logging.getLogger("nodewarden.detect")
 
@@ -109,6 +113,7 @@ class Detector:
         self.limited: Counter[str] = Counter()
         self._drops = Counter({"detect.folded": 0, "detect.rate_limited": 0})
         self._folds: dict[tuple, _Fold] = {}
+        self._rlog = RateLog(log)
 
     def index(self, compiled: dict[str, object]) -> None:
         """Each event name -> the rules that can match it, in file order; a RuleIndex per scope."""
@@ -159,8 +164,8 @@ class Detector:
             try:
                 if r.match(en):
                     hits.append(r)
-            except Exception as e:  # a field that cannot be read on this event: no match, logged once
-                _rlog(r.spec.id, e)
+            except Exception as e:  # a field that cannot be read on this event: no match, logged
+                self._rlog.warning(f"rule:{r.spec.id}", "rule %s: evaluation failed (no match): %r", r.spec.id, e)
         return hits
 
     @property
@@ -233,15 +238,6 @@ class Detector:
     def counters(self) -> tuple[dict, dict]:
         """(evaluations per rule, alerts per (rule, severity)) since the detector was built."""
         return dict(self.evaluations), dict(self.alerts)
-
-
-_logged: set[str] = set()
-
-
-def _rlog(rule_id: str, e: Exception) -> None:
-    if rule_id not in _logged and len(_logged) < 1000:
-        _logged.add(rule_id)
-        log.warning("rule %s: evaluation failed (counted as no match): %r", rule_id, e)
 
 
 def _output(r: _Rule, en: Enriched) -> str:
