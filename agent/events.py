@@ -112,6 +112,7 @@ class FileEvent(KernelEvent):
     fd: int
     owner_uid: int
     owner_gid: int
+    cwd: str = ""  # the caller's cwd at the call when path is relative to it (not for rename), else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ enum nw_probe {
 /* Flags in event_header.flags. */
 #define NW_F_TRUNCATED  0x01   /* a path or argv did not fit */
 #define NW_F_WATCHED    0x02   /* file_event: a read-only open sent because its path is on the watch list */
+#define NW_F_CWD        0x04   /* file_event: path is relative to the cwd, and path2 holds that cwd (not a rename) */
 
 /* Slots of the nw_config array map, set by the agent at run time (no reload). */
 enum nw_cfg {

@@ -11,7 +11,8 @@
  * ignored prefix (LPM trie) are dropped, except opens of watched paths: the watch list wins, so
  * /proc/<pid>/environ is reported although /proc/ is ignored. A read-only open costs an 8-byte read
  * and one hash lookup more than before (file_maybe_watched; bench.sensors measures it).
- * Known gaps: relative paths are sent as given (with dirfd), prefixes match absolute paths only;
+ * Relative paths are sent as given, with the cwd in path2 (NW_F_CWD) when they are relative to it
+ * (not for rename, whose path2 is the new name). Known gaps: prefixes match absolute paths only;
  * fchmod/fchown carry the fd, not a path. Syscalls this kernel lacks (open, creat, ... on arm64,
  * fchmodat2 before 6.6) are compiled out: the agent defines NW_HAVE_<name> for each that exists.
  */
@@ -116,6 +117,28 @@ static __always_inline int file_maybe_watched(const char *upath)
     return nw_cfg(CFG_WATCH_SHORT) != 0;
 }
 
+/* A path relative to the cwd (dirfd AT_FDCWD): the cwd into path2, from task->fs->pwd at the call,
+ * so user space resolves it even after a chdir the agent never saw. Only relative paths pay the walk. */
+static __always_inline void file_cwd(struct file_event *e)
+{
+    if (e->path_len == 0 || e->path[0] == '/' || e->dirfd != NW_AT_FDCWD)
+        return;
+    void *task = (void *)bpf_get_current_task();
+    void *fs = 0, *vfsmnt = 0, *dentry = 0;
+    int cut = 0;
+    NW_READ(fs, task, OFF_TASK_FS);
+    if (!fs)
+        return;
+    NW_READ(vfsmnt, fs, OFF_FS_PWD_MNT);
+    NW_READ(dentry, fs, OFF_FS_PWD_DENTRY);
+    e->path2_len = nw_dentry_path(dentry, vfsmnt, e->path2, &cut);
+    if (e->path2_len == 0)
+        return;
+    e->h.flags |= NW_F_CWD;
+    if (cut)
+        e->h.flags |= NW_F_TRUNCATED;
+}
+
 static __always_inline int file_stage(struct file_event *e)
 {
     int drop = !(e->h.flags & NW_F_WATCHED) && nw_path_ignored(e->path, e->path_len) &&
@@ -196,6 +219,7 @@ static __always_inline int file_open(int dfd, const char *name, u64 flags, u32 m
     e->dirfd = dfd;
     e->flags = flags;
     e->mode = mode;
+    file_cwd(e);
     return file_stage(e);
 }
 
@@ -212,6 +236,7 @@ static __always_inline int file_path_op(u8 op, int dfd, const char *name, u32 fl
     e->owner_uid = uid;
     e->owner_gid = gid;
     e->path_len = nw_read_path(e->path, name, &e->h.flags);
+    file_cwd(e);
     return file_stage(e);
 }
 

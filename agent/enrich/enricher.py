@@ -111,10 +111,14 @@ class Enricher:
 
 
 def _resolve(ev: FileEvent, proc: ProcInfo | None) -> str:
-    """A relative path of a call relative to the cwd (dirfd AT_FDCWD), joined to the process's cwd as
-    the table knows it (from its exec, inherited at fork, or /proc at seed; a chdir since is not seen).
+    """A relative path of a call relative to the cwd (dirfd AT_FDCWD), joined to the cwd the kernel
+    sent with it (FileEvent.cwd), else (a rename) the process's cwd as the table knows it (from its exec,
+    inherited at fork, or /proc at seed; a chdir since is not seen there).
     `..` is collapsed lexically, as Falco's fd.name is; a symlinked directory may name another file."""
     path = ev.path
-    if not path or path[0] == "/" or ev.dirfd != AT_FDCWD or proc is None or not proc.cwd:
+    if not path or path[0] == "/" or ev.dirfd != AT_FDCWD:
         return ""
-    return posixpath.normpath(posixpath.join(proc.cwd, path))
+    cwd = ev.cwd or (proc.cwd if proc is not None else "")  # the kernel's at the call, else the table's
+    if not cwd:
+        return ""
+    return posixpath.normpath(posixpath.join(cwd, path))

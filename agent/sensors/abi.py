@@ -26,6 +26,7 @@ COMM_LEN = 16  # NW_COMM_LEN
 PREFIX_MAX = 128  # NW_PREFIX_MAX
 F_TRUNCATED = 0x01  # NW_F_TRUNCATED, in event_header.flags
 F_WATCHED = 0x02  # NW_F_WATCHED: a read-only open sent because its path is on the watch list
+F_CWD = 0x04  # NW_F_CWD: file_event.path is relative to the cwd and path2 holds the cwd
 PATH_DEPTH = 32  # NW_PATH_DEPTH: components (and mount crossings) a kernel dentry walk follows
 
 # exec_event.exe_flags (NW_EXE_*, keep in sync with probes/events.h)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.events import FileEvent, Op
-from agent.sensors.abi import FILE_EVENT, Probe
+from agent.sensors.abi import F_CWD, FILE_EVENT, Probe
 from agent.sensors.common import PATH_MAX, BootClock, Sensor, check_size, header_args, text
 
 FILE_SIZE = FILE_EVENT.size
@@ -18,6 +18,8 @@ def decode_file(buf: bytes, clock: BootClock) -> FileEvent:
     ret, dirfd, flags, mode, ouid, ogid, fd, plen, p2len = _FIXED.unpack_from(buf, _FIXED_AT)
     path = text(buf, _PATH_AT, min(plen, PATH_MAX))
     path2 = text(buf, _PATH2_AT, min(p2len, PATH_MAX))
+    if buf[1] & F_CWD:  # event_header.flags: path2 carries the cwd of a relative path, not a second path
+        return FileEvent(*header_args(buf, clock), path, "", ret, flags, mode, dirfd, fd, ouid, ogid, path2)
     return FileEvent(*header_args(buf, clock), path, path2, ret, flags, mode, dirfd, fd, ouid, ogid)
 
 

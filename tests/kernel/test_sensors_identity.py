@@ -209,3 +209,20 @@ def test_watch_list_changes_at_run_time_short_prefixes_and_patterns(tmp_path):
     finally:
         reader.close()
         ps.stop()
+
+
+def test_relative_paths_resolved_with_the_cwd_at_the_call(agent, tmp_path):
+    """The kernel sends the cwd with a relative path, so a chdir the agent never saw does not matter."""
+    (tmp_path / "sub").mkdir()
+    pid = _child(f"""
+        import os
+        os.chdir("{tmp_path}/sub")
+        os.close(os.open("rel.txt", os.O_WRONLY | os.O_CREAT, 0o600))
+        os.unlink("./rel.txt")
+        print(os.getpid())
+    """, cwd="/")
+    (op,) = agent.wait_for(lambda r: r["event.name"] == "file.open" and r["process.pid"] == pid)
+    (un,) = agent.wait_for(lambda r: r["event.name"] == "file.unlink" and r["process.pid"] == pid)
+    assert (op["file.path"], op["file.path.resolved"]) == ("rel.txt", f"{tmp_path}/sub/rel.txt")
+    assert (un["file.path"], un["file.path.resolved"]) == ("./rel.txt", f"{tmp_path}/sub/rel.txt")
+    assert "file.target.path" not in op

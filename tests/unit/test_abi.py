@@ -220,3 +220,10 @@ def test_fork_exit_file_net_cgroup_bench_records_every_field():
     assert (ev.new_cgroup_id, ev.level, ev.path) == (555, 2, "/a/b")
     ev = bench.decode_bench(abi.BENCH_EVENT.struct.pack(_header(Op.BENCH), 99), clock)
     assert ev.counter == 99
+
+
+def test_file_record_with_the_cwd_of_a_relative_path():
+    raw = abi.FILE_EVENT.struct.pack(_header(Op.FILE_OPEN, abi.F_CWD), 3, -100, 0o101, 0o600, -1 & 0xFFFFFFFF,
+                                     -1 & 0xFFFFFFFF, -1, 5, 4, b"a/b.c", b"/srv")
+    ev = file.decode_file(raw, BootClock())
+    assert (ev.path, ev.path2, ev.cwd) == ("a/b.c", "", "/srv")  # path2 carried the cwd, not a second path
