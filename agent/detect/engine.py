@@ -241,14 +241,21 @@ class Detector:
 
 
 def _output(r: _Rule, en: Enriched) -> str:
-    parts = []
+    """Ours: `field=value ...` of the rule's output fields. Falco's: its format string with each
+    %field replaced by the value, <NA> where the event has none or we do not have the field (as Falco)."""
+    values = {}
     for name, get in r.getters:
         try:
             val = get(en)
         except Exception:
             val = None
-        parts.append(f"{name}={'' if val is None else val}")
-    return " ".join(parts)
+        if isinstance(val, list | tuple):
+            val = ",".join(map(str, val))
+        values[name] = "<NA>" if val is None else str(val)
+    fmt = r.spec.output_format
+    if fmt and not r.spec.output:
+        return _FALCO_FIELD.sub(lambda m: values.get(m.group(1), "<NA>"), fmt)
+    return " ".join(f"{name}={'' if v == '<NA>' else v}" for name, v in values.items())
 
 
 # -- building ------------------------------------------------------------------------------------------
@@ -323,7 +330,7 @@ def _getters(spec: RuleSpec, fields) -> list:
     for name in dict.fromkeys(_FALCO_FIELD.findall(spec.output_format)):
         try:
             out.append((name, _getter(fields.resolve(name))))
-        except fields.FieldError:  # a Falco output field we do not have: left out of the output
+        except fields.FieldError:  # a Falco output field we do not have: <NA> in the output
             continue
     return out
 

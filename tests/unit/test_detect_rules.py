@@ -3,6 +3,7 @@ exceptions, and errors that name file:line:col (a broken rule refuses the policy
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -237,6 +238,18 @@ def test_falco_rules_file_loads_runnable_rules_and_lists_the_others(tmp_path):
     assert "thread.cap_effective" in skipped["Uses Thread Capabilities"]
     assert "bcontains" in skipped["Uses Binary Operator"]
     assert "k8s_audit" in skipped["Audit Rule"]
+    # the rule that runs alerts, its output in Falco's format
+    from agent.events import Enriched, ExecEvent, Op, ProcInfo
+
+    ev = ExecEvent(Op.EXEC, 1, 77, 77, 76, 0, 0, 1, 1, "bash", False, "/bin/bash", ("bash", "-c", "id"))
+    en = Enriched(ev, ProcInfo(77, 76, "/bin/bash", ("bash", "-c", "id"), 0, 0),
+                  ProcInfo(76, 1, "/opt/nwtestparent", ("nwtestparent",), 0, 0, comm="nwtestparent"))
+    (alert,) = [a for a in det.evaluate(en) if a.rule_id == "Shell In Test Container"]
+    assert alert.severity is Severity.MEDIUM and alert.techniques == ("T1059.004",)
+    assert alert.output.startswith("Shell run (user=") and "cmd=bash -c id parent=nwtestparent unknown=<NA>)" \
+        in alert.output, alert.output
+    zsh = Enriched(dataclasses.replace(ev, comm="zsh"), en.process, en.parent)
+    assert [a for a in det.evaluate(zsh) if a.rule_id == "Shell In Test Container"] == []  # the appended part
 
 
 def test_falco_priorities_map_onto_our_severities():
