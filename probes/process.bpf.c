@@ -82,7 +82,7 @@ static __always_inline void exec_identity(struct exec_event *e, void *task, void
         if (vfsmnt)
             NW_READ(e->exe_mnt_id, vfsmnt, (u64)OFF_MOUNT_MNT_ID - OFF_MOUNT_MNT);
         e->exe_path_len = nw_dentry_path(dentry, vfsmnt, e->exe_path, &cut);
-        if (cut)
+        if (cut)   /* deeper than NW_PATH_DEPTH (the top is missing) or longer than NW_PATH_MAX (the tail) */
             e->exe_flags |= NW_EXE_PATH_CUT;
     }
     cut = 0;
@@ -96,6 +96,8 @@ static __always_inline void exec_identity(struct exec_event *e, void *task, void
     e->cwd_len = nw_dentry_path(dentry, vfsmnt, e->cwd, &cut);
     if (cut)
         e->exe_flags |= NW_EXE_CWD_CUT;
+    if (e->exe_flags & (NW_EXE_PATH_CUT | NW_EXE_CWD_CUT))
+        e->h.flags |= NW_F_TRUNCATED;   /* event.truncated: a rule must not trust a cut path */
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exec)

@@ -226,3 +226,15 @@ def test_relative_paths_resolved_with_the_cwd_at_the_call(agent, tmp_path):
     assert (op["file.path"], op["file.path.resolved"]) == ("rel.txt", f"{tmp_path}/sub/rel.txt")
     assert (un["file.path"], un["file.path.resolved"]) == ("./rel.txt", f"{tmp_path}/sub/rel.txt")
     assert "file.target.path" not in op
+
+
+def test_a_path_deeper_than_the_walk_is_flagged_truncated(agent, tmp_path):
+    deep = tmp_path.joinpath(*["d"] * 40)  # more components than NW_PATH_DEPTH (32)
+    deep.mkdir(parents=True)
+    shutil.copy("/bin/true", deep / "t")
+    p = subprocess.Popen([str(deep / "t")], cwd=tmp_path)
+    p.wait()
+    (ex,) = _exec_of(agent, p.pid)
+    assert ex["event.truncated"] is True
+    assert str(deep / "t").endswith(ex["process.executable.kernel_path"])  # the top components are missing
+    assert ex["process.working_directory"] == str(tmp_path)
