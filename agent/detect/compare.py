@@ -193,8 +193,15 @@ def all_of(fns: list[Match]) -> Match:
     if len(fns) == 3:
         a, b, c = fns
         return lambda en: a(en) and b(en) and c(en)
-    head, rest = fns[0], all_of(fns[1:])
-    return lambda en: head(en) and rest(en)
+    fns_t = tuple(fns)
+
+    def every(en: Enriched) -> bool:  # a loop: no closure call per extra item
+        for fn in fns_t:
+            if not fn(en):
+                return False
+        return True
+
+    return every
 
 
 def any_of(fns: list[Match]) -> Match:
@@ -206,5 +213,12 @@ def any_of(fns: list[Match]) -> Match:
     if len(fns) == 3:
         a, b, c = fns
         return lambda en: a(en) or b(en) or c(en)
-    head, rest = fns[0], any_of(fns[1:])
-    return lambda en: head(en) or rest(en)
+    fns_t = tuple(fns)
+
+    def some(en: Enriched) -> bool:
+        for fn in fns_t:
+            if fn(en):
+                return True
+        return False
+
+    return some

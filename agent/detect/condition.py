@@ -294,6 +294,7 @@ class Part:
     cost: int
     key: str
     conj: tuple[Part, ...] | None = None
+    disj: tuple[Part, ...] | None = None  # the flattened alternatives of an `or`
     eq: tuple[str, Callable[[Enriched], object], frozenset] | None = None
     # For `startswith p` and `pmatch (...)` on a string field: (field, getter, prefixes, exact
     # values); the part holds exactly when the value starts with a prefix or equals an exact one.
@@ -338,9 +339,12 @@ class _Compiler:
             kinds = frozenset.intersection(*known) if known else None
             key = "and(" + ",".join(sorted(p.key for p in flat)) + ")"
             return Part(all_of([p.fn for p in flat]), kinds, fields, cost, key, conj=tuple(flat))
-        kinds = None if any(p.kinds is None for p in parts) else frozenset().union(*(p.kinds for p in parts))
-        key = "or(" + ",".join(sorted(p.key for p in parts)) + ")"
-        return Part(any_of([p.fn for p in parts]), kinds, fields, cost, key)
+        flat = _merge_same_field([q for p in parts for q in (p.disj or (p,))])  # a or (b or c): one list
+        if len(flat) == 1:
+            return flat[0]
+        kinds = None if any(p.kinds is None for p in flat) else frozenset().union(*(p.kinds for p in flat))
+        key = "or(" + ",".join(sorted(p.key for p in flat)) + ")"
+        return Part(any_of([p.fn for p in flat]), kinds, fields, cost, key, disj=tuple(flat))
 
     def _macro(self, ref: Ref) -> Part:
         if ref.name not in self.macros:
@@ -440,6 +444,51 @@ def compile(text: str, macros: dict[str, str] | None = None, lists: dict[str, li
 
 
 # -- comparisons --------------------------------------------------------------------------------
+
+
+def _merge_same_field(alts: list[Part]) -> list[Part]:
+    """Alternatives of an `or` that test one string field by equality or prefix (file.path in (...)
+    or file.path startswith /etc/profile.d/ or file.path pmatch (...)) become one test: the field
+    read once, one set lookup and one startswith over all the prefixes; and, as a prefix test, the
+    RuleIndex can dispatch on it."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(alts):
+        name = _path_like(p)
+        if name:
+            groups.setdefault(name, []).append(i)
+    merged: dict[int, Part] = {}
+    drop: set[int] = set()
+    for idxs in groups.values():
+        if len(idxs) > 1:
+            merged[idxs[0]] = _merge([alts[i] for i in idxs])
+            drop.update(idxs[1:])
+    return [merged.get(i, p) for i, p in enumerate(alts) if i not in drop]
+
+
+def _path_like(p: Part) -> str:
+    if p.prefix is not None:
+        return p.prefix[0]
+    if p.eq is not None and all(isinstance(v, str) for v in p.eq[2]):
+        return p.eq[0]
+    return ""
+
+
+def _merge(parts: list[Part]) -> Part:
+    name = _path_like(parts[0])
+    get = (parts[0].prefix or parts[0].eq)[1]
+    prefixes = tuple(sorted({x for p in parts if p.prefix for x in p.prefix[2]}))
+    exact = frozenset().union(*(p.prefix[3] if p.prefix else p.eq[2] for p in parts))
+    key = f"{name} anyof {sorted(exact)} {list(prefixes)}"
+    kinds = None if any(p.kinds is None for p in parts) else frozenset().union(*(p.kinds for p in parts))
+    if prefixes:
+        fn: Match = lambda en: (v := get(en)) is not None and (v in exact or v.startswith(prefixes))  # noqa: E731
+        part = Part(fn, kinds, frozenset({name}), 2, key, prefix=(name, get, prefixes, exact))
+    else:
+        part = Part(lambda en: get(en) in exact, kinds, frozenset({name}), 1, key, eq=(name, get, exact))
+    if all(p.fast is not None for p in parts):
+        fast_kinds = frozenset.intersection(*(p.fast_kinds for p in parts))
+        part = dataclasses.replace(part, fast=_merge([p.fast for p in parts]), fast_kinds=fast_kinds)
+    return part
 
 
 def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: list, key: str) -> Part:

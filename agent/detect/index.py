@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from agent.detect.compare import all_of, any_of
 from agent.detect.condition import Compiled, Part
 from agent.events import EVENT_NAMES, Enriched, Op
 
@@ -58,14 +59,57 @@ class RuleIndex:
 def _for_kind(pos: int, c: Compiled, name: str) -> _Item | None:
     if c.kinds is not None and name not in c.kinds:
         return None
-    parts = []
-    for p in c.conjuncts:
-        if p.kind_test:
-            continue  # the index already chose the kind: an event.name test of this kind is true
-        if p.kinds is not None and name not in p.kinds:
+    parts = _conjuncts(c.conjuncts, name)
+    return None if parts is None else (pos, tuple(parts))
+
+
+def _conjuncts(parts: tuple[Part, ...], name: str) -> list[Part] | None:
+    """The conjuncts left to test on an event of kind `name` (None: the condition cannot hold)."""
+    out: list[Part] = []
+    for p in parts:
+        sub = _specialize(p, name)
+        if sub is None:
             return None
-        parts.append(p.fast if name in p.fast_kinds else p)  # the kind is known: no type checks
-    return pos, tuple(parts)
+        out.extend(sub)
+    return out
+
+
+def _specialize(p: Part, name: str) -> list[Part] | None:
+    """One part on a known kind: [] when it is true there, None when it cannot be, else the parts
+    to test. An `or` keeps only the alternatives that can hold on this kind; with one left, its
+    own conjuncts join the rule's (so `(open and write) or rename` on an open is just `write`)."""
+    if p.kinds is not None and name not in p.kinds:
+        return None
+    if p.kind_test:
+        return []  # the index already chose the kind: an event.name test of this kind is true
+    if p.conj is not None:
+        return _conjuncts(p.conj, name)
+    if p.disj is not None:
+        alts = [a for a in (_conjuncts(q.conj or (q,), name) for q in p.disj) if a is not None]
+        if not alts:
+            return None
+        if any(not a for a in alts):
+            return []
+        if len(alts) == 1:
+            return alts[0]
+        if len(alts) < len(p.disj):
+            return [_any_part(alts)]
+    return [p.fast if name in p.fast_kinds else p]  # the kind is known: no type checks
+
+
+def _any_part(alts: list[list[Part]]) -> Part:
+    """An `or` of what is left of its alternatives on one kind."""
+    ands = [a[0] if len(a) == 1 else _all_part(a) for a in alts]
+    fields = frozenset().union(*(q.fields for q in ands))
+    key = "or(" + ",".join(sorted(q.key for q in ands)) + ")"
+    return Part(any_of([q.fn for q in ands]), None, fields, max(q.cost for q in ands), key)
+
+
+def _all_part(parts: list[Part]) -> Part:
+    parts = sorted(parts, key=lambda q: q.cost)
+    key = "and(" + ",".join(sorted(q.key for q in parts)) + ")"
+    fields = frozenset().union(*(q.fields for q in parts))
+    return Part(all_of([q.fn for q in parts]), None, fields, max(q.cost for q in parts), key)
 
 
 def _build(items: list[_Item]) -> Node:
@@ -78,18 +122,21 @@ def _build(items: list[_Item]) -> Node:
         field, n_eq = _best_eq(pending)
         key, n_key = _best_key(pending)
         pfield, n_pre = _best_prefix(pending)
-        if max(n_eq, n_key, n_pre) < 2:
-            rules.extend(pending)
-            break
-        if n_pre > max(n_eq, n_key):
+        # Dispatch first: it narrows to the rules a value can satisfy. A gate only where no field is
+        # shared, and never on a `not` (an exception, a benign list: nearly always true, so a gate
+        # on it would cost every event a test that each rule makes only after its selective ones).
+        if n_pre >= 2 and n_pre > n_eq:
             group, pending = _split(pending, lambda p, f=pfield: p.prefix is not None and p.prefix[0] == f)
             nodes.append(_by_prefix(group))
-        elif n_eq >= n_key:
+        elif n_eq >= 2:
             group, pending = _split(pending, lambda p, f=field: p.eq is not None and p.eq[0] == f)
             nodes.append(_dispatch(group))
-        else:
+        elif n_key >= 2:
             group, pending = _split(pending, lambda p, k=key: p.key == k)
             nodes.append(_gate(group))
+        else:
+            rules.extend(pending)
+            break
     return _seq(done, rules, nodes)
 
 
@@ -110,7 +157,7 @@ def _best_prefix(items: list[_Item]) -> tuple[str, int]:
 def _best_key(items: list[_Item]) -> tuple[str, int]:
     per_key: Counter = Counter()
     for _, parts in items:
-        per_key.update({p.key for p in parts})
+        per_key.update({p.key for p in parts if not p.key.startswith("not(")})
     return per_key.most_common(1)[0] if per_key else ("", 0)
 
 
