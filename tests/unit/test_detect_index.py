@@ -111,3 +111,24 @@ def test_index_agrees_on_random_rule_sets():
         index = RuleIndex(compiled)
         for en in events:
             assert index.match(en) == _want(compiled, en)
+
+
+def test_an_or_on_one_field_is_one_dispatchable_test():
+    c = compile("fd.name = /x or fd.name startswith /etc/cron or fd.name pmatch (/usr/bin) or fd.name in (/y)")
+    (part,) = c.conjuncts
+    assert part.prefix is not None and part.prefix[3] == {"/x", "/y", "/usr/bin"}
+    for path, want in (("/x", True), ("/y", True), ("/etc/crontab", True), ("/usr/bin/ls", True),
+                       ("/usr/binx", False), ("/etc/passwd", False)):
+        assert c.match(open_en(path)) is want, path
+    assert compile("proc.name = a or proc.name in (b, c)").conjuncts[0].eq[2] == {"a", "b", "c"}
+
+
+def test_an_or_keeps_only_what_can_hold_on_each_kind():
+    rules = ["((evt.type = open and evt.is_open_write = true) or evt.type = unlink) and fd.name startswith /etc",
+             "(fd.name startswith /etc or fd.rport = 1) and proc.name = cp"]
+    compiled = [compile(r) for r in rules]
+    index = RuleIndex(compiled)
+    events = [open_en("/etc/a", flags=os.O_WRONLY, comm=b"cp"), open_en("/etc/a", comm=b"cp"),
+              enriched(file_rec(Op.FILE_UNLINK, "/etc/b", comm=b"rm")), connect_en("10.0.0.1", 1, comm=b"cp")]
+    assert [index.match(en) for en in events] == [[0, 1], [1], [0], [1]]
+    assert [index.match(en) for en in events] == [_want(compiled, en) for en in events]
