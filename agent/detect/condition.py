@@ -299,6 +299,7 @@ class Part:
     # For `startswith p` and `pmatch (...)` on a string field: (field, getter, prefixes, exact
     # values); the part holds exactly when the value starts with a prefix or equals an exact one.
     prefix: tuple[str, Callable[[Enriched], object], tuple[str, ...], frozenset] | None = None
+    words: tuple[str, Callable[[Enriched], object], tuple[str, ...]] | None = None  # `contains w` on a string
     kind_test: bool = False  # an event.name = / in test: true on every kind in `kinds`
     fast: Part | None = None  # the same test with the field's fast getter, valid on fast_kinds
     fast_kinds: frozenset[str] = frozenset()
@@ -456,11 +457,19 @@ def _merge_same_field(alts: list[Part]) -> list[Part]:
         name = _path_like(p)
         if name:
             groups.setdefault(name, []).append(i)
+    finds: dict[str, list[int]] = {}
+    for i, p in enumerate(alts):
+        if p.words is not None:
+            finds.setdefault(p.words[0], []).append(i)
     merged: dict[int, Part] = {}
     drop: set[int] = set()
     for idxs in groups.values():
         if len(idxs) > 1:
             merged[idxs[0]] = _merge([alts[i] for i in idxs])
+            drop.update(idxs[1:])
+    for idxs in finds.values():
+        if len(idxs) > 1:
+            merged[idxs[0]] = _merge_words([alts[i] for i in idxs])
             drop.update(idxs[1:])
     return [merged.get(i, p) for i, p in enumerate(alts) if i not in drop]
 
@@ -491,6 +500,28 @@ def _merge(parts: list[Part]) -> Part:
     return part
 
 
+def _merge_words(parts: list[Part]) -> Part:
+    """`f contains a or f contains b ...`: the field read once, the words searched in one loop."""
+    name, get = parts[0].words[0], parts[0].words[1]
+    words = tuple(w for p in parts for w in p.words[2])
+
+    def fn(en: Enriched) -> bool:
+        v = get(en)
+        if v is None:
+            return False
+        for w in words:
+            if w in v:
+                return True
+        return False
+
+    kinds = None if any(p.kinds is None for p in parts) else frozenset().union(*(p.kinds for p in parts))
+    part = Part(fn, kinds, frozenset({name}), 2, f"{name} contains-any {sorted(words)}", words=(name, get, words))
+    if all(p.fast is not None for p in parts):
+        fast_kinds = frozenset.intersection(*(p.fast_kinds for p in parts))
+        part = dataclasses.replace(part, fast=_merge_words([p.fast for p in parts]), fast_kinds=fast_kinds)
+    return part
+
+
 def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: list, key: str) -> Part:
     fn = predicate(field.type, get, node.op, typed, node.values[0].offset if node.values else node.offset)
     eq = prefix = None
@@ -501,7 +532,9 @@ def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: l
     elif node.op == "pmatch" and field.type == "str" and typed and not any(map(has_wildcard, typed)):
         prefix = (field.name, get, tuple(p.rstrip("/") + "/" for p in typed),
                   frozenset(p.rstrip("/") or "/" for p in typed))
-    return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq, prefix=prefix)
+    words = (field.name, get, (typed[0],)) if node.op == "contains" and field.type == "str" else None
+    return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq, prefix=prefix,
+                words=words)
 
 
 def _check_op(node: Cmp, field: F.Field) -> None:

@@ -132,3 +132,14 @@ def test_an_or_keeps_only_what_can_hold_on_each_kind():
               enriched(file_rec(Op.FILE_UNLINK, "/etc/b", comm=b"rm")), connect_en("10.0.0.1", 1, comm=b"cp")]
     assert [index.match(en) for en in events] == [[0, 1], [1], [0], [1]]
     assert [index.match(en) for en in events] == [_want(compiled, en) for en in events]
+
+
+def test_an_or_of_contains_on_one_field_reads_it_once():
+    c = compile("proc.cmdline contains stratum+tcp or proc.cmdline contains '--donate' or proc.name = xmrig")
+    (part,) = c.conjuncts
+    assert len(part.disj) == 2 and part.disj[0].words[2] == ("stratum+tcp", "--donate")
+    assert c.match(exec_en("/tmp/m", ["m", "-o", "stratum+tcp://x"]))
+    assert c.match(exec_en("/tmp/m", ["m", "--donate-level=1"]))
+    assert c.match(exec_en("/tmp/m", ["m"], comm=b"xmrig"))
+    assert not c.match(exec_en("/tmp/m", ["m", "-o", "pool"]))
+    assert not c.match(open_en("/etc/passwd", comm=b"m"))  # a file event: its process's command line is "sh"
