@@ -26,7 +26,12 @@ Semantics, chosen to match Falco where it documents one:
 - On a list field (process.args, process.ancestors.name) an operator holds when it holds for
   any element; `!=` holds when no element is equal.
 - `pmatch (/etc, /usr/bin)` holds for each path equal to or below one of the prefixes; a prefix
-  may hold globs matched per path component (`/home/*/.ssh`: * does not cross a '/').
+  may hold globs matched per path component (`/home/*/.ssh`: * does not cross a '/'). In `glob`,
+  as in fnmatch(3) without FNM_PATHNAME, * does cross a '/'.
+- Network fields (fd.snet, fd.rnet, fd.net ...) take addresses or CIDRs: `fd.snet in (rfc_1918)`.
+- A list item that carries its own quotes ('"10.0.0.0/8"', as Falco's lists do) is that string.
+Not supported (a ConditionError names them): bcontains, bstartswith, Falco's field transformers
+(tolower(), val() ...), and fields we have no data for (fields.py lists what exists).
 """
 
 from __future__ import annotations

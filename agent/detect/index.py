@@ -14,7 +14,10 @@ cost per event low, all decided once at build time:
    (`startswith`, `pmatch`): one lookup per distinct prefix length finds the rules whose prefix
    the value has;
 3. shared conjuncts: a sub-condition several rules `and` with (a macro such as open_write, which
-   has one canonical key wherever it is expanded) is evaluated once and gates all of them.
+   has one canonical key wherever it is expanded) is evaluated once and gates all of them;
+4. per kind, an `or` keeps only the alternatives that can hold on that kind (the bundled
+   `(open and write) or event.name in (rename, unlink)` is just `write` on an open, true on a
+   rename), and the getters skip their type checks (Field.fast).
 What is left of a rule after that runs as its own closure, cheap parts first. Conditions are pure
 functions of the event, so none of this changes a result; tests/unit/test_detect_index.py checks
 that the index and each rule's own `match` agree, on fixed and on random rule sets.
