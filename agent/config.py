@@ -97,6 +97,7 @@ class ImageGateConfig:
     yara_timeout: int = 5
     rpc_timeout: float = 5.0  # containerd calls other than blob reads
     blob_timeout: float = 120.0  # one blob read from containerd's content store
+    host_ns_dir: str = ""  # the host's namespace files for the baseline check; "" = pid 1's, else kthreadd's
 
 
 @dataclass

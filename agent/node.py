@@ -154,11 +154,15 @@ class Agent:
         if self.policy is None or self.containers is None or not self.cfg.imagegate.enabled:
             return None
         from agent.enforce.kill import ContainerKiller, VerdictHandler
+        from agent.imagegate.scanner import ImageScanner
         from agent.imagegate.service import GateService
 
         self.killer = ContainerKiller(self._client_factory) if self.cfg.enforce.post_start_kill else None
         handler = VerdictHandler(self.pipeline.emit, self.containers, self.enforcer, self.killer)
-        return GateService(self.cfg.imagegate, self.policy, client_factory=self._client_factory, emit=handler)
+        # The baseline compares namespaces through the host's /proc: the one the watcher reads too.
+        scanner = ImageScanner(self.cfg.imagegate, proc_root=self.cfg.containers.proc_root)
+        return GateService(self.cfg.imagegate, self.policy, client_factory=self._client_factory, emit=handler,
+                           scanner=scanner)
 
     def _watcher(self):
         from agent.enrich.containerd import ContainerdConfig, ContainerWatcher

@@ -85,10 +85,9 @@ class ImageScanner:
     def __init__(self, cfg: ImageGateConfig | None = None, cache: Cache | None = None,
                  proc_root: str | None = None, host_ns_dir: str = ""):
         self.cfg = cfg or ImageGateConfig()
-        # The host's /proc and namespace files (default its pid 1's): baseline.host_namespace. Taken
-        # from the config too when it has them (ImageGateConfig.proc_root / host_ns_dir).
-        self.proc_root = proc_root or getattr(self.cfg, "proc_root", "") or "/proc"
-        self.host_ns_dir = host_ns_dir or getattr(self.cfg, "host_ns_dir", "")
+        # The host's /proc (the agent's containers.proc_root) and namespace files: baseline.host_namespace.
+        self.proc_root = proc_root or "/proc"
+        self.host_ns_dir = host_ns_dir or self.cfg.host_ns_dir
         self.cache = cache or Cache(self.cfg.cache_path or None)
         self._lock = threading.Lock()
         self._scanning: dict[str, threading.Event] = {}
