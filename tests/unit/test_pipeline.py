@@ -246,6 +246,21 @@ def test_a_second_agent_on_the_same_state_dir_gets_no_ledger(tmp_path):
     assert Ledger(str(tmp_path / "ledger")).open() == 0
 
 
+@pytest.mark.parametrize("junk", [b"", b"\x01\x02", bytes(range(256)) * 3])
+def test_a_ledger_file_of_junk_counts_no_crash_loss_and_is_taken_over(tmp_path, junk):
+    """A truncated, short or foreign file where the ledger lives: no previous run is assumed (no magic),
+    nothing raises, and this run's counts start from zero in it."""
+    path = tmp_path / "ledger"
+    path.write_bytes(junk)
+    led = Ledger(str(path))
+    assert led.open() == 0
+    led.add("kernel_read", 3)
+    led.close()
+    again = Ledger(str(path))
+    assert again.open() == 3 and again.previous["kernel_read"] == 3  # read but never settled: counted
+    again.close()
+
+
 def test_replay_file_round_trip_and_bad_files(tmp_path):
     batches = [[open_rec("/tmp/a"), exit_rec()], [exec_rec("/bin/true", ["true"])]]
     path = str(tmp_path / "rec")
