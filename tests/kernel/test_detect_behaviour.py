@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import textwrap
 import uuid
 
@@ -52,7 +51,7 @@ def _alerts(agent, argv: list[str]) -> list[dict]:
     seen = len(agent.find(_exec_of(cmd)))  # the same command may have run before: take the new one
     p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
-    if argv[0] == sys.executable:
+    if argv[0] == PY:
         return _after_exit(agent, int(p.stdout.split()[-1]))
     return _after_exit(agent, agent.wait_for(_exec_of(cmd), count=seen + 1)[-1]["process.pid"])
 
@@ -67,8 +66,13 @@ def _after_exit(agent, pid: int) -> list[dict]:
                                                                  or r.get("process.parent_pid") == pid))
 
 
+# The system interpreter (Debian's python3, which scripts/setup.sh installs), not the venv's: a checkout
+# under /tmp (CI clones anywhere) would make every behaviour run from /tmp, which a bundled rule flags.
+PY = "/usr/bin/python3"
+
+
 def _py(code: str) -> list[str]:
-    return [sys.executable, "-c", textwrap.dedent(code) + "\nimport os; print(os.getpid())"]
+    return [PY, "-c", textwrap.dedent(code) + "\nimport os; print(os.getpid())"]
 
 
 def _sh(script: str) -> list[str]:
