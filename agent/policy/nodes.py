@@ -28,6 +28,11 @@ class Walker:
         self.errors.append(": ".join(p for p in (head, where, msg) if p))
         self._at.append((mark.line, mark.column) if mark else (-1, -1))
 
+    def add_placed(self, errors: list[str]) -> None:
+        """Errors of other files, already prefixed with their own file:line:col (they sort with the unplaced ones)."""
+        self.errors.extend(errors)
+        self._at.extend([(-1, -1)] * len(errors))
+
     def in_file_order(self) -> list[str]:
         """The errors by position (sections are validated in no particular order)."""
         order = sorted(range(len(self.errors)), key=lambda i: self._at[i])

@@ -474,9 +474,7 @@ def walk_section(v: Walker, node, policy_dir: str = ".") -> DetectSection:
         ruleset, errors = load_files([BUNDLED_DIR, *section.rules_files],
                                      m["rules"][1] if "rules" in m and not is_null(m["rules"][1]) else None,
                                      v.name)
-        for e in errors:  # already prefixed with file:line:col
-            v.errors.append(e)
-            v._at.append((-1, -1))
+        v.add_placed(errors)
         section = replace(section, ruleset=ruleset)
     return section
 
