@@ -294,10 +294,6 @@ class Pipeline:
                     ev.ts_ns, "kernel.exec", "kill", f"exec denied by {text}", outcome="killed", subject=en,
                     rule_name=text, rule_category=category)))
 
-    def deliver(self, records: list[dict]) -> None:
-        """Hand records made outside the kernel path (verdicts, enforcement) to the outputs."""
-        self._deliver(records)
-
     def _deliver(self, records: list[dict]) -> None:
         if not records:
             return
