@@ -25,11 +25,27 @@ class Op(IntEnum):
     FILE_RENAME = 12
     FILE_CHMOD = 13
     FILE_CHOWN = 14
+    FILE_SYMLINK = 15
+    FILE_LINK = 16
     NET_CONNECT = 20
     NET_ACCEPT = 21
     NET_BIND = 22
     NET_LISTEN = 23
+    NET_SOCKET = 24
+    NET_DUP = 25
+    NET_SENDTO = 26
     CGROUP_MKDIR = 30
+    PTRACE = 40
+    SETUID = 41
+    SETGID = 42
+    CAPSET = 43
+    MODULE_LOAD = 44
+    MOUNT = 45
+    UMOUNT = 46
+    UNSHARE = 47
+    SETNS = 48
+    BPF_LOAD = 49
+    MEMFD_CREATE = 50
     BENCH = 99
 
 
@@ -43,11 +59,28 @@ EVENT_NAMES: dict[Op, str] = {
     Op.FILE_RENAME: "file.rename",
     Op.FILE_CHMOD: "file.chmod",
     Op.FILE_CHOWN: "file.chown",
+    Op.FILE_SYMLINK: "file.symlink",
+    Op.FILE_LINK: "file.link",
     Op.NET_CONNECT: "network.connect",
     Op.NET_ACCEPT: "network.accept",
     Op.NET_BIND: "network.bind",
     Op.NET_LISTEN: "network.listen",
+    Op.NET_SOCKET: "network.socket",
+    Op.NET_DUP: "network.dup",
+    Op.NET_SENDTO: "network.sendto",
     Op.CGROUP_MKDIR: "cgroup.mkdir",
+    # The system family: one record type (SysEvent), one event.name prefix.
+    Op.PTRACE: "system.ptrace",
+    Op.SETUID: "system.setuid",
+    Op.SETGID: "system.setgid",
+    Op.CAPSET: "system.capset",
+    Op.MODULE_LOAD: "system.module_load",
+    Op.MOUNT: "system.mount",
+    Op.UMOUNT: "system.umount",
+    Op.UNSHARE: "system.unshare",
+    Op.SETNS: "system.setns",
+    Op.BPF_LOAD: "system.bpf_load",
+    Op.MEMFD_CREATE: "system.memfd_create",
     Op.BENCH: "bench.tick",
 }
 
@@ -103,8 +136,8 @@ class ExitEvent(KernelEvent):
 
 @dataclass(frozen=True, slots=True)
 class FileEvent(KernelEvent):
-    path: str
-    path2: str  # rename: the new path, else ""
+    path: str  # symlink, link: the new name
+    path2: str  # rename: the new path; symlink: what the link points to; link: the existing file; else ""
     ret: int
     flags: int
     mode: int
@@ -121,9 +154,27 @@ class NetEvent(KernelEvent):
     fd: int
     family: str  # "ipv4", "ipv6", "unix", or "" when unknown
     transport: str  # "tcp", "udp", "unix", "raw" or ""
-    address: str  # peer (connect/accept) or local (bind/listen) address; unix: the path
+    address: str  # peer (connect/accept/sendto/dup) or local (bind/listen) address; unix: the path
     port: int
     backlog: int
+    fd2: int = -1  # dup: the new fd (0, 1 or 2)
+    protocol: int = 0  # socket: the protocol argument as the caller passed it
+
+
+@dataclass(frozen=True, slots=True)
+class SysEvent(KernelEvent):
+    """One call of the system family (probes/system.bpf.c); which members mean what depends on op
+    (enum nw_op in probes/events.h). uid/gid are the caller's before the call."""
+
+    ret: int
+    call: str  # the syscall that made it: "setresuid", "finit_module", ... ("syscall<N>" if unknown)
+    arg: int  # ptrace: request; setns: nstype; bpf_load: program type; else the call's flags
+    target_pid: int = -1  # ptrace, capset: the target pid (0 = self)
+    ids: tuple[int, int, int] = (-1, -1, -1)  # setuid/setgid: real, effective, saved (-1 = unchanged); setns: (fd,-1,-1)
+    caps: tuple[int, int, int] = (0, 0, 0)  # capset: effective, permitted, inheritable bit masks
+    name: str = ""  # mount/umount: target; module_load: module file; bpf_load: program name; memfd: its name
+    source: str = ""  # mount: the source
+    fstype: str = ""  # mount: the filesystem type
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,28 @@ enum nw_op {
     OP_FILE_RENAME = 12,
     OP_FILE_CHMOD  = 13,
     OP_FILE_CHOWN  = 14,
+    OP_FILE_SYMLINK = 15,  /* symlink/symlinkat: path = the new link, path2 = what it points to */
+    OP_FILE_LINK   = 16,   /* link/linkat: path = the new name, path2 = the existing file */
     OP_NET_CONNECT = 20,
     OP_NET_ACCEPT  = 21,
     OP_NET_BIND    = 22,
     OP_NET_LISTEN  = 23,
+    OP_NET_SOCKET  = 24,   /* socket(): only AF_PACKET or SOCK_RAW ones (filtered in the kernel) */
+    OP_NET_DUP     = 25,   /* dup2/dup3 of a socket onto fd 0, 1 or 2 (a shell's stdio on a socket) */
+    OP_NET_SENDTO  = 26,   /* sendto/sendmsg with a destination on a UDP socket (unconnected UDP) */
     OP_CGROUP_MKDIR = 30,
+    /* The system family (probes/system.bpf.c): privilege, namespace and kernel-surface calls. */
+    OP_PTRACE      = 40,   /* ptrace: arg = request, target_pid */
+    OP_SETUID      = 41,   /* setuid/setreuid/setresuid/setfsuid: ids[] = real, effective, saved */
+    OP_SETGID      = 42,   /* setgid/setregid/setresgid/setfsgid: likewise for groups */
+    OP_CAPSET      = 43,   /* capset: caps[] = effective, permitted, inheritable; target_pid */
+    OP_MODULE_LOAD = 44,   /* init_module/finit_module: arg = flags, name = the module file (finit) */
+    OP_MOUNT       = 45,   /* mount: arg = flags, name = target, source, fstype */
+    OP_UMOUNT      = 46,   /* umount2: arg = flags, name = target */
+    OP_UNSHARE     = 47,   /* unshare: arg = CLONE_* flags */
+    OP_SETNS       = 48,   /* setns: arg = nstype, target_pid = -1, ids[0] = the fd */
+    OP_BPF_LOAD    = 49,   /* bpf(BPF_PROG_LOAD): arg = program type, name = the program's name */
+    OP_MEMFD_CREATE = 50,  /* memfd_create: arg = flags, name = the memfd's name; ret = the fd */
     OP_BENCH       = 99,   /* only compiled with -DNW_BENCH: a fixed offered load for bench/ */
 };
 
@@ -41,7 +58,8 @@ enum nw_probe {
     PROBE_NET     = 2,
     PROBE_BENCH   = 3,
     PROBE_CGROUP  = 4,
-    PROBE_MAX     = 5,
+    PROBE_SYSTEM  = 5,
+    PROBE_MAX     = 6,
 };
 
 /* Flags in event_header.flags. */
@@ -197,7 +215,11 @@ struct net_event {
     __u16 addr_len;    /* bytes of addr[] that hold a sockaddr */
     __u32 backlog;     /* listen */
     __u32 _pad;
-    char  addr[NW_ADDR_MAX];        /* peer for connect/accept, local for bind/listen: raw sockaddr */
+    char  addr[NW_ADDR_MAX];        /* peer for connect/accept/sendto/dup, local for bind/listen: raw sockaddr;
+                                     * socket: just the 2-byte address family */
+    /* Added for issue 10. */
+    __s32 fd2;         /* dup: the new fd (0, 1 or 2); else -1 */
+    __u32 protocol;    /* socket: the protocol argument (ETH_P_ALL in network order for AF_PACKET ...) */
 };
 
 struct cgroup_event {
@@ -206,6 +228,29 @@ struct cgroup_event {
     __u32 level;       /* depth below the root */
     __u32 path_len;
     char  path[NW_PATH_MAX];   /* relative to the cgroup2 root, with a leading '/' */
+};
+
+/* The system family: one record for every call it reports; which members mean what depends on op
+ * (see enum nw_op). ret is the syscall's return value; the header's uid/gid are the caller's before the
+ * call (for setuid/setgid: the ids it had when it asked). */
+#define NW_SYS_NAME_MAX 256
+#define NW_FSTYPE_MAX   32
+struct sys_event {
+    struct event_header h;
+    __s64 ret;
+    __u32 call;          /* the syscall number (x86-64) that made it, e.g. setresuid vs setuid */
+    __u32 _pad;
+    __s64 arg;           /* op-dependent: ptrace request, flags, nstype, program type */
+    __s64 target_pid;    /* ptrace, capset: the target pid (0 = self); else -1 */
+    __s64 ids[3];        /* setuid/setgid family: real, effective, saved (-1 = unchanged); setns: ids[0] = fd */
+    __u64 caps[3];       /* capset: effective, permitted, inheritable (both 32-bit words joined) */
+    __u32 name_len;
+    __u32 source_len;
+    __u32 fstype_len;
+    __u32 _pad2;
+    char  name[NW_SYS_NAME_MAX];     /* op-dependent string (path, memfd name, program name) */
+    char  source[NW_SYS_NAME_MAX];   /* mount: the source (device, directory, "overlay") */
+    char  fstype[NW_FSTYPE_MAX];     /* mount: the filesystem type */
 };
 
 struct bench_event {

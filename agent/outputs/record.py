@@ -24,6 +24,7 @@ from agent.events import (
     NetEvent,
     Op,
     PolicyEvent,
+    SysEvent,
     Verdict,
     VerdictEvent,
 )
@@ -254,6 +255,38 @@ def _ancestry(chain: tuple) -> tuple[list, list]:
     return names, exes
 
 
+# Network ops whose address is the peer's (the others carry the local end).
+_PEER_OPS = (Op.NET_CONNECT, Op.NET_ACCEPT, Op.NET_SENDTO, Op.NET_DUP)
+
+
+def _sys_keys(ev: SysEvent) -> tuple[tuple[str, object], ...]:
+    """The record keys of one system-family event, by op (proto/nodewarden/v1/event.proto SystemOp)."""
+    op = ev.op
+    if op is Op.PTRACE:
+        return ("ptrace.request", ev.arg), ("target.pid", ev.target_pid)
+    if op in (Op.SETUID, Op.SETGID):
+        return ("setid.real", ev.ids[0]), ("setid.effective", ev.ids[1]), ("setid.saved", ev.ids[2])
+    if op is Op.CAPSET:
+        return (("capabilities.effective", ev.caps[0]), ("capabilities.permitted", ev.caps[1]),
+                ("capabilities.inheritable", ev.caps[2]), ("target.pid", ev.target_pid))
+    if op is Op.MODULE_LOAD:
+        return ("module.path", ev.name), ("module.flags", ev.arg)
+    if op is Op.MOUNT:
+        return (("mount.target", ev.name), ("mount.source", ev.source), ("mount.fstype", ev.fstype),
+                ("mount.flags", ev.arg))
+    if op is Op.UMOUNT:
+        return ("mount.target", ev.name), ("mount.flags", ev.arg)
+    if op is Op.UNSHARE:
+        return (("namespace.flags", ev.arg),)
+    if op is Op.SETNS:
+        return ("namespace.flags", ev.arg), ("namespace.fd", ev.ids[0])
+    if op is Op.BPF_LOAD:
+        return ("bpf.program.type", ev.arg), ("bpf.program.name", ev.name)
+    if op is Op.MEMFD_CREATE:
+        return ("memfd.name", ev.name), ("memfd.flags", ev.arg)
+    return ()
+
+
 def _add_kind(rec: dict, ev) -> None:
     if isinstance(ev, ExecEvent):
         rec["process.executable.path"] = ev.filename
@@ -294,19 +327,32 @@ def _add_kind(rec: dict, ev) -> None:
         elif ev.op is Op.FILE_CHOWN:
             rec["file.owner.id"] = ev.owner_uid
             rec["file.group.id"] = ev.owner_gid
+        elif ev.op in (Op.FILE_SYMLINK, Op.FILE_LINK):
+            rec["file.link.target"] = ev.path2
         if ev.fd >= 0:
             rec["file.descriptor"] = ev.fd
     elif isinstance(ev, NetEvent):
         rec["network.type"] = ev.family
         rec["network.transport"] = ev.transport
         rec["syscall.return"] = ev.ret
-        if ev.op in (Op.NET_CONNECT, Op.NET_ACCEPT):
+        if ev.op in _PEER_OPS:
             rec["network.peer.address"] = ev.address
             rec["network.peer.port"] = ev.port
-        else:
+        elif ev.op is not Op.NET_SOCKET:  # a new socket has no address yet
             rec["network.local.address"] = ev.address
             rec["network.local.port"] = ev.port
         if ev.op is Op.NET_LISTEN:
             rec["network.listen.backlog"] = ev.backlog
+        elif ev.op is Op.NET_SOCKET:
+            rec["network.fd"] = ev.ret
+            rec["network.protocol"] = ev.protocol
+        elif ev.op is Op.NET_DUP:
+            rec["network.fd"] = ev.fd
+            rec["network.dup.new_fd"] = ev.fd2
+    elif isinstance(ev, SysEvent):
+        rec["syscall.name"] = ev.call
+        rec["syscall.return"] = ev.ret
+        for key, val in _sys_keys(ev):
+            rec[key] = val
     elif isinstance(ev, BenchEvent):
         rec["bench.counter"] = ev.counter

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agent.sensors import bench, cgroup, file, net, process
+from agent.sensors import bench, cgroup, file, net, process, system
 from agent.sensors.common import Sensor
 
 REGISTRY: dict[str, Sensor] = {
-    s.name: s for s in (process.SENSOR, file.SENSOR, net.SENSOR, cgroup.SENSOR, bench.SENSOR)
+    s.name: s for s in (process.SENSOR, file.SENSOR, net.SENSOR, cgroup.SENSOR, system.SENSOR, bench.SENSOR)
 }
 DEFAULT_FAMILIES = ("process", "file", "net", "cgroup")

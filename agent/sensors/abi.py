@@ -28,6 +28,8 @@ F_TRUNCATED = 0x01  # NW_F_TRUNCATED, in event_header.flags
 F_WATCHED = 0x02  # NW_F_WATCHED: a read-only open sent because its path is on the watch list
 F_CWD = 0x04  # NW_F_CWD: file_event.path is relative to the cwd and path2 holds the cwd
 PATH_DEPTH = 32  # NW_PATH_DEPTH: components (and mount crossings) a kernel dentry walk follows
+SYS_NAME_MAX = 256  # NW_SYS_NAME_MAX: bytes of sys_event.name and .source
+FSTYPE_MAX = 32  # NW_FSTYPE_MAX: bytes of sys_event.fstype
 
 # exec_event.exe_flags (NW_EXE_*, keep in sync with probes/events.h)
 EXE_UNHASHED = 0x01
@@ -49,9 +51,10 @@ class Probe(IntEnum):
     NET = 2
     BENCH = 3
     CGROUP = 4
+    SYSTEM = 5
 
 
-PROBE_MAX = 5  # PROBE_MAX: the number of slots, not a family
+PROBE_MAX = 6  # PROBE_MAX: the number of slots, not a family
 
 
 class Cfg(IntEnum):
@@ -146,10 +149,15 @@ FILE_EVENT = Layout("file_event", (
 ))
 NET_EVENT = Layout("net_event", (
     _H, ("ret", "q"), ("fd", "i"), ("sock_type", "H"), ("addr_len", "H"), ("backlog", "I"), ("_pad", "I"),
-    ("addr", f"{ADDR_MAX}s"),
+    ("addr", f"{ADDR_MAX}s"), ("fd2", "i"), ("protocol", "I"),
 ))
 CGROUP_EVENT = Layout("cgroup_event", (
     _H, ("id", "Q"), ("level", "I"), ("path_len", "I"), ("path", f"{PATH_MAX}s"),
+))
+SYS_EVENT = Layout("sys_event", (
+    _H, ("ret", "q"), ("call", "I"), ("_pad", "I"), ("arg", "q"), ("target_pid", "q"), ("ids", "3q"),
+    ("caps", "3Q"), ("name_len", "I"), ("source_len", "I"), ("fstype_len", "I"), ("_pad2", "I"),
+    ("name", f"{SYS_NAME_MAX}s"), ("source", f"{SYS_NAME_MAX}s"), ("fstype", f"{FSTYPE_MAX}s"),
 ))
 BENCH_EVENT = Layout("bench_event", (_H, ("counter", "Q")))
 # Map keys (bcc builds their ctypes from the C text; mirrored so the sizes are checked too).
@@ -162,7 +170,7 @@ CGROUP_PATH = Layout("cgroup_path", (("path", f"{PATH_MAX}s"),))
 LAYOUTS: dict[str, Layout] = {
     lay.name: lay
     for lay in (EVENT_HEADER, EXEC_EVENT, FORK_EVENT, EXIT_EVENT, FILE_EVENT, NET_EVENT, CGROUP_EVENT,
-                BENCH_EVENT, PATH_KEY, DENY_KEY, INO_KEY, CGROUP_PATH)
+                SYS_EVENT, BENCH_EVENT, PATH_KEY, DENY_KEY, INO_KEY, CGROUP_PATH)
 }
 
 

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from agent.events import EVENT_NAMES, Op
-from agent.sensors import REGISTRY, abi, bench, cgroup, file, net, process
+from agent.sensors import REGISTRY, abi, bench, cgroup, file, net, process, system
 from agent.sensors.common import BootClock
 
 EVENTS_H = os.path.join(os.path.dirname(__file__), "..", "..", "probes", "events.h")
@@ -94,7 +94,7 @@ def compiled(header, tmp_path_factory):
 def test_header_parse_found_everything(header):
     enums, defines, structs = header
     assert set(enums) == set(ENUMS), "an enum of events.h has no IntEnum mirror (add it to ENUMS and abi.py)"
-    assert len(enums["nw_op"]) == 14 and "OP_BENCH" in enums["nw_op"]
+    assert len(enums["nw_op"]) == 30 and "OP_BENCH" in enums["nw_op"]
     assert {"NW_PATH_MAX", "NW_F_TRUNCATED", "NW_HOST_CGROUP"} <= set(defines)
     assert {"event_header", "exec_event", "deny_key"} <= set(structs)
 
@@ -126,9 +126,11 @@ def test_every_define_matches(header, compiled):
 def _code_for(ctype: str, dim: str | None, layouts_size: int | None) -> str:
     if ctype.startswith("struct "):
         return f"{layouts_size}s"
-    if dim is not None:
-        assert ctype in ("char", "__u8"), f"array of {ctype}: teach the mirror its code"
+    if dim is not None and ctype in ("char", "__u8"):
         return "s"  # the count is checked through the member's size
+    if dim is not None:
+        assert ctype in _CODES, f"array of {ctype}: teach the mirror its code"
+        return _CODES[ctype]  # an array of numbers: its count is checked through the member's size
     return _CODES[ctype]
 
 
@@ -212,14 +214,24 @@ def test_fork_exit_file_net_cgroup_bench_records_every_field():
     assert (ev.ret, ev.dirfd, ev.flags, ev.mode, ev.owner_uid, ev.owner_gid, ev.fd) == (-13, -100, 1, 2, 1001, 1002, 7)
     assert (ev.path, ev.path2) == ("/a", "/bb")
     sa = struct.pack("<H", 2) + struct.pack("!H", 80) + bytes([10, 0, 0, 9])
-    ev = net.decode_net(abi.NET_EVENT.struct.pack(_header(Op.NET_CONNECT), -115, 9, 1, len(sa), 3, 0, sa), clock)
+    ev = net.decode_net(abi.NET_EVENT.struct.pack(_header(Op.NET_CONNECT), -115, 9, 1, len(sa), 3, 0, sa, 2, 768),
+                        clock)
     _check_header(ev, Op.NET_CONNECT, clock)
     assert (ev.ret, ev.fd, ev.transport, ev.family, ev.address, ev.port, ev.backlog) == (
         -115, 9, "tcp", "ipv4", "10.0.0.9", 80, 3)
+    assert (ev.fd2, ev.protocol) == (2, 768)
+    ev = net.decode_net(abi.NET_EVENT.struct.pack(_header(Op.NET_SOCKET), 4, -1, 3, 2, 0, 0, struct.pack("<H", 17),
+                                                  -1, 0x0300), clock)
+    assert (ev.family, ev.transport, ev.address, ev.protocol) == ("packet", "raw", "", 0x0300)
     ev = cgroup.decode_cgroup(abi.CGROUP_EVENT.struct.pack(_header(Op.CGROUP_MKDIR), 555, 2, 4, b"/a/b"), clock)
     assert (ev.new_cgroup_id, ev.level, ev.path) == (555, 2, "/a/b")
     ev = bench.decode_bench(abi.BENCH_EVENT.struct.pack(_header(Op.BENCH), 99), clock)
     assert ev.counter == 99
+    ev = system.decode_sys(abi.SYS_EVENT.struct.pack(_header(Op.MOUNT), -1, 165, 0, 0x1000, -1, 1, 2, 3, 4, 5, 6,
+                                                     4, 7, 5, 0, b"/mnt", b"overlay", b"tmpfs"), clock)
+    _check_header(ev, Op.MOUNT, clock)
+    assert (ev.ret, ev.call, ev.arg, ev.target_pid, ev.ids, ev.caps) == (-1, "mount", 0x1000, -1, (1, 2, 3), (4, 5, 6))
+    assert (ev.name, ev.source, ev.fstype) == ("/mnt", "overlay", "tmpfs")
 
 
 def test_file_record_with_the_cwd_of_a_relative_path():

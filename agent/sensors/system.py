@@ -1,0 +1,52 @@
+"""System sensor: privilege, namespace and kernel-surface calls (probes/system.bpf.c).
+
+ptrace, the setuid and setgid families, capset, init_module/finit_module, mount, umount2, unshare,
+setns, bpf(BPF_PROG_LOAD) and memfd_create: what the detection rules need to see privilege
+changes, container escapes, kernel tampering and fileless payloads. All share struct sys_event;
+which members mean what depends on the op (probes/events.h).
+"""
+
+from __future__ import annotations
+
+from agent.events import Op, SysEvent
+from agent.sensors.abi import FSTYPE_MAX, SYS_EVENT, SYS_NAME_MAX, Probe
+from agent.sensors.common import BootClock, Sensor, check_size, header_args, text
+
+SYS_SIZE = SYS_EVENT.size
+_FIXED = SYS_EVENT.span("ret", "_pad2")
+_FIXED_AT = SYS_EVENT.offsets["ret"]
+_NAME_AT = SYS_EVENT.offsets["name"]
+_SOURCE_AT = SYS_EVENT.offsets["source"]
+_FSTYPE_AT = SYS_EVENT.offsets["fstype"]
+
+# x86-64 syscall numbers of the calls this family traces (arch/x86/entry/syscalls/syscall_64.tbl):
+# sys_event.call carries the number, so one op (OP_SETUID) tells setuid from setresuid.
+SYSCALL_NAMES = {
+    101: "ptrace", 105: "setuid", 106: "setgid", 113: "setreuid", 114: "setregid", 117: "setresuid",
+    119: "setresgid", 122: "setfsuid", 123: "setfsgid", 126: "capset", 165: "mount", 166: "umount2",
+    175: "init_module", 272: "unshare", 308: "setns", 313: "finit_module", 319: "memfd_create", 321: "bpf",
+}
+
+
+def decode_sys(buf: bytes, clock: BootClock) -> SysEvent:
+    check_size(buf, SYS_SIZE, "system")
+    (ret, call, _, arg, target, id0, id1, id2, cap0, cap1, cap2, nlen, slen, flen, _) = _FIXED.unpack_from(
+        buf, _FIXED_AT)
+    return SysEvent(
+        *header_args(buf, clock), ret, SYSCALL_NAMES.get(call, f"syscall{call}"), arg, target, (id0, id1, id2),
+        (cap0, cap1, cap2), text(buf, _NAME_AT, min(nlen, SYS_NAME_MAX)),
+        text(buf, _SOURCE_AT, min(slen, SYS_NAME_MAX)), text(buf, _FSTYPE_AT, min(flen, FSTYPE_MAX)))
+
+
+SYSTEM_OPS = (Op.PTRACE, Op.SETUID, Op.SETGID, Op.CAPSET, Op.MODULE_LOAD, Op.MOUNT, Op.UMOUNT, Op.UNSHARE,
+              Op.SETNS, Op.BPF_LOAD, Op.MEMFD_CREATE)
+
+SENSOR = Sensor(
+    name="system",
+    source="system.bpf.c",
+    probe=Probe.SYSTEM,
+    decoders={op: decode_sys for op in SYSTEM_OPS},
+    # Calls some kernels or builds lack; compiled in only when tracefs has both tracepoints.
+    optional_tracepoints=tuple(("syscalls", n) for n in ("setfsuid", "setfsgid", "init_module", "finit_module",
+                                                         "memfd_create", "bpf")),
+)
