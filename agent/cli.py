@@ -16,6 +16,7 @@ COMMANDS = [
     "agent.commands.status",
     "agent.commands.scan",
     "agent.commands.db",
+    "agent.commands.rules",
 ]
 
 
