@@ -72,6 +72,13 @@ ALIASES: dict[str, str] = {
     "container.image.digest": "container.image.digest",
     "k8s.ns.name": "k8s.namespace.name",
     "k8s.pod.name": "k8s.pod.name",
+    "syscall.type": "syscall.name",
+    # symlinkat(target, newdirfd, linkpath): what the link points to, and the link's own name
+    "evt.arg.target": "file.link.target",
+    "evt.arg.linkpath": "file.path",
+    # ptrace: Falco renders the request by name (`evt.arg.request contains PTRACE_ATTACH`); our
+    # ptrace.request is the kernel's number, which is not Falco's own numbering of it
+    "evt.arg.request": "ptrace.request_name",
 }
 
 # Falco's evt.type values (syscall names) -> our event names. A syscall we have no event for
@@ -89,4 +96,24 @@ EVENT_TYPES: dict[str, str] = {
     **dict.fromkeys(("accept", "accept4"), "network.accept"),
     "bind": "network.bind",
     "listen": "network.listen",
+    # The events below are the calls a rule cares about, not every call of the syscall: our
+    # dup is a socket onto fd 0-2, socket is a packet or raw one, sendto one with a destination on
+    # UDP, bpf a program load. One event covers a family (setuid: setreuid, setresuid, setfsuid):
+    # syscall.name tells them apart.
+    **dict.fromkeys(("symlink", "symlinkat"), "file.symlink"),
+    **dict.fromkeys(("link", "linkat"), "file.link"),
+    **dict.fromkeys(("dup", "dup2", "dup3"), "network.dup"),
+    "socket": "network.socket",
+    **dict.fromkeys(("sendto", "sendmsg"), "network.sendto"),
+    "ptrace": "system.ptrace",
+    **dict.fromkeys(("setuid", "setreuid", "setresuid", "setfsuid"), "system.setuid"),
+    **dict.fromkeys(("setgid", "setregid", "setresgid", "setfsgid"), "system.setgid"),
+    "capset": "system.capset",
+    **dict.fromkeys(("init_module", "finit_module"), "system.module_load"),
+    "mount": "system.mount",
+    **dict.fromkeys(("umount", "umount2"), "system.umount"),
+    "unshare": "system.unshare",
+    "setns": "system.setns",
+    "bpf": "system.bpf_load",
+    "memfd_create": "system.memfd_create",
 }

@@ -8,8 +8,18 @@ import os
 import pytest
 
 from agent.detect.condition import BoolOp, Cmp, ConditionError, Not, Ref, compile, parse
-from agent.events import Op
-from tests.unit.detect_events import GRANDPARENT, PARENT, connect_en, enriched, exec_en, file_rec, net_rec, open_en
+from agent.events import EVENT_NAMES, Op
+from tests.unit.detect_events import (
+    GRANDPARENT,
+    PARENT,
+    connect_en,
+    enriched,
+    exec_en,
+    file_rec,
+    net_rec,
+    open_en,
+    sys_en,
+)
 
 EXEC = exec_en("/usr/bin/curl", ["curl", "-s", "http://pool.example:3333/x"], comm=b"curl")
 SHELL = exec_en("/bin/bash", ["bash", "-i"], comm=b"bash")
@@ -213,10 +223,16 @@ def test_kinds_from_event_names_and_fields():
     assert compile("event.name = file.open and file.path startswith /etc").kinds == {"file.open"}
     assert compile("file.path startswith /etc").kinds == {"file.open", "file.unlink", "file.rename",
                                                           "file.chmod", "file.chown", "file.symlink", "file.link"}
-    # a connect's server is its peer, a bind's or listen's the local end; an accept has none
+    # a connect's or a send's server is its peer, a bind's or listen's the local end; an accept has none
     assert compile("evt.type = execve or fd.sport = 1").kinds == {"process.exec", "network.connect",
-                                                                 "network.bind", "network.listen"}
-    assert compile("fd.rport = 1").kinds == {"network.connect", "network.accept"}
+                                                                 "network.sendto", "network.bind", "network.listen"}
+    assert compile("fd.rport = 1").kinds == {"network.connect", "network.accept", "network.sendto", "network.dup"}
+    assert compile("evt.type in (ptrace, setresuid, finit_module)").kinds == {"system.ptrace", "system.setuid",
+                                                                             "system.module_load"}
+    assert compile("ptrace.request = 16 or namespace.types = net").kinds == {"system.ptrace", "system.unshare",
+                                                                             "system.setns"}
+    assert compile("syscall.return = 0").kinds == {n for n in EVENT_NAMES.values()
+                                                   if n.startswith(("file.", "network.", "system."))}
     assert compile("process.name = sh").kinds is None
     assert compile("evt.type = execve or process.name = sh").kinds is None
     assert compile("not evt.type = execve").kinds is None  # not: true on every other kind
@@ -227,10 +243,10 @@ def test_kinds_from_event_names_and_fields():
 
 
 def test_unknown_syscalls_are_noted_not_fatal():
-    c = compile("evt.type in (ptrace, execve)")
+    c = compile("evt.type in (io_uring_setup, execve)")
     assert c.kinds == {"process.exec"} and c.match(SHELL)
-    assert c.notes == ("evt.type 'ptrace': no such event here",)
-    c = compile("evt.type = ptrace")
+    assert c.notes == ("evt.type 'io_uring_setup': no such event here",)
+    c = compile("evt.type = io_uring_setup")
     assert c.kinds == frozenset() and not c.match(SHELL)
 
 
@@ -311,3 +327,25 @@ def test_falco_filter_only_and_never_true_idioms():
     assert m("fd.ip != 0.0.0.0 and fd.net != 127.0.0.0/8 and fd.port = 3333", CONNECT)
     bind = enriched(net_rec(Op.NET_BIND, "127.0.0.1", 8080))
     assert m("fd.net = 127.0.0.0/8 and fd.port = 8080", bind)
+
+
+def test_conditions_on_the_system_family_and_the_new_file_and_network_ops():
+    attach = sys_en(Op.PTRACE, "ptrace", arg=16, target_pid=4242, comm=b"inject")
+    assert compile("evt.type = ptrace and evt.arg.request contains PTRACE_ATTACH").match(attach)
+    assert not compile("ptrace.request_name = PTRACE_TRACEME").match(attach)
+    assert compile("ptrace.request in (4, 5, 16, 16902) and target.pid > 0").match(attach)
+    assert not compile("mount.target exists").match(attach)  # a ptrace carries no mount member
+    caps = sys_en(Op.CAPSET, "capset", caps=(1 << 21 | 1 << 0, 1 << 21, 0), target_pid=0)
+    assert compile("capabilities.effective_names in (CAP_SYS_ADMIN, CAP_SYS_MODULE)").match(caps)
+    assert not compile("capabilities.permitted_names = CAP_CHOWN").match(caps)
+    ns = sys_en(Op.UNSHARE, "unshare", arg=0x10000000 | 0x00020000)
+    assert compile("evt.type = unshare and namespace.types in (user)").match(ns)
+    assert not compile("namespace.types = net").match(ns)
+    root = sys_en(Op.SETUID, "setresuid", ids=(0, 0, 0))
+    assert compile("evt.type = setuid and syscall.name = setresuid and setid.effective = 0").match(root)
+    link = enriched(file_rec(Op.FILE_SYMLINK, "/tmp/s", "/etc/shadow"))
+    assert compile("evt.type = symlinkat and file.link.target = /etc/shadow and file.path = /tmp/s").match(link)
+    assert compile("evt.arg.target = /etc/shadow and evt.arg.linkpath = /tmp/s").match(link)
+    assert not compile("file.target.path exists").match(link)  # a rename's destination, not a link's
+    dup = enriched(net_rec(Op.NET_DUP, "10.0.0.5", 4444, fd=3, fd2=0))
+    assert compile("evt.type = dup2 and network.dup.new_fd in (0, 1, 2) and fd.rport = 4444").match(dup)
