@@ -1,4 +1,4 @@
-/* NodeWarden file probe: opens that write, create or truncate; unlink, rename, chmod, chown.
+/* NodeWarden file probe: opens that write, create or truncate; unlink, rename, chmod, chown, symlink, link.
  *
  * Hooks: syscalls:sys_enter_* / sys_exit_* pairs. The path is read at entry (the kernel copies
  * it then too, so a thread rewriting the buffer during the call does not fool us), staged in a
@@ -12,8 +12,16 @@
  * /proc/<pid>/environ is reported although /proc/ is ignored. A read-only open costs an 8-byte read
  * and one hash lookup more than before (file_maybe_watched; bench.sensors measures it).
  * Relative paths are sent as given, with the cwd in path2 (NW_F_CWD) when they are relative to it
- * (not for rename, whose path2 is the new name). Known gaps: prefixes match absolute paths only;
- * fchmod/fchown carry the fd, not a path. Syscalls this kernel lacks (open, creat, ... on arm64,
+ * (not for rename, whose path2 is the new name, nor symlink and link, whose path2 is the target or the
+ * existing file: their relative new name is resolved in user space from the process table's cwd).
+ * symlink/link: path = the new name (relative to newdfd), path2 = the target as given (a symlink's
+ * target is text the kernel does not resolve) or the existing file; linkat's olddfd goes in fd when it
+ * is not AT_FDCWD (linkat(fd, "", ..., AT_EMPTY_PATH) names an open file, an O_TMPFILE one say).
+ * Ops with two names are dropped by the ignored prefixes only when both are under one; a symlink's
+ * relative target counts as under its link's prefix (udev's /dev/disk/by-* -> ../../sda1 stay quiet).
+ * Known gaps: prefixes match absolute paths only; fchmod/fchown carry the fd, not a path; a relative
+ * symlink target that climbs out of an ignored tree (../../etc/shadow) is dropped with its link;
+ * linkat's old path relative to a directory fd is sent as given. Syscalls this kernel lacks (open, creat, ... on arm64,
  * fchmodat2 before 6.6) are compiled out: the agent defines NW_HAVE_<name> for each that exists.
  */
 
@@ -139,10 +147,20 @@ static __always_inline void file_cwd(struct file_event *e)
         e->h.flags |= NW_F_TRUNCATED;
 }
 
+/* For the ignored-prefix filter: 1 when the op's second name (if it has one) is ignored too. */
+static __always_inline int file_path2_ignored(struct file_event *e)
+{
+    u8 op = e->h.op;
+    if (op == OP_FILE_SYMLINK && e->path2[0] != '/')
+        return 1;   /* a relative target lives under the link's own directory */
+    if (op == OP_FILE_RENAME || op == OP_FILE_LINK || op == OP_FILE_SYMLINK)
+        return nw_path_ignored(e->path2, e->path2_len);
+    return 1;
+}
+
 static __always_inline int file_stage(struct file_event *e)
 {
-    int drop = !(e->h.flags & NW_F_WATCHED) && nw_path_ignored(e->path, e->path_len) &&
-               (e->h.op != OP_FILE_RENAME || nw_path_ignored(e->path2, e->path2_len));
+    int drop = !(e->h.flags & NW_F_WATCHED) && nw_path_ignored(e->path, e->path_len) && file_path2_ignored(e);
     if (drop && e->h.op == OP_FILE_OPEN && file_watched(e->path, e->path_len)) {
         drop = 0;   /* the watch list wins over the ignored prefixes (/proc/<pid>/environ under /proc/) */
         e->h.flags |= NW_F_WATCHED;
@@ -275,6 +293,25 @@ static __always_inline int file_rename(int olddfd, const char *oldname, const ch
     return file_stage(e);
 }
 
+/* symlink/symlinkat, link/linkat: the new name and what it points to, both read at entry. No cwd walk:
+ * path2 holds the second name (see the top of this file). */
+static __always_inline int file_link(u8 op, int newdfd, const char *newname, const char *oldname, u32 flags,
+                                     int olddfd)
+{
+    if (nw_skip())
+        return 0;
+    struct file_event *e = file_begin(op);
+    if (!e)
+        return 0;
+    e->dirfd = newdfd;
+    e->flags = flags;
+    if (olddfd != NW_AT_FDCWD)
+        e->fd = olddfd;
+    e->path_len = nw_read_path(e->path, newname, &e->h.flags);
+    e->path2_len = nw_read_path(e->path2, oldname, &e->h.flags);
+    return file_stage(e);
+}
+
 #define FILE_EXIT(name) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return file_finish(args->ret); }
 
@@ -340,3 +377,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchownat) { return file_path_op(OP_FILE_CHO
 FILE_EXIT(fchownat)
 TRACEPOINT_PROBE(syscalls, sys_enter_fchown) { return file_fd_op(OP_FILE_CHOWN, args->fd, 0, args->user, args->group); }
 FILE_EXIT(fchown)
+#ifdef NW_HAVE_symlink
+TRACEPOINT_PROBE(syscalls, sys_enter_symlink) { return file_link(OP_FILE_SYMLINK, NW_AT_FDCWD, args->newname, args->oldname, 0, NW_AT_FDCWD); }
+FILE_EXIT(symlink)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat) { return file_link(OP_FILE_SYMLINK, args->newdfd, args->newname, args->oldname, 0, NW_AT_FDCWD); }
+FILE_EXIT(symlinkat)
+#ifdef NW_HAVE_link
+TRACEPOINT_PROBE(syscalls, sys_enter_link) { return file_link(OP_FILE_LINK, NW_AT_FDCWD, args->newname, args->oldname, 0, NW_AT_FDCWD); }
+FILE_EXIT(link)
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_linkat) { return file_link(OP_FILE_LINK, args->newdfd, args->newname, args->oldname, args->flags, args->olddfd); }
+FILE_EXIT(linkat)

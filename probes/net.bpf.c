@@ -1,28 +1,64 @@
-/* NodeWarden network probe: connect, accept/accept4, bind, listen (IPv4, IPv6, unix).
+/* NodeWarden network probe: connect, accept/accept4, bind, listen (IPv4, IPv6, unix); packet and raw
+ * sockets, sockets dup'ed onto stdio, and UDP sends with a destination (unconnected UDP).
  *
  * Hooks: syscalls:sys_enter_* / sys_exit_* pairs, staged per thread like the file probe.
  * connect and bind: the sockaddr the caller passed, read at entry. accept and listen: the
  * address is not in the arguments (accept's may be NULL), so at exit we walk
  * current->files->fdt->fd[fd]->private_data (struct socket) ->sk and build a sockaddr from
  * sock_common, every offset from BTF. The socket type (stream, dgram) comes from the same walk.
+ * A fd is taken for a socket only when its inode is S_IFSOCK (socket_file_ops itself is not
+ * readable from here), and only below fdtable.max_fds.
  * accept returning -EAGAIN is not sent: non-blocking servers make it in a loop.
- * Known gaps: the peer of an accepted unix socket is not read (family only); sendto/recvfrom
- * of unconnected UDP are not hooked.
+ *
+ * socket(): sent only for AF_PACKET or SOCK_RAW (the test is two compares, before anything else:
+ * ordinary sockets are made all the time); addr holds just the family, protocol the argument.
+ * dup2/dup3: sent only when newfd is 0, 1 or 2 and oldfd is a socket (a shell's stdio on a socket:
+ * the reverse-shell shape), with the socket's peer from sock_common. dup() and fcntl(F_DUPFD) are not
+ * hooked: they cannot choose the new fd (dup() after close(0) can: a gap).
+ * sendto/sendmsg: sent only with a destination (sendto's addr, msg_name) on a SOCK_DGRAM socket of
+ * AF_INET/AF_INET6, to an AF_INET/AF_INET6 address; send() on a connected socket has none and costs one
+ * test at entry. Repeats are folded in the kernel: one (tgid, family, address, port) is sent at most
+ * once per NW_SENDTO_WINDOW_NS; the sends folded are counted in sendto_folded (per CPU; folding is not
+ * a drop: the destination was reported). Loopback is kept.
+ * Known gaps: the peer of an accepted or dup'ed unix socket is not read (family only); sendmmsg and
+ * recvfrom are not hooked.
  */
 
 #define NW_AF_UNIX  1
 #define NW_AF_INET  2
 #define NW_AF_INET6 10
+#define NW_AF_PACKET 17
 #define NW_EAGAIN   11
+#define NW_SOCK_DGRAM 2
+#define NW_SOCK_RAW   3
+#define NW_SOCK_NONBLOCK 00004000   /* = O_NONBLOCK */
+#define NW_SOCK_CLOEXEC  02000000   /* = O_CLOEXEC */
+#define NW_S_IFMT   0170000
+#define NW_S_IFSOCK 0140000
+
+#ifndef NW_SENDTO_WINDOW_NS
+#define NW_SENDTO_WINDOW_NS 1000000000ULL   /* a destination is reported at most once a second per process */
+#endif
 
 BPF_TABLE("lru_hash", u32, struct net_event, net_inflight, 8192);
 BPF_PERCPU_ARRAY(net_scratch, struct net_event, 1);
 
-/* current's struct socket for fd, or 0. */
-static __always_inline void *net_fd_socket(int fd)
+/* A UDP destination of one process; the value is when it was last reported (CLOCK_BOOTTIME). */
+struct sendto_key {
+    u32 tgid;
+    u16 family;
+    u16 port;      /* network order, as in the sockaddr */
+    u8  addr[16];  /* in_addr in the first 4 bytes, or in6_addr */
+};
+BPF_TABLE("lru_hash", struct sendto_key, u64, sendto_seen, 16384);
+BPF_PERCPU_ARRAY(sendto_folded, u64, 1);   /* sends not reported because their destination was, < 1 s ago */
+
+/* current's struct file for fd, or 0 (fd outside the table included). */
+static __always_inline void *net_fd_file(int fd)
 {
     void *task = (void *)bpf_get_current_task();
-    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0, *sock = 0;
+    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
+    u32 max_fds = 0;
     if (fd < 0)
         return 0;
     NW_READ(files, task, OFF_TASK_FILES);
@@ -31,11 +67,29 @@ static __always_inline void *net_fd_socket(int fd)
     NW_READ(fdt, files, OFF_FILES_FDT);
     if (!fdt)
         return 0;
+    NW_READ(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
+    if ((u32)fd >= max_fds)   /* past fd[]: what lies there is not a struct file pointer */
+        return 0;
     NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
     if (!fdarr)
         return 0;
     bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
+    return file;
+}
+
+/* current's struct socket for fd, or 0 when fd is not a socket: only a socket inode (S_IFSOCK) has a
+ * struct socket in file->private_data (sock_alloc_file); a pipe's or a tty's is something else. */
+static __always_inline void *net_fd_socket(int fd)
+{
+    void *file = net_fd_file(fd), *inode = 0, *sock = 0;
+    u16 mode = 0;
     if (!file)
+        return 0;
+    NW_READ(inode, file, OFF_FILE_F_INODE);
+    if (!inode)
+        return 0;
+    NW_READ(mode, inode, OFF_INODE_I_MODE);
+    if ((mode & NW_S_IFMT) != NW_S_IFSOCK)
         return 0;
     NW_READ(sock, file, OFF_FILE_PRIVATE_DATA);
     return sock;
@@ -79,27 +133,48 @@ static __always_inline void net_sock_addr(struct net_event *e, void *sock, int p
     }
 }
 
+/* The scratch record, cleared; the header is filled in net_stage, once the event is known to be sent
+ * (a folded sendto never pays for it). */
 static __always_inline struct net_event *net_begin(u8 op, int fd)
 {
     u32 zero = 0;
     struct net_event *e = net_scratch.lookup(&zero);
     if (!e)
         return 0;
-    nw_fill_header(&e->h, op);
+    e->h.op = op;
     e->ret = 0;
     e->fd = fd;
     e->sock_type = 0;
     e->addr_len = 0;
     e->backlog = 0;
     e->_pad = 0;
+    e->fd2 = -1;
+    e->protocol = 0;
     __builtin_memset(e->addr, 0, 32);
     return e;
 }
 
 static __always_inline void net_stage(struct net_event *e)
 {
+    nw_fill_header(&e->h, e->h.op);
     u32 tid = e->h.tid;
     net_inflight.update(&tid, e);
+}
+
+/* The caller's sockaddr into e->addr (at most NW_ADDR_MAX - 1 bytes). */
+static __always_inline void net_read_uaddr(struct net_event *e, const void *uaddr, int addrlen)
+{
+    u32 len = addrlen;
+    if (addrlen <= 0)
+        return;
+    if (len > NW_ADDR_MAX - 1)   /* 127 covers every sockaddr but a full sockaddr_storage */
+        len = NW_ADDR_MAX - 1;
+    /* The empty asm makes clang keep the clamped value in one register; without it, it passed
+     * the unclamped register to the helper and the verifier refused the unbounded size. */
+    asm volatile("" : "+r"(len));
+    len &= NW_ADDR_MAX - 1;
+    if (len && bpf_probe_read_user(e->addr, len, uaddr) == 0)
+        e->addr_len = len;
 }
 
 /* connect/bind: the caller's sockaddr. */
@@ -110,16 +185,108 @@ static __always_inline int net_enter_addr(u8 op, int fd, const void *uaddr, int 
     struct net_event *e = net_begin(op, fd);
     if (!e)
         return 0;
-    u32 len = addrlen;
-    if (len > NW_ADDR_MAX - 1)   /* 127 covers every sockaddr but a full sockaddr_storage */
-        len = NW_ADDR_MAX - 1;
-    /* The empty asm makes clang keep the clamped value in one register; without it, it passed
-     * the unclamped register to the helper and the verifier refused the unbounded size. */
-    asm volatile("" : "+r"(len));
-    len &= NW_ADDR_MAX - 1;
-    if (len && bpf_probe_read_user(e->addr, len, uaddr) == 0)
-        e->addr_len = len;
+    net_read_uaddr(e, uaddr, addrlen);
     net_sock_type(e, net_fd_socket(fd));
+    net_stage(e);
+    return 0;
+}
+
+/* socket(): only packet and raw sockets (sniffers, hand-made packets, ICMP tunnels). */
+static __always_inline int net_socket(int family, int type, int protocol)
+{
+    int t = type & ~(NW_SOCK_NONBLOCK | NW_SOCK_CLOEXEC);
+    if (family != NW_AF_PACKET && t != NW_SOCK_RAW)
+        return 0;
+    if (nw_skip())
+        return 0;
+    struct net_event *e = net_begin(OP_NET_SOCKET, -1);
+    if (!e)
+        return 0;
+    e->sock_type = t;
+    e->protocol = protocol;
+    *(u16 *)e->addr = family;
+    e->addr_len = 2;
+    net_stage(e);
+    return 0;
+}
+
+/* dup2/dup3 of a socket onto stdin, stdout or stderr. */
+static __always_inline int net_dup(u32 oldfd, u32 newfd)
+{
+    if (newfd > 2)   /* the cheap test first: shells dup2 all the time */
+        return 0;
+    if (nw_skip())
+        return 0;
+    void *sock = net_fd_socket((int)oldfd);
+    if (!sock)
+        return 0;
+    struct net_event *e = net_begin(OP_NET_DUP, (int)oldfd);
+    if (!e)
+        return 0;
+    e->fd2 = newfd;
+    net_sock_type(e, sock);
+    net_sock_addr(e, sock, 1);
+    net_stage(e);
+    return 0;
+}
+
+/* 1 when this process sent to this destination less than NW_SENDTO_WINDOW_NS ago (then counted as
+ * folded); else remembers now as its last report and returns 0. */
+static __always_inline int net_sendto_fold(struct net_event *e, u16 family)
+{
+    struct sendto_key k = {};
+    k.tgid = bpf_get_current_pid_tgid() >> 32;
+    k.family = family;
+    k.port = *(u16 *)(e->addr + 2);
+    if (family == NW_AF_INET)
+        __builtin_memcpy(k.addr, e->addr + 4, 4);
+    else
+        __builtin_memcpy(k.addr, e->addr + 8, 16);
+    u64 now = bpf_ktime_get_boot_ns();
+    u64 *last = sendto_seen.lookup(&k);
+    if (last && now - *last < NW_SENDTO_WINDOW_NS) {
+        u32 zero = 0;
+        u64 *c = sendto_folded.lookup(&zero);
+        if (c)
+            __sync_fetch_and_add(c, 1);
+        return 1;
+    }
+    sendto_seen.update(&k, &now);
+    return 0;
+}
+
+/* sendto/sendmsg with a destination, on a UDP (SOCK_DGRAM, AF_INET/6) socket. */
+static __always_inline int net_sendto(int fd, const void *uaddr, int addrlen)
+{
+    if (!uaddr)   /* send(), write(), a connected socket: the common case stops here */
+        return 0;
+    if (nw_skip())
+        return 0;
+    void *sock = net_fd_socket(fd), *sk = 0;
+    u16 type = 0, sfamily = 0;
+    if (!sock)
+        return 0;
+    NW_READ(type, sock, OFF_SOCKET_TYPE);
+    if (type != NW_SOCK_DGRAM)
+        return 0;
+    NW_READ(sk, sock, OFF_SOCKET_SK);
+    if (!sk)
+        return 0;
+    NW_READ(sfamily, sk, OFF_SKC_FAMILY);
+    if (sfamily != NW_AF_INET && sfamily != NW_AF_INET6)
+        return 0;
+    struct net_event *e = net_begin(OP_NET_SENDTO, fd);
+    if (!e)
+        return 0;
+    net_read_uaddr(e, uaddr, addrlen);
+    u16 family = *(u16 *)e->addr;
+    /* The sizes the kernel insists on (udp_sendmsg, udpv6_sendmsg: SIN6_LEN_RFC2133); AF_UNSPEC and a
+     * short address name no destination (the connected peer, or EINVAL). */
+    if (!(family == NW_AF_INET && e->addr_len >= 16) && !(family == NW_AF_INET6 && e->addr_len >= 24))
+        return 0;
+    if (net_sendto_fold(e, family))
+        return 0;
+    e->sock_type = type;
     net_stage(e);
     return 0;
 }
@@ -178,3 +345,21 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return net_exit(args->ret); }
 #endif
 TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return net_enter_fd(OP_NET_ACCEPT, args->fd, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_socket) { return net_socket(args->family, args->type, args->protocol); }
+TRACEPOINT_PROBE(syscalls, sys_exit_socket) { return net_exit(args->ret); }
+#ifdef NW_HAVE_dup2
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return net_dup(args->oldfd, args->newfd); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return net_exit(args->ret); }
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return net_dup(args->oldfd, args->newfd); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return net_sendto(args->fd, args->addr, args->addr_len); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    u64 head[2] = {};   /* struct user_msghdr (uapi): void *msg_name; int msg_namelen; ... */
+    if (bpf_probe_read_user(head, sizeof(head), args->msg) != 0)
+        return 0;
+    return net_sendto(args->fd, (const void *)head[0], (int)head[1]);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return net_exit(args->ret); }

@@ -35,6 +35,7 @@ FIELDS: dict[str, tuple[str, int]] = {
     "OFF_SKC_NUM": ("sock.__sk_common.skc_num", 2),
     "OFF_SKC_V6_DADDR": ("sock.__sk_common.skc_v6_daddr", 16),
     "OFF_SKC_V6_RCV_SADDR": ("sock.__sk_common.skc_v6_rcv_saddr", 16),
+    "OFF_INODE_I_MODE": ("inode.i_mode", 2),  # is a fd a socket (S_IFSOCK): probes/net.bpf.c net_fd_socket
     # dentry walks (probes/common.h nw_dentry_path) and the facts of mm->exe_file (issue 10)
     "OFF_FILE_F_PATH_MNT": ("file.f_path.mnt", 8),
     "OFF_FILE_F_PATH_DENTRY": ("file.f_path.dentry", 8),
@@ -52,6 +53,20 @@ FIELDS: dict[str, tuple[str, int]] = {
     "OFF_TASK_FS": ("task_struct.fs", 8),
     "OFF_FS_PWD_MNT": ("fs_struct.pwd.mnt", 8),
     "OFF_FS_PWD_DENTRY": ("fs_struct.pwd.dentry", 8),
+    # the system family (probes/system.bpf.c): the caller's ids, for dropping set*id calls that change
+    # nothing, and the bound of a fd looked up at a syscall's entry (finit_module)
+    "OFF_TASK_REAL_CRED": ("task_struct.real_cred", 8),
+    "OFF_CRED_UID": ("cred.uid", 4),
+    "OFF_CRED_EUID": ("cred.euid", 4),
+    "OFF_CRED_SUID": ("cred.suid", 4),
+    "OFF_CRED_FSUID": ("cred.fsuid", 4),
+    "OFF_CRED_GID": ("cred.gid", 4),
+    "OFF_CRED_EGID": ("cred.egid", 4),
+    "OFF_CRED_SGID": ("cred.sgid", 4),
+    "OFF_CRED_FSGID": ("cred.fsgid", 4),
+    "OFF_CRED_USER_NS": ("cred.user_ns", 8),
+    "OFF_USER_NS_LEVEL": ("user_namespace.level", 4),
+    "OFF_FDTABLE_MAX_FDS": ("fdtable.max_fds", 4),
 }
 
 # Fields a probe can do without: where overlayfs is a module its types are not in vmlinux's BTF; the

@@ -18,7 +18,8 @@ _FIXED_AT = NET_EVENT.offsets["ret"]
 _ADDR_AT = NET_EVENT.offsets["addr"]
 
 _OTHER_FAMILIES = {socket.AF_PACKET: "packet", socket.AF_NETLINK: "netlink"}
-_SOCK_TRANSPORT = {1: "tcp", 2: "udp", 3: "raw", 5: "sctp"}  # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET
+_SOCK_RAW = 3
+_SOCK_TRANSPORT = {1: "tcp", 2: "udp", _SOCK_RAW: "raw", 5: "sctp"}  # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET
 
 
 def parse_sockaddr(raw: bytes) -> tuple[str, str, int]:
@@ -39,17 +40,38 @@ def parse_sockaddr(raw: bytes) -> tuple[str, str, int]:
         else:
             name = escape(path.split(b"\0", 1)[0])
         return "unix", name, 0
-    if family in _OTHER_FAMILIES:  # socket(): the record carries only the family
+    if family in _OTHER_FAMILIES:
         return _OTHER_FAMILIES[family], "", 0
     return f"af{family}", "", 0
+
+
+_FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", socket.AF_UNIX: "unix", **_OTHER_FAMILIES}
+
+
+def _socket_family(raw: bytes) -> str:
+    """socket()'s record: addr holds the 2-byte family alone (a short AF_INET sockaddr elsewhere is one
+    the kernel could not read, which parse_sockaddr says with "af2")."""
+    if len(raw) < 2:
+        return ""
+    (family,) = struct.unpack_from("<H", raw)
+    return _FAMILIES.get(family, f"af{family}")
 
 
 def decode_net(buf: bytes, clock: BootClock) -> NetEvent:
     check_size(buf, NET_SIZE, "net")
     ret, fd, sock_type, addr_len, backlog, _ = _FIXED.unpack_from(buf, _FIXED_AT)
     fd2, protocol = _TAIL.unpack_from(buf, _TAIL_AT)
-    family, address, port = parse_sockaddr(buf[_ADDR_AT : _ADDR_AT + min(addr_len, ADDR_MAX)])
-    transport = "unix" if family == "unix" else _SOCK_TRANSPORT.get(sock_type, "")
+    raw = buf[_ADDR_AT : _ADDR_AT + min(addr_len, ADDR_MAX)]
+    if buf[0] == Op.NET_SOCKET:
+        family, address, port = _socket_family(raw), "", 0
+    else:
+        family, address, port = parse_sockaddr(raw)
+    if family == "unix":
+        transport = "unix"
+    elif family in ("ipv4", "ipv6", ""):
+        transport = _SOCK_TRANSPORT.get(sock_type, "")
+    else:  # packet, netlink...: a SOCK_DGRAM there is not UDP
+        transport = "raw" if sock_type == _SOCK_RAW else ""
     return NetEvent(*header_args(buf, clock), ret, fd, family, transport, address, port, backlog, fd2, protocol)
 
 
@@ -59,5 +81,5 @@ SENSOR = Sensor(
     probe=Probe.NET,
     decoders={op: decode_net for op in (Op.NET_CONNECT, Op.NET_ACCEPT, Op.NET_BIND, Op.NET_LISTEN, Op.NET_SOCKET,
                                         Op.NET_DUP, Op.NET_SENDTO)},
-    optional_tracepoints=(("syscalls", "accept"),),
+    optional_tracepoints=(("syscalls", "accept"), ("syscalls", "dup2")),  # legacy calls arm64 lacks
 )

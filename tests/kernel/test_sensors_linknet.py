@@ -1,0 +1,244 @@
+"""symlink/link, packet and raw sockets, sockets dup'ed onto stdio, unconnected UDP sends (issue 10).
+
+The real probes (file and net families) are loaded once and pointed at one child at a time (target
+tgid); the child makes the real syscalls and prints what it knows (fds, ports), and every field of each
+typed event is checked against that. One test runs the whole agent for the flat record keys.
+"""
+
+import ctypes
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from agent.events import FileEvent, NetEvent, Op
+from agent.sensors.common import BootClock
+from agent.sensors.loader import ProbeConfig, ProbeSet
+
+AT_FDCWD = -100
+AT_SYMLINK_FOLLOW = 0x400
+EEXIST = 17
+
+
+@pytest.fixture(scope="module")
+def probes():
+    ps = ProbeSet(ProbeConfig(families=("file", "net"), ignore_prefixes=(), target_tgid=1 << 31))
+    ps.start()
+    reader = ps.reader()
+    yield ps, reader
+    reader.close()
+    ps.stop()
+
+
+def _run(probes, code: str, cwd=None) -> tuple[int, list[str], list]:
+    """Run `code` in a child the probes target from its first syscall on; (pid, its output lines, its
+    events in order)."""
+    ps, reader = probes
+    reader.read(1 << 20)  # whatever an earlier child left
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + textwrap.dedent(code)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd)
+    ps.set_target_tgid(p.pid)
+    out, _ = p.communicate(b"x", timeout=60)
+    assert p.returncode == 0
+    ps.set_target_tgid(1 << 31)
+    clock, events = BootClock(), []
+    time.sleep(0.05)
+    while batch := reader.read(1 << 20):
+        events += [ps.decoders[raw[0]](raw, clock) for raw in batch]
+    return p.pid, out.decode().split(), [e for e in events if e.pid == p.pid]
+
+
+def _file(ev: FileEvent) -> tuple:
+    return (ev.op, ev.path, ev.path2, ev.ret, ev.dirfd, ev.flags, ev.fd, ev.mode, ev.owner_uid, ev.owner_gid,
+            ev.cwd, ev.truncated)
+
+
+LIBC = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(fn, *args):
+    r = fn(*[a.encode() if isinstance(a, str) else a for a in args])
+    return r if r == 0 else -ctypes.get_errno()
+"""
+
+
+def test_symlink_and_link_absolute_relative_at_and_failing(probes, tmp_path):
+    d = str(tmp_path)
+    (tmp_path / "orig").write_text("x")
+    pid, out, events = _run(probes, LIBC + textwrap.dedent(f"""
+        dfd = os.open("{d}", os.O_RDONLY | os.O_DIRECTORY)
+        rs = [call(libc.symlink, "/etc/hostname", "{d}/abs_sym"),
+              call(libc.symlink, "orig", "rel_sym"),
+              call(libc.symlinkat, "../orig", dfd, "at_sym"),
+              call(libc.symlink, "/elsewhere", "{d}/abs_sym"),
+              call(libc.link, "{d}/orig", "{d}/hard"),
+              call(libc.link, "orig", "hard_rel"),
+              call(libc.linkat, dfd, "orig", {AT_FDCWD}, "{d}/hard_at", {AT_SYMLINK_FOLLOW}),
+              call(libc.link, "{d}/orig", "{d}/hard")]
+        print(dfd, *rs)
+    """), cwd=d)
+    dfd, *rets = (int(x) for x in out)
+    assert rets == [0, 0, 0, -EEXIST, 0, 0, 0, -EEXIST]
+    mine = [_file(e) for e in events if e.op in (Op.FILE_SYMLINK, Op.FILE_LINK)]
+    S, L, n = Op.FILE_SYMLINK, Op.FILE_LINK, False
+    assert mine == [
+        # op, path (the new name), path2 (target / existing file), ret, dirfd, flags, fd, mode, uid, gid, cwd
+        (S, f"{d}/abs_sym", "/etc/hostname", 0, AT_FDCWD, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),
+        (S, "rel_sym", "orig", 0, AT_FDCWD, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),  # no cwd: path2 is taken
+        (S, "at_sym", "../orig", 0, dfd, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),
+        (S, f"{d}/abs_sym", "/elsewhere", -EEXIST, AT_FDCWD, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),
+        (L, f"{d}/hard", f"{d}/orig", 0, AT_FDCWD, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),
+        (L, "hard_rel", "orig", 0, AT_FDCWD, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),
+        (L, f"{d}/hard_at", "orig", 0, AT_FDCWD, AT_SYMLINK_FOLLOW, dfd, 0, 2**32 - 1, 2**32 - 1, "", n),
+        (L, f"{d}/hard", f"{d}/orig", -EEXIST, AT_FDCWD, 0, -1, 0, 2**32 - 1, 2**32 - 1, "", n),
+    ]
+    assert os.readlink(tmp_path / "at_sym") == "../orig" and os.stat(tmp_path / "hard").st_nlink == 4
+
+
+def test_links_under_an_ignored_prefix_dropped_unless_they_point_outside(probes, tmp_path):
+    ps, _ = probes
+    ign = tmp_path / "ign"
+    ign.mkdir()
+    (ign / "orig").write_text("x")
+    ps.set_ignored_prefixes([f"{ign}/"])
+    try:
+        pid, _, events = _run(probes, f"""
+            import os
+            os.symlink("orig", "{ign}/quiet")           # relative target: under the link's prefix
+            os.symlink("{ign}/orig", "{ign}/quiet2")    # absolute, ignored too
+            os.link("{ign}/orig", "{ign}/quiet3")
+            os.symlink("/etc/shadow", "{ign}/loud")     # points outside: reported
+            os.link("{ign}/orig", "{tmp_path}/loud2")   # the new name is outside: reported
+        """)
+    finally:
+        ps.set_ignored_prefixes([])
+    got = [(e.op, e.path, e.path2, e.ret) for e in events if e.op in (Op.FILE_SYMLINK, Op.FILE_LINK)]
+    assert got == [(Op.FILE_SYMLINK, f"{ign}/loud", "/etc/shadow", 0),
+                   (Op.FILE_LINK, f"{tmp_path}/loud2", f"{ign}/orig", 0)]
+
+
+def _net(ev: NetEvent) -> tuple:
+    return (ev.op, ev.ret, ev.fd, ev.family, ev.transport, ev.address, ev.port, ev.backlog, ev.fd2, ev.protocol)
+
+
+def test_packet_and_raw_sockets_reported_ordinary_ones_not(probes):
+    _, out, events = _run(probes, """
+        import socket
+        p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))   # ETH_P_ALL
+        i = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        d = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, 0)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)                          # not reported
+        u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)                          # not reported
+        print(p.fileno(), i.fileno(), d.fileno())
+    """)
+    pfd, ifd, dfd = (int(x) for x in out)
+    got = [_net(e) for e in events if e.op == Op.NET_SOCKET]
+    # Python adds SOCK_CLOEXEC to every socket: the probe masks it (and SOCK_NONBLOCK) off the type.
+    assert got == [
+        (Op.NET_SOCKET, pfd, -1, "packet", "raw", "", 0, 0, -1, socket.htons(0x0003)),
+        (Op.NET_SOCKET, ifd, -1, "ipv4", "raw", "", 0, 0, -1, socket.IPPROTO_ICMP),
+        (Op.NET_SOCKET, dfd, -1, "packet", "", "", 0, 0, -1, 0),  # a cooked packet socket is not UDP
+    ]
+
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_dup_of_a_socket_onto_stdio_reported_with_its_peer(probes, family, host):
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.bind((host, 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    try:
+        _, out, events = _run(probes, f"""
+            import os, socket
+            keep = os.dup(1)                       # the test's pipe, for the answer
+            c = socket.create_connection(("{host}", {port}))
+            r, w = os.pipe()
+            os.dup2(w, 1)                          # a pipe onto stdout: not reported
+            os.dup2(c.fileno(), 5)                 # a socket onto fd 5: not reported
+            os.dup2(c.fileno(), 0)                 # dup2
+            os.dup2(c.fileno(), 1, inheritable=False)   # dup3(O_CLOEXEC)
+            os.dup2(c.fileno(), 2)
+            os.write(keep, f"{{c.fileno()}}\\n".encode())
+        """)
+    finally:
+        srv.close()
+    (cfd,) = (int(x) for x in out)
+    kind = "ipv4" if family == socket.AF_INET else "ipv6"
+    got = [_net(e) for e in events if e.op == Op.NET_DUP]
+    assert got == [(Op.NET_DUP, fd2, cfd, kind, "tcp", host, port, 0, fd2, 0) for fd2 in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_unconnected_udp_sends_reported_once_a_second_per_destination(probes, family, host):
+    ps, _ = probes
+    sinks = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(3)]
+    for s in sinks:
+        s.bind((host, 0))
+    p1, p2, p3 = (s.getsockname()[1] for s in sinks)
+    af = "AF_INET" if family == socket.AF_INET else "AF_INET6"
+    folded = ps.table(b"sendto_folded")
+    before = int(folded.sum(ctypes.c_int(0)).value)
+    try:
+        _, out, events = _run(probes, f"""
+            import socket, time
+            u = socket.socket(socket.{af}, socket.SOCK_DGRAM)
+            u.sendto(b"a", ("{host}", {p1}))
+            u.sendto(b"b", ("{host}", {p1}))       # the same destination within 1 s: folded
+            u.sendto(b"cc", ("{host}", {p2}))      # another port: reported
+            u.sendmsg([b"ddd"], [], 0, ("{host}", {p3}))
+            c = socket.socket(socket.{af}, socket.SOCK_DGRAM)
+            c.connect(("{host}", {p1}))
+            c.send(b"e")                           # connected: no destination, not reported
+            time.sleep(1.1)
+            u.sendto(b"ffff", ("{host}", {p1}))    # the window has passed: reported again
+            print(u.fileno())
+        """)
+    finally:
+        for s in sinks:
+            s.close()
+    (ufd,) = (int(x) for x in out)
+    kind = "ipv4" if family == socket.AF_INET else "ipv6"
+    got = [_net(e) for e in events if e.op == Op.NET_SENDTO]
+    assert got == [(Op.NET_SENDTO, n, ufd, kind, "udp", host, port, 0, -1, 0)
+                   for n, port in ((1, p1), (2, p2), (3, p3), (4, p1))]
+    assert int(folded.sum(ctypes.c_int(0)).value) - before == 1
+
+
+def test_the_agent_records_carry_link_target_resolved_name_peer_and_protocol(tmp_path):
+    from tests.kernel.conftest import AgentProcess
+
+    d = str(tmp_path)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    agent = AgentProcess()
+    try:
+        p = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os, socket
+            os.symlink("/etc/passwd", "rel_sym")
+            r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            keep = os.dup(1)
+            c = socket.create_connection(("127.0.0.1", {port}))
+            os.dup2(c.fileno(), 0)
+            os.write(keep, f"{{os.getpid()}} {{r.fileno()}} {{c.fileno()}}".encode())
+        """)], cwd=d, check=True, capture_output=True, text=True)
+        pid, rfd, cfd = (int(x) for x in p.stdout.split())
+        mine = lambda name: lambda r: r["event.name"] == name and r["process.pid"] == pid  # noqa: E731
+        (sl,) = agent.wait_for(mine("file.symlink"))
+        (so,) = agent.wait_for(mine("network.socket"))
+        (du,) = agent.wait_for(mine("network.dup"))
+    finally:
+        agent.stop()
+        srv.close()
+    assert (sl["file.path"], sl["file.link.target"], sl["syscall.return"]) == ("rel_sym", "/etc/passwd", 0)
+    assert sl["file.path.resolved"] == f"{d}/rel_sym"  # from the process table's cwd (the exec's)
+    assert (so["network.type"], so["network.transport"], so["network.protocol"], so["network.fd"],
+            so["syscall.return"]) == ("ipv4", "raw", socket.IPPROTO_ICMP, rfd, rfd)
+    assert "network.peer.address" not in so and "network.local.address" not in so
+    assert (du["network.fd"], du["network.dup.new_fd"], du["syscall.return"]) == (cfd, 0, 0)
+    assert (du["network.peer.address"], du["network.peer.port"], du["network.transport"]) == ("127.0.0.1", port, "tcp")
