@@ -5,7 +5,9 @@ agent/enforce/).
     containerd watcher -> container table -> attribution (pipeline), exec-rule coverage (enforce),
                                              image gate -> VerdictHandler (report, flagged files, post-start kill)
     policy store (owned here; hot reload) -> exec rules, image gate, gates' timeout action (read per decision),
-                                             detection rules (built before a policy takes effect, swapped whole)
+                                             detection rules (built before a policy takes effect, swapped whole),
+                                             their kill rules (enforce/detectkill.py: exec entries in the
+                                             kernel, user-space kills around the detector)
     NRI plugin, OCI gate -> GateDecider (image gate verdict; covers the container's cgroup from its create)
     exporter -> collector (embedded or remote); metrics server; status.json for `nodewarden status`
 
@@ -38,9 +40,11 @@ class Agent:
         self.collector = None  # the embedded collector's handle, once started
         self.started = 0.0
         self._stopping = threading.Event()
-        self._checked: tuple = (None, None)  # (policy, detector) built by the store's check, used on change
+        self._checked: tuple = (None, None)  # (policy, KillSetup) built by the store's check, used on change
         self.policy = self._policy_store()  # PolicyStore, when a policy file is given: the one owner
         self.probes = ProbeSet(self._probe_config())
+        # The detector (with the kill rules' user-space kills around it) and the kill rules' exec entries.
+        self.kills = self._detect_setup(self.policy.current if self.policy is not None else None)
         self.enforcer = self._enforcer()  # in-kernel exec rules
         self.containers = self.watcher = resolver = None
         self.killer = None  # post-start kills through containerd (made with the image gate)
@@ -60,8 +64,8 @@ class Agent:
         self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, probes=self.probes,
                                  drop_sources=[self._stage_drops], ledger=self.ledger,
                                  describe_rule=self.enforcer.describe if self.enforcer is not None else None,
-                                 detector=self._detector(self.policy.current if self.policy is not None else None))
-        self._log_detect(self.pipeline.detector)
+                                 detector=self.kills.detector)
+        self._log_detect(self.kills)
         self.gate = self._gate()  # the image gate service
         if self.containers is not None:
             self.watcher = self._watcher()
@@ -87,35 +91,40 @@ class Agent:
                            on_reject=self._policy_rejected, check=self._check_detect)
 
     def _check_detect(self, policy) -> None:
-        """The store's check: the policy's detection rules must compile (else PolicyError: refused whole)."""
-        from agent.detect.engine import build
-        from agent.policy.loader import PolicyError
+        """The store's check: the policy's detection rules must compile and its kill rules must be able to
+        kill (else PolicyError: refused whole)."""
+        self._checked = (policy, self._build_detect(policy.detect))
 
-        detector, errors = build(policy.detect)
-        if errors:
-            raise PolicyError(errors)
-        self._checked = (policy, detector)
-
-    def _detector(self, policy):
-        """The detector for a policy (None: no policy file, the bundled rules): the one the store's check
+    def _detect_setup(self, policy):
+        """The KillSetup for a policy (None: no policy file, the bundled rules): the one the store's check
         built for it, else built now (the bundled rules alone must compile: a bad install stops the agent)."""
-        checked, detector = self._checked
+        checked, kills = self._checked
         if policy is not None and checked is policy:
-            return detector
-        from agent.detect.engine import build
-        from agent.policy.loader import PolicyError
-
-        detector, errors = build(policy.detect if policy is not None else None)
-        if errors:
-            raise PolicyError(errors)
-        return detector
+            return kills
+        return self._build_detect(policy.detect if policy is not None else None)
 
     @staticmethod
-    def _log_detect(detector) -> None:
+    def _build_detect(section):
+        from agent.detect.engine import build
+        from agent.enforce.detectkill import setup
+        from agent.policy.loader import PolicyError
+
+        detector, errors = build(section)
+        kills = setup(detector, section)
+        if errors or kills.errors:
+            raise PolicyError([*errors, *kills.errors])
+        return kills
+
+    @staticmethod
+    def _log_detect(kills) -> None:
+        detector = kills.detector
         r = detector.result
         if detector.enabled:
             log.info("detection: %d rules in force, %d not loaded%s", r.rules, len(r.skipped),
                      "".join(f"; {name}: {why}" for name, why in r.skipped[:20]))
+            if kills.placements:
+                log.info("detection: %s%s", kills.describe(), "".join(
+                    f"; {p.rule_id}: from user space ({p.user})" for p in kills.placements[:20] if p.user))
         else:
             log.info("detection: off (detect.enabled: false)")
 
@@ -135,7 +144,8 @@ class Agent:
         from agent.enforce.execkill import ExecEnforcer
 
         enforcer = ExecEnforcer(self.probes)
-        enforcer.apply(self.policy.current.runtime)  # recorded now, written into the maps at start
+        # recorded now, written into the maps at start
+        enforcer.apply(self.policy.current.runtime, detect=self.kills.kernel)
         return enforcer
 
     def _exporter(self):
@@ -286,15 +296,17 @@ class Agent:
     def _policy_changed(self, policy) -> None:
         from agent.events import PolicyEvent
 
-        if self.enforcer is not None:
-            self.enforcer.apply(policy.runtime)
         try:
-            detector = self._detector(policy)
+            kills = self._detect_setup(policy)
         except Exception:  # the store's check built it already; never leave the old rules half replaced
             log.exception("detection rules not replaced")
-        else:
-            self._log_detect(detector)
-            self.pipeline.set_detector(detector)
+            kills = None
+        if self.enforcer is not None:  # the old kill rules' exec entries stay when the new ones did not build
+            self.enforcer.apply(policy.runtime, detect=kills.kernel if kills is not None else None)
+        if kills is not None:
+            self.kills = kills
+            self._log_detect(kills)
+            self.pipeline.set_detector(kills.detector)
         self.pipeline.emit(PolicyEvent(time.time_ns(), policy.source, policy.fingerprint))
 
     def _policy_rejected(self, message: str) -> None:
@@ -329,6 +341,13 @@ class Agent:
                                 f"drift {r.drift}, {len(e.covered)} containers covered, "
                                 f"{len(e.pending)} by cgroup path from their create"}
         out = {"kernel_exec_kill": kernel}
+        k = self.kills
+        if k.placements:
+            counts = getattr(k.detector, "kill_counts", {})
+            in_kernel = "" if e is None or e.rules.action == "block" else \
+                " (runtime.action is alert: the exec entries are not in the kernel, user space kills)"
+            out["detect_kill"] = {"active": True, "detail": f"{k.describe()}{in_kernel}; "
+                                                            + ", ".join(f"{n} {w}" for w, n in counts.items())}
         if self.nri is not None:
             st = self.nri.status()
             out["nri"] = {"active": bool(getattr(st, "connected", False)), "detail": str(getattr(st, "reason", st))}

@@ -8,6 +8,12 @@ Every other task is the host's: it is checked against the rules whose scope is h
 (deny_name entries of SCOPE_HOST, deny_path entries under HOST_CGROUP).
 Everything here changes maps only: rules update at run time without reloading the probes.
 
+Detection rules with `action: kill` that the kernel can decide (agent/enforce/detectkill.py finds them:
+an exec of a program name, an exact path, a path prefix) go into the same maps, as `KernelKill`
+entries with indexes from DETECT_BASE on, so a report names the detection rule. The probe has one mode
+for every entry (CFG_EXEC_MODE), so they go in only when the runtime action is block: with
+`runtime.action: alert` a kill rule runs in user space instead of turning the runtime's alerts into kills.
+
 A container is covered by its cgroup id (`cover`) once the container table knows it, and earlier,
 from its create, by its cgroup path (`cover_path`): the path goes into `enforce_pending` and the
 cgroup_mkdir probe covers the new directory in the kernel, before runc can move a task into it.
@@ -20,6 +26,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 
 from agent.enrich.cgroups import cgroup_path_from_spec, parse_cgroup2_mount
 from agent.policy.runtime import RuleError, RuntimeRules
@@ -38,8 +45,26 @@ _SCOPE_BITS = {"containers": (SCOPE_CONTAINERS,), "host": (SCOPE_HOST,), "both":
 _MODES = {"off": 0, "alert": ACT_ALERT, "block": ACT_KILL}
 COMM_LEN = 15  # TASK_COMM_LEN - 1: the kernel keeps this much of a program's name
 _GLOB = re.compile(r"[*?\[]")
+# Indexes of detection rules' entries: above any runtime or image-gate index (the maps hold at most
+# 4096 entries), below the 16 bits the probe reports (rule = why << 16 | index).
+DETECT_BASE = 0x8000
+DETECT_MAX = 0x8000
+_DETECT_BITS = {"container": (SCOPE_CONTAINERS,), "host": (SCOPE_HOST,), "both": (SCOPE_CONTAINERS, SCOPE_HOST)}
 
-__all__ = ["ExecEnforcer", "RuleError", "RuntimeRules"]
+__all__ = ["DETECT_BASE", "ExecEnforcer", "KernelKill", "RuleError", "RuntimeRules"]
+
+
+@dataclass(frozen=True)
+class KernelKill:
+    """A detection kill rule as in-kernel exec entries: the exec is killed when the new program's name
+    is in `names`, or the path given to execve is in `paths` or starts with one of `prefixes` (bytes
+    as the kernel compares them). scope: the rule's (container, host or both)."""
+
+    rule_id: str
+    scope: str
+    names: tuple[bytes, ...] = ()
+    paths: tuple[bytes, ...] = ()
+    prefixes: tuple[bytes, ...] = ()
 
 
 class ExecEnforcer:
@@ -50,13 +75,14 @@ class ExecEnforcer:
         self._probes = probes
         self._cgroup_root = cgroup_root
         self.rules = RuntimeRules()
+        self.detect: tuple[KernelKill, ...] = ()  # detection kill rules, as given; in the maps when block
         self._names: dict[tuple[bytes, int], int] = {}  # (comm, scope bit) -> index
         self._paths: dict[tuple[int, bytes, int], int] = {}  # (cgroup, bytes, prefixlen) -> index
         self._flagged: dict[int, list[str]] = {}  # cgroup -> paths the image gate flagged
         self.covered: set[int] = set()
         # cgroup paths covered from their mkdir on (enforce_pending) -> when they were added
         self.pending: dict[str, float] = {}
-        self.counters = {"cover_unresolved": 0, "pending_full": 0, "pending_expired": 0}
+        self.counters = {"cover_unresolved": 0, "pending_full": 0, "pending_expired": 0, "detect_full": 0}
         self._live = False  # the probes are loaded: state goes into the maps as it changes
         # The container watcher's thread covers containers while the policy reload applies rules.
         self._lock = threading.RLock()
@@ -73,9 +99,12 @@ class ExecEnforcer:
             for rel in list(self.pending):
                 self._put_pending(rel)
 
-    def apply(self, rules: RuntimeRules) -> None:
-        """Replace the rules (names, global paths, modes) at run time."""
+    def apply(self, rules: RuntimeRules, detect: tuple[KernelKill, ...] | None = None) -> None:
+        """Replace the rules (names, global paths, modes) at run time; `detect`: the detection kill rules'
+        entries too (None: keep those in force)."""
         with self._lock:
+            if detect is not None:
+                self.detect = tuple(detect)[:DETECT_MAX]
             if self._live:
                 self._apply(rules)
             else:
@@ -92,20 +121,39 @@ class ExecEnforcer:
         for cg, flagged in self._flagged.items():
             for j, p in enumerate(flagged):
                 paths[_path_key(cg, p)] = len(rules.deny_exec) + j
-        t = self._probes.table(b"deny_name")
-        for key in set(self._names) - set(names):
-            del t[_comm_key(t, key)]
-        for key, i in names.items():
-            t[_comm_key(t, key)] = ctypes.c_uint32(i)
-        t = self._probes.table(b"deny_path")
-        for key in set(self._paths) - set(paths):
-            del t[_lpm_key(t, key)]
-        for key, i in paths.items():
-            t[_lpm_key(t, key)] = ctypes.c_uint32(i)
-        self._names, self._paths, self.rules = names, paths, rules
-        self._probes.set_cfg(CFG_EXEC_MODE, _MODES[rules.action] if rules.deny_exec or self._flagged else 0)
+        detect = self.detect if rules.action == "block" else ()
+        dnames, dpaths = _detect_keys(detect)
+        self._names = self._sync(b"deny_name", _comm_key, self._names, names, dnames)
+        self._paths = self._sync(b"deny_path", _lpm_key, self._paths, paths, dpaths)
+        self.rules = rules
+        on = rules.deny_exec or self._flagged or detect
+        self._probes.set_cfg(CFG_EXEC_MODE, _MODES[rules.action] if on else 0)
         self._probes.set_cfg(CFG_DRIFT, _MODES[rules.drift])
-        self._probes.set_cfg(CFG_HOST_RULES, int(any(r.scope != "containers" for r in rules.deny_exec)))
+        self._probes.set_cfg(CFG_HOST_RULES, int(any(r.scope != "containers" for r in rules.deny_exec)
+                                                 or any(d.scope != "container" for d in detect)))
+
+    def _sync(self, name: bytes, make_key, old: dict, want: dict, detect: dict) -> dict:
+        """One map brought from `old` to `want` (runtime and image-gate entries) plus `detect` (detection
+        entries, where no runtime entry has the key: then the runtime rule is the one reported). Stale keys
+        go first, to make room; a key that stays is never absent. A detection entry a full map refuses is
+        counted and left out: its rule still kills, from user space. Returns what the map holds."""
+        t = self._probes.table(name)
+        for key in set(old) - set(want) - set(detect):
+            del t[make_key(t, key)]
+        for key, i in want.items():
+            t[make_key(t, key)] = ctypes.c_uint32(i)
+        now = dict(want)
+        for key, i in detect.items():
+            if key in now:
+                continue
+            try:
+                t[make_key(t, key)] = ctypes.c_uint32(i)
+            except Exception:  # bcc raises on a full map
+                self.counters["detect_full"] += 1
+                if key not in old:
+                    continue
+            now[key] = i
+        return now
 
     def flag_paths(self, cgroup_id: int, paths: list[str]) -> None:
         """Deny execs of these files in this container only (files the image gate flagged)."""
@@ -207,6 +255,8 @@ class ExecEnforcer:
         why, idx = rule >> 16, rule & 0xFFFF
         if why == WHY_DRIFT:
             return "drift", "drift: a file written in the container after it started"
+        if DETECT_BASE <= idx < DETECT_BASE + len(self.detect):
+            return "detect", self.detect[idx - DETECT_BASE].rule_id
         if idx < len(self.rules.deny_exec):
             return "deny_exec", f"deny_exec[{idx}] {self.rules.deny_exec[idx].describe()}"
         flagged = self._flagged.get(cgroup_id, [])
@@ -218,10 +268,33 @@ class ExecEnforcer:
 
 def _path_key(cgroup_id: int, path: str) -> tuple[int, bytes, int]:
     if path.endswith("*"):
-        raw = path[:-1].encode()
-    else:
-        raw = path.encode() + b"\0"  # the NUL makes it exact: the probe looks up path + NUL
+        return _raw_key(cgroup_id, path[:-1].encode(), exact=False)
+    return _raw_key(cgroup_id, path.encode(), exact=True)
+
+
+def _raw_key(cgroup_id: int, raw: bytes, exact: bool) -> tuple[int, bytes, int]:
+    if exact:
+        raw += b"\0"  # the NUL makes it exact: the probe looks up path + NUL
     return cgroup_id, raw, 64 + len(raw) * 8
+
+
+def _detect_keys(detect: tuple[KernelKill, ...]) -> tuple[dict, dict]:
+    """(deny_name keys, deny_path keys) -> index of the detection entries; the first rule naming a key
+    reports it. Covered containers' paths go under cgroup 0 (every covered container), the host's under
+    HOST_CGROUP, as the runtime's do."""
+    names: dict = {}
+    paths: dict = {}
+    for k, d in enumerate(detect):
+        i = DETECT_BASE + k
+        for bit in _DETECT_BITS[d.scope]:
+            cg = HOST_CGROUP if bit == SCOPE_HOST else 0
+            for n in d.names:
+                names.setdefault((n[:COMM_LEN], bit), i)
+            for p in d.paths:
+                paths.setdefault(_raw_key(cg, p, exact=True), i)
+            for p in d.prefixes:
+                paths.setdefault(_raw_key(cg, p, exact=False), i)
+    return names, paths
 
 
 def _comm_key(table, key: tuple[bytes, int]):

@@ -3,11 +3,14 @@
 A rule file is a YAML list of items, each one of `- rule:`, `- list:` or `- macro:`. Two dialects load
 through the same walker: ours (`id`, `name`, `description`, `severity`, `scope`, `output: [fields]`,
 `action`) and Falco's (`rule` as the name, `desc`, `priority`, `output` as a format string,
-`required_engine_version`, `source`). A later item with `append: true` extends an earlier one of the
-same name (a list's items, a macro's or rule's condition with `and`-free Falco semantics: the text is
-appended; a rule's exceptions are added); `override: {field: append|replace}` names per field what
-to do. Files load in order: the bundled set first, then `detect.rules_files`, then the policy's own
-`detect.rules`, so a user file can change a bundled rule by name.
+`required_engine_version`, `source`). `action: kill` kills the process that matched
+(agent/enforce/detectkill.py says where: in the kernel at exec when it can, else from user space); it
+needs `scope: container` or `allow_host_kill: true`, so that no rule kills host processes by accident.
+A later item with `append: true` extends an earlier one of the same name (a list's items, a macro's
+or rule's condition with `and`-free Falco semantics: the text is appended; a rule's exceptions are
+added); `override: {field: append|replace}` names per field what to do. Files load in order: the
+bundled set first, then `detect.rules_files`, then the policy's own `detect.rules`, so a user file can
+change a bundled rule by name.
 
 Exceptions are compiled into the condition text here, as `and not (...)`, so the compiler
 (agent/detect/condition.py, a higher layer that this module must not import) sees one condition.
@@ -29,7 +32,7 @@ from agent.vocab import Severity
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "detect", "rules")
 DETECT_KEYS = ("enabled", "rules_files", "enable", "disable", "rules", "fold_window", "rate_limit")
 _OUR_RULE_KEYS = ("id", "name", "description", "condition", "severity", "tags", "scope", "output", "exceptions",
-                  "enabled", "action", "append", "override")
+                  "enabled", "action", "allow_host_kill", "append", "override")
 _FALCO_RULE_KEYS = ("rule", "desc", "priority", "source", "warn_evttypes", "skip-if-unknown-filter",
                     "required_engine_version", "required_plugin_versions")
 _RULE_KEYS = tuple(dict.fromkeys(_OUR_RULE_KEYS + _FALCO_RULE_KEYS))
@@ -70,7 +73,8 @@ class RuleSpec:
     output_format: str = ""  # Falco's output string with %field references, or ""
     exceptions: tuple[Exception_, ...] = ()
     enabled: bool = True
-    action: str = "alert"
+    action: str = "alert"  # "alert", or "kill": the process that matched is killed (agent/enforce/detectkill.py)
+    allow_host_kill: bool = False  # action kill outside containers (scope host or both) is meant
     origin: str = ""  # "file:line:col" of the rule, for errors and reports
     cond_origin: str = ""  # "file:line:col" of its condition
     source: str = "syscall"
@@ -174,7 +178,17 @@ def load_files(paths: list[str], extra=None, extra_name: str = "<policy>") -> tu
         errors += _walk_items(root, path, st)
     if extra is not None:
         errors += _walk_items(extra, extra_name, st)
+    errors += _kill_scope_errors(st.rules.values())
     return RuleSet(tuple(st.rules.values()), dict(st.lists), dict(st.macros), tuple(st.skipped)), errors
+
+
+def _kill_scope_errors(specs) -> list[str]:
+    """A kill rule must say it means to kill host processes: a wrong condition on scope host or both
+    (the default) kills the node's own daemons, not a container's. Checked once the files are merged, as
+    a later item may change a rule's action, scope or allow_host_kill."""
+    return [f"{r.origin}: rule {r.id}: action kill with scope {r.scope} also kills host processes: "
+            "set scope: container, or allow_host_kill: true to mean it"
+            for r in specs if r.action == "kill" and r.scope != "container" and not r.allow_host_kill]
 
 
 def _expand(paths: list[str], errors: list[str]) -> list[str]:
@@ -357,15 +371,13 @@ def _rule_fields(v: Walker, m: dict, where: str) -> dict:
         kw["tags"] = tuple(s for _n, s in v.strings(m["tags"][1], f"{where}.tags"))
     for key, allowed in (("scope", _SCOPES), ("action", _ACTIONS)):
         if key in m and (text := _str(v, m, key, where)) is not None:
-            if key == "action" and text == "kill":  # refused, not ignored: a user must not believe it kills
-                v.err(m[key][1], f"{where}.action", "action kill is not available yet (the alert is raised; "
-                                                     "use runtime.deny_exec to kill in the kernel)")
-            elif text in allowed:
+            if text in allowed:
                 kw[key] = text
             else:
                 v.err(m[key][1], f"{where}.{key}", f"expected {' or '.join(allowed)}, got {text[:80]!r}")
-    if "enabled" in m:
-        kw["enabled"] = _bool(v, m["enabled"][1], f"{where}.enabled")
+    for key in ("enabled", "allow_host_kill"):
+        if key in m:
+            kw[key] = _bool(v, m[key][1], f"{where}.{key}")
     if "output" in m:
         node = m["output"][1]
         if isinstance(node, yaml.SequenceNode):

@@ -133,7 +133,9 @@ def _node(text: str):
     ("- rule: r\n  condition: x\n  severity: low\n  colour: red\n", "4:3", "unknown key 'colour'"),
     ("- rule: r\n  severity: low\n  append: true\n  condition: and x\n", "1:3", "not defined"),
     ("- lisst: x\n", "1:3", "unknown item 'lisst'"),
-    ("- rule: r\n  condition: x\n  severity: low\n  action: kill\n", "4:11", "action kill is not available yet"),
+    ("- rule: r\n  condition: x\n  severity: low\n  action: kill\n", "1:3",
+     "action kill with scope both also kills host processes"),
+    ("- rule: r\n  condition: x\n  severity: low\n  action: stop\n", "4:11", "expected alert or kill"),
     ("- rule: r\n  condition: x\n  severity: low\n  exceptions:\n    - name: e\n      fields: [a, b]\n"
      "      values: [[1]]\n", "7:16", "1 values for 2 fields"),
     ("- rule: [\n", "2:1", "invalid YAML"),

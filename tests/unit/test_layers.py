@@ -39,6 +39,9 @@ LAYERS: dict[str, int] = {
     "agent.imagegate": 50,
     "agent.enforce": 55,  # acts on the image gate's verdicts (DESIGN.md's stage order): may import it
     "agent.detect": 60,
+    # Kills on detection rules' matches and compiles their conditions into in-kernel exec entries: above
+    # detect, though it lives with the other kill paths in agent/enforce.
+    "agent.enforce.detectkill": 65,
     "agent.devices": 60,
     "agent.outputs": 70,  # may import every stage's record types; no stage imports it
     "agent.pipeline": 80,
