@@ -55,7 +55,7 @@ class AgentConfig:
 class ProbeConfig:
     """Settings of the BPF probes; agent/sensors/loader.py validates them against its registry."""
 
-    families: tuple[str, ...] = ("process", "file", "net", "cgroup")  # = agent.sensors.DEFAULT_FAMILIES
+    families: tuple[str, ...] = ("process", "file", "net", "cgroup", "system")  # = agent.sensors.DEFAULT_FAMILIES
     ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
     ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
     file_readonly: bool = False

@@ -8,4 +8,4 @@ from agent.sensors.common import Sensor
 REGISTRY: dict[str, Sensor] = {
     s.name: s for s in (process.SENSOR, file.SENSOR, net.SENSOR, cgroup.SENSOR, system.SENSOR, bench.SENSOR)
 }
-DEFAULT_FAMILIES = ("process", "file", "net", "cgroup")
+DEFAULT_FAMILIES = ("process", "file", "net", "cgroup", "system")

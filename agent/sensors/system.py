@@ -3,7 +3,30 @@
 ptrace, the setuid and setgid families, capset, init_module/finit_module, mount, umount2, unshare,
 setns, bpf(BPF_PROG_LOAD) and memfd_create: what the detection rules need to see privilege
 changes, container escapes, kernel tampering and fileless payloads. All share struct sys_event;
-which members mean what depends on the op (probes/events.h).
+which members mean what depends on the op (probes/events.h). Every record is sent at the call's exit
+with its result (`ret`, a negative errno on failure: failed calls are reported too); the header's
+uid/gid are the caller's real ids before the call.
+
+set*id: `ids` = (real, effective, saved) as the call's arguments ask for them, -1 where the call does
+not ask (or the caller passed -1, "unchanged"):
+    setuid(x) -> (-1, x, -1)    setreuid(r, e) -> (r, e, -1)    setresuid(r, e, s) -> (r, e, s)
+    setfsuid(f) -> (-1, f, -1)  and the same for setgid, setregid, setresgid, setfsgid.
+So `setid.effective = 0` is every call asking for root. The kernel drops a call that cannot change any
+of the caller's ids (all of them already what it asks; setfsuid(-1), which only reads), in the initial
+user namespace only.
+
+ptrace: only the requests that start tracing (TRACEME, ATTACH, SEIZE) or write the tracee (POKETEXT,
+POKEDATA, POKEUSER, SETREGS, SETFPREGS, SETFPXREGS, SETREGSET, SETSIGINFO) are sent; the reads,
+continues and the detach a debugger or strace makes per traced syscall are not.
+capset: `caps` = (effective, permitted, inheritable) as 64-bit masks (one 32-bit word for version 1
+headers), `target_pid` the header's pid (0 = self).
+finit_module: `name` = the path of the file behind the fd (its dentry, across mounts), "" when the fd
+is not open; init_module has no file: `name` "", `arg` 0.
+mount: `name` = target, `source`, `fstype` as given ("" for a NULL pointer), `arg` = MS_* flags;
+umount2: `name`, `arg` = MNT_* flags. unshare: `arg` = CLONE_* flags; setns: `arg` = nstype,
+`ids[0]` = the fd. bpf: only BPF_PROG_LOAD, `arg` = program type, `name` = its prog_name.
+memfd_create: `name`, `arg` = MFD_* flags, `ret` = the fd. Strings longer than the record keeps are cut
+and flag the event truncated. The agent's own calls are not sent (ignore_tgid).
 """
 
 from __future__ import annotations
