@@ -172,7 +172,9 @@ class SysEvent(KernelEvent):
     target_pid: int = -1  # ptrace, capset: the target pid (0 = self)
     ids: tuple[int, int, int] = (-1, -1, -1)  # setuid/setgid: real, effective, saved (-1 = unchanged); setns: (fd,-1,-1)
     caps: tuple[int, int, int] = (0, 0, 0)  # capset: effective, permitted, inheritable bit masks
-    name: str = ""  # mount/umount: target; module_load: module file; bpf_load: program name; memfd: its name
+    # The call's string argument (not `name`: that is every record's event.name): mount/umount: the target;
+    # module_load: the module file; bpf_load: the program's name; memfd_create: the memfd's name.
+    arg_text: str = ""
     source: str = ""  # mount: the source
     fstype: str = ""  # mount: the filesystem type
 

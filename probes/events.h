@@ -200,7 +200,7 @@ struct file_event {
     __u32 mode;
     __u32 owner_uid;   /* chown: new owner, (u32)-1 = unchanged */
     __u32 owner_gid;
-    __s32 fd;          /* fchmod/fchown: the fd, else -1 */
+    __s32 fd;          /* fchmod/fchown: the fd; linkat: olddfd when it is not AT_FDCWD; else -1 */
     __u32 path_len;
     __u32 path2_len;
     char  path[NW_PATH_MAX];

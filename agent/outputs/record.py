@@ -270,20 +270,20 @@ def _sys_keys(ev: SysEvent) -> tuple[tuple[str, object], ...]:
         return (("capabilities.effective", ev.caps[0]), ("capabilities.permitted", ev.caps[1]),
                 ("capabilities.inheritable", ev.caps[2]), ("target.pid", ev.target_pid))
     if op is Op.MODULE_LOAD:
-        return ("module.path", ev.name), ("module.flags", ev.arg)
+        return ("module.path", ev.arg_text), ("module.flags", ev.arg)
     if op is Op.MOUNT:
-        return (("mount.target", ev.name), ("mount.source", ev.source), ("mount.fstype", ev.fstype),
+        return (("mount.target", ev.arg_text), ("mount.source", ev.source), ("mount.fstype", ev.fstype),
                 ("mount.flags", ev.arg))
     if op is Op.UMOUNT:
-        return ("mount.target", ev.name), ("mount.flags", ev.arg)
+        return ("mount.target", ev.arg_text), ("mount.flags", ev.arg)
     if op is Op.UNSHARE:
         return (("namespace.flags", ev.arg),)
     if op is Op.SETNS:
         return ("namespace.flags", ev.arg), ("namespace.fd", ev.ids[0])
     if op is Op.BPF_LOAD:
-        return ("bpf.program.type", ev.arg), ("bpf.program.name", ev.name)
+        return ("bpf.program.type", ev.arg), ("bpf.program.name", ev.arg_text)
     if op is Op.MEMFD_CREATE:
-        return ("memfd.name", ev.name), ("memfd.flags", ev.arg)
+        return ("memfd.name", ev.arg_text), ("memfd.flags", ev.arg)
     return ()
 
 

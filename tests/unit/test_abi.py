@@ -231,7 +231,8 @@ def test_fork_exit_file_net_cgroup_bench_records_every_field():
                                                      4, 7, 5, 0, b"/mnt", b"overlay", b"tmpfs"), clock)
     _check_header(ev, Op.MOUNT, clock)
     assert (ev.ret, ev.call, ev.arg, ev.target_pid, ev.ids, ev.caps) == (-1, "mount", 0x1000, -1, (1, 2, 3), (4, 5, 6))
-    assert (ev.name, ev.source, ev.fstype) == ("/mnt", "overlay", "tmpfs")
+    assert (ev.arg_text, ev.source, ev.fstype) == ("/mnt", "overlay", "tmpfs")
+    assert ev.name == "system.mount"  # the string member must not shadow the record's event.name
 
 
 def test_file_record_with_the_cwd_of_a_relative_path():

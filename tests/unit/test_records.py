@@ -104,3 +104,23 @@ def test_procfs_strings_escaped_like_kernel_strings(tmp_path):
     assert (info.comm, info.exe, info.argv) == ("a\\xff\\\\x", "/opt/a\\xff\\\\xff", ("/bin/a\\xff", "lit\\\\xff"))
     assert unescape(info.exe) == b"/opt/a\xff\\xff"
     orjson.dumps({"process.executable.path": info.exe, "process.args": list(info.argv)})
+
+
+def test_every_record_reads_its_own_event_name():
+    """A record's members never shadow KernelEvent.name (a slots field named `name` would)."""
+    from dataclasses import fields
+
+    from agent.events import EVENT_NAMES, KernelEvent
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    for cls in subclasses(KernelEvent):
+        assert "name" not in {f.name for f in fields(cls)}, f"{cls.__name__} has a member `name`"
+    from agent.sensors.system import SYSTEM_OPS, SysEvent
+
+    for op in SYSTEM_OPS:
+        ev = SysEvent(op, 1, 2, 2, 1, 0, 0, 3, 4, "x", False, 0, "mount", 0, arg_text="/mnt")
+        assert ev.name == EVENT_NAMES[op] and ev.name.startswith("system.")
