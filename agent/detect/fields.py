@@ -356,14 +356,9 @@ def _net_fd(en: Enriched) -> int | None:
 # One record type (SysEvent) whose members mean what the op says (probes/events.h); each field
 # reads its member only on the ops that carry it, so `ptrace.request` is absent on a mount.
 
-# SysEvent's string member (mount target, module file, bpf program or memfd name). Its first name,
-# `name`, shadows KernelEvent.name (the event's kind); /work/prompts/requests-h3-rules.md asks for
-# `arg_text`: read whichever this SysEvent has.
-_SYS_TEXT = "arg_text" if "arg_text" in SysEvent.__dataclass_fields__ else "name"
-
-
 def _sys_text(ev: SysEvent) -> str:
-    return getattr(ev, _SYS_TEXT)
+    """SysEvent's string argument: mount target, module file, bpf program or memfd name."""
+    return ev.arg_text
 
 
 def _sys(ops: tuple[Op, ...], pick: Callable[[SysEvent], object]) -> tuple[frozenset[str],
@@ -609,6 +604,9 @@ def _table() -> dict[str, Field]:
            if isinstance(en.event, ExecEvent) else None),
         _f("process.executable.memfd", "bool", EXEC, _exec_flag("memfd"), _exec_flag_fast("memfd")),
         _f("process.executable.deleted", "bool", EXEC, _exec_flag("deleted")),
+        # what /proc/<pid>/exe reads ("/memfd:runc_cloned:/proc/self/exe (deleted)"): names a memfd
+        _f("process.executable.kernel_path", "str", EXEC, lambda en: (getattr(en.event, "kernel_path", "") or None)
+           if isinstance(en.event, ExecEvent) else None),
         _f("process.executable.upper_layer", "bool", EXEC, _exec_flag("upper_layer"),
            _exec_flag_fast("upper_layer")),
         _f("process.working_directory", "str", None, _cwd),

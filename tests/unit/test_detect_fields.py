@@ -21,6 +21,7 @@ from tests.unit.detect_events import (
     file_rec,
     net_rec,
     open_en,
+    sys_en,
 )
 from tests.unit.replay_records import PID, exit_rec, fork_rec
 
@@ -48,6 +49,32 @@ def _samples() -> list[Enriched]:
         enriched(net_rec(Op.NET_LISTEN, "0.0.0.0", 8080)),
         enriched(fork_rec(PID + 1)),
         enriched(exit_rec(0)),
+        *_new_op_samples(),
+    ]
+
+
+def _new_op_samples() -> list[Enriched]:
+    """One event of every op issue 10 added (symlink, link, socket, dup, sendto, the system family)."""
+    import socket
+
+    return [
+        enriched(file_rec(Op.FILE_SYMLINK, "/tmp/s", "/etc/shadow")),
+        enriched(file_rec(Op.FILE_LINK, "/tmp/l", "/etc/passwd")),
+        enriched(net_rec(Op.NET_SOCKET, "", 0, sock_type=3, ret=4, fd=-1, protocol=768, family=socket.AF_PACKET)),
+        enriched(net_rec(Op.NET_DUP, "10.0.0.5", 4444, fd=3, fd2=1)),
+        enriched(net_rec(Op.NET_SENDTO, "10.0.0.53", 9999, sock_type=2, ret=12)),
+        sys_en(Op.PTRACE, "ptrace", arg=0x4206, target_pid=77),
+        sys_en(Op.SETUID, "setresuid", ids=(0, 0, -1)),
+        sys_en(Op.SETGID, "setgid", ids=(0, 0, 0), uid=0),
+        sys_en(Op.CAPSET, "capset", caps=(1 << 21, 1 << 21 | 1 << 19, 0), target_pid=0),
+        sys_en(Op.MODULE_LOAD, "finit_module", name="/tmp/rootkit.ko", arg=0),
+        sys_en(Op.MODULE_LOAD, "init_module"),  # no file: module.path is ""
+        sys_en(Op.MOUNT, "mount", name="/mnt/host", source="/dev/sda1", fstype="ext4", arg=0),
+        sys_en(Op.UMOUNT, "umount2", name="/mnt/host", arg=2),
+        sys_en(Op.UNSHARE, "unshare", arg=0x10000000 | 0x00020000 | 0x40000000),
+        sys_en(Op.SETNS, "setns", arg=0x20000000, ids=(5, -1, -1)),
+        sys_en(Op.BPF_LOAD, "bpf", arg=2, name="kprobe_hide"),
+        sys_en(Op.MEMFD_CREATE, "memfd_create", name="payload", arg=1, ret=3),
     ]
 
 
@@ -209,3 +236,96 @@ def test_fd_name_reads_the_resolved_path():
     en = dataclasses.replace(open_en("shadow"), path_resolved="/etc/shadow")
     assert _get("file.path", en) == "shadow"  # the record's: as the syscall gave it
     assert _get("fd.name", en) == "/etc/shadow" and _get("fd.directory", en) == "/etc"
+
+
+def test_link_fields():
+    sym = enriched(file_rec(Op.FILE_SYMLINK, "/tmp/s", "/etc/shadow"))
+    assert _get("file.path", sym) == "/tmp/s" and _get("fd.name", sym) == "/tmp/s"
+    assert _get("file.link.target", sym) == "/etc/shadow" == _get("evt.arg.target", sym)
+    assert _get("file.name", sym) == "s" and _get("file.directory", sym) == "/tmp"
+    assert _get("file.target.path", sym) is None  # a rename's destination only
+    hard = enriched(file_rec(Op.FILE_LINK, "/tmp/l", "/etc/passwd"))
+    assert _get("file.link.target", hard) == "/etc/passwd" and _get("event.name", hard) == "file.link"
+    assert _get("file.link.target", enriched(file_rec(Op.FILE_RENAME, "/tmp/a", "/tmp/b"))) is None
+
+
+def test_socket_dup_and_sendto_fields():
+    import socket
+
+    raw = enriched(net_rec(Op.NET_SOCKET, "", 0, sock_type=3, ret=4, fd=-1, protocol=768, family=socket.AF_PACKET))
+    assert _get("network.type", raw) == "packet" and _get("network.transport", raw) == "raw"
+    assert _get("network.fd", raw) == 4 and _get("fd.num", raw) == 4 and _get("network.protocol", raw) == 768
+    assert _get("network.peer.address", raw) is None and _get("network.local.port", raw) is None
+    dup = enriched(net_rec(Op.NET_DUP, "10.0.0.5", 4444, fd=3, fd2=1))
+    assert _get("network.dup.new_fd", dup) == 1 and _get("network.fd", dup) == 3
+    assert _get("fd.rip", dup) == "10.0.0.5" and _get("fd.rport", dup) == 4444
+    assert _get("fd.sip", dup) is None and _get("fd.cip", dup) is None  # either end: no server or client
+    assert _get("network.protocol", dup) is None and _get("network.dup.new_fd", raw) is None
+    send = enriched(net_rec(Op.NET_SENDTO, "10.0.0.53", 9999, sock_type=2, ret=12))
+    assert _get("network.peer.port", send) == 9999 and _get("fd.sport", send) == 9999  # its server: the destination
+    assert _get("fd.l4proto", send) == "udp" and _get("network.fd", send) is None
+    assert _get("fd.rnet", send) == "10.0.0.53"
+
+
+def test_system_fields_by_op():
+    seize = sys_en(Op.PTRACE, "ptrace", arg=0x4206, target_pid=77)
+    assert _get("ptrace.request", seize) == 0x4206 and _get("ptrace.request_name", seize) == "PTRACE_SEIZE"
+    assert _get("evt.arg.request", seize) == "PTRACE_SEIZE" and _get("target.pid", seize) == 77
+    assert _get("syscall.name", seize) == "ptrace" == _get("syscall.type", seize)
+    assert _get("evt.type", seize) == "system.ptrace" and _get("evt.res", seize) == "SUCCESS"
+    assert _get("ptrace.request_name", sys_en(Op.PTRACE, "ptrace", arg=0)) == "PTRACE_TRACEME"
+    assert _get("ptrace.request_name", sys_en(Op.PTRACE, "ptrace", arg=0x7777)) == "PTRACE_30583"
+    assert _get("setid.real", seize) is None and _get("mount.target", seize) is None
+    su = sys_en(Op.SETUID, "setresuid", ids=(0, 0, -1))
+    assert (_get("setid.real", su), _get("setid.effective", su), _get("setid.saved", su)) == (0, 0, -1)
+    assert _get("user.id", su) == 1000 and _get("target.pid", su) is None  # the caller's uid before the call
+    cap = sys_en(Op.CAPSET, "capset", caps=(1 << 21 | 1, 1 << 21 | 1 << 19, 1 << 45), target_pid=0)
+    assert _get("capabilities.effective", cap) == 1 << 21 | 1
+    assert _get("capabilities.effective_names", cap) == ("CAP_CHOWN", "CAP_SYS_ADMIN")
+    assert _get("capabilities.permitted_names", cap) == ("CAP_SYS_PTRACE", "CAP_SYS_ADMIN")
+    assert _get("capabilities.inheritable_names", cap) == ("CAP_45",)  # past the table: by its bit
+    assert _get("capabilities.effective_names", sys_en(Op.CAPSET, "capset")) == ()
+    mod = sys_en(Op.MODULE_LOAD, "finit_module", name="/tmp/rootkit.ko", arg=4)
+    assert _get("module.path", mod) == "/tmp/rootkit.ko" and _get("module.flags", mod) == 4
+    assert _get("evt.type", mod) == "system.module_load"
+    mnt = sys_en(Op.MOUNT, "mount", name="/mnt/host", source="/dev/sda1", fstype="ext4", arg=4096)
+    assert (_get("mount.target", mnt), _get("mount.source", mnt), _get("mount.fstype", mnt)) == (
+        "/mnt/host", "/dev/sda1", "ext4")
+    assert _get("mount.flags", mnt) == 4096
+    um = sys_en(Op.UMOUNT, "umount2", name="/mnt/host", arg=2)
+    assert _get("mount.target", um) == "/mnt/host" and _get("mount.source", um) is None
+    ns = sys_en(Op.UNSHARE, "unshare", arg=0x10000000 | 0x00020000 | 0x40000000 | 0x80 | 0x02000000)
+    assert set(_get("namespace.types", ns)) == {"user", "mnt", "net", "time", "cgroup"}
+    assert _get("namespace.fd", ns) is None
+    setns = sys_en(Op.SETNS, "setns", arg=0x20000000, ids=(5, -1, -1))
+    assert _get("namespace.types", setns) == ("pid",) and _get("namespace.fd", setns) == 5
+    assert _get("namespace.types", sys_en(Op.SETNS, "setns", arg=0)) == ()  # nstype 0: any
+    bpf = sys_en(Op.BPF_LOAD, "bpf", arg=2, name="kprobe_hide")
+    assert _get("bpf.program.type", bpf) == 2 and _get("bpf.program.name", bpf) == "kprobe_hide"
+    memfd = sys_en(Op.MEMFD_CREATE, "memfd_create", name="payload", arg=1, ret=3)
+    assert _get("memfd.name", memfd) == "payload" and _get("memfd.flags", memfd) == 1
+    assert _get("syscall.return", memfd) == 3
+    assert _get("file.path", memfd) is None and _get("network.fd", memfd) is None
+
+
+def test_fast_getters_agree_with_the_checked_ones_on_their_kinds():
+    """agent/detect/index.py uses `fast` where it knows the kind: it must read what `get` reads there."""
+    for en in _samples():
+        for name, field in FIELDS.items():
+            fast = field.fast_on(en.event.name)
+            if fast is not None:
+                assert fast(en) == field.get(en), (en.event.name, name)
+
+
+def test_every_new_event_type_maps_to_its_event():
+    for syscalls, event in (
+        (("symlink", "symlinkat"), "file.symlink"), (("link", "linkat"), "file.link"),
+        (("dup2", "dup3"), "network.dup"), (("socket",), "network.socket"), (("sendto",), "network.sendto"),
+        (("ptrace",), "system.ptrace"), (("setuid", "setresuid"), "system.setuid"),
+        (("setgid", "setresgid"), "system.setgid"), (("capset",), "system.capset"),
+        (("init_module", "finit_module"), "system.module_load"), (("mount",), "system.mount"),
+        (("umount2",), "system.umount"), (("unshare",), "system.unshare"), (("setns",), "system.setns"),
+        (("bpf",), "system.bpf_load"), (("memfd_create",), "system.memfd_create"),
+    ):
+        for sc in syscalls:
+            assert EVENT_TYPES[sc] == event, sc
