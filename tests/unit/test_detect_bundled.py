@@ -105,7 +105,8 @@ CASES: dict[str, Case] = {
     "nw.cron_systemd_persistence": (lambda: op("/etc/cron.d/job", W, "tee"), lambda: op("/etc/cron.d/job", W, "dpkg")),
     "nw.authorized_keys_modified": (lambda: op("/home/u/.ssh/authorized_keys", W, "tee"),
                                     lambda: op("/home/u/.ssh/authorized_keys", os.O_RDONLY, "sshd")),
-    "nw.shell_rc_modified": (lambda: op("/home/u/.bashrc", W, "tee"), lambda: op("/home/u/.bashrc", os.O_RDONLY, "bash")),
+    "nw.shell_rc_modified": (lambda: op("/home/u/.bashrc", W, "tee"),
+                             lambda: op("/home/u/.bashrc", os.O_RDONLY, "bash")),
     # -- processes --
     "nw.exec_from_writable_dir": (
         lambda: ex("/tmp/x"),
