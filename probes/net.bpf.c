@@ -6,8 +6,10 @@
  * address is not in the arguments (accept's may be NULL), so at exit we walk
  * current->files->fdt->fd[fd]->private_data (struct socket) ->sk and build a sockaddr from
  * sock_common, every offset from BTF. The socket type (stream, dgram) comes from the same walk.
- * A fd is taken for a socket only when its inode is S_IFSOCK (socket_file_ops itself is not
- * readable from here), and only below fdtable.max_fds.
+ * connect, bind, listen: the fd the caller names is walked as it is (unchecked, as cheap as before);
+ * when the kernel answers -EBADF or -ENOTSOCK it was no socket, and the type read from it is dropped.
+ * dup and sendto take a fd for a socket only when its inode is S_IFSOCK (socket_file_ops itself is
+ * not readable from here) and it lies below fdtable.max_fds: they see every kind of fd.
  * accept returning -EAGAIN is not sent: non-blocking servers make it in a loop.
  *
  * socket(): sent only for AF_PACKET or SOCK_RAW (the test is two compares, before anything else:
@@ -19,7 +21,10 @@
  * AF_INET/AF_INET6, to an AF_INET/AF_INET6 address; send() on a connected socket has none and costs one
  * test at entry. Repeats are folded in the kernel: one (tgid, family, address, port) is sent at most
  * once per NW_SENDTO_WINDOW_NS; the sends folded are counted in sendto_folded (per CPU; folding is not
- * a drop: the destination was reported). Loopback is kept.
+ * a drop: the destination was reported). Loopback is kept. A repeat is folded before its socket is
+ * walked (the cheap path for a busy UDP sender); only a reported destination enters sendto_seen.
+ * The exits of socket, dup2/dup3, sendto and sendmsg run on every such call on the node (every TCP
+ * send() is a sendto): they look for a staged record only while net_new_staged says one may exist.
  * Known gaps: the peer of an accepted or dup'ed unix socket is not read (family only); sendmmsg and
  * recvfrom are not hooked.
  */
@@ -29,6 +34,8 @@
 #define NW_AF_INET6 10
 #define NW_AF_PACKET 17
 #define NW_EAGAIN   11
+#define NW_EBADF    9
+#define NW_ENOTSOCK 88
 #define NW_SOCK_DGRAM 2
 #define NW_SOCK_RAW   3
 #define NW_SOCK_NONBLOCK 00004000   /* = O_NONBLOCK */
@@ -52,9 +59,14 @@ struct sendto_key {
 };
 BPF_TABLE("lru_hash", struct sendto_key, u64, sendto_seen, 16384);
 BPF_PERCPU_ARRAY(sendto_folded, u64, 1);   /* sends not reported because their destination was, < 1 s ago */
+/* socket/dup/sendto records staged whose exit has not run yet (one slot, all CPUs). Their exits look up
+ * net_inflight only while it is above 0: a thread's own increment comes before its exit, so 0 means no
+ * record of this thread waits. A thread killed mid-call, or an LRU eviction, leaves it too high: the
+ * exits then look up every time, as they would without the gate. */
+BPF_ARRAY(net_new_staged, s64, 1);
 
 /* current's struct file for fd, or 0 (fd outside the table included). */
-static __always_inline void *net_fd_file(int fd)
+static __always_inline void *net_fd_file_checked(int fd)
 {
     void *task = (void *)bpf_get_current_task();
     void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
@@ -77,11 +89,35 @@ static __always_inline void *net_fd_file(int fd)
     return file;
 }
 
-/* current's struct socket for fd, or 0 when fd is not a socket: only a socket inode (S_IFSOCK) has a
- * struct socket in file->private_data (sock_alloc_file); a pipe's or a tty's is something else. */
+/* current's file->private_data for fd, unchecked: a struct socket when fd is one (connect, bind,
+ * listen: the kernel's answer says when it was not; accept's new fd always is). */
 static __always_inline void *net_fd_socket(int fd)
 {
-    void *file = net_fd_file(fd), *inode = 0, *sock = 0;
+    void *task = (void *)bpf_get_current_task();
+    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0, *sock = 0;
+    if (fd < 0)
+        return 0;
+    NW_READ(files, task, OFF_TASK_FILES);
+    if (!files)
+        return 0;
+    NW_READ(fdt, files, OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
+    if (!fdarr)
+        return 0;
+    bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
+    if (!file)
+        return 0;
+    NW_READ(sock, file, OFF_FILE_PRIVATE_DATA);
+    return sock;
+}
+
+/* current's struct socket for fd, or 0 when fd is not a socket: only a socket inode (S_IFSOCK) has a
+ * struct socket in file->private_data (sock_alloc_file); a pipe's or a tty's is something else. */
+static __always_inline void *net_fd_socket_checked(int fd)
+{
+    void *file = net_fd_file_checked(fd), *inode = 0, *sock = 0;
     u16 mode = 0;
     if (!file)
         return 0;
@@ -161,6 +197,21 @@ static __always_inline void net_stage(struct net_event *e)
     net_inflight.update(&tid, e);
 }
 
+/* The ops added for issue 10, whose exits are gated by net_new_staged. */
+static __always_inline int net_new_op(u8 op)
+{
+    return op == OP_NET_SOCKET || op == OP_NET_DUP || op == OP_NET_SENDTO;
+}
+
+static __always_inline void net_stage_new(struct net_event *e)
+{
+    u32 zero = 0;
+    s64 *n = net_new_staged.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);   /* before the record is staged: its exit must see it */
+    net_stage(e);
+}
+
 /* The caller's sockaddr into e->addr (at most NW_ADDR_MAX - 1 bytes). */
 static __always_inline void net_read_uaddr(struct net_event *e, const void *uaddr, int addrlen)
 {
@@ -206,7 +257,7 @@ static __always_inline int net_socket(int family, int type, int protocol)
     e->protocol = protocol;
     *(u16 *)e->addr = family;
     e->addr_len = 2;
-    net_stage(e);
+    net_stage_new(e);
     return 0;
 }
 
@@ -217,7 +268,7 @@ static __always_inline int net_dup(u32 oldfd, u32 newfd)
         return 0;
     if (nw_skip())
         return 0;
-    void *sock = net_fd_socket((int)oldfd);
+    void *sock = net_fd_socket_checked((int)oldfd);
     if (!sock)
         return 0;
     struct net_event *e = net_begin(OP_NET_DUP, (int)oldfd);
@@ -226,33 +277,34 @@ static __always_inline int net_dup(u32 oldfd, u32 newfd)
     e->fd2 = newfd;
     net_sock_type(e, sock);
     net_sock_addr(e, sock, 1);
-    net_stage(e);
+    net_stage_new(e);
     return 0;
 }
 
-/* 1 when this process sent to this destination less than NW_SENDTO_WINDOW_NS ago (then counted as
- * folded); else remembers now as its last report and returns 0. */
-static __always_inline int net_sendto_fold(struct net_event *e, u16 family)
+/* The fold key of the destination in e->addr (an AF_INET or AF_INET6 sockaddr, checked by the caller). */
+static __always_inline void net_sendto_key(struct sendto_key *k, struct net_event *e, u16 family)
 {
-    struct sendto_key k = {};
-    k.tgid = bpf_get_current_pid_tgid() >> 32;
-    k.family = family;
-    k.port = *(u16 *)(e->addr + 2);
+    k->tgid = bpf_get_current_pid_tgid() >> 32;
+    k->family = family;
+    k->port = *(u16 *)(e->addr + 2);
     if (family == NW_AF_INET)
-        __builtin_memcpy(k.addr, e->addr + 4, 4);
+        __builtin_memcpy(k->addr, e->addr + 4, 4);
     else
-        __builtin_memcpy(k.addr, e->addr + 8, 16);
-    u64 now = bpf_ktime_get_boot_ns();
-    u64 *last = sendto_seen.lookup(&k);
-    if (last && now - *last < NW_SENDTO_WINDOW_NS) {
-        u32 zero = 0;
-        u64 *c = sendto_folded.lookup(&zero);
-        if (c)
-            __sync_fetch_and_add(c, 1);
-        return 1;
-    }
-    sendto_seen.update(&k, &now);
-    return 0;
+        __builtin_memcpy(k->addr, e->addr + 8, 16);
+}
+
+/* 1 (and counted as folded) when this process's send to this destination was reported less than
+ * NW_SENDTO_WINDOW_NS ago. */
+static __always_inline int net_sendto_folded(struct sendto_key *k, u64 now)
+{
+    u64 *last = sendto_seen.lookup(k);
+    if (!last || now - *last >= NW_SENDTO_WINDOW_NS)
+        return 0;
+    u32 zero = 0;
+    u64 *c = sendto_folded.lookup(&zero);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+    return 1;
 }
 
 /* sendto/sendmsg with a destination, on a UDP (SOCK_DGRAM, AF_INET/6) socket. */
@@ -262,12 +314,26 @@ static __always_inline int net_sendto(int fd, const void *uaddr, int addrlen)
         return 0;
     if (nw_skip())
         return 0;
-    void *sock = net_fd_socket(fd), *sk = 0;
+    struct net_event *e = net_begin(OP_NET_SENDTO, fd);
+    if (!e)
+        return 0;
+    net_read_uaddr(e, uaddr, addrlen < 28 ? addrlen : 28);   /* a sockaddr_in6 at most */
+    u16 family = *(u16 *)e->addr;
+    /* The sizes the kernel insists on (udp_sendmsg, udpv6_sendmsg: SIN6_LEN_RFC2133). AF_UNSPEC (the
+     * connected peer), a unix destination (syslog's /dev/log) or a short address stop here. */
+    if (!(family == NW_AF_INET && e->addr_len >= 16) && !(family == NW_AF_INET6 && e->addr_len >= 24))
+        return 0;
+    struct sendto_key k = {};
+    net_sendto_key(&k, e, family);
+    u64 now = bpf_ktime_get_boot_ns();
+    if (net_sendto_folded(&k, now))
+        return 0;
+    void *sock = net_fd_socket_checked(fd), *sk = 0;
     u16 type = 0, sfamily = 0;
     if (!sock)
         return 0;
     NW_READ(type, sock, OFF_SOCKET_TYPE);
-    if (type != NW_SOCK_DGRAM)
+    if (type != NW_SOCK_DGRAM)   /* TCP fast open's sendto names a destination too */
         return 0;
     NW_READ(sk, sock, OFF_SOCKET_SK);
     if (!sk)
@@ -275,19 +341,9 @@ static __always_inline int net_sendto(int fd, const void *uaddr, int addrlen)
     NW_READ(sfamily, sk, OFF_SKC_FAMILY);
     if (sfamily != NW_AF_INET && sfamily != NW_AF_INET6)
         return 0;
-    struct net_event *e = net_begin(OP_NET_SENDTO, fd);
-    if (!e)
-        return 0;
-    net_read_uaddr(e, uaddr, addrlen);
-    u16 family = *(u16 *)e->addr;
-    /* The sizes the kernel insists on (udp_sendmsg, udpv6_sendmsg: SIN6_LEN_RFC2133); AF_UNSPEC and a
-     * short address name no destination (the connected peer, or EINVAL). */
-    if (!(family == NW_AF_INET && e->addr_len >= 16) && !(family == NW_AF_INET6 && e->addr_len >= 24))
-        return 0;
-    if (net_sendto_fold(e, family))
-        return 0;
+    sendto_seen.update(&k, &now);
     e->sock_type = type;
-    net_stage(e);
+    net_stage_new(e);
     return 0;
 }
 
@@ -310,10 +366,17 @@ static __always_inline int net_exit(long ret)
     if (!staged)
         return 0;
     u8 op = staged->h.op;
+    if (net_new_op(op)) {
+        u32 zero = 0;
+        s64 *n = net_new_staged.lookup(&zero);
+        if (n)
+            __sync_fetch_and_add(n, -1);
+    }
     if (op == OP_NET_ACCEPT && ret == -NW_EAGAIN) {
         net_inflight.delete(&tid);
         return 0;
     }
+    int not_sock = ret == -NW_EBADF || ret == -NW_ENOTSOCK;   /* what was read from the fd is not a socket's */
     struct net_event *e = NW_RESERVE(struct net_event, PROBE_NET);
     if (e) {
         bpf_probe_read_kernel(e, sizeof(*e), staged);
@@ -322,15 +385,28 @@ static __always_inline int net_exit(long ret)
             void *sock = net_fd_socket(ret);   /* the new connection */
             net_sock_type(e, sock);
             net_sock_addr(e, sock, 1);
-        } else if (op == OP_NET_LISTEN) {
+        } else if (op == OP_NET_LISTEN && !not_sock) {
             void *sock = net_fd_socket(e->fd);
             net_sock_type(e, sock);
             net_sock_addr(e, sock, 0);
+        } else if (not_sock && (op == OP_NET_CONNECT || op == OP_NET_BIND)) {
+            e->sock_type = 0;
         }
         nw_submit(e);
     }
     net_inflight.delete(&tid);
     return 0;
+}
+
+/* The exit of a call that stages only now and then (socket, dup, sendto): nothing to look up while no
+ * such record is staged anywhere. */
+static __always_inline int net_exit_new(long ret)
+{
+    u32 zero = 0;
+    s64 *n = net_new_staged.lookup(&zero);
+    if (n && *n <= 0)
+        return 0;
+    return net_exit(ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) { return net_enter_addr(OP_NET_CONNECT, args->fd, args->uservaddr, args->addrlen); }
@@ -346,15 +422,15 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return net_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return net_enter_fd(OP_NET_ACCEPT, args->fd, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return net_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_socket) { return net_socket(args->family, args->type, args->protocol); }
-TRACEPOINT_PROBE(syscalls, sys_exit_socket) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_socket) { return net_exit_new(args->ret); }
 #ifdef NW_HAVE_dup2
 TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return net_dup(args->oldfd, args->newfd); }
-TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2) { return net_exit_new(args->ret); }
 #endif
 TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return net_dup(args->oldfd, args->newfd); }
-TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return net_exit_new(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return net_sendto(args->fd, args->addr, args->addr_len); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return net_exit_new(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 {
     u64 head[2] = {};   /* struct user_msghdr (uapi): void *msg_name; int msg_namelen; ... */
@@ -362,4 +438,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
         return 0;
     return net_sendto(args->fd, (const void *)head[0], (int)head[1]);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return net_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return net_exit_new(args->ret); }

@@ -145,6 +145,20 @@ def test_packet_and_raw_sockets_reported_ordinary_ones_not(probes):
     ]
 
 
+def test_connect_on_a_non_socket_carries_no_socket_type(probes):
+    _, out, events = _run(probes, """
+        import ctypes, os, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        r, w = os.pipe()
+        sa = socket.AF_INET.to_bytes(2, "little") + (9).to_bytes(2, "big") + bytes([127, 0, 0, 1]) + bytes(8)
+        print(r, libc.connect(r, sa, 16), ctypes.get_errno())
+    """)
+    fd, rc, errno = (int(x) for x in out)
+    assert (rc, errno) == (-1, 88)  # ENOTSOCK
+    got = [_net(e) for e in events if e.op == Op.NET_CONNECT]
+    assert got == [(Op.NET_CONNECT, -88, fd, "ipv4", "", "127.0.0.1", 9, 0, -1, 0)]
+
+
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 def test_dup_of_a_socket_onto_stdio_reported_with_its_peer(probes, family, host):
     srv = socket.socket(family, socket.SOCK_STREAM)
@@ -159,6 +173,10 @@ def test_dup_of_a_socket_onto_stdio_reported_with_its_peer(probes, family, host)
             r, w = os.pipe()
             os.dup2(w, 1)                          # a pipe onto stdout: not reported
             os.dup2(c.fileno(), 5)                 # a socket onto fd 5: not reported
+            try:
+                os.dup2(1 << 20, 1)                # past the fd table (EBADF): not reported
+            except OSError:
+                pass
             os.dup2(c.fileno(), 0)                 # dup2
             os.dup2(c.fileno(), 1, inheritable=False)   # dup3(O_CLOEXEC)
             os.dup2(c.fileno(), 2)
