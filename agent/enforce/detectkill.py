@@ -31,6 +31,7 @@ outputs; tests/unit/test_layers.py ranks this module apart from the rest of agen
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from agent.enforce.execkill import KernelKill
 from agent.enforce.userkill import ProcessKiller
 from agent.events import EnforcementEvent, Enriched, ExecEvent, ExitEvent
 from agent.policy.rules import DetectSection, RuleSet, RuleSpec, Selection, default_section, selected
+from agent.ratelog import RateLog
 from agent.sensors.abi import Action
 from agent.sensors.common import PREFIX_MAX
 
@@ -50,6 +52,8 @@ _EXEC = "process.exec"
 _COMM_LEN = 15  # TASK_COMM_LEN - 1: an exec's process.name is never longer
 _RECENT_MAX = 4096  # pids recently killed, so later events of the same dying process add no report
 _MACRO_DEPTH = 64
+
+log = logging.getLogger("nodewarden.enforce")
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,7 @@ class KillStage:
         self._killer = killer
         self._recent: OrderedDict[int, int] = OrderedDict()  # pid -> wall ns of the last kill attempt
         self.kill_counts: Counter[str] = Counter(dict.fromkeys(("killed", "failed", "kernel", "repeat"), 0))
+        self._rlog = RateLog(log)
 
     def __getattr__(self, name):  # flush, drops, counters, result ... : the detector's
         return getattr(self._det, name)
@@ -296,7 +301,13 @@ class KillStage:
         hits = self._kills.evaluate(en)
         if not hits:
             return alerts
-        block = self._kill(en, [a.rule_id for a in hits])
+        ids = [a.rule_id for a in hits]
+        try:
+            block = self._kill(en, ids)
+        except Exception as e:  # a stage never stops the pipeline: reported, counted, logged
+            self.kill_counts["failed"] += 1
+            self._rlog.error("kill", "user-space kill failed: %r", e)
+            block = self._event(en, ids, f"kill failed: {e!r}"[:300], time.time_ns())
         return [*alerts, block] if block is not None else alerts
 
     def _kill(self, en: Enriched, rule_ids: list[str]) -> EnforcementEvent | None:
@@ -315,6 +326,11 @@ class KillStage:
         now = time.time_ns()
         self._remember(ev.pid, now)
         self.kill_counts["killed" if outcome == "killed" else "failed"] += 1
+        return self._event(en, rule_ids, outcome, now)
+
+    @staticmethod
+    def _event(en: Enriched, rule_ids: list[str], outcome: str, now: int) -> EnforcementEvent:
+        ev = en.event
         ids = ", ".join(dict.fromkeys(rule_ids))
         return EnforcementEvent(now, "user.kill", "kill", f"detection rule {ids} matched {ev.name}", outcome=outcome,
                                 subject=en, duration_ms=max(0, now - ev.ts_ns) / 1e6, rule_name=rule_ids[0],

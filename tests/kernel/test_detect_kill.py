@@ -15,6 +15,11 @@ import uuid
 
 import pytest
 
+from agent.enforce.execkill import ExecEnforcer, KernelKill, RuntimeRules
+from agent.enrich.cgroups import parse_cgroup2_mount
+from agent.events import Op
+from agent.sensors.common import BootClock
+from agent.sensors.loader import ProbeConfig, ProbeSet
 from tests.kernel.conftest import AgentProcess
 
 TAG = uuid.uuid4().hex[:8]
@@ -128,6 +133,95 @@ def test_a_reader_of_the_tagged_file_lives(agent, work):
         os.mknod(tagged, 0o644 | stat.S_IFREG)
     p = subprocess.run([PY, "-c", f"open({str(tagged)!r}).read()"], timeout=15)
     assert p.returncode == 0
+
+
+# -- the in-kernel entries themselves (ExecEnforcer with KernelKill), on the real probes ------------------
+
+
+@pytest.fixture(scope="module")
+def probes():
+    ps = ProbeSet(ProbeConfig(families=("process", "cgroup"), ignore_prefixes=("/dev/",)))
+    ps.start()
+    yield ps
+    ps.stop()
+
+
+@pytest.fixture
+def enforcer(probes):
+    e = ExecEnforcer(probes)
+    e.start()
+    yield e
+    e.apply(RuntimeRules(), detect=())
+    for cg in list(e.covered):
+        e.cover(cg, False)
+
+
+@pytest.fixture
+def cgroup():
+    """A fresh cgroup v2 directory standing for a covered container: (path, id)."""
+    with open("/proc/self/mountinfo") as f:
+        mount = parse_cgroup2_mount(f.read())
+    if not mount:
+        pytest.skip("no cgroup2 mount")
+    path = os.path.join(mount, "nwdk-" + uuid.uuid4().hex[:8])
+    os.mkdir(path)
+    yield path, os.stat(path).st_ino
+    os.rmdir(path)
+
+
+def _run_in(cg_path: str, argv: list[str]) -> int:
+    def join():
+        with open(os.path.join(cg_path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    return subprocess.run(argv, preexec_fn=join, capture_output=True, timeout=30).returncode
+
+
+def test_kernel_entries_by_scope_name_and_prefix(probes, enforcer, cgroup, tmp_path):
+    cg_path, cg_id = cgroup
+    name = "nwd" + uuid.uuid4().hex[:10]
+    prog, pre = tmp_path / name, tmp_path / "pre-x"
+    for p in (prog, pre):
+        shutil.copy("/bin/true", p)
+    enforcer.cover(cg_id)
+    enforcer.apply(RuntimeRules(), detect=(KernelKill("r.name", "container", names=(name.encode(),)),
+                                           KernelKill("r.pre", "container", prefixes=(f"{tmp_path}/pre-".encode(),))))
+    reader = probes.reader()
+    reader.read(100000)
+    assert _run_in(cg_path, [str(prog)]) == -signal.SIGKILL
+    assert _run_in(cg_path, [str(pre)]) == -signal.SIGKILL
+    assert _run_in(cg_path, ["/bin/true"]) == 0
+    assert subprocess.run([str(prog)]).returncode == 0  # scope container: the host's execs run
+    clock = BootClock()
+    killed = [ev for raw in reader.read(100000) if raw[0] == Op.EXEC
+              and (ev := probes.decoders[raw[0]](raw, clock)).cgroup_id == cg_id and ev.action == 2]
+    reader.close()
+    assert [enforcer.describe(e.rule, cg_id) for e in killed] == [("detect", "r.name"), ("detect", "r.pre")]
+    # scope host: the other way round
+    enforcer.apply(RuntimeRules(), detect=(KernelKill("r.host", "host", names=(name.encode(),)),))
+    assert subprocess.run([str(prog)]).returncode == -signal.SIGKILL
+    assert _run_in(cg_path, [str(prog)]) == 0
+    assert _run_in(cg_path, [str(pre)]) == 0  # the prefix entry went with its rule
+
+
+def test_runtime_rules_report_first_and_alert_mode_leaves_detection_out(probes, enforcer, cgroup, tmp_path):
+    cg_path, cg_id = cgroup
+    name = "nwd" + uuid.uuid4().hex[:10]
+    prog = tmp_path / name
+    shutil.copy("/bin/true", prog)
+    enforcer.cover(cg_id)
+    detect = (KernelKill("r.name", "both", names=(name.encode(),)),)
+    enforcer.apply(RuntimeRules.from_dict({"deny_exec": [{"name": name}]}), detect=detect)
+    assert enforcer.describe((1 << 16) | 0, cg_id)[0] == "deny_exec"  # the name's entry is the runtime's
+    assert _run_in(cg_path, [str(prog)]) == -signal.SIGKILL
+    assert subprocess.run([str(prog)]).returncode == -signal.SIGKILL  # the detection rule's host half
+    enforcer.apply(RuntimeRules.from_dict({"deny_exec": [{"name": "nwnever-" + name[3:]}], "action": "alert"}))
+    assert subprocess.run([str(prog)]).returncode == 0  # kept (detect=None) but out of the kernel: alert mode
+    assert _run_in(cg_path, [str(prog)]) == 0
+    enforcer.apply(RuntimeRules())
+    assert subprocess.run([str(prog)]).returncode == -signal.SIGKILL  # block again: the kept entries are back
+    enforcer.apply(RuntimeRules(), detect=())
+    assert subprocess.run([str(prog)]).returncode == 0
 
 
 def test_with_runtime_action_alert_an_exec_kill_runs_from_user_space(agent, work, tmp_path):
