@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-SUITES = ["bench.sensors", "bench.attribution", "bench.transport", "bench.imagegate", "bench.detect"]
+SUITES = ["bench.sensors", "bench.attribution", "bench.transport", "bench.imagegate", "bench.detect", "bench.pipeline"]
 
 names = sys.argv[1:] or SUITES
 sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults

@@ -137,25 +137,44 @@ class Detector:
             self._ridx[boxed] = (RuleIndex([compiled[r.spec.id] for r in scoped]), scoped)
         self._hits = dict.fromkeys(self._index, 0)
         self._hits.update({("", False): 0, ("", True): 0})
+        # The per-event path: (in a container?) -> op -> (the kind's node, the rules in scope, its
+        # evaluation count, a one-cell list). Counting in a plain int cell costs one add per event; the
+        # counts are read into per-rule totals only when asked (evaluations).
+        self._cells: dict[tuple[str, bool], list[int]] = {}
+        self._by_op: dict[bool, dict] = {}
+        for boxed in (False, True):
+            ridx, scoped = self._ridx[boxed]
+            table = {}
+            for op, name in EVENT_NAMES.items():
+                if not self._index.get((name, boxed)):
+                    continue
+                node = ridx.node(op) or _no_match  # rules of this kind that cannot hold on it: counted
+                cell = self._cells.setdefault((name, boxed), [0])
+                table[op] = (node, scoped, cell)
+            self._by_op[boxed] = table
 
     # -- per event -------------------------------------------------------------------------------
 
     def evaluate(self, en: Enriched) -> list[AlertEvent]:
-        key = (en.event.name, en.container is not None)
-        rules = self._index.get(key)
-        if rules is None:
-            key = ("", key[1])
-            rules = self._any[key[1]]
-        if not rules:
+        """The alerts an event raises. Hot: one dict lookup by op picks the kind's RuleIndex node."""
+        entry = self._by_op[en.container is not None].get(en.event.op)
+        if entry is None:
             return []
-        self._hits[key] += 1
-        ridx, scoped = self._ridx[key[1]]
+        node, scoped, cell = entry
+        cell[0] += 1
+        out: list[int] = []
         try:
-            hits = [scoped[i] for i in ridx.match(en)]
+            node(en, out)
         except Exception:  # a rule that raised: judge rule by rule, so the others still run
-            hits = self._one_by_one(rules, en)
-        if not hits:
-            return []
+            key = (en.event.name, en.container is not None)
+            return self._judged(self._one_by_one(self._index.get(key) or self._any[key[1]], en), en)
+        if not out:
+            return out  # an empty list of alerts
+        if len(out) > 1:
+            out = sorted(set(out))  # a rule reached by two prefixes (or both halves of an or) counts once
+        return self._judged([scoped[i] for i in out], en)
+
+    def _judged(self, hits: list[_Rule], en: Enriched) -> list[AlertEvent]:
         return [a for r in hits if (a := self._raise(r, en)) is not None]
 
     def _one_by_one(self, rules: tuple[_Rule, ...], en: Enriched) -> list[_Rule]:
@@ -172,7 +191,10 @@ class Detector:
     def evaluations(self) -> Counter[str]:
         """Events each rule was evaluated on (per rule id)."""
         out: Counter[str] = Counter()
-        for key, n in list(self._hits.items()):
+        hits = dict(self._hits)
+        for key, cell in self._cells.items():
+            hits[key] = hits.get(key, 0) + cell[0]
+        for key, n in hits.items():
             if n:
                 for r in (self._index.get(key) if key[0] else self._any[key[1]]) or ():
                     out[r.spec.id] += n
@@ -238,6 +260,10 @@ class Detector:
     def counters(self) -> tuple[dict, dict]:
         """(evaluations per rule, alerts per (rule, severity)) since the detector was built."""
         return dict(self.evaluations), dict(self.alerts)
+
+
+def _no_match(en: Enriched, out: list) -> None:
+    pass
 
 
 def _output(r: _Rule, en: Enriched) -> str:

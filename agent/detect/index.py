@@ -42,10 +42,15 @@ class RuleIndex:
         self._by_op: dict[Op, Node] = {}
         self.met: dict[str, int] = {}  # rules each kind meets (for metrics and the bench)
         for op, name in EVENT_NAMES.items():
-            items = [item for pos, c in enumerate(compiled) if (item := _for_kind(pos, c, name)) is not None]
-            self.met[name] = len(items)
+            items = [item for pos, c in enumerate(compiled) for item in _for_kind(pos, c, name)]
+            self.met[name] = len({pos for pos, _ in items})
             if items:
-                self._by_op[op] = _build(items)
+                self._by_op[op] = _build(items, {})
+
+    def node(self, op: Op) -> Node | None:
+        """The node of one kind: node(en, out) appends the positions that match (repeats possible:
+        match() removes them); None when no rule can match that kind."""
+        return self._by_op.get(op)
 
     def match(self, en: Enriched) -> list[int]:
         """Positions (in the order given) of the conditions that match this event."""
@@ -59,11 +64,37 @@ class RuleIndex:
         return out
 
 
-def _for_kind(pos: int, c: Compiled, name: str) -> _Item | None:
+def _for_kind(pos: int, c: Compiled, name: str) -> list[_Item]:
+    """The rule's items on kind `name`: none when it cannot hold there, one, or (an `or` split) one
+    per alternative."""
     if c.kinds is not None and name not in c.kinds:
-        return None
+        return []
     parts = _conjuncts(c.conjuncts, name)
-    return None if parts is None else (pos, tuple(parts))
+    if parts is None:
+        return []
+    return [(pos, tuple(p)) for p in _split_or(parts)]
+
+
+_SPLIT_MAX = 6  # alternatives an `or` may have to be split
+
+
+def _split_or(parts: list[Part]) -> list[list[Part]]:
+    """`x and (a or b)` as `(x and a)`, `(x and b)`: two items of one rule, when every alternative
+    has a test the index can dispatch on (an equality or a prefix; `file.name in (rc files) or
+    file.path startswith /etc/profile.d/`), so each one joins its field's dispatch instead of the
+    rule testing both fields on every event. One `or` per rule; a match reached twice counts once
+    (RuleIndex.match removes repeats)."""
+    for i, p in enumerate(parts):
+        alts = p.disj
+        if alts is None or len(alts) > _SPLIT_MAX or not all(map(_dispatchable, alts)):
+            continue
+        rest = parts[:i] + parts[i + 1 :]
+        return [rest + list(a.conj or (a,)) for a in alts]
+    return [parts]
+
+
+def _dispatchable(p: Part) -> bool:
+    return any(q.eq is not None or q.prefix is not None for q in (p.conj or (p,)))
 
 
 def _conjuncts(parts: tuple[Part, ...], name: str) -> list[Part] | None:
@@ -95,8 +126,7 @@ def _specialize(p: Part, name: str) -> list[Part] | None:
             return []
         if len(alts) == 1:
             return alts[0]
-        if len(alts) < len(p.disj):
-            return [_any_part(alts)]
+        return [_any_part(alts)]  # each alternative as this kind has it (fast getters, kind tests gone)
     return [p.fast if name in p.fast_kinds else p]  # the kind is known: no type checks
 
 
@@ -105,18 +135,29 @@ def _any_part(alts: list[list[Part]]) -> Part:
     ands = [a[0] if len(a) == 1 else _all_part(a) for a in alts]
     fields = frozenset().union(*(q.fields for q in ands))
     key = "or(" + ",".join(sorted(q.key for q in ands)) + ")"
-    return Part(any_of([q.fn for q in ands]), None, fields, max(q.cost for q in ands), key)
+    return Part(any_of([q.fn for q in ands]), None, fields, max(q.cost for q in ands), key, disj=tuple(ands))
 
 
 def _all_part(parts: list[Part]) -> Part:
     parts = sorted(parts, key=lambda q: q.cost)
     key = "and(" + ",".join(sorted(q.key for q in parts)) + ")"
     fields = frozenset().union(*(q.fields for q in parts))
-    return Part(all_of([q.fn for q in parts]), None, fields, max(q.cost for q in parts), key)
+    return Part(all_of([q.fn for q in parts]), None, fields, max(q.cost for q in parts), key, conj=tuple(parts))
 
 
-def _build(items: list[_Item]) -> Node:
-    """A node that appends the positions of the matching items; shared work split off greedily."""
+def _build(items: list[_Item], memo: dict) -> Node:
+    """A node that appends the positions of the matching items; shared work split off greedily.
+    `memo` (one per kind) hands out the node already built for the same items: dispatch buckets
+    often hold the same rules (every prefix of a list, every value of a name list), and without it
+    nested dispatches would build the same subtree once per path through them."""
+    ident = tuple((pos, tuple(map(id, parts))) for pos, parts in items)
+    hit = memo.get(ident)
+    if hit is None:  # the items are kept with their node: while the memo lives, no id is reused
+        hit = memo[ident] = (_build_new(items, memo), items)
+    return hit[0]
+
+
+def _build_new(items: list[_Item], memo: dict) -> Node:
     done = tuple(pos for pos, parts in items if not parts)
     pending = [it for it in items if it[1]]
     nodes: list[Node] = []
@@ -130,13 +171,13 @@ def _build(items: list[_Item]) -> Node:
         # on it would cost every event a test that each rule makes only after its selective ones).
         if n_pre >= 2 and n_pre > n_eq:
             group, pending = _split(pending, lambda p, f=pfield: p.prefix is not None and p.prefix[0] == f)
-            nodes.append(_by_prefix(group))
+            nodes.append(_by_prefix(group, memo))
         elif n_eq >= 2:
             group, pending = _split(pending, lambda p, f=field: p.eq is not None and p.eq[0] == f)
-            nodes.append(_dispatch(group))
+            nodes.append(_dispatch(group, memo))
         elif n_key >= 2:
             group, pending = _split(pending, lambda p, k=key: p.key == k)
-            nodes.append(_gate(group))
+            nodes.append(_gate(group, memo))
         else:
             rules.extend(pending)
             break
@@ -176,14 +217,14 @@ def _split(items: list[_Item], pick: Callable[[Part], bool]) -> tuple[list[tuple
     return group, rest
 
 
-def _dispatch(group: list[tuple[int, Part, tuple]]) -> Node:
+def _dispatch(group: list[tuple[int, Part, tuple]], memo: dict) -> Node:
     """Read the shared field once; its value picks, by one dict lookup, the rules it satisfies."""
     get = group[0][1].eq[1]
     buckets: dict[object, list[_Item]] = {}
     for pos, part, rest in group:
         for value in part.eq[2]:
             buckets.setdefault(value, []).append((pos, rest))
-    table = {value: _build(items) for value, items in buckets.items()}
+    table = {value: _build(items, memo) for value, items in buckets.items()}
 
     def node(en: Enriched, out: list) -> None:
         sub = table.get(get(en))  # None (field absent) is never a key: no rule's test holds
@@ -193,10 +234,14 @@ def _dispatch(group: list[tuple[int, Part, tuple]]) -> Node:
     return node
 
 
-def _by_prefix(group: list[tuple[int, Part, tuple]]) -> Node:
-    """Read the shared path once; a lookup of its head per distinct prefix length (and of the
-    whole value, for pmatch's exact entries) finds the rules whose prefix test holds. A rule with
-    nested prefixes (/usr and /usr/bin) can be reached twice: RuleIndex.match removes repeats."""
+def _by_prefix(group: list[tuple[int, Part, tuple]], memo: dict) -> Node:
+    """Read the shared path once; the rules whose prefix test holds are found by dict lookups of the
+    path's heads (and of the whole value, for pmatch's exact entries). Only the heads that can be
+    there are tried: the prefixes are grouped by their first component (`/etc/` of `/etc/cron.d/`),
+    so a path costs one find, one lookup of its first component and one lookup per prefix length
+    under it (a path under /var/lib meets none of /etc's prefixes). A prefix without a '/' after its
+    first character (`/`, `/et`) is tried on every path. A rule with nested prefixes (/usr and
+    /usr/bin) can be reached twice: RuleIndex.match removes repeats."""
     get = group[0][1].prefix[1]
     heads: dict[str, list[_Item]] = {}
     exact: dict[str, list[_Item]] = {}
@@ -206,18 +251,40 @@ def _by_prefix(group: list[tuple[int, Part, tuple]]) -> Node:
             heads.setdefault(p, []).append((pos, rest))
         for e in exacts:
             exact.setdefault(e, []).append((pos, rest))
-    by_head = {p: _build(items) for p, items in heads.items()}
-    by_value = {e: _build(items) for e, items in exact.items()}
-    lengths = tuple(sorted({len(p) for p in heads}))
+    by_head = {p: _build(items, memo) for p, items in heads.items()}
+    by_value = {e: _build(items, memo) for e, items in exact.items()}
+    under: dict[str, set[int]] = {}  # first component -> lengths of the prefixes that start with it
+    short: set[int] = set()
+    for p in heads:
+        j = p.find("/", 1)
+        if j < 0:
+            short.add(len(p))
+        else:  # every value that starts with p has p's first component as its own
+            under.setdefault(p[: j + 1], set()).add(len(p))
+    lengths_under = {first: tuple(sorted(ns)) for first, ns in under.items()}
+    short_t = tuple(sorted(short))
 
     def node(en: Enriched, out: list) -> None:
         v = get(en)
         if v is None:
             return
-        sub = by_value.get(v)
-        if sub is not None:
-            sub(en, out)
+        if by_value:
+            sub = by_value.get(v)
+            if sub is not None:
+                sub(en, out)
         n = len(v)
+        for length in short_t:
+            if length > n:
+                break
+            sub = by_head.get(v[:length])
+            if sub is not None:
+                sub(en, out)
+        j = v.find("/", 1)
+        if j < 0:
+            return
+        lengths = lengths_under.get(v[: j + 1])
+        if lengths is None:
+            return
         for length in lengths:
             if length > n:
                 break
@@ -228,10 +295,10 @@ def _by_prefix(group: list[tuple[int, Part, tuple]]) -> Node:
     return node
 
 
-def _gate(group: list[tuple[int, Part, tuple]]) -> Node:
+def _gate(group: list[tuple[int, Part, tuple]], memo: dict) -> Node:
     """Evaluate the shared conjunct once; only when it holds do the rules behind it run."""
     test = group[0][1].fn
-    inner = _build([(pos, rest) for pos, _, rest in group])
+    inner = _build([(pos, rest) for pos, _, rest in group], memo)
 
     def node(en: Enriched, out: list) -> None:
         if test(en):

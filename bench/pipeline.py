@@ -1,0 +1,190 @@
+"""Pipeline throughput with detection on and off, on the same replayed mix (no root, no kernel).
+
+Packed kernel records (the bytes the ring buffer holds, tests/unit/replay_records.py layouts) go
+through the real worker stage, `Pipeline._process`: decode, enrich (process table, ancestry,
+container attribution by cgroup id), the detector, flatten, JSON to /dev/null, metrics. The probes
+are agent/sensors/replay.py's ReplayProbes; the reader thread is left out (it only hands batches
+over). Detection on is the bundled rules (`engine.build(None)`, what `nodewarden run` judges with
+no policy), off is the NullDetector (`detect: {enabled: false}`).
+
+The mix is write-heavy, as a busy node's file sensor sees it: per round a shell on the host and
+one in a container each fork and exec a few programs that open files for writing (logs, build
+outputs, caches), rename and unlink temporary files, chmod, read a watched file now and then, and
+connect out; four attacks among them so that rules fire and fold. In a run, a pipeline with rules
+on and one with rules off take each batch in turn, timed in CPU time (a busy machine slows both
+alike); the loss is 1 - (events/s on) / (events/s off), and the median of the runs is reported beside
+the 15 % target (issue 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TARGET_LOSS = 0.15
+CGROUP_HOST, CGROUP_POD = 1, 7001
+MNTNS_HOST, MNTNS_POD = 4026531840, 4026532999
+POD_ID = "d1e5e1" * 10 + "beef"
+
+
+def _round(base_pid: int) -> list[bytes]:
+    """One round of the mix: ~130 records, about 70 % file, 15 % process, 15 % network."""
+    from agent.events import Op
+    from tests.unit.detect_events import file_rec, net_rec
+    from tests.unit.replay_records import exec_rec, exit_rec, fork_rec
+
+    recs: list[bytes] = []
+    wr = os.O_WRONLY | os.O_CREAT
+    for boxed, shell in ((False, base_pid), (True, base_pid + 100)):
+        cg = {"cgroup_id": CGROUP_POD if boxed else CGROUP_HOST, "mntns": MNTNS_POD if boxed else MNTNS_HOST}
+        sh = {"pid": shell, "ppid": 1, **cg}
+        for j, (exe, argv, comm) in enumerate((
+                ("/usr/bin/python3", ["python3", "/app/worker.py", "--queue", "jobs"], b"python3"),
+                ("/usr/bin/gcc", ["gcc", "-O2", "-c", "x.c", "-o", "/build/x.o"], b"gcc"),
+                ("/usr/bin/git", ["git", "commit", "-q", "-m", "wip"], b"git"))):
+            child = shell + 1 + j
+            ch = {"pid": child, "ppid": shell, **cg}
+            name = comm.decode()
+            recs.append(fork_rec(child, comm=b"bash", **sh))
+            recs.append(exec_rec(exe, argv, comm=comm, **ch))
+            for k in range(12):
+                recs.append(file_rec(Op.FILE_OPEN, f"/var/lib/{name}/data/{k}.log", flags=wr | os.O_APPEND,
+                                     mode=0o644, ret=3, comm=comm, **ch))
+            for k in range(4):
+                recs.append(file_rec(Op.FILE_OPEN, f"out/{name}-{k}.tmp", flags=wr | os.O_TRUNC, mode=0o600,
+                                     ret=4, comm=comm, **ch))  # relative: resolved against the cwd
+                recs.append(file_rec(Op.FILE_RENAME, f"/tmp/{name}/{k}.tmp", f"/tmp/{name}/{k}.done",
+                                     comm=comm, **ch))
+            recs.append(file_rec(Op.FILE_UNLINK, f"/tmp/{name}/0.done", comm=comm, **ch))
+            recs.append(file_rec(Op.FILE_CHMOD, f"/var/lib/{name}/run.sh", mode=0o755, comm=comm, **ch))
+            recs.append(file_rec(Op.FILE_OPEN, "/etc/ssl/certs/ca-certificates.crt", flags=0, ret=5,
+                                 comm=comm, **ch))
+            for k in range(5):
+                recs.append(net_rec(Op.NET_CONNECT, f"10.2.{j}.{k}", 443, comm=comm, **ch))
+            recs.append(net_rec(Op.NET_CONNECT, "127.0.0.53", 53, sock_type=2, comm=comm, **ch))
+            recs.append(exit_rec(0, comm=comm, **ch))
+    # the attacks: a cron file written on the host, a shell's history truncated, a miner pool port and
+    # a metadata connect from the container
+    atk = {"pid": base_pid + 50, "ppid": base_pid}
+    recs.append(file_rec(Op.FILE_OPEN, "/etc/cron.d/job", flags=wr, mode=0o644, ret=3, comm=b"tee", **atk))
+    recs.append(file_rec(Op.FILE_OPEN, "/root/.bash_history", flags=wr | os.O_TRUNC, ret=3, comm=b"bash", **atk))
+    pod = {"pid": base_pid + 150, "ppid": base_pid + 100, "cgroup_id": CGROUP_POD, "mntns": MNTNS_POD}
+    recs.append(net_rec(Op.NET_CONNECT, "10.9.9.9", 3333, comm=b"xmrig", **pod))
+    recs.append(net_rec(Op.NET_CONNECT, "169.254.169.254", 80, comm=b"curl", **pod))
+    return recs
+
+
+def _prologue(base_pid: int) -> list[bytes]:
+    """The two shells exec'd once, so the table knows them (their parent, pid 1, comes from /proc)."""
+    from tests.unit.replay_records import exec_rec
+
+    return [exec_rec("/bin/bash", ["bash"], comm=b"bash", pid=base_pid, ppid=1),
+            exec_rec("/bin/bash", ["bash"], comm=b"bash", pid=base_pid + 100, ppid=1,
+                     cgroup_id=CGROUP_POD, mntns=MNTNS_POD),
+            exec_rec("/bin/bash", ["bash"], comm=b"bash", pid=base_pid + 50, ppid=base_pid),
+            exec_rec("/bin/sh", ["sh"], comm=b"sh", pid=base_pid + 150, ppid=base_pid + 100,
+                     cgroup_id=CGROUP_POD, mntns=MNTNS_POD)]
+
+
+def _containers():
+    from agent.enrich.container_table import ContainerTable, set_cgroup
+    from agent.enrich.enricher import ContainerResolver
+
+    table = ContainerTable()
+
+    def fill(e):
+        e.image = "registry.local/shop/web:1.4"
+        e.labels = (("io.kubernetes.pod.name", "web-0"), ("io.kubernetes.pod.namespace", "shop"),
+                    ("io.kubernetes.container.name", "web"))
+        e.pid, e.mntns, e.state = 4_190_100, MNTNS_POD, "running"
+        set_cgroup(e, "/kubepods/besteffort/pod1/" + POD_ID, CGROUP_POD)
+        return None
+
+    table.update("k8s.io", POD_ID, fill)
+    return ContainerResolver(table)
+
+
+def _pipeline(detect: bool, devnull):
+    from agent.config import Config
+    from agent.detect.engine import NullDetector, build
+    from agent.outputs.log import JsonLog
+    from agent.outputs.metrics import Metrics
+    from agent.pipeline import Pipeline
+    from agent.sensors.replay import ReplayProbes
+
+    detector = build(None)[0] if detect else NullDetector()
+    if detect and not detector.enabled:
+        raise SystemExit("the bundled rules did not load")
+    return Pipeline(Config(), [JsonLog(devnull).emit], metrics=Metrics(), containers=_containers(),
+                    probes=ReplayProbes([]), detector=detector)
+
+
+def _run(batches: list[list[bytes]], prologue: list[bytes], devnull) -> dict[bool, tuple[float, int]]:
+    """One run: a pipeline with rules on and one with rules off take each batch in turn (which goes
+    first alternates), each timed in this thread's CPU time, so that what else the machine runs
+    meanwhile weighs on both alike. {rules on?: (seconds, records out)}."""
+    pipes = {True: _pipeline(True, devnull), False: _pipeline(False, devnull)}
+    spent = dict.fromkeys(pipes, 0.0)
+    for p in pipes.values():
+        p._process(prologue)
+        p.delivered = 0
+    clock = time.thread_time
+    for i, batch in enumerate(batches):
+        for detect in ((True, False) if i % 2 == 0 else (False, True)):
+            process = pipes[detect]._process
+            t0 = clock()
+            process(batch)
+            spent[detect] += clock() - t0
+    for p in pipes.values():
+        p._flush_alerts(force=True)
+    return {d: (spent[d], p.delivered) for d, p in pipes.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.pipeline", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=400, help="rounds of the mix per run (~130 records each)")
+    ap.add_argument("--batch", type=int, default=256, help="records per batch handed to the worker")
+    ap.add_argument("--runs", type=int, default=5, help="runs; the median is reported")
+    args = ap.parse_args(argv)
+    from tests.unit.replay_records import PID
+
+    base = PID + 1000
+    one = _round(base)
+    recs = one * args.rounds
+    batches = [recs[i : i + args.batch] for i in range(0, len(recs), args.batch)]
+    prologue = _prologue(base)
+    kinds: dict[int, int] = {}
+    for r in one:
+        kinds[r[0]] = kinds.get(r[0], 0) + 1
+    from agent.events import EVENT_NAMES
+
+    mix = ", ".join(f"{EVENT_NAMES[op]} {n}" for op, n in sorted(kinds.items()))
+    print(f"mix: {len(recs):,} records in {len(batches)} batches of {args.batch}; per round ({len(one)}): {mix}")
+    n = len(recs)
+    losses, rate_on, rate_off = [], [], []
+    with open(os.devnull, "wb") as devnull:
+        _run(batches[:4], prologue, devnull)  # warm caches (imports, rule compile) before timing
+        for _ in range(args.runs):
+            res = _run(batches, prologue, devnull)
+            (t_on, out_on), (t_off, out_off) = res[True], res[False]
+            rate_on.append(n / t_on)
+            rate_off.append(n / t_off)
+            losses.append(1 - t_off / t_on)
+    alerts = out_on - out_off
+    med = statistics.median(losses)
+    print(f"rules off: {statistics.median(rate_off):>10,.0f} events/s  (median of {args.runs})")
+    print(f"rules on:  {statistics.median(rate_on):>10,.0f} events/s  ({alerts:,} alert records per run)")
+    print(f"throughput loss with rules on: {med * 100:.1f} %  (runs: "
+          + ", ".join(f"{x * 100:.1f}" for x in sorted(losses)) + f")  target <= {TARGET_LOSS * 100:.0f} %  "
+          + ("ok" if med <= TARGET_LOSS else "MISSED"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
