@@ -17,16 +17,17 @@
  * dup2/dup3: sent only when newfd is 0, 1 or 2 and oldfd is a socket (a shell's stdio on a socket:
  * the reverse-shell shape), with the socket's peer from sock_common. dup() and fcntl(F_DUPFD) are not
  * hooked: they cannot choose the new fd (dup() after close(0) can: a gap).
- * sendto/sendmsg: sent only with a destination (sendto's addr, msg_name) on a SOCK_DGRAM socket of
+ * sendto/sendmsg/sendmmsg: sent only with a destination (sendto's addr, msg_name; sendmmsg: the first
+ * message's, ret = the messages sent) on a SOCK_DGRAM socket of
  * AF_INET/AF_INET6, to an AF_INET/AF_INET6 address; send() on a connected socket has none and costs one
  * test at entry. Repeats are folded in the kernel: one (tgid, family, address, port) is sent at most
  * once per NW_SENDTO_WINDOW_NS; the sends folded are counted in sendto_folded (per CPU; folding is not
  * a drop: the destination was reported). Loopback is kept. A repeat is folded before its socket is
  * walked (the cheap path for a busy UDP sender); only a reported destination enters sendto_seen.
- * The exits of socket, dup2/dup3, sendto and sendmsg run on every such call on the node (every TCP
+ * The exits of socket, dup2/dup3, sendto, sendmsg and sendmmsg run on every such call on the node (every TCP
  * send() is a sendto): they look for a staged record only while net_new_staged says one may exist.
- * Known gaps: the peer of an accepted or dup'ed unix socket is not read (family only); sendmmsg and
- * recvfrom are not hooked.
+ * Known gaps: the peer of an accepted or dup'ed unix socket is not read (family only); sendmmsg's
+ * later messages may name other destinations, unseen; recvfrom is not hooked.
  */
 
 #define NW_AF_UNIX  1
@@ -439,3 +440,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
     return net_sendto(args->fd, (const void *)head[0], (int)head[1]);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return net_exit_new(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{
+    u64 head[2] = {};   /* mmsg[0].msg_hdr: struct mmsghdr starts with its struct user_msghdr (uapi) */
+    if (args->vlen == 0 || bpf_probe_read_user(head, sizeof(head), args->mmsg) != 0)
+        return 0;
+    return net_sendto(args->fd, (const void *)head[0], (int)head[1]);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return net_exit_new(args->ret); }

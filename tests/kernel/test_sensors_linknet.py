@@ -208,6 +208,7 @@ def test_unconnected_udp_sends_reported_once_a_second_per_destination(probes, fa
             u.sendto(b"b", ("{host}", {p1}))       # the same destination within 1 s: folded
             u.sendto(b"cc", ("{host}", {p2}))      # another port: reported
             u.sendmsg([b"ddd"], [], 0, ("{host}", {p3}))
+            u.sendto(b"x", ("{host}", {p3}))       # folded: sendmsg reported this destination
             c = socket.socket(socket.{af}, socket.SOCK_DGRAM)
             c.connect(("{host}", {p1}))
             c.send(b"e")                           # connected: no destination, not reported
@@ -223,7 +224,48 @@ def test_unconnected_udp_sends_reported_once_a_second_per_destination(probes, fa
     got = [_net(e) for e in events if e.op == Op.NET_SENDTO]
     assert got == [(Op.NET_SENDTO, n, ufd, kind, "udp", host, port, 0, -1, 0)
                    for n, port in ((1, p1), (2, p2), (3, p3), (4, p1))]
-    assert int(folded.sum(ctypes.c_int(0)).value) - before == 1
+    assert int(folded.sum(ctypes.c_int(0)).value) - before == 2
+
+
+SENDMMSG = """
+import ctypes, socket
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+libc = ctypes.CDLL(None, use_errno=True)
+def sendmmsg(fd, dest, datas):
+    sa = ctypes.create_string_buffer(socket.AF_INET.to_bytes(2, "little") + dest[1].to_bytes(2, "big")
+                                     + socket.inet_aton(dest[0]) + bytes(8))
+    bufs = [ctypes.create_string_buffer(d, len(d)) for d in datas]
+    iovs = [iovec(ctypes.cast(b, ctypes.c_void_p), len(d)) for b, d in zip(bufs, datas)]
+    msgs = (mmsghdr * len(datas))()
+    for m, iov in zip(msgs, iovs):
+        m.hdr.name, m.hdr.namelen = ctypes.cast(sa, ctypes.c_void_p), 16
+        m.hdr.iov, m.hdr.iovlen = ctypes.pointer(iov), 1
+    return libc.sendmmsg(fd, msgs, len(datas), 0)
+"""
+
+
+def test_sendmmsg_reported_with_its_first_destination(probes):
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    port = sink.getsockname()[1]
+    try:
+        _, out, events = _run(probes, SENDMMSG + textwrap.dedent(f"""
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            print(u.fileno(), sendmmsg(u.fileno(), ("127.0.0.1", {port}), [b"a", b"bb", b"ccc"]))
+        """))
+    finally:
+        sink.close()
+    ufd, sent = (int(x) for x in out)
+    assert sent == 3
+    got = [_net(e) for e in events if e.op == Op.NET_SENDTO]
+    assert got == [(Op.NET_SENDTO, 3, ufd, "ipv4", "udp", "127.0.0.1", port, 0, -1, 0)]
 
 
 def test_the_agent_records_carry_link_target_resolved_name_peer_and_protocol(tmp_path):
