@@ -14,7 +14,7 @@ import pytest
 
 from agent.detect.engine import build
 from agent.events import Enriched, Op, ProcInfo
-from agent.policy.rules import default_section, selected
+from agent.policy.rules import Selection, default_section
 from agent.vocab import Severity
 from tests.unit.detect_events import (
     CONTAINER,
@@ -109,6 +109,11 @@ CASES: dict[str, Case] = {
                              lambda: op("/home/u/.bashrc", os.O_RDONLY, "bash")),
     # -- processes --
     "nw.exec_from_writable_dir": (
+        lambda: ex("/tmp/x", container=C),
+        lambda: ex("/tmp/ci/.venv/bin/python3", "-m", "pytest"),  # on the host: nw.exec_from_tmp_on_host's
+        lambda: ex("/usr/bin/id", container=C),
+    ),
+    "nw.exec_from_tmp_on_host": (
         lambda: ex("/tmp/x"),
         lambda: ex("/tmp/ci/.venv/bin/python3", "-m", "pytest"),
         lambda: ex("/tmp/build/venv/bin/pytest"),
@@ -250,14 +255,31 @@ CASES: dict[str, Case] = {
 }
 
 
-@pytest.fixture(scope="module")
-def bundled():
+OFF_BY_DEFAULT = {"nw.exec_from_tmp_on_host"}
+
+
+def _detector(enable_all: bool = False):
     section, errors = default_section()
     assert errors == []
-    section = dataclasses.replace(section, fold_window=0.0, rate_limit=0.0)  # every event judged afresh
+    # every event judged afresh (no folding, no rate limit); enable_all: the rules shipped off too
+    section = dataclasses.replace(section, fold_window=0.0, rate_limit=0.0,
+                                  enable=Selection(ids=tuple(OFF_BY_DEFAULT) if enable_all else ()))
     det, errors = build(section)
     assert errors == [] and det.result.skipped == []
-    return det, {r.id: r for r in selected(section)}
+    return det, section
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """A detector with every bundled rule on, and the rules by id."""
+    det, section = _detector(enable_all=True)
+    return det, {r.id: r for r in section.ruleset.rules}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The bundled rules as they ship (some off)."""
+    return _detector()[0]
 
 
 def _raised(det, en: Enriched) -> list[str]:
@@ -267,6 +289,7 @@ def _raised(det, en: Enriched) -> list[str]:
 def test_every_bundled_rule_has_a_case(bundled):
     _, rules = bundled
     assert set(CASES) == set(rules)
+    assert {r for r, spec in rules.items() if not spec.enabled} == OFF_BY_DEFAULT
 
 
 @pytest.mark.parametrize("rule_id", sorted(CASES))
@@ -319,28 +342,44 @@ def test_severities_scopes_and_main_techniques_of_the_contract(bundled):
         "nw.packet_socket": ("medium", "both", "T1040"), "nw.bpf_program_load": ("medium", "host", "T1014"),
         "nw.bpf_program_load_in_container": ("high", "container", "T1014"),
         "nw.user_management": ("medium", "both", "T1136.001"), "nw.unexpected_udp": ("low", "container", "T1095"),
+        "nw.exec_from_writable_dir": ("high", "both", "T1059"), "nw.exec_from_tmp_on_host": ("medium", "host", "T1059"),
     }
     for rid, (severity, scope, technique) in expect.items():
         r = rules[rid]
         assert (r.severity.label, r.scope, technique in r.tags) == (severity, scope, True), rid
 
 
-def test_exec_from_writable_dir_by_place():
-    """/dev/shm always; a build tool's child is not flagged on a host, but is in a container."""
-    section, _ = default_section()
-    det, _ = build(dataclasses.replace(section, fold_window=0.0))
+def rel_ex(path: str, cwd: str, kernel_path: str = "", container=None) -> Enriched:
+    """An exec of a relative path (`./x`) in `cwd`, with the kernel's path of what runs."""
+    name = os.path.basename(path)
+    raw = exec_ident_rec(path, [path], exe_path=kernel_path, cwd=cwd, comm=name.encode())
+    return enriched(raw, container=container, parent=BASH, exe=path, argv=(path,))
+
+
+def test_exec_from_writable_dir_by_place(shipped, bundled):
+    """/dev/shm always; /tmp in a container; on a host /tmp only with nw.exec_from_tmp_on_host, which spares
+    builds and venvs; a relative exec is placed by the kernel's path or the working directory."""
+    det, every = shipped, bundled[0]
     make = (proc("sh"), proc("make"), BASH)
     assert _raised(det, ex("/dev/shm/x", parent=proc("sh"), ancestors=make)) == ["nw.exec_from_writable_dir"]
-    assert _raised(det, ex("/tmp/b/conftest", parent=proc("sh"), ancestors=make)) == []
+    assert _raised(every, ex("/dev/shm/x")) == ["nw.exec_from_writable_dir"]  # not both rules
+    for quiet in (ex("/tmp/x"), ex("/var/tmp/a.out"), ex("/tmp/ws/venv/bin/pip", "install", "x"),
+                  rel_ex("./hello", "/tmp/ws/src", "/tmp/ws/src/hello")):
+        assert _raised(det, quiet) == [], quiet.event.filename  # a quiet host as shipped
     assert _raised(det, ex("/tmp/b/conftest", parent=proc("sh"), ancestors=make, container=C)) == [
         "nw.exec_from_writable_dir"]
     assert _raised(det, ex("/tmp/ci/.venv/bin/python3", container=C)) == ["nw.exec_from_writable_dir"]
-    assert _raised(det, ex("/var/tmp/a.out")) == ["nw.exec_from_writable_dir"]
+    assert _raised(every, ex("/var/tmp/a.out")) == ["nw.exec_from_tmp_on_host"]
+    assert _raised(every, ex("/tmp/b/conftest", parent=proc("sh"), ancestors=make)) == []
+    # `cd /tmp && ./payload`: the kernel's path; `./x.sh` (its kernel path is the interpreter's): the cwd
+    assert _raised(det, rel_ex("./payload", "/tmp", "/tmp/payload", container=C)) == ["nw.exec_from_writable_dir"]
+    assert _raised(det, rel_ex("./x.sh", "/tmp", "/usr/bin/bash", container=C)) == ["nw.exec_from_writable_dir"]
+    assert _raised(det, rel_ex("./x", "/dev/shm", "/dev/shm/x")) == ["nw.exec_from_writable_dir"]
+    assert _raised(det, rel_ex("./tool", "/srv", "/srv/tool", container=C)) == []
 
 
-def test_journal_vacuum_and_history_replacement():
-    section, _ = default_section()
-    det, _ = build(dataclasses.replace(section, fold_window=0.0))
+def test_journal_vacuum_and_history_replacement(shipped):
+    det = shipped
     assert _raised(det, ex("/usr/bin/journalctl", "--vacuum-time=1s", uid=0)) == ["nw.log_cleared"]
     assert _raised(det, ex("/usr/bin/journalctl", "-u", "ssh", uid=0)) == []
     # ln -sf /dev/null ~/.bash_history: a symlink named like the history, or one renamed onto it
@@ -351,9 +390,8 @@ def test_journal_vacuum_and_history_replacement():
     assert _raised(det, fop(Op.FILE_UNLINK, "/root/.bash_history", comm="rm")) == ["nw.clear_shell_history"]
 
 
-def test_a_link_counts_as_a_write_of_its_new_name():
-    section, _ = default_section()
-    det, _ = build(dataclasses.replace(section, fold_window=0.0))
+def test_a_link_counts_as_a_write_of_its_new_name(shipped):
+    det = shipped
     assert _raised(det, fop(Op.FILE_SYMLINK, "/etc/cron.d/job", "/tmp/job", comm="ln")) == [
         "nw.cron_systemd_persistence"]
     assert _raised(det, fop(Op.FILE_LINK, "/usr/local/bin/sudo", "/tmp/x", comm="ln")) == [
