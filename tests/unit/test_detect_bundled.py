@@ -81,6 +81,13 @@ def raw_socket(comm: str, container=None) -> Enriched:
                family=socket.AF_PACKET)
 
 
+def hist_shell(*argv: str, name: str = ".bash_history", container=None) -> Enriched:
+    """The shell of command line `argv` (comm: bash, or sh for busybox) truncating a history file."""
+    comm = "sh" if name == ".ash_history" else "bash"
+    raw = file_rec(Op.FILE_OPEN, f"/root/{name}", flags=TRUNC, mode=0o600, ret=3, comm=comm.encode(), uid=0)
+    return enriched(raw, container=container, parent=SSHD, exe=f"/bin/{comm}", argv=argv)
+
+
 C = CONTAINER
 Case = tuple[Callable[[], Enriched], ...]
 
@@ -95,6 +102,9 @@ CASES: dict[str, Case] = {
                             lambda: op("/root/.cache/pip/x", W, "pip", uid=0)),
     "nw.clear_shell_history": (
         lambda: op("/home/u/.bash_history", TRUNC, "truncate"),
+        lambda: hist_shell("bash", "-i"),  # an interactive bash rewriting its own history (`history -w`)
+        lambda: hist_shell("-bash"),  # a login shell at exit
+        lambda: hist_shell("sh", name=".ash_history"),  # busybox ash
         lambda: op("/home/u/.bash_history", TRUNC, "bash"),  # bash at exit, `history -w`
         lambda: fop(Op.FILE_RENAME, "/home/u/.bash_history-01234.tmp", "/home/u/.bash_history", comm="bash"),
         lambda: op("/home/u/.python_history", TRUNC, "python3"),
@@ -388,6 +398,10 @@ def test_journal_vacuum_and_history_replacement(shipped):
     assert _raised(det, fop(Op.FILE_RENAME, "/home/u/CuXyz", "/home/u/.bash_history", comm="ln")) == [
         "nw.clear_shell_history"]
     assert _raised(det, fop(Op.FILE_UNLINK, "/root/.bash_history", comm="rm")) == ["nw.clear_shell_history"]
+    # a shell running a command keeps no history: its truncating one is the attack (an exploit's payload)
+    for argv in (("bash", "-c", ": > /root/.bash_history"), ("sh", "-c", ": > /root/.ash_history")):
+        name = argv[2].split("/")[-1]
+        assert _raised(det, hist_shell(*argv, name=name, container=C)) == ["nw.clear_shell_history"], argv
 
 
 def test_a_link_counts_as_a_write_of_its_new_name(shipped):
