@@ -1,7 +1,8 @@
 /* NodeWarden system probe: privilege, namespace and kernel-surface calls.
  *
  * ptrace, setuid/setreuid/setresuid/setfsuid and their gid twins, capset, init_module/finit_module,
- * mount, umount2, unshare, setns, bpf(BPF_PROG_LOAD) and memfd_create, one struct sys_event each.
+ * mount and move_mount (the new mount API's attach), umount2, unshare, setns, bpf(BPF_PROG_LOAD) and
+ * memfd_create, one struct sys_event each.
  *
  * Hooks: syscalls:sys_enter_* / sys_exit_* pairs, staged per thread like the file probe: everything
  * is read at entry (the user's strings and structs, which the kernel also copies then; the header,
@@ -9,7 +10,7 @@
  * the x86-64 number of the syscall that made it (a constant per hook, not the tracepoint's
  * __syscall_nr, so user space names the call right on every architecture); the exit hook sends only
  * the record its own syscall staged, so a stale entry (a thread killed mid-call) is never sent with
- * another call's result.
+ * another call's result, and only when the target/ignore filters still let the caller through.
  *
  * Filters in the kernel, because these calls come in bursts from ordinary programs:
  *  - set*id: a call whose every requested id is already the caller's (glibc, sudo, cron, sshd do
@@ -46,6 +47,7 @@
 #define NW_NR_FINIT_MODULE 313
 #define NW_NR_MEMFD_CREATE 319
 #define NW_NR_BPF          321
+#define NW_NR_MOVE_MOUNT   429
 
 #define NW_BPF_PROG_LOAD        5    /* enum bpf_cmd (uapi) */
 #define NW_BPF_ATTR_PROG_NAME   48   /* offsetof(union bpf_attr, prog_name) (uapi, stable) */
@@ -102,7 +104,9 @@ static __always_inline int sys_finish(u32 call, long ret)
     struct sys_event *staged = sys_inflight.lookup(&tid);
     if (!staged)
         return 0;
-    if (staged->call == call) {
+    /* nw_skip again: a call staged while the filters let it through (every process, say) and ending after
+     * they changed is not sent either; and only the record this syscall staged. */
+    if (staged->call == call && !nw_skip()) {
         struct sys_event *e = NW_RESERVE(struct sys_event, PROBE_SYSTEM);
         if (e) {
             bpf_probe_read_kernel(e, sizeof(*e), staged);
@@ -304,6 +308,46 @@ TRACEPOINT_PROBE(syscalls, sys_enter_capset)
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_capset) { return sys_finish(NW_NR_CAPSET, args->ret); }
 
+/* The caller's open file `fd` (current->files->fdt->fd[fd]), or 0: not open, or past the table (any fd a
+ * caller passes is looked up, so the bound is checked). */
+static __always_inline void *sys_fd_file(int fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
+    u32 max_fds = 0;
+    if (fd < 0)
+        return 0;
+    NW_READ(files, task, OFF_TASK_FILES);
+    if (files)
+        NW_READ(fdt, files, OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    NW_READ(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
+    if ((u32)fd >= max_fds)
+        return 0;
+    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
+    if (fdarr)
+        bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
+    return file;
+}
+
+/* The path of the caller's open file `fd` (its f_path, by the dentry walk of common.h) into out
+ * (NW_PATH_MAX bytes); "" for a fd that is not open. */
+static __always_inline u32 sys_fd_path(int fd, char *out, u8 *flags)
+{
+    void *file = sys_fd_file(fd), *vfsmnt = 0, *dentry = 0;
+    int cut = 0;
+    out[0] = 0;
+    if (!file)
+        return 0;
+    NW_READ(vfsmnt, file, OFF_FILE_F_PATH_MNT);
+    NW_READ(dentry, file, OFF_FILE_F_PATH_DENTRY);
+    u32 len = nw_dentry_path(dentry, vfsmnt, out, &cut);
+    if (cut)
+        *flags |= NW_F_TRUNCATED;
+    return len;
+}
+
 #ifdef NW_HAVE_init_module
 /* init_module(image, len, params): the module comes from memory; there is no file to name. */
 TRACEPOINT_PROBE(syscalls, sys_enter_init_module)
@@ -315,38 +359,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_init_module) { return sys_finish(NW_NR_INIT_
 #endif
 
 #ifdef NW_HAVE_finit_module
-/* The path of the caller's open file `fd` (current->files->fdt->fd[fd]->f_path, the dentry walk of
- * common.h) into out; "" for a fd that is not open. */
-static __always_inline u32 sys_fd_path(int fd, char *out, u8 *flags)
-{
-    void *task = (void *)bpf_get_current_task();
-    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0, *vfsmnt = 0, *dentry = 0;
-    u32 max_fds = 0;
-    int cut = 0;
-    out[0] = 0;
-    if (fd < 0)
-        return 0;
-    NW_READ(files, task, OFF_TASK_FILES);
-    if (files)
-        NW_READ(fdt, files, OFF_FILES_FDT);
-    if (!fdt)
-        return 0;
-    NW_READ(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
-    if ((u32)fd >= max_fds)   /* past the table: EBADF, and nothing there to read */
-        return 0;
-    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
-    if (fdarr)
-        bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
-    if (!file)
-        return 0;
-    NW_READ(vfsmnt, file, OFF_FILE_F_PATH_MNT);
-    NW_READ(dentry, file, OFF_FILE_F_PATH_DENTRY);
-    u32 len = nw_dentry_path(dentry, vfsmnt, out, &cut);
-    if (cut)
-        *flags |= NW_F_TRUNCATED;
-    return len;
-}
-
 TRACEPOINT_PROBE(syscalls, sys_enter_finit_module)
 {
     struct sys_event *e = sys_begin(OP_MODULE_LOAD, NW_NR_FINIT_MODULE);
@@ -373,6 +385,48 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mount)
     return sys_stage(e);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_mount) { return sys_finish(NW_NR_MOUNT, args->ret); }
+
+#ifdef NW_HAVE_move_mount
+/* move_mount(from_dfd, from_path, to_dfd, to_path, flags): how the new mount API (fsopen, fsconfig,
+ * fsmount; or open_tree for a bind) attaches a mount, and what mount(8) from util-linux 2.39 on calls
+ * instead of mount(2). Sent as OP_MOUNT (syscall.name tells them apart; arg = its MOVE_MOUNT_* flags):
+ * name = to_path, or the path of to_dfd when to_path is ""; for a detached mount (from_path "", the fd
+ * of fsmount or open_tree) source and fstype are that mount's own, as mount(2) would have been given
+ * them (struct mount.mnt_devname, mnt_sb->s_type->name); otherwise source = from_path as given. */
+TRACEPOINT_PROBE(syscalls, sys_enter_move_mount)
+{
+    struct sys_event *e = sys_begin(OP_MOUNT, NW_NR_MOVE_MOUNT);
+    if (!e)
+        return 0;
+    e->arg = (u32)args->flags;
+    e->name_len = sys_read_str(e->name, NW_SYS_NAME_MAX, args->to_pathname, &e->h.flags);
+    if (e->name_len == 0)
+        e->name_len = sys_fd_path((int)args->to_dfd, e->name, &e->h.flags);
+    e->source_len = sys_read_str(e->source, NW_SYS_NAME_MAX, args->from_pathname, &e->h.flags);
+    if (e->source_len == 0) {
+        void *file = sys_fd_file((int)args->from_dfd), *vfsmnt = 0, *sb = 0, *type = 0;
+        const char *devname = 0, *fsname = 0;
+        if (file)
+            NW_READ(vfsmnt, file, OFF_FILE_F_PATH_MNT);
+        if (vfsmnt) {
+            NW_READ(devname, vfsmnt, (u64)OFF_MOUNT_MNT_DEVNAME - OFF_MOUNT_MNT);
+            NW_READ(sb, vfsmnt, OFF_VFSMOUNT_MNT_SB);
+        }
+        if (sb)
+            NW_READ(type, sb, OFF_SB_S_TYPE);
+        if (type)
+            NW_READ(fsname, type, OFF_FSTYPE_NAME);
+        long n = devname ? bpf_probe_read_kernel_str(e->source, NW_SYS_NAME_MAX, devname) : 0;
+        e->source_len = n > 0 ? n - 1 : 0;
+        n = fsname ? bpf_probe_read_kernel_str(e->fstype, NW_FSTYPE_MAX, fsname) : 0;
+        e->fstype_len = n > 0 ? n - 1 : 0;
+        if (n <= 0)
+            e->fstype[0] = 0;
+    }
+    return sys_stage(e);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_move_mount) { return sys_finish(NW_NR_MOVE_MOUNT, args->ret); }
+#endif
 
 /* umount2(target, flags): the tracepoint is named after the kernel's SYSCALL_DEFINE2(umount, ...). */
 TRACEPOINT_PROBE(syscalls, sys_enter_umount)
@@ -416,6 +470,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_bpf)
 {
     if ((int)args->cmd != NW_BPF_PROG_LOAD)
         return 0;
+#ifdef NW_AGENT_TGID
+    /* The agent's own loads while bcc loads and attaches this program, one function after another:
+     * ignore_tgid is filled only once all are loaded. */
+    if (bpf_get_current_pid_tgid() >> 32 == NW_AGENT_TGID)
+        return 0;
+#endif
     struct sys_event *e = sys_begin(OP_BPF_LOAD, NW_NR_BPF);
     if (!e)
         return 0;

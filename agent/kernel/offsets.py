@@ -67,6 +67,11 @@ FIELDS: dict[str, tuple[str, int]] = {
     "OFF_CRED_USER_NS": ("cred.user_ns", 8),
     "OFF_USER_NS_LEVEL": ("user_namespace.level", 4),
     "OFF_FDTABLE_MAX_FDS": ("fdtable.max_fds", 4),
+    # move_mount of a mount made by fsmount/open_tree (the new mount API): its source and filesystem type
+    "OFF_MOUNT_MNT_DEVNAME": ("mount.mnt_devname", 8),
+    "OFF_VFSMOUNT_MNT_SB": ("vfsmount.mnt_sb", 8),
+    "OFF_SB_S_TYPE": ("super_block.s_type", 8),
+    "OFF_FSTYPE_NAME": ("file_system_type.name", 8),
 }
 
 # Fields a probe can do without: where overlayfs is a module its types are not in vmlinux's BTF; the

@@ -22,7 +22,11 @@ capset: `caps` = (effective, permitted, inheritable) as 64-bit masks (one 32-bit
 headers), `target_pid` the header's pid (0 = self).
 finit_module: `name` = the path of the file behind the fd (its dentry, across mounts), "" when the fd
 is not open; init_module has no file: `name` "", `arg` 0.
-mount: `name` = target, `source`, `fstype` as given ("" for a NULL pointer), `arg` = MS_* flags;
+mount: `name` = target, `source`, `fstype` as given ("" for a NULL pointer), `arg` = MS_* flags.
+move_mount (how the new mount API, and mount(8) from util-linux 2.39 on, attaches a mount) is an
+OP_MOUNT too, `call` "move_mount": `name` = the target (to_path, or to_dfd's path when to_path is ""),
+`source` and `fstype` those of the detached mount behind from_dfd (fsmount, open_tree), or from_path as
+given when there is one; `arg` = its MOVE_MOUNT_* flags, not MS_* flags.
 umount2: `name`, `arg` = MNT_* flags. unshare: `arg` = CLONE_* flags; setns: `arg` = nstype,
 `ids[0]` = the fd. bpf: only BPF_PROG_LOAD, `arg` = program type, `name` = its prog_name.
 memfd_create: `name`, `arg` = MFD_* flags, `ret` = the fd. Strings longer than the record keeps are cut
@@ -48,6 +52,7 @@ SYSCALL_NAMES = {
     101: "ptrace", 105: "setuid", 106: "setgid", 113: "setreuid", 114: "setregid", 117: "setresuid",
     119: "setresgid", 122: "setfsuid", 123: "setfsgid", 126: "capset", 165: "mount", 166: "umount2",
     175: "init_module", 272: "unshare", 308: "setns", 313: "finit_module", 319: "memfd_create", 321: "bpf",
+    429: "move_mount",
 }
 
 
@@ -71,5 +76,5 @@ SENSOR = Sensor(
     decoders={op: decode_sys for op in SYSTEM_OPS},
     # Calls some kernels or builds lack; compiled in only when tracefs has both tracepoints.
     optional_tracepoints=tuple(("syscalls", n) for n in ("setfsuid", "setfsgid", "init_module", "finit_module",
-                                                         "memfd_create", "bpf")),
+                                                         "memfd_create", "bpf", "move_mount")),
 )

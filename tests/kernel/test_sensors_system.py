@@ -23,7 +23,9 @@ from agent.sensors.system import SYSCALL_NAMES
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64",
                                 reason="the children make raw syscalls by their x86-64 numbers")
 
-NR = {name: nr for nr, name in SYSCALL_NAMES.items()} | {"capget": 125}  # capget: the test reads caps with it
+# and the calls the tests make to set one up: capget, and the new mount API's steps before move_mount
+NR = {name: nr for nr, name in SYSCALL_NAMES.items()} | {"capget": 125, "open_tree": 428, "fsopen": 430,
+                                                         "fsconfig": 431, "fsmount": 432}
 CLONE_NEWUTS = 0x04000000
 MS_NOSUID, MS_NODEV = 2, 4
 MNT_DETACH = 2
@@ -108,7 +110,7 @@ def fields(e, *names):
 
 def _untouched(e, *except_):
     """The members the op does not use keep their defaults."""
-    defaults = {"target_pid": -1, "ids": (-1, -1, -1), "caps": (0, 0, 0), "name": "", "source": "", "fstype": ""}
+    defaults = {"target_pid": -1, "ids": (-1, -1, -1), "caps": (0, 0, 0), "arg_text": "", "source": "", "fstype": ""}
     for k, v in defaults.items():
         if k not in except_:
             assert getattr(e, k) == v, k
@@ -237,24 +239,72 @@ def test_mount_tmpfs_and_umount2(system_probes, tmp_path):
         inside = os.path.ismount({str(target)!r})
         u = sc("umount2", {str(target).encode()!r}, 0)
         again = sc("umount2", {str(target).encode()!r}, {MNT_DETACH})   # not mounted any more: EINVAL
-        bind = sc("mount", b"/tmp", {str(target).encode()!r}, None, 4096 | 16384, None)   # MS_BIND|MS_REC
+        bind = sc("mount", {str(tmp_path).encode()!r}, {str(target).encode()!r}, None, 4096, None)   # MS_BIND
         ub = sc("umount2", {str(target).encode()!r}, 0)
         far = sc("mount", b"none", {long_target.encode()!r}, b"tmpfs", 0, None)
         print(json.dumps([m, inside, u, again, bind, ub, far]))
     """)
     assert out == [0, True, 0, -22, 0, 0, -36]  # the last: ENAMETOOLONG
     t = str(target)
-    assert [fields(e, "op", "call", "name", "source", "fstype", "arg", "ret") for e in events] == [
+    assert [fields(e, "op", "call", "arg_text", "source", "fstype", "arg", "ret") for e in events] == [
         (Op.MOUNT, "mount", t, "nwtest-src", "tmpfs", MS_NOSUID | MS_NODEV, 0),
         (Op.UMOUNT, "umount2", t, "", "", 0, 0),
         (Op.UMOUNT, "umount2", t, "", "", MNT_DETACH, -22),
-        (Op.MOUNT, "mount", t, "/tmp", "", 4096 | 16384, 0),  # no fstype: a NULL pointer is ""
+        (Op.MOUNT, "mount", t, str(tmp_path), "", 4096, 0),  # no fstype: a NULL pointer is ""
         (Op.UMOUNT, "umount2", t, "", "", 0, 0),
         (Op.MOUNT, "mount", long_target[:255], "none", "tmpfs", 0, -36),
     ]
     assert [e.truncated for e in events] == [False] * 5 + [True]
     for e in events:
-        _untouched(e, "name", "source", "fstype")
+        _untouched(e, "arg_text", "source", "fstype")
+
+
+def _mount_of(path: str) -> tuple[str, str]:
+    """(source, fstype) of the mount holding path, from /proc/self/mountinfo (the last, topmost one wins)."""
+    best = ("", "", "")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ")
+            point = left.split()[4]
+            fstype, source = right.split()[:2]
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+                best = (point, source, fstype)
+    return best[1], best[2]
+
+
+def test_move_mount_of_the_new_mount_api(system_probes, tmp_path):
+    target = tmp_path / "mnt"
+    target.mkdir()
+    t = str(target).encode()
+    pid, out, events = run_child(system_probes, f"""
+        fs = sc("fsopen", b"tmpfs", 0)
+        assert sc("fsconfig", fs, 1, b"source", b"nwtest-new", 0) == 0   # FSCONFIG_SET_STRING
+        assert sc("fsconfig", fs, 6, None, None, 0) == 0                 # FSCONFIG_CMD_CREATE
+        mfd = sc("fsmount", fs, 0, 0)
+        mv = sc("move_mount", mfd, b"", -100, {t!r}, 4)                # MOVE_MOUNT_F_EMPTY_PATH
+        os.close(mfd)                                                   # else the umount is EBUSY
+        u = sc("umount2", {t!r}, 0)
+        tree = sc("open_tree", -100, {str(tmp_path).encode()!r}, 1)    # OPEN_TREE_CLONE: a bind
+        tfd = os.open({str(target)!r}, os.O_PATH)
+        bind = sc("move_mount", tree, b"", tfd, b"", 4 | 0x40)         # and MOVE_MOUNT_T_EMPTY_PATH
+        os.close(tree)
+        os.close(tfd)
+        ub = sc("umount2", {t!r}, 0)
+        gone = sc("move_mount", -100, b"/nonexistent-nw", -100, {t!r}, 0)
+        print(json.dumps(dict(mfd=mfd, mv=mv, u=u, tree=tree, bind=bind, ub=ub, gone=gone)))
+    """)
+    assert out["mfd"] >= 0 and out["tree"] >= 0
+    assert (out["mv"], out["u"], out["bind"], out["ub"], out["gone"]) == (0, 0, 0, 0, -2)
+    src, fstype = _mount_of(str(tmp_path))
+    assert [fields(e, "op", "call", "arg_text", "source", "fstype", "arg", "ret") for e in events] == [
+        (Op.MOUNT, "move_mount", str(target), "nwtest-new", "tmpfs", 4, 0),
+        (Op.UMOUNT, "umount2", str(target), "", "", 0, 0),
+        (Op.MOUNT, "move_mount", str(target), src, fstype, 0x44, 0),  # the target from its fd
+        (Op.UMOUNT, "umount2", str(target), "", "", 0, 0),
+        (Op.MOUNT, "move_mount", str(target), "/nonexistent-nw", "", 0, -2),
+    ]
+    for e in events:
+        _untouched(e, "arg_text", "source", "fstype")
 
 
 def test_unshare_and_setns(system_probes):
@@ -291,13 +341,13 @@ def test_bpf_prog_load_only(system_probes):
         print(json.dumps(dict(fd=fd, short=short, mfd=mfd, rbad=rbad)))
     """)
     assert out["fd"] >= 0 and out["short"] >= 0 and out["mfd"] >= 0 and out["rbad"] == -22
-    assert [fields(e, "op", "call", "arg", "name", "ret") for e in events] == [
+    assert [fields(e, "op", "call", "arg", "arg_text", "ret") for e in events] == [
         (Op.BPF_LOAD, "bpf", 1, "nwtest", out["fd"]),
         (Op.BPF_LOAD, "bpf", 1, "", out["short"]),
         (Op.BPF_LOAD, "bpf", 0x7fff, "nwtest-bad", -22),
     ]
     for e in events:
-        _untouched(e, "name")
+        _untouched(e, "arg_text")
 
 
 def test_the_agents_own_bpf_loads_are_not_reported(system_probes):
@@ -332,7 +382,7 @@ def test_the_agents_own_bpf_loads_are_not_reported(system_probes):
     loads = [e for e in _drain(ps, reader) if e.op == Op.BPF_LOAD]
     assert [e for e in loads if e.pid == os.getpid()] == []
     other_pid, other_fd = (int(x) for x in other.stdout.split()[-2:])
-    assert [(e.name, e.ret) for e in loads if e.pid == other_pid] == [("nwother", other_fd)]
+    assert [(e.arg_text, e.ret) for e in loads if e.pid == other_pid] == [("nwother", other_fd)]
 
 
 def test_memfd_create(system_probes):
@@ -343,12 +393,12 @@ def test_memfd_create(system_probes):
     """)
     fd, long = out
     assert fd >= 3 and long == -22
-    assert [fields(e, "op", "call", "name", "arg", "ret", "truncated") for e in events] == [
+    assert [fields(e, "op", "call", "arg_text", "arg", "ret", "truncated") for e in events] == [
         (Op.MEMFD_CREATE, "memfd_create", "nwtest-memfd", MFD_CLOEXEC, fd, False),
         (Op.MEMFD_CREATE, "memfd_create", "m" * 255, 0, -22, True),
     ]
     for e in events:
-        _untouched(e, "name")
+        _untouched(e, "arg_text")
 
 
 def test_module_loads(system_probes):
@@ -371,7 +421,7 @@ def test_module_loads(system_probes):
         assert events == []
         return
     assert out["ebadf"] == -9 and out["init"] in (-1, -8) and out["notmod"] < 0  # EPERM or ENOEXEC
-    assert [fields(e, "op", "call", "arg", "name", "ret") for e in events] == [
+    assert [fields(e, "op", "call", "arg", "arg_text", "ret") for e in events] == [
         (Op.MODULE_LOAD, "init_module", 0, "", out["init"]),
         (Op.MODULE_LOAD, "finit_module", 0, "", -9),
         (Op.MODULE_LOAD, "finit_module", 2, out["path"], out["notmod"]),
@@ -408,7 +458,7 @@ def test_finit_module_fd_path_on_a_stand_in_hook(system_probes, tmp_path):
         stand_in.stop()
     fd, *rets = out
     assert rets == [-22, -9, -9, -9]
-    assert [fields(e, "op", "call", "arg", "name", "ret", "truncated") for e in events] == [
+    assert [fields(e, "op", "call", "arg", "arg_text", "ret", "truncated") for e in events] == [
         (Op.MODULE_LOAD, "finit_module", 1, str(mod), -22, False),
         (Op.MODULE_LOAD, "finit_module", 2, "", -9, False),  # inside the fd table, not open
         (Op.MODULE_LOAD, "finit_module", 0, "", -9, False),  # past the fd table's end
