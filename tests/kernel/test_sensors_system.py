@@ -464,3 +464,20 @@ def test_finit_module_fd_path_on_a_stand_in_hook(system_probes, tmp_path):
         (Op.MODULE_LOAD, "finit_module", 0, "", -9, False),  # past the fd table's end
         (Op.MODULE_LOAD, "finit_module", 0, "", -9, False),
     ]
+
+
+def test_system_events_reach_the_record_with_their_keys(agent):
+    """The default families include system: through the whole agent, the flat keys the rules read."""
+    p = subprocess.run([sys.executable, "-c", PRELUDE.replace("sys.stdin.read(1)", "") + """
+fd = sc("memfd_create", b"nwtest-rec", 3)
+r = sc("setresuid", -1, 65534, -1)
+print(os.getpid(), fd, r)
+"""], capture_output=True, text=True, check=True)
+    pid, fd, r = (int(x) for x in p.stdout.split()[-3:])
+    assert r == 0
+    (mf,) = agent.wait_for(lambda x: x.get("memfd.name") == "nwtest-rec" and x["process.pid"] == pid)
+    assert (mf["event.name"], mf["memfd.flags"], mf["syscall.name"], mf["syscall.return"]) == (
+        "system.memfd_create", 3, "memfd_create", fd)
+    (su,) = agent.wait_for(lambda x: x["event.name"] == "system.setuid" and x["process.pid"] == pid)
+    assert (su["setid.real"], su["setid.effective"], su["setid.saved"]) == (-1, 65534, -1)
+    assert (su["user.id"], su["syscall.name"], su["syscall.return"]) == (0, "setresuid", 0)
