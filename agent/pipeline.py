@@ -280,7 +280,7 @@ class Pipeline:
         rec = record.from_enriched(en)
         out.append(rec)
         detector = self.detector
-        if detector.enabled:
+        if detector.enabled:  # evaluate -> list of Records (alerts; a kill stage adds its enforcement.block)
             for alert in detector.evaluate(en):
                 out.append(record.flatten(alert))
         ev = en.event
@@ -292,7 +292,8 @@ class Pipeline:
             if killed:  # the kill happened in the kernel, before the program's first instruction
                 out.append(record.flatten(EnforcementEvent(
                     ev.ts_ns, "kernel.exec", "kill", f"exec denied by {text}", outcome="killed", subject=en,
-                    rule_name=text, rule_category=category)))
+                    rule_name=text, rule_category=category,
+                    duration_ms=0.0)))  # sent in the exec tracepoint itself, before the record's timestamp
 
     def _deliver(self, records: list[dict]) -> None:
         if not records:
