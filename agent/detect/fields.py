@@ -8,7 +8,11 @@ means every kernel event.
 
 The names are those agent/outputs/record.py's `from_enriched` prints (process.name, file.path,
 network.peer.port, ...), plus a few derived ones a rule needs and the record does not carry
-(file.directory, file.name, server.address, user.name, process.ancestors[N].name, ...).
+(file.directory, file.name, server.address, user.name, process.ancestors[N].name, ...). The system
+family's members are read only on the ops that carry them (ptrace.request on system.ptrace, mount.*
+on system.mount/umount ...), with names derived from their numbers where a rule wants words:
+ptrace.request_name (PTRACE_ATTACH), capabilities.effective_names (CAP_SYS_ADMIN, ...),
+namespace.types (mnt, net, user, ...).
 `ALIASES` maps Falco's field names onto ours (from Falco's documented field list), so a Falco
 condition reads here unchanged where we have the data.
 
