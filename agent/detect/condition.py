@@ -306,6 +306,10 @@ class Part:
     prefix: tuple[str, Callable[[Enriched], object], tuple[str, ...], frozenset] | None = None
     words: tuple[str, Callable[[Enriched], object], tuple[str, ...]] | None = None  # `contains w` on a string
     kind_test: bool = False  # an event.name = / in test: true on every kind in `kinds`
+    # For agent/detect/index.py's generated code: the part a `not` negates, and a simple comparison's
+    # (field, getter, op, value) for exists, !=, <, <=, >, >=, endswith on a scalar field.
+    neg: Part | None = None
+    cmp: tuple[str, Callable[[Enriched], object], str, object] | None = None
     fast: Part | None = None  # the same test with the field's fast getter, valid on fast_kinds
     fast_kinds: frozenset[str] = frozenset()
 
@@ -329,7 +333,7 @@ class _Compiler:
             inner = self.build(node.item)
             fn = inner.fn
             # usually true (not a package manager, not a trusted reader): tested after selective parts
-            return Part(lambda en: not fn(en), None, inner.fields, inner.cost + 2, f"not({inner.key})")
+            return Part(lambda en: not fn(en), None, inner.fields, inner.cost + 2, f"not({inner.key})", neg=inner)
         if isinstance(node, Ref):
             return self._macro(node)
         return self._cmp(node)
@@ -538,8 +542,14 @@ def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: l
         prefix = (field.name, get, tuple(p.rstrip("/") + "/" for p in typed),
                   frozenset(p.rstrip("/") or "/" for p in typed))
     words = (field.name, get, (typed[0],)) if node.op == "contains" and field.type == "str" else None
+    cmp = None
+    if node.op in _INLINE_OPS and field.type in ("str", "int", "bool") and (node.op == "exists" or typed):
+        cmp = (field.name, get, node.op, typed[0] if typed else None)
     return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq, prefix=prefix,
-                words=words)
+                words=words, cmp=cmp)
+
+
+_INLINE_OPS = frozenset({"exists", "!=", "<", "<=", ">", ">=", "endswith"})
 
 
 def _check_op(node: Cmp, field: F.Field) -> None:

@@ -25,6 +25,7 @@ that the index and each rule's own `match` agree, on fixed and on random rule se
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -153,35 +154,8 @@ def _build(items: list[_Item], memo: dict) -> Node:
     ident = tuple((pos, tuple(map(id, parts))) for pos, parts in items)
     hit = memo.get(ident)
     if hit is None:  # the items are kept with their node: while the memo lives, no id is reused
-        hit = memo[ident] = (_build_new(items, memo), items)
+        hit = memo[ident] = (_Gen(memo).function(items), items)
     return hit[0]
-
-
-def _build_new(items: list[_Item], memo: dict) -> Node:
-    done = tuple(pos for pos, parts in items if not parts)
-    pending = [it for it in items if it[1]]
-    nodes: list[Node] = []
-    rules: list[tuple[int, tuple[Part, ...]]] = []
-    while pending:
-        field, n_eq = _best_eq(pending)
-        key, n_key = _best_key(pending)
-        pfield, n_pre = _best_prefix(pending)
-        # Dispatch first: it narrows to the rules a value can satisfy. A gate only where no field is
-        # shared, and never on a `not` (an exception, a benign list: nearly always true, so a gate
-        # on it would cost every event a test that each rule makes only after its selective ones).
-        if n_pre >= 2 and n_pre > n_eq:
-            group, pending = _split(pending, lambda p, f=pfield: p.prefix is not None and p.prefix[0] == f)
-            nodes.append(_by_prefix(group, memo))
-        elif n_eq >= 2:
-            group, pending = _split(pending, lambda p, f=field: p.eq is not None and p.eq[0] == f)
-            nodes.append(_dispatch(group, memo))
-        elif n_key >= 2:
-            group, pending = _split(pending, lambda p, k=key: p.key == k)
-            nodes.append(_gate(group, memo))
-        else:
-            rules.extend(pending)
-            break
-    return _seq(done, rules, nodes)
 
 
 def _best_eq(items: list[_Item]) -> tuple[str, int]:
@@ -217,139 +191,215 @@ def _split(items: list[_Item], pick: Callable[[Part], bool]) -> tuple[list[tuple
     return group, rest
 
 
-def _dispatch(group: list[tuple[int, Part, tuple]], memo: dict) -> Node:
-    """Read the shared field once; its value picks, by one dict lookup, the rules it satisfies."""
-    get = group[0][1].eq[1]
-    buckets: dict[object, list[_Item]] = {}
-    for pos, part, rest in group:
-        for value in part.eq[2]:
-            buckets.setdefault(value, []).append((pos, rest))
-    table = {value: _build(items, memo) for value, items in buckets.items()}
-
-    def node(en: Enriched, out: list) -> None:
-        sub = table.get(get(en))  # None (field absent) is never a key: no rule's test holds
-        if sub is not None:
-            sub(en, out)
-
-    return node
+# -- code generation -------------------------------------------------------------------------------
+#
+# A node is one Python function generated from the plan (_plan), not a tree of closures: on CPython
+# a call costs more than the test it makes, and a write-heavy node meets the file rules on most
+# events. Inside one function each field is read at most once (a local, read when first needed),
+# equality and prefix tests are inline expressions, and the shared tests and the rules left on their
+# own are `if`s; only what has no inline form (a `not`, a regex, an `or` of different fields) is a
+# call of the Part's own closure. A dispatch table's buckets are functions of their own (built once
+# per distinct set of items, through `memo`), called only when the value is in the table.
 
 
-def _by_prefix(group: list[tuple[int, Part, tuple]], memo: dict) -> Node:
-    """Read the shared path once; the rules whose prefix test holds are found by dict lookups of the
-    path's heads (and of the whole value, for pmatch's exact entries). Only the heads that can be
-    there are tried: the prefixes are grouped by their first component (`/etc/` of `/etc/cron.d/`),
-    so a path costs one find, one lookup of its first component and one lookup per prefix length
-    under it (a path under /var/lib meets none of /etc's prefixes). A prefix without a '/' after its
-    first character (`/`, `/et`) is tried on every path. A rule with nested prefixes (/usr and
-    /usr/bin) can be reached twice: RuleIndex.match removes repeats."""
-    get = group[0][1].prefix[1]
-    heads: dict[str, list[_Item]] = {}
-    exact: dict[str, list[_Item]] = {}
-    for pos, part, rest in group:
-        _, _, prefixes, exacts = part.prefix
-        for p in prefixes:
-            heads.setdefault(p, []).append((pos, rest))
-        for e in exacts:
-            exact.setdefault(e, []).append((pos, rest))
-    by_head = {p: _build(items, memo) for p, items in heads.items()}
-    by_value = {e: _build(items, memo) for e, items in exact.items()}
-    under: dict[str, set[int]] = {}  # first component -> lengths of the prefixes that start with it
-    short: set[int] = set()
-    for p in heads:
-        j = p.find("/", 1)
-        if j < 0:
-            short.add(len(p))
-        else:  # every value that starts with p has p's first component as its own
-            under.setdefault(p[: j + 1], set()).add(len(p))
-    lengths_under = {first: tuple(sorted(ns)) for first, ns in under.items()}
-    short_t = tuple(sorted(short))
-
-    def node(en: Enriched, out: list) -> None:
-        v = get(en)
-        if v is None:
-            return
-        if by_value:
-            sub = by_value.get(v)
-            if sub is not None:
-                sub(en, out)
-        n = len(v)
-        for length in short_t:
-            if length > n:
-                break
-            sub = by_head.get(v[:length])
-            if sub is not None:
-                sub(en, out)
-        j = v.find("/", 1)
-        if j < 0:
-            return
-        lengths = lengths_under.get(v[: j + 1])
-        if lengths is None:
-            return
-        for length in lengths:
-            if length > n:
-                break
-            sub = by_head.get(v[:length])
-            if sub is not None:
-                sub(en, out)
-
-    return node
+def _plan(items: list[_Item]) -> tuple[tuple[int, ...], list[tuple[str, list]], list[_Item]]:
+    """(positions already true, [(how, group)] for the shared work in order, rules left alone)."""
+    done = tuple(pos for pos, parts in items if not parts)
+    pending = [it for it in items if it[1]]
+    steps: list[tuple[str, list]] = []
+    rules: list[_Item] = []
+    while pending:
+        field, n_eq = _best_eq(pending)
+        key, n_key = _best_key(pending)
+        pfield, n_pre = _best_prefix(pending)
+        # Dispatch first: it narrows to the rules a value can satisfy. A gate only where no field is
+        # shared, and never on a `not` (an exception, a benign list: nearly always true, so a gate
+        # on it would cost every event a test that each rule makes only after its selective ones).
+        if n_pre >= 2 and n_pre > n_eq:
+            group, pending = _split(pending, lambda p, f=pfield: p.prefix is not None and p.prefix[0] == f)
+            steps.append(("prefix", group))
+        elif n_eq >= 2:
+            group, pending = _split(pending, lambda p, f=field: p.eq is not None and p.eq[0] == f)
+            steps.append(("eq", group))
+        elif n_key >= 2:
+            group, pending = _split(pending, lambda p, k=key: p.key == k)
+            steps.append(("gate", group))
+        else:
+            rules.extend(pending)
+            break
+    return done, steps, rules
 
 
-def _gate(group: list[tuple[int, Part, tuple]], memo: dict) -> Node:
-    """Evaluate the shared conjunct once; only when it holds do the rules behind it run."""
-    test = group[0][1].fn
-    inner = _build([(pos, rest) for pos, _, rest in group], memo)
-
-    def node(en: Enriched, out: list) -> None:
-        if test(en):
-            inner(en, out)
-
-    return node
+_UNREAD = object()  # a field's local before it is read
+_INLINE_VALUES = 2  # a dispatch on this many values or fewer is an if/elif chain, not a table
 
 
-def _seq(done: tuple[int, ...], rules: list[tuple[int, tuple[Part, ...]]], nodes: list[Node]) -> Node:
-    """Rules left on their own run inline in one loop (a call less per rule than a node each)."""
-    singles = tuple((pos, parts[0].fn) for pos, parts in rules if len(parts) == 1)
-    multis = tuple((pos, tuple(p.fn for p in sorted(parts, key=lambda p: p.cost)))
-                   for pos, parts in rules if len(parts) > 1)
-    nodes_t = tuple(nodes)
-    if not done and not multis and not nodes_t:
-        return _singles(singles)
-    if not singles and not multis and len(nodes_t) == 1 and not done:
-        return nodes_t[0]
+class _Gen:
+    """Writes one node's function: names for the objects it needs, a local per getter."""
 
-    def node(en: Enriched, out: list) -> None:
-        if done:
-            out.extend(done)
-        for pos, fn in singles:
-            if fn(en):
-                out.append(pos)
-        for pos, fns in multis:
-            for fn in fns:
-                if not fn(en):
-                    break
-            else:
-                out.append(pos)
-        for n in nodes_t:
-            n(en, out)
+    def __init__(self, memo: dict):
+        self.memo = memo
+        self.env: dict[str, object] = {"_U": _UNREAD}
+        self.names: dict[int, str] = {}  # id(object) -> its name in env
+        self.fields: dict[str, str] = {}  # field name -> its local
+        self.n = 0
 
-    return node
+    def const(self, obj: object, hint: str) -> str:
+        name = self.names.get(id(obj))
+        if name is None:
+            name = self.names[id(obj)] = f"{hint}{len(self.env)}"
+            self.env[name] = obj
+        return name
 
+    def tmp(self) -> str:
+        self.n += 1
+        return f"t{self.n}"
 
-def _singles(singles: tuple) -> Node:
-    """Only one-test rules left (the common leaf after a dispatch): one loop, nothing else."""
-    if len(singles) == 1:
-        ((pos, fn),) = singles
+    def read(self, field: str, get: Callable) -> str:
+        """An expression of the field's value, read once per call of the node (the first getter
+        asked for it reads it: a field's getters, fast or not, agree on every event they may read)."""
+        local = self.fields.get(field)
+        if local is None:
+            local = self.fields[field] = f"v{len(self.fields)}"
+        # a getter may carry its value as an expression over `en` (fields.py's fast getters): inlined
+        inline = getattr(get, "inline", None)
+        read = f"({inline})" if isinstance(inline, str) else f"{self.const(get, 'g')}(en)"
+        return f"({local} if {local} is not _U else ({local} := {read}))"
 
-        def one(en: Enriched, out: list) -> None:
-            if fn(en):
-                out.append(pos)
+    def test(self, p: Part) -> str:
+        """An expression that is the part's result (its own closure where there is no inline form)."""
+        if p.eq is not None:
+            field, get, values = p.eq
+            if len(values) == 1:
+                (want,) = values
+                return f"({self.read(field, get)} == {self.const(want, 'k')})"
+            return f"({self.read(field, get)} in {self.const(values, 's')})"
+        if p.prefix is not None:
+            field, get, prefixes, exact = p.prefix
+            v = self.tmp()
+            alts = [f"{v}.startswith({self.const(prefixes, 'p')})"] if prefixes else []
+            if exact:
+                alts.insert(0, f"{v} in {self.const(exact, 's')}")
+            return f"(({v} := {self.read(field, get)}) is not None and ({' or '.join(alts) or 'False'}))"
+        if p.words is not None:
+            field, get, words = p.words
+            v = self.tmp()
+            found = " or ".join(f"{self.const(w, 'k')} in {v}" for w in words)
+            return f"(({v} := {self.read(field, get)}) is not None and ({found}))"
+        if p.cmp is not None:
+            field, get, op, want = p.cmp
+            value = self.read(field, get)
+            if op == "exists":
+                return f"({value} is not None)"
+            v, k = self.tmp(), self.const(want, "k")
+            test = f"{v}.endswith({k})" if op == "endswith" else f"{v} {op} {k}"
+            return f"(({v} := {value}) is not None and {test})"
+        if p.neg is not None:
+            return f"(not {self.test(p.neg)})"
+        if p.conj is not None:
+            return "(" + " and ".join(self.test(q) for q in sorted(p.conj, key=lambda q: q.cost)) + ")"
+        if p.disj is not None:
+            return "(" + " or ".join(self.test(q) for q in p.disj) + ")"
+        return f"{self.const(p.fn, 'f')}(en)"
 
-        return one
+    def function(self, items: list[_Item]) -> Node:
+        body = self.block(items, 1)
+        inits = "".join(f"    {local} = _U\n" for local in self.fields.values())
+        src = "def node(en, out):\n" + inits + "".join(body) + "    return None\n"
+        code = compile(src, "<detect.index>", "exec")  # noqa: S102 (our own plan, no input text)
+        env = dict(self.env)
+        exec(code, env)  # noqa: S102
+        node = env["node"]
+        node.source = src  # for tests and debugging
+        return node
 
-    def node(en: Enriched, out: list) -> None:
-        for pos, fn in singles:
-            if fn(en):
-                out.append(pos)
+    def block(self, items: list[_Item], depth: int) -> list[str]:
+        ind = "    " * depth
+        done, steps, rules = _plan(items)
+        out: list[str] = []
+        if len(done) == 1:
+            out.append(f"{ind}out.append({done[0]})\n")
+        elif done:
+            out.append(f"{ind}out.extend({done!r})\n")
+        for pos, parts in rules:
+            tests = " and ".join(self.test(p) for p in sorted(parts, key=lambda q: q.cost))
+            out.append(f"{ind}if {tests}:\n{ind}    out.append({pos})\n")
+        for how, group in steps:
+            out += getattr(self, "_" + how)(group, depth)
+        return out
 
-    return node
+    def _gate(self, group: list[tuple[int, Part, tuple]], depth: int) -> list[str]:
+        """The shared conjunct once; only when it holds do the rules behind it run."""
+        ind = "    " * depth
+        inner = self.block([(pos, rest) for pos, _, rest in group], depth + 1)
+        return [f"{ind}if {self.test(group[0][1])}:\n", *inner] if inner else []
+
+    def _eq(self, group: list[tuple[int, Part, tuple]], depth: int) -> list[str]:
+        """Read the shared field once; its value picks, by one dict lookup, the rules it satisfies
+        (a field with one value, file.open.write = true, is an `if` and its rules inline)."""
+        ind = "    " * depth
+        get = group[0][1].eq[1]
+        buckets: dict[object, list[_Item]] = {}
+        for pos, part, rest in group:
+            for value in part.eq[2]:
+                buckets.setdefault(value, []).append((pos, rest))
+        if len(buckets) <= _INLINE_VALUES:  # file.open.write = true / false: an if, the rules inline
+            out: list[str] = []
+            for value, items in buckets.items():
+                inner = self.block(items, depth + 1)
+                if inner:
+                    kw = "elif" if out else "if"
+                    out += [f"{ind}{kw} {self.read(group[0][1].eq[0], get)} == {self.const(value, 'k')}:\n", *inner]
+            return out
+        table = self.const({value: _build(items, self.memo) for value, items in buckets.items()}, "d")
+        sub = self.tmp()
+        # None (the field absent) is never a key: no rule's test holds
+        return [f"{ind}{sub} = {table}.get({self.read(group[0][1].eq[0], get)})\n", f"{ind}if {sub} is not None:\n",
+                f"{ind}    {sub}(en, out)\n"]
+
+    def _prefix(self, group: list[tuple[int, Part, tuple]], depth: int) -> list[str]:
+        """Read the shared path once; the rules whose prefix test holds are found by dict lookups of
+        the path's heads (and of the whole value, for pmatch's exact entries). Only the heads that
+        can be there are tried: the prefixes are grouped by their first component (`/etc/` of
+        `/etc/cron.d/`), so a path costs one find, one lookup of its first component and one lookup
+        per prefix length under it (a path under /var/lib meets none of /etc's prefixes). A prefix
+        without a '/' after its first character (`/`, `/et`) is tried on every path. A rule with
+        nested prefixes (/usr and /usr/bin) can be reached twice: RuleIndex.match removes repeats."""
+        ind = "    " * depth
+        get = group[0][1].prefix[1]
+        heads: dict[str, list[_Item]] = {}
+        exact: dict[str, list[_Item]] = {}
+        for pos, part, rest in group:
+            _, _, prefixes, exacts = part.prefix
+            for p in prefixes:
+                heads.setdefault(p, []).append((pos, rest))
+            for e in exacts:
+                exact.setdefault(e, []).append((pos, rest))
+        by_head = {p: _build(items, self.memo) for p, items in heads.items()}
+        under: dict[str, set[int]] = {}  # first component -> lengths of the prefixes that start with it
+        short: set[int] = set()
+        for p in heads:
+            j = p.find("/", 1)
+            if j < 0:
+                short.add(len(p))
+            else:  # every value that starts with p has p's first component as its own
+                under.setdefault(p[: j + 1], set()).add(len(p))
+        h = self.const(by_head, "d")
+        v, j, lens, n, sub = (self.tmp() for _ in range(5))
+        out = [f"{ind}{v} = {self.read(group[0][1].prefix[0], get)}\n", f"{ind}if {v} is not None:\n"]
+        ind2 = ind + "    "
+        if exact:
+            ex = self.const({e: _build(items, self.memo) for e, items in exact.items()}, "d")
+            out += [f"{ind2}{sub} = {ex}.get({v})\n", f"{ind2}if {sub} is not None:\n", f"{ind2}    {sub}(en, out)\n"]
+        loop = [f"{ind2}    {n} = len({v})\n",
+                f"{ind2}    for L in {lens}:\n", f"{ind2}        if L > {n}:\n", f"{ind2}            break\n",
+                f"{ind2}        {sub} = {h}.get({v}[:L])\n", f"{ind2}        if {sub} is not None:\n",
+                f"{ind2}            {sub}(en, out)\n"]
+        if short:
+            out += [f"{ind2}if True:\n", f"{ind2}    {lens} = {self.const(tuple(sorted(short)), 'k')}\n", *loop]
+        if under:
+            table = self.const({first: tuple(sorted(ns)) for first, ns in under.items()}, "d")
+            out += [f"{ind2}{j} = {v}.find('/', 1)\n",
+                    f"{ind2}{lens} = {table}.get({v}[: {j} + 1]) if {j} >= 0 else None\n",
+                    f"{ind2}if {lens} is not None:\n", *loop]
+        return out

@@ -155,7 +155,7 @@ def _pipeline(batches, detector):
 
 def test_pipeline_alerts_follow_their_event_fold_and_reach_metrics():
     det = _detector(bundled=True)
-    batches = [[exec_rec("/tmp/dropper", ["/tmp/dropper", "-x"], comm=b"dropper")] * 3,
+    batches = [[exec_rec("/dev/shm/dropper", ["/dev/shm/dropper", "-x"], comm=b"dropper")] * 3,  # host: /dev/shm
                [open_rec("/etc/ld.so.preload", comm=b"dropper")]]
     p, sink = _pipeline(batches, det)
     _run(p)
