@@ -69,6 +69,13 @@ class ProbeConfig:
         "/proc/*/environ", "/root/.aws/", "/root/.config/gcloud/", "/root/.azure/", "/root/.kube/config",
         "/root/.docker/config.json",
     )
+    # Paths whose writing opens are sent although an ignored prefix (/proc/, /sys/) covers them: the kernel
+    # knobs a container escape writes (core_pattern and modprobe run a program as root on the host, binfmt_misc
+    # registers an interpreter, uevent_helper and hotplug run one on a device event, sysrq-trigger acts at once).
+    watch_writes: tuple[str, ...] = (
+        "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe", "/proc/sys/kernel/hotplug",
+        "/proc/sys/fs/binfmt_misc/", "/proc/sysrq-trigger", "/sys/kernel/uevent_helper",
+    )
     target_tgid: int = 0  # 0 = every process
     ignore_tgids: tuple[int, ...] = field(default_factory=tuple)
     probes_dir: str = PROBES_DIR

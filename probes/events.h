@@ -80,6 +80,11 @@ enum nw_cfg {
     CFG_MAX           = 8,
 };
 
+/* Values of the watch_prefix trie (probes/file.bpf.c): which opens of a watched prefix are sent, even
+ * below an ignored prefix. */
+#define NW_WATCH_READ   0x1    /* probes.watch_reads: read-only opens too (writes are sent anyway, unless ignored) */
+#define NW_WATCH_WRITE  0x2    /* probes.watch_writes: writing opens, winning over the ignored prefixes */
+
 /* Key of the ignored-path-prefix LPM trie: prefixlen in bits, then the path bytes. */
 #define NW_PREFIX_MAX 128
 struct path_key {

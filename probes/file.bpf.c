@@ -30,7 +30,7 @@
 #define NW_O_TRUNC   00001000
 #define NW_AT_FDCWD  -100
 
-BPF_LPM_TRIE(watch_prefix, struct path_key, u8, 1024);   /* sensitive paths whose read-only opens are sent */
+BPF_LPM_TRIE(watch_prefix, struct path_key, u8, 1024);   /* watched paths: NW_WATCH_READ | NW_WATCH_WRITE */
 BPF_HASH(watch_head, u64, u8, 1024);   /* the first 8 bytes of each watch prefix: the pre-filter */
 BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
 BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
@@ -84,7 +84,8 @@ static __always_inline int file_home_ssh(const char *path, u32 len)
     return 0;
 }
 
-/* 1 when a path's opens are watched: a prefix of watch_prefix, or one of the two patterns. */
+/* How a path's opens are watched (NW_WATCH_* bits, 0 = not): its longest prefix in watch_prefix, or
+ * one of the two read patterns. */
 static __always_inline int file_watched(const char *path, u32 len)
 {
     u32 zero = 0;
@@ -93,8 +94,9 @@ static __always_inline int file_watched(const char *path, u32 len)
         return 0;
     bpf_probe_read_kernel(k->path, sizeof(k->path), path);
     k->prefixlen = (len > NW_PREFIX_MAX ? NW_PREFIX_MAX : len) * 8;
-    if (watch_prefix.lookup(k))
-        return 1;
+    u8 *how = watch_prefix.lookup(k);
+    if (how)
+        return *how;
     if (len >= 14 && nw_cfg(CFG_WATCH_ENVIRON)) {
         u64 head = 0, tail = 0;
         bpf_probe_read_kernel(&head, 8, path);
@@ -162,7 +164,9 @@ static __always_inline int file_stage(struct file_event *e)
 {
     int drop = !(e->h.flags & NW_F_WATCHED) && nw_path_ignored(e->path, e->path_len) && file_path2_ignored(e);
     if (drop && e->h.op == OP_FILE_OPEN && file_watched(e->path, e->path_len)) {
-        drop = 0;   /* the watch list wins over the ignored prefixes (/proc/<pid>/environ under /proc/) */
+        /* the watch lists win over the ignored prefixes: /proc/<pid>/environ, /proc/sys/kernel/core_pattern
+         * under /proc/ (a read-only open got here only when it is read-watched) */
+        drop = 0;
         e->h.flags |= NW_F_WATCHED;
     }
     if (drop) {
@@ -228,7 +232,7 @@ static __always_inline int file_open(int dfd, const char *name, u64 flags, u32 m
         return 0;
     e->path_len = nw_read_path(e->path, name, &e->h.flags);
     if (unwatched_ro) {
-        if (!file_watched(e->path, e->path_len))
+        if (!(file_watched(e->path, e->path_len) & NW_WATCH_READ))   /* a write-only watch skips reads */
             return 0;
         e->h.flags |= NW_F_WATCHED;
     }

@@ -16,7 +16,7 @@ from agent.kernel.btf import BTF
 from agent.kernel.offsets import cflags as offset_cflags
 from agent.kernel.offsets import kernel_offsets, optional_offsets
 from agent.sensors import REGISTRY
-from agent.sensors.abi import Cfg
+from agent.sensors.abi import WATCH_READ, WATCH_WRITE, Cfg
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
 
@@ -36,6 +36,7 @@ def validate(cfg: ProbeConfig) -> None:
     for prefix in cfg.ignore_prefixes:
         _check_prefix(prefix)
     _watch_entries(cfg.watch_reads)
+    _watch_entries(cfg.watch_writes, "probes.watch_writes", patterns=False)
 
 
 # Watch-list entries with a `*` component that the file probe knows (probes/file.bpf.c file_watched),
@@ -43,20 +44,20 @@ def validate(cfg: ProbeConfig) -> None:
 WATCH_PATTERNS = {"/proc/*/environ": Cfg.WATCH_ENVIRON, "/home/*/.ssh/": Cfg.WATCH_HOME_SSH}
 
 
-def _watch_entries(entries) -> tuple[set[bytes], set[Cfg]]:
+def _watch_entries(entries, key: str = "probes.watch_reads", patterns: bool = True) -> tuple[set[bytes], set[Cfg]]:
     """(prefixes for the trie, pattern slots to switch on); LoadError naming the first bad entry."""
     prefixes, slots = set(), set()
     for entry in entries:
         if "*" in entry:
-            if entry not in WATCH_PATTERNS:
-                raise LoadError(f"probes.watch_reads: {entry!r}: a `*` is understood only in "
-                                f"{sorted(WATCH_PATTERNS)}")
+            if not patterns or entry not in WATCH_PATTERNS:
+                where = f"only in {sorted(WATCH_PATTERNS)}" if patterns else "nowhere here (prefixes only)"
+                raise LoadError(f"{key}: {entry!r}: a `*` is understood {where}")
             slots.add(WATCH_PATTERNS[entry])
             continue
         if not entry.startswith("/"):
-            raise LoadError(f"probes.watch_reads: {entry!r} is not an absolute path (the kernel matches those)")
+            raise LoadError(f"{key}: {entry!r} is not an absolute path (the kernel matches those)")
         if not 0 < len(entry.encode()) <= PREFIX_MAX:
-            raise LoadError(f"probes.watch_reads: {entry!r} must be 1..{PREFIX_MAX} bytes")
+            raise LoadError(f"{key}: {entry!r} must be 1..{PREFIX_MAX} bytes")
         prefixes.add(entry.encode())
     return prefixes, slots
 
@@ -78,7 +79,8 @@ class ProbeSet:
         self.decoders = {op: dec for s in self.sensors for op, dec in s.decoders.items()}
         self._bpf = None
         self._prefixes: set[bytes] = set()
-        self._watched: set[bytes] = set()
+        self._watched: dict[bytes, int] = {}  # prefix -> WATCH_READ | WATCH_WRITE, as in the trie
+        self._watch_writes: tuple[str, ...] = tuple(cfg.watch_writes)
         self._final_drops: dict[str, int] = {}
         self.tracepoints_missing: list[str] = []
 
@@ -189,24 +191,32 @@ class ProbeSet:
             table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
         self._prefixes = wanted
 
-    def set_watched_reads(self, entries) -> None:
-        """Replace the watch list: read-only opens of these paths are sent (probes/file.bpf.c)."""
-        wanted, slots = _watch_entries(entries)
+    def set_watched_reads(self, entries, writes=None) -> None:
+        """Replace the watch lists (probes/file.bpf.c): read-only opens of `entries` are sent, and writing
+        opens of `writes` (default: the ones in force) even below an ignored prefix."""
+        reads, slots = _watch_entries(entries)
+        if writes is not None:
+            self._watch_writes = tuple(writes)
+        write_set, _ = _watch_entries(self._watch_writes, "probes.watch_writes", patterns=False)
+        wanted = {raw: (WATCH_READ if raw in reads else 0) | (WATCH_WRITE if raw in write_set else 0)
+                  for raw in reads | write_set}
         table = self._bpf[b"watch_prefix"]
-        for raw in self._watched - wanted:
+        for raw in self._watched.keys() - wanted.keys():
             del table[self._prefix_key(table, raw)]
-        for raw in wanted - self._watched:
-            table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
+        for raw, how in wanted.items():
+            if self._watched.get(raw) != how:
+                table[self._prefix_key(table, raw)] = ctypes.c_uint8(how)
         self._watched = wanted
+        # The read-only pre-filter needs the heads of read-watched prefixes only: a write is never pre-filtered.
         heads = self._bpf[b"watch_head"]
         heads.clear()
-        for raw in wanted:
+        for raw in reads:
             if len(raw) >= 8:
                 heads[ctypes.c_uint64(int.from_bytes(raw[:8], "little"))] = ctypes.c_uint8(1)
         for slot in WATCH_PATTERNS.values():
             self.set_cfg(slot, int(slot in slots))
         # A prefix shorter than 8 bytes has no head to look up: every read-only open then goes to the trie.
-        self.set_cfg(Cfg.WATCH_SHORT, int(any(len(raw) < 8 for raw in wanted)))
+        self.set_cfg(Cfg.WATCH_SHORT, int(any(len(raw) < 8 for raw in reads)))
 
     @staticmethod
     def _prefix_key(table, raw: bytes):

@@ -238,3 +238,38 @@ def test_a_path_deeper_than_the_walk_is_flagged_truncated(agent, tmp_path):
     assert ex["event.truncated"] is True
     assert str(deep / "t").endswith(ex["process.executable.kernel_path"])  # the top components are missing
     assert ex["process.working_directory"] == str(tmp_path)
+
+
+def test_write_watch_list_wins_over_ignored_prefixes_for_writes_only():
+    """probes.watch_writes: a writing open of a kernel knob under the ignored /proc/ is sent (opened for
+    write, never written: nothing on the machine changes); a read-only open of it is not; a writing open
+    of another ignored /proc/sys file is not. A path on both lists is sent for both."""
+    from agent.config import ProbeConfig
+    from agent.events import Op
+    from agent.sensors.common import BootClock
+    from agent.sensors.loader import ProbeSet
+
+    knob, other = "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/hostname"
+    plan = ((knob, os.O_WRONLY), (knob, os.O_RDONLY), (other, os.O_WRONLY))
+    ps = ProbeSet(ProbeConfig(families=("file",), watch_writes=(knob,)))
+    ps.start()
+    reader, clock = ps.reader(), BootClock()
+    try:
+        def opened():
+            code = ("import os, sys; sys.stdin.read(1)\n"
+                    f"for f, how in {plan!r}: os.close(os.open(f, how))")
+            p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+            ps.set_target_tgid(p.pid)
+            p.communicate(b"x")
+            assert p.returncode == 0
+            evs = [ps.decoders[raw[0]](raw, clock) for raw in reader.read(100000)]
+            return [(e.path, e.flags & 3) for e in evs if e.pid == p.pid and e.op == Op.FILE_OPEN]
+
+        assert opened() == [(knob, os.O_WRONLY)]
+        ps.set_watched_reads([knob])  # now on both lists
+        assert opened() == [(knob, os.O_WRONLY), (knob, os.O_RDONLY)]
+        ps.set_watched_reads([], writes=())
+        assert opened() == []
+    finally:
+        reader.close()
+        ps.stop()

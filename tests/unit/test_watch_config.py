@@ -24,3 +24,12 @@ def test_bad_entries_name_themselves(entry, why):
     with pytest.raises(LoadError, match="watch_reads") as e:
         validate(ProbeConfig(watch_reads=(entry,)))
     assert why in str(e.value) or why in repr(e.value)
+
+
+def test_write_watch_entries_are_absolute_prefixes_without_patterns():
+    assert _watch_entries(ProbeConfig().watch_writes, "probes.watch_writes", patterns=False)[0] >= {
+        b"/proc/sys/kernel/core_pattern", b"/proc/sysrq-trigger"}
+    for entry, why in (("/proc/*/environ", "a `*` is understood nowhere here"), ("proc/sys", "not an absolute")):
+        with pytest.raises(LoadError, match="probes.watch_writes") as e:
+            validate(ProbeConfig(watch_writes=(entry,)))
+        assert why in str(e.value) and "\n" not in str(e.value)
