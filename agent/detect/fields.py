@@ -518,6 +518,7 @@ def _f(name: str, type_: str, kinds: frozenset[str] | None, get: Callable[[Enric
     return Field(name, type_, kinds, get, fast, fast_kinds)
 
 
+_BOTH_DIRECTIONS = ("<", ">")
 _RESOLVED = "path_resolved" in getattr(Enriched, "__slots__", ())
 
 
@@ -680,8 +681,10 @@ def _table() -> dict[str, Field]:
         # the field is absent and every comparison with it is false: Falco's never_true macro
         # (evt.num = 0) reads as meant, and a rule that needs a real number never matches.
         _f("event.number", "int", None, lambda en: None),
-        # Falco's evt.dir: every event of ours is reported once the syscall has returned ("<").
-        _f("syscall.direction", "str", None, lambda en: "<"),
+        # Falco's evt.dir: Falco sees a call twice, entering (">": its arguments) and returning ("<": its
+        # result); our one event, sent at the return, carries both, so it is either: `evt.dir = <` (Falco's
+        # spawned_process) and `evt.dir = >` (its ptrace and setuid rules, which read the request) both hold.
+        _f("syscall.direction", "list[str]", None, lambda en: _BOTH_DIRECTIONS),
         _f("container.name", "str", None, _container("name")),
         _f("container.image.name", "str", None, _container("image")),
         _f("container.image.digest", "str", None, _container("image_digest")),

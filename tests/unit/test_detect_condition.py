@@ -332,6 +332,9 @@ def test_falco_filter_only_and_never_true_idioms():
 def test_conditions_on_the_system_family_and_the_new_file_and_network_ops():
     attach = sys_en(Op.PTRACE, "ptrace", arg=16, target_pid=4242, comm=b"inject")
     assert compile("evt.type = ptrace and evt.arg.request contains PTRACE_ATTACH").match(attach)
+    # Falco's ptrace_attach_or_injection reads the enter event (evt.dir=>): ours carries the arguments too
+    assert compile("evt.type=ptrace and evt.dir=> and evt.arg.request contains PTRACE_ATTACH").match(attach)
+    assert compile("evt.type=ptrace and evt.dir=<").match(attach)
     assert not compile("ptrace.request_name = PTRACE_TRACEME").match(attach)
     assert compile("ptrace.request in (4, 5, 16, 16902) and target.pid > 0").match(attach)
     assert not compile("mount.target exists").match(attach)  # a ptrace carries no mount member
