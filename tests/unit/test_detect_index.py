@@ -143,3 +143,53 @@ def test_an_or_of_contains_on_one_field_reads_it_once():
     assert c.match(exec_en("/tmp/m", ["m"], comm=b"xmrig"))
     assert not c.match(exec_en("/tmp/m", ["m", "-o", "pool"]))
     assert not c.match(open_en("/etc/passwd", comm=b"m"))  # a file event: its process's command line is "sh"
+
+
+def test_prefix_dispatch_by_first_component_with_short_and_relative_prefixes():
+    # "/" and "/et" have no '/' after their first character: tried on every path; "out/" is relative
+    rules = ["fd.name startswith /", "fd.name startswith /et", "fd.name pmatch (/etc/cron.d, /etc)",
+             "fd.name startswith out/", "fd.name pmatch (/usr/lib, /usr/lib/x86_64)", "fd.name = /etc"]
+    compiled = [compile(r) for r in rules]
+    index = RuleIndex(compiled)
+    paths = ["/etc", "/etc/", "/etc/cron.d", "/etc/cron.d/job", "/etcx", "/e", "/", "out/a.tmp", "out",
+             "a/out/b", "/usr/lib/x86_64/libc.so", "/usr/lib", "/usr/libexec/x", "relative", ""]
+    for path in paths:
+        en = open_en(path, flags=os.O_WRONLY)
+        assert index.match(en) == _want(compiled, en), path
+
+
+def test_an_or_of_dispatchable_tests_on_two_fields_splits_and_counts_once():
+    rules = ["open_write and (fd.filename in (.bashrc, .profile) or fd.name startswith /etc/profile.d/)",
+             "open_write and fd.name startswith /etc/"]
+    compiled = [compile(r, MACROS, LISTS) for r in rules]
+    index = RuleIndex(compiled)
+    assert index.met["file.open"] == 2  # rules, not the items an or was split into
+    for path, want in (("/etc/profile.d/.bashrc", [0, 1]), ("/home/u/.bashrc", [0]), ("/etc/x", [1]),
+                       ("/tmp/x", [])):
+        en = open_en(path, flags=os.O_WRONLY)
+        assert index.match(en) == want == _want(compiled, en), path
+
+
+def test_a_node_is_one_generated_function_that_reads_each_field_once():
+    from agent.detect import fields
+
+    calls = []
+    real = fields.resolve("file.path")
+    get = real.fast
+
+    def counting(en):
+        calls.append(1)
+        return get(en)
+
+    rules = ["event.name = file.open and file.path pmatch (/etc) and not file.path endswith .swp",
+             "event.name = file.open and file.path startswith /etc/cron",
+             "event.name = file.open and file.path = /etc/passwd"]
+    compiled = [compile(r, MACROS, LISTS) for r in rules]
+    index = RuleIndex(compiled)
+    node = index.node(Op.FILE_OPEN)
+    assert "def node(en, out):" in node.source
+    swapped = {k: (counting if v is get else v) for k, v in node.__globals__.items()}
+    node.__globals__.update(swapped)
+    en = open_en("/etc/passwd", flags=os.O_WRONLY)
+    assert index.match(en) == [0, 2] == _want(compiled, en)
+    assert len(calls) == 1  # read once in this function, though three rules test it
