@@ -118,6 +118,9 @@ BEHAVIOURS = [
               "echo 1 > /opt/cgroup/tasks", proc="sh"),
     # -- processes ----------------------------------------------------------------------------------------
     Behaviour("nw.exec_from_writable_dir", "high", "T1059", "/tmp/tool noop", f"{NWB} noop", proc="tool"),
+    # a relative exec names no directory: the rule reads the kernel's path and the working directory
+    Behaviour("nw.exec_from_writable_dir", "high", "T1059", "cd /tmp && ./tool noop", "cd /opt/app && ./tool noop",
+              proc="tool", name="exec_from_writable_dir_relative"),
     Behaviour("nw.exec_not_in_image", "high", "T1105",
               "/bin/mkdir -p /opt/new; /bin/cp /bin/busybox /opt/new/true; /opt/new/true dropped",
               "/opt/app/tool noop", proc="true", fields={"process.executable.upper_layer": True}),
