@@ -3,7 +3,7 @@
 `RuleIndex(compiled)` takes the compiled conditions of a rule set (agent/detect/condition.py) and
 `match(en)` returns the positions of those that match, in the order given (the conditions must
 come from compile() calls with the same `ancestors`, as one rules load makes them: equal keys then
-mean equal results). Three things keep the
+mean equal results). These keep the
 cost per event low, all decided once at build time:
 
 1. by kind: an event meets only the rules whose `kinds` hold its event name (None = every kind),
@@ -11,21 +11,24 @@ cost per event low, all decided once at build time:
 2. dispatch on equality: where several rules of a kind test `field = v` / `field in (...)` on the
    same field (proc.name in (shell_binaries), fd.sport in (miner_ports) ...), the field is read once
    and one dict lookup finds the rules whose value set holds it; likewise for path prefixes
-   (`startswith`, `pmatch`): one lookup per distinct prefix length finds the rules whose prefix
-   the value has;
+   (`startswith`, `pmatch`): a lookup of the path's first component, then one per prefix length under
+   it, finds the rules whose prefix the value has;
 3. shared conjuncts: a sub-condition several rules `and` with (a macro such as open_write, which
    has one canonical key wherever it is expanded) is evaluated once and gates all of them;
 4. per kind, an `or` keeps only the alternatives that can hold on that kind (the bundled
    `(open and write) or event.name in (rename, unlink)` is just `write` on an open, true on a
    rename), and the getters skip their type checks (Field.fast).
-What is left of a rule after that runs as its own closure, cheap parts first. Conditions are pure
+5. an `or` whose alternatives each have such a test (`file.name in (rc files) or file.path startswith
+   /etc/profile.d/`) is split into one item per alternative, so each joins its field's dispatch.
+The plan is then written as Python: one generated function per node (see "code generation" below),
+with each field read once into a local and the tests inline, cheap parts first. Conditions are pure
 functions of the event, so none of this changes a result; tests/unit/test_detect_index.py checks
-that the index and each rule's own `match` agree, on fixed and on random rule sets.
+that the index and each rule's own `match` agree, on fixed and on random rule sets. The generated
+source holds no text from a rule file: every value is a constant passed in by name.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 
