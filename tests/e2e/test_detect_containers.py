@@ -7,8 +7,12 @@ small stand-ins named like the tool a rule keys on, and tests/behaviours' nwbeha
 busybox cannot make) and asserts exactly one alert from that container, with the rule's id, severity
 and MITRE technique, the container's id and image, and the ancestry: the container's shell chain
 (the task's `sh`, the behaviour's `sh`) up to containerd's shim. Each rule has a benign look-alike in
-the same image that must raise nothing. Network behaviour stays on the container's own loopback
-(`ctr run` gives every container a network namespace of its own, `lo` up).
+the same image that must raise nothing. Network behaviour stays on loopback: the container's own
+(`ctr run` gives every container a network namespace of its own, `lo` up), or, where a peer must accept
+(the stratum port, the reverse shell), the host's, with the listener in this test and the container on
+the host's network namespace (a listening server in the container would itself be a rule's business).
+Not here: the kernel-module rule (this test machine's kernel has no module syscalls) and the host-only
+rules (tests/kernel/test_detect_behaviour.py).
 
 What the kernel refuses a container (mount, unshare, setns, module and BPF loads: no CAP_SYS_ADMIN,
 CAP_SYS_MODULE or CAP_BPF in containerd's default set) is still the attempt a rule must see: the
