@@ -104,6 +104,7 @@ class ProbeSet:
         except Exception as e:
             raise LoadError(f"kernel BTF: {e}") from None
         flags = [f"-I{self.cfg.probes_dir}", f"-DNW_RINGBUF_PAGES={self.cfg.ringbuf_pages}"]
+        flags.append(f"-DNW_AGENT_TGID={os.getpid()}")  # its own loads, before ignore_tgid exists (system.bpf.c)
         flags += offset_cflags(offsets)
         for s in self.sensors:
             for cat, name in s.optional_tracepoints:
