@@ -325,6 +325,8 @@ class Pipeline:
         totals.update(detect)
         for probe, n in self.probes.kernel_drops().items():
             totals[f"kernel.{probe}"] = n
+        for what, n in self.probes.kernel_folded().items():  # like detect.folded: not lost, but not sent
+            totals[f"kernel.{what}"] = n
         for source in self.drop_sources:
             try:
                 totals.update(source())

@@ -228,6 +228,14 @@ class ProbeSet:
 
     # -- accounting --------------------------------------------------------------------------
 
+    def kernel_folded(self) -> dict[str, int]:
+        """Events the kernel folded (a repeat not sent because the first one was: UDP sends to the same
+        destination within a second, probes/net.bpf.c), summed over CPUs. The destination is never lost,
+        but each one not sent is counted, as folded alerts are."""
+        if self._bpf is None or "net" not in self.cfg.families:
+            return {}
+        return {"net.sendto_folded": int(self._bpf[b"sendto_folded"].sum(ctypes.c_int(0)).value)}
+
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reservations so far, per family (summed over CPUs)."""
         if self._bpf is None:

@@ -125,6 +125,9 @@ class ReplayProbes:
     def kernel_drops(self) -> dict[str, int]:
         return dict(self.drops)
 
+    def kernel_folded(self) -> dict[str, int]:
+        return {}  # a recording holds what the kernel sent; what it folded was counted live
+
 
 class RecordingReader:
     """Wraps a live RingReader: every batch it reads is also appended to a recording."""

@@ -225,6 +225,7 @@ def test_unconnected_udp_sends_reported_once_a_second_per_destination(probes, fa
     assert got == [(Op.NET_SENDTO, n, ufd, kind, "udp", host, port, 0, -1, 0)
                    for n, port in ((1, p1), (2, p2), (3, p3), (4, p1))]
     assert int(folded.sum(ctypes.c_int(0)).value) - before == 2
+    assert ps.kernel_folded()["net.sendto_folded"] == int(folded.sum(ctypes.c_int(0)).value)  # what drops report
 
 
 SENDMMSG = """

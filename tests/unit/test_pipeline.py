@@ -288,3 +288,16 @@ def test_replay_reader_splits_a_batch_bigger_than_the_read():
     r = ReplayReader([[b"a", b"b", b"c"]])
     assert r.read(2) == [b"a", b"b"] and r.read(2) == [b"c"] and r.read(2) == [] and r.done
     assert Op.EXEC in ReplayProbes([]).decoders
+
+
+def test_kernel_folded_sends_are_counted_beside_the_drops():
+    """UDP sends the kernel folded (probes/net.bpf.c) are not lost, but not sent either: they are counted
+    in the drop totals as kernel.net.sendto_folded, as folded alerts are under detect.folded."""
+
+    class Folding(ReplayProbes):
+        def kernel_folded(self):
+            return {"net.sendto_folded": 7}
+
+    p, _ = _pipeline([])
+    p.probes = Folding([])
+    assert p.drop_totals()["kernel.net.sendto_folded"] == 7
