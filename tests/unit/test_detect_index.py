@@ -4,8 +4,8 @@ rule's own `match` gives, in rule order, on events decoded from kernel records."
 from __future__ import annotations
 
 import os
-import re
 import random
+import re
 
 from agent.detect.condition import compile
 from agent.detect.index import RuleIndex
