@@ -170,7 +170,8 @@ class SysEvent(KernelEvent):
     call: str  # the syscall that made it: "setresuid", "finit_module", ... ("syscall<N>" if unknown)
     arg: int  # ptrace: request; setns: nstype; bpf_load: program type; else the call's flags
     target_pid: int = -1  # ptrace, capset: the target pid (0 = self)
-    ids: tuple[int, int, int] = (-1, -1, -1)  # setuid/setgid: real, effective, saved (-1 = unchanged); setns: (fd,-1,-1)
+    # setuid/setgid: real, effective, saved as the call asks (-1 = unchanged); setns: (fd, -1, -1)
+    ids: tuple[int, int, int] = (-1, -1, -1)
     caps: tuple[int, int, int] = (0, 0, 0)  # capset: effective, permitted, inheritable bit masks
     # The call's string argument (not `name`: that is every record's event.name): mount/umount: the target;
     # module_load: the module file; bpf_load: the program's name; memfd_create: the memfd's name.
