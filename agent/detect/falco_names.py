@@ -76,6 +76,10 @@ ALIASES: dict[str, str] = {
     # symlinkat(target, newdirfd, linkpath): what the link points to, and the link's own name
     "evt.arg.target": "file.link.target",
     "evt.arg.linkpath": "file.path",
+    # rename(oldpath, newpath) and link(oldpath, newpath)
+    "evt.arg.oldpath": "file.old_path",
+    "evt.arg.newpath": "file.new_path",
+    "evt.arg.domain": "network.socket.domain",
     # ptrace: Falco renders the request by name (`evt.arg.request contains PTRACE_ATTACH`); our
     # ptrace.request is the kernel's number, which is not Falco's own numbering of it
     "evt.arg.request": "ptrace.request_name",

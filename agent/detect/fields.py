@@ -315,6 +315,20 @@ def _net_attr(attr: str) -> Callable[[Enriched], object]:
 
 _TYPECHAR = {"ipv4": "4", "ipv6": "6", "unix": "u"}
 _SOCKFAMILY = {"ipv4": "ip", "ipv6": "ip", "unix": "unix"}  # Falco's fd.sockfamily
+_DOMAINS = {"ipv4": "AF_INET", "ipv6": "AF_INET6", "unix": "AF_UNIX", "packet": "AF_PACKET", "netlink": "AF_NETLINK"}
+_RENAME_OR_LINK = _names(ops=(Op.FILE_RENAME, Op.FILE_LINK))
+
+
+def _old_new(en: Enriched, which: int) -> str | None:
+    """(old, new) path of a rename (path -> path2) or a hard link (path2 exists, path is the new name)."""
+    ev = en.event
+    if not isinstance(ev, FileEvent):
+        return None
+    if ev.op is Op.FILE_RENAME:
+        return (ev.path, ev.path2)[which] or None
+    if ev.op is Op.FILE_LINK:
+        return (ev.path2, ev.path)[which] or None
+    return None
 
 
 def _fd_type(en: Enriched) -> str | None:
@@ -675,6 +689,12 @@ def _table() -> dict[str, Field]:
         _f("network.fd", "int", _SOCK_FD, _net_fd),
         _f("network.dup.new_fd", "int", _DUP, _net((Op.NET_DUP,), "fd2"), _fast_attr("fd2")),
         _f("network.protocol", "int", _SOCKET, _net((Op.NET_SOCKET,), "protocol"), _fast_attr("protocol")),
+        # socket(): the address family by its C name, as Falco renders evt.arg.domain ("AF_PACKET")
+        _f("network.socket.domain", "str", _SOCKET, lambda en: _DOMAINS.get(en.event.family)
+           if isinstance(en.event, NetEvent) and en.event.op is Op.NET_SOCKET else None),
+        # Falco's evt.arg.oldpath / newpath name a rename's two paths and a link's existing file and new name
+        _f("file.old_path", "str", _RENAME_OR_LINK, lambda en: _old_new(en, 0)),
+        _f("file.new_path", "str", _RENAME_OR_LINK, lambda en: _old_new(en, 1)),
         *_sys_fields(),
         _f("container.id", "str", None, _container("id")),
         # Falco's container.id reads "host" outside a container (its rules say container.id != host).

@@ -353,3 +353,21 @@ def test_every_inline_getter_reads_what_its_function_reads():
                 assert eval(f"lambda en: {text}")(en) == get(en), (f.name, text)  # noqa: S307
                 checked += 1
     assert checked >= 20
+
+
+def test_falco_oldpath_newpath_and_socket_domain():
+    """evt.arg.oldpath/newpath: a rename's source and destination, a hard link's existing file and new name;
+    evt.arg.domain: a socket's family by its C name (Falco's `evt.arg.domain contains AF_PACKET`)."""
+    from agent.detect.fields import resolve
+    from agent.events import Op
+    from tests.unit.detect_events import enriched, file_rec, net_rec
+
+    old, new = resolve("evt.arg.oldpath"), resolve("evt.arg.newpath")
+    link = enriched(file_rec(Op.FILE_LINK, "/tmp/x", "/etc/shadow"))
+    ren = enriched(file_rec(Op.FILE_RENAME, "/tmp/a", "/etc/b"))
+    assert (old.get(link), new.get(link)) == ("/etc/shadow", "/tmp/x")
+    assert (old.get(ren), new.get(ren)) == ("/tmp/a", "/etc/b")
+    assert old.get(enriched(file_rec(Op.FILE_OPEN, "/tmp/a"))) is None
+    domain = resolve("evt.arg.domain")
+    sock = enriched(net_rec(Op.NET_SOCKET, "", 0, sock_type=3, family=17))
+    assert domain.get(sock) == "AF_PACKET" and domain.kinds == {"network.socket"}
