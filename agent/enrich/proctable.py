@@ -93,6 +93,11 @@ class ProcessTable:
         self.ancestry_max = ancestry_max
         self.procfs = procfs or ProcFS()
         self._t: OrderedDict[int, ProcInfo] = OrderedDict()
+        # The last processes that exited, for lookups only: a child's event can follow its parent's exit
+        # record with that parent's pid (the exit tracepoint fires before the kernel reparents the children;
+        # seen with `runc exec`, whose runc exits as the exec'd shell starts). A live entry always wins.
+        self._gone: OrderedDict[int, ProcInfo] = OrderedDict()
+        self.gone_max = min(1024, max_entries)
         self._chains: dict[int, tuple[ProcInfo, ...]] = {}
         self._in_chains: set[int] = set()  # pids some cached chain holds
         self.evicted = 0
@@ -117,8 +122,11 @@ class ProcessTable:
             t.popitem(last=False)
             self.evicted += 1
 
-    def get(self, pid: int) -> ProcInfo | None:
+    def get(self, pid: int, gone: bool = True) -> ProcInfo | None:
+        """pid's entry: live, else (gone=True) recently exited, else read from procfs once."""
         info = self._t.get(pid)
+        if info is None and gone:
+            info = self._gone.get(pid)
         if info is None and pid > 0:
             self.procfs_reads += 1
             info = self.procfs.process(pid)
@@ -141,9 +149,16 @@ class ProcessTable:
             else:
                 self._put(ProcInfo(ev.child_pid, ev.pid, "", (), ev.uid, ev.ts_ns, ev.comm))
             self._chains.pop(ev.child_pid, None)  # a reused pid's old chain
+            self._gone.pop(ev.child_pid, None)  # and what it was before
         elif isinstance(ev, ExitEvent):
-            self._t.pop(ev.pid, None)
+            info = self._t.pop(ev.pid, None)
             self._forget_chain(ev.pid)
+            if info is not None:
+                gone = self._gone
+                gone[ev.pid] = info
+                gone.move_to_end(ev.pid)
+                if len(gone) > self.gone_max:
+                    gone.popitem(last=False)
 
     # -- ancestry ------------------------------------------------------------------------------------
 
@@ -178,7 +193,9 @@ class ProcessTable:
             up = out[-1].ppid
             if up <= 0 or up in seen:  # pid 0 above init and kthreadd; a loop left by pid reuse
                 break
-            nxt = self.get(up)
+            # Above the parent, live processes only: an exited starter (a daemon's double fork, the shim's
+            # `start`) would make a chain's length depend on how recently it exited.
+            nxt = self.get(up, gone=False)
             if nxt is None:
                 break
             seen.add(up)

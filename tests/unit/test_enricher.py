@@ -70,8 +70,8 @@ def test_lineage_through_exec_fork_and_exit(procfs):
     assert bye.process.exe == "/usr/bin/python3"  # the exit still names what exited
     assert table._t.get(PID) is None  # and then it is gone
     reads = table.procfs_reads
-    en.enrich(_ev(open_rec("/tmp/late", pid=PID + 1, ppid=PID)))  # its parent is gone: not in procfs either
-    assert table.procfs_reads == reads + 1
+    late = en.enrich(_ev(open_rec("/tmp/late", pid=PID + 1, ppid=PID)))  # its parent has exited
+    assert late.parent.exe == "/usr/bin/python3" and table.procfs_reads == reads  # remembered, not read
 
 
 def test_pid_the_table_never_saw_is_read_from_procfs_once(procfs):

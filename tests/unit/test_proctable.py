@@ -54,8 +54,32 @@ def test_fork_exec_exit_keep_the_table(procfs):
     assert t.get(43).exe == "/usr/bin/app" and t.get(43).ppid == 42
     t.update(_ev(ExecEvent, Op.EXEC, 43, 42, filename="/bin/true", argv=("true",)))
     assert t.get(43).exe == "/bin/true" and t.get(43).argv == ("true",)
+    n = len(t)
     t.update(_ev(ExitEvent, Op.EXIT, 43, 42, exit_code=0, signal=0))
-    assert t.get(43) is None  # not in the fixture procfs either
+    assert len(t) == n - 1 and 43 not in [p.pid for p in t.snapshot()]
+    # gone, but still known for a child's event that follows the exit record (see the next test)
+    assert t.get(43).exe == "/bin/true"
+    t.update(_ev(ForkEvent, Op.FORK, 1, 0, child_pid=43))  # the pid reused: what it was is forgotten
+    assert t.get(43).exe == "/sbin/init"
+
+
+def test_a_child_event_after_its_parents_exit_still_finds_the_parent(procfs):
+    """The exit tracepoint fires before the kernel reparents the children, so a child's exec record can
+    carry the pid of a parent whose exit record came first (runc exec: runc exits as the shell starts)."""
+    t = ProcessTable(procfs=procfs)
+    t.seed()
+    t.update(_ev(ForkEvent, Op.FORK, 42, 1, child_pid=50))
+    t.update(_ev(ExecEvent, Op.EXEC, 50, 42, filename="/usr/bin/runc", argv=("runc", "exec")))
+    t.update(_ev(ForkEvent, Op.FORK, 50, 42, child_pid=51))
+    t.update(_ev(ExitEvent, Op.EXIT, 50, 42, exit_code=0, signal=0))
+    t.update(_ev(ExecEvent, Op.EXEC, 51, 50, filename="/bin/sh", argv=("/bin/sh",)))
+    assert t.get(t.get(51).ppid).exe == "/usr/bin/runc"
+    assert [p.pid for p in t.ancestors(51)] == [50, 42, 1]
+    small = ProcessTable(max_entries=16, procfs=procfs)
+    for pid in range(200, 240):  # the memory of exited processes is bounded too
+        small.update(_ev(ForkEvent, Op.FORK, 1, 0, child_pid=pid))
+        small.update(_ev(ExitEvent, Op.EXIT, pid, 1, exit_code=0, signal=0))
+    assert len(small._gone) == small.gone_max == 16
 
 
 def test_bounded(procfs):
