@@ -153,6 +153,30 @@ static __always_inline int nw_path_ignored(const char *path, u32 len)
 }
 
 /* (i_ino, s_dev) of a struct file, from BTF offsets. */
+/* The caller's open file `fd` (current->files->fdt->fd[fd]), or 0: not open, negative, or past the table
+ * (a fd the caller passes is any number: what lies past fd[max_fds] is not a struct file pointer). */
+static __always_inline void *nw_fd_file(int fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
+    u32 max_fds = 0;
+    if (fd < 0)
+        return 0;
+    NW_READ(files, task, OFF_TASK_FILES);
+    if (!files)
+        return 0;
+    NW_READ(fdt, files, OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    NW_READ(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
+    if ((u32)fd >= max_fds)
+        return 0;
+    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
+    if (fdarr)
+        bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
+    return file;
+}
+
 static __always_inline void nw_file_inode(void *file, struct ino_key *k)
 {
     void *inode = 0, *sb = 0;

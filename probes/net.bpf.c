@@ -66,30 +66,6 @@ BPF_PERCPU_ARRAY(sendto_folded, u64, 1);   /* sends not reported because their d
  * exits then look up every time, as they would without the gate. */
 BPF_ARRAY(net_new_staged, s64, 1);
 
-/* current's struct file for fd, or 0 (fd outside the table included). */
-static __always_inline void *net_fd_file_checked(int fd)
-{
-    void *task = (void *)bpf_get_current_task();
-    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
-    u32 max_fds = 0;
-    if (fd < 0)
-        return 0;
-    NW_READ(files, task, OFF_TASK_FILES);
-    if (!files)
-        return 0;
-    NW_READ(fdt, files, OFF_FILES_FDT);
-    if (!fdt)
-        return 0;
-    NW_READ(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
-    if ((u32)fd >= max_fds)   /* past fd[]: what lies there is not a struct file pointer */
-        return 0;
-    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
-    if (!fdarr)
-        return 0;
-    bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
-    return file;
-}
-
 /* current's file->private_data for fd, unchecked: a struct socket when fd is one (connect, bind,
  * listen: the kernel's answer says when it was not; accept's new fd always is). */
 static __always_inline void *net_fd_socket(int fd)
@@ -118,7 +94,7 @@ static __always_inline void *net_fd_socket(int fd)
  * struct socket in file->private_data (sock_alloc_file); a pipe's or a tty's is something else. */
 static __always_inline void *net_fd_socket_checked(int fd)
 {
-    void *file = net_fd_file_checked(fd), *inode = 0, *sock = 0;
+    void *file = nw_fd_file(fd), *inode = 0, *sock = 0;
     u16 mode = 0;
     if (!file)
         return 0;

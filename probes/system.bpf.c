@@ -308,34 +308,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_capset)
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_capset) { return sys_finish(NW_NR_CAPSET, args->ret); }
 
-/* The caller's open file `fd` (current->files->fdt->fd[fd]), or 0: not open, or past the table (any fd a
- * caller passes is looked up, so the bound is checked). */
-static __always_inline void *sys_fd_file(int fd)
-{
-    void *task = (void *)bpf_get_current_task();
-    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
-    u32 max_fds = 0;
-    if (fd < 0)
-        return 0;
-    NW_READ(files, task, OFF_TASK_FILES);
-    if (files)
-        NW_READ(fdt, files, OFF_FILES_FDT);
-    if (!fdt)
-        return 0;
-    NW_READ(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
-    if ((u32)fd >= max_fds)
-        return 0;
-    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
-    if (fdarr)
-        bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
-    return file;
-}
-
 /* The path of the caller's open file `fd` (its f_path, by the dentry walk of common.h) into out
  * (NW_PATH_MAX bytes); "" for a fd that is not open. */
 static __always_inline u32 sys_fd_path(int fd, char *out, u8 *flags)
 {
-    void *file = sys_fd_file(fd), *vfsmnt = 0, *dentry = 0;
+    void *file = nw_fd_file(fd), *vfsmnt = 0, *dentry = 0;
     int cut = 0;
     out[0] = 0;
     if (!file)
@@ -404,7 +381,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_move_mount)
         e->name_len = sys_fd_path((int)args->to_dfd, e->name, &e->h.flags);
     e->source_len = sys_read_str(e->source, NW_SYS_NAME_MAX, args->from_pathname, &e->h.flags);
     if (e->source_len == 0) {
-        void *file = sys_fd_file((int)args->from_dfd), *vfsmnt = 0, *sb = 0, *type = 0;
+        void *file = nw_fd_file((int)args->from_dfd), *vfsmnt = 0, *sb = 0, *type = 0;
         const char *devname = 0, *fsname = 0;
         if (file)
             NW_READ(vfsmnt, file, OFF_FILE_F_PATH_MNT);
