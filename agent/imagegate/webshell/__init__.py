@@ -1,0 +1,88 @@
+"""Web-shell detection that reads the code instead of grepping it.
+
+`scan(path, data)` picks a reader by the file's name and first bytes (PHP, JSP/JSPX, classic ASP,
+ASP.NET, ColdFusion, Perl and Python CGI), each of which undoes the usual obfuscation statically
+(nothing is ever executed) and looks for request-controlled data reaching code or command
+execution. It returns Hits with their evidence; the image scanner and the run-time check turn
+those at or above THRESHOLD into findings and alerts. It never raises on bad input: a file that
+exhausts its Budget yields what was found before, plus a low-confidence `budget` hit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from agent.imagegate.webshell.common import THRESHOLD, Budget, BudgetExceeded, Hit, Limits
+from agent.vocab import Severity
+
+__all__ = ["THRESHOLD", "Hit", "Limits", "language_of", "scan", "is_shell"]
+
+log = logging.getLogger("nodewarden.imagegate.webshell")
+
+_EXT = {
+    ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
+    ".phtml": "php", ".phar": "php", ".inc": "php",
+    ".jsp": "jsp", ".jspx": "jsp", ".jspf": "jsp", ".jsw": "jsp", ".jsv": "jsp",
+    ".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp",
+    ".aspx": "aspx", ".ashx": "aspx", ".asmx": "aspx", ".ascx": "aspx", ".cshtml": "aspx", ".soap": "aspx",
+    ".cfm": "cfm", ".cfml": "cfm", ".cfc": "cfm",
+    ".pl": "perl", ".cgi": "perl", ".pm": "perl",
+    ".py": "python",
+}
+_DEFAULT = Limits()
+
+
+def language_of(path: str, head: bytes) -> str | None:
+    """The reader for a file, or None when it is not server-side web code."""
+    lang = _EXT.get(os.path.splitext(path)[1].lower())
+    start = head[:512].lstrip()
+    if lang in ("perl", "python", "cfm"):
+        return lang
+    if lang is not None:
+        return lang
+    if start[:5].lower() == b"<?php":
+        return "php"
+    if start.startswith(b"<%@") or start.startswith(b"<jsp:"):
+        return "aspx" if b"language" in start[:200].lower() and b"c#" in start[:200].lower() else "jsp"
+    if start.startswith(b"#!") and b"perl" in start[:64]:
+        return "perl"
+    return None
+
+
+def _reader(lang: str):
+    # Imported lazily: a node that never sees a JSP file never loads its reader.
+    if lang == "php":
+        from agent.imagegate.webshell import php as mod
+    elif lang == "jsp":
+        from agent.imagegate.webshell import jsp as mod
+    elif lang in ("asp", "aspx"):
+        from agent.imagegate.webshell import asp as mod
+    else:
+        from agent.imagegate.webshell import script as mod
+    return mod
+
+
+def scan(path: str, data: bytes, limits: Limits | None = None) -> list[Hit]:
+    """Every Hit in one file (possibly none). Never raises on bad input."""
+    limits = limits or _DEFAULT
+    data = bytes(data[: limits.max_bytes])
+    lang = language_of(path, data[:512])
+    if lang is None:
+        return []
+    budget = Budget(limits)
+    hits: list[Hit] = []
+    try:
+        _reader(lang).scan(data, lang, budget, hits)
+    except BudgetExceeded:
+        hits.append(Hit(rule="budget", language=lang, severity=Severity.LOW, confidence=0.2,
+                        detail=f"scan stopped: {budget.exceeded}"))
+    except (RecursionError, MemoryError, ValueError, UnicodeError) as e:  # hostile input, never a crash
+        log.debug("web-shell reader failed on %s: %s", path, e)
+        hits.append(Hit(rule="reader-error", language=lang, severity=Severity.LOW, confidence=0.2,
+                        detail=f"reader failed: {type(e).__name__}"))
+    return hits
+
+
+def is_shell(hits: list[Hit]) -> bool:
+    return any(h.confidence >= THRESHOLD for h in hits)
