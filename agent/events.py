@@ -27,6 +27,7 @@ class Op(IntEnum):
     FILE_CHOWN = 14
     FILE_SYMLINK = 15
     FILE_LINK = 16
+    FILE_CLOSE = 17
     NET_CONNECT = 20
     NET_ACCEPT = 21
     NET_BIND = 22
@@ -61,6 +62,7 @@ EVENT_NAMES: dict[Op, str] = {
     Op.FILE_CHOWN: "file.chown",
     Op.FILE_SYMLINK: "file.symlink",
     Op.FILE_LINK: "file.link",
+    Op.FILE_CLOSE: "file.close",
     Op.NET_CONNECT: "network.connect",
     Op.NET_ACCEPT: "network.accept",
     Op.NET_BIND: "network.bind",
@@ -268,9 +270,16 @@ class Finding:
     package: str = ""
     installed: str = ""
     fixed: str = ""
+    # Evidence of a web-shell finding (issue 11): the request data, what runs it, the decoded code
+    # that shows it, the detector's confidence in [0, 1] and the family it looks like.
+    source: str = ""
+    sink: str = ""
+    snippet: str = ""
+    confidence: float = 0.0
+    family: str = ""
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        d = {k: v for k, v in asdict(self).items() if v not in ("", None, 0.0)}
         d["severity"] = self.severity.label
         return d
 

@@ -28,8 +28,8 @@ try:  # Intel ISA-L's inflate: ~4x zlib's speed on layer data (measured: bench/i
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the same API
     _inflate = zlib
 
-from agent.imagegate import packages
-from agent.imagegate.malware import RuleSet
+from agent.imagegate import packages, webshell
+from agent.imagegate.malware import RuleSet, is_text
 from agent.imagegate.model import Finding, ImageError, LayerResult, Severity, SourceError
 
 _CHUNK = 1 << 20
@@ -495,6 +495,8 @@ class _State:
             self.add(m.category, sev, m.rule, shown, m.description + trunc)
         if timed_out:
             self.add("malware", Severity.LOW, "yara-timeout", shown, "YARA scan timed out; file not fully checked")
+        if is_text(bytes(head[:8192])):
+            self._webshell(shown, head)
         if path == "etc/shadow":
             self._shadow(bytes(head))
         kind = packages.wanted(path)
@@ -502,6 +504,27 @@ class _State:
             self.res.os_release[path] = bytes(head[:65536]).decode("utf-8", "replace")
         elif kind:
             self.res.packages.extend(packages.parse(kind, path, bytes(head)))
+
+    def _webshell(self, shown: str, head) -> None:
+        """The web-shell detector on server-side code (it skips anything else by name and head)."""
+        for hit in webshell.scan(shown, head):
+            if hit.confidence < webshell.THRESHOLD:
+                continue
+            self.res.findings.append(
+                Finding(
+                    category="malware",
+                    severity=hit.severity,
+                    rule=f"webshell:{hit.rule}",
+                    path=shown,
+                    detail=webshell.describe(hit),
+                    layer=self.res.digest,
+                    source=hit.source,
+                    sink=hit.sink,
+                    snippet=hit.snippet,
+                    confidence=round(hit.confidence, 3),
+                    family=hit.family,
+                )
+            )
 
     def _read_direct(self, ti: tarfile.TarInfo, cap: int, hashing: bool) -> tuple[bytes | memoryview, str | None]:
         """The file's first `cap` bytes and its sha256, straight from the decompressed chunks:

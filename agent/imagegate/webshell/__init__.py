@@ -16,7 +16,7 @@ import os
 from agent.imagegate.webshell.common import THRESHOLD, Budget, BudgetExceeded, Hit, Limits
 from agent.vocab import Severity
 
-__all__ = ["THRESHOLD", "Hit", "Limits", "language_of", "scan", "is_shell"]
+__all__ = ["THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", "scan"]
 
 log = logging.getLogger("nodewarden.imagegate.webshell")
 
@@ -82,6 +82,18 @@ def scan(path: str, data: bytes, limits: Limits | None = None) -> list[Hit]:
         hits.append(Hit(rule="reader-error", language=lang, severity=Severity.LOW, confidence=0.2,
                         detail=f"reader failed: {type(e).__name__}"))
     return hits
+
+
+def describe(hit: Hit) -> str:
+    """One line for a finding or an alert: what the file does, in words."""
+    what = hit.detail or "web shell"
+    if hit.source and hit.sink:
+        what += f": {hit.source} reaches {hit.sink}"
+    elif hit.sink:
+        what += f": {hit.sink}"
+    if hit.family:
+        what += f" ({hit.family}-style)"
+    return what
 
 
 def is_shell(hits: list[Hit]) -> bool:
