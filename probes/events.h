@@ -28,6 +28,7 @@ enum nw_op {
     OP_FILE_CHOWN  = 14,
     OP_FILE_SYMLINK = 15,  /* symlink/symlinkat: path = the new link, path2 = what it points to */
     OP_FILE_LINK   = 16,   /* link/linkat: path = the new name, path2 = the existing file */
+    OP_FILE_CLOSE  = 17,   /* close of a fd opened for writing under a close_prefix: the open's path, flags; fd */
     OP_NET_CONNECT = 20,
     OP_NET_ACCEPT  = 21,
     OP_NET_BIND    = 22,

@@ -23,6 +23,17 @@
  * symlink target that climbs out of an ignored tree (../../etc/shadow) is dropped with its link;
  * linkat's old path relative to a directory fd is sent as given. Syscalls this kernel lacks (open, creat, ... on arm64,
  * fchmodat2 before 6.6) are compiled out: the agent defines NW_HAVE_<name> for each that exists.
+ *
+ * Close of files written under a web root (OP_FILE_CLOSE, issue 11): a successful writing open whose path
+ * (or, when relative, whose cwd) lies under a close_prefix is remembered as (tgid, fd) -> its open record
+ * in close_marks; sys_enter_close of that fd sends the record again with op OP_FILE_CLOSE and the closing
+ * thread's header, and forgets it. The open's path is the one sent (as the process gave it: the agent reads
+ * the file through /proc/<pid>/root). Why sys_enter_close: fentry/kprobe on __fput may be refused (they are
+ * here); a tracepoint always loads. Each close on the node costs one hash lookup more. Known gaps, all left
+ * to user space (agent/detect/webshell_watch.py scans again at the writer's exit and after a short linger):
+ * a fd closed by exit, exec (O_CLOEXEC), close_range or dup2 onto it sends nothing, and its mark stays
+ * until the LRU evicts it (a later close of a reused fd number then names the old path: a rescan, no more);
+ * a dup'ed or inherited copy of the fd may still write after the close that was reported.
  */
 
 #define NW_O_ACCMODE 00000003
@@ -34,6 +45,13 @@ BPF_LPM_TRIE(watch_prefix, struct path_key, u8, 1024);   /* watched paths: NW_WA
 BPF_HASH(watch_head, u64, u8, 1024);   /* the first 8 bytes of each watch prefix: the pre-filter */
 BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
 BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
+/* Web roots: writing opens below them are remembered until their close (see the top of this file). */
+BPF_LPM_TRIE(close_prefix, struct path_key, u8, 256);
+struct close_key {
+    u32 tgid;
+    s32 fd;
+};
+BPF_TABLE("lru_hash", struct close_key, struct file_event, close_marks, 4096);
 
 /* The header is filled in file_stage, after the path filter: an ignored path costs no more than
  * reading it. */
@@ -183,6 +201,31 @@ static __always_inline int file_stage(struct file_event *e)
     return 0;
 }
 
+/* 1 when a writing open's path lies under a close_prefix: the path itself when absolute, else its cwd
+ * (path2, NW_F_CWD) with a '/' after it, so cwd /var/www matches the prefix /var/www/. */
+static __always_inline int file_close_watched(struct file_event *e)
+{
+    u32 zero = 0;
+    struct path_key *k = prefix_scratch.lookup(&zero);
+    if (!k)
+        return 0;
+    u32 len = 0;
+    if (e->path_len && e->path[0] == '/') {
+        bpf_probe_read_kernel(k->path, sizeof(k->path), e->path);
+        len = e->path_len;
+    } else if ((e->h.flags & NW_F_CWD) && e->path2_len) {
+        bpf_probe_read_kernel(k->path, sizeof(k->path), e->path2);
+        len = e->path2_len;
+        if (len < NW_PREFIX_MAX)
+            k->path[len & (NW_PREFIX_MAX - 1)] = '/';
+        len++;
+    }
+    if (len == 0)
+        return 0;
+    k->prefixlen = (len > NW_PREFIX_MAX ? NW_PREFIX_MAX : len) * 8;
+    return close_prefix.lookup(k) != 0;
+}
+
 static __always_inline int file_finish(long ret)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -205,6 +248,12 @@ static __always_inline int file_finish(long ret)
         u64 cg = staged->h.cgroup_id;
         if (k.ino)
             drift_inodes.update(&k, &cg);
+    }
+    if (staged->h.op == OP_FILE_OPEN && ret >= 0 &&
+        ((staged->flags & NW_O_ACCMODE) || (staged->flags & (NW_O_CREAT | NW_O_TRUNC))) &&
+        file_close_watched(staged)) {
+        struct close_key ck = {.tgid = staged->h.pid, .fd = (s32)ret};
+        close_marks.update(&ck, staged);
     }
     if (staged->h.flags & NW_F_NOEMIT) {
         file_inflight.delete(&tid);
@@ -314,6 +363,28 @@ static __always_inline int file_link(u8 op, int newdfd, const char *newname, con
     e->path_len = nw_read_path(e->path, newname, &e->h.flags);
     e->path2_len = nw_read_path(e->path2, oldname, &e->h.flags);
     return file_stage(e);
+}
+
+/* close(fd) of a remembered writing open: its open record again, as OP_FILE_CLOSE, with this thread's
+ * header and the fd; ret 0 (sent at entry: the close cannot fail in a way that keeps the file written). */
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    struct close_key ck = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)args->fd};
+    struct file_event *m = close_marks.lookup(&ck);
+    if (!m)
+        return 0;
+    struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);
+    if (e) {
+        bpf_probe_read_kernel(e, sizeof(*e), m);
+        u8 kept = e->h.flags & (NW_F_TRUNCATED | NW_F_CWD);
+        nw_fill_header(&e->h, OP_FILE_CLOSE);
+        e->h.flags |= kept;
+        e->fd = (s32)args->fd;
+        e->ret = 0;
+        nw_submit(e);
+    }
+    close_marks.delete(&ck);
+    return 0;
 }
 
 #define FILE_EXIT(name) \

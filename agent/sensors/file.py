@@ -1,4 +1,5 @@
-"""File sensor: writing opens, unlink, rename, chmod, chown, symlink, link (probes/file.bpf.c)."""
+"""File sensor: writing opens, unlink, rename, chmod, chown, symlink, link, and the close of files written
+under a close prefix (a web root: issue 11) (probes/file.bpf.c)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ SENSOR = Sensor(
     source="file.bpf.c",
     probe=Probe.FILE,
     decoders={op: decode_file for op in (Op.FILE_OPEN, Op.FILE_UNLINK, Op.FILE_RENAME, Op.FILE_CHMOD,
-                                         Op.FILE_CHOWN, Op.FILE_SYMLINK, Op.FILE_LINK)},
+                                         Op.FILE_CHOWN, Op.FILE_SYMLINK, Op.FILE_LINK,
+                                         Op.FILE_CLOSE)},
     optional_tracepoints=tuple(("syscalls", name) for name in OPTIONAL),
 )

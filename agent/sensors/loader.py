@@ -81,6 +81,7 @@ class ProbeSet:
         self._prefixes: set[bytes] = set()
         self._watched: dict[bytes, int] = {}  # prefix -> WATCH_READ | WATCH_WRITE, as in the trie
         self._watch_writes: tuple[str, ...] = tuple(cfg.watch_writes)
+        self._close_prefixes: set[bytes] = set()  # as in the close_prefix trie
         self._final_drops: dict[str, int] = {}
         self.tracepoints_missing: list[str] = []
 
@@ -218,6 +219,19 @@ class ProbeSet:
             self.set_cfg(slot, int(slot in slots))
         # A prefix shorter than 8 bytes has no head to look up: every read-only open then goes to the trie.
         self.set_cfg(Cfg.WATCH_SHORT, int(any(len(raw) < 8 for raw in reads)))
+
+    def set_close_prefixes(self, prefixes) -> None:
+        """Replace the close prefixes (probes/file.bpf.c): a file opened for writing below one sends a
+        file.close when that fd is closed. Absolute path prefixes ("/var/www/"); LoadError on a bad one."""
+        wanted, _ = _watch_entries(prefixes, "close prefixes", patterns=False)
+        if "file" not in self.cfg.families or self._bpf is None:
+            return
+        table = self._bpf[b"close_prefix"]
+        for raw in self._close_prefixes - wanted:
+            del table[self._prefix_key(table, raw)]
+        for raw in wanted - self._close_prefixes:
+            table[self._prefix_key(table, raw)] = ctypes.c_uint8(1)
+        self._close_prefixes = wanted
 
     @staticmethod
     def _prefix_key(table, raw: bytes):

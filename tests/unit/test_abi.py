@@ -94,7 +94,7 @@ def compiled(header, tmp_path_factory):
 def test_header_parse_found_everything(header):
     enums, defines, structs = header
     assert set(enums) == set(ENUMS), "an enum of events.h has no IntEnum mirror (add it to ENUMS and abi.py)"
-    assert len(enums["nw_op"]) == 30 and "OP_BENCH" in enums["nw_op"]
+    assert len(enums["nw_op"]) == 31 and "OP_BENCH" in enums["nw_op"]
     assert {"NW_PATH_MAX", "NW_F_TRUNCATED", "NW_HOST_CGROUP"} <= set(defines)
     assert {"event_header", "exec_event", "deny_key"} <= set(structs)
 
