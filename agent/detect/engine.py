@@ -82,6 +82,9 @@ class NullDetector:
     def evaluate(self, en: Enriched) -> list[AlertEvent]:
         return []
 
+    def evaluate_batch(self, events: list[Enriched]) -> list[tuple[int, list[AlertEvent]]]:
+        return []
+
     def flush(self, force: bool = False) -> list[AlertEvent]:
         return []
 
@@ -173,6 +176,45 @@ class Detector:
         if len(out) > 1:
             out = sorted(set(out))  # a rule reached by two prefixes (or both halves of an or) counts once
         return self._judged([scoped[i] for i in out], en)
+
+    def evaluate_batch(self, events: list[Enriched]) -> list[tuple[int, list[AlertEvent]]]:
+        """evaluate() over a batch: (position in `events`, its alerts) for each event that raised any,
+        in order. The conditions are pure, so they run grouped by kind (one node over all the batch's
+        opens, then its renames, ...: its code and tables stay warm); what has state (folding, rate
+        limits, counts) then runs in event order, as evaluate() would have."""
+        by_op = self._by_op
+        groups: dict[tuple, list[int]] = {}
+        for i, en in enumerate(events):
+            key = (en.container is not None, en.event.op)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [i]
+            else:
+                g.append(i)
+        found: list[tuple[int, list[_Rule]]] = []
+        for (boxed, op), where in groups.items():
+            entry = by_op[boxed].get(op)
+            if entry is None:
+                continue
+            node, scoped, cell = entry
+            cell[0] += len(where)
+            for i in where:
+                out: list[int] = []
+                en = events[i]
+                try:
+                    node(en, out)
+                except Exception:  # a rule that raised: judge rule by rule, so the others still run
+                    key = (en.event.name, boxed)
+                    hits = self._one_by_one(self._index.get(key) or self._any[boxed], en)
+                    if hits:
+                        found.append((i, hits))
+                    continue
+                if out:
+                    found.append((i, [scoped[j] for j in (sorted(set(out)) if len(out) > 1 else out)]))
+        if not found:
+            return []
+        found.sort(key=lambda f: f[0])
+        return [(i, alerts) for i, hits in found if (alerts := self._judged(hits, events[i]))]
 
     def _judged(self, hits: list[_Rule], en: Enriched) -> list[AlertEvent]:
         return [a for r in hits if (a := self._raise(r, en)) is not None]

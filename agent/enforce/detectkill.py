@@ -301,14 +301,25 @@ class KillStage:
         hits = self._kills.evaluate(en)
         if not hits:
             return alerts
-        ids = [a.rule_id for a in hits]
+        block = self._block(en, [a.rule_id for a in hits])
+        return [*alerts, block] if block is not None else alerts
+
+    def evaluate_batch(self, events: list[Enriched]) -> list[tuple[int, list]]:
+        """evaluate() over a batch (the pipeline's way): each event's alerts, then its kill."""
+        raised = dict(self._det.evaluate_batch(events))
+        for i, hits in self._kills.evaluate_batch(events):
+            block = self._block(events[i], [a.rule_id for a in hits])
+            if block is not None:
+                raised[i] = [*raised.get(i, ()), block]
+        return sorted(raised.items(), key=lambda r: r[0])
+
+    def _block(self, en: Enriched, ids: list[str]) -> EnforcementEvent | None:
         try:
-            block = self._kill(en, ids)
+            return self._kill(en, ids)
         except Exception as e:  # a stage never stops the pipeline: reported, counted, logged
             self.kill_counts["failed"] += 1
             self._rlog.error("kill", "user-space kill failed: %r", e)
-            block = self._event(en, ids, f"kill failed: {e!r}"[:300], time.time_ns())
-        return [*alerts, block] if block is not None else alerts
+            return self._event(en, ids, f"kill failed: {e!r}"[:300], time.time_ns())
 
     def _kill(self, en: Enriched, rule_ids: list[str]) -> EnforcementEvent | None:
         ev = en.event

