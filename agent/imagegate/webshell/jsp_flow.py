@@ -1,0 +1,489 @@
+"""Taint tracking over folded tokens, shared by the JSP, ASP/ASP.NET and CGI readers.
+
+The token list (see jsp_lex) is rendered once as canonical text (no comments, no layout, strings
+decoded and re-quoted) so that a language's sources and sinks are patterns over code, not over
+bytes. Taint is approximate and deliberately generous inside one file: a name assigned from an
+expression holding request data is tainted wherever it appears (scopes are not tracked), a
+method's parameters are tainted when any call passes it tainted data, and a call to a method
+returning tainted data is itself a source. That over-approximation is safe because a hit still
+needs a sink (command or code execution, class loading, a file write), which benign pages rarely
+hold; constant arguments to a sink (an admin page running a fixed command) never count."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from dataclasses import dataclass, field
+
+_WORD = ("i", "n")
+
+
+def render(toks) -> tuple[str, list[int]]:
+    parts: list[str] = []
+    starts: list[int] = []
+    pos = 0
+    prev_word = False
+    for kind, val in toks:
+        word = kind in _WORD
+        if word and prev_word:
+            parts.append(" ")
+            pos += 1
+        starts.append(pos)
+        if kind == "s":
+            s = json.dumps(val, ensure_ascii=False)
+        elif kind == "c":
+            s = "'" + json.dumps(val, ensure_ascii=False)[1:-1] + "'"
+        elif kind == "n":
+            s = str(val)
+        else:
+            s = val
+        parts.append(s)
+        pos += len(s)
+        prev_word = word
+    return "".join(parts), starts
+
+
+@dataclass
+class Sink:
+    pattern: re.Pattern
+    name: str
+    kind: str  # exec | eval | classload | write | upload | files | sql
+    receiver: bool = False  # a tainted receiver (`pb.start()`) counts too
+    rest: bool = False  # arguments run to the end of the statement (VBScript `Execute x`)
+    needs: re.Pattern | None = None  # the file must also hold this (a sink only on that object kind)
+
+
+@dataclass
+class Flow:
+    sink: Sink
+    source: str  # the request data that reaches it ("" when not shown)
+    state: str  # tainted | constant | unknown
+    start: int  # token range of the sink expression
+    end: int
+    snippet: str = ""
+
+
+@dataclass
+class Lang:
+    name: str
+    sources: list[re.Pattern]
+    sinks: list[Sink]
+    breaks: frozenset = frozenset({";", "{", "}"})
+    flags: int = 0
+    func_kw: frozenset = frozenset()  # VB/JS: `function name(params)`; empty: C-like `type name(params) {`
+    extra: dict = field(default_factory=dict)
+
+
+_NOT_FUNC = frozenset({"if", "for", "while", "switch", "catch", "return", "new", "synchronized", "foreach",
+                       "using", "lock", "else", "do", "try", "throw", "fixed", "sizeof", "typeof", "when",
+                       "nameof", "await", "function"})
+_KEEP_MEMBERS = frozenset({"this", "me", "self"})
+_NOT_TAINTED_RECV = frozenset({"out", "response", "Response", "System", "request", "Request", "Server",
+                               "session", "Session", "application", "Application", "pageContext", "Console",
+                               "log", "logger", "LOG", "Log"})
+
+
+class Program:
+    """One code unit (a page's joined scriptlets): where request data flows and which sinks it reaches."""
+
+    def __init__(self, toks, lang: Lang, budget):
+        self.toks = toks
+        self.lang = lang
+        self.budget = budget
+        self.text, self.starts = render(toks)
+        budget.spend(len(self.text))
+        n = len(toks)
+        self.src: list[str | None] = [None] * n
+        for pat in lang.sources:
+            for m in pat.finditer(self.text):
+                a = self.tok_at(m.start())
+                b = self.tok_at(max(m.start(), m.end() - 1))
+                label = self._label(a, b)
+                for k in range(a, min(b + 1, n)):
+                    if self.src[k] is None:
+                        self.src[k] = label
+        self.tainted: dict[str, str] = {}
+        self.stmts = self._statements()
+        self.funcs = self._functions()
+        self._propagate()
+
+    def _label(self, a: int, b: int) -> str:
+        """The whole source expression (`request.getParameter("cmd")`) for the evidence."""
+        ra = self._receiver(a) if self.toks[a] == ("o", ".") else a
+        rb = self.close(b) if self.toks[b] == ("o", "(") or self.toks[b] == ("o", "[") else b
+        if rb < 0 or rb - b > 40:
+            rb = b
+        return self.code(max(ra, a - 12), min(rb + 1, len(self.toks)))[:120]
+
+    # --- positions ---------------------------------------------------------------------------
+
+    def tok_at(self, pos: int) -> int:
+        return max(0, bisect.bisect_right(self.starts, pos) - 1)
+
+    def code(self, a: int, b: int) -> str:
+        if a >= len(self.starts):
+            return ""
+        end = self.starts[b] if b < len(self.starts) else len(self.text)
+        return self.text[self.starts[a]:end]
+
+    def close(self, i: int) -> int:
+        pairs = {"(": ")", "[": "]", "{": "}"}
+        toks = self.toks
+        o = toks[i][1]
+        c = pairs.get(o)
+        if c is None:
+            return -1
+        depth = 0
+        for j in range(i, len(toks)):
+            t = toks[j]
+            if t[0] == "o":
+                if t[1] == o:
+                    depth += 1
+                elif t[1] == c:
+                    depth -= 1
+                    if depth == 0:
+                        return j
+                elif t[1] in self.lang.breaks and t[1] not in "{}" and self.lang.func_kw:
+                    return j  # VB: a call's parens never span lines
+        return len(toks)
+
+    def _statements(self) -> list[tuple[int, int]]:
+        out = []
+        a = 0
+        br = self.lang.breaks
+        for i, t in enumerate(self.toks):
+            if t[0] == "o" and t[1] in br:
+                if i > a:
+                    out.append((a, i))
+                a = i + 1
+        if a < len(self.toks):
+            out.append((a, len(self.toks)))
+        return out
+
+    def stmt_end(self, i: int) -> int:
+        br = self.lang.breaks
+        for j in range(i, len(self.toks)):
+            t = self.toks[j]
+            if t[0] == "o" and t[1] in br:
+                return j
+        return len(self.toks)
+
+    # --- functions ---------------------------------------------------------------------------
+
+    def _functions(self) -> dict[str, tuple[list[str], int, int]]:
+        toks = self.toks
+        out: dict[str, tuple[list[str], int, int]] = {}
+        kw = self.lang.func_kw
+        for i in range(1, len(toks) - 1):
+            t = toks[i]
+            if t[0] != "i" or not (toks[i + 1][0] == "o" and toks[i + 1][1] == "("):
+                continue
+            p = toks[i - 1]
+            if kw:
+                if not (p[0] == "i" and p[1].lower() in kw):
+                    continue
+            elif not ((p[0] == "i" and p[1] not in _NOT_FUNC) or (p[0] == "o" and p[1] in (">", "]"))) \
+                    or t[1] in _NOT_FUNC:
+                continue
+            j = self.close(i + 1)
+            if j < 0 or j >= len(toks):
+                continue
+            if not kw:
+                k = j + 1
+                while k < len(toks) and toks[k][0] == "i" or (k < len(toks) and toks[k] == ("o", ",")):
+                    k += 1  # throws A, B
+                if k >= len(toks) or toks[k] != ("o", "{"):
+                    continue
+                end = self.close(k)
+            else:
+                end = self._vb_end(j)
+            params = [self._param_name(seg) for seg in self._split(i + 2, j)]
+            out[t[1].lower() if self.lang.flags & re.I else t[1]] = ([p for p in params if p], j + 1, end)
+        return out
+
+    def _vb_end(self, j: int) -> int:
+        toks = self.toks
+        for k in range(j, len(toks) - 1):
+            t = toks[k]
+            if t[0] == "i" and t[1].lower() == "end" and toks[k + 1][0] == "i" \
+                    and toks[k + 1][1].lower() in ("function", "sub"):
+                return k
+            if t == ("o", "}"):  # JScript function body
+                return k
+        return len(toks)
+
+    def _param_name(self, seg: tuple[int, int]) -> str:
+        names = [self.toks[k][1] for k in range(*seg) if self.toks[k][0] == "i"
+                 and self.toks[k][1].lower() not in ("byval", "byref", "optional", "as", "final", "ref", "out",
+                                                     "params", "in", "var")]
+        if not names:
+            return ""
+        if self.lang.func_kw:
+            # VB `ByVal s As String` / JScript `s`: the name comes first
+            return names[0]
+        return names[-1]
+
+    def _split(self, a: int, b: int) -> list[tuple[int, int]]:
+        """Comma-separated segments of toks[a:b] at depth 0."""
+        segs = []
+        depth = 0
+        s = a
+        for k in range(a, b):
+            t = self.toks[k]
+            if t[0] != "o":
+                continue
+            if t[1] in "([{":
+                depth += 1
+            elif t[1] in ")]}":
+                depth -= 1
+            elif t[1] == "," and depth == 0:
+                segs.append((s, k))
+                s = k + 1
+        if s < b:
+            segs.append((s, b))
+        return segs
+
+    # --- taint -------------------------------------------------------------------------------
+
+    def _key(self, name: str) -> str:
+        return name.lower() if self.lang.flags & re.I else name
+
+    def taint_of(self, a: int, b: int) -> str | None:
+        """The request data the expression toks[a:b] holds, or None."""
+        toks = self.toks
+        b = min(b, len(toks))
+        for k in range(a, b):
+            s = self.src[k]
+            if s is not None:
+                return s
+            t = toks[k]
+            if t[0] == "i" and self.tainted:
+                key = self._key(t[1])
+                if key in self.tainted:
+                    if k > 0 and toks[k - 1] == ("o", ".") and not (k > 1 and toks[k - 2][0] == "i"
+                                                                    and toks[k - 2][1].lower() in _KEEP_MEMBERS):
+                        continue
+                    return self.tainted[key]
+        return None
+
+    def _mark(self, name: str, label: str) -> bool:
+        key = self._key(name)
+        if key in self.tainted or not key:
+            return False
+        self.tainted[key] = label
+        return True
+
+    def _propagate(self) -> None:
+        toks = self.toks
+        for _round in range(12):
+            self.budget.spend(len(toks))
+            changed = False
+            for a, b in self.stmts:
+                changed |= self._stmt(a, b)
+            changed |= self._calls()
+            if not changed:
+                return
+
+    def _stmt(self, a: int, b: int) -> bool:
+        toks = self.toks
+        changed = False
+        depth = 0
+        for k in range(a, b):
+            t = toks[k]
+            if t[0] != "o":
+                continue
+            if t[1] in "([":
+                depth += 1
+            elif t[1] in ")]":
+                depth -= 1
+            elif t[1] in ("=", "+=", ":") and (t[1] != ":" or self._foreach(a, k)):
+                label = self.taint_of(k + 1, b)
+                if label is None:
+                    continue
+                for name in self._lhs_names(a, k):
+                    changed |= self._mark(name, label)
+            elif t[1] == "(" and False:
+                pass
+        # `for (x in expr)` / C# `foreach (var x in expr)`
+        for k in range(a, b - 1):
+            t = toks[k]
+            if t[0] == "i" and t[1] == "in" and k > a and toks[k - 1][0] == "i":
+                label = self.taint_of(k + 1, b)
+                if label:
+                    changed |= self._mark(toks[k - 1][1], label)
+        changed |= self._method_effects(a, b)
+        return changed
+
+    def _foreach(self, a: int, k: int) -> bool:
+        return any(self.toks[j] in (("i", "for"), ("i", "foreach")) for j in range(a, k))
+
+    def _lhs_names(self, a: int, k: int) -> list[str]:
+        toks = self.toks
+        names = []
+        j = k - 1
+        # skip an index on the left: arr[i] = x, Session["k"] = x
+        if j >= a and toks[j] == ("o", "]"):
+            depth = 0
+            while j >= a:
+                if toks[j] == ("o", "]"):
+                    depth += 1
+                elif toks[j] == ("o", "["):
+                    depth -= 1
+                    if depth == 0:
+                        j -= 1
+                        break
+                j -= 1
+        if j >= a and toks[j][0] == "i":
+            names.append(toks[j][1])
+            # a.b = x taints a too (psi.Arguments = tainted, then Process.Start(psi))
+            r = j
+            while r - 2 >= a and toks[r - 1] == ("o", ".") and toks[r - 2][0] == "i":
+                r -= 2
+            if r != j and toks[r][1].lower() not in _KEEP_MEMBERS:
+                names.append(toks[r][1])
+            elif r != j and r + 2 <= j:
+                names.append(toks[r + 2][1])
+        return [n for n in names if n not in _NOT_TAINTED_RECV]
+
+    def _method_effects(self, a: int, b: int) -> bool:
+        """`x.m(tainted)` taints x (sb.append, list.add, stream.write ...); `in.read(buf)` taints buf."""
+        toks = self.toks
+        changed = False
+        for k in range(a + 2, b - 1):
+            if toks[k][0] != "i" or toks[k - 1] != ("o", ".") or toks[k + 1] != ("o", "("):
+                continue
+            recv = toks[k - 2]
+            j = self.close(k + 1)
+            if recv[0] == "i" and recv[1] not in _NOT_TAINTED_RECV:
+                label = self.taint_of(k + 2, j)
+                if label:
+                    changed |= self._mark(recv[1], label)
+                if toks[k][1] in ("read", "readFully", "Read") and k + 2 < b and toks[k + 2][0] == "i":
+                    label = self.taint_of(k - 2, k - 1)
+                    if label:
+                        changed |= self._mark(toks[k + 2][1], label)
+            elif toks[k][1] in ("read", "readFully", "Read") and k + 2 < b and toks[k + 2][0] == "i":
+                label = self.taint_of(a, k)
+                if label:
+                    changed |= self._mark(toks[k + 2][1], label)
+        return changed
+
+    def _calls(self) -> bool:
+        """Calls to the file's own functions: tainted arguments taint the parameters; a function
+        returning tainted data makes its calls sources."""
+        if not self.funcs:
+            return False
+        toks = self.toks
+        changed = False
+        for i in range(len(toks) - 1):
+            t = toks[i]
+            if t[0] != "i" or toks[i + 1] != ("o", "("):
+                continue
+            f = self.funcs.get(self._key(t[1]))
+            if f is None:
+                continue
+            params, body_a, body_b = f
+            if body_a <= i + 1 <= body_a:
+                continue  # the definition itself
+            j = self.close(i + 1)
+            segs = self._split(i + 2, j)
+            for pos, seg in enumerate(segs):
+                label = self.taint_of(*seg)
+                if label is None:
+                    continue
+                targets = [params[pos]] if pos < len(params) and len(segs) == len(params) else params
+                for p in targets:
+                    changed |= self._mark(p, label)
+        for name, (_params, a, b) in self.funcs.items():
+            if self._key(name) in self.tainted:
+                continue
+            for k in range(a, min(b, len(toks))):
+                if toks[k][0] == "i" and toks[k][1].lower() == "return":
+                    label = self.taint_of(k + 1, self.stmt_end(k))
+                    if label:
+                        changed |= self._mark(name, label)
+                        break
+        return changed
+
+    # --- sinks -------------------------------------------------------------------------------
+
+    def flows(self) -> list[Flow]:
+        out = []
+        for sink in self.lang.sinks:
+            if sink.needs is not None and not sink.needs.search(self.text):
+                continue
+            for m in sink.pattern.finditer(self.text):
+                self.budget.spend(0)
+                out.append(self._flow(sink, m))
+                if len(out) > 2000:
+                    return out
+        return out
+
+    def _flow(self, sink: Sink, m: re.Match) -> Flow:
+        toks = self.toks
+        i = self.tok_at(m.start())
+        e = self.tok_at(max(m.start(), m.end() - 1))
+        if sink.rest:
+            a, b = e + 1, self.stmt_end(e)
+        elif e < len(toks) and toks[e] == ("o", "("):
+            a, b = e + 1, self.close(e)
+        elif e < len(toks) and toks[e] == ("o", "="):
+            a, b = e + 1, self.stmt_end(e)
+        else:
+            a, b = e + 1, self.stmt_end(e)
+        b = min(b, len(toks))
+        label = self.taint_of(a, b)
+        r = self._receiver(i)
+        if label is None and sink.receiver:
+            label = self.taint_of(r, i)
+        if label is not None:
+            state = "tainted"
+        elif all(t[0] in ("s", "n", "c") or (t[0] == "o" and t[1] in ",+&()[]{}") or
+                 (t[0] == "i" and t[1] in ("new", "String", "string", "Object", "null", "true", "false",
+                                            "Nothing"))
+                 for t in toks[a:b]) and (not sink.receiver or all(t[0] != "i" or t[1] != "request"
+                                                                   for t in toks[r:i])):
+            state = "constant"
+        else:
+            state = "unknown"
+        start = max(0, r)
+        return Flow(sink, label or "", state, start, b, self.code(start, min(b + 1, len(toks))))
+
+    def _receiver(self, i: int) -> int:
+        """Start of the call chain that ends at toks[i] (`new U(...).g(...)` before `.newInstance`)."""
+        toks = self.toks
+        j = i
+        if j < len(toks) and toks[j] != ("o", "."):
+            # the sink starts with a name: include a qualifier before it (a.b.exec)
+            pass
+        while j > 0:
+            if toks[j] != ("o", ".") and toks[j - 1] != ("o", "."):
+                break
+            if toks[j] != ("o", "."):
+                j -= 1  # onto the dot
+            # toks[j] is '.', a primary before it
+            k = j - 1
+            if k < 0:
+                break
+            p = toks[k]
+            if p[0] == "o" and p[1] in (")", "]"):
+                depth = 0
+                while k >= 0:
+                    if toks[k][0] == "o" and toks[k][1] in (")", "]"):
+                        depth += 1
+                    elif toks[k][0] == "o" and toks[k][1] in ("(", "["):
+                        depth -= 1
+                        if depth == 0:
+                            break
+                    k -= 1
+                if k < 0:
+                    return 0
+                if k > 0 and toks[k - 1][0] == "i" and toks[k - 1][1] not in _NOT_FUNC:
+                    k -= 1
+            elif p[0] not in ("i", "s", "n", "c"):
+                break
+            while k > 0 and toks[k - 1] == ("i", "new"):
+                k -= 1
+            j = k
+        return j
