@@ -1,0 +1,370 @@
+"""Build the web-shell evaluation corpus (issue 11) from fetched public repositories.
+
+Reads bare git mirrors (one per public repository, fetched outside this checkout), copies every sample
+into CORPUS/<split>/<label>/<language>/<sha256><ext> and writes the MANIFEST that names each file's
+source (repository, commit, path) and sha256. The samples themselves never enter this repository:
+third-party code stays under the corpus directory; only names, commits and hashes are committed.
+
+    python scripts/build_webshell_corpus.py --mirrors /work/.mirror --corpus /work/corpora/webshells \
+        --manifest tests/data/webshells/MANIFEST
+
+Rules (kept here, in one place, so a rebuild from the same commits gives the same corpus):
+- split: holdout when int(sha256[:4], 16) % 3 == 0, else tune; the same rule for shells and benign.
+- a file in two repositories is one sample; the first source (SOURCES order, then path) keeps it and
+  every later copy is listed as `other` with the reason `duplicate of <repo>:<path>`.
+- shell collections: a file with a web extension counts as a shell unless its path says it is a tool
+  that is not a web shell (see _NOT_SHELL); non-web files, files under 30 bytes and blobs the mirror
+  lacks are listed as `other` with the reason.
+- benign projects: only web code counts (PHP files; JSP files; .java under the project's web modules;
+  ASP.NET pages), at most _CAP files a project, templates first and then the lowest sha256, so one
+  project does not dominate. Files past the cap are neither copied nor listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_MIN_BYTES = 30
+_CAP = 1500
+
+# Extension -> corpus language. Keep in sync with bench/webshells.py LANGUAGES.
+_LANG = {
+    ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
+    ".phtml": "php", ".inc": "php",
+    ".jsp": "jsp", ".jspx": "jsp", ".jspf": "jsp", ".java": "jsp",
+    ".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp",
+    ".aspx": "aspx", ".ashx": "aspx", ".soap": "aspx", ".svc": "aspx", ".asmx": "aspx", ".ascx": "aspx", ".cs": "aspx", ".cshtml": "aspx",
+    ".cfm": "cfm", ".cfml": "cfm", ".cfc": "cfm",
+    ".pl": "perl", ".cgi": "perl", ".pm": "perl",
+    ".py": "python",
+}
+_TEMPLATE_EXT = {".jsp", ".jspx", ".jspf", ".cshtml", ".aspx", ".ascx", ".ashx", ".asmx", ".phtml"}
+
+# Paths in shell collections that hold tools other than web shells (DoS scripts, exploits, IRC
+# bots, SSH/ICMP backdoors, nginx modules, IDE metadata): listed as `other`, not counted.
+_NOT_SHELL = [
+    (re.compile(r"(^|/)Malicious Scripts/"), "not a web shell (DoS/flood script)"),
+    (re.compile(r"(^|/)Honey/Exploits/"), "not a web shell (exploit)"),
+    (re.compile(r"(^|/)Bots/"), "not a web shell (IRC bot)"),
+    (re.compile(r"(^|/)(SSH|icmp|pwnginx|gdog|sidedoor)/", re.I), "not a web shell (non-web backdoor tool)"),
+    (re.compile(r"(^|/)\.idea/"), "IDE metadata"),
+    (re.compile(r"(^|/)PHP-Shell-Detector", re.I), "a detector, not a shell"),
+    (re.compile(r"(^|/)Udp/"), "not a web shell (UDP tool)"),
+    (re.compile(r"python3/(Client|setup)\.py$"), "client side of a tool, not web code"),
+    (re.compile(r"backconnect/back\.java$"), "reverse-shell client, not web code"),
+    (re.compile(r"/mysql/(config\.inc|db_mysql\.class|db_mysql_error\.inc|zip\.func)\.php$"),
+     "helper library of a multi-file tool, not a shell by itself"),
+    (re.compile(r"phpshell-2\.1\W*/(config|pwhash)\.php$"), "config/helper of a multi-file shell"),
+    (re.compile(r"(^|/)adminer-[0-9.]+\.php$"), "legitimate tool (Adminer database manager)"),
+    (re.compile(r"(^|/)[^/]*mailer[^/]*\.php$", re.I), "mass mailer, not a web shell"),
+    (re.compile(r"IndoXploit/(base64|bin|email|joomlaip|md5|remove|separator|sufpre|wpip)\.php$"),
+     "text/IP helper of the IndoXploit kit, not a web shell"),
+]
+
+
+@dataclass
+class Source:
+    repo: str                       # owner/name
+    kind: str                       # "shell" or "benign"
+    under: str = ""                 # shell collections: only this subtree is looked at
+    web_java: tuple = ()            # benign: .java counts only under these prefixes
+    langs: tuple = ("php", "jsp", "aspx")
+
+
+SOURCES = [
+    # shell collections
+    Source("tennc/webshell", "shell"),
+    Source("ysrc/webshell-sample", "shell"),
+    Source("JohnTroony/php-webshells", "shell"),
+    Source("BlackArch/webshells", "shell"),
+    Source("xl7dev/WebShell", "shell"),
+    Source("tanjiti/webshellSample", "shell"),
+    Source("bartblaze/PHP-backdoors", "shell"),
+    Source("nikicat/web-malware-collection", "shell"),
+    Source("LandGrey/webshell-detect-bypass", "shell"),
+    Source("threedr3am/JSP-WebShells", "shell"),
+    Source("fa1c0n1/MyJSPWebshell", "shell"),
+    # a research data set that gathers the collections above and a few more; only its shell half
+    Source("JiaHeng-DLUT/Webshell-samples", "shell", under="samples/webshell/"),
+    # benign PHP projects
+    Source("laravel/framework", "benign"),
+    Source("symfony/symfony", "benign"),
+    Source("drupal/core", "benign"),
+    Source("cakephp/cakephp", "benign"),
+    Source("yiisoft/yii2", "benign"),
+    Source("codeigniter4/CodeIgniter4", "benign"),
+    Source("roundcube/roundcubemail", "benign"),
+    Source("phpbb/phpbb", "benign"),
+    Source("dokuwiki/dokuwiki", "benign"),
+    Source("PHPMailer/PHPMailer", "benign"),
+    Source("opencart/opencart", "benign"),
+    Source("composer/composer", "benign"),
+    Source("slimphp/Slim", "benign"),
+    Source("matomo-org/matomo", "benign"),
+    # benign Java web projects: JSPs anywhere, .java under web modules only
+    Source("apache/tomcat", "benign", web_java=("webapps/", "java/org/apache/catalina/", "java/org/apache/jasper/")),
+    Source("apache/struts", "benign", web_java=("",)),
+    Source("spring-projects/spring-framework", "benign",
+           web_java=("spring-web/", "spring-webmvc/", "spring-webflux/", "spring-websocket/")),
+    Source("spring-projects/spring-petclinic", "benign", web_java=("",)),
+    Source("jenkinsci/jenkins", "benign", web_java=("core/src/main/java/",)),
+    # benign ASP.NET
+    Source("dotnet-architecture/eShopOnWeb", "benign"),
+    Source("aspnet/AspNetWebStack", "benign"),
+]
+
+
+@dataclass
+class Entry:
+    sha: str
+    label: str
+    lang: str
+    split: str
+    repo: str
+    commit: str
+    path: str
+    reason: str = ""
+    ext: str = ""
+    data: bytes = field(default=b"", repr=False)
+
+
+def split_of(sha: str) -> str:
+    return "holdout" if int(sha[:4], 16) % 3 == 0 else "tune"
+
+
+def quote_path(raw: bytes) -> str:
+    # Paths carry spaces and non-UTF-8 names; percent-encoding keeps the MANIFEST space-separated.
+    return urllib.parse.quote(raw, safe="/")
+
+
+def _ext(raw: bytes) -> str:
+    name = raw.rsplit(b"/", 1)[-1].decode("utf-8", "replace")
+    return os.path.splitext(name)[1].lower()
+
+
+def _git(gitdir: Path, *args: str) -> bytes:
+    return subprocess.run(["git", "--git-dir", str(gitdir), *args], check=True,
+                          capture_output=True).stdout
+
+
+def _tree(gitdir: Path):
+    """(mode, type, blob id, raw path) for every entry of HEAD, paths as raw bytes."""
+    out = _git(gitdir, "ls-tree", "-r", "-z", "HEAD")
+    for rec in out.split(b"\0"):
+        if not rec:
+            continue
+        meta, path = rec.split(b"\t", 1)
+        mode, typ, oid = meta.decode().split()
+        yield mode, typ, oid, path
+
+
+class _Blobs:
+    """One `git cat-file --batch` per repository: reading 10,000 blobs one process each is minutes."""
+
+    def __init__(self, gitdir: Path):
+        self._p = subprocess.Popen(["git", "--git-dir", str(gitdir), "cat-file", "--batch"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def get(self, oid: str) -> bytes | None:
+        self._p.stdin.write(oid.encode() + b"\n")
+        self._p.stdin.flush()
+        header = self._p.stdout.readline().split()
+        if len(header) < 3 or header[1] == b"missing":
+            return None
+        size = int(header[2])
+        data = self._p.stdout.read(size)
+        self._p.stdout.read(1)
+        return data
+
+    def close(self):
+        self._p.stdin.close()
+        self._p.wait()
+
+
+def _shell_entries(src: Source, gitdir: Path, commit: str):
+    blobs = _Blobs(gitdir)
+    under = src.under.encode()
+    for mode, typ, oid, raw in _tree(gitdir):
+        if under and not raw.startswith(under):
+            continue
+        path = quote_path(raw)
+        ext = _ext(raw)
+        lang = _LANG.get(ext, "")
+        e = Entry("", "other", lang or "-", "-", src.repo, commit, path, ext=ext)
+        if typ != "blob" or mode == "120000":
+            e.reason = "not a regular file"
+            yield e
+            continue
+        data = blobs.get(oid)
+        if data is None:
+            e.sha = "-"
+            e.reason = "blob absent from the mirror"
+            yield e
+            continue
+        e.sha = hashlib.sha256(data).hexdigest()
+        e.split = split_of(e.sha)
+        if not lang:
+            e.reason = f"not web code ({ext or 'no extension'})"
+        elif len(data) < _MIN_BYTES:
+            e.reason = f"under {_MIN_BYTES} bytes"
+        else:
+            text = raw.decode("utf-8", "replace")
+            for rx, why in _NOT_SHELL:
+                if rx.search(text):
+                    e.reason = why
+                    break
+            else:
+                e.label = "shell"
+                e.data = data
+        yield e
+    blobs.close()
+
+
+def _benign_wanted(src: Source, raw: bytes, ext: str) -> bool:
+    lang = _LANG.get(ext)
+    if lang is None or lang not in src.langs or lang in ("perl", "python", "cfm"):
+        return False
+    if ext == ".java":
+        text = raw.decode("utf-8", "replace")
+        return any(text.startswith(p) for p in src.web_java)
+    if ext == ".cs":               # C# sources are not pages; only shells count .cs
+        return False
+    return True
+
+
+def _benign_entries(src: Source, gitdir: Path, commit: str):
+    blobs = _Blobs(gitdir)
+    found = []
+    for mode, typ, oid, raw in _tree(gitdir):
+        ext = _ext(raw)
+        if typ != "blob" or mode == "120000" or not _benign_wanted(src, raw, ext):
+            continue
+        data = blobs.get(oid)
+        if data is None or len(data) < _MIN_BYTES:
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        found.append(Entry(sha, "benign", _LANG[ext], split_of(sha), src.repo, commit,
+                           quote_path(raw), ext=ext, data=data))
+    blobs.close()
+    # Templates first (they are what a web-shell detector reads most), then the lowest sha256.
+    found.sort(key=lambda e: (e.ext not in _TEMPLATE_EXT, e.sha))
+    seen, kept = set(), []
+    for e in found:
+        if e.sha in seen:
+            continue
+        seen.add(e.sha)
+        kept.append(e)
+        if len(kept) >= _CAP:
+            break
+    return kept
+
+
+def _propagate_exclusions(entries: list[Entry]) -> None:
+    """A file judged not a shell under one name is not a shell under another: the same bytes sit in
+    several collections, and only some of them keep it in a folder that says what it is."""
+    why = {e.sha: e.reason for e in entries
+           if e.label == "other" and any(e.reason == r for _, r in _NOT_SHELL)}
+    for e in entries:
+        if e.label == "shell" and e.sha in why:
+            e.label, e.data, e.reason = "other", b"", why[e.sha]
+
+
+def mirror_dir(mirrors: Path, repo: str) -> Path:
+    return mirrors / repo.replace("/", "+") / "repo"
+
+
+def build(mirrors: Path, corpus: Path, manifest: Path) -> dict:
+    entries: list[Entry] = []
+    first: dict[str, Entry] = {}
+    missing = []
+    # SOURCES order, not name order: the original collections come before the data set that
+    # gathers them, so a sample's recorded source is where it was first published.
+    for src in SOURCES:
+        gitdir = mirror_dir(mirrors, src.repo)
+        if not gitdir.is_dir():
+            missing.append(src.repo)
+            continue
+        commit = _git(gitdir, "rev-parse", "HEAD").decode().strip()
+        gen = _shell_entries if src.kind == "shell" else _benign_entries
+        got = sorted(gen(src, gitdir, commit), key=lambda e: e.path)
+        for e in got:
+            if e.label in ("shell", "benign"):
+                prev = first.get(e.sha)
+                if prev is not None:
+                    e.label, e.data = "other", b""
+                    e.reason = f"duplicate of {prev.repo}:{prev.path}"
+                    if prev.label == "benign" and src.kind == "shell":
+                        e.reason += " (also in a benign project)"
+                else:
+                    first[e.sha] = e
+            entries.append(e)
+        print(f"{src.repo} {commit[:12]}: {sum(1 for e in got if e.label != 'other')} samples "
+              f"of {len(got)} looked at", file=sys.stderr)
+    _propagate_exclusions(entries)
+    counts: dict[tuple, int] = {}
+    for e in entries:
+        if e.label == "other":
+            continue
+        dest = corpus / e.split / e.label / e.lang / f"{e.sha}{e.ext}"
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_suffix(dest.suffix + ".tmp")
+            tmp.write_bytes(e.data)
+            os.chmod(tmp, 0o444)
+            tmp.rename(dest)
+        key = (e.split, e.label, e.lang)
+        counts[key] = counts.get(key, 0) + 1
+    _write_manifest(manifest, entries)
+    if missing:
+        print("missing mirrors: " + " ".join(missing), file=sys.stderr)
+    return counts
+
+
+_HEADER = """\
+# Web-shell evaluation corpus (issue 11): every file looked at, one line each.
+# Format: sha256 label language split repository commit path [reason]
+#   label: shell | benign | other (other = not counted; the reason says why)
+#   language: php jsp asp aspx cfm perl python (- when the extension is not web code)
+#   split: holdout when int(sha256[:4], 16) % 3 == 0, else tune (- for files not hashed)
+#   path: percent-encoded (RFC 3986, "/" kept) so names with spaces stay one field
+# Corpus layout: <corpus>/<split>/<label>/<language>/<sha256><ext>; built by
+# scripts/build_webshell_corpus.py from the commits named here. Benign projects list only the files
+# taken (web code, at most 1500 a project, templates first then lowest sha256).
+# Shell collections list every file of the tree (JiaHeng-DLUT/Webshell-samples: samples/webshell/ only).
+"""
+
+
+def _write_manifest(manifest: Path, entries: list[Entry]) -> None:
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(entries, key=lambda e: (e.repo.lower(), e.path))
+    with manifest.open("w") as f:
+        f.write(_HEADER)
+        for e in rows:
+            cols = [e.sha or "-", e.label, e.lang, e.split, e.repo, e.commit, e.path]
+            if e.reason:
+                cols.append(e.reason)
+            f.write(" ".join(cols) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
+    ap.add_argument("--corpus", type=Path, default=Path("/work/corpora/webshells"))
+    ap.add_argument("--manifest", type=Path, default=Path("tests/data/webshells/MANIFEST"))
+    args = ap.parse_args(argv)
+    counts = build(args.mirrors, args.corpus, args.manifest)
+    for key in sorted(counts):
+        print(" ".join(key), counts[key])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
