@@ -91,6 +91,7 @@ class ImageGateConfig:
     advisory_db: str = "/var/lib/nodewarden/advisories"  # OSV directory or zip; missing = no vuln checks
     rule_dirs: tuple[str, ...] = ()  # user YARA rule directories (*.yar, *.text.yar, *.web.yar)
     hash_lists: tuple[str, ...] = ()  # known-bad lists: "sha256  comment" lines
+    hash_db: str = "/var/lib/nodewarden/known-bad.hashdb"  # `nodewarden db import-hashes` store; missing = none
     bundled_rules: bool = True
     workers: int = 2  # concurrent image scans (each streams one layer at a time)
     queue_size: int = 256  # containers waiting for a worker; beyond it they are dropped and counted
