@@ -26,7 +26,7 @@ import time
 from agent.config import Config
 from agent.ledger import Ledger
 from agent.outputs.metrics import Metrics
-from agent.pipeline import Output, Pipeline
+from agent.pipeline import Output, Pipeline, settle_gc
 from agent.sensors.loader import ProbeSet
 
 log = logging.getLogger("nodewarden")
@@ -259,6 +259,7 @@ class Agent:
             # first listing, briefly (containerd may be absent; then containers come as it appears).
             self.watcher.wait_synced(cfg.containers.sync_timeout)
         self.pipeline.start(before_ready=self._start_enforcement)
+        settle_gc()
         self.started = time.time()
         self._write_status()
         threading.Thread(target=self._status_loop, name="nw-status", daemon=True).start()

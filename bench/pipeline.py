@@ -157,8 +157,11 @@ def _run(batches: list[list[bytes]], prologue: list[bytes], devnull, chunk: int)
 def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps: int) -> None:
     """--one-pass: one pipeline, a warm-up pass, then `reps` passes (what --instructions counts)."""
     with open(os.devnull, "wb") as devnull:
+        from agent.pipeline import settle_gc
+
         p = _pipeline(detect, devnull)
         p._process(prologue)
+        settle_gc()
         for _ in range(1 + reps):
             for batch in batches:
                 p._process(batch)
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one-pass", choices=("on", "off"), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from agent.pipeline import settle_gc
     from tests.unit.replay_records import PID
 
     base = PID + 1000
@@ -214,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     losses, rate_on, rate_off = [], [], []
     with open(os.devnull, "wb") as devnull:
         _run(batches[:4], prologue, devnull, args.turn)  # warm caches (imports, rule compile) before timing
+        settle_gc()  # as the agent does once started (agent/node.py)
         for _ in range(args.runs):
             res = _run(batches, prologue, devnull, args.turn)
             (t_on, out_on), (t_off, out_off) = res[True], res[False]

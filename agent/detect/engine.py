@@ -198,12 +198,13 @@ class Detector:
                 continue
             node, scoped, cell = entry
             cell[0] += len(where)
+            out: list[int] = []  # shared: an event's matches are what it appended
             for i in where:
-                out: list[int] = []
                 en = events[i]
                 try:
                     node(en, out)
                 except Exception:  # a rule that raised: judge rule by rule, so the others still run
+                    out.clear()
                     key = (en.event.name, boxed)
                     hits = self._one_by_one(self._index.get(key) or self._any[boxed], en)
                     if hits:
@@ -211,6 +212,7 @@ class Detector:
                     continue
                 if out:
                     found.append((i, [scoped[j] for j in (sorted(set(out)) if len(out) > 1 else out)]))
+                    out = []
         if not found:
             return []
         found.sort(key=lambda f: f[0])
