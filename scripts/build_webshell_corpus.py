@@ -37,14 +37,36 @@ _CAP = 1500
 
 # Extension -> corpus language. Keep in sync with bench/webshells.py LANGUAGES.
 _LANG = {
-    ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
-    ".phtml": "php", ".inc": "php",
-    ".jsp": "jsp", ".jspx": "jsp", ".jspf": "jsp", ".java": "jsp",
-    ".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp",
-    ".aspx": "aspx", ".ashx": "aspx", ".soap": "aspx", ".svc": "aspx", ".asmx": "aspx", ".ascx": "aspx",
-    ".cs": "aspx", ".cshtml": "aspx",
-    ".cfm": "cfm", ".cfml": "cfm", ".cfc": "cfm",
-    ".pl": "perl", ".cgi": "perl", ".pm": "perl",
+    ".php": "php",
+    ".php3": "php",
+    ".php4": "php",
+    ".php5": "php",
+    ".php7": "php",
+    ".pht": "php",
+    ".phtml": "php",
+    ".inc": "php",
+    ".jsp": "jsp",
+    ".jspx": "jsp",
+    ".jspf": "jsp",
+    ".java": "jsp",
+    ".asp": "asp",
+    ".asa": "asp",
+    ".cer": "asp",
+    ".cdx": "asp",
+    ".aspx": "aspx",
+    ".ashx": "aspx",
+    ".soap": "aspx",
+    ".svc": "aspx",
+    ".asmx": "aspx",
+    ".ascx": "aspx",
+    ".cs": "aspx",
+    ".cshtml": "aspx",
+    ".cfm": "cfm",
+    ".cfml": "cfm",
+    ".cfc": "cfm",
+    ".pl": "perl",
+    ".cgi": "perl",
+    ".pm": "perl",
     ".py": "python",
 }
 _TEMPLATE_EXT = {".jsp", ".jspx", ".jspf", ".cshtml", ".aspx", ".ascx", ".ashx", ".asmx", ".phtml"}
@@ -61,22 +83,26 @@ _NOT_SHELL = [
     (re.compile(r"(^|/)Udp/"), "not a web shell (UDP tool)"),
     (re.compile(r"python3/(Client|setup)\.py$"), "client side of a tool, not web code"),
     (re.compile(r"backconnect/back\.java$"), "reverse-shell client, not web code"),
-    (re.compile(r"/mysql/(config\.inc|db_mysql\.class|db_mysql_error\.inc|zip\.func)\.php$"),
-     "helper library of a multi-file tool, not a shell by itself"),
+    (
+        re.compile(r"/mysql/(config\.inc|db_mysql\.class|db_mysql_error\.inc|zip\.func)\.php$"),
+        "helper library of a multi-file tool, not a shell by itself",
+    ),
     (re.compile(r"phpshell-2\.1\W*/(config|pwhash)\.php$"), "config/helper of a multi-file shell"),
     (re.compile(r"(^|/)adminer-[0-9.]+\.php$"), "legitimate tool (Adminer database manager)"),
     (re.compile(r"(^|/)[^/]*mailer[^/]*\.php$", re.I), "mass mailer, not a web shell"),
-    (re.compile(r"IndoXploit/(base64|bin|email|joomlaip|md5|remove|separator|sufpre|wpip)\.php$"),
-     "text/IP helper of the IndoXploit kit, not a web shell"),
+    (
+        re.compile(r"IndoXploit/(base64|bin|email|joomlaip|md5|remove|separator|sufpre|wpip)\.php$"),
+        "text/IP helper of the IndoXploit kit, not a web shell",
+    ),
 ]
 
 
 @dataclass
 class Source:
-    repo: str                       # owner/name
-    kind: str                       # "shell" or "benign"
-    under: str = ""                 # shell collections: only this subtree is looked at
-    web_java: tuple = ()            # benign: .java counts only under these prefixes
+    repo: str  # owner/name
+    kind: str  # "shell" or "benign"
+    under: str = ""  # shell collections: only this subtree is looked at
+    web_java: tuple = ()  # benign: .java counts only under these prefixes
     langs: tuple = ("php", "jsp", "aspx")
 
 
@@ -113,8 +139,11 @@ SOURCES = [
     # benign Java web projects: JSPs anywhere, .java under web modules only
     Source("apache/tomcat", "benign", web_java=("webapps/", "java/org/apache/catalina/", "java/org/apache/jasper/")),
     Source("apache/struts", "benign", web_java=("",)),
-    Source("spring-projects/spring-framework", "benign",
-           web_java=("spring-web/", "spring-webmvc/", "spring-webflux/", "spring-websocket/")),
+    Source(
+        "spring-projects/spring-framework",
+        "benign",
+        web_java=("spring-web/", "spring-webmvc/", "spring-webflux/", "spring-websocket/"),
+    ),
     Source("spring-projects/spring-petclinic", "benign", web_java=("",)),
     Source("jenkinsci/jenkins", "benign", web_java=("core/src/main/java/",)),
     # benign ASP.NET
@@ -152,8 +181,7 @@ def _ext(raw: bytes) -> str:
 
 
 def _git(gitdir: Path, *args: str) -> bytes:
-    return subprocess.run(["git", "--git-dir", str(gitdir), *args], check=True,
-                          capture_output=True).stdout
+    return subprocess.run(["git", "--git-dir", str(gitdir), *args], check=True, capture_output=True).stdout
 
 
 def _tree(gitdir: Path):
@@ -171,8 +199,9 @@ class _Blobs:
     """One `git cat-file --batch` per repository: reading 10,000 blobs one process each is minutes."""
 
     def __init__(self, gitdir: Path):
-        self._p = subprocess.Popen(["git", "--git-dir", str(gitdir), "cat-file", "--batch"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._p = subprocess.Popen(
+            ["git", "--git-dir", str(gitdir), "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
 
     def get(self, oid: str) -> bytes | None:
         self._p.stdin.write(oid.encode() + b"\n")
@@ -236,7 +265,7 @@ def _benign_wanted(src: Source, raw: bytes, ext: str) -> bool:
     if ext == ".java":
         text = raw.decode("utf-8", "replace")
         return any(text.startswith(p) for p in src.web_java)
-    if ext == ".cs":               # C# sources are not pages; only shells count .cs
+    if ext == ".cs":  # C# sources are not pages; only shells count .cs
         return False
     return True
 
@@ -252,8 +281,9 @@ def _benign_entries(src: Source, gitdir: Path, commit: str):
         if data is None or len(data) < _MIN_BYTES:
             continue
         sha = hashlib.sha256(data).hexdigest()
-        found.append(Entry(sha, "benign", _LANG[ext], split_of(sha), src.repo, commit,
-                           quote_path(raw), ext=ext, data=data))
+        found.append(
+            Entry(sha, "benign", _LANG[ext], split_of(sha), src.repo, commit, quote_path(raw), ext=ext, data=data)
+        )
     blobs.close()
     # Templates first (they are what a web-shell detector reads most), then the lowest sha256.
     found.sort(key=lambda e: (e.ext not in _TEMPLATE_EXT, e.sha))
@@ -271,8 +301,7 @@ def _benign_entries(src: Source, gitdir: Path, commit: str):
 def _propagate_exclusions(entries: list[Entry]) -> None:
     """A file judged not a shell under one name is not a shell under another: the same bytes sit in
     several collections, and only some of them keep it in a folder that says what it is."""
-    why = {e.sha: e.reason for e in entries
-           if e.label == "other" and any(e.reason == r for _, r in _NOT_SHELL)}
+    why = {e.sha: e.reason for e in entries if e.label == "other" and any(e.reason == r for _, r in _NOT_SHELL)}
     for e in entries:
         if e.label == "shell" and e.sha in why:
             e.label, e.data, e.reason = "other", b"", why[e.sha]
@@ -307,8 +336,10 @@ def build(mirrors: Path, corpus: Path, manifest: Path) -> dict:
                 else:
                     first[e.sha] = e
             entries.append(e)
-        print(f"{src.repo} {commit[:12]}: {sum(1 for e in got if e.label != 'other')} samples "
-              f"of {len(got)} looked at", file=sys.stderr)
+        print(
+            f"{src.repo} {commit[:12]}: {sum(1 for e in got if e.label != 'other')} samples of {len(got)} looked at",
+            file=sys.stderr,
+        )
     _propagate_exclusions(entries)
     counts: dict[tuple, int] = {}
     for e in entries:
