@@ -66,47 +66,29 @@ BPF_PERCPU_ARRAY(sendto_folded, u64, 1);   /* sends not reported because their d
  * exits then look up every time, as they would without the gate. */
 BPF_ARRAY(net_new_staged, s64, 1);
 
-/* current's file->private_data for fd, unchecked: a struct socket when fd is one (connect, bind,
- * listen: the kernel's answer says when it was not; accept's new fd always is). */
-static __always_inline void *net_fd_socket(int fd)
-{
-    void *task = (void *)bpf_get_current_task();
-    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0, *sock = 0;
-    if (fd < 0)
-        return 0;
-    NW_READ(files, task, OFF_TASK_FILES);
-    if (!files)
-        return 0;
-    NW_READ(fdt, files, OFF_FILES_FDT);
-    if (!fdt)
-        return 0;
-    NW_READ(fdarr, fdt, OFF_FDTABLE_FD);
-    if (!fdarr)
-        return 0;
-    bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)fd * sizeof(void *)));
-    if (!file)
-        return 0;
-    NW_READ(sock, file, OFF_FILE_PRIVATE_DATA);
-    return sock;
-}
-
-/* current's struct socket for fd, or 0 when fd is not a socket: only a socket inode (S_IFSOCK) has a
- * struct socket in file->private_data (sock_alloc_file); a pipe's or a tty's is something else. */
-static __always_inline void *net_fd_socket_checked(int fd)
+/* current's struct socket for fd (file->private_data), or 0. `checked`: only when fd is a socket
+ * inode (S_IFSOCK), the only kind whose private_data is a struct socket (sock_alloc_file); a pipe's or
+ * a tty's is something else. Unchecked: a struct socket when fd is one (connect, bind, listen: the
+ * kernel's answer says when it was not; accept's new fd always is). */
+static __always_inline void *net_fd_socket_as(int fd, int checked)
 {
     void *file = nw_fd_file(fd), *inode = 0, *sock = 0;
     u16 mode = 0;
     if (!file)
         return 0;
-    NW_READ(inode, file, OFF_FILE_F_INODE);
-    if (!inode)
-        return 0;
-    NW_READ(mode, inode, OFF_INODE_I_MODE);
-    if ((mode & NW_S_IFMT) != NW_S_IFSOCK)
-        return 0;
+    if (checked) {
+        NW_READ(inode, file, OFF_FILE_F_INODE);
+        if (!inode)
+            return 0;
+        NW_READ(mode, inode, OFF_INODE_I_MODE);
+        if ((mode & NW_S_IFMT) != NW_S_IFSOCK)
+            return 0;
+    }
     NW_READ(sock, file, OFF_FILE_PRIVATE_DATA);
     return sock;
 }
+#define net_fd_socket(fd) net_fd_socket_as((fd), 0)
+#define net_fd_socket_checked(fd) net_fd_socket_as((fd), 1)
 
 static __always_inline void net_sock_type(struct net_event *e, void *sock)
 {
