@@ -209,9 +209,10 @@ def report(result: dict, splits: tuple[str, ...]) -> tuple[str, dict]:
         lines.append(_row("PHP+JSP+ASP(X)", acc))
         lines.append(_row("all", total))
         det, fp = _pct(acc.detected, acc.shells), _pct(acc.fp, acc.benign, 3)
+        fp_txt = "-" if fp is None else f"{fp:.3f}"
         lines.append(
             f"  PHP+JSP+ASP(X): detection {det} %   target >= {TARGET_DETECTION:g} % "
-            f"{_ratio(det, TARGET_DETECTION, True)}   FP {fp:.3f} %   target <= {TARGET_FP:g} % "
+            f"{_ratio(det, TARGET_DETECTION, True)}   FP {fp_txt} %   target <= {TARGET_FP:g} % "
             f"{_ratio(fp, TARGET_FP, False)}"
         )
         doc["splits"][split] = {"languages": per, "acceptance": acc.as_dict(), "all": total.as_dict()}
