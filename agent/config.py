@@ -143,6 +143,28 @@ class EnforceConfig:
 
 
 @dataclass
+class WebshellConfig:
+    """The run-time web-shell check (agent/detect/webshell_watch.py): files written under a web root are
+    scanned when their writer closes them. The policy's `webshell:` section (action, and web_roots, globs,
+    max_file_bytes when it gives them) takes precedence over these defaults."""
+
+    enabled: bool = True
+    # Prefixes the kernel matches at the open (probes/file.bpf.c close_prefix): their writes send file.close.
+    web_roots: tuple[str, ...] = (
+        "/var/www/", "/srv/", "/usr/share/nginx/html/", "/usr/local/apache2/htdocs/", "/usr/local/tomcat/webapps/",
+        "/var/lib/tomcat9/webapps/", "/var/lib/tomcat10/webapps/", "/opt/tomcat/webapps/",
+    )
+    # fnmatch globs (`*` crosses `/`) matched in user space on the writing opens the probe reports anyway;
+    # such a file has no close event: it is scanned at its writer's exit or after linger_s.
+    globs: tuple[str, ...] = ("*/webapps/*", "*/wwwroot/*")
+    max_file_bytes: int = 2 << 20  # read at most this much of a file
+    queue_size: int = 1024  # files waiting for the scanner; beyond it they are dropped and counted
+    pending_max: int = 4096  # written files remembered until their writer exits or linger_s passes
+    linger_s: float = 2.0  # a written file is scanned again this long after its open (dup'ed, inherited fds)
+    seen_max: int = 16384  # (dev, inode, mtime, size) of files already scanned, not scanned again
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
@@ -151,6 +173,7 @@ class Config:
     enforce: EnforceConfig = field(default_factory=EnforceConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    webshell: WebshellConfig = field(default_factory=WebshellConfig)
 
 
 def _coerce(value, typ, where: str):

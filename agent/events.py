@@ -337,9 +337,10 @@ class EnforcementEvent:
 
     name: ClassVar[str] = "enforcement.block"
     ts_ns: int
-    # "kernel.exec", "nri.create_container", "nri.start_container", "oci.runc_create", "containerd.kill", "user.kill"
+    # "kernel.exec", "nri.create_container", "nri.start_container", "oci.runc_create", "containerd.kill", "user.kill",
+    # "file.quarantine"
     point: str
-    action: str  # "kill" or "deny"
+    action: str  # "kill", "deny" or "quarantine"
     reason: str  # one line: the rule or verdict behind it
     severity: Severity = Severity.CRITICAL
     outcome: str = ""  # what happened: "killed", "denied", "kill failed: ...", "" when implied
@@ -349,6 +350,7 @@ class EnforcementEvent:
     duration_ms: float | None = None  # from the decision to the act, when measured
     rule_name: str = ""  # kernel.exec: the runtime rule that matched ("deny_exec[0] name=xmrig")
     rule_category: str = ""  # kernel.exec: "deny_exec", "drift" or "image" (a file the image gate flagged)
+    quarantine_path: str = ""  # file.quarantine: where the file was moved (the subject's file.path is the old name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +369,7 @@ class AlertEvent:
     output: str = ""  # the rule's output line, fields filled in
     count: int = 1  # identical alerts folded into this one
     action: str = "alert"  # "alert" or "kill"
+    findings: tuple[Finding, ...] = ()  # malware.webshell: the detector's evidence (source, sink, snippet ...)
 
 
 @dataclass(frozen=True, slots=True)

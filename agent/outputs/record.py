@@ -161,6 +161,8 @@ def _enforcement(ev: EnforcementEvent) -> dict:
         rec["rule.name"] = ev.rule_name
     if ev.rule_category:
         rec["rule.category"] = ev.rule_category
+    if ev.quarantine_path:
+        rec["file.quarantine.path"] = ev.quarantine_path
     return rec
 
 
@@ -175,6 +177,7 @@ def _alert(ev: AlertEvent) -> dict:
         rec["alert.output"] = ev.output
     if ev.count != 1:
         rec["alert.count"] = ev.count
+    rec["alert.findings"] = [f.to_dict() for f in ev.findings]  # a list is always written (nwwire/codec.py)
     return rec
 
 

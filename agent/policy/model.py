@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from agent.policy.rules import DetectSection
 from agent.policy.runtime import RuntimeRules
+from agent.policy.webshell import WebshellPolicy
 from agent.vocab import CATEGORIES, Severity
 
 # Category defaults: the reference policy (docs/imagegate.md documents each).
@@ -50,5 +51,6 @@ class ImagePolicy:
     error_action: str = "allow"  # when the image cannot be read at all
     runtime: RuntimeRules = RuntimeRules()  # in-kernel exec rules (agent/enforce/execkill.py)
     detect: DetectSection = DetectSection()  # detection rules (agent/detect/engine.py); ruleset None: bundled only
+    webshell: WebshellPolicy = WebshellPolicy()  # the run-time web-shell check (agent/detect/webshell_watch.py)
     source: str = "<defaults>"  # file it came from
     fingerprint: str = "defaults"  # sha256 prefix of the file's bytes

@@ -222,7 +222,8 @@ def test_kinds_from_event_names_and_fields():
     assert compile("evt.type in (open, openat, connect)").kinds == {"file.open", "network.connect"}
     assert compile("event.name = file.open and file.path startswith /etc").kinds == {"file.open"}
     assert compile("file.path startswith /etc").kinds == {"file.open", "file.unlink", "file.rename",
-                                                          "file.chmod", "file.chown", "file.symlink", "file.link"}
+                                                          "file.chmod", "file.chown", "file.symlink", "file.link",
+                                                          "file.close"}
     # a connect's or a send's server is its peer, a bind's or listen's the local end; an accept has none
     assert compile("evt.type = execve or fd.sport = 1").kinds == {"process.exec", "network.connect",
                                                                  "network.sendto", "network.bind", "network.listen"}
