@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from agent.config import Config
 from agent.detect.engine import NullDetector
+from agent.detect.webshell_watch import NullWebshellWatch
 from agent.enrich.enricher import Enricher
 from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
@@ -50,7 +51,7 @@ class Pipeline:
                  drop_sources: list[Callable[[], dict[str, int]]] | None = None,
                  ledger: Ledger | None = None,
                  describe_rule: Callable[[int, int], tuple[str, str]] | None = None,
-                 detector=None):
+                 detector=None, webshell=None):
         self.cfg = cfg
         self.outputs = outputs
         self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
@@ -58,6 +59,8 @@ class Pipeline:
         self.describe_rule = describe_rule
         self.metrics = metrics or Metrics()
         self.detector = detector if detector is not None else NullDetector()  # replaced whole by set_detector
+        # The run-time web-shell check (agent/detect/webshell_watch.py): sees every event, scans on its own thread
+        self._webshell = (webshell if webshell is not None else NullWebshellWatch()).observe
         self._retired: list = []  # detectors replaced on reload: the worker flushes their folds
         # drops, evaluations and alerts of retired detectors: the totals never go down across a reload
         self._detect_base: dict[str, Counter] = {"drops": Counter(), "evals": Counter(), "alerts": Counter()}
@@ -287,6 +290,7 @@ class Pipeline:
         out.append(rec)
         if self.detector.enabled:
             judge.append((en, len(out)))
+        self._webshell(en)  # files written under web roots: filed here, scanned on the watcher's thread
         ev = en.event
         if isinstance(ev, ExecEvent) and ev.action and self.describe_rule is not None:
             category, text = self.describe_rule(ev.rule, ev.cgroup_id)
