@@ -58,13 +58,14 @@ class Agent:
                                          behind=lambda: self.watcher is not None and self.watcher.behind())
         self.exporter = self._exporter() if cfg.export.collector else None
         outputs: list[Output] = [log_output] + ([self._submit_all] if self.exporter is not None else [])
+        self.webshell = self._webshell()  # the run-time web-shell check (before the pipeline: it feeds it)
         # What a SIGKILLed previous run held in memory: counted against the spool the exporter writes.
         self.ledger = Ledger(os.path.join(cfg.agent.state_dir, "ledger"),
                              spool_dir=self.exporter.cfg.spool_dir if self.exporter is not None else None)
         self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, probes=self.probes,
                                  drop_sources=[self._stage_drops], ledger=self.ledger,
                                  describe_rule=self.enforcer.describe if self.enforcer is not None else None,
-                                 detector=self.kills.detector)
+                                 detector=self.kills.detector, webshell=self.webshell)
         self._log_detect(self.kills)
         self.gate = self._gate()  # the image gate service
         if self.containers is not None:
@@ -148,6 +149,23 @@ class Agent:
         enforcer.apply(self.policy.current.runtime, detect=self.kills.kernel)
         return enforcer
 
+    def _webshell(self):
+        """The run-time web-shell check, or its null object (webshell.enabled: false, or no file probe)."""
+        from agent.detect.webshell_watch import NullWebshellWatch, WebshellWatch
+
+        cfg = self.cfg
+        if not cfg.webshell.enabled or "file" not in cfg.probes.families:
+            return NullWebshellWatch()
+        hashdb = None
+        path = getattr(cfg.imagegate, "hash_db", "")
+        if path:
+            from agent.imagegate.hashdb import WatchedHashDB
+
+            hashdb = WatchedHashDB(path)  # a missing store finds nothing until one is imported
+        policy = self.policy.current.webshell if self.policy is not None else None
+        return WebshellWatch(cfg.webshell, lambda ev: self.pipeline.emit(ev), policy=policy, probes=self.probes,
+                             hashdb=hashdb, proc_root=cfg.containers.proc_root)
+
     def _exporter(self):
         from agent.outputs.grpc_channel import ClientSecurity
         from agent.outputs.grpc_exporter import Exporter, ExporterConfig
@@ -228,6 +246,7 @@ class Agent:
             out.update(self.gate.drops())
         if self.exporter is not None:
             out.update({f"exporter.{k}": v for k, v in self.exporter.drops.items()})
+        out.update(self.webshell.drops())  # webshell.scan (queue full), webshell.unreadable
         if self.enforcer is not None:  # containers the exec rules could not cover from their create on
             c = self.enforcer.counters
             out.update({"enforce.cover_unresolved": c["cover_unresolved"], "enforce.pending_full": c["pending_full"]})
@@ -266,7 +285,8 @@ class Agent:
 
     def _start_enforcement(self) -> None:
         """Once the probes are loaded, before agent.ready: the exec rules and every container covered so
-        far go into the maps; then the pre-start gates."""
+        far go into the maps (and the web roots, for the web-shell check); then the pre-start gates."""
+        self.webshell.start()
         if self.enforcer is not None:
             self.enforcer.start()
         if self.oci is not None:
@@ -281,6 +301,7 @@ class Agent:
             if part is not None:
                 part.stop()
         self.pipeline.stop()
+        self.webshell.stop()
         for part in (self.gate, self.policy, self.watcher):
             if part is not None:
                 part.stop()
@@ -308,6 +329,7 @@ class Agent:
             self.kills = kills
             self._log_detect(kills)
             self.pipeline.set_detector(kills.detector)
+        self.webshell.set_policy(policy.webshell)
         self.pipeline.emit(PolicyEvent(time.time_ns(), policy.source, policy.fingerprint))
 
     def _policy_rejected(self, message: str) -> None:
