@@ -24,6 +24,9 @@ sys.path.insert(0, ROOT)
 N = int(os.environ.get("NW_BENCH_HASHES", "1000000"))
 N_LOOKUPS = 200_000
 FAMILIES = 1500  # distinct malware families named in MalwareBazaar's dump: some thousands
+# NW_BENCH_HASH_NAMES=1: rows without a family carry a file name of their own (not the hash), so a
+# third of the digests have a label each: the worst case for the label table.
+UNIQUE_NAMES = os.environ.get("NW_BENCH_HASH_NAMES", "") == "1"
 
 _HEADER = (
     '# "first_seen_utc","sha256_hash","md5_hash","sha1_hash","reporter","file_name","file_type_guess",'
@@ -33,7 +36,7 @@ _HEADER = (
 
 def write_csv(path: str, n: int, seed: int = 11) -> list[str]:
     """A MalwareBazaar-style dump of n random digests; 70 % name a family, the rest are "n/a" with
-    the hash as file name (as many submissions are). Returns the digests."""
+    the hash as file name (as many submissions are; see UNIQUE_NAMES). Returns the digests."""
     rnd = random.Random(seed)
     fams = [f"Family{i:04d}" for i in range(FAMILIES)]
     out = []
@@ -43,7 +46,7 @@ def write_csv(path: str, n: int, seed: int = 11) -> list[str]:
             h = rnd.randbytes(32).hex()
             out.append(h)
             sig = rnd.choice(fams) if rnd.random() < 0.7 else "n/a"
-            name = f"{h}.exe" if sig == "n/a" else "invoice.exe"
+            name = "invoice.exe" if sig != "n/a" else (f"sample_{h[:12]}.exe" if UNIQUE_NAMES else f"{h}.exe")
             f.write(f'"2024-01-01 00:00:00", "{h}", "{h[:32]}", "{h[:40]}", "bench", "{name}", "exe", '
                     f'"application/x-dosexec", "{sig}", "n/a", "n/a", "n/a", "n/a", "n/a"\n')
     return out
@@ -68,7 +71,8 @@ def rss():
     return [int(st[k].split()[0]) for k in ("VmRSS", "RssFile", "RssAnon")]
 from agent.imagegate.hashdb import HashDB
 hits = [ln.split()[0] for ln in open({hits!r})]
-miss = [random.Random(5).randbytes(32).hex() for _ in hits]
+rnd = random.Random(5)
+miss = [rnd.randbytes(32).hex() for _ in hits]  # each a different bucket, as a layer's files are
 hits_b = [bytes.fromhex(h) for h in hits]
 before = rss()
 t0 = time.perf_counter()

@@ -1,10 +1,11 @@
 """Known-bad file hashes at scale: a compact, memory-mapped sha256 store.
 
 `nodewarden db import-hashes FILE` turns sha256 lists, sha256sum output and MalwareBazaar CSV dumps
-(plain or zipped) into one store file; the image gate (RuleSet.known_bad) and the runtime web-shell
-check look digests up in it. A million digests take ~32 MB on disk and no more resident: the file is
-mapped read-only, so its pages are shared between processes and belong to the page cache, and a
-lookup is a few C calls (bytes.fromhex, two table reads, one mmap.find) -- well under a microsecond.
+(plain or zipped; the parsers are agent/imagegate/hashfeeds.py) into one store file; the image gate
+(RuleSet.known_bad) and the runtime web-shell check look digests up in it. A million digests take
+~32 MB on disk and no more resident: the file is mapped read-only, so its pages are shared between
+processes and belong to the page cache, and a lookup is a few C calls (bytes.fromhex, two table
+reads, one mmap.find): under a microsecond (bench/hashdb.py).
 
 File layout (little-endian; every section starts on an 8-byte boundary):
 
@@ -28,10 +29,8 @@ Readers notice a new store by its (inode, size, mtime) changing: HashDB.changed(
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import hashlib
-import io
 import logging
 import mmap
 import os
@@ -39,9 +38,8 @@ import struct
 import sys
 import threading
 import time
-import zipfile
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 log = logging.getLogger("nodewarden.imagegate.hashdb")
@@ -53,18 +51,7 @@ _HEADER_SIZE = 64
 _BUCKETS = 1 << 16
 _SUFFIX = 30  # digest bytes after the two-byte bucket
 MAX_ENTRIES = 20_000_000  # ~640 MB store; bounds the memory of an import (~130 bytes per digest)
-MAX_LINE = 64 << 10  # longer lines are skipped (and counted), never read whole into memory
-MAX_LABEL = 120  # characters kept of a label
 _EAGER_LABELS = 8192  # labels decoded at open (a few hundred kB at most)
-_ERRORS_KEPT = 20  # bad lines remembered for the report (all are counted)
-_HEX = frozenset("0123456789abcdef")
-_NA = {"", "n/a", "na", "none", "null", "unknown", "-"}
-# MalwareBazaar's full dump (https://bazaar.abuse.ch/export/): these columns, in this order, quoted,
-# after "#" comment lines; the header itself is one of the comment lines ('# "first_seen_utc",...').
-MB_COLUMNS = (
-    "first_seen_utc", "sha256_hash", "md5_hash", "sha1_hash", "reporter", "file_name", "file_type_guess",
-    "mime_type", "signature", "clamav", "vtpercent", "imphash", "ssdeep", "tlsh",
-)
 
 if sys.byteorder != "little":  # the tables are read through memoryview casts, which use host order
     raise ImportError("agent.imagegate.hashdb: big-endian hosts are not supported")
@@ -344,244 +331,36 @@ class ImportResult:
     size: int = 0  # bytes of the store file
 
 
-class _Reader:
-    """Lines of a text stream, each at most MAX_LINE characters; longer ones yield None (skipped
-    without holding them in memory)."""
-
-    def __init__(self, stream: io.TextIOBase):
-        self.stream = stream
-        self.lineno = 0
-
-    def __iter__(self) -> Iterator[str | None]:
-        rd = self.stream.readline
-        while True:
-            line = rd(MAX_LINE)
-            if not line:
-                return
-            self.lineno += 1
-            if len(line) >= MAX_LINE and not line.endswith("\n"):
-                while True:
-                    rest = rd(MAX_LINE)
-                    if not rest or rest.endswith("\n"):
-                        break
-                yield None
-                continue
-            yield line
-
-
-def _clean(s: str) -> str:
-    s = "".join(c if c.isprintable() else " " for c in s)
-    return " ".join(s.split())[:MAX_LABEL]
-
-
-def _digest(text: str) -> bytes | None:
-    t = text.strip().lower().removeprefix("sha256:")
-    if len(t) != 64 or not _HEX.issuperset(t):
-        return None
-    return bytes.fromhex(t)
-
-
-class _Importer:
-    def __init__(self, source: str):
-        self.source = _clean(source) or "hashes"
-        self.entries: dict[bytes, str] = {}  # digest -> label (one str object per distinct label)
-        self._labels: dict[str, str] = {}
-        self.bad = 0
-        self.duplicates = 0
-        self.errors: list[str] = []
-
-    def label(self, text: str) -> str:
-        text = _clean(text)
-        label = f"{self.source}: {text}" if text else self.source
-        return self._labels.setdefault(label, label)  # shared, not one copy per digest
-
-    def reject(self, where: str, why: str) -> None:
-        self.bad += 1
-        if len(self.errors) < _ERRORS_KEPT:
-            self.errors.append(f"{where}: {why}")
-
-    def add(self, digest: bytes, label: str) -> None:
-        if digest in self.entries:
-            self.duplicates += 1
-        elif len(self.entries) >= MAX_ENTRIES:
-            raise HashDBError(f"more than {MAX_ENTRIES} digests: split the input")
-        self.entries[digest] = label
-
-
-def _open_text(path: str) -> tuple[io.TextIOBase, str]:
-    """A text stream of `path`, or of the one CSV/text member of a zip; (stream, display name)."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise HashDBError(f"{path}: {e.strerror}") from None
-    if f.read(4) != b"PK\x03\x04":
-        f.seek(0)
-        return io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline=""), path
-    try:
-        zf = zipfile.ZipFile(f)
-        names = [i.filename for i in zf.infolist() if not i.is_dir()]
-        pick = [n for n in names if n.lower().endswith((".csv", ".txt", ".sha256"))] or names
-        if len(pick) != 1:
-            raise HashDBError(f"{path}: zip holds {len(pick)} candidate files, expected one CSV or list")
-        member = zf.open(pick[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError) as e:
-        f.close()
-        raise HashDBError(f"{path}: unreadable zip ({e})") from None
-    return io.TextIOWrapper(member, encoding="utf-8", errors="replace", newline=""), f"{path}:{pick[0]}"
-
-
-def _header_of(line: str) -> list[str] | None:
-    """The column names when `line` (possibly a '#' comment) is a CSV header naming sha256_hash."""
-    text = line.lstrip("#").strip()
-    if '"sha256_hash"' not in text and not text.startswith("sha256_hash,") and ",sha256_hash" not in text:
-        return None
-    try:
-        return [c.strip().lower() for c in next(csv.reader([text], skipinitialspace=True))]
-    except (csv.Error, StopIteration):
-        return None
-
-
-def _parse(imp: _Importer, lines: Iterable[str | None], where: str, reader: _Reader) -> str:
-    """Feed every digest of the stream to `imp`; returns the format seen ("list" or "csv")."""
-    it = iter(lines)
-    columns: list[str] | None = None
-    first: str | None = None
-    for line in it:
-        if line is None:
-            imp.reject(f"{where}:{reader.lineno}", f"line longer than {MAX_LINE} characters")
-            continue
-        s = line.strip()
-        if not s:
-            continue
-        columns = _header_of(s)
-        if columns is not None:
-            break
-        if s.startswith("#"):
-            continue
-        first = line
-        if s.startswith('"') and s.count(",") >= len(MB_COLUMNS) - 1:
-            columns = list(MB_COLUMNS)  # a MalwareBazaar dump whose header was cut off
-        break
-    if columns is None:
-        if first is not None:
-            _list_line(imp, first, f"{where}:{reader.lineno}")
-        for line in it:
-            if line is None:
-                imp.reject(f"{where}:{reader.lineno}", f"line longer than {MAX_LINE} characters")
-            elif (s := line.strip()) and not s.startswith("#"):
-                _list_line(imp, s, f"{where}:{reader.lineno}")
-        return "list"
-    _csv_rows(imp, columns, it if first is None else _chain(first, it), where, reader)
-    return "csv"
-
-
-def _chain(first: str, rest: Iterator[str | None]) -> Iterator[str | None]:
-    yield first
-    yield from rest
-
-
-def _list_line(imp: _Importer, s: str, where: str) -> None:
-    parts = s.split(None, 1)
-    d = _digest(parts[0])
-    if d is None:
-        imp.reject(where, "not a sha256 digest")
-        return
-    comment = parts[1].strip().lstrip("*").strip() if len(parts) > 1 else ""
-    imp.add(d, imp.label(comment))
-
-
-def _csv_rows(imp: _Importer, columns: list[str], lines: Iterator[str | None], where: str, reader: _Reader) -> None:
-    try:
-        col = columns.index("sha256_hash")
-    except ValueError:
-        imp.reject(where, "CSV header has no sha256_hash column")
-        return
-    sig = columns.index("signature") if "signature" in columns else -1
-    name = columns.index("file_name") if "file_name" in columns else -1
-    long_lines = 0
-
-    def data() -> Iterator[str]:
-        nonlocal long_lines
-        for line in lines:
-            if line is None:
-                long_lines += 1
-                imp.reject(f"{where}:{reader.lineno}", f"line longer than {MAX_LINE} characters")
-            elif line.strip() and not line.lstrip().startswith("#"):
-                yield line
-
-    rows = csv.reader(data(), skipinitialspace=True)
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            imp.reject(f"{where}:{reader.lineno}", f"bad CSV ({e})")
-            continue
-        at = f"{where}:{reader.lineno}"
-        if len(row) <= col:
-            imp.reject(at, f"{len(row)} CSV fields, sha256_hash is field {col + 1}")
-            continue
-        d = _digest(row[col])
-        if d is None:
-            imp.reject(at, "sha256_hash is not a sha256 digest")
-            continue
-        imp.add(d, imp.label(_mb_label(row, sig, name, row[col])))
-
-
-def _mb_label(row: list[str], sig: int, name: int, digest: str) -> str:
-    """The malware family when MalwareBazaar names one, else the sample's file name (unless that is
-    just its hash, as for many submissions), else nothing (the label is then the source alone)."""
-    s = row[sig].strip() if 0 <= sig < len(row) else ""
-    if s.lower() not in _NA:
-        return s
-    n = row[name].strip() if 0 <= name < len(row) else ""
-    if n.lower() in _NA or n.lower().startswith(digest.strip().lower()):
-        return ""
-    return n
-
 
 def import_hashes(src: str, store: str, source: str = "", replace: bool = False) -> ImportResult:
     """Add the digests of `src` (list, sha256sum output, MalwareBazaar CSV, or a zip of one) to the
     store at `store`, merging with what it holds unless `replace`. Labels are "<source>: <family or
     comment>", `source` defaulting to the file's name. Raises HashDBError (nothing written) when the
     input or the existing store is unusable; rejected lines are counted in the result instead."""
+    from agent.imagegate.hashfeeds import read_feed  # the parsers: only the import command needs them
+
     base = os.path.basename(src)
-    imp = _Importer(source or (base[:-4] if base.lower().endswith(".zip") else base))
-    stream, where = _open_text(src)
-    reader = _Reader(stream)
-    try:
-        fmt = _parse(imp, reader, where, reader)
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as e:  # zlib.error is not an OSError
-        raise HashDBError(f"{where}: read failed ({e})") from None
-    except Exception as e:
-        if type(e).__module__ == "zlib":  # a truncated zip member: nothing is written
-            raise HashDBError(f"{where}: read failed ({e})") from None
-        raise
-    finally:
-        stream.close()
-    res = ImportResult(store, duplicates=imp.duplicates, bad=imp.bad, errors=imp.errors, fmt=fmt)
-    d = os.path.dirname(os.path.abspath(store))
-    os.makedirs(d, exist_ok=True)
+    feed = read_feed(src, source or (base[:-4] if base.lower().endswith(".zip") else base))
+    res = ImportResult(store, duplicates=feed.duplicates, bad=feed.bad, errors=feed.errors, fmt=feed.fmt)
+    os.makedirs(os.path.dirname(os.path.abspath(store)), exist_ok=True)
     with open(store + ".lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two imports at once would each merge into the old store
-        old: dict[bytes, str] = {}
+        merged: dict[bytes, str] = {}
         if not replace and os.path.exists(store):
             db = HashDB.open(store)
             try:
                 db.verify()
-                old = dict(db.items())
+                merged = dict(db.items())
             finally:
                 db.close()
-        new = imp.entries
-        res.updated = sum(1 for k in new if k in old)
+        new, feed.entries = feed.entries, {}
+        res.updated = sum(1 for k in new if k in merged)
         res.added = len(new) - res.updated
-        if old:
-            old.update(new)  # the newer label wins
-            merged = old
+        if merged:
+            merged.update(new)  # the newer label wins
         else:
             merged = new
-        del old, new, imp.entries  # merged is the only table left: an import holds one
+        del new  # one table left: an import holds one dict entry per digest, ~130 bytes each
         if len(merged) > MAX_ENTRIES:
             raise HashDBError(f"{store}: the merged store would hold {len(merged)} digests, over {MAX_ENTRIES}")
         res.total = len(merged)
