@@ -74,6 +74,23 @@ class AgentProcess:
                     )
                 self._cond.wait(min(left, 0.2))
 
+    def status(self, state_dir: str | None = None, timeout: float = 10.0) -> dict:
+        """This agent's status.json (its state dir: the default unless given), once it has written it."""
+        from agent.config import Config
+
+        path = os.path.join(state_dir or Config().agent.state_dir, "status.json")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(path, "rb") as f:
+                    rep = orjson.loads(f.read())
+                if rep.get("pid") == self.proc.pid:
+                    return rep
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"no status.json of pid {self.proc.pid} at {path}")
+
     def stop(self, sig=15) -> int:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=20)

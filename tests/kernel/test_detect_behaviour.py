@@ -151,27 +151,6 @@ def _sh(script: str) -> list[str]:
     return ["/bin/sh", "-c", f"{script}; :", TAG]
 
 
-def _status(a: AgentProcess) -> dict:
-    """status.json of the agent (its state dir: the default, as the agent runs without a config)."""
-    import json
-    import time
-
-    from agent.config import Config
-
-    path = os.path.join(Config().agent.state_dir, "status.json")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with open(path) as f:
-                rep = json.load(f)
-            if rep.get("pid") == a.proc.pid:
-                return rep
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no status.json of pid {a.proc.pid} at {path}")
-
-
 def _bundled() -> list[str]:
     from agent.policy.rules import default_section
 
@@ -792,7 +771,7 @@ def test_policy_reload_swaps_the_rules_and_a_broken_rule_keeps_them(tmp_path, sc
         f = f"/etc/{TAG}-reload-{uuid.uuid4().hex[:6]}"
         scratch.append(f)
         assert _alerts(a, _sh(f"echo x > {f}")) == []  # disabled by id
-        status = _status(a)
+        status = a.status()
         assert status["detection"]["enabled"] and status["detection"]["not_loaded"] == []
         assert status["detection"]["rules"] == len([r for r in _bundled() if r != "nw.write_below_etc"])
         pol.write_text("detect:\n  rules:\n    - rule: t.mine\n      condition: event.name = process.exec and "

@@ -10,11 +10,9 @@ severity its priority maps to) and name the other two, with the reason, in statu
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -56,21 +54,6 @@ FALCO_RULES = """\
 """
 
 
-def _status(a: AgentProcess, state_dir: str) -> dict:
-    path = os.path.join(state_dir, "status.json")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with open(path) as f:
-                rep = json.load(f)
-            if rep.get("pid") == a.proc.pid:
-                return rep
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no status.json of pid {a.proc.pid} at {path}")
-
-
 def _comm(pid: int | str = "self") -> str:
     with open(f"/proc/{pid}/comm") as f:
         return f.read().strip()
@@ -110,7 +93,7 @@ def test_falco_rules_file_runs_what_it_can_and_names_the_rest(workdir):
 
     a = AgentProcess("--no-containers", "--config", cfg, "--policy", pol)
     try:
-        det = _status(a, state)["detection"]
+        det = a.status(state)["detection"]
         skipped = {s["rule"]: s["why"] for s in det["not_loaded"]}
         assert set(skipped) == {"NW Fixture Needs Healthcheck Field", "NW Fixture Needs Binary Operator"}, skipped
         assert "proc.is_container_healthcheck" in skipped["NW Fixture Needs Healthcheck Field"]
