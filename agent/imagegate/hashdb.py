@@ -50,7 +50,7 @@ _HEADER = struct.Struct("<8sIIQII32s")  # magic, version, flags, count, labels, 
 _HEADER_SIZE = 64
 _BUCKETS = 1 << 16
 _SUFFIX = 30  # digest bytes after the two-byte bucket
-MAX_ENTRIES = 20_000_000  # ~640 MB store; bounds the memory of an import (~130 bytes per digest)
+MAX_ENTRIES = 20_000_000  # a ~640 MB store; bounds an import's memory (~170 bytes per digest at its peak)
 _EAGER_LABELS = 8192  # labels decoded at open (a few hundred kB at most)
 
 if sys.byteorder != "little":  # the tables are read through memoryview casts, which use host order

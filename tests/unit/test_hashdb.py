@@ -348,3 +348,30 @@ def test_image_scan_flags_a_file_in_the_store_and_redoes_cached_layers(tmp_path)
     rep = s.scan(open_path(str(built.path)))
     assert rep.cache_hit == "none"
     assert {f.path for f in rep.findings if f.rule == "hash:feed"} == {"/opt/d", "/opt/l"}
+
+
+def test_scanner_goes_on_without_a_corrupt_store(tmp_path):
+    (tmp_path / "broken.hashdb").write_bytes(hashdb.MAGIC + os.urandom(300))
+    s = ImageScanner(ImageGateConfig(cache_path="", advisory_db="", hash_lists=(str(tmp_path / "broken.hashdb"),)))
+    assert [e for e in s.rule_errors if "broken.hashdb" in e and "\n" not in e]
+    eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+    built = write_layout(tmp_path / "img", [busybox_layer(), raw_tar([entry("tmp/e", eicar)])])
+    rep = s.scan(open_path(str(built.path)))
+    assert ("hash:known-bad.sha256", "/tmp/e") in {(f.rule, f.path) for f in rep.findings}  # bundled list still on
+
+
+def test_concurrent_imports_lose_nothing(tmp_path):
+    import threading
+
+    store = str(tmp_path / "s")
+    files = []
+    for n in range(4):
+        (tmp_path / f"f{n}.txt").write_text("".join(f"{h(f'{n}-{i}')}\n" for i in range(2000)))
+        files.append(str(tmp_path / f"f{n}.txt"))
+    ts = [threading.Thread(target=import_hashes, args=(f, store)) for f in files]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    db = HashDB.open(store)
+    assert len(db) == 8000 and all(db.lookup(h(f"{n}-1999")) == f"f{n}.txt" for n in range(4))
