@@ -27,13 +27,14 @@
  * Close of files written under a web root (OP_FILE_CLOSE, issue 11): a successful writing open whose path
  * (or, when relative, whose cwd) lies under a close_prefix is remembered as (tgid, fd) -> its open record
  * in close_marks; sys_enter_close of that fd sends the record again with op OP_FILE_CLOSE and the closing
- * thread's header, and forgets it. The open's path is the one sent (as the process gave it: the agent reads
- * the file through /proc/<pid>/root). Why sys_enter_close: fentry/kprobe on __fput may be refused (they are
+ * thread's header, and forgets it; dup2/dup3 copy a mark to the new fd and close a marked fd they replace
+ * (a shell's `> file` writes through the dup'ed stdout after closing the fd it opened). The open's path is
+ * the one sent (as the process gave it: the agent reads the file through /proc/<pid>/root). Why sys_enter_close: fentry/kprobe on __fput may be refused (they are
  * here); a tracepoint always loads. Each close on the node costs one hash lookup more. Known gaps, all left
  * to user space (agent/detect/webshell_watch.py scans again at the writer's exit and after a short linger):
- * a fd closed by exit, exec (O_CLOEXEC), close_range or dup2 onto it sends nothing, and its mark stays
- * until the LRU evicts it (a later close of a reused fd number then names the old path: a rescan, no more);
- * a dup'ed or inherited copy of the fd may still write after the close that was reported.
+ * a fd closed by exit, exec (O_CLOEXEC) or close_range sends nothing, and its mark stays until the LRU
+ * evicts it (a later close of a reused fd number then names the old path: a rescan, no more); a copy made by
+ * dup(), fcntl(F_DUPFD) or inherited at fork may still write after the close that was reported.
  */
 
 #define NW_O_ACCMODE 00000003
@@ -365,27 +366,55 @@ static __always_inline int file_link(u8 op, int newdfd, const char *newname, con
     return file_stage(e);
 }
 
-/* close(fd) of a remembered writing open: its open record again, as OP_FILE_CLOSE, with this thread's
- * header and the fd; ret 0 (sent at entry: the close cannot fail in a way that keeps the file written). */
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
+/* A remembered writing open's record again, as OP_FILE_CLOSE of `ck`'s fd, with this thread's header; the
+ * mark is forgotten. ret 0: sent at the call's entry (a close cannot fail in a way that keeps writing). */
+static __always_inline void file_close_send(struct close_key *ck, struct file_event *m)
 {
-    struct close_key ck = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)args->fd};
-    struct file_event *m = close_marks.lookup(&ck);
-    if (!m)
-        return 0;
     struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);
     if (e) {
         bpf_probe_read_kernel(e, sizeof(*e), m);
         u8 kept = e->h.flags & (NW_F_TRUNCATED | NW_F_CWD);
         nw_fill_header(&e->h, OP_FILE_CLOSE);
         e->h.flags |= kept;
-        e->fd = (s32)args->fd;
+        e->fd = ck->fd;
         e->ret = 0;
         nw_submit(e);
     }
-    close_marks.delete(&ck);
+    close_marks.delete(ck);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    struct close_key ck = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)args->fd};
+    struct file_event *m = close_marks.lookup(&ck);
+    if (m)
+        file_close_send(&ck, m);
     return 0;
 }
+
+/* dup2/dup3. A shell's redirection (`echo x > f`: open f as 3, dup2(3, 1), close(3), write to 1, then dup2 of
+ * the saved stdout back onto 1) writes after the close of the fd it opened: the mark follows the fd to its
+ * new number, and a marked fd that a dup replaces is closed by it, so the last close comes after the write. */
+static __always_inline int file_dup(int oldfd, int newfd)
+{
+    if (oldfd == newfd)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct close_key nk = {.tgid = tgid, .fd = newfd};
+    struct file_event *m = close_marks.lookup(&nk);
+    if (m)
+        file_close_send(&nk, m);
+    struct close_key ok = {.tgid = tgid, .fd = oldfd};
+    m = close_marks.lookup(&ok);
+    if (m)
+        close_marks.update(&nk, m);
+    return 0;
+}
+
+#ifdef NW_HAVE_dup2
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return file_dup(args->oldfd, args->newfd); }
+#endif
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return file_dup(args->oldfd, args->newfd); }
 
 #define FILE_EXIT(name) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return file_finish(args->ret); }

@@ -27,7 +27,7 @@ def decode_file(buf: bytes, clock: BootClock) -> FileEvent:
 # Syscalls some kernels lack (legacy x86-only calls, newer additions): compiled in only when
 # tracefs has both their enter and exit tracepoints.
 OPTIONAL = ("open", "openat2", "creat", "unlink", "rename", "renameat", "chmod", "fchmodat2", "chown", "lchown",
-            "symlink", "link")
+            "symlink", "link", "dup2")
 
 SENSOR = Sensor(
     name="file",

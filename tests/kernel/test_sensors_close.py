@@ -85,6 +85,25 @@ def test_a_written_file_under_a_prefix_sends_its_close(probes, tmp_path):
     assert events.index(opens[0]) < next(i for i, e in enumerate(events) if e.op is Op.FILE_CLOSE)
 
 
+def test_a_shell_redirection_closes_after_its_write(probes, tmp_path):
+    """busybox sh's `echo x > f`: open f as 3, dup2(3, 1), close(3), write to 1, dup2(saved, 1). The close of
+    3 comes before the write; the dup2 that replaces the marked fd 1 is the close after it."""
+    ps, _ = probes
+    www = tmp_path / "www"
+    www.mkdir()
+    ps.set_close_prefixes([f"{www}/"])
+    try:
+        pid, _, events = _run(probes, f"""
+            import os
+            os.execv("/bin/busybox", ["sh", "-c", "echo hi > {www}/s.php; exit 0"])
+        """)
+    finally:
+        ps.set_close_prefixes([])
+    closes = [(e.path, e.fd) for e in events if e.op is Op.FILE_CLOSE]
+    assert closes == [(f"{www}/s.php", 3), (f"{www}/s.php", 1)]
+    assert (www / "s.php").read_bytes() == b"hi\n"
+
+
 def test_no_prefixes_no_close_and_bad_prefixes_refused(probes, tmp_path):
     ps, _ = probes
     _, out, events = _run(probes, f"""
