@@ -25,6 +25,9 @@ Writes are crash-safe (temporary file in the same directory, fsync, rename, fsyn
 and serialised by a lock file beside the store, so a reader sees the old store or the new one, never
 half of one; a re-import merges into what is there (one entry per digest; the newer label wins).
 Readers notice a new store by its (inode, size, mtime) changing: HashDB.changed(), WatchedHashDB.
+A store must only ever be replaced by a rename, as here: one truncated in place (`cp` over it) under
+a reader's mapping would fault (SIGBUS) that reader's next access to the pages it lost. Readers do
+not check the body's checksum at open (that reads all of it); the import and `db info` do.
 """
 
 from __future__ import annotations
