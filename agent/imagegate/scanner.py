@@ -99,7 +99,7 @@ class ImageScanner:
 
     def _stat_fp(self) -> str:
         h = hashlib.sha256()
-        paths = [*self.cfg.hash_lists, self.cfg.advisory_db]
+        paths = [*self.cfg.hash_lists, self.cfg.advisory_db, self.cfg.hash_db]
         for d in self.cfg.rule_dirs:
             for root, _dirs, files in os.walk(d):
                 paths += [os.path.join(root, f) for f in files if f.endswith((".yar", ".yara"))]
@@ -113,7 +113,8 @@ class ImageScanner:
         return h.hexdigest()
 
     def _build(self) -> _Engine:
-        rules = RuleSet(tuple(self.cfg.rule_dirs), tuple(self.cfg.hash_lists), self.cfg.bundled_rules)
+        rules = RuleSet(tuple(self.cfg.rule_dirs), tuple(self.cfg.hash_lists), self.cfg.bundled_rules,
+                        hash_db=self.cfg.hash_db)
         limits = limits_of(self.cfg)
         db = osv.AdvisoryDB(self.cfg.advisory_db) if osv.fingerprint(self.cfg.advisory_db) else None
         lim_fp = hashlib.sha256(f"{_LAYER_SCHEMA}:{limits!r}".encode()).hexdigest()[:8]

@@ -24,6 +24,7 @@ _EXT = {
     ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
     ".phtml": "php", ".phar": "php", ".inc": "php",
     ".jsp": "jsp", ".jspx": "jsp", ".jspf": "jsp", ".jsw": "jsp", ".jsv": "jsp",
+    ".java": "jsp",  # servlet and filter shells: the JSP reader reads plain Java too
     ".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp",
     ".aspx": "aspx", ".ashx": "aspx", ".asmx": "aspx", ".ascx": "aspx", ".cshtml": "aspx", ".soap": "aspx",
     ".cfm": "cfm", ".cfml": "cfm", ".cfc": "cfm",
