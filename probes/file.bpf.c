@@ -411,10 +411,19 @@ static __always_inline int file_dup(int oldfd, int newfd)
     return 0;
 }
 
-#ifdef NW_HAVE_dup2
-TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return file_dup(args->oldfd, args->newfd); }
-#endif
-TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return file_dup(args->oldfd, args->newfd); }
+/* Not TRACEPOINT_PROBE: net.bpf.c has its own programs on dup2/dup3, and bcc names a TRACEPOINT_PROBE's
+ * function (and its argument struct) after the tracepoint, so a second one would not compile. These are
+ * attached by name (file.py's Sensor.attach); the record is a syscall tracepoint's, whose layout is fixed:
+ * the common header, __syscall_nr, then every argument in 8 bytes (tracefs's format file says so). */
+struct nw_dup_args {
+    u64 common;
+    s32 nr;
+    u32 _pad;
+    u64 oldfd;
+    u64 newfd;
+};
+int nw_file_dup2(struct nw_dup_args *args) { return file_dup((int)args->oldfd, (int)args->newfd); }
+int nw_file_dup3(struct nw_dup_args *args) { return file_dup((int)args->oldfd, (int)args->newfd); }
 
 #define FILE_EXIT(name) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return file_finish(args->ret); }

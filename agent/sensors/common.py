@@ -97,6 +97,9 @@ class Sensor:
     probe: Probe  # enum nw_probe slot of its drop counter
     decoders: dict[int, Decoder]
     optional_tracepoints: tuple[tuple[str, str], ...] = field(default=())
+    # (category, tracepoint, function) attached by name, when the tracepoint exists: a program on a tracepoint
+    # that another family's TRACEPOINT_PROBE already names (bcc allows one function name per tracepoint)
+    attach: tuple[tuple[str, str, str], ...] = field(default=())
 
 
 def check_size(buf: bytes, need: int, what: str) -> None:

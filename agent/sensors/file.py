@@ -27,7 +27,7 @@ def decode_file(buf: bytes, clock: BootClock) -> FileEvent:
 # Syscalls some kernels lack (legacy x86-only calls, newer additions): compiled in only when
 # tracefs has both their enter and exit tracepoints.
 OPTIONAL = ("open", "openat2", "creat", "unlink", "rename", "renameat", "chmod", "fchmodat2", "chown", "lchown",
-            "symlink", "link", "dup2")
+            "symlink", "link")
 
 SENSOR = Sensor(
     name="file",
@@ -37,4 +37,6 @@ SENSOR = Sensor(
                                          Op.FILE_CHOWN, Op.FILE_SYMLINK, Op.FILE_LINK,
                                          Op.FILE_CLOSE)},
     optional_tracepoints=tuple(("syscalls", name) for name in OPTIONAL),
+    # a close mark follows dup2/dup3 (a shell's redirection); net.bpf.c holds those tracepoints' own names
+    attach=(("syscalls", "sys_enter_dup2", "nw_file_dup2"), ("syscalls", "sys_enter_dup3", "nw_file_dup3")),
 )

@@ -134,6 +134,7 @@ class ProbeSet:
             self._bpf = BPF(text=self._program().encode(), cflags=flags)
         except Exception as e:  # bcc raises bare Exception with the compiler's or verifier's text
             raise LoadError(f"loading probes failed: {str(e).strip().splitlines()[-1:]}") from None
+        self._attach_by_name(tracefs)
         self.set_target_tgid(self.cfg.target_tgid)
         self.set_file_readonly(self.cfg.file_readonly)
         self.set_ignored_prefixes(self.cfg.ignore_prefixes)
@@ -141,6 +142,17 @@ class ProbeSet:
             self.set_watched_reads(self.cfg.watch_reads)
         for tgid in {os.getpid(), *self.cfg.ignore_tgids}:
             self.ignore_tgid(tgid)
+
+    def _attach_by_name(self, tracefs: str) -> None:
+        for s in self.sensors:
+            for cat, event, fn in s.attach:
+                if not headers.tracepoint_exists(tracefs, cat, event):
+                    self.tracepoints_missing.append(f"{cat}:{event}")
+                    continue
+                try:
+                    self._bpf.attach_tracepoint(tp=f"{cat}:{event}", fn_name=fn.encode())
+                except Exception as e:  # bcc: bare Exception with the verifier's or perf's text
+                    raise LoadError(f"attaching {fn} to {cat}:{event} failed: {str(e).strip()[-300:]}") from None
 
     def reader(self) -> RingReader:
         table = self._bpf[b"events"]
