@@ -61,6 +61,7 @@ _LANG = {
     ".ascx": "aspx",
     ".cs": "aspx",
     ".cshtml": "aspx",
+    ".master": "aspx",
     ".cfm": "cfm",
     ".cfml": "cfm",
     ".cfc": "cfm",
@@ -69,7 +70,20 @@ _LANG = {
     ".pm": "perl",
     ".py": "python",
 }
-_TEMPLATE_EXT = {".jsp", ".jspx", ".jspf", ".cshtml", ".aspx", ".ascx", ".ashx", ".asmx", ".phtml"}
+_TEMPLATE_EXT = {".jsp", ".jspx", ".jspf", ".cshtml", ".aspx", ".ascx", ".ashx", ".asmx", ".master", ".phtml"}
+
+# What a file must hold for its server to run any of it: PHP prints a file without an open tag as
+# text, a JSP/ASP page without a scriptlet or a server-side <script> is plain HTML. A "shell" that
+# holds none is a fragment, an HTML page or code of another language under a borrowed name; it
+# would not run as named, so it is not counted (.java, .cs, Perl and Python have no such marker).
+_SERVER_CODE = {
+    "php": re.compile(rb"<\?|<script[^>]*language\s*=\s*[\"']?php", re.I),
+    "jsp": re.compile(rb"<%|<jsp:", re.I),
+    "asp": re.compile(rb"<%|<script[^>]*runat\s*=\s*[\"']?server", re.I),
+    "aspx": re.compile(rb"<%|<script[^>]*runat\s*=\s*[\"']?server", re.I),
+    "cfm": re.compile(rb"<cf", re.I),
+}
+_NO_MARKER_EXT = {".java", ".cs"}
 
 # Paths in shell collections that hold tools other than web shells (DoS scripts, exploits, IRC
 # bots, SSH/ICMP backdoors, nginx modules, IDE metadata): listed as `other`, not counted.
@@ -136,6 +150,8 @@ SOURCES = [
     Source("composer/composer", "benign"),
     Source("slimphp/Slim", "benign"),
     Source("matomo-org/matomo", "benign"),
+    Source("johnpbloch/wordpress-core", "benign"),  # WordPress core files (the full repo is too large here)
+    Source("vrana/adminer", "benign"),
     # benign Java web projects: JSPs anywhere, .java under web modules only
     Source("apache/tomcat", "benign", web_java=("webapps/", "java/org/apache/catalina/", "java/org/apache/jasper/")),
     Source("apache/struts", "benign", web_java=("",)),
@@ -146,9 +162,18 @@ SOURCES = [
     ),
     Source("spring-projects/spring-petclinic", "benign", web_java=("",)),
     Source("jenkinsci/jenkins", "benign", web_java=("core/src/main/java/",)),
+    # benign JSP applications (their .java is not taken: the JSPs are what these add)
+    Source("apache/jspwiki", "benign"),
+    Source("apache/roller", "benign"),
+    Source("apache/struts-examples", "benign"),
+    Source("apache/activemq", "benign"),
+    Source("mybatis/jpetstore-6", "benign"),
+    Source("OpenClinica/OpenClinica", "benign"),
     # benign ASP.NET
     Source("dotnet-architecture/eShopOnWeb", "benign"),
     Source("aspnet/AspNetWebStack", "benign"),
+    Source("BlogEngine/BlogEngine.NET", "benign"),
+    Source("NuGet/NuGetGallery", "benign"),
 ]
 
 
@@ -252,10 +277,29 @@ def _shell_entries(src: Source, gitdir: Path, commit: str):
                     e.reason = why
                     break
             else:
-                e.label = "shell"
-                e.data = data
+                e.reason = _no_server_code(lang, ext, data)
+                if not e.reason:
+                    e.label = "shell"
+                    e.data = data
         yield e
     blobs.close()
+
+
+def _no_server_code(lang: str, ext: str, data: bytes) -> str:
+    """'' when the file holds code its server runs, else why not (see _SERVER_CODE)."""
+    rx = _SERVER_CODE.get(lang)
+    if rx is None or ext in _NO_MARKER_EXT:
+        return ""
+    text = data
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with a BOM: ASP.NET and Jasper read it
+        text = data.decode("utf-16", "replace").encode("utf-8", "replace")
+    if rx.search(text):
+        return ""
+    head = text.lstrip()[:64].lower()
+    if lang == "php" and (head.startswith(b"#!") or _SERVER_CODE["jsp"].search(text)):
+        other = "Perl" if head.startswith(b"#!") and b"perl" in head else "JSP/ASP" if b"<%" in text else "other"
+        return f"{other} code under a {ext} name: would not run as named"
+    return f"no server-side code for {ext} (fragment or plain HTML): would not run as named"
 
 
 def _benign_wanted(src: Source, raw: bytes, ext: str) -> bool:
@@ -307,6 +351,14 @@ def _propagate_exclusions(entries: list[Entry]) -> None:
             e.label, e.data, e.reason = "other", b"", why[e.sha]
 
 
+def _drop_stale(corpus: Path, keep: set[Path]) -> None:
+    """Rebuilt in place (readers may be at work in tune/): files no longer samples are removed."""
+    for split in ("tune", "holdout"):
+        for p in (corpus / split).rglob("*"):
+            if p.is_file() and p not in keep:
+                p.unlink()
+
+
 def mirror_dir(mirrors: Path, repo: str) -> Path:
     return mirrors / repo.replace("/", "+") / "repo"
 
@@ -342,10 +394,12 @@ def build(mirrors: Path, corpus: Path, manifest: Path) -> dict:
         )
     _propagate_exclusions(entries)
     counts: dict[tuple, int] = {}
+    keep: set[Path] = set()
     for e in entries:
         if e.label == "other":
             continue
         dest = corpus / e.split / e.label / e.lang / f"{e.sha}{e.ext}"
+        keep.add(dest)
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_suffix(dest.suffix + ".tmp")
@@ -354,6 +408,7 @@ def build(mirrors: Path, corpus: Path, manifest: Path) -> dict:
             tmp.rename(dest)
         key = (e.split, e.label, e.lang)
         counts[key] = counts.get(key, 0) + 1
+    _drop_stale(corpus, keep)
     _write_manifest(manifest, entries)
     if missing:
         print("missing mirrors: " + " ".join(missing), file=sys.stderr)
