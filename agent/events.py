@@ -406,5 +406,96 @@ class PolicyEvent:
     error: str = ""
 
 
+# -- devices (agent/devices): NVIDIA GPUs through NVML, Kunlun XPUs through xpuml / xpu_smi ------------
+# A reading that the driver does not support, or that failed, is None (never a made-up 0).
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """Which device a record is about. `minor` is N of /dev/nvidiaN or /dev/xpuN (-1 unknown); `mig`
+    the MIG device's UUID when the record is about one MIG instance of `uuid`."""
+
+    vendor: str  # "nvidia" or "kunlun"
+    index: int
+    uuid: str
+    model: str = ""
+    pci_bus_id: str = ""
+    minor: int = -1
+    mig: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUser:
+    """A process using a device: host pid (the root pid namespace's), the device memory it holds, its
+    MIG instance, and what the container table knows of it (host processes: container None)."""
+
+    pid: int
+    used_memory: int | None = None  # bytes
+    mig: str = ""
+    comm: str = ""
+    container: ContainerInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfoEvent:
+    """device.info: one device's inventory, at start and whenever it changes."""
+
+    name: ClassVar[str] = "device.info"
+    ts_ns: int
+    device: DeviceRef
+    serial: str = ""
+    driver_version: str = ""
+    cuda_version: str = ""  # NVML's CUDA driver version ("12.4"); Kunlun: the firmware/SDK version
+    memory_total: int | None = None  # bytes
+    power_limit_w: float | None = None
+    ecc_mode: str = ""  # "enabled", "disabled", "" unknown or unsupported
+    mig_mode: str = ""  # likewise
+    mig_devices: tuple[DeviceRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSampleEvent:
+    """device.sample: one device's readings at one moment. `values` holds what the driver answered, by
+    the names in agent/devices/fields.py (gpu_util, mem_used, temperature, power_w, ...); `throttle` the
+    clock-event reasons by name; `errors` the readings that failed this time (name: reason)."""
+
+    name: ClassVar[str] = "device.sample"
+    ts_ns: int
+    device: DeviceRef
+    values: Mapping[str, float | int]
+    throttle: tuple[str, ...] = ()
+    processes: tuple[DeviceUser, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealthEvent:
+    """device.health: something happened to a device. kind: "xid" (with xid, mnemonic and the
+    recommended action), "ecc_dbe", "ecc_sbe", "unavailable" (fell off the bus, lost), "unresponsive"
+    (a driver call did not return in time), "recovered" (answering again)."""
+
+    name: ClassVar[str] = "device.health"
+    ts_ns: int
+    device: DeviceRef
+    kind: str
+    severity: Severity
+    detail: str = ""
+    xid: int | None = None
+    mnemonic: str = ""
+    action: str = ""  # "none", "restart_app", "reset_gpu", "drain_and_reset", "reboot", "contact_support"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProcessEvent:
+    """device.process: a process started or stopped using a device (change "start" / "stop")."""
+
+    name: ClassVar[str] = "device.process"
+    ts_ns: int
+    device: DeviceRef
+    change: str
+    user: DeviceUser
+
+
 # Everything a stage may hand to the outputs.
-Record = Enriched | VerdictEvent | EnforcementEvent | AlertEvent | AgentReady | DropReport | PolicyEvent
+Record = (Enriched | VerdictEvent | EnforcementEvent | AlertEvent | AgentReady | DropReport | PolicyEvent
+          | DeviceInfoEvent | DeviceSampleEvent | DeviceHealthEvent | DeviceProcessEvent)
