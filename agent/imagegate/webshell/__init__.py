@@ -19,6 +19,9 @@ from agent.vocab import Severity
 __all__ = ["THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", "scan"]
 
 log = logging.getLogger("nodewarden.imagegate.webshell")
+# Part of the image gate's rules fingerprint: bump when what the readers find changes, so cached
+# layer results are scanned again.
+VERSION = "1"
 
 _EXT = {
     ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
