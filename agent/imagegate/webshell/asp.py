@@ -20,7 +20,9 @@ _SCRIPT = re.compile(r"<script\b(?P<attrs>[^>]*)>(?P<body>.*?)(?:</script\s*>|\Z
 _LANG_ATTR = re.compile(r"""\blanguage\s*=\s*["']?\s*([\w#.]+)""", re.I)
 _RUNAT = re.compile(r"""\brunat\s*=\s*["']?server""", re.I)
 _COMMENT = re.compile(r"<%--.*?(?:--%>|\Z)", re.S)
-_HANDLER = re.compile(r"<%@\s*(?:WebHandler|WebService)\b[^%]*%>", re.I)
+_HANDLER = re.compile(r"<%@\s*(?:WebHandler|WebService|ServiceHost)\b[^%]*%>", re.I)
+_CONTROL = re.compile(r"""<(?:asp:\w+|input|textarea|select)\b[^>]*?\bid\s*=\s*["']?(\w+)[^>]*>""", re.I)
+_UTF7 = re.compile(r"codepage\s*=\s*[\"']?65000", re.I)
 
 _I = re.I
 SOURCES = [re.compile(p, _I) for p in (
@@ -28,7 +30,10 @@ SOURCES = [re.compile(p, _I) for p in (
     r"|body))?[(\[]",
     r"\brequest\.(?:binaryread|inputstream|getbufferlessinputstream|form|querystring|params|headers|cookies|files"
     r"|item|rawurl|body|totalbytes)\b",
+    r'\beval\("request"\)',  # JScript/VB: eval("request") is the Request object
 )]
+_SQL_RUN = r"\bnew (?:Sql|OleDb|Odbc|MySql)Command\(|\.(?:ExecuteReader|ExecuteNonQuery|ExecuteScalar|execute)\b"
+_SQL_CONN = r"\.(?:ConnectionString=|open\b)|\bnew (?:Sql|OleDb|Odbc|MySql)Connection\("
 _WSH = re.compile(r'wscript\.shell|shell\.application|"\{?72C24DD5|"\{?13709620|wscript\.network', _I)
 _FSO = re.compile(r"scripting\.filesystemobject|adodb\.stream|\{?0D43FE01", _I)
 _PROC = re.compile(r"\bProcess\b|ProcessStartInfo", _I)
@@ -39,6 +44,11 @@ VB_SINKS = [
     _S(re.compile(r"\.(?:run|exec|shellexecute)\b", _I), "WScript.Shell.Run", "exec", rest=True, receiver=True,
        needs=_WSH),
     _S(re.compile(r"\bcreateobject\(", _I), "CreateObject", "eval"),
+    _S(re.compile(r"\.(?:addcode|executestatement)\b", _I), "ScriptControl", "eval", rest=True),
+    _S(re.compile(r"\.eval\b", _I), "ScriptControl", "eval", rest=True, needs=re.compile(r"scriptcontrol", _I)),
+    _S(re.compile(_SQL_RUN, _I), "SQL", "sql", rest=True),
+    _S(re.compile(_SQL_CONN, _I), "SQL connection", "sqlconn", rest=True,
+       needs=re.compile(r"adodb\.connection|connection", _I)),
     _S(re.compile(r"\bprocess\.start\b", _I), "Process.Start", "exec", rest=True),
     _S(re.compile(r"\bnew (?:system\.diagnostics\.)?processstartinfo\b", _I), "ProcessStartInfo", "exec", rest=True),
     _S(re.compile(r"\.(?:filename|arguments)=", _I), "ProcessStartInfo", "exec", needs=_PROC),
@@ -55,6 +65,11 @@ VB_SINKS = [
 ]
 C_SINKS = [
     _S(re.compile(r"\beval\("), "eval", "eval"),
+    _S(re.compile(r"\.(?:AddCode|ExecuteStatement)\(", _I), "ScriptControl", "eval"),
+    _S(re.compile(_SQL_RUN), "SQL", "sql"),
+    _S(re.compile(_SQL_CONN), "SQL connection", "sqlconn"),
+    _S(re.compile(r"\bnew (?:TcpClient|Socket|IPEndPoint)\(|\.Connect\(|\bDns\.GetHost\w*\("), "socket", "tunnel"),
+    _S(re.compile(r"\.OpenSubKey\("), "registry", "registry"),
     _S(re.compile(r"\b(?:new )?Function\("), "new Function", "eval", needs=re.compile(r"\bnew Function\(")),
     _S(re.compile(r"\.CompileAssemblyFrom\w+\("), "CodeDom compile", "eval"),
     _S(re.compile(r"\.(?:Run|Exec|ShellExecute)\(", _I), "WScript.Shell.Run", "exec", receiver=True, needs=_WSH),
@@ -80,10 +95,12 @@ CS = jsp_flow.Lang("c#", SOURCES, C_SINKS)
 JS = jsp_flow.Lang("jscript", SOURCES, C_SINKS, func_kw=frozenset({"function"}))
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
-        "write": Severity.HIGH, "writedata": Severity.HIGH, "upload": Severity.HIGH, "files": Severity.HIGH}
+        "write": Severity.HIGH, "writedata": Severity.HIGH, "upload": Severity.HIGH, "files": Severity.HIGH,
+        "sql": Severity.HIGH, "sqlconn": Severity.HIGH, "tunnel": Severity.HIGH, "registry": Severity.HIGH}
 _RULE = {"exec": "request-to-exec", "eval": "request-to-eval", "classload": "request-to-classload",
          "write": "request-to-file-write", "writedata": "request-to-file-write", "upload": "upload",
-         "files": "file-manager"}
+         "files": "file-manager", "sql": "sql-console", "sqlconn": "sql-console", "tunnel": "request-to-socket",
+         "registry": "registry-browser"}
 _CRYPTO = re.compile(r"RijndaelManaged|CreateDecryptor|AesManaged|Aes\.Create|AesCryptoServiceProvider", _I)
 _FILEOPS = re.compile(r"\.(?:deletefile|deletefolder|movefile|copyfile|getfolder|createfolder|movefolder|copyfolder"
                       r"|getfiles|getdirectories|delete|move|copy|createtextfile|opentextfile|savetofile)\b", _I)
@@ -93,10 +110,10 @@ def _norm_lang(name: str, default: str) -> str:
     n = name.lower().strip()
     if n in ("c#", "cs", "csharp"):
         return "c#"
-    if n in ("vb", "vbscript", "vbs", "visualbasic", "vb.net", "vbscript.encode"):
-        return "vb" if not n.endswith("encode") else "vbe"
-    if n.startswith("jscript") or n in ("javascript", "js"):
-        return "jscript" if not n.endswith("encode") else "jse"
+    if n in ("vb", "vbscript", "vbs", "visualbasic", "vb.net"):
+        return "vb"
+    if n.startswith("jscript") or n.startswith("javascript") or n == "js":
+        return "jscript"
     return default
 
 
@@ -111,6 +128,7 @@ def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
     h = _HANDLER.search(text)
     if h and lang == "aspx":
         units.setdefault(default, []).append(text[h.end():])
+        text = text[:h.start()]
     for s in _SCRIPT.finditer(text):
         budget.spend(0)
         attrs = s.group("attrs")
@@ -126,37 +144,77 @@ def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
             continue
         body = b.group("body")
         if k in ("=", ":"):
-            body = f"response.write({body})" if default in ("vb", "vbe") else f"Response.Write({body});"
+            body = f"response.write({body})" if default == "vb" else f"Response.Write({body});"
         units.setdefault(default, []).append(body)
+    if not units and "<" not in text[:2000]:
+        units[default] = [text]  # bare script saved with a server extension (an include, or IIS mapping)
     if lang == "aspx" and not units and text.lstrip().startswith("@"):
         units["c#"] = [text]  # Razor (.cshtml): read the whole page as C#
-    return [(la, "\n".join(parts) if la in ("vb", "vbe") else ";\n".join(parts)) for la, parts in units.items()]
+    return [(la, "\n".join(parts) if la == "vb" else ";\n".join(parts)) for la, parts in units.items()]
 
 
-def scan(data: bytes, lang: str, budget, hits: list) -> None:
+def _decode(data: bytes, budget) -> str:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         text = data.decode("utf-16", "replace")
     else:
         text = data.decode("utf-8", "replace")
+    if _UTF7.search(text[:4096]):
+        # `<%@ codepage=65000 %>`: IIS reads the page as UTF-7, where `+AGU-` is an `e`
+        text = data.decode("utf-7", "ignore")
     if "#@~^" in text:
         text = asp_vbe.decode_all(text, budget)
+    return text
+
+
+def scan(data: bytes, lang: str, budget, hits: list) -> None:
+    scan_text(_decode(data, budget), lang, budget, hits, 0)
+
+
+def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
+    controls = sorted(set(_CONTROL.findall(text)))[:200]
+    extra = [re.compile(r"\b(?:" + "|".join(map(re.escape, controls)) + r")\.(?:Text|Value|SelectedValue"
+                        r"|PostedFile|FileContent|FileBytes|InnerText|InnerHtml)\b", _I)] if controls else []
     found: list[Hit] = []
     for la, code in extract(text, lang, budget):
-        if not code.strip():
-            continue
-        if la in ("vb", "vbe"):
-            toks = asp_vb.fold(asp_vb.lex(code, budget), budget)
-            prog = jsp_flow.Program(toks, VB, budget)
-        else:
-            toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=la != "c#"), budget)
-            prog = jsp_flow.Program(toks, CS if la == "c#" else JS, budget)
-        _judge(prog, found, lang, la, len(code))
+        if code.strip():
+            _scan_code(la, code, lang, budget, found, extra, depth)
     seen: dict[tuple[str, str], Hit] = {}
     for h in found:
         k = (h.rule, h.sink)
         if k not in seen or h.confidence > seen[k].confidence:
             seen[k] = h
     hits.extend(sorted(seen.values(), key=lambda h: -h.confidence))
+
+
+def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
+    if la == "vb":
+        toks = asp_vb.fold(asp_vb.lex(code, budget), budget)
+        base = VB
+    else:
+        toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=la != "c#"), budget)
+        base = CS if la == "c#" else JS
+    lang = base
+    if extra:
+        lang = jsp_flow.Lang(base.name, base.sources + extra, base.sinks, base.breaks, base.flags, base.func_kw)
+    prog = jsp_flow.Program(toks, lang, budget)
+    if la == "c#":
+        # WCF/ASMX web methods: their parameters are the request
+        params = []
+        for m in re.finditer(r"\[(?:WebMethod|OperationContract|WebInvoke|WebGet)\b", prog.text):
+            k = prog.tok_at(m.start())
+            for ps, a, _b in prog.funcs.values():
+                if a > k and all(prog.toks[q] != ("o", "[") for q in range(k + 1, min(a, k + 1)))\
+                        and a - k < 80:
+                    params.extend(ps)
+                    break
+        if params:
+            prog.seed(params, "web method parameter")
+    return prog
+
+
+def _scan_code(la, code, lang, budget, found, extra, depth) -> None:
+    prog = _program(la, code, budget, extra)
+    _judge(prog, found, lang, la, len(code), depth, extra)
 
 
 def _family(text: str, kinds: set, size: int) -> str:
@@ -172,7 +230,12 @@ def _family(text: str, kinds: set, size: int) -> str:
     return ""
 
 
-def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: int) -> None:
+_EVAL_VALUE = re.compile(r"(?<![.\w])eval(?=[,;})\]:]|$)|[:=,(]eval\b(?!\()", _I)
+_CONF = {"exec": 0.95, "eval": 0.95, "classload": 0.95, "write": 0.6, "writedata": 0.55, "upload": 0.55,
+         "files": 0.4, "sql": 0.3, "sqlconn": 0.3, "tunnel": 0.7, "registry": 0.6}
+
+
+def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: int, depth: int, extra) -> None:
     text = prog.text
     flows = prog.flows()
     has_source = any(s is not None for s in prog.src)
@@ -180,30 +243,129 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
     family = _family(text, kinds, size)
     for f in flows:
         k = f.sink.kind
+        conf = 0.0
         if f.state == "tainted":
-            conf = {"exec": 0.95, "eval": 0.95, "classload": 0.95, "write": 0.6, "writedata": 0.55,
-                    "upload": 0.55, "files": 0.4}[k]
+            conf = _CONF[k]
             if k == "upload":
-                params = not re.search(r"\bfiles\b", f.source, _I)
+                params = not re.search(r"\bfiles\b|PostedFile|FileContent|FileBytes", f.source, _I)
                 checked = re.search(r"GetExtension|\.Extension\b|EndsWith|App_Data|allowed|whitelist|ContentType",
                                     text, _I)
                 conf = 0.75 if params else 0.4 if checked else 0.55
-            if k == "files":
+            elif k == "files":
                 ops = len({m.lower() for m in _FILEOPS.findall(text)})
                 if ops < 2:
                     continue
                 conf = 0.5 + 0.1 * min(ops, 4)
-            if k == "eval" and f.sink.name == "CreateObject":
+            elif k in ("sql", "sqlconn"):
+                if {"sql", "sqlconn"} <= kinds:
+                    conf = 0.7  # a SQL console: the server, credentials and the query all come from the request
+            elif k == "eval" and f.sink.name == "CreateObject":
                 conf = 0.7
+        elif k == "eval" and f.state == "constant" and depth < 3:
+            inner = "".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
+            if len(inner) > 6:
+                before = len(found)
+                _scan_code(la, inner, lang, prog.budget, found, extra, depth + 1)
+                for q in range(before, len(found)):
+                    h = found[q]
+                    found[q] = Hit(rule=h.rule, language=h.language, severity=h.severity, confidence=h.confidence,
+                                   source=h.source, sink=h.sink, snippet=h.snippet, family=h.family or family,
+                                   detail=h.detail + " (inside evaluated constant)")
+            continue
         elif f.state == "unknown" and k in ("exec", "eval", "classload"):
             conf = 0.45 if has_source else 0.35
             if k == "classload" and family in ("behinder", "godzilla"):
                 conf = 0.9
             elif k == "eval" and f.sink.name == "CreateObject":
                 continue
+            elif k == "eval":
+                conf = max(conf, _decoded_eval(prog, f, la, lang, found, extra, depth))
         else:
             continue
-        rule = _RULE[k] if f.state == "tainted" else _RULE[k].replace("request-to-", "dynamic-")
-        found.append(Hit(rule=f"{lang}.{rule}", language=lang, severity=_SEV[k] if conf >= 0.5 else Severity.LOW,
-                         confidence=round(conf, 2), source=clip(f.source, 80), sink=f.sink.name,
+        if conf <= 0:
+            continue
+        rule = _RULE.get(k, k) if f.state == "tainted" else _RULE.get(k, k).replace("request-to-", "dynamic-")
+        found.append(Hit(rule=f"{lang}.{rule}", language=lang, severity=_SEV.get(k, Severity.HIGH) if conf >= 0.5
+                         else Severity.LOW, confidence=round(conf, 2), source=clip(f.source, 80), sink=f.sink.name,
                          snippet=clip(f.snippet), family=family, detail=f"{la}: {f.state}"))
+    if la == "jscript" and has_source and _EVAL_VALUE.search(text):
+        # eval stored or returned as a value ({'E': eval}, `return eval`) and called through the alias
+        m = _EVAL_VALUE.search(text)
+        found.append(Hit(rule=f"{lang}.eval-alias", language=lang, severity=Severity.CRITICAL, confidence=0.8,
+                         source=next(s for s in prog.src if s is not None), sink="eval (aliased)",
+                         snippet=clip(text[max(0, m.start() - 100): m.end() + 100]), family=family,
+                         detail="eval used as a value with request data in the page"))
+    _dropper(prog, found, lang)
+    for h in jsp_flow.embedded_hits(prog.toks, prog.budget, depth, lang):
+        found.append(Hit(rule=f"{lang}.writes-web-shell", language=lang, severity=Severity.CRITICAL,
+                         confidence=0.85, source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
+                         detail="a string constant is itself a web shell: " + h.rule))
+
+
+def _dropper(prog, found, lang) -> None:
+    """Fetch a remote file and save it as a server page (XMLHTTP + ADODB.Stream.SaveToFile x.asp)."""
+    text = prog.text
+    if re.search(r"xmlhttp|WebClient|HttpWebRequest", text, _I) and \
+            re.search(r'(?:savetofile|DownloadFile|WriteAllBytes|WriteAllText|createtextfile)\b.{0,200}?\.(?:asp|aspx|'
+                      r'asa|cer|php|jsp|ashx)\b', text, _I | re.S):
+        m = re.search(r"savetofile|DownloadFile|WriteAll\w+|createtextfile", text, _I)
+        found.append(Hit(rule=f"{lang}.dropper", language=lang, severity=Severity.HIGH, confidence=0.75,
+                         source="remote download", sink=m.group(0) if m else "save",
+                         snippet=clip(text[max(0, m.start() - 160): m.end() + 80] if m else text[:200]),
+                         detail="downloads content and saves it as a server page"))
+
+
+_TRANSFORMS = (
+    lambda s: s[::-1],
+    lambda s: _unhex(s),
+    lambda s: _shift(s, -1), lambda s: _shift(s, 1), lambda s: _shift(s, -2), lambda s: _shift(s, -3),
+    lambda s: _shift(s[::-1], -1), lambda s: _shift(s[::-1], 1),
+)
+_BUILTIN = frozenset({"request", "session", "application", "server", "response", "eval", "execute",
+                      "executeglobal", "trim", "cstr", "lcase", "ucase"})
+_KEYWORDS = re.compile(r"\b(?:request|execute|eval|createobject|wscript)\b", _I)
+
+
+def _unhex(s: str) -> str:
+    h = re.sub(r"[^0-9a-fA-F]", "", s)
+    if len(h) < 8 or len(h) % 2 or len(h) < len(s) * 0.6:
+        return ""
+    return bytes.fromhex(h).decode("latin-1")
+
+
+def _shift(s: str, k: int) -> str:
+    return "".join(chr((ord(c) + k) % 0x110000) if " " < c < "\x7f" or c in "\x7f" else c for c in s)
+
+
+def _decoded_eval(prog, f, la, lang, found, extra, depth) -> float:
+    """Execute(decoder("constant")): the constant decoded by the usual home-made schemes (reversed, hex,
+    shifted characters); when one reads as a web shell, its hits count. Otherwise executing a decoded
+    constant is itself the obfuscation (0.6), and so is executing what a loop builds from Chr()."""
+    toks = prog.toks
+    consts = [t[1] for t in toks[f.start:f.end] if t[0] == "s" and len(t[1]) >= 12]
+    calls = any(t[0] == "i" and k + 1 < len(toks) and toks[k + 1] == ("o", "(") and t[1].lower() not in _BUILTIN
+                for k, t in enumerate(toks[f.start:f.end], f.start) if k > f.start)
+    if consts and calls and depth < 2:
+        for c in consts[:4]:
+            c = c[:200000]
+            for tr in _TRANSFORMS:
+                prog.budget.spend(len(c))
+                try:
+                    cand = tr(c)
+                except (ValueError, OverflowError):
+                    continue
+                if cand and _KEYWORDS.search(cand):
+                    before = len(found)
+                    _scan_code(la, cand, lang, prog.budget, found, extra, depth + 1)
+                    if any(h.confidence >= 0.5 for h in found[before:]):
+                        return 0.9
+        return 0.6
+    if re.search(r"\bsession\(|\bapplication\(|\bSession\[", prog.code(f.start, f.end), _I):
+        return 0.55  # code stored in the session by an earlier request
+    # a variable built by a decoding loop: v = v & chr(...)
+    names = {t[1] for t in toks[f.start:f.end] if t[0] == "i"}
+    for n in names:
+        if re.search(r"\b" + re.escape(n) + r"=" + re.escape(n) + r"[&+].{0,40}?\b(?:chr|chrw|chrb|mid|fromCharCode)\(",
+                     prog.text, _I):
+            return 0.6
+    return 0.0

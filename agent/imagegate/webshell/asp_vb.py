@@ -116,6 +116,14 @@ def _chr(v) -> str | None:
         return None
 
 
+_PCT = re.compile(r"%u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})")
+
+
+def unescape(s: str) -> str:
+    """JavaScript/VBScript unescape(): %XX and %uXXXX."""
+    return _PCT.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), s)
+
+
 def _call(name: str, vals: list):
     """The value of a VBScript string function over constants, or None."""
     try:
@@ -130,6 +138,8 @@ def _call(name: str, vals: list):
                 return ("n", vals[0])
             return None
         s = vals[0]
+        if name == "unescape" and len(vals) == 1:
+            return ("s", unescape(s))
         if name == "strreverse" and len(vals) == 1:
             return ("s", s[::-1])
         if name in ("lcase", "ucase", "trim", "ltrim", "rtrim", "cstr") and len(vals) == 1:

@@ -29,9 +29,12 @@ SOURCES = [re.compile(p) for p in (
     r"\.(?:getParameter|getParameterValues|getParameterMap|getParameterNames|getHeader|getHeaders|getQueryString"
     r"|getCookies|getPart|getParts)\(",
     _REQ + r"\.(?:getInputStream|getReader)\(\)",
-    r"\bparam(?:Values)?(?:\.|\[)",  # EL implicit objects (in ${...} only; scriptlet names rarely collide)
     r"\bpageContext\.request\.",
-    r"\bheader(?:Values)?\[",
+)]
+EL_SOURCES = SOURCES + [re.compile(p) for p in (
+    r"\bparam(?:Values)?(?:\.|\[)",  # EL implicit objects, in ${...} and evaluated EL strings only
+    r"\bheader(?:Values)?(?:\.|\[)",
+    r"\bcookie(?:\.|\[)",
 )]
 
 _S = jsp_flow.Sink
@@ -64,8 +67,21 @@ SINKS = [
     _S(re.compile(r"\.(?:write|print|println)\("), "stream write", "writedata", receiver=False,
        needs=re.compile(r"FileOutputStream|FileWriter|RandomAccessFile")),
     _S(re.compile(r"\bnew(?: java\.io\.)? File\("), "new File", "files"),
+    _S(re.compile(r"\bnew(?: java\.beans\.)? (?:Statement|Expression)\("), "java.beans.Statement", "exec",
+       needs=re.compile(r"java\.beans|Runtime|ProcessBuilder")),
+    _S(re.compile(r"\.(?:lookup|setDataSourceName)\("), "JNDI lookup", "jndi",
+       needs=re.compile(r"InitialContext|JdbcRowSetImpl|Context\b|jndi")),
+    _S(re.compile(r"\.newInstance\("), "Constructor.newInstance", "classload", receiver=False,
+       needs=re.compile(r"loadClass|defineClass")),
+    _S(re.compile(r"\bnew(?: java\.net\.)? (?:Socket|InetSocketAddress)\(|\bSocketChannel\.open\("), "socket",
+       "tunnel"),
+    _S(re.compile(r"\.(?:executeQuery|executeUpdate|execute|prepareStatement|addBatch)\("), "SQL", "sql",
+       needs=re.compile(r"java\.sql|DriverManager|Connection")),
+    _S(re.compile(r"\bDriverManager\.getConnection\(|\bClass\.forName\("), "SQL connection", "sqlconn",
+       needs=re.compile(r"DriverManager")),
 ]
 LANG = jsp_flow.Lang("java", SOURCES, SINKS)
+LANG_EL = jsp_flow.Lang("el", EL_SOURCES, SINKS)
 
 # Shapes of the encrypted loaders, over the folded code.
 _AES = re.compile(r'Cipher\.getInstance\("AES|SecretKeySpec\(|"AES"')
@@ -81,7 +97,13 @@ _FILEOPS = re.compile(r"\.(?:listFiles|delete|renameTo|mkdirs?|setLastModified|l
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "reflect": Severity.CRITICAL, "write": Severity.HIGH, "writedata": Severity.HIGH,
-        "files": Severity.HIGH}
+        "files": Severity.HIGH, "tunnel": Severity.HIGH, "jndi": Severity.CRITICAL, "sql": Severity.HIGH, "sqlconn": Severity.HIGH}
+_CONF = {"exec": 0.95, "eval": 0.9, "classload": 0.95, "reflect": 0.85, "write": 0.6, "writedata": 0.55,
+         "files": 0.4, "tunnel": 0.7, "sql": 0.3, "sqlconn": 0.3, "jndi": 0.45}
+_REVERSE = re.compile(r"/dev/tcp/|/dev/udp/|bash -i"
+                      r"|\bnc(?:\.exe)?\b.{0,60}\s-[ec]\b|mkfifo|powershell.{0,40}\s-(?:e|enc)\b"
+                      r"|\bsh -i\b", re.I)
+_JAVA_FILE = re.compile(r"^\s*(?:package|import)\s+[\w.]+|\bclass\s+\w+[^{;]*\{", re.M)
 
 
 def extract(text: str, budget) -> tuple[str, str]:
@@ -114,21 +136,115 @@ def _wrap(kind: str, body: str) -> str:
 
 
 def scan(data: bytes, lang: str, budget, hits: list) -> None:
-    text = data.decode("utf-8", "replace") if not data.startswith(b"\xff\xfe") else data.decode("utf-16", "replace")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", "replace")
+    else:
+        text = data.decode("utf-8", "replace")
+    scan_text(text, budget, hits, 0)
+
+
+def scan_text(text: str, budget, hits: list, depth: int) -> None:
     code, el = extract(text, budget)
-    if not code.strip() and not el.strip():
-        return
-    code = jsp_lex.java_unicode(code)
     found: list[Hit] = []
+    if not code.strip() and not el.strip():
+        if _JAVA_FILE.search(text[:20000]):
+            _scan_class(jsp_lex.java_unicode(text), budget, found, depth)
+            hits.extend(_best(found))
+        return
     if code.strip():
-        toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=False), budget)
-        prog = jsp_flow.Program(toks, LANG, budget)
-        _judge(prog, found, "jsp", el=False)
+        _scan_java(jsp_lex.java_unicode(code), budget, found, "jsp", depth, el=False)
     if el.strip():
-        toks = jsp_lex.fold(jsp_lex.lex(el, budget, single_quote_string=True), budget)
-        prog = jsp_flow.Program(toks, LANG, budget)
-        _judge(prog, found, "jsp.el", el=True)
+        _scan_java(el, budget, found, "jsp.el", depth, el=True)
     hits.extend(_best(found))
+
+
+def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool) -> None:
+    toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=el), budget)
+    prog = jsp_flow.Program(toks, LANG_EL if el else LANG, budget)
+    _process_sinks(prog)
+    _judge(prog, found, prefix, el=el, depth=depth)
+
+
+def _scan_class(code: str, budget, found: list, depth: int) -> None:
+    """A servlet, filter or listener class: each method read on its own, with request data followed into
+    the helpers it is passed to (a call in one method's scope taints the callee's parameters). File-wide
+    taint, right for a page, is too generous for framework classes of thousands of lines."""
+    toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=False), budget)
+    whole = jsp_flow.Program(toks, LANG, budget, propagate=False)
+    spans: dict[str, tuple[int, int]] = {}
+    done = -1
+    for name, (_p, a, b) in sorted(whole.funcs.items(), key=lambda kv: kv[1][1]):
+        if a >= done:
+            spans[name] = (a, b)
+            done = b
+    seeds: dict[str, dict[str, str]] = {}
+    progs: dict[str, jsp_flow.Program] = {}
+    for _round in range(4):
+        budget.spend(0)
+        changed = False
+        for name, (a, b) in spans.items():
+            if name in progs and name not in seeds:
+                continue
+            prog = progs.get(name) or jsp_flow.Program(toks[a:b + 1], LANG, budget)
+            progs[name] = prog
+            for pname, label in seeds.pop(name, {}).items():
+                prog.seed([pname], label)
+            for callee, params in _tainted_calls(prog, whole.funcs):
+                if callee in spans:
+                    known = progs.get(callee)
+                    new = {p: lab for p, lab in params.items() if known is None or p not in known.tainted}
+                    if new:
+                        seeds.setdefault(callee, {}).update(new)
+                        changed = True
+        if not changed:
+            break
+    for prog in progs.values():
+        _process_sinks(prog)
+        mine: list[Hit] = []
+        _judge(prog, mine, "jsp", el=False, depth=depth)
+        for h in mine:
+            if h.severity != Severity.CRITICAL and h.confidence >= 0.5:
+                # servlets handle uploads and files for a living; in a class only code execution counts
+                h = Hit(rule=h.rule, language=h.language, severity=Severity.LOW, confidence=0.45, source=h.source,
+                        sink=h.sink, snippet=h.snippet, family=h.family, detail=h.detail + " (in a class)")
+            found.append(h)
+
+
+def _tainted_calls(prog: jsp_flow.Program, funcs: dict):
+    """(callee, {param: label}) for each call in `prog` passing request data to a method of the class."""
+    toks = prog.toks
+    for i in range(len(toks) - 1):
+        t = toks[i]
+        if t[0] != "i" or toks[i + 1] != ("o", "(") or t[1] not in funcs:
+            continue
+        if i and toks[i - 1][0] == "i" and toks[i - 1][1] not in ("return", "new", "throw"):
+            continue  # a declaration
+        params = funcs[t[1]][0]
+        j = prog.close(i + 1)
+        segs = prog._split(i + 2, j)
+        out = {}
+        for pos, seg in enumerate(segs):
+            label = prog.taint_of(*seg)
+            if label and pos < len(params):
+                out[params[pos]] = label
+        if out:
+            yield t[1], out
+
+
+def _process_sinks(prog: jsp_flow.Program) -> None:
+    """Writes to a started process's stdin (an interactive shell fed by the request)."""
+    procs = set(re.findall(r"\b(\w+)=(?:\(\w+\))?[\w.]*(?:\([^()]*\))?(?:\.exec\(|\.start\(\))", prog.text))
+    if not procs:
+        return
+    alt = "|".join(map(re.escape, sorted(procs)[:50]))
+    writers = set(re.findall(r"\b(\w+)=new \w+\((?:new \w+\()?(?:" + alt + r")\.getOutputStream\(\)", prog.text))
+    sinks = [_S(re.compile(r"\b(?:" + alt + r")\.getOutputStream\(\)\.(?:write|print|println)\("), "process stdin",
+                "exec")]
+    if writers:
+        sinks.append(_S(re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(writers)[:50])) +
+                                   r")\.(?:write|print|println|append)\("), "process stdin", "exec"))
+    base = prog.lang
+    prog.lang = jsp_flow.Lang(base.name, base.sources, base.sinks + sinks, base.breaks, base.flags, base.func_kw)
 
 
 def _best(found: list[Hit]) -> list[Hit]:
@@ -141,7 +257,7 @@ def _best(found: list[Hit]) -> list[Hit]:
     return sorted(seen.values(), key=lambda h: -h.confidence)
 
 
-def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool) -> None:
+def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, depth: int) -> None:
     text = prog.text
     flows = prog.flows()
     has_source = any(s is not None for s in prog.src)
@@ -150,28 +266,51 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool) -> N
     for f in flows:
         k = f.sink.kind
         if f.state == "tainted":
-            conf = {"exec": 0.95, "eval": 0.9, "classload": 0.95, "reflect": 0.85, "write": 0.6,
-                    "writedata": 0.55, "files": 0.4}[k]
+            conf = _CONF[k]
             if k == "files":
                 ops = len(set(_FILEOPS.findall(text)))
                 if ops < 2:
                     continue
                 conf = 0.5 + 0.1 * min(ops, 4)
-            if k in ("write", "writedata") and "files" in kinds:
+            elif k in ("write", "writedata") and "files" in kinds:
                 conf = max(conf, 0.7)
-            if k == "reflect" and not _RUNTIME.search(text) and "exec" not in kinds:
+            elif k == "reflect" and not _RUNTIME.search(text) and "exec" not in kinds:
                 conf = 0.6
+            elif k == "jndi" and re.search(r"JdbcRowSetImpl|trustURLCodebase|setDataSourceName", text):
+                conf = 0.9  # JNDI injection on purpose: a remote class loaded from an LDAP/RMI name
+            elif k in ("sql", "sqlconn"):
+                if not {"sql", "sqlconn"} <= kinds:
+                    continue
+                conf = 0.7  # a SQL console: driver, server and query all from the request
             found.append(_hit(prefix, k, conf, f, family))
-        elif f.state == "unknown" and k in ("exec", "eval", "classload", "reflect"):
+        elif f.state == "constant" and k == "exec" and _REVERSE.search(f.snippet):
+            found.append(_hit(prefix, k, 0.9, f, family, rule="reverse-shell"))
+        elif f.state == "constant" and k == "eval" and depth < 3:
+            inner = " ".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
+            if len(inner) > 6:
+                before = len(found)
+                _scan_java(inner, prog.budget, found, prefix, depth + 1, el=True)
+                for q in range(before, len(found)):
+                    h = found[q]
+                    found[q] = Hit(rule=h.rule, language=h.language, severity=h.severity, confidence=h.confidence,
+                                   source=h.source, sink=h.sink, snippet=h.snippet, family=h.family or family,
+                                   detail=h.detail + " (inside evaluated constant)")
+        elif f.state in ("unknown", "constant") and k in ("exec", "eval", "classload", "reflect"):
             conf = 0.35
-            if has_source:
+            if f.state == "unknown" and has_source:
                 conf = 0.45
             if k == "classload" and family:
                 conf = 0.9
-            if k == "classload" and _AES.search(text) and has_source:
-                conf = max(conf, 0.8)
-            if k == "reflect" and _runtime_reflection(text):
+            elif k == "classload" and _AES.search(text) and has_source:
+                conf = 0.8
+            elif k == "classload" and (re.search(r'"defineClass"|\$\$BCEL\$\$', text) or _long_b64(prog)):
+                conf = 0.8  # bytecode carried in the page and defined at run time (a memory-shell injector)
+            elif k == "classload" and re.search(r'"https?://[^"]+\.(?:jar|class)"', f.snippet):
+                conf = 0.7
+            elif k == "reflect" and _runtime_reflection(text):
                 conf = 0.75 if has_source else 0.6
+            elif f.state == "constant":
+                continue
             found.append(_hit(prefix, k, conf, f, family))
     if family and not any(h.confidence >= 0.5 for h in found):
         # a loader shape whose taint we could not follow (the body read through a helper we do not model)
@@ -184,6 +323,14 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool) -> N
         found.append(Hit(rule="jsp.el.reflection", language="jsp", severity=Severity.CRITICAL,
                          confidence=0.7, sink="reflection in EL", snippet=clip(_around(text, "forName")),
                          family=family, detail="EL reaches java.lang.Runtime by reflection"))
+    for h in jsp_flow.embedded_hits(prog.toks, prog.budget, depth, "jsp"):
+        found.append(Hit(rule=f"{prefix}.writes-web-shell", language="jsp", severity=Severity.CRITICAL,
+                         confidence=0.85, source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
+                         detail="a string constant is itself a web shell: " + h.rule))
+
+
+def _long_b64(prog: jsp_flow.Program) -> bool:
+    return any(t[0] == "s" and len(t[1]) >= 2000 and jsp_lex.b64(t[1][:4000]) is not None for t in prog.toks)
 
 
 def _runtime_reflection(text: str) -> bool:
@@ -212,10 +359,11 @@ def _around(text: str, word: str, n: int = 120) -> str:
     return text[max(0, i - n): i + n]
 
 
-def _hit(prefix: str, kind: str, conf: float, f: jsp_flow.Flow, family: str) -> Hit:
-    rule = {"exec": "request-to-exec", "eval": "request-to-eval", "classload": "request-to-classload",
-            "reflect": "request-to-reflection", "write": "request-to-file-write", "writedata": "request-to-file-write",
-            "files": "file-manager"}[kind]
+def _hit(prefix: str, kind: str, conf: float, f: jsp_flow.Flow, family: str, rule: str = "") -> Hit:
+    rule = rule or {"exec": "request-to-exec", "eval": "request-to-eval", "classload": "request-to-classload",
+                    "reflect": "request-to-reflection", "write": "request-to-file-write",
+                    "writedata": "request-to-file-write", "files": "file-manager", "tunnel": "request-to-socket",
+                    "sql": "sql-console", "sqlconn": "sql-console", "jndi": "request-to-jndi"}[kind]
     if f.state != "tainted":
         rule = rule.replace("request-to-", "dynamic-")
     return Hit(rule=f"{prefix}.{rule}", language="jsp", severity=_SEV[kind] if conf >= 0.5 else Severity.LOW,

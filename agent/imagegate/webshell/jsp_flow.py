@@ -87,7 +87,7 @@ _NOT_TAINTED_RECV = frozenset({"out", "response", "Response", "System", "request
 class Program:
     """One code unit (a page's joined scriptlets): where request data flows and which sinks it reaches."""
 
-    def __init__(self, toks, lang: Lang, budget):
+    def __init__(self, toks, lang: Lang, budget, propagate: bool = True):
         self.toks = toks
         self.lang = lang
         self.budget = budget
@@ -106,7 +106,8 @@ class Program:
         self.tainted: dict[str, str] = {}
         self.stmts = self._statements()
         self.funcs = self._functions()
-        self._propagate()
+        if propagate:
+            self._propagate()
 
     def _label(self, a: int, b: int) -> str:
         """The whole source expression (`request.getParameter("cmd")`) for the evidence."""
@@ -115,6 +116,11 @@ class Program:
         if rb < 0 or rb - b > 40:
             rb = b
         return self.code(max(ra, a - 12), min(rb + 1, len(self.toks)))[:120]
+
+    def seed(self, names, label: str) -> None:
+        """Names that hold request data from the start (a web method's parameters)."""
+        if any([self._mark(n, label) for n in names]):
+            self._propagate()
 
     # --- positions ---------------------------------------------------------------------------
 
@@ -322,13 +328,16 @@ class Program:
         toks = self.toks
         names = []
         j = k - 1
-        # skip an index on the left: arr[i] = x, Session["k"] = x
-        if j >= a and toks[j] == ("o", "]"):
+        # skip an index on the left: arr[i] = x, Session["k"] = x, VB Session("k") = x
+        close = "]" if j >= a and toks[j] == ("o", "]") else ")" if self.lang.func_kw and j >= a \
+            and toks[j] == ("o", ")") else ""
+        if close:
+            opener = "[" if close == "]" else "("
             depth = 0
             while j >= a:
-                if toks[j] == ("o", "]"):
+                if toks[j] == ("o", close):
                     depth += 1
-                elif toks[j] == ("o", "["):
+                elif toks[j] == ("o", opener):
                     depth -= 1
                     if depth == 0:
                         j -= 1
@@ -336,6 +345,8 @@ class Program:
                 j -= 1
         if j >= a and toks[j][0] == "i":
             names.append(toks[j][1])
+            if j - 2 >= a and toks[j - 1] == ("o", ":") and toks[j - 2][0] == "i":
+                names.append(toks[j - 2][1])  # JScript.NET / TypeScript: `var x : String = ...`
             # a.b = x taints a too (psi.Arguments = tainted, then Process.Start(psi))
             r = j
             while r - 2 >= a and toks[r - 1] == ("o", ".") and toks[r - 2][0] == "i":
@@ -487,3 +498,34 @@ class Program:
                 k -= 1
             j = k
         return j
+
+
+def embedded_pages(toks, limit: int = 8) -> list[str]:
+    """String constants that are themselves server pages (`<%eval request("x")%>` written to root.asp)."""
+    out = []
+    for kind, val in toks:
+        if kind == "s" and len(val) >= 12 and ("<%" in val or "<jsp:" in val) and "request" in val.lower():
+            out.append(val)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def embedded_hits(toks, budget, depth: int, lang: str) -> list:
+    """Hits of the pages embedded in string constants, read by the reader their text calls for."""
+    from agent.imagegate.webshell import asp, jsp  # the readers import this module
+
+    out = []
+    if depth >= 2:
+        return out
+    for page in embedded_pages(toks):
+        found: list = []
+        data = page.encode("utf-8", "replace")
+        if "getParameter" in page or "<jsp:" in page or "java." in page:
+            jsp.scan_text(page, budget, found, depth + 1)
+        else:
+            asp.scan_text(page, "aspx" if re.search(r"language\s*=\s*[\"']?(?:c#|cs|jscript)", page, re.I) else "asp",
+                          budget, found, depth + 1)
+        del data
+        out.extend(h for h in found if h.confidence >= 0.5)
+    return out

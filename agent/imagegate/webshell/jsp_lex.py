@@ -319,6 +319,12 @@ def _fold_call(toks, i, prev):
                 raw = b64(vals[0])
                 if raw is not None:
                     return j + 1, [("s", _text(raw))], i - _chain_start(toks, i)
+    if name in ("unescape", "decodeURIComponent", "decodeURI", "UrlDecode") and i + 1 < n:
+        j, vals = _args(toks, i + 1)
+        if vals and j > 0 and len(vals) == 1 and isinstance(vals[0], str):
+            return j + 1, [("s", re.sub(r"%u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})",
+                                        lambda m: chr(int(m.group(1) or m.group(2), 16)), vals[0]))], \
+                i - _chain_start(toks, i)
     if name in ("fromCharCode",) and i + 1 < n:
         j, vals = _args(toks, i + 1)
         if vals is not None and j > 0:
