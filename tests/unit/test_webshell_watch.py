@@ -120,6 +120,32 @@ def test_linger_scans_a_file_still_open(tmp_path, bad_hashes):
     assert not w._pending and len(out) == 1
 
 
+def test_a_writer_gone_is_read_through_its_container_or_counted(tmp_path, bad_hashes):
+    """The writer has exited (its pid names nothing now): the file is read through a live process of its
+    container (the container's init pid); with none left it is counted as unreadable, not silently lost."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "x.php").write_bytes(SHELL)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    w, out = _watch(tmp_path, hashdb=bad_hashes)
+    box = ContainerInfo(id="c" * 64, pid=os.getpid())  # this process stands in for the container's init
+    w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/x.php", pid=dead.pid), box))
+    _drain(w)
+    assert len(out) == 1 and out[0].subject.container.id == box.id
+    w, out = _watch(tmp_path, hashdb=bad_hashes)
+    w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/x.php", pid=dead.pid), ContainerInfo(id="d" * 64)))
+    _drain(w)
+    assert out == [] and w.drops()["webshell.unreadable"] == 1
+
+
+def test_a_policy_reload_changes_roots_and_globs(tmp_path):
+    w, _ = _watch(tmp_path)
+    assert w._matches(f"{tmp_path}/www/a.php") and w._matches("/x/wwwroot/a.aspx")
+    w.set_policy(WebshellPolicy(web_roots=("/srv/app/",), globs=()))
+    assert not w._matches(f"{tmp_path}/www/a.php") and not w._matches("/x/wwwroot/a.aspx")
+    assert w._matches("/srv/app/a.php") and w.settings.max_bytes == WebshellConfig().max_file_bytes
+
+
 def test_a_full_queue_drops_and_counts(tmp_path):
     w, _ = _watch(tmp_path, queue_size=2)
     for i in range(5):
@@ -166,7 +192,8 @@ def test_block_kills_the_writer_and_quarantines(tmp_path, bad_hashes):
         assert writer.wait(5) == -9
         assert quarantine.point == "file.quarantine" and quarantine.outcome.startswith("quarantined")
         moved = quarantine.quarantine_path
-        assert os.path.dirname(moved) == str(path.parent) and os.path.basename(moved).startswith(".x.php.nw-quarantine-")
+        assert os.path.dirname(moved) == str(path.parent)
+        assert os.path.basename(moved).startswith(".x.php.nw-quarantine-")
         assert not path.exists() and os.stat(moved).st_mode & 0o777 == 0
     finally:
         writer.kill()
