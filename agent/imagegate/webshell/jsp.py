@@ -97,7 +97,8 @@ _FILEOPS = re.compile(r"\.(?:listFiles|delete|renameTo|mkdirs?|setLastModified|l
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "reflect": Severity.CRITICAL, "write": Severity.HIGH, "writedata": Severity.HIGH,
-        "files": Severity.HIGH, "tunnel": Severity.HIGH, "jndi": Severity.CRITICAL, "sql": Severity.HIGH, "sqlconn": Severity.HIGH}
+        "files": Severity.HIGH, "tunnel": Severity.HIGH, "jndi": Severity.CRITICAL, "sql": Severity.HIGH,
+        "sqlconn": Severity.HIGH}
 _CONF = {"exec": 0.95, "eval": 0.9, "classload": 0.95, "reflect": 0.85, "write": 0.6, "writedata": 0.55,
          "files": 0.4, "tunnel": 0.7, "sql": 0.3, "sqlconn": 0.3, "jndi": 0.45}
 _REVERSE = re.compile(r"/dev/tcp/|/dev/udp/|bash -i"

@@ -366,6 +366,11 @@ class Program:
                 continue
             recv = toks[k - 2]
             j = self.close(k + 1)
+            if recv == ("o", ")"):
+                # a chain: sb.append("'").append(tmp) taints sb
+                r = self._receiver(k - 1)
+                if r < k - 2 and toks[r][0] == "i" and toks[r][1] != "new" and r + 1 < k and toks[r + 1] == ("o", "."):
+                    recv = toks[r]
             if recv[0] == "i" and recv[1] not in _NOT_TAINTED_RECV:
                 label = self.taint_of(k + 2, j)
                 if label:
