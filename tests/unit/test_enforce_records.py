@@ -48,7 +48,7 @@ def test_kernel_exec_block():
                   INFO)
     p = Pipeline(Config(), [], describe_rule=lambda rule, cg: RULE)
     out: list[dict] = []
-    p._records(en, out)
+    p._records(en, out, [])
     exec_rec, block = out
     assert exec_rec["event.name"] == "process.exec" and exec_rec["rule.name"] == RULE[1]
     _same_or_more(legacy_kernel_exec(exec_rec, RULE[1]), block, ignore=())
@@ -59,7 +59,7 @@ def test_kernel_exec_alert_only_annotates():
     ev = ExecEvent(Op.EXEC, 1, 100, 100, 1, 0, 0, 7, 1, "xmrig", False, "/usr/bin/xmrig", ("xmrig",),
                    action=1, rule=(1 << 16))
     out: list[dict] = []
-    Pipeline(Config(), [], describe_rule=lambda rule, cg: RULE)._records(Enriched(ev, None, None, INFO), out)
+    Pipeline(Config(), [], describe_rule=lambda rule, cg: RULE)._records(Enriched(ev, None, None, INFO), out, [])
     assert len(out) == 1 and out[0]["enforcement.action"] == "alert" and out[0]["event.severity"] == "high"
 
 
