@@ -12,7 +12,7 @@ When a file is scanned:
   still scanned. "The next open by another process" is not used: the linger bounds the wait instead;
 - when a rename puts a file below a web root (written in /tmp, then moved in: the content is complete).
 A file is scanned once per (device, inode, mtime, size): the later triggers of an unchanged file cost
-an fstat.
+an fstat; and a file is in the queue at most once (a loop of writes to one file takes one slot).
 
 How the file is read: through the writer's mount namespace, /proc/<pid>/root, after checking that pid is
 still in the event's mount namespace (a reused pid would name another root); when the writer has gone, a
@@ -150,6 +150,9 @@ class WebshellWatch:
         self._pending: OrderedDict[tuple[int, str], tuple[Enriched, float]] = OrderedDict()
         self._by_pid: dict[int, set[str]] = {}
         self._seen: OrderedDict[tuple, None] = OrderedDict()
+        # (mount namespace, path) of the files in the queue: a file written again while it waits (a loop of
+        # writes, a log) takes one slot, not one per close. Added on the worker, removed by the scanner.
+        self._queued: set[tuple[int, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
@@ -157,7 +160,8 @@ class WebshellWatch:
         self._self_mntns = _mntns(os.path.join(proc_root, "self"))
         self._drops: Counter[str] = Counter({"webshell.scan": 0, "webshell.unreadable": 0})
         self.counts: Counter[str] = Counter(dict.fromkeys(
-            ("queued", "scanned", "repeat", "gone", "not_web", "shells", "known_bad", "quarantined", "killed"), 0))
+            ("queued", "coalesced", "scanned", "repeat", "gone", "not_web", "shells", "known_bad", "quarantined",
+             "killed"), 0))
         self._rlog = RateLog(log)
         self.settings = self._settings(policy or WebshellPolicy())
 
@@ -250,8 +254,13 @@ class WebshellWatch:
             self._queue(job)
 
     def _queue(self, job: _Job) -> None:
+        key = (job.en.event.mntns, job.path)
+        if key in self._queued:  # waiting already: scanned once, as it is when its turn comes
+            self.counts["coalesced"] += 1
+            return
         try:
             self._q.put_nowait(job)
+            self._queued.add(key)
             self.counts["queued"] += 1
         except queue.Full:
             self._drops["webshell.scan"] += 1
@@ -286,6 +295,7 @@ class WebshellWatch:
 
     def run(self, job: _Job) -> None:
         """Scan one file and act on it; never raises (a stage never stops the agent)."""
+        self._queued.discard((job.en.event.mntns, job.path))
         try:
             self._scan(job)
         except Exception as e:

@@ -68,14 +68,16 @@ def test_a_close_under_a_web_root_scans_and_alerts_once(tmp_path, bad_hashes):
     w, out = _watch(tmp_path, hashdb=bad_hashes)
     w.observe(_en(_ev(Op.FILE_CLOSE, str(benign))))
     w.observe(_en(_ev(Op.FILE_CLOSE, str(shell))))
-    w.observe(_en(_ev(Op.FILE_CLOSE, str(shell))))  # unchanged: not scanned again
+    w.observe(_en(_ev(Op.FILE_CLOSE, str(shell))))  # waiting already: one scan
+    _drain(w)
+    w.observe(_en(_ev(Op.FILE_CLOSE, str(shell))))  # unchanged since its scan: not scanned again
     _drain(w)
     assert [type(r) for r in out] == [AlertEvent]
     a = out[0]
     assert (a.rule_id, a.techniques, a.tactics, a.action) == (RULE_ID, ("T1505.003",), ("persistence",), "alert")
     assert a.subject.event.path == str(shell) and a.severity == Severity.CRITICAL
     assert any(f.rule == "hashdb" and "php one-liner" in f.detail for f in a.findings)
-    assert w.counts["repeat"] == 1 and w.counts["scanned"] == 2
+    assert w.counts["coalesced"] == 1 and w.counts["repeat"] == 1 and w.counts["scanned"] == 2
     shell.write_bytes(SHELL + b"\n")  # changed (size, mtime): scanned again, no longer the known hash
     w.observe(_en(_ev(Op.FILE_CLOSE, str(shell))))
     _drain(w)
@@ -150,7 +152,12 @@ def test_a_full_queue_drops_and_counts(tmp_path):
     w, _ = _watch(tmp_path, queue_size=2)
     for i in range(5):
         w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/{i}.php")))
-    assert w.drops()["webshell.scan"] == 3 and w._q.qsize() == 2
+        w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/{i}.php")))  # again while it waits: one slot
+    # 0 and 1 wait (their second close coalesced), each close of 2, 3, 4 found the queue full
+    assert w.drops()["webshell.scan"] == 6 and w._q.qsize() == 2 and w.counts["coalesced"] == 2
+    _drain(w)
+    w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/0.php")))  # scanned since: queued again
+    assert w._q.qsize() == 1
     w2, _ = _watch(tmp_path, pending_max=2)  # remembered opens past the bound are scanned, not forgotten
     for i in range(3):
         w2.observe(_en(_ev(Op.FILE_OPEN, f"{tmp_path}/www/{i}.php")))
