@@ -165,6 +165,19 @@ class WebshellConfig:
 
 
 @dataclass
+class DevicesConfig:
+    """GPU/XPU state (agent/devices/): every driver call runs in a worker under call_timeout_s, so a hung
+    driver never stalls the agent; a node without a driver logs one line and reports nothing."""
+
+    enabled: bool = True
+    backends: tuple[str, ...] = ("nvidia", "kunlun")  # agent/devices/__init__.py BACKENDS
+    interval_s: float = 10.0  # between two samples of every device
+    call_timeout_s: float = 5.0  # one driver call longer than this: the device is reported unresponsive
+    inventory_interval_s: float = 60.0  # inventory re-read (device.info on change)
+    queue_size: int = 1024  # device records waiting for the pipeline; beyond it they are dropped and counted
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
@@ -174,6 +187,7 @@ class Config:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     webshell: WebshellConfig = field(default_factory=WebshellConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
 
 
 def _coerce(value, typ, where: str):
