@@ -17,10 +17,11 @@ an fstat; and a file is in the queue at most once (a loop of writes to one file 
 How the file is read: through the writer's mount namespace, /proc/<pid>/root, after checking that pid is
 still in the event's mount namespace (a reused pid would name another root); when the writer has gone, a
 live process of its container (the container's init, from the container table through the event's
-enrichment); a host process's file through the agent's own root when the agent shares the host's mount
-namespace. The path is resolved with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) below that root, and
-its last component is never followed: a symlink planted in the container cannot make the agent read, or
-quarantine, a file of the host. At most webshell.max_file_bytes are read.
+enrichment); a host process's file through the host's init (/proc/1/root, in the host's mount namespace),
+or the agent's own root when the writer shared the agent's mount namespace. The path is resolved with
+openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) below that root, and its last component is never
+followed: a symlink planted in the container cannot make the agent read, or quarantine, a file of the
+host. At most webshell.max_file_bytes are read.
 
 Never on the event path: the pipeline's worker only files the event (a dict update, a queue put); one
 scanner thread here reads and scans. The queue is bounded (webshell.queue_size): a full queue drops the
@@ -305,20 +306,25 @@ class WebshellWatch:
     def _root(self, en: Enriched) -> int | None:
         """An O_PATH fd of the root the writer sees, or None when none is left to read it through."""
         ev = en.event
-        candidates = [ev.pid]
         c = en.container
-        if c is not None and c.pid and c.pid != ev.pid:
-            candidates.append(c.pid)  # the writer has gone: its container's init sees the same files
-        for pid in candidates:
+        host = c is None or c.id in _NO_CONTAINER
+        # (pid, the mount namespace it must be in; 0: any): the writer itself (a reused pid would name
+        # another root), else its container's init, else for a host process the host's init
+        candidates = [(ev.pid, ev.mntns)]
+        if not host and c.pid and c.pid != ev.pid:
+            candidates.append((c.pid, 0))
+        if host and ev.mntns == self._host_mntns:
+            candidates.append((1, ev.mntns))
+        for pid, mntns in candidates:
             base = os.path.join(self._proc, str(pid))
-            if pid == ev.pid and ev.mntns and _mntns(base) != ev.mntns:
-                continue  # exited, or the pid is another process's now
+            if mntns and _mntns(base) != mntns:
+                continue
             try:
                 return os.open(os.path.join(base, "root"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
                 continue
-        if (c is None or c.id in _NO_CONTAINER) and ev.mntns and ev.mntns in (self._host_mntns, self._self_mntns):
-            return os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # a host process's file
+        if host and ev.mntns and ev.mntns == self._self_mntns:
+            return os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # a process in the agent's own view
         return None
 
     def _scan(self, job: _Job) -> None:
