@@ -189,6 +189,13 @@ SOURCES = [
     Source("aspnet/AspNetWebStack", "benign"),
     Source("BlogEngine/BlogEngine.NET", "benign"),
     Source("NuGet/NuGetGallery", "benign"),
+    # benign classic ASP (few open projects exist; Snitz Forums 2000 is the best known)
+    Source("gavincox/snitz-speedball-pro", "benign", langs=("asp",)),
+    Source("Wayward-Son-Developers/Modded-Snitz-Template", "benign", langs=("asp",)),
+    Source("ekede/WTS-Classic-ASP-MVC-Framework", "benign", langs=("asp",)),
+    Source("mattjuffs/slickcms-classic-asp", "benign", langs=("asp", "aspx")),
+    Source("briang123/classic-asp-photog-www-cms-2002", "benign", langs=("asp",)),
+    Source("joaosigno/classic-asp-utilities", "benign", langs=("asp",)),
 ]
 
 
@@ -375,7 +382,8 @@ def _drop_stale(corpus: Path, keep: set[Path]) -> None:
 
 
 def mirror_dir(mirrors: Path, repo: str) -> Path:
-    return mirrors / repo.replace("/", "+") / "repo"
+    base = mirrors / repo.replace("/", "+") / "repo"
+    return base / ".git" if (base / ".git").is_dir() else base  # some snapshots come with a work tree
 
 
 def build(mirrors: Path, corpus: Path, manifest: Path) -> dict:
