@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -145,3 +146,30 @@ def test_bench_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert webshells.main(["--corpus", str(tmp_path), "--manifest", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "corpus not found" in err[0] and "MANIFEST line 1" in err[1]
+
+
+def _builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_webshell_corpus", ROOT / "scripts" / "build_webshell_corpus.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_builder_rules_on_our_own_text():
+    b = _builder()
+    assert b.split_of("0000" + "0" * 60) == "holdout" and b.split_of("0001" + "0" * 60) == "tune"
+    assert b.quote_path("a dir/ü.php".encode()) == "a%20dir/%C3%BC.php"
+    # server-side code under its own name counts; fragments, HTML and other languages do not
+    assert b._no_server_code("php", ".php", b"<?php eval($_POST[1]);") == ""
+    assert b._no_server_code("php", ".php", b'<script language="php">eval($_POST[1]);</script>') == ""
+    assert "would not run" in b._no_server_code("php", ".php", b"eval($_POST[1]); // no open tag")
+    assert "JSP/ASP code under a .php name" in b._no_server_code("php", ".php", b"<% eval request(1) %>")
+    assert b._no_server_code("asp", ".asp", b'<script runat="server" language="vbscript">x</script>') == ""
+    assert b._no_server_code("aspx", ".aspx", "<%@ Page %>".encode("utf-16")) == ""  # UTF-16 with a BOM
+    assert b._no_server_code("jsp", ".java", b"class Servlet {}") == ""  # no marker to look for
+    assert b._no_server_code("jsp", ".jsp", b"<html>hello</html>").startswith("no server-side code")
