@@ -150,7 +150,7 @@ class ProbeSet:
                     self.tracepoints_missing.append(f"{cat}:{event}")
                     continue
                 try:
-                    self._bpf.attach_tracepoint(tp=f"{cat}:{event}", fn_name=fn.encode())
+                    self._bpf.attach_tracepoint(tp=f"{cat}:{event}".encode(), fn_name=fn.encode())
                 except Exception as e:  # bcc: bare Exception with the verifier's or perf's text
                     raise LoadError(f"attaching {fn} to {cat}:{event} failed: {str(e).strip()[-300:]}") from None
 
