@@ -311,6 +311,17 @@ class Program:
                     changed |= self._mark(name, label)
             elif t[1] == "(" and False:
                 pass
+        # Perl: foreach my $x (expr)
+        if self.lang.extra.get("hash_index"):
+            for k in range(a, b - 2):
+                if toks[k][0] == "i" and toks[k][1] in ("for", "foreach"):
+                    q = k + 1
+                    if q < b and toks[q] == ("i", "my"):
+                        q += 1
+                    if q + 1 < b and toks[q][0] == "i" and toks[q + 1] == ("o", "("):
+                        label = self.taint_of(q + 1, self.close(q + 1))
+                        if label:
+                            changed |= self._mark(toks[q][1], label)
         # `for (x in expr)` / C# `foreach (var x in expr)`
         for k in range(a, b - 1):
             t = toks[k]
@@ -330,9 +341,13 @@ class Program:
         j = k - 1
         # skip an index on the left: arr[i] = x, Session["k"] = x, VB Session("k") = x
         close = "]" if j >= a and toks[j] == ("o", "]") else ")" if self.lang.func_kw and j >= a \
-            and toks[j] == ("o", ")") else ""
+            and toks[j] == ("o", ")") else "}" if self.lang.extra.get("hash_index") and j >= a \
+            and toks[j] == ("o", "}") else ""
+        if self.lang.extra.get("hash_index") and j >= a and toks[j] == ("o", ")"):
+            # Perl list assignment: ($name, $value) = split(...)
+            return [t[1] for t in toks[a:j] if t[0] == "i" and t[1].startswith("$")]
         if close:
-            opener = "[" if close == "]" else "("
+            opener = {"]": "[", ")": "(", "}": "{"}[close]
             depth = 0
             while j >= a:
                 if toks[j] == ("o", close):
