@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import yaml
+
 from agent.policy.nodes import Walker, is_null
 from agent.sensors.common import PREFIX_MAX
 
@@ -44,7 +46,7 @@ def walk(w: Walker, node, where: str = "webshell") -> WebshellPolicy:
             kw["action"] = text.lower()
     if "allow_host" in fields:
         v = fields["allow_host"][1]
-        if not (hasattr(v, "tag") and v.tag.endswith(":bool")):
+        if not (isinstance(v, yaml.ScalarNode) and v.tag.endswith(":bool")):
             w.err(v, f"{where}.allow_host", "expected true or false")
         else:
             kw["allow_host"] = v.value.lower() in ("true", "yes", "on", "y")
