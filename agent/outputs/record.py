@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import time
 
+from agent.devices.fields import FIELDS
 from agent.events import (
     AgentReady,
     AlertEvent,
     BenchEvent,
     ContainerInfo,
+    DeviceHealthEvent,
+    DeviceInfoEvent,
+    DeviceProcessEvent,
+    DeviceRef,
+    DeviceSampleEvent,
+    DeviceUser,
     DropReport,
     EnforcementEvent,
     Enriched,
@@ -181,7 +188,123 @@ def _alert(ev: AlertEvent) -> dict:
     return rec
 
 
+# -- devices (agent/devices): the device a record is about, then its kind's keys ---------------------------
+
+# Readings in these units are doubles in the record and the Event (proto DeviceSample); the others integers.
+_FLOAT_UNITS = frozenset({"%", "C", "W"})
+_FLOAT_READINGS = frozenset(name for name, f in FIELDS.items() if f.unit in _FLOAT_UNITS)
+
+
+def _device_head(ev, severity: str = "info") -> dict:
+    rec = _head(ev.name, ev.ts_ns, severity)
+    _device_keys(rec, ev.device)
+    return rec
+
+
+def _device_keys(rec: dict, d: DeviceRef) -> None:
+    rec["device.vendor"] = d.vendor
+    rec["device.index"] = d.index
+    rec["device.uuid"] = d.uuid
+    if d.model:
+        rec["device.model"] = d.model
+    if d.pci_bus_id:
+        rec["device.pci_bus_id"] = d.pci_bus_id
+    if d.minor >= 0:
+        rec["device.minor"] = d.minor
+        rec["device.path"] = f"/dev/{'xpu' if d.vendor == 'kunlun' else 'nvidia'}{d.minor}"
+    if d.mig:
+        rec["device.mig.uuid"] = d.mig
+
+
+def _device_info(ev: DeviceInfoEvent) -> dict:
+    rec = _device_head(ev)
+    for key, val in (("device.serial", ev.serial), ("device.driver_version", ev.driver_version),
+                     ("device.cuda_version", ev.cuda_version), ("device.ecc_mode", ev.ecc_mode),
+                     ("device.mig_mode", ev.mig_mode)):
+        if val:
+            rec[key] = val
+    if ev.memory_total is not None:
+        rec["device.memory.total"] = int(ev.memory_total)
+    if ev.power_limit_w is not None:
+        rec["device.power_limit_w"] = float(ev.power_limit_w)
+    rec["device.mig_devices"] = [_mig(m) for m in ev.mig_devices]  # a list is always written (nwwire/codec.py)
+    return rec
+
+
+def _mig(m: DeviceRef) -> dict:
+    out = {"index": m.index, "uuid": m.uuid}
+    if m.model:
+        out["name"] = m.model
+    if m.minor >= 0:
+        out["minor"] = m.minor
+    return out
+
+
+def _device_user(u: DeviceUser) -> dict:
+    """One process of device.processes (proto DeviceProcessUse): what is known, nothing empty."""
+    out: dict = {"pid": u.pid}
+    if u.used_memory is not None:
+        out["used_memory"] = int(u.used_memory)
+    if u.mig:
+        out["mig"] = u.mig
+    if u.comm:
+        out["name"] = u.comm
+    c = u.container
+    if c is not None:
+        for key, val in (("container.id", c.id), ("container.name", c.name), ("container.image.name", c.image),
+                         ("k8s.pod.name", c.pod_name), ("k8s.namespace.name", c.pod_namespace)):
+            if val:
+                out[key] = val
+    return out
+
+
+def _device_sample(ev: DeviceSampleEvent) -> dict:
+    rec = _device_head(ev)
+    for name, val in ev.values.items():
+        if val is None or isinstance(val, bool):
+            continue
+        rec[f"device.{name}"] = float(val) if name in _FLOAT_READINGS else int(val)
+    rec["device.throttle"] = list(ev.throttle)
+    rec["device.processes"] = [_device_user(u) for u in ev.processes]
+    rec["device.errors"] = list(ev.errors)
+    return rec
+
+
+def _device_health(ev: DeviceHealthEvent) -> dict:
+    rec = _device_head(ev, ev.severity.label)
+    rec["device.health.kind"] = ev.kind
+    if ev.detail:
+        rec["device.health.detail"] = ev.detail
+    if ev.xid is not None:
+        rec["device.xid"] = ev.xid
+    if ev.mnemonic:
+        rec["device.xid.mnemonic"] = ev.mnemonic
+    if ev.action:
+        rec["device.health.action"] = ev.action
+    return rec
+
+
+def _device_process(ev: DeviceProcessEvent) -> dict:
+    rec = _device_head(ev)
+    u = ev.user
+    rec["device.process.change"] = ev.change
+    rec["process.pid"] = u.pid
+    if u.comm:
+        rec["process.name"] = u.comm
+    if u.used_memory is not None:
+        rec["device.process.used_memory"] = int(u.used_memory)
+    if u.mig:
+        rec["device.mig.uuid"] = u.mig
+    if u.container is not None:
+        _container_keys(rec, u.container)
+    return rec
+
+
 _FLATTENERS = {
+    DeviceInfoEvent: _device_info,
+    DeviceSampleEvent: _device_sample,
+    DeviceHealthEvent: _device_health,
+    DeviceProcessEvent: _device_process,
     AgentReady: _ready,
     DropReport: _drops,
     PolicyEvent: _policy,
