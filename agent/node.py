@@ -371,6 +371,8 @@ class Agent:
                 " (runtime.action is alert: the exec entries are not in the kernel, user space kills)"
             out["detect_kill"] = {"active": True, "detail": f"{k.describe()}{in_kernel}; "
                                                             + ", ".join(f"{n} {w}" for w, n in counts.items())}
+        if (ws := self.webshell.status()) is not None:
+            out["webshell"] = ws
         if self.nri is not None:
             st = self.nri.status()
             out["nri"] = {"active": bool(getattr(st, "connected", False)), "detail": str(getattr(st, "reason", st))}

@@ -121,6 +121,9 @@ class NullWebshellWatch:
     def drops(self) -> dict[str, int]:
         return {}
 
+    def status(self) -> dict | None:
+        return None
+
     def set_policy(self, policy) -> None:
         pass
 
@@ -197,6 +200,14 @@ class WebshellWatch:
 
     def drops(self) -> dict[str, int]:
         return dict(self._drops)
+
+    def status(self) -> dict:
+        """For `nodewarden status`: active when it blocks; what it watches and what it has done."""
+        s = self.settings
+        where = " (the host too)" if s.allow_host else " (in containers)"
+        return {"active": s.block, "detail": f"web shells written at run time: {'block' if s.block else 'alert'}"
+                f"{where if s.block else ''}; {len(s.roots)} web roots in the kernel, globs "
+                f"{'on' if s.globs is not None else 'off'}; " + ", ".join(f"{n} {k}" for k, n in self.counts.items())}
 
     # -- the event path: file the event, never read a file here ----------------------------------------
 
