@@ -78,11 +78,76 @@ def _enforcement(rec: dict) -> str:
             f"{rec.get('enforcement.reason', '')}{outcome}{' ' + subject if subject else ''}{_where(rec)}")
 
 
-_KIND_LINES = {"alert": _alert, "image.verdict": _verdict, "enforcement.block": _enforcement}
+def _device(rec: dict) -> str:
+    """Which device: nvidia0 GPU-8a3c... (its model on device.info)."""
+    minor = rec.get("device.minor")
+    name = f"{'xpu' if rec.get('device.vendor') == 'kunlun' else 'nvidia'}{minor}" if minor is not None else \
+        f"{rec.get('device.vendor', '')}#{rec.get('device.index', '')}"
+    mig = f" mig={rec['device.mig.uuid']}" if rec.get("device.mig.uuid") else ""
+    return f"{name} {rec.get('device.uuid', '')}{mig}"
+
+
+def _mib(v) -> str:
+    return f"{v / 1048576:.0f}MiB" if isinstance(v, int | float) else "?"
+
+
+def _device_info(rec: dict) -> str:
+    extra = " ".join(f"{k}={rec[f'device.{k}']}" for k in ("driver_version", "cuda_version", "ecc_mode", "mig_mode")
+                     if rec.get(f"device.{k}"))
+    mem = f" mem={_mib(rec['device.memory.total'])}" if "device.memory.total" in rec else ""
+    power = f" power_limit={rec['device.power_limit_w']:g}W" if "device.power_limit_w" in rec else ""
+    migs = len(rec.get("device.mig_devices") or ())
+    return (f"{_device(rec)} {rec.get('device.model', '')} ({rec.get('device.pci_bus_id', '')}){mem}{power} "
+            f"{extra}{f' mig_devices={migs}' if migs else ''}").rstrip()
+
+
+# device.sample: the readings a person looks at first (the record has them all)
+_SAMPLE_SHOWN = (("gpu_util", "util", "%"), ("mem_util", "mem_util", "%"), ("temperature", "temp", "C"),
+                 ("power_w", "power", "W"), ("sm_clock", "sm", "MHz"), ("mem_clock", "memclk", "MHz"))
+
+
+def _device_sample(rec: dict) -> str:
+    parts = [_device(rec)]
+    for key, label, unit in _SAMPLE_SHOWN:
+        v = rec.get(f"device.{key}")
+        if v is not None:
+            parts.append(f"{label}={v:g}{unit}" if isinstance(v, float) else f"{label}={v}{unit}")
+    if "device.mem_used" in rec:
+        total = rec.get("device.mem_total")
+        parts.append(f"mem={_mib(rec['device.mem_used'])}" + (f"/{_mib(total)}" if total is not None else ""))
+    if rec.get("device.throttle"):
+        parts.append("throttle=" + ",".join(rec["device.throttle"]))
+    procs = rec.get("device.processes") or []
+    if procs:
+        parts.append("procs=" + ",".join(
+            f"{p.get('pid')}" + (f"@{str(p['container.id'])[:12]}" if p.get("container.id") else "") for p in procs))
+    if rec.get("device.errors"):
+        parts.append(f"errors={len(rec['device.errors'])}")
+    return " ".join(parts)
+
+
+def _device_health(rec: dict) -> str:
+    kind = rec.get("device.health.kind", "")
+    xid = f" {rec['device.xid']} {rec.get('device.xid.mnemonic', '')}".rstrip() if "device.xid" in rec else ""
+    action = f" action={rec['device.health.action']}" if rec.get("device.health.action") else ""
+    detail = f": {rec['device.health.detail']}" if rec.get("device.health.detail") else ""
+    return f"{rec.get('event.severity', '').upper()} {_device(rec)} {kind}{xid}{action}{detail}"
+
+
+def _device_process(rec: dict) -> str:
+    mem = f" mem={_mib(rec['device.process.used_memory'])}" if "device.process.used_memory" in rec else ""
+    return (f"{rec.get('device.process.change', '')} pid={rec.get('process.pid')} {rec.get('process.name', '')} "
+            f"on {_device(rec)}{mem}{_where(rec)}")
+
+
+_KIND_LINES = {"alert": _alert, "image.verdict": _verdict, "enforcement.block": _enforcement,
+               "device.info": _device_info, "device.sample": _device_sample, "device.health": _device_health,
+               "device.process": _device_process}
 
 
 def decision_line(rec: dict) -> str | None:
-    """What an alert, verdict or block says, in one line (without time and name); None for other kinds.
+    """What an alert, verdict, block or device record says, in one line (without time and name); None for
+    other kinds.
     TextLog and `nodewarden events` both print it."""
     line = _KIND_LINES.get(rec.get("event.name", ""))
     return line(rec) if line is not None else None
