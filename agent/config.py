@@ -76,6 +76,10 @@ class ProbeConfig:
         "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe", "/proc/sys/kernel/hotplug",
         "/proc/sys/fs/binfmt_misc/", "/proc/sysrq-trigger", "/sys/kernel/uevent_helper",
     )
+    # GPU and XPU device nodes: every open of them, reading or writing, is sent although /dev/ is ignored, so
+    # the device guard (agent/devices/guard.py) sees a container open a device it was not given (issue 12).
+    # Kept apart from watch_reads/watch_writes so that a site's own watch lists never drop them by accident.
+    watch_devices: tuple[str, ...] = ("/dev/nvidia", "/dev/xpu")
     target_tgid: int = 0  # 0 = every process
     ignore_tgids: tuple[int, ...] = field(default_factory=tuple)
     probes_dir: str = PROBES_DIR
@@ -178,6 +182,24 @@ class DevicesConfig:
 
 
 @dataclass
+class DeviceGuardConfig:
+    """Unauthorized device use (agent/devices/guard.py): a container that opens a GPU/XPU device node it was
+    not allocated, or a process of a container using a device that was not allocated to it, is an alert.
+    Allocation comes from the kubelet's pod-resources API when its socket is there, else from the
+    container's OCI spec (linux.devices, NVIDIA_VISIBLE_DEVICES / XPU_VISIBLE_DEVICES)."""
+
+    enabled: bool = True
+    pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    refresh_s: float = 10.0  # the kubelet's allocations are listed again at most this often (and on a miss)
+    rpc_timeout_s: float = 2.0  # one call to the kubelet or containerd
+    queue_size: int = 1024  # device opens and samples waiting to be judged; beyond it dropped and counted
+    realert_s: float = 300.0  # the same container and device alert again only after this long (repeats counted)
+    # Containers never judged: fnmatch globs on "<pod namespace>/<pod name>/<container name>" or on the image
+    # (the device plugin, dcgm-exporter and the GPU operator open every device by design), e.g. "gpu-operator/*".
+    exempt: tuple[str, ...] = ()
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
@@ -187,6 +209,7 @@ class Config:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     webshell: WebshellConfig = field(default_factory=WebshellConfig)
+    device_guard: DeviceGuardConfig = field(default_factory=DeviceGuardConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
 
 

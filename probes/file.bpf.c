@@ -11,6 +11,11 @@
  * ignored prefix (LPM trie) are dropped, except opens of watched paths: the watch list wins, so
  * /proc/<pid>/environ is reported although /proc/ is ignored. A read-only open costs an 8-byte read
  * and one hash lookup more than before (file_maybe_watched; bench.sensors measures it).
+ * GPU/XPU device nodes (issue 12): the agent puts probes.watch_devices ("/dev/nvidia", "/dev/xpu") in the
+ * watch trie as both read- and write-watched, so every open of /dev/nvidia3, /dev/nvidiactl, /dev/xpu0 ...
+ * reaches user space although /dev/ is ignored (the device guard judges it against the container's
+ * allocation); their 8-byte heads ("/dev/nvi", "/dev/xpu") pass the read-only pre-filter. Known gap: a node
+ * made under another name (mknod /tmp/g c 195 3) or opened by a relative path is matched by name only.
  * Relative paths are sent as given, with the cwd in path2 (NW_F_CWD) when they are relative to it
  * (not for rename, whose path2 is the new name, nor symlink and link, whose path2 is the target or the
  * existing file: their relative new name is resolved in user space from the process table's cwd).

@@ -37,6 +37,7 @@ def validate(cfg: ProbeConfig) -> None:
         _check_prefix(prefix)
     _watch_entries(cfg.watch_reads)
     _watch_entries(cfg.watch_writes, "probes.watch_writes", patterns=False)
+    _watch_entries(cfg.watch_devices, "probes.watch_devices", patterns=False)
 
 
 # Watch-list entries with a `*` component that the file probe knows (probes/file.bpf.c file_watched),
@@ -212,6 +213,10 @@ class ProbeSet:
         if writes is not None:
             self._watch_writes = tuple(writes)
         write_set, _ = _watch_entries(self._watch_writes, "probes.watch_writes", patterns=False)
+        # Device nodes (probes.watch_devices) are on both lists whatever the others say: the device guard
+        # needs every open of /dev/nvidia* and /dev/xpu* below the ignored /dev/ (probes/file.bpf.c).
+        devices, _ = _watch_entries(self.cfg.watch_devices, "probes.watch_devices", patterns=False)
+        reads, write_set = reads | devices, write_set | devices
         wanted = {raw: (WATCH_READ if raw in reads else 0) | (WATCH_WRITE if raw in write_set else 0)
                   for raw in reads | write_set}
         table = self._bpf[b"watch_prefix"]
