@@ -77,6 +77,7 @@ class Agent:
         self.decider = self._decider()
         self.oci = self._oci_gate()  # the server nodewarden-runc asks at `runc create`
         self.nri = self._nri_plugin()
+        self.devices = self._devices()  # GPU/XPU poller (agent/devices), or its null object
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -225,6 +226,16 @@ class Agent:
                                                      timeout_action=self.policy.current.timeout_action),
                          timeout_action=self.decider.timeout_action)
 
+    def _devices(self):
+        """The device poller: its records enter the pipeline like any other; its state feeds /metrics
+        (DCGM_* gauges) and status.json (`nodewarden devices`)."""
+        from agent.devices import build
+
+        devices = build(self.cfg, emit=lambda ev: self.pipeline.emit(ev), containers=self.containers)
+        if devices.enabled:
+            self.metrics.add_devices(devices.snapshot, self.cfg.agent.node_name)
+        return devices
+
     def _client_factory(self):
         from agent.enrich.containerd_client import ContainerdClient
 
@@ -247,6 +258,7 @@ class Agent:
         if self.exporter is not None:
             out.update({f"exporter.{k}": v for k, v in self.exporter.drops.items()})
         out.update(self.webshell.drops())  # webshell.scan (queue full), webshell.unreadable
+        out.update(self.devices.drops())  # devices.queue (record queue full), devices.skipped (driver held)
         if self.enforcer is not None:  # containers the exec rules could not cover from their create on
             c = self.enforcer.counters
             out.update({"enforce.cover_unresolved": c["cover_unresolved"], "enforce.pending_full": c["pending_full"]})
@@ -278,6 +290,7 @@ class Agent:
             # first listing, briefly (containerd may be absent; then containers come as it appears).
             self.watcher.wait_synced(cfg.containers.sync_timeout)
         self.pipeline.start(before_ready=self._start_enforcement)
+        self.devices.start()  # after agent.ready: device records follow it like every other event
         settle_gc()
         self.started = time.time()
         self._write_status()
@@ -300,6 +313,7 @@ class Agent:
         for part in (self.nri, self.oci):
             if part is not None:
                 part.stop()
+        self.devices.stop()  # before the pipeline: its last records still go out
         self.pipeline.stop()
         self.webshell.stop()
         for part in (self.gate, self.policy, self.watcher):
@@ -394,7 +408,8 @@ class Agent:
         import orjson
 
         rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
-               "enforcement": self.enforcement_status(), "detection": self.detection_status()}
+               "enforcement": self.enforcement_status(), "detection": self.detection_status(),
+               "devices": self.devices.status()}
         path = os.path.join(self.cfg.agent.state_dir, "status.json")
         tmp = path + ".tmp"
         try:

@@ -38,6 +38,12 @@ class Metrics:
         self._server: ThreadingHTTPServer | None = None
         self.is_ready = False
 
+    def add_devices(self, source, hostname: str) -> None:
+        """Export the device poller's state (agent/outputs/device_metrics.py: dcgm-exporter's DCGM_* names)."""
+        from agent.outputs.device_metrics import DeviceCollector
+
+        self.registry.register(DeviceCollector(source, hostname))
+
     def serve(self, listen: str) -> tuple[str, int]:
         host, _, port = listen.rpartition(":")
         metrics = self
