@@ -140,6 +140,22 @@ def _decided(ev, p, kind: str) -> tuple[str, tuple[str | None, str | None]]:
 
 
 _DECIDED = frozenset({"alert", "verdict", "enforcement"})
+_DEVICE = frozenset({"device_info", "device_sample", "device_health", "device_process"})
+
+
+def _device_text(ev, p, kind: str) -> str:
+    """What the text filter searches in a device record: the device, what happened to it, who uses it
+    (a sample's processes' containers and pods: `--text <container id>` finds the devices it uses)."""
+    m = getattr(ev, kind)
+    parts = [m.uuid, m.model, m.pci_bus_id, m.path, m.mig_uuid]
+    if kind == "device_health":
+        parts += [m.kind, m.mnemonic, m.action, m.detail]
+    elif kind == "device_sample":
+        for u in m.processes:
+            parts += [u.container_id, u.pod_name, u.name]
+    elif kind == "device_process":
+        parts += [m.change, p.name]
+    return "\n".join(x for x in parts if x)
 
 
 def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
@@ -410,6 +426,8 @@ class Store:
                     text = f"{p.executable}\n{p.command_line}\n{ev.network.peer_address}"
                 elif kind in _DECIDED:
                     text, tag = _decided(ev, p, kind)
+                elif kind in _DEVICE:
+                    text = _device_text(ev, p, kind)
                 else:
                     text = f"{p.executable}\n{p.command_line}"
                 cont = ev.container
