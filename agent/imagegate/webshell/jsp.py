@@ -42,7 +42,7 @@ _RUNTIME = re.compile(r'"java\.lang\.(?:Runtime|ProcessBuilder|ProcessImpl|UNIXP
                       r'|"exec"|"start"')
 SINKS = [
     _S(re.compile(r"\.exec\("), "Runtime.exec", "exec", needs=re.compile(r"Runtime|\bexec\b")),
-    _S(re.compile(r"\bnew(?: java\.lang\.)? ProcessBuilder\("), "new ProcessBuilder", "exec"),
+    _S(re.compile(r"\bnew (?:java\.lang\.)?ProcessBuilder\("), "new ProcessBuilder", "exec"),
     _S(re.compile(r"\.command\("), "ProcessBuilder.command", "exec", needs=re.compile(r"ProcessBuilder")),
     _S(re.compile(r"\.start\(\)"), "ProcessBuilder.start", "exec", receiver=True,
        needs=re.compile(r"ProcessBuilder|ProcessImpl")),
@@ -59,21 +59,21 @@ SINKS = [
     _S(re.compile(r"\bdefineClass\w*\("), "defineClass", "classload"),
     _S(re.compile(r"\.newInstance\(\)"), "Class.newInstance", "classload", receiver=True,
        needs=re.compile(r"defineClass|ClassLoader")),
-    _S(re.compile(r"\bnew(?: java\.net\.)? URLClassLoader\("), "URLClassLoader", "classload"),
+    _S(re.compile(r"\bnew (?:java\.net\.)?URLClassLoader\("), "URLClassLoader", "classload"),
     _S(re.compile(r"\.loadClass\("), "ClassLoader.loadClass", "classload"),
-    _S(re.compile(r"\bnew(?: java\.io\.)? (?:FileOutputStream|FileWriter|RandomAccessFile|PrintWriter)\("),
+    _S(re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|RandomAccessFile|PrintWriter)\("),
        "file write", "write"),
     _S(re.compile(r"\bFiles\.(?:write|copy|writeString|newOutputStream)\("), "Files.write", "write"),
     _S(re.compile(r"\.(?:write|print|println)\("), "stream write", "writedata", receiver=False,
        needs=re.compile(r"FileOutputStream|FileWriter|RandomAccessFile")),
-    _S(re.compile(r"\bnew(?: java\.io\.)? File\("), "new File", "files"),
-    _S(re.compile(r"\bnew(?: java\.beans\.)? (?:Statement|Expression)\("), "java.beans.Statement", "exec",
+    _S(re.compile(r"\bnew (?:java\.io\.)?File\("), "new File", "files"),
+    _S(re.compile(r"\bnew (?:java\.beans\.)?(?:Statement|Expression)\("), "java.beans.Statement", "exec",
        needs=re.compile(r"java\.beans|Runtime|ProcessBuilder")),
     _S(re.compile(r"\.(?:lookup|setDataSourceName)\("), "JNDI lookup", "jndi",
        needs=re.compile(r"InitialContext|JdbcRowSetImpl|Context\b|jndi")),
     _S(re.compile(r"\.newInstance\("), "Constructor.newInstance", "classload", receiver=False,
        needs=re.compile(r"loadClass|defineClass")),
-    _S(re.compile(r"\bnew(?: java\.net\.)? (?:Socket|InetSocketAddress)\(|\bSocketChannel\.open\("), "socket",
+    _S(re.compile(r"\bnew (?:java\.net\.)?(?:Socket|InetSocketAddress)\(|\bSocketChannel\.open\("), "socket",
        "tunnel"),
     _S(re.compile(r"\.(?:executeQuery|executeUpdate|execute|prepareStatement|addBatch)\("), "SQL", "sql",
        needs=re.compile(r"java\.sql|DriverManager|Connection")),
@@ -238,7 +238,7 @@ def _process_sinks(prog: jsp_flow.Program) -> None:
     if not procs:
         return
     alt = "|".join(map(re.escape, sorted(procs)[:50]))
-    writers = set(re.findall(r"\b(\w+)=new \w+\((?:new \w+\()?(?:" + alt + r")\.getOutputStream\(\)", prog.text))
+    writers = set(re.findall(r"\b(\w+)=new [\w.]+\((?:new [\w.]+\()?(?:" + alt + r")\.getOutputStream\(\)", prog.text))
     sinks = [_S(re.compile(r"\b(?:" + alt + r")\.getOutputStream\(\)\.(?:write|print|println)\("), "process stdin",
                 "exec")]
     if writers:
@@ -253,9 +253,14 @@ def _best(found: list[Hit]) -> list[Hit]:
     seen: dict[tuple[str, str], Hit] = {}
     for h in found:
         k = (h.rule, h.sink)
-        if k not in seen or h.confidence > seen[k].confidence:
+        if k not in seen or (h.confidence, _shows(h)) > (seen[k].confidence, _shows(seen[k])):
             seen[k] = h
     return sorted(seen.values(), key=lambda h: -h.confidence)
+
+
+def _shows(h: Hit) -> bool:
+    """The snippet holds the source itself: the clearest evidence of several equal hits."""
+    return bool(h.source) and h.source[:40] in h.snippet
 
 
 def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, depth: int) -> None:

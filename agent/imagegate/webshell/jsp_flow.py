@@ -141,7 +141,10 @@ class Program:
         if c is None:
             return -1
         depth = 0
+        spend = self.budget.spend
         for j in range(i, len(toks)):
+            if not (j - i + 1) & 0xFFF:
+                spend(0)  # unbalanced brackets in hostile input: each scan is bounded by the budget
             t = toks[j]
             if t[0] == "o":
                 if t[1] == o:
@@ -158,11 +161,25 @@ class Program:
         out = []
         a = 0
         br = self.lang.breaks
-        for i, t in enumerate(self.toks):
-            if t[0] == "o" and t[1] in br:
-                if i > a:
-                    out.append((a, i))
-                a = i + 1
+        braces: list[bool] = []  # per open brace: True when it opens an expression ({...} initialiser)
+        toks = self.toks
+        for i, t in enumerate(toks):
+            if t[0] != "o" or t[1] not in br:
+                continue
+            if t[1] == "{" and "{" in br:
+                p = toks[i - 1] if i else ("o", ";")
+                expr = p[0] == "o" and p[1] in ("=", "]", ",", "(", "return", ":", "?") or p == ("i", "return")
+                braces.append(expr or (bool(braces) and braces[-1] and p != ("o", ")")))
+                if braces[-1]:
+                    continue
+            elif t[1] == "}" and "}" in br and braces:
+                if braces.pop():
+                    continue
+            elif braces and braces[-1]:
+                continue  # a ';' inside an initialiser: (anonymous-class bodies are rare in pages)
+            if i > a:
+                out.append((a, i))
+            a = i + 1
         if a < len(self.toks):
             out.append((a, len(self.toks)))
         return out
@@ -197,8 +214,8 @@ class Program:
                 continue
             if not kw:
                 k = j + 1
-                while k < len(toks) and toks[k][0] == "i" or (k < len(toks) and toks[k] == ("o", ",")):
-                    k += 1  # throws A, B
+                while k < len(toks) and (toks[k][0] == "i" or toks[k] in (("o", ","), ("o", "."))):
+                    k += 1  # throws A, java.io.B
                 if k >= len(toks) or toks[k] != ("o", "{"):
                     continue
                 end = self.close(k)
@@ -259,6 +276,8 @@ class Program:
         """The request data the expression toks[a:b] holds, or None."""
         toks = self.toks
         b = min(b, len(toks))
+        if b - a > 4096:
+            self.budget.spend(0)
         for k in range(a, b):
             s = self.src[k]
             if s is not None:
@@ -291,26 +310,32 @@ class Program:
             if not changed:
                 return
 
+    def _suffix_taint(self, a: int, b: int) -> list:
+        """label[k - a]: the request data in toks[k:b] (one backward pass, not one scan per '=')."""
+        out: list = [None] * (b - a + 1)
+        cur = None
+        for k in range(b - 1, a - 1, -1):
+            lab = self.taint_of(k, k + 1)
+            if lab is not None:
+                cur = lab
+            out[k - a] = cur
+        return out
+
     def _stmt(self, a: int, b: int) -> bool:
         toks = self.toks
         changed = False
-        depth = 0
-        for k in range(a, b):
+        assigns = [k for k in range(a, b) if toks[k][0] == "o" and toks[k][1] in ("=", "+=", ":")]
+        self.budget.spend(b - a)
+        suffix = self._suffix_taint(a, b) if len(assigns) > 2 else None
+        for k in assigns:
             t = toks[k]
-            if t[0] != "o":
+            if t[1] == ":" and not self._foreach(a, k):
                 continue
-            if t[1] in "([":
-                depth += 1
-            elif t[1] in ")]":
-                depth -= 1
-            elif t[1] in ("=", "+=", ":") and (t[1] != ":" or self._foreach(a, k)):
-                label = self.taint_of(k + 1, b)
-                if label is None:
-                    continue
-                for name in self._lhs_names(a, k):
-                    changed |= self._mark(name, label)
-            elif t[1] == "(" and False:
-                pass
+            label = suffix[k + 1 - a] if suffix is not None else self.taint_of(k + 1, b)
+            if label is None:
+                continue
+            for name in self._lhs_names(max(a, k - 64), k):
+                changed |= self._mark(name, label)
         # Perl: foreach my $x (expr)
         if self.lang.extra.get("hash_index"):
             for k in range(a, b - 2):
@@ -333,7 +358,7 @@ class Program:
         return changed
 
     def _foreach(self, a: int, k: int) -> bool:
-        return any(self.toks[j] in (("i", "for"), ("i", "foreach")) for j in range(a, k))
+        return any(self.toks[j] in (("i", "for"), ("i", "foreach")) for j in range(max(a, k - 16), k))
 
     def _lhs_names(self, a: int, k: int) -> list[str]:
         toks = self.toks
