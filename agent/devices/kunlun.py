@@ -131,6 +131,9 @@ _SIGNATURES = {
 }
 
 
+_UNSEEN = object()
+
+
 class _Lib:
     """libxpuml with functions looked up when first called; a missing one answers FUNCTION_NOT_FOUND."""
 
@@ -146,8 +149,8 @@ class _Lib:
             pass
 
     def __call__(self, name: str, *args) -> int:
-        fn = self._fns.get(name, 0)
-        if fn == 0:
+        fn = self._fns.get(name, _UNSEEN)
+        if fn is _UNSEEN:
             try:
                 fn = getattr(self._cdll, name)
                 fn.restype, fn.argtypes = c_int, _SIGNATURES[name]
@@ -172,7 +175,8 @@ def _open_library(path: str | None) -> tuple[_Lib | None, str]:
         try:
             lib = _Lib(cand)
         except OSError as e:
-            why = f"{cand}: {str(e).splitlines()[0] if str(e) else 'cannot load'}" if path else why
+            if "/" in cand:  # a path that is there but does not load is worth naming; a bare name is not
+                why = f"{cand}: {str(e).splitlines()[0] if str(e) else 'cannot load'}"
             continue
         rc = lib("xpumlInit")
         if rc == SUCCESS:
@@ -213,6 +217,7 @@ class KunlunBackend(Backend):
     # -- Backend --------------------------------------------------------------------------------------
 
     def open(self) -> None:
+        self._closed.clear()
         reasons = []
         if self._mode in ("auto", "xpuml"):
             self._lib, why = _open_library(self._library)
@@ -235,7 +240,9 @@ class KunlunBackend(Backend):
         raise NoDriver(f"kunlun: {'; '.join(reasons)}")
 
     def close(self) -> None:
-        self._closed.set()
+        if self._closed.is_set():
+            return
+        self._closed.set()  # ends a health() wait at once
         if self._lib is not None:
             self._lib("xpumlShutdown")
         if self._smi is not None:

@@ -308,6 +308,11 @@ def test_no_driver_is_one_line(tmp_path, monkeypatch):
         b.open()
     msg = str(e.value)
     assert msg.startswith("kunlun: ") and "\n" not in msg and "xpu_smi not found" in msg
+    broken = tmp_path / "libxpuml.so"
+    broken.write_bytes(b"not an ELF file")
+    with pytest.raises(NoDriver) as e:
+        kunlun.KunlunBackend(library=str(broken), mode="xpuml").open()
+    assert str(e.value).startswith(f"kunlun: {broken}: ") and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="mode must be"):
         kunlun.KunlunBackend(mode="cuda")
 
