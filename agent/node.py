@@ -59,13 +59,15 @@ class Agent:
         self.exporter = self._exporter() if cfg.export.collector else None
         outputs: list[Output] = [log_output] + ([self._submit_all] if self.exporter is not None else [])
         self.webshell = self._webshell()  # the run-time web-shell check (before the pipeline: it feeds it)
+        self.devguard = self._device_guard()  # unauthorized device use (before the pipeline: it feeds it)
         # What a SIGKILLed previous run held in memory: counted against the spool the exporter writes.
         self.ledger = Ledger(os.path.join(cfg.agent.state_dir, "ledger"),
                              spool_dir=self.exporter.cfg.spool_dir if self.exporter is not None else None)
         self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, probes=self.probes,
                                  drop_sources=[self._stage_drops], ledger=self.ledger,
                                  describe_rule=self.enforcer.describe if self.enforcer is not None else None,
-                                 detector=self.kills.detector, webshell=self.webshell)
+                                 detector=self.kills.detector, webshell=self.webshell,
+                                 device_guard=self.devguard)
         self._log_detect(self.kills)
         self.gate = self._gate()  # the image gate service
         if self.containers is not None:
@@ -78,6 +80,9 @@ class Agent:
         self.oci = self._oci_gate()  # the server nodewarden-runc asks at `runc create`
         self.nri = self._nri_plugin()
         self.devices = self._devices()  # GPU/XPU poller (agent/devices), or its null object
+        self.devices.add_listener(self.devguard.observe_device)  # the inventory, and samples' processes
+        if self.containers is not None:
+            self.containers.add_listener(self.devguard.on_container)
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -236,6 +241,19 @@ class Agent:
             self.metrics.add_devices(devices.snapshot, self.cfg.agent.node_name)
         return devices
 
+    def _device_guard(self):
+        """The device guard (agent/devices/guard.py): containers opening or using GPUs/XPUs they were not
+        allocated; allocations from the kubelet's pod-resources socket, else each container's spec from
+        containerd. Its null object when device_guard.enabled is false."""
+        from agent.devices.guard import DeviceGuard, NullDeviceGuard, containerd_specs
+
+        g = self.cfg.device_guard
+        if not g.enabled:
+            return NullDeviceGuard()
+        specs = containerd_specs(self._client_factory, g.rpc_timeout_s) if self.containers is not None else None
+        return DeviceGuard(g, lambda ev: self.pipeline.emit(ev), spec_source=specs,
+                           prefixes=self.cfg.probes.watch_devices)
+
     def _client_factory(self):
         from agent.enrich.containerd_client import ContainerdClient
 
@@ -258,6 +276,7 @@ class Agent:
         if self.exporter is not None:
             out.update({f"exporter.{k}": v for k, v in self.exporter.drops.items()})
         out.update(self.webshell.drops())  # webshell.scan (queue full), webshell.unreadable
+        out.update(self.devguard.drops())  # devguard.queue (full), devguard.unjudged, devguard.folded
         out.update(self.devices.drops())  # devices.queue (record queue full), devices.skipped (driver held)
         if self.enforcer is not None:  # containers the exec rules could not cover from their create on
             c = self.enforcer.counters
@@ -289,6 +308,7 @@ class Agent:
             # agent.ready means events of containers that already run are attributed: wait for the
             # first listing, briefly (containerd may be absent; then containers come as it appears).
             self.watcher.wait_synced(cfg.containers.sync_timeout)
+        self.devguard.start()  # before the probes: device-node opens queue for it from the first event
         self.pipeline.start(before_ready=self._start_enforcement)
         self.devices.start()  # after agent.ready: device records follow it like every other event
         settle_gc()
@@ -316,6 +336,7 @@ class Agent:
         self.devices.stop()  # before the pipeline: its last records still go out
         self.pipeline.stop()
         self.webshell.stop()
+        self.devguard.stop()
         for part in (self.gate, self.policy, self.watcher):
             if part is not None:
                 part.stop()
@@ -409,7 +430,7 @@ class Agent:
 
         rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
                "enforcement": self.enforcement_status(), "detection": self.detection_status(),
-               "devices": self.devices.status()}
+               "devices": self.devices.status(), "device_guard": self.devguard.status()}
         path = os.path.join(self.cfg.agent.state_dir, "status.json")
         tmp = path + ".tmp"
         try:

@@ -27,7 +27,16 @@ from agent.detect.webshell_watch import NullWebshellWatch
 from agent.enrich.enricher import Enricher
 from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
-from agent.events import AgentReady, CgroupEvent, DropReport, EnforcementEvent, Enriched, ExecEvent, ForkEvent
+from agent.events import (
+    AgentReady,
+    CgroupEvent,
+    DropReport,
+    EnforcementEvent,
+    Enriched,
+    ExecEvent,
+    FileEvent,
+    ForkEvent,
+)
 from agent.ledger import Ledger
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
@@ -51,7 +60,7 @@ class Pipeline:
                  drop_sources: list[Callable[[], dict[str, int]]] | None = None,
                  ledger: Ledger | None = None,
                  describe_rule: Callable[[int, int], tuple[str, str]] | None = None,
-                 detector=None, webshell=None):
+                 detector=None, webshell=None, device_guard=None):
         self.cfg = cfg
         self.outputs = outputs
         self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
@@ -61,6 +70,8 @@ class Pipeline:
         self.detector = detector if detector is not None else NullDetector()  # replaced whole by set_detector
         # The run-time web-shell check (agent/detect/webshell_watch.py): sees every event, scans on its own thread
         self._webshell = (webshell if webshell is not None else NullWebshellWatch()).observe
+        # The device guard (agent/devices/guard.py): containers' opens of GPU/XPU nodes, judged on its own thread
+        self._devguard = device_guard.observe if device_guard is not None and device_guard.enabled else None
         self._retired: list = []  # detectors replaced on reload: the worker flushes their folds
         # drops, evaluations and alerts of retired detectors: the totals never go down across a reload
         self._detect_base: dict[str, Counter] = {"drops": Counter(), "evals": Counter(), "alerts": Counter()}
@@ -292,6 +303,8 @@ class Pipeline:
             judge.append((en, len(out)))
         self._webshell(en)  # files written under web roots: filed here, scanned on the watcher's thread
         ev = en.event
+        if self._devguard is not None and type(ev) is FileEvent:
+            self._devguard(en)
         if isinstance(ev, ExecEvent) and ev.action and self.describe_rule is not None:
             category, text = self.describe_rule(ev.rule, ev.cgroup_id)
             killed = ev.action == Action.KILL

@@ -154,7 +154,9 @@ class DeviceGuard:
             return
         c = en.container
         if c is None or c.id in _NO_CONTAINER:
-            return  # the host's own tools and driver daemons
+            if c is not None and c.id == "unknown":  # a container the table could not name in time
+                self._drops["devguard.unjudged"] += 1
+            return  # else the host's own tools and driver daemons
         self._put(("open", en, path))
 
     def observe_device(self, ev) -> None:
