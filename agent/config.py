@@ -162,7 +162,10 @@ class WebshellConfig:
     # such a file has no close event: it is scanned at its writer's exit or after linger_s.
     globs: tuple[str, ...] = ("*/webapps/*", "*/wwwroot/*")
     max_file_bytes: int = 2 << 20  # read at most this much of a file
-    queue_size: int = 1024  # files waiting for the scanner; beyond it they are dropped and counted
+    # Files waiting for the scanner; beyond it they are dropped and counted (webshell.scan). Sized for a site
+    # copied in at start (the wordpress image's entrypoint copies ~3,000 files into /var/www/html): the scanner
+    # reads ~700 benign PHP files/s per core, a copy writes them faster. A waiting file holds ~1 KB.
+    queue_size: int = 4096
     pending_max: int = 4096  # written files remembered until their writer exits or linger_s passes
     linger_s: float = 2.0  # a written file is scanned again this long after its open (dup'ed, inherited fds)
     seen_max: int = 16384  # (dev, inode, mtime, size) of files already scanned, not scanned again
