@@ -69,6 +69,7 @@ TACTIC = "persistence"
 _NO_CONTAINER = ("", "host", "unknown")
 _AT_FDCWD = -100
 _O_WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+_CLOSE, _OPEN, _RENAME = Op.FILE_CLOSE, Op.FILE_OPEN, Op.FILE_RENAME  # observe runs on every event
 _HEAD = 512  # bytes read first: enough for webshell.language_of to say whether the file is web code
 
 # openat2(2), Linux >= 5.6; the same number on every architecture (the unified syscall table).
@@ -98,6 +99,9 @@ def open_in_root(rootfd: int, path: str, flags: int) -> int:
 class _Settings:
     roots: tuple[str, ...]
     globs: re.Pattern | None
+    # the longest literal part of each glob ("/webapps/" of "*/webapps/*"): a path holding none of them
+    # cannot match, and the test costs a substring search instead of the regex's backtracking (~1 us)
+    literals: tuple[str, ...]
     max_bytes: int
     block: bool
     allow_host: bool
@@ -175,7 +179,10 @@ class WebshellWatch:
         c = self.cfg
         globs = c.globs if p.globs is None else p.globs
         pattern = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) if globs else None
-        return _Settings(tuple(c.web_roots if p.web_roots is None else p.web_roots), pattern,
+        literals = tuple(max(re.split(r"[*?\[\]]", g), key=len) for g in globs)
+        if not all(literals):
+            literals = ()  # a glob of wildcards only ("*"): every path goes to the regex
+        return _Settings(tuple(c.web_roots if p.web_roots is None else p.web_roots), pattern, literals,
                          c.max_file_bytes if p.max_file_bytes is None else p.max_file_bytes,
                          p.action == "block", p.allow_host)
 
@@ -220,23 +227,33 @@ class WebshellWatch:
         if type(ev) is not FileEvent:
             return
         op = ev.op
-        if op is Op.FILE_CLOSE:
+        if op is _CLOSE:
             path = _path(en)
             if path:
                 self._queue(_Job(path, en, "close"))
-        elif op is Op.FILE_OPEN:
+        elif op is _OPEN:
             if ev.ret >= 0 and ev.flags & _O_WRITES:
                 path = _path(en)
                 if path and self._matches(path):
                     self._remember(ev.pid, path, en)
-        elif op is Op.FILE_RENAME and ev.ret == 0:
+        elif op is _RENAME and ev.ret == 0:
             target = ev.path2 if ev.path2.startswith("/") else ""
             if target and self._matches(target):
                 self._queue(_Job(posixpath.normpath(target), en, "rename"))
 
     def _matches(self, path: str) -> bool:
         s = self.settings
-        return path.startswith(s.roots) or (s.globs is not None and s.globs.match(path) is not None)
+        if path.startswith(s.roots):
+            return True
+        if s.globs is None:
+            return False
+        for lit in s.literals:  # a loop, not any(): a generator costs more than the searches
+            if lit in path:
+                break
+        else:
+            if s.literals:
+                return False
+        return s.globs.match(path) is not None
 
     def _remember(self, pid: int, path: str, en: Enriched) -> None:
         evicted = None
@@ -453,8 +470,9 @@ def _path(en: Enriched) -> str:
     ev = en.event
     if en.path_resolved:
         return en.path_resolved
-    if ev.path.startswith("/"):
-        return posixpath.normpath(ev.path)
+    path = ev.path
+    if path.startswith("/"):
+        return posixpath.normpath(path) if "/." in path or "//" in path else path  # normpath costs ~0.5 us
     return ""  # relative to a directory fd: not resolvable here (known gap)
 
 

@@ -148,6 +148,18 @@ def test_a_policy_reload_changes_roots_and_globs(tmp_path):
     assert w._matches("/srv/app/a.php") and w.settings.max_bytes == WebshellConfig().max_file_bytes
 
 
+def test_globs_match_as_fnmatch_with_their_literal_prefilter(tmp_path):
+    w, _ = _watch(tmp_path)  # the defaults: */webapps/*, */wwwroot/*
+    for path, want in [("/opt/app/webapps/x.jsp", True), ("/x/wwwroot/a.aspx", True), ("/webapps/x", True),
+                       ("/opt/webapps", False), ("/tmp/a", False)]:
+        assert w._matches(path) == want, path
+    w.set_policy(WebshellPolicy(globs=("/data/site?/*.php",)))
+    assert w.settings.literals == ("/data/site",)
+    assert w._matches("/data/site1/a.php") and not w._matches("/data/site1/a.txt")
+    w.set_policy(WebshellPolicy(globs=("*",)))  # wildcards only: no literal to look for, the regex decides
+    assert w.settings.literals == () and w._matches("/anything")
+
+
 def test_a_full_queue_drops_and_counts(tmp_path):
     w, _ = _watch(tmp_path, queue_size=2)
     for i in range(5):
