@@ -117,7 +117,9 @@ class DeviceState:
 
     info: DeviceInfoEvent
     sample: DeviceSampleEvent | None = None
-    health: str = "ok"  # ok, unresponsive, unavailable, xid (the last Xid's action asks for more than a restart)
+    # ok, unresponsive, unavailable, xid (the last Xid's action asks for more than a restart), or Kunlun's
+    # polled state word (in_reset, error, in_exception)
+    health: str = "ok"
     last_health: DeviceHealthEvent | None = None
     last_xid: int = 0
     sample_s: float = 0.0  # how long the last sample took in the driver
@@ -469,6 +471,9 @@ class Poller:
                 st.health = "ok"
             elif ev.kind == "xid" and ev.action not in ("", "none", "restart_app"):
                 st.health = "xid"
+            elif ev.kind == "state":  # Kunlun's polled state: its word (in_reset, error ...) until it runs again
+                word = ev.detail.split(maxsplit=1)[0].rstrip(":,") if ev.detail else "state"
+                st.health = word if ev.severity > Severity.INFO else "ok"
         self.put(ev)
 
     def record_sample(self, st: DeviceState, r: Reading) -> None:
