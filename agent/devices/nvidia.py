@@ -59,9 +59,10 @@ class NvidiaBackend(Backend):
         self._library = library
         self._nv = None  # the pynvml module, once open
         self._lock = threading.Lock()  # guards the dicts below, never held across an NVML call
-        self._handles: dict[str, object] = {}  # GPU uuid -> nvmlDevice_t
+        self._handles: dict[str, object] = {}  # GPU or MIG device uuid -> nvmlDevice_t
         self._refs: dict[int, DeviceRef] = {}  # handle address -> ref (events name the device by handle)
         self._migs: dict[tuple[str, int, int], str] = {}  # (GPU uuid, gpu instance, compute instance) -> MIG uuid
+        self._mig_list: dict[str, tuple[str, ...]] = {}  # GPU uuid -> its MIG devices' uuids
         self._unsupported: dict[str, set[str]] = {}  # GPU uuid -> readings it does not support
         self._lost: set[str] = set()  # GPUs already reported unavailable, until they answer again
         self._xid_last: dict[str, int] = {}
@@ -172,7 +173,7 @@ class NvidiaBackend(Backend):
                                ecc_mode=_mode(ecc), mig_mode=_mode(mig), mig_devices=mig_devices)
 
     def _mig_devices(self, nv, h, parent: DeviceRef) -> tuple[DeviceRef, ...]:
-        out = []
+        out, found = [], {}
         for i in range(self._try(nv.nvmlDeviceGetMaxMigDeviceCount, h, default=0)):
             try:
                 m = nv.nvmlDeviceGetMigDeviceHandleByIndex(h, i)
@@ -181,32 +182,42 @@ class NvidiaBackend(Backend):
                 continue
             gi = self._try(nv.nvmlDeviceGetGpuInstanceId, m, default=NO_INSTANCE)
             ci = self._try(nv.nvmlDeviceGetComputeInstanceId, m, default=NO_INSTANCE)
-            with self._lock:
-                self._migs[(parent.uuid, gi, ci)] = mig_uuid
+            found[(parent.uuid, gi, ci)] = (mig_uuid, m)
             name = _text(self._try(nv.nvmlDeviceGetName, m, default=""))
             out.append(DeviceRef(VENDOR, parent.index, parent.uuid, name, parent.pci_bus_id, parent.minor, mig_uuid))
+        with self._lock:  # MIG devices are created and destroyed at run time: this GPU's list is replaced whole
+            for key in [k for k in self._migs if k[0] == parent.uuid]:
+                self._handles.pop(self._migs.pop(key), None)
+            for key, (mig_uuid, m) in found.items():
+                self._migs[key] = mig_uuid
+                self._handles[mig_uuid] = m
+            self._mig_list[parent.uuid] = tuple(u for u, _ in found.values())
         return tuple(out)
 
     # ---- samples ----
 
     def _handle(self, nv, dev: DeviceRef):
+        """The GPU's handle, or its MIG device's when the ref names one (dev.mig)."""
+        key = dev.mig or dev.uuid
         with self._lock:
-            h = self._handles.get(dev.uuid)
-        if h is None:  # sampled before (or without) an inventory of it
+            h = self._handles.get(key)
+        if h is None:  # sampled before (or without) an inventory of it; NVML takes MIG uuids here too
             try:
-                h = nv.nvmlDeviceGetHandleByUUID(dev.uuid)
+                h = nv.nvmlDeviceGetHandleByUUID(key)
             except nv.NVMLError as e:
-                raise DeviceError(f"nvmlDeviceGetHandleByUUID({dev.uuid}): {e}") from None
+                raise DeviceError(f"nvmlDeviceGetHandleByUUID({key}): {e}") from None
             with self._lock:
-                self._handles[dev.uuid] = h
-                self._refs[_addr(h)] = dev
+                self._handles[key] = h
+                if not dev.mig:
+                    self._refs[_addr(h)] = dev
         return h
 
     def sample(self, dev: DeviceRef) -> Reading:
         nv = self._nvml()
         h = self._handle(nv, dev)
+        key = dev.mig or dev.uuid
         with self._lock:
-            skip = set(self._unsupported.get(dev.uuid, ()))
+            skip = set(self._unsupported.get(key, ()))
         reading = Reading()
         newly_unsupported = []
         for name, read in _READINGS:
@@ -224,7 +235,7 @@ class NvidiaBackend(Backend):
                     reading.errors.append(f"{name}: {e}")
         if newly_unsupported:
             with self._lock:
-                self._unsupported.setdefault(dev.uuid, set()).update(newly_unsupported)
+                self._unsupported.setdefault(key, set()).update(newly_unsupported)
         mask = reading.values.get("throttle_mask")
         if mask is not None:
             reading.throttle = throttle_names(int(mask))
@@ -241,14 +252,43 @@ class NvidiaBackend(Backend):
         return reading
 
     def _processes(self, nv, h, dev: DeviceRef) -> tuple[tuple[int, int | None, str], ...]:
-        """Compute and graphics processes, one entry per pid (a process doing both is listed by both)."""
+        """(pid, used bytes or None, MIG uuid) per process. A MIG device's handle lists its own instance's.
+        A GPU's lists every process, in MIG mode with each one's instance (NVML's aggregate answer, for a
+        privileged caller only): refused, the GPU's MIG devices are asked one by one instead."""
+        if dev.mig:
+            return tuple((pid, used, dev.mig) for pid, used, _ in self._running(nv, h, dev.uuid))
+        try:
+            return self._running(nv, h, dev.uuid)
+        except nv.NVMLError as e:
+            with self._lock:
+                migs = [(u, self._handles.get(u)) for u in self._mig_list.get(dev.uuid, ())]
+            if e.value not in (nv.NVML_ERROR_NO_PERMISSION, nv.NVML_ERROR_NOT_SUPPORTED) or not migs:
+                raise
+        out = []
+        for mig_uuid, m in migs:
+            if m is not None:
+                out += [(pid, used, mig_uuid) for pid, used, _ in self._running(nv, m, dev.uuid)]
+        return tuple(out)
+
+    def _running(self, nv, h, gpu_uuid: str) -> tuple[tuple[int, int | None, str], ...]:
+        """Compute and graphics processes, one entry per pid (a process doing both is listed by both);
+        the _v2 calls where the driver predates _v3 (R470 and older)."""
         seen: dict[int, tuple[int, int | None, str]] = {}
-        for fn in (nv.nvmlDeviceGetComputeRunningProcesses, nv.nvmlDeviceGetGraphicsRunningProcesses):
-            for p in fn(h):
+        for v3, v2 in ((nv.nvmlDeviceGetComputeRunningProcesses_v3, nv.nvmlDeviceGetComputeRunningProcesses_v2),
+                       (nv.nvmlDeviceGetGraphicsRunningProcesses_v3, nv.nvmlDeviceGetGraphicsRunningProcesses_v2)):
+            try:
+                procs = v3(h)
+            except nv.NVMLError as e:
+                if e.value != nv.NVML_ERROR_FUNCTION_NOT_FOUND:
+                    if v3 is nv.nvmlDeviceGetGraphicsRunningProcesses_v3 and e.value == nv.NVML_ERROR_NOT_SUPPORTED:
+                        continue  # no graphics contexts on this GPU (MIG, compute-only boards)
+                    raise
+                procs = v2(h)
+            for p in procs:
                 if p.pid in seen:
                     continue
                 used = int(p.usedGpuMemory) if p.usedGpuMemory is not None else None
-                seen[p.pid] = (int(p.pid), used, self._mig_uuid(dev.uuid, p.gpuInstanceId, p.computeInstanceId))
+                seen[p.pid] = (int(p.pid), used, self._mig_uuid(gpu_uuid, p.gpuInstanceId, p.computeInstanceId))
         return tuple(seen.values())
 
     def _mig_uuid(self, gpu_uuid: str, gi: int, ci: int) -> str:

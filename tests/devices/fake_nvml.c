@@ -23,6 +23,7 @@
  *     unsupported <function>     the call returns NVML_ERROR_NOT_SUPPORTED for this device
  *     error <function> <code>    the call returns <code>
  *     hang <function>            the call blocks while this line is in the file (re-read every 10 ms)
+ *                                (<function> written "mig:<name>": the rule is for this GPU's MIG handles)
  *
  * The driver must never kill the agent: a malformed line is reported on stderr and makes nvmlInit
  * fail with NVML_ERROR_UNKNOWN, so a broken test config is seen at once.
@@ -242,15 +243,30 @@ static int reload(int force) {
     return rc;
 }
 
+/* The config's rule for `fn` on this device. A MIG device handle follows its GPU's rules written
+ * "mig:<fn>", and answers NOT_SUPPORTED for what NVML does not answer per MIG instance. */
+static const char *mig_calls[] = {
+    "nvmlDeviceGetName", "nvmlDeviceGetUUID", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2",
+    "nvmlDeviceIsMigDeviceHandle", "nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId",
+    "nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2",
+};
+
 static int rule_for(const fake_dev_t *d, const char *fn, int *hang) {
     const fake_dev_t *owner = d->parent ? d->parent : d;
+    char name[80];
+    snprintf(name, sizeof name, "%s%s", d->parent ? "mig:" : "", fn);
+    *hang = 0;
     for (int i = 0; i < owner->nrules; i++) {
-        if (!strcmp(owner->rules[i].fn, fn)) {
+        if (!strcmp(owner->rules[i].fn, name)) {
             *hang = owner->rules[i].hang;
             return owner->rules[i].code;
         }
     }
-    *hang = 0;
+    if (d->parent) {
+        for (size_t i = 0; i < sizeof mig_calls / sizeof mig_calls[0]; i++)
+            if (!strcmp(mig_calls[i], fn)) return OK;
+        return E_NOT_SUPPORTED;
+    }
     return OK;
 }
 
@@ -387,6 +403,12 @@ int nvmlDeviceGetHandleByUUID(const char *uuid, fake_dev_t **h) {
         if (!strcmp(devs[i].uuid, uuid)) {
             *h = &devs[i];
             LEAVE(OK);
+        }
+        for (int j = 0; j < devs[i].nmig; j++) {  /* NVML takes a MIG device's UUID here too */
+            if (!strcmp(devs[i].migs[j]->uuid, uuid)) {
+                *h = devs[i].migs[j];
+                LEAVE(OK);
+            }
         }
     }
     LEAVE(E_NOT_FOUND);
@@ -607,20 +629,29 @@ int nvmlDeviceGetRemappedRows(fake_dev_t *d, unsigned int *corr, unsigned int *u
     LEAVE(OK);
 }
 
+/* A GPU's handle lists every process (in MIG mode with each one's instance ids: NVML's aggregate answer
+ * to a privileged caller); a MIG device's handle lists the processes in its own instance. */
+static int in_instance(const fake_dev_t *d, const proc_t *p) {
+    return !d->parent || (p->gi == d->gi && (p->ci == 0xFFFFFFFFu || p->ci == d->ci));
+}
+
 static int running(fake_dev_t *d, int graphics, unsigned int *count, process_info_t *infos) {
+    const fake_dev_t *owner = d->parent ? d->parent : d;
     unsigned int have = 0;
-    for (int i = 0; i < d->nproc; i++) have += d->procs[i].graphics == graphics;
+    for (int i = 0; i < owner->nproc; i++)
+        have += owner->procs[i].graphics == graphics && in_instance(d, &owner->procs[i]);
     if (!infos || *count < have) {
         *count = have;
         LEAVE(have ? E_INSUFFICIENT : OK);
     }
     unsigned int k = 0;
-    for (int i = 0; i < d->nproc; i++) {
-        if (d->procs[i].graphics != graphics) continue;
-        infos[k].pid = d->procs[i].pid;
-        infos[k].usedGpuMemory = d->procs[i].used;
-        infos[k].gpuInstanceId = d->procs[i].gi;
-        infos[k].computeInstanceId = d->procs[i].ci;
+    for (int i = 0; i < owner->nproc; i++) {
+        const proc_t *p = &owner->procs[i];
+        if (p->graphics != graphics || !in_instance(d, p)) continue;
+        infos[k].pid = p->pid;
+        infos[k].usedGpuMemory = p->used;
+        infos[k].gpuInstanceId = p->gi;
+        infos[k].computeInstanceId = p->ci;
         k++;
     }
     *count = k;
@@ -634,6 +665,17 @@ int nvmlDeviceGetComputeRunningProcesses_v3(fake_dev_t *d, unsigned int *count, 
 
 int nvmlDeviceGetGraphicsRunningProcesses_v3(fake_dev_t *d, unsigned int *count, process_info_t *infos) {
     ENTER(d, "nvmlDeviceGetGraphicsRunningProcesses_v3");
+    return running(d, 1, count, infos);
+}
+
+/* R450-R470 drivers: the same records (nvmlProcessInfo_v2_t has the layout of _v3's) */
+int nvmlDeviceGetComputeRunningProcesses_v2(fake_dev_t *d, unsigned int *count, process_info_t *infos) {
+    ENTER(d, "nvmlDeviceGetComputeRunningProcesses_v2");
+    return running(d, 0, count, infos);
+}
+
+int nvmlDeviceGetGraphicsRunningProcesses_v2(fake_dev_t *d, unsigned int *count, process_info_t *infos) {
+    ENTER(d, "nvmlDeviceGetGraphicsRunningProcesses_v2");
     return running(d, 1, count, infos);
 }
 

@@ -205,6 +205,48 @@ def test_sample_processes_in_mig_instances(opened):
     assert r.processes == ((500, None, MIG_A), (501, None, MIG_B), (502, None, MIG_B), (503, None, ""))
 
 
+MIGS = ["mig 1 0 " + MIG_A + f" {10 * GIB} 1g.10gb", "mig 2 0 " + MIG_B + f" {20 * GIB} 2g.20gb",
+        "process compute 500 na 1 0", "process compute 501 1048576 2 0"]
+
+
+def test_sample_of_one_mig_device(opened):
+    b = opened(device(A100_MIG, MIGS))
+    (info,) = b.inventory(1)
+    r = b.sample(info.mig_devices[1])
+    # what NVML answers per MIG instance: its memory and its processes; the rest is the GPU's
+    assert r.values == {"mem_total": 20 * GIB, "mem_used": 0, "mem_free": 20 * GIB, "xid_last": 0}
+    assert r.processes == ((501, 1048576, MIG_B),) and r.errors == []
+
+
+def test_mig_processes_asked_per_instance_when_the_gpu_refuses(opened):
+    # NVML gives the GPU-wide list in MIG mode to privileged callers only (NO_PERMISSION otherwise)
+    b = opened(device(A100_MIG, MIGS + ["error nvmlDeviceGetComputeRunningProcesses_v3 4"]))
+    b.inventory(1)
+    r = b.sample(DeviceRef("nvidia", 0, UUID1))
+    assert r.processes == ((500, None, MIG_A), (501, 1048576, MIG_B)) and r.errors == []
+
+
+def test_processes_on_drivers_without_v3_and_without_graphics(opened):
+    b = opened(device(H100, ["process compute 77 4096", "process graphics 78 8192",
+                             "error nvmlDeviceGetComputeRunningProcesses_v3 13",
+                             "error nvmlDeviceGetGraphicsRunningProcesses_v3 13"]))
+    assert b.sample(ref0()).processes == ((77, 4096, ""), (78, 8192, ""))
+    b = opened(device(H100, ["process compute 77 4096", "process graphics 78 8192",
+                             "unsupported nvmlDeviceGetGraphicsRunningProcesses_v3"]))
+    r = b.sample(ref0())
+    assert r.processes == ((77, 4096, ""),) and r.errors == []
+
+
+def test_mig_devices_replaced_at_inventory(opened, fake):
+    b = opened(device(A100_MIG, MIGS))
+    b.inventory(1)
+    fake.write(device(A100_MIG, ["mig 3 0 " + MIG_A + f" {10 * GIB} 1g.10gb", "process compute 600 na 3 0",
+                                 "process compute 601 na 2 0"]))
+    (info,) = b.inventory(2)
+    assert [m.mig for m in info.mig_devices] == [MIG_A]
+    assert b.sample(DeviceRef("nvidia", 0, UUID1)).processes == ((600, None, MIG_A), (601, None, ""))
+
+
 def test_unsupported_readings_left_out_and_asked_again_after_inventory(opened, fake):
     unsupported = ["unsupported nvmlDeviceGetPowerUsage", "unsupported nvmlDeviceGetTotalEccErrors",
                    "unsupported nvmlDeviceGetRetiredPages", "unsupported nvmlDeviceGetRemappedRows",
