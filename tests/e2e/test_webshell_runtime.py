@@ -3,14 +3,14 @@
 A process in the container writes a PHP web shell under /var/www/html the way an attacker's one-liner
 does (`sh -c 'echo ... > /var/www/html/x.php'`): the agent raises one `malware.webshell` alert carrying
 the container's id, the file's path and the MITRE technique; a benign PHP file written the same way
-raises nothing. With the policy's `webshell.action: block`, the writer (a shell that stays alive after
-writing) is killed and the file renamed aside with mode 000, each an enforcement.block; the file is
-checked through the container's init, /proc/<pid>/root, where the container sees it.
+raises nothing; one written elsewhere and moved in is found at the rename. With the policy's
+`webshell.action: block`, the writer (a shell that stays alive after writing) is killed and the file
+renamed aside with mode 000, each an enforcement.block; the file is checked through the container's
+init, /proc/<pid>/root, where the container sees it.
 
-The shell is known to the agent two ways: the web-shell detector reads it (once the PHP reader is in),
-and its sha256 is in a known-bad hash store the test writes (agent/imagegate/hashdb.py), so the alert
-holds whichever finds it. The queue's bound and its counted drops are unit-tested
-(tests/unit/test_webshell_watch.py).
+The shell is known to the agent two ways: the web-shell detector reads it, and its sha256 is in a
+known-bad hash store the test writes (agent/imagegate/hashdb.py), so the alert holds whichever finds it.
+The queue's bound and its counted drops are unit-tested (tests/unit/test_webshell_watch.py).
 """
 
 from __future__ import annotations
@@ -105,8 +105,14 @@ def test_a_web_shell_written_in_a_container_is_an_alert_a_benign_file_is_not(ale
                              and r.get("file.path") == f"{WWW}/ok.php", timeout=10)
         time.sleep(LINGER + 1.0)
         assert [r["file.path"] for r in _webshell_alerts(alert_agent, cid)] == [f"{WWW}/x.php"]
+        # written elsewhere, then moved in: found at the rename (the alert's file is the rename's target)
+        containerd.exec(cid, "/bin/sh", "-c", f'echo "$0" > /tmp/y.php; mv /tmp/y.php {WWW}/y.php; exit 0', SHELL)
+        (moved,) = alert_agent.wait_for(lambda r: r["event.name"] == "alert" and r.get("rule.id") == "malware.webshell"
+                                        and r.get("container.id") == cid and r.get("trigger.name") == "file.rename",
+                                        timeout=20)
+        assert moved["file.target.path"] == f"{WWW}/y.php" and moved["alert.findings"][0]["path"] == f"{WWW}/y.php"
         root = f"/proc/{containerd.task_pid(cid)}/root{WWW}"
-        assert sorted(os.listdir(root)) == ["index.html", "ok.php", "x.php"]  # alert only: nothing moved
+        assert sorted(os.listdir(root)) == ["index.html", "ok.php", "x.php", "y.php"]  # alert only: nothing moved
     finally:
         containerd.remove(cid)
 
