@@ -29,6 +29,7 @@ from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
 from agent.events import (
     AgentReady,
+    AlertEvent,
     CgroupEvent,
     DropReport,
     EnforcementEvent,
@@ -351,6 +352,8 @@ class Pipeline:
     def emit(self, ev) -> None:
         """Hand one typed record made outside the kernel path (agent.events.Record) to the outputs."""
         self._deliver([record.flatten(ev)])
+        if isinstance(ev, AlertEvent):  # another stage's alert (malware.webshell): counted as the detector's are
+            self.metrics.alerts.labels(ev.rule_id, ev.severity.label).inc()
 
     # -- accounting ------------------------------------------------------------------------------
 
