@@ -370,6 +370,10 @@ class AlertEvent:
     count: int = 1  # identical alerts folded into this one
     action: str = "alert"  # "alert" or "kill"
     findings: tuple[Finding, ...] = ()  # malware.webshell: the detector's evidence (source, sink, snippet ...)
+    # Device alerts (agent/devices/guard.py): the device, and the process using it when no kernel event is
+    # the subject (a use seen in a device.sample).
+    device: DeviceRef | None = None
+    user: DeviceUser | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +476,9 @@ class DeviceSampleEvent:
 class DeviceHealthEvent:
     """device.health: something happened to a device. kind: "xid" (with xid, mnemonic and the
     recommended action), "ecc_dbe", "ecc_sbe", "unavailable" (fell off the bus, lost), "unresponsive"
-    (a driver call did not return in time), "recovered" (answering again)."""
+    (a driver call did not return in time), "recovered" (answering again), "state" (Kunlun: the state
+    polled from xpumlDeviceGetState left running/unused: in_reset, error, in_exception, or the driver
+    answered "reset required"; the detail starts with that word)."""
 
     name: ClassVar[str] = "device.health"
     ts_ns: int

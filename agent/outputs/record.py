@@ -185,6 +185,14 @@ def _alert(ev: AlertEvent) -> dict:
     if ev.count != 1:
         rec["alert.count"] = ev.count
     rec["alert.findings"] = [f.to_dict() for f in ev.findings]  # a list is always written (nwwire/codec.py)
+    if ev.subject is None and ev.user is not None:  # a device use seen in a sample: no kernel event behind it
+        rec["process.pid"] = ev.user.pid
+        if ev.user.comm:
+            rec["process.name"] = ev.user.comm
+        if ev.user.container is not None:
+            _container_keys(rec, ev.user.container)
+    if ev.device is not None:
+        _device_keys(rec, ev.device)
     return rec
 
 

@@ -134,6 +134,9 @@ def test_agent_reports():
     assert (bad["event.severity"], bad["policy.error"]) == ("warning", "policy.yaml:3: bad severity")
 
 
+GPU = events.DeviceRef("nvidia", 0, "GPU-0", "NVIDIA H200", minor=0)
+
+
 def test_every_record_kind_has_a_flat_form_and_nothing_else_does():
     samples = {
         Enriched: _en(open_rec("/x")),
@@ -143,6 +146,10 @@ def test_every_record_kind_has_a_flat_form_and_nothing_else_does():
         AgentReady: AgentReady(5, "n", 1, ()),
         DropReport: DropReport(5, {}, {}),
         PolicyEvent: PolicyEvent(5, "p", "f"),
+        events.DeviceInfoEvent: events.DeviceInfoEvent(5, GPU),
+        events.DeviceSampleEvent: events.DeviceSampleEvent(5, GPU, {"gpu_util": 3.0}),
+        events.DeviceHealthEvent: events.DeviceHealthEvent(5, GPU, "xid", Severity.HIGH, xid=79),
+        events.DeviceProcessEvent: events.DeviceProcessEvent(5, GPU, "start", events.DeviceUser(7)),
     }
     kinds = typing.get_args(events.Record)
     assert set(kinds) == set(samples), "a new record kind: give it a sample here and a flattener"
