@@ -30,6 +30,7 @@ _EXT = {
     ".java": "jsp",  # servlet and filter shells: the JSP reader reads plain Java too
     ".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp",
     ".aspx": "aspx", ".ashx": "aspx", ".asmx": "aspx", ".ascx": "aspx", ".cshtml": "aspx", ".soap": "aspx",
+    ".svc": "aspx", ".master": "aspx",
     ".cfm": "cfm", ".cfml": "cfm", ".cfc": "cfm",
     ".pl": "perl", ".cgi": "perl", ".pm": "perl",
     ".py": "python",
