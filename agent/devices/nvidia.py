@@ -110,10 +110,13 @@ class NvidiaBackend(Backend):
         if self._eventset is not None:
             self._try(nv.nvmlEventSetFree, self._eventset, nv=nv)
             self._eventset = None
-        with self._lock:
+        with self._lock:  # handles die with the NVML session; a later open() starts from an inventory again
             self._event_regs.clear()
             self._handles.clear()
             self._refs.clear()
+            self._migs.clear()
+            self._mig_list.clear()
+            self._unsupported.clear()
         self._try(nv.nvmlShutdown, nv=nv)
 
     def _try(self, fn: Callable, *args, default=None, nv=None):
