@@ -482,3 +482,15 @@ def test_recovery_actions():
     assert xids.recovery_action(1) == ("GPU Reset Required", "reset_gpu", Severity.HIGH)
     assert xids.recovery_action(2) == ("Node Reboot Required", "reboot", Severity.CRITICAL)
     assert xids.recovery_action(4) == ("Drain and Reset", "drain_and_reset", Severity.CRITICAL)
+
+
+def test_open_again_after_close(opened, lib, fake):
+    b = opened(device(A100_MIG, MIGS))
+    b.inventory(1)
+    b.close()
+    b.close()  # a second close is a no-op
+    b.open()
+    (info,) = b.inventory(2)
+    assert [m.mig for m in info.mig_devices] == [MIG_A, MIG_B]
+    fake.event("0 xid 48")
+    assert [(e.xid, e.action) for e in b.health(2.0)] == [(48, "drain_and_reset")]
