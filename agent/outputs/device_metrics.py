@@ -37,7 +37,7 @@ def _who(st) -> list[tuple[str, str, str]]:
         c = u.container
         if c is None:
             continue
-        who = (c.pod_name, c.pod_namespace, c.name or c.id[:12])
+        who = (c.pod_name, c.pod_namespace, c.name or c.id)  # outside Kubernetes: the id
         if who not in seen:
             seen.append(who)
     return seen or [("", "", "")]
