@@ -21,7 +21,8 @@ enrichment); a host process's file through the host's init (/proc/1/root, in the
 or the agent's own root when the writer shared the agent's mount namespace. The path is resolved with
 openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) below that root, and its last component is never
 followed: a symlink planted in the container cannot make the agent read, or quarantine, a file of the
-host. At most webshell.max_file_bytes are read.
+host. It is looked up as O_PATH and opened for reading only when it is a regular file (a FIFO would block
+the scanner, a device's open has effects). At most webshell.max_file_bytes are read.
 
 Never on the event path: the pipeline's worker only files the event (a dict update, a queue put); one
 scanner thread here reads and scans. The queue is bounded (webshell.queue_size): a full queue drops the
@@ -364,10 +365,11 @@ class WebshellWatch:
             return
         try:
             try:
-                fd = open_in_root(rootfd, job.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+                fd = _open_regular(rootfd, job.path)
             except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
-                    self.counts["gone"] += 1  # removed or renamed since, or a symlink (never followed)
+                if isinstance(e, _NotRegular) or e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+                    # removed or renamed since, a symlink (never followed), not a regular file (never opened)
+                    self.counts["gone"] += 1
                 else:
                     self._drops["webshell.unreadable"] += 1
                     self._rlog.warning("open", "web-shell check: cannot open %s: %s", job.path, e.strerror)
@@ -381,9 +383,6 @@ class WebshellWatch:
 
     def _check(self, job: _Job, s: _Settings, rootfd: int, fd: int) -> None:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            self.counts["gone"] += 1
-            return
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         if key in self._seen:
             self.counts["repeat"] += 1
@@ -443,6 +442,23 @@ class WebshellWatch:
                                     f"{RULE_ID}: {job.path}" + (f" -> {moved}" if moved else ""), severity,
                                     outcome=outcome, subject=en, rule_name=RULE_ID, rule_category="webshell",
                                     quarantine_path=moved or ""))
+
+
+class _NotRegular(OSError):
+    """The path names a FIFO, socket, device node or directory: never opened for reading."""
+
+
+def _open_regular(rootfd: int, path: str) -> int:
+    """A read fd of `path` below `rootfd`, only if it is a regular file: it is looked up as O_PATH first, so a
+    FIFO, socket or device node planted under a web root is never opened (an open of a device has effects,
+    a FIFO's blocks), then reopened for reading through that very inode."""
+    pfd = open_in_root(rootfd, path, os.O_PATH)
+    try:
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):
+            raise _NotRegular(path)
+        return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    finally:
+        os.close(pfd)
 
 
 def _quarantine(rootfd: int, fd: int, path: str, st) -> tuple[str | None, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import time
 
@@ -185,6 +186,18 @@ def test_a_planted_symlink_is_never_followed(tmp_path, bad_hashes):
     w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/link.php")))
     _drain(w)
     assert out == [] and w.counts["gone"] == 1 and os.stat(outside).st_mode & 0o777 != 0
+
+
+def test_a_fifo_or_device_under_a_web_root_is_never_opened(tmp_path, bad_hashes):
+    (tmp_path / "www").mkdir()
+    os.mkfifo(tmp_path / "www" / "f.php")  # an open for reading would block until a writer came
+    os.mknod(tmp_path / "www" / "d.php", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    w, out = _watch(tmp_path, hashdb=bad_hashes)
+    for name in ("f.php", "d.php"):
+        w.observe(_en(_ev(Op.FILE_CLOSE, f"{tmp_path}/www/{name}")))
+    t0 = time.monotonic()
+    _drain(w)
+    assert time.monotonic() - t0 < 1 and out == [] and w.counts["gone"] == 2 and w.drops()["webshell.unreadable"] == 0
 
 
 def test_block_kills_the_writer_and_quarantines(tmp_path, bad_hashes):
