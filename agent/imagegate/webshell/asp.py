@@ -26,10 +26,11 @@ _UTF7 = re.compile(r"codepage\s*=\s*[\"']?65000", re.I)
 
 _I = re.I
 SOURCES = [re.compile(p, _I) for p in (
-    r"\brequest(?:\.(?:form|querystring|cookies|servervariables|item|params|headers|files|unvalidated|query"
-    r"|body))?[(\[]",
+    r"\brequest(?:\.(?:form|querystring|cookies|item|params|headers|files|unvalidated|query|body))?[(\[]",
     r"\brequest\.(?:binaryread|inputstream|getbufferlessinputstream|form|querystring|params|headers|cookies|files"
     r"|item|rawurl|body|totalbytes)\b",
+    # the server's own variables (SCRIPT_NAME, REMOTE_ADDR ...) are not the client's; these are
+    r'\brequest\.servervariables[(\[]"(?:HTTP_\w+|QUERY_STRING|ALL_\w+|CONTENT_\w+|PATH_INFO|URL)"',
     r'\beval\("request"\)',  # JScript/VB: eval("request") is the Request object
 )]
 _SQL_RUN = r"\bnew (?:Sql|OleDb|Odbc|MySql)Command\(|\.(?:ExecuteReader|ExecuteNonQuery|ExecuteScalar|execute)\b"
@@ -55,7 +56,8 @@ VB_SINKS = [
     _S(re.compile(r"\.start\b", _I), "Process.Start", "exec", receiver=True, rest=True, needs=_PROC),
     _S(re.compile(r"\b(?:assembly|domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
     _S(re.compile(r"\.(?:createtextfile|opentextfile|savetofile)\b", _I), "file write", "write", rest=True),
-    _S(re.compile(r"\.(?:write|writeline|writetext)\b", _I), "file write", "writedata", rest=True, needs=_FSO),
+    _S(re.compile(r"(?<!response)(?<!\bout)\.(?:write|writeline|writetext)\b", _I), "file write", "writedata",
+       rest=True, needs=_FSO),
     _S(re.compile(r"\.saveas\b", _I), "SaveAs", "upload", rest=True),
     _S(re.compile(r"\b(?:file\.(?:writeall\w*|appendall\w*)|io\.file\.writeall\w*)\b", _I), "File.Write", "write",
        rest=True),
@@ -81,7 +83,8 @@ C_SINKS = [
     _S(re.compile(r"\.CreateInstance\("), "Assembly.CreateInstance", "classload", receiver=True,
        needs=re.compile(r"Assembly\.Load|Domain\.Load")),
     _S(re.compile(r"\.(?:CreateTextFile|OpenTextFile|SaveToFile)\(", _I), "file write", "write"),
-    _S(re.compile(r"\.(?:Write|WriteLine|WriteText)\(", _I), "file write", "writedata", needs=_FSO),
+    _S(re.compile(r"(?<!Response)(?<!\bout)\.(?:Write|WriteLine|WriteText)\(", _I), "file write", "writedata",
+       needs=_FSO),
     _S(re.compile(r"\.SaveAs\("), "SaveAs", "upload"),
     _S(re.compile(r"\bFile\.(?:WriteAll\w+|AppendAll\w+|Create|OpenWrite)\(|\bnew (?:FileStream|StreamWriter)\("),
        "File.Write", "write"),
@@ -241,6 +244,7 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
     has_source = any(s is not None for s in prog.src)
     kinds = {f.sink.kind for f in flows if f.state == "tainted"}
     family = _family(text, kinds, size)
+    console = None
     for f in flows:
         k = f.sink.kind
         conf = 0.0
@@ -255,10 +259,22 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                 ops = len({m.lower() for m in _FILEOPS.findall(text)})
                 if ops < 2:
                     continue
-                conf = 0.5 + 0.1 * min(ops, 4)
+                conf = 0.15 * min(ops, 5)  # deleting one file a form names is an admin page; a manager does all
             elif k in ("sql", "sqlconn"):
-                if {"sql", "sqlconn"} <= kinds:
+                if console is None:
+                    console = _sql_console(prog, flows)
+                if console:
                     conf = 0.7  # a SQL console: the server, credentials and the query all come from the request
+            elif k == "write" and re.search(r"opentextfile\([^,]+,1\b", f.snippet, _I):
+                continue  # opened for reading
+            if k in ("write", "writedata", "upload") and lang == "asp" and not _writes_pages(text) \
+                    and len({m.lower() for m in _FILEOPS.findall(text)}) < 4:
+                # classic ASP upload components write request bytes to disk for a living; an uploader
+                # shell takes both the path and the content from form fields
+                both = _PARAM.search(f.source) and any(
+                    g.state == "tainted" and g.sink.kind in ("write", "writedata") and g.sink.kind != k
+                    and _PARAM.search(g.source) for g in flows)
+                conf = 0.65 if both else min(conf, 0.45)
             elif k == "eval" and f.sink.name == "CreateObject":
                 conf = 0.7
         elif k == "eval" and f.state == "constant" and depth < 3:
@@ -302,6 +318,45 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                          detail="a string constant is itself a web shell: " + h.rule))
 
 
+_PARAM = re.compile(r"\brequest(?:\.(?:form|querystring|item))?\(", _I)
+_SQL_WORD = r'"\s*(?:select|insert|update|delete|create|alter|drop|exec|declare|with)\b'
+
+
+def _templated(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
+    """The query is the page's own SQL with request values in it (at worst an injection), not the request's."""
+    code = prog.code(f.start, f.end)
+    if re.search(_SQL_WORD, code, _I):
+        return True
+    names = {t[1] for t in prog.toks[f.start:f.end] if t[0] == "i"}
+    return any(re.search(r"\b" + re.escape(n) + r"=[^\n;]{0,200}?" + _SQL_WORD, prog.text, _I) for n in names)
+
+
+_CONNSTR = re.compile(r"provider=|driver=|data source=|server=|dsn=|uid=|user id=", _I)
+
+
+def _sql_console(prog: jsp_flow.Program, flows) -> bool:
+    """A connection whose string the request supplies, and a query the request supplies whole."""
+    conn = query = False
+    for g in flows:
+        if g.state != "tainted":
+            continue
+        if g.sink.kind == "sqlconn":
+            names = {t[1] for t in prog.toks[g.start:g.end] if t[0] == "i"}
+            strs = [t[1] for t in prog.toks[g.start:g.end] if t[0] == "s"]
+            conn |= any(_CONNSTR.search(x) for x in strs) or any(
+                _CONNSTR.search(m.group(1)) for n in list(names)[:8]
+                for m in re.finditer(r"\b" + re.escape(n) + r"=([^\n;]{0,300})", prog.text, _I))
+            if conn and query:
+                return True
+        elif g.sink.kind == "sql" and not query and not _templated(prog, g):
+            query = True
+    return conn and query
+
+
+def _writes_pages(text: str) -> bool:
+    return bool(re.search(r'\.(?:asp|aspx|asa|cer|cdx|php|jsp)"', text, _I))
+
+
 def _dropper(prog, found, lang) -> None:
     """Fetch a remote file and save it as a server page (XMLHTTP + ADODB.Stream.SaveToFile x.asp)."""
     text = prog.text
@@ -324,6 +379,14 @@ _TRANSFORMS = (
 _BUILTIN = frozenset({"request", "session", "application", "server", "response", "eval", "execute",
                       "executeglobal", "trim", "cstr", "lcase", "ucase"})
 _KEYWORDS = re.compile(r"\b(?:request|execute|eval|createobject|wscript)\b", _I)
+
+
+def _encoded(c: str) -> bool:
+    """A constant that reads as encoded data, not as a name or a path."""
+    if re.fullmatch(r"[0-9a-fA-F]{16,}", c):
+        return True
+    words = len(re.findall(r"[A-Za-z]{3,}", c))
+    return len(c) >= 24 and not re.fullmatch(r"[\w\-./ :\\]+", c) and words * 8 < len(c)
 
 
 def _unhex(s: str) -> str:
@@ -359,11 +422,14 @@ def _decoded_eval(prog, f, la, lang, found, extra, depth) -> float:
                     _scan_code(la, cand, lang, prog.budget, found, extra, depth + 1)
                     if any(h.confidence >= 0.5 for h in found[before:]):
                         return 0.9
-        return 0.6
+        if any(_encoded(c) for c in consts):
+            return 0.6
+        return 0.0
     if re.search(r"\bsession\(|\bapplication\(|\bSession\[", prog.code(f.start, f.end), _I):
         return 0.55  # code stored in the session by an earlier request
     # a variable built by a decoding loop: v = v & chr(...)
-    names = {t[1] for t in toks[f.start:f.end] if t[0] == "i"}
+    args = [t for t in toks[f.start + 1:f.end] if t[0] != "o"]
+    names = {t[1] for t in args if t[0] == "i"} if len(args) == 1 else set()
     for n in names:
         if re.search(r"\b" + re.escape(n) + r"=" + re.escape(n) + r"[&+].{0,40}?\b(?:chr|chrw|chrb|mid|fromCharCode)\(",
                      prog.text, _I):
