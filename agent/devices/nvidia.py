@@ -68,7 +68,7 @@ class NvidiaBackend(Backend):
         self._xid_last: dict[str, int] = {}
         self._pending: deque[DeviceHealthEvent] = deque(maxlen=PENDING_MAX)
         self._eventset = None
-        self._event_regs: dict[int, bool] = {}  # handle address -> registered in the event set
+        self._event_regs: dict[int, int] = {}  # handle address -> the event types registered for it (0: none)
         self._driver = ""
         self._cuda = ""
 
@@ -349,16 +349,17 @@ class NvidiaBackend(Backend):
         with self._lock:
             todo = [(a, r) for a, r in self._refs.items() if not r.mig and a not in self._event_regs]
             if not todo:
-                return bool(self._event_regs)
+                return any(self._event_regs.values())
             handles = {_addr(h): h for h in self._handles.values()}
         nv = self._nv
         for addr, _ref in todo:
             h = handles.get(addr)
             types = self._try(nv.nvmlDeviceGetSupportedEventTypes, h, default=EVENTS_WANTED) if h else 0
-            ok = h is not None and self._try(nv.nvmlDeviceRegisterEvents, h, types & EVENTS_WANTED,
-                                             self._eventset, default=False) is None
+            types &= EVENTS_WANTED
+            register = nv.nvmlDeviceRegisterEvents
+            ok = bool(h is not None and types) and self._try(register, h, types, self._eventset, default=False) is None
             with self._lock:
-                self._event_regs[addr] = ok
+                self._event_regs[addr] = types if ok else 0
         with self._lock:
             return any(self._event_regs.values())
 
@@ -371,6 +372,9 @@ class NvidiaBackend(Backend):
             x = xids.lookup(value)
             with self._lock:
                 self._xid_last[ref.uuid] = value
+                recovery_events = self._event_regs.get(_addr(data.device), 0) & EV_RECOVERY
+            if value == 154 and recovery_events:
+                return None  # the recovery-action event of the same moment says which action: reported from it
             return DeviceHealthEvent(ts, ref, "xid", x.severity, detail=x.description + where, xid=value,
                                      mnemonic=x.mnemonic, action=x.action)
         if kind == EV_RECOVERY:  # what the driver's Xid 154 says: the recovery the GPU now needs

@@ -17,7 +17,8 @@
  *                                "<index> unavailable" | "<index> recovery <action>"
  *   hang_max_ms <ms>             a hung call returns after this long at most (default 60000)
  *   device                       starts the next device (index 0, 1, ...); the lines below are its:
- *     uuid|name|serial|pci_bus_id <text>     minor|pci_device_id|... <int>   (see set_field)
+ *     uuid|name|serial|pci_bus_id <text>     minor|mem_total|temperature|... <int> (int_fields)
+ *     event_types <mask>         the nvmlEventType bits this GPU supports (default: all the fake has)
  *     process compute|graphics <pid> <used bytes|na> [gi ci]
  *     mig <gpu instance id> <compute instance id> <uuid> <memory total> [profile, e.g. 1g.10gb]
  *     unsupported <function>     the call returns NVML_ERROR_NOT_SUPPORTED for this device
@@ -89,7 +90,7 @@ typedef struct fake_dev {
         enforced_limit_mw, ecc_mode, ecc_pending, mig_mode, gpu_util, mem_util, temperature, power_mw, energy_mj,
         sm_clock, mem_clock, throttle, pcie_replay, ecc_sbe_volatile, ecc_dbe_volatile, ecc_sbe_aggregate,
         ecc_dbe_aggregate, retired_sbe, retired_dbe, retired_pending, remap_corr, remap_unc, remap_pending,
-        remap_failure;
+        remap_failure, event_types;
     int nproc, nmig, nrules;
     proc_t procs[MAX_PROC];
     struct fake_dev *migs[MAX_MIG];
@@ -117,7 +118,7 @@ static const struct { const char *key; size_t off; } int_fields[] = {
     FIELD(energy_mj), FIELD(sm_clock), FIELD(mem_clock), FIELD(throttle), FIELD(pcie_replay),
     FIELD(ecc_sbe_volatile), FIELD(ecc_dbe_volatile), FIELD(ecc_sbe_aggregate), FIELD(ecc_dbe_aggregate),
     FIELD(retired_sbe), FIELD(retired_dbe), FIELD(retired_pending), FIELD(remap_corr), FIELD(remap_unc),
-    FIELD(remap_pending), FIELD(remap_failure),
+    FIELD(remap_pending), FIELD(remap_failure), FIELD(event_types),
 };
 
 static int bad(int lineno, const char *line) {
@@ -705,14 +706,15 @@ int nvmlEventSetFree(event_set_t *set) {
 
 int nvmlDeviceGetSupportedEventTypes(fake_dev_t *d, unsigned long long *types) {
     ENTER(d, "nvmlDeviceGetSupportedEventTypes");
-    *types = EV_SUPPORTED;
+    *types = d->event_types ? (unsigned long long)d->event_types & EV_SUPPORTED : EV_SUPPORTED;
     LEAVE(OK);
 }
 
 int nvmlDeviceRegisterEvents(fake_dev_t *d, unsigned long long types, event_set_t *set) {
     ENTER(d, "nvmlDeviceRegisterEvents");
     if (!set || d->parent) LEAVE(E_INVALID);
-    if (types & ~EV_SUPPORTED) LEAVE(E_NOT_SUPPORTED);
+    unsigned long long supported = d->event_types ? (unsigned long long)d->event_types & EV_SUPPORTED : EV_SUPPORTED;
+    if (types & ~supported) LEAVE(E_NOT_SUPPORTED);
     set->mask[d->index] |= types;
     LEAVE(OK);
 }

@@ -494,3 +494,22 @@ def test_open_again_after_close(opened, lib, fake):
     assert [m.mig for m in info.mig_devices] == [MIG_A, MIG_B]
     fake.event("0 xid 48")
     assert [(e.xid, e.action) for e in b.health(2.0)] == [(48, "drain_and_reset")]
+
+
+def test_xid_154_reported_from_the_recovery_event(opened, fake):
+    # a GPU with NVML's recovery-action event: Xid 154 itself adds nothing to it, and is not reported twice
+    b = opened(device(H100), device(A100_MIG, ["event_types 0xf"]))  # GPU 1: SBE, DBE, pstate, Xid only
+    b.inventory(1)
+    for line in ("0 xid 154", "0 recovery 1", "1 xid 154", "1 recovery 1", "1 unavailable"):
+        fake.event(line)
+    got = [(e.device.index, e.xid, e.action, e.severity) for e in b.health(2.0)]
+    assert got == [(0, 154, "reset_gpu", Severity.HIGH), (1, 154, "contact_support", Severity.MEDIUM)]
+    assert b.sample(ref0()).values["xid_last"] == 154
+
+
+def test_no_gpu_registers_events(opened, fake):
+    b = opened(device(H100, ["event_types 0x4"]))  # P-state changes only: nothing we listen to
+    b.inventory(1)
+    fake.event("0 xid 79")
+    t = time.monotonic()
+    assert b.health(0.2) == [] and time.monotonic() - t >= 0.15
