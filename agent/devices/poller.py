@@ -47,6 +47,7 @@ log = logging.getLogger("nodewarden")
 _HEALTH_SLICE = 1.0  # longest one health call waits for an event: stop() is never later than this
 _MAX_PROCESSES = 256  # per device and sample: a driver that lists more is cut (and counted)
 _MAX_ERRORS = 16  # failed readings named per sample
+_RECHECK_S = 5.0  # an unattributed device user's container is looked up again after this long
 
 
 class CallTimeout(Exception):
@@ -127,6 +128,7 @@ class DeviceState:
     errors: Counter = dataclasses.field(default_factory=Counter)  # reading or call -> failures
     health_events: Counter = dataclasses.field(default_factory=Counter)  # kind -> count
     samples: int = 0
+    resolved: dict[tuple[int, str], float] = dataclasses.field(default_factory=dict)  # user -> looked up (monotonic)
 
 
 class Attributor:
@@ -500,13 +502,19 @@ class Poller:
         """The processes of one sample as DeviceUsers: those seen before keep their attribution (a pid
         keeps its cgroup), new ones and unattributed ones are resolved now."""
         out: dict[tuple[int, str], DeviceUser] = {}
+        now = time.monotonic()
         for pid, used, mig in procs:
             key = (int(pid), mig or "")
             old = st.users.get(key)
-            if old is not None and old.container is not None:
+            # A host process is looked up again now and then: the container table may learn its container
+            # after the process shows on the device (a container just started).
+            if old is not None and (old.container is not None or now - st.resolved.get(key, 0.0) < _RECHECK_S):
                 out[key] = old if old.used_memory == used else dataclasses.replace(old, used_memory=used)
             else:
                 out[key] = self.attributor.user(key[0], used, key[1])
+                st.resolved[key] = now
+        for key in [k for k in st.resolved if k not in out]:
+            del st.resolved[key]
         return out
 
     def diff_users(self, st: DeviceState, now_users: dict[tuple[int, str], DeviceUser]) -> None:
@@ -528,7 +536,7 @@ class Poller:
         """Copies of every device's state, for metrics and the status file."""
         with self.lock:
             return [dataclasses.replace(st, users=dict(st.users), errors=Counter(st.errors),
-                                        health_events=Counter(st.health_events))
+                                        health_events=Counter(st.health_events), resolved={})
                     for loop in self.loops for st in loop.devices.values()]
 
     def drops(self) -> dict[str, int]:
