@@ -33,15 +33,16 @@ def missing_compiler() -> str:
 
 
 def build(source: str, soname: str, out_dir: str | os.PathLike | None = None) -> Path:
-    """tests/devices/<source> compiled to <out_dir>/<soname> (default: a cache directory per source hash
-    under the system temp dir). The soname is set, so a dlopen of the vendor's name finds it."""
+    """tests/devices/<source> compiled to <out_dir>/nodewarden-fake-<stem>-<hash>/<soname> (out_dir: the
+    system temp dir by default). The soname is set, so a dlopen of the vendor's name finds it."""
     src = HERE / source
     try:
         text = src.read_bytes()
     except OSError as e:
         raise BuildError(f"cannot read {src}: {e.strerror}") from None
     digest = hashlib.sha256(text + soname.encode() + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    base = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / f"nodewarden-fake-{src.stem}-{digest}"
+    name = f"nodewarden-fake-{src.stem}-{digest}"  # a changed source never reuses an old build
+    base = (Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir())) / name
     target = base / soname
     if target.exists():
         return target
