@@ -104,6 +104,30 @@ def test_a_shell_redirection_closes_after_its_write(probes, tmp_path):
     assert (www / "s.php").read_bytes() == b"hi\n"
 
 
+def test_dup3_copies_the_mark_and_a_dup_over_a_marked_fd_closes_it(probes, tmp_path):
+    ps, _ = probes
+    www = tmp_path / "www"
+    www.mkdir()
+    ps.set_close_prefixes([f"{www}/"])
+    try:
+        _, out, events = _run(probes, f"""
+            import os
+            a = os.open("{www}/a.php", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.dup2(a, 9, inheritable=False)   # dup3(a, 9, O_CLOEXEC): 9 is marked too
+            b = os.open("{www}/b.php", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.dup2(b, 9)                      # dup2 over the marked 9: closes a.php's copy; 9 is b.php now
+            print(a, b)
+            os.close(a)
+            os.close(b)
+            os.close(9)
+        """)
+    finally:
+        ps.set_close_prefixes([])
+    a, b = (int(x) for x in out)
+    assert [(e.path.rsplit("/", 1)[1], e.fd) for e in events if e.op is Op.FILE_CLOSE] == [
+        ("a.php", 9), ("a.php", a), ("b.php", b), ("b.php", 9)]
+
+
 def test_no_prefixes_no_close_and_bad_prefixes_refused(probes, tmp_path):
     ps, _ = probes
     _, out, events = _run(probes, f"""
