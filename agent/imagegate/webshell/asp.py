@@ -341,11 +341,9 @@ def _sql_console(prog: jsp_flow.Program, flows) -> bool:
         if g.state != "tainted":
             continue
         if g.sink.kind == "sqlconn":
-            names = {t[1] for t in prog.toks[g.start:g.end] if t[0] == "i"}
+            # a connection string, or a whole request value (not the page's own SQL: rs.open strsql)
             strs = [t[1] for t in prog.toks[g.start:g.end] if t[0] == "s"]
-            conn |= any(_CONNSTR.search(x) for x in strs) or any(
-                _CONNSTR.search(m.group(1)) for n in list(names)[:8]
-                for m in re.finditer(r"\b" + re.escape(n) + r"=([^\n;]{0,300})", prog.text, _I))
+            conn |= any(_CONNSTR.search(x) for x in strs) or not _templated(prog, g)
             if conn and query:
                 return True
         elif g.sink.kind == "sql" and not query and not _templated(prog, g):
