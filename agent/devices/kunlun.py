@@ -38,6 +38,10 @@ VENDOR = "kunlun"
 MAX_DEVICES = 64  # a bound on what one node can hold (8 boards x 2 chips x SR-IOV VFs is far less)
 MAX_PROCESSES = 4096  # per device per sample; more is refused with an error rather than grown without end
 STATE_POLL_S = 1.0  # how often health() reads device states while it waits
+# A hung xpu_smi is killed (with its process group) after this long. It is well above the poller's
+# call_timeout_s (5 s by default), which is what reports the device unresponsive; killing sooner would
+# only start another run that hangs the same way, and each kill reads as the call returning.
+SMI_TIMEOUT_S = 30.0
 
 # Where XRE installs the library when it is not on the loader's path (/usr/local/xpu-<version>/lib64).
 LIBRARY_NAMES = ("libxpuml.so", "libxpuml.so.1")
@@ -201,7 +205,7 @@ class KunlunBackend(Backend):
     vendor = VENDOR
 
     def __init__(self, library: str | None = None, smi: str | None = None, mode: str = "auto",
-                 smi_timeout_s: float = 10.0, sys_root: str = "/sys", state_poll_s: float = STATE_POLL_S):
+                 smi_timeout_s: float = SMI_TIMEOUT_S, sys_root: str = "/sys", state_poll_s: float = STATE_POLL_S):
         if mode not in ("auto", "xpuml", "xpu_smi"):
             raise ValueError(f"kunlun: mode must be auto, xpuml or xpu_smi, not {mode!r}")
         self._library, self._smi_path, self._mode = library, smi, mode

@@ -504,3 +504,89 @@ def test_intel_xpu_smi_is_not_taken_for_kunluns(tmp_path, monkeypatch):
         assert b.source == f"xpu_smi {intel.path}"
     finally:
         b.close()
+
+
+# -- through the real poller (agent/devices/poller.py) ------------------------------------------------
+
+
+class Records:
+    """The poller's emit: every record, and a wait for one that matches."""
+
+    def __init__(self):
+        self.items: list = []
+        self.cond = threading.Condition()
+
+    def __call__(self, ev) -> None:
+        with self.cond:
+            self.items.append(ev)
+            self.cond.notify_all()
+
+    def wait(self, pred, timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = next((e for e in self.items if pred(e)), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such record among {[type(e).__name__ for e in self.items][-20:]}")
+                self.cond.wait(left)
+
+
+def _polled(backend, records):
+    from agent.config import DevicesConfig
+    from agent.devices import build
+
+    p = build(DevicesConfig(interval_s=0.2, call_timeout_s=0.5, inventory_interval_s=30.0), records,
+              backends=[backend])
+    p.start()
+    assert p.wait_open(10)
+    return p
+
+
+def test_hang_and_state_through_the_poller(libs, fake):
+    from agent.events import DeviceHealthEvent, DeviceSampleEvent
+
+    fake.write(TWO_R200)
+    rec = Records()
+    p = _polled(kunlun.KunlunBackend(library=libs[0], mode="xpuml", state_poll_s=0.05), rec)
+    try:
+        rec.wait(lambda e: isinstance(e, DeviceSampleEvent) and e.device.uuid == "KL-0a1c")
+        # A state change becomes device.health.
+        fake.write(TWO_R200.replace("temp=38 power_mw=61000 clock=1300 state=201",
+                                    "temp=38 power_mw=61000 clock=1300 state=207"))
+        ev = rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.kind == "state")
+        assert (ev.device.uuid, ev.severity, ev.action) == ("KL-0a1c", Severity.HIGH, "reset_gpu")
+        fake.write(TWO_R200)
+        rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.kind == "recovered" and e.device.uuid == "KL-0a1c")
+        # A hung driver call: the device is reported unresponsive, the poller keeps going, and recovered.
+        fake.write(TWO_R200 + "hang GetMemoryInfo 0\n")
+        ev = rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.kind == "unresponsive")
+        assert ev.device.uuid == "KL-0a1b" and ev.severity == Severity.HIGH
+        n = len(rec.items)
+        fake.write(TWO_R200)
+        rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.kind == "recovered" and e.device.uuid == "KL-0a1b"
+                 and rec.items.index(e) >= n)
+        rec.wait(lambda e: isinstance(e, DeviceSampleEvent) and rec.items.index(e) > n and e.device.uuid == "KL-0a1b")
+        states = {s.info.device.uuid: s for s in p.snapshot()}
+        assert states["KL-0a1b"].health == "ok"
+    finally:
+        p.stop()
+        fake.write(TWO_R200)
+
+
+def test_xpu_smi_through_the_poller(smi):
+    from agent.events import DeviceInfoEvent as Info
+    from agent.events import DeviceSampleEvent
+
+    rec = Records()
+    p = _polled(kunlun.KunlunBackend(smi=smi.path, mode="xpu_smi"), rec)
+    try:
+        s = rec.wait(lambda e: isinstance(e, DeviceSampleEvent) and e.device.index == 1)
+        assert s.values["power_w"] == 61.5 and s.processes == () and s.errors == ()
+        assert sorted(e.device.uuid for e in rec.items if isinstance(e, Info)) == ["XPU-02K00ABC0001",
+                                                                                   "XPU-02K00ABC0002"]
+        assert p.status()["backends"] == [{"vendor": "kunlun", "state": "running", "reason": ""}]
+    finally:
+        p.stop()
