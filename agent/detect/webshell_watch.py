@@ -238,9 +238,9 @@ class WebshellWatch:
                 if path and self._matches(path):
                     self._remember(ev.pid, path, en)
         elif op is _RENAME and ev.ret == 0:
-            target = ev.path2 if ev.path2.startswith("/") else ""
+            target = _rename_target(en)
             if target and self._matches(target):
-                self._queue(_Job(posixpath.normpath(target), en, "rename"))
+                self._queue(_Job(target, en, "rename"))
 
     def _matches(self, path: str) -> bool:
         s = self.settings
@@ -490,6 +490,19 @@ def _path(en: Enriched) -> str:
     if path.startswith("/"):
         return posixpath.normpath(path) if "/." in path or "//" in path else path  # normpath costs ~0.5 us
     return ""  # relative to a directory fd: not resolvable here (known gap)
+
+
+def _rename_target(en: Enriched) -> str:
+    """A rename's new name, absolute: a relative one joined to the process's cwd as the process table knows it
+    (from its exec: `cd /var/www/html && mv /tmp/x.php .` runs mv there), when the call was relative to the cwd."""
+    ev = en.event
+    target = ev.path2
+    if not target.startswith("/"):
+        cwd = en.process.cwd if en.process is not None and ev.dirfd == _AT_FDCWD else ""
+        if not cwd:
+            return ""
+        target = posixpath.join(cwd, target)
+    return posixpath.normpath(target)
 
 
 def _mntns(proc_pid: str) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from agent.config import WebshellConfig
 from agent.detect.webshell_watch import RULE_ID, WebshellWatch
-from agent.events import AlertEvent, ContainerInfo, EnforcementEvent, Enriched, ExitEvent, FileEvent, Op
+from agent.events import AlertEvent, ContainerInfo, EnforcementEvent, Enriched, ExitEvent, FileEvent, Op, ProcInfo
 from agent.imagegate import webshell
 from agent.imagegate.hashdb import HashDB, write_store
 from agent.policy.loader import PolicyError, parse
@@ -112,6 +112,16 @@ def test_triggers_open_then_exit_rename_and_globs(tmp_path, bad_hashes):
     w.observe(_en(_ev(Op.FILE_RENAME, "/tmp/a", path2=f"{tmp_path}/www/moved.php", ret=0)))
     _drain(w)
     assert [a.subject.event.op for a in out] == [Op.FILE_RENAME]
+    # `cd www && mv /tmp/b.php .`: the new name is relative to mv's cwd (the process table's, from its exec)
+    (tmp_path / "www" / "rel.php").write_bytes(SHELL + b"\n\n")
+    store = tmp_path / "bad2.hashdb"
+    write_store(str(store), {hashlib.sha256(SHELL + b"\n\n").digest(): "test: rel"})
+    w, out = _watch(tmp_path, hashdb=HashDB.open(str(store)))
+    mv = ProcInfo(pid=os.getpid(), ppid=1, exe="/bin/mv", argv=("mv",), uid=0, start_ns=0, cwd=f"{tmp_path}/www")
+    w.observe(Enriched(_ev(Op.FILE_RENAME, "/tmp/b.php", path2="./rel.php", ret=0), mv, None))
+    w.observe(Enriched(_ev(Op.FILE_RENAME, "/tmp/c.php", path2="c.php", ret=0), None, None))  # no cwd known
+    _drain(w)
+    assert [a.findings[-1].path for a in out] == [f"{tmp_path}/www/rel.php"]
 
 
 def test_linger_scans_a_file_still_open(tmp_path, bad_hashes):
