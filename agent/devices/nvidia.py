@@ -30,7 +30,7 @@ from agent.vocab import Severity
 
 VENDOR = "nvidia"
 NO_INSTANCE = 0xFFFFFFFF  # NVML's gpuInstanceId / computeInstanceId when a process or event has no MIG instance
-EVENT_DRAIN_MAX = 64  # events taken in one health() call beyond the first: a storm never holds the worker
+EVENT_DRAIN_MAX = 64  # events taken in one health() call at most: a storm never holds the worker
 PENDING_MAX = 256  # synthetic health records waiting for health(); beyond, the oldest go (one per device anyway)
 
 # nvmlEventType* bits we register (NVML's values, as in pynvml)
