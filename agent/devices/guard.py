@@ -171,9 +171,15 @@ class DeviceGuard:
             self._put(("sample", ev, ""))
 
     def on_container(self, kind: str, info) -> None:
-        """Container table listener: a deleted container's spec allocation is forgotten."""
-        if kind == "delete" and info is not None:
-            self._specs.pop((info.namespace, info.id), None)
+        """Container table listener: a new container's spec is read ahead, on the guard's thread, so that a
+        container gone before its open is judged (`ctr run --rm`, a job's last step) is still judged. Specs
+        are forgotten by age (the cache is bounded), not at delete: the delete may come before the judging."""
+        if kind in ("container", "task") and info is not None and self._spec is not None \
+                and (info.namespace, info.id) not in self._specs:
+            try:
+                self._q.put_nowait(("prefetch", info, ""))
+            except queue.Full:
+                pass  # not a loss: the spec is read when an open of that container is judged
 
     def _put(self, item) -> None:
         try:
@@ -199,8 +205,10 @@ class DeviceGuard:
         kind, what, path = item
         if kind == "open":
             self._judge_open(what, path)
-        else:
+        elif kind == "sample":
             self._judge_sample(what)
+        else:
+            self._from_spec(what)
 
     def _judge_open(self, en: Enriched, path: str) -> None:
         self.counts["opens"] += 1
