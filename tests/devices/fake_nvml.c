@@ -765,3 +765,14 @@ int nvmlEventSetWait_v2(event_set_t *set, event_data_t *data, unsigned int timeo
         pthread_mutex_lock(&mu);
     }
 }
+
+/* ---- not NVML: the sizes of the fake's mirrors of NVML's structs, which a test compares with pynvml's
+ * ctypes declarations, so a layout drift shows as a failed test, not as garbage values ---- */
+
+int fakeNvmlStructSizes(unsigned int *sizes, unsigned int n) {
+    const unsigned int all[] = {sizeof(pci_info_t), sizeof(memory_t), sizeof(memory_v2_t), sizeof(utilization_t),
+                                sizeof(process_info_t), sizeof(event_data_t)};
+    unsigned int k = n < sizeof all / sizeof all[0] ? n : sizeof all / sizeof all[0];
+    memcpy(sizes, all, k * sizeof all[0]);
+    return (int)(sizeof all / sizeof all[0]);
+}

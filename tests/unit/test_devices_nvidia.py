@@ -513,3 +513,16 @@ def test_no_gpu_registers_events(opened, fake):
     fake.event("0 xid 79")
     t = time.monotonic()
     assert b.health(0.2) == [] and time.monotonic() - t >= 0.15
+
+
+def test_fake_structs_match_pynvml(lib):
+    """The fake's structs have the sizes pynvml declares for NVML's (nvmlPciInfo_t, nvmlMemory_t,
+    nvmlMemory_v2_t, nvmlUtilization_t, nvmlProcessInfo_v3_t, nvmlEventData_t)."""
+    import pynvml
+
+    sizes = (ctypes.c_uint * 6)()
+    assert ctypes.CDLL(lib).fakeNvmlStructSizes(sizes, 6) == 6
+    assert list(sizes) == [ctypes.sizeof(t) for t in (
+        pynvml.nvmlPciInfo_t, pynvml.c_nvmlMemory_t, pynvml.c_nvmlMemory_v2_t, pynvml.c_nvmlUtilization_t,
+        pynvml.c_nvmlProcessInfo_v3_t, pynvml.c_nvmlEventData_t)]
+    assert pynvml.nvmlMemory_v2 == (2 << 24) | ctypes.sizeof(pynvml.c_nvmlMemory_v2_t)
