@@ -59,6 +59,7 @@ from agent.events import AlertEvent, EnforcementEvent, Enriched, ExitEvent, File
 from agent.imagegate import webshell
 from agent.policy.webshell import WebshellPolicy
 from agent.ratelog import RateLog
+from agent.sensors.common import PREFIX_MAX
 from agent.vocab import Severity
 
 log = logging.getLogger("nodewarden.webshell")
@@ -177,7 +178,12 @@ class WebshellWatch:
     # -- configuration ------------------------------------------------------------------------------
 
     def _settings(self, p: WebshellPolicy) -> _Settings:
+        """The settings in force; ValueError naming a config web root the kernel cannot match (the policy's
+        are checked by its loader), so a bad config stops the agent at construction, before anything starts."""
         c = self.cfg
+        for root in c.web_roots:
+            if not root.startswith("/") or not 0 < len(root.encode("utf-8", "surrogatepass")) <= PREFIX_MAX:
+                raise ValueError(f"webshell.web_roots: {root!r} must be an absolute path of at most {PREFIX_MAX} bytes")
         globs = c.globs if p.globs is None else p.globs
         pattern = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) if globs else None
         literals = tuple(max(re.split(r"[*?\[\]]", g), key=len) for g in globs)

@@ -240,7 +240,7 @@ class ProbeSet:
     def set_close_prefixes(self, prefixes) -> None:
         """Replace the close prefixes (probes/file.bpf.c): a file opened for writing below one sends a
         file.close when that fd is closed. Absolute path prefixes ("/var/www/"); LoadError on a bad one."""
-        wanted, _ = _watch_entries(prefixes, "close prefixes", patterns=False)
+        wanted, _ = _watch_entries(prefixes, "webshell.web_roots", patterns=False)
         if "file" not in self.cfg.families or self._bpf is None:
             return
         table = self._bpf[b"close_prefix"]

@@ -242,6 +242,12 @@ def test_block_kills_the_writer_and_quarantines(tmp_path, bad_hashes):
         writer.wait()
 
 
+def test_a_bad_config_web_root_is_refused_at_construction():
+    for bad in ("var/www/", "/" + "x" * 200):
+        with pytest.raises(ValueError, match="webshell.web_roots"):
+            WebshellWatch(WebshellConfig(web_roots=(bad,)), print)
+
+
 def test_policy_section():
     p = parse("webshell:\n  action: block\n  allow_host: true\n  web_roots: [/var/www/]\n  globs: ['*/x/*']\n"
               "  max_file_bytes: 1000\n").webshell
