@@ -215,7 +215,7 @@ class KunlunBackend(Backend):
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._handles: dict[int, tuple[DeviceRef, _Handle]] = {}
-        self._states: dict[int, str] = {}  # index -> last health word ("ok" or a key of _UNHEALTHY)
+        self._states: dict[str, str] = {}  # uuid -> last health word ("ok" or a key of _UNHEALTHY)
         self.source = ""  # "libxpuml <path>" or "xpu_smi <path>", for the start-up line
 
     # -- Backend --------------------------------------------------------------------------------------
@@ -319,7 +319,8 @@ class KunlunBackend(Backend):
             raise first_error
         with self._lock:
             self._handles = handles
-            self._states = {i: s for i, s in self._states.items() if i in handles}
+            uuids = {ref.uuid for ref, _h in handles.values()}
+            self._states = {u: w for u, w in self._states.items() if u in uuids}
         return out
 
     def _describe(self, ts_ns: int, i: int, h: _Handle, driver: str, version: str) -> DeviceInfoEvent:
@@ -403,15 +404,15 @@ class KunlunBackend(Backend):
 
     def _poll_states(self) -> list[DeviceHealthEvent]:
         with self._lock:
-            devices = list(self._handles.items())
+            devices = list(self._handles.values())
         events = []
-        for i, (ref, h) in devices:
+        for ref, h in devices:
             word = self._state_word(h)
             if word is None:
                 continue
             with self._lock:
-                before = self._states.get(i)
-                self._states[i] = word
+                before = self._states.get(ref.uuid)
+                self._states[ref.uuid] = word
             if word == before or (before is None and word == "ok"):
                 continue
             events.append(health_event(ref, word, before))
