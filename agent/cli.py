@@ -17,6 +17,7 @@ COMMANDS = [
     "agent.commands.scan",
     "agent.commands.db",
     "agent.commands.rules",
+    "agent.commands.devices",
 ]
 
 
