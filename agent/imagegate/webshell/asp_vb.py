@@ -8,6 +8,7 @@ arithmetic inside `Chr(100+1)`, `StrReverse`, `Replace`, `Mid/Left/Right`, `LCas
 from __future__ import annotations
 
 import re
+import threading
 
 _TOKEN = re.compile(
     r"""
@@ -71,6 +72,8 @@ _BREAK = ("o", "\n")
 def _close(toks, i):
     depth = 0
     for j in range(i, min(len(toks), i + 50000)):
+        if not (j - i + 1) & 0x3FF:
+            _LOCAL.budget.spend(0)  # one unclosed paren per token would make folding quadratic
         t = toks[j]
         if t[0] != "o":
             continue
@@ -159,7 +162,11 @@ def _call(name: str, vals: list):
     return None
 
 
+_LOCAL = threading.local()  # the budget of the file this thread folds, for the bracket scans
+
+
 def fold(toks: list, budget, rounds: int = 10) -> list:
+    _LOCAL.budget = budget
     for _ in range(rounds):
         budget.spend(len(toks))
         new = _substitute(_pass(toks, budget))

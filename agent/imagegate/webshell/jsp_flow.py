@@ -79,6 +79,7 @@ _NOT_FUNC = frozenset({"if", "for", "while", "switch", "catch", "return", "new",
                        "using", "lock", "else", "do", "try", "throw", "fixed", "sizeof", "typeof", "when",
                        "nameof", "await", "function"})
 _KEEP_MEMBERS = frozenset({"this", "me", "self"})
+_NOT_ASSIGNED = frozenset({"out", "response", "Response", "System", "request", "Request", "Server", "Console"})
 _NOT_TAINTED_RECV = frozenset({"out", "response", "Response", "System", "request", "Request", "Server",
                                "session", "Session", "application", "Application", "pageContext", "Console",
                                "log", "logger", "LOG", "Log"})
@@ -98,6 +99,8 @@ class Program:
         for pat in lang.sources:
             for m in pat.finditer(self.text):
                 a = self.tok_at(m.start())
+                if toks[a][0] == "s":
+                    continue  # the words inside a string constant are not a read of the request
                 b = self.tok_at(max(m.start(), m.end() - 1))
                 label = self._label(a, b)
                 for k in range(a, min(b + 1, n)):
@@ -395,7 +398,7 @@ class Program:
                 names.append(toks[r][1])
             elif r != j and r + 2 <= j:
                 names.append(toks[r + 2][1])
-        return [n for n in names if n not in _NOT_TAINTED_RECV]
+        return [n for n in names if n not in _NOT_ASSIGNED]
 
     def _method_effects(self, a: int, b: int) -> bool:
         """`x.m(tainted)` taints x (sb.append, list.add, stream.write ...); `in.read(buf)` taints buf."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 
 # Java applies \uXXXX escapes before it lexes anything (JLS 3.3): `\u0022` is a quote.
 _JAVA_UESC = re.compile(r"(?<!\\)((?:\\\\)*)\\u+([0-9a-fA-F]{4})")
@@ -147,6 +148,8 @@ def _close(toks, i) -> int:
     c = pairs.get(o)
     depth = 0
     for j in range(i, min(len(toks), i + 100000)):
+        if not (j - i + 1) & 0x3FF:
+            _LOCAL.budget.spend(0)  # one unclosed paren per token would make folding quadratic
         t = toks[j]
         if t[0] != "o":
             continue
@@ -214,8 +217,12 @@ _STRING_METHODS = {"toString", "intern", "trim", "toLowerCase", "toUpperCase", "
                    "ToLower", "ToUpper", "getBytes", "toCharArray", "ToCharArray", "strip", "Normalize"}
 
 
+_LOCAL = threading.local()  # the budget of the file this thread folds, for the bracket scans
+
+
 def fold(toks: list, budget, rounds: int = 10) -> list:
     """Fold constant expressions until nothing changes (at most `rounds` passes)."""
+    _LOCAL.budget = budget
     for _ in range(rounds):
         budget.spend(len(toks))
         new = _pass(toks, budget)
