@@ -23,6 +23,7 @@ realert_s, the repeats counted (`devguard.folded`) and carried by the next alert
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import queue
@@ -53,8 +54,6 @@ _NO_CONTAINER = ("", "host", "unknown")
 _MISS_INTERVAL = 1.0  # a container the kubelet's last list lacks: list again, at most this often
 _MAX_KEYS = 4096  # containers' spec allocations and alert keys remembered
 _MAX_OPENS = 64  # recent (container, node) opens kept for `nodewarden devices`
-# AlertEvent grows device/user fields (requests-devsec.md): pass them when they are there.
-_ALERT_FIELDS = set(getattr(AlertEvent, "__dataclass_fields__", {}))
 
 SpecSource = Callable[[str, str], Mapping | None]  # (containerd namespace, container id) -> OCI spec or None
 
@@ -254,7 +253,8 @@ class DeviceGuard:
             name = f"{d.vendor} {d.index} ({d.uuid}{', MIG ' + u.mig if u.mig else ''})"
             output = (f"{_where(c)}: pid {u.pid} {u.comm} uses {name}, which was not allocated to it "
                       f"(allocated from {alloc.source}: {alloc.describe()})")
-            self._alert(USE_RULE, (c.id, d.vendor, d.uuid, u.mig), Severity.HIGH, output, device=d, user=u)
+            dev = dataclasses.replace(d, mig=u.mig) if u.mig and u.mig != d.mig else d
+            self._alert(USE_RULE, (c.id, d.vendor, d.uuid, u.mig), Severity.HIGH, output, device=dev, user=u)
 
     # -- allocations -------------------------------------------------------------------------------------
 
@@ -325,14 +325,9 @@ class DeviceGuard:
         while len(self._alerted) > _MAX_KEYS:
             self._alerted.popitem(last=False)
         name, tactics, techniques = _RULES[rule]
-        extra = {}
-        if "device" in _ALERT_FIELDS:
-            extra["device"] = device
-        if "user" in _ALERT_FIELDS:
-            extra["user"] = user
         self.counts["alerts"] += 1
         self._emit(AlertEvent(time.time_ns(), rule, name, _DESCRIPTIONS[rule], severity, tactics, techniques,
-                              subject=subject, output=output, count=count, **extra))
+                              subject=subject, output=output, count=count, device=device, user=user))
 
 
 _DESCRIPTIONS = {

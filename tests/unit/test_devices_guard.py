@@ -240,6 +240,7 @@ def test_unallocated_open_alerts_with_the_container(run):
     assert (flat["event.name"], flat["rule.id"], flat["container.id"], flat["file.path"]) == (
         "alert", OPEN_RULE, c.id, "/dev/nvidia3")
     assert flat["trigger.name"] == "file.open" and flat["threat.technique.id"] == ["T1611"]
+    assert (flat["device.uuid"], flat["device.path"]) == (UUID[0], "/dev/nvidia3")  # minor 3 is GPU 0 here
     assert r.guard.status()["opens"][0]["path"] == "/dev/nvidia3"
 
 
@@ -315,6 +316,13 @@ def test_unallocated_use_from_a_sample(run, kubelet):
     (a,) = r.alerts
     assert (a.rule_id, a.severity.label, a.techniques) == (USE_RULE, "high", ("T1496",))
     assert "pid 200 xmrig" in a.output and UUID[1] in a.output and "shop/web-0" in a.output
+    flat = record.flatten(a)
+    assert {k: flat[k] for k in ("rule.id", "container.id", "container.name", "k8s.pod.name", "k8s.namespace.name",
+                                 "process.pid", "process.name", "device.vendor", "device.index", "device.uuid",
+                                 "device.path")} == {
+        "rule.id": USE_RULE, "container.id": thief.id, "container.name": "miner", "k8s.pod.name": "web-0",
+        "k8s.namespace.name": "shop", "process.pid": 200, "process.name": "xmrig", "device.vendor": "nvidia",
+        "device.index": 1, "device.uuid": UUID[1], "device.path": "/dev/nvidia2"}
     # its own GPU, seen on another device: that is unallocated use too
     r.guard.observe_device(DeviceSampleEvent(time.time_ns(), REFS[2], {}, processes=users[:1]))
     r.settle()
