@@ -151,7 +151,7 @@ SMI_FIELDS = [
 
 
 def _same(ours, smi: str) -> str:
-    if ours is None or smi in ("[N/A]", "N/A", "[Not Supported]"):
+    if ours in (None, "") or smi in ("[N/A]", "N/A", "[Not Supported]"):
         return "-"
     try:
         a, b = float(ours), float(smi)
