@@ -94,6 +94,7 @@ class DeviceGuard:
     def __init__(self, cfg: DeviceGuardConfig, emit: Callable[[object], None], spec_source: SpecSource | None = None,
                  kubelet: PodResources | None = None, prefixes: tuple[str, ...] = ("/dev/nvidia", "/dev/xpu"),
                  clock: Callable[[], float] = time.monotonic):
+        _validate(cfg)
         self.cfg = cfg
         self._emit = emit
         self._spec = spec_source
@@ -337,6 +338,20 @@ _DESCRIPTIONS = {
     USE_RULE: "The device driver lists a process of a container as using a GPU or XPU that was not allocated "
               "to that container: GPU time taken outside the scheduler, cryptomining first of all.",
 }
+
+
+def _validate(cfg: DeviceGuardConfig) -> None:
+    """ValueError naming the first setting the guard cannot work with (the agent stops with that one line)."""
+    for key in ("refresh_s", "rpc_timeout_s"):
+        if not getattr(cfg, key) > 0:
+            raise ValueError(f"device_guard.{key} must be a positive number of seconds, not {getattr(cfg, key)!r}")
+    if cfg.realert_s < 0:
+        raise ValueError(f"device_guard.realert_s must be 0 or more seconds, not {cfg.realert_s!r}")
+    if cfg.queue_size < 1:
+        raise ValueError(f"device_guard.queue_size must be at least 1, not {cfg.queue_size!r}")
+    for g in cfg.exempt:
+        if not g.strip():
+            raise ValueError("device_guard.exempt: an empty pattern would exempt nothing but reads as everything")
 
 
 def _where(c: ContainerInfo) -> str:

@@ -366,3 +366,27 @@ def test_full_queue_drops_and_counts():
     for _ in range(5):
         g.observe(_open(c, "/dev/nvidia0"))
     assert g.drops()["devguard.queue"] == 3  # never started: nothing taken off the queue
+
+
+@pytest.mark.parametrize("bad,match", [({"refresh_s": 0}, "device_guard.refresh_s"),
+                                       ({"rpc_timeout_s": -1}, "device_guard.rpc_timeout_s"),
+                                       ({"realert_s": -5}, "device_guard.realert_s"),
+                                       ({"queue_size": 0}, "device_guard.queue_size"),
+                                       ({"exempt": ("ok/*", " ")}, "device_guard.exempt")])
+def test_bad_settings_one_line(bad, match):
+    with pytest.raises(ValueError, match=match) as e:
+        DeviceGuard(DeviceGuardConfig(pod_resources_socket="", **bad), lambda ev: None)
+    assert "\n" not in str(e.value)
+
+
+def test_config_section_from_yaml(tmp_path):
+    from agent import config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("device_guard: {exempt: [gpu-operator/*], refresh_s: 3}\nprobes: {watch_devices: [/dev/nvidia]}\n")
+    cfg = config.load(str(f), env={})
+    assert cfg.device_guard.exempt == ("gpu-operator/*",) and cfg.device_guard.refresh_s == 3.0
+    assert cfg.probes.watch_devices == ("/dev/nvidia",)
+    f.write_text("device_guard: {queue: 3}\n")
+    with pytest.raises(config.ConfigError, match="unknown config key 'device_guard.queue'"):
+        config.load(str(f), env={})
