@@ -6,7 +6,10 @@ container as /dev/nvidia3. A container that was given no GPU opens it: the file 
 although /dev/ is ignored (probes.watch_devices), and the device guard raises device.unauthorized_open with
 the container's id. A container given GPU 3 through NVIDIA_VISIBLE_DEVICES (its OCI spec, as the NVIDIA
 container runtime reads it) opens the same node: its open is reported, and no alert. No kubelet socket
-here: allocations come from each container's spec, read from containerd.
+here for the first two: allocations come from each container's spec, read from containerd. The third runs
+its own agent with a kubelet (a real pod-resources gRPC server this test serves) and the fake NVML for the
+inventory: a pod container that set NVIDIA_VISIBLE_DEVICES=all itself, which the kubelet gave no GPU, is
+alerted; the pod container the kubelet gave that GPU (by UUID, as NVIDIA's device plugin does) is not.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import uuid
 
 import pytest
 
+from tests.devices.build import fake_nvml, missing_compiler
+from tests.devices.kubelet import FakeKubelet
+from tests.harness.containerd import wait_until
 from tests.kernel.conftest import AgentProcess
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +43,12 @@ def node(tmp_path):
     return str(path)
 
 
-def _run(containerd, image, node: str, env: tuple[str, ...] = ()) -> str:
+def _run(containerd, image, node: str, env: tuple[str, ...] = (), labels: dict | None = None) -> str:
     """A detached container that opens /dev/nvidia3 for writing and reading, then sleeps (it stays until the
     test removes it, so its spec is there whenever the guard asks)."""
     cid = f"nw-dev-{uuid.uuid4().hex[:8]}"
     env_args = [a for e in env for a in ("--env", e)]
+    env_args += [a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")]
     containerd.ctr("run", "-d", "--null-io", "--mount", f"type=bind,src={node},dst=/dev/nvidia3,options=rbind:rw",
                    *env_args, image.name, cid, "/bin/sh", "-c",
                    f"echo x > /dev/nvidia3; /bin/cat /dev/nvidia3; /bin/true done-{cid}; exec /bin/sleep 60")
@@ -91,3 +98,55 @@ def test_allocated_device_node_open_is_quiet(agent, containerd, busybox_image, n
         assert agent.find(lambda r: r["event.name"] == "alert" and r.get("container.id") == cid) == []
     finally:
         containerd.remove(cid)
+
+
+UUID3 = "GPU-3d3d3d3d-3333-4333-8333-333333333333"
+
+
+def _pod(ns: str, pod: str, name: str) -> dict:
+    return {"io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": pod, "io.kubernetes.container.name": name}
+
+
+@pytest.mark.skipif(bool(missing_compiler()), reason=missing_compiler() or "ok")
+def test_kubelet_allocation_wins_over_a_self_granted_env(containerd, busybox_image, node, tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    kubelet = FakeKubelet(str(tmp_path / "kubelet.sock"))
+    kubelet.pods = [("ml", "train-0", {"trainer": [("nvidia.com/gpu", [UUID3])]}),
+                    ("shop", "web-0", {"web": []})]
+    nvml = tmp_path / "nvml.conf"
+    nvml.write_text("\n".join(["driver_version 550.54.15", "cuda_version 12040", "device", f"uuid {UUID3}",
+                               "name NVIDIA H100 80GB HBM3", "pci_bus_id 00000000:17:00.0", "minor 3"]) + "\n")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"agent: {{state_dir: {tmp_path / 'state'}}}\ndevices: {{backends: [nvidia]}}\n"
+                   f"device_guard: {{pod_resources_socket: {kubelet.sock}}}\n")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml().parent))
+    monkeypatch.setenv("FAKE_NVML_CONFIG", str(nvml))
+    agent = AgentProcess("--containerd-socket", str(containerd.socket), "--config", str(cfg),
+                         "--families", "process,file,cgroup")
+    cids = []
+    try:
+        agent.wait_for(lambda r: r["event.name"] == "device.info" and r.get("device.uuid") == UUID3, timeout=20)
+        thief = _run(containerd, busybox_image, node, env=("NVIDIA_VISIBLE_DEVICES=all",),
+                     labels=_pod("shop", "web-0", "web"))
+        owner = _run(containerd, busybox_image, node, labels=_pod("ml", "train-0", "trainer"))
+        cids += [thief, owner]
+        for cid in cids:
+            _done(agent, cid)
+        (alert,) = agent.wait_for(lambda r: r["event.name"] == "alert" and r.get("container.id") == thief,
+                                  timeout=15)
+        assert alert["rule.id"] == "device.unauthorized_open" and alert["k8s.pod.name"] == "web-0"
+        assert "allocated from kubelet: none" in alert["alert.output"]
+        assert (alert["device.uuid"], alert["device.path"]) == (UUID3, "/dev/nvidia3")
+        agent.wait_for(lambda r: r["event.name"] == "file.open" and r.get("container.id") == owner
+                       and r.get("file.path") == "/dev/nvidia3", count=2, timeout=10)
+        assert kubelet.calls >= 1
+        # status.json is rewritten every 5 s: the guard's state once it has asked the kubelet
+        assert wait_until(lambda: agent.status(str(tmp_path / "state"))["device_guard"]["kubelet"] == "connected",
+                          timeout=12, interval=0.5)
+        assert agent.find(lambda r: r["event.name"] == "alert" and r.get("container.id") == owner) == []
+    finally:
+        agent.stop()
+        for cid in cids:
+            containerd.remove(cid)
+        kubelet.stop()

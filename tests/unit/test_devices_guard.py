@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent import futures
 
-import grpc
 import pytest
 
 from agent.config import DeviceGuardConfig
@@ -31,6 +29,7 @@ from agent.events import (
     ProcInfo,
 )
 from agent.outputs import record
+from tests.devices.kubelet import FakeKubelet
 
 UUID = ["GPU-0a0a0a0a-0000-0000-0000-000000000000", "GPU-1b1b1b1b-1111-1111-1111-111111111111",
         "GPU-2c2c2c2c-2222-2222-2222-222222222222", "GPU-3d3d3d3d-3333-3333-3333-333333333333"]
@@ -94,45 +93,11 @@ def test_node_allowed():
     assert alloc.Allocation("kubelet", {"nvidia": frozenset({UUID[0]})}).allows_device(REFS[0], "MIG-bbbb")
 
 
-# -- a real kubelet pod-resources server ----------------------------------------------------------------------
-
-class _Kubelet:
-    """PodResourcesLister on a unix socket: List answers `pods` ((namespace, name, {container: [(resource,
-    [ids])]}) ...); `fail` makes it answer UNAVAILABLE."""
-
-    def __init__(self, sock: str):
-        api, grpc_api = pb(), pb("api_pb2_grpc")
-        self.pods: list = []
-        self.fail = False
-        self.calls = 0
-        outer = self
-
-        class Servicer(grpc_api.PodResourcesListerServicer):
-            def List(self, request, context):
-                outer.calls += 1
-                if outer.fail:
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet is restarting")
-                return api.ListPodResourcesResponse(pod_resources=[
-                    api.PodResources(namespace=ns, name=name, containers=[
-                        api.ContainerResources(name=cname, devices=[
-                            api.ContainerDevices(resource_name=r, device_ids=ids) for r, ids in devs])
-                        for cname, devs in containers.items()])
-                    for ns, name, containers in outer.pods])
-
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        grpc_api.add_PodResourcesListerServicer_to_server(Servicer(), self.server)
-        self.server.add_insecure_port(f"unix:{sock}")
-        self.server.start()
-
-    def stop(self):
-        self.server.stop(0)
-
+# -- a real kubelet pod-resources server (tests/devices/kubelet.py) ---------------------------------------------
 
 @pytest.fixture
 def kubelet(tmp_path):
-    sock = str(tmp_path / "kubelet.sock")
-    k = _Kubelet(sock)
-    k.sock = sock
+    k = FakeKubelet(str(tmp_path / "kubelet.sock"))
     yield k
     k.stop()
 
@@ -142,7 +107,9 @@ def test_pod_resources_list(kubelet):
                                        "sidecar": []}),
                     ("ai", "infer-1", {"server": [("kunlunxin.com/xpu", ["xpu-0"]),
                                                   ("nvidia.com/mig-1g.10gb", ["MIG-aaaa"])]})]
-    got = PodResources(kubelet.sock).list()
+    client = PodResources(kubelet.sock)
+    got = client.list()
+    client.close()
     assert got[("ml", "train-0", "trainer")].ids == {"nvidia": {UUID[1], UUID[2]}}  # another vendor's resource left
     assert got[("ml", "train-0", "sidecar")].describe() == "none"
     assert dict(got[("ai", "infer-1", "server")].ids) == {"kunlun": {"xpu-0"}, "nvidia": {"MIG-aaaa"}}
@@ -164,8 +131,10 @@ def test_pod_resources_errors(kubelet, tmp_path):
         absent.list()
     assert "\n" not in str(e.value)
     kubelet.fail = True
+    client = PodResources(kubelet.sock, timeout=2)
     with pytest.raises(PodResourcesError, match="UNAVAILABLE: kubelet is restarting"):
-        PodResources(kubelet.sock, timeout=2).list()
+        client.list()
+    client.close()
 
 
 # -- the guard -------------------------------------------------------------------------------------------------
