@@ -47,6 +47,7 @@ log = logging.getLogger("nodewarden")
 _HEALTH_SLICE = 1.0  # longest one health call waits for an event: stop() is never later than this
 _MAX_PROCESSES = 256  # per device and sample: a driver that lists more is cut (and counted)
 _MAX_ERRORS = 16  # failed readings named per sample
+_MAX_ERROR_KINDS = 48  # distinct failure names counted per device (the readings, calls, "other")
 _RECHECK_S = 5.0  # an unattributed device user's container is looked up again after this long
 
 
@@ -376,7 +377,9 @@ class Poller:
         self.rlog = RateLog(log)
         self._q: queue.Queue = queue.Queue(maxsize=max(1, cfg.queue_size))
         self._listeners: list[Callable[[object], None]] = []
-        self._counts: Counter[str] = Counter(dict.fromkeys(("devices.queue", "devices.listener"), 0))
+        # every stage a series from the start, 0 until it drops (an alert on rate() needs one)
+        self._counts: Counter[str] = Counter(dict.fromkeys(
+            ("devices.queue", "devices.listener", "devices.emit", "devices.processes_cut"), 0))
         self._reported_open = threading.Event()
         self._pending_open = len(self.loops)
         self._emitter = threading.Thread(target=self._emit_loop, name="nw-dev-emit", daemon=True)
@@ -489,7 +492,9 @@ class Poller:
             procs = procs[:_MAX_PROCESSES]
         now_users = self._users(st, procs)
         for e in r.errors[:_MAX_ERRORS]:
-            st.errors[e.split(":", 1)[0].strip() or "reading"] += 1
+            what = e.split(":", 1)[0].strip() or "reading"
+            # a metric label: a driver inventing names must not grow the series without end
+            st.errors[what if what in st.errors or len(st.errors) < _MAX_ERROR_KINDS else "other"] += 1
         ev = DeviceSampleEvent(time.time_ns(), dev, values, tuple(r.throttle), tuple(now_users.values()),
                                tuple(r.errors[:_MAX_ERRORS]))
         self.diff_users(st, now_users)

@@ -7,6 +7,7 @@ protobuf Event. Keys are only ever added, never renamed.
 
 from __future__ import annotations
 
+import math
 import time
 
 from agent.devices.fields import FIELDS
@@ -269,9 +270,12 @@ def _device_user(u: DeviceUser) -> dict:
 def _device_sample(ev: DeviceSampleEvent) -> dict:
     rec = _device_head(ev)
     for name, val in ev.values.items():
-        if val is None or isinstance(val, bool):
+        if isinstance(val, bool) or not isinstance(val, int | float):  # a backend's oddity never fails the record
             continue
-        rec[f"device.{name}"] = float(val) if name in _FLOAT_READINGS else int(val)
+        if name in _FLOAT_READINGS:
+            rec[f"device.{name}"] = float(val)
+        elif not isinstance(val, float) or math.isfinite(val):
+            rec[f"device.{name}"] = int(val)
     rec["device.throttle"] = list(ev.throttle)
     rec["device.processes"] = [_device_user(u) for u in ev.processes]
     rec["device.errors"] = list(ev.errors)

@@ -215,3 +215,11 @@ def test_state_dict_for_the_status_file():
     assert d["processes"] == [{"pid": 4242, "comm": "python3", "used_memory": 512 * MIB, "mig": "MIG-77aa",
                                "container_id": C.id, "container_name": "trainer", "image": "registry/train:1",
                                "pod": "train-0", "namespace": "ml"}]
+
+
+def test_odd_readings_from_a_backend_never_fail_the_record():
+    rec = record.flatten(DeviceSampleEvent(T, GPU, {"gpu_util": 5, "mem_used": float("inf"), "sm_clock": 1410.0,
+                                                   "power_w": "n/a", "temperature": True}))
+    assert rec["device.gpu_util"] == 5.0 and rec["device.sm_clock"] == 1410
+    assert "device.mem_used" not in rec and "device.power_w" not in rec and "device.temperature" not in rec
+    assert _back(rec) == rec
