@@ -313,6 +313,8 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                          snippet=clip(text[max(0, m.start() - 100): m.end() + 100]), family=family,
                          detail="eval used as a value with request data in the page"))
     _dropper(prog, found, lang)
+    if depth < 2:
+        _xslt_scripts(prog, found, lang, extra, depth)
     for h in jsp_flow.embedded_hits(prog.toks, prog.budget, depth, lang):
         found.append(Hit(rule=f"{lang}.writes-web-shell", language=lang, severity=Severity.CRITICAL,
                          confidence=0.85, source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
@@ -354,6 +356,28 @@ def _sql_console(prog: jsp_flow.Program, flows) -> bool:
 
 def _writes_pages(text: str) -> bool:
     return bool(re.search(r'\.(?:asp|aspx|asa|cer|cdx|php|jsp)"', text, _I))
+
+
+_MSXSL = re.compile(r"<msxsl:script\b([^>]*)>(.*?)(?:</msxsl:script\s*>|\Z)", re.S | re.I)
+
+
+def _xslt_scripts(prog, found, lang, extra, depth) -> None:
+    """Script inside an XSLT stylesheet held in a string: XslCompiledTransform with TrustedXslt (or
+    MSXML's transformNode) compiles and runs it, so it is read as code in its own language."""
+    for t in prog.toks:
+        if t[0] != "s" or "msxsl:script" not in t[1]:
+            continue
+        for m in _MSXSL.finditer(t[1]):
+            la = _LANG_ATTR.search(m.group(1))
+            body = re.sub(r"<!\[CDATA\[|\]\]>|<msxsl:\w+[^>]*/>", " ", m.group(2))
+            before = len(found)
+            _scan_code(_norm_lang(la.group(1), "c#") if la else "c#", body, lang, prog.budget, found, extra,
+                       depth + 1)
+            for q in range(before, len(found)):
+                h = found[q]
+                found[q] = Hit(rule=h.rule, language=h.language, severity=h.severity, confidence=h.confidence,
+                               source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
+                               detail=h.detail + " (XSLT script)")
 
 
 def _dropper(prog, found, lang) -> None:

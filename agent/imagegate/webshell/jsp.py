@@ -291,8 +291,8 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
             found.append(_hit(prefix, k, conf, f, family))
         elif f.state == "constant" and k == "exec" and _REVERSE.search(f.snippet):
             found.append(_hit(prefix, k, 0.9, f, family, rule="reverse-shell"))
-        elif f.state == "constant" and k == "eval" and depth < 3:
-            inner = " ".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
+        elif f.state in ("constant", "unknown") and k == "eval" and depth < 3 and _inner(prog, f):
+            inner = _inner(prog, f)
             if len(inner) > 6:
                 before = len(found)
                 _scan_java(inner, prog.budget, found, prefix, depth + 1, el=True)
@@ -333,6 +333,13 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
         found.append(Hit(rule=f"{prefix}.writes-web-shell", language="jsp", severity=Severity.CRITICAL,
                          confidence=0.85, source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
                          detail="a string constant is itself a web shell: " + h.rule))
+
+
+def _inner(prog: jsp_flow.Program, f: jsp_flow.Flow) -> str:
+    """The code an eval sink is handed as string constants (the rest of its argument aside)."""
+    i = prog.tok_at(prog.starts[f.start]) if f.start < len(prog.starts) else f.start
+    toks = prog.toks[i:f.end]
+    return " ".join(str(t[1]) for t in toks if t[0] == "s" and len(t[1]) > 6 and re.search(r"[(;.]", t[1]))
 
 
 def _long_b64(prog: jsp_flow.Program) -> bool:

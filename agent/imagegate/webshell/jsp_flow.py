@@ -474,6 +474,8 @@ class Program:
                 continue
             for m in sink.pattern.finditer(self.text):
                 self.budget.spend(0)
+                if self.toks[self.tok_at(m.start())][0] == "s":
+                    continue  # code quoted in a string runs only where an eval sink takes it
                 out.append(self._flow(sink, m))
                 if len(out) > 2000:
                     return out
