@@ -213,6 +213,20 @@ def test_unallocated_open_alerts_with_the_container(run):
     assert r.guard.status()["opens"][0]["path"] == "/dev/nvidia3"
 
 
+def test_relative_open_judged_by_its_resolved_path(run):
+    """`cd /dev && echo x > nvidia1`: a writing open with a relative path is sent by the probe (the ignored
+    prefixes match absolute paths only) and the enricher joins it to the cwd."""
+    r = run()
+    c = _container("5e1a71" * 8)
+    r.specs[c.id] = spec()
+    en = _open(c, "nvidia1")
+    r.guard.observe(Enriched(en.event, en.process, None, c, path_resolved="/dev/nvidia1"))
+    r.guard.observe(Enriched(en.event, en.process, None, c, path_resolved="/srv/nvidia1"))
+    r.settle()
+    (a,) = r.alerts
+    assert "opened /dev/nvidia1" in a.output
+
+
 def test_allocated_open_is_quiet(run):
     r = run()
     c = _container("a110c8" * 8)
