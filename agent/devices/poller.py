@@ -421,7 +421,8 @@ class Poller:
             if self._pending_open:
                 return
         running = [x for x in self.loops if x.state == "running"]
-        parts = [f"{x.vendor}: {len(x.devices)} device{'s' if len(x.devices) != 1 else ''}" for x in running]
+        parts = [f"{x.vendor}: {len(x.devices)} device{'s' if len(x.devices) != 1 else ''}"
+                 + (f" ({x.backend.source})" if getattr(x.backend, "source", "") else "") for x in running]
         parts += [f"{x.vendor}: {x.reason}" for x in self.loops if x.state != "running"]
         if running:
             log.info("devices: %s", "; ".join(parts))

@@ -281,3 +281,17 @@ def test_a_full_queue_drops_and_counts(nvml):
     finally:
         held.set()
         p.stop()
+
+
+def test_config_section_from_file_and_environment(tmp_path):
+    from agent import config
+
+    path = tmp_path / "nw.yaml"
+    path.write_text("devices:\n  interval_s: 2\n  backends: [nvidia]\n  queue_size: 16\n")
+    c = config.load(str(path), env={"NODEWARDEN_DEVICES_CALL_TIMEOUT_S": "0.5"})
+    assert (c.devices.interval_s, c.devices.backends, c.devices.queue_size, c.devices.call_timeout_s) == \
+        (2.0, ("nvidia",), 16, 0.5)
+    with pytest.raises(config.ConfigError, match="devices.interval_s"):
+        config.load(env={"NODEWARDEN_DEVICES_INTERVAL_S": "often"})
+    with pytest.raises(ValueError, match="must be positive"):
+        build(DevicesConfig(interval_s=0), backends=[NvidiaBackend(library="/nonexistent")])
