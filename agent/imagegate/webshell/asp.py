@@ -171,7 +171,13 @@ def _decode(data: bytes, budget) -> str:
 
 
 def scan(data: bytes, lang: str, budget, hits: list) -> None:
-    scan_text(_decode(data, budget), lang, budget, hits, 0)
+    text = _decode(data, budget)
+    if re.search(r"<%@\s*page\b[^%]*\blanguage\s*=\s*[\"']?java\b", text[:4096], _I):
+        from agent.imagegate.webshell import jsp  # a JSP page saved under an ASP name
+
+        jsp.scan_text(text, budget, hits, 0)
+        return
+    scan_text(text, lang, budget, hits, 0)
 
 
 def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
