@@ -109,7 +109,7 @@ class DeviceGuard:
         self._by_minor: dict[tuple[str, int], DeviceRef] = {}
         self._pods: dict[tuple[str, str, str], Allocation] = {}
         self._listed_at = -1e18
-        self._kubelet_state = "absent"
+        self._kubelet_state = "not asked yet" if self._kubelet is not None else "off"
         self._specs: OrderedDict[tuple[str, str], Allocation] = OrderedDict()
         self._alerted: OrderedDict[tuple, list] = OrderedDict()  # key -> [monotonic of its alert, repeats since]
         self._opens: deque[dict] = deque(maxlen=_MAX_OPENS)
