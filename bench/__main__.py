@@ -7,6 +7,7 @@ SUITES = ["bench.sensors", "bench.attribution", "bench.transport", "bench.imageg
 SUITES.append("bench.hashdb")  # known-bad hash store: import, size, RSS, lookup (issue 11)
 SUITES.append("bench.webshells")  # web-shell detector on the public corpus, tune split (issue 11)
 SUITES.append("bench.devices")  # GPU poller: CPU per sample per device, added CPU at 8 devices x 1 s (issue 12)
+SUITES.append("bench.devguard")  # device guard: per-file-event cost on the worker, judging cost (issue 12)
 
 names = sys.argv[1:] or SUITES
 sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults
