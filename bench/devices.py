@@ -12,7 +12,10 @@ With the fake driver the driver's own work is nearly nothing: 1-3 measure pynvml
 --real (on a GPU machine, with its driver): the same on the node's own GPUs, then the inventory, and
 our values beside `nvidia-smi --query-gpu=... --format=csv,noheader,nounits` taken at the same moment.
 
-    python -m bench.devices [--real] [--seconds 20] [--devices 8] [--interval 1] [--events]
+    python -m bench.devices [--real] [--seconds 20] [--devices 8] [--interval 1] [--events] [--agent]
+
+As root the default run also measures the whole agent (`nodewarden run`, process probes), devices on
+(the fake GPUs at 1 s) against off, from its /proc/<pid>/stat CPU ticks.
 """
 
 from __future__ import annotations
@@ -230,12 +233,70 @@ def fake_gpus(seconds: float, interval: float, n: int, events: bool = False) -> 
             s.wait()
 
 
+def _agent_cpu(env: dict, seconds: float) -> tuple[float, int]:
+    """CPU seconds a `nodewarden run` spends over `seconds` once it is ready, and its device.sample lines."""
+    p = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--json", "--no-containers", "--families",
+                          "process"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    lines: list[bytes] = []
+    try:
+        for line in p.stdout:
+            if b'"agent.ready"' in line:
+                break
+        import threading
+
+        t = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+        t.start()
+        time.sleep(2.0)  # the devices' first round
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu() -> float:
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+
+        n0, c0 = len(lines), cpu()
+        time.sleep(seconds)
+        c1, n1 = cpu(), len(lines)
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    return c1 - c0, sum(b'"device.sample"' in ln for ln in lines[n0:n1])
+
+
+def agent_added(seconds: float, n: int) -> None:
+    """The whole agent (root: BPF), devices on (fake GPUs) against off, on a quiet machine."""
+    from tests.devices.build import fake_nvml
+
+    lib = fake_nvml()
+    sleepers = [subprocess.Popen(["sleep", str(seconds * 3 + 300)]) for _ in range(2 * n)]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = os.path.join(tmp, "nvml.conf")
+            write_fake_config(cfg, n, [s.pid for s in sleepers])
+            base = {**os.environ, "NODEWARDEN_AGENT_STATE_DIR": os.path.join(tmp, "state")}
+            on = {**base, "LD_LIBRARY_PATH": str(lib.parent), "FAKE_NVML_CONFIG": cfg,
+                  "NODEWARDEN_DEVICES_INTERVAL_S": "1", "NODEWARDEN_DEVICES_BACKENDS": "nvidia"}
+            off = {**base, "NODEWARDEN_DEVICES_ENABLED": "false"}
+            c_off, _ = _agent_cpu(off, seconds)
+            c_on, samples = _agent_cpu(on, seconds)
+            print(f"whole agent (nodewarden run --json, process probes, quiet machine), {seconds:g} s each:")
+            print(f"  devices off: {c_off / seconds * 100:.2f} % of one core; {n} fake GPUs at 1 s: "
+                  f"{c_on / seconds * 100:.2f} % ({samples} device.sample lines)")
+            print(f"  added: {(c_on - c_off) / seconds * 100:.2f} % of one core   target < 0.5 % "
+                  "(clock-tick resolution: +-0.1 % over 20 s)")
+    finally:
+        for s in sleepers:
+            s.kill()
+            s.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.devices")
     ap.add_argument("--real", action="store_true", help="this node's GPUs and driver, beside nvidia-smi")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--agent", action="store_true", help="also the whole agent, devices on against off (root)")
     ap.add_argument("--events", action="store_true", help="fake GPUs with NVML events (the fake's wait polls)")
     ap.add_argument("--child", nargs=3, metavar=("SECONDS", "INTERVAL", "LIBRARY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,6 +307,8 @@ def main() -> None:
         real_gpu(args.seconds, args.interval)
     else:
         fake_gpus(args.seconds, args.interval, args.devices, args.events)
+        if args.agent or os.geteuid() == 0:
+            agent_added(args.seconds, args.devices)
 
 
 if __name__ == "__main__":
