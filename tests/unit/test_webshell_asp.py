@@ -285,3 +285,17 @@ def test_hostile_inputs_are_bounded(name, data):
 def test_vbe_decoder_is_bounded():
     b = Budget(Limits())
     assert asp_vbe.decode_all("#@~^AAAAAA==" + "x" * 10000, b)
+
+
+def test_xslt_script_in_a_string():
+    h = shell('<%@ Page Language="C#" %><% string x = @"<xsl:stylesheet version=""1.0"" '
+              'xmlns:msxsl=""urn:schemas-microsoft-com:xslt""><msxsl:script language=""JScript"" '
+              'implements-prefix=""z""><![CDATA[function f() { var c = System.Web.HttpContext.Current;'
+              ' eval(c.Request.Item[""a""], ""unsafe""); }]]></msxsl:script></xsl:stylesheet>";'
+              ' var t = new System.Xml.Xsl.XslCompiledTransform(); %>', "x.aspx")
+    assert h.rule == "aspx.request-to-eval" and "XSLT" in h.detail
+
+
+def test_jsp_saved_as_asp_goes_to_the_jsp_reader():
+    hits = scan('<%@ page language="java" %><% Runtime.getRuntime().exec(request.getParameter("c")); %>', "x.asp")
+    assert webshell.is_shell(hits) and hits[0].rule == "jsp.request-to-exec" and hits[0].language == "jsp"

@@ -282,3 +282,16 @@ def test_hostile_inputs_are_bounded():
     _bounded(b"<%" * 100000, "x.jspx")
     _bounded(b"<% a = b + " * 30000, "x.jsp")
     _bounded(b'<% String s = "a"' + b' + "a"' * 100000 + b"; %>", "x.jsp")
+
+
+def test_websocket_message_handler():
+    h = shell('<%! public static class E extends javax.websocket.Endpoint implements'
+              ' javax.websocket.MessageHandler.Whole<String> { public void onMessage(String m) {'
+              ' try { Runtime.getRuntime().exec(new String[]{"/bin/sh", "-c", m}); } catch (Exception e) {} } } %>')
+    assert h.source == "WebSocket message"
+
+
+def test_broken_triple_quote_does_not_swallow_the_page():
+    h = shell('<%! String q(int i) { if (i == 34) return """; return ""; } %>'
+              '<% Runtime.getRuntime().exec(request.getParameter("c")); %>')
+    assert h.rule == "jsp.request-to-exec"

@@ -162,6 +162,7 @@ def scan_text(text: str, budget, hits: list, depth: int) -> None:
 def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool) -> None:
     toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=el), budget)
     prog = jsp_flow.Program(toks, LANG_EL if el else LANG, budget)
+    _seed_messages(prog)
     _process_sinks(prog)
     _judge(prog, found, prefix, el=el, depth=depth)
 
@@ -199,7 +200,11 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
                         changed = True
         if not changed:
             break
-    for prog in progs.values():
+    for name, prog in progs.items():
+        if name in _MESSAGE_HANDLERS:
+            ps = whole.funcs[name][0]
+            if ps:
+                prog.seed(ps[:1], "WebSocket message")
         _process_sinks(prog)
         mine: list[Hit] = []
         _judge(prog, mine, "jsp", el=False, depth=depth)
@@ -230,6 +235,16 @@ def _tainted_calls(prog: jsp_flow.Program, funcs: dict):
                 out[params[pos]] = label
         if out:
             yield t[1], out
+
+
+_MESSAGE_HANDLERS = frozenset({"onMessage", "handleTextMessage", "handleMessage"})
+
+
+def _seed_messages(prog: jsp_flow.Program) -> None:
+    """A WebSocket endpoint's message handler: its first parameter is what the client sent."""
+    for name, (ps, _a, _b) in prog.funcs.items():
+        if name in _MESSAGE_HANDLERS and ps:
+            prog.seed(ps[:1], "WebSocket message")
 
 
 def _process_sinks(prog: jsp_flow.Program) -> None:
