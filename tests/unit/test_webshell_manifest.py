@@ -121,9 +121,11 @@ def _mini_corpus(tmp_path: Path) -> tuple[Path, Path]:
     return corpus, manifest
 
 
-def test_bench_reports_missing_and_changed_samples(tmp_path, capsys):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bench_reports_missing_and_changed_samples(tmp_path, capsys, jobs):
     corpus, manifest = _mini_corpus(tmp_path)
-    rc = webshells.main(["--corpus", str(corpus), "--manifest", str(manifest), "--split", "all", "--json"])
+    argv = ["--corpus", str(corpus), "--manifest", str(manifest), "--split", "all", "--json", "--jobs", jobs]
+    rc = webshells.main(argv)
     out = capsys.readouterr().out
     assert rc == 1  # a missing or changed sample fails the run
     doc = json.loads(out)
