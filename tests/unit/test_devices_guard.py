@@ -373,3 +373,28 @@ def test_config_section_from_yaml(tmp_path):
     f.write_text("device_guard: {queue: 3}\n")
     with pytest.raises(config.ConfigError, match="unknown config key 'device_guard.queue'"):
         config.load(str(f), env={})
+
+
+def test_daemonset_mounts_the_kubelet_pod_resources_socket(tmp_path):
+    """packaging/daemonset.yaml: the pod-resources directory from the host at the same path, read-only, and
+    its shipped config loads with the guard's exemptions."""
+    from pathlib import Path
+
+    import yaml
+
+    from agent import config
+
+    root = Path(__file__).resolve().parents[2]
+    docs = list(yaml.safe_load_all((root / "packaging" / "daemonset.yaml").read_text()))
+    (ds,) = [d for d in docs if d.get("kind") == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    sock_dir = os.path.dirname(DeviceGuardConfig().pod_resources_socket)
+    (mount,) = [m for c in pod["containers"] for m in c["volumeMounts"] if m["mountPath"] == sock_dir]
+    assert mount.get("readOnly") is True
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert vol["hostPath"]["path"] == sock_dir
+    (cm,) = [d for d in docs if d.get("kind") == "ConfigMap"]
+    (tmp_path / "config.yaml").write_text(cm["data"]["config.yaml"])
+    cfg = config.load(str(tmp_path / "config.yaml"), env={})
+    assert cfg.device_guard.pod_resources_socket == DeviceGuardConfig().pod_resources_socket
+    assert "gpu-operator/*" in cfg.device_guard.exempt
