@@ -171,6 +171,7 @@ class BackendLoop:
         self.reason = ""
         self.skipped = 0  # device samples not taken while the driver held a late call
         self.told = False  # the poller has this backend's outcome for its start line
+        self.retries = 0  # failed opens tried again
         self._thread = threading.Thread(target=self._run, name=f"nw-dev-{self.vendor}", daemon=True)
 
     # -- driver calls ------------------------------------------------------------------------------
@@ -205,8 +206,16 @@ class BackendLoop:
 
     def _run(self) -> None:
         try:
-            if self._open():
-                self._loop()
+            while not self.poller.stopping.is_set():
+                if self._open():
+                    self._loop()
+                    break
+                self.poller.opened(self)  # the first outcome goes into the start line
+                if self.state == "absent":
+                    break
+                # A driver that failed or hung at open is tried again (it may come back: a driver reload, a
+                # GPU reset); one that is absent is not (it will not appear without a restart of the node).
+                self._retry_wait()
         except Exception as e:  # a bug of ours: this backend stops, the agent goes on
             self.state, self.reason = "failed", f"{type(e).__name__}: {e}"
             log.exception("devices: %s poller failed", self.vendor)
@@ -214,33 +223,53 @@ class BackendLoop:
             self.poller.opened(self)
             self._close()
 
+    def _retry_wait(self) -> None:
+        self.retries += 1
+        if self.retries > 1:  # the first failure is in the start line
+            self.poller.rlog.warning(f"open:{self.vendor}", "devices: %s: %s; trying again every %g s", self.vendor,
+                                     self.reason, self.cfg.inventory_interval_s)
+        deadline = time.monotonic() + self.cfg.inventory_interval_s
+        while not self.poller.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self.worker.late is not None:
+                self.worker.late.done.wait(min(left, _HEALTH_SLICE))
+                self.worker.returned()
+            else:
+                self.poller.stopping.wait(min(left, _HEALTH_SLICE))
+
     def _open(self) -> bool:
+        if self.worker.late is not None:  # the last open still hangs in the driver
+            return False
+        reopen = self.state == "failed"
         try:
             self._call("open", None, self.backend.open)
         except NoDriver as e:
             self.state, self.reason = "absent", str(e) or "no driver"
             return False
-        except CallTimeout as e:
-            self.state, self.reason = "failed", f"open: {e}"
-            return False
-        except DeviceError as e:
+        except (CallTimeout, DeviceError) as e:
             self.state, self.reason = "failed", f"open: {e}"
             return False
         if not self._inventory():
             self.state = "failed"
+            self.reason = self.reason or "inventory failed"
+            self._close_driver()
             return False
-        self.state = "running"
+        self.state, self.reason = "running", ""
+        if reopen and self.told:
+            log.info("devices: %s: opened after all, %d devices", self.vendor, len(self.devices))
         self.poller.opened(self)
         return True
 
-    def _close(self) -> None:
-        if self.worker is None:
-            return
+    def _close_driver(self) -> None:
         if self.worker.late is None and self.state != "absent":
             try:
                 self._call("close", None, self.backend.close, limit=min(self.cfg.call_timeout_s, 2.0))
             except Exception:  # best effort: the driver is being left anyway
                 pass
+
+    def _close(self) -> None:
+        if self.worker is None:
+            return
+        self._close_driver()
         self.worker.stop()
 
     def _loop(self) -> None:
@@ -305,7 +334,8 @@ class BackendLoop:
         """Re-read the inventory: device.info for new and changed devices, unavailable for vanished ones."""
         try:
             infos = self._call("inventory", None, self.backend.inventory, time.time_ns())
-        except CallTimeout:
+        except CallTimeout as e:
+            self.reason = f"inventory: {e}"
             self._timed_out(None, "inventory")
             return False
         except Busy:
@@ -426,8 +456,10 @@ class Poller:
         parts += [f"{x.vendor}: {x.reason}" for x in self.loops if x.state != "running"]
         if running:
             log.info("devices: %s", "; ".join(parts))
-        else:
+        elif all(x.state == "absent" for x in self.loops):
             log.info("devices: no device driver on this node, device reporting off (%s)", "; ".join(parts))
+        else:  # a driver is there but failed: its backend tries again
+            log.warning("devices: no device answers yet (%s)", "; ".join(parts))
         self._reported_open.set()
 
     # -- records -------------------------------------------------------------------------------------

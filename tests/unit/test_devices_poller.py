@@ -295,3 +295,22 @@ def test_config_section_from_file_and_environment(tmp_path):
         config.load(env={"NODEWARDEN_DEVICES_INTERVAL_S": "often"})
     with pytest.raises(ValueError, match="must be positive"):
         build(DevicesConfig(interval_s=0), backends=[NvidiaBackend(library="/nonexistent")])
+
+
+def test_a_driver_that_hangs_at_start_is_tried_again(nvml, caplog):
+    lib, cfg, events = nvml
+    _config(cfg, events, extra0="hang nvmlDeviceGetName")
+    caplog.set_level(logging.INFO, logger="nodewarden")
+    rec = Records()
+    p = _poller(lib, rec, call_timeout_s=0.3, inventory_interval_s=0.5)
+    try:
+        assert [b["state"] for b in p.status()["backends"]] == ["failed"]
+        assert "devices: no device answers yet (nvidia: inventory:" in caplog.text
+        assert not rec.of(DeviceInfoEvent)
+        _config(cfg, events)  # the driver answers again
+        rec.wait(lambda e: isinstance(e, DeviceInfoEvent) and e.device.uuid == GPU1)
+        rec.wait(lambda e: isinstance(e, DeviceSampleEvent) and e.device.uuid == GPU0)
+        assert [b["state"] for b in p.status()["backends"]] == ["running"]
+        assert "devices: nvidia: opened after all, 2 devices" in caplog.text
+    finally:
+        p.stop()
