@@ -15,12 +15,12 @@ from agent.imagegate.webshell import asp_vb, asp_vbe, jsp_flow, jsp_lex
 from agent.imagegate.webshell.common import Hit, clip
 from agent.vocab import Severity
 
-_BLOCK = re.compile(r"<%(?P<k>[@=#:$]?)(?P<body>.*?)(?:%>|\Z)", re.S)
+_BLOCK = re.compile(r"<%\s*(?P<k>[@=#:$]?)(?P<body>.*?)(?:%>|\Z)", re.S)
 _SCRIPT = re.compile(r"<script\b(?P<attrs>[^>]*)>(?P<body>.*?)(?:</script\s*>|\Z)", re.S | re.I)
 _LANG_ATTR = re.compile(r"""\blanguage\s*=\s*["']?\s*([\w#.]+)""", re.I)
 _RUNAT = re.compile(r"""\brunat\s*=\s*["']?server""", re.I)
 _COMMENT = re.compile(r"<%--.*?(?:--%>|\Z)", re.S)
-_HANDLER = re.compile(r"<%@\s*(?:WebHandler|WebService|ServiceHost)\b[^%]*%>", re.I)
+_HANDLER = re.compile(r"<%\s*@\s*(?:(?:WebHandler|WebService|ServiceHost)\b[^%]*|[^%]*\bClass\s*=[^%]*)%>", re.I)
 _CONTROL = re.compile(r"""<(?:asp:\w+|input|textarea|select)\b[^>]*?\bid\s*=\s*["']?(\w+)[^>]*>""", re.I)
 _UTF7 = re.compile(r"codepage\s*=\s*[\"']?65000", re.I)
 
@@ -28,7 +28,7 @@ _I = re.I
 SOURCES = [re.compile(p, _I) for p in (
     r"\brequest(?:\.(?:form|querystring|cookies|item|params|headers|files|unvalidated|query|body))?[(\[]",
     r"\brequest\.(?:binaryread|inputstream|getbufferlessinputstream|form|querystring|params|headers|cookies|files"
-    r"|item|rawurl|body|totalbytes)\b",
+    r"|item|rawurl|url|body|totalbytes)\b",
     # the server's own variables (SCRIPT_NAME, REMOTE_ADDR ...) are not the client's; these are
     r'\brequest\.servervariables[(\[]"(?:HTTP_\w+|QUERY_STRING|ALL_\w+|CONTENT_\w+|PATH_INFO|URL)"',
     r'\beval\("request"\)',  # JScript/VB: eval("request") is the Request object
@@ -125,7 +125,7 @@ def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
     """[(language, code)] of a page: its server blocks, in order, grouped by language."""
     text = _COMMENT.sub(" ", text)
     default = "vb" if lang == "asp" else "c#"
-    m = re.search(r"<%@[^%]*?\blanguage\s*=\s*[\"']?\s*([\w#.]+)", text, re.I)
+    m = re.search(r"<%\s*@[^%]*?\blanguage\s*=\s*[\"']?\s*([\w#.]+)", text, re.I)
     if m:
         default = _norm_lang(m.group(1), default)
     units: dict[str, list[str]] = {}
