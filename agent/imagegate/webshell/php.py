@@ -82,6 +82,7 @@ _AUTH = ("nonce", "csrf", "current_user_can", "user_can", "capabilit", "permissi
          "denyaccess", "access_check", "checkaccess", "_token", "validate_token", "checktoken")
 _FRAMEWORK = ("wp_", "esc_", "sanitize_", "apply_filters", "do_action", "add_action", "add_filter", "drupal",
               "get_option", "__", "_e", "t", "pma_", "jtext", "jfactory", "trans", "config")
+_HT_DIRECTIVES = ("addtype", "addhandler", "sethandler", "auto_prepend_file", "auto_append_file")
 _PHP_EXT = (".php", ".phtml", ".php3", ".php4", ".php5", ".php7", ".pht", ".phar", ".inc", ".shtml", ".asp",
             ".aspx", ".jsp", ".htaccess", ".user.ini")
 _CONSTS = {"php_eol": "\n", "directory_separator": "/", "path_separator": ":", "true": "1", "false": "",
@@ -129,7 +130,8 @@ def _join(vs: list[V]) -> V:
     t = _EMPTY.union(*(v.t for v in vs))
     cls = next((v.cls for v in vs if v.cls), None)
     fn = next((v.fn for v in vs if v.fn), None)
-    return V(first if same else None, t, any(v.d for v in vs) and bool(t), cls, fn)
+    chain = next((v.chain for v in vs if v.chain), ())
+    return V(first if same else None, t, any(v.d for v in vs) and bool(t), cls, fn, chain=chain)
 
 
 def _sv(v: V) -> str | None:
@@ -189,7 +191,7 @@ class Ctx:
 # -- rendering (evidence) -----------------------------------------------------------------------
 def _q(s: str, n: int = 80) -> str:
     s = s if len(s) <= n else s[: n - 1] + "…"
-    return "'" + "".join(c if " " <= c < "\x7f" else "\\x%02x" % ord(c) for c in s) + "'"
+    return "'" + "".join(c if " " <= c < "\x7f" else f"\\x{ord(c):02x}" for c in s) + "'"
 
 
 def _label(v: V) -> str:
@@ -204,7 +206,8 @@ def _show(v: V, node=None) -> str:
     if v.t and (v.d or v.s is None):
         return _label(v) if v.d else f"…{_label(v)}…"
     if isinstance(v.s, dict):
-        return "array(" + ", ".join(_show(x) if isinstance(x, V) else _q(str(x), 30) for x in list(v.s.values())[:4]) + ")"
+        items = list(v.s.values())[:4]
+        return "array(" + ", ".join(_show(x) if isinstance(x, V) else _q(str(x), 30) for x in items) + ")"
     s = _sv(v)
     if s is not None:
         return _q(s)
@@ -242,6 +245,8 @@ def _render(node, depth: int = 0) -> str:
 def scan(data: bytes, lang: str, budget: Budget, hits: list) -> None:
     """Append a Hit per reason the file is a shell; budget.spend(n) bounds the work."""
     budget.spend(len(data))
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 source (saved by a Windows editor)
+        data = data.decode("utf-16", "replace").encode("latin-1", "replace")
     src = data.decode("latin-1")
     ctx = Ctx(budget, len(data))
     ctx.root_src = src
@@ -297,7 +302,7 @@ def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:
             ctx.consts[f"{c.name}::{name}"] = _ev(ctx, node, Scope())
         for name, node in c.props:
             if node is not None:
-                ctx.props.setdefault(name, _ev(ctx, node, Scope()))
+                ctx.props.setdefault(f"{c.name}->{name}", _ev(ctx, node, Scope()))
 
 
 def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
@@ -352,6 +357,10 @@ def _lookup(ctx: Ctx, name: str, sc: Scope) -> V:
     if v is None:
         if sc.extracted:
             return V(None, frozenset({sc.extracted}), True)
+        if sc.func is None and name != "this":
+            # with register_globals (PHP < 5.4, the era of many shells still in use) an
+            # undefined variable at file level is request data: a weak source
+            return V(None, frozenset({f"~${name} (register_globals)"}), True)
         return UNKNOWN
     return v
 
@@ -370,6 +379,11 @@ def _set(ctx: Ctx, name: str, v: V, sc: Scope) -> None:
     if st and not st <= v.t:
         v = V(v.s, v.t | st, v.d, v.cls, v.fn, v.h, v.chain)
     sc.vars[name] = v
+
+
+def _strong(v: V) -> bool:
+    """The value IS request data (not mixed, not only a register_globals guess)."""
+    return v.d and any(not x.startswith("~") for x in v.t)
 
 
 def _weak(t: frozenset) -> frozenset:
@@ -415,11 +429,12 @@ def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
                     arr[ks] = v
         else:
             arr = None
-        _assign(ctx, base, V(arr, cur.t | v.t, False, cur.cls), sc)
+        _assign(ctx, base, V(arr, cur.t | v.t, False, cur.cls, chain=cur.chain or v.chain), sc)
     elif k == "prop":
         name = _ev(ctx, target[2], sc)
         n = _sv(name)
         if n is not None:
+            n = _prop_key(ctx, target[1], n, sc)
             old = ctx.props.get(n)
             t = v.t | (old.t if old is not None else _EMPTY)
             ctx.props[n] = V(v.s, t, v.d, v.cls, v.fn, v.h, v.chain)
@@ -438,6 +453,16 @@ def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
             else:
                 kv, i = i, i + 1
             _assign(ctx, item, _elem(v, kv), sc)
+
+
+def _prop_key(ctx: Ctx, obj, name: str, sc: Scope) -> str:
+    """Properties are one slot per class and name (per name when the class is unknown)."""
+    if obj[0] == "var" and obj[1] == "this":
+        this = sc.vars.get("this")
+        cls = this.cls if this is not None else None
+    else:
+        cls = _ev(ctx, obj, sc).cls if obj[0] in ("var", "prop") else None
+    return f"{cls}->{name}" if cls else name
 
 
 def _key(v: V):
@@ -513,10 +538,9 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
             return _lookup(ctx, n, sc)
         return V(None, inner.t, inner.d)
     if k == "prop":
-        _ev(ctx, node[1], sc)
         n = _sv(_ev(ctx, node[2], sc))
         if n is not None:
-            return ctx.props.get(n, UNKNOWN)
+            return ctx.props.get(_prop_key(ctx, node[1], n, sc), UNKNOWN)
         return UNKNOWN
     if k == "sprop":
         cls = node[1]
@@ -662,7 +686,7 @@ def _index(ctx: Ctx, node, sc: Scope) -> V:
             return _elem(base, kv)
         vals = list(base.s.values())[:64]
         j = _join([x if isinstance(x, V) else V(x) for x in vals]) if vals else UNKNOWN
-        return V(None, j.t | base.t | key.t, j.d)
+        return V(None, j.t | base.t, j.d)  # a request key picks an element; it is not the element
     if isinstance(base.s, str) and base.s and not base.t:
         i = to_int(key.s) if key.s is not None else None
         if i is not None:
@@ -689,6 +713,15 @@ def _binary(ctx: Ctx, node, sc: Scope) -> V:
             nx, ny = _num(x), _num(y)
             eq = nx == ny if nx is not None and ny is not None else to_str(x) == to_str(y)
         return V(eq if op in ("==", "===") else not eq)
+    if op in ("<", "<=", ">", ">=") and len(vs) == 2 and not vs[0].t and not vs[1].t:
+        x, y = vs[0].s, vs[1].s
+        if isinstance(x, str) and isinstance(y, str) and not (_isnum(x) and _isnum(y)):
+            a, b = x, y
+        else:
+            a, b = _num(x), _num(y)
+        if a is None or b is None or isinstance(x, dict) or isinstance(y, dict):
+            return UNKNOWN
+        return V({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
     if op in ("&&", "||", "and", "or", "xor", "==", "!=", "===", "!==", "<>", "<", "<=", ">", ">=", "<=>",
               "instanceof"):
         return UNKNOWN
@@ -703,6 +736,8 @@ def _binary(ctx: Ctx, node, sc: Scope) -> V:
     for v in vs[1:]:
         acc = _arith(op, acc, v.s)
         if acc is None:
+            if op in ("^", "|", "&") and any(isinstance(x.s, str) for x in vs):
+                return V(None, chain=("xor",))  # string arithmetic we could not finish: computed code
             return UNKNOWN
     return V(acc)
 
@@ -713,12 +748,12 @@ def _arith(op: str, a, b):
     if op in ("^", "|", "&") and isinstance(a, str) and isinstance(b, str):
         # PHP's bitwise operators on two strings work byte by byte: a favourite obfuscation
         if op == "^":
-            return "".join(chr(ord(x) ^ ord(y)) for x, y in zip(a, b))
+            return "".join(chr(ord(x) ^ ord(y)) for x, y in zip(a, b, strict=False))
         if op == "&":
-            return "".join(chr(ord(x) & ord(y)) for x, y in zip(a, b))
+            return "".join(chr(ord(x) & ord(y)) for x, y in zip(a, b, strict=False))
         m = max(len(a), len(b))
         a2, b2 = a.ljust(m, "\0"), b.ljust(m, "\0")
-        return "".join(chr(ord(x) | ord(y)) for x, y in zip(a2, b2))
+        return "".join(chr(ord(x) | ord(y)) for x, y in zip(a2, b2, strict=False))
     x, y = _num(a), _num(b)
     if x is None or y is None:
         return None
@@ -880,10 +915,16 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
             cname = obj.cls or (_sv(obj) or "").lower()
             return _invoke_method(ctx, cname, m.lower(), args, obj)
-    if cv.t:
+    if cv.t and (name is None or cv.d):
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
         data = _join(args) if args else UNKNOWN
-        conf = 0.95 if data.t else 0.85
+        strong_args = any(a.d and any(not x.startswith("~") for x in a.t) for a in args)
+        if cv.d and any(not x.startswith("~") for x in cv.t):
+            conf = 0.95 if data.t else 0.85
+        elif strong_args:
+            conf = 0.7  # a computed or unknown function name called with request data as its argument
+        else:
+            conf = 0.45
         _raw(ctx, "php.request-function", "critical", conf, _label(cv), via or "$function(…)",
              f"{via + '(' if via else ''}{_show(cv)}({', '.join(_show(a) for a in args[:3])}){')' if via else ''}",
              "the function called is named by the request")
@@ -899,7 +940,37 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
         return _invoke_method(ctx, cv.cls, "__invoke", args, cv)
     args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
+    if cv.chain and any(a.d and any(not x.startswith("~") for x in a.t) for a in args):
+        d = _join(args)
+        _raw(ctx, "php.computed-function", "critical", 0.6, _label(d), via or "$function(…)",
+             f"{via + '(' if via else ''}{'('.join(reversed(cv.chain))}(…)({_show(d)}){')' if via else ''}",
+             "request data is passed to a function whose name is computed by obfuscation")
     return V(None, _EMPTY.union(*(a.t for a in args)) if args else _EMPTY)
+
+
+# methods that register a callable PHP later calls (SQLite user functions, Memcache failure callbacks ...)
+_CALLBACK_METHODS = frozenset({"createfunction", "sqlitecreatefunction", "createaggregate", "sqlitecreateaggregate",
+                               "addserver", "setsaslauthdata", "registerphpfunctions", "setcallback"})
+_CALLABLE_SINKS = frozenset({"assert", "passthru", "shell_exec", "proc_open", "pcntl_exec", "popen", "system", "exec"})
+
+
+def _callable_args(ctx: Ctx, where: str, args: list[V], node, sc: Scope) -> None:
+    """An API we do not model that is handed a callable and request data (CallbackFilterIterator,
+    Memcache::addServer, PDO FETCH_FUNC, yaml_parse callbacks ...) may call one with the other."""
+    data = [a for a in args if a.t]
+    if not data:
+        return
+    for a in args:
+        if isinstance(a.fn, tuple):
+            _call_user(ctx, a.fn[0], data[:4], None, a.fn[1])
+        elif isinstance(a.s, str) and a.chain and a.s.strip().lower() in _CALLABLE_SINKS:
+            d = _join(data)
+            _raw(ctx, "php.callback-sink", "critical", 0.75, _label(d), f"{where}({a.s})",
+                 f"{where}(…{_q(a.s)}…, {_show(d)})", "a code or command sink is handed over as a callback")
+        elif isinstance(a.s, str) and a.s.strip().lower() in ("assert", "passthru", "shell_exec", "proc_open"):
+            d = _join(data)
+            _raw(ctx, "php.callback-sink", "critical", 0.7, _label(d), f"{where}({a.s})",
+                 f"{where}(…{_q(a.s)}…, {_show(d)})", "a code or command sink is handed over as a callback")
 
 
 def _invoke_method(ctx: Ctx, cname: str, m: str, args: list[V], obj: V) -> V:
@@ -932,7 +1003,7 @@ def _method_call(ctx: Ctx, node, sc: Scope) -> V:
     m = (_sv(nv) or "").lower()
     if nv.t:
         _raw(ctx, "php.request-method", "critical" if any(a.t for a in args) else "high",
-             0.85, _label(nv), "$obj->$method()", f"{_render(node[1])}->{_show(nv)}(…)",
+             0.85 if _strong(nv) else 0.4, _label(nv), "$obj->$method()", f"{_render(node[1])}->{_show(nv)}(…)",
              "the method called is named by the request")
     if isinstance(obj.fn, str) and obj.fn.startswith("name:") and m in ("invoke", "invokeargs", "__invoke", "call"):
         if m == "invokeargs" and args:
@@ -950,8 +1021,15 @@ def _method_call(ctx: Ctx, node, sc: Scope) -> V:
         fd = _find_method(ctx, obj.cls or "", m)
         if fd is not None:
             return _call_user(ctx, fd, args, obj if obj.cls else V(cls=fd.cls))
-    t = obj.t.union(*(a.t for a in args)) if args else obj.t
+    if m in _CALLBACK_METHODS:
+        cb = next((a for a in args if _strong(a)), None)
+        if cb is not None:
+            _raw(ctx, "php.request-function", "critical", 0.8, _label(cb), "->" + m,
+                 f"{_render(node[1])}->{m}(…{_show(cb)}…)", "a callback named by the request is registered")
+    # an unknown method's result carries what it was given, not what its object came from
+    t = _EMPTY.union(*(a.t for a in args)) if args else _EMPTY
     ctx.calls["->" + m] += 1
+    _callable_args(ctx, "->" + m, args + [obj], node, sc)
     return V(None, t, False)
 
 
@@ -968,7 +1046,7 @@ def _static_call(ctx: Ctx, node, sc: Scope) -> V:
         owner = ctx.classes.get(sc.func.cls)
         cname = (owner.parent if cname == "parent" and owner else sc.func.cls) or ""
     if mv.t:
-        _raw(ctx, "php.request-method", "high", 0.8, _label(mv), "Class::$method()",
+        _raw(ctx, "php.request-method", "high", 0.8 if _strong(mv) else 0.4, _label(mv), "Class::$method()",
              f"{cname}::{_show(mv)}(…)", "the method called is named by the request")
     fd = _find_method(ctx, cname, m)
     if fd is not None:
@@ -982,7 +1060,8 @@ def _new(ctx: Ctx, node, sc: Scope) -> V:
     cv = _ev(ctx, cls, sc) if cls[0] != "name" else V(cls[1])
     args = [_ev(ctx, a, sc) for a in node[2]]
     if cv.t:
-        _raw(ctx, "php.request-class", "high", 0.8, _label(cv), "new $class", f"new {_show(cv)}(…)",
+        _raw(ctx, "php.request-class", "high", 0.8 if _strong(cv) else 0.4, _label(cv), "new $class",
+             f"new {_show(cv)}(…)",
              "the class instantiated is named by the request")
         return V(None, cv.t)
     cname = (_sv(cv) or "").lstrip("\\").lower().rsplit("\\", 1)[-1]
@@ -991,6 +1070,8 @@ def _new(ctx: Ctx, node, sc: Scope) -> V:
         if n is not None:
             return V(None, _EMPTY, False, fn="name:" + n.strip().lower())
         return V(None, args[0].t, args[0].d)
+    if cname not in ctx.classes:
+        _callable_args(ctx, "new " + cname, args, node, sc)
     if cname in ctx.classes:
         fd = _find_method(ctx, cname, "__construct")
         obj = V(cls=cname)
@@ -1110,7 +1191,9 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({"socket"}), True)
     if name in ("file_get_contents", "file") and a0.s == THIS_FILE and ctx.root_src is not None:
         src = ctx.root_src
-        return V(src if name == "file_get_contents" else {i: V(x) for i, x in enumerate(src.splitlines(True)[:MAX_ARRAY])})
+        if name == "file_get_contents":
+            return V(src)
+        return V({i: V(x) for i, x in enumerate(src.splitlines(True)[:MAX_ARRAY])})
     if name in ("file_get_contents", "file", "fopen", "readfile", "get_headers", "simplexml_load_file") and \
             isinstance(a0.s, str) and a0.s.lower().startswith(("http://", "https://", "ftp://")):
         return V(None, frozenset({f"remote {_q(a0.s, 60)}"}), True)
@@ -1132,13 +1215,15 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         if not t and all(a.s is not None for a in args):
             return _fold(ctx, name, args)
         d = a0.d if name in DECODERS or name in ("gzinflate", "gzuncompress", "gzdecode") else False
-        if name in ("base64_decode",) and a0.t:
-            ctx.calls["base64_decode(request)"] += 1
-        return V(None, t, d)
+        chain = a0.chain + (name,) if name in _PACKERS else a0.chain
+        return V(None, t, d, chain=chain)
     if name in ("array_values", "array_merge", "array_slice", "array_pop", "array_shift", "end", "reset",
                 "current", "next", "array_rand", "array_keys", "array_unique", "array_flip", "array_combine",
                 "compact", "array_change_key_case"):
         return _array_fn(name, args, t)
+    if name in ("file_get_contents", "file", "fread", "fgets", "fgetc", "stream_get_contents", "readfile", "gzfile",
+                "parse_ini_file", "simplexml_load_file", "file_exists") and not a0.d:
+        return UNKNOWN  # a file picked with some request data in its path is not request data itself
     if name in ("session_start", "error_reporting", "set_time_limit", "ini_set", "ignore_user_abort", "header",
                 "ob_end_clean", "ob_get_clean", "ob_get_contents", "flush", "define"):
         if name == "define" and len(args) >= 2:
@@ -1146,6 +1231,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
             if n is not None:
                 ctx.consts[n.lower()] = args[1]
         return UNKNOWN
+    if t:
+        _callable_args(ctx, name, args, node, sc)
     return V(None, t, bool(t) and all(a.d or not a.t for a in args) and len(args) <= 2)
 
 
@@ -1162,6 +1249,10 @@ def _lambda(ctx: Ctx, args: list[V]) -> V:
     if fd is None:
         return UNKNOWN
     return V(None, _EMPTY, False, fn=(fd, {}))
+
+
+_PACKERS = frozenset({"base64_decode", "gzinflate", "gzuncompress", "gzdecode", "str_rot13", "strrev", "hex2bin",
+                      "convert_uudecode", "zlib_decode"})
 
 
 def _plain(d: dict) -> dict:
@@ -1182,6 +1273,8 @@ def _fold(ctx: Ctx, name: str, args: list[V]) -> V:
             vals.append(p)
         else:
             vals.append(a.s)
+    # the work is proportional to the input: charge it, so a loop over a large string ends
+    ctx.budget.spend(sum(len(v) for v in vals if isinstance(v, str)) // 8)
     cap = min(ctx.budget.limits.max_decoded_bytes - ctx.budget.decoded, MAX_CONST)
     try:
         r = fold(name, vals, cap)
@@ -1191,9 +1284,9 @@ def _fold(ctx: Ctx, name: str, args: list[V]) -> V:
     if r is NOTHING:
         return UNKNOWN
     if isinstance(r, str):
+        ctx.budget.spend(len(r))
         if len(r) > MAX_CONST:
             return UNKNOWN
-        ctx.budget.spend(len(r))
     if isinstance(r, dict):
         r = {k: V(v) for k, v in r.items()}
     chain = tuple(x for a in args for x in a.chain)
@@ -1316,9 +1409,18 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
     if path.t:
         ctx.req_fs.add(name)
     if data.t and not data.t <= frozenset({"socket"}):
-        if php_path:
+        remote = all(x.startswith("remote") for x in data.t)
+        if p is not None and p.startswith(THIS_FILE):
+            conf, why = 0.8, "request data written into the script itself"
+        elif p is not None and p.lower().rstrip().endswith((".htaccess", ".user.ini")):
+            conf, why = 0.7, "request data written to a server configuration file"
+        elif php_path and remote:
+            conf, why = 0.45, "downloaded content written to a script file"
+        elif php_path and data.d:
             conf, why = 0.85, "request data written to a script file"
-        elif path.t and path.d:
+        elif php_path:
+            conf, why = 0.45, "request data mixed into a script file"
+        elif path.t and (path.d or data.d):
             conf, why = 0.6, "request data written to a path the request names"
         elif path.t:
             conf, why = 0.4, "request data written to a path built from the request"
@@ -1328,6 +1430,11 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
              f"{name}({_show(path)}, {_show(data)})", why, extra={"fm": True})
         return
     code = _sv(data) if not isinstance(data.s, dict) else None
+    if code and p is not None and p.lower().rstrip().endswith((".htaccess", ".user.ini")) and any(
+            d in code.lower() for d in _HT_DIRECTIVES):
+        _raw(ctx, "php.htaccess-drop", "high", 0.7, "", name, f"{name}({_q(p)}, {_q(code, 100)})",
+             "writes a server configuration that makes more files run as code")
+        return
     if code and ("<?" in code) and (php_path or path.s is None):
         inner = _subscan(ctx, code)
         best = max(inner, key=lambda h: h["conf"], default=None)
@@ -1387,6 +1494,12 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
     code = _sv(v) if not isinstance(v.s, dict) else None
     if code:
         _code(ctx, sink_txt, code, v, sc)
+    elif v.s is None and (set(v.chain) & _PACKERS):
+        # code that a decoder produced from data this reader could not compute (a loop, a file)
+        big = ctx.stats.get("longest", 0) if isinstance(getattr(ctx, "stats", None), dict) else 0
+        conf = 0.5 + (0.1 if big >= 1000 else 0.0)
+        _raw(ctx, "php.obfuscated-eval", "high", conf, "", sink_txt,
+             f"{sink_txt}({'('.join(reversed(v.chain))}(…))", "runs code a decoder produced at run time")
 
 
 def _snip(sink: str, args: list[V], via: str) -> str:
@@ -1493,7 +1606,9 @@ def _finish(ctx: Ctx, hits: list) -> None:
         fam = r["family"]
         conf = r["conf"]
         if r["rule"] == "php.uploader":
-            conf = 0.75 if r["extra"].get("dest_tainted") else 0.55
+            conf = 0.75 if r["extra"].get("dest_tainted") else 0.45
+            if ctx.size < 3000:
+                conf += 0.15  # an uploader alone in a small file is what a dropped uploader looks like
             dest = r["extra"].get("dest", "").lower()
             if dest and not dest.endswith(_PHP_EXT) and not r["extra"].get("dest_tainted"):
                 conf = 0.3
@@ -1510,6 +1625,9 @@ def _finish(ctx: Ctx, hits: list) -> None:
         elif r["rule"] == "php.request-file-write":
             if framework or auth:
                 conf -= 0.3
+        if r["rule"] in ("php.request-to-code", "php.request-function", "php.request-class", "php.request-method") \
+                and framework and conf < 0.95:
+            conf -= 0.3  # framework code with request data somewhere in a long flow: our taint over-reaches
         elif r["rule"] in ("php.request-to-code", "php.obfuscated-eval"):
             if ctx.decrypt_taint and (ctx.session_write or "openssl_decrypt" in calls):
                 fam = fam or "behinder"

@@ -16,7 +16,7 @@ NOTHING = object()
 # Decoders: the functions whose output is code hidden in an encoded literal.
 DECODERS = frozenset({
     "base64_decode", "gzinflate", "gzuncompress", "gzdecode", "str_rot13", "strrev", "hex2bin",
-    "convert_uudecode", "urldecode", "rawurldecode", "pack", "gzinflate", "bzdecompress",
+    "convert_uudecode", "urldecode", "rawurldecode", "pack", "bzdecompress",
     "quoted_printable_decode", "html_entity_decode", "htmlspecialchars_decode", "stripslashes", "strtr",
     "str_replace", "chr", "implode", "join",
 })
@@ -160,7 +160,7 @@ def _replace(search, replace, subject, ci: bool = False):
         reps += [""] * (len(searches) - len(reps))
     else:
         searches, reps = [to_str(search)], [to_str(replace)]
-    for a, b in zip(searches, reps):
+    for a, b in zip(searches, reps, strict=False):
         if a is None or b is None:
             return NOTHING
         if not a:

@@ -22,7 +22,8 @@ from agent.imagegate.webshell.common import Budget
 
 MAX_TOKENS = 600_000  # a 2 MB file of operators; past this the rest is not read
 
-_OPEN = re.compile(r"<\?(?:php(?=[\s;]|$)|=|(?!xml))", re.I)
+_OPEN = re.compile(r"<\?(?:php(?=[\s;]|$)|=|(?!xml))|<script\s+language\s*=\s*[\"']?php[\"']?\s*>", re.I)
+_SCRIPT_CLOSE = re.compile(r"</script\s*>", re.I)
 _WS_ID = r"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*"
 _TOKEN = re.compile(
     r"(?P<ws>\s+)"
@@ -236,6 +237,10 @@ def tokenize(src: str, budget: Budget, php_mode: bool = False) -> tuple[list[tup
         if c == "/" and src.startswith("/*", pos):
             end = src.find("*/", pos + 2)
             pos = end + 2 if end >= 0 else n
+            continue
+        if c == "<" and src.startswith("</", pos) and _SCRIPT_CLOSE.match(src, pos):
+            append(("op", ";"))  # <script language="php"> ... </script>
+            pos = _html(src, _SCRIPT_CLOSE.match(src, pos).end(), toks, stats)
             continue
         if c == "<" and src.startswith("<<<", pos):
             m = _HEREDOC.match(src, pos)

@@ -652,7 +652,7 @@ class Parser:
             if w in ("array", "list") and nxt == ("op", "("):
                 self.i += 2
                 return self.array(")")
-            if w in ("function", "fn") or (w == "static" and self.is_kw("function", 1) or w == "static" and self.is_kw("fn", 1)):
+            if w in ("function", "fn") or (w == "static" and (self.is_kw("function", 1) or self.is_kw("fn", 1))):
                 self.i += 2 if w == "static" else 1
                 return self.closure()
             if w in ("exit", "die"):
@@ -692,7 +692,10 @@ class Parser:
             return ("var", p[1])
         if p[0] == "idx":
             key = p[2]
-            knode = ("var", key[1]) if isinstance(key, tuple) else (("num", key) if isinstance(key, int) else ("str", key))
+            if isinstance(key, tuple):
+                knode = ("var", key[1])
+            else:
+                knode = ("num", key) if isinstance(key, int) else ("str", key)
             return ("idx", ("var", p[1]), knode)
         if p[0] == "prop":
             return ("prop", ("var", p[1]), ("str", p[2]))
