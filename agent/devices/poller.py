@@ -9,7 +9,8 @@ and then the device is reported recovered. No second call is ever queued behind 
 driver costs one thread, never a pile of them, and never the event pipeline.
 
 Records (agent/events.py Device*Event) go through one bounded queue to `nw-dev-emit`, which hands them to
-the pipeline (Pipeline.emit); a full queue drops the record and counts it (devices.queue). Listeners
+the pipeline (Pipeline.emit); a full queue drops its oldest sample, else the new record, and counts it
+(devices.queue): health, inventory and process records are not repeated, a device's next sample is. Listeners
 (add_listener) see every record first, on the backend's thread (agent/detect's device checks).
 
 Processes using a device are attributed to containers through the container table: host pid ->
@@ -22,10 +23,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from agent.config import DevicesConfig
@@ -94,6 +94,50 @@ class Attributor:
                 return os.fsdecode(f.read().rstrip(b"\n"))
         except OSError:  # gone already, or another pid namespace's number
             return ""
+
+
+class RecordQueue:
+    """The bounded queue between the backends and the pipeline. Full, it makes room by dropping its oldest
+    device.sample (the next sample of that device says as much), and drops a new record only when it holds
+    nothing but health, inventory and process records: those are not repeated."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._d: deque = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, ev) -> bool:
+        """False when a record was dropped (the oldest sample or this one)."""
+        with self._cond:
+            kept = True
+            if len(self._d) >= self.maxsize:
+                i = next((i for i, old in enumerate(self._d) if isinstance(old, DeviceSampleEvent)), -1)
+                if i < 0:
+                    return False
+                del self._d[i]
+                kept = False
+            self._d.append(ev)
+            self._cond.notify()
+            return kept
+
+    def get(self, block: bool = True):
+        """The oldest record; None once closed and empty (or, not blocking, when empty)."""
+        with self._cond:
+            while not self._d:
+                if self._closed or not block:
+                    return None
+                self._cond.wait()
+            return self._d.popleft()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._d)
 
 
 class BackendLoop:
@@ -344,7 +388,7 @@ class Poller:
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # device states, between the backend threads and readers
         self.rlog = RateLog(log)
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, cfg.queue_size))
+        self._q = RecordQueue(max(1, cfg.queue_size))
         self._listeners: list[Callable[[object], None]] = []
         # every stage a series from the start, 0 until it drops (an alert on rate() needs one)
         self._counts: Counter[str] = Counter(dict.fromkeys(
@@ -369,12 +413,9 @@ class Poller:
         for loop in self.loops:
             loop.join(self.cfg.call_timeout_s + _HEALTH_SLICE + 1.0)
             loop.state = "stopped" if loop.state == "running" else loop.state
-        try:
-            self._q.put(None, timeout=1.0)  # after what is queued: the emitter hands that over first
-        except queue.Full:  # the pipeline is not taking records: _drain below counts on it no more
-            pass
+        self._q.close()  # the emitter hands over what is queued, then ends
         self._emitter.join(2.0)
-        self._drain()
+        self._drain()  # what a stuck emitter left (the pipeline not taking records)
 
     def wait_open(self, timeout: float) -> bool:
         """True once every backend has opened or given up (tests, the bench)."""
@@ -410,9 +451,7 @@ class Poller:
             except Exception as e:  # a listener never stops the poller
                 self._counts["devices.listener"] += 1
                 self.rlog.error("devices:listener", "devices: listener failed: %r", e)
-        try:
-            self._q.put_nowait(ev)
-        except queue.Full:
+        if not self._q.put(ev):
             self._counts["devices.queue"] += 1
             self.rlog.warning("devices:queue", "devices: record queue full (%d), dropping", self._q.maxsize)
 
@@ -421,13 +460,8 @@ class Poller:
             self._emit_one(ev)
 
     def _drain(self) -> None:
-        while True:
-            try:
-                ev = self._q.get_nowait()
-            except queue.Empty:
-                return
-            if ev is not None:
-                self._emit_one(ev)
+        while (ev := self._q.get(block=False)) is not None:
+            self._emit_one(ev)
 
     def _emit_one(self, ev) -> None:
         try:

@@ -314,3 +314,22 @@ def test_a_driver_that_hangs_at_start_is_tried_again(nvml, caplog):
         assert "devices: nvidia: opened after all, 2 devices" in caplog.text
     finally:
         p.stop()
+
+
+def test_a_full_record_queue_gives_up_samples_first():
+    from agent.devices.poller import RecordQueue
+    from agent.events import DeviceRef
+
+    d = DeviceRef("nvidia", 0, GPU0)
+    q = RecordQueue(3)
+    s1, s2 = DeviceSampleEvent(1, d, {}), DeviceSampleEvent(2, d, {})
+    info = DeviceInfoEvent(3, d)
+    assert q.put(s1) and q.put(info) and q.put(s2)
+    xid = DeviceHealthEvent(4, d, "xid", Severity.HIGH, xid=48)
+    dbe = DeviceHealthEvent(5, d, "ecc_dbe", Severity.CRITICAL)
+    assert not q.put(xid)  # room made: the oldest sample went
+    assert not q.put(dbe)  # and the next one
+    assert not q.put(DeviceSampleEvent(6, d, {}))  # nothing but unrepeated records left: the new one goes
+    assert [q.get(block=False) for _ in range(4)] == [info, xid, dbe, None]
+    q.close()
+    assert q.get() is None  # closed and empty: the emitter's end
