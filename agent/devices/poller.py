@@ -168,7 +168,7 @@ class BackendLoop:
             if st.health != "unresponsive":
                 self._health(st, "unresponsive", Severity.HIGH,
                              f"{self.vendor} driver call {what} did not return in {self.cfg.call_timeout_s:g} s")
-            st.errors["timeout"] += 1
+            self.poller.count_error(st, "timeout")
 
     def _states(self, dev: DeviceRef | None) -> list[DeviceState]:
         if dev is not None and dev.uuid in self.devices:
@@ -301,7 +301,7 @@ class BackendLoop:
         except Exception as e:  # DeviceError, or a backend's bug: counted, and the schedule goes on
             self.poller.rlog.warning(f"health:{self.vendor}", "devices: %s health: %s", self.vendor, e)
             for st in self.devices.values():
-                st.errors["health"] += 1
+                self.poller.count_error(st, "health")
             events = []
         for ev in events or ():
             st = self.devices.get(ev.device.uuid)
@@ -327,7 +327,7 @@ class BackendLoop:
             self.reason = f"inventory: {e}"
             self.poller.rlog.warning(f"inventory:{self.vendor}", "devices: %s inventory: %s", self.vendor, e)
             for st in self.devices.values():
-                st.errors["inventory"] += 1
+                self.poller.count_error(st, "inventory")
             return False
         seen: dict[str, DeviceState] = {}
         for info in infos:
@@ -364,7 +364,7 @@ class BackendLoop:
             except Busy:
                 return
             except Exception as e:  # DeviceError: the device answered with an error
-                st.errors["sample"] += 1
+                self.poller.count_error(st, "sample")
                 reading = Reading(errors=[f"sample: {e}"])
             st.sample_s = time.monotonic() - t0
             self.poller.record_sample(st, reading)
@@ -470,6 +470,12 @@ class Poller:
             self._counts["devices.emit"] += 1
             self.rlog.error("devices:emit", "devices: emit failed: %r", e)
 
+    def count_error(self, st: DeviceState, what: str) -> None:
+        """One failure of a device's reading or call, under the lock (snapshot() copies the counter). The
+        name is a metric label: a driver inventing names must not grow the series without end."""
+        with self.lock:
+            st.errors[what if what in st.errors or len(st.errors) < _MAX_ERROR_KINDS else "other"] += 1
+
     def record_health(self, st: DeviceState, ev: DeviceHealthEvent) -> None:
         with self.lock:
             st.last_health = ev
@@ -500,7 +506,7 @@ class Poller:
         for e in r.errors[:_MAX_ERRORS]:
             what = e.split(":", 1)[0].strip() or "reading"
             # a metric label: a driver inventing names must not grow the series without end
-            st.errors[what if what in st.errors or len(st.errors) < _MAX_ERROR_KINDS else "other"] += 1
+            self.count_error(st, what)
         ev = DeviceSampleEvent(time.time_ns(), dev, values, tuple(r.throttle), tuple(now_users.values()),
                                tuple(r.errors[:_MAX_ERRORS]))
         self.diff_users(st, now_users)
