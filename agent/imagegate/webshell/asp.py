@@ -460,6 +460,17 @@ def _decoded_eval(prog, f, la, lang, found, extra, depth) -> float:
     args = [t for t in toks[f.start + 1:f.end] if t[0] != "o"]
     names = {t[1] for t in args if t[0] == "i"} if len(args) == 1 else set()
     for n in names:
+        # x = "<encoded>" ... x = decoder(x) ... Execute x; or x = fetch("http://...") ... Execute x
+        for a, b in prog.stmts:
+            if b - a < 3 or toks[a] != ("i", n) or toks[a + 1] != ("o", "="):
+                continue
+            rhs = toks[a + 2:b]
+            if any(t[0] == "s" and _encoded(t[1]) for t in rhs):
+                return 0.6
+            called = {t[1] for k, t in enumerate(rhs[:-1]) if t[0] == "i" and rhs[k + 1] == ("o", "(")}
+            if called & set(prog.funcs) and re.search(r"xmlhttp|winhttp|serverxmlhttp|\.responsetext", prog.text, _I):
+                return 0.75  # executes code downloaded at run time
+    for n in names:
         if re.search(r"\b" + re.escape(n) + r"=" + re.escape(n) + r"[&+].{0,40}?\b(?:chr|chrw|chrb|mid|fromCharCode)\(",
                      prog.text, _I):
             return 0.6
