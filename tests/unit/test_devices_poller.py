@@ -113,7 +113,7 @@ def _own_container():
 
 
 def _poller(lib, records, containers=None, **kw):
-    cfg = DevicesConfig(**{"interval_s": 0.2, "call_timeout_s": 0.5, "inventory_interval_s": 30.0, **kw})
+    cfg = DevicesConfig(**{"interval_s": 0.2, "call_timeout_s": 2.0, "inventory_interval_s": 30.0, **kw})
     p = build(cfg, records, containers=containers, backends=[NvidiaBackend(library=str(lib))])
     p.start()
     assert p.wait_open(10)
@@ -196,7 +196,7 @@ def test_a_hung_call_reports_unresponsive_and_recovered(nvml):
     lib, cfg, events = nvml
     _config(cfg, events, extra1="hang nvmlDeviceGetTemperature")
     rec = Records()
-    p = _poller(lib, rec, call_timeout_s=0.3)
+    p = _poller(lib, rec, call_timeout_s=1.0)
     try:
         t0 = time.monotonic()
         un = rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.kind == "unresponsive")
@@ -225,7 +225,7 @@ def test_stop_while_the_driver_hangs_returns(nvml):
     lib, cfg, events = nvml
     _config(cfg, events, extra0="hang nvmlDeviceGetUtilizationRates")
     rec = Records()
-    p = _poller(lib, rec, call_timeout_s=0.3)
+    p = _poller(lib, rec, call_timeout_s=1.0)
     rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.kind == "unresponsive")
     t0 = time.monotonic()
     p.stop()
@@ -302,7 +302,7 @@ def test_a_driver_that_hangs_at_start_is_tried_again(nvml, caplog):
     _config(cfg, events, extra0="hang nvmlDeviceGetName")
     caplog.set_level(logging.INFO, logger="nodewarden")
     rec = Records()
-    p = _poller(lib, rec, call_timeout_s=0.3, inventory_interval_s=0.5)
+    p = _poller(lib, rec, call_timeout_s=1.0, inventory_interval_s=0.5)
     try:
         assert [b["state"] for b in p.status()["backends"]] == ["failed"]
         assert "devices: no device answers yet (nvidia: inventory:" in caplog.text
