@@ -133,6 +133,9 @@ class DeviceGuard:
             self._thread.join(timeout=5)
         if self._kubelet is not None:
             self._kubelet.close()
+        close = getattr(self._spec, "close", None)
+        if close is not None:
+            close()
 
     def drops(self) -> dict[str, int]:
         return dict(self._drops)
@@ -363,18 +366,21 @@ def _where(c: ContainerInfo) -> str:
     return f"container {c.name or c.id[:12]} ({c.id[:12]}){pod}"
 
 
-def containerd_specs(client_factory, timeout: float) -> SpecSource:
-    """A SpecSource through containerd's Containers.Get (the spec travels as JSON in an Any); one client."""
-    import orjson
+class containerd_specs:  # noqa: N801 - used as a function: containerd_specs(factory, timeout)(ns, id)
+    """A SpecSource through containerd's Containers.Get (the spec travels as JSON in an Any): one client,
+    made on first use (on the guard's thread), closed by close()."""
 
-    holder: list = []
+    def __init__(self, client_factory, timeout: float):
+        self._factory, self._timeout = client_factory, timeout
+        self._client = None
 
-    def spec(namespace: str, container_id: str) -> Mapping | None:
-        if not holder:
-            client = client_factory()
-            client.timeout = timeout
-            holder.append(client)
-        rec = holder[0].container(namespace, container_id)
+    def __call__(self, namespace: str, container_id: str) -> Mapping | None:
+        import orjson
+
+        if self._client is None:
+            self._client = self._factory()
+            self._client.timeout = self._timeout
+        rec = self._client.container(namespace, container_id)
         value = getattr(getattr(rec, "spec", None), "value", b"") if rec is not None else b""
         if not value or len(value) > (4 << 20):
             return None
@@ -384,4 +390,7 @@ def containerd_specs(client_factory, timeout: float) -> SpecSource:
             return None
         return got if isinstance(got, dict) else None
 
-    return spec
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
