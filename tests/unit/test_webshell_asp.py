@@ -309,3 +309,9 @@ def test_execute_of_a_variable_decoded_at_run_time():
               'Set x = CreateObject("MSXML2.ServerXMLHTTP")\nx.Open "GET", u, False\nx.Send\nfetch = x.responseText\n'
               'End Function\n%>')
     assert h.confidence >= 0.75
+
+
+def test_evaluated_pieces_that_read_the_request():
+    h = shell('<%\nSet sc = Server.CreateObject("MSScriptControl.ScriptControl")\nsc.Language = "VBScript"\n'
+              'sc.ExecuteStatement "ev" & Chr(&141) & "al(Req" & "uest(""k""))"\n%>')
+    assert h.confidence >= 0.8

@@ -303,6 +303,9 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                 continue
             elif k == "eval":
                 conf = max(conf, _decoded_eval(prog, f, la, lang, found, extra, depth))
+                quoted = "".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
+                if re.search(r"\brequest\s*[(.\[]", quoted, _I):
+                    conf = max(conf, 0.8)  # the code it evaluates, pieced together, reads the request
         else:
             continue
         if conf <= 0:

@@ -316,6 +316,9 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
                     found[q] = Hit(rule=h.rule, language=h.language, severity=h.severity, confidence=h.confidence,
                                    source=h.source, sink=h.sink, snippet=h.snippet, family=h.family or family,
                                    detail=h.detail + " (inside evaluated constant)")
+                if len(found) == before and re.search(r"\brequest\.get\w+\(|\bparam\.\w", inner):
+                    # the evaluated code, pieced together, reads the request itself
+                    found.append(_hit(prefix, k, 0.8, f, family))
         elif f.state in ("unknown", "constant") and k in ("exec", "eval", "classload", "reflect"):
             conf = 0.35
             if f.state == "unknown" and has_source:
