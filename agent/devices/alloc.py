@@ -8,7 +8,8 @@ Where an allocation comes from, in order (agent/devices/guard.py asks):
   runtime hand it every GPU without asking the scheduler, is exactly what the guard must catch;
 - else the container's OCI spec: linux.devices entries that are device nodes of ours (/dev/nvidia3, CDI and
   `--device` put them there) and the environment the vendor runtime reads: NVIDIA_VISIBLE_DEVICES (indexes,
-  GPU/MIG UUIDs, "all", "none": the driver's control nodes but no GPU, "void"/empty: nothing) and, for Kunlun,
+  GPU/MIG UUIDs, "all", "none": the driver's control nodes but no GPU, "void"/empty: nothing, a directory: the
+  device plugin's volume-mounts strategy, one mount per device id below it) and, for Kunlun,
   XPU_VISIBLE_DEVICES (an assumption: Kunlun's container toolkit is configured the same way; say so when wrong).
 
 Device ids are matched against a device's UUID, its MIG UUIDs, its index and its minor number as text; a
@@ -118,6 +119,20 @@ def _env(spec: Mapping) -> dict[str, str]:
     return out
 
 
+def _mounted_ids(spec: Mapping, root: str) -> frozenset[str]:
+    """NVIDIA's device plugin with deviceListStrategy volume-mounts: the variable names a directory
+    (/var/run/nvidia-container-devices) and each device is a mount below it named by its id, so that an
+    unprivileged pod cannot name devices through its environment."""
+    mounts = spec.get("mounts") if isinstance(spec, Mapping) else None
+    prefix = root.rstrip("/") + "/"
+    out = set()
+    for m in mounts if isinstance(mounts, list) else ():
+        dest = m.get("destination") if isinstance(m, Mapping) else None
+        if isinstance(dest, str) and dest.startswith(prefix) and "/" not in dest[len(prefix):]:
+            out.add(_id(dest[len(prefix):]))
+    return frozenset(sorted(out)[:_MAX_IDS])
+
+
 def from_spec(spec: Mapping) -> Allocation:
     """A container's allocation from its OCI spec (the JSON as a dict): linux.devices and the environment."""
     nodes = set()
@@ -139,6 +154,8 @@ def from_spec(spec: Mapping) -> Allocation:
             every.add(vendor)
         elif value == "none":
             control.add(vendor)  # the runtime mounts the driver's control nodes, no device
+        elif value.startswith("/"):
+            ids[vendor] = _mounted_ids(spec, value)
         elif value and value != "void":
             ids[vendor] = frozenset(_id(x) for x in value.split(",")[:_MAX_IDS] if x.strip())
     return Allocation("oci", ids, frozenset(every), frozenset(control), frozenset(sorted(nodes)[:_MAX_IDS]))

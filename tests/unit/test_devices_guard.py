@@ -67,6 +67,11 @@ def test_from_spec_env_and_devices():
         assert not a.has_vendor("nvidia") and a.describe() == "none", empty
     a = alloc.from_spec(spec(["XPU_VISIBLE_DEVICES=0,1"], devices=["/dev/nvidia2", "/dev/fuse"]))
     assert a.ids == {"kunlun": {"0", "1"}} and a.nodes == {"/dev/nvidia2"}
+    # the device plugin's volume-mounts strategy: the ids are the mounts below the directory the variable names
+    vm = spec(["NVIDIA_VISIBLE_DEVICES=/var/run/nvidia-container-devices"])
+    vm["mounts"] = [{"destination": f"/var/run/nvidia-container-devices/{UUID[2]}", "source": "/dev/null"},
+                    {"destination": "/var/run/nvidia-container-devices/x/y"}, {"destination": "/etc/hosts"}, 7]
+    assert alloc.from_spec(vm).ids == {"nvidia": {UUID[2]}}
     # the last definition wins, as in the process's environment; junk never raises
     assert alloc.from_spec(spec(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=2"])).ids == {"nvidia": {"2"}}
     for junk in ({}, {"process": []}, {"process": {"env": "x"}}, {"linux": {"devices": [1, {"path": 3}]}}):
