@@ -179,6 +179,8 @@ def _check_collector(sock: str, cid: str) -> None:
     procs = _events(sock, "--kind", "device.process", "--container", cid[:12])
     assert [(r["device.uuid"], r["container.id"]) for r in procs] == [(GPU0, cid)]
     assert _events(sock, "--kind", "device.sample", "--text", GPU1, "--limit", "1")[0]["device.uuid"] == GPU1
+    used = _events(sock, "--kind", "device.sample", "--text", cid, "--limit", "3")  # a container's devices
+    assert used and {r["device.uuid"] for r in used} == {GPU0}
     line = subprocess.run([sys.executable, "-m", "agent.cli", "events", "--collector", sock, "--kind",
                            "device.health"], capture_output=True, check=True, timeout=30).stdout.decode()
     assert f"nvidia0 {GPU0} xid 48" in line
