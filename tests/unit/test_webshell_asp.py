@@ -315,3 +315,15 @@ def test_evaluated_pieces_that_read_the_request():
     h = shell('<%\nSet sc = Server.CreateObject("MSScriptControl.ScriptControl")\nsc.Language = "VBScript"\n'
               'sc.ExecuteStatement "ev" & Chr(&141) & "al(Req" & "uest(""k""))"\n%>')
     assert h.confidence >= 0.8
+
+
+def test_aspx_file_writes_from_text_boxes():
+    h = shell('<%@ Page Language="C#" %><script runat="server">void Save(object s, EventArgs e) {'
+              ' System.IO.FileInfo f = new System.IO.FileInfo(pathBox.Text); var w = f.CreateText();'
+              ' w.Write(bodyBox.Text); w.Close(); }</script><asp:TextBox id="pathBox" runat="server"/>'
+              '<asp:TextBox id="bodyBox" runat="server"/>', "x.aspx")
+    assert h.rule == "aspx.request-to-file-write" and h.severity == Severity.HIGH
+    h = shell('<%@ Page Language="VB" %><script runat="server">Sub Page_Load(s As Object, e As EventArgs)\n'
+              'Dim w As New StreamWriter(Request.Form("path"), True)\nw.Write(Request.Form("c"))\nw.Close\n'
+              'End Sub</script>', "x.aspx")
+    assert h.rule == "aspx.request-to-file-write"

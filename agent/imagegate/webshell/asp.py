@@ -59,8 +59,8 @@ VB_SINKS = [
     _S(re.compile(r"(?<!response)(?<!\bout)\.(?:write|writeline|writetext)\b", _I), "file write", "writedata",
        rest=True, needs=_FSO),
     _S(re.compile(r"\.saveas\b", _I), "SaveAs", "upload", rest=True),
-    _S(re.compile(r"\b(?:file\.(?:writeall\w*|appendall\w*)|io\.file\.writeall\w*)\b", _I), "File.Write", "write",
-       rest=True),
+    _S(re.compile(r"\b(?:file\.(?:writeall\w*|appendall\w*|createtext|appendtext)|io\.file\.writeall\w*)\b"
+                  r"|\bnew (?:system\.io\.)?(?:streamwriter|filestream)\b", _I), "File.Write", "write", rest=True),
     _S(re.compile(r"\.(?:deletefile|deletefolder|movefile|copyfile|getfolder|createfolder|movefolder|copyfolder)\b"
                   r"|\b(?:directory\.(?:getfiles|getdirectories|delete)|file\.(?:delete|move|copy))\b", _I),
        "file manager", "files", rest=True),
@@ -87,8 +87,10 @@ C_SINKS = [
     _S(re.compile(r"(?<!Response)(?<!\bout)\.(?:Write|WriteLine|WriteText)\(", _I), "file write", "writedata",
        needs=_FSO),
     _S(re.compile(r"\.SaveAs\("), "SaveAs", "upload"),
-    _S(re.compile(r"\bFile\.(?:WriteAll\w+|AppendAll\w+|Create|OpenWrite)\(|\bnew (?:FileStream|StreamWriter)\("),
-       "File.Write", "write"),
+    _S(re.compile(r"\bFile\.(?:WriteAll\w+|AppendAll\w+|Create|CreateText|AppendText|OpenWrite)\("
+                  r"|\bnew (?:System\.IO\.)?(?:FileStream|StreamWriter)\("), "File.Write", "write"),
+    _S(re.compile(r"\.(?:CreateText|AppendText|OpenWrite)\(\)"), "FileInfo.CreateText", "write", receiver=True,
+       needs=re.compile(r"FileInfo")),
     _S(re.compile(r"\bDirectory\.(?:GetFiles|GetDirectories|Delete|EnumerateFiles|Move)\(|\bnew DirectoryInfo\("
                   r"|\bFile\.(?:Delete|Move|Copy)\(|\.(?:DeleteFile|DeleteFolder|MoveFile|CopyFile|GetFolder)\(", _I),
        "file manager", "files"),
