@@ -50,6 +50,14 @@ def test_cffile_write_and_manager():
     assert h.rule == "cfm.file-manager"
 
 
+def test_cfml_sql_console_and_reader():
+    h = shell('<cfquery name="q" datasource="#form.ds#">#form.sql#</cfquery><cfdump var="#q#">', "x.cfm")
+    assert h.rule == "cfm.sql-console"
+    h = shell('<cffile action="read" file="#form.f#" variable="m"><cfdirectory directory="#form.d#" name="l">',
+              "x.cfm")
+    assert h.rule == "cfm.file-manager"
+
+
 def test_cfml_benign_page():
     benign('<cfparam name="url.id" default="0"><cfquery name="q" datasource="db">select * from t where id ='
            ' <cfqueryparam value="#url.id#" cfsqltype="cf_sql_integer"></cfquery>'

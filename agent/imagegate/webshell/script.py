@@ -37,6 +37,7 @@ CFM_SINKS = [
     _S(re.compile(r"\b(?:evaluate|precisionEvaluate|iif|de)\(", _I), "evaluate", "eval"),
     _S(re.compile(r"\.exec\(", _I), "Runtime.exec", "exec", needs=re.compile(r"runtime", _I)),
     _S(re.compile(r"\bcreateObject\(", _I), "createObject", "eval"),
+    _S(re.compile(r"\bcfquery_whole\(", _I), "cfquery", "sql"),
     _S(re.compile(r"\bcffile_(?:write|append|upload|uploadall)\(|\bfileWrite\(", _I), "cffile write", "write"),
     _S(re.compile(r"\bcffile_(?:delete|rename|move|copy|read|readbinary)\(|\bcfdirectory_\w+\(|\bfile(?:Delete|Move"
                   r"|Copy|Read)\(|\bdirectoryList\(", _I), "cffile", "files"),
@@ -48,6 +49,7 @@ _CF_SCRIPT = re.compile(r"<cfscript\b[^>]*>(.*?)(?:</cfscript\s*>|\Z)", re.S | r
 _CF_TAG = re.compile(r"<cf(\w+)\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>", re.I)
 _CF_ATTR = re.compile(r"""(\w+)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""")
 _CF_HASH = re.compile(r"#([^#\n]{1,400})#")
+_CF_QUERY = re.compile(r"<cfquery\b[^>]*>(.*?)</cfquery\s*>", re.S | re.I)
 
 
 def _cf_value(v: str) -> str:
@@ -87,12 +89,17 @@ def cfml_code(text: str, budget) -> str:
         if tag == "execute":
             out.append("cfexecute(" + attrs.get("name", '""') + ", " + attrs.get("arguments", '""') + ");")
         elif tag in ("file", "directory"):
-            action = re.sub(r"\W", "", attrs.get("action", '"read"')).lower() or "read"
+            action = re.sub(r"\W", "", attrs.get("action", '"read"' if tag == "file" else '"list"')).lower() or "read"
             args = [attrs[k] for k in ("file", "source", "destination", "directory", "output", "filefield")
                     if k in attrs]
             out.append(f"cf{tag}_{action}(" + (", ".join(args) or '""') + ");")
         elif tag == "invoke" or tag == "object":
             out.append("createObject(" + (", ".join(attrs.values()) or '""') + ");")
+    for m in _CF_QUERY.finditer(rest):
+        # a query that is one request value from end to end: a SQL console (not a query with values in it)
+        body = m.group(1).strip()
+        if _CF_HASH.fullmatch(body):
+            out.append(f"cfquery_whole({body[1:-1]});")
     for m in _CF_HASH.finditer(_CF_TAG.sub(" ", rest)):
         out.append(f"out({m.group(1)});")
     return "\n".join(out)
@@ -341,9 +348,9 @@ def _py_string(s: str, toks: list) -> None:
 # --- reading ---------------------------------------------------------------------------------
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "write": Severity.HIGH, "files": Severity.HIGH,
-        "open": Severity.CRITICAL}
+        "open": Severity.CRITICAL, "sql": Severity.HIGH}
 _RULE = {"exec": "request-to-exec", "eval": "request-to-eval", "write": "request-to-file-write",
-         "files": "file-manager", "open": "request-to-exec"}
+         "files": "file-manager", "open": "request-to-exec", "sql": "sql-console"}
 
 
 def scan(data: bytes, lang: str, budget, hits: list) -> None:
@@ -374,7 +381,7 @@ def scan(data: bytes, lang: str, budget, hits: list) -> None:
 
 _SOCKET = re.compile(r"\b(?:socket\(|IO::Socket|socket\.socket\(|SOCK_STREAM)")
 _SHELL = re.compile(r"/bin/(?:ba|z|k|c|tc)?sh\b|\bcmd(?:\.exe)?\b|-i\b|\$shell\b|\bshell\b", _I)
-_FILE_ACTIONS = re.compile(r"\bcf(?:file|directory)_(\w+)\(|\bfile(Delete|Move|Copy|Read|Write)\(|\b(directoryList)\(",
+_FILE_ACTIONS = re.compile(r"\b(cf(?:file|directory)_\w+)\(|\bfile(Delete|Move|Copy|Read|Write)\(|\b(directoryList)\(",
                            _I)
 
 
@@ -391,7 +398,7 @@ def _judge(prog: jsp_flow.Program, lang: str) -> list[Hit]:
             if not pipe:
                 continue
         if f.state == "tainted":
-            conf = {"exec": 0.95, "eval": 0.9, "write": 0.6, "files": 0.4, "open": 0.9}[k]
+            conf = {"exec": 0.95, "eval": 0.9, "write": 0.6, "files": 0.4, "open": 0.9, "sql": 0.7}[k]
             if k == "files":
                 ops = {a.lower() for g in _FILE_ACTIONS.findall(prog.text) for a in g if a}
                 if len(ops) < 2:
