@@ -136,3 +136,9 @@ def test_hostile_inputs_are_bounded(name, data):
     t = time.process_time()
     webshell.scan(name, data, Limits(max_seconds=2.0))
     assert time.process_time() - t < 6.0
+
+
+def test_perl_open3_shell_fed_from_the_request():
+    h = shell('#!/usr/bin/perl\nuse CGI; use IPC::Open3;\nmy $q = CGI->new; my $c = $q->param("c");\n'
+              'my $pid = open3(\\*W, \\*R, \\*E, "/bin/sh"); print W "$c\\n"; close(W);\n', "x.cgi")
+    assert h.sink in ("IPC::Open3", "system")

@@ -115,6 +115,7 @@ PERL_SOURCES = [re.compile(p) for p in (
 PERL_SINKS = [
     _S(re.compile(r"(?<![$\w])(?:system|exec)\b"), "system", "exec", rest=True),
     _S(re.compile(r"(?<![$\w])qx\("), "backticks", "exec"),
+    _S(re.compile(r"(?<![$\w])open[23]\b"), "IPC::Open3", "exec", rest=True),
     _S(re.compile(r"(?<![$\w])open\b"), "open", "open", rest=True),
     _S(re.compile(r"(?<![$\w])eval\b(?!\{)"), "eval", "eval", rest=True),
 ]
@@ -406,6 +407,8 @@ def _judge(prog: jsp_flow.Program, lang: str) -> list[Hit]:
                 conf = 0.5 + 0.1 * min(len(ops), 4)
             if k == "eval" and f.sink.name == "createObject":
                 conf = 0.7
+        elif f.state != "tainted" and f.sink.name == "IPC::Open3" and has_source and _SHELL.search(f.snippet):
+            conf = 0.7  # a shell kept open, its stdin fed from the request
         elif f.state in ("unknown", "constant") and k in ("exec", "open") and _SOCKET.search(prog.text) \
                 and (f.state == "unknown" or _SHELL.search(f.snippet)):
             conf = 0.85  # a shell wired to a socket: a bind or reverse shell
