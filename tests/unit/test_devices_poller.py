@@ -333,3 +333,35 @@ def test_a_full_record_queue_gives_up_samples_first():
     assert [q.get(block=False) for _ in range(4)] == [info, xid, dbe, None]
     q.close()
     assert q.get() is None  # closed and empty: the emitter's end
+
+
+def test_inventory_changes_send_info_and_a_vanished_gpu_is_unavailable(nvml, sleeper):
+    lib, cfg, events = nvml
+    _config(cfg, events, extra1=f"process compute {sleeper.pid} 4096")
+    rec = Records()
+    p = _poller(lib, rec, inventory_interval_s=0.4)
+    try:
+        rec.wait(lambda e: isinstance(e, DeviceProcessEvent) and e.device.uuid == GPU1)
+        assert len(rec.of(DeviceInfoEvent)) == 2
+        time.sleep(1.0)  # re-reads of an unchanged inventory send nothing
+        assert len(rec.of(DeviceInfoEvent)) == 2
+        # GPU1 leaves the driver's list (fallen off the bus), GPU0's power limit changes
+        text = cfg.read_text()
+        keep = text[:text.index("device", text.index(f"uuid {GPU0}"))].rstrip() + "\npower_limit_mw 300000\n"
+        with open(f"{cfg}.tmp", "w") as f:
+            f.write(keep)
+        os.replace(f"{cfg}.tmp", cfg)
+        info = rec.wait(lambda e: isinstance(e, DeviceInfoEvent) and e.device.uuid == GPU0 and e.power_limit_w == 300)
+        assert info.device.model == "NVIDIA A100-SXM4-40GB"
+        gone = rec.wait(lambda e: isinstance(e, DeviceHealthEvent) and e.device.uuid == GPU1
+                        and e.kind == "unavailable")
+        assert gone.severity == Severity.CRITICAL
+        stop = rec.wait(lambda e: isinstance(e, DeviceProcessEvent) and e.change == "stop")
+        assert stop.device.uuid == GPU1 and stop.user.pid == sleeper.pid
+        deadline = time.monotonic() + 5
+        while GPU1 in {s.info.device.uuid for s in p.snapshot()} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {s.info.device.uuid for s in p.snapshot()} == {GPU0}
+        assert [e.kind for e in rec.of(DeviceHealthEvent)] == ["unavailable"]  # once
+    finally:
+        p.stop()
