@@ -112,6 +112,20 @@ def _num(v, unit: str, fmt: str = "{:.0f}") -> str:
     return (fmt.format(v) + unit) if isinstance(v, int | float) else "-"
 
 
+def _users(d: dict, opens: list[dict]) -> str:
+    """The containers using device d: those its processes belong to, then those the device guard saw open its
+    node (/dev/nvidiaN, /dev/xpuN); "host" for host processes, "-" for none."""
+    names: dict[str, None] = {}
+    for p in d.get("processes", []):
+        c = p.get("container_id", "")
+        names[(p.get("container_name") or c[:12]) if c else "host"] = None
+    node = f"/dev/{'xpu' if d['vendor'] == 'kunlun' else 'nvidia'}{d.get('minor', -1)}"
+    for o in opens:
+        if o.get("path") == node and o.get("container_id"):
+            names[o.get("container_name") or o["container_id"][:12]] = None
+    return ",".join(names) or "-"
+
+
 def render(rep: dict) -> str:
     lines = [f"source: {rep['source']}"]
     for b in rep["backends"]:
@@ -120,8 +134,9 @@ def render(rep: dict) -> str:
     if not devs:
         lines.append("no devices")
     else:
+        opens = (rep.get("device_guard") or {}).get("opens", [])
         lines.append(f"{'DEV':<10} {'NAME':<26} {'BUS-ID':<17} {'TEMP':>5} {'POWER / CAP':>13} "
-                     f"{'MEMORY USED / TOTAL':>21} {'UTIL':>5}  HEALTH")
+                     f"{'MEMORY USED / TOTAL':>21} {'UTIL':>5}  {'HEALTH':<12} CONTAINERS")
         for d in devs:
             v = d.get("values") or {}
             total = d.get("memory_total") or v.get("mem_total")
@@ -131,7 +146,7 @@ def render(rep: dict) -> str:
                          f"{d.get('pci_bus_id', '')[:17]:<17} {_num(v.get('temperature'), 'C'):>5} "
                          f"{_num(v.get('power_w'), 'W') + ' / ' + _num(cap, 'W'):>13} "
                          f"{_mib(v.get('mem_used')) + ' / ' + _mib(total):>21} {_num(v.get('gpu_util'), '%'):>5}  "
-                         f"{health}")
+                         f"{health:<12} {_users(d, opens)}")
         procs = [(d, p) for d in devs for p in d.get("processes", [])]
         lines.append("")
         lines.append("processes:" if procs else "processes: none")

@@ -49,6 +49,7 @@ def test_direct_table_and_json(tmp_path):
         assert part in row, (part, row)
     (proc,) = [x for x in lines if f"pid {me} " in x]
     assert "1024MiB" in proc and proc.endswith("host")  # no container table in a command: the host
+    assert row.endswith(" host")
     rep = orjson.loads(_run(tmp_path, [*H100], "--json").stdout)
     (d,) = rep["devices"]
     assert (d["uuid"], d["minor"], d["memory_total"], d["values"]["temperature"]) == (
@@ -97,6 +98,11 @@ def test_from_the_agents_status(tmp_path):
     assert "xid (xid 79)" in text and "33C" in text and "61W / 400W" in text and "1024MiB / 40960MiB" in text
     assert "pid 4242" in text and "trainer (c0ffee" in text and "pod ml/train-0" in text
     assert "/dev/nvidia3     opened by pid 77 in web (beef00" in text and "1 alerts" in text
+    (row,) = [x for x in text.splitlines() if x.startswith("nvidia 1")]
+    assert row.endswith(" trainer")  # the guard's open was of /dev/nvidia3, another device
+    rep["devices"][0]["minor"] = 3
+    (row,) = [x for x in cmd.render(rep).splitlines() if x.startswith("nvidia 1")]
+    assert row.endswith(" trainer,web")
     # an agent that is gone: its stale file is not believed
     status["pid"] = 2**22 + 12345
     (tmp_path / "status.json").write_bytes(orjson.dumps(status))
