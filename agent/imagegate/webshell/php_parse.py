@@ -12,7 +12,7 @@ Expression nodes are tuples whose first item is the kind:
   ("sprop", cls, namenode) ("bin", op, [operands]) ("un", op, e) ("cast", type, e)
   ("assign", op, target, value) ("tern", c, a|None, b) ("array", [(key|None, value)])
   ("closure", FuncDef, uses) ("include", kind, e) ("match", subject, [results]) ("spread", e)
-Statements: ("expr", e) ("exprs", [e]) ("return", e|None) ("foreach", e, key|None, value)
+Statements: ("expr", e) ("exprs", [e]) ("echo", [e]) ("return", e|None) ("foreach", e, key|None, value)
   ("global", [names]) ("block", [stmts]) ("func", FuncDef) ("class", ClassDef) ("html", text)
   ("const", [(name, e)])
 """
@@ -238,7 +238,7 @@ class Parser:
                 return ("return", self.expr())
             if w in ("echo", "print"):
                 self.i += 1
-                return ("exprs", self.expr_list())
+                return ("echo", self.expr_list())
             if w == "global":
                 self.i += 1
                 names = []
