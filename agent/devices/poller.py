@@ -185,7 +185,8 @@ class BackendLoop:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # an agent whose start failed early stops a loop never started
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         try:
@@ -344,7 +345,8 @@ class BackendLoop:
             seen[uuid] = st
         for uuid, st in self.devices.items():
             if uuid not in seen:
-                self._health(st, "unavailable", Severity.CRITICAL, "no longer in the driver's inventory")
+                if st.health != "unavailable":  # the backend may have said so already (a lost GPU)
+                    self._health(st, "unavailable", Severity.CRITICAL, "no longer in the driver's inventory")
                 self.poller.diff_users(st, {})
         with self.poller.lock:
             self.devices = seen
@@ -414,7 +416,8 @@ class Poller:
             loop.join(self.cfg.call_timeout_s + _HEALTH_SLICE + 1.0)
             loop.state = "stopped" if loop.state == "running" else loop.state
         self._q.close()  # the emitter hands over what is queued, then ends
-        self._emitter.join(2.0)
+        if self._emitter.ident is not None:
+            self._emitter.join(2.0)
         self._drain()  # what a stuck emitter left (the pipeline not taking records)
 
     def wait_open(self, timeout: float) -> bool:
