@@ -167,10 +167,18 @@ def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool
     _judge(prog, found, prefix, el=el, depth=depth)
 
 
+# Names of every critical sink, plus what hides names (escapes, reflection, decoding, quoted code).
+_CLASS_SINK_WORDS = re.compile(r"exec|ProcessBuilder|ProcessImpl|invoke|eval|defineClass|newInstance|loadClass|lookup"
+                               r"|DataSourceName|java\.beans|Statement|Expression|ClassLoader|getValue|Socket"
+                               r"|Script|\\u|forName|decode|Base64|onMessage|handle\w*Message")
+
+
 def _scan_class(code: str, budget, found: list, depth: int) -> None:
     """A servlet, filter or listener class: each method read on its own, with request data followed into
     the helpers it is passed to (a call in one method's scope taints the callee's parameters). File-wide
     taint, right for a page, is too generous for framework classes of thousands of lines."""
+    if not _CLASS_SINK_WORDS.search(code):
+        return  # in a class only code execution and class loading count, and none of their names is here
     toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=False), budget)
     whole = jsp_flow.Program(toks, LANG, budget, propagate=False)
     spans: dict[str, tuple[int, int]] = {}

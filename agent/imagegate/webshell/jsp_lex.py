@@ -220,6 +220,11 @@ _STRING_METHODS = {"toString", "intern", "trim", "toLowerCase", "toUpperCase", "
 _LOCAL = threading.local()  # the budget of the file this thread folds, for the bracket scans
 
 
+_FOLD_NAMES = frozenset({s[0] for s in _B64_CALLS} | {
+    "fromCharCode", "unescape", "decodeURIComponent", "decodeURI", "UrlDecode", "valueOf", "toString", "ToString",
+    "ConvertFromUtf32", "ToChar", "copyValueOf", "toChars", "GetString", "new"})
+
+
 def fold(toks: list, budget, rounds: int = 10) -> list:
     """Fold constant expressions until nothing changes (at most `rounds` passes)."""
     _LOCAL.budget = budget
@@ -241,7 +246,9 @@ def _pass(toks, budget) -> list:
         if not i & 0x3FFF:
             budget.spend(0)
         t = toks[i]
-        r = _try_fold(toks, i, out)
+        # most tokens start nothing foldable: skip the pattern tests for them
+        r = _try_fold(toks, i, out) if (t[0] == "i" and t[1] in _FOLD_NAMES or t == ("o", "(")
+                                       or t[0] in ("s", "c")) else None
         if r is not None:
             i, repl = r[0], r[1]
             if len(r) == 3 and r[2]:
@@ -251,7 +258,8 @@ def _pass(toks, budget) -> list:
             _concat_tail(out)
             continue
         out.append(t)
-        _concat_tail(out)
+        if t[0] in ("s", "c"):
+            _concat_tail(out)
         i += 1
     return out
 
