@@ -295,3 +295,10 @@ def test_broken_triple_quote_does_not_swallow_the_page():
     h = shell('<%! String q(int i) { if (i == 34) return """; return ""; } %>'
               '<% Runtime.getRuntime().exec(request.getParameter("c")); %>')
     assert h.rule == "jsp.request-to-exec"
+
+
+def test_stylesheet_from_the_request():
+    h = shell('<% javax.xml.transform.TransformerFactory f = javax.xml.transform.TransformerFactory.newInstance();'
+              ' f.newTransformer(new javax.xml.transform.stream.StreamSource(request.getInputStream()))'
+              '.transform(src, new javax.xml.transform.stream.StreamResult(out)); %>')
+    assert h.sink == "XSLT from the request"

@@ -56,6 +56,8 @@ SINKS = [
        needs=re.compile(r"ExpressionFactory|ELProcessor|ELContext|SpelExpressionParser|Ognl|GroovyShell"
                         r"|ExpressionParser|MVEL")),
     _S(re.compile(r"\b(?:Ognl\.getValue|MVEL\.eval)\("), "OGNL/MVEL", "eval"),
+    # an XSLT stylesheet from the request: Xalan's extension functions call any Java method
+    _S(re.compile(r"\.(?:newTransformer|newTemplates)\("), "XSLT from the request", "eval"),
     _S(re.compile(r"\bdefineClass\w*\("), "defineClass", "classload"),
     _S(re.compile(r"\.newInstance\(\)"), "Class.newInstance", "classload", receiver=True,
        needs=re.compile(r"defineClass|ClassLoader")),
