@@ -302,3 +302,17 @@ def test_stylesheet_from_the_request():
               ' f.newTransformer(new javax.xml.transform.stream.StreamSource(request.getInputStream()))'
               '.transform(src, new javax.xml.transform.stream.StreamResult(out)); %>')
     assert h.sink == "XSLT from the request"
+
+
+def test_payload_classes():
+    from agent.imagegate.webshell import common, jsp
+    for src in ('public class E { public E(String cmd) throws Exception { Runtime.getRuntime().exec(cmd); } }\n',
+                'public class D implements java.io.Serializable {\n private void readObject(java.io.ObjectInputStream in)'
+                ' throws Exception { in.defaultReadObject(); Runtime.getRuntime().exec("id"); } }\n'):
+        hits = []
+        jsp.scan(src.encode(), "jsp", common.Budget(common.Limits()), hits)
+        assert webshell.is_shell(hits) and hits[0].rule == "jsp.payload-class", hits
+    hits = []
+    jsp.scan(b'public class L { void run(String c) throws Exception { Runtime.getRuntime().exec(c); } }\n', "jsp",
+             common.Budget(common.Limits()), hits)
+    assert not webshell.is_shell(hits)

@@ -210,20 +210,40 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
                         changed = True
         if not changed:
             break
+    classes = set(re.findall(r"\bclass (\w+)", whole.text))
     for name, prog in progs.items():
         if name in _MESSAGE_HANDLERS:
             ps = whole.funcs[name][0]
             if ps:
                 prog.seed(ps[:1], "WebSocket message")
+        payload = name in classes or name == "readObject"
+        if name in classes and whole.funcs[name][0]:
+            prog.seed(whole.funcs[name][0], _PAYLOAD)
         _process_sinks(prog)
         mine: list[Hit] = []
         _judge(prog, mine, "jsp", el=False, depth=depth)
+        if payload:
+            _payload_class(prog, mine, name)
         for h in mine:
             if h.severity != Severity.CRITICAL and h.confidence >= 0.5:
                 # servlets handle uploads and files for a living; in a class only code execution counts
                 h = Hit(rule=h.rule, language=h.language, severity=Severity.LOW, confidence=0.45, source=h.source,
                         sink=h.sink, snippet=h.snippet, family=h.family, detail=h.detail + " (in a class)")
             found.append(h)
+
+
+_PAYLOAD = "payload class constructor parameter"
+
+
+def _payload_class(prog: jsp_flow.Program, mine: list, name: str) -> None:
+    """A class whose constructor runs its argument as a command, or whose readObject runs one: the
+    payload a JNDI or deserialisation exploit makes the server instantiate."""
+    for f in prog.flows():
+        if f.sink.kind != "exec":
+            continue
+        if (f.state == "tainted" and f.source == _PAYLOAD) or (name == "readObject" and f.state != "tainted"):
+            mine.append(_hit("jsp", "exec", 0.75, f, "", rule="payload-class"))
+            return
 
 
 def _tainted_calls(prog: jsp_flow.Program, funcs: dict):
