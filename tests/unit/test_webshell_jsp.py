@@ -306,8 +306,10 @@ def test_stylesheet_from_the_request():
 
 def test_payload_classes():
     from agent.imagegate.webshell import common, jsp
-    for src in ('public class E { public E(String cmd) throws Exception { Runtime.getRuntime().exec(cmd); } }\n',
-                'public class D implements java.io.Serializable {\n private void readObject(java.io.ObjectInputStream in)'
+    for src in ('public class E { public E(String cmd) throws Exception {'
+                ' Runtime.getRuntime().exec(cmd); } }\n',
+                'public class D implements java.io.Serializable {\n'
+                ' private void readObject(java.io.ObjectInputStream in)'
                 ' throws Exception { in.defaultReadObject(); Runtime.getRuntime().exec("id"); } }\n'):
         hits = []
         jsp.scan(src.encode(), "jsp", common.Budget(common.Limits()), hits)

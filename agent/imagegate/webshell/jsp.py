@@ -223,6 +223,7 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
         mine: list[Hit] = []
         _judge(prog, mine, "jsp", el=False, depth=depth)
         if payload:
+            mine = [h for h in mine if not h.source.startswith(_PAYLOAD[:20])]
             _payload_class(prog, mine, name)
         for h in mine:
             if h.severity != Severity.CRITICAL and h.confidence >= 0.5:
