@@ -211,6 +211,13 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
         if not changed:
             break
     classes = set(re.findall(r"\bclass (\w+)", whole.text))
+    for i in range(len(toks) - 1):
+        if toks[i] == ("i", "static") and toks[i + 1] == ("o", "{"):
+            # a static initialiser runs when the class is loaded: one that runs a command is a payload
+            end = whole.close(i + 1)
+            mine: list[Hit] = []
+            _payload_class(jsp_flow.Program(toks[i + 1:end + 1], LANG, budget), mine, "readObject")
+            found.extend(mine)
     for name, prog in progs.items():
         if name in _MESSAGE_HANDLERS:
             ps = whole.funcs[name][0]
