@@ -315,8 +315,8 @@ def test_payload_classes():
         jsp.scan(src.encode(), "jsp", common.Budget(common.Limits()), hits)
         assert webshell.is_shell(hits) and hits[0].rule == "jsp.payload-class", hits
     hits = []
-    jsp.scan(b'public class S { static { try { Runtime.getRuntime().exec("touch /tmp/x"); } catch (Exception e) {} } }\n',
-             "jsp", common.Budget(common.Limits()), hits)
+    jsp.scan(b'public class S { static { try { Runtime.getRuntime().exec("touch /tmp/x"); }'
+             b' catch (Exception e) {} } }\n', "jsp", common.Budget(common.Limits()), hits)
     assert webshell.is_shell(hits) and hits[0].rule == "jsp.payload-class"
     hits = []
     jsp.scan(b'public class L { void run(String c) throws Exception { Runtime.getRuntime().exec(c); } }\n', "jsp",
