@@ -268,7 +268,7 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                 ops = len({m.lower() for m in _FILEOPS.findall(text)})
                 if ops < 2:
                     continue
-                conf = 0.15 * min(ops, 5)  # deleting one file a form names is an admin page; a manager does all
+                conf = 0.2 * min(ops, 5) - 0.1  # deleting one file a form names is an admin page; a manager does all
             elif k in ("sql", "sqlconn"):
                 if console is None:
                     console = _sql_console(prog, flows)
