@@ -506,3 +506,29 @@ def test_remote_script_download_and_htaccess_drop():
 def test_register_globals_era_variables_are_a_weak_source():
     hs = _scan("<?php if ($cmd) { system($cmd); }")
     assert any(h.source.startswith("$cmd") for h in hs) and not webshell.is_shell(hs)
+
+
+def test_request_data_written_then_included():
+    h = _shell("<?php file_put_contents('cache.txt', $_GET['c'], FILE_APPEND); require 'cache.txt';",
+               rule="php.request-include")
+    assert h.sink == "include" and "cache.txt" in h.snippet
+
+
+def test_remote_file_inclusion_prefix():
+    _shell("<?php include($_REQUEST['base'] . '/errors.php');", rule="php.request-include")
+
+
+def test_range_and_chr_build_a_name():
+    _shell("<?php $r = range(0, 200); $f = chr($r[97]) . chr($r[115]) . chr($r[115]) . 'ert'; $f($_POST['k']);",
+           sink="assert")
+
+
+def test_loop_over_superglobal_names():
+    _shell("<?php foreach (array('_POST', '_GET') as $src) { foreach ($$src as $k => $v) { $$k = $v; } } "
+           "system($cmd);", sink="system")
+
+
+def test_file_write_endpoint_with_request_path_and_body():
+    _shell("<?php $f = dirname(__FILE__) . $_POST['p']; $b = ''; $c = $_POST['b']; "
+           "for ($i = 0; $i < strlen($c); $i += 2) { $b .= urldecode('%' . substr($c, $i, 2)); } "
+           "fwrite(fopen($f, 'w'), $b);", rule="php.request-file-write")

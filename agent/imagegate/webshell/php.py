@@ -186,6 +186,9 @@ class Ctx:
         self.decoded_code = 0
         self.root_src: str | None = None
         self.echo_taint: frozenset = frozenset()
+        self.closures: list = []
+        self.probes: set[str] = set()
+        self.tainted_files: dict[str, str] = {}
         self.strong = 0  # hits at or above the threshold, repeats included
 
 
@@ -276,6 +279,9 @@ def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
     for fd in list(ctx.funcs.values()) + [m for ms in ctx.methods.values() for m in ms]:
         if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
             _call_user(ctx, fd, [], V(cls=fd.cls) if fd.cls else None)
+    for fd, cap in ctx.closures:
+        if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
+            _call_user(ctx, fd, [], None, cap)
 
 
 def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:
@@ -330,6 +336,10 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
             if isinstance(subj.s, dict) and subj.s:
                 vals = [x if isinstance(x, V) else V(x) for x in list(subj.s.values())[:64]]
                 elem = _join(vals)
+                if elem.s is None and vals[0].s is not None and not subj.t:
+                    # a loop over constants ('_POST', '_GET'): one iteration's value, so names
+                    # built from it (variable variables) still resolve
+                    elem = V(vals[0].s, elem.t, False, chain=elem.chain)
                 if subj.t:
                     elem = V(elem.s, elem.t | subj.t, subj.d, elem.cls, elem.fn)
             else:
@@ -589,6 +599,8 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
             cap = sc
         else:
             cap = {u: _lookup(ctx, u, sc) for u in uses}
+        if len(ctx.closures) < 64:
+            ctx.closures.append((fd, cap))  # read once at the end even if nothing calls it
         return V(None, _EMPTY, False, fn=(fd, cap))
     if k == "include":
         v = _ev(ctx, node[2], sc)
@@ -651,7 +663,9 @@ def _array(ctx: Ctx, node, sc: Scope) -> V:
             arr[nxt] = v
             nxt += 1
         else:
-            kv = _key(_ev(ctx, key, sc))
+            kev = _ev(ctx, key, sc)
+            t |= kev.t  # a request-named key: callbacks over keys (uksort, array_*_ukey) see it
+            kv = _key(kev)
             if kv is None:
                 continue
             arr[kv] = v
@@ -927,7 +941,7 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
         strong_args = any(a.d and any(not x.startswith("~") for x in a.t) for a in args)
         if cv.d and any(not x.startswith("~") for x in cv.t):
             conf = 0.95 if data.t else 0.85
-        elif strong_args:
+        elif strong_args or (via and any(a.t for a in args)):
             conf = 0.7  # a computed or unknown function name called with request data as its argument
         else:
             conf = 0.45
@@ -1208,8 +1222,14 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({"exif_read_data()"}), True)
     if name == "unserialize" and a0.t and _strong(a0):
         _object_injection(ctx, a0)
+    if name in ("filter_var", "filter_var_array") and len(args) >= 3 and isinstance(args[2].s, dict) and a0.t:
+        cb = _elem(args[2], "options")  # FILTER_CALLBACK: the options callback gets the value
+        if cb.s is not None or cb.fn is not None:
+            return _dynamic(ctx, cb, [], [a0], node, sc, via=name)
     if name in ("openssl_decrypt", "mcrypt_decrypt", "mcrypt_generic", "mdecrypt_generic") and any(a.t for a in args):
         ctx.decrypt_taint = True
+    if name in ("function_exists", "is_callable") and isinstance(a0.s, str) and a0.s.lower() in EXEC_SINKS:
+        ctx.probes.add(a0.s.lower())  # probing which exec function survives disable_functions
     if name in _CLEAN:
         if name in FOLDABLE and all(a.s is not None and not a.t for a in args) and args:
             r = fold(name, [a.s if not isinstance(a.s, dict) else _plain(a.s) for a in args], 0)
@@ -1224,7 +1244,7 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         d = a0.d if name in DECODERS or name in ("gzinflate", "gzuncompress", "gzdecode") else False
         chain = a0.chain + (name,) if name in _PACKERS else a0.chain
         return V(None, t, d, chain=chain)
-    if name in ("array_values", "array_merge", "array_slice", "array_pop", "array_shift", "end", "reset",
+    if name in ("array_values", "array_merge", "array_slice", "array_diff", "array_pop", "array_shift", "end", "reset",
                 "current", "next", "array_rand", "array_keys", "array_unique", "array_flip", "array_combine",
                 "compact", "array_change_key_case"):
         return _array_fn(name, args, t)
@@ -1321,6 +1341,9 @@ def _array_fn(name: str, args: list[V], t: frozenset) -> V:
         vals = list(a0.s.values())
         if name in ("array_values", "array_unique") and not t:
             return V(dict(enumerate(vals)))
+        if name == "array_diff" and not t and all(isinstance(a.s, dict) for a in args):
+            drop = {to_str(x.s if isinstance(x, V) else x) for a in args[1:] for x in a.s.values()}
+            return V({k: v for k, v in a0.s.items() if to_str(v.s if isinstance(v, V) else v) not in drop})
         if name in ("end", "array_pop") and vals:
             return _elem(a0, list(a0.s.keys())[-1])
         if name in ("reset", "current", "array_shift") and vals:
@@ -1388,7 +1411,8 @@ def _callback(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V:
     cbn = _sv(cb) if not isinstance(cb.s, dict) else None
     if name == "ob_start" and ctx.echo_taint:
         cargs = [V(None, ctx.echo_taint, True), V(8)]
-    if name in ("array_walk", "array_walk_recursive") and data_args and isinstance(data_args[0].s, dict):
+    if name in ("array_walk", "array_walk_recursive") and data_args and isinstance(data_args[0].s, dict) \
+            and data_args[0].s and not cb.t:
         arr = data_args[0]
         r = UNKNOWN
         for k in list(arr.s)[:8]:  # the callback gets (value, key): shells build names from both
@@ -1442,6 +1466,8 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
     php_path = p is not None and p.lower().rstrip().endswith(_PHP_EXT)
     if path.t:
         ctx.req_fs.add(name)
+    if data.t and p is not None and len(ctx.tainted_files) < 64:
+        ctx.tainted_files[p] = _label(data)
     if data.t and not data.t <= frozenset({"socket"}):
         remote = all(x.startswith("remote") for x in data.t)
         if p is not None and p.startswith(THIS_FILE):
@@ -1454,12 +1480,12 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
             conf, why = 0.85, "request data written to a script file"
         elif php_path:
             conf, why = 0.45, "request data mixed into a script file"
-        elif path.t and (path.d or data.d):
-            conf, why = 0.6, "request data written to a path the request names"
         elif path.t:
-            conf, why = 0.4, "request data written to a path built from the request"
+            conf, why = 0.6, "request data written to a path the request names"
         else:
             conf, why = 0.2, "request data written to a file"
+        if not any(not x.startswith("~") for x in data.t | path.t):
+            conf = min(conf, 0.3)  # only register_globals guesses: not enough for a write
         _raw(ctx, "php.request-file-write", "high", conf, _label(data), name,
              f"{name}({_show(path)}, {_show(data)})", why, extra={"fm": True})
         return
@@ -1478,9 +1504,18 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
 
 
 def _include(ctx: Ctx, node, v: V, sc: Scope) -> None:
+    s0 = _sv(v) if not isinstance(v.s, dict) else None
+    if s0 is not None and s0 in ctx.tainted_files:
+        _raw(ctx, "php.request-include", "critical", 0.85, ctx.tainted_files[s0], "include",
+             f"include {_q(s0)}", "request data is written to a file that is then run as code")
+        return
     if v.t and not v.t <= frozenset({"socket"}):
         strong = any(not x.startswith("~") for x in v.t)
         conf = (0.8 if v.d else 0.35) if strong else 0.3
+        expr = node[2] if node[0] == "include" else None
+        if strong and not v.d and expr is not None and expr[0] == "bin" and expr[1] == "." and \
+                _strong(_ev(ctx, expr[2][0], sc)):
+            conf = 0.6  # the request picks the start of the path: a remote URL (RFI)
         kind = node[1] if node[0] == "include" else "include"
         _raw(ctx, "php.request-include", "high" if v.d else "medium", conf, _label(v), kind,
              f"{kind} {_show(v, node[2] if node[0] == 'include' else None)}",
@@ -1637,9 +1672,15 @@ def _finish(ctx: Ctx, hits: list) -> None:
     code_hit = any(r["rule"] == "php.request-to-code" and r["conf"] >= 0.5 for r in ctx.raw)
     library = len(ctx.funcs) + sum(len(ms) for ms in ctx.methods.values()) >= 8
     small = ctx.size < 4096
+    # the exec fallback chain (exec, else shell_exec, else system, else passthru ...) probed with
+    # function_exists: how shells survive disable_functions; ordinary code picks one way to run a command
+    fallback = len(ctx.probes) >= 2 and len((calls.keys() & EXEC_SINKS) | ctx.probes) >= 3 and not framework
     for r in ctx.raw:
         fam = r["family"]
         conf = r["conf"]
+        if fallback and r["rule"] in ("php.request-to-exec", "php.request-include", "php.request-to-code") \
+                and conf < 0.5 and r["source"]:
+            conf += 0.2
         if r["rule"] == "php.uploader":
             conf = 0.75 if r["extra"].get("dest_tainted") else 0.45
             if ctx.size < 3000:
@@ -1708,6 +1749,8 @@ def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:
     score += 0.05 * min(sysinfo, 4)
     if calls.keys() & EXEC_SINKS:
         score += 0.1
+    if len((calls.keys() & EXEC_SINKS) | ctx.probes) >= 3:
+        score += 0.15
     recon = sum(1 for s in ctx.strings for r in _RECON if r in s)
     if recon:
         score += 0.1

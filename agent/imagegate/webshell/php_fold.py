@@ -374,6 +374,15 @@ def _str_split(args):
     return dict(enumerate(s[i:i + k] for i in range(0, len(s), k)))
 
 
+def _range(args):
+    a = to_int(args[0]) if args else None
+    b = to_int(args[1]) if len(args) > 1 else None
+    if a is None or b is None or abs(b - a) > 65536:
+        return NOTHING
+    step = 1 if b >= a else -1
+    return dict(enumerate(range(a, b + step, step)))
+
+
 def _array_reverse(args):
     a = args[0] if args else None
     if not isinstance(a, dict):
@@ -430,6 +439,7 @@ _SIMPLE = {
     "str_replace": lambda a: _replace(a[0], a[1], a[2]) if len(a) >= 3 else NOTHING,
     "str_ireplace": lambda a: _replace(a[0], a[1], a[2], True) if len(a) >= 3 else NOTHING,
     "strlen": _str1(len),
+    "range": _range,
     "intval": lambda a: to_int(a[0]) if a else NOTHING,
     "hexdec": _str1(lambda s: int("".join(c for c in s if c in "0123456789abcdefABCDEF") or "0", 16)),
     "octdec": _str1(lambda s: int("".join(c for c in s if c in "01234567") or "0", 8)),

@@ -236,7 +236,13 @@ def tokenize(src: str, budget: Budget, php_mode: bool = False) -> tuple[list[tup
             continue
         if c == "/" and src.startswith("/*", pos):
             end = src.find("*/", pos + 2)
-            pos = end + 2 if end >= 0 else n
+            if end >= 0:
+                pos = end + 2
+            else:
+                # unterminated: PHP stops here; reading on from the next ?> keeps what an older
+                # or more lenient interpreter would have run
+                close = src.find("?>", pos + 2)
+                pos = close if close >= 0 else n
             continue
         if c == "<" and src.startswith("</", pos) and _SCRIPT_CLOSE.match(src, pos):
             append(("op", ";"))  # <script language="php"> ... </script>
