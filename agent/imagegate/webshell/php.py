@@ -13,10 +13,9 @@ arguments' values (bounded), so taint and constants flow through arguments and r
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
-from agent.imagegate.webshell.common import Budget, BudgetExceeded, Hit, clip
+from agent.imagegate.webshell.common import Budget, BudgetExceeded, Hit, clip, entropy
 from agent.imagegate.webshell.php_fold import DECODERS, FOLDABLE, NOTHING, Capped, fold, to_int, to_str
 from agent.imagegate.webshell.php_lex import tokenize
 from agent.imagegate.webshell.php_parse import ClassDef, FuncDef, TooDeep, parse
@@ -1607,7 +1606,7 @@ def _code(ctx: Ctx, sink: str, code: str, v: V, sc: Scope) -> None:
     found = ctx.strong > before
     if not found and v.chain:
         # decoded code that runs but shows no request flow: packed code is still a strong sign
-        ent = _entropy(code)
+        ent = entropy(code)
         conf = 0.55 + (0.1 if len(code) > 2000 else 0) + (0.05 if ent > 5.0 else 0)
         _raw(ctx, "php.obfuscated-eval", "high", conf, "", sink,
              f"{sink}({'('.join(reversed(v.chain))}(…)) = {clip(code, 120)}",
@@ -1628,14 +1627,6 @@ def _subscan(ctx: Ctx, code: str) -> list[dict]:
     _finish(sub, out)
     return [{"conf": h.confidence, "source": h.source, "snippet": h.snippet, "rule": h.rule, "family": h.family}
             for h in out]
-
-
-def _entropy(s: str) -> float:
-    if not s:
-        return 0.0
-    c = Counter(s[:65536])
-    n = sum(c.values())
-    return -sum(k / n * math.log2(k / n) for k in c.values())
 
 
 def _raw(ctx: Ctx, rule: str, sev: str, conf: float, source: str, sink: str, snippet: str, why: str,
