@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -30,6 +29,7 @@ from agent.enforce import runc_wrapper as rw
 from agent.enrich.cgroups import cgroup_path_from_spec
 from agent.node import Agent
 from tests.e2e.test_nri_plugin import StandInRuntime
+from tests.harness.cgexec import run_in
 
 pytestmark = pytest.mark.e2e
 
@@ -130,14 +130,6 @@ def test_reload_reaches_the_oci_gate_timeout_action(short_dir, make_agent):
     assert agent.oci.status()["timeout_action"] == "block"
 
 
-def _run_in(path: str, argv: list[str]) -> int:
-    def join():
-        with open(os.path.join(path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    return subprocess.run(argv, preexec_fn=join, capture_output=True, timeout=30).returncode
-
-
 def _rmdirs(root: str, rel: str) -> None:
     parts = rel.strip("/").split("/")
     for i in range(len(parts), 0, -1):
@@ -172,8 +164,8 @@ def test_nri_create_covers_the_cgroup_before_its_first_exec(short_dir, make_agen
         assert code == 0, msg  # allowed by the timeout action: the verdict never came
         os.makedirs(os.path.join(root, rel.lstrip("/")))  # what runc does next
         path = os.path.join(root, rel.lstrip("/"))
-        assert _run_in(path, ["/bin/true"]) == -signal.SIGKILL  # covered by the kernel at the mkdir
-        assert _run_in(path, ["/bin/echo"]) == 0
+        assert run_in(path, ["/bin/true"]) == -signal.SIGKILL  # covered by the kernel at the mkdir
+        assert run_in(path, ["/bin/echo"]) == 0
     finally:
         runtime.stop()
         _rmdirs(root, rel)

@@ -20,6 +20,7 @@ from agent.enrich.cgroups import parse_cgroup2_mount
 from agent.events import Op
 from agent.sensors.common import BootClock
 from agent.sensors.loader import ProbeConfig, ProbeSet
+from tests.harness.cgexec import run_in
 from tests.kernel.conftest import AgentProcess
 
 TAG = uuid.uuid4().hex[:8]
@@ -169,14 +170,6 @@ def cgroup():
     os.rmdir(path)
 
 
-def _run_in(cg_path: str, argv: list[str]) -> int:
-    def join():
-        with open(os.path.join(cg_path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    return subprocess.run(argv, preexec_fn=join, capture_output=True, timeout=30).returncode
-
-
 def test_kernel_entries_by_scope_name_and_prefix(probes, enforcer, cgroup, tmp_path):
     cg_path, cg_id = cgroup
     name = "nwd" + uuid.uuid4().hex[:10]
@@ -188,9 +181,9 @@ def test_kernel_entries_by_scope_name_and_prefix(probes, enforcer, cgroup, tmp_p
                                            KernelKill("r.pre", "container", prefixes=(f"{tmp_path}/pre-".encode(),))))
     reader = probes.reader()
     reader.read(100000)
-    assert _run_in(cg_path, [str(prog)]) == -signal.SIGKILL
-    assert _run_in(cg_path, [str(pre)]) == -signal.SIGKILL
-    assert _run_in(cg_path, ["/bin/true"]) == 0
+    assert run_in(cg_path, [str(prog)]) == -signal.SIGKILL
+    assert run_in(cg_path, [str(pre)]) == -signal.SIGKILL
+    assert run_in(cg_path, ["/bin/true"]) == 0
     assert subprocess.run([str(prog)]).returncode == 0  # scope container: the host's execs run
     clock = BootClock()
     killed = [ev for raw in reader.read(100000) if raw[0] == Op.EXEC
@@ -200,8 +193,8 @@ def test_kernel_entries_by_scope_name_and_prefix(probes, enforcer, cgroup, tmp_p
     # scope host: the other way round
     enforcer.apply(RuntimeRules(), detect=(KernelKill("r.host", "host", names=(name.encode(),)),))
     assert subprocess.run([str(prog)]).returncode == -signal.SIGKILL
-    assert _run_in(cg_path, [str(prog)]) == 0
-    assert _run_in(cg_path, [str(pre)]) == 0  # the prefix entry went with its rule
+    assert run_in(cg_path, [str(prog)]) == 0
+    assert run_in(cg_path, [str(pre)]) == 0  # the prefix entry went with its rule
 
 
 def test_runtime_rules_report_first_and_alert_mode_leaves_detection_out(probes, enforcer, cgroup, tmp_path):
@@ -213,11 +206,11 @@ def test_runtime_rules_report_first_and_alert_mode_leaves_detection_out(probes, 
     detect = (KernelKill("r.name", "both", names=(name.encode(),)),)
     enforcer.apply(RuntimeRules.from_dict({"deny_exec": [{"name": name}]}), detect=detect)
     assert enforcer.describe((1 << 16) | 0, cg_id)[0] == "deny_exec"  # the name's entry is the runtime's
-    assert _run_in(cg_path, [str(prog)]) == -signal.SIGKILL
+    assert run_in(cg_path, [str(prog)]) == -signal.SIGKILL
     assert subprocess.run([str(prog)]).returncode == -signal.SIGKILL  # the detection rule's host half
     enforcer.apply(RuntimeRules.from_dict({"deny_exec": [{"name": "nwnever-" + name[3:]}], "action": "alert"}))
     assert subprocess.run([str(prog)]).returncode == 0  # kept (detect=None) but out of the kernel: alert mode
-    assert _run_in(cg_path, [str(prog)]) == 0
+    assert run_in(cg_path, [str(prog)]) == 0
     enforcer.apply(RuntimeRules())
     assert subprocess.run([str(prog)]).returncode == -signal.SIGKILL  # block again: the kept entries are back
     enforcer.apply(RuntimeRules(), detect=())

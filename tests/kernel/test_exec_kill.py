@@ -13,6 +13,7 @@ from agent.enrich.cgroups import parse_cgroup2_mount
 from agent.events import Op
 from agent.sensors.common import BootClock
 from agent.sensors.loader import ProbeConfig, ProbeSet
+from tests.harness.cgexec import run_in
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +49,6 @@ def cgroup():
     os.mkdir(path)
     yield path, os.stat(path).st_ino
     _rmdir(mount, path)
-
-
-def run_in(cg_path: str, argv: list[str]) -> int:
-    def join():
-        with open(os.path.join(cg_path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    return subprocess.run(argv, preexec_fn=join, capture_output=True, timeout=30).returncode
 
 
 @pytest.fixture
