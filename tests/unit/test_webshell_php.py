@@ -532,3 +532,18 @@ def test_file_write_endpoint_with_request_path_and_body():
     _shell("<?php $f = dirname(__FILE__) . $_POST['p']; $b = ''; $c = $_POST['b']; "
            "for ($i = 0; $i < strlen($c); $i += 2) { $b .= urldecode('%' . substr($c, $i, 2)); } "
            "fwrite(fopen($f, 'w'), $b);", rule="php.request-file-write")
+
+
+def test_function_that_evals_its_parameter():
+    h = _shell("<?php function k($a, $b) { if ($a == 'x') { return eval($b); } }", rule="php.eval-wrapper")
+    assert "parameter $b" in h.source
+
+
+def test_eval_wrapper_inside_a_library_is_not_a_shell():
+    funcs = "".join(f"function helper{i}($x) {{ return strtoupper($x); }}\n" for i in range(10))
+    _clean("<?php " + funcs + "function run_snippet($code) { return eval($code); }")
+
+
+def test_small_directory_lister_of_request_paths():
+    _shell("<?php $d = $_GET['dir'] ? $_GET['dir'] : '/'; $h = opendir($d); "
+           "while ($f = readdir($h)) { echo \"<a href='?dir=$d/$f'>$f</a><br>\"; }", rule="php.file-manager")

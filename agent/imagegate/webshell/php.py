@@ -89,6 +89,7 @@ _CONSTS = {"php_eol": "\n", "directory_separator": "/", "path_separator": ":", "
            "php_version": "8.2.0", "php_os_family": "Linux"}
 
 THIS_FILE = "/__this_file__.php"
+_WEAK = ("~", "^")  # label prefixes: a register_globals guess, a parameter of a function nobody calls
 MAX_CALL_DEPTH = 6
 MAX_ANALYSES = 400  # user-function analyses per file
 MAX_PER_FUNC = 8  # distinct argument shapes analysed per function
@@ -188,6 +189,7 @@ class Ctx:
         self.closures: list = []
         self.probes: set[str] = set()
         self.tainted_files: dict[str, str] = {}
+        self.req_dir: set[str] = set()
         self.strong = 0  # hits at or above the threshold, repeats included
 
 
@@ -198,11 +200,11 @@ def _q(s: str, n: int = 80) -> str:
 
 
 def _label(v: V) -> str:
-    strong = sorted(x for x in v.t if not x.startswith("~"))
+    strong = sorted(x for x in v.t if not x.startswith(_WEAK))
     if strong:
         return strong[0]
     weak = sorted(v.t)
-    return weak[0].lstrip("~") if weak else ""
+    return weak[0].lstrip("~^") if weak else ""
 
 
 def _show(v: V, node=None) -> str:
@@ -277,7 +279,10 @@ def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
         _stmts(ctx, stmts, top)
     for fd in list(ctx.funcs.values()) + [m for ms in ctx.methods.values() for m in ms]:
         if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
-            _call_user(ctx, fd, [], V(cls=fd.cls) if fd.cls else None)
+            # a parameter of a function nobody calls is marked in its chain, not as taint: only
+            # eval of it (an eval wrapper) counts, and nothing else sees it as request data
+            params = [V(None, chain=(f"param:${p[0]}",)) for p in fd.params]
+            _call_user(ctx, fd, params, V(cls=fd.cls) if fd.cls else None)
     for fd, cap in ctx.closures:
         if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
             _call_user(ctx, fd, [], None, cap)
@@ -398,11 +403,11 @@ def _set(ctx: Ctx, name: str, v: V, sc: Scope) -> None:
 
 def _strong(v: V) -> bool:
     """The value IS request data (not mixed, not only a register_globals guess)."""
-    return v.d and any(not x.startswith("~") for x in v.t)
+    return v.d and any(not x.startswith(_WEAK) for x in v.t)
 
 
 def _weak(t: frozenset) -> frozenset:
-    return frozenset(x if x.startswith("~") else "~" + x for x in t)
+    return frozenset(x if x.startswith(_WEAK) else "~" + x for x in t)
 
 
 def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
@@ -937,8 +942,8 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
     if cv.t and (name is None or cv.d):
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
         data = _join(args) if args else UNKNOWN
-        strong_args = any(a.d and any(not x.startswith("~") for x in a.t) for a in args)
-        if cv.d and any(not x.startswith("~") for x in cv.t):
+        strong_args = any(a.d and any(not x.startswith(_WEAK) for x in a.t) for a in args)
+        if cv.d and any(not x.startswith(_WEAK) for x in cv.t):
             conf = 0.95 if data.t else 0.85
         elif strong_args or (via and any(a.t for a in args)):
             conf = 0.7  # a computed or unknown function name called with request data as its argument
@@ -959,7 +964,8 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
         return _invoke_method(ctx, cv.cls, "__invoke", args, cv)
     args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
-    if cv.chain and any(a.d and any(not x.startswith("~") for x in a.t) for a in args):
+    if cv.chain and not all(c.startswith("param:") for c in cv.chain) and \
+            any(a.d and any(not x.startswith(_WEAK) for x in a.t) for a in args):
         d = _join(args)
         _raw(ctx, "php.computed-function", "critical", 0.6, _label(d), via or "$function(…)",
              f"{via + '(' if via else ''}{'('.join(reversed(cv.chain))}(…)({_show(d)}){')' if via else ''}",
@@ -1193,6 +1199,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         ctx.req_fs.add(name)
     if name in _FS_READ and a0.t:
         ctx.req_read.add(name)
+    if name in _DIR_LIST and a0.t and any(not x.startswith(_WEAK) for x in a0.t):
+        ctx.req_dir.add(name)
     if name in ("include", "require"):
         _include(ctx, node, a0, sc)
         return UNKNOWN
@@ -1483,7 +1491,7 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
             conf, why = 0.6, "request data written to a path the request names"
         else:
             conf, why = 0.2, "request data written to a file"
-        if not any(not x.startswith("~") for x in data.t | path.t):
+        if not any(not x.startswith(_WEAK) for x in data.t | path.t):
             conf = min(conf, 0.3)  # only register_globals guesses: not enough for a write
         _raw(ctx, "php.request-file-write", "high", conf, _label(data), name,
              f"{name}({_show(path)}, {_show(data)})", why, extra={"fm": True})
@@ -1509,7 +1517,7 @@ def _include(ctx: Ctx, node, v: V, sc: Scope) -> None:
              f"include {_q(s0)}", "request data is written to a file that is then run as code")
         return
     if v.t and not v.t <= frozenset({"socket"}):
-        strong = any(not x.startswith("~") for x in v.t)
+        strong = any(not x.startswith(_WEAK) for x in v.t)
         conf = (0.8 if v.d else 0.35) if strong else 0.3
         expr = node[2] if node[0] == "include" else None
         if strong and not v.d and expr is not None and expr[0] == "bin" and expr[1] == "." and \
@@ -1537,8 +1545,13 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
         sink_txt = f"{via}({sink})" if sink != "`backticks`" else via
     else:
         sink_txt = sink
+    if not v.t and v.s is None and v.chain and all(c.startswith("param:") for c in v.chain):
+        if kind == "code" and len(v.chain) == 1:
+            _raw(ctx, "php.eval-wrapper", "high", 0.5, "parameter " + v.chain[0][6:], sink_txt,
+                 f"{sink}({v.chain[0][6:]})", "a function runs its parameter as code")
+        return
     if v.t:
-        strong = any(not x.startswith("~") for x in v.t)
+        strong = any(not x.startswith(_WEAK) for x in v.t)
         if kind == "exec":
             if v.t <= frozenset({"socket"}):
                 _raw(ctx, "php.socket-to-exec", "critical", 0.85, "socket", sink_txt, _snip(sink, args, via),
@@ -1708,6 +1721,8 @@ def _finish(ctx: Ctx, hits: list) -> None:
                 conf -= 0.3
         if r["rule"] in ("php.request-to-exec",) and (framework and auth):
             conf -= 0.2
+        if r["rule"] == "php.eval-wrapper" and (library or framework or auth):
+            conf -= 0.3
         if r["rule"] == "php.request-to-code" and not r["extra"].get("direct") and library:
             # request data mixed into code deep inside a library (a template engine compiling its
             # templates): our flow-insensitive taint over-reaches there; shells eval the request itself
@@ -1736,6 +1751,8 @@ def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:
         score += 0.12
     if ctx.req_read:
         score += 0.1
+    if ctx.req_dir:
+        score += 0.1
     sysinfo = len(calls.keys() & _SYSINFO)
     score += 0.05 * min(sysinfo, 4)
     if calls.keys() & EXEC_SINKS:
@@ -1751,13 +1768,15 @@ def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:
         score -= 0.3
     if framework:
         score -= 0.25
-    if len(fs) < 2 and not (ctx.req_read and calls.keys() & _DIR_LIST):
+    if len(fs) < 2 and not ((ctx.req_read or ctx.req_dir) and calls.keys() & _DIR_LIST):
         score = min(score, 0.45)
+    if ctx.req_dir and ctx.size < 4096 and not auth and not framework:
+        score = max(score, 0.5)  # a small page that lists any directory the request names
     if score < 0.35:
         return None
     score = min(score, 0.95)
     return Hit(rule="php.file-manager", language="php", severity=Severity.HIGH, confidence=round(score, 3),
                source="request paths", sink=", ".join(sorted(fs)) or "file reads",
-               snippet=clip("file operations on request paths: " + ", ".join(sorted(fs | ctx.req_read))
+               snippet=clip("file operations on request paths: " + ", ".join(sorted(fs | ctx.req_read | ctx.req_dir))
                             + (f"; system info: {sysinfo} calls" if sysinfo else "")),
                family="file-manager", detail="changes and lists files the request names (c99/r57/WSO style)")
