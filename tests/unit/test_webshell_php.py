@@ -547,3 +547,10 @@ def test_eval_wrapper_inside_a_library_is_not_a_shell():
 def test_small_directory_lister_of_request_paths():
     _shell("<?php $d = $_GET['dir'] ? $_GET['dir'] : '/'; $h = opendir($d); "
            "while ($f = readdir($h)) { echo \"<a href='?dir=$d/$f'>$f</a><br>\"; }", rule="php.file-manager")
+
+
+def test_mass_mailer_and_contact_form():
+    h = _shell("<?php foreach (explode(\"\\n\", $_POST['list']) as $to) { mail($to, $_POST['s'], $_POST['body']); }",
+               rule="php.mailer", family="mailer")
+    assert h.severity == Severity.MEDIUM
+    _clean("<?php mail('owner@example.org', 'Contact: ' . $_POST['subject'], $_POST['message']);")

@@ -406,6 +406,11 @@ def _strong(v: V) -> bool:
     return v.d and any(not x.startswith(_WEAK) for x in v.t)
 
 
+def _strongish(v: V) -> bool:
+    """Carries request data (mixed or not), beyond register_globals guesses."""
+    return any(not x.startswith(_WEAK) for x in v.t)
+
+
 def _weak(t: frozenset) -> frozenset:
     return frozenset(x if x.startswith(_WEAK) else "~" + x for x in t)
 
@@ -1227,6 +1232,11 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({"remote (curl_exec)"}), True)
     if name == "exif_read_data":
         return V(None, frozenset({"exif_read_data()"}), True)
+    if name == "mail" and len(args) >= 3 and _strongish(a0) and _strongish(args[2]):
+        # recipients and message both from the request: a spam mailer, not a contact form
+        _raw(ctx, "php.mailer", "medium", 0.55, _label(args[2]), "mail",
+             f"mail({_show(a0)}, {_show(args[1])}, {_show(args[2])})", "mails request text to request recipients",
+             family="mailer")
     if name == "unserialize" and a0.t and _strong(a0):
         _object_injection(ctx, a0)
     if name in ("filter_var", "filter_var_array") and len(args) >= 3 and isinstance(args[2].s, dict) and a0.t:
@@ -1702,9 +1712,11 @@ def _finish(ctx: Ctx, hits: list) -> None:
             if conf < 0.5 and (calls.keys() & EXEC_SINKS or ctx.req_fs - {"move_uploaded_file", "copy"}):
                 conf = max(conf, 0.0)
             fam = fam or "uploader"
-        elif r["rule"] == "php.request-file-write":
+        elif r["rule"] in ("php.request-file-write", "php.mailer"):
             if framework or auth:
                 conf -= 0.3
+            if r["rule"] == "php.mailer" and ctx.classes:
+                conf -= 0.3  # mass mailers are flat scripts; a class that mails (a plugin) is an application
         if r["rule"] in ("php.request-to-code", "php.request-function", "php.request-class", "php.request-method") \
                 and framework and conf < 0.95:
             conf -= 0.3  # framework code with request data somewhere in a long flow: our taint over-reaches
