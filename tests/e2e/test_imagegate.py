@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 IMAGES = {  # name: (extra files, expected (category, rule), verdict under the default policy)
     "eicar": ({"/opt/eicar.com": EICAR}, ("malware", "yara:EICAR_Test_File"), "block"),
     "miner": ({"/usr/bin/kworker": (MINER, 0o755)}, ("malware", "yara:CoinMiner_XMRig_Binary"), "block"),
-    "webshell": ({"/var/www/html/x.php": WEBSHELL}, ("malware", "yara:Webshell_PHP"), "block"),
+    "webshell": ({"/var/www/html/x.php": WEBSHELL}, ("malware", "webshell:php.request-to-exec"), "block"),
     "key": ({"/root/.ssh/id_rsa": (PRIVATE_KEY, 0o600)}, ("secret", "yara:Secret_Private_Key"), "alert"),
     "vuln": (
         {"/var/lib/dpkg/status": DPKG_STATUS, "/etc/os-release": OS_RELEASE_DEBIAN},

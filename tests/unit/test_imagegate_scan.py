@@ -63,7 +63,7 @@ def test_clean_image_allowed_without_findings(scanner, tmp_path):
         ("opt/eicar.com", EICAR, 0o644, "malware", "yara:EICAR_Test_File", Severity.HIGH, "block"),
         ("usr/local/bin/kworker", MINER, 0o755, "malware", "yara:CoinMiner_XMRig_Binary", Severity.CRITICAL, "block"),
         ("etc/miner/config.json", MINER_CONFIG, 0o644, "malware", "yara:CoinMiner_Config", Severity.HIGH, "block"),
-        ("var/www/html/up.php", WEBSHELL, 0o644, "malware", "yara:Webshell_PHP", Severity.CRITICAL, "block"),
+        ("var/www/html/up.php", WEBSHELL, 0o644, "malware", "webshell:php.request-to-exec", Severity.CRITICAL, "block"),
         ("usr/local/bin/start.sh", REVSHELL, 0o755, "malware", "yara:ReverseShell_OneLiner", Severity.HIGH, "block"),
         ("root/.ssh/id_ed25519", PRIVATE_KEY, 0o600, "secret", "yara:Secret_Private_Key", Severity.HIGH, "alert"),
     ],
@@ -168,7 +168,7 @@ def test_compressions(scanner, tmp_path, compression):
 def test_tarball_layout(scanner, tmp_path):
     built = write_layout(tmp_path / "img.tar", [BASE, raw_tar([entry("x/shell.php", WEBSHELL)])], as_tar=True)
     rep = scanner.scan(open_path(str(built.path)))
-    assert rep.digest == built.digest and any(f.rule == "yara:Webshell_PHP" for f in rep.findings)
+    assert rep.digest == built.digest and any(f.rule == "webshell:php.request-to-exec" for f in rep.findings)
 
 
 def test_baseline_with_privileged_spec(scanner, tmp_path):
