@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
-import time
 
 import pytest
 
@@ -18,6 +16,7 @@ from agent.devices import build
 from agent.devices.kunlun import KunlunBackend
 from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
 from agent.events import DeviceProcessEvent, DeviceSampleEvent
+from tests.devices.records import Records
 from tests.harness.containerd import unique_id, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -27,29 +26,6 @@ LABELS = {"io.kubernetes.pod.name": "infer-0", "io.kubernetes.pod.namespace": "m
           "io.kubernetes.container.name": "server"}
 DEVICE = ("device 0 name=R200 uuid=KL-0a1b serial=02K00ABC0001 bus=0000:3d:00.0 mem_total=17179869184 "
           "mem_used=1073741824 util=35 temp=41 power_mw=72500 clock=1300 state=201\n")
-
-
-class Records:
-    def __init__(self):
-        self.items: list = []
-        self.cond = threading.Condition()
-
-    def __call__(self, ev) -> None:
-        with self.cond:
-            self.items.append(ev)
-            self.cond.notify_all()
-
-    def wait(self, pred, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                found = next((e for e in self.items if pred(e)), None)
-                if found is not None:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no such record among {[type(e).__name__ for e in self.items][-20:]}")
-                self.cond.wait(left)
 
 
 def _write(path, text: str) -> None:
@@ -95,19 +71,19 @@ def test_an_xpu_process_in_a_container_is_attributed(containerd, busybox_image, 
         poller.start()
         assert poller.wait_open(10)
 
-        start = rec.wait(lambda e: isinstance(e, DeviceProcessEvent) and e.change == "start")
+        start = rec.wait(lambda e: isinstance(e, DeviceProcessEvent) and e.change == "start", timeout=15)
         assert (start.device.vendor, start.device.uuid, start.device.model) == ("kunlun", "KL-0a1b", "R200")
         u = start.user
         assert (u.pid, u.used_memory, u.mig, u.comm) == (host_pid, 536870912, "", "sleep")
         assert u.container is not None and u.container.id == info.id == cid
         assert (u.container.pod_name, u.container.pod_namespace, u.container.name) == ("infer-0", "ml", "server")
         assert u.container.image == busybox_image.name
-        sample = rec.wait(lambda e: isinstance(e, DeviceSampleEvent) and e.processes)
+        sample = rec.wait(lambda e: isinstance(e, DeviceSampleEvent) and e.processes, timeout=15)
         assert [(p.pid, p.container.id) for p in sample.processes] == [(host_pid, cid)]
         assert sample.values["gpu_util"] == 35 and sample.values["power_w"] == 72.5
 
         _write(conf, DEVICE)  # the process lets the XPU go
-        stop = rec.wait(lambda e: isinstance(e, DeviceProcessEvent) and e.change == "stop")
+        stop = rec.wait(lambda e: isinstance(e, DeviceProcessEvent) and e.change == "stop", timeout=15)
         assert stop.user.pid == host_pid and stop.user.container.id == cid
     finally:
         if poller is not None:

@@ -24,6 +24,7 @@ from agent.devices import kunlun, xpusmi
 from agent.devices.base import DeviceError, NoDriver
 from agent.events import DeviceInfoEvent, DeviceRef
 from agent.vocab import Severity
+from tests.devices.records import Records
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_C = ROOT / "tests/devices/fake_xpuml.c"
@@ -507,31 +508,6 @@ def test_intel_xpu_smi_is_not_taken_for_kunluns(tmp_path, monkeypatch):
 
 
 # -- through the real poller (agent/devices/poller.py) ------------------------------------------------
-
-
-class Records:
-    """The poller's emit: every record, and a wait for one that matches."""
-
-    def __init__(self):
-        self.items: list = []
-        self.cond = threading.Condition()
-
-    def __call__(self, ev) -> None:
-        with self.cond:
-            self.items.append(ev)
-            self.cond.notify_all()
-
-    def wait(self, pred, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                found = next((e for e in self.items if pred(e)), None)
-                if found is not None:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no such record among {[type(e).__name__ for e in self.items][-20:]}")
-                self.cond.wait(left)
 
 
 def _polled(backend, records):

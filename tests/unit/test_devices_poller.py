@@ -22,40 +22,12 @@ from agent.enrich.container_table import ContainerTable, set_cgroup
 from agent.events import DeviceHealthEvent, DeviceInfoEvent, DeviceProcessEvent, DeviceSampleEvent
 from agent.vocab import Severity
 from tests.devices.build import fake_nvml, missing_compiler
+from tests.devices.records import Records
 
 pytestmark = pytest.mark.skipif(bool(missing_compiler()), reason="gcc is needed for the fake NVML")
 
 GPU0 = "GPU-11111111-2222-3333-4444-555555555555"
 GPU1 = "GPU-66666666-7777-8888-9999-000000000000"
-
-
-class Records:
-    """The poller's emit: every record, and a wait for one that matches."""
-
-    def __init__(self):
-        self.items: list = []
-        self.cond = threading.Condition()
-
-    def __call__(self, ev) -> None:
-        with self.cond:
-            self.items.append(ev)
-            self.cond.notify_all()
-
-    def wait(self, pred, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for ev in self.items:
-                    if pred(ev):
-                        return ev
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no such record; got {[type(e).__name__ for e in self.items][-20:]}")
-                self.cond.wait(left)
-
-    def of(self, cls, uuid: str | None = None) -> list:
-        with self.cond:
-            return [e for e in self.items if isinstance(e, cls) and (uuid is None or e.device.uuid == uuid)]
 
 
 def _config(path, events, procs=(), extra0="", extra1="") -> None:
