@@ -436,7 +436,9 @@ class Poller:
         running = [x for x in self.loops if x.state == "running"]
         parts = [f"{x.vendor}: {len(x.devices)} device{'s' if len(x.devices) != 1 else ''}"
                  + (f" ({x.backend.source})" if getattr(x.backend, "source", "") else "") for x in running]
-        parts += [f"{x.vendor}: {x.reason}" for x in self.loops if x.state != "running"]
+        # a backend's reason usually names its vendor already ("nvidia: libnvidia-ml.so.1 not found")
+        parts += [x.reason if x.reason.startswith(f"{x.vendor}:") else f"{x.vendor}: {x.reason}"
+                  for x in self.loops if x.state != "running"]
         if running:
             log.info("devices: %s", "; ".join(parts))
         elif all(x.state == "absent" for x in self.loops):
