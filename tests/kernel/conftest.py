@@ -31,6 +31,28 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=why))
 
 
+def run_targeted(probes, code: str, cwd=None) -> tuple[int, list[str], list]:
+    """Run `code` in a child that the probes (a (ProbeSet, reader) pair) target from its first syscall
+    on: (pid, its output lines, its decoded events in order)."""
+    import textwrap
+
+    from agent.sensors.common import BootClock
+
+    ps, reader = probes
+    reader.read(1 << 20)  # whatever an earlier child left
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + textwrap.dedent(code)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd)
+    ps.set_target_tgid(p.pid)
+    out, _ = p.communicate(b"x", timeout=60)
+    assert p.returncode == 0
+    ps.set_target_tgid(1 << 31)
+    clock, events = BootClock(), []
+    time.sleep(0.05)
+    while batch := reader.read(1 << 20):
+        events += [ps.decoders[raw[0]](raw, clock) for raw in batch]
+    return p.pid, out.decode().split(), [e for e in events if e.pid == p.pid]
+
+
 class AgentProcess:
     """`nodewarden run --json` in a subprocess; its lines collected as dicts."""
 

@@ -7,16 +7,12 @@ no close; marks left by a process that exits without closing stay bounded by the
 """
 
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import pytest
 
-from agent.events import FileEvent, Op
-from agent.sensors.common import BootClock
+from agent.events import Op
 from agent.sensors.loader import LoadError, ProbeConfig, ProbeSet
+from tests.kernel.conftest import run_targeted
 
 O_WRONLY, O_CREAT, O_TRUNC, O_RDWR = 0o1, 0o100, 0o1000, 0o2
 MARKS_MAX = 4096  # close_marks in probes/file.bpf.c
@@ -32,29 +28,13 @@ def probes():
     ps.stop()
 
 
-def _run(probes, code: str, cwd=None) -> tuple[int, list[str], list[FileEvent]]:
-    ps, reader = probes
-    reader.read(1 << 20)
-    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + textwrap.dedent(code)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd)
-    ps.set_target_tgid(p.pid)
-    out, _ = p.communicate(b"x", timeout=60)
-    assert p.returncode == 0
-    ps.set_target_tgid(1 << 31)
-    clock, events = BootClock(), []
-    time.sleep(0.05)
-    while batch := reader.read(1 << 20):
-        events += [ps.decoders[raw[0]](raw, clock) for raw in batch]
-    return p.pid, out.decode().split(), [e for e in events if e.pid == p.pid]
-
-
 def test_a_written_file_under_a_prefix_sends_its_close(probes, tmp_path):
     ps, _ = probes
     www = tmp_path / "www"
     (www / "html").mkdir(parents=True)
     ps.set_close_prefixes([f"{www}/"])
     try:
-        pid, out, events = _run(probes, f"""
+        pid, out, events = run_targeted(probes, f"""
             import os
             a = os.open("{www}/html/a.php", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.write(a, b"<?php echo 1; ?>")
@@ -93,7 +73,7 @@ def test_a_shell_redirection_closes_after_its_write(probes, tmp_path):
     www.mkdir()
     ps.set_close_prefixes([f"{www}/"])
     try:
-        pid, _, events = _run(probes, f"""
+        pid, _, events = run_targeted(probes, f"""
             import os
             os.execv("/bin/busybox", ["sh", "-c", "echo hi > {www}/s.php; exit 0"])
         """)
@@ -110,7 +90,7 @@ def test_dup3_copies_the_mark_and_a_dup_over_a_marked_fd_closes_it(probes, tmp_p
     www.mkdir()
     ps.set_close_prefixes([f"{www}/"])
     try:
-        _, out, events = _run(probes, f"""
+        _, out, events = run_targeted(probes, f"""
             import os
             a = os.open("{www}/a.php", os.O_WRONLY | os.O_CREAT, 0o644)
             os.dup2(a, 9, inheritable=False)   # dup3(a, 9, O_CLOEXEC): 9 is marked too
@@ -130,7 +110,7 @@ def test_dup3_copies_the_mark_and_a_dup_over_a_marked_fd_closes_it(probes, tmp_p
 
 def test_no_prefixes_no_close_and_bad_prefixes_refused(probes, tmp_path):
     ps, _ = probes
-    _, out, events = _run(probes, f"""
+    _, out, events = run_targeted(probes, f"""
         import os
         fd = os.open("{tmp_path}/x.php", os.O_WRONLY | os.O_CREAT, 0o644)
         os.close(fd)
@@ -149,7 +129,7 @@ def test_marks_of_files_never_closed_stay_bounded(probes, tmp_path):
     ps.set_close_prefixes([f"{d}/"])
     dropped = ps.kernel_drops()["file"]
     try:
-        _, _, events = _run(probes, f"""
+        _, _, events = run_targeted(probes, f"""
             import os, resource
             resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
             fds = [os.open("{d}/f%d" % i, os.O_WRONLY | os.O_CREAT, 0o644) for i in range(5000)]

@@ -11,13 +11,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from agent.events import FileEvent, NetEvent, Op
-from agent.sensors.common import BootClock
 from agent.sensors.loader import ProbeConfig, ProbeSet
+from tests.kernel.conftest import run_targeted
 
 AT_FDCWD = -100
 AT_SYMLINK_FOLLOW = 0x400
@@ -32,24 +31,6 @@ def probes():
     yield ps, reader
     reader.close()
     ps.stop()
-
-
-def _run(probes, code: str, cwd=None) -> tuple[int, list[str], list]:
-    """Run `code` in a child the probes target from its first syscall on; (pid, its output lines, its
-    events in order)."""
-    ps, reader = probes
-    reader.read(1 << 20)  # whatever an earlier child left
-    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + textwrap.dedent(code)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd)
-    ps.set_target_tgid(p.pid)
-    out, _ = p.communicate(b"x", timeout=60)
-    assert p.returncode == 0
-    ps.set_target_tgid(1 << 31)
-    clock, events = BootClock(), []
-    time.sleep(0.05)
-    while batch := reader.read(1 << 20):
-        events += [ps.decoders[raw[0]](raw, clock) for raw in batch]
-    return p.pid, out.decode().split(), [e for e in events if e.pid == p.pid]
 
 
 def _file(ev: FileEvent) -> tuple:
@@ -69,7 +50,7 @@ def call(fn, *args):
 def test_symlink_and_link_absolute_relative_at_and_failing(probes, tmp_path):
     d = str(tmp_path)
     (tmp_path / "orig").write_text("x")
-    pid, out, events = _run(probes, LIBC + textwrap.dedent(f"""
+    pid, out, events = run_targeted(probes, LIBC + textwrap.dedent(f"""
         dfd = os.open("{d}", os.O_RDONLY | os.O_DIRECTORY)
         rs = [call(libc.symlink, "/etc/hostname", "{d}/abs_sym"),
               call(libc.symlink, "orig", "rel_sym"),
@@ -106,7 +87,7 @@ def test_links_under_an_ignored_prefix_dropped_unless_they_point_outside(probes,
     (ign / "orig").write_text("x")
     ps.set_ignored_prefixes([f"{ign}/"])
     try:
-        pid, _, events = _run(probes, f"""
+        pid, _, events = run_targeted(probes, f"""
             import os
             os.symlink("orig", "{ign}/quiet")           # relative target: under the link's prefix
             os.symlink("{ign}/orig", "{ign}/quiet2")    # absolute, ignored too
@@ -126,7 +107,7 @@ def _net(ev: NetEvent) -> tuple:
 
 
 def test_packet_and_raw_sockets_reported_ordinary_ones_not(probes):
-    _, out, events = _run(probes, """
+    _, out, events = run_targeted(probes, """
         import socket
         p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))   # ETH_P_ALL
         i = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -146,7 +127,7 @@ def test_packet_and_raw_sockets_reported_ordinary_ones_not(probes):
 
 
 def test_connect_on_a_non_socket_carries_no_socket_type(probes):
-    _, out, events = _run(probes, """
+    _, out, events = run_targeted(probes, """
         import ctypes, os, socket
         libc = ctypes.CDLL(None, use_errno=True)
         r, w = os.pipe()
@@ -166,7 +147,7 @@ def test_dup_of_a_socket_onto_stdio_reported_with_its_peer(probes, family, host)
     srv.listen(1)
     port = srv.getsockname()[1]
     try:
-        _, out, events = _run(probes, f"""
+        _, out, events = run_targeted(probes, f"""
             import os, socket
             keep = os.dup(1)                       # the test's pipe, for the answer
             c = socket.create_connection(("{host}", {port}))
@@ -201,7 +182,7 @@ def test_unconnected_udp_sends_reported_once_a_second_per_destination(probes, fa
     folded = ps.table(b"sendto_folded")
     before = int(folded.sum(ctypes.c_int(0)).value)
     try:
-        _, out, events = _run(probes, f"""
+        _, out, events = run_targeted(probes, f"""
             import socket, time
             u = socket.socket(socket.{af}, socket.SOCK_DGRAM)
             u.sendto(b"a", ("{host}", {p1}))
@@ -257,7 +238,7 @@ def test_sendmmsg_reported_with_its_first_destination(probes):
     sink.bind(("127.0.0.1", 0))
     port = sink.getsockname()[1]
     try:
-        _, out, events = _run(probes, SENDMMSG + textwrap.dedent(f"""
+        _, out, events = run_targeted(probes, SENDMMSG + textwrap.dedent(f"""
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             print(u.fileno(), sendmmsg(u.fileno(), ("127.0.0.1", {port}), [b"a", b"bb", b"ccc"]))
         """))
