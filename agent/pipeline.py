@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 from agent.config import Config
 from agent.detect.engine import NullDetector
-from agent.detect.webshell_watch import NullWebshellWatch
 from agent.enrich.enricher import Enricher
 from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
@@ -70,7 +69,7 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.detector = detector if detector is not None else NullDetector()  # replaced whole by set_detector
         # The run-time web-shell check (agent/detect/webshell_watch.py): sees every event, scans on its own thread
-        self._webshell = (webshell if webshell is not None else NullWebshellWatch()).observe
+        self._webshell = webshell.observe if webshell is not None and webshell.enabled else None
         # The device guard (agent/devices/guard.py): containers' opens of GPU/XPU nodes, judged on its own thread
         self._devguard = device_guard.observe if device_guard is not None and device_guard.enabled else None
         self._retired: list = []  # detectors replaced on reload: the worker flushes their folds
@@ -302,7 +301,8 @@ class Pipeline:
         out.append(rec)
         if self.detector.enabled:
             judge.append((en, len(out)))
-        self._webshell(en)  # files written under web roots: filed here, scanned on the watcher's thread
+        if self._webshell is not None:  # files written under web roots: filed here, scanned on its thread
+            self._webshell(en)
         ev = en.event
         if self._devguard is not None and type(ev) is FileEvent:
             self._devguard(en)

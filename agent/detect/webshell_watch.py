@@ -117,7 +117,7 @@ class _Job:
 
 
 class NullWebshellWatch:
-    """webshell.enabled: false: nothing is watched (the pipeline calls observe all the same)."""
+    """webshell.enabled: false: nothing is watched (the pipeline does not call observe)."""
 
     enabled = False
 
