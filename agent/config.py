@@ -203,6 +203,25 @@ class DeviceGuardConfig:
 
 
 @dataclass
+class ProfilesConfig:
+    """The behaviour model per workload (agent/detect/profile/): what each workload's containers run, whom
+    they connect to, what they listen on and where they write, learned, then enforced. The policy's
+    `profiles:` section sets the learning window and the mode each workload takes after it; these are
+    the node's bounds and where the profiles live."""
+
+    enabled: bool = True
+    state_dir: str = ""  # "" = <agent.state_dir>/profiles
+    max_profiles: int = 4096  # profiles held; beyond it new workloads are not profiled (counted: profile.refused)
+    # Items per kind and profile (exec, edge, user, peer, listen, write); a kind over its cap stops learning
+    # that kind, the profile stays in learning and says so (profile.overflow, a profile.change event).
+    max_items: int = 512
+    max_deviations: int = 256  # new items already alerted per profile (an item alerts once)
+    flush_s: float = 5.0  # changed profiles are written to the state dir (and sent to the collector) this often
+    sync: bool = True  # with a collector (export.collector): push profile changes, fetch a workload's profile
+    fetch_timeout_s: float = 1.0  # at a container's create, wait so long for the collector's merged profile
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
@@ -214,6 +233,7 @@ class Config:
     webshell: WebshellConfig = field(default_factory=WebshellConfig)
     device_guard: DeviceGuardConfig = field(default_factory=DeviceGuardConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
 
 
 def _coerce(value, typ, where: str):
