@@ -97,6 +97,8 @@ def _after_exit(agent, pid: int) -> list[dict]:
     found = Alerts(agent.find(lambda r: r["event.name"] == "alert" and (r["process.pid"] == pid
                                                                        or r.get("process.parent_pid") == pid)))
     found.drops = [r["agent.drops.new"] for r in agent.find(lambda r: r["event.name"] == "agent.drops")]
+    found.execs = [{k: v for k, v in r.items() if k.startswith(("process.", "event."))}
+                   for r in agent.find(lambda r: r["event.name"] == "process.exec" and r["process.pid"] == pid)]
     return found
 
 
@@ -105,6 +107,7 @@ class Alerts(list):
     may be a lost event: the assertion message says which)."""
 
     drops: list[dict] = []
+    execs: list[dict] = []  # the behaviour's exec records, for the message when an alert is missing
 
 
 _BARRIERS = iter(range(1, 1 << 30))
@@ -161,7 +164,8 @@ def _one(alerts: list[dict], rule: str, severity: str, technique: str, via: tupl
     """The one alert of `rule`, with its severity, technique and ancestry: `via` (the processes the test
     put between itself and the behaviour), then this test's own chain; None: an orphan, not checked."""
     assert [a["rule.id"] for a in alerts] == [rule], ([(a["rule.id"], a.get("alert.output")) for a in alerts],
-                                                      "agent drops:", getattr(alerts, "drops", None))
+                                                      "agent drops:", getattr(alerts, "drops", None),
+                                                      "execs:", getattr(alerts, "execs", None))
     a = alerts[0]
     assert a["event.severity"] == severity
     assert technique in a["threat.technique.id"]
