@@ -60,7 +60,7 @@ class Pipeline:
                  drop_sources: list[Callable[[], dict[str, int]]] | None = None,
                  ledger: Ledger | None = None,
                  describe_rule: Callable[[int, int], tuple[str, str]] | None = None,
-                 detector=None, webshell=None, device_guard=None):
+                 detector=None, webshell=None, device_guard=None, profiles=None):
         self.cfg = cfg
         self.outputs = outputs
         self.drop_sources = drop_sources or []  # other stages' loss counters, e.g. the exporter's
@@ -73,6 +73,9 @@ class Pipeline:
         # The device guard (agent/devices/guard.py): containers' opens of GPU/XPU nodes, judged on its own thread
         self._devguard = device_guard.observe if device_guard is not None and device_guard.enabled else None
         self._retired: list = []  # detectors replaced on reload: the worker flushes their folds
+        # The behaviour model per workload (agent/detect/profile): judges container events after the rules,
+        # on the same batch; None when off (its null object is never called per event)
+        self.profiles = profiles if profiles is not None and profiles.enabled else None
         # drops, evaluations and alerts of retired detectors: the totals never go down across a reload
         self._detect_base: dict[str, Counter] = {"drops": Counter(), "evals": Counter(), "alerts": Counter()}
         self._detect_seen: dict[str, Counter] = {"evals": Counter(), "alerts": Counter()}
@@ -242,7 +245,21 @@ class Pipeline:
                 next_tick = now + interval
                 self.clock.resync()
                 self._flush_alerts()
+                self._tick_profiles()
                 self._check_drops()
+
+    def _tick_profiles(self) -> None:
+        """On the worker, about once a second: the profiles' run-time clock, mode switches, control
+        requests and flushes; what they report (profile.change) goes out with the events."""
+        if self.profiles is None:
+            return
+        try:
+            records = self.profiles.tick()
+        except Exception as e:  # the model must never stop the event path
+            self._rlog.error("profiles", "profile tick failed: %r", e)
+            return
+        if records:
+            self._deliver([record.flatten(r) for r in records])
 
     def _release(self, force: bool = False) -> None:
         """Deliver the held events that resolved or whose hold ran out."""
@@ -299,7 +316,7 @@ class Pipeline:
         event goes on `judge` for the detector, which _judge runs once the whole batch is made."""
         rec = record.from_enriched(en)
         out.append(rec)
-        if self.detector.enabled:
+        if self.detector.enabled or (self.profiles is not None and en.container is not None):
             judge.append((en, len(out)))
         if self._webshell is not None:  # files written under web roots: filed here, scanned on its thread
             self._webshell(en)
@@ -327,7 +344,16 @@ class Pipeline:
         if not judge:
             return
         flatten = record.flatten
-        raised = self.detector.evaluate_batch([en for en, _ in judge])
+        events = [en for en, _ in judge]
+        raised = self.detector.evaluate_batch(events) if self.detector.enabled else []
+        if self.profiles is not None:
+            # what a rule flagged is never learned (NeuVector's rule too): the profile learns the rest
+            deviations = self.profiles.observe_batch(events, {i for i, _ in raised})
+            if deviations:
+                for _, alerts in deviations:
+                    for a in alerts:
+                        self.metrics.alerts.labels(a.rule_id, a.severity.label).inc()
+                raised = _merge_raised(raised, deviations)
         for i, alerts in reversed(raised):  # from the end, so earlier positions stay right
             at = judge[i][1]
             out[at:at] = [flatten(a) for a in alerts]
@@ -362,6 +388,8 @@ class Pipeline:
         detect = Counter(self.detector.drops())
         detect.update(self._detect_base["drops"])
         totals.update(detect)
+        if self.profiles is not None:
+            totals.update(self.profiles.drops())
         for probe, n in self.probes.kernel_drops().items():
             totals[f"kernel.{probe}"] = n
         for what, n in self.probes.kernel_folded().items():  # like detect.folded: not lost, but not sent
@@ -419,3 +447,13 @@ def settle_gc() -> None:
     gc.freeze()
     _, mid, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, mid, old)
+
+
+def _merge_raised(a: list[tuple[int, list]], b: list[tuple[int, list]]) -> list[tuple[int, list]]:
+    """Two (position, alerts) lists in position order, one entry per position: the rules' alerts first."""
+    merged: dict[int, list] = {}
+    for i, alerts in a:
+        merged[i] = list(alerts)
+    for i, alerts in b:
+        merged.setdefault(i, []).extend(alerts)
+    return sorted(merged.items())
