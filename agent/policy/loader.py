@@ -17,7 +17,7 @@ import stat
 
 import yaml
 
-from agent.policy import rules, runtime, webshell
+from agent.policy import profiles, rules, runtime, webshell
 from agent.policy.model import DEFAULT_THRESHOLDS, ImagePolicy, Selector, Thresholds
 from agent.policy.nodes import Walker
 from agent.vocab import CATEGORIES, Severity
@@ -26,7 +26,7 @@ _MAX_BYTES = 1 << 20
 _SEVERITIES = "info, low, medium, high, critical, off"
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime", "detect", "webshell")
+TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime", "detect", "webshell", "profiles")
 
 
 class PolicyError(Exception):
@@ -196,7 +196,8 @@ _SECTIONS = {"categories": lambda v, n: {"categories": _categories(v, n)}, "scop
              "on_timeout": _on_timeout, "on_error": _on_error, "runtime": lambda v, n: {"runtime": runtime.walk(v, n)},
              # detection rules (agent/policy/rules.py): rules_files are relative to the policy file
              "detect": lambda v, n: {"detect": rules.walk_section(v, n, os.path.dirname(v.name) or ".")},
-             "webshell": lambda v, n: {"webshell": webshell.walk(v, n)}}  # the run-time web-shell check
+             "webshell": lambda v, n: {"webshell": webshell.walk(v, n)},  # the run-time web-shell check
+             "profiles": lambda v, n: {"profiles": profiles.walk(v, n)}}  # behaviour profiles (issue 13)
 
 
 def parse(text: str, name: str = "<policy>", fingerprint: str | None = None) -> ImagePolicy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.policy.profiles import ProfilePolicy
 from agent.policy.rules import DetectSection
 from agent.policy.runtime import RuntimeRules
 from agent.policy.webshell import WebshellPolicy
@@ -52,5 +53,6 @@ class ImagePolicy:
     runtime: RuntimeRules = RuntimeRules()  # in-kernel exec rules (agent/enforce/execkill.py)
     detect: DetectSection = DetectSection()  # detection rules (agent/detect/engine.py); ruleset None: bundled only
     webshell: WebshellPolicy = WebshellPolicy()  # the run-time web-shell check (agent/detect/webshell_watch.py)
+    profiles: ProfilePolicy = ProfilePolicy()  # profiles' learning window, after-mode (agent/detect/profile/)
     source: str = "<defaults>"  # file it came from
     fingerprint: str = "defaults"  # sha256 prefix of the file's bytes
