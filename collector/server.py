@@ -30,6 +30,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
+from collector.profiles import SERVICE as PROFILES_SERVICE
+from collector.profiles import ProfileLimits, ProfileService, ProfileTable, profiles_db_path
 from collector.store import BatchError, Store, StoreError
 from collector.wire import event_bodies
 from nwwire.genproto import load
@@ -64,6 +66,10 @@ class CollectorConfig:
     subscriber_queue: int = 10000  # events a live subscriber may fall behind before drops
     max_workers: int = 256  # concurrent calls; each agent holds one for its Ingest stream
     metrics_listen: str = ""  # host:port for Prometheus text, "" for none
+    # Behaviour profiles (collector/profiles.py): their own SQLite file, "" = <db stem>.profiles.db beside db
+    profiles_db: str = ""
+    max_profiles: int = 65536  # workload keys kept; a new key beyond it is refused (RESOURCE_EXHAUSTED)
+    max_profile_items: int = 4096  # items per kind in a pushed and in the merged document
 
     def read_token(self) -> str:
         if self.token:
@@ -235,8 +241,10 @@ class _TokenAuth(grpc.ServerInterceptor):
 class CollectorHandle:
     """A running collector: `address` (connectable), `addresses` (all), `stop()`, `wait()`."""
 
-    def __init__(self, server, store: Store, hub: Hub, service: _Service, health_servicer, addresses, metrics):
+    def __init__(self, server, store: Store, hub: Hub, service: _Service, health_servicer, addresses, metrics,
+                 profiles: ProfileTable | None = None):
         self.server = server
+        self.profiles = profiles
         self.store = store
         self.hub = hub
         self.service = service
@@ -246,8 +254,10 @@ class CollectorHandle:
         self._metrics_server = metrics
 
     def metrics(self) -> dict:
-        return {**self.store.stats, **self.service.stats, "subscribers": self.hub.count(),
-                "subscriber_drops": self.hub.dropped()}
+        prof = self.profiles.stats if self.profiles is not None else {}
+        return {**self.store.stats, **self.service.stats, **prof, "subscribers": self.hub.count(),
+                "subscriber_drops": self.hub.dropped(),
+                "profiles": self.profiles.count() if self.profiles is not None else 0}
 
     def collect(self):
         """prometheus_client custom-collector protocol: `registry.register(handle)`."""
@@ -260,6 +270,14 @@ class CollectorHandle:
                            ("retention_deleted", "Events deleted by retention"),
                            ("write_errors", "Failed store commits")):
             yield CounterMetricFamily(f"nodewarden_collector_{key}", help_, value=m[key])
+        for key, help_ in (("profile_pushes", "Profile documents pushed and stored"),
+                           ("profile_refused", "Profile documents refused (malformed, oversized, over max_profiles)"),
+                           ("profile_merge_overflow", "Profile items left out of merged profiles by max_profile_items"),
+                           ("profile_docs_unkept", "Pushes merged whose agent's own document was not kept"),
+                           ("profile_write_errors", "Failed profile commits")):
+            if key in m:
+                yield CounterMetricFamily(f"nodewarden_collector_{key}", help_, value=m[key])
+        yield GaugeMetricFamily("nodewarden_collector_profiles", "Workload profiles held", value=m["profiles"])
         yield GaugeMetricFamily("nodewarden_collector_ingest_streams", "Open Ingest streams",
                                 value=m["ingest_streams"])
         yield GaugeMetricFamily("nodewarden_collector_subscribers", "Live subscribers", value=m["subscribers"])
@@ -269,6 +287,8 @@ class CollectorHandle:
         self.hub.close_all()
         self.server.stop(grace).wait(grace + 5)
         self.store.stop()
+        if self.profiles is not None:
+            self.profiles.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
@@ -334,16 +354,21 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
         "Subscribe": grpc.unary_stream_rpc_method_handler(service.subscribe),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    profiles = ProfileTable(cfg.profiles_db or profiles_db_path(cfg.db),
+                            ProfileLimits(max_profiles=cfg.max_profiles, max_items=cfg.max_profile_items,
+                                          max_doc_bytes=cfg.max_message_bytes))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        PROFILES_SERVICE, ProfileService(profiles, service._reject).handlers()),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     creds = _server_credentials(cfg)
     addresses = [_bind(server, a, creds) for a in cfg.listen]
     store.start()
     server.start()
-    for svc in ("", SERVICE):
+    for svc in ("", SERVICE, PROFILES_SERVICE):
         health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
     metrics = None
-    handle = CollectorHandle(server, store, hub, service, health_servicer, addresses, None)
+    handle = CollectorHandle(server, store, hub, service, health_servicer, addresses, None, profiles)
     if cfg.metrics_listen:
         from prometheus_client import CollectorRegistry, start_http_server
 
