@@ -18,6 +18,7 @@ COMMANDS = [
     "agent.commands.db",
     "agent.commands.rules",
     "agent.commands.devices",
+    "agent.commands.profile",
 ]
 
 
