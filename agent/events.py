@@ -410,6 +410,28 @@ class PolicyEvent:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileChange:
+    """profile.change: a workload's behaviour profile (agent/detect/profile) changed mode, or reports a
+    problem while it stays in its mode (a kind over its cap: reason "overflow exec 512"). The workload's
+    fields are the profile key's parts (agent/detect/profile/key.py Workload)."""
+
+    name: ClassVar[str] = "profile.change"
+    ts_ns: int
+    key: str
+    mode: str  # learning, monitoring, protecting
+    previous_mode: str
+    reason: str  # one line: "learned 3600 s", "quiet 600 s", "locked by user", "overflow exec 512", ...
+    items: tuple[tuple[str, int], ...] = ()  # learned items per kind: (("exec", 12), ("edge", 20), ...)
+    namespace: str = ""  # pod namespace, or the containerd namespace outside a pod
+    kind: str = ""  # Deployment, StatefulSet, DaemonSet, Job, Pod; "" outside a pod
+    owner: str = ""
+    container: str = ""
+    image: str = ""
+    image_digest: str = ""
+    severity: Severity = Severity.INFO  # medium for an overflow or a refused profile
+
+
 # -- devices (agent/devices): NVIDIA GPUs through NVML, Kunlun XPUs through xpuml / xpu_smi ------------
 # A reading that the driver does not support, or that failed, is None (never a made-up 0).
 
@@ -504,4 +526,4 @@ class DeviceProcessEvent:
 
 # Everything a stage may hand to the outputs.
 Record = (Enriched | VerdictEvent | EnforcementEvent | AlertEvent | AgentReady | DropReport | PolicyEvent
-          | DeviceInfoEvent | DeviceSampleEvent | DeviceHealthEvent | DeviceProcessEvent)
+          | DeviceInfoEvent | DeviceSampleEvent | DeviceHealthEvent | DeviceProcessEvent | ProfileChange)

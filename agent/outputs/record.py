@@ -32,6 +32,7 @@ from agent.events import (
     NetEvent,
     Op,
     PolicyEvent,
+    ProfileChange,
     SysEvent,
     Verdict,
     VerdictEvent,
@@ -312,6 +313,25 @@ def _device_process(ev: DeviceProcessEvent) -> dict:
     return rec
 
 
+def _profile_change(ev: ProfileChange) -> dict:
+    """profile.change: the profile's key, modes, reason and item counts; the workload's namespace, container and
+    image under the container keys every other record uses (so one filter finds both), its kind and owner
+    under profile.*."""
+    rec = _head(ev.name, ev.ts_ns, ev.severity.label)
+    rec.update({"profile.key": ev.key, "profile.mode": ev.mode, "profile.previous_mode": ev.previous_mode,
+                "profile.reason": ev.reason})
+    for kind, n in ev.items:
+        rec[f"profile.items.{kind}"] = n
+    for key, val in (("profile.workload.kind", ev.kind), ("profile.workload.owner", ev.owner),
+                     ("container.name", ev.container), ("container.image.name", ev.image),
+                     ("container.image.digest", ev.image_digest),
+                     # a pod's namespace, or outside a pod (no kind) the containerd namespace
+                     ("k8s.namespace.name" if ev.kind else "containerd.namespace", ev.namespace)):
+        if val:
+            rec[key] = val
+    return rec
+
+
 _FLATTENERS = {
     DeviceInfoEvent: _device_info,
     DeviceSampleEvent: _device_sample,
@@ -323,6 +343,7 @@ _FLATTENERS = {
     VerdictEvent: _verdict,
     EnforcementEvent: _enforcement,
     AlertEvent: _alert,
+    ProfileChange: _profile_change,
 }
 
 
