@@ -37,7 +37,16 @@ BPF_PERCPU_ARRAY(pending_scratch, struct cgroup_path, 1);
 BPF_HASH(deny_name, struct comm_key, u32, 1024);     /* (new comm, scope) -> rule index */
 BPF_LPM_TRIE(deny_path, struct deny_key, u32, 4096); /* (cgroup, 0 or NW_HOST_CGROUP; path) -> rule index */
 BPF_TABLE("lru_hash", struct ino_key, u64, drift_inodes, 65536);  /* written in a container -> its cgroup */
-BPF_PERCPU_ARRAY(deny_scratch, struct deny_key, 1);
+BPF_PERCPU_ARRAY(deny_scratch, struct deny_key, 1);   /* the exec's path as a key: deny_path, then allow_exec */
+
+/* Protecting profiles (issue 13, agent/enforce/profilekill.py): a container's cgroup has the slot of its
+ * workload's learned allow-list; an exec there whose path (as given to execve) is not in the slot's list is
+ * killed (process.bpf.c). One slot serves every replica of a workload. allow_exec's keys are deny_keys whose
+ * cgroup_id bytes hold the slot (a u64), with exact paths and their NUL; a trie with BPF_F_NO_PREALLOC
+ * takes memory per entry loaded only, not for its 65536 at load. */
+BPF_HASH(profile_of, u64, u32, 16384);                     /* cgroup id -> slot */
+BPF_HASH(profile_pending, struct cgroup_path, u32, 4096);  /* container cgroups to give a slot once created */
+BPF_LPM_TRIE(allow_exec, struct deny_key, u8, 65536);      /* (slot; path + NUL) -> 1 */
 
 #define NW_F_NOEMIT 0x80   /* staged only to record drift: not sent */
 
@@ -205,7 +214,8 @@ static __always_inline int nw_drift_watched(void)
 
 /* cgroup_mkdir: a directory the agent is waiting for (enforce_pending, by path) goes into
  * enforce_scope here, in the kernel, before any task can be moved into it. So a container the agent
- * heard of at create (NRI, OCI gate) is covered from its entrypoint on, whatever user space's lag. */
+ * heard of at create (NRI, OCI gate) is covered from its entrypoint on, whatever user space's lag.
+ * Likewise a directory waiting for a protecting profile (profile_pending) gets its slot in profile_of. */
 static __always_inline void nw_cover_pending(u64 id, const void *path)
 {
     u32 zero = 0;
@@ -215,10 +225,15 @@ static __always_inline void nw_cover_pending(u64 id, const void *path)
     __builtin_memset(k->path, 0, sizeof(k->path));   /* the hash key is the whole NUL-padded array */
     if (bpf_probe_read_kernel_str(k->path, sizeof(k->path), path) <= 0)
         return;
-    if (!enforce_pending.lookup(k))
-        return;
-    u8 on = 1;
-    enforce_scope.update(&id, &on);
+    if (enforce_pending.lookup(k)) {
+        u8 on = 1;
+        enforce_scope.update(&id, &on);
+    }
+    u32 *slot = profile_pending.lookup(k);
+    if (slot) {
+        u32 s = *slot;
+        profile_of.update(&id, &s);
+    }
 }
 
 /* -- dentry walks (issue 10): a path as the kernel sees it, built from the dentry chain ------------------

@@ -151,6 +151,7 @@ enum nw_reason {
     WHY_NAME  = 1,   /* deny_exec by name (the new comm) */
     WHY_PATH  = 2,   /* deny_exec by path (exact or prefix), global or for this container */
     WHY_DRIFT = 3,   /* the file was written by this container after it started */
+    WHY_PROFILE = 4, /* not in the allow-list of the container's protecting profile; the index is its slot */
 };
 
 /* Where a deny_exec rule applies (a bit mask; `both` is both bits). A task is in a container when its
@@ -164,7 +165,8 @@ enum nw_scope {
 #define NW_HOST_CGROUP 0xFFFFFFFFFFFFFFFFULL
 
 /* Key of the exec deny-path LPM trie: prefixlen counts bits of cgroup_id + path;
- * cgroup_id 0 holds the rules for every container in scope, NW_HOST_CGROUP those for the host. */
+ * cgroup_id 0 holds the rules for every container in scope, NW_HOST_CGROUP those for the host.
+ * Also the key of allow_exec (protecting profiles), where cgroup_id holds the profile's slot. */
 struct deny_key {
     __u32 prefixlen;
     __u8  cgroup_id[8];   /* little-endian bytes, not a __u64: the trie's data must follow prefixlen unpadded */

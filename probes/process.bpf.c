@@ -11,6 +11,8 @@
  *    in block mode gets SIGKILL before the new program's first instruction (DESIGN.md: measured on
  *    this kernel). A container the agent heard of at create is in enforce_scope from its cgroup's
  *    mkdir on (common.h, nw_cover_pending), so its entrypoint is checked too.
+ *    Then, whatever those rules said, the allow-list of a protecting profile (issue 13): a task whose
+ *    cgroup has a slot in profile_of is killed when its path is not in allow_exec for that slot.
  *  - raw_tracepoint sched_process_fork: gives both task_structs, so we can tell a new process
  *    (child->pid == child->tgid) from a new thread, which the classic tracepoint cannot.
  *  - sched:sched_process_exit: fires per thread; only the thread-group leader's exit is sent,
@@ -61,6 +63,25 @@ static __always_inline u32 exec_verdict(u64 cg, int covered, const char *fname, 
         return drift;
     }
     return ACT_NONE;
+}
+
+/* 1 when `fname` (the path given to execve) is in the allow-list of `slot` (allow_exec, exact path with its
+ * NUL). A path that fills the key (possibly cut: bpf_probe_read_kernel_str cannot say) is never allowed:
+ * its first NW_PREFIX_MAX - 1 bytes could equal a shorter allowed path. ProfileKill loads no path that
+ * long, so such an exec is killed (agent/enforce/profilekill.py says so). Fails closed. */
+static __always_inline int profile_allows(u32 slot, const char *fname)
+{
+    u32 zero = 0;
+    struct deny_key *k = deny_scratch.lookup(&zero);   /* exec_verdict is done with it */
+    if (!k)
+        return 0;
+    long n = bpf_probe_read_kernel_str(k->path, sizeof(k->path), fname);
+    if (n <= 0 || n >= (long)sizeof(k->path))
+        return 0;
+    k->prefixlen = 64 + (u32)n * 8;
+    u64 s = slot;
+    __builtin_memcpy(k->cgroup_id, &s, 8);
+    return allow_exec.lookup(k) != 0;
 }
 
 /* What the kernel says runs (mm->exe_file: its path across mounts, its NW_EXE_* facts, its mount's
@@ -119,6 +140,14 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     int covered = enforce_scope.lookup(&cg) != 0;
     if (covered || nw_cfg(CFG_HOST_RULES))
         action = exec_verdict(cg, covered, fname, &exe, &rule);
+    u32 *slot = profile_of.lookup(&cg);
+    if (slot && action != ACT_KILL) {   /* a rule's kill keeps its own reason */
+        u32 s = *slot;
+        if (!profile_allows(s, fname)) {
+            action = ACT_KILL;
+            rule = (WHY_PROFILE << 16) | (s & 0xFFFF);
+        }
+    }
     if (action == ACT_KILL)
         bpf_send_signal(9);
 

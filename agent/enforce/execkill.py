@@ -35,7 +35,7 @@ from agent.sensors.common import PREFIX_MAX
 
 # The kernel ABI's values (agent/sensors/abi.py mirrors probes/events.h; tests/unit/test_abi.py checks it).
 ACT_NONE, ACT_ALERT, ACT_KILL = Action.NONE, Action.ALERT, Action.KILL
-WHY_NAME, WHY_PATH, WHY_DRIFT = Reason.NAME, Reason.PATH, Reason.DRIFT
+WHY_NAME, WHY_PATH, WHY_DRIFT, WHY_PROFILE = Reason.NAME, Reason.PATH, Reason.DRIFT, Reason.PROFILE
 CFG_DRIFT, CFG_EXEC_MODE, CFG_HOST_RULES = Cfg.DRIFT, Cfg.EXEC_MODE, Cfg.HOST_RULES
 SCOPE_CONTAINERS, SCOPE_HOST = Scope.CONTAINERS, Scope.HOST
 CGROUP_PATH_MAX = 256  # NW_PATH_MAX: bytes of struct cgroup_path, the NUL included
@@ -70,9 +70,12 @@ class KernelKill:
 class ExecEnforcer:
     """Writes RuntimeRules into the loaded probes' maps; `cover` puts a container's cgroup under them."""
 
-    def __init__(self, probes, cgroup_root: str | None = None):
-        """cgroup_root: where the cgroup2 hierarchy is mounted (None: found in /proc/self/mountinfo)."""
+    def __init__(self, probes, cgroup_root: str | None = None, profiles=None):
+        """cgroup_root: where the cgroup2 hierarchy is mounted (None: found in /proc/self/mountinfo).
+        profiles: the protecting profiles' allow-lists (agent/enforce/profilekill.py), whose kills the
+        same probe reports: `describe` hands their rule ids to it."""
         self._probes = probes
+        self.profiles = profiles
         self._cgroup_root = cgroup_root
         self.rules = RuntimeRules()
         self.detect: tuple[KernelKill, ...] = ()  # detection kill rules, as given; in the maps when block
@@ -253,6 +256,10 @@ class ExecEnforcer:
     def describe(self, rule: int, cgroup_id: int = 0) -> tuple[str, str]:
         """(category, text) of a rule id the probe reported."""
         why, idx = rule >> 16, rule & 0xFFFF
+        if why == WHY_PROFILE:
+            if self.profiles is not None:
+                return self.profiles.describe(rule, cgroup_id)
+            return "profile", f"exec not in the learned profile of slot {idx}"
         if why == WHY_DRIFT:
             return "drift", "drift: a file written in the container after it started"
         if DETECT_BASE <= idx < DETECT_BASE + len(self.detect):

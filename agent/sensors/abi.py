@@ -89,6 +89,7 @@ class Reason(IntEnum):
     NAME = 1
     PATH = 2
     DRIFT = 3
+    PROFILE = 4  # not in the container's protecting profile's allow-list; the low 16 bits are its slot
 
 
 class Scope(IntEnum):
