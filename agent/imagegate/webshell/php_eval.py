@@ -1,0 +1,684 @@
+"""The PHP reader's abstract interpreter, statements and expressions: reads a file's parse tree
+with values (`V`: a constant or unknown, plus the request sources it derives from), folding
+constants as PHP computes them and following request data through variables, arrays, properties,
+string building and arithmetic. Calls, sinks and decoded code are php_calls' part; the two are
+mutually recursive, so each imports the other at its end."""
+
+from __future__ import annotations
+
+from agent.imagegate.webshell.php_fold import to_int, to_str
+from agent.imagegate.webshell.php_lex import tokenize
+from agent.imagegate.webshell.php_parse import ClassDef, parse
+from agent.imagegate.webshell.php_sinks import (
+    _CONSTS,
+    _EMPTY,
+    _SERVER_SAFE,
+    MAX_ANALYSES,
+    MAX_ARRAY,
+    MAX_CONST,
+    SOURCES,
+    THIS_FILE,
+    UNKNOWN,
+    Ctx,
+    Scope,
+    V,
+    _join,
+    _label,
+    _q,
+    _render,
+    _sv,
+    _weak,
+)
+
+
+def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
+    toks, stats = tokenize(src, ctx.budget, php_mode)
+    ctx.stats = stats  # type: ignore[attr-defined]
+    ctx.namespace = any(t == ("id", "namespace") for t in toks[:400])  # type: ignore[attr-defined]
+    stmts, classes, deep = parse(toks, ctx.budget)
+    del toks
+    ctx.too_deep |= deep
+    _register(ctx, stmts, classes)
+    top = Scope()
+    ctx.globals = top
+    for _ in range(2):  # twice: taint assigned late in the file reaches uses above it
+        _stmts(ctx, stmts, top)
+    for fd in list(ctx.funcs.values()) + [m for ms in ctx.methods.values() for m in ms]:
+        if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
+            # a parameter of a function nobody calls is marked in its chain, not as taint: only
+            # eval of it (an eval wrapper) counts, and nothing else sees it as request data
+            params = [V(None, chain=(f"param:${p[0]}",)) for p in fd.params]
+            _call_user(ctx, fd, params, V(cls=fd.cls) if fd.cls else None)
+    for fd, cap in ctx.closures:
+        if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
+            _call_user(ctx, fd, [], None, cap)
+
+
+def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:
+    stack = [stmts]
+    while stack:
+        for st in stack.pop():
+            if st[0] == "func":
+                ctx.funcs.setdefault(st[1].name, st[1])
+                stack.append(st[1].body)
+            elif st[0] == "block":
+                stack.append(st[1])
+    for c in classes:
+        ctx.classes[c.name] = c
+        for name, fd in c.methods.items():
+            ctx.methods.setdefault(name, []).append(fd)
+            stack.append(fd.body)
+    while stack:  # functions declared inside methods
+        for st in stack.pop():
+            if st[0] == "func":
+                ctx.funcs.setdefault(st[1].name, st[1])
+            elif st[0] == "block":
+                stack.append(st[1])
+    for c in classes:
+        for name, node in c.consts:
+            ctx.consts[f"{c.name}::{name}"] = _ev(ctx, node, Scope())
+        for name, node in c.props:
+            if node is not None:
+                ctx.props.setdefault(f"{c.name}->{name}", _ev(ctx, node, Scope()))
+
+
+def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
+    spend = ctx.budget.spend
+    for st in stmts:
+        spend(0)
+        k = st[0]
+        if k == "expr":
+            _ev(ctx, st[1], sc)
+        elif k == "exprs":
+            for e in st[1]:
+                _ev(ctx, e, sc)
+        elif k == "echo":
+            for e in st[1]:
+                v = _ev(ctx, e, sc)
+                if v.t:
+                    ctx.echo_taint |= v.t  # what an output-buffer callback will be handed
+        elif k == "block":
+            _stmts(ctx, st[1], sc)
+        elif k == "return":
+            sc.returns.append(_ev(ctx, st[1], sc) if st[1] is not None else UNKNOWN)
+        elif k == "foreach":
+            subj = _ev(ctx, st[1], sc)
+            if isinstance(subj.s, dict) and subj.s:
+                vals = [x if isinstance(x, V) else V(x) for x in list(subj.s.values())[:64]]
+                elem = _join(vals)
+                if elem.s is None and vals[0].s is not None and not subj.t:
+                    # a loop over constants ('_POST', '_GET'): one iteration's value, so names
+                    # built from it (variable variables) still resolve
+                    elem = V(vals[0].s, elem.t, False, chain=elem.chain)
+                if subj.t:
+                    elem = V(elem.s, elem.t | subj.t, subj.d, elem.cls, elem.fn)
+            else:
+                elem = V(None, subj.t, subj.d)
+            if st[3] is not None:
+                _assign(ctx, st[3], elem, sc)
+            if st[2] is not None:
+                _assign(ctx, st[2], V(None, subj.t, subj.d), sc)
+        elif k == "global":
+            sc.globals.update(st[1])
+        elif k == "const":
+            for name, node in st[1]:
+                ctx.consts[name.lower()] = _ev(ctx, node, sc)
+        elif k == "func" or k == "class" or k == "html":
+            pass
+
+
+# -- variables ----------------------------------------------------------------------------------
+def _lookup(ctx: Ctx, name: str, sc: Scope) -> V:
+    if name in SOURCES:
+        return V(None, frozenset({"$" + name}), True, fn="src:" + name)
+    if name == "_SERVER":
+        return V(None, _EMPTY, False, fn="src:_SERVER")
+    if name == "GLOBALS":
+        return V(None, _EMPTY, False, fn="globals")
+    if name == "_SESSION":
+        return V(ctx.session.s, ctx.session.t, ctx.session.d, fn="session")
+    if name in sc.globals and ctx.globals is not None and sc is not ctx.globals:
+        sc = ctx.globals
+    v = sc.vars.get(name)
+    if v is None:
+        if sc.extracted:
+            return V(None, frozenset({sc.extracted}), True)
+        if sc.func is None and name != "this":
+            # with register_globals (PHP < 5.4, the era of many shells still in use) an
+            # undefined variable at file level is request data: a weak source
+            return V(None, frozenset({f"~${name} (register_globals)"}), True)
+        return UNKNOWN
+    return v
+
+
+def _set(ctx: Ctx, name: str, v: V, sc: Scope) -> None:
+    if name == "_SESSION":
+        ctx.session_write = True
+        ctx.session = V(v.s, ctx.session.t | _weak(v.t), bool(v.t))
+        return
+    if name in sc.globals and ctx.globals is not None:
+        sc = ctx.globals
+    st = sc.sticky.get(name, _EMPTY)
+    if v.t:
+        st = st | v.t
+        sc.sticky[name] = st
+    if st and not st <= v.t:
+        v = V(v.s, v.t | st, v.d, v.cls, v.fn, v.h, v.chain)
+    sc.vars[name] = v
+
+
+def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
+    k = target[0]
+    if k == "var":
+        _set(ctx, target[1], v, sc)
+    elif k == "varvar":
+        name = _ev(ctx, target[1], sc)
+        n = _sv(name)
+        if n is not None:
+            _set(ctx, n, v, sc)
+        elif name.t:
+            sc.extracted = sc.extracted or _label(name) + " (variable variable)"
+    elif k == "idx":
+        base = target[1]
+        cur = _ev(ctx, base, sc)
+        if cur.fn == "globals":
+            key = _sv(_ev(ctx, target[2], sc)) if target[2] is not None else None
+            if key is not None and ctx.globals is not None:
+                _set(ctx, key, v, ctx.globals)
+            return
+        key = _ev(ctx, target[2], sc) if target[2] is not None else None
+        if cur.fn == "session" or (base[0] == "idx" and base[1] == ("var", "_SESSION")):
+            ctx.session_write = True
+            ctx.session = V(None, ctx.session.t | _weak(v.t), bool(v.t))
+            return
+        # an unknown value that carries request data may be a string: indexing it builds no array
+        arr = cur.s if isinstance(cur.s, dict) else ({} if (cur.s is None and not cur.t) or cur.s == "" else None)
+        if arr is not None and len(arr) < MAX_ARRAY:
+            arr = dict(arr)
+            if key is None:
+                nxt = max((kk for kk in arr if isinstance(kk, int)), default=-1) + 1
+                arr[nxt] = v
+            else:
+                ks = _key(key)
+                if ks is None:
+                    arr = None
+                else:
+                    arr[ks] = v
+        else:
+            arr = None
+        _assign(ctx, base, V(arr, cur.t | v.t, False, cur.cls, chain=cur.chain or v.chain), sc)
+    elif k == "prop":
+        name = _ev(ctx, target[2], sc)
+        n = _sv(name)
+        if n is not None:
+            n = _prop_key(ctx, target[1], n, sc)
+            old = ctx.props.get(n)
+            t = v.t | (old.t if old is not None else _EMPTY)
+            ctx.props[n] = V(v.s, t, v.d, v.cls, v.fn, v.h, v.chain)
+    elif k == "sprop":
+        n = _sv(_ev(ctx, target[2], sc))
+        if n is not None:
+            ctx.props["::" + n] = v
+    elif k == "array":  # list($a, $b) = ... / [$a, $b] = ...
+        i = 0
+        for key, item in target[1]:
+            if item is None or item == ("const", "null"):
+                i += 1
+                continue
+            if key is not None:
+                kv = _key(_ev(ctx, key, sc))
+            else:
+                kv, i = i, i + 1
+            _assign(ctx, item, _elem(v, kv), sc)
+
+
+def _prop_key(ctx: Ctx, obj, name: str, sc: Scope) -> str:
+    """Properties are one slot per class and name (per name when the class is unknown)."""
+    if obj[0] == "var" and obj[1] == "this":
+        this = sc.vars.get("this")
+        cls = this.cls if this is not None else None
+    else:
+        cls = _ev(ctx, obj, sc).cls if obj[0] in ("var", "prop") else None
+    return f"{cls}->{name}" if cls else name
+
+
+def _key(v: V):
+    s = v.s
+    if isinstance(s, bool):
+        return int(s)
+    if isinstance(s, float):
+        return int(s)
+    if isinstance(s, str) and s.lstrip("-").isdigit() and (s == "0" or not s.startswith("0")) and len(s) < 18:
+        return int(s)
+    if isinstance(s, (int, str)):
+        return s
+    return None
+
+
+def _elem(v: V, key) -> V:
+    if isinstance(v.s, dict) and key is not None:
+        e = v.s.get(key)
+        if e is not None:
+            e = e if isinstance(e, V) else V(e)
+            if v.t:
+                return V(e.s, e.t | v.t, e.d, e.cls, e.fn, e.h, e.chain)
+            return e
+    return V(None, v.t, v.d)
+
+
+# -- expressions --------------------------------------------------------------------------------
+def _ev(ctx: Ctx, node, sc: Scope) -> V:
+    if node is None:
+        return UNKNOWN
+    k = node[0]
+    if k == "str":
+        return V(node[1])
+    if k == "num":
+        return V(node[1])
+    if k == "var":
+        return _lookup(ctx, node[1], sc)
+    if k == "istr" or k == "shell":
+        v = _concat(ctx, [_ev(ctx, p, sc) for p in node[1]])
+        if k == "shell":
+            _sink(ctx, "exec", "`backticks`", v, node, sc, [v])
+            _feature_cmd(ctx, v)
+            ctx.calls["shell_exec"] += 1
+        return v
+    if k == "call":
+        return _call(ctx, node, sc)
+    if k == "idx":
+        return _index(ctx, node, sc)
+    if k == "bin":
+        return _binary(ctx, node, sc)
+    if k == "assign":
+        return _assignment(ctx, node, sc)
+    if k == "const":
+        name = node[1].lower()
+        c = ctx.consts.get(name)
+        if c is not None:
+            return c
+        if name == "__file__":
+            # self-reading loaders open their own file; in eval'd code PHP appends "(n) : eval()'d code"
+            return V(THIS_FILE + ("(1) : eval()'d code" if ctx.decode_depth else ""))
+        if name == "__line__":
+            return V(1)
+        if name in _CONSTS:
+            return V(_CONSTS[name])
+        # PHP < 8 read an undefined constant as its own name ("bareword" obfuscation: ~Y0dTO1Wt)
+        return V(node[1].lstrip("\\"))
+    if k == "name":
+        return V(node[1])
+    if k == "varvar":
+        inner = _ev(ctx, node[1], sc)
+        n = _sv(inner)
+        if n is not None and len(n) < 256:
+            return _lookup(ctx, n, sc)
+        return V(None, inner.t, inner.d)
+    if k == "prop":
+        n = _sv(_ev(ctx, node[2], sc))
+        if n is not None:
+            return ctx.props.get(_prop_key(ctx, node[1], n, sc), UNKNOWN)
+        return UNKNOWN
+    if k == "sprop":
+        cls = node[1]
+        n = _sv(_ev(ctx, node[2], sc)) or ""
+        if n.startswith("const:"):
+            cname = cls[1].lower() if cls[0] == "name" else ""
+            c = ctx.consts.get(f"{cname}::{n[6:]}")
+            if c is None:
+                c = next((v for kk, v in ctx.consts.items() if kk.endswith("::" + n[6:])), UNKNOWN)
+            return c
+        return ctx.props.get("::" + n, UNKNOWN)
+    if k == "mcall":
+        return _method_call(ctx, node, sc)
+    if k == "scall":
+        return _static_call(ctx, node, sc)
+    if k == "new":
+        return _new(ctx, node, sc)
+    if k == "un":
+        return _unary(ctx, node, sc)
+    if k == "cast":
+        v = _ev(ctx, node[2], sc)
+        if node[1] in ("int", "integer", "bool", "boolean", "float", "double", "real"):
+            i = to_int(v.s) if v.s is not None else None
+            return V(i)
+        if node[1] in ("string", "binary"):
+            return V(_sv(v), v.t, v.d, chain=v.chain)
+        if node[1] == "array" and not isinstance(v.s, dict):
+            return V({0: v} if v.s is not None or v.t else None, v.t, v.d)
+        return v
+    if k == "tern":
+        c = _ev(ctx, node[1], sc)
+        a = _ev(ctx, node[2], sc) if node[2] is not None else c
+        b = _ev(ctx, node[3], sc)
+        return _join([a, b])
+    if k == "array":
+        return _array(ctx, node, sc)
+    if k == "closure":
+        fd, uses = node[1], node[2]
+        if uses == "*":
+            cap = sc
+        else:
+            cap = {u: _lookup(ctx, u, sc) for u in uses}
+        if len(ctx.closures) < 64:
+            ctx.closures.append((fd, cap))  # read once at the end even if nothing calls it
+        return V(None, _EMPTY, False, fn=(fd, cap))
+    if k == "include":
+        v = _ev(ctx, node[2], sc)
+        _include(ctx, node, v, sc)
+        return UNKNOWN
+    if k == "match":
+        _ev(ctx, node[1], sc)
+        return _join([_ev(ctx, r, sc) for r in node[2][:64]])
+    if k == "spread":
+        return _ev(ctx, node[1], sc)
+    return UNKNOWN
+
+
+def _concat(ctx: Ctx, vs: list[V]) -> V:
+    strs = []
+    known = True
+    t = _EMPTY
+    direct = True
+    chain: tuple = ()
+    for v in vs:
+        if v.t:
+            t = t | v.t
+            if not v.d:
+                direct = False
+        else:
+            s0 = _sv(v)
+            if s0 is None or s0 != "":
+                direct = False
+        s = _sv(v)
+        if s is None or (isinstance(v.s, dict) and v.t):
+            known = False
+        elif known:
+            strs.append(s)
+        if v.chain:
+            chain = chain + v.chain
+    if known:
+        total = sum(len(x) for x in strs)
+        if total > MAX_CONST:
+            return V(None, t, bool(t) and direct)
+        return V("".join(strs), t, bool(t) and direct, chain=chain)
+    return V(None, t, bool(t) and direct, chain=chain)
+
+
+def _array(ctx: Ctx, node, sc: Scope) -> V:
+    arr: dict = {}
+    t = _EMPTY
+    nxt = 0
+    for key, item in node[1][:MAX_ARRAY]:
+        if item[0] == "spread":
+            sv = _ev(ctx, item[1], sc)
+            t |= sv.t
+            if isinstance(sv.s, dict):
+                for x in sv.s.values():
+                    arr[nxt] = x
+                    nxt += 1
+            continue
+        v = _ev(ctx, item, sc)
+        t |= v.t
+        if key is None:
+            arr[nxt] = v
+            nxt += 1
+        else:
+            kev = _ev(ctx, key, sc)
+            t |= kev.t  # a request-named key: callbacks over keys (uksort, array_*_ukey) see it
+            kv = _key(kev)
+            if kv is None:
+                continue
+            arr[kv] = v
+            if isinstance(kv, int) and kv >= nxt:
+                nxt = kv + 1
+    return V(arr, t, False)
+
+
+def _index(ctx: Ctx, node, sc: Scope) -> V:
+    base = _ev(ctx, node[1], sc)
+    key = _ev(ctx, node[2], sc) if node[2] is not None else UNKNOWN
+    ks = _sv(key) if not isinstance(key.s, dict) else None
+    fn = base.fn
+    if isinstance(fn, str):
+        if fn == "globals":
+            if ks is None:
+                return V(None, frozenset({"$GLOBALS[…]"}) if key.t else _EMPTY, bool(key.t))
+            if ks in SOURCES or ks == "_SERVER":
+                v = _lookup(ctx, ks, sc)
+                return V(v.s, v.t, v.d, fn=v.fn) if ks != "_SERVER" else v
+            return _lookup(ctx, ks, ctx.globals or sc)
+        if fn.startswith("src:"):
+            name = fn[4:]
+            if name == "_SERVER":
+                if ks is not None and (ks in _SERVER_SAFE or not (ks.startswith("HTTP_") or ks in (
+                        "QUERY_STRING", "REQUEST_URI", "PHP_SELF", "PATH_INFO", "PATH_TRANSLATED",
+                        "PHP_AUTH_PW", "ORIG_PATH_INFO", "REDIRECT_URL", "REDIRECT_QUERY_STRING"))):
+                    return UNKNOWN
+            label = f"${name}[{_q(ks, 40)}]" if ks is not None else f"${name}[{_render(node[2]) if node[2] else ''}]"
+            return V(None, frozenset({label}), True, fn="req:" + label)
+        if fn.startswith("req:"):  # $_FILES['f']['tmp_name'] keeps the first key's label
+            return V(None, base.t, True, fn=fn)
+        if fn == "session":
+            return V(None, ctx.session.t, bool(ctx.session.t))
+    if isinstance(base.s, dict):
+        kv = _key(key)
+        if kv is not None:
+            return _elem(base, kv)
+        vals = list(base.s.values())[:64]
+        j = _join([x if isinstance(x, V) else V(x) for x in vals]) if vals else UNKNOWN
+        return V(None, j.t | base.t, j.d)  # a request key picks an element; it is not the element
+    if isinstance(base.s, str) and base.s and not base.t:
+        i = to_int(key.s) if key.s is not None else None
+        if i is not None:
+            if -len(base.s) <= i < len(base.s):
+                return V(base.s[i])
+            return V("")
+    return V(None, base.t, base.d)
+
+
+def _binary(ctx: Ctx, node, sc: Scope) -> V:
+    op, items = node[1], node[2]
+    if op == ".":
+        return _concat(ctx, [_ev(ctx, x, sc) for x in items])
+    vs = [_ev(ctx, x, sc) for x in items]
+    if op in ("==", "!=", "===", "!==", "<>") and len(vs) == 2 and not vs[0].t and not vs[1].t:
+        x, y = vs[0].s, vs[1].s
+        if x is None or y is None or isinstance(x, dict) or isinstance(y, dict):
+            return UNKNOWN
+        if op in ("===", "!=="):
+            eq = type(x) is type(y) and x == y
+        elif isinstance(x, str) and isinstance(y, str) and not (_isnum(x) and _isnum(y)):
+            eq = x == y
+        else:
+            nx, ny = _num(x), _num(y)
+            eq = nx == ny if nx is not None and ny is not None else to_str(x) == to_str(y)
+        return V(eq if op in ("==", "===") else not eq)
+    if op in ("<", "<=", ">", ">=") and len(vs) == 2 and not vs[0].t and not vs[1].t:
+        x, y = vs[0].s, vs[1].s
+        if isinstance(x, str) and isinstance(y, str) and not (_isnum(x) and _isnum(y)):
+            a, b = x, y
+        else:
+            a, b = _num(x), _num(y)
+        if a is None or b is None or isinstance(x, dict) or isinstance(y, dict):
+            return UNKNOWN
+        return V({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
+    if op in ("&&", "||", "and", "or", "xor", "==", "!=", "===", "!==", "<>", "<", "<=", ">", ">=", "<=>",
+              "instanceof"):
+        return UNKNOWN
+    if op == "??":
+        return vs[0] if vs[0].s is not None or vs[0].t else _join(vs)
+    t = _EMPTY.union(*(v.t for v in vs))
+    if t:
+        if op == "^":
+            ctx.xor_taint = True
+        return V(None, t, False)
+    acc = vs[0].s
+    for v in vs[1:]:
+        acc = _arith(op, acc, v.s)
+        if acc is None:
+            if op in ("^", "|", "&") and any(isinstance(x.s, str) for x in vs):
+                return V(None, chain=("xor",))  # string arithmetic we could not finish: computed code
+            return UNKNOWN
+    return V(acc)
+
+
+def _arith(op: str, a, b):
+    if a is None or b is None or isinstance(a, dict) or isinstance(b, dict):
+        return None
+    if op in ("^", "|", "&") and isinstance(a, str) and isinstance(b, str):
+        # PHP's bitwise operators on two strings work byte by byte: a favourite obfuscation
+        if op == "^":
+            return "".join(chr(ord(x) ^ ord(y)) for x, y in zip(a, b, strict=False))
+        if op == "&":
+            return "".join(chr(ord(x) & ord(y)) for x, y in zip(a, b, strict=False))
+        m = max(len(a), len(b))
+        a2, b2 = a.ljust(m, "\0"), b.ljust(m, "\0")
+        return "".join(chr(ord(x) | ord(y)) for x, y in zip(a2, b2, strict=False))
+    x, y = _num(a), _num(b)
+    if x is None or y is None:
+        return None
+    try:
+        if op == "+":
+            r = x + y
+        elif op == "-":
+            r = x - y
+        elif op == "*":
+            r = x * y
+        elif op == "/":
+            r = x / y if y else None
+            if isinstance(r, float) and r == int(r):
+                r = int(r)
+        elif op == "%":
+            r = int(x) % int(y) if int(y) else None
+        elif op == "**":
+            r = x ** y if abs(y) < 64 else None
+        elif op == "^":
+            r = int(x) ^ int(y)
+        elif op == "|":
+            r = int(x) | int(y)
+        elif op == "&":
+            r = int(x) & int(y)
+        elif op == "<<":
+            r = int(x) << int(y) if 0 <= y < 64 else None
+        elif op == ">>":
+            r = int(x) >> int(y) if 0 <= y < 64 else None
+        else:
+            r = None
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return None
+    if isinstance(r, int) and abs(r) > 1 << 63:
+        return None
+    return r
+
+
+def _num(a):
+    if isinstance(a, bool):
+        return int(a)
+    if isinstance(a, (int, float)):
+        return a
+    if isinstance(a, str):
+        s = a.strip()
+        try:
+            return int(s)
+        except ValueError:
+            try:
+                return float(s) if s else 0
+            except ValueError:
+                return to_int(s)
+    return None
+
+
+def _unary(ctx: Ctx, node, sc: Scope) -> V:
+    op = node[1]
+    v = _ev(ctx, node[2], sc)
+    if op == "~":
+        if isinstance(v.s, str) and not v.t:
+            return V("".join(chr(~ord(c) & 0xFF) for c in v.s))
+        if isinstance(v.s, int):
+            return V(~v.s)
+        return V(None, v.t)
+    if op == "-":
+        n = _num(v.s) if v.s is not None else None
+        return V(-n) if n is not None and not v.t else V(None, v.t)
+    if op == "!":
+        return UNKNOWN
+    if op in ("++", "--"):
+        if v.t or v.s is None:
+            return v
+        if isinstance(v.s, str) and op == "++" and not _isnum(v.s):
+            nv = V(_str_inc(v.s))  # PHP increments letters: "A"++ is "B", "Az"++ is "Ba"
+        else:
+            n = _num(v.s) if not isinstance(v.s, dict) else None
+            nv = V(n + (1 if op == "++" else -1)) if n is not None else UNKNOWN
+        if node[2][0] in ("var", "varvar", "idx"):
+            _assign(ctx, node[2], nv, sc)
+        return v
+    if op == "clone":
+        return v
+    return UNKNOWN
+
+
+def _isnum(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _str_inc(s: str) -> str:
+    if s == "":
+        return "1"
+    out = list(s)
+    i = len(out) - 1
+    while i >= 0:
+        c = out[i]
+        if c == "z":
+            out[i] = "a"
+        elif c == "Z":
+            out[i] = "A"
+        elif c == "9":
+            out[i] = "0"
+        elif c.isalnum() and c.isascii():
+            out[i] = chr(ord(c) + 1)
+            return "".join(out)
+        else:
+            return "".join(out)
+        i -= 1
+    first = s[0]
+    return ("1" if first == "9" else "a" if first == "z" else "A") + "".join(out)
+
+
+def _assignment(ctx: Ctx, node, sc: Scope) -> V:
+    op, target, value = node[1], node[2], node[3]
+    v = _ev(ctx, value, sc)
+    if op == ".=":
+        v = _concat(ctx, [_ev(ctx, target, sc), v])
+    elif op == "??=":
+        cur = _ev(ctx, target, sc)
+        v = cur if cur.s is not None else _join([cur, v])
+    elif op != "=":
+        cur = _ev(ctx, target, sc)
+        if cur.t or v.t:
+            if op == "^=":
+                ctx.xor_taint = True
+            v = V(None, cur.t | v.t)
+        else:
+            r = _arith(op[:-1], cur.s, v.s)
+            v = V(r) if r is not None else UNKNOWN
+    _assign(ctx, target, v, sc)
+    return v
+
+
+# the call half of the interpreter: at the end, so that either module may be imported first
+from agent.imagegate.webshell.php_calls import (  # noqa: E402
+    _call,
+    _call_user,
+    _feature_cmd,
+    _include,
+    _method_call,
+    _new,
+    _sink,
+    _static_call,
+)

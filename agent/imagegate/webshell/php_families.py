@@ -1,0 +1,134 @@
+"""The PHP reader's verdict: what php_eval and php_calls recorded, weighed into Hits with a
+confidence (framework and access-check guards lower it, shell habits raise it), and the family
+recognisers (Behinder, Godzilla, China Chopper, file managers ...)."""
+
+from __future__ import annotations
+
+from agent.imagegate.webshell.common import Hit, clip
+from agent.imagegate.webshell.php_sinks import _AUTH, _DIR_LIST, _FRAMEWORK, _PHP_EXT, _RECON, _SYSINFO, EXEC_SINKS, Ctx
+from agent.vocab import Severity
+
+# -- families and confidence --------------------------------------------------------------------
+_SEV = {"critical": Severity.CRITICAL, "high": Severity.HIGH, "medium": Severity.MEDIUM, "low": Severity.LOW}
+
+
+def _guards(ctx: Ctx) -> tuple[bool, bool]:
+    names = [n.lower() for n in ctx.calls]
+    auth = any(a in n for n in names for a in _AUTH)
+    framework = getattr(ctx, "namespace", False) or any(
+        n.startswith(f) and (len(f) > 2 or n == f) for n in names for f in _FRAMEWORK)
+    return auth, framework
+
+
+def _finish(ctx: Ctx, hits: list) -> None:
+    auth, framework = _guards(ctx)
+    calls = ctx.calls
+    code_hit = any(r["rule"] == "php.request-to-code" and r["conf"] >= 0.5 for r in ctx.raw)
+    library = len(ctx.funcs) + sum(len(ms) for ms in ctx.methods.values()) >= 8
+    small = ctx.size < 4096
+    # the exec fallback chain (exec, else shell_exec, else system, else passthru ...) probed with
+    # function_exists: how shells survive disable_functions; ordinary code picks one way to run a command
+    fallback = len(ctx.probes) >= 2 and len((calls.keys() & EXEC_SINKS) | ctx.probes) >= 3 and not framework
+    for r in ctx.raw:
+        fam = r["family"]
+        conf = r["conf"]
+        if fallback and r["rule"] in ("php.request-to-exec", "php.request-include", "php.request-to-code") \
+                and conf < 0.5 and r["source"]:
+            conf += 0.2
+        if r["rule"] == "php.uploader":
+            conf = 0.75 if r["extra"].get("dest_tainted") else 0.45
+            if ctx.size < 3000:
+                conf += 0.15  # an uploader alone in a small file is what a dropped uploader looks like
+            dest = r["extra"].get("dest", "").lower()
+            if dest and not dest.endswith(_PHP_EXT) and not r["extra"].get("dest_tainted"):
+                conf = 0.3
+            if any(n in calls for n in ("getimagesize", "finfo_open", "finfo_file", "mime_content_type",
+                                        "exif_imagetype", "pathinfo", "wp_handle_upload", "imagecreatefromstring")):
+                conf -= 0.25
+            if auth:
+                conf -= 0.35
+            if framework:
+                conf -= 0.25
+            if conf < 0.5 and (calls.keys() & EXEC_SINKS or ctx.req_fs - {"move_uploaded_file", "copy"}):
+                conf = max(conf, 0.0)
+            fam = fam or "uploader"
+        elif r["rule"] in ("php.request-file-write", "php.mailer"):
+            if framework or auth:
+                conf -= 0.3
+            if r["rule"] == "php.mailer" and ctx.classes:
+                conf -= 0.3  # mass mailers are flat scripts; a class that mails (a plugin) is an application
+        if r["rule"] in ("php.request-to-code", "php.request-function", "php.request-class", "php.request-method") \
+                and framework and conf < 0.95:
+            conf -= 0.3  # framework code with request data somewhere in a long flow: our taint over-reaches
+        elif r["rule"] in ("php.request-to-code", "php.obfuscated-eval"):
+            if ctx.decrypt_taint and (ctx.session_write or "openssl_decrypt" in calls):
+                fam = fam or "behinder"
+            elif ctx.xor_taint and ctx.session_write:
+                fam = fam or "godzilla"
+            elif r["rule"] == "php.request-to-code" and small and r["conf"] >= 0.9 and not ctx.classes \
+                    and not ctx.funcs and r["source"].startswith(("$_POST", "$_GET", "$_REQUEST", "$_COOKIE")):
+                fam = fam or "china-chopper"
+        elif r["rule"] == "php.request-include":
+            if framework or auth:
+                conf -= 0.3
+        if r["rule"] in ("php.request-to-exec",) and (framework and auth):
+            conf -= 0.2
+        if r["rule"] == "php.eval-wrapper" and (library or framework or auth):
+            conf -= 0.3
+        if r["rule"] == "php.request-to-code" and not r["extra"].get("direct") and library:
+            # request data mixed into code deep inside a library (a template engine compiling its
+            # templates): our flow-insensitive taint over-reaches there; shells eval the request itself
+            conf -= 0.45
+        conf = max(0.0, min(1.0, conf))
+        hits.append(Hit(rule=r["rule"], language="php", severity=_SEV[r["sev"]], confidence=round(conf, 3),
+                        source=r["source"], sink=r["sink"], snippet=clip(r["snippet"]), family=fam,
+                        detail=r["why"]))
+    fm = _file_manager(ctx, auth, framework)
+    if fm is not None:
+        hits.append(fm)
+    if not code_hit and ctx.decrypt_taint and ctx.session_write and calls.keys() & {"eval", "assert"}:
+        hits.append(Hit(rule="php.encrypted-payload", language="php", severity=Severity.CRITICAL, confidence=0.8,
+                        source="request body", sink="eval", snippet="openssl_decrypt(request, session key) -> eval",
+                        family="behinder", detail="decrypts the request with a session key and runs it"))
+    if ctx.too_deep:
+        hits.append(Hit(rule="php.nesting", language="php", severity=Severity.LOW, confidence=0.3,
+                        detail="nesting deeper than the reader follows"))
+
+
+def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:
+    calls = ctx.calls
+    fs = ctx.req_fs
+    score = 0.14 * min(len(fs), 4)
+    if calls.keys() & _DIR_LIST:
+        score += 0.12
+    if ctx.req_read:
+        score += 0.1
+    if ctx.req_dir:
+        score += 0.1
+    sysinfo = len(calls.keys() & _SYSINFO)
+    score += 0.05 * min(sysinfo, 4)
+    if calls.keys() & EXEC_SINKS:
+        score += 0.1
+    if len((calls.keys() & EXEC_SINKS) | ctx.probes) >= 3:
+        score += 0.15
+    recon = sum(1 for s in ctx.strings for r in _RECON if r in s)
+    if recon:
+        score += 0.1
+    if any(r["rule"] in ("php.request-to-exec", "php.request-to-code") for r in ctx.raw):
+        score += 0.1
+    if auth:
+        score -= 0.3
+    if framework:
+        score -= 0.25
+    if len(fs) < 2 and not ((ctx.req_read or ctx.req_dir) and calls.keys() & _DIR_LIST):
+        score = min(score, 0.45)
+    if ctx.req_dir and ctx.size < 4096 and not auth and not framework:
+        score = max(score, 0.5)  # a small page that lists any directory the request names
+    if score < 0.35:
+        return None
+    score = min(score, 0.95)
+    return Hit(rule="php.file-manager", language="php", severity=Severity.HIGH, confidence=round(score, 3),
+               source="request paths", sink=", ".join(sorted(fs)) or "file reads",
+               snippet=clip("file operations on request paths: " + ", ".join(sorted(fs | ctx.req_read | ctx.req_dir))
+                            + (f"; system info: {sysinfo} calls" if sysinfo else "")),
+               family="file-manager", detail="changes and lists files the request names (c99/r57/WSO style)")
