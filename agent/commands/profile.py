@@ -13,7 +13,7 @@ they are enough). list/show/export read the profile files, which a running agent
 profiles.flush_s. The changes go through the running agent when there is one (status.json in its state dir
 names a live pid): a request file in <profiles dir>/requests/, applied on its next tick (<= 1 s), answered
 in a .done file, waited for --wait seconds. With no agent running the command applies the change to the
-files itself. Exit status: 0 done, 1 error (one line on stderr).
+files itself. Exit status: 0 done, 1 error (one line on stderr), 2 a usage error (a bad option).
 """
 
 from __future__ import annotations
@@ -69,8 +69,18 @@ def add_arguments(p) -> None:
     for sp in (ls, show, lock, exp, imp, *[sub.choices[n] for n in ("unlock", "forget")]):
         _common(sp, argparse.SUPPRESS)  # the same options after the subcommand too
     for sp in (lock, imp, sub.choices["unlock"], sub.choices["forget"]):
-        sp.add_argument("--wait", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+        sp.add_argument("--wait", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
                         help="how long to wait for a running agent's answer (default 5)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        secs = float(text)
+    except ValueError:
+        secs = -1.0
+    if not 0 <= secs <= 600:  # nan fails too: a deadline of nan would never pass
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 600, got {text[:40]!r}")
+    return secs
 
 
 def _common(p, default) -> None:
