@@ -8,11 +8,13 @@ gets what every other node learned, and the mode a person locked, before the con
 The merge is Profile.merge's (agent/detect/profile/model.py), re-implemented on the documents
 because the collector shares only protobuf code and the document format with the agent:
 items and deviations are united per kind (first = min, last = max, count = max); mode, locked_by
-and mode_ts come from the document whose mode changed last (a tie keeps what is stored); created
-= min, run_s = max, quiet_run_s = min, stable_since = max (the conservative reading: learning
-ends no earlier than on the slowest node); overflow = max per kind. Each of these is idempotent,
-so an agent pushing the same document twice, or pushing back the merged document it fetched,
-changes nothing. The merged document's revision is the collector's own count of its changes.
+and mode_ts come from the document whose mode changed last (a tie keeps what is stored); a
+deviation that is a learned item in the merge is dropped from the deviations; created = min,
+run_s = max, stable_since = max and quiet_run_s from the document with that stable_since (the
+node that saw the newest new item knows how quiet it has been since); overflow = max per kind.
+Each of these is idempotent, so an agent pushing the same document twice, or pushing back the
+merged document it fetched, changes nothing. The merged document's revision is the collector's
+own count of its changes. A key must be its workload's key (Workload.key: the same text).
 
 Storage: a SQLite file of its own beside the events database (`<db stem>.profiles.db`), so that
 pushes never queue behind the events writer's transactions and the events' size retention never
@@ -102,6 +104,11 @@ def profiles_db_path(events_db: str) -> str:
 # -- the document ----------------------------------------------------------------------------------
 
 
+def workload_key(w: dict) -> str:
+    """The key of a workload object: Workload.key (agent/detect/profile/key.py), the same text."""
+    return f"{w['namespace']}/{w['kind'] or '-'}/{w['owner'] or '-'}/{w['container']}@{w['image_digest'] or w['image']}"
+
+
 def _short(v) -> str:
     s = repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
@@ -171,6 +178,10 @@ def parse_doc(raw: bytes, limits: ProfileLimits = ProfileLimits()) -> dict:
         if not isinstance(v, str) or len(v) > _MAX_KEY:
             raise DocError(f"profile doc: workload.{f} must be a string")
         workload[f] = v
+    if not workload["container"]:
+        raise DocError("profile doc: workload.container is empty")
+    if key != workload_key(workload):  # agents refuse such a document (Profile.from_doc): so does the collector
+        raise DocError(f"profile doc: key {_short(key)} is not its workload's ({_short(workload_key(workload))})")
     mode = d.get("mode")
     if mode not in MODES:
         raise DocError(f"profile doc: mode {_short(mode)}; one of {', '.join(sorted(MODES))}")
@@ -178,10 +189,12 @@ def parse_doc(raw: bytes, limits: ProfileLimits = ProfileLimits()) -> dict:
     if locked_by not in LOCKED_BY:
         raise DocError(f"profile doc: locked_by {_short(locked_by)}; one of '', auto, user, collector")
     out = {"format": FORMAT, "key": key, "workload": workload, "mode": mode, "locked_by": locked_by}
+    if "created" not in d:
+        raise DocError("profile doc: created is missing")
+    # The defaults are Profile.from_doc's, so that both read the same documents.
+    defaults = {"run_s": 0.0, "quiet_run_s": 0.0, "stable_since": d["created"], "mode_ts": d["created"]}
     for f in _FLOATS:
-        if f not in d:
-            raise DocError(f"profile doc: {f} is missing")
-        out[f] = _number(f, d[f])
+        out[f] = _number(f, d.get(f, defaults.get(f)))
     out["revision"] = _count("revision", d.get("revision", 0))
     out["items"] = _entries("items", d.get("items", {}), limits.max_items)
     overflow = d.get("overflow", {})
@@ -227,7 +240,14 @@ def merge_docs(base: dict, other: dict, max_items: int = 4096) -> tuple[dict, in
     m["deviations"] = {k: {i: list(e) for i, e in v.items()} for k, v in base["deviations"].items()}
     over: dict[str, int] = {}
     _unite(m["items"], other["items"], max_items, over)
-    _unite(m["deviations"], other["deviations"], max_items, over)
+    dev_over: dict[str, int] = {}  # deviations past the cap are left out, not overflow (as Profile.merge)
+    _unite(m["deviations"], other["deviations"], max_items, dev_over)
+    for kind, devs in m["deviations"].items():  # learned somewhere: no longer a deviation (as Profile.merge)
+        learned = m["items"].get(kind)
+        if learned:
+            for item in [i for i in devs if i in learned]:
+                del devs[item]
+    m["deviations"] = {k: v for k, v in m["deviations"].items() if v}
     for kind in set(other["overflow"]) | set(over):
         # max, not sum: pushing the same document again must not count its overflow again
         m["overflow"][kind] = max(m["overflow"].get(kind, 0), other["overflow"].get(kind, 0), over.get(kind, 0))
@@ -235,9 +255,10 @@ def merge_docs(base: dict, other: dict, max_items: int = 4096) -> tuple[dict, in
         m["mode"], m["locked_by"], m["mode_ts"] = other["mode"], other["locked_by"], other["mode_ts"]
     m["created"] = min(base["created"], other["created"])
     m["run_s"] = max(base["run_s"], other["run_s"])
-    m["quiet_run_s"] = min(base["quiet_run_s"], other["quiet_run_s"])
-    m["stable_since"] = max(base["stable_since"], other["stable_since"])
-    return m, sum(over.values())
+    # Quiet run time since the newest new item: the document that saw that item knows it.
+    if other["stable_since"] >= base["stable_since"]:
+        m["quiet_run_s"], m["stable_since"] = other["quiet_run_s"], other["stable_since"]
+    return m, sum(over.values()) + sum(dev_over.values())
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -157,7 +157,10 @@ def test_get_of_an_unknown_key_is_an_empty_reply(collector):
     (orjson.dumps(doc(items={"Exec!": {}})), "items: bad kind 'Exec!'"),
     (orjson.dumps(doc(items={"exec": ["/bin/sh"]})), "items.exec must be an object of items"),
     (orjson.dumps(doc(overflow={"exec": -3})), "overflow.exec must be a non-negative integer"),
-    (orjson.dumps({k: v for k, v in doc().items() if k != "mode_ts"}), "mode_ts is missing"),
+    (orjson.dumps({k: v for k, v in doc().items() if k != "created"}), "created is missing"),
+    (orjson.dumps(doc(key="shop/Deployment/api/app@sha256:" + "ab" * 32) | {"workload": doc()["workload"]}),
+     "is not its workload's ('shop/Deployment/web/app@sha256:abab"),
+    (orjson.dumps(doc(workload={"namespace": "shop", "container": ""})), "workload.container is empty"),
 ])
 def test_a_corrupt_doc_is_refused_with_a_clear_error(collector, body, error):
     with pytest.raises(grpc.RpcError) as e:
@@ -333,6 +336,14 @@ def test_merge_is_idempotent_and_leaves_its_inputs_alone():
     assert m["items"]["exec"] == {"/a": [0.0, 2.0, 9], "/b": [4.0, 4.0, 1]} and m["mode"] == "monitoring"
     assert merge_docs(m, y)[0] == m and merge_docs(m, x)[0] == m
     assert merge_docs(y, x)[0]["items"] == m["items"]  # order does not change the items
+    # A deviation learned elsewhere is a learned item, no longer a deviation; an agent's document
+    # without optional fields reads as Profile.from_doc reads it.
+    dev = parse_doc(orjson.dumps(doc(items={}, deviations={"exec": {"/b": [9, 9, 1], "/c": [9, 9, 1]}})))
+    md = merge_docs(y, dev)[0]
+    assert md["deviations"] == {"exec": {"/c": [9.0, 9.0, 1]}} and "/b" in md["items"]["exec"]
+    bare = {k: v for k, v in doc().items() if k not in ("run_s", "quiet_run_s", "stable_since", "mode_ts")}
+    p = parse_doc(orjson.dumps(bare))
+    assert (p["run_s"], p["quiet_run_s"], p["stable_since"], p["mode_ts"]) == (0.0, 0.0, 100.0, 100.0)
     # A tie on mode_ts keeps what is stored.
     assert merge_docs(x, parse_doc(orjson.dumps(doc(mode="protecting"))))[0]["mode"] == "learning"
     with pytest.raises(DocError):
@@ -353,3 +364,39 @@ def test_build_without_a_collector_is_a_null_sync():
         assert isinstance(s, ProfileSync) and s.timeout == 0.25 and s.agent_id == "n"
     finally:
         s.close(timeout=0.1)
+
+
+def test_the_collector_merges_as_profile_merge_does(collector):
+    """Documents of the agent's own model (agent/detect/profile/model.py), through the collector and
+    back: the fetched profile is what Profile.merge makes of the two, and reads back with from_doc."""
+    from agent.detect.profile.key import Workload
+    from agent.detect.profile.model import Profile
+
+    w = Workload("shop", "Deployment", "web", "app", "web:1", "sha256:" + "cd" * 32)
+    pa, pb = Profile(w, 1000.0), Profile(w, 990.0)
+    for i, path in enumerate(("/bin/sh", "/app/run", "/usr/bin/env")):
+        pa.learn("exec", path, 1000.0 + i, 512)
+    pa.learn("listen", "tcp/8080", 1001.0, 512)
+    for i in range(20):  # 17+ addresses of one /24: a CIDR item in pb
+        pb.learn("peer", f"tcp/10.1.2.{i}:5432", 995.0 + i, 512)
+    pb.learn("exec", "/bin/sh", 994.0, 512)
+    pb.deviations["exec"]["/usr/bin/env"] = [1200.0, 1200.0, 1]  # a deviation on b, learned on a
+    pb.mode, pb.locked_by, pb.mode_ts = "protecting", "user", 1300.0
+    a, b = sync_for(collector.address, "node-a"), sync_for(collector.address, "node-b")
+    try:
+        a.push(pa.to_doc())
+        pushed(a, 1)
+        b.push(pb.to_doc())
+        pushed(b, 1)
+        got = Profile.from_doc(a.fetch(w.key))
+    finally:
+        a.close()
+        b.close()
+    local = Profile.from_doc(pa.to_doc())
+    assert local.merge(Profile.from_doc(pb.to_doc()))
+    assert got.items == local.items and got.deviations == local.deviations
+    assert (got.mode, got.locked_by, got.mode_ts) == (local.mode, local.locked_by, local.mode_ts) == \
+        ("protecting", "user", 1300.0)
+    assert (got.created, got.run_s, got.stable_since) == (local.created, local.run_s, local.stable_since)
+    assert got.known("peer", "tcp/10.1.2.200:5432") is not None  # the CIDR item came through as one
+    assert not Profile.from_doc(got.to_doc()).merge(got)  # nothing new either way
