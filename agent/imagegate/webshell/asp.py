@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from agent.imagegate.webshell import asp_vb, asp_vbe, jsp_flow, jsp_lex
+from agent.imagegate.webshell import asp_shapes, asp_vb, asp_vbe, jsp_flow, jsp_lex
 from agent.imagegate.webshell.common import Hit, clip
 from agent.vocab import Severity
 
@@ -64,6 +64,9 @@ VB_SINKS = [
     _S(re.compile(r"\.(?:deletefile|deletefolder|movefile|copyfile|getfolder|createfolder|movefolder|copyfolder)\b"
                   r"|\b(?:directory\.(?:getfiles|getdirectories|delete)|file\.(?:delete|move|copy))\b", _I),
        "file manager", "files", rest=True),
+    # reads and listings: a hit only with other file operations on raw request paths (asp_shapes)
+    _S(re.compile(r"\.(?:loadfromfile|getfile|subfolders|readall)\b|\bresponse\.(?:writefile|transmitfile)\b", _I),
+       "file read", "fsread", rest=True),
 ]
 C_SINKS = [
     _S(re.compile(r"\beval\("), "eval", "eval"),
@@ -91,9 +94,11 @@ C_SINKS = [
                   r"|\bnew (?:System\.IO\.)?(?:FileStream|StreamWriter)\("), "File.Write", "write"),
     _S(re.compile(r"\.(?:CreateText|AppendText|OpenWrite)\(\)"), "FileInfo.CreateText", "write", receiver=True,
        needs=re.compile(r"FileInfo")),
-    _S(re.compile(r"\bDirectory\.(?:GetFiles|GetDirectories|Delete|EnumerateFiles|Move)\(|\bnew DirectoryInfo\("
+    _S(re.compile(r"\bDirectory\.(?:GetFiles|GetDirectories|Delete|EnumerateFiles|Move)\(|\bnew (?:System\.IO\.)?DirectoryInfo\("
                   r"|\bFile\.(?:Delete|Move|Copy)\(|\.(?:DeleteFile|DeleteFolder|MoveFile|CopyFile|GetFolder)\(", _I),
        "file manager", "files"),
+    _S(re.compile(r"\bResponse\.(?:WriteFile|TransmitFile)\(|\bFile\.(?:ReadAll\w+|OpenRead|OpenText)\("
+                  r"|\bnew (?:System\.IO\.)?StreamReader\(|\bDirectory\.GetParent\(", _I), "file read", "fsread"),
 ]
 VB = jsp_flow.Lang("vb", SOURCES, VB_SINKS, breaks=frozenset({"\n"}), flags=_I,
                    func_kw=frozenset({"function", "sub"}))
@@ -162,13 +167,14 @@ def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
 def _decode(data: bytes, budget) -> str:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         text = data.decode("utf-16", "replace")
-    else:
-        text = data.decode("utf-8", "replace")
+        return asp_vbe.decode_all(text, budget) if "#@~^" in text else text
+    if b"#@~^" in data:
+        # the encoder works on the page's bytes: decode them one per character, then read the result
+        data = asp_vbe.decode_all(data.decode("latin-1"), budget).encode("latin-1", "replace")
+    text = data.decode("utf-8", "replace")
     if _UTF7.search(text[:4096]):
         # `<%@ codepage=65000 %>`: IIS reads the page as UTF-7, where `+AGU-` is an `e`
         text = data.decode("utf-7", "ignore")
-    if "#@~^" in text:
-        text = asp_vbe.decode_all(text, budget)
     return text
 
 
@@ -190,6 +196,8 @@ def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
     for la, code in extract(text, lang, budget):
         if code.strip():
             _scan_code(la, code, lang, budget, found, extra, depth)
+    if depth == 0 and not any(h.confidence >= 0.5 for h in found):
+        asp_shapes.encoded_request_code(text, budget, found, lang)
     seen: dict[tuple[str, str], Hit] = {}
     for h in found:
         k = (h.rule, h.sink)
@@ -209,10 +217,12 @@ def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
     if extra:
         lang = jsp_flow.Lang(base.name, base.sources + extra, base.sinks, base.breaks, base.flags, base.func_kw)
     prog = jsp_flow.Program(toks, lang, budget)
-    if la == "c#":
-        # WCF/ASMX web methods: their parameters are the request
+    if la in ("c#", "jscript"):
+        # WCF/ASMX web methods (C# `[WebMethod]`, JScript.NET `WebMethodAttribute function`): their
+        # parameters are the request
         params = []
-        for m in re.finditer(r"\[(?:WebMethod|OperationContract|WebInvoke|WebGet)\b", prog.text):
+        for m in re.finditer(r"\[(?:WebMethod|OperationContract|WebInvoke|WebGet)\b|\bWebMethodAttribute\b",
+                             prog.text):
             k = prog.tok_at(m.start())
             for ps, a, _b in prog.funcs.values():
                 if a > k and all(prog.toks[q] != ("o", "[") for q in range(k + 1, min(a, k + 1)))\
@@ -257,6 +267,8 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
     for f in flows:
         k = f.sink.kind
         conf = 0.0
+        if k == "fsread":
+            continue  # counted by asp_shapes.raw_path_browser only
         if f.state == "tainted":
             conf = _CONF[k]
             if k == "upload":
@@ -276,7 +288,7 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                     conf = 0.7  # a SQL console: the server, credentials and the query all come from the request
             elif k == "write" and re.search(r"opentextfile\([^,]+,1\b", f.snippet, _I):
                 continue  # opened for reading
-            if k in ("write", "writedata", "upload") and lang == "asp" and not _writes_pages(text) \
+            if k in ("write", "writedata", "upload") and lang == "asp" and la != "c#" and not _writes_pages(text) \
                     and len({m.lower() for m in _FILEOPS.findall(text)}) < 4:
                 # classic ASP upload components write request bytes to disk for a living; an uploader
                 # shell takes both the path and the content from form fields
@@ -305,6 +317,10 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                 continue
             elif k == "eval":
                 conf = max(conf, _decoded_eval(prog, f, la, lang, found, extra, depth))
+                if la != "vb" and asp_shapes.unsafe_eval(prog, f):
+                    conf = max(conf, 0.75)
+                if conf < 0.5:
+                    conf = max(conf, asp_shapes.pieced_eval(prog, f)[0])
                 quoted = "".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
                 if re.search(r"\brequest\s*[(.\[]", quoted, _I):
                     conf = max(conf, 0.8)  # the code it evaluates, pieced together, reads the request
@@ -324,6 +340,10 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                          snippet=clip(text[max(0, m.start() - 100): m.end() + 100]), family=family,
                          detail="eval used as a value with request data in the page"))
     _dropper(prog, found, lang)
+    asp_shapes.dropper_pe(prog, found, lang)
+    asp_shapes.raw_path_browser(prog, flows, found, lang)
+    asp_shapes.self_write(prog, flows, found, lang)
+    asp_shapes.known_tools(prog, found, lang)
     if depth < 2:
         _xslt_scripts(prog, found, lang, extra, depth)
     for h in jsp_flow.embedded_hits(prog.toks, prog.budget, depth, lang):
@@ -386,9 +406,14 @@ def _xslt_scripts(prog, found, lang, extra, depth) -> None:
                        depth + 1)
             for q in range(before, len(found)):
                 h = found[q]
-                found[q] = Hit(rule=h.rule, language=h.language, severity=h.severity, confidence=h.confidence,
-                               source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
-                               detail=h.detail + " (XSLT script)")
+                conf = h.confidence
+                if h.rule.endswith("-exec") and conf < 0.8:
+                    # a command run from a stylesheet's script: nothing benign starts a shell there, and
+                    # the indirection is how such a page hides its sink (the command itself may be fixed)
+                    conf = 0.8
+                found[q] = Hit(rule=h.rule, language=h.language, severity=Severity.CRITICAL if conf >= 0.5
+                               else h.severity, confidence=conf, source=h.source, sink=h.sink, snippet=h.snippet,
+                               family=h.family, detail=h.detail + " (XSLT script)")
 
 
 def _dropper(prog, found, lang) -> None:

@@ -26,13 +26,21 @@ _ESC = {"&": "\n", "#": "\r", "*": ">", "!": "<", "$": "@"}
 _BLOCK = re.compile(r"#@~\^[A-Za-z0-9+/]{6}==(.*?)(?:[A-Za-z0-9+/]{6}==\^#~@|\Z)", re.S)
 
 
-def decode(body: str) -> str:
+def decode(body: str, dbcs: bool = False) -> str:
+    """One block's body (its header and trailer off). `body` holds the page's bytes one per character
+    (latin-1). With `dbcs`, a byte >= 0x81 starts a two-byte character of a double-byte code page (GBK,
+    Big5, Shift-JIS), which the encoder copied as it was, its trail byte (often in the ASCII range)
+    neither encoded nor counted."""
     out = []
     index = -1
     i = 0
     n = len(body)
     while i < n:
         ch = body[i]
+        if dbcs and "\x80" < ch < "\xff" and i + 1 < n:
+            out.append(body[i:i + 2])
+            i += 2
+            continue
         if ch == "@" and i + 1 < n and body[i + 1] in _ESC:
             ch = _ESC[body[i + 1]]
             i += 1
@@ -46,11 +54,27 @@ def decode(body: str) -> str:
     return "".join(out)
 
 
+# Words every VBScript/JScript page uses: how the right reading of a block is told from the wrong one.
+_WORDS = re.compile(r"(?i)\b(?:end|if|then|else|dim|set|response|request|server|function|sub|var|return|for|next)\b")
+_HIGH = re.compile(r"[\x81-\xfe]")
+
+
+def _best(body: str, budget) -> str:
+    budget.spend(len(body))
+    plain = decode(body)
+    if not _HIGH.search(body):
+        return plain
+    # Non-ASCII bytes: single-byte code page (each byte one character) or double-byte (a lead byte and a
+    # trail byte copied as they are); the wrong guess turns the rest of the block into noise.
+    budget.spend(len(body))
+    wide = decode(body, dbcs=True)
+    return wide if len(_WORDS.findall(wide)) > len(_WORDS.findall(plain)) else plain
+
+
 def decode_all(text: str, budget) -> str:
-    """The text with every encoded block decoded in place (the language attribute left as is)."""
-    def one(m: re.Match) -> str:
-        budget.spend(len(m.group(1)))
-        return decode(m.group(1))
-    text = _BLOCK.sub(one, text)
+    """The text with every encoded block decoded in place (the language attribute left as is). `text`
+    holds the page's bytes one per character (latin-1), so that code-page bytes are seen as the encoder
+    saw them."""
+    text = _BLOCK.sub(lambda m: _best(m.group(1), budget), text)
     # `language="VBScript.Encode"` now holds plain VBScript
     return re.sub(r"(?i)(vbscript|jscript)\.encode", r"\1", text)

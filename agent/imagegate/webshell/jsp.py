@@ -69,6 +69,8 @@ SINKS = [
     _S(re.compile(r"\.(?:write|print|println)\("), "stream write", "writedata", receiver=False,
        needs=re.compile(r"FileOutputStream|FileWriter|RandomAccessFile")),
     _S(re.compile(r"\bnew (?:java\.io\.)?File\("), "new File", "files"),
+    # sun.net.www.MimeLauncher runs its execPath field as a command: setting it by reflection is an exec
+    _S(re.compile(r"\.set\("), "MimeLauncher.execPath", "exec", needs=re.compile(r'"sun\.net\.www\.MimeLauncher"')),
     _S(re.compile(r"\bnew (?:java\.beans\.)?(?:Statement|Expression)\("), "java.beans.Statement", "exec",
        needs=re.compile(r"java\.beans|Runtime|ProcessBuilder")),
     _S(re.compile(r"\.(?:lookup|setDataSourceName)\("), "JNDI lookup", "jndi",
@@ -96,6 +98,11 @@ _CLASSLOADER = re.compile(r"\bextends(?: java\.lang\.)? (?:ClassLoader|URLClassL
                           r"|defineClass")
 _ANTSWORD = re.compile(r'"ant"|antsword', re.I)
 _FILEOPS = re.compile(r"\.(?:listFiles|delete|renameTo|mkdirs?|setLastModified|list)\(")
+_DB_TABLES = re.compile(r'\.getTables\(|"\s*show tables|\b(?:(?:user|all|dba)_tab(?:les|_comments)|information_schema\.tables'
+                        r'|sysobjects)\b', re.I)
+_DB_SELECT = re.compile(r'"\s*select \* from \s*"\+', re.I)
+_DB_FILE = re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|PrintWriter|RandomAccessFile)\(")
+_FILEREAD = re.compile(r"\bnew (?:java\.io\.)?(?:FileInputStream|FileReader|RandomAccessFile)\(")
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "reflect": Severity.CRITICAL, "write": Severity.HIGH, "writedata": Severity.HIGH,
@@ -340,7 +347,9 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
         if f.state == "tainted":
             conf = _CONF[k]
             if k == "files":
-                ops = len(set(_FILEOPS.findall(text)))
+                # reading the file the request names counts as one more operation (a browser that lists
+                # and shows any file); a page that only lists one folder stays below
+                ops = len(set(_FILEOPS.findall(text))) + bool(_FILEREAD.search(text))
                 if ops < 2:
                     continue
                 conf = 0.5 + 0.1 * min(ops, 4)
@@ -357,6 +366,10 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
             found.append(_hit(prefix, k, conf, f, family))
         elif f.state == "constant" and k == "exec" and _REVERSE.search(f.snippet):
             found.append(_hit(prefix, k, 0.9, f, family, rule="reverse-shell"))
+        elif f.state == "constant" and k == "exec" and has_source and _bare_shell(prog, f):
+            # a shell interpreter started with no command: what it runs is written to its stdin later,
+            # from the request (an interactive shell kept in the session or a thread)
+            found.append(_hit(prefix, k, 0.75, f, family, rule="interactive-shell"))
         elif f.state in ("constant", "unknown") and k == "eval" and depth < 3 and _inner(prog, f):
             inner = _inner(prog, f)
             if len(inner) > 6:
@@ -394,6 +407,13 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
                              confidence=0.85, source="request body", sink="defineClass",
                              snippet=clip(_around(text, "defineClass")), family=family,
                              detail="encrypted class loader shape"))
+    if not el and _DB_TABLES.search(text) and _DB_SELECT.search(text) and _DB_FILE.search(text):
+        # every table of a database read out and written to files: a dumper left on the server (the
+        # credentials in the page, nothing from the request needed)
+        m = _DB_SELECT.search(text)
+        found.append(Hit(rule=f"{prefix}.db-dumper", language="jsp", severity=Severity.HIGH, confidence=0.6,
+                         sink="every table to a file", snippet=clip(text[max(0, m.start() - 120): m.end() + 120]),
+                         family=family, detail="dumps each table of the database to files"))
     if el and not found and _runtime_reflection(text):
         found.append(Hit(rule="jsp.el.reflection", language="jsp", severity=Severity.CRITICAL,
                          confidence=0.7, sink="reflection in EL", snippet=clip(_around(text, "forName")),
@@ -402,6 +422,15 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
         found.append(Hit(rule=f"{prefix}.writes-web-shell", language="jsp", severity=Severity.CRITICAL,
                          confidence=0.85, source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
                          detail="a string constant is itself a web shell: " + h.rule))
+
+
+_SHELLS = frozenset({"cmd", "cmd.exe", "/bin/sh", "/bin/bash", "sh", "bash", "/bin/zsh", "powershell",
+                     "powershell.exe", "c:\\windows\\system32\\cmd.exe", "/bin/ksh", "/bin/csh"})
+
+
+def _bare_shell(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
+    strs = [str(t[1]).strip().lower() for t in prog.toks[f.start:f.end] if t[0] == "s"]
+    return len(strs) == 1 and strs[0] in _SHELLS
 
 
 def _inner(prog: jsp_flow.Program, f: jsp_flow.Flow) -> str:

@@ -511,6 +511,10 @@ def _fold_method(toks, i):
     return None
 
 
+# Words before a name that do not make it a declaration (`return x)`, `case x:`, `new X(`).
+_NOT_TYPE = frozenset({"return", "case", "new", "throw", "yield", "in", "instanceof", "else", "await", "typeof"})
+
+
 def _substitute(toks: list) -> list:
     """Fold simple local constants: a name assigned once, to a constant, is that constant."""
     assigned: dict[str, int] = {}
@@ -527,6 +531,12 @@ def _substitute(toks: list) -> list:
                     and toks[i + 3][1] in (";", ",", ")", "}") and not _is(toks[i - 1] if i else ("o", ""), "o", "."):
                 value[t[1]] = toks[i + 2]
         elif i and _is(toks[i - 1], "o", "++") or (i and _is(toks[i - 1], "o", "--")):
+            assigned[t[1]] = assigned.get(t[1], 0) + 2
+        elif i and nx[0] == "o" and nx[1] in (",", ")", ":") and (
+                toks[i - 1][0] == "i" and toks[i - 1][1] not in _NOT_TYPE or _is(toks[i - 1], "o", "]")
+                or _is(toks[i - 1], "o", ">")):
+            # `String sql,` / `(String sql)` / `for (String sql : ...)`: a parameter or loop variable, a
+            # second binding of the name (scopes are not tracked, so a constant `sql` elsewhere is not it)
             assigned[t[1]] = assigned.get(t[1], 0) + 2
     good = {k: v for k, v in value.items() if assigned.get(k) == 1}
     if not good:
