@@ -187,7 +187,8 @@ class ProfileSync:
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             detail = e.details() if hasattr(e, "details") else str(e)
-            if code in _REFUSED:
+            # The server's maximum_concurrent_rpcs says RESOURCE_EXHAUSTED too, and that one passes.
+            if code in _REFUSED and "Concurrent RPC limit" not in (detail or ""):
                 with self._cond:
                     self._drops["profile.sync_refused"] += 1
                 self._rlog.error(f"refused-{code}", "profile sync: the collector refused %s: %s: %s",

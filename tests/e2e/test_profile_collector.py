@@ -400,3 +400,25 @@ def test_the_collector_merges_as_profile_merge_does(collector):
     assert (got.created, got.run_s, got.stable_since) == (local.created, local.run_s, local.stable_since)
     assert got.known("peer", "tcp/10.1.2.200:5432") is not None  # the CIDR item came through as one
     assert not Profile.from_doc(got.to_doc()).merge(got)  # nothing new either way
+
+
+def test_a_busy_collector_is_retried_not_dropped(tmp_path):
+    """RESOURCE_EXHAUSTED from the server's call limit passes; the push is retried, not counted refused."""
+    handle = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "events.db"), max_workers=1))
+    ch = grpc.insecure_channel(handle.address)
+    s = sync_for(handle.address, "node-a")
+    try:
+        sub = ch.unary_stream("/nodewarden.v1.Collector/Subscribe",
+                              request_serializer=cpb.SubscribeRequest.SerializeToString,
+                              response_deserializer=cpb.SubscribeResponse.FromString)(cpb.SubscribeRequest())
+        wait_for(lambda: handle.metrics()["subscribers"] == 1)  # the one call the collector takes
+        s.push(doc())
+        wait_for(lambda: s.counters()["push_errors"] >= 2)
+        assert s.drops()["profile.sync_refused"] == 0
+        sub.cancel()
+        pushed(s, 1)
+        assert raw_get(handle.address, KEY).agents == 1
+    finally:
+        s.close()
+        ch.close()
+        handle.stop(0.5)
