@@ -66,7 +66,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
     key TEXT PRIMARY KEY,
     revision INTEGER NOT NULL,   -- +1 on each change of the merged document
-    agents INTEGER NOT NULL,     -- agents that pushed this key
+    agents INTEGER NOT NULL,     -- agents whose document is kept for this key
     mode TEXT NOT NULL,
     updated INTEGER NOT NULL,    -- ns, last change
     doc BLOB NOT NULL            -- the merged document, JSON
@@ -317,7 +317,8 @@ class ProfileTable:
                 changed = not _same(merged, base)
                 revision = row[0] + 1 if changed else row[0]
                 merged["revision"] = revision
-            if known is None:
+            new_agent = known is None and keep
+            if new_agent:  # the count of documents kept: an unkept agent is counted at every push otherwise
                 agents += 1
             try:
                 c.execute("BEGIN IMMEDIATE")
@@ -325,7 +326,7 @@ class ProfileTable:
                     c.execute("INSERT INTO profile_docs (key, agent_id, node, updated, doc) VALUES (?,?,?,?,?) "
                               "ON CONFLICT (key, agent_id) DO UPDATE SET node=excluded.node, "
                               "updated=excluded.updated, doc=excluded.doc", (key, agent_id, node, now, raw))
-                if changed or known is None:
+                if changed or new_agent:
                     c.execute("INSERT INTO profiles (key, revision, agents, mode, updated, doc) VALUES (?,?,?,?,?,?) "
                               "ON CONFLICT (key) DO UPDATE SET revision=excluded.revision, agents=excluded.agents, "
                               "mode=excluded.mode, updated=excluded.updated, doc=excluded.doc",

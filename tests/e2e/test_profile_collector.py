@@ -210,6 +210,21 @@ def test_limits_of_the_collector(tmp_path):
         handle.stop(0.5)
 
 
+def test_documents_kept_per_key_are_bounded(tmp_path):
+    from collector.profiles import ProfileTable
+
+    t = ProfileTable(str(tmp_path / "p.db"), ProfileLimits(max_agents_per_key=2))
+    try:
+        for agent in ("a", "b", "c", "c", "d"):
+            t.push(agent, "n", orjson.dumps(doc(items={"exec": {f"/bin/{agent}": [1.0, 1.0, 1]}})))
+        merged, _rev, agents = t.get(KEY)
+        assert agents == 2 and [a for a, _n, _d in t.agent_docs(KEY)] == ["a", "b"]
+        assert set(orjson.loads(merged)["items"]["exec"]) == {"/bin/a", "/bin/b", "/bin/c", "/bin/d"}  # all merged
+        assert t.stats["profile_docs_unkept"] == 3 and t.stats["profile_pushes"] == 5
+    finally:
+        t.close()
+
+
 def test_token_auth_covers_profiles(tmp_path):
     handle = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "events.db"), token="s3cret"))
     good = sync_for(handle.address, "node-a", security=ClientSecurity(token="s3cret"))
