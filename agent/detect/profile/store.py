@@ -129,8 +129,12 @@ class ProfileStore:
 
     def save(self, p: Profile, sync_dir: bool = True) -> None:
         """Raises OSError; the engine counts it (profile.store_errors) and tries again at its next flush."""
+        self.save_doc(p.key, p.to_doc(), sync_dir)
+
+    def save_doc(self, key: str, doc: dict, sync_dir: bool = True) -> None:
+        """A document taken earlier (the engine takes it under its lock, writes it outside). Raises OSError."""
         self._ensure()
-        write_atomic(self.path_of(p.key), orjson.dumps(p.to_doc()), sync_dir)
+        write_atomic(self.path_of(key), orjson.dumps(doc), sync_dir)
 
     def save_many(self, profiles) -> int:
         """Save each (one directory fsync for all); returns how many failed (counted, logged once a minute)."""
