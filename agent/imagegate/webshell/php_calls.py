@@ -34,8 +34,10 @@ from agent.imagegate.webshell.php_sinks import (
     Ctx,
     Scope,
     V,
+    _computed,
     _join,
     _label,
+    _packed,
     _q,
     _raw,
     _render,
@@ -91,6 +93,17 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             cname, _, m = name.partition("::")
             args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
             return _invoke_method(ctx, cname, m, args, V(cls=cname))
+        if _computed(cv.chain) and name not in ctx.funcs and name not in SINKS and name not in CALLBACKS:
+            # a name computed by obfuscation (XOR, decoders, cut from __FILE__) that is not a sink we
+            # know, called with request data: what PHP calls depends on bytes we could not know
+            # (the file's own name) or on a real function hidden this way; either is a shell's habit
+            args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
+            if any(_strongish(a) for a in args):
+                d = _join(args)
+                _raw(ctx, "php.computed-function", "critical", 0.65, _label(d), via or "$function(…)",
+                     f"{'('.join(reversed(cv.chain))}(…) = {_q(name, 30)}({_show(d)})",
+                     "request data is passed to a function whose name is computed by obfuscation")
+            return _named(ctx, name, [], args, node, sc, dynamic=True, via=via)
         return _named(ctx, name, argn, avs, node, sc, dynamic=True, via=via)
     if cv.cls:
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
@@ -166,6 +179,14 @@ def _method_call(ctx: Ctx, node, sc: Scope) -> V:
             arr = args[0]
             args = [_elem(arr, i) for i in range(len(arr.s))] if isinstance(arr.s, dict) else [arr]
         return _named(ctx, obj.fn[5:], [], args, node, sc, dynamic=True, via="ReflectionFunction->" + m)
+    if m == "getdoccomment":
+        # code hidden in a doc comment, cut out and run: comments are what a reviewer skips
+        return V(None, chain=("getDocComment",))
+    if isinstance(obj.fn, str) and obj.fn.startswith("rclass:") and m in ("newinstance", "newinstanceargs"):
+        if m == "newinstanceargs" and args:
+            arr = args[0]
+            args = [_elem(arr, i) for i in range(min(len(arr.s), 8))] if isinstance(arr.s, dict) else [arr]
+        return _construct(ctx, obj.fn[7:], args)
     if isinstance(obj.fn, tuple) and m in ("call", "__invoke", "bindto", "bind"):
         if m in ("bindto", "bind"):
             return obj
@@ -226,15 +247,32 @@ def _new(ctx: Ctx, node, sc: Scope) -> V:
         if n is not None:
             return V(None, _EMPTY, False, fn="name:" + n.strip().lower())
         return V(None, args[0].t, args[0].d)
+    if cname == "reflectionclass" and args:
+        n = _sv(args[0])
+        if n is not None:  # ->newInstance(...) runs the class's constructor
+            return V(None, _EMPTY, False, cls="reflectionclass", fn="rclass:" + n.strip().lstrip("\\").lower())
+    if cname == "com" and args:
+        prog = (_sv(args[0]) or "").strip().lower()
+        if prog in _COM_SHELLS or prog.startswith("iis://"):
+            _raw(ctx, "php.com-shell", "high", 0.6, "", "new COM", f"new COM({_q(prog)})",
+                 "drives a Windows shell or server object from a web page")
     if cname not in ctx.classes:
         _callable_args(ctx, "new " + cname, args, node, sc)
     if cname in ctx.classes:
-        fd = _find_method(ctx, cname, "__construct")
-        obj = V(cls=cname)
-        if fd is not None:
-            _call_user(ctx, fd, args, obj)
-        return obj
+        return _construct(ctx, cname, args)
     return V(None, _EMPTY.union(*(a.t for a in args)) if args else _EMPTY, cls=cname or None)
+
+
+# COM objects that run commands, manage accounts or the web server (PHP on Windows)
+_COM_SHELLS = frozenset({"wscript.shell", "shell.application", "shell.users", "wscript.network"})
+
+
+def _construct(ctx: Ctx, cname: str, args: list[V]) -> V:
+    obj = V(cls=cname)
+    fd = _find_method(ctx, cname, "__construct") if cname in ctx.classes else None
+    if fd is not None:
+        _call_user(ctx, fd, args, obj)
+    return obj
 
 
 def _call_user(ctx: Ctx, fd: FuncDef, args: list[V], this: V | None, captured=None) -> V:
@@ -481,6 +519,11 @@ def _fold(ctx: Ctx, name: str, args: list[V]) -> V:
 
 def _array_fn(name: str, args: list[V], t: frozenset) -> V:
     a0 = args[0] if args else UNKNOWN
+    if a0.fn == "src:_SERVER" and name in ("array_values", "array_slice", "array_reverse", "end", "array_pop"):
+        # $_SERVER as a whole holds every request header: its values by position are request data
+        return V(None, frozenset({"$_SERVER (by position)"}), True)
+    if name == "array_keys" and isinstance(a0.s, dict) and not t and len(args) == 1:
+        return V(dict(enumerate(V(k) for k in a0.s)))
     if isinstance(a0.s, dict):
         vals = list(a0.s.values())
         if name in ("array_values", "array_unique") and not t:
@@ -601,6 +644,14 @@ def _file_op(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V | None:
                  extra={"dest_tainted": bool(a1.t), "dest": _sv(a1) or ""})
         elif a0.t or a1.t:
             ctx.req_fs.add(name)
+        if name == "move_uploaded_file" and not a1.t and (_sv(a1) or "").lower().rstrip().endswith(_PHP_EXT) \
+                and not any(x.startswith(("$_FILES", "$HTTP_POST_FILES")) for x in a0.t):
+            # an upload (named by register_globals, or by any variable) saved under a fixed script
+            # name: whatever is uploaded runs as code
+            ctx.upload = True
+            _raw(ctx, "php.uploader", "high", 0.0, _label(a0) or "upload", name,
+                 f"{name}({_show(a0)}, {_show(a1)})", "an uploaded file is saved as a script",
+                 extra={"dest_tainted": False, "dest": _sv(a1) or "", "dest_script": True})
         return UNKNOWN
     return None
 
@@ -666,6 +717,10 @@ def _include(ctx: Ctx, node, v: V, sc: Scope) -> None:
              "the request names the file that is run as code")
         return
     s = _sv(v) if not isinstance(v.s, dict) else None
+    if s and s.strip().lower().startswith("php://input"):
+        _raw(ctx, "php.request-include", "critical", 0.9, "php://input", "include", f"include {_q(s)}",
+             "the request body is run as code")
+        return
     if s and s.lower().startswith(("data:", "php://filter", "data://")):
         _raw(ctx, "php.include-data", "high", 0.7, "", "include", f"include {_q(s)}",
              "code included from a data: or php:// stream")
@@ -712,10 +767,10 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
     code = _sv(v) if not isinstance(v.s, dict) else None
     if code:
         _code(ctx, sink_txt, code, v, sc)
-    elif v.s is None and (set(v.chain) & _PACKERS):
+    elif v.s is None and (set(v.chain) & (_PACKERS | {"getDocComment"})):
         # code that a decoder produced from data this reader could not compute (a loop, a file)
         big = ctx.stats.get("longest", 0) if isinstance(getattr(ctx, "stats", None), dict) else 0
-        conf = 0.5 + (0.1 if big >= 1000 else 0.0)
+        conf = 0.5 + (0.1 if big >= 1000 else 0.0) + (0.2 if "getDocComment" in v.chain else 0.0)
         _raw(ctx, "php.obfuscated-eval", "high", conf, "", sink_txt,
              f"{sink_txt}({'('.join(reversed(v.chain))}(…))", "runs code a decoder produced at run time")
 
@@ -754,7 +809,7 @@ def _code(ctx: Ctx, sink: str, code: str, v: V, sc: Scope) -> None:
         ctx.decode_depth -= 1
         ctx.chain.pop()
     found = ctx.strong > before
-    if not found and v.chain:
+    if not found and _packed(v.chain):
         # decoded code that runs but shows no request flow: packed code is still a strong sign
         ent = entropy(code)
         conf = 0.55 + (0.1 if len(code) > 2000 else 0) + (0.05 if ent > 5.0 else 0)

@@ -22,6 +22,7 @@ from agent.imagegate.webshell.php_sinks import (
     Ctx,
     Scope,
     V,
+    _computed,
     _join,
     _label,
     _q,
@@ -299,7 +300,9 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
             return c
         if name == "__file__":
             # self-reading loaders open their own file; in eval'd code PHP appends "(n) : eval()'d code"
-            return V(THIS_FILE + ("(1) : eval()'d code" if ctx.decode_depth else ""))
+            # marked in its chain: a function name cut out of the file's own name (a shell saved as
+            # "assert.php" calls substr(__FILE__, -10, 6)) is computed, even though we cannot know it
+            return V(THIS_FILE + ("(1) : eval()'d code" if ctx.decode_depth else ""), chain=("__FILE__",))
         if name == "__line__":
             return V(1)
         if name in _CONSTS:
@@ -312,7 +315,16 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
         inner = _ev(ctx, node[1], sc)
         n = _sv(inner)
         if n is not None and len(n) < 256:
+            if n.startswith("_") and _computed(inner.chain) and n not in sc.vars and n not in SOURCES \
+                    and n not in ("_SERVER", "_SESSION"):
+                # a variable name computed by obfuscation that starts like a superglobal: one the
+                # reader could not finish (XOR of mangled bytes) stands for the request
+                return V(None, frozenset({f"${n[:12]}… (computed superglobal)"}), True, fn="src:" + n[:12] + "…")
             return _lookup(ctx, n, sc)
+        sg = _superglobal_prefix(node[1])
+        if sg is not None:
+            # ${'_' . $x}[...]: a superglobal picked by a name the request or the code supplies
+            return V(None, frozenset({f"${sg}… (variable superglobal)"}), True, fn="src:" + sg + "…")
         return V(None, inner.t, inner.d)
     if k == "prop":
         n = _sv(_ev(ctx, node[2], sc))
@@ -375,6 +387,19 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
     return UNKNOWN
 
 
+_SUPERGLOBALS = ("_GET", "_POST", "_REQUEST", "_COOKIE", "_SERVER", "_FILES")
+
+
+def _superglobal_prefix(node) -> str | None:
+    """The constant start of `${'_' . $x}` when it can only begin a superglobal's name, else None."""
+    if node[0] != "bin" or node[1] != "." or not node[2] or node[2][0][0] != "str":
+        return None
+    p = node[2][0][1]
+    if p.startswith("_") and any(g.startswith(p) for g in _SUPERGLOBALS):
+        return p
+    return None
+
+
 def _concat(ctx: Ctx, vs: list[V]) -> V:
     strs = []
     known = True
@@ -395,7 +420,7 @@ def _concat(ctx: Ctx, vs: list[V]) -> V:
             known = False
         elif known:
             strs.append(s)
-        if v.chain:
+        if v.chain and len(chain) < 16:  # bounded: a thousand XOR-built pieces joined keep 16 marks
             chain = chain + v.chain
     if known:
         total = sum(len(x) for x in strs)
@@ -520,6 +545,10 @@ def _binary(ctx: Ctx, node, sc: Scope) -> V:
             if op in ("^", "|", "&") and any(isinstance(x.s, str) for x in vs):
                 return V(None, chain=("xor",))  # string arithmetic we could not finish: computed code
             return UNKNOWN
+    if op in ("^", "|", "&") and isinstance(acc, str):
+        # a name built by XOR of strings ('%01' ^ '`' ...): computed, whatever it came to
+        chain = tuple(x for v in vs for x in v.chain)[:15]
+        return V(acc, chain=chain + ("xor",))
     return V(acc)
 
 

@@ -4,6 +4,8 @@ recognisers (Behinder, Godzilla, China Chopper, file managers ...)."""
 
 from __future__ import annotations
 
+import re
+
 from agent.imagegate.webshell.common import Hit, clip
 from agent.imagegate.webshell.php_sinks import _AUTH, _DIR_LIST, _FRAMEWORK, _PHP_EXT, _RECON, _SYSINFO, EXEC_SINKS, Ctx
 from agent.vocab import Severity
@@ -36,7 +38,7 @@ def _finish(ctx: Ctx, hits: list) -> None:
                 and conf < 0.5 and r["source"]:
             conf += 0.2
         if r["rule"] == "php.uploader":
-            conf = 0.75 if r["extra"].get("dest_tainted") else 0.45
+            conf = 0.75 if r["extra"].get("dest_tainted") or r["extra"].get("dest_script") else 0.45
             if ctx.size < 3000:
                 conf += 0.15  # an uploader alone in a small file is what a dropped uploader looks like
             dest = r["extra"].get("dest", "").lower()
@@ -83,6 +85,9 @@ def _finish(ctx: Ctx, hits: list) -> None:
         hits.append(Hit(rule=r["rule"], language="php", severity=_SEV[r["sev"]], confidence=round(conf, 3),
                         source=r["source"], sink=r["sink"], snippet=clip(r["snippet"]), family=fam,
                         detail=r["why"]))
+    xsl = _xsl_callback(ctx)
+    if xsl is not None:
+        hits.append(xsl)
     fm = _file_manager(ctx, auth, framework)
     if fm is not None:
         hits.append(fm)
@@ -93,6 +98,26 @@ def _finish(ctx: Ctx, hits: list) -> None:
     if ctx.too_deep:
         hits.append(Hit(rule="php.nesting", language="php", severity=Severity.LOW, confidence=0.3,
                         detail="nesting deeper than the reader follows"))
+
+
+# XSLT / XPath with PHP callbacks: `php:function('assert', ...)` in a stylesheet or an XPath query
+# (XSLTProcessor::registerPHPFunctions, DOMXPath::registerPhpFunctions) calls a sink by name
+_XSL_NS = re.compile(r"http://php\.net/(?:xsl|xpath)", re.I)
+_XSL_CALL = re.compile(
+    r"\b[A-Za-z_][\w-]*:function(?:String)?\(\s*\\?['\"]\s*(assert|system|exec|passthru|shell_exec|popen|"
+    r"proc_open|eval|create_function|call_user_func|call_user_func_array|pcntl_exec)\s*\\?['\"]", re.I)
+
+
+def _xsl_callback(ctx: Ctx) -> Hit | None:
+    src = ctx.root_src or ""
+    if "function" not in src or not _XSL_NS.search(src):
+        return None
+    m = _XSL_CALL.search(src)
+    if m is None:
+        return None
+    return Hit(rule="php.xsl-callback", language="php", severity=Severity.CRITICAL, confidence=0.75,
+               source="XML/XPath input", sink=m.group(1).lower(), snippet=clip(m.group(0)),
+               detail="an XSLT stylesheet or XPath query calls a code or command sink through PHP callbacks")
 
 
 def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:

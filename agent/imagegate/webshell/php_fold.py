@@ -7,6 +7,7 @@ by the caller's byte allowance so a small blob inflating to gigabytes costs only
 from __future__ import annotations
 
 import binascii
+import hashlib
 import html
 import urllib.parse
 import zlib
@@ -400,6 +401,15 @@ def _ltrim_like(mode):
     return g
 
 
+def _digest(h, args):
+    # md5('a') is a constant: shells cut sink names out of known digests
+    s = to_str(args[0]) if args else None
+    if s is None:
+        return NOTHING
+    d = h(_b(s))
+    return _s(d.digest()) if len(args) > 1 and args[1] not in (None, False, 0, "", "0") else d.hexdigest()
+
+
 _SIMPLE = {
     "base64_decode": _str1(base64_decode),
     "base64_encode": _str1(lambda s: _s(binascii.b2a_base64(_b(s), newline=False))),
@@ -439,6 +449,9 @@ _SIMPLE = {
     "str_replace": lambda a: _replace(a[0], a[1], a[2]) if len(a) >= 3 else NOTHING,
     "str_ireplace": lambda a: _replace(a[0], a[1], a[2], True) if len(a) >= 3 else NOTHING,
     "strlen": _str1(len),
+    "md5": lambda a: _digest(hashlib.md5, a),
+    "sha1": lambda a: _digest(hashlib.sha1, a),
+    "crc32": _str1(lambda s: zlib.crc32(_b(s))),
     "range": _range,
     "intval": lambda a: to_int(a[0]) if a else NOTHING,
     "hexdec": _str1(lambda s: int("".join(c for c in s if c in "0123456789abcdefABCDEF") or "0", 16)),

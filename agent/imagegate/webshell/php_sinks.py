@@ -246,6 +246,17 @@ def _strongish(v: V) -> bool:
     return any(not x.startswith(_WEAK) for x in v.t)
 
 
+def _computed(chain: tuple) -> bool:
+    """The value was computed by obfuscation (a decoder, string XOR, the file's own name, a doc
+    comment), not merely passed in as a parameter."""
+    return any(not c.startswith("param:") for c in chain)
+
+
+def _packed(chain: tuple) -> bool:
+    """As _computed, less the file's own name: code that merely mentions __FILE__ is not packed."""
+    return any(not c.startswith("param:") and c != "__FILE__" for c in chain)
+
+
 def _weak(t: frozenset) -> frozenset:
     return frozenset(x if x.startswith(_WEAK) else "~" + x for x in t)
 

@@ -1,0 +1,180 @@
+"""Shapes of PHP web shells found in the wild beyond the textbook ones (names computed from the
+file's own name, digests or XOR of strings; superglobals picked by a computed name; XSLT callbacks;
+the request body included as code; constructors reached through reflection; code hidden in doc
+comments; COM shells; reverse shells; password-gated command dispatchers; file managers), each
+next to a benign look-alike that must stay clean. Samples are written here, none is copied from a
+collection."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.imagegate import webshell
+from agent.imagegate.webshell import THRESHOLD
+
+
+def _hits(code: str, name: str = "x.php"):
+    return webshell.scan(name, code.encode("latin-1"))
+
+
+def _shell(code: str, *, rule: str = "", sink: str = "", source: str = ""):
+    hs = _hits(code)
+    assert hs, f"no hit for {code!r:.200}"
+    h = max(hs, key=lambda h: h.confidence)
+    assert h.confidence >= THRESHOLD, hs
+    if rule:
+        assert h.rule == rule, hs
+    if sink:
+        assert sink in h.sink, h
+    if source:
+        assert source in h.source, h
+    assert h.snippet, h
+    return h
+
+
+def _clean(code: str):
+    hs = _hits(code)
+    assert not webshell.is_shell(hs), [h for h in hs if h.confidence >= THRESHOLD]
+
+
+def _xor_pairs(word: str, key: str = "`") -> str:
+    """PHP that builds `word` as ("\\xNN" ^ "`") . ("\\xNN" ^ "`") ..."""
+    return ".".join(f'("\\x{ord(c) ^ ord(key):02x}"^"{key}")' for c in word)
+
+
+# -- function names computed by obfuscation -------------------------------------------------------
+def test_function_name_cut_from_the_files_own_name():
+    # saved as ".../assert.php", the name is only known at run time: a computed name fed the request
+    h = _shell("<?php $f = substr(__FILE__, -10, 6); $f($_POST['k']);", rule="php.computed-function")
+    assert "__FILE__" in h.snippet and "$_POST['k']" in h.source
+
+
+def test_the_files_own_name_used_for_paths_is_clean():
+    _clean("<?php $dir = substr(__FILE__, 0, -9); require $dir . 'config.php'; $f = 'htmlspecialchars';"
+           " echo $f($_GET['q']);")
+    _clean("<?php eval('$here = \"' . __FILE__ . '\";'); echo $here;")
+
+
+def test_function_name_cut_from_a_known_digest():
+    # md5('a') = 0cc175b9c0f1b6a831c399e269772661: 'a' at 14, 'e' at 22
+    _shell("<?php $h = md5('a'); $f = substr($h, 14, 1) . 'ss' . substr($h, 22, 1) . 'rt'; $f($_REQUEST['x']);",
+           rule="php.request-to-code", sink="assert")
+
+
+def test_a_digest_used_as_a_cache_key_is_clean():
+    _clean("<?php $k = md5('page'); $t = substr($k, 0, 8); header('ETag: ' . $t); echo htmlspecialchars($_GET['q']);")
+
+
+def test_function_name_built_by_xor_of_strings():
+    _shell(f"<?php $f = {_xor_pairs('assert')}; $f($_POST['z']);", rule="php.request-to-code", sink="assert")
+    # mangled bytes that come to no function we know: still a computed name fed the request
+    _shell(f"<?php $f = {_xor_pairs('qqqqqq')}; $f($_POST['z']);", rule="php.computed-function")
+
+
+def test_xor_of_strings_in_a_checksum_is_clean():
+    _clean("<?php $a = 'abcd' ^ 'wxyz'; echo bin2hex($a); $n = strtoupper($_GET['n']); echo htmlspecialchars($n);")
+
+
+def test_a_superglobal_picked_by_a_computed_name():
+    _shell("<?php ${'_'.$_}['_'](${'_'.$_}['__']);", rule="php.request-function")
+    name = _xor_pairs("_POST", "!")
+    _shell(f"<?php $n = {name}; $p = $$n; $f = {_xor_pairs('assert')}; $f($p['x']);", sink="assert")
+
+
+def test_variable_variables_with_a_plain_prefix_are_clean():
+    _clean("<?php $key = $_GET['k']; $v = ${'cfg_' . $key}; echo htmlspecialchars($v);")
+
+
+# -- other ways to run code ---------------------------------------------------------------------
+def test_xslt_stylesheet_calling_a_sink_through_php_callbacks():
+    xsl = """<?xml version="1.0"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" xmlns:p="http://php.net/xsl">
+ <xsl:template match="/"><xsl:value-of select="p:function('system', string(.))"/></xsl:template>
+</xsl:stylesheet>"""
+    _shell(xsl, rule="php.xsl-callback", sink="system")
+    _shell("<?php $q = \"//a[php:functionString('assert', '$c')]\"; $x = new DOMXPath($d);"
+           " $x->registerNamespace('php', 'http://php.net/xpath'); $x->registerPhpFunctions(); $x->query($q);",
+           rule="php.xsl-callback")
+
+
+def test_xslt_stylesheet_with_harmless_php_callbacks_is_clean():
+    _clean("""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+ xmlns:php="http://php.net/xsl"><xsl:value-of select="php:function('ucfirst', string(.))"/></xsl:stylesheet>""")
+
+
+def test_include_of_the_request_body():
+    _shell("<?php ini_set('allow_url_include', 1); include('php://input');", rule="php.request-include",
+           source="php://input")
+
+
+def test_reading_the_request_body_as_data_is_clean():
+    _clean("<?php $body = file_get_contents('php://input'); $d = json_decode($body, true); echo count($d);")
+
+
+def test_upload_saved_under_a_fixed_script_name():
+    _shell('<form enctype="multipart/form-data"><input name="userfile" type="file"></form>'
+           '<?php move_uploaded_file($userfile, "x1.php"); ?>', rule="php.uploader")
+
+
+def test_upload_saved_as_an_image_is_clean():
+    _clean("<?php if (getimagesize($_FILES['f']['tmp_name'])) {"
+           " move_uploaded_file($_FILES['f']['tmp_name'], 'uploads/avatar.png'); }")
+
+
+def test_constructor_reached_through_reflection():
+    code = """<?php
+class Runner { public function __construct($fn, $arg) { $fn($arg); } }
+$rc = new ReflectionClass('Runner');
+$rc->newInstance($_POST['a'], $_POST['b']);"""
+    _shell(code, rule="php.request-function")
+    _shell(code.replace("newInstance($_POST['a'], $_POST['b'])", "newInstanceArgs(array($_POST['a'], $_POST['b']))"),
+           rule="php.request-function")
+
+
+def test_reflection_that_builds_a_service_is_clean():
+    _clean("""<?php
+class Mailer { private $cfg; public function __construct($cfg) { $this->cfg = $cfg; } }
+$rc = new ReflectionClass('Mailer');
+$m = $rc->newInstance(array('host' => $_POST['host']));""")
+
+
+def test_code_hidden_in_a_doc_comment():
+    code = """<?php
+/**
+ * eval($_POST['c']);
+ */
+class Doc {}
+$rc = new ReflectionClass('Doc');
+$c = $rc->getDocComment();
+eval(substr($c, strpos($c, 'eval'), 18));"""
+    _shell(code, rule="php.obfuscated-eval")
+
+
+def test_doc_comments_read_for_annotations_are_clean():
+    _clean("""<?php
+class Ctl { /** @route /home */ public function home() {} }
+$m = new ReflectionMethod('Ctl', 'home');
+if (preg_match('/@route\\s+(\\S+)/', $m->getDocComment(), $r)) { echo htmlspecialchars($r[1]); }""")
+
+
+def test_com_shell_objects():
+    _shell("<?php $w = new COM('WScript.Shell'); $w->Run('cmd /c dir', 0, false);", rule="php.com-shell")
+
+
+def test_com_for_a_database_is_clean():
+    _clean("<?php $c = new COM('ADODB.Connection'); $c->Open('Provider=SQLOLEDB'); echo 'ok';")
+
+
+def test_server_array_by_position_is_request_data():
+    _shell("<?php $a = array_values($_SERVER); system($a[6]);", rule="php.request-to-exec")
+
+
+def test_server_array_read_by_name_is_clean():
+    _clean("<?php $h = array(); foreach ($_SERVER as $k => $v) { if (strpos($k, 'HTTP_') === 0) { $h[$k] = 1; } }"
+           " echo count($h); system('uptime');")
+
+
+@pytest.mark.parametrize("keys", ["array('a'=>1,'s'=>2,'e'=>3,'r'=>4,'t'=>5)"])
+def test_function_name_from_array_keys(keys):
+    _shell(f"<?php $k = array_keys({keys}); $f = $k[0].$k[1].$k[1].$k[2].$k[3].$k[4]; $f($_POST['x']);",
+           sink="assert")
