@@ -136,6 +136,14 @@ class ProfileKill:
         """The slot of a loaded profile, -1 when it has none."""
         return self._slots.get(key, -1)
 
+    def keys(self) -> list[str]:
+        """The keys of the profiles loaded."""
+        with self._lock:
+            return list(self._slots)
+
+    def _loaded(self, slot: int) -> bool:
+        return slot > 0 and self._slots.get(self._names.get(slot, ""), -1) == slot
+
     def drop(self, key: str) -> None:
         """Forget a profile: its allow-list, and every cgroup it covers (also those the kernel covered at
         mkdir, found in profile_of), so its slot can serve another profile."""
@@ -200,7 +208,7 @@ class ProfileKill:
         """Put a container's cgroup under the allow-list of `slot` (from load). False when the slot is
         not a loaded profile's (counted: cover_refused) or profile_of is full (cover_full)."""
         with self._lock:
-            if slot not in self._names or self._names.get(slot) not in self._slots:
+            if not self._loaded(slot):
                 self._counts["cover_refused"] += 1
                 return False
             self.covered[cgroup_id] = slot
@@ -219,7 +227,7 @@ class ProfileKill:
             if not rel or len(rel.encode()) >= CGROUP_PATH_MAX:
                 self._counts["cover_unresolved"] += 1
                 return 0
-            if self._names.get(slot) not in self._slots:
+            if not self._loaded(slot):
                 self._counts["cover_refused"] += 1
                 return 0
             if len(self.pending) >= _PENDING_SWEEP:
@@ -331,6 +339,9 @@ class NullProfileKill:
 
     def slot_of(self, key: str) -> int:
         return -1
+
+    def keys(self) -> list[str]:
+        return []
 
     def drop(self, key: str) -> None:
         pass

@@ -68,7 +68,7 @@ def pk(probes):
     k = ProfileKill(probes)
     k.start()
     yield k
-    for key in list(k._slots):
+    for key in k.keys():
         k.drop(key)
     assert len(probes.table(b"profile_of")) == 0 and _count(probes, b"allow_exec") == 0
 
@@ -271,5 +271,30 @@ def test_no_exec_probe_is_the_null_object(probes):
     null = build(ProbeSet(ProbeConfig(families=("file",))))
     assert isinstance(null, NullProfileKill) and not null.enabled
     assert null.load("k", ["/bin/true"]) == -1 and null.cover_path("/x", 1) == 0 and not null.cover(1, 1)
-    assert null.counters()["slots"] == 0 and all(v == 0 for v in null.drops().values())
+    assert null.keys() == [] and null.counters()["slots"] == 0 and all(v == 0 for v in null.drops().values())
     assert isinstance(build(probes), ProfileKill) and build(None).enabled is False
+
+
+def test_a_path_kept_across_replacements_never_dies(pk, cgroups):
+    """load adds before it deletes: a path in the old and the new list is in the map throughout."""
+    import threading
+
+    cg_path, cg_id = cgroups()
+    slot = pk.load("k", ["/bin/true"])
+    pk.cover(cg_id, slot)
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set():
+            pk.load("k", ["/bin/true", *(f"/opt/x{i}-{j}" for j in range(50))])
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        codes = [run_in(cg_path, ["/bin/true"]) for _ in range(100)]
+    finally:
+        stop.set()
+        t.join()
+    assert codes == [0] * 100
