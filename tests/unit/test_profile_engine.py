@@ -538,3 +538,37 @@ def test_every_listener_kind(tmp_path, kind):
     e = engine(tmp_path, Clock())
     e.on_container(kind, container())
     assert e.counters()["live_containers"] == (1 if kind in ("container", "task", "exec") else 0)
+
+
+def test_a_late_image_digest_moves_the_container_to_its_full_key(tmp_path):
+    clock = Clock()
+    e = engine(tmp_path, clock)
+    early = ContainerInfo(**{**{f: getattr(container(), f) for f in ContainerInfo.__slots__}, "image_digest": ""})
+    e.on_container("task", early)
+    e.observe_batch([exec_en(early, clock, "/bin/early")], set())
+    e.on_container("container", container())  # the digest is known now
+    e.observe_batch([exec_en(container(), clock, "/bin/late")], set())
+    keys = {p.key: p for p in e.profiles()}
+    full = keys[workload_of(container()).key]
+    assert "/bin/late" in full.items["exec"] and "/bin/early" not in full.items["exec"]
+    assert e.counters()["live_containers"] == 1
+
+
+def test_reconcile_drops_containers_that_went_unannounced(tmp_path):
+    e = engine(tmp_path, Clock())
+    e.on_container("task", container("a"))
+    e.on_container("task", container("b"))
+    e.reconcile([container("a")])
+    assert e.counters()["live_containers"] == 1
+
+
+def test_prepare_by_image_name_when_the_gate_has_no_digest(tmp_path):
+    clock = Clock()
+    kill = FakeKill()
+    e = engine(tmp_path, clock, policy=ProfilePolicy(learn_s=60.0, quiet_s=20.0, after="protecting"), kill=kill)
+    learn_and_lock(e, container(), clock)
+    spec_only = ContainerInfo(id="c7", name="web", image="registry.test/web:1", pod_name="web-7d4b9c8f6-mmmmm",
+                              pod_namespace="shop", namespace="k8s.io")
+    e.prepare(spec_only, "kubepods/pod7/c7")
+    assert kill.ops("cover_path") == [("cover_path", "kubepods/pod7/c7", 1)]
+    assert len(e.profiles()) == 1

@@ -308,6 +308,14 @@ class ProfileEngine:
 
     def _on_container(self, kind: str, info) -> None:
         st = self._by_cid.get(info.id)
+        if st is not None and st is not _EXCLUDED and kind != "delete" and st.profile.key != workload_of(info).key:
+            # The key changed under a known container: its image digest came after its record (containerd
+            # sends the image later). From now on it belongs to the profile of the full key.
+            cg = st.live.pop(info.id, 0)
+            if cg and st.slot >= 0:
+                self._kernel("uncover", cg)
+            self._by_cid.pop(info.id, None)
+            st = None
         if st is None:
             st = self._attach(info, False)
         if st is _EXCLUDED:
@@ -328,6 +336,21 @@ class ProfileEngine:
             if st.profile.mode == "protecting" and st.policy is not None and info.cgroup_id and old != info.cgroup_id:
                 self._enforce(st, only=info.cgroup_id)
 
+    def reconcile(self, infos) -> None:
+        """The containers that run now (ContainerTable.snapshot() after the watcher reconnected: its listing
+        tombstones the containers that went meanwhile without telling listeners): any other is no longer
+        counted as running."""
+        try:
+            running = {i.id for i in infos if i.state not in ("stopped", "deleted")}
+            with self._lock:
+                for st in self._states.values():
+                    for cid in [c for c in st.live if c not in running and c not in self._observed]:
+                        cg = st.live.pop(cid)
+                        if cg and st.slot >= 0:
+                            self._kernel("uncover", cg)
+        except Exception as e:
+            self._rlog.exception("reconcile", "profiles: reconcile failed: %r", e)
+
     def prepare(self, info, cgroups_path: str) -> None:
         """Before a container runs (NRI CreateContainer, OCI gate): its workload's profile, from here or the
         collector; a protecting one goes into the kernel for the container's cgroup path, so its first exec
@@ -340,6 +363,8 @@ class ProfileEngine:
     def _prepare(self, info, cgroups_path: str) -> None:
         w = workload_of(info)
         with self._lock:
+            if not w.image_digest:
+                w = self._by_image(w)
             st = self._states.get(w.key)
             local = st.profile.mode if st is not None else None
         if (local is None or local == "learning") and self.sync is not None:
@@ -354,15 +379,24 @@ class ProfileEngine:
         with self._lock:
             st = self._states.get(w.key)
             if st is None:
-                st = self._attach(info, False)
-                if st is _EXCLUDED:
-                    return
+                return  # nothing learned for it yet: the container table's record starts its profile
             if st.policy is None or st.profile.mode != "protecting" or not cgroups_path:
                 return
             slot = self._slot(st)
             if slot >= 0:
                 self._kernel("cover_path", cgroups_path, slot)
                 self._counts["prepared"] += 1
+
+    def _by_image(self, w: Workload) -> Workload:
+        """A gate that knows the image by name only (an OCI spec, NRI): the workload of the profile that
+        ran this image under that name most recently, else w (lock held)."""
+        best = None
+        for st in self._states.values():
+            o = st.profile.workload
+            if (o.image == w.image and o.container == w.container and o.owner == w.owner and o.kind == w.kind
+                    and o.namespace == w.namespace and (best is None or st.profile.stable_since > best[0])):
+                best = (st.profile.stable_since, o)
+        return best[1] if best is not None else w
 
     def _from_collector(self, w: Workload, doc) -> None:
         try:
@@ -608,7 +642,8 @@ class ProfileEngine:
     # -- reports ----------------------------------------------------------------------------------------------------
 
     def drops(self) -> dict[str, int]:
-        out = dict(self._drops)
+        with self._lock:
+            out = dict(self._drops)
         out["profile.store_errors"] = self.store.errors - self._store_base
         if self.sync is not None and hasattr(self.sync, "drops"):
             try:
@@ -624,9 +659,9 @@ class ProfileEngine:
             out = {"profiles": len(self._states), "live_containers": sum(len(s.live) for s in self._states.values()),
                    "items": sum(s.profile.total() for s in self._states.values()),
                    "kernel_slots": sum(1 for s in self._states.values() if s.slot >= 0)}
+            out.update(self._counts)
         for m in ("learning", "monitoring", "protecting"):
             out[f"mode.{m}"] = modes.get(m, 0)
-        out.update(self._counts)
         return out
 
     def profiles(self) -> list[Profile]:
