@@ -572,3 +572,21 @@ def test_prepare_by_image_name_when_the_gate_has_no_digest(tmp_path):
     e.prepare(spec_only, "kubepods/pod7/c7")
     assert kill.ops("cover_path") == [("cover_path", "kubepods/pod7/c7", 1)]
     assert len(e.profiles()) == 1
+
+
+def test_flushes_are_bounded_per_tick(tmp_path):
+    clock = Clock()
+    e = engine(tmp_path, clock)
+    for i in range(150):
+        c = container(f"c{i}", f"app{i}-0", cg=10 + i)
+        e.observe_batch([exec_en(c, clock)], set())
+    clock.t += 5.0
+    e.tick()
+    d = tmp_path / "profiles"
+    assert len(list(d.glob("*.json"))) == 64
+    clock.t += 1.0
+    e.tick()
+    clock.t += 1.0
+    e.tick()
+    assert len(list(d.glob("*.json"))) == 150
+    e.close()

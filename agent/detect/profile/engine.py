@@ -46,6 +46,7 @@ _OBSERVED_TTL_S = 30.0  # a container known only from its events counts as runni
 _MAX_CONTAINERS = 65536  # container id -> state entries (live ones are never evicted)
 _TOUCH_FLUSH_S = 60.0  # a profile whose only change is last-seen times and counts is written this often
 _MAX_CHANGES = 1024  # profile.change records waiting for the next tick
+_MAX_SAVES = 64  # profile files written per tick (the rest on the next ones)
 _UIDS: dict[int, str] = {}
 
 
@@ -104,6 +105,7 @@ class ProfileEngine:
         self._last_tick: float | None = None
         self._last_flush = clock()
         self._last_touch_flush = self._last_flush
+        self._backlog = self._touch_backlog = False  # more to write than one flush writes: again next tick
         self._store_base = store.errors
         profiles = sorted(store.load_all(), key=lambda p: p.stable_since, reverse=True)
         for p in profiles[: cfg.max_profiles]:
@@ -449,8 +451,8 @@ class ProfileEngine:
                 st.touched = True
                 self._maybe_switch(st, now)
         self._requests(now)
-        if now - self._last_flush >= self.cfg.flush_s:
-            self._flush(now, touched=now - self._last_touch_flush >= _TOUCH_FLUSH_S)
+        if self._backlog or now - self._last_flush >= self.cfg.flush_s:
+            self._flush(now, touched=self._touch_backlog or now - self._last_touch_flush >= _TOUCH_FLUSH_S)
         with self._lock:
             out = list(self._changes)
             self._changes.clear()
@@ -606,14 +608,28 @@ class ProfileEngine:
             self._last_flush = now
             if touched:
                 self._last_touch_flush = now
-            save, push = [], []
+            changed, touched_only, push = [], [], []
             for st in self._states.values():
                 p = st.profile
-                if p.revision != st.saved_rev or (st.touched and (touched or final)):
-                    save.append((st, p.revision, p.to_doc()))
-                    st.touched = False
+                if p.revision != st.saved_rev:
+                    changed.append(st)
+                elif st.touched and (touched or final):
+                    touched_only.append(st)
                 if self.sync is not None and p.revision != st.pushed_rev:
                     push.append((st, p.revision))
+            # Each file is fsync'ed on the pipeline's worker: a bounded number per tick (new items and mode
+            # changes first), the rest on the next ticks, so a thousand learning profiles never stall it.
+            todo = changed + touched_only
+            if not final and len(todo) > _MAX_SAVES:
+                self._backlog = True
+                self._touch_backlog = len(changed) < _MAX_SAVES
+                todo = todo[:_MAX_SAVES]
+            else:
+                self._backlog = self._touch_backlog = False
+            save = []
+            for st in todo:
+                save.append((st, st.profile.revision, st.profile.to_doc()))
+                st.touched = False
         # The documents were taken under the lock; writing them happens outside it (disk may be slow).
         failed = set()
         for st, rev, doc in save:
@@ -629,7 +645,7 @@ class ProfileEngine:
                 fsync_dir(self.store.directory)
             except OSError:
                 self.store.errors += 1
-        for st, rev in push:
+        for st, rev in push[:_MAX_SAVES * 4]:  # the sync's queue is bounded too; the rest go next flush
             with self._lock:
                 doc = st.profile.to_doc()
             try:
