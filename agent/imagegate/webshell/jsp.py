@@ -102,6 +102,8 @@ _DB_TABLES = re.compile(r'\.getTables\(|"\s*show tables|\b(?:(?:user|all|dba)_ta
                         r'|sysobjects)\b', re.I)
 _DB_SELECT = re.compile(r'"\s*select \* from \s*"\+', re.I)
 _DB_FILE = re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|PrintWriter|RandomAccessFile)\(")
+_ROOTED = re.compile(r"getRealPath|getServletContext|getResource|getContextPath|\bbaseDir|\brootDir|getCanonicalPath"
+                     r"|normalize\(|startsWith\(")
 _FILEREAD = re.compile(r"\bnew (?:java\.io\.)?(?:FileInputStream|FileReader|RandomAccessFile)\(")
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
@@ -113,6 +115,7 @@ _CONF = {"exec": 0.95, "eval": 0.9, "classload": 0.95, "reflect": 0.85, "write":
 _REVERSE = re.compile(r"/dev/tcp/|/dev/udp/|bash -i"
                       r"|\bnc(?:\.exe)?\b.{0,60}\s-[ec]\b|mkfifo|powershell.{0,40}\s-(?:e|enc)\b"
                       r"|\bsh -i\b", re.I)
+_JAVA_SOURCE = re.compile(r"^\s*(?:package|import)\s+[\w.]+(?:\.\*)?\s*;", re.M)
 _JAVA_FILE = re.compile(r"^\s*(?:package|import)\s+[\w.]+|\bclass\s+\w+[^{;]*\{", re.M)
 
 
@@ -156,7 +159,8 @@ def scan(data: bytes, lang: str, budget, hits: list) -> None:
 def scan_text(text: str, budget, hits: list, depth: int) -> None:
     code, el = extract(text, budget)
     found: list[Hit] = []
-    if not code.strip() and not el.strip():
+    if not code.strip() and (not el.strip() or _JAVA_SOURCE.search(text[:20000])):
+        # no scriptlet: a Java source (its `${...}` are strings, not EL), or a page of template text only
         if _JAVA_FILE.search(text[:20000]):
             _scan_class(jsp_lex.java_unicode(text), budget, found, depth)
             hits.extend(_best(found))
@@ -179,7 +183,7 @@ def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool
 # Names of every critical sink, plus what hides names (escapes, reflection, decoding, quoted code).
 _CLASS_SINK_WORDS = re.compile(r"exec|ProcessBuilder|ProcessImpl|invoke|eval|defineClass|newInstance|loadClass|lookup"
                                r"|DataSourceName|java\.beans|Statement|Expression|ClassLoader|getValue|Socket"
-                               r"|Script|\\u|forName|decode|Base64|onMessage|handle\w*Message")
+                               r"|Script|\\u|forName|decode|Base64|onMessage|handle\w*Message|listFiles")
 
 
 _SOCKET_VAR = re.compile(r"\b(\w+)\s*=\s*(?:new\s+(?:java\.net\.)?Socket\s*\(|\w+\.accept\s*\(\s*\))")
@@ -253,7 +257,9 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
             mine = [h for h in mine if not h.source.startswith(_PAYLOAD[:20])]
             _payload_class(prog, mine, name)
         for h in mine:
-            if h.severity != Severity.CRITICAL and h.confidence >= 0.5:
+            if h.rule.endswith("file-manager") and h.confidence >= 0.7 and not _ROOTED.search(prog.text):
+                pass  # lists and reads (or changes) files at raw request paths, none under the web app's root
+            elif h.severity != Severity.CRITICAL and h.confidence >= 0.5:
                 # servlets handle uploads and files for a living; in a class only code execution counts
                 h = Hit(rule=h.rule, language=h.language, severity=Severity.LOW, confidence=0.45, source=h.source,
                         sink=h.sink, snippet=h.snippet, family=h.family, detail=h.detail + " (in a class)")
