@@ -51,11 +51,14 @@ def metadata(sec: ClientSecurity) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def make_channel(address: str, sec: ClientSecurity, max_message_bytes: int = 16 << 20) -> grpc.Channel:
+def make_channel(address: str, sec: ClientSecurity, max_message_bytes: int = 16 << 20,
+                 options: tuple | list = ()) -> grpc.Channel:
+    """`options`: more channel arguments, after ours (profilesync.py: its own reconnect backoff and
+    subchannel pool, so one client's outage backoff does not delay another's first call)."""
     options = _KEEPALIVE + [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-    ]
+    ] + list(options)
     if not sec.uses_tls:
         return grpc.insecure_channel(address, options=options)
     if bool(sec.tls_cert) != bool(sec.tls_key):

@@ -150,6 +150,7 @@ def test_every_record_kind_has_a_flat_form_and_nothing_else_does():
         events.DeviceSampleEvent: events.DeviceSampleEvent(5, GPU, {"gpu_util": 3.0}),
         events.DeviceHealthEvent: events.DeviceHealthEvent(5, GPU, "xid", Severity.HIGH, xid=79),
         events.DeviceProcessEvent: events.DeviceProcessEvent(5, GPU, "start", events.DeviceUser(7)),
+        events.ProfileChange: events.ProfileChange(5, "ns/-/-/c@img", "monitoring", "learning", "learned 3600 s"),
     }
     kinds = typing.get_args(events.Record)
     assert set(kinds) == set(samples), "a new record kind: give it a sample here and a flattener"
