@@ -236,3 +236,18 @@ def test_registry_sweep_of_every_hive():
 def test_reading_one_registry_value_is_configuration():
     benign('<%@ Page Language="C#" %><%\nvar k = Microsoft.Win32.Registry.LocalMachine.OpenSubKey('
            '"SOFTWARE\\\\Shop");\nvar v = k.GetValue("Version");\n%>', "x.aspx")
+
+
+def test_sub_called_without_parentheses_gets_the_request_data():
+    # a writable-folder scanner: the request's paths go to a Sub called VB-style, `Probe p, True`
+    h = shell('<%\nSub Probe(dir, deep)\nSet fs = CreateObject("Scripting.FileSystemObject")\n'
+              'f = dir & "\\" & fs.GetTempName\nfs.CreateTextFile(f)\nfs.DeleteFile(f)\n'
+              'For Each d In fs.GetFolder(dir).SubFolders\nProbe d.Path, deep\nNext\nEnd Sub\n'
+              'ps = Split(Request("paths"), vbCrLf)\nFor i = 0 To UBound(ps)\nProbe Trim(ps(i)), True\nNext\n%>')
+    assert h.rule == "asp.file-browser" and 'request("paths")' in h.source.lower()
+
+
+def test_sub_called_with_a_constant_folder_is_maintenance():
+    benign('<%\nSub Clean(dir)\nSet fs = CreateObject("Scripting.FileSystemObject")\n'
+           'For Each f In fs.GetFolder(dir).Files\nfs.DeleteFile f.Path\nNext\nEnd Sub\n'
+           'If Request("go") = "1" Then Clean Server.MapPath("/cache")\n%>')

@@ -435,9 +435,16 @@ class Program:
             return False
         toks = self.toks
         changed = False
+        vb = "sub" in self.lang.func_kw
         for i in range(len(toks) - 1):
             t = toks[i]
-            if t[0] != "i" or toks[i + 1] != ("o", "("):
+            if t[0] != "i":
+                continue
+            paren = toks[i + 1] == ("o", "(")
+            # VB calls a Sub without parentheses: `Name a, b` at the start of a statement (or after Call)
+            bare = vb and not paren and toks[i + 1][0] != "o" \
+                and (i == 0 or toks[i - 1] == ("o", "\n") or toks[i - 1] == ("i", "call"))
+            if not paren and not bare:
                 continue
             f = self.funcs.get(self._key(t[1]))
             if f is None:
@@ -445,8 +452,12 @@ class Program:
             params, body_a, body_b = f
             if body_a <= i + 1 <= body_a:
                 continue  # the definition itself
-            j = self.close(i + 1)
-            segs = self._split(i + 2, j)
+            if paren:
+                j = self.close(i + 1)
+                segs = self._split(i + 2, j)
+            else:
+                j = self.stmt_end(i)
+                segs = self._split(i + 1, j)
             for pos, seg in enumerate(segs):
                 label = self.taint_of(*seg)
                 if label is None:
