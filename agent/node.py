@@ -38,11 +38,16 @@ class Agent:
         self.cfg = cfg
         self.metrics = Metrics()
         self.collector = None  # the embedded collector's handle, once started
+        self.profile_sync = None  # profiles pushed to and fetched from the collector (outputs/profilesync.py)
         self.started = 0.0
         self._stopping = threading.Event()
         self._checked: tuple = (None, None)  # (policy, KillSetup) built by the store's check, used on change
         self.policy = self._policy_store()  # PolicyStore, when a policy file is given: the one owner
         self.probes = ProbeSet(self._probe_config())
+        # The exec allow-lists of protecting profiles (enforce/profilekill.py), or its null object
+        from agent.enforce.profilekill import build as build_profile_kill
+
+        self.profilekill = build_profile_kill(self.probes)
         # The detector (with the kill rules' user-space kills around it) and the kill rules' exec entries.
         self.kills = self._detect_setup(self.policy.current if self.policy is not None else None)
         self.enforcer = self._enforcer()  # in-kernel exec rules
@@ -58,6 +63,7 @@ class Agent:
                                          behind=lambda: self.watcher is not None and self.watcher.behind())
         self.exporter = self._exporter() if cfg.export.collector else None
         outputs: list[Output] = [log_output] + ([self._submit_all] if self.exporter is not None else [])
+        self.profiles = self._profiles()  # the behaviour model per workload (agent/detect/profile), or its null
         self.webshell = self._webshell()  # the run-time web-shell check (before the pipeline: it feeds it)
         self.devguard = self._device_guard()  # unauthorized device use (before the pipeline: it feeds it)
         # What a SIGKILLed previous run held in memory: counted against the spool the exporter writes.
@@ -65,9 +71,9 @@ class Agent:
                              spool_dir=self.exporter.cfg.spool_dir if self.exporter is not None else None)
         self.pipeline = Pipeline(cfg, outputs, metrics=self.metrics, containers=resolver, probes=self.probes,
                                  drop_sources=[self._stage_drops], ledger=self.ledger,
-                                 describe_rule=self.enforcer.describe if self.enforcer is not None else None,
+                                 describe_rule=self._describe_rule(),
                                  detector=self.kills.detector, webshell=self.webshell,
-                                 device_guard=self.devguard)
+                                 device_guard=self.devguard, profiles=self.profiles)
         self._log_detect(self.kills)
         self.gate = self._gate()  # the image gate service
         if self.containers is not None:
@@ -76,6 +82,8 @@ class Agent:
                 self.containers.add_listener(self._on_container)  # before the gate: covered, then judged
             if self.gate is not None:
                 self.containers.add_listener(self.gate.on_container)
+            if self.profiles.enabled:  # live replicas (the learning clock), protecting containers covered
+                self.containers.add_listener(self.profiles.on_container)
         self.decider = self._decider()
         self.oci = self._oci_gate()  # the server nodewarden-runc asks at `runc create`
         self.nri = self._nri_plugin()
@@ -140,9 +148,10 @@ class Agent:
         hook covers a container from its create on (docs/enforcement.md). Its records are internal (the
         container resolver's), so adding it prints nothing new."""
         p = self.cfg.probes
-        if self.policy is None or "cgroup" in p.families:
+        if (self.policy is None and not self.cfg.profiles.enabled) or "cgroup" in p.families:
             return p
-        log.info("probe family 'cgroup' added: runtime exec rules cover containers from their cgroup's creation")
+        log.info("probe family 'cgroup' added: exec rules and protecting profiles cover containers from their "
+                 "cgroup's creation")
         return dataclasses.replace(p, families=(*p.families, "cgroup"))
 
     def _enforcer(self):
@@ -150,10 +159,35 @@ class Agent:
             return None
         from agent.enforce.execkill import ExecEnforcer
 
-        enforcer = ExecEnforcer(self.probes)
+        enforcer = ExecEnforcer(self.probes, profiles=self.profilekill)
         # recorded now, written into the maps at start
         enforcer.apply(self.policy.current.runtime, detect=self.kills.kernel)
         return enforcer
+
+    def _describe_rule(self):
+        """(rule, cgroup id) -> (category, text) of a kill the kernel made: the exec rules' describe hands
+        a profile's kills to the ProfileKill; without exec rules, only profiles kill in the kernel."""
+        if self.enforcer is not None:
+            return self.enforcer.describe
+        if self.profilekill.enabled:
+            return lambda rule, cgroup_id: self.profilekill.describe(rule)
+        return None
+
+    def _profiles(self):
+        """The profile engine (learning, deviations, protecting through the kernel allow-lists, shared
+        through the collector when there is one), or NullProfiles (profiles.enabled: false)."""
+        from agent.detect.profile import build
+        from agent.outputs.profilesync import build as build_sync
+
+        cfg = self.cfg
+        if not cfg.profiles.enabled:
+            return build(cfg, None)
+        from agent.policy.profiles import ProfilePolicy
+
+        policy = self.policy.current.profiles if self.policy is not None else ProfilePolicy()
+        self.profile_sync = build_sync(self.exporter.cfg if self.exporter is not None else None, cfg.profiles)
+        return build(cfg, policy, kill=self.profilekill if self.profilekill.enabled else None,
+                     sync=self.profile_sync if self.profile_sync.enabled else None)
 
     def _webshell(self):
         """The run-time web-shell check, or its null object (webshell.enabled: false, or no file probe)."""
@@ -211,7 +245,9 @@ class Agent:
             return None
         from agent.enforce.decide import GateDecider
 
-        return GateDecider(self.gate, self.policy, self.pipeline.emit, self.enforcer)
+        return GateDecider(self.gate, self.policy, self.pipeline.emit, self.enforcer,
+                           profiles=self.profiles if self.profiles.enabled else None,
+                           lookup=self.containers.lookup if self.containers is not None else None)
 
     def _oci_gate(self):
         if self.decider is None or not self.cfg.enforce.oci_gate:
@@ -278,6 +314,7 @@ class Agent:
         out.update(self.webshell.drops())  # webshell.scan (queue full), webshell.unreadable
         out.update(self.devguard.drops())  # devguard.queue (full), devguard.unjudged, devguard.folded
         out.update(self.devices.drops())  # devices.queue (record queue full), devices.skipped (driver held)
+        out.update({f"profile_kill.{k}": v for k, v in self.profilekill.drops().items()})  # allow-lists' losses
         if self.enforcer is not None:  # containers the exec rules could not cover from their create on
             c = self.enforcer.counters
             out.update({"enforce.cover_unresolved": c["cover_unresolved"], "enforce.pending_full": c["pending_full"]})
@@ -320,6 +357,7 @@ class Agent:
         """Once the probes are loaded, before agent.ready: the exec rules and every container covered so
         far go into the maps (and the web roots, for the web-shell check); then the pre-start gates."""
         self.webshell.start()
+        self.profilekill.start()  # the allow-lists of profiles loaded from the state dir, recorded until now
         if self.enforcer is not None:
             self.enforcer.start()
         if self.oci is not None:
@@ -335,6 +373,9 @@ class Agent:
                 part.stop()
         self.devices.stop()  # before the pipeline: its last records still go out
         self.pipeline.stop()
+        self.profiles.close()  # the final flush: every change on disk (and queued for the collector)
+        if self.profile_sync is not None:
+            self.profile_sync.close()
         self.webshell.stop()
         self.devguard.stop()
         for part in (self.gate, self.policy, self.watcher):
@@ -365,6 +406,7 @@ class Agent:
             self._log_detect(kills)
             self.pipeline.set_detector(kills.detector)
         self.webshell.set_policy(policy.webshell)
+        self.profiles.set_policy(policy.profiles)
         self.pipeline.emit(PolicyEvent(time.time_ns(), policy.source, policy.fingerprint))
 
     def _policy_rejected(self, message: str) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from agent.events import ContainerInfo, EnforcementEvent
 
+_RECORD_WAIT_S = 0.5  # the OCI gate waits so long for the container table's record of a new container
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -31,13 +33,17 @@ class GateDecider:
     """decide callbacks for NriPlugin (`nri`) and GateServer (`oci`), plus the policy's timeout values.
 
     gate: the GateService (evaluate, evaluate_image); policy: the PolicyStore; emit: Pipeline.emit;
-    enforcer: the ExecEnforcer, or None when no runtime rules are loaded."""
+    enforcer: the ExecEnforcer, or None when no runtime rules are loaded; profiles: the profile engine
+    (agent/detect/profile), whose `prepare` puts a protecting workload's allow-list on the container's
+    cgroup path before it runs (fetched from the collector when this node has none), or None."""
 
-    def __init__(self, gate, policy, emit: Callable, enforcer=None):
+    def __init__(self, gate, policy, emit: Callable, enforcer=None, profiles=None, lookup=None):
         self._gate = gate
         self._policy = policy
         self._emit = emit
         self._enforcer = enforcer
+        self._profiles = profiles
+        self._lookup = lookup  # (namespace, id) -> ContainerInfo | None: the container table's record
 
     # -- the policy in force ------------------------------------------------------------------
 
@@ -52,6 +58,11 @@ class GateDecider:
     def nri(self, pod, container) -> Decision:
         """By image reference: containerd has no container record yet at CreateContainer."""
         self._cover(container.cgroups_path)
+        if self._profiles is not None:
+            self._profiles.prepare(ContainerInfo(
+                id=container.id, name=container.name, image=container.image, namespace="k8s.io",
+                pod_name=pod.name, pod_namespace=pod.namespace, labels=tuple(sorted(dict(container.labels).items())),
+            ), container.cgroups_path)
         v = self._gate.evaluate_image("k8s.io", container.image, k8s_namespace=pod.namespace,
                                       labels=dict(container.labels))
         if v.verdict != "block":
@@ -68,6 +79,8 @@ class GateDecider:
         self._cover(req.cgroups_path)  # the pause container too: the rules cover every container
         if req.container_type == "sandbox":  # the CRI pause container: nothing of the user's runs in it
             return Decision(True, "sandbox")
+        if self._profiles is not None:
+            self._profiles.prepare(self._gate_info(req), req.cgroups_path)
         try:
             v = self._gate.evaluate(req.namespace, req.id)
         except Exception:  # containerd does not know it (a bare runc user?): judge the image by name
@@ -82,6 +95,22 @@ class GateDecider:
         return Decision(False, msg)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _gate_info(self, req) -> ContainerInfo:
+        """What the OCI gate's request says of the container, for its workload's profile: containerd has
+        its record by then, with the labels that name a pod (CRI) and the image's digest."""
+        info = ContainerInfo(id=req.id, name=req.name, image=req.image, namespace=req.namespace,
+                             pod_name=req.pod, pod_namespace=req.pod_namespace)
+        if self._lookup is None:
+            return info
+        # containerd sent the container's create event before this `runc create`; the watcher applies it
+        # within milliseconds: wait that long for the record (its labels and image digest key the profile)
+        deadline = time.monotonic() + _RECORD_WAIT_S
+        while True:
+            found = self._lookup(req.namespace, req.id)
+            if found is not None or time.monotonic() >= deadline:
+                return found or info
+            time.sleep(0.02)
 
     def _cover(self, cgroups_path: str) -> None:
         if self._enforcer is not None and cgroups_path:
