@@ -483,8 +483,14 @@ class Agent:
             log.warning("cannot write %s: %s", path, e)
 
     def _status_loop(self) -> None:
+        syncs = 0
         while not self._stopping.wait(5.0):
             self._write_status()
+            if self.watcher is not None and self.profiles.enabled and self.watcher.counters["syncs"] != syncs:
+                # a (re)listing tombstones the containers that went while containerd was away without
+                # telling listeners: the profiles' replica clocks must stop counting them
+                syncs = self.watcher.counters["syncs"]
+                self.profiles.reconcile(self.containers.snapshot())
 
 
 def _connect_address(listen: str) -> str:

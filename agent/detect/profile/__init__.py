@@ -28,6 +28,9 @@ class NullProfiles:
     def prepare(self, info, cgroups_path) -> None:
         return None
 
+    def reconcile(self, infos) -> None:
+        return None
+
     def set_policy(self, policy) -> None:
         return None
 
