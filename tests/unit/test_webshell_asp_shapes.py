@@ -251,3 +251,28 @@ def test_sub_called_with_a_constant_folder_is_maintenance():
     benign('<%\nSub Clean(dir)\nSet fs = CreateObject("Scripting.FileSystemObject")\n'
            'For Each f In fs.GetFolder(dir).Files\nfs.DeleteFile f.Path\nNext\nEnd Sub\n'
            'If Request("go") = "1" Then Clean Server.MapPath("/cache")\n%>')
+
+
+def test_directive_left_open_does_not_swallow_the_code_after_it():
+    h = shell('<% @Page Language="Jscript"><%eval(Request.Item["c"],"unsafe");%>', "x.aspx")
+    assert h.rule == "aspx.request-to-eval"
+
+
+def test_closed_directive_then_markup_only():
+    benign('<% @Page Language="Jscript" %><p>eval(Request.Item["c"]) is how the docs spell it</p>', "x.aspx")
+
+
+def test_handler_planting_an_include_page():
+    h = shell('<%@ WebHandler Language="C#" class="H" %>\nusing System.IO; using System.Web;\n'
+              'public class H : IHttpHandler { public void ProcessRequest(HttpContext c) {\n'
+              'StreamWriter w = File.CreateText(c.Server.MapPath("index2.aspx"));\n'
+              'w.Write("<!--#include file=\\"data.aspx\\" -->");\nw.Close(); }\n'
+              'public bool IsReusable { get { return false; } } }', "x.ashx")
+    assert h.rule == "aspx.plants-page"
+
+
+def test_handler_writing_a_text_log_is_not_planting():
+    benign('<%@ WebHandler Language="C#" class="H" %>\nusing System.IO; using System.Web;\n'
+           'public class H : IHttpHandler { public void ProcessRequest(HttpContext c) {\n'
+           'StreamWriter w = File.AppendText(c.Server.MapPath("~/App_Data/hits.log"));\n'
+           'w.Write("<p>visit</p>");\nw.Close(); }\npublic bool IsReusable { get { return false; } } }', "x.ashx")

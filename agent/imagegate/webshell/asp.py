@@ -22,6 +22,7 @@ _RUNAT = re.compile(r"""\brunat\s*=\s*["']?server""", re.I)
 _COMMENT = re.compile(r"<%--.*?(?:--%>|\Z)", re.S)
 _HANDLER = re.compile(r"<%\s*@\s*(?:(?:WebHandler|WebService|ServiceHost)\b[^%]*|[^%]*\bClass\s*=[^%]*)%>", re.I)
 _CONTROL = re.compile(r"""<(?:asp:\w+|input|textarea|select)\b[^>]*?\bid\s*=\s*["']?(\w+)[^>]*>""", re.I)
+_OPEN_DIRECTIVE = re.compile(r"<%\s*@([^%<]{0,2000})(?=<%)")
 _UTF7 = re.compile(r"codepage\s*=\s*[\"']?65000", re.I)
 
 _I = re.I
@@ -131,6 +132,9 @@ def _norm_lang(name: str, default: str) -> str:
 def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
     """[(language, code)] of a page: its server blocks, in order, grouped by language."""
     text = _COMMENT.sub(" ", text)
+    # `<% @Page Language="Jscript"><%eval(...)%>`: a directive left open ends where the next block starts
+    # (IIS reads it so); otherwise the code after it would be swallowed as directive text
+    text = _OPEN_DIRECTIVE.sub(r"<%@\1%>", text)
     default = "vb" if lang == "asp" else "c#"
     m = re.search(r"<%\s*@[^%]*?\blanguage\s*=\s*[\"']?\s*([\w#.]+)", text, re.I)
     if m:
@@ -343,6 +347,7 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
     asp_shapes.dropper_pe(prog, found, lang)
     asp_shapes.raw_path_browser(prog, flows, found, lang)
     asp_shapes.self_write(prog, flows, found, lang)
+    asp_shapes.plants_page(prog, flows, found, lang)
     asp_shapes.known_tools(prog, found, lang)
     if depth < 2:
         _xslt_scripts(prog, found, lang, extra, depth)

@@ -199,6 +199,24 @@ def self_write(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:
             return
 
 
+_STUB = re.compile(r"<!--\s*#include\b|<%|\brunat\s*=\s*[\"']?server", _I)
+
+
+def plants_page(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:
+    """A server page (.aspx, .asp ...) created with a short constant that is itself server code or an
+    include of one: a stub planted to load a shell kept elsewhere. (A site that generates pages writes
+    them from templates, not from a one-line constant.)"""
+    stubs = [str(t[1]) for t in prog.toks if t[0] == "s" and len(t[1]) < 400 and _STUB.search(t[1])]
+    if not stubs:
+        return
+    for f in flows:
+        if f.sink.kind == "write" and _PAGE_EXT.search(f.snippet):
+            found.append(Hit(rule=f"{lang}.plants-page", language=lang, severity=Severity.HIGH, confidence=0.6,
+                             sink=f.sink.name, snippet=clip(f.snippet + " <- " + stubs[0]),
+                             detail="creates a server page holding server code"))
+            return
+
+
 # --- known tools -------------------------------------------------------------------------------
 
 def known_tools(prog: jsp_flow.Program, found: list, lang: str) -> None:
