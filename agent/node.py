@@ -472,7 +472,9 @@ class Agent:
 
         rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
                "enforcement": self.enforcement_status(), "detection": self.detection_status(),
-               "devices": self.devices.status(), "device_guard": self.devguard.status()}
+               "devices": self.devices.status(), "device_guard": self.devguard.status(),
+               "profiles": {**self.profiles.counters(), "kernel": self.profilekill.counters()}
+               if self.profiles.enabled else {"enabled": False}}
         path = os.path.join(self.cfg.agent.state_dir, "status.json")
         tmp = path + ".tmp"
         try:
