@@ -150,6 +150,13 @@ _WRITE = re.compile(r"createtextfile|opentextfile\([^,)]*,\s*[28]|savetofile|str
 _ROOTED = re.compile(r"mappath|getrealpath|physicalapplicationpath|app_data|\"~/|apppath|appdomain", _I)
 
 
+def raw_path(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
+    """The sink's arguments, and every assignment they come from, are free of Server.MapPath and kin."""
+    if _ROOTED.search(f.snippet):
+        return False
+    return not any(_ROOTED.search(prog.code(sa, sb)) for sa, sb in closure(prog, f.start, f.end))
+
+
 def raw_path_browser(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:
     """Listing, reading, changing or writing files at paths the request names, none of them under
     Server.MapPath: a file browser of the whole disk. (A page that lets the request pick a file
@@ -159,8 +166,7 @@ def raw_path_browser(prog: jsp_flow.Program, flows, found: list, lang: str) -> N
         if f.state != "tainted" or f.sink.kind not in ("files", "write", "writedata", "upload", "fsread"):
             continue
         code = f.snippet
-        spans = closure(prog, f.start, f.end)
-        if _ROOTED.search(code) or any(_ROOTED.search(prog.code(sa, sb)) for sa, sb in spans):
+        if not raw_path(prog, f):
             continue
         for cat, pat in (("list", _LIST), ("read", _READ), ("modify", _MODIFY), ("write", _WRITE)):
             if pat.search(code):
