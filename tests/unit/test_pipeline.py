@@ -301,3 +301,57 @@ def test_kernel_folded_sends_are_counted_beside_the_drops():
     p, _ = _pipeline([])
     p.probes = Folding([])
     assert p.drop_totals()["kernel.net.sendto_folded"] == 7
+
+
+# -- the profiles stage (issue 13) ----------------------------------------------------------------------
+
+
+def _profiles(tmp_path, table, learned: tuple[str, ...], mode: str = "monitoring"):
+    """The real profile engine over a state dir holding one profile for the test container's workload."""
+    from agent.config import ProfilesConfig
+    from agent.detect.profile import Profile, build, workload_of
+    from agent.detect.profile.store import ProfileStore
+    from agent.policy.profiles import ProfilePolicy
+
+    _container(table)
+    p = Profile(workload_of(table.lookup("default", CID)), time.time() - 100, mode=mode)
+    for path in learned:  # run as uid 1000 by a parent the table does not know ("?"), as the replay's are
+        for kind, item in (("exec", path), ("edge", f"?>{path}"), ("user", "1000")):
+            p.learn(kind, item, time.time() - 50, 512)
+    ProfileStore(str(tmp_path)).save(p)
+    return build(ProfilesConfig(state_dir=str(tmp_path)), ProfilePolicy())
+
+
+def test_profile_deviation_follows_its_event_and_learned_behaviour_is_quiet(tmp_path):
+    table = ContainerTable()
+    profiles = _profiles(tmp_path, table, ("/bin/sh",))
+    batches = [[exec_rec("/bin/sh", ["sh"], cgroup_id=CG), exec_rec("/bin/new", ["new"], cgroup_id=CG, pid=PID + 1),
+                exec_rec("/bin/new", ["new", "again"], cgroup_id=CG, pid=PID + 2)]]
+    p = Pipeline(_config(), [sink := Sink()], metrics=Metrics(), containers=ContainerResolver(table),
+                 probes=ReplayProbes(batches), profiles=profiles)
+    _run(p)
+    kernel = [(r["event.name"], r.get("process.pid"), r.get("rule.id")) for r in sink.records
+              if r["event.name"] in ("process.exec", "alert")]
+    # one alert, right after the first exec of the new program; the learned one and the repeat say nothing
+    assert kernel == [("process.exec", PID, None), ("process.exec", PID + 1, None),
+                      ("alert", PID + 1, "behavior.deviation"), ("process.exec", PID + 2, None)]
+    (a,) = [r for r in sink.records if r["event.name"] == "alert"]
+    assert a["container.id"] == CID and "/bin/new" in a["alert.output"]
+    assert _metric(p, "nodewarden_alerts_total") == {(("rule", "behavior.deviation"), ("severity", "high")): 1}
+
+
+def test_what_a_rule_flags_is_never_learned(tmp_path):
+    """nw.miner_command_line (a bundled rule) flags this exec while the profile learns: the program is
+    not learned, so once the profile is locked it is still a deviation."""
+    from agent.detect.engine import build as build_rules
+
+    table = ContainerTable()
+    profiles = _profiles(tmp_path, table, ("/bin/sh",), mode="learning")
+    miner = exec_rec("/bin/true", ["true", "-o", "stratum+tcp://pool:3333"], cgroup_id=CG)
+    p = Pipeline(_config(), [sink := Sink()], metrics=Metrics(), containers=ContainerResolver(table),
+                 probes=ReplayProbes([[miner, exec_rec("/bin/ok", ["ok"], cgroup_id=CG, pid=PID + 1)]]),
+                 detector=build_rules(None)[0], profiles=profiles)
+    _run(p)
+    assert [r["rule.id"] for r in sink.records if r["event.name"] == "alert"] == ["nw.miner_command_line"]
+    (prof,) = profiles.profiles()
+    assert prof.known("exec", "/bin/ok") is not None and prof.known("exec", "/bin/true") is None

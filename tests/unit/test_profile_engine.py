@@ -178,13 +178,14 @@ def test_learns_then_switches_after_the_quiet_period_and_flags_new_items(tmp_pat
              exec_en(c, clock, "/usr/bin/nc"), net_en(c, clock, port=4444), open_en(c, clock, "/var/tmp/x/drop")]
     out = e.observe_batch(batch, set())
     got = alerts_of(out)
-    assert [a.rule_id for a in got] == [RULE_ID] * 4  # exec + its new edge, peer, write
+    assert [a.rule_id for a in got] == [RULE_ID] * 3  # exec (its new edge named in it), peer, write
     assert [pos for pos, _ in out] == [0, 1, 2]
     by_kind = {a.output.split()[1]: a for a in got}
     assert by_kind["exec"].severity == Severity.HIGH and by_kind["exec"].techniques == ("T1059",)
     assert by_kind["peer"].severity == Severity.MEDIUM and by_kind["peer"].tactics == ("command_and_control",)
     assert "/usr/bin/nc" in by_kind["exec"].output and workload_of(c).key in by_kind["exec"].output
-    assert "stable for" in by_kind["exec"].output
+    assert "stable for" in by_kind["exec"].output and "also new: edge /bin/sh>/usr/bin/nc" in by_kind["exec"].output
+    assert "/bin/sh>/usr/bin/nc" in e.profiles()[0].deviations["edge"]  # remembered too
     assert by_kind["write"].output.startswith("new write /var/tmp/x ")
     # the alert's record names the container, the pod and the image (from its subject)
     rec = flatten(by_kind["exec"])
@@ -242,7 +243,7 @@ def test_what_a_rule_flagged_is_never_learned(tmp_path):
         clock.t += 1.0
         e.tick()
     out = e.observe_batch([exec_en(c, clock, "/usr/bin/xmrig")], {0})
-    assert [a.rule_id for a in alerts_of(out)] == [RULE_ID, RULE_ID]  # exec and edge: a deviation still
+    assert [a.rule_id for a in alerts_of(out)] == [RULE_ID]  # a deviation still (its edge named in it)
 
 
 def test_what_is_not_learned(tmp_path):
@@ -492,7 +493,7 @@ def test_import_request(tmp_path):
     assert [(ch.mode, ch.reason) for ch in e.tick()] == [("monitoring", "imported")]
     assert orjson.loads(done.read_bytes())["ok"]
     assert e.observe_batch(service(c, clock), set()) == []
-    assert len(alerts_of(e.observe_batch([exec_en(c, clock, "/bin/new")], set()))) == 2
+    assert len(alerts_of(e.observe_batch([exec_en(c, clock, "/bin/new")], set()))) == 1
 
 
 # -- the record ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ item for what the profile already holds; only a new item costs more (learning, o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -174,15 +175,22 @@ class ProfileEngine:
         killed = ev.action == Action.KILL  # it never ran: not learned; the kill is its report
         path = ev.filename
         parent = en.parent.exe if en.parent is not None else "?"
-        alerts = None
+        first = None
+        also = None
         for kind, item in (("exec", path), ("edge", f"{parent}>{path}"), ("user", _uid(ev.uid))):
             a = self._see(st, p, kind, item, ts, en, flagged or killed, killed)
             if a is not None:
-                if alerts is None:
-                    alerts = [a]
+                if first is None:
+                    first = a
                 else:
-                    alerts.append(a)
-        return alerts
+                    (also := also or []).append(f"{kind} {item}")
+        if first is None:
+            return None
+        if also:
+            # One exec, one alert: a new program's edge (and a new user's) is new with it; the others are
+            # remembered as deviations all the same, and named in the alert
+            first = dataclasses.replace(first, output=f"{first.output}; also new: {', '.join(also)}")
+        return [first]
 
     def _file(self, st: _State, en, ev: FileEvent, i: int, flagged):
         op = ev.op
