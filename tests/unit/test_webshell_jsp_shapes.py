@@ -129,3 +129,44 @@ def test_java_source_with_dollar_brace_strings_is_read_as_a_class():
               'byte[] b = new byte[4096];\nint a;\nwhile ((a = in.read(b)) != -1) out.write(run(new String(b, 0, a)).getBytes());\n'
               '}\n}\n', "C.java")
     assert h.rule == "jsp.request-to-exec"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("page,rule", [
+    ('<% System.load(request.getParameter("lib")); %>', "jsp.request-to-classload"),
+    ('<% jdk.jshell.JShell.create().eval(request.getParameter("c")); %>', "jsp.request-to-eval"),
+    ('<% java.lang.reflect.Field f = t.getClass().getDeclaredField("_bytecodes"); f.setAccessible(true);'
+     ' f.set(t, new byte[][]{java.util.Base64.getDecoder().decode(request.getParameter("b"))});'
+     ' t.newTransformer(); %>', "jsp.request-to-classload"),
+    ('<% Class c = u.defineAnonymousClass(String.class, java.util.Base64.getDecoder().decode('
+     'request.getParameter("b")), null); c.newInstance(); %>', "jsp.request-to-classload"),
+    ('<% Object o = new java.io.ObjectInputStream(request.getInputStream()).readObject(); %>',
+     "jsp.request-to-deserialisation"),
+])
+def test_more_code_loading_sinks(page, rule):
+    assert shell(page).rule == rule
+
+
+def test_loading_a_fixed_native_library_is_not_a_shell():
+    benign('<% System.loadLibrary("imageio"); String q = request.getParameter("q"); %>')
+
+
+def test_reading_a_fixed_serialised_file_is_not_request_deserialisation():
+    benign('<% Object o = new java.io.ObjectInputStream(new java.io.FileInputStream(application.getRealPath('
+           '"/WEB-INF/cache.ser"))).readObject(); String q = request.getParameter("q"); %>')
+
+
+def test_page_registering_a_filter_in_the_container():
+    h = shell('<%@ page import="org.apache.catalina.core.*,org.apache.tomcat.util.descriptor.web.*" %><%\n'
+              'StandardContext ctx = (StandardContext) findContext(request);\nFilterDef d = new FilterDef();\n'
+              'd.setFilterName("f"); d.setFilter(new Helper());\nctx.addFilterDef(d);\n'
+              'FilterMap m = new FilterMap(); m.setFilterName("f"); m.addURLPattern("/*");\nctx.addFilterMapBefore(m);\n%>')
+    assert h.rule == "jsp.memory-shell-injector"
+
+
+def test_container_class_registering_filters_is_its_job():
+    benign('package org.example.web;\nimport org.apache.catalina.core.StandardContext;\n'
+           'public class Setup {\nvoid configure(StandardContext ctx, FilterDef d, FilterMap m) {\n'
+           'ctx.addFilterDef(d);\nctx.addFilterMap(m);\n}\n}\n', "Setup.java")

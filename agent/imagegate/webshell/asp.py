@@ -78,6 +78,10 @@ C_SINKS = [
     _S(re.compile(r"\.OpenSubKey\("), "registry", "registry"),
     _S(re.compile(r"\b(?:new )?Function\("), "new Function", "eval", needs=re.compile(r"\bnew Function\(")),
     _S(re.compile(r"\.CompileAssemblyFrom\w+\("), "CodeDom compile", "eval"),
+    _S(re.compile(r"\bJScriptEvaluate\("), "JScript.NET evaluate", "eval"),
+    # a COM object made from a ProgID and driven by name: WScript.Shell's Run without the word Run(
+    _S(re.compile(r"\.InvokeMember\("), "COM InvokeMember", "exec", needs=re.compile(r"GetTypeFromProgID|" + _WSH.pattern,
+                                                                                     _I)),
     _S(re.compile(r"\.(?:Run|Exec|ShellExecute)\(", _I), "WScript.Shell.Run", "exec", receiver=True, needs=_WSH),
     _S(re.compile(r"\bProcess\.Start\("), "Process.Start", "exec"),
     _S(re.compile(r"\bnew (?:System\.Diagnostics\.)?ProcessStartInfo\("), "ProcessStartInfo", "exec"),
@@ -325,6 +329,8 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                     conf = max(conf, 0.75)
                 if conf < 0.5:
                     conf = max(conf, asp_shapes.pieced_eval(prog, f)[0])
+                if re.search(r"\.response(?:text|body)\b", prog.code(f.start, f.end), _I):
+                    conf = max(conf, 0.75)  # runs what an HTTP request fetched: code kept on another server
                 quoted = "".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
                 if re.search(r"\brequest\s*[(.\[]", quoted, _I):
                     conf = max(conf, 0.8)  # the code it evaluates, pieced together, reads the request

@@ -50,7 +50,7 @@ SINKS = [
     _S(re.compile(r"\bClass\.forName\("), "Class.forName", "reflect"),
     _S(re.compile(r"\.(?:getMethod|getDeclaredMethod)\("), "getMethod", "reflect"),
     _S(re.compile(r"\.eval\("), "ScriptEngine.eval", "eval",
-       needs=re.compile(r"ScriptEngine|getEngineBy|ELProcessor|Interpreter|GroovyShell")),
+       needs=re.compile(r"ScriptEngine|getEngineBy|ELProcessor|Interpreter|GroovyShell|JShell")),
     _S(re.compile(r"\.(?:createValueExpression|createMethodExpression|parseExpression|evaluate|getValue)\("),
        "expression evaluation", "eval",
        needs=re.compile(r"ExpressionFactory|ELProcessor|ELContext|SpelExpressionParser|Ognl|GroovyShell"
@@ -58,7 +58,13 @@ SINKS = [
     _S(re.compile(r"\b(?:Ognl\.getValue|MVEL\.eval)\("), "OGNL/MVEL", "eval"),
     # an XSLT stylesheet from the request: Xalan's extension functions call any Java method
     _S(re.compile(r"\.(?:newTransformer|newTemplates)\("), "XSLT from the request", "eval"),
-    _S(re.compile(r"\bdefineClass\w*\("), "defineClass", "classload"),
+    _S(re.compile(r"\b(?:defineClass\w*|defineAnonymousClass|defineHiddenClass)\("), "defineClass", "classload"),
+    # a native library the request names (or uploaded): its initialiser runs as the server
+    _S(re.compile(r"\b(?:System|Runtime\.getRuntime\(\))\.(?:load|loadLibrary)\("), "System.load", "classload"),
+    # TemplatesImpl's _bytecodes set by reflection: the class in them is defined on newTransformer()
+    _S(re.compile(r"\.set\("), "TemplatesImpl._bytecodes", "classload", needs=re.compile(r'"_bytecodes"')),
+    # a page that deserialises the request body: any gadget chain on the class path runs
+    _S(re.compile(r"\bnew (?:java\.io\.)?ObjectInputStream\("), "ObjectInputStream", "deser"),
     _S(re.compile(r"\.newInstance\(\)"), "Class.newInstance", "classload", receiver=True,
        needs=re.compile(r"defineClass|ClassLoader")),
     _S(re.compile(r"\bnew (?:java\.net\.)?URLClassLoader\("), "URLClassLoader", "classload"),
@@ -106,11 +112,11 @@ _ROOTED = re.compile(r"getRealPath|getServletContext|getResource|getContextPath|
                      r"|normalize\(|startsWith\(")
 _FILEREAD = re.compile(r"\bnew (?:java\.io\.)?(?:FileInputStream|FileReader|RandomAccessFile)\(")
 
-_SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
+_SEV = {"deser": Severity.HIGH, "exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "reflect": Severity.CRITICAL, "write": Severity.HIGH, "writedata": Severity.HIGH,
         "files": Severity.HIGH, "tunnel": Severity.HIGH, "jndi": Severity.CRITICAL, "sql": Severity.HIGH,
         "sqlconn": Severity.HIGH}
-_CONF = {"exec": 0.95, "eval": 0.9, "classload": 0.95, "reflect": 0.85, "write": 0.6, "writedata": 0.55,
+_CONF = {"deser": 0.6, "exec": 0.95, "eval": 0.9, "classload": 0.95, "reflect": 0.85, "write": 0.6, "writedata": 0.55,
          "files": 0.4, "tunnel": 0.7, "sql": 0.3, "sqlconn": 0.3, "jndi": 0.45}
 _REVERSE = re.compile(r"/dev/tcp/|/dev/udp/|bash -i"
                       r"|\bnc(?:\.exe)?\b.{0,60}\s-[ec]\b|mkfifo|powershell.{0,40}\s-(?:e|enc)\b"
@@ -167,9 +173,28 @@ def scan_text(text: str, budget, hits: list, depth: int) -> None:
         return
     if code.strip():
         _scan_java(jsp_lex.java_unicode(code), budget, found, "jsp", depth, el=False)
+        _memory_shell(code, found)
     if el.strip():
         _scan_java(el, budget, found, "jsp.el", depth, el=True)
     hits.extend(_best(found))
+
+
+_INJECT = re.compile(r"\.(?:addFilterDef|addFilterMapBefore|addFilterMap|addServletMappingDecoded|addServletMapping"
+                     r"|addApplicationEventListener|addValve|registerMapping)\s*\(")
+_CONTAINER = re.compile(r"StandardContext|ApplicationContext|ApplicationFilterConfig|FilterDef|getPipeline\(\)"
+                        r"|RequestMappingHandlerMapping|StandardWrapper|createWrapper")
+
+
+def _memory_shell(code: str, found: list) -> None:
+    """A page that registers a filter, servlet, listener, valve or controller in the running container:
+    a memory-shell injector (what it registers keeps answering after the page is deleted). Pages only:
+    the container's own classes make these calls for a living."""
+    calls = set(_INJECT.findall(code))
+    m = _INJECT.search(code)
+    if m and (len(calls) >= 2 or _CONTAINER.search(code)):
+        found.append(Hit(rule="jsp.memory-shell-injector", language="jsp", severity=Severity.CRITICAL,
+                         confidence=0.8, sink=m.group(0).strip(". ("), snippet=clip(_around(code, m.group(0))),
+                         detail="registers a component in the running container from a page"))
 
 
 def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool) -> None:
@@ -480,7 +505,8 @@ def _hit(prefix: str, kind: str, conf: float, f: jsp_flow.Flow, family: str, rul
     rule = rule or {"exec": "request-to-exec", "eval": "request-to-eval", "classload": "request-to-classload",
                     "reflect": "request-to-reflection", "write": "request-to-file-write",
                     "writedata": "request-to-file-write", "files": "file-manager", "tunnel": "request-to-socket",
-                    "sql": "sql-console", "sqlconn": "sql-console", "jndi": "request-to-jndi"}[kind]
+                    "sql": "sql-console", "sqlconn": "sql-console", "jndi": "request-to-jndi",
+                    "deser": "request-to-deserialisation"}[kind]
     if f.state != "tainted":
         rule = rule.replace("request-to-", "dynamic-")
     return Hit(rule=f"{prefix}.{rule}", language="jsp", severity=_SEV[kind] if conf >= 0.5 else Severity.LOW,
