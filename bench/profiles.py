@@ -6,7 +6,7 @@ it connects to, the ports it listens on and the directories it writes (sizes dra
 service: 40 programs, 60 edges, 3 users, 20 peers, 4 listening ports, 30 write directories; a few
 images talk to a whole /24 of pods, or write into many cache subdirectories, which the model
 compresses). Each image runs as a Deployment in one or two namespaces; replicas of a Deployment share
-one profile, so the 1,000 containers make about 80 profiles. The events are Enriched records as the
+one profile, so the 1,000 containers make 85 profiles. The events are Enriched records as the
 enrich stage hands them over (agent/events.py), with the reads, forks, exits and host events a node
 also sees, all through `ProfileEngine.observe_batch` in batches of 256, as the pipeline's worker
 calls it.
@@ -64,8 +64,8 @@ class Image:
         # (dir, base): the programs of the image
         self.execs = [(rng.choice(_BIN_DIRS), f"tool{i}-{k}") for k in range(n_exec)]
         # edges: the entrypoint runs some, those run others; every program is someone's child once
-        edges = {(0, k) for k in range(1, n_exec)}
-        while len(edges) < around(60) and n_exec > 1:
+        edges, n_edges = {(0, k) for k in range(1, n_exec)}, around(60)
+        while len(edges) < n_edges and n_exec > 1:
             edges.add((rng.randrange(n_exec), rng.randrange(1, n_exec)))
         self.edges = sorted(edges)
         self.users = [0, 1000 + i, 65534][: rng.choice((1, 2, 3, 3, 3))]
@@ -209,9 +209,8 @@ class Clock:
 
 
 def _engine(state: str, clock: Clock):
-    from agent.detect.profile.engine import ProfileEngine
-
     from agent.config import ProfilesConfig
+    from agent.detect.profile.engine import ProfileEngine
     from agent.detect.profile.store import ProfileStore
     from agent.policy.loader import parse
 
@@ -294,6 +293,11 @@ def cost(fleet: Fleet, runs: int) -> dict:
     infos = [evs[1].container for evs in per]  # the exec of each container carries its ContainerInfo
     batches = _interleave(per)
     n = sum(len(b) for b in batches)
+    mix: dict[str, int] = {}
+    for b in batches:
+        for en in b:
+            k = en.event.name if en.container is not None else "host"
+            mix[k] = mix.get(k, 0) + 1
     off = NullProfiles()
     with tempfile.TemporaryDirectory(prefix="nwbench-prof-") as state:
         clock = Clock()
@@ -313,7 +317,7 @@ def cost(fleet: Fleet, runs: int) -> dict:
         drops = engine.drops()
         engine.close()
     added = [(a - b) / n * 1e9 for a, b in zip(on_t, off_t, strict=True)]
-    return {"events": n, "batches": len(batches), "learn_ns": learn / n * 1e9, "ticks": ticks,
+    return {"events": n, "mix": mix, "batches": len(batches), "learn_ns": learn / n * 1e9, "ticks": ticks,
             "raised": raised, "on_ns": statistics.median(on_t) / n * 1e9, "off_ns": statistics.median(off_t) / n * 1e9,
             "added_ns": statistics.median(added), "runs": sorted(added), "drops": drops}
 
@@ -417,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
           f"largest {docs[-1] / 1024:.1f} KiB")
 
     c = cost(fleet, args.runs)
+    print("mix: " + ", ".join(f"{k} {v / c['events'] * 100:.0f} %" for k, v in sorted(c["mix"].items(),
+                                                                                    key=lambda kv: -kv[1])))
     print(f"events: {c['events']:,} in {c['batches']:,} batches of {BATCH}; learning pass "
           f"{c['learn_ns']:.0f} ns/event; locked after {c['ticks']} ticks; steady state raised {c['raised']} alerts")
     print(f"steady state: engine on {c['on_ns']:.0f} ns/event, off {c['off_ns']:.0f} ns/event (median of "
