@@ -305,3 +305,37 @@ def test_execute_of_downloaded_code():
 def test_showing_a_downloaded_page_is_not_executing_it():
     benign('<%\nSet x = Server.CreateObject("Microsoft.XMLHTTP")\nx.open "GET", "http://feeds.example/news", False\n'
            'x.send\nResponse.Write x.responseText\n%>')
+
+
+# --- hostile input to the new shapes: bounded time, no crash -----------------------------------------
+
+import time  # noqa: E402
+
+
+def _bounded(text, name="x.asp", seconds=10.0):
+    t0 = time.process_time()
+    hits = scan(text, name)
+    assert time.process_time() - t0 < seconds
+    return hits
+
+
+def test_thousands_of_pieced_executes_stay_bounded():
+    body = "".join(f'a{i}="ab@@cd%20{"x" * 40}"\nb{i}=replace(a{i},"@@","")\nexecute(unescape(b{i}))\n'
+                   for i in range(3000))
+    _bounded("<%\n" + body + "%>")
+
+
+def test_thousands_of_file_flows_on_request_paths_stay_bounded():
+    body = "".join(f'p{i} = request("p{i}") & p{i - 1}\nfs.DeleteFile p{i}\nSet d{i} = fs.GetFolder(p{i})\n'
+                   for i in range(1, 3000))
+    _bounded('<%\nSet fs = CreateObject("Scripting.FileSystemObject")\np0 = ""\n' + body + "%>")
+
+
+def test_large_encoded_block_full_of_high_bytes_stays_bounded():
+    block = bytes((0xB2 if i % 3 else 0x40) for i in range(1_000_000))
+    _bounded(b"<%@ LANGUAGE = VBScript.Encode %><%#@~^AAAAAA==" + block + b"AAAAAA==^#~@%>")
+
+
+def test_many_base64_literals_stay_bounded():
+    lits = "".join(f'x{i} = "{base64.b64encode(bytes([i % 256]) * 3000).decode()}"\n' for i in range(2000))
+    _bounded("<%\n" + lits + "%>", "x.aspx")

@@ -101,9 +101,16 @@ def _replace_pairs(prog: jsp_flow.Program, spans) -> list[tuple[str, str]]:
     return pairs
 
 
+_MAX_PIECED = 16  # Execute calls followed back per program: a page of thousands stays bounded
+
+
 def pieced_eval(prog: jsp_flow.Program, f: jsp_flow.Flow) -> tuple[float, str]:
     """Execute/Eval of a value built from constants through Replace/Split/unescape and the page's own
     replace-only decoders: (confidence, decoded text) when the decoded text reads the request."""
+    calls = getattr(prog, "_pieced_calls", 0)
+    if calls >= _MAX_PIECED:
+        return 0.0, ""
+    prog._pieced_calls = calls + 1  # type: ignore[attr-defined]
     spans = closure(prog, f.start, f.end)
     consts = [c for c in _strings(prog, spans + [(f.start, f.end)]) if len(c) >= 8][:32]
     if not consts:
@@ -150,6 +157,9 @@ _WRITE = re.compile(r"createtextfile|opentextfile\([^,)]*,\s*[28]|savetofile|str
 _ROOTED = re.compile(r"mappath|getrealpath|physicalapplicationpath|app_data|\"~/|apppath|appdomain", _I)
 
 
+_MAX_FLOWS = 200  # file flows followed back per program
+
+
 def raw_path(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
     """The sink's arguments, and every assignment they come from, are free of Server.MapPath and kin."""
     if _ROOTED.search(f.snippet):
@@ -162,9 +172,9 @@ def raw_path_browser(prog: jsp_flow.Program, flows, found: list, lang: str) -> N
     Server.MapPath: a file browser of the whole disk. (A page that lets the request pick a file
     under its own folder maps the path first.)"""
     cats: dict[str, jsp_flow.Flow] = {}
-    for f in flows:
-        if f.state != "tainted" or f.sink.kind not in ("files", "write", "writedata", "upload", "fsread"):
-            continue
+    todo = [f for f in flows if f.state == "tainted" and f.sink.kind in ("files", "write", "writedata", "upload",
+                                                                      "fsread")]
+    for f in todo[:_MAX_FLOWS]:
         code = f.snippet
         if not raw_path(prog, f):
             continue
@@ -191,9 +201,7 @@ def self_write(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:
     """A file write whose path is the page's own (its SCRIPT_NAME or physical path) or a new server page
     beside it, with request data or a server page going in: a page that rewrites itself or plants one."""
     content = any(g.state == "tainted" and g.sink.kind in ("writedata", "write") for g in flows)
-    for f in flows:
-        if f.sink.kind not in ("write", "writedata"):
-            continue
+    for f in [g for g in flows if g.sink.kind in ("write", "writedata")][:_MAX_FLOWS]:
         spans = closure(prog, f.start, f.end)
         where = f.snippet + " " + " ".join(prog.code(sa, sb) for sa, sb in spans)
         if not _SELF.search(where):
