@@ -339,3 +339,28 @@ def test_large_encoded_block_full_of_high_bytes_stays_bounded():
 def test_many_base64_literals_stay_bounded():
     lits = "".join(f'x{i} = "{base64.b64encode(bytes([i % 256]) * 3000).decode()}"\n' for i in range(2000))
     _bounded("<%\n" + lits + "%>", "x.aspx")
+
+
+def test_adodb_stream_saves_the_request_body_to_a_form_named_path():
+    h = shell('<%\nSet s = Server.CreateObject("ADODB.Stream")\ns.Type = 1\ns.Open\n'
+              's.Write Request.BinaryRead(Request.TotalBytes)\ns.SaveToFile Request.QueryString("p"), 2\ns.Close\n%>')
+    assert h.rule == "asp.request-to-file-write" and h.confidence >= 0.6
+
+
+def test_upload_component_saving_under_the_site_stays_below():
+    benign('<%\nSet s = Server.CreateObject("ADODB.Stream")\ns.Type = 1\ns.Open\n'
+           's.Write Request.BinaryRead(Request.TotalBytes)\n'
+           's.SaveToFile Server.MapPath("/uploads/" & Request.QueryString("n") & ".jpg"), 2\ns.Close\n%>')
+
+
+def test_cmd_exe_fed_the_request_on_stdin():
+    h = shell('<%@ Page Language="C#" %><% var p = new System.Diagnostics.Process(); p.StartInfo.FileName = "cmd.exe";'
+              ' p.StartInfo.RedirectStandardInput = true; p.StartInfo.UseShellExecute = false; p.Start();'
+              ' p.StandardInput.WriteLine(Request["c"]); Response.Write(p.StandardOutput.ReadToEnd()); %>', "x.aspx")
+    assert h.rule == "aspx.request-to-exec" and h.sink == "process stdin"
+
+
+def test_fixed_tool_with_fixed_stdin_is_not_a_shell():
+    benign('<%@ Page Language="C#" %><% var p = new System.Diagnostics.Process(); p.StartInfo.FileName = "sort.exe";'
+           ' p.StartInfo.RedirectStandardInput = true; p.Start(); p.StandardInput.WriteLine("b\\na");'
+           ' var q = Request["q"]; %>', "x.aspx")

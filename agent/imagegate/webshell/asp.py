@@ -55,6 +55,7 @@ VB_SINKS = [
     _S(re.compile(r"\bnew (?:system\.diagnostics\.)?processstartinfo\b", _I), "ProcessStartInfo", "exec", rest=True),
     _S(re.compile(r"\.(?:filename|arguments)=", _I), "ProcessStartInfo", "exec", needs=_PROC),
     _S(re.compile(r"\.start\b", _I), "Process.Start", "exec", receiver=True, rest=True, needs=_PROC),
+    _S(re.compile(r"\.standardinput\.(?:write|writeline)\b", _I), "process stdin", "exec", rest=True, needs=_PROC),
     _S(re.compile(r"\b(?:assembly|domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
     _S(re.compile(r"\.(?:createtextfile|opentextfile|savetofile)\b", _I), "file write", "write", rest=True),
     _S(re.compile(r"(?<!response)(?<!\bout)\.(?:write|writeline|writetext)\b", _I), "file write", "writedata",
@@ -87,6 +88,8 @@ C_SINKS = [
     _S(re.compile(r"\bnew (?:System\.Diagnostics\.)?ProcessStartInfo\("), "ProcessStartInfo", "exec"),
     _S(re.compile(r"\.(?:FileName|Arguments)="), "ProcessStartInfo", "exec", needs=_PROC),
     _S(re.compile(r"\.Start\(\)"), "Process.Start", "exec", receiver=True, needs=_PROC),
+    # what a started process reads on stdin: cmd.exe kept open and fed the request
+    _S(re.compile(r"\.StandardInput\.(?:Write|WriteLine)\("), "process stdin", "exec", needs=_PROC),
     _S(re.compile(r"\b(?:Assembly|Domain)\.Load\w*\("), "Assembly.Load", "classload"),
     _S(re.compile(r"\.CreateInstance\("), "Assembly.CreateInstance", "classload", receiver=True,
        needs=re.compile(r'Assembly\.Load|Domain\.Load|GetMethod\("Load"')),
@@ -304,6 +307,12 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                     g.state == "tainted" and g.sink.kind in ("write", "writedata") and g.sink.kind != k
                     and _PARAM.search(g.source) for g in flows)
                 conf = 0.65 if both else min(conf, 0.45)
+                if not both and k == "write" and _PARAM.search(f.source) and asp_shapes.raw_path(prog, f) and any(
+                        g.state == "tainted" and g.sink.kind == "writedata" for g in flows) \
+                        and re.search(r"\bbinaryread\b|\.responsebody\b|\.responsetext\b", text, _I):
+                    # the whole path a form field, no Server.MapPath on its way, and the bytes the request
+                    # (or a URL it names) sent: anything, anywhere on disk
+                    conf = 0.6
             elif k == "eval" and f.sink.name == "CreateObject":
                 conf = 0.7
         elif k == "eval" and f.state == "constant" and depth < 3:
