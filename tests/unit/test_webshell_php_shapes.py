@@ -246,3 +246,23 @@ def test_client_connection_handed_to_a_program():
 
 def test_logging_the_client_address_is_clean():
     _clean("<?php system('logger visit from ' . escapeshellarg($_SERVER['REMOTE_ADDR']));")
+
+
+def test_register_globals_variable_with_a_default_keeps_its_guess():
+    page = ('<form method="post"><input name="cmd"></form>'
+            '<?php if ($cmd == "") { $cmd = "dir"; } system($cmd); ?>')
+    _shell(page, rule="php.request-to-exec")
+
+
+def test_a_variable_set_before_it_is_read_is_no_guess():
+    _clean('<form method="post"><input name="cmd"></form><?php $cmd = "uptime"; system($cmd); ?>')
+
+
+def test_stream_wrapper_in_front_of_a_request_path():
+    _shell("<?php $f = $_POST['file']; copy('compress.zlib://' . $f, '/tmp/x'); readfile('/tmp/x');",
+           rule="php.wrapper-bypass")
+
+
+def test_stream_wrapper_on_a_fixed_path_is_clean():
+    _clean("<?php $d = file_get_contents('compress.zlib://' . __DIR__ . '/data.gz'); echo strlen($d);"
+           " echo htmlspecialchars($_GET['q']);")

@@ -344,6 +344,12 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return _call_user(ctx, fd, args, None)
     ctx.calls[name] += 1
     a0 = args[0] if args else UNKNOWN
+    if name in _WRAPPER_READS and argn and _strongish(a0) and avs is None:
+        pre = argn[0][2][0] if argn[0][0] == "bin" and argn[0][1] == "." and argn[0][2] else None
+        if pre is not None and pre[0] == "str" and pre[1].lower().startswith(_BYPASS_WRAPPERS):
+            # a stream wrapper in front of a request path: the safe_mode / open_basedir bypasses
+            _raw(ctx, "php.wrapper-bypass", "high", 0.6, _label(a0), name, f"{name}({_q(pre[1])} . {_show(a0)})",
+                 "reads a file the request names through a stream wrapper that skips PHP's path checks")
     if name in EXEC_SINKS:
         data = _join(args[:2]) if name in ("proc_open", "pcntl_exec") else a0
         _sink(ctx, "exec", name, data, node, sc, args, via)
@@ -454,6 +460,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         _callable_args(ctx, name, args, node, sc)
     return V(None, t, bool(t) and all(a.d or not a.t for a in args) and len(args) <= 2)
 
+
+_WRAPPER_READS = frozenset({"copy", "fopen", "file_get_contents", "readfile", "file", "highlight_file", "show_source",
+                            "gzopen", "gzfile", "readgzfile", "simplexml_load_file", "parse_ini_file"})
+_BYPASS_WRAPPERS = ("compress.zlib://", "compress.bzip2://", "glob://", "zip://", "phar://")
 
 # a database client page: the request names the server and credentials and sends the statement
 _DB_QUERY = frozenset({"mysql_query", "mysql_unbuffered_query", "mysql_db_query", "mysqli_query", "mysqli_multi_query",

@@ -149,7 +149,11 @@ def _lookup(ctx: Ctx, name: str, sc: Scope) -> V:
             # undefined variable at file level is request data: a weak source
             # undefined variable at file level is request data: a weak source. Its value is ""
             # otherwise, which is what obfuscators rely on: `$f = $f . 'sys'; $f = $f . 'tem';`
-            return V("", frozenset({f"~${name} (register_globals)"}), True)
+            # Read before it is set (`if ($cmd == "") $cmd = "dir";`), it keeps that guess when the
+            # code later gives it a default: the default is only taken when the request sent none.
+            weak = frozenset({f"~${name} (register_globals)"})
+            sc.sticky.setdefault(name, weak)
+            return V("", weak, True)
         return UNKNOWN
     return v
 
