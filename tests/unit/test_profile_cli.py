@@ -1,8 +1,8 @@
 """`nodewarden profile` (agent/commands/profile.py), run as the real CLI in a fresh process over a temporary
 state dir: list/show/export read the profile files (written here in the document format of the issue-13
 contract, by hand), KEY by prefix or file name; lock/unlock/forget/import applied to the files when no agent
-runs, and through the request files when one does (an agent here: this test process, named in status.json,
-answering with the store's own request handling, as the engine's tick does); no answer in time: withdrawn.
+runs, and through the request files when one does (the agent here: this test process, named in status.json,
+with the real ProfileEngine ticking on a thread); no answer in time: withdrawn.
 Every error is one line on stderr and exit status 1."""
 
 from __future__ import annotations
@@ -223,36 +223,33 @@ def test_config_names_the_profiles_dir(state, tmp_path):
 
 
 class _Agent:
-    """This process as the running agent: status.json names our pid; a thread answers requests the way the
-    engine's tick does (ProfileStore.pending, apply_request, save/remove, finish)."""
+    """This process as the running agent: status.json names our pid, and the real ProfileEngine (no kernel,
+    no collector) ticks on a thread as the pipeline's worker does, applying the requests."""
 
     def __init__(self, state: Path, answer: bool = True):
+        from agent.config import ProfilesConfig
+        from agent.detect.profile.engine import ProfileEngine
         from agent.detect.profile.store import ProfileStore
+        from agent.policy.profiles import ProfilePolicy
 
-        self.store = ProfileStore(str(state / "profiles"))
-        self.profiles = {p.key: p for p in self.store.load_all()}
-        self.seen: list[dict] = []
+        self.engine = ProfileEngine(ProfilesConfig(), ProfilePolicy(), ProfileStore(str(state / "profiles")))
         (state / "status.json").write_bytes(orjson.dumps({"pid": os.getpid(), "started": NOW}))
+        self.changes: list = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run if answer else self._stop.wait, daemon=True)
         self._t.start()
 
     def _run(self) -> None:
-        from agent.detect.profile.store import apply_request
-
         while not self._stop.wait(0.2):
-            for name, req, err in self.store.pending():
-                self.seen.append(req)
-                ok, err = apply_request(self.profiles, req) if req is not None else (False, err)
-                if ok and req["op"] == "forget":
-                    self.store.remove(req["key"])
-                elif ok:
-                    self.store.save(self.profiles[req["key"]])
-                self.store.finish(name, ok, err)
+            self.changes.extend(self.engine.tick())
+
+    def profiles(self) -> dict:
+        return {p.key: p for p in self.engine.profiles()}
 
     def close(self) -> None:
         self._stop.set()
         self._t.join(5)
+        self.engine.close()
 
 
 @pytest.fixture
@@ -279,16 +276,22 @@ def test_through_a_running_agent(state, agent, tmp_path):
     out = _cli(state, "lock", "shop/", "--mode", "monitoring")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"{a['key']}: locked in monitoring (by the agent, pid {os.getpid()})"
-    assert ag.seen == [{"op": "lock", "mode": "monitoring", "key": a["key"]}]
-    assert ag.profiles[a["key"]].mode == "monitoring" and _requests_left(state) == []
+    assert ag.profiles()[a["key"]].mode == "monitoring" and _requests_left(state) == []
+    assert _load(state, a["key"])["mode"] == "monitoring"  # saved before the answer: the CLI reads it next
+    (change,) = [c for c in ag.changes if c.key == a["key"]]
+    assert (change.mode, change.previous_mode, change.reason) == ("monitoring", "learning", "locked by user")
     # a key the agent holds but has not flushed yet goes to it as given; its refusal is the error
     _fails(_cli(state, "unlock", "shop/Deployment/new/app@x"), "no profile 'shop/Deployment/new/app@x'")
     f = tmp_path / "two.json"
     f.write_bytes(orjson.dumps([_doc(owner="x"), _doc(owner="y")]))
     out = _cli(state, "import", str(f))
     assert out.returncode == 0 and out.stdout.startswith("imported 2 of 2 profiles") and "by the agent" in out.stdout
-    assert {"shop/Deployment/x/app@" + DIGEST, "shop/Deployment/y/app@" + DIGEST} <= set(ag.profiles)
-    assert _cli(state, "forget", a["key"]).returncode == 0 and a["key"] not in ag.profiles
+    assert {"shop/Deployment/x/app@" + DIGEST, "shop/Deployment/y/app@" + DIGEST} <= set(ag.profiles())
+    assert _load(state, "shop/Deployment/x/app@" + DIGEST)["items"] == _doc(owner="x")["items"]
+    out = _cli(state, "unlock", a["key"][:20])
+    assert out.returncode == 0 and ag.profiles()[a["key"]].mode == "learning"
+    assert _cli(state, "forget", a["key"]).returncode == 0 and a["key"] not in ag.profiles()
+    assert not (state / "profiles" / f"{_fid(a['key'])}.json").exists()
     assert _requests_left(state) == []
 
 
