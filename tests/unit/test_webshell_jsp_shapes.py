@@ -170,3 +170,15 @@ def test_container_class_registering_filters_is_its_job():
     benign('package org.example.web;\nimport org.apache.catalina.core.StandardContext;\n'
            'public class Setup {\nvoid configure(StandardContext ctx, FilterDef d, FilterMap m) {\n'
            'ctx.addFilterDef(d);\nctx.addFilterMap(m);\n}\n}\n', "Setup.java")
+
+
+def test_script_engine_reached_by_reflection():
+    h = shell('<% Object o = Class.forName("javax.script.ScriptEngineManager").newInstance();'
+              ' Object e = o.getClass().getMethod("getEngineByName", String.class).invoke(o, "js");'
+              ' e.getClass().getMethod("eval", String.class).invoke(e, request.getParameter("c")); %>')
+    assert h.rule == "jsp.request-to-exec" and h.sink == "Method.invoke"
+
+
+def test_bean_property_set_by_reflection_is_not_a_shell():
+    benign('<% java.lang.reflect.Method m = bean.getClass().getMethod("setName", String.class);'
+           ' m.invoke(bean, request.getParameter("name")); %>')

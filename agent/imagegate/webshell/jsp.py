@@ -39,7 +39,7 @@ EL_SOURCES = SOURCES + [re.compile(p) for p in (
 
 _S = jsp_flow.Sink
 _RUNTIME = re.compile(r'"java\.lang\.(?:Runtime|ProcessBuilder|ProcessImpl|UNIXProcess)"|getRuntime|ProcessBuilder'
-                      r'|"exec"|"start"')
+                      r'|"exec"|"start"|"javax\.script\.ScriptEngineManager"|"(?:eval|evaluate|defineClass)"')
 SINKS = [
     _S(re.compile(r"\.exec\("), "Runtime.exec", "exec", needs=re.compile(r"Runtime|\bexec\b")),
     _S(re.compile(r"\bnew (?:java\.lang\.)?ProcessBuilder\("), "new ProcessBuilder", "exec"),
