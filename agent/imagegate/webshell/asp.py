@@ -56,7 +56,9 @@ VB_SINKS = [
     _S(re.compile(r"\.(?:filename|arguments)=", _I), "ProcessStartInfo", "exec", needs=_PROC),
     _S(re.compile(r"\.start\b", _I), "Process.Start", "exec", receiver=True, rest=True, needs=_PROC),
     _S(re.compile(r"\.standardinput\.(?:write|writeline)\b", _I), "process stdin", "exec", rest=True, needs=_PROC),
-    _S(re.compile(r"\b(?:assembly|domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
+    _S(re.compile(r"\b(?:assembly|(?:current)?domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
+    # GetObject("script:<url>"): a Windows Script Component fetched and run (a remote scriptlet)
+    _S(re.compile(r"\bgetobject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
     _S(re.compile(r"\.(?:createtextfile|opentextfile|savetofile)\b", _I), "file write", "write", rest=True),
     _S(re.compile(r"(?<!response)(?<!\bout)\.(?:write|writeline|writetext)\b", _I), "file write", "writedata",
        rest=True, needs=_FSO),
@@ -90,7 +92,11 @@ C_SINKS = [
     _S(re.compile(r"\.Start\(\)"), "Process.Start", "exec", receiver=True, needs=_PROC),
     # what a started process reads on stdin: cmd.exe kept open and fed the request
     _S(re.compile(r"\.StandardInput\.(?:Write|WriteLine)\("), "process stdin", "exec", needs=_PROC),
-    _S(re.compile(r"\b(?:Assembly|Domain)\.Load\w*\("), "Assembly.Load", "classload"),
+    _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.Load\w*\("), "Assembly.Load", "classload"),
+    _S(re.compile(r"\bGetObject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
+    # a page that deserialises what the request sent: any gadget chain in the GAC runs
+    _S(re.compile(r"\.(?:Deserialize|ReadObject)\("), "Deserialize", "deser",
+       needs=re.compile(r"BinaryFormatter|LosFormatter|ObjectStateFormatter|SoapFormatter|NetDataContractSerializer")),
     _S(re.compile(r"\.CreateInstance\("), "Assembly.CreateInstance", "classload", receiver=True,
        needs=re.compile(r'Assembly\.Load|Domain\.Load|GetMethod\("Load"')),
     _S(re.compile(r"\.Invoke\("), "Assembly.Load (reflective)", "classload", needs=re.compile(r'GetMethod\("Load"')),
@@ -115,11 +121,12 @@ JS = jsp_flow.Lang("jscript", SOURCES, C_SINKS, func_kw=frozenset({"function"}))
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "write": Severity.HIGH, "writedata": Severity.HIGH, "upload": Severity.HIGH, "files": Severity.HIGH,
-        "sql": Severity.HIGH, "sqlconn": Severity.HIGH, "tunnel": Severity.HIGH, "registry": Severity.HIGH}
+        "sql": Severity.HIGH, "sqlconn": Severity.HIGH, "tunnel": Severity.HIGH, "registry": Severity.HIGH,
+        "deser": Severity.HIGH}
 _RULE = {"exec": "request-to-exec", "eval": "request-to-eval", "classload": "request-to-classload",
          "write": "request-to-file-write", "writedata": "request-to-file-write", "upload": "upload",
          "files": "file-manager", "sql": "sql-console", "sqlconn": "sql-console", "tunnel": "request-to-socket",
-         "registry": "registry-browser"}
+         "registry": "registry-browser", "deser": "request-to-deserialisation"}
 _CRYPTO = re.compile(r"RijndaelManaged|CreateDecryptor|AesManaged|Aes\.Create|AesCryptoServiceProvider", _I)
 _FILEOPS = re.compile(r"\.(?:deletefile|deletefolder|movefile|copyfile|getfolder|createfolder|movefolder|copyfolder"
                       r"|getfiles|getdirectories|delete|move|copy|createtextfile|opentextfile|savetofile)\b", _I)
@@ -209,6 +216,7 @@ def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
             _scan_code(la, code, lang, budget, found, extra, depth)
     if depth == 0 and not any(h.confidence >= 0.5 for h in found):
         asp_shapes.encoded_request_code(text, budget, found, lang)
+        asp_shapes.image_include(text, found, lang)
     seen: dict[tuple[str, str], Hit] = {}
     for h in found:
         k = (h.rule, h.sink)
@@ -265,7 +273,7 @@ def _family(text: str, kinds: set, size: int) -> str:
 
 _EVAL_VALUE = re.compile(r"(?<![.\w])eval(?=[,;})\]:]|$)|[:=,(]eval\b(?!\()", _I)
 _CONF = {"exec": 0.95, "eval": 0.95, "classload": 0.95, "write": 0.6, "writedata": 0.55, "upload": 0.55,
-         "files": 0.4, "sql": 0.3, "sqlconn": 0.3, "tunnel": 0.7, "registry": 0.6}
+         "files": 0.4, "sql": 0.3, "sqlconn": 0.3, "tunnel": 0.7, "registry": 0.6, "deser": 0.6}
 
 
 def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: int, depth: int, extra) -> None:
@@ -315,6 +323,9 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                     conf = 0.6
             elif k == "eval" and f.sink.name == "CreateObject":
                 conf = 0.7
+        elif k == "eval" and f.sink.name == "GetObject(script:)" and re.search(r'"script:\s*(?:https?|ftp|\\\\)',
+                                                                                   f.snippet, _I):
+            conf = 0.75  # runs a scriptlet kept on another server
         elif k == "eval" and f.state == "constant" and depth < 3:
             inner = "".join(str(t[1]) for t in prog.toks[f.start:f.end] if t[0] == "s")
             if len(inner) > 6:

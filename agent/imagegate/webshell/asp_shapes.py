@@ -280,3 +280,17 @@ def encoded_request_code(raw: str, budget, found: list, lang: str) -> None:
 def unsafe_eval(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
     """JScript.NET eval(x, "unsafe"): code run with full trust, the China Chopper .aspx shape."""
     return bool(re.search(r',\s*"unsafe"\)', prog.code(f.start, min(f.end + 1, len(prog.toks))), _I))
+
+
+IMAGE_INCLUDE = re.compile(r"""<!--\s*#include\s+(?:file|virtual)\s*=\s*["']?([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))"""
+                           r"""|<%@\s*include\s+file\s*=\s*["']?([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))""", _I)
+
+
+def image_include(raw: str, found: list, lang: str) -> None:
+    """A server-side include of an image file: the picture's bytes are parsed as server code, the way a
+    shell is kept in an upload folder that only accepts images."""
+    m = IMAGE_INCLUDE.search(raw[:2_000_000])
+    if m:
+        found.append(Hit(rule=f"{lang}.includes-image-as-code", language=lang, severity=Severity.HIGH,
+                         confidence=0.6, sink="server-side include", snippet=clip(m.group(0)),
+                         detail=f"includes {m.group(1) or m.group(2)} as server code"))

@@ -165,11 +165,15 @@ def scan(data: bytes, lang: str, budget, hits: list) -> None:
 def scan_text(text: str, budget, hits: list, depth: int) -> None:
     code, el = extract(text, budget)
     found: list[Hit] = []
+    if depth == 0:
+        from agent.imagegate.webshell.asp_shapes import image_include
+
+        image_include(text, found, "jsp")  # <%@ include file="x.jpg" %>: the image compiled as JSP
     if not code.strip() and (not el.strip() or _JAVA_SOURCE.search(text[:20000])):
         # no scriptlet: a Java source (its `${...}` are strings, not EL), or a page of template text only
         if _JAVA_FILE.search(text[:20000]):
             _scan_class(jsp_lex.java_unicode(text), budget, found, depth)
-            hits.extend(_best(found))
+        hits.extend(_best(found))
         return
     if code.strip():
         _scan_java(jsp_lex.java_unicode(code), budget, found, "jsp", depth, el=False)
