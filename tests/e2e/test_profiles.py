@@ -39,8 +39,9 @@ TEMPLATE_HASH = "7d4b9c8f6"  # a ReplicaSet's pod-template-hash
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' name-suffix alphabet (rand.SafeEncodeString)
 
 SERVICE = b"""#!/bin/sh
-# The fixed service of tests/e2e/test_profiles.py (see its docstring). No exec of its own beyond the loop's.
+# The fixed service of tests/e2e/test_profiles.py (see its docstring).
 [ -e /ctl/exec ] && /usr/bin/newtool
+/bin/nc -h > /dev/null 2>&1  # a network tool: a bundled rule flags it, so the profile never learns it
 /bin/httpd -p 127.0.0.1:8080 -h /www
 /bin/httpd -p 127.0.0.1:8081 -h /www
 while :; do
@@ -230,6 +231,10 @@ def test_learn_then_alert_then_kill_and_survive_a_restart(containerd, image, wor
         for exe in ("/usr/bin/service", "/bin/httpd", "/bin/date", "/bin/wget", "/bin/cat", "/bin/sleep"):
             assert exe in learned.get("exec", set()), (exe, learned.get("exec"))
         assert NEW_EXEC not in learned["exec"]
+        # what a rule flagged is not learned
+        assert agent.find(lambda r: r["event.name"] == "alert" and r.get("rule.id") == "nw.network_tool_run"
+                          and r.get("container.id") == rep.cid)
+        assert "/bin/nc" not in learned["exec"]
         assert any(p.endswith("127.0.0.1:8080") for p in learned.get("peer", ())), learned.get("peer")
         assert not any(p.endswith(NEW_PEER) for p in learned.get("peer", ()))
         assert {"/tmp/app/data", "/tmp/app/cache"} <= learned.get("write", set()), learned.get("write")
