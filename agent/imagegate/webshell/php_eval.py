@@ -433,7 +433,9 @@ def _concat(ctx: Ctx, vs: list[V]) -> V:
         if total > MAX_CONST:
             return V(None, t, bool(t) and direct)
         return V("".join(strs), t, bool(t) and direct, chain=chain)
-    return V(None, t, bool(t) and direct, chain=chain)
+    last = vs[-1] if vs else UNKNOWN
+    tail = (_sv(last) or "")[-64:] if last.s is not None and not isinstance(last.s, dict) else last.tail
+    return V(None, t, bool(t) and direct, chain=chain, tail=tail)
 
 
 def _array(ctx: Ctx, node, sc: Scope) -> V:

@@ -116,13 +116,16 @@ def _finish(ctx: Ctx, hits: list) -> None:
     fm = _file_manager(ctx, auth, framework)
     if fm is not None:
         hits.append(fm)
-    if ctx.db_query:
-        conf = 0.55 + (0.2 if ctx.db_connect else 0.0) - (0.3 if auth else 0.0) - (0.3 if framework else 0.0)
-        snip = f"query({ctx.db_query})" + (f", connect({ctx.db_connect})" if ctx.db_connect else "")
+    if ctx.db_query or (ctx.db_connect and ctx.db_dump):
+        conf = 0.55 + (0.2 if ctx.db_connect and ctx.db_query else 0.0)
+        conf -= (0.3 if auth else 0.0) + (0.3 if framework else 0.0)
+        snip = (f"query({ctx.db_query})" if ctx.db_query else "SHOW TABLES") + (
+            f", connect({ctx.db_connect})" if ctx.db_connect else "")
         hits.append(Hit(rule="php.sql-client", language="php", severity=Severity.HIGH,
-                        confidence=round(max(conf, 0), 3), source=ctx.db_query, sink="SQL query",
+                        confidence=round(max(conf, 0), 3), source=ctx.db_query or ctx.db_connect, sink="SQL query",
                         family="sql-client", snippet=clip(snip),
-                        detail="runs SQL statements the request sends" + (
+                        detail=("runs SQL statements the request sends" if ctx.db_query else
+                                "lists the tables of a database") + (
                             " on a server and account the request names" if ctx.db_connect else "")))
     if not code_hit and ctx.decrypt_taint and ctx.session_write and calls.keys() & {"eval", "assert"}:
         hits.append(Hit(rule="php.encrypted-payload", language="php", severity=Severity.CRITICAL, confidence=0.8,
@@ -174,6 +177,8 @@ def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:
         score += 0.1
     if any(r["rule"] in ("php.request-to-exec", "php.request-to-code") for r in ctx.raw):
         score += 0.1
+    if ctx.self_delete:
+        score += 0.15  # unlink(__FILE__): a tool that removes itself when done
     if auth:
         score -= 0.3
     if framework:

@@ -401,6 +401,28 @@ def _ltrim_like(mode):
     return g
 
 
+def _basename(args):
+    s = to_str(args[0]) if args else None
+    if s is None:
+        return NOTHING
+    b = s.rstrip("/").rsplit("/", 1)[-1]
+    suffix = to_str(args[1]) if len(args) > 1 else None
+    if suffix and b.endswith(suffix) and b != suffix:
+        b = b[: -len(suffix)]
+    return b
+
+
+def _pathinfo(args):
+    s = to_str(args[0]) if args else None
+    opt = to_int(args[1]) if len(args) > 1 else None
+    if s is None or opt is None:
+        return NOTHING  # the array form is not folded
+    base = s.rstrip("/").rsplit("/", 1)[-1]
+    ext = base.rsplit(".", 1)[1] if "." in base else ""
+    return {1: s.rsplit("/", 1)[0] if "/" in s else ".", 2: base, 4: ext,
+            8: base.rsplit(".", 1)[0] if "." in base else base}.get(opt, NOTHING)
+
+
 def _digest(h, args):
     # md5('a') is a constant: shells cut sink names out of known digests
     s = to_str(args[0]) if args else None
@@ -449,6 +471,8 @@ _SIMPLE = {
     "str_replace": lambda a: _replace(a[0], a[1], a[2]) if len(a) >= 3 else NOTHING,
     "str_ireplace": lambda a: _replace(a[0], a[1], a[2], True) if len(a) >= 3 else NOTHING,
     "strlen": _str1(len),
+    "basename": _basename,
+    "pathinfo": _pathinfo,
     "md5": lambda a: _digest(hashlib.md5, a),
     "sha1": lambda a: _digest(hashlib.sha1, a),
     "crc32": _str1(lambda s: zlib.crc32(_b(s))),

@@ -76,7 +76,8 @@ _PHP_EXT = (".php", ".phtml", ".php3", ".php4", ".php5", ".php7", ".pht", ".phar
             ".aspx", ".jsp", ".htaccess", ".user.ini")
 _CONSTS = {"php_eol": "\n", "directory_separator": "/", "path_separator": ":", "true": "1", "false": "",
            "null": "", "php_os": "Linux", "e_all": 32767, "php_int_max": 9223372036854775807,
-           "php_version": "8.2.0", "php_os_family": "Linux"}
+           "php_version": "8.2.0", "php_os_family": "Linux",
+           "pathinfo_dirname": 1, "pathinfo_basename": 2, "pathinfo_extension": 4, "pathinfo_filename": 8}
 
 THIS_FILE = "/__this_file__.php"
 _WEAK = ("~", "^")  # label prefixes: a register_globals guess, a parameter of a function nobody calls
@@ -94,9 +95,9 @@ class V:
     function name (ReflectionFunction, Closure::fromCallable), `h` the path a file handle opened,
     `chain` the decoders that produced it."""
 
-    __slots__ = ("s", "t", "d", "cls", "fn", "h", "chain")
+    __slots__ = ("s", "t", "d", "cls", "fn", "h", "chain", "tail")
 
-    def __init__(self, s=None, t=frozenset(), d=False, cls=None, fn=None, h=None, chain=()):
+    def __init__(self, s=None, t=frozenset(), d=False, cls=None, fn=None, h=None, chain=(), tail=""):
         self.s = s
         self.t = t
         self.d = d
@@ -104,6 +105,7 @@ class V:
         self.fn = fn
         self.h = h
         self.chain = chain
+        self.tail = tail  # an unknown string's known end ($_SERVER['DOCUMENT_ROOT'] . '/x.php')
 
 
 UNKNOWN = V()
@@ -183,6 +185,8 @@ class Ctx:
         self.strong = 0  # hits at or above the threshold, repeats included
         self.db_query = ""  # a whole SQL statement from the request (a database client page)
         self.db_connect = ""  # database credentials from the request
+        self.db_dump = False  # lists a server's tables or databases (a dump tool)
+        self.self_delete = False  # unlink(__FILE__): removes its own traces
 
 
 # -- rendering (evidence) -----------------------------------------------------------------------
