@@ -15,7 +15,8 @@ calls it.
     events built fresh (as the sensors decode them) and dropped once observed, so every string a
     profile keeps is counted. Reported with the containers still live and after they are gone
     (then only the profiles remain), per profile, beside the 64 KiB target; and the size of one
-    profile's document (JSON, what the state dir and the collector hold).
+    profile's document (JSON, what the state dir and the collector hold). The bound beside it: one
+    profile with every kind at profiles.max_items, times profiles.max_profiles.
 (b) Cost per event: the same replay over the learned profiles (the steady state: every item known,
     nothing raised) through the engine, minus the same loop through NullProfiles (the engine off),
     in this thread's CPU time, median of the runs, beside the 1 us target. The learning pass (every
@@ -270,6 +271,45 @@ def memory(fleet: Fleet) -> dict:
             "modes": sorted({p.mode for p in profiles})}
 
 
+def full(max_items: int) -> tuple[int, int]:
+    """The bound: one profile with every kind at its cap (profiles.max_items, distinct items that nothing
+    compresses: at most 8 write directories under one parent); (traced bytes, document bytes, items per kind)."""
+    from agent.config import ProfilesConfig
+    from agent.events import Enriched, ExecEvent, FileEvent, NetEvent, Op, ProcInfo
+
+    fleet = Fleet(1, 1)
+    img, make = fleet.containers[0]
+    with tempfile.TemporaryDirectory(prefix="nwbench-prof-") as state:
+        clock = Clock()
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        engine = _engine(state, clock)
+        info = make()
+        engine.on_container("task", info)
+        cg, mnt, ts = info.cgroup_id, info.mntns, int(clock.now * 1e9)
+        for k in range(ProfilesConfig().max_items if max_items <= 0 else max_items):
+            proc = ProcInfo(500 + k, 499, f"/opt/svc/bin/parent{k}", ("p",), k, ts, comm="p")
+            evs = [Enriched(ExecEvent(Op.EXEC, ts, 500 + k, 500 + k, 499, k, k, cg, mnt, "t", False,
+                                      f"/opt/svc/bin/tool-{k}", ("t",)), proc, proc, info),
+                   Enriched(NetEvent(Op.NET_CONNECT, ts, 500, 500, 1, 0, 0, cg, mnt, "t", False, 0, 5, "ipv4", "tcp",
+                                     f"10.{k >> 8}.{k & 255}.{(k * 7) % 250 + 1}", 1000 + k, 0), proc, None, info),
+                   Enriched(NetEvent(Op.NET_LISTEN, ts, 500, 500, 1, 0, 0, cg, mnt, "t", False, 0, 4, "ipv4", "tcp",
+                                     "0.0.0.0", 20000 + k, 128), proc, None, info),
+                   Enriched(FileEvent(Op.FILE_OPEN, ts, 500, 500, 1, 0, 0, cg, mnt, "t", False,
+                                      f"/srv/a{k // 64}/b{k // 8 % 8}/c{k % 8}/f.log", "", 3, _WR, 0o644, -100, -1,
+                                      0, 0), proc, None, info)]
+            engine.observe_batch(evs, set())
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        (p,) = engine.profiles()
+        doc = len(_json(p.to_doc()))
+        counts = {kind: len(v) for kind, v in p.items.items()}
+        engine.close()
+    return used, doc, counts
+
+
 def _json(doc) -> bytes:
     import orjson
 
@@ -401,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.containers < 1 or args.images < 1 or args.runs < 1:
         ap.error("--containers, --images and --runs must be at least 1")
+    from agent.config import ProfilesConfig
+
     fleet = Fleet(args.images, args.containers)
     items = sorted(img.items() for img in fleet.images)
     print(f"replay: {args.containers:,} containers of {args.images} images as {fleet.workloads} workloads; "
@@ -419,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     docs = sorted(m["docs"])
     print(f"profile document (JSON): median {statistics.median(docs) / 1024:.1f} KiB, "
           f"largest {docs[-1] / 1024:.1f} KiB")
+
+    used, doc, counts = full(0)
+    print(f"bound: a profile at its caps ({', '.join(f'{k} {v}' for k, v in counts.items())}): "
+          f"{used / 1024:.0f} KiB, document {doc / 1024:.0f} KiB; x profiles.max_profiles "
+          f"{ProfilesConfig().max_profiles:,} = {used * ProfilesConfig().max_profiles / 2**30:.2f} GiB at most")
 
     c = cost(fleet, args.runs)
     print("mix: " + ", ".join(f"{k} {v / c['events'] * 100:.0f} %" for k, v in sorted(c["mix"].items(),
