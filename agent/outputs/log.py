@@ -140,9 +140,16 @@ def _device_process(rec: dict) -> str:
             f"on {_device(rec)}{mem}{_where(rec)}")
 
 
+def _profile_change(rec: dict) -> str:
+    """shop/Deployment/web/app@sha256:...: learning -> protecting (locked by user); exec 12 edge 20 ..."""
+    items = " ".join(f"{k.rsplit('.', 1)[1]} {v}" for k, v in rec.items() if k.startswith("profile.items."))
+    return (f"{rec.get('profile.key', '?')}: {rec.get('profile.previous_mode', '?')} -> {rec.get('profile.mode', '?')}"
+            f" ({rec.get('profile.reason', '')}){'; ' + items if items else ''}")
+
+
 _KIND_LINES = {"alert": _alert, "image.verdict": _verdict, "enforcement.block": _enforcement,
                "device.info": _device_info, "device.sample": _device_sample, "device.health": _device_health,
-               "device.process": _device_process}
+               "device.process": _device_process, "profile.change": _profile_change}
 
 
 def decision_line(rec: dict) -> str | None:

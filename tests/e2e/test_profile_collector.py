@@ -358,7 +358,7 @@ def test_merge_is_idempotent_and_leaves_its_inputs_alone():
     assert md["deviations"] == {"exec": {"/c": [9.0, 9.0, 1]}} and "/b" in md["items"]["exec"]
     bare = {k: v for k, v in doc().items() if k not in ("run_s", "quiet_run_s", "stable_since", "mode_ts")}
     p = parse_doc(orjson.dumps(bare))
-    assert (p["run_s"], p["quiet_run_s"], p["stable_since"], p["mode_ts"]) == (0.0, 0.0, 100.0, 100.0)
+    assert (p["run_s"], p["quiet_run_s"], p["stable_since"], p["mode_ts"]) == (0.0, 0.0, 100.0, 0.0)
     # A tie on mode_ts keeps what is stored.
     assert merge_docs(x, parse_doc(orjson.dumps(doc(mode="protecting"))))[0]["mode"] == "learning"
     with pytest.raises(DocError):
@@ -437,3 +437,17 @@ def test_a_busy_collector_is_retried_not_dropped(tmp_path):
         s.close()
         ch.close()
         handle.stop(0.5)
+
+
+def test_a_fresh_profile_never_unlocks_a_workload_locked_elsewhere():
+    """A node that meets a locked workload's container without having fetched it (no pre-start gate, a fetch
+    that timed out) pushes a fresh learning profile later than the lock: the merge keeps the lock."""
+    from agent.detect.profile import Profile, workload_of
+    from agent.events import ContainerInfo
+
+    w = workload_of(ContainerInfo(id="c1", name="app", image="registry.test/app:1", image_digest="sha256:" + "a" * 64))
+    locked = Profile(w, 100.0)
+    locked.mode, locked.locked_by, locked.mode_ts = "protecting", "user", 150.0
+    fresh = Profile(w, 200.0)
+    merged, _ = merge_docs(parse_doc(orjson.dumps(locked.to_doc())), parse_doc(orjson.dumps(fresh.to_doc())))
+    assert (merged["mode"], merged["locked_by"]) == ("protecting", "user")

@@ -66,3 +66,12 @@ def test_enforcement_line():
 def test_kernel_event_line_unchanged():
     out = TextLog.format(from_enriched(READ))
     assert out.endswith("file.open        pid=77 ppid=1 uid=0 cat [abababababab nginx:1.25]: /etc/shadow ret=3")
+
+
+def test_profile_change_line():
+    from agent.events import ProfileChange
+
+    line = _line(ProfileChange(TS, "shop/Deployment/web/app@sha256:ab", "protecting", "learning", "locked by user",
+                               items=(("exec", 12), ("edge", 20))))
+    assert line.endswith("profile.change   shop/Deployment/web/app@sha256:ab: learning -> protecting "
+                         "(locked by user); exec 12 edge 20")

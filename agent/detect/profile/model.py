@@ -119,7 +119,9 @@ class Profile:
         self.quiet_run_s = 0.0
         self.stable_since = now
         self.revision = 0
-        self.mode_ts = now
+        # A mode no one chose yet is older than any choice: a node's fresh learning profile, pushed before it
+        # heard of a lock made elsewhere, must not win the collector's merge (newest mode_ts) and unlock it
+        self.mode_ts = 0.0 if mode == "learning" else now
         self.items: dict[str, dict[str, list]] = {k: {} for k in KINDS}
         self.overflow: dict[str, int] = {}
         self.deviations: dict[str, dict[str, list]] = {k: {} for k in KINDS}
@@ -242,7 +244,7 @@ class Profile:
         p.run_s = max(0.0, _num(d.get("run_s", 0.0), "run_s"))
         p.quiet_run_s = max(0.0, _num(d.get("quiet_run_s", 0.0), "quiet_run_s"))
         p.stable_since = _num(d.get("stable_since", p.created), "stable_since")
-        p.mode_ts = _num(d.get("mode_ts", p.created), "mode_ts")
+        p.mode_ts = _num(d.get("mode_ts", 0.0), "mode_ts")
         rev = d.get("revision", 0)
         if isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
             raise ValueError("revision is not a non-negative integer")
