@@ -111,7 +111,9 @@ class ProfileEngine:
         profiles = sorted(store.load_all(), key=lambda p: p.stable_since, reverse=True)
         for p in profiles[: cfg.max_profiles]:
             st = self._states[p.key] = _State(p, self._policy_of(p.workload))
-            st.saved_rev = st.pushed_rev = p.revision  # as on disk; the collector gets it at its next change
+            # as on disk; each is pushed once at start (idempotent there): a collector that missed pushes (its
+            # queue was full, this agent was killed, it lost its disk) catches up
+            st.saved_rev = p.revision
         self._drops["profile.refused"] += max(0, len(profiles) - cfg.max_profiles)
         self._counts["loaded"] = min(len(profiles), cfg.max_profiles)
 
