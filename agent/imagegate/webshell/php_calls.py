@@ -445,6 +445,12 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     if name in FOLDABLE and args:
         if not t and all(a.s is not None for a in args):
             return _fold(ctx, name, args)
+        if not t and name in ("str_replace", "str_ireplace") and len(args) >= 3 and isinstance(args[2].s, str) \
+                and len(args[2].s) > 64:
+            # a template filled with values we do not know ('{$PASSWORD}' -> a hash): read it with
+            # the placeholders emptied, so the code it carries is still seen
+            filled = [a if a.s is not None else V("") for a in args[:3]]
+            return _fold(ctx, name, filled)
         d = a0.d if name in DECODERS or name in ("gzinflate", "gzuncompress", "gzdecode") else False
         chain = a0.chain + (name,) if name in _PACKERS else a0.chain
         return V(None, t, d, chain=chain)
@@ -723,6 +729,8 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
              f"{name}({_show(path)}, {_show(data)})", why, extra={"fm": True})
         return
     code = _sv(data) if not isinstance(data.s, dict) else None
+    if code is None and data.head.lstrip().startswith("<?"):
+        code = data.head  # a payload put in front of a file's old contents
     if code and p is not None and p.lower().rstrip().endswith((".htaccess", ".user.ini")) and any(
             d in code.lower() for d in _HT_DIRECTIVES):
         _raw(ctx, "php.htaccess-drop", "high", 0.7, "", name, f"{name}({_q(p)}, {_q(code, 100)})",

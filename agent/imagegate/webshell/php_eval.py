@@ -25,7 +25,9 @@ from agent.imagegate.webshell.php_sinks import (
     _computed,
     _join,
     _label,
+    _packed,
     _q,
+    _raw,
     _render,
     _sv,
     _weak,
@@ -98,6 +100,8 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
                 v = _ev(ctx, e, sc)
                 if v.t:
                     ctx.echo_taint |= v.t  # what an output-buffer callback will be handed
+                elif isinstance(v.s, str) and _packed(v.chain) and len(v.s) > 200:
+                    _packed_text(ctx, v)
         elif k == "block":
             _stmts(ctx, st[1], sc)
         elif k == "return":
@@ -393,7 +397,21 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
     return UNKNOWN
 
 
+MAX_HEAD = 64 * 1024  # the known start kept of an unknown string (a dropper's payload)
 _SUPERGLOBALS = ("_GET", "_POST", "_REQUEST", "_COOKIE", "_SERVER", "_FILES")
+
+
+def _packed_text(ctx: Ctx, v: V) -> None:
+    """Packed text a page prints: a web shell's source shipped inside another file is one."""
+    code = v.s
+    if "$" not in code or ";" not in code or ctx.decode_depth >= ctx.budget.limits.max_decode_depth:
+        return
+    inner = _subscan(ctx, code if code.lstrip().startswith("<?") else "<?php " + code)
+    best = max(inner, key=lambda h: h["conf"], default=None)
+    if best is not None and best["conf"] >= 0.5:
+        _raw(ctx, "php.packed-shell", "high", min(0.8, best["conf"]), best["source"], "echo",
+             best["snippet"], f"prints a packed web shell ({' > '.join(reversed(v.chain))}: {best['rule']})",
+             family=best["family"])
 
 
 def _superglobal_prefix(node) -> str | None:
@@ -435,7 +453,9 @@ def _concat(ctx: Ctx, vs: list[V]) -> V:
         return V("".join(strs), t, bool(t) and direct, chain=chain)
     last = vs[-1] if vs else UNKNOWN
     tail = (_sv(last) or "")[-64:] if last.s is not None and not isinstance(last.s, dict) else last.tail
-    return V(None, t, bool(t) and direct, chain=chain, tail=tail)
+    first = vs[0] if vs else UNKNOWN
+    head = (_sv(first) or "") if first.s is not None and not isinstance(first.s, dict) else first.head
+    return V(None, t, bool(t) and direct, chain=chain, tail=tail, head=head[:MAX_HEAD] if not first.t else "")
 
 
 def _array(ctx: Ctx, node, sc: Scope) -> V:
@@ -642,6 +662,13 @@ def _unary(ctx: Ctx, node, sc: Scope) -> V:
         return UNKNOWN
     if op in ("++", "--"):
         if v.t or v.s is None:
+            if op == "++" and v.s is None and not v.t and node[2][0] == "idx" and node[2][2] is not None:
+                # null++ is 1: `$_ = ""; $_[0]++;` makes an array (and "$_" is "Array"), the start
+                # of the letters-only obfuscation that counts its way up to "assert"
+                base = _ev(ctx, node[2][1], sc)
+                if not base.t and (base.s == "" or isinstance(base.s, dict)) and \
+                        _key(_ev(ctx, node[2][2], sc)) is not None:
+                    _assign(ctx, node[2], V(1), sc)
             return v
         if isinstance(v.s, str) and op == "++" and not _isnum(v.s):
             nv = V(_str_inc(v.s))  # PHP increments letters: "A"++ is "B", "Az"++ is "Ba"
@@ -718,4 +745,5 @@ from agent.imagegate.webshell.php_calls import (  # noqa: E402
     _new,
     _sink,
     _static_call,
+    _subscan,
 )

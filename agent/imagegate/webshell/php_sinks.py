@@ -95,9 +95,9 @@ class V:
     function name (ReflectionFunction, Closure::fromCallable), `h` the path a file handle opened,
     `chain` the decoders that produced it."""
 
-    __slots__ = ("s", "t", "d", "cls", "fn", "h", "chain", "tail")
+    __slots__ = ("s", "t", "d", "cls", "fn", "h", "chain", "tail", "head")
 
-    def __init__(self, s=None, t=frozenset(), d=False, cls=None, fn=None, h=None, chain=(), tail=""):
+    def __init__(self, s=None, t=frozenset(), d=False, cls=None, fn=None, h=None, chain=(), tail="", head=""):
         self.s = s
         self.t = t
         self.d = d
@@ -106,6 +106,7 @@ class V:
         self.h = h
         self.chain = chain
         self.tail = tail  # an unknown string's known end ($_SERVER['DOCUMENT_ROOT'] . '/x.php')
+        self.head = head  # and its known start (a payload written before a file's old contents)
 
 
 UNKNOWN = V()
