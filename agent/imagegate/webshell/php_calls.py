@@ -111,8 +111,11 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
         return _invoke_method(ctx, cv.cls, "__invoke", args, cv)
     args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
-    if cv.chain and not all(c.startswith("param:") for c in cv.chain) and \
-            any(a.d and any(not x.startswith(_WEAK) for x in a.t) for a in args):
+    if "getDocComment" in cv.chain:
+        d = _join(args) if args else UNKNOWN
+        _raw(ctx, "php.obfuscated-eval", "high", 0.65, _label(d), via or "$function(…)",
+             f"(function named in a doc comment)({_show(d)})", "calls a function whose name is hidden in a comment")
+    if _computed(cv.chain) and any(_strongish(a) for a in args):
         d = _join(args)
         _raw(ctx, "php.computed-function", "critical", 0.6, _label(d), via or "$function(…)",
              f"{via + '(' if via else ''}{'('.join(reversed(cv.chain))}(…)({_show(d)}){')' if via else ''}",
@@ -346,11 +349,14 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return _call_user(ctx, fd, args, None)
     ctx.calls[name] += 1
     a0 = args[0] if args else UNKNOWN
-    if name in _WRAPPER_READS and argn and _strongish(a0) and avs is None:
-        pre = argn[0][2][0] if argn[0][0] == "bin" and argn[0][1] == "." and argn[0][2] else None
+    wi = 2 if name == "curl_setopt" else 0  # curl_setopt($ch, CURLOPT_URL, 'file://' . $path)
+    if (name in _WRAPPER_READS or name == "curl_setopt") and len(argn) > wi and avs is None and \
+            _strongish(args[wi]):
+        a0w, arg = args[wi], argn[wi]
+        pre = arg[2][0] if arg[0] == "bin" and arg[1] == "." and arg[2] else None
         if pre is not None and pre[0] == "str" and pre[1].lower().startswith(_BYPASS_WRAPPERS):
             # a stream wrapper in front of a request path: the safe_mode / open_basedir bypasses
-            _raw(ctx, "php.wrapper-bypass", "high", 0.6, _label(a0), name, f"{name}({_q(pre[1])} . {_show(a0)})",
+            _raw(ctx, "php.wrapper-bypass", "high", 0.6, _label(a0w), name, f"{name}({_q(pre[1])} . {_show(a0w)})",
                  "reads a file the request names through a stream wrapper that skips PHP's path checks")
     if name in EXEC_SINKS:
         data = _join(args[:2]) if name in ("proc_open", "pcntl_exec") else a0
@@ -419,7 +425,12 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         ctx.db_query = ctx.db_query or _label(next(a for a in args[:2] if _strong(a)))
     if name in _DB_CONNECT and any(_strong(a) for a in args[:4]):
         ctx.db_connect = ctx.db_connect or _label(next(a for a in args[:4] if _strong(a)))
-    if name == "mail" and len(args) >= 3 and _strongish(a0) and _strongish(args[2]):
+    if name in _DB_QUERY and ctx.db_connect and any(_strongish(a) for a in args[:2]):
+        # on a server the request named, a statement built with request data is the request's too
+        ctx.db_query = ctx.db_query or _label(next(a for a in args[:2] if _strongish(a)))
+    if name == "mail" and len(args) >= 3 and _strongish(a0) and (_strongish(args[2]) or (
+            len(args) >= 4 and _strongish(args[3]) and _sv(args[2]) == "")):
+        # (a message carried in the headers, MIME parts and all, with an empty body is the same)
         # recipients and message both from the request: a spam mailer, not a contact form
         _raw(ctx, "php.mailer", "medium", 0.55, _label(args[2]), "mail",
              f"mail({_show(a0)}, {_show(args[1])}, {_show(args[2])})", "mails request text to request recipients",
@@ -473,9 +484,14 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     return V(None, t, bool(t) and all(a.d or not a.t for a in args) and len(args) <= 2)
 
 
+# a Perl/Python/C back-connect script: a socket, then the shell's standard streams tied to it
+_BACKCONNECT = re.compile(
+    r"open\s*\(\s*STD(?:IN|OUT|ERR)\s*,\s*[\"']>&\s*\w+"
+    r"|dup2\s*\(\s*\w+(?:\.fileno\(\))?\s*,\s*[012]\s*\).*?(?:/bin/sh|/bin/bash|subprocess|pty\.spawn|execl)"
+    r"|/bin/(?:ba)?sh\s+-i\s*[<>]&\s*/dev/tcp/", re.S)
 _WRAPPER_READS = frozenset({"copy", "fopen", "file_get_contents", "readfile", "file", "highlight_file", "show_source",
-                            "gzopen", "gzfile", "readgzfile", "simplexml_load_file", "parse_ini_file"})
-_BYPASS_WRAPPERS = ("compress.zlib://", "compress.bzip2://", "glob://", "zip://", "phar://")
+                            "gzopen", "gzfile", "readgzfile", "simplexml_load_file", "parse_ini_file", "curl_init"})
+_BYPASS_WRAPPERS = ("compress.zlib://", "compress.bzip2://", "glob://", "zip://", "phar://", "file:")
 
 # a database client page: the request names the server and credentials and sends the statement
 _DB_QUERY = frozenset({"mysql_query", "mysql_unbuffered_query", "mysql_db_query", "mysqli_query", "mysqli_multi_query",
@@ -735,6 +751,10 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
             d in code.lower() for d in _HT_DIRECTIVES):
         _raw(ctx, "php.htaccess-drop", "high", 0.7, "", name, f"{name}({_q(p)}, {_q(code, 100)})",
              "writes a server configuration that makes more files run as code")
+        return
+    if code and _BACKCONNECT.search(code):
+        _raw(ctx, "php.backconnect-drop", "critical", 0.75, "", name, f"{name}({_show(path)}, {_q(code, 100)})",
+             "writes a back-connect shell (a script that ties a shell to a network socket)", family="reverse-shell")
         return
     if code and ("<?" in code) and (php_path or path.s is None):
         inner = _subscan(ctx, code)
