@@ -394,3 +394,9 @@ def test_include_of_an_image_as_server_code():
 
 def test_include_of_a_page_and_an_image_tag():
     benign('<!--#include file="inc/header.asp"-->\n<img src="upload/logo.jpg">')
+
+
+def test_log_beside_the_page_named_after_it_is_not_self_writing():
+    benign('<%\nlf = Server.MapPath(Request.ServerVariables("SCRIPT_NAME") & ".log")\n'
+           'Set fs = Server.CreateObject("Scripting.FileSystemObject")\nSet f = fs.OpenTextFile(lf, 8, True)\n'
+           'f.Writeline Request.Form("q")\nf.Close\n%>')

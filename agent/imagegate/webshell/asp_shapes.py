@@ -194,6 +194,7 @@ def raw_path_browser(prog: jsp_flow.Program, flows, found: list, lang: str) -> N
 
 _SELF = re.compile(r'servervariables[(\[]"(?:SCRIPT_NAME|PATH_INFO|URL|PATH_TRANSLATED)"'
                    r"|\.(?:PhysicalPath|FilePath|CurrentExecutionFilePath)\b", _I)
+_OTHER_EXT = re.compile(r'"[^"]*\.(?:log|txt|dat|xml|csv|json|ini|bak|mdb|tmp|cache|html?)"', _I)
 _PAGE_EXT = re.compile(r'"[^"]*\.(?:asp|aspx|asa|cer|ashx|asmx|config)"', _I)
 
 
@@ -204,8 +205,8 @@ def self_write(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:
     for f in [g for g in flows if g.sink.kind in ("write", "writedata")][:_MAX_FLOWS]:
         spans = closure(prog, f.start, f.end)
         where = f.snippet + " " + " ".join(prog.code(sa, sb) for sa, sb in spans)
-        if not _SELF.search(where):
-            continue
+        if not _SELF.search(where) or _OTHER_EXT.search(where):
+            continue  # (page.asp & ".log" is a log beside the page, not the page)
         if content or _PAGE_EXT.search(where):
             found.append(Hit(rule=f"{lang}.writes-itself", language=lang, severity=Severity.HIGH, confidence=0.65,
                              source=clip(f.source, 80), sink=f.sink.name, snippet=clip(f.snippet),
