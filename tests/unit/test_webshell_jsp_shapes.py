@@ -182,3 +182,11 @@ def test_script_engine_reached_by_reflection():
 def test_bean_property_set_by_reflection_is_not_a_shell():
     benign('<% java.lang.reflect.Method m = bean.getClass().getMethod("setName", String.class);'
            ' m.invoke(bean, request.getParameter("name")); %>')
+
+
+def test_base64_constant_holding_request_code_in_a_page():
+    import base64
+
+    lit = base64.b64encode(b'Runtime.getRuntime().exec(request.getParameter("c"))').decode()
+    h = shell(f'<% String s = new String(java.util.Base64.getDecoder().decode("{lit}")); helper.run(s); %>')
+    assert h.rule == "jsp.encoded-request-code"

@@ -180,6 +180,10 @@ def scan_text(text: str, budget, hits: list, depth: int) -> None:
         _memory_shell(code, found)
     if el.strip():
         _scan_java(el, budget, found, "jsp.el", depth, el=True)
+    if depth == 0 and not any(h.confidence >= 0.5 for h in found):
+        from agent.imagegate.webshell.asp_shapes import encoded_request_code
+
+        encoded_request_code(text, budget, found, "jsp")  # request-reading code kept in a base64 constant
     hits.extend(_best(found))
 
 
