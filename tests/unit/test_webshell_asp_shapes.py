@@ -400,3 +400,27 @@ def test_log_beside_the_page_named_after_it_is_not_self_writing():
     benign('<%\nlf = Server.MapPath(Request.ServerVariables("SCRIPT_NAME") & ".log")\n'
            'Set fs = Server.CreateObject("Scripting.FileSystemObject")\nSet f = fs.OpenTextFile(lf, 8, True)\n'
            'f.Writeline Request.Form("q")\nf.Close\n%>')
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("page", [
+    '<%@ Page Language="C#" %><% Type.GetType("System.Diagnostics.Process").GetMethod("Start", new Type[]{typeof(string),'
+    ' typeof(string)}).Invoke(null, new object[]{"cmd.exe", "/c " + Request["c"]}); %>',
+    '<%@ Page Language="C#" %><% var rs = System.Management.Automation.Runspaces.RunspaceFactory.CreateRunspace(); rs.Open();'
+    ' var pl = rs.CreatePipeline(); pl.Commands.AddScript(Request.Form["c"]); pl.Invoke(); %>',
+    '<%@ Page Language="C#" %><% var ps = System.Management.Automation.PowerShell.Create(); ps.AddScript(Request["c"]);'
+    ' ps.Invoke(); %>',
+    '<%@ Page Language="C#" %><% var mc = new System.Management.ManagementClass("Win32_Process");'
+    ' mc.InvokeMethod("Create", new object[]{Request["c"]}); %>',
+    '<%@ Page Language="VB" %><% Microsoft.VisualBasic.Interaction.Shell(Request("c")) %>',
+    '<%@ Page Language="VB" %><% Shell("cmd.exe /c " & Request.Form("c"), AppWinStyle.Hide) %>',
+])
+def test_more_dotnet_command_sinks(page):
+    assert shell(page, "x.aspx").rule == "aspx.request-to-exec"
+
+
+def test_powershell_with_a_fixed_script_and_a_search_box():
+    benign('<%@ Page Language="C#" %><% var ps = System.Management.Automation.PowerShell.Create();'
+           ' ps.AddScript("Get-Date"); ps.Invoke(); var q = Request["q"]; %>', "x.aspx")

@@ -190,3 +190,15 @@ def test_base64_constant_holding_request_code_in_a_page():
     lit = base64.b64encode(b'Runtime.getRuntime().exec(request.getParameter("c"))').decode()
     h = shell(f'<% String s = new String(java.util.Base64.getDecoder().decode("{lit}")); helper.run(s); %>')
     assert h.rule == "jsp.encoded-request-code"
+
+
+def test_commons_io_write_of_request_text_to_a_request_path():
+    h = shell('<% org.apache.commons.io.FileUtils.writeStringToFile(new java.io.File(request.getParameter("f")),'
+              ' request.getParameter("c")); %>')
+    assert h.rule == "jsp.request-to-file-write"
+
+
+def test_java_source_from_the_request_compiled():
+    h = shell('<% javax.tools.JavaCompiler jc = javax.tools.ToolProvider.getSystemJavaCompiler();'
+              ' jc.run(null, null, null, request.getParameter("src")); %>')
+    assert h.rule == "jsp.request-to-eval"

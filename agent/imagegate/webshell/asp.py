@@ -39,6 +39,8 @@ _SQL_CONN = r"\.(?:ConnectionString=|open\b)|\bnew (?:Sql|OleDb|Odbc|MySql)Conne
 _WSH = re.compile(r'wscript\.shell|shell\.application|"\{?72C24DD5|"\{?13709620|wscript\.network', _I)
 _FSO = re.compile(r"scripting\.filesystemobject|adodb\.stream|\{?0D43FE01", _I)
 _PROC = re.compile(r"\bProcess\b|ProcessStartInfo", _I)
+_PS = re.compile(r"Runspace|\bPowerShell\b|System\.Management\.Automation", _I)
+_WMI = re.compile(r"Win32_Process", _I)
 
 _S = jsp_flow.Sink
 VB_SINKS = [
@@ -56,6 +58,10 @@ VB_SINKS = [
     _S(re.compile(r"\.(?:filename|arguments)=", _I), "ProcessStartInfo", "exec", needs=_PROC),
     _S(re.compile(r"\.start\b", _I), "Process.Start", "exec", receiver=True, rest=True, needs=_PROC),
     _S(re.compile(r"\.standardinput\.(?:write|writeline)\b", _I), "process stdin", "exec", rest=True, needs=_PROC),
+    # VB.NET's Shell() / Interaction.Shell, PowerShell runspaces, WMI's Win32_Process.Create
+    _S(re.compile(r"(?<![.\w])shell\(|\binteraction\.shell\b", _I), "Shell()", "exec", rest=True),
+    _S(re.compile(r"\.(?:addscript|addcommand)\b", _I), "PowerShell", "exec", rest=True, needs=_PS),
+    _S(re.compile(r"\.invokemethod\b", _I), "WMI Win32_Process", "exec", rest=True, needs=_WMI),
     _S(re.compile(r"\b(?:assembly|(?:current)?domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
     # GetObject("script:<url>"): a Windows Script Component fetched and run (a remote scriptlet)
     _S(re.compile(r"\bgetobject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
@@ -90,6 +96,11 @@ C_SINKS = [
     _S(re.compile(r"\bnew (?:System\.Diagnostics\.)?ProcessStartInfo\("), "ProcessStartInfo", "exec"),
     _S(re.compile(r"\.(?:FileName|Arguments)="), "ProcessStartInfo", "exec", needs=_PROC),
     _S(re.compile(r"\.Start\(\)"), "Process.Start", "exec", receiver=True, needs=_PROC),
+    _S(re.compile(r"\bInteraction\.Shell\("), "Shell()", "exec"),
+    _S(re.compile(r"\.(?:AddScript|AddCommand)\("), "PowerShell", "exec", needs=_PS),
+    _S(re.compile(r"\.InvokeMethod\("), "WMI Win32_Process", "exec", needs=_WMI),
+    # Process.Start reached by reflection: Type.GetType("System.Diagnostics.Process").GetMethod("Start")
+    _S(re.compile(r"\.Invoke\("), "Process.Start (reflective)", "exec", needs=re.compile(r'"System\.Diagnostics\.Process"')),
     # what a started process reads on stdin: cmd.exe kept open and fed the request
     _S(re.compile(r"\.StandardInput\.(?:Write|WriteLine)\("), "process stdin", "exec", needs=_PROC),
     _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.Load\w*\("), "Assembly.Load", "classload"),

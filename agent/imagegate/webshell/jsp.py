@@ -72,6 +72,10 @@ SINKS = [
     _S(re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|RandomAccessFile|PrintWriter)\("),
        "file write", "write"),
     _S(re.compile(r"\bFiles\.(?:write|copy|writeString|newOutputStream)\("), "Files.write", "write"),
+    _S(re.compile(r"\bFileUtils\.(?:writeStringToFile|writeByteArrayToFile|copyInputStreamToFile|write|writeLines)\("),
+       "FileUtils.write", "write"),
+    # Java source from the request compiled in the server's JVM
+    _S(re.compile(r"\.(?:run|getTask)\("), "JavaCompiler", "eval", needs=re.compile(r"getSystemJavaCompiler|JavaCompiler")),
     _S(re.compile(r"\.(?:write|print|println)\("), "stream write", "writedata", receiver=False,
        needs=re.compile(r"FileOutputStream|FileWriter|RandomAccessFile")),
     _S(re.compile(r"\bnew (?:java\.io\.)?File\("), "new File", "files"),
