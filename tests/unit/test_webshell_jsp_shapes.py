@@ -202,3 +202,10 @@ def test_java_source_from_the_request_compiled():
     h = shell('<% javax.tools.JavaCompiler jc = javax.tools.ToolProvider.getSystemJavaCompiler();'
               ' jc.run(null, null, null, request.getParameter("src")); %>')
     assert h.rule == "jsp.request-to-eval"
+
+
+def test_class_loading_a_configured_plugin_class_is_not_a_shell():
+    benign('package org.example.metrics;\nimport java.util.Map;\npublic class Client {\n'
+           'public void setup(Context context) throws Exception {\n'
+           'Class<?> c = Class.forName(context.getParameter("senderClass"));\nsender = (Sender) c.getDeclaredConstructor().newInstance();\n'
+           '}\n}\n', "Client.java")

@@ -296,6 +296,10 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
         for h in mine:
             if h.rule.endswith("file-manager") and h.confidence >= 0.7 and not _ROOTED.search(prog.text):
                 pass  # lists and reads (or changes) files at raw request paths, none under the web app's root
+            elif h.rule.endswith("request-to-reflection") and h.confidence < 0.8 and h.confidence >= 0.5:
+                # Class.forName of a configured name with nothing of Runtime about it: a plugin loader
+                h = Hit(rule=h.rule, language=h.language, severity=Severity.LOW, confidence=0.45, source=h.source,
+                        sink=h.sink, snippet=h.snippet, family=h.family, detail=h.detail + " (in a class)")
             elif h.severity != Severity.CRITICAL and h.confidence >= 0.5:
                 # servlets handle uploads and files for a living; in a class only code execution counts
                 h = Hit(rule=h.rule, language=h.language, severity=Severity.LOW, confidence=0.45, source=h.source,
