@@ -133,3 +133,20 @@ def test_huge_array_literal():
 
 def test_long_concatenation_chain():
     _bounded(b"<?php $a = " + b"'a' . " * 30_000 + b"'b'; eval($a);")
+
+
+def test_thousands_of_unknown_strings_starting_with_one_large_constant():
+    # each keeps the constant's start (a dropper's payload) by reference, never a copy
+    big = b"'" + b"<?php " + b"A" * 200_000 + b"'"
+    body = b" ".join(b"$a[] = $big . $u%d;" % i for i in range(4000))
+    _bounded(b"<?php $big = " + big + b"; " + body + b" file_put_contents($f, $a[7]);")
+
+
+def test_thousands_of_xor_pieces_joined():
+    piece = b'("\\x01"^"`")'
+    _bounded(b"<?php $f = " + b".".join([piece] * 20_000) + b"; $f($_POST['x']);")
+
+
+def test_many_pages_printing_packed_text():
+    inner = base64.b64encode(b"$x = 1; echo $x; " * 40)
+    _bounded(b"<?php " + b"echo base64_decode('" + inner + b"'); " * 3000)

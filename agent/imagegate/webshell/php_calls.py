@@ -381,6 +381,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
             return r
     if name in _FS_WRITE and a0.t and a0.d:
         ctx.req_fs.add(name)
+    if name in _FS_READ and isinstance(a0.s, str) and a0.s.strip().startswith(("/etc/passwd", "/etc/shadow")):
+        ctx.strings.append(a0.s)  # reads the account list: recon, as `cat /etc/passwd` is
     if name in _FS_READ and a0.t:
         ctx.req_read.add(name)
     if name in _DIR_LIST and a0.t and any(not x.startswith(_WEAK) for x in a0.t):

@@ -6,6 +6,8 @@ mutually recursive, so each imports the other at its end."""
 
 from __future__ import annotations
 
+import re
+
 from agent.imagegate.webshell.php_fold import to_int, to_str
 from agent.imagegate.webshell.php_lex import tokenize
 from agent.imagegate.webshell.php_parse import ClassDef, parse
@@ -29,6 +31,7 @@ from agent.imagegate.webshell.php_sinks import (
     _q,
     _raw,
     _render,
+    _strongish,
     _sv,
     _weak,
 )
@@ -397,8 +400,26 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
     return UNKNOWN
 
 
-MAX_HEAD = 64 * 1024  # the known start kept of an unknown string (a dropper's payload)
+MAX_HEAD = 256 * 1024  # the known start kept of an unknown string (a dropper's payload)
 _SUPERGLOBALS = ("_GET", "_POST", "_REQUEST", "_COOKIE", "_SERVER", "_FILES")
+
+
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32}(?:[0-9a-fA-F]{8})?(?:[0-9a-fA-F]{24})?")
+_PW_KEY = re.compile(r"pass|pwd|passwd|pw\b|^p$|^pw|^key$|auth", re.I)
+
+
+def _password_gate(ctx: Ctx, items: list, vs: list[V], sc: Scope) -> None:
+    """`$_POST['pass'] == 'x'` or `md5($_GET['k']) == '<hex>'`: a shell's own login gate."""
+    for node, v, other in ((items[0], vs[0], vs[1]), (items[1], vs[1], vs[0])):
+        const = other.s if isinstance(other.s, str) and not other.t else None
+        if const is None or len(const) < 3:
+            continue
+        if node[0] == "call" and node[1][0] == "name" and node[1][1].lower() in ("md5", "sha1", "hash") \
+                and node[2] and _HEX_DIGEST.fullmatch(const) and _strongish(_ev(ctx, node[2][-1], sc)):
+            ctx.pw_gate = True
+        elif _strongish(v) and node[0] == "idx" and node[2] is not None and node[2][0] == "str" \
+                and _PW_KEY.search(node[2][1]):
+            ctx.pw_gate = True
 
 
 def _packed_text(ctx: Ctx, v: V) -> None:
@@ -450,12 +471,18 @@ def _concat(ctx: Ctx, vs: list[V]) -> V:
         total = sum(len(x) for x in strs)
         if total > MAX_CONST:
             return V(None, t, bool(t) and direct)
+        if total >= 65536:
+            # a large new string is charged as decoded bytes: thousands of copies of one big
+            # constant joined to small pieces end at the budget, not in gigabytes of memory
+            ctx.budget.spend(total)
         return V("".join(strs), t, bool(t) and direct, chain=chain)
     last = vs[-1] if vs else UNKNOWN
     tail = (_sv(last) or "")[-64:] if last.s is not None and not isinstance(last.s, dict) else last.tail
     first = vs[0] if vs else UNKNOWN
     head = (_sv(first) or "") if first.s is not None and not isinstance(first.s, dict) else first.head
-    return V(None, t, bool(t) and direct, chain=chain, tail=tail, head=head[:MAX_HEAD] if not first.t else "")
+    if len(head) > MAX_HEAD or first.t:
+        head = ""  # kept by reference only, never copied: a large head is dropped, not cut
+    return V(None, t, bool(t) and direct, chain=chain, tail=tail, head=head)
 
 
 def _array(ctx: Ctx, node, sc: Scope) -> V:
@@ -535,6 +562,8 @@ def _binary(ctx: Ctx, node, sc: Scope) -> V:
     if op == ".":
         return _concat(ctx, [_ev(ctx, x, sc) for x in items])
     vs = [_ev(ctx, x, sc) for x in items]
+    if op in ("==", "!=", "===", "!==", "<>") and len(vs) == 2 and not ctx.pw_gate:
+        _password_gate(ctx, items, vs, sc)
     if op in ("==", "!=", "===", "!==", "<>") and len(vs) == 2 and not vs[0].t and not vs[1].t:
         x, y = vs[0].s, vs[1].s
         if x is None or y is None or isinstance(x, dict) or isinstance(y, dict):

@@ -179,6 +179,8 @@ def _file_manager(ctx: Ctx, auth: bool, framework: bool) -> Hit | None:
         score += 0.1
     if ctx.self_delete:
         score += 0.15  # unlink(__FILE__): a tool that removes itself when done
+    if ctx.pw_gate and not auth and not framework:
+        score += 0.15  # behind its own fixed password
     if auth:
         score -= 0.3
     if framework:

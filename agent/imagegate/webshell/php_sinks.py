@@ -188,6 +188,7 @@ class Ctx:
         self.db_connect = ""  # database credentials from the request
         self.db_dump = False  # lists a server's tables or databases (a dump tool)
         self.self_delete = False  # unlink(__FILE__): removes its own traces
+        self.pw_gate = False  # compares a request value with a fixed password or its digest
 
 
 # -- rendering (evidence) -----------------------------------------------------------------------
