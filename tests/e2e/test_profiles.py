@@ -349,6 +349,8 @@ def test_a_profile_locked_on_one_node_protects_the_first_replica_on_another(cont
         b = _assert_killed_before_it_ran(agent, rep, work / "b", also=("/bin/nc",))
         assert b["k8s.pod.name"] == rep.pod and b["container.image.name"] == image.name
         _learned_ones_run(rep)
+        ch = _changed_to(agent, "protecting", timeout=5)
+        assert ch["profile.key"] == key and "collector" in ch["profile.reason"], ch
         mine = _export(work / "b", key)
         assert mine["mode"] == "protecting" and "/bin/date" in mine["items"]["exec"]
         time.sleep(2.0)  # B's own pushes (flush_s 1) must not undo the lock for the cluster
