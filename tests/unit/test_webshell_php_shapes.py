@@ -426,3 +426,20 @@ def test_a_file_tool_reading_the_account_list_scores_higher():
     base = _LISTER + "<?php echo php_uname(); ?>"
     recon = base + "<?php echo file_get_contents('/etc/passwd');"
     assert _fm(recon) >= _fm(base) + 0.09 > 0.09
+
+
+def test_method_brought_in_by_a_trait_overrides_the_parents():
+    code = """<?php
+trait Runs { public function go($f, $x) { $f($x); } }
+class Base { public function go() { echo 'base'; } }
+class Job extends Base { use Runs; }
+$j = new Job();
+$j->go($_POST['f'], $_POST['x']);"""
+    _shell(code, rule="php.request-function")
+
+
+def test_trait_with_harmless_methods_is_clean():
+    _clean("""<?php
+trait Greets { public function hi($n) { return 'hi ' . htmlspecialchars($n); } }
+class Page { use Greets; }
+$p = new Page(); echo $p->hi($_GET['n']);""")

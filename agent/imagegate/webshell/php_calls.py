@@ -162,6 +162,10 @@ def _find_method(ctx: Ctx, cname: str, m: str) -> FuncDef | None:
         fd = c.methods.get(m)
         if fd is not None:
             return fd
+        for tname in c.traits:  # a trait's method overrides the one inherited
+            t = ctx.classes.get(tname)
+            if t is not None and m in t.methods:
+                return t.methods[m]
         c = ctx.classes.get(c.parent)
         seen += 1
     cands = ctx.methods.get(m)  # an unknown class, or a method a trait brings in

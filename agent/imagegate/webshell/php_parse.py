@@ -39,11 +39,12 @@ class FuncDef:
 
 
 class ClassDef:
-    __slots__ = ("name", "parent", "methods", "props", "consts")
+    __slots__ = ("name", "parent", "methods", "props", "consts", "traits")
 
     def __init__(self, name: str, parent: str):
         self.name = name
         self.parent = parent
+        self.traits: list[str] = []  # `use T;` inside the class: T's methods come before the parent's
         self.methods: dict[str, FuncDef] = {}
         self.props: list[tuple[str, object]] = []
         self.consts: list[tuple[str, object]] = []
@@ -432,7 +433,20 @@ class Parser:
                         break
                 self.accept(";")
                 return
-            if w in ("use", "case"):
+            if w == "use":
+                self.i += 1
+                while self.i < self.n and self.peek()[0] == "id" and len(cdef.traits) < 16:
+                    cdef.traits.append(self.peek()[1].lower().rsplit("\\", 1)[-1])
+                    self.i += 1
+                    if not self.accept(","):
+                        break
+                if self.accept("{"):  # conflict resolution block: `{ A::x insteadof B; }`
+                    while self.i < self.n and not self.accept("}"):
+                        self.i += 1
+                else:
+                    self.skip_to_semicolon()
+                return
+            if w == "case":
                 self.skip_to_semicolon()
                 return
             self.i += 1  # a property type
