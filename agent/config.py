@@ -211,10 +211,13 @@ class ProfilesConfig:
 
     enabled: bool = True
     state_dir: str = ""  # "" = <agent.state_dir>/profiles
-    max_profiles: int = 4096  # profiles held; beyond it new workloads are not profiled (counted: profile.refused)
+    # Profiles held; beyond it new workloads are not profiled (counted: profile.refused). With max_items this
+    # bounds the model's memory: a profile at every cap takes ~300 KiB (bench.profiles), 1,024 of them ~300 MiB;
+    # a typical one ~36 KiB.
+    max_profiles: int = 1024
     # Items per kind and profile (exec, edge, user, peer, listen, write); a kind over its cap stops learning
     # that kind, the profile stays in learning and says so (profile.overflow, a profile.change event).
-    max_items: int = 512
+    max_items: int = 256
     max_deviations: int = 256  # new items already alerted per profile (an item alerts once)
     flush_s: float = 5.0  # changed profiles are written to the state dir (and sent to the collector) this often
     sync: bool = True  # with a collector (export.collector): push profile changes, fetch a workload's profile
