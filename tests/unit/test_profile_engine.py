@@ -6,6 +6,7 @@ collector sync are other stages' objects: small recording fakes of their methods
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import orjson
@@ -64,6 +65,9 @@ class FakeKill:
 
     def uncover(self, cg):
         self.calls.append(("uncover", cg))
+
+    def uncover_path(self, path):
+        self.calls.append(("uncover_path", path))
 
     def drop(self, key):
         self.calls.append(("drop", key))
@@ -289,11 +293,13 @@ def test_protecting_loads_the_allow_list_and_covers_the_containers(tmp_path):
     assert [a.output.split()[1] for a in alerts_of(out)] == ["peer"]
     assert "/tmp/evil" in e.profiles()[0].deviations["exec"]
     # a new replica is covered as its task appears; its delete uncovers it
-    d = container("c9", "web-7d4b9c8f6-zzzzz", cg=777)
+    d = dataclasses.replace(container("c9", "web-7d4b9c8f6-zzzzz", cg=777), cgroup_path="/k8s.io/c9")
     e.on_container("task", d)
     assert kill.ops("cover")[-1] == ("cover", 777, 1)
     e.on_container("delete", d)
-    assert kill.ops("uncover") == [("uncover", 777)]
+    # and what a pre-start gate's prepare may have left by path
+    assert kill.ops("uncover") == [("uncover", 777)] and kill.ops("uncover_path") == [("uncover_path", "/k8s.io/c9")]
+    assert e.drops()["profile.kernel"] == 0
 
 
 def test_restart_keeps_the_profile_and_its_enforcement(tmp_path):

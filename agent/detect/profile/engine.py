@@ -341,6 +341,8 @@ class ProfileEngine:
                 self._kernel("uncover", cg)
             if kind == "delete":
                 self._by_cid.pop(info.id, None)
+                if st.slot >= 0 and info.cgroup_path:  # what prepare put there at its create, if anything
+                    self._kernel("uncover_path", info.cgroup_path)
             return
         if kind in ("task", "exec") or info.state == "running" or info.cgroup_id:
             old = st.live.get(info.id)
