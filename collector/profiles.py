@@ -191,8 +191,8 @@ def parse_doc(raw: bytes, limits: ProfileLimits = ProfileLimits()) -> dict:
     out = {"format": FORMAT, "key": key, "workload": workload, "mode": mode, "locked_by": locked_by}
     if "created" not in d:
         raise DocError("profile doc: created is missing")
-    # The defaults are Profile.from_doc's, so that both read the same documents.
-    defaults = {"run_s": 0.0, "quiet_run_s": 0.0, "stable_since": d["created"], "mode_ts": 0.0}  # as the agent's model: no mode chosen yet
+    # The defaults are Profile.from_doc's, so that both read the same documents (mode_ts 0: no mode chosen yet).
+    defaults = {"run_s": 0.0, "quiet_run_s": 0.0, "stable_since": d["created"], "mode_ts": 0.0}
     for f in _FLOATS:
         out[f] = _number(f, d.get(f, defaults.get(f)))
     out["revision"] = _count("revision", d.get("revision", 0))
