@@ -6,15 +6,18 @@ NW    := $(VENV)/bin/nodewarden
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: setup run test test-unit bench lint clean
+.PHONY: setup setup-test run test test-unit bench lint clean
 
 setup:
 	@bash scripts/setup.sh
 
+setup-test:
+	@bash scripts/setup.sh test
+
 run: setup
 	$(NW) run --collector embedded $(ARGS)
 
-test: setup
+test: setup-test
 	$(PY) -m pytest -q tests $(ARGS)
 
 test-unit: setup

@@ -12,6 +12,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 want=(python3 python3-venv python3-dev python3-bpfcc gcc make containerd runc busybox-static zstd)
+# `setup.sh test` (make test): the real engines and receivers the collector's tests start on loopback
+# (PostgreSQL, a NATS JetStream cluster, Alertmanager) and the headless browser the console's test drives.
+if [ "${1:-}" = test ]; then
+    want+=(postgresql nats-server prometheus-alertmanager chromium chromium-driver)
+fi
 # bcc compiles against kernel headers: the host's own when they exist, else the distribution's
 # generic package (NodeWarden takes every struct offset from BTF, so a version mismatch is fine).
 if [ ! -e "/lib/modules/$(uname -r)/build" ]; then
