@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 
 import orjson
 
+from agent.durable import write_atomic
 from agent.imagegate import versions
 from agent.imagegate.model import Finding, Package, Severity
 
@@ -389,7 +389,7 @@ def import_db(src: str, db: str) -> tuple[int, list[str]]:
         eco = next(_names(adv))[0]
         d = os.path.join(db, _safe(eco))
         os.makedirs(d, exist_ok=True)
-        _atomic_write(os.path.join(d, _safe(adv["id"]) + ".json"), orjson.dumps(adv))
+        write_atomic(os.path.join(d, _safe(adv["id"]) + ".json"), orjson.dumps(adv))
         imported += 1
     write_index(db)
     return imported, errors
@@ -402,19 +402,6 @@ def write_index(db: str) -> int:
     for loc, locs in _build_index(db).items():
         entries.setdefault(loc[0], {})[loc[1]] = sorted(locs)
         count += len(locs)
-    _atomic_write(os.path.join(db, INDEX), orjson.dumps({"version": 1, "entries": entries}))
+    write_atomic(os.path.join(db, INDEX), orjson.dumps({"version": 1, "entries": entries}))
     return count
 
-
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -20,7 +20,8 @@ from collections import Counter, deque
 
 from agent.detect.profile.key import Workload, workload_of
 from agent.detect.profile.model import KINDS, Profile
-from agent.detect.profile.store import ProfileStore, apply_request, fsync_dir, resolve
+from agent.detect.profile.store import ProfileStore, apply_request, resolve
+from agent.durable import fsync_dir
 from agent.events import AlertEvent, ExecEvent, FileEvent, NetEvent, Op, ProfileChange
 from agent.ratelog import RateLog
 from agent.sensors.abi import Action
