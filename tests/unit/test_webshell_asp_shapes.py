@@ -372,17 +372,20 @@ def test_remote_scriptlet_through_getobject():
 
 
 def test_getobject_for_wmi_is_administration():
-    benign('<%\nSet w = GetObject("winmgmts:\\\\.\\root\\cimv2")\nSet q = w.ExecQuery("select * from Win32_OperatingSystem")\n%>')
+    benign('<%\nSet w = GetObject("winmgmts:\\\\.\\root\\cimv2")\nSet q = w.ExecQuery("select * from '
+           'Win32_OperatingSystem")\n%>')
 
 
 def test_request_deserialised_by_los_formatter():
-    h = shell('<%@ Page Language="C#" %><% var f = new System.Web.UI.LosFormatter(); f.Deserialize(Request.Form["v"]); %>',
+    h = shell('<%@ Page Language="C#" %><% var f = new System.Web.UI.LosFormatter(); '
+              'f.Deserialize(Request.Form["v"]); %>',
               "x.aspx")
     assert h.rule == "aspx.request-to-deserialisation"
 
 
 def test_current_domain_load_of_request_bytes():
-    h = shell('<%@ Page Language="C#" %><% var a = AppDomain.CurrentDomain.Load(Convert.FromBase64String(Request["a"])); %>',
+    h = shell('<%@ Page Language="C#" %><% var a = '
+              'AppDomain.CurrentDomain.Load(Convert.FromBase64String(Request["a"])); %>',
               "x.aspx")
     assert h.rule == "aspx.request-to-classload"
 
@@ -406,9 +409,11 @@ import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("page", [
-    '<%@ Page Language="C#" %><% Type.GetType("System.Diagnostics.Process").GetMethod("Start", new Type[]{typeof(string),'
+    '<%@ Page Language="C#" %><% Type.GetType("System.Diagnostics.Process").GetMethod("Start", new '
+    'Type[]{typeof(string),'
     ' typeof(string)}).Invoke(null, new object[]{"cmd.exe", "/c " + Request["c"]}); %>',
-    '<%@ Page Language="C#" %><% var rs = System.Management.Automation.Runspaces.RunspaceFactory.CreateRunspace(); rs.Open();'
+    '<%@ Page Language="C#" %><% var rs = System.Management.Automation.Runspaces.RunspaceFactory.CreateRunspace(); '
+    'rs.Open();'
     ' var pl = rs.CreatePipeline(); pl.Commands.AddScript(Request.Form["c"]); pl.Invoke(); %>',
     '<%@ Page Language="C#" %><% var ps = System.Management.Automation.PowerShell.Create(); ps.AddScript(Request["c"]);'
     ' ps.Invoke(); %>',

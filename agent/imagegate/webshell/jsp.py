@@ -75,7 +75,8 @@ SINKS = [
     _S(re.compile(r"\bFileUtils\.(?:writeStringToFile|writeByteArrayToFile|copyInputStreamToFile|write|writeLines)\("),
        "FileUtils.write", "write"),
     # Java source from the request compiled in the server's JVM
-    _S(re.compile(r"\.(?:run|getTask)\("), "JavaCompiler", "eval", needs=re.compile(r"getSystemJavaCompiler|JavaCompiler")),
+    _S(re.compile(r"\.(?:run|getTask)\("), "JavaCompiler", "eval",
+       needs=re.compile(r"getSystemJavaCompiler|JavaCompiler")),
     _S(re.compile(r"\.(?:write|print|println)\("), "stream write", "writedata", receiver=False,
        needs=re.compile(r"FileOutputStream|FileWriter|RandomAccessFile")),
     _S(re.compile(r"\bnew (?:java\.io\.)?File\("), "new File", "files"),
@@ -108,8 +109,8 @@ _CLASSLOADER = re.compile(r"\bextends(?: java\.lang\.)? (?:ClassLoader|URLClassL
                           r"|defineClass")
 _ANTSWORD = re.compile(r'"ant"|antsword', re.I)
 _FILEOPS = re.compile(r"\.(?:listFiles|delete|renameTo|mkdirs?|setLastModified|list)\(")
-_DB_TABLES = re.compile(r'\.getTables\(|"\s*show tables|\b(?:(?:user|all|dba)_tab(?:les|_comments)|information_schema\.tables'
-                        r'|sysobjects)\b', re.I)
+_DB_TABLES = re.compile(r'\.getTables\(|"\s*show tables'
+                        r'|\b(?:(?:user|all|dba)_tab(?:les|_comments)|information_schema\.tables|sysobjects)\b', re.I)
 _DB_SELECT = re.compile(r'"\s*select \* from \s*"\+', re.I)
 _DB_FILE = re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|PrintWriter|RandomAccessFile)\(")
 _ROOTED = re.compile(r"getRealPath|getServletContext|getResource|getContextPath|\bbaseDir|\brootDir|getCanonicalPath"
