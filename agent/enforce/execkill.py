@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from agent.enrich.cgroups import cgroup_path_from_spec, parse_cgroup2_mount
+from agent.enrich.cgroups import cgroup2_root, cgroup_path_from_spec
 from agent.policy.runtime import RuleError, RuntimeRules
 from agent.sensors.abi import HOST_CGROUP, Action, Cfg, Reason, Scope
 from agent.sensors.common import PREFIX_MAX
@@ -245,13 +245,9 @@ class ExecEnforcer:
                 self._del_pending(rel)
 
     def _root(self) -> str:
-        if self._cgroup_root is None:
-            try:
-                with open("/proc/self/mountinfo") as f:
-                    self._cgroup_root = parse_cgroup2_mount(f.read()) or ""
-            except OSError:
-                self._cgroup_root = ""
-        return self._cgroup_root or "/sys/fs/cgroup"
+        if not self._cgroup_root:
+            self._cgroup_root = cgroup2_root()
+        return self._cgroup_root
 
     def describe(self, rule: int, cgroup_id: int = 0) -> tuple[str, str]:
         """(category, text) of a rule id the probe reported."""

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from agent.enrich.cgroups import cgroup_path_from_spec, parse_cgroup2_mount
+from agent.enrich.cgroups import cgroup2_root, cgroup_path_from_spec
 from agent.sensors.abi import PREFIX_MAX, Reason
 from agent.sensors.common import unescape
 
@@ -291,13 +291,9 @@ class ProfileKill:
             self._counts["map_errors"] += 1
 
     def _root(self) -> str:
-        if self._cgroup_root is None:
-            try:
-                with open("/proc/self/mountinfo") as f:
-                    self._cgroup_root = parse_cgroup2_mount(f.read()) or ""
-            except OSError:
-                self._cgroup_root = ""
-        return self._cgroup_root or "/sys/fs/cgroup"
+        if not self._cgroup_root:
+            self._cgroup_root = cgroup2_root()
+        return self._cgroup_root
 
     # -- reports --------------------------------------------------------------------------------------
 

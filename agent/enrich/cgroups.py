@@ -157,3 +157,15 @@ class CgroupResolver:
             return btime * 1_000_000_000 + ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError, StopIteration):
             return 0
+
+
+def cgroup2_root(given: str | None = None) -> str:
+    """Where the cgroup2 hierarchy is mounted: `given` when set, else this mount namespace's (from
+    /proc/self/mountinfo), else /sys/fs/cgroup."""
+    if given:
+        return given
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return parse_cgroup2_mount(f.read()) or "/sys/fs/cgroup"
+    except OSError:
+        return "/sys/fs/cgroup"
