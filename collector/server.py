@@ -28,6 +28,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from collector.bus import Bus, BusConfig, parse_severity
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
 from collector.profiles import SERVICE as PROFILES_SERVICE
@@ -70,6 +71,14 @@ class CollectorConfig:
     profiles_db: str = ""
     max_profiles: int = 65536  # workload keys kept; a new key beyond it is refused (RESOURCE_EXHAUSTED)
     max_profile_items: int = 4096  # items per kind in a pushed and in the merged document
+    # NATS JetStream fan-out (collector/bus.py): "" = none; else nats://host:port[,nats://...]
+    nats: str = ""
+    nats_stream: str = "NODEWARDEN"
+    nats_min_severity: str = ""  # "high", "warning", ...: only events at or above it
+    nats_kinds: list[str] = field(default_factory=list)  # as `nodewarden events --kind`
+    nats_replicas: int = 0  # 0: 3 on a cluster of 3 or more nodes, else 1 (when the stream is created)
+    nats_confirm: bool = True  # ack agents only once JetStream acked their batch (else publish after commit)
+    nats_queue: int = 100_000  # events waiting for NATS
 
     def read_token(self) -> str:
         if self.token:
@@ -98,10 +107,11 @@ def _parse_page_token(token: str) -> tuple[int, int]:
 
 
 class _Service:
-    def __init__(self, cfg: CollectorConfig, store: Store, hub: Hub):
+    def __init__(self, cfg: CollectorConfig, store: Store, hub: Hub, bus: Bus | None = None):
         self.cfg = cfg
         self.store = store
         self.hub = hub
+        self.bus = bus if bus is not None and bus.cfg.confirm else None  # confirm mode: Ingest waits for it
         self.stats = {"rejected": 0, "ingest_streams": 0, "batches": 0}
 
     def _reject(self, context, code, msg: str):
@@ -133,12 +143,19 @@ class _Service:
                 # an event without its ids refuses the whole batch, and nothing of it is stored.
                 stored = dups = last = 0
                 if len(events):
+                    bodies = event_bodies(raw, events)
                     try:
-                        stored, dups, last = self.store.ingest(events, event_bodies(raw, events))
+                        stored, dups, last = self.store.ingest(events, bodies)
                     except BatchError as e:
                         self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
                     except StoreError as e:
                         self._reject(context, grpc.StatusCode.UNAVAILABLE, str(e))
+                    # The batch's duplicates too: a resend may be of events a dead replica stored but
+                    # never published (JetStream's msg-id window drops the ones that were).
+                    if self.bus is not None and not self.bus.confirm(
+                            events, bodies if bodies is not None else [e.SerializeToString() for e in events]):
+                        self._reject(context, grpc.StatusCode.UNAVAILABLE,
+                                     "stored, but not yet published to NATS: resend the batch")
                 self.stats["batches"] += 1
                 yield cpb.IngestResponse(ack=cpb.Ack(batch_id=req.batch.batch_id, last_seq=last,
                                                     stored=stored, duplicates=dups))
@@ -242,8 +259,10 @@ class CollectorHandle:
     """A running collector: `address` (connectable), `addresses` (all), `stop()`, `wait()`."""
 
     def __init__(self, server, store: Store, hub: Hub, service: _Service, health_servicer, addresses, metrics,
-                 profiles: ProfileTable | None = None):
+                 profiles: ProfileTable | None = None, bus: Bus | None = None, fanout=None):
         self.server = server
+        self.bus = bus
+        self.fanout = fanout
         self.profiles = profiles
         self.store = store
         self.hub = hub
@@ -278,6 +297,11 @@ class CollectorHandle:
             if key in m:
                 yield CounterMetricFamily(f"nodewarden_collector_{key}", help_, value=m[key])
         yield GaugeMetricFamily("nodewarden_collector_profiles", "Workload profiles held", value=m["profiles"])
+        if self.fanout is not None:
+            yield CounterMetricFamily("nodewarden_collector_sink_errors", "Publish sinks that raised on a commit",
+                                      value=self.fanout.errors[0])
+        if self.bus is not None:
+            yield from self.bus.collect()
         yield GaugeMetricFamily("nodewarden_collector_ingest_streams", "Open Ingest streams",
                                 value=m["ingest_streams"])
         yield GaugeMetricFamily("nodewarden_collector_subscribers", "Live subscribers", value=m["subscribers"])
@@ -287,6 +311,8 @@ class CollectorHandle:
         self.hub.close_all()
         self.server.stop(grace).wait(grace + 5)
         self.store.stop()
+        if self.bus is not None:  # after the store: its last commits are published too
+            self.bus.stop()
         if self.profiles is not None:
             self.profiles.close()
         if self._metrics_server is not None:
@@ -328,11 +354,45 @@ def _bind(server, addr: str, creds) -> str:
     return f"{host}:{port}"
 
 
+def _fanout(sinks: list):
+    """One publish callable for the store over the live-tail Hub and the other sinks (the bus, alert
+    outputs), in turn: one sink's exception is logged and counted (`.errors[0]`), the others still
+    get the commit. Each sink must return at once (a bounded queue and a thread of its own)."""
+    errors = [0]
+
+    def publish(published: list) -> None:
+        for sink in sinks:
+            try:
+                sink(published)
+            except Exception:
+                errors[0] += 1
+                log.exception("collector: publish sink %r failed", sink)
+
+    publish.errors = errors
+    return publish
+
+
+def _bus(cfg: CollectorConfig) -> Bus | None:
+    if not cfg.nats:
+        return None
+    if not isinstance(cfg.nats, str) or not all(isinstance(k, str) for k in cfg.nats_kinds or ()):
+        raise ValueError("nats: expected nats://host:port[,nats://host:port...] and a list of kinds")
+    return Bus(BusConfig(servers=cfg.nats.split(","), stream=cfg.nats_stream,
+                         min_severity=parse_severity(cfg.nats_min_severity), kinds=tuple(cfg.nats_kinds),
+                         replicas=cfg.nats_replicas, confirm=cfg.nats_confirm, max_queue=cfg.nats_queue))
+
+
 def serve(cfg: CollectorConfig) -> CollectorHandle:
     """Start a collector (its own threads) and return its handle."""
     hub = Hub()
-    store = Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=hub.publish, listening=hub.count)
-    service = _Service(cfg, store, hub)
+    bus = _bus(cfg)
+    # Sinks beside the Hub get every commit; the Hub only while someone subscribes (the store skips
+    # building rows when nobody listens).
+    sinks = [bus.offer] if bus is not None and not bus.cfg.confirm else []
+    fanout = _fanout([hub.publish, *sinks])
+    store = Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=fanout,
+                  listening=(lambda: True) if sinks else hub.count)
+    service = _Service(cfg, store, hub, bus)
     token = cfg.read_token()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="nw-collector"),
@@ -363,12 +423,14 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     creds = _server_credentials(cfg)
     addresses = [_bind(server, a, creds) for a in cfg.listen]
+    if bus is not None:
+        bus.start()
     store.start()
     server.start()
     for svc in ("", SERVICE, PROFILES_SERVICE):
         health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
     metrics = None
-    handle = CollectorHandle(server, store, hub, service, health_servicer, addresses, None, profiles)
+    handle = CollectorHandle(server, store, hub, service, health_servicer, addresses, None, profiles, bus, fanout)
     if cfg.metrics_listen:
         from prometheus_client import CollectorRegistry, start_http_server
 

@@ -35,6 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subscriber-queue", type=int, metavar="N", help="events a live tail may lag (default 10000)")
     p.add_argument("--max-workers", type=int, metavar="N", help="concurrent calls, one per agent (default 256)")
     p.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on host:port")
+    p.add_argument("--nats", metavar="URLS",
+                   help="publish stored events to NATS JetStream: nats://host:port[,nats://host:port...]")
+    p.add_argument("--nats-stream", metavar="NAME", help="JetStream stream (default NODEWARDEN; made if missing)")
+    p.add_argument("--nats-min-severity", metavar="SEV", help="publish only events at or above it (e.g. high)")
+    p.add_argument("--nats-kinds", metavar="KINDS",
+                   help="publish only these kinds, comma-separated, as `events --kind` (alert,image.verdict,file.*)")
+    p.add_argument("--nats-async", action="store_true",
+                   help="publish after each commit without holding agents' acks (faster; a crash may miss some)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -60,6 +68,8 @@ def build_config(args: argparse.Namespace):
                 val = parse_duration(val)
             elif key in ("retention_bytes", "max_message_bytes"):
                 val = parse_size(val)
+            elif key == "nats_kinds" and isinstance(val, str):
+                val = [k for k in val.split(",") if k.strip()]
             setattr(cfg, key, val)
     if os.environ.get("NODEWARDEN_COLLECTOR_TOKEN"):
         cfg.token = os.environ["NODEWARDEN_COLLECTOR_TOKEN"]
@@ -71,6 +81,11 @@ def build_config(args: argparse.Namespace):
         "max_message_bytes": parse_size(args.max_message_bytes) if args.max_message_bytes else None,
         "subscriber_queue": args.subscriber_queue, "max_workers": args.max_workers,
         "metrics_listen": args.metrics,
+        "nats": getattr(args, "nats", None), "nats_stream": getattr(args, "nats_stream", None),
+        "nats_min_severity": getattr(args, "nats_min_severity", None),
+        "nats_kinds": [k for k in args.nats_kinds.split(",") if k.strip()] if getattr(args, "nats_kinds", None)
+        else None,
+        "nats_confirm": False if getattr(args, "nats_async", False) else None,
     }
     for key, val in flags.items():
         if val is not None:
