@@ -429,3 +429,19 @@ def test_more_dotnet_command_sinks(page):
 def test_powershell_with_a_fixed_script_and_a_search_box():
     benign('<%@ Page Language="C#" %><% var ps = System.Management.Automation.PowerShell.Create();'
            ' ps.AddScript("Get-Date"); ps.Invoke(); var q = Request["q"]; %>', "x.aspx")
+
+
+def test_page_importing_an_administration_tool_belt_with_its_code_cut_out():
+    h = shell('<%@ Page Language="C#" %>\n<%@ import Namespace="System.IO"%>\n'
+              '<%@ import Namespace="System.Diagnostics"%>\n'
+              '<%@ import Namespace="System.Management"%>\n<%@ import Namespace="Microsoft.Win32"%>\n'
+              '<%@ import Namespace="System.ServiceProcess"%>\n<script runat="server">\n</script>\n<html></html>',
+              "x.aspx")
+    assert h.rule == "aspx.admin-namespaces"
+
+
+def test_page_importing_diagnostics_and_io_is_ordinary():
+    benign('<%@ Page Language="C#" %>\n<%@ import Namespace="System.IO"%>\n'
+           '<%@ import Namespace="System.Diagnostics"%>\n'
+           '<%@ import Namespace="System.Net.Sockets"%>\n<%@ import Namespace="System.Runtime.InteropServices"%>\n'
+           '<% Trace.Write("x"); %>', "x.aspx")

@@ -230,6 +230,7 @@ def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
     if depth == 0 and not any(h.confidence >= 0.5 for h in found):
         asp_shapes.encoded_request_code(text, budget, found, lang)
         asp_shapes.image_include(text, found, lang)
+        asp_shapes.admin_imports(text, found, lang)
     seen: dict[tuple[str, str], Hit] = {}
     for h in found:
         k = (h.rule, h.sink)

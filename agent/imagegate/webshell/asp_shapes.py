@@ -296,3 +296,21 @@ def image_include(raw: str, found: list, lang: str) -> None:
         found.append(Hit(rule=f"{lang}.includes-image-as-code", language=lang, severity=Severity.HIGH,
                          confidence=0.6, sink="server-side include", snippet=clip(m.group(0)),
                          detail=f"includes {m.group(1) or m.group(2)} as server code"))
+
+
+_ADMIN_NS = re.compile(r"""<%@\s*import\s+namespace\s*=\s*["']?"""
+                       r"""(System\.Diagnostics|System\.Management|Microsoft\.Win32"""
+                       r"""|System\.DirectoryServices|System\.ServiceProcess|System\.Net\.Sockets"""
+                       r"""|System\.Runtime\.InteropServices)["'\s%]""", _I)
+_ADMIN_CORE = {"system.management", "microsoft.win32", "system.directoryservices", "system.serviceprocess"}
+
+
+def admin_imports(raw: str, found: list, lang: str) -> None:
+    """A page importing the namespaces of processes, WMI, the registry, the directory, services, raw
+    sockets and P/Invoke together: the header of an administration shell (ASPXSpy and its kin), which a
+    site's own page never needs all at once. It still counts when the shell's code was cut out."""
+    ns = {m.lower() for m in _ADMIN_NS.findall(raw[:200000])}
+    if len(ns) >= 4 and len(ns & _ADMIN_CORE) >= 2:
+        found.append(Hit(rule=f"{lang}.admin-namespaces", language=lang, severity=Severity.HIGH, confidence=0.55,
+                         sink="imports", snippet=clip(", ".join(sorted(ns))),
+                         detail="imports processes, WMI, registry and services namespaces together"))
