@@ -71,6 +71,9 @@ class CollectorConfig:
     profiles_db: str = ""
     max_profiles: int = 65536  # workload keys kept; a new key beyond it is refused (RESOURCE_EXHAUSTED)
     max_profile_items: int = 4096  # items per kind in a pushed and in the merged document
+    # PostgreSQL store shared by replicas (collector/store_pg.py): "" = SQLite at `db`; else postgresql://...
+    store: str = ""
+    store_partition_s: int = 86400  # the events table's time partitions (retention drops whole ones)
     # NATS JetStream fan-out (collector/bus.py): "" = none; else nats://host:port[,nats://...]
     nats: str = ""
     nats_stream: str = "NODEWARDEN"
@@ -79,6 +82,8 @@ class CollectorConfig:
     nats_replicas: int = 0  # 0: 3 on a cluster of 3 or more nodes, else 1 (when the stream is created)
     nats_confirm: bool = True  # ack agents only once JetStream acked their batch (else publish after commit)
     nats_queue: int = 100_000  # events waiting for NATS
+    # The console (collector/console): "" = none; else HOST:PORT, e.g. 127.0.0.1:7480 (loopback unless told)
+    http_listen: str = ""
 
     def read_token(self) -> str:
         if self.token:
@@ -271,6 +276,7 @@ class CollectorHandle:
         self.addresses = addresses
         self.address = addresses[0]
         self._metrics_server = metrics
+        self.console = None  # collector/console, when http_listen is set
 
     def metrics(self) -> dict:
         prof = self.profiles.stats if self.profiles is not None else {}
@@ -302,12 +308,16 @@ class CollectorHandle:
                                       value=self.fanout.errors[0])
         if self.bus is not None:
             yield from self.bus.collect()
+        if self.console is not None:
+            yield from self.console.collect()
         yield GaugeMetricFamily("nodewarden_collector_ingest_streams", "Open Ingest streams",
                                 value=m["ingest_streams"])
         yield GaugeMetricFamily("nodewarden_collector_subscribers", "Live subscribers", value=m["subscribers"])
 
     def stop(self, grace: float = 2.0) -> None:
         self._health.enter_graceful_shutdown()
+        if self.console is not None:  # first: its live tails are Hub subscribers
+            self.console.stop()
         self.hub.close_all()
         self.server.stop(grace).wait(grace + 5)
         self.store.stop()
@@ -382,6 +392,20 @@ def _bus(cfg: CollectorConfig) -> Bus | None:
                          replicas=cfg.nats_replicas, confirm=cfg.nats_confirm, max_queue=cfg.nats_queue))
 
 
+def _open_store(cfg: CollectorConfig, hub: Hub, sinks: list):
+    """SQLite at cfg.db (the default), or PostgreSQL at cfg.store (collector/store_pg.py), shared by
+    replicas: there the Hub is fed by the store's live tail (what any replica stored), and the sinks
+    get this replica's own commits only, so each event goes out once across replicas."""
+    if cfg.store:
+        from collector.store_pg import PgStore
+
+        return PgStore(cfg.store, cfg.retention_age_s, cfg.retention_bytes,
+                       publish=_fanout(sinks) if sinks else None, tail=hub.publish, listening=hub.count,
+                       partition_s=cfg.store_partition_s)
+    return Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=_fanout([hub.publish, *sinks]),
+                 listening=(lambda: True) if sinks else hub.count)
+
+
 def serve(cfg: CollectorConfig) -> CollectorHandle:
     """Start a collector (its own threads) and return its handle."""
     hub = Hub()
@@ -389,9 +413,7 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
     # Sinks beside the Hub get every commit; the Hub only while someone subscribes (the store skips
     # building rows when nobody listens).
     sinks = [bus.offer] if bus is not None and not bus.cfg.confirm else []
-    fanout = _fanout([hub.publish, *sinks])
-    store = Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=fanout,
-                  listening=(lambda: True) if sinks else hub.count)
+    store = _open_store(cfg, hub, sinks)
     service = _Service(cfg, store, hub, bus)
     token = cfg.read_token()
     server = grpc.server(
@@ -439,5 +461,14 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
         host, port = cfg.metrics_listen.rsplit(":", 1)
         metrics = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
         handle._metrics_server = metrics[0] if isinstance(metrics, tuple) else metrics
+    if cfg.http_listen:
+        from collector.console import start_console
+
+        try:
+            handle.console = start_console(cfg, store, hub)
+        except BaseException:
+            handle.stop()
+            raise
+        log.info("collector: console on %s", handle.console.url)
     log.info("collector: listening on %s, store %s", ", ".join(addresses), cfg.db)
     return handle

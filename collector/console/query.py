@@ -1,0 +1,402 @@
+"""What the console reads: protection events newest first, their counts over time, one event's detail.
+
+The console's filter is the collector's EventFilter (the same SQL as `nodewarden events`) plus two
+things the events table has no column for: the image (it lives in the body) and the triage status
+(collector/status.py). Those two are applied to decoded rows, with a bound on how many rows one
+request may look at (`scan_max`): a page that hits it says `partial` and gives the cursor to go on
+from, so a rare image never makes one request scan the whole store.
+
+Newest first on SQLite: one descending walk of the (name, ts) index per event name, merged. The
+kind filter always names the few protection event names (alert, image.verdict, enforcement.block),
+so the first page reads about `limit` index entries and rows whatever the store's size, where one
+`ORDER BY ts DESC` over the OR of the names would let SQLite sort every protection event first.
+A store other than SQLite (collector/store_pg.py) provides `query_recent(flt, limit, before)` itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+import time
+from dataclasses import dataclass, replace
+
+from collector.filters import EventFilter, FilterError, _prefix_end
+from collector.units import parse_time
+from nwwire.codec import rfc3339, to_record
+from nwwire.genproto import load
+from nwwire.schema import SEVERITY, SEVERITY_NAMES
+
+pb = load("nodewarden.v1.event_pb2")
+cpb = load("nodewarden.v1.collector_pb2")
+
+# The console's kind words -> EventFilter kinds (nwwire.schema.kind_names expands the members).
+KINDS = {"alert": "alert", "verdict": "verdict", "block": "enforcement"}
+PROTECTION = tuple(KINDS.values())
+_MAX_NAMES = 256  # event names one family may expand to
+_MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class ConsoleQuery:
+    flt: EventFilter
+    image: str = ""  # substring of container.image, case-insensitive
+    status: str = ""  # "", unhandled, handled, ignored
+
+    @property
+    def post(self) -> bool:
+        return bool(self.image or self.status)
+
+
+def _one(params: dict, key: str) -> str:
+    vals = params.get(key) or [""]
+    return vals[-1].strip()
+
+
+def _many(params: dict, key: str) -> list[str]:
+    return [v.strip() for vals in params.get(key, []) for v in vals.split(",") if v.strip()]
+
+
+def _time(text: str, what: str) -> int:
+    if not text:
+        return 0
+    if text.isdigit() and len(text) > 12:  # ns since the epoch, as the page sends a chart's bucket
+        return int(text)
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise FilterError(f"{what}: {e}") from e
+
+
+def parse_query(params: dict[str, list[str]]) -> ConsoleQuery:
+    """The console's filter from URL parameters (parse_qs form). Raises FilterError."""
+    from collector.status import STATUSES
+
+    kinds = []
+    for k in _many(params, "kind"):
+        kinds.append(KINDS.get(k, k))  # a console word, or any event.name / family the CLI takes
+    sev = _one(params, "severity")
+    if sev and sev.lower() not in SEVERITY:
+        raise FilterError(f"unknown severity {sev!r}")
+    status = _one(params, "status")
+    if status and status not in STATUSES:
+        raise FilterError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
+    image = _one(params, "image")
+    if len(image) > 1024:
+        raise FilterError("image filter longer than 1024 characters")
+    f = cpb.Filter(kinds=kinds or list(PROTECTION), nodes=_many(params, "node"), rules=_many(params, "rule"),
+                   verdicts=_many(params, "verdict"), namespace=_one(params, "namespace"),
+                   pod=_one(params, "pod"), container=_one(params, "container"), text=_one(params, "text"),
+                   min_severity=SEVERITY[sev.lower()] if sev else 0,
+                   since_unix_nano=_time(_one(params, "since"), "since"),
+                   until_unix_nano=_time(_one(params, "until"), "until"))
+    return ConsoleQuery(EventFilter.from_pb(f), image=image, status=status)
+
+
+def parse_cursor(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        ts, rowid = text.split(":")
+        return int(ts), int(rowid)
+    except ValueError as e:
+        raise FilterError("bad cursor") from e
+
+
+def cursor(ts: int, rowid: int) -> str:
+    return f"{ts}:{rowid}"
+
+
+# -- reading newest first --------------------------------------------------------------------------
+
+
+class Reader:
+    def __init__(self, store):
+        from collector.store import Store
+
+        self.store = store
+        self._sqlite = isinstance(store, Store)
+
+    def recent(self, flt: EventFilter, before: tuple[int, int] | None = None, limit: int = 1 << 62):
+        """(id, ts, body) matching flt, newest first (ts, then id, descending), strictly before `before`."""
+        if not self._sqlite:
+            fn = getattr(self.store, "query_recent", None)
+            if fn is None:
+                raise FilterError("this store cannot list newest first (no query_recent)")
+            yield from fn(flt, limit, before)
+            return
+        conn = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True, check_same_thread=False, timeout=10)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            names = list(flt.names)
+            for fam in flt.families:
+                names += _names_in(conn, fam)
+            rest = replace(flt, names=(), families=())
+            where, params = rest.where()
+            if before is not None:
+                where += " AND (ts < ? OR (ts = ? AND id < ?))"
+                params += [before[0], before[0], before[1]]
+            sql = (f"SELECT id, ts, body FROM events WHERE name = ? AND {where} "
+                   "ORDER BY ts DESC, id DESC LIMIT ?")
+            walks = [_walk(conn, sql, [n, *params, limit]) for n in dict.fromkeys(names)]
+            n = 0
+            for row in heapq.merge(*walks, key=lambda r: (-r[1], -r[0])):
+                yield row
+                n += 1
+                if n >= limit:
+                    return
+        finally:
+            conn.close()
+
+    def explain(self, flt: EventFilter) -> str:
+        """The plan of one name's walk (bench/console.py prints it)."""
+        conn = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True)
+        try:
+            where, params = replace(flt, names=(), families=()).where()
+            plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM events WHERE name = ? AND {where} "
+                                "ORDER BY ts DESC, id DESC LIMIT 50", ["alert", *params]).fetchall()
+            return "; ".join(r[-1] for r in plan)
+        finally:
+            conn.close()
+
+
+def _walk(conn, sql: str, params: list):
+    cur = conn.execute(sql, params)
+    while True:
+        rows = cur.fetchmany(64)
+        if not rows:
+            return
+        yield from rows
+
+
+def _names_in(conn, family: str) -> list[str]:
+    """The event names stored under `family` ("enforcement."), by hopping along the (name, ts)
+    index: one O(log n) probe per distinct name, never a scan."""
+    out: list[str] = []
+    end = _prefix_end(family)
+    row = conn.execute("SELECT name FROM events WHERE name >= ? AND name < ? ORDER BY name LIMIT 1",
+                       (family, end)).fetchone()
+    while row is not None and len(out) < _MAX_NAMES:
+        out.append(row[0])
+        row = conn.execute("SELECT name FROM events WHERE name > ? AND name < ? ORDER BY name LIMIT 1",
+                           (row[0], end)).fetchone()
+    return out
+
+
+# -- what the page shows -----------------------------------------------------------------------------
+
+
+def summary(rowid: int, ev) -> dict:
+    """One list row: kind, action, severity, reason, where, what, when."""
+    kind = ev.WhichOneof("kind")
+    c, p = ev.container, ev.process
+    rule = reason = action = ""
+    if kind == "alert":
+        a = ev.alert
+        word, action, rule, reason = "alert", a.action or "alert", a.rule_id, a.rule_name or a.rule_id
+    elif kind == "verdict":
+        v = ev.verdict
+        word, action, reason = "verdict", v.verdict, v.reason
+    elif kind == "enforcement":
+        e = ev.enforcement
+        word, action, rule, reason = "block", e.action, e.rule_name, e.reason or e.rule_name
+    else:
+        word = ev.name
+    return {
+        "id": rowid, "time": rfc3339(ev.time_unix_nano), "ts": str(ev.time_unix_nano), "name": ev.name,
+        "kind": word, "action": action, "severity": SEVERITY_NAMES.get(ev.severity, "unknown"), "rule": rule,
+        "reason": reason[:300], "node": ev.node, "namespace": c.pod_namespace, "pod": c.pod_name,
+        "container": c.name or c.id[:12], "container_id": c.id, "image": c.image,
+        "process": p.executable or p.name, "command_line": p.command_line[:300], "status": "unhandled",
+    }
+
+
+def _post_ok(q: ConsoleQuery, ev, st: dict | None) -> bool:
+    if q.image and q.image.lower() not in ev.container.image.lower():
+        return False
+    if q.status:
+        return (st["status"] if st else "unhandled") == q.status
+    return True
+
+
+def page(reader: Reader, status, q: ConsoleQuery, limit: int, before: tuple[int, int] | None,
+         scan_max: int = 20000) -> dict:
+    """One page of summaries, newest first; `next`: the cursor of the page after it ("" at the end)."""
+    limit = max(1, min(limit, _MAX_PAGE))
+    t0 = time.perf_counter()
+    out, scanned, last, more = [], 0, None, False
+    overflow = []  # a matching row scanned beyond the page: there is a next page
+    pending: list = []  # (id, ts, ev): statuses are read per batch, not per row
+
+    def flush():
+        sts = status.get_many([r[0] for r in pending]) if pending else {}
+        for rowid, _ts, ev in pending:
+            st = sts.get(rowid)
+            if _post_ok(q, ev, st):
+                if len(out) >= limit:
+                    overflow.append(rowid)
+                    break
+                s = summary(rowid, ev)
+                if st:
+                    s["status"] = st["status"]
+                out.append(s)
+        pending.clear()
+
+    rows = reader.recent(q.flt, before)
+    try:
+        for rowid, ts, body in rows:
+            if len(out) >= limit:
+                more = True
+                break
+            if scanned >= scan_max:
+                more = True
+                break
+            scanned += 1
+            last = (ts, rowid)
+            pending.append((rowid, ts, pb.Event.FromString(body)))
+            if len(pending) >= (limit if not q.post else 256):
+                flush()
+        flush()
+    finally:
+        rows.close()
+    more = more or bool(overflow)
+    if len(out) >= limit:  # the cursor of the last row shown, so the next page starts right after it
+        last = (int(out[-1]["ts"]), out[-1]["id"])
+    partial = more and len(out) < limit
+    return {"events": out, "next": cursor(*last) if more and last else "", "partial": partial,
+            "scanned": scanned, "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+
+def detail(reader: Reader, status, rowid: int) -> dict | None:
+    """One event: its summary, the flat record (raw JSON), process lineage, findings, status."""
+    body = _body(reader, rowid)
+    if body is None:
+        return None
+    ev = pb.Event.FromString(body)
+    rec = to_record(ev)
+    p = ev.process
+    lineage = [{"role": "process", "pid": p.pid, "name": p.name, "executable": p.executable,
+                "command_line": p.command_line}]
+    if p.ppid or p.parent_executable:
+        lineage.append({"role": "parent", "pid": p.ppid, "executable": p.parent_executable,
+                        "command_line": p.parent_command_line})
+    for i, (name, exe) in enumerate(zip(p.ancestor_names, p.ancestor_executables, strict=False)):
+        if i == 0 and lineage[-1]["role"] == "parent" and exe == lineage[-1]["executable"]:
+            lineage[-1]["name"] = name  # ancestors start with the parent: one line, not two
+            continue
+        lineage.append({"role": "ancestor", "name": name, "executable": exe})
+    findings = rec.get("alert.findings") or rec.get("image.findings") or []
+    st = status.get_many([rowid]).get(rowid)
+    s = summary(rowid, ev)
+    if st:
+        s["status"] = st["status"]
+    return {"summary": s, "record": rec, "lineage": lineage if (p.pid or p.executable) else [],
+            "findings": findings, "status": st or {"status": "unhandled"}}
+
+
+def _body(reader: Reader, rowid: int) -> bytes | None:
+    store = reader.store
+    if not reader._sqlite:
+        fn = getattr(store, "get_body", None)
+        return fn(rowid) if fn is not None else None
+    conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute("SELECT body FROM events WHERE id = ?", (rowid,)).fetchone()
+        return row[0] if row else None
+    finally:
+        conn.close()
+
+
+# -- counts over time ----------------------------------------------------------------------------------
+
+_GROUPS = ("severity", "rule", "namespace", "image")
+_TOP = 8
+
+
+def counts(reader: Reader, status, q: ConsoleQuery, buckets: int = 48, scan_max: int = 200_000,
+           now_ns: int | None = None) -> dict:
+    """Events per time bucket, by severity, rule, namespace and image (the top few of each, the rest
+    as "other"), over the filter's time range (the last 24 hours when it has none). At most
+    `scan_max` of the newest matching events are counted; `truncated` says when there were more."""
+    now_ns = now_ns or time.time_ns()
+    until = q.flt.until or now_ns
+    since = q.flt.since or until - 86400 * 10**9
+    flt = replace(q.flt, since=since, until=until)
+    buckets = max(4, min(buckets, 240))
+    width = max(1, -(-(until - since) // buckets))
+    per: dict[str, dict[str, list[int]]] = {g: {} for g in _GROUPS}
+    total = [0] * buckets
+    scanned = 0
+    truncated = False
+    t0 = time.perf_counter()
+    pending: list = []
+
+    def flush():
+        sts = status.get_many([r[0] for r in pending]) if q.status else {}
+        for rowid, ts, ev in pending:
+            if not _post_ok(q, ev, sts.get(rowid)):
+                continue
+            b = min(buckets - 1, max(0, (ts - since) // width))
+            total[b] += 1
+            kind = ev.WhichOneof("kind")
+            rule = ev.alert.rule_id if kind == "alert" else ev.enforcement.rule_name if kind == "enforcement" else ""
+            for g, key in (("severity", SEVERITY_NAMES.get(ev.severity, "unknown")), ("rule", rule),
+                           ("namespace", ev.container.pod_namespace), ("image", ev.container.image)):
+                series = per[g].get(key or "(none)")
+                if series is None:
+                    series = per[g][key or "(none)"] = [0] * buckets
+                series[b] += 1
+        pending.clear()
+
+    rows = reader.recent(flt)
+    try:
+        for rowid, ts, body in rows:
+            if scanned >= scan_max:
+                truncated = True
+                break
+            scanned += 1
+            pending.append((rowid, ts, pb.Event.FromString(body)))
+            if len(pending) >= 512:
+                flush()
+        flush()
+    finally:
+        rows.close()
+    out = {}
+    for g, series in per.items():
+        ranked = sorted(series.items(), key=lambda kv: -sum(kv[1]))
+        top = dict(ranked[:_TOP])
+        if len(ranked) > _TOP:
+            other = [0] * buckets
+            for _k, s in ranked[_TOP:]:
+                other = [a + b for a, b in zip(other, s, strict=True)]
+            top["other"] = other
+        out[g] = top
+    return {"since": str(since), "until": str(until), "bucket_ns": str(width), "buckets": buckets,
+            "total": total, "by": out, "scanned": scanned, "truncated": truncated,
+            "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+
+# -- export ---------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("id", "time", "kind", "action", "severity", "rule", "reason", "node", "namespace", "pod",
+               "container", "container_id", "image", "process", "command_line", "status")
+
+
+def export_rows(reader: Reader, status, q: ConsoleQuery, limit: int):
+    """(summary, record) of up to `limit` matching events, newest first."""
+    sent = 0
+    before = None
+    while sent < limit:
+        got = page(reader, status, q, min(500, limit - sent), before, scan_max=50_000)
+        ids = {s["id"]: s for s in got["events"]}
+        for s in got["events"]:
+            body = _body(reader, s["id"])
+            if body is None:
+                continue
+            rec = to_record(pb.Event.FromString(body))
+            rec["console.id"] = s["id"]
+            rec["console.status"] = ids[s["id"]]["status"]
+            yield s, rec
+            sent += 1
+        if not got["next"]:
+            return
+        before = parse_cursor(got["next"])
