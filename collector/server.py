@@ -392,18 +392,29 @@ def _bus(cfg: CollectorConfig) -> Bus | None:
                          replicas=cfg.nats_replicas, confirm=cfg.nats_confirm, max_queue=cfg.nats_queue))
 
 
+def store_name(cfg: CollectorConfig) -> str:
+    """What to call the store in messages (a PostgreSQL URL without its password)."""
+    if cfg.store:
+        from collector.store_pg import redact
+
+        return redact(cfg.store)
+    return cfg.db
+
+
 def _open_store(cfg: CollectorConfig, hub: Hub, sinks: list):
     """SQLite at cfg.db (the default), or PostgreSQL at cfg.store (collector/store_pg.py), shared by
     replicas: there the Hub is fed by the store's live tail (what any replica stored), and the sinks
-    get this replica's own commits only, so each event goes out once across replicas."""
+    get this replica's own commits only, so each event goes out once across replicas. Returns
+    (store, the fan-out it publishes to)."""
     if cfg.store:
         from collector.store_pg import PgStore
 
-        return PgStore(cfg.store, cfg.retention_age_s, cfg.retention_bytes,
-                       publish=_fanout(sinks) if sinks else None, tail=hub.publish, listening=hub.count,
-                       partition_s=cfg.store_partition_s)
-    return Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=_fanout([hub.publish, *sinks]),
-                 listening=(lambda: True) if sinks else hub.count)
+        fanout = _fanout(sinks)
+        return PgStore(cfg.store, cfg.retention_age_s, cfg.retention_bytes, publish=fanout if sinks else None,
+                       tail=hub.publish, listening=hub.count, partition_s=cfg.store_partition_s), fanout
+    fanout = _fanout([hub.publish, *sinks])
+    return Store(cfg.db, cfg.retention_age_s, cfg.retention_bytes, publish=fanout,
+                 listening=(lambda: True) if sinks else hub.count), fanout
 
 
 def serve(cfg: CollectorConfig) -> CollectorHandle:
@@ -413,7 +424,7 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
     # Sinks beside the Hub get every commit; the Hub only while someone subscribes (the store skips
     # building rows when nobody listens).
     sinks = [bus.offer] if bus is not None and not bus.cfg.confirm else []
-    store = _open_store(cfg, hub, sinks)
+    store, fanout = _open_store(cfg, hub, sinks)
     service = _Service(cfg, store, hub, bus)
     token = cfg.read_token()
     server = grpc.server(
@@ -470,5 +481,5 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
             handle.stop()
             raise
         log.info("collector: console on %s", handle.console.url)
-    log.info("collector: listening on %s, store %s", ", ".join(addresses), cfg.db)
+    log.info("collector: listening on %s, store %s", ", ".join(addresses), store_name(cfg))
     return handle
