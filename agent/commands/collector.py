@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subscriber-queue", type=int, metavar="N", help="events a live tail may lag (default 10000)")
     p.add_argument("--max-workers", type=int, metavar="N", help="concurrent calls, one per agent (default 256)")
     p.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on host:port")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the console and its /api/ here, e.g. 127.0.0.1:7480 (config key http_listen)")
     p.add_argument("--nats", metavar="URLS",
                    help="publish stored events to NATS JetStream: nats://host:port[,nats://host:port...]")
     p.add_argument("--nats-stream", metavar="NAME", help="JetStream stream (default NODEWARDEN; made if missing)")
@@ -80,7 +82,7 @@ def build_config(args: argparse.Namespace):
         "retention_bytes": parse_size(args.retention_size) if args.retention_size else None,
         "max_message_bytes": parse_size(args.max_message_bytes) if args.max_message_bytes else None,
         "subscriber_queue": args.subscriber_queue, "max_workers": args.max_workers,
-        "metrics_listen": args.metrics,
+        "metrics_listen": args.metrics, "http_listen": getattr(args, "http", None),
         "nats": getattr(args, "nats", None), "nats_stream": getattr(args, "nats_stream", None),
         "nats_min_severity": getattr(args, "nats_min_severity", None),
         "nats_kinds": [k for k in args.nats_kinds.split(",") if k.strip()] if getattr(args, "nats_kinds", None)
@@ -109,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"collector: listening on {', '.join(handle.addresses)}; store {cfg.db}", flush=True)
+    if handle.console is not None:
+        print(f"collector: console on {handle.console.url}", flush=True)
     while not stop.wait(1.0):  # a timeout, so signal handlers run promptly
         pass
     handle.stop()
