@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", action="append", metavar="ADDR",
                    help="host:port or unix:/path; repeat for several (default 127.0.0.1:7470)")
     p.add_argument("--db", metavar="PATH", help="SQLite file (default /var/lib/nodewarden/events.db)")
+    p.add_argument("--store", metavar="URL",
+                   help="PostgreSQL shared by collector replicas, postgresql://user@host:port/db (instead of --db)")
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate: turns TLS on")
     p.add_argument("--tls-key", metavar="PEM", help="server key")
     p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
@@ -76,7 +78,7 @@ def build_config(args: argparse.Namespace):
     if os.environ.get("NODEWARDEN_COLLECTOR_TOKEN"):
         cfg.token = os.environ["NODEWARDEN_COLLECTOR_TOKEN"]
     flags = {
-        "listen": args.listen, "db": args.db, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "listen": args.listen, "db": args.db, "store": args.store, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca, "token_file": args.token_file,
         "retention_age_s": parse_duration(args.retention_age) if args.retention_age else None,
         "retention_bytes": parse_size(args.retention_size) if args.retention_size else None,
@@ -99,7 +101,7 @@ def build_config(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from collector.server import serve
+    from collector.server import serve, store_name
 
     try:
         cfg = build_config(args)
@@ -110,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"collector: listening on {', '.join(handle.addresses)}; store {cfg.db}", flush=True)
+    print(f"collector: listening on {', '.join(handle.addresses)}; store {store_name(cfg)}", flush=True)
     if handle.console is not None:
         print(f"collector: console on {handle.console.url}", flush=True)
     while not stop.wait(1.0):  # a timeout, so signal handlers run promptly
