@@ -126,6 +126,7 @@ class ExportConfig:
     collector: str = ""  # "": no export; "embedded": a collector in this process; else host:port or unix:/path
     embedded_listen: str = "127.0.0.1:7470"  # where the embedded collector serves `nodewarden events`
     embedded_db: str = ""  # SQLite file of the embedded collector; default <state_dir>/events.db
+    embedded_http: str = "127.0.0.1:7480"  # the embedded collector's console (collector/console); "" = none
     spool_dir: str = ""  # default <state_dir>/spool
     spool_max_bytes: int = 256 << 20
     token_file: str = ""  # shared token sent as `authorization: Bearer <token>`

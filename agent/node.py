@@ -335,7 +335,8 @@ class Agent:
 
                 e = cfg.export
                 self.collector = serve(CollectorConfig(listen=[e.embedded_listen],
-                                                       db=self._state(e.embedded_db, "events.db")))
+                                                       db=self._state(e.embedded_db, "events.db"),
+                                                       http_listen=e.embedded_http, http_optional=True))
             self.exporter.start()
         for part in (self.policy, self.gate):  # the gate's workers before the first listing fills its queue
             if part is not None:

@@ -84,6 +84,7 @@ class CollectorConfig:
     nats_queue: int = 100_000  # events waiting for NATS
     # The console (collector/console): "" = none; else HOST:PORT, e.g. 127.0.0.1:7480 (loopback unless told)
     http_listen: str = ""
+    http_optional: bool = False  # the console failing to listen (port taken) is logged, not fatal (embedded)
 
     def read_token(self) -> str:
         if self.token:
@@ -477,9 +478,14 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
 
         try:
             handle.console = start_console(cfg, store, hub)
+            log.info("collector: console on %s", handle.console.url)
+        except OSError as e:
+            if not cfg.http_optional:
+                handle.stop()
+                raise
+            log.warning("collector: no console: %s", e)
         except BaseException:
             handle.stop()
             raise
-        log.info("collector: console on %s", handle.console.url)
     log.info("collector: listening on %s, store %s", ", ".join(addresses), store_name(cfg))
     return handle
