@@ -31,6 +31,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from collector.bus import Bus, BusConfig, parse_severity
 from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
+from collector.outputs import build as build_outputs
+from collector.outputs import collect as collect_outputs
 from collector.profiles import SERVICE as PROFILES_SERVICE
 from collector.profiles import ProfileLimits, ProfileService, ProfileTable, profiles_db_path
 from collector.store import BatchError, Store, StoreError
@@ -85,6 +87,8 @@ class CollectorConfig:
     # The console (collector/console): "" = none; else HOST:PORT, e.g. 127.0.0.1:7480 (loopback unless told)
     http_listen: str = ""
     http_optional: bool = False  # the console failing to listen (port taken) is logged, not fatal (embedded)
+    # Alert outputs (collector/outputs, docs/outputs.md): [{type: webhook|slack|alertmanager|syslog|otlp, ...}]
+    outputs: list[dict] = field(default_factory=list)
 
     def read_token(self) -> str:
         if self.token:
@@ -278,6 +282,7 @@ class CollectorHandle:
         self.address = addresses[0]
         self._metrics_server = metrics
         self.console = None  # collector/console, when http_listen is set
+        self.outputs: list = []  # collector/outputs, started by serve()
 
     def metrics(self) -> dict:
         prof = self.profiles.stats if self.profiles is not None else {}
@@ -311,6 +316,7 @@ class CollectorHandle:
             yield from self.bus.collect()
         if self.console is not None:
             yield from self.console.collect()
+        yield from collect_outputs(self.outputs)
         yield GaugeMetricFamily("nodewarden_collector_ingest_streams", "Open Ingest streams",
                                 value=m["ingest_streams"])
         yield GaugeMetricFamily("nodewarden_collector_subscribers", "Live subscribers", value=m["subscribers"])
@@ -324,6 +330,8 @@ class CollectorHandle:
         self.store.stop()
         if self.bus is not None:  # after the store: its last commits are published too
             self.bus.stop()
+        for out in self.outputs:  # after the store too; each sends what it holds for up to 2 s
+            out.stop(2.0)
         if self.profiles is not None:
             self.profiles.close()
         if self._metrics_server is not None:
@@ -425,6 +433,8 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
     # Sinks beside the Hub get every commit; the Hub only while someone subscribes (the store skips
     # building rows when nobody listens).
     sinks = [bus.offer] if bus is not None and not bus.cfg.confirm else []
+    outputs = build_outputs(cfg.outputs)  # a bad one: OutputError (ValueError), one line, before anything runs
+    sinks += [out.offer for out in outputs]
     store, fanout = _open_store(cfg, hub, sinks)
     service = _Service(cfg, store, hub, bus)
     token = cfg.read_token()
@@ -459,12 +469,15 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
     addresses = [_bind(server, a, creds) for a in cfg.listen]
     if bus is not None:
         bus.start()
+    for out in outputs:
+        out.start()
     store.start()
     server.start()
     for svc in ("", SERVICE, PROFILES_SERVICE):
         health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
     metrics = None
     handle = CollectorHandle(server, store, hub, service, health_servicer, addresses, None, profiles, bus, fanout)
+    handle.outputs = outputs
     if cfg.metrics_listen:
         from prometheus_client import CollectorRegistry, start_http_server
 
