@@ -150,3 +150,11 @@ def test_thousands_of_xor_pieces_joined():
 def test_many_pages_printing_packed_text():
     inner = base64.b64encode(b"$x = 1; echo $x; " * 40)
     _bounded(b"<?php " + b"echo base64_decode('" + inner + b"'); " * 3000)
+
+
+def test_a_loop_of_products_that_overflows_to_infinity():
+    _bounded(b"<?php $x = 1.5; for ($i = 0; $i < 5000; $i++) { $x = $x * 1e10; } echo 'v' . $x; system($_GET['c']);")
+
+
+def test_a_long_loop_with_a_known_condition_is_cut_at_the_bound():
+    _bounded(b"<?php $s = ''; for ($i = 0; $i < 100000000; $i++) { $s .= 'ab'; } eval($s);")

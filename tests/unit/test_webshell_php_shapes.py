@@ -443,3 +443,36 @@ def test_trait_with_harmless_methods_is_clean():
 trait Greets { public function hi($n) { return 'hi ' . htmlspecialchars($n); } }
 class Page { use Greets; }
 $p = new Page(); echo $p->hi($_GET['n']);""")
+
+
+# -- loops run with known values ------------------------------------------------------------------
+def _xor_hex(text: str, key: int) -> str:
+    return "".join(f"{ord(c) ^ key:02x}" for c in text)
+
+
+def test_a_for_loop_decoder_over_a_constant_string():
+    enc = _xor_hex("system($_POST['c']);", 7)
+    code = (f"<?php $e = '{enc}'; $d = '';"
+            " for ($i = 0; $i < strlen($e); $i += 2) { $d .= chr(hexdec(substr($e, $i, 2)) ^ 7); } eval($d);")
+    _shell(code, rule="php.request-to-exec", sink="system")
+
+
+def test_a_loop_decoder_with_branches_and_pre_increment():
+    # a 16-letter alphabet maps pairs of letters to bytes; `++$i` inside the expression reads the next one
+    alpha = "abcdefghijklmnop"
+    text = "assert($_REQUEST['z']);"
+    enc = "".join(alpha[ord(c) >> 4] + alpha[ord(c) & 15] for c in text)
+    code = (f"<?php for ($o = 0, $e = '{alpha}{enc}', $d = ''; $o < strlen($e); $o++) {{"
+            " if ($o < 16) { $h[$e[$o]] = $o; } else { $d .= chr(($h[$e[$o]] << 4) + $h[$e[++$o]]); } }"
+            " eval($d);")
+    _shell(code, sink="assert")
+
+
+def test_a_loop_building_markup_is_clean():
+    _clean("<?php $rows = ''; for ($i = 0; $i < 50; $i++) { if ($i % 2) { $rows .= '<tr class=odd>'; }"
+           " else { $rows .= '<tr>'; } $rows .= '<td>' . $i . '</td></tr>'; } echo $rows;"
+           " echo htmlspecialchars($_GET['q']);")
+
+
+def test_a_million_iteration_loop_is_cut_short():
+    _clean("<?php $n = 0; for ($i = 0; $i < 1000000; $i++) { $n = $n + $i; } echo $n;")

@@ -707,6 +707,9 @@ def _file_op(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V | None:
                  extra={"dest_tainted": bool(a1.t), "dest": _sv(a1) or ""})
         elif a0.t or a1.t:
             ctx.req_fs.add(name)
+            if name in ("copy", "rename") and _strong(a0) and _strong(a1):
+                _raw(ctx, "php.request-file-write", "high", 0.6, _label(a0), name,
+                     f"{name}({_show(a0)}, {_show(a1)})", "copies a file (or URL) the request names to a path it names")
         if name == "move_uploaded_file" and not a1.t and (_sv(a1) or "").lower().rstrip().endswith(_PHP_EXT) \
                 and not any(x.startswith(("$_FILES", "$HTTP_POST_FILES")) for x in a0.t):
             # an upload (named by register_globals, or by any variable) saved under a fixed script

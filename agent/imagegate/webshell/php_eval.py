@@ -7,6 +7,7 @@ mutually recursive, so each imports the other at its end."""
 from __future__ import annotations
 
 import re
+import time
 
 from agent.imagegate.webshell.php_fold import to_int, to_str
 from agent.imagegate.webshell.php_lex import tokenize
@@ -67,8 +68,8 @@ def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:
             if st[0] == "func":
                 ctx.funcs.setdefault(st[1].name, st[1])
                 stack.append(st[1].body)
-            elif st[0] == "block":
-                stack.append(st[1])
+            else:
+                stack.extend(_nested(st))
     for c in classes:
         ctx.classes[c.name] = c
         for name, fd in c.methods.items():
@@ -78,14 +79,26 @@ def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:
         for st in stack.pop():
             if st[0] == "func":
                 ctx.funcs.setdefault(st[1].name, st[1])
-            elif st[0] == "block":
-                stack.append(st[1])
+            else:
+                stack.extend(_nested(st))
     for c in classes:
         for name, node in c.consts:
             ctx.consts[f"{c.name}::{name}"] = _ev(ctx, node, Scope())
         for name, node in c.props:
             if node is not None:
                 ctx.props.setdefault(f"{c.name}->{name}", _ev(ctx, node, Scope()))
+
+
+def _nested(st) -> list:
+    """The statement lists inside a block, an if chain (`if (!function_exists('x')) { function x() ...`)
+    or a for loop's body."""
+    if st[0] == "block":
+        return [st[1]]
+    if st[0] == "if":
+        return [b for _, b in st[1]] + [st[2]]
+    if st[0] == "for":
+        return [st[4]]
+    return []
 
 
 def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
@@ -103,8 +116,9 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
                 v = _ev(ctx, e, sc)
                 if v.t:
                     ctx.echo_taint |= v.t  # what an output-buffer callback will be handed
-                elif isinstance(v.s, str) and _packed(v.chain) and len(v.s) > 200:
-                    _packed_text(ctx, v)
+                elif isinstance(v.s, str) and len(v.s) > 200 and (_packed(v.chain) or (
+                        ctx.unrolled and v.s[:64] not in (ctx.root_src or ""))):
+                    _packed_text(ctx, v)  # decoded by a decoder, or by a loop we ran
         elif k == "block":
             _stmts(ctx, st[1], sc)
         elif k == "return":
@@ -126,6 +140,10 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
                 _assign(ctx, st[3], elem, sc)
             if st[2] is not None:
                 _assign(ctx, st[2], V(None, subj.t, subj.d), sc)
+        elif k == "for":
+            _for(ctx, st, sc)
+        elif k == "if":
+            _if(ctx, st, sc)
         elif k == "global":
             sc.globals.update(st[1])
         elif k == "const":
@@ -133,6 +151,78 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
                 ctx.consts[name.lower()] = _ev(ctx, node, sc)
         elif k == "func" or k == "class" or k == "html":
             pass
+
+
+MAX_UNROLL = 20_000  # for-loop iterations run with known values, per file
+LOOP_SECONDS = 0.3  # and the CPU one loop may take so
+
+
+def _truthy(s) -> bool:
+    return not (s is None or s is False or s == 0 or s == "" or s == "0" or (isinstance(s, dict) and not s))
+
+
+def _if(ctx: Ctx, st, sc: Scope) -> None:
+    """Every branch is read, in order (the analysis is flow-insensitive), except inside a for loop
+    being run with known values, where a known condition picks its branch as PHP does."""
+    branches, other = st[1], st[2]
+    for i, (cond, body) in enumerate(branches):
+        c = _ev(ctx, cond, sc) if cond is not None else UNKNOWN
+        if ctx.precise and c.s is not None and not c.t and not isinstance(c.s, dict):
+            if _truthy(c.s):
+                _stmts(ctx, body, sc)
+                return
+            continue  # known false: the next branch
+        if ctx.precise:  # unknown: every branch from here on, as outside a loop
+            for cond2, _body in branches[i + 1:]:
+                if cond2 is not None:
+                    _ev(ctx, cond2, sc)
+            ctx.precise, keep = 0, ctx.precise
+            try:
+                _stmts(ctx, body, sc)
+                for _, body2 in branches[i + 1:]:
+                    _stmts(ctx, body2, sc)
+                _stmts(ctx, other, sc)
+            finally:
+                ctx.precise = keep
+            return
+        _stmts(ctx, body, sc)
+    _stmts(ctx, other, sc)
+
+
+def _for(ctx: Ctx, st, sc: Scope) -> None:
+    """A for loop whose condition stays known is run as PHP runs it (bounded): decoders that loop
+    over a constant string (`for ($i = 0; $i < strlen($s); $i++) $d .= chr(ord($s[$i]) ^ 7);`)
+    then yield their text. Once the condition is unknown the body is read once, as before."""
+    _, init, cond, step, body = st
+    for e in init:
+        _ev(ctx, e, sc)
+    n = 0
+    until = time.process_time() + LOOP_SECONDS
+    while True:
+        c = None
+        for e in cond:
+            c = _ev(ctx, e, sc)  # the last expression of the condition decides
+        known = c is not None and c.s is not None and not c.t and not isinstance(c.s, dict)
+        if known and not _truthy(c.s) and n:
+            break
+        if known and _truthy(c.s):
+            ctx.precise += 1
+            try:
+                _stmts(ctx, body, sc)
+            finally:
+                ctx.precise -= 1
+        else:
+            _stmts(ctx, body, sc)
+        for e in step:
+            _ev(ctx, e, sc)
+        n += 1
+        if not known or not _truthy(c.s) or ctx.unrolled >= MAX_UNROLL:
+            break
+        ctx.unrolled += 1
+        if n & 63 == 0:
+            ctx.budget.spend(0)
+            if time.process_time() > until:
+                break  # a long loop of real work (a test's million iterations) is not a decoder
 
 
 # -- variables ----------------------------------------------------------------------------------
@@ -172,6 +262,9 @@ def _set(ctx: Ctx, name: str, v: V, sc: Scope) -> None:
         return
     if name in sc.globals and ctx.globals is not None:
         sc = ctx.globals
+    if ctx.precise and isinstance(v.s, str) and "loop" not in v.chain and not v.t:
+        # a value a loop we ran computed (a decoder's output): marked, as a decoder's would be
+        v = V(v.s, v.t, v.d, v.cls, v.fn, v.h, v.chain[:15] + ("loop",), v.tail, v.head)
     st = sc.sticky.get(name, _EMPTY)
     if v.t:
         st = st | v.t
@@ -194,7 +287,11 @@ def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
             sc.extracted = sc.extracted or _label(name) + " (variable variable)"
     elif k == "idx":
         base = target[1]
-        cur = _ev(ctx, base, sc)
+        if base[0] == "var" and base[1] not in sc.vars and base[1] not in sc.globals and not sc.extracted \
+                and base[1] not in SOURCES and base[1] not in ("_SERVER", "_SESSION", "GLOBALS", "this"):
+            cur = V("")  # `$h[k] = v` on an undefined $h makes a new array: no register_globals guess
+        else:
+            cur = _ev(ctx, base, sc)
         if cur.fn == "globals":
             key = _sv(_ev(ctx, target[2], sc)) if target[2] is not None else None
             if key is not None and ctx.globals is not None:
@@ -205,8 +302,22 @@ def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
             ctx.session_write = True
             ctx.session = V(None, ctx.session.t | _weak(v.t), bool(v.t))
             return
-        # an unknown value that carries request data may be a string: indexing it builds no array
-        arr = cur.s if isinstance(cur.s, dict) else ({} if (cur.s is None and not cur.t) or cur.s == "" else None)
+        # an unknown value that carries request data may be a string: indexing it builds no array;
+        # nor does one a decoder produced (a string whose bytes a loop rewrites)
+        arr = cur.s if isinstance(cur.s, dict) else (
+            {} if (cur.s is None and not cur.t and not cur.chain) or cur.s == "" else None)
+        if isinstance(cur.s, str) and cur.s and len(cur.s) <= 4096 and not cur.t and key is not None:
+            k, c = _key(key), _sv(v)
+            if isinstance(k, int) and 0 <= k <= len(cur.s) and c:
+                # `$s[$i] = 'x'` rewrites one byte (small strings only: a loop over a large one
+                # would copy it at every step)
+                _assign(ctx, base, V(cur.s[:k] + c[0] + cur.s[k + 1:], chain=cur.chain), sc)
+                return
+        if arr is None and isinstance(cur.s, str) and cur.s:
+            # a known string with a byte rewritten by what we cannot compute: an unknown string
+            # still (marked, so a later `$s[$i] = ...` does not take it for a new array)
+            _assign(ctx, base, V(None, cur.t | v.t, False, chain=(cur.chain or v.chain or ())[:15] + ("loop",)), sc)
+            return
         if arr is not None and len(arr) < MAX_ARRAY:
             arr = dict(arr)
             if key is None:
@@ -431,7 +542,8 @@ def _packed_text(ctx: Ctx, v: V) -> None:
     best = max(inner, key=lambda h: h["conf"], default=None)
     if best is not None and best["conf"] >= 0.5:
         _raw(ctx, "php.packed-shell", "high", min(0.8, best["conf"]), best["source"], "echo",
-             best["snippet"], f"prints a packed web shell ({' > '.join(reversed(v.chain))}: {best['rule']})",
+             best["snippet"], f"prints a packed web shell ({' > '.join(reversed(v.chain)) or 'decoded by a loop'}: "
+             f"{best['rule']})",
              family=best["family"])
 
 
@@ -689,7 +801,8 @@ def _unary(ctx: Ctx, node, sc: Scope) -> V:
         return V(-n) if n is not None and not v.t else V(None, v.t)
     if op == "!":
         return UNKNOWN
-    if op in ("++", "--"):
+    if op in ("++", "--", "post++", "post--"):
+        post, op = op.startswith("post"), op[-2:]
         if v.t or v.s is None:
             if op == "++" and v.s is None and not v.t and node[2][0] == "idx" and node[2][2] is not None:
                 # null++ is 1: `$_ = ""; $_[0]++;` makes an array (and "$_" is "Array"), the start
@@ -706,7 +819,7 @@ def _unary(ctx: Ctx, node, sc: Scope) -> V:
             nv = V(n + (1 if op == "++" else -1)) if n is not None else UNKNOWN
         if node[2][0] in ("var", "varvar", "idx"):
             _assign(ctx, node[2], nv, sc)
-        return v
+        return v if post else nv
     if op == "clone":
         return v
     return UNKNOWN

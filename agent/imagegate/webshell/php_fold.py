@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import html
+import re
 import urllib.parse
 import zlib
 
@@ -38,6 +39,10 @@ def to_str(v) -> str | None:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
+        if v != v:
+            return "NAN"
+        if v in (float("inf"), float("-inf")):
+            return "INF" if v > 0 else "-INF"  # as PHP prints them (a loop of products gets here)
         if v == int(v) and abs(v) < 1e15:
             return str(int(v))
         return repr(v)
@@ -401,6 +406,9 @@ def _ltrim_like(mode):
     return g
 
 
+_NUMERIC = re.compile(r"[ \t\n\r\v\f]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t\n\r\v\f]*")
+
+
 def _basename(args):
     s = to_str(args[0]) if args else None
     if s is None:
@@ -471,6 +479,8 @@ _SIMPLE = {
     "str_replace": lambda a: _replace(a[0], a[1], a[2]) if len(a) >= 3 else NOTHING,
     "str_ireplace": lambda a: _replace(a[0], a[1], a[2], True) if len(a) >= 3 else NOTHING,
     "strlen": _str1(len),
+    "is_numeric": lambda a: (isinstance(a[0], (int, float)) and not isinstance(a[0], bool)) or (
+        isinstance(a[0], str) and _NUMERIC.fullmatch(a[0]) is not None) if a else NOTHING,
     "basename": _basename,
     "pathinfo": _pathinfo,
     "md5": lambda a: _digest(hashlib.md5, a),

@@ -9,10 +9,11 @@ Expression nodes are tuples whose first item is the kind:
   ("var", name) ("varvar", e) ("str", s) ("num", n) ("istr", [str|node]) ("shell", [str|node])
   ("const", name) ("name", name) ("call", callee, args) ("mcall", obj, namenode, args)
   ("scall", cls, namenode, args) ("new", clsnode, args) ("idx", base, key|None) ("prop", obj, namenode)
-  ("sprop", cls, namenode) ("bin", op, [operands]) ("un", op, e) ("cast", type, e)
+  ("sprop", cls, namenode) ("bin", op, [operands]) ("un", op, e) (op "post++"/"post--": $i++) ("cast", type, e)
   ("assign", op, target, value) ("tern", c, a|None, b) ("array", [(key|None, value)])
   ("closure", FuncDef, uses) ("include", kind, e) ("match", subject, [results]) ("spread", e)
 Statements: ("expr", e) ("exprs", [e]) ("echo", [e]) ("return", e|None) ("foreach", e, key|None, value)
+  ("for", [init], [condition], [step], [body]) ("if", [(condition, [body])], [else body])
   ("global", [names]) ("block", [stmts]) ("func", FuncDef) ("class", ClassDef) ("html", text)
   ("const", [(name, e)])
 """
@@ -193,7 +194,9 @@ class Parser:
             if w in ("class", "interface", "trait", "enum") and self.peek(1)[0] == "id":
                 self.i += 1
                 return ("class", self.classdef(self.peek()[1]))
-            if w in ("if", "elseif", "while", "switch"):
+            if w == "if":
+                return self.if_chain()
+            if w in ("elseif", "while", "switch"):
                 self.i += 1
                 e = self.paren_expr()
                 self.accept(":")
@@ -208,18 +211,26 @@ class Parser:
                 return None
             if w == "for":
                 self.i += 1
-                exprs: list = []
+                groups: list[list] = [[], [], []]  # init; condition; step
+                g = 0
                 if self.accept("("):
                     while self.i < self.n and not self.is_op(")"):
-                        if self.accept(";") or self.accept(","):
+                        if self.accept(";"):
+                            g = min(g + 1, 2)
+                            continue
+                        if self.accept(","):
                             continue
                         e = self.expr()
                         if e is None:
                             break
-                        exprs.append(e)
+                        groups[g].append(e)
                     self.accept(")")
-                self.accept(":")
-                return ("exprs", exprs)
+                if self.accept(":") or self.peek()[0] == "eof":  # for (...): ... endfor; read flat
+                    return ("exprs", groups[0] + groups[1] + groups[2])
+                body: list = []
+                if not self.accept(";"):
+                    self.statement_into(body)
+                return ("for", groups[0], groups[1], groups[2], body)
             if w == "foreach":
                 self.i += 1
                 return self.foreach()
@@ -284,6 +295,37 @@ class Parser:
         if e is None:
             return None
         return ("expr", e)
+
+    def if_chain(self):
+        """`if (c) s elseif (c) s else s` as ("if", [(c, [s])], [else s]); the `if (c):` form
+        (endif) stays flat: its condition, then the statements that follow."""
+        self.i += 1
+        branches: list = []
+        other: list = []
+        cond = self.paren_expr()
+        if self.accept(":") or self.peek()[0] == "eof":
+            return ("expr", cond) if cond is not None else None
+        self.enter()
+        try:
+            while True:
+                body: list = []
+                if not self.accept(";"):
+                    self.statement_into(body)
+                branches.append((cond, body))
+                if self.is_kw("elseif") or (self.is_kw("else") and self.is_kw("if", 1)):
+                    self.i += 1 if self.is_kw("elseif") else 2
+                    cond = self.paren_expr()
+                    if self.is_op(":"):  # alternative syntax half way: read the rest flat
+                        break
+                    continue
+                if self.is_kw("else") and not self.is_op(":", 1):
+                    self.i += 1
+                    if not self.accept(";"):
+                        self.statement_into(other)
+                break
+        finally:
+            self.depth -= 1
+        return ("if", branches, other)
 
     def expr_list(self) -> list:
         out = []
@@ -788,7 +830,7 @@ class Parser:
                 left = ("call", left, self.args())
             elif op in ("++", "--"):
                 self.i += 1
-                left = ("un", op, left)
+                left = ("un", "post" + op, left)  # $i++ is the old value, ++$i the new one
             else:
                 return left
 

@@ -189,6 +189,8 @@ class Ctx:
         self.db_dump = False  # lists a server's tables or databases (a dump tool)
         self.self_delete = False  # unlink(__FILE__): removes its own traces
         self.pw_gate = False  # compares a request value with a fixed password or its digest
+        self.unrolled = 0  # for-loop iterations run with known values (bounded: MAX_UNROLL)
+        self.precise = 0  # inside such an iteration: known conditions pick their branch
 
 
 # -- rendering (evidence) -----------------------------------------------------------------------
