@@ -47,7 +47,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="publish only these kinds, comma-separated, as `events --kind` (alert,image.verdict,file.*)")
     p.add_argument("--nats-async", action="store_true",
                    help="publish after each commit without holding agents' acks (faster; a crash may miss some)")
+    p.add_argument("--output", action="append", metavar="TYPE=WHERE",
+                   help="send alerts, blocks and verdicts (low and up) to webhook=URL, slack=URL, alertmanager=URL, "
+                        "syslog=udp://HOST:PORT or tcp://..., otlp=HOST:PORT; repeat; the config's `outputs:` "
+                        "takes filters and options (docs/outputs.md)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+_OUTPUT_WHERE = {"syslog": "address", "otlp": "endpoint"}  # the others take a url
+
+
+def _output_flag(text: str) -> dict:
+    kind, sep, where = text.partition("=")
+    if not sep or not where:
+        raise ValueError(f"--output {text!r}: expected TYPE=WHERE, e.g. webhook=http://127.0.0.1:8080/hook")
+    return {"type": kind, _OUTPUT_WHERE.get(kind, "url"): where}
 
 
 def build_config(args: argparse.Namespace):
@@ -94,6 +108,8 @@ def build_config(args: argparse.Namespace):
     for key, val in flags.items():
         if val is not None:
             setattr(cfg, key, val)
+    if getattr(args, "output", None):  # beside the config's outputs; serve() checks them all
+        cfg.outputs = [*(cfg.outputs or []), *(_output_flag(o) for o in args.output)]
     if args.token_file:
         cfg.token = ""  # an explicit file wins over the environment
     return cfg
