@@ -33,6 +33,7 @@ start/stop, `stats`), chosen by `--store postgresql://...`. What differs, and wh
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -131,7 +132,8 @@ def check_url(url: str) -> None:
     except ImportError as e:
         raise ValueError("a postgresql:// store needs the psycopg package") from e
     except Exception as e:
-        raise ValueError(f"bad store URL {redact(url)!r}: {str(e).splitlines()[0]}") from e
+        why = str(e).strip().splitlines()[0].replace(url, redact(url))  # psycopg quotes the URL, password too
+        raise ValueError(f"bad store URL {redact(url)!r}: {why}") from e
 
 
 def pg_where(flt: EventFilter) -> tuple[str, list]:
@@ -274,7 +276,7 @@ class PgStore:
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=_POOL)
         self.stats = {"stored": 0, "duplicates": 0, "commits": 0, "retention_deleted": 0, "write_errors": 0,
                       "partitions_dropped": 0, "tail_published": 0, "tail_errors": 0}
-        self._conn = self._connect()
+        self._conn = self._connect("writer")
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_DDL,))
             self._conn.execute(_SCHEMA)
@@ -282,16 +284,20 @@ class PgStore:
         self._cursor = self._max_committed()
         self._last_retention = 0.0
 
-    def _connect(self, **kw):
+    def _connect(self, role: str = "reader"):
+        # application_name says which collector process and which of its connections (pg_stat_activity)
         try:
-            return self._pg.connect(self.url, autocommit=True, connect_timeout=10, **kw)
+            return self._pg.connect(self.url, autocommit=True, connect_timeout=10,
+                                    application_name=f"nodewarden-collector-{os.getpid()}-{role}")
         except self._pg.Error as e:
-            raise StoreError(f"cannot open store {redact(self.url)}: {str(e).strip().splitlines()[0]}") from e
+            why = str(e).strip().splitlines()[0].replace(self.url, redact(self.url))
+            raise StoreError(f"cannot open store {redact(self.url)}: {why}") from e
 
     # -- partitions and retention -----------------------------------------------------------------
 
-    def _partition(self, lo: int) -> str:
-        return f"events_p{lo // self.partition_ns}"
+    @staticmethod
+    def _partition(lo: int) -> str:
+        return "events_" + time.strftime("%Y%m%d_%H%M%S", time.gmtime(lo // 10**9))
 
     def _partitions(self, c) -> list[tuple[str, int, int]]:
         """(name, lo, hi) of the time partitions, oldest first (the default one is not listed)."""
@@ -310,10 +316,11 @@ class PgStore:
     def _make_partitions(self, initial: bool = False) -> None:
         """Partitions from now (back to the retention age at start) to `partitions_ahead` ahead."""
         width = self.partition_ns
-        now = time.time_ns() // width * width
+        real = time.time_ns()
+        now = real // width * width
         first = now - width
-        if initial and self.retention_age_ns:
-            first = max(now - (self.retention_age_ns // width + 1) * width, now - _MAX_PARTITIONS * width)
+        if initial and self.retention_age_ns:  # the oldest one retention keeps, at most _MAX_PARTITIONS back
+            first = max((real - self.retention_age_ns) // width * width, now - _MAX_PARTITIONS * width)
         c = self._conn
         c.execute("SET lock_timeout = '5s'")  # DDL waits behind other replicas' commits, never for long
         try:
@@ -471,7 +478,7 @@ class PgStore:
     def _reconnect_if_broken(self) -> None:
         if self._conn.broken or self._conn.closed:
             try:
-                self._conn = self._connect()
+                self._conn = self._connect("writer")
             except StoreError as e:
                 log.error("store: %s", e)
 
@@ -602,7 +609,7 @@ class PgStore:
         while not self._stop.is_set():
             try:
                 if conn is None or conn.closed or conn.broken:
-                    conn = self._connect()
+                    conn = self._connect("tail")
                     conn.execute(f"LISTEN {_CHANNEL}")
                 self._tail_once(conn)
                 for _ in conn.notifies(timeout=self.tail_interval, stop_after=1):

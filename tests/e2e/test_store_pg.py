@@ -1,0 +1,272 @@
+"""The collector on PostgreSQL (collector/store_pg.py), against a real server started by the test
+(tests/harness/pg.py): ingest, query and the live tail through real gRPC; the same filter results as
+SQLite; two collector processes on one database, one killed with SIGKILL inside its commit and the
+batch resent to the other; retention dropping a partition; a bad URL refused in one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+from test_transport_util import ROOT, cpb, exporter, make_record, query_all, start_collector_process, stub, wait_for
+
+from collector.filters import EventFilter
+from collector.server import CollectorConfig, serve
+from collector.store import Store
+from collector.store_pg import PgStore
+from nwwire.codec import to_record
+from tests.harness.pg import pg_url, postgres  # noqa: F401  (fixtures)
+from tests.unit.test_collector_store import FILTERS, KIND_FILTERS, _ev, _kinds_batch
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pg_collector(pg_url, tmp_path):  # noqa: F811
+    handle = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "a" / "events.db"), store=pg_url,
+                                   subscriber_queue=100000))
+    yield handle
+    handle.stop(0.5)
+
+
+def _subscribe(address, flt, replay=False):
+    got: list = []
+    call = stub(address).Subscribe(cpb.SubscribeRequest(filter=flt, replay=replay))
+
+    def run():
+        try:
+            for resp in call:
+                got.extend(to_record(ev) for ev in resp.events)
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+    return got, call
+
+
+def test_ingest_query_and_tail_through_grpc(pg_collector, pg_url, tmp_path):  # noqa: F811
+    # A second replica on the same database: its live tail must see what the first stored.
+    other = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "b" / "events.db"), store=pg_url))
+    try:
+        live, call = _subscribe(other.address, cpb.Filter(kinds=["network"]))
+        replayed, call2 = _subscribe(other.address, cpb.Filter(), replay=True)
+        wait_for(lambda: other.hub.count() == 2)
+        exp = exporter(pg_collector.address, tmp_path / "spool")
+        base = time.time_ns() - 60 * 10**9
+        recs = [make_record(i, base + i * 1000) for i in range(400)]
+        for r in recs:
+            exp.submit(r)
+        assert exp.stop(timeout=20), exp.metrics()
+        got = query_all(pg_collector.address)
+        assert [r["seq"] for r in got] == list(range(1, 401))
+        for sent, back in zip(recs, got, strict=True):
+            assert {k: v for k, v in back.items() if k not in ("seq", "host.name", "agent.id", "agent.boot_id")} == sent
+        assert query_all(other.address) == got  # one store
+        for kw, pred in [
+            (dict(kinds=["process.exec"]), lambda i, r: r["event.name"] == "process.exec"),
+            (dict(container="a1a1"), lambda i, r: r.get("container.id", "").startswith("a1a1")),
+            (dict(namespace="shop"), lambda i, r: r.get("k8s.namespace.name") == "shop"),
+            (dict(min_severity=5), lambda i, r: r.get("event.severity") == "high"),
+            (dict(text="HTTP://SVC/7"), lambda i, r: "http://svc/7" in r.get("process.command_line", "")),
+            (dict(since_unix_nano=base + 100 * 1000, until_unix_nano=base + 200 * 1000), lambda i, r: 100 <= i < 200),
+            (dict(nodes=["node-b"]), lambda i, r: False),
+        ]:
+            want = [i + 1 for i, r in enumerate(recs) if pred(i, r)]
+            assert [r["seq"] for r in query_all(pg_collector.address, cpb.Filter(**kw))] == want, kw
+        # Pages: (ts, id) cursor
+        s = stub(pg_collector.address)
+        seqs, token = [], ""
+        while True:
+            resps = list(s.Query(cpb.QueryRequest(limit=150, page_token=token)))
+            seqs += [ev.seq for r in resps for ev in r.events]
+            token = resps[-1].next_page_token
+            if not token:
+                break
+        assert seqs == list(range(1, 401))
+        want_live = [i + 1 for i, r in enumerate(recs) if r["event.name"].startswith("network.")]
+        wait_for(lambda: len(live) >= len(want_live) and len(replayed) >= 400, timeout=10)
+        time.sleep(0.2)
+        assert [r["seq"] for r in live] == want_live
+        assert [r["seq"] for r in replayed] == list(range(1, 401))
+        call.cancel()
+        call2.cancel()
+    finally:
+        other.stop(0.5)
+
+
+@pytest.fixture
+def both(pg_url, tmp_path):  # noqa: F811
+    """The same events, written the same way, into SQLite and PostgreSQL."""
+    lite = Store(str(tmp_path / "ev.db"), retention_age_s=0, retention_bytes=0, retention_interval=3600)
+    pg = PgStore(pg_url, retention_age_s=0, retention_bytes=0, retention_interval=3600)
+    lite.start()
+    pg.start()
+    weird = [_ev(90, agent="a3"), _ev(91, agent="a3")]
+    weird[0].process.command_line = "CURL https://Ünïcode.example/\x00null"  # NUL: text columns only
+    weird[1].container.id = "ff\U0010ffff"
+    batches = [[_ev(s) for s in range(1, 61)], [_ev(s, agent="a2", node="n2") for s in range(1, 31)],
+               _kinds_batch(100), weird, [_ev(s) for s in range(50, 70)]]  # the last overlaps: dedup
+    for b in batches:
+        assert lite.write(b) == pg.write(b)
+    yield lite, pg
+    lite.stop()
+    pg.stop()
+
+
+EXTRA = [cpb.Filter(text="ünïcode"), cpb.Filter(text="curl https"), cpb.Filter(container="ff"),
+         cpb.Filter(text="_"), cpb.Filter(text="\\")]
+
+
+@pytest.mark.parametrize("f", FILTERS + [f for f, _ in KIND_FILTERS] + EXTRA,
+                         ids=lambda f: str(f).replace("\n", " ") or "all")
+def test_same_results_as_sqlite(both, f):
+    lite, pg = both
+    flt = EventFilter.from_pb(f)
+    a = [(ts, body) for _, ts, body in lite.query(flt, 1000)]
+    b = [(ts, body) for _, ts, body in pg.query(flt, 1000)]
+    assert a == b
+    if f.since_unix_nano or f.kinds or f.container or f.namespace:
+        assert "Seq Scan on events_p" not in pg.explain(flt) or "Index" in pg.explain(flt)
+
+
+def test_dedup_paths_and_streams(both):
+    lite, pg = both
+    assert sorted(lite.streams()) == sorted(pg.streams())
+    # Late events below the mark that were never stored go in; copies inside one batch count once.
+    evs = [_ev(s, agent="a9") for s in (10, 20, 15, 15, 20, 5)]
+    assert lite.write(evs) == pg.write(evs) == (4, 2)
+    assert pg.write(evs) == (0, 6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batch(n: int, first: int, batch_id: int) -> cpb.IngestRequest:
+    now = time.time_ns()
+    evs = [_ev(s, agent="agent-k", boot="boot-k", node="node-k", ts=now + s) for s in range(first, first + n)]
+    return cpb.IngestRequest(batch=cpb.Batch(batch_id=batch_id, events=evs))
+
+
+def _send(address: str, req) -> cpb.Ack:
+    resps = list(stub(address).Ingest(iter([req]), timeout=30))
+    return resps[-1].ack
+
+
+def test_replica_killed_mid_batch_and_the_resend_to_the_other_stores_nothing_twice(postgres, pg_url, tmp_path):  # noqa: F811
+    addr = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    procs = []
+    for i, a in enumerate(addr):
+        (tmp_path / str(i)).mkdir()
+        procs.append(start_collector_process(a, tmp_path / str(i) / "events.db", "--store", pg_url))
+    victim, survivor = procs
+    watch = postgres.connect(pg_url.rsplit("/", 1)[1])
+    caught = threading.Event()
+    stop = threading.Event()
+
+    def watcher():
+        # SIGKILL the first collector while its writer is inside a transaction that has written rows.
+        name = f"nodewarden-collector-{victim.pid}-writer"
+        while not stop.is_set():
+            row = watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+                                "AND backend_xid IS NOT NULL AND query ILIKE 'COPY%%'", (name,)).fetchone()
+            if row:
+                victim.send_signal(signal.SIGKILL)
+                caught.set()
+                return
+            time.sleep(0.001)
+
+    t = threading.Thread(target=watcher, daemon=True)
+    t.start()
+    n, batches, acked = 5000, [], {}
+    try:
+        for b in range(40):
+            req = _batch(n, 1 + b * n, b)
+            batches.append(req)
+            try:
+                acked[b] = _send(addr[0], req).stored
+            except grpc.RpcError:  # the replica died with this batch in its commit
+                break
+        assert caught.wait(5), "the writer was never caught inside a commit"
+        victim.wait(10)
+        stop.set()
+        # The agent resends everything not acked, and (the worst case) what was acked too, to the other.
+        total = stored = dups = 0
+        for req in batches:
+            ack = _send(addr[1], req)
+            assert ack.stored + ack.duplicates == n
+            stored += ack.stored
+            dups += ack.duplicates
+            total += n
+        assert dups == sum(acked.values()) and stored == total - dups
+        count, distinct, top = watch.execute(
+            "SELECT count(*), count(DISTINCT (stream, seq)), max(seq) FROM events").fetchone()
+        assert count == distinct == top == total
+        # And the survivor's Query agrees, seq by seq.
+        got = [ev.seq for r in stub(addr[1]).Query(cpb.QueryRequest(limit=10000, filter=cpb.Filter(
+            since_unix_nano=1))) for ev in r.events]
+        assert got == sorted(got) and len(set(got)) == len(got)
+    finally:
+        stop.set()
+        watch.close()
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+
+
+def test_retention_drops_a_partition(pg_url):  # noqa: F811
+    hour = 3600 * 10**9
+    store = PgStore(pg_url, retention_age_s=4 * 3600, retention_bytes=0, partition_s=3600, retention_interval=3600)
+    store.start()
+    try:
+        now = time.time_ns()
+        old = [_ev(s, ts=now - 3 * hour + s) for s in range(1, 11)]
+        new = [_ev(s, ts=now + s) for s in range(11, 21)]
+        assert store.write(old + new) == (20, 0)
+        c = store._conn
+        parts = {p[0]: (p[1], p[2]) for p in store._partitions(c)}
+        assert len(parts) >= 6  # back to the retention age, and ahead
+        old_part = next(n for n, (lo, hi) in parts.items() if lo <= now - 3 * hour < hi)
+        assert c.execute(f"SELECT count(*) FROM {old_part}").fetchone()[0] == 10
+        assert c.execute("SELECT count(*) FROM events_default").fetchone()[0] == 0
+        store.retention_age_ns = 2 * hour
+        assert store.enforce_retention() == 10
+        assert old_part not in {p[0] for p in store._partitions(c)}
+        assert c.execute("SELECT to_regclass(%s)", (old_part,)).fetchone()[0] is None
+        assert [r[1] for r in store.query(EventFilter(), 100)] == [e.time_unix_nano for e in new]
+        assert store.stats["partitions_dropped"] >= 1
+        # An event far outside the partitions lands in the default one, and a partition made later
+        # for its time takes it along.
+        assert store.write([_ev(30, ts=now + 10 * hour)]) == (1, 0)
+        assert c.execute("SELECT count(*) FROM events_default").fetchone()[0] == 1
+        store.partitions_ahead = 12
+        store._make_partitions()
+        assert c.execute("SELECT count(*) FROM events_default").fetchone()[0] == 0
+        assert len(list(store.query(EventFilter(since=now + 9 * hour), 10))) == 1
+    finally:
+        store.stop()
+
+
+@pytest.mark.parametrize("url, says", [
+    ("mysql://db/events", "must start with postgresql://"),
+    ("postgresql://127.0.0.1:1/events", "cannot open store"),
+    ("postgresql://u:secret@[::1/x", "bad store URL"),
+])
+def test_bad_store_url_is_one_line(tmp_path, url, says):
+    p = subprocess.run([sys.executable, "-m", "agent.cli", "collector", "--listen", "127.0.0.1:0",
+                        "--db", str(tmp_path / "e.db"), "--store", url], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "cannot start" in lines[0], p.stderr
+    assert "secret" not in p.stderr
