@@ -315,17 +315,14 @@ _TOP = 8
 def counts(reader: Reader, status, q: ConsoleQuery, buckets: int = 48, scan_max: int = 200_000,
            now_ns: int | None = None) -> dict:
     """Events per time bucket, by severity, rule, namespace and image (the top few of each, the rest
-    as "other"), over the filter's time range (the last 24 hours when it has none). At most
-    `scan_max` of the newest matching events are counted; `truncated` says when there were more."""
+    as "other"), over the filter's time range; without a `since`, from the oldest event counted (at
+    most a week back). At most `scan_max` of the newest matching events are counted; `truncated` says
+    when there were more."""
     now_ns = now_ns or time.time_ns()
     until = q.flt.until or now_ns
-    since = q.flt.since or until - 86400 * 10**9
-    flt = replace(q.flt, since=since, until=until)
+    flt = replace(q.flt, until=until, since=q.flt.since or until - 7 * 86400 * 10**9)
     buckets = max(4, min(buckets, 240))
-    width = max(1, -(-(until - since) // buckets))
-    per: dict[str, dict[str, list[int]]] = {g: {} for g in _GROUPS}
-    total = [0] * buckets
-    scanned = 0
+    seen: list = []  # (ts, severity, rule, namespace, image)
     truncated = False
     t0 = time.perf_counter()
     pending: list = []
@@ -335,19 +332,14 @@ def counts(reader: Reader, status, q: ConsoleQuery, buckets: int = 48, scan_max:
         for rowid, ts, ev in pending:
             if not _post_ok(q, ev, sts.get(rowid)):
                 continue
-            b = min(buckets - 1, max(0, (ts - since) // width))
-            total[b] += 1
             kind = ev.WhichOneof("kind")
             rule = ev.alert.rule_id if kind == "alert" else ev.enforcement.rule_name if kind == "enforcement" else ""
-            for g, key in (("severity", SEVERITY_NAMES.get(ev.severity, "unknown")), ("rule", rule),
-                           ("namespace", ev.container.pod_namespace), ("image", ev.container.image)):
-                series = per[g].get(key or "(none)")
-                if series is None:
-                    series = per[g][key or "(none)"] = [0] * buckets
-                series[b] += 1
+            seen.append((ts, SEVERITY_NAMES.get(ev.severity, "unknown"), rule or "(none)",
+                         ev.container.pod_namespace or "(none)", ev.container.image or "(none)"))
         pending.clear()
 
     rows = reader.recent(flt)
+    scanned = 0
     try:
         for rowid, ts, body in rows:
             if scanned >= scan_max:
@@ -360,6 +352,18 @@ def counts(reader: Reader, status, q: ConsoleQuery, buckets: int = 48, scan_max:
         flush()
     finally:
         rows.close()
+    since = q.flt.since or (min(until - 3600 * 10**9, seen[-1][0]) if seen else until - 86400 * 10**9)
+    width = max(1, -(-(until - since) // buckets))
+    total = [0] * buckets
+    per: dict[str, dict[str, list[int]]] = {g: {} for g in _GROUPS}
+    for ts, *keys in seen:
+        b = min(buckets - 1, max(0, (ts - since) // width))
+        total[b] += 1
+        for g, key in zip(_GROUPS, keys, strict=True):
+            series = per[g].get(key)
+            if series is None:
+                series = per[g][key] = [0] * buckets
+            series[b] += 1
     out = {}
     for g, series in per.items():
         ranked = sorted(series.items(), key=lambda kv: -sum(kv[1]))
@@ -370,9 +374,9 @@ def counts(reader: Reader, status, q: ConsoleQuery, buckets: int = 48, scan_max:
                 other = [a + b for a, b in zip(other, s, strict=True)]
             top["other"] = other
         out[g] = top
-    return {"since": str(since), "until": str(until), "bucket_ns": str(width), "buckets": buckets,
-            "total": total, "by": out, "scanned": scanned, "truncated": truncated,
-            "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
+    return {"since": str(since), "until": str(until), "since_time": rfc3339(since), "until_time": rfc3339(until),
+            "bucket_ns": str(width), "buckets": buckets, "total": total, "by": out, "scanned": scanned,
+            "truncated": truncated, "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 
 # -- export ---------------------------------------------------------------------------------------------

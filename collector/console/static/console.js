@@ -154,7 +154,13 @@ function chart(fig, series, n) {
 async function loadCharts() {
   try {
     const got = await (await api("/api/counts?" + filterParams())).json();
-    for (const g of ["severity", "rule", "namespace", "image"]) chart($("#chart-" + g), got.by[g], got.buckets);
+    for (const g of ["severity", "rule", "namespace", "image"]) {
+      const fig = $("#chart-" + g);
+      chart(fig, got.by[g], got.buckets);
+      fig.querySelector(".plot").prepend(el("div", { class: "axis" }, el("span", { text: timeText(got.since_time) }),
+        el("span", { text: timeText(got.until_time) })));
+    }
+    if (got.truncated) $("#summary-line").append(` · charts count the newest ${got.scanned} events`);
   } catch (e) { if (!(e instanceof AuthError)) $("#error").textContent = "Could not load counts: " + e.message; }
 }
 
