@@ -71,6 +71,7 @@ class Alertmanager(Output):
     def send(self, items: list) -> None:
         body = [alert(i, rec, self.static, self.console, self.resolve_ns) for i, rec in items]
         self.http.post(orjson.dumps(body))
+        items.clear()
 
     def close(self) -> None:
         self.http.close()

@@ -128,8 +128,9 @@ def required_str(spec: dict, key: str, where: str) -> str:
 
 class Output:
     """One configured output. Subclasses set `type`, `own_keys`, and implement `send(items)`: items is
-    a list of (id, record); raise SendError on failure, after taking what was delivered off the front
-    of items (a retry resends the rest only)."""
+    a list of (id, record); send takes what it delivered off the front of items (all of them on
+    success; a retry resends the rest only), raises SendError on failure, and returns early, items
+    left, once `abandoned` (stop() gave up waiting)."""
 
     type: ClassVar[str] = ""
     own_keys: ClassVar[frozenset[str]] = frozenset()
@@ -193,6 +194,10 @@ class Output:
     def close(self) -> None:
         """Release connections; the thread is gone."""
 
+    @property
+    def abandoned(self) -> bool:
+        return self._abandon
+
     def queued(self) -> int:
         return len(self._items)
 
@@ -221,7 +226,8 @@ class Output:
             before = len(items)
             try:
                 self.send(items)
-                items.clear()
+                if items:  # send() stopped early: stop() gave up on this receiver
+                    self._drop("stopped", len(items), "collector stopping")
                 return
             except SendError as e:
                 if not e.retry:

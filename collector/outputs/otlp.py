@@ -113,6 +113,7 @@ class Otlp(Output):
         records, self._gather.records = self._gather.records, []
         if self.exporter.export(records) != self._ok:
             raise SendError(f"OTLP export to {self.endpoint} failed")  # the exporter logged the gRPC status
+        items.clear()
 
     def close(self) -> None:
         self.exporter.shutdown()

@@ -55,7 +55,7 @@ class Slack(Output):
             raise OutputError(f"{where}: console_url must be a string with {{id}} where the event id goes")
 
     def send(self, items: list) -> None:
-        while items:  # one message per event; a failure resends from the one that failed
+        while items and not self.abandoned:  # one message per event; a failure resends from the one that failed
             i, rec = items[0]
             self.http.post(orjson.dumps(payload(i, rec, self.extra, self.console)))
             items.pop(0)

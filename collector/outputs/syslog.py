@@ -117,7 +117,7 @@ class Syslog(Output):
         return self._sock
 
     def send(self, items: list) -> None:
-        while items:
+        while items and not self.abandoned:
             i, rec = items[0]
             msg = frame(i, rec, self.facility, self.app, self.sd_id, self.fmt)
             s = self._socket()

@@ -24,7 +24,7 @@ class Webhook(Output):
     def send(self, items: list) -> None:
         # One request per event, as receivers of falcosidekick-style webhooks expect; on a failure in
         # the middle, the batch is resent from the event that failed, not from its start.
-        while items:
+        while items and not self.abandoned:
             i, rec = items[0]
             self.http.post(payload(i, rec))
             items.pop(0)
