@@ -21,7 +21,7 @@ __all__ = ["THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", 
 log = logging.getLogger("nodewarden.imagegate.webshell")
 # Part of the image gate's rules fingerprint: bump when what the readers find changes, so cached
 # layer results are scanned again.
-VERSION = "1"
+VERSION = "2"
 
 _EXT = {
     ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
@@ -82,7 +82,9 @@ def scan(path: str, data: bytes, limits: Limits | None = None) -> list[Hit]:
     except BudgetExceeded:
         hits.append(Hit(rule="budget", language=lang, severity=Severity.LOW, confidence=0.2,
                         detail=f"scan stopped: {budget.exceeded}"))
-    except (RecursionError, MemoryError, ValueError, UnicodeError) as e:  # hostile input, never a crash
+    # Hostile input, never a crash; a reader's own slip on odd input (a float loop reaching infinity, an index
+    # past a truncated token list) ends the file's reading the same way, its hits so far kept
+    except (RecursionError, MemoryError, ValueError, UnicodeError, ArithmeticError, LookupError, TypeError) as e:
         log.debug("web-shell reader failed on %s: %s", path, e)
         hits.append(Hit(rule="reader-error", language=lang, severity=Severity.LOW, confidence=0.2,
                         detail=f"reader failed: {type(e).__name__}"))
