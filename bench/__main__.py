@@ -9,6 +9,7 @@ SUITES.append("bench.webshells")  # web-shell detector on the public corpus, tun
 SUITES.append("bench.devices")  # GPU poller: CPU per sample per device, added CPU at 8 devices x 1 s (issue 12)
 SUITES.append("bench.devguard")  # device guard: per-file-event cost on the worker, judging cost (issue 12)
 SUITES.append("bench.profiles")  # behaviour profiles: memory per profile, added cost per event (issue 13)
+SUITES.append("bench.collector_scale")  # collector ingest: SQLite, PostgreSQL with 1 and 2 replicas (issue 14)
 
 names = sys.argv[1:] or SUITES
 sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults
