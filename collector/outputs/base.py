@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from collector.filters import EventFilter, FilterError
+from collector.filters import NAME, SEVERITY, EventFilter, FilterError
 from collector.units import parse_duration
 from nwwire.codec import to_record
 from nwwire.genproto import load
-from nwwire.schema import SEVERITY, pb
+from nwwire.schema import SEVERITY as SEVERITIES
+from nwwire.schema import pb
 
 log = logging.getLogger("nodewarden.collector.outputs")
 cpb = load("nodewarden.v1.collector_pb2")
@@ -92,9 +93,9 @@ def parse_options(spec: dict, where: str, own: frozenset[str]) -> Options:
     if unknown:
         raise OutputError(f"{where}: unknown keys: {', '.join(sorted(map(str, unknown)))}")
     sev = spec.get("min_severity", "low")
-    sev_num = 0 if sev in ("", None) else SEVERITY.get(str(sev).lower())
+    sev_num = 0 if sev in ("", None) else SEVERITIES.get(str(sev).lower())
     if sev_num is None:
-        raise OutputError(f"{where}: min_severity {sev!r}: expected one of {', '.join(SEVERITY)}")
+        raise OutputError(f"{where}: min_severity {sev!r}: expected one of {', '.join(SEVERITIES)}")
     kinds = _strings(spec, "kinds", where) or list(DEFAULT_KINDS)
     ns = spec.get("namespace", "")
     if not isinstance(ns, str):
@@ -138,6 +139,7 @@ class Output:
     def __init__(self, spec: dict, where: str):
         self.opts = parse_options(spec, where, self.own_keys)
         self.name = self.opts.name
+        self._prefixes = (*self.opts.filter.names, *self.opts.filter.families) or ("",)
         self._items: collections.deque = collections.deque()  # (id, body)
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
@@ -153,8 +155,12 @@ class Output:
 
     def offer(self, published: list) -> None:
         """After a commit: [(id, filter row, body)]. Never blocks for longer than a lock's hold."""
-        match = self.opts.filter.match
-        items = [(i, body) for i, row, body in published if match(row)]
+        # Two cheap checks first (most of a commit is kernel events, of other kinds and info), then the
+        # whole filter; both are implied by it. str.startswith takes a tuple: exact names are prefixes too.
+        flt = self.opts.filter
+        match, sev, kinds = flt.match, flt.min_severity, self._prefixes
+        items = [(i, body) for i, row, body in published
+                 if row[NAME].startswith(kinds) and row[SEVERITY] >= sev and match(row)]
         if not items:
             return
         with self._cond:
