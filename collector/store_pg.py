@@ -412,6 +412,12 @@ class PgStore:
             self._q.put_nowait(None)
         except queue.Full:
             pass
+        if self._thread is not None:
+            self._thread.join(10)
+        try:
+            self._conn.execute(f"NOTIFY {_CHANNEL}")  # wakes the tail (and the other replicas' once)
+        except self._pg.Error:
+            pass
         for t in (self._thread, self._tail_thread):
             if t is not None:
                 t.join(10)
@@ -647,6 +653,7 @@ class PgStore:
                 self._tail([(r[0], r[1:12], r[12]) for r in rows])
                 self.stats["tail_published"] += len(rows)
             except Exception:
+                self.stats["tail_errors"] += 1
                 log.exception("store: live tail publish failed")
             if len(rows) < _TAIL_PAGE:
                 return

@@ -101,11 +101,13 @@ def test_ingest_query_and_tail_through_grpc(pg_collector, pg_url, tmp_path):  # 
         other.stop(0.5)
 
 
-@pytest.fixture
-def both(pg_url, tmp_path):  # noqa: F811
-    """The same events, written the same way, into SQLite and PostgreSQL."""
-    lite = Store(str(tmp_path / "ev.db"), retention_age_s=0, retention_bytes=0, retention_interval=3600)
-    pg = PgStore(pg_url, retention_age_s=0, retention_bytes=0, retention_interval=3600)
+@pytest.fixture(scope="module")
+def both(postgres, tmp_path_factory):  # noqa: F811
+    """The same events, written the same way, into SQLite and PostgreSQL (for the module: every test
+    that writes more writes it to both)."""
+    lite = Store(str(tmp_path_factory.mktemp("lite") / "ev.db"), retention_age_s=0, retention_bytes=0,
+                 retention_interval=3600)
+    pg = PgStore(postgres.create_database(), retention_age_s=0, retention_bytes=0, retention_interval=3600)
     lite.start()
     pg.start()
     weird = [_ev(90, agent="a3"), _ev(91, agent="a3")]
