@@ -33,6 +33,7 @@ from collector.filters import EventFilter, FilterError
 from collector.hub import Hub
 from collector.outputs import build as build_outputs
 from collector.outputs import collect as collect_outputs
+from collector.outputs import stop_all as stop_outputs
 from collector.profiles import SERVICE as PROFILES_SERVICE
 from collector.profiles import ProfileLimits, ProfileService, ProfileTable, profiles_db_path
 from collector.store import BatchError, Store, StoreError
@@ -330,8 +331,7 @@ class CollectorHandle:
         self.store.stop()
         if self.bus is not None:  # after the store: its last commits are published too
             self.bus.stop()
-        for out in self.outputs:  # after the store too; each sends what it holds for up to 2 s
-            out.stop(2.0)
+        stop_outputs(self.outputs, 2.0)  # after the store too: they send what they hold, together, for up to 2 s
         if self.profiles is not None:
             self.profiles.close()
         if self._metrics_server is not None:

@@ -53,6 +53,17 @@ def build(specs) -> list[Output]:
     return out
 
 
+def stop_all(outputs: list[Output], timeout: float = 2.0) -> None:
+    """Stop them together: each sends what it holds for up to `timeout` s, then counts the rest."""
+    import time
+
+    for o in outputs:
+        o.begin_stop()
+    deadline = time.monotonic() + timeout
+    for o in outputs:
+        o.finish_stop(deadline)
+
+
 def collect(outputs: list[Output]):
     """Prometheus families, one series per output (labels output, type) and drop reason."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -78,4 +89,4 @@ def collect(outputs: list[Output]):
     yield from (sent, retries, dropped, queued)
 
 
-__all__ = ["DROP_REASONS", "TYPES", "Output", "OutputError", "build", "collect"]
+__all__ = ["DROP_REASONS", "TYPES", "Output", "OutputError", "build", "collect", "stop_all"]

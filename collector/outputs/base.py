@@ -181,11 +181,18 @@ class Output:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued for up to `timeout` s, then drop (and count) the rest."""
+        self.begin_stop()
+        self.finish_stop(time.monotonic() + timeout)
+
+    def begin_stop(self) -> None:
+        """Take nothing more; send what is queued (stop_all: every output drains at once)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def finish_stop(self, deadline: float) -> None:
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(deadline - time.monotonic(), 0))
             if self._thread.is_alive():  # a receiver that hangs: give up on it
                 with self._cond:
                     self._abandon = True
