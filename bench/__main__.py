@@ -10,6 +10,7 @@ SUITES.append("bench.devices")  # GPU poller: CPU per sample per device, added C
 SUITES.append("bench.devguard")  # device guard: per-file-event cost on the worker, judging cost (issue 12)
 SUITES.append("bench.profiles")  # behaviour profiles: memory per profile, added cost per event (issue 13)
 SUITES.append("bench.collector_scale")  # collector ingest: SQLite, PostgreSQL with 1 and 2 replicas (issue 14)
+SUITES.append("bench.console")  # console query latency on 10 million stored events, first page < 300 ms (issue 14)
 
 names = sys.argv[1:] or SUITES
 sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults

@@ -218,52 +218,66 @@ def _post_ok(q: ConsoleQuery, ev, st: dict | None) -> bool:
     return True
 
 
+def _matching(reader: Reader, status, q: ConsoleQuery, before, scan_max: int, state: dict):
+    """(id, ts, Event, status row) of matching rows, newest first, looking at no more than scan_max rows;
+    state["scanned"], state["last"] (the cursor of the last row looked at) and state["exhausted"] follow it."""
+    rows = reader.recent(q.flt, before)
+    batch = 256 if q.post else 64
+    try:
+        pending: list = []
+        for rowid, ts, body in rows:
+            if state["scanned"] >= scan_max:
+                break
+            state["scanned"] += 1
+            state["last"] = (ts, rowid)
+            pending.append((rowid, ts, pb.Event.FromString(body)))
+            if len(pending) >= batch:
+                yield from _checked(q, status, pending)
+                pending = []
+        else:
+            state["exhausted"] = True
+        yield from _checked(q, status, pending)
+    finally:
+        rows.close()
+
+
+def _checked(q: ConsoleQuery, status, pending: list):
+    sts = status.get_many([r[0] for r in pending]) if pending else {}  # statuses per batch, not per row
+    for rowid, ts, ev in pending:
+        st = sts.get(rowid)
+        if _post_ok(q, ev, st):
+            yield rowid, ts, ev, st
+
+
 def page(reader: Reader, status, q: ConsoleQuery, limit: int, before: tuple[int, int] | None,
          scan_max: int = 20000) -> dict:
-    """One page of summaries, newest first; `next`: the cursor of the page after it ("" at the end)."""
+    """One page of summaries, newest first; `next`: the cursor of the page after it ("" at the end);
+    `partial`: the scan bound was reached before the page filled (post-filters: image, status)."""
     limit = max(1, min(limit, _MAX_PAGE))
     t0 = time.perf_counter()
-    out, scanned, last, more = [], 0, None, False
-    overflow = []  # a matching row scanned beyond the page: there is a next page
-    pending: list = []  # (id, ts, ev): statuses are read per batch, not per row
-
-    def flush():
-        sts = status.get_many([r[0] for r in pending]) if pending else {}
-        for rowid, _ts, ev in pending:
-            st = sts.get(rowid)
-            if _post_ok(q, ev, st):
-                if len(out) >= limit:
-                    overflow.append(rowid)
-                    break
-                s = summary(rowid, ev)
-                if st:
-                    s["status"] = st["status"]
-                out.append(s)
-        pending.clear()
-
-    rows = reader.recent(q.flt, before)
+    state = {"scanned": 0, "last": None, "exhausted": False}
+    out: list = []
+    more = False
+    it = _matching(reader, status, q, before, scan_max, state)
     try:
-        for rowid, ts, body in rows:
+        for rowid, _ts, ev, st in it:
             if len(out) >= limit:
                 more = True
                 break
-            if scanned >= scan_max:
-                more = True
-                break
-            scanned += 1
-            last = (ts, rowid)
-            pending.append((rowid, ts, pb.Event.FromString(body)))
-            if len(pending) >= (limit if not q.post else 256):
-                flush()
-        flush()
+            s = summary(rowid, ev)
+            if st:
+                s["status"] = st["status"]
+            out.append(s)
     finally:
-        rows.close()
-    more = more or bool(overflow)
-    if len(out) >= limit:  # the cursor of the last row shown, so the next page starts right after it
-        last = (int(out[-1]["ts"]), out[-1]["id"])
-    partial = more and len(out) < limit
-    return {"events": out, "next": cursor(*last) if more and last else "", "partial": partial,
-            "scanned": scanned, "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        it.close()
+    if more:
+        nxt = cursor(int(out[-1]["ts"]), out[-1]["id"])
+    elif not state["exhausted"] and state["last"] is not None:
+        nxt = cursor(*state["last"])  # the bound was reached: go on from the last row looked at
+    else:
+        nxt = ""
+    return {"events": out, "next": nxt, "partial": bool(nxt) and len(out) < limit, "scanned": state["scanned"],
+            "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 
 def detail(reader: Reader, status, rowid: int) -> dict | None:
@@ -386,21 +400,24 @@ CSV_COLUMNS = ("id", "time", "kind", "action", "severity", "rule", "reason", "no
 
 
 def export_rows(reader: Reader, status, q: ConsoleQuery, limit: int):
-    """(summary, record) of up to `limit` matching events, newest first."""
+    """(summary, flat record) of up to `limit` matching events, newest first."""
     sent = 0
     before = None
     while sent < limit:
-        got = page(reader, status, q, min(500, limit - sent), before, scan_max=50_000)
-        ids = {s["id"]: s for s in got["events"]}
-        for s in got["events"]:
-            body = _body(reader, s["id"])
-            if body is None:
-                continue
-            rec = to_record(pb.Event.FromString(body))
-            rec["console.id"] = s["id"]
-            rec["console.status"] = ids[s["id"]]["status"]
-            yield s, rec
-            sent += 1
-        if not got["next"]:
+        state = {"scanned": 0, "last": None, "exhausted": False}
+        it = _matching(reader, status, q, before, 50_000, state)
+        try:
+            for rowid, _ts, ev, st in it:
+                s = summary(rowid, ev)
+                rec = to_record(ev)
+                rec["console.id"] = rowid
+                s["status"] = rec["console.status"] = st["status"] if st else "unhandled"
+                yield s, rec
+                sent += 1
+                if sent >= limit:
+                    return
+        finally:
+            it.close()
+        if state["exhausted"] or state["last"] is None:
             return
-        before = parse_cursor(got["next"])
+        before = state["last"]
