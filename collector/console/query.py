@@ -119,9 +119,7 @@ class Reader:
     def recent(self, flt: EventFilter, before: tuple[int, int] | None = None, limit: int = 1 << 62):
         """(id, ts, body) matching flt, newest first (ts, then id, descending), strictly before `before`."""
         if not self._sqlite:
-            fn = getattr(self.store, "query_recent", None)
-            if fn is None:
-                raise FilterError("this store cannot list newest first (no query_recent)")
+            fn = getattr(self.store, "query_recent", None) or self._pg_recent
             yield from fn(flt, limit, before)
             return
         conn = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True, check_same_thread=False, timeout=10)
@@ -146,6 +144,49 @@ class Reader:
                     return
         finally:
             conn.close()
+
+    def _pg_recent(self, flt: EventFilter, limit: int, before):
+        """PostgreSQL (collector/store_pg.py) until it has a query_recent of its own: the same filter SQL
+        as its query(), descending; (ts, id) is what its partitions' indexes order by."""
+        from collector.store_pg import PgStore, pg_where
+
+        store = self.store
+        if not isinstance(store, PgStore):
+            raise FilterError(f"the console cannot read a {type(store).__name__} newest first (no query_recent)")
+        where, params = pg_where(flt)
+        if before is not None:
+            where += " AND (ts, id) < (%s, %s)"
+            params += [before[0], before[1]]
+        c = store._reader()
+        try:
+            with c.transaction(), c.cursor(name="nw_console") as cur:  # server-side: memory stays bounded
+                cur.itersize = 200
+                cur.execute(f"SELECT id, ts, body FROM events WHERE {where} ORDER BY ts DESC, id DESC LIMIT %s",
+                            [*params, min(limit, 1 << 62)])
+                for row in cur:
+                    yield row[0], row[1], bytes(row[2])
+        finally:
+            store._give_back(c)
+
+    def body(self, rowid: int) -> bytes | None:
+        store = self.store
+        if self._sqlite:
+            conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=10)
+            try:
+                row = conn.execute("SELECT body FROM events WHERE id = ?", (rowid,)).fetchone()
+                return row[0] if row else None
+            finally:
+                conn.close()
+        fn = getattr(store, "get_body", None)
+        if fn is not None:
+            return fn(rowid)
+        c = store._reader()  # PostgreSQL, as in _pg_recent
+        try:
+            row = c.execute("SELECT body FROM events WHERE id = %s", (rowid,)).fetchone()
+            c.commit()
+            return bytes(row[0]) if row else None
+        finally:
+            store._give_back(c)
 
     def explain(self, flt: EventFilter) -> str:
         """The plan of one name's walk (bench/console.py prints it)."""
@@ -308,16 +349,7 @@ def detail(reader: Reader, status, rowid: int) -> dict | None:
 
 
 def _body(reader: Reader, rowid: int) -> bytes | None:
-    store = reader.store
-    if not reader._sqlite:
-        fn = getattr(store, "get_body", None)
-        return fn(rowid) if fn is not None else None
-    conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=10)
-    try:
-        row = conn.execute("SELECT body FROM events WHERE id = ?", (rowid,)).fetchone()
-        return row[0] if row else None
-    finally:
-        conn.close()
+    return reader.body(rowid)
 
 
 # -- counts over time ----------------------------------------------------------------------------------

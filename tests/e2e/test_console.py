@@ -348,3 +348,27 @@ def test_console_in_a_browser(collector, browser, tmp_path):
     assert drv.find_element(By.ID, "error").text == ""
     assert sorted(p.name for p in shots.iterdir()) == ["01-token.png", "02-list.png", "03-filtered.png",
                                                        "04-tail-detail.png"]
+
+
+from tests.harness.pg import pg_url, postgres  # noqa: E402, F401  (fixtures: a private PostgreSQL)
+
+
+def test_console_api_on_postgresql(pg_url, tmp_path):  # noqa: F811
+    """The same API over the PostgreSQL store: list newest first, a filter, the detail, a status change."""
+    h = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "events.db"), store=pg_url,
+                              http_listen="127.0.0.1:0", token=TOKEN))
+    try:
+        _ingest(h.address, _events(_SPEC))
+        got = orjson.loads(_api(h, "/api/events?limit=100")[1])["events"]
+        newest_first = [s for s in sorted(_SPEC, key=lambda s: s[0]) if s[1] != "exec"]
+        assert [(e["kind"], e["node"], e["namespace"]) for e in got] == [(s[1], s[4], s[5]) for s in newest_first]
+        pay = orjson.loads(_api(h, "/api/events?namespace=payments&severity=critical")[1])["events"]
+        assert len(pay) == sum(1 for s in newest_first if s[5] == "payments" and s[2] == "critical")
+        d = orjson.loads(_api(h, f"/api/events/{got[0]['id']}")[1])
+        assert d["record"]["rule.id"] == "shell_in_container" and len(d["lineage"]) == 3
+        _api(h, f"/api/events/{got[0]['id']}/status", data=b'{"status": "ignored"}')
+        assert orjson.loads(_api(h, f"/api/events/{got[0]['id']}")[1])["status"]["status"] == "ignored"
+        counts = orjson.loads(_api(h, "/api/counts")[1])
+        assert sum(counts["total"]) == len(newest_first)
+    finally:
+        h.stop()
