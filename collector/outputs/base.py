@@ -48,9 +48,10 @@ class OutputError(ValueError):
 class SendError(Exception):
     """A failed send. retry=False: the receiver refused it for good (HTTP 4xx), do not resend."""
 
-    def __init__(self, msg: str, retry: bool = True):
+    def __init__(self, msg: str, retry: bool = True, refused: int = 0):
         super().__init__(msg)
         self.retry = retry
+        self.refused = refused  # retry=False: how many items, from the front, were refused (0: all)
 
 
 @dataclass
@@ -234,31 +235,36 @@ class Output:
                 self._drop("invalid", 1, f"undecodable event {i}: {e}")
         if not items:
             return
-        delay = self.opts.backoff
-        for attempt in range(self.opts.retries + 1):
+        delay, attempt = self.opts.backoff, 0
+        while items:
             before = len(items)
+            err: Exception | None = None
             try:
                 self.send(items)
+            except Exception as e:  # SendError; anything else is a formatting or client bug, which must not
+                err = e  # end the thread
+            self.sent += before - len(items)  # send() takes what it delivered off the front of items
+            if err is None:
                 if items:  # send() stopped early: stop() gave up on this receiver
                     self._drop("stopped", len(items), "collector stopping")
                 return
-            except SendError as e:
-                if not e.retry:
-                    self._drop("rejected", len(items), str(e))
-                    return
-                err = e
-            except Exception as e:  # a formatting or client bug must not end the thread
-                err = e
-            finally:  # send() takes what it delivered off the front of items
-                self.sent += before - len(items)
+            if isinstance(err, SendError) and not err.retry:  # refused for good: resending cannot help
+                n = err.refused or len(items)
+                self._drop("rejected", n, str(err))
+                del items[:n]
+                continue
+            if len(items) < before:  # progress: the rest starts its retries afresh
+                delay, attempt = self.opts.backoff, 0
             if attempt == self.opts.retries:
-                break
+                self._drop("failed", len(items), f"{err} (after {attempt} retries)")
+                return
+            attempt += 1
             self.retried += 1
             with self._cond:  # a wait, not a sleep: stop() cuts it short
                 if self._cond.wait_for(lambda: self._abandon, timeout=delay):
-                    break
+                    self._drop("stopped", len(items), "collector stopping")
+                    return
             delay = min(delay * 2, self.opts.backoff_max)
-        self._drop("failed", len(items), f"{err} (after {attempt} retries)")
 
     def _drop(self, reason: str, n: int, why: str) -> None:
         self.dropped[reason] += n

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from collector.outputs._http import HTTP_KEYS, Poster
-from collector.outputs.base import KEY_FIELDS, Output, OutputError, action, detail, rule, title
+from collector.outputs.base import KEY_FIELDS, Output, OutputError, SendError, action, detail, rule, title
 
 _EMOJI = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
           "low": ":large_blue_circle:"}
@@ -57,7 +57,11 @@ class Slack(Output):
     def send(self, items: list) -> None:
         while items and not self.abandoned:  # one message per event; a failure resends from the one that failed
             i, rec = items[0]
-            self.http.post(orjson.dumps(payload(i, rec, self.extra, self.console)))
+            try:
+                self.http.post(orjson.dumps(payload(i, rec, self.extra, self.console)))
+            except SendError as e:
+                e.refused = 1  # this event alone; the rest still go
+                raise
             items.pop(0)
 
     def close(self) -> None:

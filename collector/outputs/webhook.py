@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from collector.outputs._http import HTTP_KEYS, Poster
-from collector.outputs.base import Output
+from collector.outputs.base import Output, SendError
 
 
 def payload(event_id: int, rec: dict) -> bytes:
@@ -26,7 +26,11 @@ class Webhook(Output):
         # the middle, the batch is resent from the event that failed, not from its start.
         while items and not self.abandoned:
             i, rec = items[0]
-            self.http.post(payload(i, rec))
+            try:
+                self.http.post(payload(i, rec))
+            except SendError as e:
+                e.refused = 1  # this event alone; the rest still go
+                raise
             items.pop(0)
 
     def close(self) -> None:

@@ -104,30 +104,32 @@ def metric(handle, name: str, **labels) -> float:
 
 # -- receivers -------------------------------------------------------------------------------------------
 
+def _handler(rec):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the outputs use it
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if rec.delay:
+                time.sleep(rec.delay)
+            rec.requests.append((self.path, dict(self.headers), json.loads(body)))
+            self.send_response(rec.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
 class Recorder:
     """An HTTP server recording each POST (path, headers, JSON body); `delay` s before answering."""
 
-    def __init__(self, delay: float = 0.0, status: int = 200):
+    def __init__(self, delay: float = 0.0, status: int = 200, port: int = 0):
         self.requests: list[tuple[str, dict, object]] = []
         self.delay, self.status = delay, status
-        rec = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the outputs use it
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if rec.delay:
-                    time.sleep(rec.delay)
-                rec.requests.append((self.path, dict(self.headers), json.loads(body)))
-                self.send_response(rec.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -408,7 +410,9 @@ def test_otlp_logs_reach_a_logs_service(tmp_path, receivers):
         handle.stop()
 
 
-def test_receiver_down_retries_then_counts_drops(tmp_path):
+def test_receiver_down_retries_then_counts_drops(tmp_path, caplog):
+    from prometheus_client import CollectorRegistry, generate_latest
+
     port = _free_port()  # nothing listens there
     handle = collector(tmp_path, [{"type": "webhook", "url": f"http://127.0.0.1:{port}/x", "min_severity": "high",
                                    "retries": 2, "backoff": 0.05, "timeout": 1}])
@@ -416,8 +420,49 @@ def test_receiver_down_retries_then_counts_drops(tmp_path):
         ingest(handle.address, protection_events(time.time_ns()))
         wait_for(lambda: metric(handle, "nodewarden_collector_output_dropped_total", reason="failed") == 3,
                  what="3 failed drops")
-        assert metric(handle, "nodewarden_collector_output_retries_total") >= 2
+        assert metric(handle, "nodewarden_collector_output_retries_total") == 2
         assert metric(handle, "nodewarden_collector_output_sent_total") == 0
+        # the collector's registry, as --metrics serves it
+        reg = CollectorRegistry()
+        reg.register(handle)
+        text = generate_latest(reg).decode()
+        assert ('nodewarden_collector_output_dropped_total{output="webhook-0",reason="failed",type="webhook"} 3.0'
+                in text)
+        drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert drops and "webhook-0 (webhook): dropped 3 events (failed)" in drops[0]
+        assert "Connection refused" in drops[0] and "after 2 retries" in drops[0]
+    finally:
+        handle.stop()
+
+
+def test_receiver_that_comes_back_gets_the_events(tmp_path):
+    port = _free_port()
+    handle = collector(tmp_path, [{"type": "webhook", "url": f"http://127.0.0.1:{port}/x", "min_severity": "high",
+                                   "retries": 8, "backoff": 0.1, "backoff_max": 0.4}])
+    up = None
+    try:
+        ingest(handle.address, protection_events(time.time_ns()))
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_retries_total") >= 2, what="2 retries")
+
+        up = Recorder(port=port)  # on the port the output keeps trying
+        wait_for(lambda: len(up.requests) == 3, what="3 events once the receiver is up")
+        assert metric(handle, "nodewarden_collector_output_dropped_total", reason="failed") == 0
+        assert metric(handle, "nodewarden_collector_output_sent_total") == 3
+    finally:
+        handle.stop()
+        if up is not None:
+            up.close()
+
+
+def test_receiver_refusal_is_not_retried(tmp_path, receivers):
+    bad = receivers(Recorder, status=400)
+    handle = collector(tmp_path, [{"type": "slack", "url": bad.url, "min_severity": "high", "backoff": 0.05}])
+    try:
+        ingest(handle.address, protection_events(time.time_ns()))
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_dropped_total", reason="rejected") == 3,
+                 what="3 rejected")
+        assert len(bad.requests) == 3  # each tried once: a 400 will not pass later
+        assert metric(handle, "nodewarden_collector_output_retries_total") == 0
     finally:
         handle.stop()
 
