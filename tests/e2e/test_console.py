@@ -372,3 +372,50 @@ def test_console_api_on_postgresql(pg_url, tmp_path):  # noqa: F811
         assert sum(counts["total"]) == len(newest_first)
     finally:
         h.stop()
+
+
+def test_console_tls_and_cli(tmp_path):
+    """TLS with the collector's certificate; `nodewarden collector --http` starts it and prints its URL;
+    a bad address is one line; no host means loopback."""
+    import ssl
+    import subprocess
+    import sys
+
+    from collector.console import parse_listen
+    from tests.e2e.test_transport_auth import _cert, _write
+
+    assert parse_listen(":7480") == ("127.0.0.1", 7480)
+    ca_key, ca = _cert("console-test-ca", ca=True)
+    ca_pem = _write(tmp_path, "ca", ca_key, ca)[0]
+    crt, key = _write(tmp_path, "server", *_cert("localhost", ca_key, ca.subject, server=True))
+    h = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "tls.db"), http_listen="127.0.0.1:0",
+                              tls_cert=crt, tls_key=key, token=TOKEN))
+    try:
+        assert h.console.url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=ca_pem)
+        req = urllib.request.Request(h.console.url + "api/events", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            assert r.status == 200 and orjson.loads(r.read())["events"] == []
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(h.console.url.replace("https:", "http:") + "healthz", timeout=5)
+    finally:
+        h.stop()
+
+    bad = subprocess.run([sys.executable, "-m", "agent.cli", "collector", "--listen", "127.0.0.1:0", "--db",
+                          str(tmp_path / "cli.db"), "--http", "localhost"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "expected HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "collector", "--listen", "127.0.0.1:0", "--db",
+                             str(tmp_path / "cli.db"), "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = ""
+        deadline = time.monotonic() + 30
+        while not url and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("collector: console on "):
+                url = line.split()[-1]
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"protection events" in r.read()
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
