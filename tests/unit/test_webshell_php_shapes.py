@@ -476,3 +476,12 @@ def test_a_loop_building_markup_is_clean():
 
 def test_a_million_iteration_loop_is_cut_short():
     _clean("<?php $n = 0; for ($i = 0; $i < 1000000; $i++) { $n = $n + $i; } echo $n;")
+
+
+def test_preg_replace_e_with_a_pattern_built_by_xor():
+    _shell(f"<?php $p = {_xor_pairs('/a/e')}; $f = {_xor_pairs('preg_replace')}; $f($p, 'die', 'a');",
+           rule="php.obfuscated-eval")
+
+
+def test_old_style_preg_replace_e_with_a_fixed_pattern_is_clean():
+    _clean("<?php $s = preg_replace('/(\\\\w+)/e', 'strtoupper(\"\\\\1\")', 'abc'); echo $s;")

@@ -629,6 +629,11 @@ def _preg(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V:
         ctx.calls[name + "/e"] += 1
         data = _join([rep, subj]) if (rep.t or subj.t) else rep
         _sink(ctx, "code", name + " /e", data, node, sc, args)
+        if _packed(pat.chain) and not data.t:
+            # an /e pattern that obfuscation built (XOR, decoders): the code it runs is hidden too
+            _raw(ctx, "php.obfuscated-eval", "high", 0.6, "", name + " /e",
+                 f"{name}({'('.join(reversed(pat.chain))}(…) = {_q(_sv(pat) or '', 30)}, …)",
+                 "runs code through a preg_replace /e pattern built by obfuscation")
     elif pat.t and pat.d:
         _raw(ctx, "php.request-regex", "high", 0.7, _label(pat), name, f"{name}({_show(pat)}, …)",
              "the pattern (and so the /e modifier) comes from the request")
