@@ -287,8 +287,13 @@ class PgStore:
     def _connect(self, role: str = "reader"):
         # application_name says which collector process and which of its connections (pg_stat_activity)
         try:
-            return self._pg.connect(self.url, autocommit=True, connect_timeout=10,
-                                    application_name=f"nodewarden-collector-{os.getpid()}-{role}")
+            c = self._pg.connect(self.url, autocommit=True, connect_timeout=10,
+                                 application_name=f"nodewarden-collector-{os.getpid()}-{role}")
+            if role == "writer" and c.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+                # An agent drops what was acked: an ack must survive a crash of the server.
+                log.warning("store: the server has synchronous_commit=off; the collector's writer sets local")
+                c.execute("SET synchronous_commit = local")
+            return c
         except self._pg.Error as e:
             why = str(e).strip().splitlines()[0].replace(self.url, redact(self.url))
             raise StoreError(f"cannot open store {redact(self.url)}: {why}") from e

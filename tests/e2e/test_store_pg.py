@@ -272,3 +272,76 @@ def test_bad_store_url_is_one_line(tmp_path, url, says):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "cannot start" in lines[0], p.stderr
     assert "secret" not in p.stderr
+
+
+def test_agents_fail_over_to_the_other_replica_nothing_lost_or_twice(postgres, pg_url, tmp_path):  # noqa: F811
+    """Real exporters on a two-address target (gRPC pick_first: what a Service with two replicas looks
+    like to a client that reconnects); the replica they use is SIGKILLed mid-stream."""
+    addr = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    procs = []
+    for i, a in enumerate(addr):
+        (tmp_path / str(i)).mkdir()
+        procs.append(start_collector_process(a, tmp_path / str(i) / "events.db", "--store", pg_url))
+    target = "ipv4:" + ",".join(addr)
+    exps = [exporter(target, tmp_path / f"spool{k}", node=f"node-{k}", batch_size=64) for k in range(3)]
+    n = 0
+    try:
+        for _ in range(300):
+            for exp in exps:
+                exp.submit(make_record(n))
+            n += 1
+        wait_for(lambda: all(e.metrics()["acked"] >= 100 for e in exps))
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        for _ in range(300):
+            for exp in exps:
+                exp.submit(make_record(n))
+            n += 1
+        for exp in exps:
+            assert exp.stop(timeout=30), exp.metrics()
+        for exp in exps:
+            got = query_all(addr[1], cpb.Filter(agent_id=exp.cfg.node))
+            assert sorted(r["seq"] for r in got) == list(range(1, n + 1)), exp.cfg.node
+            assert exp.metrics()["dropped"] == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+
+
+def test_postgresql_killed_and_restarted_mid_stream(tmp_path):
+    """The store's server dies (SIGKILL of the postmaster) and comes back: commits fail meanwhile (the
+    agent keeps its batches), the writer, the tail and the readers reconnect, nothing is lost or twice."""
+    from tests.harness.pg import PrivatePostgres, missing_requirements
+
+    why = missing_requirements()
+    if why:
+        pytest.skip(f"real PostgreSQL: {why}")
+    pg = PrivatePostgres().start()  # its own dir under /tmp: the postgres user cannot enter tmp_path
+    handle = None
+    try:
+        url = pg.create_database("events")
+        handle = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "c" / "events.db"), store=url))
+        exp = exporter(handle.address, tmp_path / "spool", batch_size=64)
+        live, call = _subscribe(handle.address, cpb.Filter())
+        wait_for(lambda: handle.hub.count() == 1)
+        for i in range(300):
+            exp.submit(make_record(i))
+        wait_for(lambda: exp.metrics()["acked"] >= 100)
+        pg.kill()
+        for i in range(300, 600):
+            exp.submit(make_record(i))
+        time.sleep(1.5)
+        pg.start()
+        assert exp.stop(timeout=30), exp.metrics()
+        wait_for(lambda: len(query_all(handle.address)) == 600, timeout=15)
+        assert [r["seq"] for r in query_all(handle.address)] == list(range(1, 601))
+        assert handle.store.stats["write_errors"] >= 1
+        wait_for(lambda: len(live) >= 600, timeout=15)
+        assert sorted(r["seq"] for r in live) == list(range(1, 601))
+        call.cancel()
+    finally:
+        if handle is not None:
+            handle.stop(0.5)
+        pg.destroy()

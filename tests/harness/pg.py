@@ -4,8 +4,10 @@ run by pg_ctl on a free loopback port (and a unix socket in its own dir), torn d
 PostgreSQL refuses to run as root, and tests run as root: the cluster belongs to the `postgres` user
 Debian's package creates (or `nobody` where it is missing), in a dir under /tmp of its own (pytest's
 tmp dirs are 0700 root, which that user could not enter). Trust auth on loopback only: nothing else
-can reach it. Durability is off by default (fsync, synchronous_commit, full_page_writes): tests kill
-collectors, never the machine; a bench passes durable=True to measure what a deployment pays.
+can reach it. By default fsync and full_page_writes are off: tests kill collectors and the server,
+never the machine, and a commit still reaches the kernel before it returns (synchronous_commit stays
+on: with it off, a killed server loses commits it already acknowledged); a bench passes durable=True
+to measure what a deployment pays.
 
 Fixtures (import them into a test module: `from tests.harness.pg import postgres, pg_url  # noqa: F401`):
 - `postgres`: one PrivatePostgres for the test session;
@@ -63,7 +65,8 @@ def _free_port() -> int:
 
 class PrivatePostgres:
     """One PostgreSQL cluster of our own. `start()` (initdb on first start), `url(db)`, `create_database()`,
-    `stop()`, `kill()` (SIGKILL of the postmaster: a crash), `destroy()` (stop and remove everything)."""
+    `stop()`, `kill()` (SIGKILL of the postmaster: a crash), `destroy()` (stop and remove everything).
+    `root`: a dir the server's user can enter (not under pytest's tmp_path); by default one of its own."""
 
     def __init__(self, root: Path | str | None = None, durable: bool = False, settings: dict | None = None):
         self._own_root = root is None
@@ -114,7 +117,7 @@ class PrivatePostgres:
             "logging_collector": "off",
         }
         if not self.durable:
-            opts.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+            opts.update(fsync="off", full_page_writes="off")
         opts.update({k: str(v) for k, v in self.settings.items()})
         return [f"-c {k}={v}" for k, v in opts.items()]
 
