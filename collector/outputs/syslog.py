@@ -1,5 +1,6 @@
-"""syslog: RFC 5424 messages over UDP (RFC 5426: one message per datagram) or TCP (RFC 6587's octet
-counting: "<length> <message>", which survives newlines in command lines, unlike LF framing).
+"""syslog: RFC 5424 messages over UDP (RFC 5426: one message per datagram), TCP (RFC 6587's octet
+counting: "<length> <message>", which survives newlines in command lines, unlike LF framing) or TLS
+(RFC 5425: the same octet counting inside TLS).
 
     <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID key="value" ...] BOM MSG
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from urllib.parse import urlsplit
 
 import orjson
@@ -71,7 +73,8 @@ def frame(event_id: int, rec: dict, facility: int, app: str = "nodewarden", sd_i
 
 class Syslog(Output):
     type = "syslog"
-    own_keys = frozenset({"address", "facility", "app_name", "sd_id", "format", "max_datagram"})
+    own_keys = frozenset({"address", "facility", "app_name", "sd_id", "format", "max_datagram", "tls_ca",
+                          "tls_insecure"})
 
     def __init__(self, spec: dict, where: str):
         super().__init__(spec, where)
@@ -81,9 +84,20 @@ class Syslog(Output):
             port = u.port if u else None
         except ValueError:
             port = None
-        if u is None or u.scheme not in ("udp", "tcp") or not u.hostname or not port:
-            raise OutputError(f"{where}: address must be udp://host:port or tcp://host:port, not {addr!r}")
+        if u is None or u.scheme not in ("udp", "tcp", "tls") or not u.hostname or not port:
+            raise OutputError(f"{where}: address must be udp://host:port, tcp://host:port or tls://host:port, "
+                              f"not {addr!r}")
         self.proto, self.addr = u.scheme, (u.hostname, port)
+        self.ctx = None
+        if self.proto == "tls":
+            ca = spec.get("tls_ca")
+            try:
+                self.ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+            except (OSError, ssl.SSLError) as e:
+                raise OutputError(f"{where}: tls_ca: {e}") from None
+            if spec.get("tls_insecure"):
+                self.ctx.check_hostname = False
+                self.ctx.verify_mode = ssl.CERT_NONE
         fac = spec.get("facility", "local0")
         if fac not in FACILITIES:
             raise OutputError(f"{where}: facility {fac!r}: expected one of {', '.join(FACILITIES)}")
@@ -110,6 +124,8 @@ class Syslog(Output):
                     s.connect(self.addr)  # a fixed peer: ICMP refusals come back as errors
                 else:
                     s = socket.create_connection(self.addr, timeout=self.opts.timeout)
+                    if self.ctx is not None:
+                        s = self.ctx.wrap_socket(s, server_hostname=self.addr[0])
                 s.settimeout(self.opts.timeout)
             except OSError as e:
                 raise SendError(f"{self.proto}://{self.addr[0]}:{self.addr[1]}: {e}") from None

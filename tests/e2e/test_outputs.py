@@ -126,12 +126,14 @@ def _handler(rec):
 class Recorder:
     """An HTTP server recording each POST (path, headers, JSON body); `delay` s before answering."""
 
-    def __init__(self, delay: float = 0.0, status: int = 200, port: int = 0):
+    def __init__(self, delay: float = 0.0, status: int = 200, port: int = 0, tls=None):
         self.requests: list[tuple[str, dict, object]] = []
         self.delay, self.status = delay, status
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -160,7 +162,7 @@ def parse_5424(frame: bytes) -> dict:
 class SyslogListener:
     """UDP: one message per datagram (RFC 5426). TCP: octet counting, "<len> <msg>" (RFC 6587)."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.messages: list[tuple[str, dict]] = []
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
@@ -177,10 +179,13 @@ class SyslogListener:
                         if not ch:
                             return
                         head += ch
-                    listener.messages.append(("tcp", parse_5424(self.rfile.read(int(head)))))
+                    proto = "tls" if tls is not None else "tcp"
+                    listener.messages.append((proto, parse_5424(self.rfile.read(int(head)))))
 
         self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), TCP)
         self.tcp.daemon_threads = True
+        if tls is not None:  # RFC 5425: the same octet counting, inside TLS
+            self.tcp.socket = tls.wrap_socket(self.tcp.socket, server_side=True)
         self.threads = [threading.Thread(target=self.tcp.serve_forever, daemon=True),
                         threading.Thread(target=self._udp_loop, daemon=True)]
         for t in self.threads:
@@ -383,6 +388,58 @@ def test_syslog_rfc5424_over_udp_and_tcp(tmp_path, receivers):
         handle.stop()
 
 
+def _tls_pair(tmp_path):
+    """A self-signed certificate for 127.0.0.1 (the clients' CA file) and a server context holding it."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "ca.pem", tmp_path / "key.pem")
+    return str(tmp_path / "ca.pem"), ctx
+
+
+def test_webhook_over_https_and_syslog_over_tls(tmp_path, receivers):
+    ca, ctx = _tls_pair(tmp_path)
+    hook, lis = receivers(Recorder, tls=ctx), receivers(SyslogListener, tls=ctx)
+    handle = collector(tmp_path, [
+        {"type": "webhook", "url": hook.url, "min_severity": "high", "tls_ca": ca},
+        {"type": "syslog", "address": f"tls://127.0.0.1:{lis.tcp.server_address[1]}", "min_severity": "high",
+         "tls_ca": ca},
+        {"type": "webhook", "name": "untrusting", "url": hook.url, "min_severity": "high", "retries": 0},
+    ])
+    try:
+        ingest(handle.address, protection_events(time.time_ns()))
+        wait_for(lambda: len(hook.requests) == 3 and len(lis.messages) == 3, what="3 posts and 3 messages")
+        assert {p for p, _ in lis.messages} == {"tls"}
+        assert lis.messages[0][1]["sd"]["rule"] == "NW-100"
+        # without the CA the certificate is not trusted: nothing sent, all counted
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_dropped_total", output="untrusting",
+                                reason="failed") == 3, what="untrusting drops")
+        assert metric(handle, "nodewarden_collector_output_sent_total", output="webhook-0") == 3
+    finally:
+        handle.stop()
+
+
 def test_otlp_logs_reach_a_logs_service(tmp_path, receivers):
     recv = receivers(OtlpReceiver)
     handle = collector(tmp_path, [{"type": "otlp", "endpoint": recv.endpoint, "min_severity": "high",
@@ -507,7 +564,7 @@ def test_bad_output_config_is_one_line():
     for specs, msg in [
         ([{"type": "pager"}], "outputs[0]: type 'pager': expected one of webhook, slack, alertmanager"),
         ([{"type": "webhook"}], "outputs[0] (webhook): url is required"),
-        ([{"type": "syslog", "address": "syslog.local:514"}], "address must be udp://host:port or tcp://"),
+        ([{"type": "syslog", "address": "syslog.local:514"}], "address must be udp://host:port, tcp://"),
         ([{"type": "webhook", "url": "http://h/x", "min_severity": "urgent"}], "min_severity 'urgent'"),
         ([{"type": "slack", "url": "http://h/x", "colour": "red"}], "unknown keys: colour"),
         ([{"type": "otlp"}], "endpoint is required"),
