@@ -315,6 +315,8 @@ class CollectorHandle:
                                       value=self.fanout.errors[0])
         if self.bus is not None:
             yield from self.bus.collect()
+        if hasattr(self.store, "collect"):  # the PostgreSQL store's own (collector/store_pg.py)
+            yield from self.store.collect()
         if self.console is not None:
             yield from self.console.collect()
         yield from collect_outputs(self.outputs)

@@ -298,6 +298,15 @@ class PgStore:
             why = str(e).strip().splitlines()[0].replace(self.url, redact(self.url))
             raise StoreError(f"cannot open store {redact(self.url)}: {why}") from e
 
+    def collect(self):
+        """Prometheus metrics of this store beside the collector's (CollectorHandle.collect)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        for key, help_ in (("partitions_dropped", "Event partitions dropped by retention"),
+                           ("tail_published", "Events the live tail read from the store and fed to subscribers"),
+                           ("tail_errors", "Live tail failures (reconnects, failed publishes)")):
+            yield CounterMetricFamily(f"nodewarden_collector_store_{key}", help_, value=self.stats[key])
+
     # -- partitions and retention -----------------------------------------------------------------
 
     @staticmethod

@@ -338,6 +338,9 @@ def test_postgresql_killed_and_restarted_mid_stream(tmp_path):
         wait_for(lambda: len(query_all(handle.address)) == 600, timeout=15)
         assert [r["seq"] for r in query_all(handle.address)] == list(range(1, 601))
         assert handle.store.stats["write_errors"] >= 1
+        metrics = {m.name: m.samples[0].value for m in handle.collect()}
+        assert metrics["nodewarden_collector_write_errors"] >= 1
+        assert metrics["nodewarden_collector_store_tail_errors"] >= 1  # the tail lost its connection too
         wait_for(lambda: len(live) >= 600, timeout=15)
         assert sorted(r["seq"] for r in live) == list(range(1, 601))
         call.cancel()
