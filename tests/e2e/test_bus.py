@@ -13,6 +13,7 @@ from test_transport_util import exporter, make_record, query_all, wait_for
 
 from collector.server import CollectorConfig, serve
 from tests.harness.nats import NatsCluster, missing_requirements
+from tests.harness.pg import pg_url, postgres  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.e2e
 
@@ -256,3 +257,101 @@ def test_nats_away_at_start_holds_acks_then_delivers(cluster, tmp_path):
         assert handle.bus.dropped() == 0
     finally:
         handle.stop(0.5)
+
+
+def test_two_collectors_on_postgresql_one_collector_and_one_nats_node_killed(postgres, pg_url, cluster, tmp_path):  # noqa: F811
+    """The issue's scale-out case: two collector processes on one PostgreSQL, both publishing to the
+    three-node cluster, agents streaming to both (each agent's channel lists both replicas, as a Service
+    would); one collector is SIGKILLed and the stream's leader node too, mid-stream. Then: nothing lost,
+    nothing stored twice, every stored event consumed once by a durable consumer."""
+    import signal
+    import socket
+
+    from test_transport_util import start_collector_process
+
+    ports = []
+    for _ in range(4):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    procs = []
+    try:
+        for i, port in enumerate(ports[:2]):
+            (tmp_path / f"c{i}").mkdir()
+            extra = ["--metrics", f"127.0.0.1:{ports[2 + i]}"]
+            procs.append(start_collector_process(f"127.0.0.1:{port}", tmp_path / f"c{i}" / "events.db",
+                                                 "--store", pg_url, "--nats", cluster.url, *extra))
+        a, b = (f"127.0.0.1:{p}" for p in ports[:2])
+        # gRPC's pick_first over the listed addresses: agents 0, 1 start on replica 0, agents 2, 3 on 1, and
+        # each moves to the other replica when its own is gone.
+        targets = [f"ipv4:{a},{b}", f"ipv4:{a},{b}", f"ipv4:{b},{a}", f"ipv4:{b},{a}"]
+        killed = []
+
+        def kill_collector_and_leader():
+            # Once the victim has published a good part of its agents' events, so that the survivor's
+            # resends are partly of events already on the stream.
+            wait_for(lambda: _scrape(ports[2])["nodewarden_collector_bus_published_total"] >= 1000, timeout=30)
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(10)
+            leader = wait_for(lambda: _leader(cluster), timeout=20)
+            cluster.kill(int(leader.removeprefix("n")))
+            killed.append(int(leader.removeprefix("n")))
+
+        per_agent = 2000
+        exps = [exporter(t, tmp_path / f"spool{i}", node=f"node-{i}", backoff_max=0.3) for i, t in enumerate(targets)]
+        half = threading.Event()
+
+        def feed(exp, i):
+            for j in range(per_agent):
+                exp.submit(make_record(i * per_agent + j))
+                if j % 100 == 99:
+                    time.sleep(0.02)
+                if j == per_agent // 2 and i == 0:
+                    half.set()
+
+        threads = [threading.Thread(target=feed, args=(e, i)) for i, e in enumerate(exps)]
+        for t in threads:
+            t.start()
+        assert half.wait(30)
+        kill_collector_and_leader()
+        for t in threads:
+            t.join()
+        for e in exps:
+            assert e.stop(timeout=60), e.metrics()
+        # Nothing lost, nothing stored twice: the database itself, and the survivor's Query.
+        db = postgres.connect(pg_url.rsplit("/", 1)[1])
+        try:
+            count, distinct = db.execute("SELECT count(*), count(DISTINCT (stream, seq)) FROM events").fetchone()
+        finally:
+            db.close()
+        assert count == distinct == 4 * per_agent
+        stored = stored_ids(b)
+        assert len(stored) == 4 * per_agent
+        got = consume([u for j, u in enumerate(cluster.urls) if j not in killed], len(stored))
+        _assert_once(got, stored)
+        # Both replicas published: the survivor alone put fewer than all on the stream. What it
+        # republished for resends JetStream acked as duplicates, keeping the stream single.
+        m = _scrape(ports[3])
+        assert m["nodewarden_collector_bus_published_total"] - m["nodewarden_collector_bus_duplicates_total"] \
+            < 4 * per_agent
+        assert sum(v for k, v in m.items() if k.startswith("nodewarden_collector_bus_dropped_total")) == 0
+        print(f"survivor: {m['nodewarden_collector_bus_published_total']:.0f} published, "
+              f"{m['nodewarden_collector_bus_duplicates_total']:.0f} of them duplicates, "
+              f"{m['nodewarden_collector_bus_retries_total']:.0f} retries")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, val = line.rpartition(" ")
+            out[name] = float(val)
+    return out
