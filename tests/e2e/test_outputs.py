@@ -40,6 +40,7 @@ from agent.vocab import Severity
 from collector.outputs import OutputError, build
 from collector.server import CollectorConfig, serve
 from nwwire.codec import parse_timestamp, to_event
+from tests.harness.pg import pg_url, postgres  # noqa: F401  (fixtures: a private PostgreSQL)
 
 pytestmark = pytest.mark.e2e
 
@@ -558,6 +559,33 @@ def test_a_slow_receiver_never_stalls_ingest(tmp_path, receivers):
     dropped = sum(h.outputs[0].dropped.values())
     assert h.outputs[0].dropped["queue_full"] > kept // 2  # the queue holds 1000, the thread takes 100 at a time
     assert h.outputs[0].sent + dropped == kept  # every kept event sent or counted: stop() counts what was queued
+
+
+def test_two_replicas_on_postgresql_send_each_event_once(tmp_path, receivers, pg_url):  # noqa: F811
+    """Each replica sends what it stored itself: agents spread over both, and a batch resent to the other
+    replica (as after a failover) is a duplicate there, stored and sent by neither a second time."""
+    hook = receivers(Recorder)
+    spec = [{"type": "webhook", "url": hook.url, "min_severity": "high"}]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "a" / "e.db"), store=pg_url, outputs=spec))
+    b = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / "b" / "e.db"), store=pg_url, outputs=spec))
+    try:
+        ts = time.time_ns()
+        first = [to_event(r) for r in protection_events(ts)]
+        second = [to_event({**r, "agent.id": "agent-2"}) for r in protection_events(ts + 100)]
+        ingest(a.address, first)
+        ingest(b.address, second)
+        events = stub(b.address).Ingest(iter([cpb.IngestRequest(batch=cpb.Batch(batch_id=9, events=first))]))
+        assert [r.ack.duplicates for r in events] == [len(first)]  # the resend: nothing new
+        wait_for(lambda: len(hook.requests) >= 6, what="6 posts")
+        time.sleep(0.3)  # a second copy would come now
+        keys = [(body["agent.id"], body["seq"]) for _, _, body in hook.requests]
+        assert len(keys) == 6 and len(set(keys)) == 6
+        assert a.outputs[0].sent == 3 and b.outputs[0].sent == 3
+    finally:
+        a.stop()
+        b.stop()
 
 
 def test_bad_output_config_is_one_line():
