@@ -34,6 +34,7 @@ KINDS = {"alert": "alert", "verdict": "verdict", "block": "enforcement"}
 PROTECTION = tuple(KINDS.values())
 _MAX_NAMES = 256  # event names one family may expand to
 _MAX_PAGE = 1000
+_MAX_MARKED = 100_000  # newest handled or ignored events a status filter looks at
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,30 @@ class Reader:
         finally:
             conn.close()
 
+    def marked(self, flt: EventFilter, ids: list[int], before: tuple[int, int] | None = None):
+        """(id, ts, body) of the events `ids` (those marked handled or ignored: few) matching flt, newest
+        first: a status filter reads them by id instead of scanning for them."""
+        rows = []
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            if self._sqlite:
+                where, params = flt.where()
+                sql = f"SELECT id, ts, body FROM events WHERE id IN ({','.join('?' * len(part))}) AND {where}"
+                conn = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True, timeout=10)
+                try:
+                    rows += conn.execute(sql, [*part, *params]).fetchall()
+                finally:
+                    conn.close()
+            else:
+                for rid in part:
+                    body = self.body(rid)
+                    if body is not None and _pb_match(flt, ev := pb.Event.FromString(body)):
+                        rows.append((rid, ev.time_unix_nano, body))
+        rows.sort(key=lambda r: (-r[1], -r[0]))
+        for r in rows:
+            if before is None or (r[1], r[0]) < before:
+                yield r
+
     def _pg_recent(self, flt: EventFilter, limit: int, before):
         """PostgreSQL (collector/store_pg.py) until it has a query_recent of its own: the same filter SQL
         as its query(), descending; (ts, id) is what its partitions' indexes order by."""
@@ -198,6 +223,20 @@ class Reader:
             return "; ".join(r[-1] for r in plan)
         finally:
             conn.close()
+
+
+def _pb_match(flt: EventFilter, ev) -> bool:
+    """EventFilter.match over a decoded Event (stores that read by id one at a time); the row's columns in
+    collector/filters.py's order."""
+    kind = ev.WhichOneof("kind")
+    c, p = ev.container, ev.process
+    rule = ev.alert.rule_id if kind == "alert" else None
+    verdict = ev.verdict.verdict if kind == "verdict" else ev.enforcement.verdict if kind == "enforcement" else None
+    text = "\n".join((p.executable, p.command_line, c.image, ev.alert.rule_name, ev.alert.output,
+                      ev.verdict.reason, ev.enforcement.reason, ev.enforcement.rule_name))
+    row = (ev.time_unix_nano, ev.name, ev.severity, c.id or None, c.pod_name or None, c.pod_namespace or None,
+           text, ev.node, ev.agent_id, rule or None, verdict or None)
+    return flt.match(row)
 
 
 def _walk(conn, sql: str, params: list):
@@ -262,7 +301,10 @@ def _post_ok(q: ConsoleQuery, ev, st: dict | None) -> bool:
 def _matching(reader: Reader, status, q: ConsoleQuery, before, scan_max: int, state: dict):
     """(id, ts, Event, status row) of matching rows, newest first, looking at no more than scan_max rows;
     state["scanned"], state["last"] (the cursor of the last row looked at) and state["exhausted"] follow it."""
-    rows = reader.recent(q.flt, before)
+    if q.status in ("handled", "ignored"):  # the few marked ones, read by id
+        rows = reader.marked(q.flt, status.ids_with(q.status, _MAX_MARKED), before)
+    else:
+        rows = reader.recent(q.flt, before)
     batch = 256 if q.post else 64
     try:
         pending: list = []
