@@ -131,8 +131,8 @@ class Reader:
                 names += _names_in(conn, fam)
             rest = replace(flt, names=(), families=())
             where, params = rest.where()
-            if before is not None:
-                where += " AND (ts < ? OR (ts = ? AND id < ?))"
+            if before is not None:  # `ts <= ?` alone bounds the index range; the OR only trims the ties
+                where += " AND ts <= ? AND (ts < ? OR id < ?)"
                 params += [before[0], before[0], before[1]]
             sql = (f"SELECT id, ts, body FROM events WHERE name = ? AND {where} "
                    "ORDER BY ts DESC, id DESC LIMIT ?")
