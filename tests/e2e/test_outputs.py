@@ -6,6 +6,7 @@ drops; a receiver that sleeps never slows ingest."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import re
@@ -246,6 +247,13 @@ def alertmanager(tmp_path):
     exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if exe is None:
         pytest.skip("Debian's prometheus-alertmanager is not installed (scripts/setup.sh test installs it)")
+    with run_alertmanager(exe, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def run_alertmanager(exe: str, tmp_path):
+    """Alertmanager on a free loopback port, its config and storage in tmp_path, no clustering."""
     (tmp_path / "am.yml").write_text("route:\n  receiver: none\nreceivers:\n  - name: none\n")
     port = _free_port()
     proc = subprocess.Popen([exe, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
@@ -606,3 +614,49 @@ def test_bad_output_config_is_one_line():
         assert msg in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="outputs\\[0\\] \\(webhook\\): url is required"):
         serve(CollectorConfig(listen=["127.0.0.1:0"], db="/nonexistent/never/made.db", outputs=[{"type": "webhook"}]))
+
+
+def bench(n: int = 5000) -> None:
+    """Delivery rate of each output to its loopback receiver, in this one process (the receivers share its
+    interpreter lock: lower bounds). `PYTHONPATH=. .venv/bin/python tests/e2e/test_outputs.py`"""
+    import tempfile
+
+    def run(name, spec, root):
+        spec = {**spec, "min_severity": "high", "queue": 10 * n, "name": "o"}
+        (root / name).mkdir()
+        h = serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(root / name / "e.db"), outputs=[spec]))
+        try:
+            ts = time.time_ns()
+            evs = [to_event(_identity(protection_events(ts + i)[0])) for i in range(n)]
+            t0 = time.perf_counter()
+            ingest(h.address, evs)
+            o = h.outputs[0]
+            wait_for(lambda: o.sent + sum(o.dropped.values()) >= n, 300, name)
+            dt = time.perf_counter() - t0
+            print(f"{name:13s} delivered {o.sent:6d} in {dt:5.2f} s: {o.sent / dt:8,.0f}/s, "
+                  f"dropped {sum(o.dropped.values())}")
+        finally:
+            h.stop()
+
+    with tempfile.TemporaryDirectory(prefix="nw-outputs-bench-") as tmp:
+        root = __import__("pathlib").Path(tmp)
+        rec, lis, otlp = Recorder(), SyslogListener(), OtlpReceiver()
+        try:
+            run("webhook", {"type": "webhook", "url": rec.url}, root)
+            run("slack", {"type": "slack", "url": rec.url}, root)
+            run("syslog-udp", {"type": "syslog", "address": f"udp://127.0.0.1:{lis.udp.getsockname()[1]}"}, root)
+            run("syslog-tcp", {"type": "syslog", "address": f"tcp://127.0.0.1:{lis.tcp.server_address[1]}"}, root)
+            run("otlp", {"type": "otlp", "endpoint": otlp.endpoint}, root)
+            exe = shutil.which("prometheus-alertmanager")
+            if exe:
+                with run_alertmanager(exe, root) as url:
+                    run("alertmanager", {"type": "alertmanager", "url": url}, root)
+            print(f"syslog over UDP: the listener received {sum(p == 'udp' for p, _ in lis.messages)} of {n}")
+        finally:
+            rec.close()
+            lis.close()
+            otlp.close()
+
+
+if __name__ == "__main__":
+    bench()
