@@ -69,9 +69,28 @@ def _start(tmp: Path, name: str, store_args: list[str]) -> tuple[subprocess.Pope
 def _cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a backend that ended meanwhile
+            continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def _server_pids(pg) -> list[int]:
+    """The postmaster and its children (backends, WAL writer, checkpointer ...)."""
+    top = pg.pid() if pg is not None else None
+    if top is None:
+        return []
+    out = [top]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == top:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
 
 
 def _load(addresses: list[str], reqs: list[list[bytes]]) -> tuple[int, float]:
@@ -109,20 +128,24 @@ def _load(addresses: list[str], reqs: list[list[bytes]]) -> tuple[int, float]:
     return sum(stored), dt
 
 
-def _run(name: str, replicas: int, store_args, reqs, tmp: Path) -> tuple:
+def _run(name: str, replicas: int, store_args, reqs, tmp: Path, pg=None) -> tuple:
+    """(events stored, events/s, collectors' CPU us/event, PostgreSQL's CPU us/event)"""
     procs = []
     try:
         for r in range(replicas):
-            procs.append(_start(tmp, f"{name}-{replicas}-{r}", store_args()))
-        cpu0 = _cpu_seconds([p.pid for p, _ in procs])
+            procs.append(_start(tmp, f"{name}-{replicas}-{r}-{time.monotonic_ns()}", store_args()))
+        mine = [p.pid for p, _ in procs]
+        server = _server_pids(pg)  # the collectors' backends are up by now
+        cpu0, srv0 = _cpu_seconds(mine), _cpu_seconds(server)
         stored, dt = _load([a for _, a in procs], reqs)
-        cpu = _cpu_seconds([p.pid for p, _ in procs]) - cpu0
+        cpu, srv = _cpu_seconds(mine) - cpu0, _cpu_seconds(server) - srv0
     finally:
         for p, _ in procs:
             p.send_signal(signal.SIGTERM)
         for p, _ in procs:
             p.wait(30)
-    return name, replicas, stored, stored / dt, cpu / max(stored, 1) * 1e6
+    n = max(stored, 1)
+    return stored, stored / dt, cpu / n * 1e6, srv / n * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,32 +153,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=200_000, help="events in all, per configuration")
     ap.add_argument("--agents", type=int, default=8, help="agent streams")
     ap.add_argument("--batch", type=int, default=1000, help="events per batch")
-    ap.add_argument("--fast", action="store_true", help="PostgreSQL without fsync / synchronous_commit")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each configuration, interleaved; medians")
+    ap.add_argument("--fast", action="store_true", help="PostgreSQL without fsync (synchronous_commit stays on)")
     args = ap.parse_args(argv)
     from tests.harness.pg import PrivatePostgres, missing_requirements
 
     reqs = _requests(args.events // args.agents, args.agents, args.batch)
-    rows = []
+    results: dict[tuple[str, int], list] = {}
+    why = missing_requirements()
     with tempfile.TemporaryDirectory(prefix="nw-bench-scale-") as tmp:
         tmp = Path(tmp)
-        rows.append(_run("sqlite", 1, lambda: [], reqs, tmp))
-        why = missing_requirements()
-        if why:
-            print(f"PostgreSQL runs skipped: {why}")
-        else:
-            pg = PrivatePostgres(durable=not args.fast).start()
-            try:
+        pg = None if why else PrivatePostgres(durable=not args.fast).start()
+        try:
+            for run in range(args.runs):
+                results.setdefault(("sqlite", 1), []).append(_run("sqlite", 1, lambda: [], reqs, tmp))
+                if pg is None:
+                    continue
                 for replicas in (1, 2):
-                    url = pg.create_database(f"bench_{replicas}")
-                    rows.append(_run("postgresql", replicas, lambda url=url: ["--store", url], reqs, tmp))
-            finally:
+                    url = pg.create_database(f"bench_{replicas}_{run}")
+                    results.setdefault(("postgresql", replicas), []).append(
+                        _run("postgresql", replicas, lambda url=url: ["--store", url], reqs, tmp, pg))
+                    pg.drop_database(f"bench_{replicas}_{run}")
+        finally:
+            if pg is not None:
                 pg.destroy()
-    print(f"collector ingest over gRPC: {args.agents} agent streams, batches of {args.batch}, "
-          f"{os.cpu_count()} CPUs shared by collectors, store and agents"
-          + ("; PostgreSQL without fsync" if args.fast else "; PostgreSQL fsync + synchronous_commit on"))
-    print(f"{'store':<12}{'replicas':>9}{'events':>10}{'events/s':>12}{'collector CPU us/event':>25}")
-    for name, replicas, stored, rate, cpu in rows:
-        print(f"{name:<12}{replicas:>9}{stored:>10}{rate:>12,.0f}{cpu:>25.1f}")
+    if why:
+        print(f"PostgreSQL runs skipped: {why}")
+    print(f"collector ingest over gRPC: {args.agents} agent streams, batches of {args.batch}, median of {args.runs} "
+          f"runs, {os.cpu_count()} CPUs shared by collectors, PostgreSQL and agents; PostgreSQL "
+          + ("without fsync" if args.fast else "with fsync and synchronous_commit on"))
+    print(f"{'store':<12}{'replicas':>9}{'events':>10}{'events/s':>12}{'(min-max)':>20}"
+          f"{'collector us/event':>20}{'PostgreSQL us/event':>21}")
+    for (name, replicas), rs in results.items():
+        rates = sorted(r[1] for r in rs)
+        med = sorted(rs, key=lambda r: r[1])[len(rs) // 2]
+        srv = f"{med[3]:.1f}" if name != "sqlite" else "-"
+        print(f"{name:<12}{replicas:>9}{med[0]:>10}{med[1]:>12,.0f}{f'{rates[0]:,.0f}-{rates[-1]:,.0f}':>20}"
+              f"{med[2]:>20.1f}{srv:>21}")
     return 0
 
 
