@@ -32,7 +32,7 @@ def alert(event_id: int, rec: dict, static: dict, console: str = "", resolve_ns:
         "kind": str(rec.get("event.name", "")), "action": action(rec),
         **{label: str(rec.get(key, "")) for label, key in _LABELS},
     }
-    labels = {k: v[:_MAX_VALUE] for k, v in {**static, **labels}.items() if v}
+    labels = {**static, **{k: v[:_MAX_VALUE] for k, v in labels.items() if v}}  # the event's own win
     ann = {"summary": detail(rec) or title(rec), "description": str(rec.get("rule.description", "")),
            "event_id": str(event_id), "command": str(rec.get("process.command_line", "")),
            "executable": str(rec.get("process.executable.path", "")),

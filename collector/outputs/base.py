@@ -149,7 +149,8 @@ class Output:
         self.sent = 0
         self.retried = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self._logged = 0.0
+        self._logged = -_LOG_EVERY_S  # the first drop is logged at once
+        self._count_lock = threading.Lock()
         self._unlogged = 0
 
     # -- the writer's side ---------------------------------------------------------------------------
@@ -267,14 +268,14 @@ class Output:
             delay = min(delay * 2, self.opts.backoff_max)
 
     def _drop(self, reason: str, n: int, why: str) -> None:
-        self.dropped[reason] += n
-        self._unlogged += n
-        now = time.monotonic()
-        if now - self._logged >= _LOG_EVERY_S:  # one line per output per 10 s, with the count since the last
-            log.warning("output %s (%s): dropped %d events (%s): %s", self.name, self.type, self._unlogged,
-                        reason, why)
-            self._logged = now
-            self._unlogged = 0
+        with self._count_lock:  # the writer (queue_full) and the output's thread both count
+            self.dropped[reason] += n
+            self._unlogged += n
+            now = time.monotonic()
+            if now - self._logged < _LOG_EVERY_S:  # one line per output per 10 s, with the count since the last
+                return
+            self._logged, unlogged, self._unlogged = now, self._unlogged, 0
+        log.warning("output %s (%s): dropped %d events (%s): %s", self.name, self.type, unlogged, reason, why)
 
     def send(self, items: list) -> None:
         raise NotImplementedError
