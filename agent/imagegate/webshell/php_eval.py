@@ -487,6 +487,8 @@ def _ev(ctx: Ctx, node, sc: Scope) -> V:
         c = _ev(ctx, node[1], sc)
         a = _ev(ctx, node[2], sc) if node[2] is not None else c
         b = _ev(ctx, node[3], sc)
+        if c.s is not None and not c.t and not isinstance(c.s, dict) and not (a.t or b.t):
+            return a if _truthy(c.s) else b  # a known condition picks (when neither side is request data)
         return _join([a, b])
     if k == "array":
         return _array(ctx, node, sc)
