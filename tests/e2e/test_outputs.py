@@ -14,6 +14,7 @@ import shutil
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -614,6 +615,38 @@ def test_bad_output_config_is_one_line():
         assert msg in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="outputs\\[0\\] \\(webhook\\): url is required"):
         serve(CollectorConfig(listen=["127.0.0.1:0"], db="/nonexistent/never/made.db", outputs=[{"type": "webhook"}]))
+
+
+def test_the_collector_command_takes_outputs_from_its_config(tmp_path, receivers):
+    """`nodewarden collector --config` with an `outputs:` list, and --output beside it; a bad one: exit 1,
+    one line."""
+    hook, other = receivers(Recorder), receivers(Recorder)
+    (tmp_path / "c.yaml").write_text(
+        "collector:\n"
+        "  outputs:\n"
+        f"    - {{type: webhook, url: '{hook.url}/blocks', kinds: [enforcement.block, image.verdict]}}\n")
+    sock = f"unix:{tmp_path}/c.sock"
+    cmd = [sys.executable, "-m", "agent.cli", "collector", "--config", str(tmp_path / "c.yaml"), "--listen", sock,
+           "--db", str(tmp_path / "events.db"), "--output", f"slack={other.url}/chat"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in proc.stdout.readline()
+        ingest(sock, protection_events(time.time_ns()))
+        wait_for(lambda: len(hook.requests) == 2 and len(other.requests) == 4, what="posts from the command")
+        assert [b["event.name"] for _, _, b in hook.requests] == ["enforcement.block", "image.verdict"]
+        assert {p for p, _, _ in other.requests} == {"/chat"}
+        # the default filter (alerts, blocks, verdicts; low and up) keeps the low alert too, not the exec
+        assert len(other.requests) == 4 and "low thing" in other.requests[1][2]["text"]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    (tmp_path / "bad.yaml").write_text("collector:\n  outputs:\n    - {type: syslog, address: 'syslog:514'}\n")
+    bad = subprocess.run([sys.executable, "-m", "agent.cli", "collector", "--config", str(tmp_path / "bad.yaml"),
+                          "--listen", sock, "--db", str(tmp_path / "events.db")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot start: outputs[0] (syslog): address must be udp://" in lines[0]
 
 
 def bench(n: int = 5000) -> None:
