@@ -175,7 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(404, f"no such page: {path}")
             if not self._authorized():
                 return self._error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
-            params = parse_qs(url.query, keep_blank_values=False, max_num_fields=200)
+            try:
+                params = parse_qs(url.query, keep_blank_values=False, max_num_fields=200)
+            except ValueError as e:
+                return self._error(400, f"bad query string: {e}")
             parts = path[5:].strip("/").split("/")
             if method == "GET" and parts == ["events"]:
                 return self._events(params)
@@ -226,7 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _set_status(self, rowid: int):
         c = self.server.console
-        n = int(self.headers.get("Content-Length") or 0)
+        length = self.headers.get("Content-Length") or "0"
+        n = int(length) if length.isdigit() else 0
         if n <= 0 or n > _MAX_BODY:
             return self._error(400, f"a status change is a JSON body of 1 to {_MAX_BODY} bytes")
         try:

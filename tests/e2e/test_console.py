@@ -205,6 +205,16 @@ def test_api_needs_the_token_and_refuses_bad_input(collector):
         with pytest.raises(urllib.error.HTTPError) as e:
             _api(collector, bad)
         assert e.value.code == 400 and "error" in orjson.loads(e.value.read()), bad
+    for body in (b"{", b'{"status": "done"}', b"[]", b'{"status": "handled", "note": 7}'):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _api(collector, "/api/events/1/status", data=body)
+        assert e.value.code == 400, body
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _api(collector, "/api/events/999999/status", data=b'{"status": "handled"}')
+    assert e.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _api(collector, "/api/events?" + "&".join(f"node=n{i}" for i in range(300)))
+    assert e.value.code == 400
     code, body = _api(collector, "/api/events?limit=3")
     got = orjson.loads(body)
     assert code == 200 and [s["id"] for s in got["events"]] == sorted(PROTECTION, reverse=True)[:3]
