@@ -87,9 +87,9 @@ class BusConfig:
     max_queue: int = 100_000  # events waiting to be published
     max_queue_bytes: int = 64 << 20
     window: int = 512  # publishes in flight
-    ack_timeout: float = 5.0
+    ack_timeout: float = 3.0  # JetStream acks in ms when healthy; a dead leader costs this once
     backoff_initial: float = 0.1
-    backoff_max: float = 5.0
+    backoff_max: float = 2.0
     drain_timeout: float = 5.0  # s stop() keeps publishing what is queued
     filter: EventFilter = field(init=False)
 
@@ -324,20 +324,33 @@ class Bus:
     # -- the event loop's side ----------------------------------------------------------------
 
     async def _connect(self):
+        """The client, connected; None when stop() came first. nats-py retries the servers by itself
+        (max_reconnect_attempts=-1 covers the first connect too), so this only races it against stop()."""
         import nats
 
-        backoff = self.cfg.backoff_initial
+        connect = asyncio.ensure_future(nats.connect(
+            servers=self.cfg.servers, connect_timeout=2, allow_reconnect=True,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="nodewarden-collector",
+            error_cb=self._on_error, disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected, ping_interval=5, max_outstanding_pings=2))
+        warned = False
+        started = time.monotonic()
         while not self._stopping.is_set():
-            try:
-                return await nats.connect(
-                    servers=self.cfg.servers, connect_timeout=2, allow_reconnect=True,
-                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="nodewarden-collector",
-                    error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected, ping_interval=5, max_outstanding_pings=2)
-            except Exception as e:  # no server reachable yet: the collector runs on, the queue fills
-                log.warning("bus: cannot connect to %s: %s; retrying", ",".join(self.cfg.servers), e)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.cfg.backoff_max)
+            done, _ = await asyncio.wait({connect}, timeout=0.25)  # to see stop() promptly
+            if done:
+                try:
+                    nc = connect.result()
+                except Exception as e:  # refused for good (auth, TLS): the queue fills and drops, counted
+                    log.error("bus: cannot connect to %s: %s", ",".join(self.cfg.servers), e)
+                    await self._sleep(self.cfg.backoff_max)
+                    return await self._connect() if not self._stopping.is_set() else None
+                if warned:
+                    log.warning("bus: connected to NATS")
+                return nc
+            if not warned and time.monotonic() - started > 5:  # the collector runs on; the queue holds what comes
+                log.warning("bus: no NATS server reachable yet at %s; still trying", ",".join(self.cfg.servers))
+                warned = True
+        connect.cancel()
         return None
 
     async def _on_error(self, e) -> None:
@@ -389,6 +402,7 @@ class Bus:
         js = nc.jetstream(timeout=self.cfg.ack_timeout, publish_async_max_pending=self.cfg.window)
         backoff = self.cfg.backoff_initial
         stream_ok = False
+        no_stream_since = 0.0
         drain_deadline = None
         try:
             while True:
@@ -413,7 +427,13 @@ class Bus:
                     with self._lock:  # back to the head, oldest first, same msg ids
                         self._q.extendleft(reversed(failed))
                     self.stats["bus_retries"] += len(failed)
-                    stream_ok = not no_stream  # a stream deleted under us is made again
+                    # "No responders" is what a stream without a leader answers (just made, or its leader
+                    # just died: an election takes seconds); only when it lasts is the stream looked up,
+                    # and made again if someone deleted it.
+                    now = time.monotonic()
+                    no_stream_since = (no_stream_since or now) if no_stream else 0.0
+                    if no_stream_since and now - no_stream_since > 10:
+                        stream_ok, no_stream_since = False, 0.0
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, self.cfg.backoff_max)
                 else:
