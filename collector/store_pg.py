@@ -197,9 +197,10 @@ class PgStore:
         try:
             with c.transaction():
                 c.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_DDL,))
-                have = {lo for _, lo, _ in self._partitions(c)}
+                have = [(lo, hi) for _, lo, hi in self._partitions(c)]
                 for lo in range(first, now + (self.partitions_ahead + 1) * width, width):
-                    if lo not in have:
+                    # Skip what existing partitions cover (made with another partition_s, say).
+                    if not any(a < lo + width and lo < b for a, b in have):
                         self._add_partition(c, lo, lo + width)
         except self._pg.Error as e:
             log.warning("store: making partitions: %s (retried at the next retention pass)", str(e).strip())
@@ -574,6 +575,33 @@ class PgStore:
                 cur.execute(sql, [*params, min(limit, 1 << 62)])
                 for row in cur:
                     yield row[0], row[1], bytes(row[2])
+        finally:
+            self._give_back(c)
+
+    def query_recent(self, flt: EventFilter, limit: int, before: tuple[int, int] | None = None):
+        """Rows (id, ts, body) matching `flt`, newest first ((ts, id) descending), strictly before the
+        cursor `before` (the console's list: a backward walk of each partition's (ts, id) index)."""
+        where, params = pg_where(flt)
+        if before is not None:
+            where += " AND (ts, id) < (%s, %s)"
+            params += [before[0], before[1]]
+        sql = f"SELECT id, ts, body FROM events WHERE {where} ORDER BY ts DESC, id DESC LIMIT %s"
+        c = self._reader()
+        try:
+            with c.transaction(), c.cursor(name="nw_recent") as cur:
+                cur.itersize = 200
+                cur.execute(sql, [*params, min(limit, 1 << 62)])
+                for row in cur:
+                    yield row[0], row[1], bytes(row[2])
+        finally:
+            self._give_back(c)
+
+    def get_body(self, rowid: int) -> bytes | None:
+        """One stored event's bytes by id (None when retention took it)."""
+        c = self._reader()
+        try:
+            row = c.execute("SELECT body FROM events WHERE id = %s", (rowid,)).fetchone()
+            return bytes(row[0]) if row else None
         finally:
             self._give_back(c)
 

@@ -138,6 +138,19 @@ def test_same_results_as_sqlite(both, f):
         assert "Seq Scan on events_p" not in pg.explain(flt) or "Index" in pg.explain(flt)
 
 
+@pytest.mark.parametrize("f", [cpb.Filter(), cpb.Filter(kinds=["alert", "file"]), cpb.Filter(text="data/1"),
+                               cpb.Filter(min_severity=4, namespace="ns1")], ids=str)
+def test_newest_first_for_the_console(both, f):
+    _, pg = both
+    flt = EventFilter.from_pb(f)
+    forward = list(pg.query(flt, 1000))
+    assert list(pg.query_recent(flt, 1000)) == forward[::-1]
+    if len(forward) > 3:
+        mid = forward[len(forward) // 2]
+        assert list(pg.query_recent(flt, 2, before=(mid[1], mid[0]))) == forward[:len(forward) // 2][::-1][:2]
+    assert pg.get_body(forward[0][0]) == forward[0][2] and pg.get_body(1 << 40) is None
+
+
 def test_dedup_paths_and_streams(both):
     lite, pg = both
     assert sorted(lite.streams()) == sorted(pg.streams())
@@ -226,7 +239,7 @@ def test_replica_killed_mid_batch_and_the_resend_to_the_other_stores_nothing_twi
                 p.wait(10)
 
 
-def test_retention_drops_a_partition(pg_url):  # noqa: F811
+def test_retention_drops_a_partition(pg_url, caplog):  # noqa: F811
     hour = 3600 * 10**9
     store = PgStore(pg_url, retention_age_s=4 * 3600, retention_bytes=0, partition_s=3600, retention_interval=3600)
     store.start()
@@ -255,6 +268,12 @@ def test_retention_drops_a_partition(pg_url):  # noqa: F811
         store._make_partitions()
         assert c.execute("SELECT count(*) FROM events_default").fetchone()[0] == 0
         assert len(list(store.query(EventFilter(since=now + 9 * hour), 10))) == 1
+        # Reopened with another partition width: new partitions only where none covers the time.
+        before = len(store._partitions(c))
+        with caplog.at_level("WARNING", logger="collector.store_pg"):
+            other = PgStore(pg_url, retention_age_s=0, retention_bytes=0, partition_s=5400, retention_interval=3600)
+            other.stop()
+        assert not caplog.records and len(store._partitions(c)) >= before
     finally:
         store.stop()
 

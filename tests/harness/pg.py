@@ -32,6 +32,7 @@ import pytest
 
 PG_BIN = Path(os.environ.get("NODEWARDEN_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _SUPERUSER = "postgres"
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"  # util-linux
 
 
 def missing_requirements() -> str:
@@ -45,6 +46,8 @@ def missing_requirements() -> str:
         return "the psycopg package is missing (pip install 'psycopg[binary]')"
     if os.geteuid() == 0 and _run_user() is None:
         return "running as root and there is neither a `postgres` nor a `nobody` user to run the server as"
+    if os.geteuid() == 0 and not os.path.exists(SETPRIV):
+        return f"running as root and {SETPRIV} (util-linux) is missing to run the server as another user"
     return ""
 
 
@@ -81,14 +84,16 @@ class PrivatePostgres:
 
     # -- running it ---------------------------------------------------------------------------
 
-    def _as_user(self) -> dict:
+    def _as_user(self) -> list[str]:
+        # setpriv, not subprocess's user=/group=: those make Python fork() instead of vfork(), and a
+        # fork of a test process with gRPC's threads running can crash in the child before it execs.
         if self._user is None:
-            return {}
-        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+            return []
+        return [SETPRIV, f"--reuid={self._user.pw_uid}", f"--regid={self._user.pw_gid}", "--clear-groups", "--"]
 
     def _run(self, *cmd: str, timeout: float = 60) -> str:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root,
-                           env={**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}, **self._as_user())
+        p = subprocess.run([*self._as_user(), *cmd], capture_output=True, text=True, timeout=timeout, cwd=self.root,
+                           env={**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
         if p.returncode != 0:
             tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"{Path(cmd[0]).name} failed ({p.returncode}): {' | '.join(tail)}")
