@@ -134,11 +134,15 @@ class PgStore:
         self.stats = {"stored": 0, "duplicates": 0, "commits": 0, "retention_deleted": 0, "write_errors": 0,
                       "partitions_dropped": 0, "tail_published": 0, "tail_errors": 0}
         self._conn = self._connect("writer")
-        with self._conn.transaction():
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_DDL,))
-            self._conn.execute(_SCHEMA)
-        self._make_partitions(initial=True)
-        self._cursor = self._max_committed()
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_DDL,))
+                self._conn.execute(_SCHEMA)
+            self._make_partitions(initial=True)
+            self._cursor = self._max_committed()
+        except self._pg.Error as e:  # no rights to make tables, a read-only standby, ...: one line
+            self._conn.close()
+            raise StoreError(f"cannot set up store {redact(url)}: {str(e).strip().splitlines()[0]}") from e
         self._last_retention = 0.0
 
     def _connect(self, role: str = "reader"):
@@ -492,7 +496,7 @@ class PgStore:
                 self._tail_once(conn)
                 for _ in conn.notifies(timeout=self.tail_interval, stop_after=1):
                     pass
-            except (self._pg.Error, StoreError) as e:
+            except Exception as e:  # psycopg's, StoreError, a publish bug: counted, logged, retried
                 self.stats["tail_errors"] += 1
                 log.warning("store: live tail: %s", str(e).strip().splitlines()[0])
                 if conn is not None:

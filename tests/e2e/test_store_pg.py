@@ -367,3 +367,20 @@ def test_postgresql_killed_and_restarted_mid_stream(tmp_path):
         if handle is not None:
             handle.stop(0.5)
         pg.destroy()
+
+
+def test_a_role_without_rights_is_one_line(postgres, pg_url, tmp_path):  # noqa: F811
+    with postgres.connect() as c:
+        c.execute("DROP ROLE IF EXISTS nw_norights")
+        c.execute("CREATE ROLE nw_norights LOGIN")
+    try:
+        url = pg_url.replace("postgresql://postgres@", "postgresql://nw_norights@")
+        p = subprocess.run([sys.executable, "-m", "agent.cli", "collector", "--listen", "127.0.0.1:0",
+                            "--db", str(tmp_path / "e.db"), "--store", url], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "cannot set up store" in lines[0], p.stderr
+        assert "permission denied" in lines[0]
+    finally:
+        with postgres.connect() as c:
+            c.execute("DROP ROLE IF EXISTS nw_norights")
