@@ -115,8 +115,8 @@ class PgStore:
         self.retention_age_ns = int(retention_age_s * 1e9) if retention_age_s else 0
         self.retention_bytes = int(retention_bytes or 0)
         self.retention_interval = retention_interval
-        if partition_s < 60:
-            raise ValueError("partition_s: at least 60 seconds")
+        if not isinstance(partition_s, int | float) or partition_s < 60:
+            raise ValueError(f"store partition: at least 60 seconds (got {partition_s!r})")
         self.partition_ns = int(partition_s) * 10**9
         self.partitions_ahead = max(1, int(partitions_ahead))
         self.tail_interval = tail_interval

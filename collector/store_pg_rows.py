@@ -16,6 +16,7 @@ def _t(s: str | None) -> str | None:
 
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
+    url = str(url)
     try:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -30,7 +31,7 @@ def redact(url: str) -> str:
 
 def check_url(url: str) -> None:
     """ValueError (one line) for a store URL psycopg cannot parse."""
-    if not url.startswith(("postgresql://", "postgres://")):
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
         raise ValueError(f"store URL must start with postgresql:// (got {redact(url)!r})")
     try:
         from psycopg.conninfo import conninfo_to_dict

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="PATH", help="SQLite file (default /var/lib/nodewarden/events.db)")
     p.add_argument("--store", metavar="URL",
                    help="PostgreSQL shared by collector replicas, postgresql://user@host:port/db (instead of --db)")
+    p.add_argument("--store-partition", metavar="DUR",
+                   help="PostgreSQL: time span of one events partition, what retention drops at once (default 1d)")
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate: turns TLS on")
     p.add_argument("--tls-key", metavar="PEM", help="server key")
     p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
@@ -84,6 +86,8 @@ def build_config(args: argparse.Namespace):
                 val = [val]
             elif key == "retention_age_s":
                 val = parse_duration(val)
+            elif key == "store_partition_s":
+                val = int(parse_duration(val))
             elif key in ("retention_bytes", "max_message_bytes"):
                 val = parse_size(val)
             elif key == "nats_kinds" and isinstance(val, str):
@@ -92,7 +96,9 @@ def build_config(args: argparse.Namespace):
     if os.environ.get("NODEWARDEN_COLLECTOR_TOKEN"):
         cfg.token = os.environ["NODEWARDEN_COLLECTOR_TOKEN"]
     flags = {
-        "listen": args.listen, "db": args.db, "store": args.store, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "listen": args.listen, "db": args.db, "store": args.store,
+        "store_partition_s": int(parse_duration(args.store_partition)) if args.store_partition else None,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca, "token_file": args.token_file,
         "retention_age_s": parse_duration(args.retention_age) if args.retention_age else None,
         "retention_bytes": parse_size(args.retention_size) if args.retention_size else None,

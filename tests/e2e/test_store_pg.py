@@ -282,10 +282,12 @@ def test_retention_drops_a_partition(pg_url, caplog):  # noqa: F811
     ("mysql://db/events", "must start with postgresql://"),
     ("postgresql://127.0.0.1:1/events", "cannot open store"),
     ("postgresql://u:secret@[::1/x", "bad store URL"),
+    ("", "store partition: at least 60 seconds"),
 ])
 def test_bad_store_url_is_one_line(tmp_path, url, says):
+    args = ["--store", url] if url else ["--store", "postgresql://127.0.0.1:1/x", "--store-partition", "10s"]
     p = subprocess.run([sys.executable, "-m", "agent.cli", "collector", "--listen", "127.0.0.1:0",
-                        "--db", str(tmp_path / "e.db"), "--store", url], cwd=ROOT, capture_output=True, text=True,
+                        "--db", str(tmp_path / "e.db"), *args], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
