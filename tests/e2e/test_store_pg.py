@@ -304,6 +304,9 @@ def test_agents_fail_over_to_the_other_replica_nothing_lost_or_twice(postgres, p
         (tmp_path / str(i)).mkdir()
         procs.append(start_collector_process(a, tmp_path / str(i) / "events.db", "--store", pg_url))
     target = "ipv4:" + ",".join(addr)
+    # A live tail on the replica that survives, from before the first event: what both replicas stored,
+    # each event once (replay, then live, no gap).
+    live, call = _subscribe(addr[1], cpb.Filter(), replay=True)
     exps = [exporter(target, tmp_path / f"spool{k}", node=f"node-{k}", batch_size=64) for k in range(3)]
     n = 0
     try:
@@ -324,6 +327,13 @@ def test_agents_fail_over_to_the_other_replica_nothing_lost_or_twice(postgres, p
             got = query_all(addr[1], cpb.Filter(agent_id=exp.cfg.node))
             assert sorted(r["seq"] for r in got) == list(range(1, n + 1)), exp.cfg.node
             assert exp.metrics()["dropped"] == 0
+        wait_for(lambda: len(live) >= 3 * n, timeout=15)
+        time.sleep(0.3)
+        by_agent: dict = {}
+        for r in live:
+            by_agent.setdefault(r["agent.id"], []).append(r["seq"])
+        assert {a: sorted(s) for a, s in by_agent.items()} == {f"node-{k}": list(range(1, n + 1)) for k in range(3)}
+        call.cancel()
     finally:
         for p in procs:
             if p.poll() is None:
