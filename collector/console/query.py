@@ -10,7 +10,8 @@ Newest first on SQLite: one descending walk of the (name, ts) index per event na
 kind filter always names the few protection event names (alert, image.verdict, enforcement.block),
 so the first page reads about `limit` index entries and rows whatever the store's size, where one
 `ORDER BY ts DESC` over the OR of the names would let SQLite sort every protection event first.
-A store other than SQLite (collector/store_pg.py) provides `query_recent(flt, limit, before)` itself.
+A store other than SQLite (collector/store_pg.py) provides `query_recent(flt, limit, before)` and
+`get_body(id)` itself.
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ class Reader:
     def recent(self, flt: EventFilter, before: tuple[int, int] | None = None, limit: int = 1 << 62):
         """(id, ts, body) matching flt, newest first (ts, then id, descending), strictly before `before`."""
         if not self._sqlite:
-            fn = getattr(self.store, "query_recent", None) or self._pg_recent
+            fn = getattr(self.store, "query_recent", None)
+            if fn is None:
+                raise FilterError(f"the console cannot read a {type(self.store).__name__} newest first "
+                                  "(it has no query_recent)")
             yield from fn(flt, limit, before)
             return
         conn = sqlite3.connect(f"file:{self.store.path}?mode=ro", uri=True, check_same_thread=False, timeout=10)
@@ -170,29 +174,6 @@ class Reader:
             if before is None or (r[1], r[0]) < before:
                 yield r
 
-    def _pg_recent(self, flt: EventFilter, limit: int, before):
-        """PostgreSQL (collector/store_pg.py) until it has a query_recent of its own: the same filter SQL
-        as its query(), descending; (ts, id) is what its partitions' indexes order by."""
-        from collector.store_pg import PgStore, pg_where
-
-        store = self.store
-        if not isinstance(store, PgStore):
-            raise FilterError(f"the console cannot read a {type(store).__name__} newest first (no query_recent)")
-        where, params = pg_where(flt)
-        if before is not None:
-            where += " AND (ts, id) < (%s, %s)"
-            params += [before[0], before[1]]
-        c = store._reader()
-        try:
-            with c.transaction(), c.cursor(name="nw_console") as cur:  # server-side: memory stays bounded
-                cur.itersize = 200
-                cur.execute(f"SELECT id, ts, body FROM events WHERE {where} ORDER BY ts DESC, id DESC LIMIT %s",
-                            [*params, min(limit, 1 << 62)])
-                for row in cur:
-                    yield row[0], row[1], bytes(row[2])
-        finally:
-            store._give_back(c)
-
     def body(self, rowid: int) -> bytes | None:
         store = self.store
         if self._sqlite:
@@ -203,15 +184,7 @@ class Reader:
             finally:
                 conn.close()
         fn = getattr(store, "get_body", None)
-        if fn is not None:
-            return fn(rowid)
-        c = store._reader()  # PostgreSQL, as in _pg_recent
-        try:
-            row = c.execute("SELECT body FROM events WHERE id = %s", (rowid,)).fetchone()
-            c.commit()
-            return bytes(row[0]) if row else None
-        finally:
-            store._give_back(c)
+        return fn(rowid) if fn is not None else None
 
     def explain(self, flt: EventFilter) -> str:
         """The plan of one name's walk (bench/console.py prints it)."""
