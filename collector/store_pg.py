@@ -27,7 +27,9 @@ start/stop, `stats`), chosen by `--store postgresql://...`. What differs, and wh
   polls every second anyway (a NOTIFY lost with a dropped connection costs at most that). `publish`
   (outputs, bus) gets only this replica's own commits, as with SQLite: an alert goes out once, not
   once per replica.
-- Inserts: one binary COPY per commit (group commit as in store.py).
+- Inserts: one binary COPY per commit (group commit as in store.py). An ack means committed with
+  synchronous_commit at least `local` (the writer raises it from `off`): agents drop acked batches.
+- Size retention (retention_bytes) works by whole partitions too, oldest first, never the current one.
 """
 
 from __future__ import annotations
