@@ -154,7 +154,24 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
 
 
 MAX_UNROLL = 20_000  # for-loop iterations run with known values, per file
-LOOP_SECONDS = 0.3  # and the CPU one loop may take so
+LOOP_SECONDS = 0.3  # and the CPU one loop may take so, when its body builds a string (a decoder's)
+LOOP_SECONDS_OTHER = 0.05  # or when it does not (counting, a test's million iterations)
+
+
+def _builds_string(body: list) -> bool:
+    """Whether a loop body appends to a string or writes by index (`$d .= chr(...)`, `$s[$i] = ...`)."""
+    stack: list = [body]
+    seen = 0
+    while stack and seen < 400:
+        x = stack.pop()
+        seen += 1
+        if isinstance(x, tuple):
+            if x and x[0] == "assign" and (x[1] == ".=" or (x[1] == "=" and x[2][0] == "idx")):
+                return True
+            stack.extend(y for y in x if isinstance(y, (tuple, list)))
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
 
 
 def _truthy(s) -> bool:
@@ -197,7 +214,7 @@ def _for(ctx: Ctx, st, sc: Scope) -> None:
     for e in init:
         _ev(ctx, e, sc)
     n = 0
-    until = time.process_time() + LOOP_SECONDS
+    until = time.process_time() + (LOOP_SECONDS if _builds_string(body) else LOOP_SECONDS_OTHER)
     while True:
         c = None
         for e in cond:
