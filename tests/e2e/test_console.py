@@ -357,6 +357,9 @@ def test_console_in_a_browser(collector, browser, tmp_path):
     recs = orjson.loads(_api(h, "/api/export?format=json&namespace=payments&kind=block")[1])
     assert [r["enforcement.action"] for r in recs] == ["kill"] and recs[0]["k8s.namespace.name"] == "payments"
     assert drv.find_element(By.ID, "error").text == ""
+    # No script errors along the way (the refused first call, before the token, is the one expected 401).
+    errors = [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
+    assert errors == []
     assert sorted(p.name for p in shots.iterdir()) == ["01-token.png", "02-list.png", "03-filtered.png",
                                                        "04-tail-detail.png"]
 
