@@ -174,6 +174,7 @@ class Bus:
         self.replicas = 0  # of the stream, once known
         self._last_drop_log = 0.0
         self._count_lock = threading.Lock()
+        self._last_stream_log = 0.0
 
     # -- the ways in (other threads) --------------------------------------------------------
 
@@ -414,7 +415,16 @@ class Bus:
                     try:
                         stream_ok = await self._ensure_stream(nc, js)
                     except Exception as e:  # no JetStream leader yet, NATS away: try again
-                        log.warning("bus: stream %s not ready: %s", self.cfg.stream, e)
+                        now = time.monotonic()
+                        if now - self._last_stream_log > 30:  # rate-limited: this repeats every backoff
+                            self._last_stream_log = now
+                            from nats.js.errors import BadRequestError
+
+                            if isinstance(e, BadRequestError):  # e.g. another stream already has our subjects
+                                log.error("bus: cannot create stream %s for %s.>: %s (events queue, then drop)",
+                                          self.cfg.stream, self.cfg.subject_prefix, e.description)
+                            else:
+                                log.warning("bus: stream %s not ready: %s", self.cfg.stream, e)
                         await self._sleep(backoff)
                         backoff = min(backoff * 2, self.cfg.backoff_max)
                         continue
@@ -462,7 +472,10 @@ class Bus:
         for item in batch:
             item.tries += 1
             try:
-                f = await js.publish_async(item.subject, item.body, wait_stall=self.cfg.ack_timeout,
+                # wait_stall=None: with a timeout, nats-py waits through asyncio.wait_for, which yields to
+                # the loop and lets its flusher write each message in a syscall of its own (measured: 20,006
+                # send() for 20,000 events, ~95 us/event). The semaphore never blocks: it is sized to the window.
+                f = await js.publish_async(item.subject, item.body, wait_stall=None,
                                            headers={"Nats-Msg-Id": item.msg_id})
                 futs.append((item, f, None))
             except Exception as e:  # reconnecting with a full buffer, stalled: retried below
