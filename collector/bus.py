@@ -224,7 +224,7 @@ class Bus:
         for _id, row, body in published:
             name, sev = row[NAME], row[SEVERITY]
             if not self._wanted(name, sev):
-                self.stats["bus_filtered"] += 1
+                self._count("bus_filtered")
                 continue
             try:
                 ids = _EventIds.FromString(body)
@@ -244,14 +244,14 @@ class Bus:
         for ev, body in zip(events, bodies, strict=True):
             sev = int(ev.severity)
             if not self._wanted(ev.name, sev):
-                self.stats["bus_filtered"] += 1
+                self._count("bus_filtered")
                 continue
             entries.append((self._subject(ev.name, sev), body, f"{ev.agent_id}/{ev.boot_id}/{ev.seq}"))
         ticket = _Ticket(len(entries))  # its count is set before any ack can reach it
         refused = self._enqueue(entries, ticket)
         if refused:
             # Not a loss: the batch goes unacked and the agent resends it. Still counted.
-            self.stats["bus_refused"] += refused
+            self._count("bus_refused", refused)
             self._settle(ticket, refused, failed=True)
         return ticket.done.wait(self.cfg.confirm_timeout) and not ticket.failed
 
@@ -261,6 +261,10 @@ class Bus:
             ticket.failed |= failed
             if ticket.left <= 0 or failed:
                 ticket.done.set()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:  # Ingest handlers count at the same time
+            self.stats[key] += n
 
     def _drop(self, reason: str, n: int) -> None:
         with self._count_lock:  # the writer, Ingest handlers and the loop all drop
@@ -307,6 +311,8 @@ class Bus:
             log.exception("bus: publisher stopped")
         finally:
             ready.set()
+            # From here on nothing would publish: what comes is refused (confirm) or dropped (async), counted.
+            self._stopping.set()
             self._fail_all("stopping")
             loop.close()
 
