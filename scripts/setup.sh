@@ -13,9 +13,10 @@ fi
 
 want=(python3 python3-venv python3-dev python3-bpfcc gcc make containerd runc busybox-static zstd)
 # `setup.sh test` (make test): the real engines and receivers the collector's tests start on loopback
-# (PostgreSQL, a NATS JetStream cluster, Alertmanager) and the headless browser the console's test drives.
+# (PostgreSQL, a NATS JetStream cluster, Alertmanager), the headless browser the console's test drives, promtool
+# (Debian's prometheus) for the metrics check and systemd-analyze for the units' checks.
 if [ "${1:-}" = test ]; then
-    want+=(postgresql nats-server prometheus-alertmanager chromium chromium-driver)
+    want+=(postgresql nats-server prometheus-alertmanager chromium chromium-driver prometheus systemd)
 fi
 # bcc compiles against kernel headers: the host's own when they exist, else the distribution's
 # generic package (NodeWarden takes every struct offset from BTF, so a version mismatch is fine).
