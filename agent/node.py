@@ -23,6 +23,7 @@ import os
 import threading
 import time
 
+from agent import sdnotify
 from agent.config import Config
 from agent.ledger import Ledger
 from agent.outputs.metrics import Metrics
@@ -41,6 +42,7 @@ class Agent:
         self.profile_sync = None  # profiles pushed to and fetched from the collector (outputs/profilesync.py)
         self.started = 0.0
         self._stopping = threading.Event()
+        self.watchdog = None  # pings systemd's watchdog once started (agent/sdnotify.py)
         self._checked: tuple = (None, None)  # (policy, KillSetup) built by the store's check, used on change
         self.policy = self._policy_store()  # PolicyStore, when a policy file is given: the one owner
         self.probes = ProbeSet(self._probe_config())
@@ -347,12 +349,18 @@ class Agent:
             # first listing, briefly (containerd may be absent; then containers come as it appears).
             self.watcher.wait_synced(cfg.containers.sync_timeout)
         self.devguard.start()  # before the probes: device-node opens queue for it from the first event
+        sdnotify.status("loading probes (the first start on a kernel compiles them: up to a minute)")
         self.pipeline.start(before_ready=self._start_enforcement)
         self.devices.start()  # after agent.ready: device records follow it like every other event
         settle_gc()
         self.started = time.time()
         self._write_status()
         threading.Thread(target=self._status_loop, name="nw-status", daemon=True).start()
+        # systemd (Type=notify, agent/sdnotify.py): started once the probes are attached; a no-op elsewhere
+        sdnotify.ready(f"watching {self.cfg.agent.node_name}: probes {','.join(self.cfg.probes.families)} attached")
+        # healthy while the reader and worker threads run (they end only at stop, or on a bug that kills one)
+        self.watchdog = sdnotify.Watchdog(lambda: all(t.is_alive() for t in self.pipeline._threads))
+        self.watchdog.start()
 
     def _start_enforcement(self) -> None:
         """Once the probes are loaded, before agent.ready: the exec rules and every container covered so
@@ -369,6 +377,9 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
+        sdnotify.stopping()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         for part in (self.nri, self.oci):
             if part is not None:
                 part.stop()
