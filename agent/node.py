@@ -78,6 +78,10 @@ class Agent:
                                  device_guard=self.devguard, profiles=self.profiles)
         self._log_detect(self.kills)
         self.gate = self._gate()  # the image gate service
+        if self.gate is not None:
+            self.metrics.add_gate(self.gate)  # verdicts, cache hits, scan durations
+        if self.exporter is not None:
+            self.metrics.add_exporter(self.exporter)  # queued, spooled, sent, dropped by reason
         if self.containers is not None:
             self.watcher = self._watcher()
             if self.enforcer is not None:

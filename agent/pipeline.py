@@ -371,9 +371,7 @@ class Pipeline:
             self.delivered += len(records)
             if self.ledger is not None:
                 self.ledger.add("handed", len(records))
-        ev_counter = self.metrics.events
-        for name, n in Counter(r["event.name"] for r in records).items():
-            ev_counter.labels(name).inc(n)
+        self.metrics.count_records(records)  # events by name, enforcement blocks by point
 
     def emit(self, ev) -> None:
         """Hand one typed record made outside the kernel path (agent.events.Record) to the outputs."""

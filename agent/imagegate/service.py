@@ -91,6 +91,8 @@ class GateService:
                       "prescanned", "prescan_skipped")
         }
         self._prescans = 0  # image scans started by prescan() and not finished
+        # (seconds, result) per image scan: the agent's metrics (Metrics.add_gate); None when not exported
+        self.observe_scan: Callable[[float, str], None] | None = None
         self._rlog = RateLog(log)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -325,16 +327,27 @@ class GateService:
         early = pre_decide(self.policy.current, image, digest, scope_ns, labels)
         if early is not None:
             return early
+        t0 = time.monotonic()
         try:
             report = self.scanner.scan(src, spec)
         except (ImageError, SourceError) as e:
             report = ImageReport(image=image, digest="", error=str(e))
+        if self.observe_scan is not None:
+            self.observe_scan(time.monotonic() - t0, _scan_result(report))
         return decide(report, self.policy.current)
 
     def _error(self, msg: str) -> Verdict:
         self._count("errors")
         p = self.policy.current
         return Verdict(p.error_action, f"{msg} (on_error.action)", error=msg, policy=p.fingerprint)
+
+
+def _scan_result(report: ImageReport) -> str:
+    """A scan's result for nodewarden_imagegate_scans_total: error, cached (the whole result, or every
+    layer, from the cache), partial (some layers) or scanned."""
+    if report.error:
+        return "error"
+    return {"verdict": "cached", "layers": "cached", "partial": "partial"}.get(report.cache_hit, "scanned")
 
 
 def flagged_paths(verdict: Verdict) -> list[str]:
