@@ -460,9 +460,18 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
         "Subscribe": grpc.unary_stream_rpc_method_handler(service.subscribe),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    profiles = ProfileTable(cfg.profiles_db or profiles_db_path(cfg.db),
-                            ProfileLimits(max_profiles=cfg.max_profiles, max_items=cfg.max_profile_items,
-                                          max_doc_bytes=cfg.max_message_bytes))
+    limits = ProfileLimits(max_profiles=cfg.max_profiles, max_items=cfg.max_profile_items,
+                           max_doc_bytes=cfg.max_message_bytes)
+    if cfg.store:  # replicas share the store: profiles live in its database too (collector/profiles_pg.py)
+        from collector.profiles_pg import PgProfileTable
+
+        try:
+            profiles = PgProfileTable(cfg.store, limits)
+        except BaseException:
+            store.stop()
+            raise
+    else:
+        profiles = ProfileTable(cfg.profiles_db or profiles_db_path(cfg.db), limits)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         PROFILES_SERVICE, ProfileService(profiles, service._reject).handlers()),))
     health_servicer = health.HealthServicer()
@@ -492,7 +501,12 @@ def serve(cfg: CollectorConfig) -> CollectorHandle:
         from collector.console import start_console
 
         try:
-            handle.console = start_console(cfg, store, hub)
+            status = None
+            if cfg.store:  # as the profiles: one status table every replica's console reads and writes
+                from collector.status_pg import PgStatusTable
+
+                status = PgStatusTable(cfg.store)
+            handle.console = start_console(cfg, store, hub, status)
             log.info("collector: console on %s", handle.console.url)
         except OSError as e:
             if not cfg.http_optional:
