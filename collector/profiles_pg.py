@@ -69,14 +69,14 @@ def _one_line(e: Exception) -> str:
 class PgProfileTable:
     """The profiles of a PostgreSQL store, shared by every replica that uses it."""
 
-    def __init__(self, url: str, limits: ProfileLimits = ProfileLimits()):
+    def __init__(self, url: str, limits: ProfileLimits | None = None):
         check_url(url)
         import psycopg
 
         self._pg = psycopg
         self.url = url
         self.path = redact(url)  # what ProfileTable calls `path`: for messages, without the password
-        self.limits = limits
+        self.limits = limits if limits is not None else ProfileLimits()
         self._lock = threading.Lock()
         self._conn = None
         self._keys = 0
