@@ -207,3 +207,22 @@ def test_a_grpc_push_when_the_database_is_gone_is_unavailable(postgres, pg_url, 
         assert h.metrics()["profile_write_errors"] == 1
     finally:
         h.stop(0.5)
+
+
+def test_max_profiles_is_one_bound_across_replicas(pg_url, tmp_path):  # noqa: F811
+    hs = [serve(CollectorConfig(listen=["127.0.0.1:0"], db=str(tmp_path / n / "events.db"), store=pg_url,
+                                max_profiles=2)) for n in ("a", "b")]
+    try:
+        keys = [f"ns/Deployment/w{i}/app@sha256:" + "ef" * 32 for i in range(3)]
+        raw_push(hs[0].address, orjson.dumps(doc(key=keys[0])))
+        raw_push(hs[1].address, orjson.dumps(doc(key=keys[1])))
+        for h in hs:  # the table holds 2, whichever replica took them: a third key is refused by both
+            with pytest.raises(grpc.RpcError) as e:
+                raw_push(h.address, orjson.dumps(doc(key=keys[2])))
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "2 profiles" in e.value.details()
+            assert h.metrics()["profile_refused"] == 1 and h.metrics()["profiles"] == 2
+        # A known key still merges on either.
+        assert raw_push(hs[1].address, orjson.dumps(doc(key=keys[0], mode_ts=5.0, mode="monitoring"))).changed
+    finally:
+        for h in hs:
+            h.stop(0.5)
