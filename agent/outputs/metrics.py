@@ -20,12 +20,17 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent import __version__
+
+# No `<name>_created` gauge beside each counter and histogram: a second series per label set that no
+# dashboard reads (the process start time is process_start_time_seconds). Process-wide, set once here.
+disable_created_metrics()
 
 # Kubernetes namespaces are few and long-lived on a node, pods are not (every rollout makes new names):
 # a namespace label is bounded by this cap (past it: "_other"), a pod label is never used.
