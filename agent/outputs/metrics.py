@@ -175,17 +175,17 @@ class _ExporterCollector:
         p = "nodewarden_exporter_"
         yield CounterMetricFamily(p + "submitted", "Records handed to the exporter", value=m["submitted"])
         yield CounterMetricFamily(p + "spooled", "Records written to the on-disk spool", value=m["spooled"])
-        yield CounterMetricFamily(p + "sent", "Records the collector acknowledged", value=m["acked"])
-        drops = CounterMetricFamily(p + "dropped", "Records lost, by reason (queue_full, spool_full, "
+        yield CounterMetricFamily(p + "acked", "Records the collector acknowledged (sent and stored)", value=m["acked"])
+        drops = CounterMetricFamily(p + "drops", "Records lost, by reason (queue_full, spool_full, "
                                     "encode_error; spool_corrupt_segments counts segments)", labels=["reason"])
         for reason, n in sorted(m["drops"].items()):
             drops.add_metric([reason], n)
         yield drops
         yield CounterMetricFamily(p + "reconnects", "Sessions to the collector opened again", value=m["reconnects"])
-        yield GaugeMetricFamily(p + "queued_records", "Records in the memory queue, not yet spooled",
+        yield GaugeMetricFamily(p + "queue_length", "Records in the memory queue, not yet spooled",
                                 value=m["queued"])
         yield GaugeMetricFamily(p + "spool_bytes", "Bytes in the spool", value=m["spool_bytes"])
-        yield GaugeMetricFamily(p + "spool_pending_records", "Spooled records not yet acknowledged",
+        yield GaugeMetricFamily(p + "spool_pending_events", "Spooled records not yet acknowledged",
                                 value=m["spool_pending_events"])
         yield GaugeMetricFamily(p + "connected", "1 while a session to the collector is open",
                                 value=1 if m["connected"] else 0)

@@ -82,7 +82,7 @@ def test_real_agent_metrics_promtool_clean(agent_env, containerd, image_builder,
 
         def sent():  # the embedded collector acknowledged something
             text = _scrape(port)
-            return text if _series(text, "nodewarden_exporter_sent_total").get((), 0) > 0 else None
+            return text if _series(text, "nodewarden_exporter_acked_total").get((), 0) > 0 else None
 
         assert wait_until(sent, timeout=20)
         # Scraped while the agent still runs, compared with what it printed before the scrape.
@@ -109,9 +109,9 @@ def test_real_agent_metrics_promtool_clean(agent_env, containerd, image_builder,
     for labels, v in _series(text, "nodewarden_enforcement_blocks_total").items():
         got[dict(labels)["point"]] += v
     assert blocks["kernel.exec"] >= 1 and all(got[p] >= n for p, n in blocks.items()), (got, blocks)
-    exp = {n: _series(text, f"nodewarden_exporter_{n}") for n in ("submitted_total", "spooled_total", "sent_total")}
-    assert exp["submitted_total"][()] >= exp["spooled_total"][()] >= exp["sent_total"][()] > 0
-    assert {dict(k)["reason"] for k in _series(text, "nodewarden_exporter_dropped_total")} >= {
+    exp = {n: _series(text, f"nodewarden_exporter_{n}") for n in ("submitted_total", "spooled_total", "acked_total")}
+    assert exp["submitted_total"][()] >= exp["spooled_total"][()] >= exp["acked_total"][()] > 0
+    assert {dict(k)["reason"] for k in _series(text, "nodewarden_exporter_drops_total")} >= {
         "queue_full", "spool_full", "encode_error"}
     for line in text.splitlines():
         if line.startswith("# TYPE ") and line.endswith(" counter"):

@@ -115,8 +115,8 @@ def test_exporter_queued_spooled_dropped(tmp_path):
     s = _samples(generate_latest(m.registry).decode())
     p = "nodewarden_exporter_"
     assert s[(p + "submitted_total", ())] == 5
-    assert s[(p + "queued_records", ())] == 2
-    assert s[(p + "dropped_total", (("reason", "queue_full"),))] == 3
+    assert s[(p + "queue_length", ())] == 2
+    assert s[(p + "drops_total", (("reason", "queue_full"),))] == 3
     exp.start()  # nothing listens on port 1: the two records are spooled, none sent
     try:
         deadline = time.monotonic() + 10
@@ -128,6 +128,6 @@ def test_exporter_queued_spooled_dropped(tmp_path):
     text = generate_latest(m.registry).decode()
     s = _samples(text)
     # the two records, and the exporter's own agent.drops record of the three it dropped
-    assert s[(p + "spooled_total", ())] == 3 and s[(p + "sent_total", ())] == 0
-    assert s[(p + "queued_records", ())] == 0
+    assert s[(p + "spooled_total", ())] == 3 and s[(p + "acked_total", ())] == 0
+    assert s[(p + "queue_length", ())] == 0
     promtool_clean(text)
