@@ -14,6 +14,8 @@ NAME = "scan"
 HELP = "scan an image (containerd reference, OCI layout directory or OCI tarball) and print the verdict"
 
 DEFAULT_DB = "/var/lib/nodewarden/advisories"
+DEFAULT_IGNOREFILE = ".nodewardenignore"
+FORMATS = ("table", "json", "sarif", "cyclonedx", "spdx")
 
 
 def add_arguments(p) -> None:
@@ -46,6 +48,21 @@ def add_arguments(p) -> None:
         help="give the policy's on_timeout verdict after this long (default: wait for the scan)",
     )
     p.add_argument("--all", action="store_true", help="list findings below the alert threshold too")
+    # Trivy's CI conventions (same names, same meaning).
+    p.add_argument("--format", "-f", choices=FORMATS, default=None,
+                   help="report format (default table; json with --json): table, json, sarif (SARIF 2.1.0), "
+                   "cyclonedx (CycloneDX 1.6 JSON SBOM), spdx (SPDX 2.3 JSON SBOM)")
+    p.add_argument("--output", "-o", metavar="FILE", default="", help="write the report to FILE instead of stdout")
+    p.add_argument("--severity", "-s", metavar="LIST", default="",
+                   help="only list findings of these severities (comma-separated: critical,high,medium,low,info); "
+                   "they, not the policy's thresholds, then decide what is listed and --exit-code")
+    p.add_argument("--exit-code", type=int, default=None, metavar="N",
+                   help="exit N when any finding is listed (after --severity, ignores), else 0 "
+                   "(default: the verdict's status, 1 on block)")
+    p.add_argument("--ignorefile", metavar="FILE", default=None,
+                   help="accepted findings: ids/aliases/rules, exp:YYYY-MM-DD, path:GLOB "
+                   "(default ./.nodewardenignore when present)")
+    p.add_argument("--ignore-unfixed", action="store_true", help="leave out vulnerabilities with no fixed version")
 
 
 def _config(args):
@@ -74,50 +91,142 @@ def _source(args):
     return ContainerdSource(client, args.namespace, args.target), client
 
 
-def _scan_with_timeout(scanner, src, spec, policy, timeout):
+def _scan_with_timeout(scanner, src, spec, policy, timeout, prune):
+    """(verdict, report); report None when the scan timed out. `prune` drops ignored findings from
+    the report before the policy decides, so an accepted finding neither blocks nor alerts."""
     import concurrent.futures as cf
 
     from agent.imagegate.decide import decide, timeout_verdict
 
     if timeout is None:
-        return decide(scanner.scan(src, spec), policy)
+        report = prune(scanner.scan(src, spec))
+        return decide(report, policy), report
     pool = cf.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(scanner.scan, src, spec)
     try:
-        return decide(fut.result(timeout=timeout), policy)
+        report = prune(fut.result(timeout=timeout))
+        return decide(report, policy), report
     except cf.TimeoutError:
-        return timeout_verdict(policy, getattr(src, "name", ""), "", timeout)
+        return timeout_verdict(policy, getattr(src, "name", ""), "", timeout), None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _print_text(v, show_all: bool) -> None:
-    print(f"{v.image or '-'} {v.digest or ''}".rstrip())
-    print(f"verdict: {v.verdict.upper()}: {v.reason}")
-    rows = [d for d in v.findings if show_all or d.action != "none"]
-    for d in rows:
-        f = d.finding
-        extra = f" [{f.cis}]" if f.cis else (f" [{f.advisory} fixed: {f.fixed}]" if f.advisory else "")
-        print(f"  {d.action:5} {f.severity.label:8} {f.category:13} {f.rule:28} {f.path or '-'}  {f.detail}{extra}")
-    hidden = len(v.findings) - len(rows)
-    if hidden:
-        print(f"  ({hidden} more below the alert thresholds; --all lists them)")
-    print(f"scan: {v.duration_ms:.0f} ms, cache: {v.cache_hit}")
+def _severities(text: str):
+    from agent.vocab import Severity
+
+    if not text:
+        return None
+    try:
+        return {Severity.parse(w.strip()) for w in text.split(",") if w.strip()}
+    except ValueError as e:
+        raise ValueError(f"--severity: {e}") from None
+
+
+def _ignores(args):
+    from agent.imagegate import report_ignore
+
+    path = args.ignorefile
+    if path is None:
+        if not os.path.isfile(DEFAULT_IGNOREFILE):
+            return None
+        path = DEFAULT_IGNOREFILE
+    ign = report_ignore.load(path)
+    for e in ign.expired:
+        print(f"nodewarden scan: warning: {path}:{e.line}: {e.id} expired on {e.expires}, not ignored", file=sys.stderr)
+    return ign
+
+
+def _pruner(ign, ignore_unfixed: bool, counts: dict):
+    def prune(report):
+        keep = []
+        for f in report.findings:
+            if ign is not None and ign.matches(f) is not None:
+                counts["ignored"] += 1
+            elif ignore_unfixed and f.advisory and f.fixed in ("", "none"):
+                counts["unfixed"] += 1
+            else:
+                keep.append(f)
+        report.findings = keep
+        return report
+
+    return prune
+
+
+def _select(v, show_all: bool, sevs):
+    """The findings a report lists: with --severity those severities, else the acted-on ones
+    (every one with --all). All of them: no cap (the log record has its own)."""
+    from agent.imagegate.report_common import rows
+
+    every = rows(v)
+    if sevs is not None:
+        return [d for d in every if d.finding.severity in sevs]
+    return [d for d in every if show_all or d.action != "none"]
+
+
+def _json_report(v, shown, namespace: str) -> bytes:
+    import orjson
+
+    from agent.events import VerdictEvent
+    from agent.outputs.record import flatten
+
+    rec = flatten(VerdictEvent(time.time_ns(), v, namespace=namespace))
+    # The record caps its findings (a log line); the report lists every one it selected.
+    rec["image.findings"] = [d.to_dict() for d in shown]
+    rec.pop("image.findings.truncated", None)
+    return orjson.dumps(rec) + b"\n"
+
+
+def _render(fmt: str, v, report, shown, hidden: int, namespace: str) -> bytes:
+    if fmt == "json":
+        return _json_report(v, shown, namespace)
+    if fmt == "sarif":
+        import orjson
+
+        from agent.imagegate import report_sarif
+
+        return orjson.dumps(report_sarif.render(v, shown), option=orjson.OPT_INDENT_2) + b"\n"
+    if fmt == "cyclonedx":
+        from agent.imagegate import report_sbom
+
+        return report_sbom.cyclonedx(v, report, shown).encode() + b"\n"
+    if fmt == "spdx":
+        from agent.imagegate import report_sbom
+
+        return report_sbom.spdx(v, report, shown).encode()
+    from agent.imagegate import report_table
+
+    return report_table.render(v, shown, hidden, v.duration_ms).encode()
+
+
+def _write(data: bytes, output: str) -> None:
+    if not output or output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    from agent.durable import write_atomic
+
+    write_atomic(output, data)
 
 
 def main(args) -> int:
     import orjson
 
-    from agent.events import VerdictEvent
     from agent.imagegate.layer import SourceError
     from agent.imagegate.osv import OsvError
+    from agent.imagegate.report_ignore import IgnoreError
     from agent.imagegate.scanner import ImageScanner
     from agent.imagegate.source import ImageError
-    from agent.outputs.record import flatten
     from agent.policy.loader import PolicyError, load
 
     client = None
+    fmt = args.format or ("json" if args.json else "table")
+    counts = {"ignored": 0, "unfixed": 0}
     try:
+        if args.exit_code is not None and not 0 <= args.exit_code <= 255:
+            raise ValueError(f"--exit-code {args.exit_code}: want 0..255")
+        sevs = _severities(args.severity)
+        ign = _ignores(args)
         policy = load(args.policy) if args.policy else None
         if policy is None:
             from agent.policy.model import ImagePolicy
@@ -133,11 +242,16 @@ def main(args) -> int:
         for e in scanner.rule_errors:
             print(f"nodewarden scan: warning: rule skipped: {e}", file=sys.stderr)
         src, client = _source(args)
-        v = _scan_with_timeout(scanner, src, spec, policy, args.timeout)
+        v, report = _scan_with_timeout(scanner, src, spec, policy, args.timeout,
+                                       _pruner(ign, args.ignore_unfixed, counts))
+        shown = _select(v, args.all, sevs)
+        namespace = "" if os.path.exists(args.target) else args.namespace
+        hidden = len(v.findings) - len(shown) + counts["ignored"] + counts["unfixed"]
+        _write(_render(fmt, v, report, shown, hidden, namespace), args.output)
     except PolicyError as e:
         print(f"nodewarden scan: policy rejected: {e}", file=sys.stderr)
         return 2
-    except (ImageError, SourceError, OsvError, ValueError, OSError) as e:
+    except (ImageError, SourceError, OsvError, IgnoreError, ValueError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"nodewarden scan: {msg}", file=sys.stderr)
         return 2
@@ -150,14 +264,11 @@ def main(args) -> int:
             client.close()
     if v.error:
         print(f"nodewarden scan: {v.error}", file=sys.stderr)
-    if args.json:
-        rec = flatten(VerdictEvent(time.time_ns(), v, namespace="" if os.path.exists(args.target) else args.namespace))
-        if not args.all:
-            rec["image.findings"] = [f for f in rec["image.findings"] if f.get("action") != "none"]
-        sys.stdout.buffer.write(orjson.dumps(rec) + b"\n")
-        sys.stdout.flush()
-    else:
-        _print_text(v, args.all)
+    if counts["ignored"] or counts["unfixed"]:
+        print(f"nodewarden scan: left out {counts['ignored']} ignored and {counts['unfixed']} unfixed finding(s)",
+              file=sys.stderr)
     if v.error:
         return 2 if v.verdict != "block" else 1
+    if args.exit_code is not None:
+        return args.exit_code if shown else 0
     return 1 if v.verdict == "block" else 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 import os
 import re
 import threading
@@ -49,34 +48,28 @@ def normalize_name(ecosystem: str, name: str) -> str:
     return name
 
 
-# --- CVSS v3 base score (FIRST CVSS v3.1 specification, section 7) --------------------------------
-
-_W = {
-    "AV": {"N": 0.85, "A": 0.62, "L": 0.55, "P": 0.2},
-    "AC": {"L": 0.77, "H": 0.44},
-    "UI": {"N": 0.85, "R": 0.62},
-    "CIA": {"H": 0.56, "L": 0.22, "N": 0.0},
-}
+# --- CVSS base scores, through the `cvss` library (FIRST's v2, v3.0/3.1 and v4.0 specifications) ---
 
 
-def _roundup(x: float) -> float:
-    i = round(x * 100000)
-    return i / 100000.0 if i % 10000 == 0 else (math.floor(i / 10000) + 1) / 10.0
+def cvss_score(vector: str) -> float | None:
+    """Base score of a CVSS vector of any version (v2 has no prefix; "CVSS:3.x/" and "CVSS:4.0/"
+    name theirs); None for a vector the library refuses (a bad advisory never fails a scan)."""
+    import cvss
+
+    vector = vector.strip()
+    try:
+        if vector.startswith("CVSS:4"):
+            return float(cvss.CVSS4(vector).base_score)
+        if vector.startswith("CVSS:3"):
+            return float(cvss.CVSS3(vector).base_score)
+        return float(cvss.CVSS2(vector).base_score)
+    except (cvss.CVSSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
 
 
 def cvss3_score(vector: str) -> float | None:
-    try:
-        m = dict(p.split(":", 1) for p in vector.split("/")[1:])
-        changed = m["S"] == "C"
-        pr = {"N": 0.85, "L": 0.68 if changed else 0.62, "H": 0.5 if changed else 0.27}[m["PR"]]
-        iss = 1 - (1 - _W["CIA"][m["C"]]) * (1 - _W["CIA"][m["I"]]) * (1 - _W["CIA"][m["A"]])
-        impact = 7.52 * (iss - 0.029) - 3.25 * (iss - 0.02) ** 15 if changed else 6.42 * iss
-        expl = 8.22 * _W["AV"][m["AV"]] * _W["AC"][m["AC"]] * pr * _W["UI"][m["UI"]]
-    except (KeyError, ValueError, AttributeError):
-        return None
-    if impact <= 0:
-        return 0.0
-    return _roundup(min((1.08 if changed else 1.0) * (impact + expl), 10))
+    """CVSS v3 base score (kept for callers of the v3-only name)."""
+    return cvss_score(vector) if vector.strip().startswith("CVSS:3") else None
 
 
 def _rating(score: float) -> Severity:
@@ -98,12 +91,34 @@ def advisory_severity(adv: dict, affected: dict) -> tuple[Severity, str]:
                     return Severity.parse(src.get(key, "")), key
                 except ValueError:
                     pass
-    for sev in [*(affected.get("severity") or ()), *(adv.get("severity") or ())]:
-        if isinstance(sev, dict) and str(sev.get("type", "")).startswith("CVSS_V3"):
-            score = cvss3_score(str(sev.get("score", "")))
-            if score is not None:
-                return _rating(score), f"cvss {score}"
+    # The newest CVSS version given wins (v4 rates what v3 did, better); a vector the library
+    # refuses is skipped for the next one.
+    given = [*(affected.get("severity") or ()), *(adv.get("severity") or ())]
+    scores = [sev for sev in given if isinstance(sev, dict)]
+    for kind in ("CVSS_V4", "CVSS_V3", "CVSS_V2"):
+        for sev in scores:
+            if str(sev.get("type", "")) == kind:
+                score = cvss_score(str(sev.get("score", "")))
+                if score is not None:
+                    return _rating(score), f"cvss {score}"
     return Severity.MEDIUM, "unknown (default medium)"
+
+
+def cvss_vectors(adv: dict, affected: dict) -> list[str]:
+    """Every CVSS vector an advisory gives (the reports carry them)."""
+    out = []
+    for sev in [*(affected.get("severity") or ()), *(adv.get("severity") or ())]:
+        if isinstance(sev, dict) and str(sev.get("type", "")).startswith("CVSS_V"):
+            if isinstance(sev.get("score"), str):
+                out.append(sev["score"])
+    return list(dict.fromkeys(out))
+
+
+def aliases(adv: dict) -> list[str]:
+    """The advisory's other ids (OSV `aliases`, e.g. the CVE of a GHSA), CVE ids first; bounded."""
+    raw = adv.get("aliases") or ()
+    ids = [a for a in raw if isinstance(a, str) and a and len(a) < 64][:16] if isinstance(raw, list) else []
+    return sorted(dict.fromkeys(ids), key=lambda a: (not a.startswith("CVE-"), a))
 
 
 # --- matching -------------------------------------------------------------------------------------
@@ -160,15 +175,38 @@ def affected_by(adv: dict, pkg: Package) -> tuple[dict, str] | None:
         if not _eco_matches(eco, pkg.ecosystem) or normalize_name(eco, name) not in want:
             continue
         cmp = versions.comparator(eco)
-        if pkg.version in (aff.get("versions") or ()):
-            return aff, ""
+        listed = pkg.version in (aff.get("versions") or ())
+        fixed_after: list[str] = []  # every range's fixed versions above the installed one
+        unfixed = False
         for rng in aff.get("ranges") or ():
             if not isinstance(rng, dict) or rng.get("type") not in ("ECOSYSTEM", "SEMVER"):
                 continue
-            ok, fixed = _range_affects(rng, pkg.version, versions.semver_compare if rng["type"] == "SEMVER" else cmp)
-            if ok:
+            rcmp = versions.semver_compare if rng["type"] == "SEMVER" else cmp
+            ok, fixed = _range_affects(rng, pkg.version, rcmp)
+            if ok and fixed:
                 return aff, fixed
+            unfixed = unfixed or ok  # affected with no fix in this range (last_affected, open-ended)
+            fixed_after += [v for v in _fixed_events(rng) if _safe_cmp(rcmp, v, pkg.version) > 0]
+        if unfixed:
+            return aff, ""
+        if listed:
+            # Matched through the explicit `versions` list: the ranges still name the fix (the
+            # lowest fixed version above the installed one; the list and ranges describe the same set).
+            if fixed_after:
+                return aff, min(fixed_after, key=functools.cmp_to_key(functools.partial(_safe_cmp, cmp)))
+            return aff, ""
     return None
+
+
+def _fixed_events(rng: dict) -> list[str]:
+    return [ev["fixed"] for ev in rng.get("events") or () if isinstance(ev, dict) and isinstance(ev.get("fixed"), str)]
+
+
+def _safe_cmp(cmp, a: str, b: str) -> int:
+    try:
+        return cmp(a, b)
+    except (ValueError, TypeError):
+        return 0
 
 
 # --- the database ---------------------------------------------------------------------------------
@@ -233,6 +271,10 @@ class AdvisoryDB:
                 aff, fixed = hit
                 sev, how = advisory_severity(adv, aff)
                 summary = str(adv.get("summary") or adv.get("details") or "")[:200].splitlines()
+                # The CVE ids travel in the detail sentence (the finding record has no aliases key, and
+                # records keep their keys): "aliases: CVE-..." is what the reports read back (aliases_in).
+                also = [a for a in aliases(adv) if a != adv.get("id")]
+                vecs = cvss_vectors(adv, aff)
                 out.append(
                     Finding(
                         category="vulnerability",
@@ -240,7 +282,10 @@ class AdvisoryDB:
                         rule=f"osv:{adv.get('id')}",
                         path=pkg.path,
                         detail=f"{pkg.name} {pkg.version}: {summary[0] if summary else 'known vulnerability'}"
-                        f" (severity from {how})",
+                        f" (severity from {how}"
+                        + (f"; aliases: {' '.join(also)}" if also else "")
+                        + (f"; cvss: {' '.join(vecs[:4])}" if vecs else "")
+                        + ")",
                         advisory=str(adv.get("id")),
                         package=pkg.name,
                         installed=pkg.version,
@@ -248,6 +293,22 @@ class AdvisoryDB:
                     )
                 )
         return out
+
+
+_ALIASES = re.compile(r"aliases: ([^;)]+)")
+_VECTORS = re.compile(r"cvss: ([^;)]+)")
+
+
+def aliases_in(f: Finding) -> list[str]:
+    """The aliases a vulnerability finding's detail names (see AdvisoryDB.match)."""
+    m = _ALIASES.search(f.detail)
+    return m.group(1).split() if m else []
+
+
+def vectors_in(f: Finding) -> list[str]:
+    """The CVSS vectors a vulnerability finding's detail names."""
+    m = _VECTORS.search(f.detail)
+    return m.group(1).split() if m else []
 
 
 def fingerprint(path: str) -> str:
