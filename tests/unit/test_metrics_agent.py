@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -131,3 +132,16 @@ def test_exporter_queued_spooled_dropped(tmp_path):
     assert s[(p + "spooled_total", ())] == 3 and s[(p + "acked_total", ())] == 0
     assert s[(p + "queue_length", ())] == 0
     promtool_clean(text)
+
+
+def test_every_family_documented(world, tmp_path):  # noqa: F811
+    m = Metrics()
+    gate, _, _ = _service(world)
+    m.add_gate(gate)
+    m.add_exporter(Exporter(ExporterConfig(address="127.0.0.1:1", spool_dir=str(tmp_path / "spool"), node="n")))
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    names = [fam.name + ("_total" if fam.type == "counter" else "")
+             for fam in text_string_to_metric_families(generate_latest(m.registry).decode())]
+    assert len(names) > 30
+    missing = [n for n in names if f"`{n}`" not in doc]
+    assert not missing, missing
