@@ -7,7 +7,8 @@
 
 A page (static/index.html, console.js, console.css: no front-end library, nothing from a CDN) over a
 small JSON API (collector/console/http.py), reading the collector's own store (query.py) and keeping
-each event's triage status in a SQLite file beside it (collector/status.py). The token and TLS are the
+each event's triage status beside it (collector/status.py: a SQLite file; collector/status_pg.py: a table of the
+PostgreSQL store, shared by replicas). The token and TLS are the
 collector's; the console listens where it is told, loopback by default.
 """
 
