@@ -11,7 +11,7 @@ import sys
 import time
 
 NAME = "scan"
-HELP = "scan an image (containerd reference, OCI layout dir or tar, docker-save archive) and print the verdict"
+HELP = "scan an image (containerd ref, OCI layout dir or tar, docker-save archive, rootfs dir); print the verdict"
 
 DEFAULT_DB = "/var/lib/nodewarden/advisories"
 DEFAULT_IGNOREFILE = ".nodewardenignore"
@@ -21,8 +21,9 @@ FORMATS = ("table", "json", "sarif", "cyclonedx", "spdx")
 def add_arguments(p) -> None:
     from agent.enrich.containerd_client import DEFAULT_SOCKET
 
-    p.add_argument("target", metavar="REF|OCI_DIR|OCI_TAR|DOCKER_TAR",
-                   help="an image in containerd, an OCI layout dir or tar, or a docker-save archive")
+    p.add_argument("target", metavar="REF|OCI_DIR|OCI_TAR|DOCKER_TAR|ROOTFS_DIR",
+                   help="an image in containerd, an OCI layout dir or tar, a docker-save archive, or a root "
+                   "filesystem directory")
     p.add_argument("--policy", metavar="FILE", help="image policy YAML (default: the built-in policy)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.add_argument("--containerd-socket", metavar="PATH", default=DEFAULT_SOCKET, help=f"default {DEFAULT_SOCKET}")
@@ -85,6 +86,10 @@ def _source(args):
 
         if is_docker_archive(args.target):  # legacy `docker save` (no index.json)
             return DockerArchiveSource(args.target, args.ref), None
+    from agent.imagegate.source_rootfs import RootfsSource, is_rootfs
+
+    if is_rootfs(args.target):  # a directory without index.json: an unpacked root filesystem
+        return RootfsSource(args.target, args.ref), None
     if os.path.exists(args.target):
         return open_path(args.target, args.ref), None
     from agent.enrich.containerd_client import ContainerdClient

@@ -37,7 +37,7 @@ def is_docker_archive(path: str) -> bool:
 
 
 class DockerArchiveSource(OciTarSource):
-    def __init__(self, path: str, ref: str = ""):  # noqa: super().__init__ insists on index.json
+    def __init__(self, path: str, ref: str = ""):  # not super().__init__: that one insists on index.json
         self.path = path
         try:
             self._tar = tarfile.open(path, "r:*")

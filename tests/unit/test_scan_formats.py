@@ -356,3 +356,30 @@ def test_docker_save_archive(image, tmp_path):
     one_line_error(rc, err, "missing from the archive")
     rc, out, err = run(_docker_save(tmp_path / "d.tar", layers, "t:1"), "--ref", "other:2")
     one_line_error(rc, err, "no image tagged")
+
+
+# -- inputs: root filesystem directory --------------------------------------------------------------
+
+
+def test_rootfs_directory(image, tmp_path):
+    from tests.unit.imagegate_helpers import PRIVATE_KEY
+
+    _, db, _ = image
+    root = tmp_path / "rootfs"
+    for rel, data in {"var/lib/dpkg/status": DPKG_STATUS, "etc/os-release": OS_RELEASE_DEBIAN,
+                      "usr/lib/python3/dist-packages/listedpkg-1.2.dist-info/METADATA": _metadata("listedpkg", "1.2"),
+                      "root/.ssh/id_ed25519": PRIVATE_KEY}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "bin").mkdir()
+    (root / "bin" / "sh").symlink_to("/bin/busybox")
+    os.mkfifo(root / "fifo")  # not scannable content: left out, never a hang
+    p = subprocess.run([sys.executable, "-m", "agent.cli", "scan", str(root), "--db", str(db), "--format", "json",
+                        "--all"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    rec = json.loads(p.stdout)
+    assert p.returncode == 1, p.stderr  # the critical Debian advisory
+    vulns = by_id(rec)
+    assert {"DSA-5678-1", "GHSA-listed"} <= set(vulns) and vulns["GHSA-listed"]["fixed"] == "1.4"
+    assert any(f["category"] == "secret" and f["path"].endswith("id_ed25519") for f in rec["image.findings"])
+    assert not [f for f in rec["image.findings"] if f["category"] == "integrity"], rec["image.findings"]
+    assert rec["container.image.name"] == str(root)
