@@ -232,3 +232,96 @@ def test_renderer_refuses_what_it_does_not_know(tmp_path):
         Chart(tmp_path)
     (tmp_path / "templates" / "t.yaml").write_text("{{- range .Values.l }}\n- {{ . | quote }}\n{{- end }}\n")
     assert yaml.safe_load(Chart(tmp_path).render({"l": ["a", 'b"c']})["t.yaml"]) == ["a", 'b"c']
+
+
+# -- the capabilities, each checked by dropping it (root: the kernel decides, not our code) --
+
+# One operation the agent performs per capability, run in a child under setpriv with a bounding set
+# (a root process's permitted and effective sets are its bounding set after execve). Exit 0: allowed,
+# 13: refused (EPERM/EACCES).
+_OPS = r'''
+import ctypes, errno, os, resource, sys
+op, arg = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr, 128)
+    fd = libc.syscall(321, cmd, buf, 128)  # __NR_bpf on x86_64
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "bpf")
+    os.close(fd)
+try:
+    if op == "bpf":  # BPF_MAP_CREATE, an array of one u32
+        bpf(0, (2).to_bytes(4, "little") + (4).to_bytes(4, "little") * 2 + (1).to_bytes(4, "little"))
+    elif op == "perfmon":  # BPF_PROG_LOAD of a kprobe program (r0 = 0; exit): the kind the probes are
+        insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"), 16)
+        lic = ctypes.create_string_buffer(b"GPL")
+        attr = (2).to_bytes(4, "little") + (2).to_bytes(4, "little") + \
+            ctypes.addressof(insns).to_bytes(8, "little") + ctypes.addressof(lic).to_bytes(8, "little")
+        bpf(5, attr)
+    elif op == "sys_resource":  # raise the memlock hard limit (maps on kernels that charge it)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536))
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (1 << 30, 1 << 30))
+    elif op == "sys_ptrace":  # attribution: the executable of another user's process
+        os.readlink(f"/proc/{arg}/exe")
+    elif op == "kill":  # the kill action, on another user's process (signal 0: the check alone)
+        os.kill(int(arg), 0)
+    elif op == "dac_override":  # write what another user owns, mode 0600
+        open(arg, "ab").close()
+    elif op == "dac_read_search":  # read what another user owns, mode 0600
+        open(arg, "rb").read()
+except (PermissionError, ValueError) as e:  # setrlimit raises ValueError for "not allowed"
+    sys.exit(13)
+except OSError as e:
+    sys.exit(13 if e.errno in (errno.EPERM, errno.EACCES) else 1)
+'''
+
+
+def _run_with(caps: set[str], op: str, arg: str) -> int:
+    import subprocess
+    import sys
+
+    bounding = "-all" + "".join(f",+{c.lower()}" for c in sorted(caps))
+    return subprocess.run(["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", sys.executable,
+                           "-c", _OPS, op, arg], timeout=30).returncode
+
+
+@pytest.fixture
+def other_user(tmp_path):
+    """A process and a 0600 file of uid 65534 (nobody): what the agent meets on every node."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv (util-linux)")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"x")
+    os.chown(secret, 65534, 65534)
+    secret.chmod(0o600)
+    tmp_path.chmod(0o755)
+    proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
+    try:
+        yield str(proc.pid), str(secret)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
+def test_each_capability_is_needed_for_what_the_table_says(other_user, cap):
+    pid, secret = other_user
+    arg = {"SYS_PTRACE": pid, "KILL": pid, "DAC_OVERRIDE": secret, "DAC_READ_SEARCH": secret}.get(cap, "")
+    bits = {"DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "KILL": 5, "SYS_PTRACE": 19, "SYS_RESOURCE": 24,
+            "PERFMON": 38, "BPF": 39}
+    (bnd,) = [int(line.split()[1], 16) for line in Path("/proc/self/status").read_text().splitlines()
+              if line.startswith("CapBnd:")]
+    if not bnd >> bits[cap] & 1:
+        pytest.skip(f"this test's own bounding set lacks CAP_{cap} (a container without it)")
+    if cap == "BPF" and Path("/proc/sys/kernel/unprivileged_bpf_disabled").read_text().strip() == "0":
+        pytest.skip("unprivileged BPF is on here: map creation needs no capability")
+    assert _run_with(CAPS, cap.lower(), arg) == 0, f"{cap}: refused with all seven"
+    without = CAPS - {cap}
+    if cap == "DAC_READ_SEARCH":  # DAC_OVERRIDE grants reads too: the read is refused only without both
+        assert _run_with(CAPS - {"DAC_OVERRIDE"}, cap.lower(), arg) == 0
+        without = without - {"DAC_OVERRIDE"}
+    assert _run_with(without, cap.lower(), arg) == 13, f"{cap}: still allowed without it"
