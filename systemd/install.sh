@@ -3,8 +3,9 @@
 #   sudo systemd/install.sh                 units for this checkout, configs if absent, daemon-reload
 #   systemd/install.sh --root DIR           into DIR instead of / (packaging, tests); no daemon-reload
 #   systemd/install.sh --prefix /opt/nodewarden   the checkout the units run (default: this one)
-# The units name /opt/nodewarden; they are installed with the prefix put in its place. An existing
-# /etc/nodewarden/config.yaml or collector.yaml is never overwritten: edits survive a reinstall.
+# Rerun it after updating the checkout: it regenerates the gRPC code the read-only agent cannot write.
+# An existing /etc/nodewarden/config.yaml or collector.yaml is never overwritten: edits survive a reinstall.
+# The units name /opt/nodewarden; they are installed with the prefix put in its place.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,7 +15,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --root) root=${2:?--root needs a directory}; shift 2 ;;
         --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
-        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +33,12 @@ case $prefix in
 esac
 if [ ! -x "$prefix/.venv/bin/nodewarden" ]; then
     echo "install.sh: warning: $prefix/.venv/bin/nodewarden is missing: run \`make setup\` in $prefix" >&2
+fi
+
+# The generated gRPC code, now: under ProtectSystem=strict the agent cannot write it into the checkout at
+# its first start (nwwire/genproto.py makes it when missing or older than proto/).
+if [ -x "$prefix/.venv/bin/python" ] && [ -d "$prefix/nwwire" ]; then
+    (cd "$prefix" && .venv/bin/python -m nwwire.genproto) || { echo "install.sh: generating the gRPC code in $prefix failed" >&2; exit 1; }
 fi
 
 units=$root/etc/systemd/system
