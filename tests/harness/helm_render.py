@@ -10,7 +10,7 @@ anything else with a clear error (a template that strays fails the test instead 
 - operands `.`, `$`, `.A.b.c`, `$.A.b`, "strings", numbers, true/false, `(pipeline)`;
 - functions include, toYaml, nindent, indent, quote, default, required, sha256sum, b64enc, not, eq, ne,
   and, or, printf (%s/%d only), trimSuffix;
-- .Values (values.yaml deep-merged with overrides, as `--set`/`-f` do), .Release.Name/.Namespace/.Service,
+- .Values (values.yaml deep-merged with overrides, as `--set`/`-f` do, checked against values.schema.json), .Release.Name/.Namespace/.Service,
   .Chart.Name/.Version/.AppVersion.
 """
 
@@ -200,8 +200,20 @@ class Chart:
     def render(self, values: dict | None = None, name: str = "nodewarden",
                namespace: str = "nodewarden") -> dict[str, str]:
         """Every template file's output, by file name (as `helm template` prints under `# Source:`)."""
+        merged = _merge(self.default_values, values or {})
+        schema = self.root / "values.schema.json"
+        if schema.exists():  # as helm does before rendering
+            import json
+
+            import jsonschema
+
+            err = jsonschema.exceptions.best_match(
+                jsonschema.Draft7Validator(json.loads(schema.read_text())).iter_errors(merged))
+            if err is not None:
+                where = ".".join(str(x) for x in err.absolute_path) or "values"
+                raise TemplateError(f"values don't meet the schema: {where}: {err.message}")
         root = {
-            "Values": _merge(self.default_values, values or {}),
+            "Values": merged,
             "Release": {"Name": name, "Namespace": namespace, "Service": "Helm"},
             "Chart": {"Name": self.meta["name"], "Version": str(self.meta["version"]),
                       "AppVersion": str(self.meta.get("appVersion", ""))},

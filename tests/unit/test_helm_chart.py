@@ -216,6 +216,12 @@ def test_bad_values_fail_with_one_line():
         _render()
     with pytest.raises(TemplateError, match="needs collector.postgres.url"):
         _render({"collector": {"token": "x", "replicas": 2}})
+    with pytest.raises(TemplateError, match="collector.replicas: 'three' is not of type 'integer'"):
+        _render({"collector": {"token": "x", "replicas": "three"}})
+    with pytest.raises(TemplateError, match="Additional properties"):
+        _render({"collector": {"token": "x", "tokn": "y"}})
+    with pytest.raises(TemplateError, match="agent.seccompProfile"):
+        _render({"collector": {"token": "x"}, "agent": {"seccompProfile": "Off"}})
     assert [d for d in _render({"collector": {"existingSecret": "mine"}}) if d["kind"] == "Secret"
             and d["metadata"]["name"].endswith("-token")] == []
 
