@@ -22,12 +22,22 @@ COMMANDS = [
 ]
 
 
+def version_line() -> str:
+    """`nodewarden --version`: ours, then what bug reports need (the same as nodewarden_build_info)."""
+    import platform
+
+    from agent import __version__
+
+    return f"nodewarden {__version__} (Python {platform.python_version()}, kernel {platform.release()})"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog="nodewarden",
         description="NodeWarden: runtime security agent for Kubernetes nodes (eBPF sensors, image gate, "
         "enforcement, gRPC collector).",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     mods = {}
     for name in COMMANDS:

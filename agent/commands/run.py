@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 NAME = "run"
 HELP = "run the agent: attach the probes and print live events (as root)"
@@ -88,4 +89,6 @@ def main(args) -> int:
         agent.pipeline.wait(args.duration, stop)
     finally:
         agent.stop()
+        if cfg.output.format != "json":  # for the person at the terminal; JSON readers have agent.drops, /metrics
+            print(agent.metrics.summary(time.time() - agent.started), file=sys.stderr, flush=True)
     return 0

@@ -74,7 +74,9 @@ def _verdict(rec: dict) -> str:
 def _enforcement(rec: dict) -> str:
     outcome = f" -> {rec['enforcement.outcome']}" if rec.get("enforcement.outcome") else ""
     subject = _subject(rec)
-    return (f"{rec.get('enforcement.action', '')} at {rec.get('enforcement.point', '')}: "
+    # an image's block (NRI, nodewarden-runc, post-start kill) says its verdict; a runtime rule's has none
+    verdict = f" verdict={rec['image.verdict']}" if rec.get("image.verdict") else ""
+    return (f"{rec.get('enforcement.action', '')} at {rec.get('enforcement.point', '')}{verdict}: "
             f"{rec.get('enforcement.reason', '')}{outcome}{' ' + subject if subject else ''}{_where(rec)}")
 
 

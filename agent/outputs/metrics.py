@@ -121,6 +121,27 @@ class Metrics:
         self.registry.register(_GateCollector(gate))
         gate.observe_scan = self.observe_scan
 
+    def summary(self, elapsed_s: float, width: int = 8) -> str:
+        """What `nodewarden run` prints on exit: events by kind, alerts by rule, blocks by point, drops by
+        stage, from the counters above (so it says what /metrics said). At most `width` items a line."""
+        def line(title: str, counts: collections.Counter) -> str:
+            total = sum(counts.values())
+            items = ", ".join(f"{k} {v:,}" for k, v in counts.most_common(width))
+            more = f", +{len(counts) - width} more" if len(counts) > width else ""
+            return f"  {title:<7}{total:>10,}" + (f"  {items}{more}" if total else "")
+
+        alerts = collections.Counter({f"{rule}({sev})": n for (rule, sev), n in _counts(self.alerts).items()})
+        blocks: collections.Counter = collections.Counter()
+        for (point, _action, _ns), n in _counts(self.blocks).items():
+            blocks[point] += n
+        return "\n".join([
+            f"nodewarden: ran {elapsed_s:,.1f} s since agent.ready",
+            line("events", collections.Counter({k[0]: n for k, n in _counts(self.events).items()})),
+            line("alerts", alerts),
+            line("blocks", blocks),
+            line("drops", collections.Counter({k[0]: n for k, n in _counts(self.drops).items()})),
+        ])
+
     def add_devices(self, source, hostname: str) -> None:
         """Export the device poller's state (agent/outputs/device_metrics.py: dcgm-exporter's DCGM_* names)."""
         from agent.outputs.device_metrics import DeviceCollector
@@ -159,6 +180,16 @@ class Metrics:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def _counts(counter: Counter) -> collections.Counter:
+    """A labelled counter's values by label tuple, the zeros left out."""
+    out: collections.Counter = collections.Counter()
+    for fam in counter.collect():
+        for sample in fam.samples:
+            if sample.name.endswith("_total") and sample.value:
+                out[tuple(sample.labels.values())] += int(sample.value)
+    return out
 
 
 class _ExporterCollector:

@@ -10,6 +10,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -121,3 +122,16 @@ def test_real_agent_metrics_promtool_clean(agent_env, containerd, image_builder,
     (tmp_path / "metrics.txt").write_text(text)  # for a look by hand (pytest --basetemp)
     print(f"{len(text.splitlines())} lines, {len(list(text_string_to_metric_families(text)))} families; "
           f"blocks {dict(got)}; exporter {exp}")
+
+
+def test_run_prints_summary_on_exit(agent_env, tmp_path):
+    """`nodewarden run` (text) ends with the summary on stderr; its events line counts what was delivered."""
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--duration", "2", "--no-containers"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    tail = r.stderr.splitlines()[-5:]
+    assert tail[0].startswith("nodewarden: ran ") and tail[0].endswith(" s since agent.ready"), tail
+    assert [t.split()[0] for t in tail[1:]] == ["events", "alerts", "blocks", "drops"], tail
+    lines = r.stdout.splitlines()
+    assert sum(1 for line in lines if " agent.ready " in line) == 1
+    assert int(tail[1].split()[1].replace(",", "")) >= len(lines) >= 1  # every printed line was counted
