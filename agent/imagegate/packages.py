@@ -7,7 +7,8 @@ known (`os_ecosystem`), because the release lives in another file, maybe another
 
 Covered: dpkg status (+ distroless status.d), apk installed, rpm's sqlite database (rpm >= 4.16;
 the older BerkeleyDB and ndb formats are not read), Python *.dist-info/METADATA and *.egg-info,
-npm node_modules/*/package.json.
+npm node_modules/*/package.json, PHP composer.lock / vendor/composer/installed.json and Rust
+Cargo.lock (agent/imagegate/packages_lang.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import struct
 
 import orjson
 
+from agent.imagegate import packages_lang
 from agent.imagegate.model import Package
 
 _OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
@@ -40,17 +42,23 @@ def wanted(path: str) -> str | None:
         return "python"
     if path.endswith("package.json") and _NPM.search(path):
         return "npm"
+    if path.endswith((".lock", "installed.json")):
+        if packages_lang.is_composer(path):
+            return "composer"
+        if packages_lang.is_cargo(path):
+            return "cargo"
     return None
 
 
 def parse(kind: str, path: str, data: bytes) -> list[Package]:
     """Packages in one database file; a malformed file gives what could be read, never raises."""
-    fn = {"dpkg": _dpkg, "apk": _apk, "rpm": _rpm, "python": _python, "npm": _npm}.get(kind)
+    fn = {"dpkg": _dpkg, "apk": _apk, "rpm": _rpm, "python": _python, "npm": _npm,
+          "composer": packages_lang.composer, "cargo": packages_lang.cargo}.get(kind)
     if fn is None:
         return []
     try:
         return fn("/" + path, data)
-    except (ValueError, KeyError, IndexError, TypeError, struct.error, sqlite3.Error, UnicodeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error, sqlite3.Error, UnicodeError):
         return []
 
 

@@ -68,6 +68,10 @@ def purl(p: Package) -> str:
     name, namespace = p.name, ns or None
     if kind == "npm" and name.startswith("@") and "/" in name:
         namespace, name = name.split("/", 1)
+    elif kind in ("composer", "golang") and "/" in name:  # vendor/name, host/path/module
+        namespace, name = name.rsplit("/", 1)
+    elif kind == "maven" and ":" in name:  # OSV spells Maven packages group:artifact
+        namespace, name = name.split(":", 1)
     qualifiers = {}
     if release and kind in ("deb", "apk", "rpm"):
         qualifiers["distro"] = f"{ns}-{release}" if ns else release

@@ -36,8 +36,9 @@ log = logging.getLogger("nodewarden.imagegate")
 # the layer itself and stay whatever later layers do.
 # What a cached LayerResult holds; bumped when a layer scan learns something new, so that results
 # cached without it are dropped (2: links out of the root and directory entries, for writes
-# through a lower layer's symlink).
-_LAYER_SCHEMA = 2
+# through a lower layer's symlink; 3: Composer and Cargo.lock packages, and vulnerability findings
+# that name their aliases and the fix of advisories matched through `versions`, issue 15).
+_LAYER_SCHEMA = 3
 _FILE_RULES = {"setuid-file", "setgid-file", "device-file", "symlink-escape", "hardlink-outside-layer", "yara-timeout"}
 
 

@@ -75,7 +75,9 @@ def _advisories() -> list[dict]:
                "database_specific": {"severity": "HIGH"}}
     deb = osv_advisory("DSA-5678-1", "Debian:12", "openssl", "3.0.13-1~deb12u1", "critical",
                        aliases=["CVE-2024-0727"])
-    return [*advs, listed, unfixed, deb]
+    php = osv_advisory("GHSA-php", "Packagist", "symfony/http-kernel", "5.4.20", "HIGH")
+    rust = osv_advisory("RUSTSEC-2021-0003", "crates.io", "smallvec", "1.6.1", "HIGH")
+    return [*advs, listed, unfixed, deb, php, rust]
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +370,15 @@ def test_rootfs_directory(image, tmp_path):
     root = tmp_path / "rootfs"
     for rel, data in {"var/lib/dpkg/status": DPKG_STATUS, "etc/os-release": OS_RELEASE_DEBIAN,
                       "usr/lib/python3/dist-packages/listedpkg-1.2.dist-info/METADATA": _metadata("listedpkg", "1.2"),
-                      "root/.ssh/id_ed25519": PRIVATE_KEY}.items():
+                      "root/.ssh/id_ed25519": PRIVATE_KEY,
+                      "srv/www/composer.lock": json.dumps({"packages": [
+                          {"name": "Symfony/HTTP-Kernel", "version": "v5.4.19"}, {"name": "x/y", "version": "1.0"}],
+                          "packages-dev": []}).encode(),
+                      "srv/www/vendor/composer/installed.json": b"[{\"name\": 1}, \"junk\"]",
+                      "srv/rust/Cargo.lock": b'version = 3\n[[package]]\nname = "smallvec"\nversion = "1.6.0"\n'
+                      b'source = "registry+https://github.com/rust-lang/crates.io-index"\n'
+                      b'[[package]]\nname = "smallvec"\nversion = "0.1.0"\n',  # a path crate: not crates.io's
+                      "srv/bad/Cargo.lock": b"[[package\n"}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     (root / "bin").mkdir()
@@ -379,7 +389,26 @@ def test_rootfs_directory(image, tmp_path):
     rec = json.loads(p.stdout)
     assert p.returncode == 1, p.stderr  # the critical Debian advisory
     vulns = by_id(rec)
-    assert {"DSA-5678-1", "GHSA-listed"} <= set(vulns) and vulns["GHSA-listed"]["fixed"] == "1.4"
+    assert {"DSA-5678-1", "GHSA-listed", "GHSA-php", "RUSTSEC-2021-0003"} <= set(vulns)
+    assert vulns["GHSA-listed"]["fixed"] == "1.4"
+    assert (vulns["GHSA-php"]["installed"], vulns["GHSA-php"]["fixed"]) == ("5.4.19", "5.4.20")
+    assert vulns["GHSA-php"]["path"] == "/srv/www/composer.lock"
+    rust = [f for f in rec["image.findings"] if f.get("advisory") == "RUSTSEC-2021-0003"]
+    assert [f["installed"] for f in rust] == ["1.6.0"]
     assert any(f["category"] == "secret" and f["path"].endswith("id_ed25519") for f in rec["image.findings"])
     assert not [f for f in rec["image.findings"] if f["category"] == "integrity"], rec["image.findings"]
     assert rec["container.image.name"] == str(root)
+
+
+def test_package_urls():
+    from agent.imagegate.model import Package
+    from agent.imagegate.report_common import purl
+
+    assert purl(Package("Debian:12", "libssl3", "3.0.11-1~deb12u1", "/x")) == \
+        "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?distro=debian-12"
+    assert purl(Package("Alpine:v3.19", "musl", "1.2.4-r2", "/x")) == "pkg:apk/alpine/musl@1.2.4-r2?distro=alpine-v3.19"
+    assert purl(Package("PyPI", "Foo_Bar", "1.0", "/x")) == "pkg:pypi/foo-bar@1.0"
+    assert purl(Package("npm", "@babel/core", "7.0.0", "/x")) == "pkg:npm/%40babel/core@7.0.0"
+    assert purl(Package("Packagist", "symfony/http-kernel", "5.4.19", "/x")) == \
+        "pkg:composer/symfony/http-kernel@5.4.19"
+    assert purl(Package("crates.io", "smallvec", "1.6.0", "/x")) == "pkg:cargo/smallvec@1.6.0"
