@@ -59,6 +59,17 @@ def _overrides(args) -> dict:
     return o
 
 
+def _progress(started: threading.Event, first: float = 3.0, every: float = 5.0) -> None:
+    """While the agent starts (mostly compiling the BPF probes: 6-28 s on a cold cache), a line now and
+    then, so a person at the terminal knows it is not stuck."""
+    t0 = time.monotonic()
+    wait = first
+    while not started.wait(wait):
+        logging.getLogger("nodewarden").info("starting: compiling and attaching the probes (%.0f s so far)",
+                                             time.monotonic() - t0)
+        wait = every
+
+
 def main(args) -> int:
     from agent import config
     from agent.node import Agent
@@ -79,16 +90,21 @@ def main(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    started = threading.Event()
+    threading.Thread(target=_progress, args=(started,), name="nw-progress", daemon=True).start()
     try:
         agent.start()
     except Exception as e:  # LoadError, OSError, a collector that cannot listen: one line, not a traceback
         print(f"nodewarden: {e}", file=sys.stderr)
         agent.stop()
         return 1
+    finally:
+        started.set()
     try:
         agent.pipeline.wait(args.duration, stop)
     finally:
+        ran = time.time() - agent.started  # from agent.ready to the stop request
         agent.stop()
         if cfg.output.format != "json":  # for the person at the terminal; JSON readers have agent.drops, /metrics
-            print(agent.metrics.summary(time.time() - agent.started), file=sys.stderr, flush=True)
+            print(agent.metrics.summary(ran), file=sys.stderr, flush=True)
     return 0
