@@ -9,7 +9,7 @@ anything else with a clear error (a template that strays fails the test instead 
   item), `with pipeline`, comments `{{/* ... */}}`, `end`;
 - operands `.`, `$`, `.A.b.c`, `$.A.b`, "strings", numbers, true/false, `(pipeline)`;
 - functions include, toYaml, nindent, indent, quote, default, required, sha256sum, b64enc, not, eq, ne,
-  and, or, printf (%s/%d only), trimSuffix;
+  gt, lt, int, and, or, printf (%s/%v/%d), trimSuffix; numbers from values are float64 as in helm;
 - .Values (values.yaml deep-merged with overrides, as `--set`/`-f` do, checked against values.schema.json), .Release.Name/.Namespace/.Service,
   .Chart.Name/.Version/.AppVersion.
 """
@@ -42,6 +42,38 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _floats(v):
+    """Numbers as Helm holds values read from YAML: float64 (YAML to JSON to interface{}). So `printf "%d"`
+    of a port, or `eq .Values.replicas 1`, fails in helm; rendering them as floats here fails the same way."""
+    if isinstance(v, dict):
+        return {k: _floats(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_floats(x) for x in v]
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def _ints(v):
+    """Back from float64 for toYaml: JSON marshalling writes 7470.0 as 7470."""
+    if isinstance(v, dict):
+        return {k: _ints(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_ints(x) for x in v]
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _kind(v) -> str:
+    return "bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "float" if isinstance(v, float) \
+        else "string" if isinstance(v, str) else "nil" if v is None else type(v).__name__
+
+
+def _compare(op):
+    def f(a, b):
+        if _kind(a) != _kind(b):  # text/template: errBadComparison, except int against uint
+            raise TemplateError(f"incompatible types for comparison: {_kind(a)} and {_kind(b)}")
+        return op(a, b)
+    return f
+
+
 def _truthy(v) -> bool:
     return not (v is None or v is False or v == 0 or v == "" or (isinstance(v, (list, dict)) and not v))
 
@@ -51,6 +83,8 @@ def _text(v) -> str:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, float):  # fmt's %v: shortest %g, so 1e6 prints as 1e+06 (roughly: Python's %g)
+        return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:g}"
     if isinstance(v, (dict, list)):
         raise TemplateError(f"printing a {type(v).__name__} needs toYaml: {v!r}")
     return str(v)
@@ -59,7 +93,7 @@ def _text(v) -> str:
 def _to_yaml(v) -> str:
     if v is None or v == {} or v == []:
         return "{}" if isinstance(v, dict) or v is None else "[]"
-    return yaml.safe_dump(v, default_flow_style=False, sort_keys=True).rstrip("\n")
+    return yaml.safe_dump(_ints(v), default_flow_style=False, sort_keys=True).rstrip("\n")
 
 
 def _indent(n, s) -> str:
@@ -73,9 +107,14 @@ def _required(msg, v):
 
 
 def _printf(fmt, *args):
-    if re.search(r"%[^sd%]", fmt):
-        raise TemplateError(f"printf {fmt!r}: only %s and %d here")
-    return fmt.replace("%d", "%s") % tuple(_text(a) for a in args)
+    verbs = re.findall(r"%(.)", fmt)
+    if set(verbs) - {"s", "v", "d"} or len(verbs) != len(args):
+        raise TemplateError(f"printf {fmt!r}: only %s, %v and %d here, one per argument")
+    for verb, a in zip(verbs, args):
+        if verb == "d" and _kind(a) != "int":
+            raise TemplateError(f"printf {fmt!r}: %d of a {_kind(a)} prints %!d(...) in helm (values' numbers"
+                                " are float64): use %v, or int")
+    return re.sub(r"%.", "%s", fmt) % tuple(_text(a) for a in args)
 
 
 _FUNCS = {
@@ -88,8 +127,11 @@ _FUNCS = {
     "sha256sum": lambda s: hashlib.sha256(_text(s).encode()).hexdigest(),
     "b64enc": lambda s: base64.b64encode(_text(s).encode()).decode(),
     "not": lambda v: not _truthy(v),
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
+    "eq": _compare(lambda a, b: a == b),
+    "ne": _compare(lambda a, b: a != b),
+    "gt": _compare(lambda a, b: a > b),
+    "lt": _compare(lambda a, b: a < b),
+    "int": lambda v: int(float(v or 0)),
     "and": lambda *a: next((x for x in a if not _truthy(x)), a[-1]),
     "or": lambda *a: next((x for x in a if _truthy(x)), a[-1]),
     "printf": _printf,
@@ -200,7 +242,7 @@ class Chart:
     def render(self, values: dict | None = None, name: str = "nodewarden",
                namespace: str = "nodewarden") -> dict[str, str]:
         """Every template file's output, by file name (as `helm template` prints under `# Source:`)."""
-        merged = _merge(self.default_values, values or {})
+        merged = _floats(_merge(self.default_values, values or {}))
         schema = self.root / "values.schema.json"
         if schema.exists():  # as helm does before rendering
             import json

@@ -236,6 +236,14 @@ def test_renderer_refuses_what_it_does_not_know(tmp_path):
     (tmp_path / "templates" / "t.yaml").write_text("{{- if .Values.a }}\nv: {{ .Values.a }}\n")
     with pytest.raises(TemplateError, match="missing"):
         Chart(tmp_path)
+    # Helm's numbers from values files are float64: these render wrong or fail in helm, so they fail here.
+    for bad, msg in (('p: {{ printf "%d" .Values.a }}', "float64"),
+                     ("{{- if eq .Values.a 1 }}x: 1{{- end }}", "incompatible types")):
+        (tmp_path / "templates" / "t.yaml").write_text(bad + "\n")
+        with pytest.raises(TemplateError, match=msg):
+            Chart(tmp_path).render()
+    (tmp_path / "templates" / "t.yaml").write_text('p: {{ printf "%v" .Values.a }}\n{{- if gt (int .Values.a) 0 }}\nq: 1{{ end }}\n')
+    assert yaml.safe_load(Chart(tmp_path).render()["t.yaml"]) == {"p": 1, "q": 1}
     (tmp_path / "templates" / "t.yaml").write_text("{{- range .Values.l }}\n- {{ . | quote }}\n{{- end }}\n")
     assert yaml.safe_load(Chart(tmp_path).render({"l": ["a", 'b"c']})["t.yaml"]) == ["a", 'b"c']
 

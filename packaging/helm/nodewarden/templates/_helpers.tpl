@@ -1,6 +1,7 @@
 {{/* Kept to the subset of Helm's template language that tests/harness/helm_render.py renders
      (no helm binary is available to the tests): include/define, if/else, range, with, toYaml, nindent,
-     quote, default, required, sha256sum, b64enc, printf. */}}
+     quote, default, required, sha256sum, b64enc, printf, int, gt. Numbers from values are
+     float64 in helm: printf takes %v for them, comparisons go through int. */}}
 {{- define "nodewarden.labels" -}}
 app.kubernetes.io/name: nodewarden
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -18,7 +19,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 
 {{- define "nodewarden.collectorAddress" -}}
-{{ printf "%s-collector.%s.svc:%d" .Release.Name .Release.Namespace .Values.collector.grpcPort }}
+{{ printf "%s-collector.%s.svc:%v" .Release.Name .Release.Namespace .Values.collector.grpcPort }}
 {{- end }}
 
 {{/* The agent's config.yaml: the values' agent.config as it is. The paths this chart decides (mounts, the
@@ -30,8 +31,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{- define "nodewarden.collectorConfig" -}}
 collector:
-  listen: [{{ printf "0.0.0.0:%d" .Values.collector.grpcPort | quote }}]
-  metrics_listen: {{ printf "0.0.0.0:%d" .Values.collector.metricsPort | quote }}
+  listen: [{{ printf "0.0.0.0:%v" .Values.collector.grpcPort | quote }}]
+  metrics_listen: {{ printf "0.0.0.0:%v" .Values.collector.metricsPort | quote }}
   token_file: /etc/nodewarden/token/token
   {{- if .Values.collector.postgres.url }}
   store: {{ .Values.collector.postgres.url | quote }}
@@ -43,7 +44,7 @@ collector:
   nats_stream: {{ .Values.collector.nats.stream | quote }}
   {{- end }}
   {{- if .Values.console.enabled }}
-  http_listen: {{ printf "0.0.0.0:%d" .Values.console.port | quote }}
+  http_listen: {{ printf "0.0.0.0:%v" .Values.console.port | quote }}
   {{- end }}
   retention_age_s: {{ .Values.collector.retentionAge | quote }}
   retention_bytes: {{ .Values.collector.retentionSize | quote }}
