@@ -33,7 +33,8 @@ CAPS = {"BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_OVERRIDE", "DAC_REA
 TOKEN = {"collector": {"token": "s3cret"}}
 FULL = {"collector": {"token": "s3cret", "postgres": {"url": "postgresql://nw:pw@pg:5432/nw"},
                       "nats": {"url": "nats://nats:4222"}, "replicas": 3},
-        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "agent": {"priorityQuota": {"enabled": True}}}
 
 
 def _render(values=None) -> list[dict]:
@@ -209,6 +210,14 @@ def test_service_monitor_only_when_asked():
     assert {d["metadata"]["name"] for d in selected} == {"nodewarden-agent-metrics", "nodewarden-collector"}
     for d in selected:
         assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in d["spec"]["ports"]}
+
+
+def test_priority_quota_names_the_agents_class():
+    assert not [d for d in _render(TOKEN) if d["kind"] == "ResourceQuota"]
+    quota = _one(_render(FULL), "ResourceQuota")
+    (expr,) = quota["spec"]["scopeSelector"]["matchExpressions"]
+    assert expr["values"] == [_agent_pod(_render(FULL))["spec"]["priorityClassName"]]
+    assert quota["spec"]["hard"]["pods"] == "10000"
 
 
 def test_bad_values_fail_with_one_line():
