@@ -10,8 +10,8 @@ anything else with a clear error (a template that strays fails the test instead 
 - operands `.`, `$`, `.A.b.c`, `$.A.b`, "strings", numbers, true/false, `(pipeline)`;
 - functions include, toYaml, nindent, indent, quote, default, required, sha256sum, b64enc, not, eq, ne,
   gt, lt, int, and, or, printf (%s/%v/%d), trimSuffix; numbers from values are float64 as in helm;
-- .Values (values.yaml deep-merged with overrides, as `--set`/`-f` do, checked against values.schema.json), .Release.Name/.Namespace/.Service,
-  .Chart.Name/.Version/.AppVersion.
+- .Values (values.yaml deep-merged with overrides, as `--set`/`-f` do, checked against values.schema.json),
+  .Release.Name/.Namespace/.Service, .Chart.Name/.Version/.AppVersion; templates/NOTES.txt apart.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _printf(fmt, *args):
     verbs = re.findall(r"%(.)", fmt)
     if set(verbs) - {"s", "v", "d"} or len(verbs) != len(args):
         raise TemplateError(f"printf {fmt!r}: only %s, %v and %d here, one per argument")
-    for verb, a in zip(verbs, args):
+    for verb, a in zip(verbs, args, strict=True):
         if verb == "d" and _kind(a) != "int":
             raise TemplateError(f"printf {fmt!r}: %d of a {_kind(a)} prints %!d(...) in helm (values' numbers"
                                 " are float64): use %v, or int")
@@ -229,13 +229,17 @@ class Chart:
         self.default_values = yaml.safe_load((self.root / "values.yaml").read_text()) or {}
         self.templates: dict[str, list] = {}
         self.defines: dict[str, list] = {}
+        self.notes: list = []
         for path in sorted((self.root / "templates").iterdir()):
-            if path.suffix not in (".yaml", ".tpl", ".yml"):
+            if path.suffix not in (".yaml", ".tpl", ".yml") and path.name != "NOTES.txt":
                 continue
             tree = _parse(path.read_text(), path.name)
             for node in tree:
                 if node[0] == "define":
                     self.defines[node[1]] = node[2]
+            if path.name == "NOTES.txt":  # helm prints it after install; not a manifest
+                self.notes = _parse(path.read_text(), path.name)
+                continue
             if not path.name.startswith("_"):
                 self.templates[path.name] = [n for n in tree if n[0] != "define"]
 
@@ -260,7 +264,9 @@ class Chart:
             "Chart": {"Name": self.meta["name"], "Version": str(self.meta["version"]),
                       "AppVersion": str(self.meta.get("appVersion", ""))},
         }
-        return {fname: self._run(tree, root, root, fname) for fname, tree in self.templates.items()}
+        out = {fname: self._run(tree, root, root, fname) for fname, tree in self.templates.items()}
+        self.rendered_notes = self._run(self.notes, root, root, "NOTES.txt")
+        return out
 
     def manifests(self, values: dict | None = None, **kw) -> list[dict]:
         docs = []

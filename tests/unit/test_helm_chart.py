@@ -220,6 +220,15 @@ def test_priority_quota_names_the_agents_class():
     assert quota["spec"]["hard"]["pods"] == "10000"
 
 
+def test_notes_name_what_was_installed():
+    chart = Chart(CHART)
+    chart.render(TOKEN)
+    assert "ds/nodewarden-agent" in chart.rendered_notes
+    assert "port-forward svc/nodewarden-collector 7480" in chart.rendered_notes
+    chart.render({"collector": {"enabled": False}})
+    assert "console" not in chart.rendered_notes
+
+
 def test_bad_values_fail_with_one_line():
     with pytest.raises(TemplateError, match="collector.token is required"):
         _render()
@@ -251,7 +260,8 @@ def test_renderer_refuses_what_it_does_not_know(tmp_path):
         (tmp_path / "templates" / "t.yaml").write_text(bad + "\n")
         with pytest.raises(TemplateError, match=msg):
             Chart(tmp_path).render()
-    (tmp_path / "templates" / "t.yaml").write_text('p: {{ printf "%v" .Values.a }}\n{{- if gt (int .Values.a) 0 }}\nq: 1{{ end }}\n')
+    (tmp_path / "templates" / "t.yaml").write_text(
+        'p: {{ printf "%v" .Values.a }}\n{{- if gt (int .Values.a) 0 }}\nq: 1{{ end }}\n')
     assert yaml.safe_load(Chart(tmp_path).render()["t.yaml"]) == {"p": 1, "q": 1}
     (tmp_path / "templates" / "t.yaml").write_text("{{- range .Values.l }}\n- {{ . | quote }}\n{{- end }}\n")
     assert yaml.safe_load(Chart(tmp_path).render({"l": ["a", 'b"c']})["t.yaml"]) == ["a", 'b"c']
