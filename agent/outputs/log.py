@@ -204,7 +204,9 @@ class TextLog:
         return f"{ts} {name:<16} {who} {comm}{where}: {what}"
 
     def emit(self, records: list[dict]) -> None:
-        data = "".join(self.format(r) + "\n" for r in records).encode("utf-8", "backslashreplace")
+        # one line per record: a newline inside a value (a `sh -c` script's command line) is shown as \n
+        data = "".join(self.format(r).replace("\n", "\\n") + "\n" for r in records).encode("utf-8",
+                                                                                          "backslashreplace")
         with self._lock:
             self._out.write(data)
             self._out.flush()

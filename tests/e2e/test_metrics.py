@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -132,6 +133,7 @@ def test_run_prints_summary_on_exit(agent_env, tmp_path):
     tail = r.stderr.splitlines()[-5:]
     assert tail[0].startswith("nodewarden: ran ") and tail[0].endswith(" s since agent.ready"), tail
     assert [t.split()[0] for t in tail[1:]] == ["events", "alerts", "blocks", "drops"], tail
-    lines = r.stdout.splitlines()
+    lines = r.stdout.splitlines()  # one line per record, a newline inside a value shown as \n
+    assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} \S", line) for line in lines)
     assert sum(1 for line in lines if " agent.ready " in line) == 1
     assert int(tail[1].split()[1].replace(",", "")) >= len(lines) >= 1  # every printed line was counted

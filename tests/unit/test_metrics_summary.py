@@ -67,3 +67,10 @@ def test_image_block_lines_say_verdict_reason_image():
     line = _line(oci_block_event(req, "malware found", image="reg/bad:2"))
     assert line.endswith("deny at oci.runc_create verdict=block: malware found -> denied "
                          "[dddddddddddd reg/bad:2 pod=shop/web-2]")
+
+
+def test_text_line_escapes_newlines():
+    out = io.BytesIO()
+    TextLog(out).emit([{"event.name": "process.exec", "timestamp": "2026-12-03T11:00:00.123456789Z",
+                        "process.command_line": "sh -c 'a\nb'"}])
+    assert out.getvalue().decode().count("\n") == 1 and "a\\nb" in out.getvalue().decode()
