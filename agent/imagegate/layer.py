@@ -499,7 +499,7 @@ class _State:
             self._webshell(shown, head)
         if path == "etc/shadow":
             self._shadow(bytes(head))
-        kind = packages.wanted(path)
+        kind = packages.wanted(path) or packages.sniff(head)  # sniff: Go binaries, by content
         if kind == "os-release":
             self.res.os_release[path] = bytes(head[:65536]).decode("utf-8", "replace")
         elif kind:

@@ -8,7 +8,8 @@ known (`os_ecosystem`), because the release lives in another file, maybe another
 Covered: dpkg status (+ distroless status.d), apk installed, rpm's sqlite database (rpm >= 4.16;
 the older BerkeleyDB and ndb formats are not read), Python *.dist-info/METADATA and *.egg-info,
 npm node_modules/*/package.json, PHP composer.lock / vendor/composer/installed.json and Rust
-Cargo.lock (agent/imagegate/packages_lang.py).
+Cargo.lock, Ruby specifications/*.gemspec and Go binaries' build information (by content, any
+path; agent/imagegate/packages_lang.py).
 """
 
 from __future__ import annotations
@@ -47,13 +48,24 @@ def wanted(path: str) -> str | None:
             return "composer"
         if packages_lang.is_cargo(path):
             return "cargo"
+    if path.endswith(".gemspec") and packages_lang.is_gemspec(path):
+        return "gem"
     return None
+
+
+def sniff(head) -> str | None:
+    """The kind of package data a file holds by its content, where its path cannot say: an ELF
+    executable with Go build information (any name, anywhere)."""
+    if bytes(head[:4]) != b"\x7fELF":
+        return None
+    return "go" if bytes(head).find(packages_lang.GO_MAGIC) >= 0 else None
 
 
 def parse(kind: str, path: str, data: bytes) -> list[Package]:
     """Packages in one database file; a malformed file gives what could be read, never raises."""
     fn = {"dpkg": _dpkg, "apk": _apk, "rpm": _rpm, "python": _python, "npm": _npm,
-          "composer": packages_lang.composer, "cargo": packages_lang.cargo}.get(kind)
+          "composer": packages_lang.composer, "cargo": packages_lang.cargo, "gem": packages_lang.gemspec,
+          "go": packages_lang.go_binary}.get(kind)
     if fn is None:
         return []
     try:

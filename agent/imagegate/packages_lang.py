@@ -1,5 +1,7 @@
 """Language package manifests that packages.py dispatches to: PHP Composer (composer.lock, and
-vendor/composer/installed.json, which is what is actually installed) and Rust (Cargo.lock).
+vendor/composer/installed.json, which is what is actually installed), Rust (Cargo.lock), Ruby
+gems (specifications/*.gemspec, what `gem install` and bundler write) and Go binaries (the build
+information the Go linker embeds, Go >= 1.18).
 
 Each parser takes (path, bytes) and returns Packages under OSV's ecosystem names ("Packagist",
 "crates.io"); malformed input gives what could be read (packages.parse catches the rest).
@@ -56,4 +58,72 @@ def cargo(path: str, data: bytes) -> list[Package]:
         src = p.get("source")
         if isinstance(src, str) and src.startswith(("registry+", "sparse+")):
             out.append(Package("crates.io", p["name"], p["version"], path))
+    return out
+
+
+_GEMSPEC = re.compile(r"(?:^|/)specifications/(?:default/)?[^/]+\.gemspec$")
+_GEM_NAME = re.compile(rb"""\.name\s*=\s*["']([^"']{1,200})["']""")
+_GEM_VERSION = re.compile(rb"""\.version\s*=\s*["']([^"']{1,100})["']""")
+
+
+def is_gemspec(path: str) -> bool:
+    return path.endswith(".gemspec") and _GEMSPEC.search(path) is not None
+
+
+def gemspec(path: str, data: bytes) -> list[Package]:
+    # Installed specs are generated Ruby ("s.name = "rake".freeze"): read, never run.
+    name, version = _GEM_NAME.search(data), _GEM_VERSION.search(data)
+    if not name or not version:
+        return []
+    return [Package("RubyGems", name.group(1).decode(), version.group(1).decode(), path)]
+
+
+# --- Go build information (runtime/debug.BuildInfo as the linker writes it) -----------------------
+
+GO_MAGIC = b"\xff Go buildinf:"
+
+
+def _uvarint(b: bytes, i: int) -> tuple[int, int]:
+    x = shift = 0
+    while i < len(b) and shift < 64:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        if c < 0x80:
+            return x, i
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def go_binary(path: str, data: bytes) -> list[Package]:
+    """The modules a Go binary was built from and its Go version (as the "stdlib" package, as OSV
+    names the standard library). Only Go >= 1.18 inline strings (flags bit 2); older binaries store
+    pointers into the data segment, which needs an ELF loader (not read)."""
+    i = data.find(GO_MAGIC)
+    while i >= 0 and i % 16:  # the header is 16-byte aligned
+        i = data.find(GO_MAGIC, i + 1)
+    if i < 0 or i + 32 > len(data) or not data[i + 15] & 2:
+        return []
+    n, j = _uvarint(data, i + 32)
+    gover = data[j:j + n].decode("utf-8", "replace")
+    n, j = _uvarint(data, j + n)
+    mod = data[j:j + n]
+    if len(mod) >= 33 and mod[-17] == 0x0A:
+        mod = mod[16:-16]  # sentinels around the module info
+    out = []
+    if gover.startswith("go"):
+        out.append(Package("Go", "stdlib", gover[2:].split(" ", 1)[0].split("-", 1)[0], path))
+    last = None
+    for line in mod.decode("utf-8", "replace").splitlines()[:_MAX_PACKAGES]:
+        f = line.split("\t")
+        if f[0] in ("mod", "dep") and len(f) >= 3:
+            last = Package("Go", f[1], _V.sub("", f[2]), path)
+            if f[2] != "(devel)":
+                out.append(last)
+        elif f[0] == "=>" and len(f) >= 3 and last is not None:
+            # A replace directive: the module built in is the replacement, not the one required.
+            if last in out:
+                out.remove(last)
+            if f[2] != "(devel)" and not f[1].startswith((".", "/")):
+                out.append(Package("Go", f[1], _V.sub("", f[2]), path))
     return out

@@ -77,7 +77,9 @@ def _advisories() -> list[dict]:
                        aliases=["CVE-2024-0727"])
     php = osv_advisory("GHSA-php", "Packagist", "symfony/http-kernel", "5.4.20", "HIGH")
     rust = osv_advisory("RUSTSEC-2021-0003", "crates.io", "smallvec", "1.6.1", "HIGH")
-    return [*advs, listed, unfixed, deb, php, rust]
+    gem = osv_advisory("GHSA-gem", "RubyGems", "rack", "2.2.8.1", "HIGH")
+    go = osv_advisory("GO-2023-1753", "Go", "stdlib", "1.19.9", "HIGH")
+    return [*advs, listed, unfixed, deb, php, rust, gem, go]
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +380,10 @@ def test_rootfs_directory(image, tmp_path):
                       "srv/rust/Cargo.lock": b'version = 3\n[[package]]\nname = "smallvec"\nversion = "1.6.0"\n'
                       b'source = "registry+https://github.com/rust-lang/crates.io-index"\n'
                       b'[[package]]\nname = "smallvec"\nversion = "0.1.0"\n',  # a path crate: not crates.io's
-                      "srv/bad/Cargo.lock": b"[[package\n"}.items():
+                      "srv/bad/Cargo.lock": b"[[package\n",
+                      "usr/lib/ruby/gems/3.1.0/specifications/rack-2.2.8.gemspec":
+                          b'Gem::Specification.new do |s|\n  s.name = "rack".freeze\n  s.version = "2.2.8"\nend\n',
+                      }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     (root / "bin").mkdir()
@@ -395,6 +400,7 @@ def test_rootfs_directory(image, tmp_path):
     assert vulns["GHSA-php"]["path"] == "/srv/www/composer.lock"
     rust = [f for f in rec["image.findings"] if f.get("advisory") == "RUSTSEC-2021-0003"]
     assert [f["installed"] for f in rust] == ["1.6.0"]
+    assert vulns["GHSA-gem"]["installed"] == "2.2.8" and vulns["GHSA-gem"]["fixed"] == "2.2.8.1"
     assert any(f["category"] == "secret" and f["path"].endswith("id_ed25519") for f in rec["image.findings"])
     assert not [f for f in rec["image.findings"] if f["category"] == "integrity"], rec["image.findings"]
     assert rec["container.image.name"] == str(root)
@@ -412,3 +418,37 @@ def test_package_urls():
     assert purl(Package("Packagist", "symfony/http-kernel", "5.4.19", "/x")) == \
         "pkg:composer/symfony/http-kernel@5.4.19"
     assert purl(Package("crates.io", "smallvec", "1.6.0", "/x")) == "pkg:cargo/smallvec@1.6.0"
+
+
+GO_BINARIES = ["/usr/bin/ctr", "/usr/local/bin/terraform", "/usr/local/bin/docker", "/usr/bin/containerd"]
+
+
+def test_go_binary_build_info(image, tmp_path):
+    """Real Go binaries of this machine (whichever exist): the linker's build info names the Go
+    version (OSV's "stdlib") and every module; found by content, whatever the file is called."""
+    from agent.imagegate import packages
+
+    found = [p for p in GO_BINARIES if os.path.isfile(p)]
+    if not found:
+        pytest.skip("no Go binary on this machine")
+    for path in found:
+        data = Path(path).read_bytes()
+        assert packages.sniff(data) == "go", path
+        got = packages.parse("go", path.lstrip("/"), data)
+        std = [p for p in got if p.name == "stdlib"]
+        assert len(std) == 1 and std[0].version[0].isdigit() and std[0].ecosystem == "Go", (path, got[:3])
+        assert all(not p.version.startswith("v") and p.version != "(devel)" for p in got), path
+    assert packages.sniff(b"\x7fELF" + b"\0" * 100) is None and packages.sniff(b"#!/bin/sh\n") is None
+    # Through a scan: the smallest one (its build info must lie within the scanned head of a file).
+    _, db, _ = image
+    small = min(found, key=os.path.getsize)
+    if os.path.getsize(small) > 32 << 20:
+        pytest.skip("every Go binary here is larger than the scanned head (max_file_scan)")
+    root = tmp_path / "gofs"
+    (root / "opt").mkdir(parents=True)
+    (root / "opt" / "tool").write_bytes(Path(small).read_bytes())
+    p = subprocess.run([sys.executable, "-m", "agent.cli", "scan", str(root), "--db", str(db), "--format",
+                        "cyclonedx", "--all"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode in (0, 1), p.stderr
+    doc = json.loads(p.stdout)
+    assert any(c.get("purl", "").startswith("pkg:golang/stdlib@") for c in doc["components"]), p.stderr
