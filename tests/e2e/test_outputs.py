@@ -333,8 +333,10 @@ def test_webhook_and_slack_get_what_their_filters_keep(tmp_path, receivers):
         assert fields["*Rule*"] == "NW-100" and fields["*Namespace*"] == "shop" and fields["*Pod*"] == "web-0"
         assert fields["*Image*"] == "evil:1" and fields["*Severity*"] == "high"
         assert "http://console.local/events/1" in msg["blocks"][2]["elements"][0]["text"]
-        assert metric(handle, "nodewarden_collector_output_sent_total", type="webhook") == 3
-        assert metric(handle, "nodewarden_collector_output_sent_total", type="slack") == 1
+        # the receiver has it a moment before the output counts it sent
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_sent_total", type="webhook") == 3, 10, "sent == 3")
+        # the receiver has it a moment before the output counts it sent
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_sent_total", type="slack") == 1, 10, "sent == 1")
     finally:
         handle.stop()
 
@@ -363,7 +365,9 @@ def test_alertmanager_v2_holds_the_alerts(tmp_path, alertmanager):
         assert a["startsAt"].startswith(recs[0]["timestamp"][:19])  # Alertmanager keeps ms
         assert got["enforcement.block"]["labels"]["action"] == "kill"
         assert got["image.verdict"]["labels"]["alertname"] == "image block: evil:1"
-        assert metric(handle, "nodewarden_collector_output_sent_total", type="alertmanager") == 3
+        # the receiver has it a moment before the output counts it sent
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_sent_total", type="alertmanager") == 3, 10,
+                 "sent == 3")
     finally:
         handle.stop()
 
@@ -445,7 +449,9 @@ def test_webhook_over_https_and_syslog_over_tls(tmp_path, receivers):
         # without the CA the certificate is not trusted: nothing sent, all counted
         wait_for(lambda: metric(handle, "nodewarden_collector_output_dropped_total", output="untrusting",
                                 reason="failed") == 3, what="untrusting drops")
-        assert metric(handle, "nodewarden_collector_output_sent_total", output="webhook-0") == 3
+        # the receiver has it a moment before the output counts it sent
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_sent_total", output="webhook-0") == 3, 10,
+                 "sent == 3")
     finally:
         handle.stop()
 
@@ -514,7 +520,8 @@ def test_receiver_that_comes_back_gets_the_events(tmp_path):
         up = Recorder(port=port)  # on the port the output keeps trying
         wait_for(lambda: len(up.requests) == 3, what="3 events once the receiver is up")
         assert metric(handle, "nodewarden_collector_output_dropped_total", reason="failed") == 0
-        assert metric(handle, "nodewarden_collector_output_sent_total") == 3
+        # the receiver has it a moment before the output counts it sent
+        wait_for(lambda: metric(handle, "nodewarden_collector_output_sent_total") == 3, 10, "sent == 3")
     finally:
         handle.stop()
         if up is not None:
