@@ -6,7 +6,7 @@ NW    := $(VENV)/bin/nodewarden
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: setup setup-test run test test-unit bench lint clean
+.PHONY: setup setup-test install-systemd run test test-unit bench lint clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,9 @@ test-unit: setup
 
 bench: setup
 	$(PY) -m bench $(ARGS)
+
+install-systemd: setup
+	bash systemd/install.sh
 
 lint: setup
 	$(VENV)/bin/ruff check agent collector nwwire tests bench

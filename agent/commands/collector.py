@@ -137,7 +137,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"collector: listening on {', '.join(handle.addresses)}; store {store_name(cfg)}", flush=True)
     if handle.console is not None:
         print(f"collector: console on {handle.console.url}", flush=True)
+    from agent import sdnotify
+
+    sdnotify.ready(f"listening on {', '.join(handle.addresses)}")  # Type=notify under systemd; else nothing
     while not stop.wait(1.0):  # a timeout, so signal handlers run promptly
         pass
+    sdnotify.stopping()
     handle.stop()
     return 0

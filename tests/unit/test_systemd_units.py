@@ -373,3 +373,21 @@ def test_sdnotify_imports_nothing_beyond_the_standard_library():
                         "print(sorted(m for m in sys.modules if m.startswith('agent')))"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "['agent', 'agent.sdnotify']", r.stdout + r.stderr
+
+
+def test_real_collector_notifies_ready_once_listening_and_stopping(notify_socket, tmp_path):
+    """The collector unit is Type=notify: `nodewarden collector` says READY=1 once it listens, STOPPING=1 at SIGTERM."""
+    notify_socket.settimeout(30.0)
+    exe = os.path.join(os.path.dirname(sys.executable), "nodewarden")
+    p = subprocess.Popen([exe, "collector", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "events.db")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        msg = notify_socket.recv(4096).decode()
+        assert msg.startswith("READY=1") and "listening on 127.0.0.1:" in msg
+        p.terminate()
+        assert "STOPPING=1" in notify_socket.recv(4096).decode()
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
