@@ -8,8 +8,8 @@ known (`os_ecosystem`), because the release lives in another file, maybe another
 Covered: dpkg status (+ distroless status.d), apk installed, rpm's sqlite database (rpm >= 4.16;
 the older BerkeleyDB and ndb formats are not read), Python *.dist-info/METADATA and *.egg-info,
 npm node_modules/*/package.json, PHP composer.lock / vendor/composer/installed.json and Rust
-Cargo.lock, Ruby specifications/*.gemspec and Go binaries' build information (by content, any
-path; agent/imagegate/packages_lang.py).
+Cargo.lock, Ruby specifications/*.gemspec, Java JAR/WAR/EAR (pom.properties, MANIFEST.MF) and Go
+binaries' build information (by content, any path; agent/imagegate/packages_lang.py).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def wanted(path: str) -> str | None:
             return "cargo"
     if path.endswith(".gemspec") and packages_lang.is_gemspec(path):
         return "gem"
+    if packages_lang.is_java(path):
+        return "java"
     return None
 
 
@@ -65,7 +67,7 @@ def parse(kind: str, path: str, data: bytes) -> list[Package]:
     """Packages in one database file; a malformed file gives what could be read, never raises."""
     fn = {"dpkg": _dpkg, "apk": _apk, "rpm": _rpm, "python": _python, "npm": _npm,
           "composer": packages_lang.composer, "cargo": packages_lang.cargo, "gem": packages_lang.gemspec,
-          "go": packages_lang.go_binary}.get(kind)
+          "go": packages_lang.go_binary, "java": packages_lang.java_archive}.get(kind)
     if fn is None:
         return []
     try:

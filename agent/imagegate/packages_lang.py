@@ -127,3 +127,71 @@ def go_binary(path: str, data: bytes) -> list[Package]:
             if f[2] != "(devel)" and not f[1].startswith((".", "/")):
                 out.append(Package("Go", f[1], _V.sub("", f[2]), path))
     return out
+
+
+# --- Java archives ---------------------------------------------------------------------------------
+
+_JAVA_EXT = (".jar", ".war", ".ear", ".jpi", ".hpi")
+_MAX_NESTED = 2_000  # jars inside a fat jar / WAR
+_MAX_NESTED_BYTES = 64 << 20
+
+
+def is_java(path: str) -> bool:
+    return path.lower().endswith(_JAVA_EXT)
+
+
+def _properties(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _manifest(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith(" "):
+            k, _, v = line.partition(":")
+            out.setdefault(k.strip(), v.strip())
+    return out
+
+
+def java_archive(path: str, data: bytes, depth: int = 0) -> list[Package]:
+    """Maven coordinates of a JAR/WAR/EAR: every META-INF/maven/<group>/<artifact>/pom.properties
+    (a shaded jar holds one per bundled library), else the manifest's Implementation-/Bundle-
+    fields; jars nested in the archive (WEB-INF/lib, BOOT-INF/lib, an EAR's modules) one level
+    down, bounded. Ecosystem "Maven", name "group:artifact" as OSV spells it."""
+    import io
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return []  # a truncated head (an archive larger than the scanned bytes) ends here
+    out, nested = [], 0
+    with zf:
+        for zi in infos:
+            n = zi.filename
+            if n.startswith("META-INF/maven/") and n.endswith("/pom.properties") and zi.file_size < 1 << 16:
+                p = _properties(zf.read(zi).decode("utf-8", "replace"))
+                if p.get("groupId") and p.get("artifactId") and p.get("version"):
+                    out.append(Package("Maven", f"{p['groupId']}:{p['artifactId']}", p["version"], path))
+            elif (depth == 0 and n.lower().endswith(_JAVA_EXT) and nested < _MAX_NESTED
+                  and zi.file_size <= _MAX_NESTED_BYTES):
+                nested += 1
+                out += java_archive(f"{path}!/{n}", zf.read(zi), depth + 1)
+        if not any(p.path == path for p in out):
+            try:
+                m = _manifest(zf.read("META-INF/MANIFEST.MF").decode("utf-8", "replace"))
+            except KeyError:
+                m = {}
+            # Only when the manifest names a Maven group: a bare title is no coordinate to match.
+            group, art, ver = (m.get("Implementation-Vendor-Id"), m.get("Implementation-Title"),
+                               m.get("Implementation-Version"))
+            if group and art and ver:
+                out.append(Package("Maven", f"{group}:{art}", ver, path))
+    return out[:_MAX_PACKAGES]

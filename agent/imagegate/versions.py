@@ -231,7 +231,49 @@ def generic_compare(a: str, b: str) -> int:
     return _deb_part(a.replace("~", ""), b.replace("~", ""))
 
 
+# Maven's ComparableVersion, simplified: items split at '.', '-' and digit/letter changes; numbers
+# numerically; the well-known qualifiers in their order, pre-releases below the release ("" / ga /
+# final), sp above it, unknown words after sp, alphabetically; a number ranks above any word.
+_MVN_QUAL = {"alpha": 0, "a": 0, "beta": 1, "b": 1, "milestone": 2, "m": 2, "rc": 3, "cr": 3,
+             "snapshot": 4, "": 5, "ga": 5, "final": 5, "release": 5, "sp": 6}
+_MVN_ITEM = re.compile(r"\d+|[a-z]+")
+
+
+def _mvn_items(v: str) -> list:
+    items: list = [int(t) if t.isdigit() else t for t in _MVN_ITEM.findall(v.lower())]
+    while items and items[-1] in (0, "", "ga", "final", "release"):
+        items.pop()  # 1.0.0 == 1.0 == 1-final
+    return items
+
+
+def _mvn_item_cmp(x, y) -> int:
+    if isinstance(x, int) and isinstance(y, int):
+        return _cmp(x, y)
+    if isinstance(x, int):
+        return 1 if isinstance(y, str) or x else 0
+    if isinstance(y, int):
+        return -_mvn_item_cmp(y, x)
+    rx, ry = _MVN_QUAL.get(x, 7), _MVN_QUAL.get(y, 7)
+    return _cmp(rx, ry) or (_cmp(x, y) if rx == 7 else 0)
+
+
+def maven_compare(a: str, b: str) -> int:
+    ia, ib = _mvn_items(a), _mvn_items(b)
+    for k in range(max(len(ia), len(ib))):
+        x = ia[k] if k < len(ia) else None
+        y = ib[k] if k < len(ib) else None
+        if x is None:  # the shorter one continues as the release: 0 against a number, "" against a word
+            x = 0 if isinstance(y, int) else ""
+        if y is None:
+            y = 0 if isinstance(x, int) else ""
+        c = _mvn_item_cmp(x, y)
+        if c:
+            return c
+    return 0
+
+
 _BY_ECOSYSTEM = {
+    "maven": maven_compare,
     "debian": debian_compare,
     "ubuntu": debian_compare,
     "alpine": alpine_compare,
