@@ -167,7 +167,78 @@ def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class Store:
+class GroupCommitWriter:
+    """What both stores share: Ingest handlers queue a batch and wait for its commit; one writer thread
+    takes whatever is queued (group commit, up to _GROUP events) into one `_commit`, and runs retention
+    every `retention_interval`. A store provides _q, _stop, _thread, retention_interval, _last_retention,
+    _write_class (the queued batch: events, bodies, done, error, stored, duplicates, last_seq), _commit and
+    enforce_retention."""
+
+    _GROUP = 20000  # events per group commit
+
+    def write(self, events, timeout: float = 30.0, bodies=None) -> tuple[int, int]:
+        """Store a batch of Event messages; returns (stored, duplicates) once committed."""
+        return self.ingest(events, bodies, timeout)[:2]
+
+    def ingest(self, events, bodies=None, timeout: float = 30.0) -> tuple[int, int, int]:
+        """Store a batch of Event messages; returns (stored, duplicates, highest seq) once
+        committed. `bodies`: each event's serialized bytes, as received (serialized here when
+        not given). Raises BatchError for a batch with an event that lacks agent_id, boot_id,
+        seq or name, has a seq of 2^63 or more, or overlong names (nothing of it is stored), StoreError when the
+        store cannot take it."""
+        if bodies is None:
+            bodies = [ev.SerializeToString() for ev in events]
+        elif len(bodies) != len(events):
+            raise ValueError("one body per event")
+        w = self._write_class(events, bodies)
+        try:
+            self._q.put(w, timeout=timeout)  # a full queue holds the agent back: it spools
+        except queue.Full as e:
+            raise StoreError("store is overloaded; retry") from e
+        while not w.done.wait(1.0):
+            if self._thread is None or not self._thread.is_alive():
+                raise StoreError("collector is stopping")
+        if w.error is not None:
+            if isinstance(w.error, BatchError):
+                raise w.error
+            raise StoreError(f"store write failed: {w.error}")
+        return w.stored, w.duplicates, w.last_seq
+
+    def _run(self) -> None:
+        self.enforce_retention()  # at start, then every retention_interval
+        while not self._stop.is_set():
+            try:
+                first = self._q.get(timeout=self.retention_interval)
+            except queue.Empty:
+                first = None
+            group = [] if first is None else [first]
+            n = len(first.events) if first is not None else 0
+            while n < self._GROUP:  # group commit: whatever else is queued, up to a bound
+                try:
+                    w = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if w is None:
+                    break
+                group.append(w)
+                n += len(w.events)
+            if group:
+                self._commit(group)
+            if time.monotonic() - self._last_retention >= self.retention_interval:
+                self.enforce_retention()
+        # Fail what is still queued, so no handler waits for a writer that is gone.
+        while True:
+            try:
+                w = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if w is not None:
+                w.error = StoreError("collector is stopping")
+                w.done.set()
+
+
+class Store(GroupCommitWriter):
+    _write_class = _Write
     def __init__(self, path: str, retention_age_s: float = 7 * 86400, retention_bytes: int = 1 << 30,
                  write_queue: int = 64, publish=None, retention_interval: float = 10.0, listening=None,
                  checkpoint_interval: float = 0.05):
@@ -252,66 +323,6 @@ class Store:
             self._conn.close()
         except sqlite3.Error as e:
             log.warning("store: close: %s", e)
-
-    def write(self, events, timeout: float = 30.0, bodies=None) -> tuple[int, int]:
-        """Store a batch of Event messages; returns (stored, duplicates) once committed."""
-        return self.ingest(events, bodies, timeout)[:2]
-
-    def ingest(self, events, bodies=None, timeout: float = 30.0) -> tuple[int, int, int]:
-        """Store a batch of Event messages; returns (stored, duplicates, highest seq) once
-        committed. `bodies`: each event's serialized bytes, as received (serialized here when
-        not given). Raises BatchError for a batch with an event that lacks agent_id, boot_id,
-        seq or name, has a seq of 2^63 or more, or overlong names (nothing of it is stored), StoreError when the
-        store cannot take it."""
-        if bodies is None:
-            bodies = [ev.SerializeToString() for ev in events]
-        elif len(bodies) != len(events):
-            raise ValueError("one body per event")
-        w = _Write(events, bodies)
-        try:
-            self._q.put(w, timeout=timeout)  # a full queue holds the agent back: it spools
-        except queue.Full as e:
-            raise StoreError("store is overloaded; retry") from e
-        while not w.done.wait(1.0):
-            if self._thread is None or not self._thread.is_alive():
-                raise StoreError("collector is stopping")
-        if w.error is not None:
-            if isinstance(w.error, BatchError):
-                raise w.error
-            raise StoreError(f"store write failed: {w.error}")
-        return w.stored, w.duplicates, w.last_seq
-
-    def _run(self) -> None:
-        self.enforce_retention()  # at start, then every retention_interval
-        while not self._stop.is_set():
-            try:
-                first = self._q.get(timeout=self.retention_interval)
-            except queue.Empty:
-                first = None
-            group = [] if first is None else [first]
-            n = len(first.events) if first is not None else 0
-            while n < 20000:  # group commit: whatever else is queued, up to a bound
-                try:
-                    w = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if w is None:
-                    break
-                group.append(w)
-                n += len(w.events)
-            if group:
-                self._commit(group)
-            if time.monotonic() - self._last_retention >= self.retention_interval:
-                self.enforce_retention()
-        # Fail what is still queued, so no handler waits for a writer that is gone.
-        while True:
-            try:
-                w = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if w is not None:
-                w.error = StoreError("collector is stopping")
-                w.done.set()
 
     def _commit(self, group: list[_Write]) -> None:
         c = self._conn

@@ -42,7 +42,7 @@ import time
 from collections import defaultdict
 
 from collector.filters import EventFilter
-from collector.store import BatchError, StoreError
+from collector.store import BatchError, GroupCommitWriter, StoreError
 from collector.store_pg_rows import PendingWrite, build_rows, check_url, pg_where, redact
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 _LOCK_IDS = 0x4E57_0001  # advisory lock keys ("NW"): id allocation + COPY, partition DDL, retention
 _LOCK_DDL = 0x4E57_0002
 _CHANNEL = "nodewarden_events"
-_GROUP = 20000  # events per group commit
 _TAIL_PAGE = 5000
 _POOL = 8  # idle reader connections kept
 _MAX_PARTITIONS = 400  # made at start, back to the retention age
@@ -105,7 +104,8 @@ _TAIL = ("SELECT e.id, e.ts, e.name, e.severity, e.container, e.pod, e.namespace
          "WHERE e.id > %s ORDER BY e.id LIMIT %s")
 
 
-class PgStore:
+class PgStore(GroupCommitWriter):
+    _write_class = PendingWrite
     def __init__(self, url: str, retention_age_s: float = 7 * 86400, retention_bytes: int = 1 << 30,
                  write_queue: int = 64, publish=None, retention_interval: float = 10.0, listening=None,
                  tail=None, partition_s: int = 86400, partitions_ahead: int = 2, tail_interval: float = 1.0):
@@ -304,60 +304,6 @@ class PgStore:
                 c.close()
             except Exception:
                 pass
-
-    def write(self, events, timeout: float = 30.0, bodies=None) -> tuple[int, int]:
-        return self.ingest(events, bodies, timeout)[:2]
-
-    def ingest(self, events, bodies=None, timeout: float = 30.0) -> tuple[int, int, int]:
-        """As Store.ingest: (stored, duplicates, highest seq) once committed; BatchError, StoreError."""
-        if bodies is None:
-            bodies = [ev.SerializeToString() for ev in events]
-        elif len(bodies) != len(events):
-            raise ValueError("one body per event")
-        w = PendingWrite(events, bodies)
-        try:
-            self._q.put(w, timeout=timeout)
-        except queue.Full as e:
-            raise StoreError("store is overloaded; retry") from e
-        while not w.done.wait(1.0):
-            if self._thread is None or not self._thread.is_alive():
-                raise StoreError("collector is stopping")
-        if w.error is not None:
-            if isinstance(w.error, BatchError):
-                raise w.error
-            raise StoreError(f"store write failed: {w.error}")
-        return w.stored, w.duplicates, w.last_seq
-
-    def _run(self) -> None:
-        self.enforce_retention()
-        while not self._stop.is_set():
-            try:
-                first = self._q.get(timeout=self.retention_interval)
-            except queue.Empty:
-                first = None
-            group = [] if first is None else [first]
-            n = len(first.events) if first is not None else 0
-            while n < _GROUP:
-                try:
-                    w = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if w is None:
-                    break
-                group.append(w)
-                n += len(w.events)
-            if group:
-                self._commit(group)
-            if time.monotonic() - self._last_retention >= self.retention_interval:
-                self.enforce_retention()
-        while True:
-            try:
-                w = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if w is not None:
-                w.error = StoreError("collector is stopping")
-                w.done.set()
 
     def _reconnect_if_broken(self) -> None:
         if self._conn.broken or self._conn.closed:
