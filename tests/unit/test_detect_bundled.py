@@ -257,6 +257,9 @@ CASES: dict[str, Case] = {
         lambda: sysc(Op.MOUNT, "mount", "mount", container=C, name="/mnt", source="/dev/sda1", fstype="ext4"),
         lambda: sysc(Op.MOUNT, "mount", "runc:[2:INIT]", container=C, name="/proc", source="proc", fstype="proc"),
         lambda: sysc(Op.MOUNT, "mount", "mount", name="/mnt", source="/dev/sdb1", fstype="ext4"),  # host
+        # runc's bind mount of its own binary into its state dir, whatever name the process goes by
+        lambda: sysc(Op.MOUNT, "mount", "exe", container=C, name="/run/containerd/runc/k8s.io/abc/runc.x1",
+                     source="/proc/self/exe", fstype=""),
     ),
     "nw.namespace_change_in_container": (
         lambda: sysc(Op.SETNS, "setns", "nsenter", container=C, arg=0, ids=(3, -1, -1)),
