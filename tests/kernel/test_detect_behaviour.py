@@ -770,12 +770,17 @@ def test_container_only_rules_stay_quiet_on_the_host(agent, nwb, scratch):
 def test_policy_reload_swaps_the_rules_and_a_broken_rule_keeps_them(tmp_path, scratch):
     pol = tmp_path / "policy.yaml"
     pol.write_text("detect:\n  disable: {ids: [nw.write_below_etc]}\n")
-    a = AgentProcess("--no-containers", "--policy", str(pol))
+    # A state dir of its own: the module's agent writes the default status.json every 5 s too (seen in CI: a
+    # poll that kept reading the other agent's file)
+    state = tmp_path / "state"
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"agent:\n  state_dir: {state}\n")
+    a = AgentProcess("--no-containers", "--config", str(cfg), "--policy", str(pol))
     try:
         f = f"/etc/{TAG}-reload-{uuid.uuid4().hex[:6]}"
         scratch.append(f)
         assert _alerts(a, _sh(f"echo x > {f}")) == []  # disabled by id
-        status = a.status()
+        status = a.status(str(state))
         assert status["detection"]["enabled"] and status["detection"]["not_loaded"] == []
         assert status["detection"]["rules"] == len([r for r in _bundled() if r != "nw.write_below_etc"])
         pol.write_text("detect:\n  rules:\n    - rule: t.mine\n      condition: event.name = process.exec and "
