@@ -30,7 +30,7 @@ import orjson
 
 from collector.profiles import DocError, ProfileLimits, _same, merge_docs, parse_doc
 from collector.store import StoreError
-from collector.store_pg_rows import check_url, redact
+from collector.store_pg_rows import check_url, connect_side, one_line, redact
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ class ProfileStoreError(sqlite3.Error):
     UNAVAILABLE, one line, and the agent retries."""
 
 
-def _one_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 class PgProfileTable:
     """The profiles of a PostgreSQL store, shared by every replica that uses it."""
 
@@ -92,23 +88,18 @@ class PgProfileTable:
         except (self._pg.Error, ProfileStoreError) as e:
             self.close()
             # as PgStore's setup failure: StoreError, one line (no rights to make tables, a standby, ...)
-            raise StoreError(f"cannot set up the profile tables in {self.path}: {_one_line(e)}") from None
+            raise StoreError(f"cannot set up the profile tables in {self.path}: {one_line(e)}") from None
 
     def _connection(self):
         if self._conn is None or self._conn.closed:
-            try:
-                self._conn = self._pg.connect(self.url, autocommit=True, connect_timeout=10,
-                                              application_name="nodewarden-collector-profiles")
-            except self._pg.Error as e:
-                raise ProfileStoreError(f"cannot open {self.path}: "
-                                        f"{_one_line(e).replace(self.url, self.path)}") from None
+            self._conn = connect_side(self._pg, self.url, self.path, "nodewarden-collector-profiles", ProfileStoreError)
         return self._conn
 
     def _failed(self, e: Exception) -> ProfileStoreError:
         """A failed statement: the connection is dropped if it broke (reopened on the next call)."""
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
-        return ProfileStoreError(f"profile store {self.path}: {_one_line(e)}")
+        return ProfileStoreError(f"profile store {self.path}: {one_line(e)}")
 
     def count(self) -> int:
         """Keys held, as of this replica's last push or scrape (a scrape must not fail on a busy store)."""

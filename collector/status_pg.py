@@ -17,7 +17,7 @@ import time
 
 from collector.status import _MAX_BY, _MAX_NOTE, STATUSES, StatusError
 from collector.store import StoreError
-from collector.store_pg_rows import check_url, redact
+from collector.store_pg_rows import check_url, connect_side, one_line, redact
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ _LOCK_SCHEMA = 0x4E57_0004  # advisory lock key ("NW"): replicas starting at onc
 
 class StatusStoreError(StoreError):
     """PostgreSQL could not read or write a status (one line)."""
-
-
-def _one_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class PgStatusTable:
@@ -63,16 +59,11 @@ class PgStatusTable:
                     c.execute(_SCHEMA)
         except (self._pg.Error, StatusStoreError) as e:
             self.close()
-            raise StoreError(f"cannot set up the status table in {self.path}: {_one_line(e)}") from None
+            raise StoreError(f"cannot set up the status table in {self.path}: {one_line(e)}") from None
 
     def _connection(self):
         if self._conn is None or self._conn.closed:
-            try:
-                self._conn = self._pg.connect(self.url, autocommit=True, connect_timeout=10,
-                                              application_name="nodewarden-collector-status")
-            except self._pg.Error as e:
-                raise StatusStoreError(f"cannot open {self.path}: "
-                                       f"{_one_line(e).replace(self.url, self.path)}") from None
+            self._conn = connect_side(self._pg, self.url, self.path, "nodewarden-collector-status", StatusStoreError)
         return self._conn
 
     def _run(self, sql: str, params=()):
@@ -85,7 +76,7 @@ class PgStatusTable:
             self.stats["status_errors"] += 1
             if self._conn is not None and (self._conn.closed or self._conn.broken):
                 self._conn = None  # reopened on the next call
-            raise StatusStoreError(f"status store {self.path}: {_one_line(e)}") from None
+            raise StatusStoreError(f"status store {self.path}: {one_line(e)}") from None
 
     def get_many(self, ids: list[int]) -> dict[int, dict]:
         if not ids:

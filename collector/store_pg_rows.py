@@ -152,3 +152,17 @@ def build_rows(w: PendingWrite) -> dict:
                      _t(c.pod_namespace) or None, _t(text), _t(rule), _t(verdict), body))
     w.last_seq = last
     return keys
+
+
+def one_line(e: Exception) -> str:
+    """An error's first line (psycopg's messages run over several)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def connect_side(pg, url: str, path: str, app: str, error: type[Exception]):
+    """An autocommit connection for a side table of the PostgreSQL store (profiles, triage status); a failure is
+    `error` in one line with the URL's password redacted (`path`)."""
+    try:
+        return pg.connect(url, autocommit=True, connect_timeout=10, application_name=app)
+    except pg.Error as e:
+        raise error(f"cannot open {path}: {one_line(e).replace(url, path)}") from None
