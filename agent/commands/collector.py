@@ -15,6 +15,8 @@ import threading
 
 import yaml
 
+from agent import diaglog
+
 NAME = "collector"
 HELP = "Run the collector: gRPC ingest from agents into SQLite, Query and live Subscribe."
 
@@ -53,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="send alerts, blocks and verdicts (low and up) to webhook=URL, slack=URL, alertmanager=URL, "
                         "syslog=udp://HOST:PORT or tcp://..., otlp=HOST:PORT; repeat; the config's `outputs:` "
                         "takes filters and options (docs/outputs.md)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    diaglog.add_arguments(p)
 
 
 _OUTPUT_WHERE = {"syslog": "address", "otlp": "endpoint"}  # the others take a url
@@ -122,7 +124,8 @@ def build_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    diaglog.setup(args.log_level, args.log_format or "text",
+                  text_format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from collector.server import serve, store_name
 
     try:

@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+from agent import diaglog
+
 NAME = "run"
 HELP = "run the agent: attach the probes and print live events (as root)"
 
@@ -30,6 +32,7 @@ def add_arguments(p) -> None:
                    "unix:/path); 'embedded' starts one in this process with a SQLite file in the state dir")
     p.add_argument("--record", metavar="FILE", help="also write every batch read from the kernel to FILE, "
                    "for replay in tests (agent/sensors/replay.py)")
+    diaglog.add_arguments(p)
 
 
 def _overrides(args) -> dict:
@@ -75,17 +78,21 @@ def main(args) -> int:
     from agent.node import Agent
     from agent.outputs.log import JsonLog, TextLog
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="nodewarden: %(levelname)s %(message)s")
+    log = logging.getLogger("nodewarden")
+    # --json alone decides until the config is read (it may ask for JSON events itself)
+    diaglog.setup(args.log_level, args.log_format or ("json" if args.json else "text"))
     try:
         cfg = config.load(args.config, overrides=_overrides(args))
     except config.ConfigError as e:
-        print(f"nodewarden: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 2
+    if not args.log_format and cfg.output.format == "json" and not args.json:
+        diaglog.setup(args.log_level, "json")
     out = sys.stdout.buffer
     try:
         agent = Agent(cfg, (JsonLog(out) if cfg.output.format == "json" else TextLog(out)).emit)
     except Exception as e:  # PolicyError (a policy that does not load), a bad gate setting: one line
-        print(f"nodewarden: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -95,7 +102,7 @@ def main(args) -> int:
     try:
         agent.start()
     except Exception as e:  # LoadError, OSError, a collector that cannot listen: one line, not a traceback
-        print(f"nodewarden: {e}", file=sys.stderr)
+        log.error("%s", e)
         agent.stop()
         return 1
     finally:

@@ -148,7 +148,7 @@ def test_nodewarden_run_refuses_a_bad_policy_in_one_line(tmp_path, text, pos, ne
     assert p.returncode == 1, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
-    assert lines[0].startswith(f"nodewarden: {policy}{pos}") and needle in lines[0], lines[0]
+    assert lines[0].startswith(f"nodewarden: ERROR {policy}{pos}") and needle in lines[0], lines[0]
 
 
 def test_a_fifo_or_directory_is_refused_not_waited_on(tmp_path):
