@@ -17,7 +17,7 @@ import stat
 
 import yaml
 
-from agent.policy import profiles, rules, runtime, webshell
+from agent.policy import profiles, rules, runtime, signatures, webshell
 from agent.policy.model import DEFAULT_THRESHOLDS, ImagePolicy, Selector, Thresholds
 from agent.policy.nodes import Walker
 from agent.vocab import CATEGORIES, Severity
@@ -26,7 +26,8 @@ _MAX_BYTES = 1 << 20
 _SEVERITIES = "info, low, medium, high, critical, off"
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime", "detect", "webshell", "profiles")
+TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime", "detect", "webshell", "profiles",
+            "signatures")
 
 
 class PolicyError(Exception):
@@ -197,7 +198,9 @@ _SECTIONS = {"categories": lambda v, n: {"categories": _categories(v, n)}, "scop
              # detection rules (agent/policy/rules.py): rules_files are relative to the policy file
              "detect": lambda v, n: {"detect": rules.walk_section(v, n, os.path.dirname(v.name) or ".")},
              "webshell": lambda v, n: {"webshell": webshell.walk(v, n)},  # the run-time web-shell check
-             "profiles": lambda v, n: {"profiles": profiles.walk(v, n)}}  # behaviour profiles (issue 13)
+             "profiles": lambda v, n: {"profiles": profiles.walk(v, n)},  # behaviour profiles (issue 13)
+             # who must have signed which images (issue 16); key files are relative to the policy file
+             "signatures": lambda v, n: {"signatures": signatures.walk(v, n, os.path.dirname(v.name) or ".")}}
 
 
 def parse(text: str, name: str = "<policy>", fingerprint: str | None = None) -> ImagePolicy:

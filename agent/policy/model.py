@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from agent.policy.profiles import ProfilePolicy
 from agent.policy.rules import DetectSection
 from agent.policy.runtime import RuntimeRules
+from agent.policy.signatures import SignaturePolicy
 from agent.policy.webshell import WebshellPolicy
 from agent.vocab import CATEGORIES, Severity
 
@@ -54,5 +55,6 @@ class ImagePolicy:
     detect: DetectSection = DetectSection()  # detection rules (agent/detect/engine.py); ruleset None: bundled only
     webshell: WebshellPolicy = WebshellPolicy()  # the run-time web-shell check (agent/detect/webshell_watch.py)
     profiles: ProfilePolicy = ProfilePolicy()  # profiles' learning window, after-mode (agent/detect/profile/)
+    signatures: SignaturePolicy = SignaturePolicy()  # images that must be signed (agent/imagegate/signatures.py)
     source: str = "<defaults>"  # file it came from
     fingerprint: str = "defaults"  # sha256 prefix of the file's bytes

@@ -1,0 +1,158 @@
+"""The policy's `signatures:` section: which images must be signed, by whom, and what happens when they are not.
+
+    signatures:
+      - images: ["registry.example.com/payments/*"]   # reference globs (fnmatch); first matching entry wins
+        keys: [keys/payments.pub]        # cosign public keys: PEM files (relative to the policy file) or inline PEM;
+                                         #   ECDSA P-256 or Ed25519
+        certificates: [certs/ca.pem]     # Notation: trusted root/intermediate certificates (PEM), same forms
+        action: block                    # unsigned, or signed by no trusted key: block (default) | alert
+        on_error: block                  # the registry cannot be asked or its answer cannot be read:
+                                         #   allow | alert | block (default: the policy's on_error.action)
+
+An image no entry names is not checked. An entry needs at least one key or certificate. Keys and certificates are
+read and parsed when the policy loads (a bad PEM, a file that is not there or an RSA key rejects the whole policy
+with its line), so the gate never meets a key it cannot use. Verification itself is in the image gate
+(agent/imagegate/signatures.py); this module only models and validates.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from agent.policy.nodes import Walker
+
+_KEYS = ("images", "keys", "certificates", "action", "on_error")
+ACTIONS = ("alert", "block")
+ON_ERROR = ("allow", "alert", "block")
+_MAX_PEM = 64 << 10  # a public key is under 1 KiB and a chain a few; beyond this it is not what it says
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str  # the file it came from, or "inline #N": named in findings as "verified by"
+    pem: bytes
+    public_key: object = field(compare=False, repr=False)  # cryptography's EllipticCurvePublicKey / Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class TrustedCert:
+    name: str
+    pem: bytes
+    certificate: object = field(compare=False, repr=False)  # cryptography.x509.Certificate
+
+
+@dataclass(frozen=True)
+class SignatureRule:
+    images: tuple[str, ...]
+    keys: tuple[TrustedKey, ...] = ()
+    certificates: tuple[TrustedCert, ...] = ()
+    action: str = "block"
+    on_error: str | None = None  # None: the policy's on_error.action
+    index: int = 0  # its place in the list: findings name `signatures[N]`
+
+    def matches(self, image: str) -> bool:
+        return bool(image) and any(fnmatchcase(image, g) for g in self.images)
+
+
+@dataclass(frozen=True)
+class SignaturePolicy:
+    rules: tuple[SignatureRule, ...] = ()
+
+    def rule_for(self, image: str) -> SignatureRule | None:
+        """The first entry whose globs match `image`, or None (the image need not be signed)."""
+        for r in self.rules:
+            if r.matches(image):
+                return r
+        return None
+
+
+def walk(w: Walker, node, base_dir: str = ".", where: str = "signatures") -> SignaturePolicy:
+    rules = []
+    for i, item in enumerate(w.sequence(node, where)):
+        at = f"{where}[{i}]"
+        fields = w.mapping(item, at, _KEYS)
+        if not fields:
+            w.err(item, at, "expected a mapping with images and keys or certificates")
+            continue
+        images = tuple(g for _n, g in w.strings(fields["images"][1], f"{at}.images")) if "images" in fields else ()
+        if not images:
+            w.err(item, at, "images: at least one image reference glob is needed")
+        keys = tuple(_pems(w, fields["keys"][1], f"{at}.keys", base_dir, _public_key)) if "keys" in fields else ()
+        certs = (tuple(_pems(w, fields["certificates"][1], f"{at}.certificates", base_dir, _certificate))
+                 if "certificates" in fields else ())
+        if "keys" not in fields and "certificates" not in fields:
+            w.err(item, at, "needs keys (cosign) or certificates (Notation): whom must the image be signed by?")
+        action = _choice(w, fields, "action", at, ACTIONS) or "block"
+        on_error = _choice(w, fields, "on_error", at, ON_ERROR)
+        rules.append(SignatureRule(images, keys, certs, action, on_error, i))
+    return SignaturePolicy(tuple(rules))
+
+
+def _choice(w: Walker, fields: dict, key: str, at: str, allowed: tuple[str, ...]) -> str | None:
+    if key not in fields:
+        return None
+    node = fields[key][1]
+    text = w.scalar(node, f"{at}.{key}")
+    if text is not None and text.lower() not in allowed:
+        w.err(node, f"{at}.{key}", f"expected {' or '.join(allowed)}, got {text[:80]!r}")
+        return None
+    return text.lower() if text is not None else None
+
+
+def _pems(w: Walker, node, where: str, base_dir: str, parse):
+    """Each item: inline PEM text, or a file (relative to the policy's directory); parsed by `parse`."""
+    for j, (item, text) in enumerate(w.strings(node, where)):
+        at = f"{where}[{j}]"
+        if "-----BEGIN " in text:
+            name, data = f"inline #{j}", text.encode()
+        else:
+            path = text if os.path.isabs(text) else os.path.join(base_dir, text)
+            try:
+                # O_NONBLOCK: a FIFO named as a key must not hang the policy load in open()
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        w.err(item, at, f"{text[:80]!r}: not a regular file")
+                        continue
+                    data = f.read(_MAX_PEM + 1)
+            except OSError as e:
+                w.err(item, at, f"{text[:80]!r}: cannot read: {e.strerror}")
+                continue
+            if len(data) > _MAX_PEM:
+                w.err(item, at, f"{text[:80]!r}: larger than {_MAX_PEM} bytes")
+                continue
+            name = text
+        try:
+            yield parse(name, data)
+        except ValueError as e:
+            w.err(item, at, f"{name[:80]!r}: {e}")
+
+
+def _public_key(name: str, data: bytes) -> TrustedKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError(f"not a PEM public key ({' '.join(str(e).split())[:120]})") from None
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return TrustedKey(name, data, key)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return TrustedKey(name, data, key)
+    raise ValueError(f"{type(key).__name__.removeprefix('_')}: only ECDSA P-256 and Ed25519 keys are supported")
+
+
+def _certificate(name: str, data: bytes) -> TrustedCert:
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError(f"not a PEM certificate ({' '.join(str(e).split())[:120]})") from None
+    return TrustedCert(name, data, cert)
