@@ -317,6 +317,10 @@ class Verdict:
     timed_out: bool = False
     error: str = ""
     policy: str = ""  # fingerprint of the policy that decided (changes on every reload)
+    # Re-judged while running (agent/imagegate/service.py rejudge): the verdict this one replaces, and what
+    # changed ("advisories", "rules" or "policy"); both "" for the judgement at start.
+    previous: str = ""
+    trigger: str = ""
 
 
 @dataclass(frozen=True, slots=True)

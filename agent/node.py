@@ -232,11 +232,12 @@ class Agent:
         from agent.imagegate.service import GateService
 
         self.killer = ContainerKiller(self._client_factory) if self.cfg.enforce.post_start_kill else None
-        handler = VerdictHandler(self.pipeline.emit, self.containers, self.enforcer, self.killer)
+        handler = VerdictHandler(self.pipeline.emit, self.containers, self.enforcer, self.killer, policy=self.policy)
         # The baseline compares namespaces through the host's /proc: the one the watcher reads too.
         scanner = ImageScanner(self.cfg.imagegate, proc_root=self.cfg.containers.proc_root)
+        containers = self.containers
         return GateService(self.cfg.imagegate, self.policy, client_factory=self._client_factory, emit=handler,
-                           scanner=scanner)
+                           scanner=scanner, running=lambda: containers.snapshot())
 
     def _watcher(self):
         from agent.enrich.containerd import ContainerdConfig, ContainerWatcher

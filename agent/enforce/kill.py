@@ -54,11 +54,13 @@ class VerdictHandler:
     emit: Pipeline.emit; containers: the ContainerTable (current pid and state); enforcer: ExecEnforcer
     or None; killer: ContainerKiller or None (post-start kill off)."""
 
-    def __init__(self, emit: Callable, containers, enforcer=None, killer: ContainerKiller | None = None):
+    def __init__(self, emit: Callable, containers, enforcer=None, killer: ContainerKiller | None = None,
+                 policy=None):
         self._emit = emit
         self._containers = containers
         self._enforcer = enforcer
         self._killer = killer
+        self._policy = policy  # PolicyStore: whether a running container newly blocked on re-judging is killed
 
     def __call__(self, ev: VerdictEvent) -> None:
         self._emit(ev)
@@ -74,8 +76,16 @@ class VerdictHandler:
         # ends. Killing on the timeout verdict would kill every running container of a slow image (on an
         # agent restart, every pod whose scan is not cached), the pod sandboxes too.
         if ev.verdict.verdict == "block" and not ev.verdict.timed_out and info.pid and info.state == "running" \
-                and self._killer is not None:
+                and self._killer is not None and self._may_kill(ev):
             self._kill(info, ev)
+
+    def _may_kill(self, ev: VerdictEvent) -> bool:
+        """A start's block verdict kills what runs already; a re-judged one (the advisories, rules or policy
+        changed under a running container) kills only where the policy's `rejudge.action` says kill: a
+        database update alone must not take a fleet's workloads down by default."""
+        if not ev.verdict.trigger:
+            return True
+        return self._policy is not None and self._policy.current.rejudge_action == "kill"
 
     def _kill(self, info: ContainerInfo, ev: VerdictEvent) -> None:
         t0 = time.monotonic()

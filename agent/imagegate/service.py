@@ -37,6 +37,7 @@ verdict when done (the result is cached either way). evaluate() returns a Verdic
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import queue
 import threading
@@ -71,6 +72,7 @@ class GateService:
         client_factory: Callable,
         emit: Callable[[VerdictEvent], None],
         scanner: ImageScanner | None = None,
+        running: Callable[[], list[ContainerInfo]] | None = None,
     ):
         self.cfg: ImageGateConfig = getattr(config, "imagegate", config) or ImageGateConfig()
         self.policy = policy_store
@@ -94,6 +96,13 @@ class GateService:
         # (seconds, result) per image scan: the agent's metrics (Metrics.add_gate); None when not exported
         self.observe_scan: Callable[[float, str], None] | None = None
         self._rlog = RateLog(log)
+        # Re-judging what runs: the containers running now (the ContainerTable's), the last verdict each got,
+        # and what the last judgements were made with (policy fingerprint, the scanner's cache prefixes).
+        self._running = running
+        self._last: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._judged_with = self._judgement_basis()
+        for k in ("rejudged", "rejudge_changed", "rejudge_skipped"):
+            self._counts[k] = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -132,6 +141,9 @@ class GateService:
     # --- the listener (watcher thread: must not block) ------------------------------------------
 
     def on_container(self, kind: str, info: ContainerInfo) -> None:
+        if info.state in ("deleted", "stopped"):
+            with self._lock:
+                self._last.pop((info.namespace, info.id), None)
         if kind not in ("container", "task") or info.state == "deleted" or self._stop.is_set():
             return
         key = (info.namespace, info.id, info.created_ns)
@@ -167,6 +179,64 @@ class GateService:
             self.scanner.refresh()
         except Exception:
             log.exception("image gate: reloading rules or advisory database failed; old ones stay")
+        basis = self._judgement_basis()
+        if basis != self._judged_with:
+            trigger = ("policy" if basis[0] != self._judged_with[0] else
+                       "rules" if basis[1] != self._judged_with[1] else "advisories")
+            self._judged_with = basis
+            self.rejudge(trigger)
+
+    def _judgement_basis(self) -> tuple[str, str, str]:
+        """What a verdict depends on besides the image: the policy, the rules (the layer results' cache prefix)
+        and the advisory database (the image results' prefix). A change of any is a reason to judge again."""
+        eng = self.scanner.engine
+        return self.policy.current.fingerprint, eng.layer_prefix, eng.image_prefix
+
+    # --- re-judging what runs (issue 16) ----------------------------------------------------------
+
+    def rejudge(self, trigger: str) -> int:
+        """Judge the image of every running container again (the advisories, rules or policy changed; the
+        caches keep each layer's files and packages, so a changed advisory database is a re-match, not a
+        re-read), and report each verdict that changed as an image.verdict with the previous one beside it.
+        Never blocks: the judgements run on the scan pool. Returns how many were submitted."""
+        if self._running is None or self._stop.is_set():
+            return 0
+        try:
+            running = [c for c in self._running() if c.state == "running" and c.id]
+        except Exception:
+            self._rlog.exception("rejudge_list", "image gate: listing running containers failed; not re-judged")
+            return 0
+        n = 0
+        for info in running:
+            with self._lock:
+                previous = self._last.get((info.namespace, info.id))
+            if previous is None:  # never judged (its verdict is still coming): nothing to compare with
+                self._count("rejudge_skipped")
+                continue
+            key = ("rejudge", trigger, info.namespace, info.id, self._judged_with)
+            fut = self._submit(info.namespace, info.id, key=key)
+            fut.add_done_callback(lambda f, i=info, p=previous, t=trigger: self._rejudged(f, i, p, t))
+            n += 1
+        if n:
+            log.info("image gate: %s changed; judging the images of %d running containers again", trigger, n)
+        return n
+
+    def _rejudged(self, fut: cf.Future, info: ContainerInfo, previous: str, trigger: str) -> None:
+        try:
+            verdict = fut.result()
+        except (cf.CancelledError, Exception):  # the pool shut down: the agent is stopping
+            return
+        self._count("rejudged")
+        key = (info.namespace, info.id)
+        with self._lock:
+            if key not in self._last:  # stopped meanwhile
+                return
+            self._last[key] = verdict.verdict
+        if verdict.verdict == previous:
+            return
+        self._count("rejudge_changed")
+        verdict = dataclasses.replace(verdict, previous=previous, trigger=trigger)
+        self._send(verdict, info)
 
     def _handle(self, info: ContainerInfo) -> None:
         fut = self._submit(info.namespace, info.id)
@@ -181,6 +251,12 @@ class GateService:
         self._send(verdict, info)
 
     def _send(self, verdict: Verdict, info: ContainerInfo) -> None:
+        if not verdict.timed_out and info.state != "stopped":
+            with self._lock:
+                self._last[(info.namespace, info.id)] = verdict.verdict
+                self._last.move_to_end((info.namespace, info.id))
+                while len(self._last) > _SEEN:
+                    self._last.popitem(last=False)
         self._count("evaluated")
         self._count(verdict.verdict if verdict.verdict in ("allow", "alert", "block") else "errors")
         try:

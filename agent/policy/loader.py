@@ -27,7 +27,7 @@ _SEVERITIES = "info, low, medium, high, critical, off"
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 TOP_KEYS = ("categories", "scope", "whitelist", "on_timeout", "on_error", "runtime", "detect", "webshell", "profiles",
-            "signatures")
+            "signatures", "rejudge")
 
 
 class PolicyError(Exception):
@@ -153,6 +153,17 @@ def _on_error(v: Walker, node) -> dict:
     return {}
 
 
+def _rejudge(v: Walker, node) -> dict:
+    rj = v.mapping(node, "rejudge", ("action",))
+    if "action" in rj:
+        text = v.scalar(rj["action"][1], "rejudge.action")
+        if text is not None and text not in ("alert", "kill"):
+            v.err(rj["action"][1], "rejudge.action", f"expected alert or kill, got {text[:80]!r}")
+        elif text is not None:
+            return {"rejudge_action": text}
+    return {}
+
+
 def _compose(text: str, name: str):
     """The node tree, or PolicyError at the position the YAML reader had reached."""
     loader = None
@@ -194,7 +205,8 @@ def _pos(mark) -> str:
 
 
 _SECTIONS = {"categories": lambda v, n: {"categories": _categories(v, n)}, "scope": _scope, "whitelist": _whitelist,
-             "on_timeout": _on_timeout, "on_error": _on_error, "runtime": lambda v, n: {"runtime": runtime.walk(v, n)},
+             "on_timeout": _on_timeout, "on_error": _on_error, "rejudge": _rejudge,
+             "runtime": lambda v, n: {"runtime": runtime.walk(v, n)},
              # detection rules (agent/policy/rules.py): rules_files are relative to the policy file
              "detect": lambda v, n: {"detect": rules.walk_section(v, n, os.path.dirname(v.name) or ".")},
              "webshell": lambda v, n: {"webshell": webshell.walk(v, n)},  # the run-time web-shell check

@@ -51,6 +51,9 @@ class ImagePolicy:
     timeout: float = 1.5  # seconds a container start waits for the scan
     timeout_action: str = "allow"  # "allow" or "block" when the scan has not finished by then
     error_action: str = "allow"  # when the image cannot be read at all
+    # A running container whose image is newly blocked when judged again (advisories, rules or policy changed):
+    # "alert" (report the new verdict) or "kill" (also kill it, as a block at start would)
+    rejudge_action: str = "alert"
     runtime: RuntimeRules = RuntimeRules()  # in-kernel exec rules (agent/enforce/execkill.py)
     detect: DetectSection = DetectSection()  # detection rules (agent/detect/engine.py); ruleset None: bundled only
     webshell: WebshellPolicy = WebshellPolicy()  # the run-time web-shell check (agent/detect/webshell_watch.py)
