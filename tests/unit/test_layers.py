@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     # detect, though it lives with the other kill paths in agent/enforce.
     "agent.enforce.detectkill": 65,
     "agent.devices": 60,
+    "agent.resources": 60,  # container and host resource samples (issue 16): a sibling of devices
     "agent.outputs": 70,  # may import every stage's record types; no stage imports it
     "agent.pipeline": 80,
     "agent.node": 81,
