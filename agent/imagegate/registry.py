@@ -22,7 +22,8 @@ bytes of a layer go straight from the socket to the streamed layer reader, never
   2.8), the tag-schema fallback `sha256-<hex>` (OCI distribution-spec 1.1).
 
 Every failure is one RegistryError line naming the registry, what was asked and why (`kind` says
-which: unreachable, timeout, not-found, auth, digest, too-large, protocol, denied). It is a
+which: unreachable, timeout, tls, not-found, auth, denied, digest, too-large, bad-document (the
+registry answered, with a document we cannot use), protocol (any other HTTP failure), reference). It is a
 SourceError, so the scanner never caches it and the gate maps it to the policy's on_error.
 """
 
@@ -484,14 +485,14 @@ class RegistryClient:
         try:
             doc = json.loads(raw)
         except ValueError as e:
-            raise RegistryError(f"registry {ref.registry}: {what}: not valid JSON ({e})") from None
+            raise RegistryError(f"registry {ref.registry}: {what}: not valid JSON ({e})", "bad-document") from None
         if not isinstance(doc, dict):
-            raise RegistryError(f"registry {ref.registry}: {what}: not a JSON object")
+            raise RegistryError(f"registry {ref.registry}: {what}: not a JSON object", "bad-document")
         media = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else media
         if doc.get("schemaVersion") == 1 or "signed+json" in media or (
                 "docker" in media and media.endswith("manifest.v1+json")):
             raise RegistryError(f"registry {ref.registry}: {what}: Docker schema 1 manifest (deprecated, "
-                                "unsigned content); push the image again with a current client")
+                                "unsigned content); push the image again with a current client", "bad-document")
         if not media:
             media = MEDIA_OCI_INDEX if "manifests" in doc else MEDIA_OCI_MANIFEST
         return Manifest(digest, media, raw, doc)
@@ -524,7 +525,7 @@ class RegistryClient:
             raise RegistryError(f"registry {ref.registry}: {ref}: index nesting too deep")
         if m.media_type not in MANIFEST_TYPES and not isinstance(m.doc.get("layers"), list):
             raise RegistryError(f"registry {ref.registry}: {ref}: {m.media_type or 'document'} is not an image "
-                                "manifest")
+                                "manifest", "bad-document")
         return root, m
 
     def blob_chunks(self, ref: Reference, digest: str, verify: bool = True, max_size: int = -1,
@@ -602,7 +603,7 @@ class RegistryClient:
                 raise
         out = doc.get("manifests") if isinstance(doc, dict) else None
         if not isinstance(out, list):
-            raise RegistryError(f"registry {ref.registry}: {what}: the answer is not an index")
+            raise RegistryError(f"registry {ref.registry}: {what}: the answer is not an index", "bad-document")
         good = [d for d in out if isinstance(d, dict) and isinstance(d.get("digest"), str)
                 and re.match(r"^sha256:[0-9a-f]{64}$", d["digest"])]
         if artifact_type:
@@ -656,6 +657,8 @@ def _read_capped(resp, cap: int, what: str) -> bytes:
 
 
 def _net_kind(e) -> str:
+    if isinstance(e, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError subclass in urllib3
+        return "unreachable"
     if isinstance(e, (urllib3.exceptions.TimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(e, urllib3.exceptions.SSLError):

@@ -78,7 +78,7 @@ class TokenServer:
         self.service, self.issuer = service, issuer
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nodewarden test token signer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - datetime.timedelta(days=1))
@@ -298,4 +298,8 @@ http:
     def corrupt_blob(self, digest: str, data: bytes | None = None) -> None:
         """The registry will serve other bytes under this digest (distribution does not re-hash on read)."""
         p = self.blob_path(digest)
-        p.write_bytes(data if data is not None else p.read_bytes()[:-1] + b"\0")
+        if data is None:  # one byte in the middle flipped: same size, other hash
+            b = bytearray(p.read_bytes())
+            b[len(b) // 2] ^= 0xFF
+            data = bytes(b)
+        p.write_bytes(data)
