@@ -303,3 +303,146 @@ http:
             b[len(b) // 2] ^= 0xFF
             data = bytes(b)
         p.write_bytes(data)
+
+
+# --- signatures as cosign and notation push them (made here from the formats' published facts) ----
+
+COSIGN_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+NOTARY_ARTIFACT = "application/vnd.cncf.notary.signature"
+
+
+def simple_signing_payload(docker_reference: str, digest: str, typ: str = "cosign container image signature"
+                           ) -> bytes:
+    """cosign's payload (specs/SIGNATURE_SPEC.md), compact JSON as cosign writes it."""
+    return json.dumps({"critical": {"identity": {"docker-reference": docker_reference},
+                                    "image": {"docker-manifest-digest": digest}, "type": typ},
+                       "optional": None}, separators=(",", ":")).encode()
+
+
+def cosign_signature(private_key, payload: bytes) -> str:
+    """base64 of the signature over the payload bytes: ECDSA SHA-256 DER, or Ed25519."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        sig = private_key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    else:
+        sig = private_key.sign(payload)
+    return base64.b64encode(sig).decode()
+
+
+def cosign_sign(reg: LocalRegistry, repo: str, digest: str, signatures: list[tuple[bytes, str]]) -> str:
+    """Push cosign's signature image for `digest`: tag sha256-HEX.sig, one layer per (payload,
+    base64 signature), the signature in the layer's annotation. Returns the manifest digest."""
+    layers = []
+    for payload, sig in signatures:
+        layers.append({"mediaType": COSIGN_LAYER, **reg.push_blob(repo, payload),
+                       "annotations": {COSIGN_ANNOTATION: sig}})
+    config = json.dumps({"architecture": "", "os": "", "config": {}, "rootfs": {
+        "type": "layers", "diff_ids": [d["digest"] for d in layers]}}).encode()
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **reg.push_blob(repo, config)},
+                "layers": layers}
+    return reg.push_manifest(repo, digest.replace(":", "-") + ".sig", manifest)
+
+
+def make_ca(name: str, key=None, days: int = 30):
+    """A self-signed CA certificate (key P-256 unless given) -> (key, cert)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "NodeWarden tests")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def make_leaf(ca_key, ca_cert, name: str, key=None, code_signing: bool = True, days: int = 10):
+    """A signing certificate issued by the CA (Notation wants digitalSignature and the code-signing
+    EKU) -> (key, cert)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    eku = [ExtendedKeyUsageOID.CODE_SIGNING] if code_signing else [ExtendedKeyUsageOID.SERVER_AUTH]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return key, cert
+
+
+def notation_envelope(key, chain: list, target: dict, protected_extra: dict | None = None,
+                      crit: list | None = None) -> bytes:
+    """A Notation JWS envelope (signature-envelope-jws.md), flattened JSON serialization: ES256
+    for an EC key (signature r||s), PS256 for RSA. target: {mediaType, digest, size}."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    ecdsa = isinstance(key, ec.EllipticCurvePrivateKey)
+    protected = {"alg": "ES256" if ecdsa else "PS256",
+                 "crit": crit if crit is not None else ["io.cncf.notary.signingScheme"],
+                 "cty": "application/vnd.cncf.notary.payload.v1+json",
+                 "io.cncf.notary.signingScheme": "notary.x509",
+                 "io.cncf.notary.signingTime": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 **(protected_extra or {})}
+    p64 = _b64url(json.dumps(protected, separators=(",", ":")).encode())
+    payload64 = _b64url(json.dumps({"targetArtifact": target}, separators=(",", ":")).encode())
+    signing_input = f"{p64}.{payload64}".encode()
+    if ecdsa:
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    else:
+        sig = key.sign(signing_input, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                       hashes.SHA256())
+    return json.dumps({"payload": payload64, "protected": p64, "header": {
+        "x5chain": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain],
+        "io.cncf.notary.signingAgent": "nodewarden-tests/1"}, "signature": _b64url(sig)}).encode()
+
+
+def notation_attach(reg: LocalRegistry, repo: str, subject: dict, envelope: bytes) -> str:
+    """Push the signature artifact with `subject` and add it to the referrers tag-schema fallback
+    index `sha256-HEX` (distribution 2.8 has no referrers API), as notation does against such a
+    registry. subject: {mediaType, digest, size}. Returns the signature manifest's digest."""
+    empty = reg.push_blob(repo, b"{}")
+    env = reg.push_blob(repo, envelope)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": NOTARY_ARTIFACT,
+                "config": {"mediaType": OCI_EMPTY, **empty},
+                "layers": [{"mediaType": "application/jose+json", **env}], "subject": subject,
+                "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}
+    raw = json.dumps(manifest).encode()
+    digest = reg.push_manifest(repo, "sha256:" + hashlib.sha256(raw).hexdigest(), raw)
+    tag = subject["digest"].replace(":", "-")
+    r = reg.http.request("GET", f"http://{reg.host}/v2/{repo}/manifests/{tag}",
+                         headers={**reg._auth_header(repo), "Accept": OCI_INDEX})
+    index = json.loads(r.data) if r.status == 200 else {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(raw),
+                               "artifactType": NOTARY_ARTIFACT})
+    reg.push_manifest(repo, tag, index, OCI_INDEX)
+    return digest
