@@ -19,6 +19,7 @@ COMMANDS = [
     "agent.commands.rules",
     "agent.commands.devices",
     "agent.commands.profile",
+    "agent.commands.posture",
 ]
 
 

@@ -204,6 +204,23 @@ class DeviceGuardConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """Per-container and host resource sampling (agent/resources/): cgroup v2 or v1 files and /proc/<pid>/net/dev
+    for each running container, psutil for the host, every interval_s, as container.resources and
+    host.resources records and nodewarden_container_* / nodewarden_host_* metrics."""
+
+    enabled: bool = True
+    interval_s: float = 10.0
+    host: bool = True  # host.resources (psutil) beside the containers' records
+    filesystems: tuple[str, ...] = ("/",)  # paths whose filesystem's space host.resources reports (/host in a pod)
+    max_containers: int = 4096  # containers read per sample; beyond it they are skipped and counted (resources.cut)
+    # nw.container_memory_at_limit: a container's working set at or above this share of its memory limit for
+    # memory_alert_samples samples in a row raises one alert; it may alert again once a sample falls below.
+    memory_alert_percent: float = 95.0  # 0 = no alert
+    memory_alert_samples: int = 3
+
+
+@dataclass
 class ProfilesConfig:
     """The behaviour model per workload (agent/detect/profile/): what each workload's containers run, whom
     they connect to, what they listen on and where they write, learned, then enforced. The policy's
@@ -226,6 +243,32 @@ class ProfilesConfig:
 
 
 @dataclass
+class PostureConfig:
+    """The node's posture report (agent/imagegate/posture.py): long-running containers, stale bases, several
+    digests of one image, missing limits, root and privileged containers; one posture.report per interval."""
+
+    enabled: bool = True
+    interval: float = 3600.0  # seconds between reports (the first comes one interval after agent.ready)
+    max_age_days: float = 30.0  # a container running longer is reported as long-running
+
+
+@dataclass
+class LifecycleConfig:
+    """Container and image lifecycle events from containerd's event stream (agent/enrich/lifecycle.py):
+    container.created/started/exited/oom/deleted/exec, image.pulled/deleted, and two alerts: a container
+    OOM-killed (nw.container_oom_killed) and a restart loop (nw.container_restart_loop: restart_exits exits
+    of one container name within restart_window_s). Needs containers.enabled (the containerd watcher)."""
+
+    enabled: bool = True
+    restart_exits: int = 5  # exits of one container (pod namespace, pod, container name) that make a loop
+    restart_window_s: float = 600.0  # ... within this many seconds (the kubelet's back-off reaches 5 in ~3 min)
+    max_tracked: int = 4096  # containers whose recent exits are remembered; beyond it the oldest is forgotten
+    queue_size: int = 4096  # lifecycle records waiting for the outputs; beyond it dropped and counted
+    # event.names that also raise an alert (rule nw.container_lifecycle), e.g. container.exec, image.pulled
+    alert_on: tuple[str, ...] = ()
+
+
+@dataclass
 class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
@@ -238,6 +281,9 @@ class Config:
     device_guard: DeviceGuardConfig = field(default_factory=DeviceGuardConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    posture: PostureConfig = field(default_factory=PostureConfig)
 
 
 def _coerce(value, typ, where: str):

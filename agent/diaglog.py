@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import orjson
 
@@ -30,9 +31,10 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record; a traceback goes in `error.stack_trace`, not across lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from agent.outputs.record import rfc3339  # the events' own timestamp form
-
-        out = {"timestamp": rfc3339(int(record.created * 1e9)), "log.level": record.levelname.lower(),
+        # the events' timestamp form (agent/outputs/record.py rfc3339), at the microseconds logging keeps
+        sec, frac = divmod(record.created, 1.0)
+        ts = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(sec))}.{int(frac * 1e6):06d}000Z"
+        out = {"timestamp": ts, "log.level": record.levelname.lower(),
                "log.logger": record.name, "message": record.getMessage()}
         if record.exc_info:
             exc = record.exc_info[1]

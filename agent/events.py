@@ -378,6 +378,9 @@ class AlertEvent:
     # the subject (a use seen in a device.sample).
     device: DeviceRef | None = None
     user: DeviceUser | None = None
+    # Alerts about a container with no kernel event behind them (agent/resources: memory at its limit;
+    # container lifecycle: OOM kills, restart loops): the container they are about.
+    container: ContainerInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +437,30 @@ class ProfileChange:
     image: str = ""
     image_digest: str = ""
     severity: Severity = Severity.INFO  # medium for an overflow or a refused profile
+
+
+# -- posture (agent/imagegate/posture.py): the node's running containers against the practice guides -------
+
+
+@dataclass(frozen=True, slots=True)
+class PostureFinding:
+    """One posture check that failed: check (one of posture.CHECKS), one line of detail, the containers concerned."""
+
+    check: str
+    detail: str
+    containers: tuple[ContainerInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PostureReport:
+    """posture.report: every check over every running container, on an interval and on request."""
+
+    name: ClassVar[str] = "posture.report"
+    ts_ns: int
+    findings: tuple[PostureFinding, ...] = ()
+    containers: int = 0  # running containers assessed (pod sandboxes not counted)
+    unreadable: int = 0  # containers or images that could not be read this time (not judged)
+    severity: Severity = Severity.INFO  # low when any check failed
 
 
 # -- devices (agent/devices): NVIDIA GPUs through NVML, Kunlun XPUs through xpuml / xpu_smi ------------
@@ -528,6 +555,186 @@ class DeviceProcessEvent:
     user: DeviceUser
 
 
+# -- resources (agent/resources): per-container cgroup counters and the host's, sampled on an interval -------
+# A counter the kernel does not offer here (a controller not enabled, a file absent) is None, never a made-up 0.
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerUsage:
+    """One container's counters at one moment, from its cgroup files (agent/resources/cgroupfs.py) and its
+    network namespace (/proc/<pid>/net/dev, loopback left out). Counters are cumulative since the cgroup
+    was made; memory_limit and pids_limit None: no limit."""
+
+    cgroup_version: int  # 1 or 2
+    cpu_usage_ns: int | None = None
+    cpu_user_ns: int | None = None
+    cpu_system_ns: int | None = None
+    cpu_periods: int | None = None  # CFS quota periods elapsed (a CPU limit is set)
+    cpu_throttled_periods: int | None = None
+    cpu_throttled_ns: int | None = None
+    memory_usage: int | None = None  # bytes charged to the cgroup (page cache included)
+    memory_limit: int | None = None
+    memory_working_set: int | None = None  # usage less inactive file pages (the kubelet's working set)
+    memory_rss: int | None = None  # anonymous memory
+    memory_cache: int | None = None  # file pages
+    memory_limit_hits: int | None = None  # v2 memory.events max, v1 memory.failcnt
+    oom_kills: int | None = None  # processes the OOM killer killed in the cgroup
+    pids: int | None = None
+    pids_limit: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+    io_read_ops: int | None = None
+    io_write_ops: int | None = None
+    net_rx_bytes: int | None = None  # None: the container shares the host's network namespace
+    net_tx_bytes: int | None = None
+    net_rx_packets: int | None = None
+    net_tx_packets: int | None = None
+    net_rx_dropped: int | None = None
+    net_tx_dropped: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerResourcesEvent:
+    """container.resources: one running container's usage at one sample; cpu_percent over the last interval
+    (100 = one CPU busy), memory_percent the working set against the limit (None: no limit)."""
+
+    name: ClassVar[str] = "container.resources"
+    ts_ns: int
+    container: ContainerInfo
+    usage: ContainerUsage
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    cgroup_path: str = ""  # the memory controller's path (v1) or the unified one (v2)
+
+
+@dataclass(frozen=True, slots=True)
+class HostFilesystem:
+    """One mounted filesystem's space (psutil.disk_usage)."""
+
+    path: str
+    total: int
+    used: int
+    free: int
+    percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostResourcesEvent:
+    """host.resources: the node's CPU, memory, disks and network at one sample (psutil). Counters are
+    cumulative since boot; cpu_percent is over the last interval, all CPUs together (100 = all busy)."""
+
+    name: ClassVar[str] = "host.resources"
+    ts_ns: int
+    cpu_count: int
+    cpu_percent: float | None = None
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
+    cpu_idle_s: float = 0.0
+    cpu_iowait_s: float = 0.0
+    load1: float = 0.0
+    load5: float = 0.0
+    load15: float = 0.0
+    memory_total: int = 0
+    memory_available: int = 0
+    memory_used: int = 0
+    memory_percent: float = 0.0
+    swap_total: int = 0
+    swap_used: int = 0
+    disk_read_bytes: int | None = None
+    disk_write_bytes: int | None = None
+    disk_read_ops: int | None = None
+    disk_write_ops: int | None = None
+    net_rx_bytes: int | None = None  # every interface but loopback
+    net_tx_bytes: int | None = None
+    net_rx_packets: int | None = None
+    net_tx_packets: int | None = None
+    filesystems: tuple[HostFilesystem, ...] = ()
+    errors: tuple[str, ...] = ()  # readings that failed this time ("disk_io: reason")
+
+
+# -- container lifecycle (issue 16, agent/enrich/lifecycle.py): containerd's event stream as typed records ------
+# One record type per family, one subclass per event.name (container.created, ...), so an output or a rule
+# tells them apart by name as it does process.exec from process.exit.
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerLifecycleEvent:
+    """container.*: one step of a container's life as containerd reported it. `container` is the container
+    table's record at that moment (the id alone when the table never knew it). Which other fields mean
+    something depends on the kind: pid (started: the init process; exec: the exec'd process); exit_code,
+    signal, oom_killed (exited); exec_id, argv, via (exec)."""
+
+    name: ClassVar[str] = "container.lifecycle"  # the family; records are always one of the subclasses
+    ts_ns: int
+    container: ContainerInfo
+    pid: int = 0
+    exit_code: int | None = None  # the task's exit status as containerd reports it (128 + n: killed by signal n)
+    signal: int = 0  # the signal that killed the init process, when the status says one did (0: none)
+    oom_killed: bool = False  # the kernel OOM-killed a process of the container during this task's life
+    exec_id: str = ""
+    argv: tuple[str, ...] = ()  # exec: the command, when the agent could read it ((): exited too soon)
+    via: str = ""  # exec: "cri" (an exec id of the CRI's form), "direct" (a CRI container, another id), "containerd"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCreated(ContainerLifecycleEvent):
+    name: ClassVar[str] = "container.created"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStarted(ContainerLifecycleEvent):
+    name: ClassVar[str] = "container.started"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerExited(ContainerLifecycleEvent):
+    name: ClassVar[str] = "container.exited"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerOOM(ContainerLifecycleEvent):
+    """container.oom: the kernel's OOM killer killed a process in the container's cgroup (containerd's
+    /tasks/oom); the container lives on when that was not its init process."""
+
+    name: ClassVar[str] = "container.oom"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDeleted(ContainerLifecycleEvent):
+    name: ClassVar[str] = "container.deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerExec(ContainerLifecycleEvent):
+    name: ClassVar[str] = "container.exec"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLifecycleEvent:
+    """image.pulled / image.deleted: containerd created or moved an image record (a pull, an import or a tag:
+    its events do not tell them apart), or deleted one. previous_digest: the digest the name had before, when
+    a tag moved to new content."""
+
+    name: ClassVar[str] = "image.lifecycle"  # the family; records are always one of the subclasses
+    ts_ns: int
+    image: str
+    namespace: str  # containerd namespace
+    digest: str = ""
+    previous_digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePulled(ImageLifecycleEvent):
+    name: ClassVar[str] = "image.pulled"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDeleted(ImageLifecycleEvent):
+    name: ClassVar[str] = "image.deleted"
+
+
 # Everything a stage may hand to the outputs.
 Record = (Enriched | VerdictEvent | EnforcementEvent | AlertEvent | AgentReady | DropReport | PolicyEvent
-          | DeviceInfoEvent | DeviceSampleEvent | DeviceHealthEvent | DeviceProcessEvent | ProfileChange)
+          | DeviceInfoEvent | DeviceSampleEvent | DeviceHealthEvent | DeviceProcessEvent | ProfileChange
+          | PostureReport | ContainerResourcesEvent | HostResourcesEvent
+          | ContainerLifecycleEvent | ImageLifecycleEvent)

@@ -94,6 +94,7 @@ class Agent:
         self.oci = self._oci_gate()  # the server nodewarden-runc asks at `runc create`
         self.nri = self._nri_plugin()
         self.devices = self._devices()  # GPU/XPU poller (agent/devices), or its null object
+        self.posture = self._posture()  # posture.report every posture.interval, or its null object
         self.devices.add_listener(self.devguard.observe_device)  # the inventory, and samples' processes
         if self.containers is not None:
             self.containers.add_listener(self.devguard.on_container)
@@ -274,6 +275,15 @@ class Agent:
                                                      timeout_action=self.policy.current.timeout_action),
                          timeout_action=self.decider.timeout_action)
 
+    def _posture(self):
+        from agent.imagegate.posture import NullPostureReporter, PostureAssessor, PostureReporter
+
+        if self.containers is None or not self.cfg.posture.enabled:
+            return NullPostureReporter()
+        assessor = PostureAssessor(self._client_factory, self.cfg.posture, proc_root=self.cfg.containers.proc_root)
+        return PostureReporter(assessor, self.containers.snapshot, lambda ev: self.pipeline.emit(ev),
+                               self.cfg.posture.interval)
+
     def _devices(self):
         """The device poller: its records enter the pipeline like any other; its state feeds /metrics
         (DCGM_* gauges) and status.json (`nodewarden devices`)."""
@@ -357,6 +367,7 @@ class Agent:
         sdnotify.status("loading probes (the first start on a kernel compiles them: up to a minute)")
         self.pipeline.start(before_ready=self._start_enforcement)
         self.devices.start()  # after agent.ready: device records follow it like every other event
+        self.posture.start()
         settle_gc()
         self.started = time.time()
         self._write_status()
@@ -389,6 +400,7 @@ class Agent:
             if part is not None:
                 part.stop()
         self.devices.stop()  # before the pipeline: its last records still go out
+        self.posture.stop()
         self.pipeline.stop()
         self.profiles.close()  # the final flush: every change on disk (and queued for the collector)
         if self.profile_sync is not None:
@@ -489,7 +501,8 @@ class Agent:
 
         rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
                "enforcement": self.enforcement_status(), "detection": self.detection_status(),
-               "devices": self.devices.status(), "device_guard": self.devguard.status(),
+               "devices": self.devices.status(), "posture": self.posture.status(),
+               "device_guard": self.devguard.status(),
                "profiles": {**self.profiles.counters(), "kernel": self.profilekill.counters()}
                if self.profiles.enabled else {"enabled": False}}
         path = os.path.join(self.cfg.agent.state_dir, "status.json")
