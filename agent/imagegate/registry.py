@@ -408,11 +408,13 @@ class RegistryClient:
         if scheme != "bearer" or not params.get("realm"):
             raise RegistryError(f"registry {ref.registry}: {what}: unauthorized, and its challenge "
                                 f"{challenge[:100]!r} is not Basic or Bearer", "auth")
-        return f"Bearer {self._token(ref, params, params.get('scope') or scope, cred, what)}"
+        return f"Bearer {self._token(ref, params, params.get('scope') or scope, scope, cred, what)}"
 
-    def _token(self, ref: Reference, params: dict, scope: str, cred: Credentials | None, what: str) -> str:
+    def _token(self, ref: Reference, params: dict, scope: str, key: str, cred: Credentials | None,
+               what: str) -> str:
         """The token flow of the Docker registry token spec: GET realm?service=&scope= (Basic
-        credentials if any) -> {"token"|"access_token", "expires_in"}."""
+        credentials if any) -> {"token"|"access_token", "expires_in"}. Cached under `key`, the
+        scope the next request will look up (the challenge may spell it otherwise)."""
         realm = params["realm"]
         u = urllib.parse.urlsplit(realm)
         if u.scheme not in ("https", "http") or not u.netloc:
@@ -450,7 +452,7 @@ class RegistryClient:
         with self._lock:
             if len(self._tokens) > 1024:  # bounded: forget all; tokens are cheap to get again
                 self._tokens.clear()
-            self._tokens[(ref.api_host, scope)] = (token, time.monotonic() + max(1.0, expires - 10))
+            self._tokens[(ref.api_host, key)] = (token, time.monotonic() + max(1.0, expires - 10))
         return token
 
     # -- the API ------------------------------------------------------------------------------

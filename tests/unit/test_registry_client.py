@@ -283,6 +283,60 @@ def test_oversized_manifest(client, length):
     assert e.value.kind == "too-large" and "larger than" in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
+def test_blob_redirect_drops_credentials(client):
+    """Registries send blob GETs to storage elsewhere (S3, a CDN) with a redirect: followed, and
+    the registry's credentials stay with the registry (urllib3 drops Authorization across hosts)."""
+    import hashlib
+    import http.server
+
+    data = b"layer bytes from the storage host" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    seen = {}
+
+    class Storage(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            seen["storage_auth"] = self.headers.get("Authorization")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    storage = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Storage)
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if not self.headers.get("Authorization"):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            seen["registry_auth"] = self.headers.get("Authorization")
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.2:{storage.server_address[1]}/bucket/blob?sig=1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    for srv in (storage, registry):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{registry.server_address[1]}"
+        c = RegistryClient(DockerConfigAuth(explicit={host: Credentials("u", "p")}), timeout=5)
+        got = b"".join(c.blob_chunks(Reference.parse(f"{host}/team/app:1"), digest))
+        assert got == data and seen["registry_auth"].startswith("Basic ") and seen["storage_auth"] is None
+    finally:
+        for srv in (storage, registry):
+            srv.shutdown()
+            srv.server_close()
+
+
 def test_referrers_tag_fallback(reg, image, client):
     """distribution 2.8 has no referrers API (404): the fallback index at sha256-<hex> answers."""
     ref = Reference.parse(f"{reg.host}/team/app:1")
