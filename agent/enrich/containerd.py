@@ -23,6 +23,7 @@ the namespace of each call goes in the `containerd-namespace` gRPC metadata, as 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -49,6 +50,7 @@ from agent.enrich.containerd_client import (
     spec_cgroups_path,
     ts_ns,
 )
+from agent.enrich.lifecycle import Notice, NullLifecycle
 from agent.ratelog import RateLog
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
 log = logging.getLogger("nodewarden.containerd")
 _IMAGE_CACHE = 1024
 _STATES = {1: "created", 2: "running", 3: "stopped", 4: "paused", 5: "paused"}
+_MAX_ARGV_BYTES = 32 << 10  # an exec's /proc/<pid>/cmdline read for its container.exec record, at most
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class ContainerWatcher:
         resolver: CgroupResolver | None = None,
         client_factory=ContainerdClient,
         on_image: Callable[[str, str], None] | None = None,
+        lifecycle=None,
     ):
         self.config = config
         self.table = table
@@ -127,6 +131,11 @@ class ContainerWatcher:
         # updated (pulled): the image gate scans ahead of any container start. On the watcher thread:
         # it must not block.
         self.on_image = on_image
+        # The lifecycle sink (agent/enrich/lifecycle.py): told each container and image step as the table
+        # applies it (created, started, exited, oom, deleted, exec; image pulled, deleted), never the
+        # listing after a (re)connect. NullLifecycle when lifecycle events are off.
+        self.lifecycle = lifecycle if lifecycle is not None else NullLifecycle()
+        self._early_argv: OrderedDict[tuple[str, str, str], tuple[str, ...]] = OrderedDict()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -281,6 +290,8 @@ class ContainerWatcher:
             for env in call:
                 if env.topic == "/tasks/create":
                     self._resolve_early(env)
+                elif env.topic == "/tasks/exec-started" and self.lifecycle.enabled:
+                    self._argv_early(env)
                 try:
                     q.put_nowait(env)
                 except queue.Full:
@@ -306,6 +317,25 @@ class ContainerWatcher:
             self._early[(env.namespace, ev.container_id, ev.pid)] = res
             while len(self._early) > 256:  # bounded: entries the watcher never consumed
                 self._early.popitem(last=False)
+
+    def _argv_early(self, env) -> None:
+        """Read an exec'd process's command line on the reader thread, before the event waits in the
+        queue: `ctr task exec ... sh -c ...` may be gone in a millisecond."""
+        try:
+            ev = pb_module("events.task_pb2").TaskExecStarted.FromString(env.event.value)
+        except Exception:
+            return  # counted when the watcher thread decodes it
+        argv = _read_argv(self.config.proc_root, ev.pid)
+        with self._early_lock:
+            self._early_argv[(env.namespace, ev.container_id, ev.exec_id)] = argv
+            while len(self._early_argv) > 256:  # bounded: entries the watcher never consumed
+                self._early_argv.popitem(last=False)
+
+    def _tell(self, action: str, ns: str, container_id: str, ts: int, **kw) -> None:
+        """One lifecycle step to the sink, with the table's record of the container as it is now."""
+        if self.lifecycle.enabled:
+            info = self.table.lookup(ns, container_id)
+            self.lifecycle.notice(Notice(action, ts or time.time_ns(), ns, info, container_id, **kw))
 
     # --- listing --------------------------------------------------------------------------------
 
@@ -427,12 +457,14 @@ class ContainerWatcher:
 
     def _on_container_create(self, client, ns, ev, ts) -> None:
         self._store_record(ns, self._fetch_entry(client, ns, ev.id, ev.image), revive=True)
+        self._tell("created", ns, ev.id, ts)
 
     def _on_container_update(self, client, ns, ev, ts) -> None:
         self._store_record(ns, self._fetch_entry(client, ns, ev.id, ev.image), revive=False)
 
     def _on_container_delete(self, client, ns, ev, ts) -> None:
         self.table.mark_deleted(ns, ev.id)
+        self._tell("deleted", ns, ev.id, ts)
 
     def _known(self, client, ns: str, container_id: str) -> Entry:
         entry = self.table.get_entry(ns, container_id)
@@ -446,6 +478,7 @@ class ContainerWatcher:
 
     def _on_task_start(self, client, ns, ev, ts) -> None:
         self._task_state(client, ns, ev.container_id, ev.pid, "running", ts)
+        self._tell("started", ns, ev.container_id, ts, pid=ev.pid)
 
     def _task_state(self, client, ns: str, container_id: str, pid: int, state: str, started: int) -> None:
         # Read the pid's cgroup before any RPC: a short-lived task may be gone in milliseconds. The
@@ -492,6 +525,10 @@ class ContainerWatcher:
             return "exec"
 
         self.table.update(ns, ev.container_id, fn)
+        if self.lifecycle.enabled:
+            with self._early_lock:
+                argv = self._early_argv.pop((ns, ev.container_id, ev.exec_id), ())
+            self._tell("exec", ns, ev.container_id, ts, pid=ev.pid, exec_id=ev.exec_id, argv=argv)
 
     def _on_task_exit(self, client, ns, ev, ts) -> None:
         init = ev.id in ("", ev.container_id)
@@ -505,6 +542,11 @@ class ContainerWatcher:
 
         if self.table.get_entry(ns, ev.container_id) is not None:
             self.table.update(ns, ev.container_id, fn)
+        if init:
+            self._tell("exited", ns, ev.container_id, ts, pid=ev.pid, exit_status=ev.exit_status)
+
+    def _on_task_oom(self, client, ns, ev, ts) -> None:
+        self._tell("oom", ns, ev.container_id, ts)
 
     def _on_task_delete(self, client, ns, ev, ts) -> None:
         if ev.id not in ("", ev.container_id) or self.table.get_entry(ns, ev.container_id) is None:
@@ -525,8 +567,12 @@ class ContainerWatcher:
                 self._rlog.warning("on_image", "image listener failed: %s", e)
 
     def _on_image_change(self, client, ns, ev, ts) -> None:
-        self._images.pop((ns, ev.name), None)
+        previous = self._images.pop((ns, ev.name), "")
         self._image_seen(ns, ev.name)
+        if self.lifecycle.enabled:
+            digest = self._image_digest(client, ns, ev.name)
+            self.lifecycle.notice(Notice("image_pulled", ts or time.time_ns(), ns, image=ev.name, digest=digest,
+                                         previous_digest=previous if previous != digest else ""))
         # A container created before its image record (or while it was missing) gets its digest now.
         for info in self.table.snapshot():
             if info.namespace == ns and info.image == ev.name and not info.image_digest:
@@ -541,7 +587,21 @@ class ContainerWatcher:
                 self.table.update(ns, info.id, fn)
 
     def _on_image_delete(self, client, ns, ev, ts) -> None:
-        self._images.pop((ns, ev.name), None)
+        digest = self._images.pop((ns, ev.name), "")
+        if self.lifecycle.enabled:
+            self.lifecycle.notice(Notice("image_deleted", ts or time.time_ns(), ns, image=ev.name, digest=digest))
+
+
+def _read_argv(proc_root: str, pid: int) -> tuple[str, ...]:
+    """/proc/<pid>/cmdline as argv, () when the process is gone or unreadable; bounded."""
+    if pid <= 0:
+        return ()
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as f:
+            raw = f.read(_MAX_ARGV_BYTES)
+    except OSError:
+        return ()
+    return tuple(os.fsdecode(a) for a in raw.rstrip(b"\0").split(b"\0")) if raw else ()
 
 
 # topic -> (module under agent.gen.containerd, message, handler). Topics from containerd's
@@ -555,6 +615,7 @@ _TOPICS = {
     "/tasks/exec-added": ("events.task_pb2", "TaskExecAdded", "_on_exec_added"),
     "/tasks/exec-started": ("events.task_pb2", "TaskExecStarted", "_on_exec_started"),
     "/tasks/exit": ("events.task_pb2", "TaskExit", "_on_task_exit"),
+    "/tasks/oom": ("events.task_pb2", "TaskOOM", "_on_task_oom"),
     "/tasks/delete": ("events.task_pb2", "TaskDelete", "_on_task_delete"),
     "/images/create": ("events.image_pb2", "ImageCreate", "_on_image_change"),
     "/images/update": ("events.image_pb2", "ImageUpdate", "_on_image_change"),
