@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 
 import urllib3
 
-from agent.imagegate.model import SourceError
-from agent.imagegate.source import INDEX_TYPES, Source, check_digest, host_platform
+from agent.imagegate import shapes
+from agent.imagegate.model import ImageError, SourceError
+from agent.imagegate.source import INDEX_TYPES, Resolved, Source, check_digest, host_platform
 
 MAX_MANIFEST = 4 << 20  # a manifest is a few KB; an index of many platforms tens of KB
 MAX_TOKEN = 1 << 20
@@ -67,9 +68,10 @@ _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,
 class RegistryError(SourceError):
     """A registry request failed: one line for the user; `kind` for the caller's decision."""
 
-    def __init__(self, msg: str, kind: str = "protocol"):
+    def __init__(self, msg: str, kind: str = "protocol", status: int = 0):
         super().__init__(msg.splitlines()[0][:500] if msg else kind)
         self.kind = kind
+        self.status = status  # the HTTP status when the registry answered one
 
 
 # --- references ---------------------------------------------------------------------------------
@@ -322,9 +324,12 @@ class RegistryClient:
         return f"{scheme}://{host}"
 
     def _request(self, method: str, ref: Reference, path: str, what: str, headers: dict | None = None,
-                 stream: bool = False, scope_actions: str = "pull", ok=(200,)) -> urllib3.BaseHTTPResponse:
+                 stream: bool = False, scope_actions: str = "pull", ok=(200,), raw: bool = False,
+                 ) -> urllib3.BaseHTTPResponse:
         """One request with the auth dance: a 401 with a challenge -> credentials or a token -> once
-        more. `what` names the call in errors ("manifest alpine:3"). The caller closes a stream."""
+        more. `what` names the call in errors ("manifest alpine:3"). The caller closes a stream.
+        raw: the body as sent (a blob's bytes are what its digest names; a transport encoding on
+        them would be a registry bug we report as a mismatch); otherwise Content-Encoding is undone."""
         url = self._base(ref) + path
         scope = f"repository:{ref.repository}:{scope_actions}"
         hdrs = {"User-Agent": self.user_agent, **(headers or {})}
@@ -333,7 +338,7 @@ class RegistryClient:
             h = dict(hdrs)
             if authz:
                 h["Authorization"] = authz
-            resp = self._send(method, url, h, stream, f"{ref.registry}: {what}")
+            resp = self._send(method, url, h, stream, f"{ref.registry}: {what}", raw)
             if resp.status == 401 and attempt == 0:
                 challenge = resp.headers.get("WWW-Authenticate", "")
                 self._discard(resp)
@@ -347,12 +352,13 @@ class RegistryClient:
         self._discard(resp)
         kind = {401: "auth", 403: "denied", 404: "not-found"}.get(status, "protocol")
         label = {401: "unauthorized", 403: "denied", 404: "not found", 429: "rate limited"}.get(status, "HTTP")
-        raise RegistryError(f"registry {ref.registry}: {what}: {label} ({status}){detail}", kind)
+        raise RegistryError(f"registry {ref.registry}: {what}: {label} ({status}){detail}", kind, status)
 
-    def _send(self, method: str, url: str, headers: dict, stream: bool, what: str) -> urllib3.BaseHTTPResponse:
+    def _send(self, method: str, url: str, headers: dict, stream: bool, what: str, raw: bool = False,
+              ) -> urllib3.BaseHTTPResponse:
         try:
             return self.http.request(method, url, headers=headers, preload_content=not stream,
-                                     timeout=self._timeout(what), decode_content=False)
+                                     timeout=self._timeout(what), decode_content=not raw)
         except RegistryError:
             raise
         except urllib3.exceptions.MaxRetryError as e:
@@ -537,7 +543,7 @@ class RegistryClient:
         chunk if the bytes are not `digest`. max_size >= 0: RegistryError(kind="too-large") past it."""
         check_digest(digest)
         what = f"blob {ref.repository}@{digest[:19]}"
-        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{digest}", what, stream=True)
+        resp = self._request("GET", ref, f"/v2/{ref.repository}/blobs/{digest}", what, stream=True, raw=True)
         alg = digest.split(":", 1)[0]
         h = hashlib.new(alg)
         n = 0
@@ -581,7 +587,8 @@ class RegistryClient:
         try:
             resp = self._request("GET", ref, path, what, {"Accept": MEDIA_OCI_INDEX}, stream=True)
         except RegistryError as e:
-            if e.kind != "not-found":
+            # 404 is the spec's "no referrers API"; some registries say 400, 405 or 501 instead.
+            if e.kind != "not-found" and e.status not in (400, 405, 501):
                 raise
             resp = None
         if resp is not None:
@@ -701,9 +708,10 @@ class RegistrySource(Source):
     tarball. Registry failures are RegistryError (a SourceError): never cached, on_error.
     """
 
-    def __init__(self, client: RegistryClient, ref: Reference | str):
+    def __init__(self, client: RegistryClient, ref: Reference | str, platform: tuple[str, str, str] | None = None):
         self.client = client
         self.ref = Reference.parse(ref) if isinstance(ref, str) else ref
+        self.platform = platform  # (os, arch, variant) of an index to scan; None: this node's
         self.name = str(self.ref)
         self._manifests: dict[str, bytes] = {}
         self._manifest_digests: set[str] = set()
@@ -723,6 +731,27 @@ class RegistrySource(Source):
             for d in m.doc["manifests"][:4096]:
                 if isinstance(d, dict) and isinstance(d.get("digest"), str):
                     self._manifest_digests.add(d["digest"])
+
+    def resolve(self) -> Resolved:
+        """Source.resolve(), but for the platform asked (`scan --platform`); the same steps and
+        shape checks, with `pick` for the platform in place of the node's."""
+        if self.platform is None:
+            return super().resolve()
+        findings = []
+        root = shapes.descriptor(self.root(), "root descriptor")
+        desc = root
+        doc = self.read_json(desc, "index" if desc.get("mediaType") in INDEX_TYPES else "manifest", findings)
+        for _ in range(4):
+            if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
+                break
+            desc = pick(shapes.index(doc, f"index {desc['digest']}"), self.platform, self.name)
+            doc = self.read_json(desc, "manifest", findings)
+        else:
+            raise ImageError("index nesting too deep")
+        shapes.manifest(doc, f"manifest {desc['digest']}")
+        config = self.read_json(doc["config"], "config", findings)
+        shapes.config(config, f"config {doc['config']['digest']}")
+        return Resolved(self.name, root["digest"], desc["digest"], config, doc["layers"], findings)
 
     def chunks(self, digest: str) -> Iterator[bytes]:
         check_digest(digest)

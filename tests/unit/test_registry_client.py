@@ -195,6 +195,10 @@ def test_index_picks_the_platform(reg, image, client, tmp_path):
     with pytest.raises(RegistryError, match="no manifest for linux/s390x") as e:
         client.resolve_platform(ref, ("linux", "s390x", ""))
     assert "\n" not in str(e.value)
+    # the scanner's adapter: the node's platform, or the one asked for
+    res = RegistrySource(client, ref, ("linux", "arm64", "v8")).resolve()
+    assert res.digest == idx_digest and res.manifest_digest == other.manifest_digest
+    assert RegistrySource(client, ref, ("linux", "amd64", "")).resolve().manifest_digest == image.manifest_digest
 
 
 def test_not_found_is_one_line(reg, client):
