@@ -148,6 +148,13 @@ class Metrics:
 
         self.registry.register(DeviceCollector(source, hostname))
 
+    def add_resources(self, sampler) -> None:
+        """Export the resource sampler's last sample (agent/outputs/resource_metrics.py): nodewarden_container_*
+        labelled by namespace, pod and container (running containers only), nodewarden_host_*."""
+        from agent.outputs.resource_metrics import ResourceCollector
+
+        self.registry.register(ResourceCollector(sampler.snapshot, sampler.status, self.namespace_label))
+
     def serve(self, listen: str) -> tuple[str, int]:
         host, _, port = listen.rpartition(":")
         metrics = self
