@@ -95,6 +95,14 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             cname, _, m = name.partition("::")
             args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
             return _invoke_method(ctx, cname, m, args, V(cls=cname))
+        if name in SINKS and _packed(cv.chain) and name not in ctx.funcs:
+            # a code or command sink whose name is spelled by obfuscation (characters picked out of a
+            # scrambled alphabet, strrev, a decoder, XOR): whatever it runs, hiding the name is the shell's
+            args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
+            _raw(ctx, "php.hidden-sink", "critical", 0.6, _label(_join(args)) if args else "", name,
+                 f"{'('.join(reversed(list(dict.fromkeys(cv.chain))[-4:]))}(…) = {_q(name, 30)}({', '.join(_show(a) for a in args[:2])})",
+                 "calls a code or command sink by a name built to hide it")
+            return _named(ctx, name, [], args, node, sc, dynamic=True, via=via)
         if _computed(cv.chain) and name not in ctx.funcs and name not in SINKS and name not in CALLBACKS:
             # a name computed by obfuscation (XOR, decoders, cut from __FILE__) that is not a sink we
             # know, called with request data: what PHP calls depends on bytes we could not know
@@ -103,7 +111,7 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             if any(_strongish(a) for a in args):
                 d = _join(args)
                 _raw(ctx, "php.computed-function", "critical", 0.65, _label(d), via or "$function(…)",
-                     f"{'('.join(reversed(cv.chain))}(…) = {_q(name, 30)}({_show(d)})",
+                     f"{'('.join(reversed(list(dict.fromkeys(cv.chain))))}(…) = {_q(name, 30)}({_show(d)})",
                      "request data is passed to a function whose name is computed by obfuscation")
             return _named(ctx, name, [], args, node, sc, dynamic=True, via=via)
         return _named(ctx, name, argn, avs, node, sc, dynamic=True, via=via)
@@ -111,6 +119,9 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
         args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
         return _invoke_method(ctx, cv.cls, "__invoke", args, cv)
     args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
+    for a in args[:2]:
+        if isinstance(a.s, str) and len(a.s) >= 24 and len(ctx.opaque_args) < 16:
+            ctx.opaque_args.append(a.s)  # what an unknown callee is handed: read as a dormant payload later
     if "getDocComment" in cv.chain:
         d = _join(args) if args else UNKNOWN
         _raw(ctx, "php.obfuscated-eval", "high", 0.65, _label(d), via or "$function(…)",
@@ -118,7 +129,7 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
     if _computed(cv.chain) and any(_strongish(a) for a in args):
         d = _join(args)
         _raw(ctx, "php.computed-function", "critical", 0.6, _label(d), via or "$function(…)",
-             f"{via + '(' if via else ''}{'('.join(reversed(cv.chain))}(…)({_show(d)}){')' if via else ''}",
+             f"{via + '(' if via else ''}{'('.join(reversed(list(dict.fromkeys(cv.chain))))}(…)({_show(d)}){')' if via else ''}",
              "request data is passed to a function whose name is computed by obfuscation")
     return V(None, _EMPTY.union(*(a.t for a in args)) if args else _EMPTY)
 
@@ -362,6 +373,12 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
             # a stream wrapper in front of a request path: the safe_mode / open_basedir bypasses
             _raw(ctx, "php.wrapper-bypass", "high", 0.6, _label(a0w), name, f"{name}({_q(pre[1])} . {_show(a0w)})",
                  "reads a file the request names through a stream wrapper that skips PHP's path checks")
+    if name in ("putenv", "proc_open", "pcntl_exec") and _preloads(name, args):
+        # a library preloaded into the next program PHP starts (mail()'s sendmail, error_log ...):
+        # the disable_functions bypass (Chankro, bypass_disablefunc): native code runs, no sink needed
+        _raw(ctx, "php.ld-preload", "critical", 0.75, _label(_join(args)) if any(_strongish(a) for a in args) else "", name,
+             f"{name}({', '.join(_show(a) for a in args[:2])}{', …env LD_PRELOAD' if name != 'putenv' else ''})",
+             "preloads a library into the programs PHP starts (a disable_functions bypass)")
     if name in EXEC_SINKS:
         data = _join(args[:2]) if name in ("proc_open", "pcntl_exec") else a0
         _sink(ctx, "exec", name, data, node, sc, args, via)
@@ -427,6 +444,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         ctx.self_delete = True
     if name in _DB_QUERY and any(isinstance(a.s, str) and _DUMP.search(a.s) for a in args[:2]):
         ctx.db_dump = True
+    if name in _DB_QUERY and any(_DUMP_EACH.fullmatch(a.head) for a in args[:2] if a.s is None and a.head):
+        ctx.db_all = True  # `SELECT * FROM $table` / `SHOW CREATE TABLE $table`: every row of a table it was handed
     if name in _DB_QUERY and any(_strong(a) for a in args[:2]):
         ctx.db_query = ctx.db_query or _label(next(a for a in args[:2] if _strong(a)))
     if name in _DB_CONNECT and any(_strong(a) for a in args[:4]):
@@ -506,8 +525,24 @@ _DB_QUERY = frozenset({"mysql_query", "mysql_unbuffered_query", "mysql_db_query"
                        "mysqli_real_query", "pg_query", "pg_send_query", "mssql_query", "sqlsrv_query", "oci_parse",
                        "odbc_exec", "sqlite_query", "ibase_query"})
 _DUMP = re.compile(r"^\s*show\s+(?:full\s+)?(?:tables|databases)\b", re.I)
+_DUMP_EACH = re.compile(r"\s*(?:select\s+\*\s+from|show\s+create\s+table)\s*[`\"]?", re.I)
 _DB_CONNECT = frozenset({"mysql_connect", "mysql_pconnect", "mysqli_connect", "mysqli_real_connect", "pg_connect",
                          "mssql_connect", "sqlsrv_connect", "oci_connect", "odbc_connect", "ibase_connect"})
+
+
+def _preloads(name: str, args: list[V]) -> bool:
+    """putenv('LD_PRELOAD=...') or an environment array with LD_PRELOAD for proc_open/pcntl_exec."""
+    if name == "putenv":
+        s = (_sv(args[0]) if args and not isinstance(args[0].s, dict) else None) or (args[0].head if args else "")
+        return (s or "").lstrip().upper().startswith(("LD_PRELOAD", "LD_LIBRARY_PATH="))
+    env = args[4] if name == "proc_open" and len(args) > 4 else args[2] if name == "pcntl_exec" and len(args) > 2 \
+        else None
+    if env is None:
+        return False
+    if isinstance(env.s, dict):
+        return any(str(k).upper() == "LD_PRELOAD" or (isinstance(v, V) and isinstance(v.s, str) and
+                   v.s.upper().startswith("LD_PRELOAD=")) for k, v in env.s.items())
+    return False
 
 
 def _object_injection(ctx: Ctx, src: V) -> None:

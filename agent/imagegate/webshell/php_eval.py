@@ -12,6 +12,7 @@ import time
 from agent.imagegate.webshell.php_fold import to_int, to_str
 from agent.imagegate.webshell.php_lex import tokenize
 from agent.imagegate.webshell.php_parse import ClassDef, parse
+from agent.imagegate.webshell.php_payloads import candidates, scan_payloads, source_runs
 from agent.imagegate.webshell.php_sinks import (
     _CONSTS,
     _EMPTY,
@@ -43,6 +44,7 @@ def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
     ctx.stats = stats  # type: ignore[attr-defined]
     ctx.namespace = any(t == ("id", "namespace") for t in toks[:400])  # type: ignore[attr-defined]
     stmts, classes, deep = parse(toks, ctx.budget)
+    encoded = candidates(toks)  # long literals that may be encoded code (read last, when nothing else was found)
     del toks
     ctx.too_deep |= deep
     _register(ctx, stmts, classes)
@@ -59,6 +61,10 @@ def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
     for fd, cap in ctx.closures:
         if id(fd) not in ctx.analysed and ctx.analyses < MAX_ANALYSES:
             _call_user(ctx, fd, [], None, cap)
+    if not ctx.strong:
+        # nothing seen running: the encoded constants may hold the shell (reached a way we could not follow)
+        runs = source_runs(src) if ctx.decode_depth == 0 else []
+        scan_payloads(ctx, ctx.opaque_args + encoded + runs, "encoded constant")
 
 
 def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:
@@ -683,7 +689,9 @@ def _index(ctx: Ctx, node, sc: Scope) -> V:
         i = to_int(key.s) if key.s is not None else None
         if i is not None:
             if -len(base.s) <= i < len(base.s):
-                return V(base.s[i])
+                # one character picked out of a longer constant: names spelled this way
+                # ($a{0}.$a{8}... = 'system') are obfuscation, marked so in the chain
+                return V(base.s[i], chain=("pick",) if len(base.s) > 1 else ())
             return V("")
     return V(None, base.t, base.d)
 

@@ -127,6 +127,13 @@ def _finish(ctx: Ctx, hits: list) -> None:
                         detail=("runs SQL statements the request sends" if ctx.db_query else
                                 "lists the tables of a database") + (
                             " on a server and account the request names" if ctx.db_connect else "")))
+    if ctx.db_dump and ctx.db_all and not ctx.db_query and not ctx.db_connect and not ctx.classes \
+            and not framework and not auth and len(ctx.funcs) < 8:
+        # SHOW TABLES, then every row of each: a flat script that copies out a whole database
+        hits.append(Hit(rule="php.db-dump", language="php", severity=Severity.HIGH, confidence=0.55,
+                        source="", sink="SQL query", family="sql-client",
+                        snippet="SHOW TABLES; SELECT * FROM <each table>",
+                        detail="dumps every table of a database (a database theft script)"))
     if not code_hit and ctx.decrypt_taint and ctx.session_write and calls.keys() & {"eval", "assert"}:
         hits.append(Hit(rule="php.encrypted-payload", language="php", severity=Severity.CRITICAL, confidence=0.8,
                         source="request body", sink="eval", snippet="openssl_decrypt(request, session key) -> eval",

@@ -187,10 +187,12 @@ class Ctx:
         self.db_query = ""  # a whole SQL statement from the request (a database client page)
         self.db_connect = ""  # database credentials from the request
         self.db_dump = False  # lists a server's tables or databases (a dump tool)
+        self.db_all = False  # reads every row (or the definition) of a table named at run time
         self.self_delete = False  # unlink(__FILE__): removes its own traces
         self.pw_gate = False  # compares a request value with a fixed password or its digest
         self.unrolled = 0  # for-loop iterations run with known values (bounded: MAX_UNROLL)
         self.precise = 0  # inside such an iteration: known conditions pick their branch
+        self.opaque_args: list[str] = []  # constant strings handed to callees we could not name (bounded: 16)
 
 
 # -- rendering (evidence) -----------------------------------------------------------------------

