@@ -166,7 +166,12 @@ class TrustedCert:
 @dataclass(frozen=True)
 class SignaturePolicy:
     """What must have signed an image: cosign keys and/or Notation trust anchors. `identities`
-    (optional): the cosign payload's docker-reference must be one of them."""
+    (optional): the cosign payload's docker-reference must be one of them.
+
+    The verifier reads only keys (.name, .key, .fingerprint), certs (.name, .cert), identities and
+    fingerprint, so the policy's own entry, agent/policy/signatures.py's SignatureRule (parsed and
+    checked with its line numbers at policy load), is passed as it is; this class is the same
+    shape for callers without a policy file (tests, `scan --key`)."""
 
     keys: tuple[TrustedKey, ...] = ()
     certs: tuple[TrustedCert, ...] = ()
@@ -179,42 +184,6 @@ class SignaturePolicy:
                      *self.identities):
             h.update(part.encode() + b"\0")
         return h.hexdigest()[:24]
-
-    @classmethod
-    def from_config(cls, section: dict, base_dir: str = "") -> SignaturePolicy:
-        """The policy's per-scope entry: {keys: [PEM text | {name, path|pem}], certificates: [same],
-        identities: [str]}. Relative paths are under base_dir. SignatureConfigError if unusable."""
-        if not isinstance(section, dict):
-            raise SignatureConfigError("signatures: expected a mapping with keys and/or certificates")
-        unknown = set(section) - {"keys", "certificates", "identities"}
-        if unknown:
-            raise SignatureConfigError(f"signatures: unknown field(s) {', '.join(sorted(unknown))}")
-
-        def entries(field_name):
-            v = section.get(field_name) or []
-            if not isinstance(v, list):
-                raise SignatureConfigError(f"signatures.{field_name}: expected a list")
-            for i, e in enumerate(v):
-                if isinstance(e, str):
-                    yield f"{field_name}[{i}]", e, None
-                elif isinstance(e, dict) and (isinstance(e.get("pem"), str) or isinstance(e.get("path"), str)):
-                    path = e.get("path")
-                    if path and base_dir and not os.path.isabs(path):
-                        path = os.path.join(base_dir, path)
-                    yield str(e.get("name") or f"{field_name}[{i}]"), e.get("pem"), path
-                else:
-                    raise SignatureConfigError(f"signatures.{field_name}[{i}]: expected PEM text or "
-                                               "{name, path | pem}")
-
-        keys = [TrustedKey.from_file(p, n) if p else TrustedKey.from_pem(pem, n) for n, pem, p in entries("keys")]
-        certs = [c for n, pem, p in entries("certificates")
-                 for c in (TrustedCert.from_file(p, n) if p else TrustedCert.from_pem(pem, n))]
-        ids = section.get("identities") or []
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise SignatureConfigError("signatures.identities: expected a list of image names")
-        if not keys and not certs:
-            raise SignatureConfigError("signatures: no keys and no certificates: nothing could verify")
-        return cls(tuple(keys), tuple(certs), tuple(ids))
 
 
 @dataclass(frozen=True)

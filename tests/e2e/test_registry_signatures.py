@@ -295,21 +295,38 @@ def test_keys_and_certificates_together(world, verifier, notation_images):
 # --- policy, bad input, cache, registry down ------------------------------------------------------
 
 
-def test_policy_from_config(world, tmp_path):
+def test_the_policys_own_entry_is_what_the_verifier_takes(world, verifier, notation_images, tmp_path):
+    """agent/policy's `signatures:` entry (keys and certificates parsed at load) goes to verify() as it is."""
+    from agent.policy.loader import parse
+
+    (tmp_path / "release.pub").write_bytes(_pem(world.p256))
+    (tmp_path / "ca.pem").write_bytes(_cert_pem(world.ca))
+    pol = parse(f"""signatures:
+  - images: ["{world.reg.host}/team/*"]
+    keys: [release.pub]
+    certificates: [ca.pem]
+""", str(tmp_path / "policy.yaml")).signatures
+    rule = pol.rule_for(f"{world.reg.host}/team/signed:1")
+    res = verifier.verify(world.ref("signed"), world.digest("signed"), rule)
+    assert res.verified and res.signer == "release.pub"
+    ref, digest = notation_images["ec"]
+    assert verifier.verify(ref, digest, rule).kind == "notation"
+    assert verifier.verify(world.ref("otherkey"), world.digest("otherkey"), rule).reason == "other-key"
+
+
+def test_keys_and_certificates_from_pem(world, tmp_path):
     (tmp_path / "k.pem").write_bytes(_pem(world.p256))
     (tmp_path / "ca.pem").write_bytes(_cert_pem(world.ca) + _cert_pem(world.other_ca))
-    pol = SignaturePolicy.from_config({"keys": [{"name": "rel", "path": "k.pem"}, _pem(world.ed).decode()],
-                                       "certificates": [{"path": str(tmp_path / "ca.pem")}]}, str(tmp_path))
-    assert [k.name for k in pol.keys][0] == "rel" and len(pol.keys) == 2 and len(pol.certs) == 2
-    assert pol.fingerprint == SignaturePolicy.from_config(
-        {"keys": [{"path": "k.pem"}, _pem(world.ed).decode()], "certificates": [{"path": "ca.pem"}]},
-        str(tmp_path)).fingerprint
-    for bad, msg in (({}, "nothing could verify"), ({"keys": ["not pem"]}, "not a PEM public key"),
-                     ({"keys": [{"path": "absent.pem"}]}, "No such file"), ({"keyz": []}, "unknown field"),
-                     ({"certificates": ["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"]},
-                      "not a PEM certificate"), ([], "expected a mapping")):
+    k = TrustedKey.from_file(str(tmp_path / "k.pem"))
+    assert k.name == "k.pem" and k.fingerprint.startswith("sha256:")
+    assert [c.name for c in TrustedCert.from_file(str(tmp_path / "ca.pem"))] == ["ca.pem", "ca.pem"]
+    for make, arg, msg in ((TrustedKey.from_pem, "not pem", "not a PEM public key"),
+                           (TrustedKey.from_file, str(tmp_path / "absent.pem"), "No such file"),
+                           (TrustedCert.from_pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                            "not a PEM certificate"),
+                           (TrustedCert.from_pem, "nothing", "no PEM certificate")):
         with pytest.raises(SignatureConfigError, match=msg) as e:
-            SignaturePolicy.from_config(bad, str(tmp_path))
+            make(arg)
         assert "\n" not in str(e.value)
 
 
