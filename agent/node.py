@@ -54,6 +54,7 @@ class Agent:
         self.kills = self._detect_setup(self.policy.current if self.policy is not None else None)
         self.enforcer = self._enforcer()  # in-kernel exec rules
         self.containers = self.watcher = resolver = None
+        self.lifecycle = None  # container and image lifecycle records (agent/enrich/lifecycle.py), with the watcher
         self.killer = None  # post-start kills through containerd (made with the image gate)
         if cfg.containers.enabled:
             from agent.enrich.containerd import ContainerTable
@@ -95,6 +96,7 @@ class Agent:
         self.nri = self._nri_plugin()
         self.devices = self._devices()  # GPU/XPU poller (agent/devices), or its null object
         self.posture = self._posture()  # posture.report every posture.interval, or its null object
+        self.resources = self._resources()  # container and host resource samples (agent/resources), or its null
         self.devices.add_listener(self.devguard.observe_device)  # the inventory, and samples' processes
         if self.containers is not None:
             self.containers.add_listener(self.devguard.on_container)
@@ -242,11 +244,16 @@ class Agent:
 
     def _watcher(self):
         from agent.enrich.containerd import ContainerdConfig, ContainerWatcher
+        from agent.enrich.lifecycle import build as build_lifecycle
 
         c = self.cfg.containers
+        table = self.pipeline.table  # an exec's command, when its process was gone before /proc was read
+        self.lifecycle = build_lifecycle(self.cfg.lifecycle, lambda ev: self.pipeline.emit(ev),
+                                         argv_of=lambda pid: (p.argv if (p := table.get(pid)) else ()))
         return ContainerWatcher(ContainerdConfig(socket=c.containerd_socket, proc_root=c.proc_root,
                                                  backoff_max=c.reconnect_max), self.containers,
-                                on_image=self.gate.prescan if self.gate is not None else None)
+                                on_image=self.gate.prescan if self.gate is not None else None,
+                                lifecycle=self.lifecycle)
 
     def _decider(self):
         if self.gate is None:
@@ -283,6 +290,16 @@ class Agent:
         assessor = PostureAssessor(self._client_factory, self.cfg.posture, proc_root=self.cfg.containers.proc_root)
         return PostureReporter(assessor, self.containers.snapshot, lambda ev: self.pipeline.emit(ev),
                                self.cfg.posture.interval)
+
+    def _resources(self):
+        """The resource sampler: container.resources and host.resources into the pipeline, its last sample to
+        /metrics (nodewarden_container_*, nodewarden_host_*), nw.container_memory_at_limit."""
+        from agent.resources import build
+
+        resources = build(self.cfg, emit=lambda ev: self.pipeline.emit(ev), containers=self.containers)
+        if resources.enabled:
+            self.metrics.add_resources(resources)
+        return resources
 
     def _devices(self):
         """The device poller: its records enter the pipeline like any other; its state feeds /metrics
@@ -324,6 +341,7 @@ class Agent:
         out: dict[str, int] = {}
         if self.watcher is not None:
             out.update(self.watcher.drops())
+            out.update(self.lifecycle.drops())  # lifecycle.queue (full), lifecycle.emit (outputs refused)
         if self.gate is not None:
             out.update(self.gate.drops())
         if self.exporter is not None:
@@ -331,6 +349,7 @@ class Agent:
         out.update(self.webshell.drops())  # webshell.scan (queue full), webshell.unreadable
         out.update(self.devguard.drops())  # devguard.queue (full), devguard.unjudged, devguard.folded
         out.update(self.devices.drops())  # devices.queue (record queue full), devices.skipped (driver held)
+        out.update(self.resources.drops())  # resources.cut (over max_containers), resources.late (overran)
         out.update({f"profile_kill.{k}": v for k, v in self.profilekill.drops().items()})  # allow-lists' losses
         if self.enforcer is not None:  # containers the exec rules could not cover from their create on
             c = self.enforcer.counters
@@ -367,7 +386,10 @@ class Agent:
         sdnotify.status("loading probes (the first start on a kernel compiles them: up to a minute)")
         self.pipeline.start(before_ready=self._start_enforcement)
         self.devices.start()  # after agent.ready: device records follow it like every other event
+        if self.lifecycle is not None:
+            self.lifecycle.start()  # after agent.ready; what the watcher saw before waits in its queue
         self.posture.start()
+        self.resources.start()  # after agent.ready, like the devices
         settle_gc()
         self.started = time.time()
         self._write_status()
@@ -400,7 +422,10 @@ class Agent:
             if part is not None:
                 part.stop()
         self.devices.stop()  # before the pipeline: its last records still go out
+        if self.lifecycle is not None:
+            self.lifecycle.stop()  # likewise
         self.posture.stop()
+        self.resources.stop()  # before the pipeline: its last records still go out
         self.pipeline.stop()
         self.profiles.close()  # the final flush: every change on disk (and queued for the collector)
         if self.profile_sync is not None:
@@ -502,6 +527,7 @@ class Agent:
         rep = {"pid": os.getpid(), "started": self.started, "node": self.cfg.agent.node_name,
                "enforcement": self.enforcement_status(), "detection": self.detection_status(),
                "devices": self.devices.status(), "posture": self.posture.status(),
+               "resources": self.resources.status(),
                "device_guard": self.devguard.status(),
                "profiles": {**self.profiles.counters(), "kernel": self.profilekill.counters()}
                if self.profiles.enabled else {"enabled": False}}
