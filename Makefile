@@ -6,7 +6,7 @@ NW    := $(VENV)/bin/nodewarden
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: setup setup-test install-systemd run test test-unit bench lint clean
+.PHONY: setup setup-test install-systemd run test test-unit bench lint clean image
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,13 @@ test-unit: setup
 
 bench: setup
 	$(PY) -m bench $(ARGS)
+
+# The agent's OCI image, without a registry or a container engine (docs/image.md): build/image/oci/ and
+# build/image/nodewarden-agent-<version>.oci.tar; steps cached under build/image/cache/.
+image: setup
+	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends mmdebstrap umoci; }
+	$(PY) packaging/image/build.py $(ARGS)
 
 install-systemd: setup
 	bash systemd/install.sh

@@ -17,6 +17,8 @@ want=(python3 python3-venv python3-dev python3-bpfcc gcc make containerd runc bu
 # (Debian's prometheus) for the metrics check and systemd-analyze for the units' checks.
 if [ "${1:-}" = test ]; then
     want+=(postgresql nats-server prometheus-alertmanager chromium chromium-driver prometheus systemd)
+    # The agent's image (make image, tests/e2e/test_agent_image.py): a Debian root file system, an OCI layout.
+    want+=(mmdebstrap umoci)
 fi
 # bcc compiles against kernel headers: the host's own when they exist, else the distribution's
 # generic package (NodeWarden takes every struct offset from BTF, so a version mismatch is fine).
