@@ -110,6 +110,12 @@ class ImageGateConfig:
     rpc_timeout: float = 5.0  # containerd calls other than blob reads
     blob_timeout: float = 120.0  # one blob read from containerd's content store
     host_ns_dir: str = ""  # the host's namespace files for the baseline check; "" = pid 1's, else kthreadd's
+    # Image signatures (the policy's signatures: section): registries are asked for an image's cosign and Notation
+    # signatures. Credentials from a docker-style config.json ("" = $DOCKER_CONFIG, ~/.docker, the kubelet's);
+    # registries spoken to over plain HTTP (loopback ones always are); seconds for one image's whole check.
+    registry_auth_file: str = ""
+    registry_insecure: tuple[str, ...] = ()
+    signature_timeout: float = 3.0
 
 
 @dataclass

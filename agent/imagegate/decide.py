@@ -30,9 +30,10 @@ def pre_decide(
     return None
 
 
-def decide(report: ImageReport, policy: ImagePolicy) -> Verdict:
+def decide(report: ImageReport, policy: ImagePolicy, signature: Decided | None = None) -> Verdict:
     """The verdict for a scanned image (scope and whitelist are checked again: digests resolved
-    by the scan may be whitelisted)."""
+    by the scan may be whitelisted). `signature`: the policy's signature entry applied to the image
+    (agent/imagegate/signing.py), already decided: it carries its entry's action, not a category threshold."""
     base = dict(
         image=report.image,
         digest=report.digest,
@@ -56,6 +57,8 @@ def decide(report: ImageReport, policy: ImagePolicy) -> Verdict:
         elif th is not None and th.alert is not None and f.severity >= th.alert:
             action, rule = "alert", f"categories.{f.category}.alert >= {th.alert.label}"
         decided.append(Decided(f, action, rule))
+    if signature is not None:
+        decided.append(signature)
     decided.sort(key=lambda d: (-_ORDER[d.action], -d.finding.severity, d.finding.category, d.finding.path))
     top = decided[0] if decided else None
     if top is None or top.action == "none":

@@ -53,6 +53,7 @@ from agent.imagegate.decide import decide, pre_decide, timeout_verdict
 from agent.imagegate.layer import SourceError
 from agent.imagegate.model import ImageReport, Verdict
 from agent.imagegate.scanner import ImageScanner, spec_digest
+from agent.imagegate.signing import SignatureGate
 from agent.imagegate.source import ContainerdSource, ImageError
 from agent.policy.store import PolicyStore
 from agent.ratelog import RateLog
@@ -80,6 +81,8 @@ class GateService:
         self._client = None
         self._emit = emit
         self.scanner = scanner or ImageScanner(self.cfg)
+        # the policy's signatures: section (issue 16); its registry client is made on the first image it names
+        self.signer = SignatureGate(self.cfg)
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, self.cfg.queue_size))
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, self.cfg.workers), thread_name_prefix="imagegate-scan")
         self._lock = threading.Lock()
@@ -410,7 +413,11 @@ class GateService:
             report = ImageReport(image=image, digest="", error=str(e))
         if self.observe_scan is not None:
             self.observe_scan(time.monotonic() - t0, _scan_result(report))
-        return decide(report, self.policy.current)
+        policy = self.policy.current
+        signature = None
+        if policy.signatures.rules and not report.error:
+            signature = self.signer.check(policy, image, (report.digest or digest, report.manifest_digest))
+        return decide(report, policy, signature)
 
     def _error(self, msg: str) -> Verdict:
         self._count("errors")

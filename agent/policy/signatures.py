@@ -3,20 +3,22 @@
     signatures:
       - images: ["registry.example.com/payments/*"]   # reference globs (fnmatch); first matching entry wins
         keys: [keys/payments.pub]        # cosign public keys: PEM files (relative to the policy file) or inline PEM;
-                                         #   ECDSA P-256 or Ed25519
-        certificates: [certs/ca.pem]     # Notation: trusted root/intermediate certificates (PEM), same forms
+                                         #   ECDSA P-256, Ed25519 or RSA
+        certificates: [certs/ca.pem]     # Notation: trusted root/intermediate certificates (PEM bundles), same forms
+        identities: [registry.example.com/payments/api]  # cosign: the signed docker-reference (default: any)
         action: block                    # unsigned, or signed by no trusted key: block (default) | alert
         on_error: block                  # the registry cannot be asked or its answer cannot be read:
                                          #   allow | alert | block (default: the policy's on_error.action)
 
 An image no entry names is not checked. An entry needs at least one key or certificate. Keys and certificates are
-read and parsed when the policy loads (a bad PEM, a file that is not there or an RSA key rejects the whole policy
+read and parsed when the policy loads (a bad PEM, a file that is not there or a DSA key rejects the whole policy
 with its line), so the gate never meets a key it cannot use. Verification itself is in the image gate
 (agent/imagegate/signatures.py); this module only models and validates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from fnmatch import fnmatchcase
 
 from agent.policy.nodes import Walker
 
-_KEYS = ("images", "keys", "certificates", "action", "on_error")
+_KEYS = ("images", "keys", "certificates", "identities", "action", "on_error")
 ACTIONS = ("alert", "block")
 ON_ERROR = ("allow", "alert", "block")
 _MAX_PEM = 64 << 10  # a public key is under 1 KiB and a chain a few; beyond this it is not what it says
@@ -32,29 +34,46 @@ _MAX_PEM = 64 << 10  # a public key is under 1 KiB and a chain a few; beyond thi
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """A cosign public key: ECDSA P-256, Ed25519 or RSA (cosign's own kinds)."""
+
     name: str  # the file it came from, or "inline #N": named in findings as "verified by"
-    pem: bytes
-    public_key: object = field(compare=False, repr=False)  # cryptography's EllipticCurvePublicKey / Ed25519PublicKey
+    key: object = field(compare=False, repr=False)  # cryptography's public key object
+    fingerprint: str = ""  # sha256 of the SubjectPublicKeyInfo DER
 
 
 @dataclass(frozen=True)
 class TrustedCert:
+    """A Notation trust anchor: a root or intermediate CA certificate (or the signing one itself)."""
+
     name: str
-    pem: bytes
-    certificate: object = field(compare=False, repr=False)  # cryptography.x509.Certificate
+    cert: object = field(compare=False, repr=False)  # cryptography.x509.Certificate
+    fingerprint: str = ""  # sha256 of the certificate DER
 
 
 @dataclass(frozen=True)
 class SignatureRule:
+    """One entry: what must have signed the images it names. The verifier (agent/imagegate/signatures.py) reads
+    keys, certs, identities and fingerprint."""
+
     images: tuple[str, ...]
     keys: tuple[TrustedKey, ...] = ()
-    certificates: tuple[TrustedCert, ...] = ()
+    certs: tuple[TrustedCert, ...] = ()
     action: str = "block"
     on_error: str | None = None  # None: the policy's on_error.action
     index: int = 0  # its place in the list: findings name `signatures[N]`
+    identities: tuple[str, ...] = ()  # cosign: the payload's docker-reference must be one of these (empty: any)
 
     def matches(self, image: str) -> bool:
         return bool(image) and any(fnmatchcase(image, g) for g in self.images)
+
+    @property
+    def fingerprint(self) -> str:
+        """Of what it trusts: a verifier's cached result holds for this entry only."""
+        h = hashlib.sha256()
+        for part in (*(k.fingerprint for k in self.keys), "|", *(c.fingerprint for c in self.certs), "|",
+                     *self.identities):
+            h.update(part.encode() + b"\0")
+        return h.hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,9 @@ def walk(w: Walker, node, base_dir: str = ".", where: str = "signatures") -> Sig
             w.err(item, at, "needs keys (cosign) or certificates (Notation): whom must the image be signed by?")
         action = _choice(w, fields, "action", at, ACTIONS) or "block"
         on_error = _choice(w, fields, "on_error", at, ON_ERROR)
-        rules.append(SignatureRule(images, keys, certs, action, on_error, i))
+        ids = (tuple(x for _n, x in w.strings(fields["identities"][1], f"{at}.identities"))
+               if "identities" in fields else ())
+        rules.append(SignatureRule(images, keys, certs, action, on_error, i, ids))
     return SignaturePolicy(tuple(rules))
 
 
@@ -126,33 +147,44 @@ def _pems(w: Walker, node, where: str, base_dir: str, parse):
                 continue
             name = text
         try:
-            yield parse(name, data)
+            yield from parse(name, data)
         except ValueError as e:
             w.err(item, at, f"{name[:80]!r}: {e}")
 
 
-def _public_key(name: str, data: bytes) -> TrustedKey:
+def _public_key(name: str, data: bytes) -> list[TrustedKey]:
     from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     try:
-        key = load_pem_public_key(data)
+        key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise ValueError(f"not a PEM public key ({' '.join(str(e).split())[:120]})") from None
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return TrustedKey(name, data, key)
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return TrustedKey(name, data, key)
-    raise ValueError(f"{type(key).__name__.removeprefix('_')}: only ECDSA P-256 and Ed25519 keys are supported")
+    ok = (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)) or isinstance(
+        key, ed25519.Ed25519PublicKey | rsa.RSAPublicKey)
+    if not ok:
+        raise ValueError(f"{type(key).__name__.removeprefix('_')}: only ECDSA P-256, Ed25519 and RSA keys "
+                         "(cosign's kinds) are supported")
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return [TrustedKey(name, key, "sha256:" + hashlib.sha256(der).hexdigest())]
 
 
-def _certificate(name: str, data: bytes) -> TrustedCert:
+def _certificate(name: str, data: bytes) -> list[TrustedCert]:
+    """Every certificate of a PEM bundle (a root and its intermediates in one file)."""
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes
 
-    try:
-        cert = x509.load_pem_x509_certificate(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise ValueError(f"not a PEM certificate ({' '.join(str(e).split())[:120]})") from None
-    return TrustedCert(name, data, cert)
+    out = []
+    for block in data.split(b"-----END CERTIFICATE-----")[:64]:
+        if b"-----BEGIN CERTIFICATE-----" not in block:
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(block + b"-----END CERTIFICATE-----\n")
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+            raise ValueError(f"not a PEM certificate ({' '.join(str(e).split())[:120]})") from None
+        out.append(TrustedCert(name, cert, "sha256:" + cert.fingerprint(hashes.SHA256()).hex()))
+    if not out:
+        raise ValueError("not a PEM certificate (no CERTIFICATE block in it)")
+    return out

@@ -7,7 +7,7 @@ import datetime
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from agent.policy.loader import PolicyError, parse
@@ -47,11 +47,11 @@ def test_files_relative_to_the_policy_inline_pem_and_first_match_wins(tmp_path):
     p = parse(text, str(tmp_path / "policy.yaml"))
     first, second = p.signatures.rules
     assert [k.name for k in first.keys] == ["keys/team.pub", "inline #1"]
-    assert isinstance(first.keys[0].public_key, ec.EllipticCurvePublicKey)
-    assert isinstance(first.keys[1].public_key, ed25519.Ed25519PublicKey)
+    assert isinstance(first.keys[0].key, ec.EllipticCurvePublicKey)
+    assert isinstance(first.keys[1].key, ed25519.Ed25519PublicKey)
     assert (first.action, first.on_error) == ("alert", "allow")
     assert (second.action, second.on_error, second.index) == ("block", None, 1)
-    assert second.certificates[0].certificate.subject.rfc4514_string() == "CN=test root"
+    assert second.certs[0].cert.subject.rfc4514_string() == "CN=test root"
     assert p.signatures.rule_for("reg.local/pay/api:1") is first
     assert p.signatures.rule_for("reg.local/web:2") is second
     assert p.signatures.rule_for("docker.io/library/nginx:1") is None
@@ -66,7 +66,7 @@ def test_no_section_checks_nothing():
     ("{keys: [k.pub]}", "images: at least one image reference glob"),
     ('{images: ["a/*"], keys: [missing.pub]}', "signatures[0].keys[0]: 'missing.pub': cannot read"),
     ('{images: ["a/*"], keys: [junk.pub]}', "not a PEM public key"),
-    ('{images: ["a/*"], keys: [rsa.pub]}', "only ECDSA P-256 and Ed25519"),
+    ('{images: ["a/*"], keys: [p384.pub]}', "only ECDSA P-256, Ed25519 and RSA"),
     ('{images: ["a/*"], certificates: [junk.pub]}', "not a PEM certificate"),
     ('{images: ["a/*"], keys: [k.pub], action: deny}', "signatures[0].action: expected alert or block"),
     ('{images: ["a/*"], keys: [k.pub], on_error: maybe}', "expected allow or alert or block"),
@@ -75,7 +75,7 @@ def test_no_section_checks_nothing():
 def test_each_mistake_rejects_the_policy_with_its_line(tmp_path, entry, needle):
     (tmp_path / "k.pub").write_text(_pub(ec.generate_private_key(ec.SECP256R1())))
     (tmp_path / "junk.pub").write_text("-- not a key --\n")
-    (tmp_path / "rsa.pub").write_text(_pub(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    (tmp_path / "p384.pub").write_text(_pub(ec.generate_private_key(ec.SECP384R1())))
     name = str(tmp_path / "policy.yaml")
     with pytest.raises(PolicyError) as e:
         parse(f"signatures:\n  - {entry}\n", name)
