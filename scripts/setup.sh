@@ -19,6 +19,9 @@ if [ "${1:-}" = test ]; then
     want+=(postgresql nats-server prometheus-alertmanager chromium chromium-driver prometheus systemd)
     # The agent's image (make image, tests/e2e/test_agent_image.py): a Debian root file system, an OCI layout.
     want+=(mmdebstrap umoci)
+    # Image signatures and registry scans (tests/harness/registry.py): a registry on loopback, skopeo to push the
+    # test images, htpasswd for the Basic-auth registry.
+    want+=(docker-registry skopeo apache2-utils)
 fi
 # bcc compiles against kernel headers: the host's own when they exist, else the distribution's
 # generic package (NodeWarden takes every struct offset from BTF, so a version mismatch is fine).
