@@ -44,6 +44,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -73,6 +74,7 @@ MAX_PAYLOAD = 64 << 10  # a simple-signing payload is a few hundred bytes
 MAX_ENVELOPE = 512 << 10  # a JWS with a certificate chain: a few KB
 MAX_SIGNATURES = 16  # per image and kind: more is an attack on our time, not a signing practice
 MAX_CHAIN = 8
+_BLOB_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 REASONS = ("verified", "unsigned", "other-key", "invalid-signature", "digest-mismatch", "unreadable")
 # When nothing verified, the result says the most telling reason among the signatures seen.
@@ -304,14 +306,11 @@ class SignatureVerifier:
             return [SignatureResult(False, "unreadable", digest, "cosign", detail=f"{tag}: no layers list")]
         out = []
         for layer in layers[:MAX_SIGNATURES]:
-            try:
-                out.append(self._cosign_one(ref, digest, layer, policy))
-            except _Bad as b:
-                out.append(SignatureResult(False, b.reason, digest, "cosign", detail=b.detail))
+            out.append(_guarded(self._cosign_one, "cosign", ref, digest, layer, policy))
         return out
 
     def _cosign_one(self, ref: Reference, digest: str, layer, policy: SignaturePolicy) -> SignatureResult:
-        if not isinstance(layer, dict) or not isinstance(layer.get("digest"), str):
+        if not isinstance(layer, dict) or not _BLOB_DIGEST.match(str(layer.get("digest"))):
             raise _Bad("unreadable", "signature layer is not a descriptor")
         ann = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
         sig_b64 = ann.get(COSIGN_SIG_ANNOTATION)
@@ -362,10 +361,7 @@ class SignatureVerifier:
             raise
         out = []
         for d in descs[:MAX_SIGNATURES]:
-            try:
-                out.append(self._notation_one(ref, digest, d, policy))
-            except _Bad as b:
-                out.append(SignatureResult(False, b.reason, digest, "notation", detail=b.detail))
+            out.append(_guarded(self._notation_one, "notation", ref, digest, d, policy))
         return out
 
     def _notation_one(self, ref: Reference, digest: str, desc: dict, policy: SignaturePolicy) -> SignatureResult:
@@ -377,7 +373,7 @@ class SignatureVerifier:
             raise
         layers = m.doc.get("layers")
         layer = layers[0] if isinstance(layers, list) and layers and isinstance(layers[0], dict) else None
-        if layer is None or not isinstance(layer.get("digest"), str):
+        if layer is None or not _BLOB_DIGEST.match(str(layer.get("digest"))):
             raise _Bad("unreadable", "Notation signature manifest has no envelope layer")
         if layer.get("mediaType") != NOTATION_JWS:
             raise _Bad("invalid-signature", f"Notation envelope {str(layer.get('mediaType'))[:60]!r} is not "
@@ -389,6 +385,21 @@ class SignatureVerifier:
                 raise _Bad("unreadable", f"signature envelope: {e}") from None
             raise
         return _verify_jws(env, digest, policy.certs)
+
+
+def _guarded(check, kind: str, ref: Reference, digest: str, item, policy) -> SignatureResult:
+    """One signature checked; whatever its bytes make go wrong is a result, never an exception
+    (RegistryError excepted: the registry could not be asked, which is the caller's on_error)."""
+    try:
+        return check(ref, digest, item, policy)
+    except _Bad as b:
+        return SignatureResult(False, b.reason, digest, kind, detail=b.detail)
+    except RegistryError:
+        raise
+    except Exception as e:  # hostile input we did not foresee (deep JSON nesting: RecursionError)
+        return SignatureResult(False, "unreadable", digest, kind,
+                               detail=f"signature not readable: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                               if str(e) else f"signature not readable: {type(e).__name__}")
 
 
 def _with_count(r: SignatureResult, n: int) -> SignatureResult:

@@ -248,6 +248,8 @@ def notation_images(world, tmp_path_factory):
                                                           ["io.cncf.notary.signingScheme", "x-made-up"]))
     repo, s = image("garbage")
     notation_attach(world.reg, repo, s, b"{this is not a JWS")
+    repo, s = image("deep")  # nesting past Python's recursion limit: RecursionError in json.loads
+    notation_attach(world.reg, repo, s, b"[" * 300_000)
     image("none")
     return out
 
@@ -268,6 +270,7 @@ def test_notation_signature_verifies_against_the_ca(world, verifier, notation_im
     ("tls", "invalid-signature", "code signing"),
     ("unknowncrit", "invalid-signature", "x-made-up"),
     ("garbage", "unreadable", "not a JWS"),
+    ("deep", "unreadable", "RecursionError"),
     ("none", "unsigned", "no Notation signature"),
 ])
 def test_notation_not_verified_with_reason(world, verifier, notation_images, name, reason, text):
