@@ -53,7 +53,7 @@ def _templates(n: int = 4000) -> list:
                    "alert.action": "alert", "alert.findings": []}
         elif r == 4:
             rec = {"event.name": "image.verdict", "timestamp": ts, "event.severity": _SEVS[i % 4], **c,
-                   "image.verdict": ["allow", "alert", "block"][i % 3], "image.verdict.reason": "checked",
+                   "image.verdict": ["allow", "alert", "block"][i % 3], "image.reason": "checked",
                    "image.findings": [{"category": "vulnerability", "severity": "high", "rule": "osv",
                                        "advisory": f"CVE-2026-{i}", "action": "alert"}]}
         elif r == 5:

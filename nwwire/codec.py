@@ -3,7 +3,7 @@
 `to_event` maps every record key the schema knows onto its field (nwwire/schema.py reads the
 mapping from the .proto options); a key it does not know, or a value of the wrong type, goes
 into `extra_json` instead of being lost. `to_record` is the exact inverse: to_record(to_event(r))
-== r, plus the stamped identity keys (host.name, agent.id, agent.boot_id, seq). The collector,
+== r, plus the stamped identity keys (host.name, nodewarden.agent_id, nodewarden.boot_id, seq). The collector,
 `nodewarden events --json` and the tests all read events back through `to_record`.
 
 `to_event` never raises on a record's content: lone surrogates (os.fsdecode of bytes that are
@@ -326,7 +326,16 @@ def _element(m, elem: Table) -> dict:
     d = {}
     for fd, v in m.ListFields():
         key, code = elem.rev[fd.name]
-        d[key] = SEVERITY_NAMES.get(v, str(v)) if code == ENUM else v
+        if code == ENUM:
+            v = SEVERITY_NAMES.get(v, str(v))
+        elif code == LIST:
+            v = list(v)
+        elif code == MESSAGES:  # a list of dicts inside an element (posture.findings' containers)
+            v = [_element(x, elem.elements[fd.name]) for x in v]
+        d[key] = v
+    for key, code in elem.lists:  # as in _read: an empty list comes back as one
+        if key not in d:
+            d[key] = {} if code == MAP else []
     return d
 
 
@@ -336,8 +345,8 @@ def to_record(ev) -> dict:
     if ev.severity:
         rec["event.severity"] = SEVERITY_NAMES.get(ev.severity, str(ev.severity))
     rec["host.name"] = ev.node
-    rec["agent.id"] = ev.agent_id
-    rec["agent.boot_id"] = ev.boot_id
+    rec["nodewarden.agent_id"] = ev.agent_id
+    rec["nodewarden.boot_id"] = ev.boot_id
     rec["seq"] = ev.seq
     if ev.truncated:
         rec["event.truncated"] = True

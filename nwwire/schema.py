@@ -137,7 +137,7 @@ def _members(oneof) -> Members:
 _EVENT = pb.Event.DESCRIPTOR
 PROCESS = _table(pb.Process.DESCRIPTOR)
 CONTAINER = _table(pb.Container.DESCRIPTOR)
-# Event's own scalar fields (the identity: host.name, agent.id, agent.boot_id, seq), without the
+# Event's own scalar fields (the identity: host.name, nodewarden.agent_id, nodewarden.boot_id, seq), without the
 # ones the codec handles by hand and without the `kind` members.
 TOP = _table(_EVENT, skip={fd.name for fd in _EVENT.fields if key_of(fd) in SPECIAL
                            or fd.containing_oneof is not None})

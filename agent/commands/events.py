@@ -90,7 +90,7 @@ def format_line(rec: dict) -> str:
     if "process.exit.code" in rec:
         parts.append(f"exit={rec['process.exit.code']}")
     if rec.get("event.name") == "agent.drops":
-        new = rec.get("agent.drops.new")
+        new = rec.get("nodewarden.drops.new")
         text = ", ".join(f"{k}={v}" for k, v in new.items()) if isinstance(new, dict) else str(new)
         parts.append(f"dropped {text}")
     where = "/".join(str(rec[k]) for k in ("k8s.namespace.name", "k8s.pod.name") if rec.get(k))

@@ -184,7 +184,7 @@ def _json_report(v, shown, namespace: str) -> bytes:
     rec = flatten(VerdictEvent(time.time_ns(), v, namespace=namespace))
     # The record caps its findings (a log line); the report lists every one it selected.
     rec["image.findings"] = [d.to_dict() for d in shown]
-    rec.pop("image.findings.truncated", None)
+    rec.pop("image.findings_omitted", None)
     return orjson.dumps(rec) + b"\n"
 
 

@@ -31,7 +31,7 @@ ALIASES: dict[str, str] = {
     "user.uid": "user.id",
     "user.name": "user.name",
     "group.gid": "group.id",
-    "fd.name": "file.path.resolved",
+    "fd.name": "file.resolved_path",
     "fd.directory": "file.directory",
     "fd.filename": "file.name",
     "fd.num": "descriptor.number",

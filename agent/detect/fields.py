@@ -35,13 +35,19 @@ from dataclasses import dataclass
 from agent.detect.falco_names import ALIASES, EVENT_TYPES
 from agent.events import EVENT_NAMES, Enriched, ExecEvent, FileEvent, NetEvent, Op, ProcInfo, SysEvent
 
-__all__ = ["ALIASES", "EVENT_TYPES", "FIELDS", "Ancestors", "Field", "FieldError", "resolve"]
+__all__ = ["ALIASES", "EVENT_TYPES", "FIELDS", "RENAMED", "Ancestors", "Field", "FieldError", "resolve"]
 
 Ancestors = Callable[[Enriched], Sequence[ProcInfo]]
 
 
 class FieldError(ValueError):
     """A condition names a field we do not have (one line, naming it)."""
+
+
+# Fields whose record key was renamed so that every record maps in Elasticsearch/OpenSearch as it is (a
+# key that is both a value and a parent, file.path and file.path.resolved, cannot be mapped): old -> new.
+# The old name is refused with the new one in the error, so a custom rule is fixed in one edit.
+RENAMED: dict[str, str] = {"file.path.resolved": "file.resolved_path"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,7 +649,7 @@ def _table() -> dict[str, Field]:
         _f("file.path", "str", FILE, _file_path, _inline("en.event.path")),
         _f("file.target.path", "str", TARGET, _file_target, _fast_attr_or_none("path2")),
         _f("file.link.target", "str", LINK, _link_target, _fast_attr("path2")),
-        _f("file.path.resolved", "str", FILE, _file_resolved,
+        _f("file.resolved_path", "str", FILE, _file_resolved,
            _inline("en.path_resolved or en.event.path" if _RESOLVED else "en.event.path")),
         _f("file.directory", "str", FILE, _memoized("file.dir", _file_dir)),
         # fast: the resolved path's last component (what os.path.basename gives, without its calls)
@@ -739,6 +745,8 @@ def resolve(name: str, ancestors: Ancestors | None = None) -> Field:
         return _indexed(name, ancestors)
     field = FIELDS.get(name) or FIELDS.get(ALIASES.get(name, ""))  # our own names first
     if field is None:
+        if name in RENAMED:  # a user's rule written before the rename: say what it is called now
+            raise FieldError(f"field {name!r} is now {RENAMED[name]!r} (renamed in issue 15, README \"Record keys\")")
         raise FieldError(f"unknown field {name!r}")
     if ancestors is not None and field.name.startswith("process.ancestors."):
         part = _ANCESTOR_PARTS[field.name[len("process.ancestors"):]]

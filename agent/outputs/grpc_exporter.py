@@ -11,7 +11,7 @@ Wiring (agent/node.py):
     exp.stop(timeout=5.0)       # flushes the queue to the spool, tries to deliver, closes
 
 `submit` takes the dict from agent/outputs/record.py as is and does not change it; the
-exporter stamps host.name, agent.id, agent.boot_id and seq (from 1, per run) itself, in
+exporter stamps host.name, nodewarden.agent_id, nodewarden.boot_id and seq (from 1, per run) itself, in
 submission order, and overrides those keys if the record had them.
 
 Path of an event: submit -> bounded in-memory queue -> encoder thread (record -> protobuf
@@ -21,7 +21,7 @@ flight, acked batches leave the spool). Reconnects back off exponentially with f
 After a reconnect everything not acked is resent; the collector deduplicates on
 (agent_id, boot_id, seq), so delivery is at-least-once and storage exactly-once.
 Drops (queue full, spool full, corrupt spool segments) are counted per reason and sent as
-`agent.drops` events: {"agent.drops.new": {"exporter.spool_full": n}, "agent.drops.total": {...}}.
+`agent.drops` events: {"nodewarden.drops.new": {"exporter.spool_full": n}, "nodewarden.drops.total": {...}}.
 """
 
 from __future__ import annotations

@@ -62,13 +62,15 @@ def _alert(rec: dict) -> str:
 
 
 def _verdict(rec: dict) -> str:
-    n = rec.get("image.findings.count", 0)
+    n = rec.get("image.findings_count", 0)
     extra = " timed out" if rec.get("image.scan.timed_out") else ""
     if rec.get("image.scan.error"):
         extra += f" error={rec['image.scan.error']}"
     image = rec.get("container.image.name", "") or rec.get("container.image.digest", "")
-    return (f"{str(rec.get('image.verdict', '')).upper()} {image}: {rec.get('image.verdict.reason', '')} "
-            f"({n} finding{'' if n == 1 else 's'}){extra}{_where(rec, image=False)}")
+    # the record lists at most MAX_FINDINGS of them (agent/outputs/record.py): the line says so
+    left = f", {rec['image.findings_omitted']} not in the record" if rec.get("image.findings_omitted") else ""
+    return (f"{str(rec.get('image.verdict', '')).upper()} {image}: {rec.get('image.reason', '')} "
+            f"({n} finding{'' if n == 1 else 's'}{left}){extra}{_where(rec, image=False)}")
 
 
 def _enforcement(rec: dict) -> str:
@@ -130,7 +132,7 @@ def _device_sample(rec: dict) -> str:
 
 def _device_health(rec: dict) -> str:
     kind = rec.get("device.health.kind", "")
-    xid = f" {rec['device.xid']} {rec.get('device.xid.mnemonic', '')}".rstrip() if "device.xid" in rec else ""
+    xid = f" {rec['device.xid']} {rec.get('device.xid_mnemonic', '')}".rstrip() if "device.xid" in rec else ""
     action = f" action={rec['device.health.action']}" if rec.get("device.health.action") else ""
     detail = f": {rec['device.health.detail']}" if rec.get("device.health.detail") else ""
     return f"{rec.get('event.severity', '').upper()} {_device(rec)} {kind}{xid}{action}{detail}"

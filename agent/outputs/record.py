@@ -2,7 +2,10 @@
 
 Keys follow OpenTelemetry semantic conventions where one exists (process.pid, file.path,
 network.peer.address, ...). The JSON log prints it as is; the gRPC exporter maps it onto the
-protobuf Event. Keys are only ever added, never renamed.
+protobuf Event. Keys are only ever added, never renamed, save once (issue 15, README "Record keys"): so that a
+record maps in Elasticsearch and OpenSearch as it is, no key is both a value and the parent of another
+(`a.b` and `a.b.c`, in any event kind: one index holds them all), and the agent's own keys live under
+`nodewarden.*`, not the log shipper's `agent.*`. tests/unit/test_record_keys.py checks every kind.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from agent.events import (
     NetEvent,
     Op,
     PolicyEvent,
+    PostureReport,
     ProfileChange,
     SysEvent,
     Verdict,
@@ -75,14 +79,14 @@ def _head(name: str, ts_ns: int, severity: str) -> dict:
 
 def _ready(ev: AgentReady) -> dict:
     rec = _head(ev.name, ev.ts_ns, "info")
-    rec.update({"agent.probes": list(ev.probes), "agent.tracepoints_missing": list(ev.tracepoints_missing),
+    rec.update({"nodewarden.probes": list(ev.probes), "nodewarden.tracepoints_missing": list(ev.tracepoints_missing),
                 "host.name": ev.host, "process.pid": ev.pid})
     return rec
 
 
 def _drops(ev: DropReport) -> dict:
     rec = _head(ev.name, ev.ts_ns, "warning" if ev.severity == Severity.MEDIUM else ev.severity.label)
-    rec.update({"agent.drops.new": dict(ev.new), "agent.drops.total": dict(ev.total)})
+    rec.update({"nodewarden.drops.new": dict(ev.new), "nodewarden.drops.total": dict(ev.total)})
     return rec
 
 
@@ -135,19 +139,22 @@ def _verdict(ev: VerdictEvent) -> dict:
     shown = (acted + [d for d in v.findings if d.action == "none"])[:MAX_FINDINGS]
     rec.update({
         "image.verdict": v.verdict,
-        "image.verdict.reason": v.reason,
+        "image.reason": v.reason,
         "image.findings": [d.to_dict() for d in shown],
-        "image.findings.count": len(v.findings),
+        "image.findings_count": len(v.findings),
         "image.scan.duration_ms": round(v.duration_ms, 3),
         "image.scan.cache_hit": v.cache_hit == "verdict",
         "image.scan.cache": v.cache_hit,
         "image.scan.timed_out": v.timed_out,
         "image.policy": v.policy,
     })
-    if len(v.findings) > len(shown):
-        rec["image.findings.truncated"] = True
+    if len(v.findings) > len(shown):  # the log line keeps its cap; reports (nodewarden scan) list them all
+        rec["image.findings_omitted"] = len(v.findings) - len(shown)
     if v.error:
         rec["image.scan.error"] = v.error
+    if v.previous:  # judged again while running (agent/imagegate/service.py rejudge): what it was, and why again
+        rec["image.previous_verdict"] = v.previous
+        rec["image.rejudge_trigger"] = v.trigger
     return rec
 
 
@@ -291,7 +298,7 @@ def _device_health(ev: DeviceHealthEvent) -> dict:
     if ev.xid is not None:
         rec["device.xid"] = ev.xid
     if ev.mnemonic:
-        rec["device.xid.mnemonic"] = ev.mnemonic
+        rec["device.xid_mnemonic"] = ev.mnemonic
     if ev.action:
         rec["device.health.action"] = ev.action
     return rec
@@ -332,6 +339,25 @@ def _profile_change(ev: ProfileChange) -> dict:
     return rec
 
 
+def _posture(ev: PostureReport) -> dict:
+    """posture.report: each failed check with its detail and the containers concerned (their keys as every record
+    has them), a count per check, how many containers were judged and how many could not be read."""
+    rec = _head(ev.name, ev.ts_ns, ev.severity.label)
+    findings, counts = [], {}
+    for f in ev.findings:
+        refs = []
+        for c in f.containers:
+            ref: dict = {}
+            _container_keys(ref, c)
+            refs.append(ref)
+        findings.append({"check": f.check, "detail": f.detail, "containers": refs})
+        counts[f.check] = counts.get(f.check, 0) + 1
+    rec.update({"posture.findings": findings, "posture.containers": ev.containers, "posture.unreadable": ev.unreadable})
+    for check, n in counts.items():
+        rec[f"posture.count.{check}"] = n
+    return rec
+
+
 _FLATTENERS = {
     DeviceInfoEvent: _device_info,
     DeviceSampleEvent: _device_sample,
@@ -344,6 +370,7 @@ _FLATTENERS = {
     EnforcementEvent: _enforcement,
     AlertEvent: _alert,
     ProfileChange: _profile_change,
+    PostureReport: _posture,
 }
 
 
@@ -376,7 +403,7 @@ def from_enriched(en: Enriched) -> dict:
         rec["process.ancestors.name"] = names.copy()
         rec["process.ancestors.executable.path"] = exes.copy()
     if en.path_resolved:
-        rec["file.path.resolved"] = en.path_resolved
+        rec["file.resolved_path"] = en.path_resolved
     if ev.truncated:
         rec["event.truncated"] = True
     _add_kind(rec, ev)

@@ -262,10 +262,12 @@ class ProbeSet:
     def kernel_folded(self) -> dict[str, int]:
         """Events the kernel folded (a repeat not sent because the first one was: UDP sends to the same
         destination within a second, probes/net.bpf.c), summed over CPUs. The destination is never lost,
-        but each one not sent is counted, as folded alerts are."""
+        but each one not sent is counted, as folded alerts are. Not "net.sendto_folded": the pipeline
+        reports it as kernel.<name> beside kernel.net (the net family's ring-buffer drops), and a stage
+        that is both a count and a parent cannot be mapped by Elasticsearch (issue 15)."""
         if self._bpf is None or "net" not in self.cfg.families:
             return {}
-        return {"net.sendto_folded": int(self._bpf[b"sendto_folded"].sum(ctypes.c_int(0)).value)}
+        return {"net_sendto_folded": int(self._bpf[b"sendto_folded"].sum(ctypes.c_int(0)).value)}
 
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reservations so far, per family (summed over CPUs)."""

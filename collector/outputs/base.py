@@ -297,7 +297,7 @@ def title(rec: dict) -> str:
 
 def detail(rec: dict) -> str:
     """Why: the alert's output, the verdict's or block's reason."""
-    return str(rec.get("alert.output") or rec.get("image.verdict.reason") or rec.get("enforcement.reason")
+    return str(rec.get("alert.output") or rec.get("image.reason") or rec.get("enforcement.reason")
                or rec.get("rule.description") or "")
 
 

@@ -65,7 +65,7 @@ def test_fifty_short_lived_containers_all_attributed(agent_with_containers, cont
             a.wait_for(lambda r, cid=cid: r["event.name"] == "process.exec" and r.get("process.args") == [
                 "/bin/true", cid], timeout=30)
         except AssertionError as e:  # say what the agent lost, and where, not only that it timed out
-            drops = [r.get("agent.drops.total") for r in a.find(lambda r: r["event.name"] == "agent.drops")]
+            drops = [r.get("nodewarden.drops.total") for r in a.find(lambda r: r["event.name"] == "agent.drops")]
             seen = [r.get("process.args") for r in a.find(lambda r, cid=cid: cid in r.get("process.command_line", ""))]
             raise AssertionError(f"{cid}: {e}; drops {drops[-1:]}; its events {seen[:6]}") from None
     # every exec inside these containers (busybox's sh and true; ctr on the host names the id too)

@@ -91,7 +91,7 @@ def stream_info(urls: list[str]):
 
 
 def stored_ids(address: str) -> list[str]:
-    return [f"{r['agent.id']}/{r['agent.boot_id']}/{r['seq']}" for r in query_all(address)]
+    return [f"{r['nodewarden.agent_id']}/{r['nodewarden.boot_id']}/{r['seq']}" for r in query_all(address)]
 
 
 def _stream_agents(address, tmp_path, agents: int, per_agent: int, pace: float = 0.0, during=None):
@@ -146,7 +146,7 @@ def test_each_stored_event_once_on_a_durable_consumer(cluster, tmp_path):
         epb = load("nodewarden.v1.event_pb2")
         for msg_id, _seq, subject, data in got[:200]:
             rec = to_record(epb.Event.FromString(data))
-            assert msg_id == f"{rec['agent.id']}/{rec['agent.boot_id']}/{rec['seq']}"
+            assert msg_id == f"{rec['nodewarden.agent_id']}/{rec['nodewarden.boot_id']}/{rec['seq']}"
             assert subject == f"nodewarden.{rec['event.name']}.{rec.get('event.severity', 'none')}"
         si = stream_info(cluster.urls)
         assert si.config.num_replicas == 3 and si.state.messages == 3000
@@ -211,7 +211,7 @@ def test_filter_and_async_mode(cluster, tmp_path):
     handle = serve(cfg)
     try:
         _stream_agents(handle.address, tmp_path, agents=1, per_agent=400)
-        want = [f"{r['agent.id']}/{r['agent.boot_id']}/{r['seq']}" for r in query_all(handle.address)
+        want = [f"{r['nodewarden.agent_id']}/{r['nodewarden.boot_id']}/{r['seq']}" for r in query_all(handle.address)
                 if r.get("event.severity") == "high" and r["event.name"] in ("process.exec", "network.connect")]
         assert want  # make_record: every 5th is high, kinds rotate by 4
         wait_for(lambda: handle.bus.stats["bus_published"] == len(want), timeout=20)

@@ -91,12 +91,12 @@ def _record(i: int, mins: int, kind: str, sev: str, what: str, node: str, ns: st
                 "alert.findings": []}
     if kind == "verdict":
         return {"event.name": "image.verdict", "timestamp": ts, "event.severity": sev, **cont,
-                "image.verdict": what, "image.verdict.reason": f"{what}: known miner binary" if what == "block"
+                "image.verdict": what, "image.reason": f"{what}: known miner binary" if what == "block"
                 else f"{what}: image checked",
                 "image.findings": [{"category": "malware", "severity": sev, "rule": "hash.known_bad",
                                     "path": "/usr/bin/xmrig", "detail": "sha256 in the known-bad list",
                                     "action": "block" if what == "block" else "none"}],
-                "image.findings.count": 1, "image.scan.duration_ms": 12.5}
+                "image.findings_count": 1, "image.scan.duration_ms": 12.5}
     if kind == "block":
         return {"event.name": "enforcement.block", "timestamp": ts, "event.severity": sev, **proc, **cont,
                 "process.args": ["xmrig"], "enforcement.point": "kernel.exec", "enforcement.action": "kill",

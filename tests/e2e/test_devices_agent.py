@@ -137,7 +137,7 @@ def _check_xid(agent, events) -> None:
     (h,) = agent.wait_for(lambda r: r["event.name"] == "device.health" and r.get("device.xid") == 48, timeout=20)
     assert h["device.uuid"] == GPU0 and h["device.health.kind"] == "xid"
     assert h["event.severity"] in ("high", "critical") and h["device.health.action"] not in ("none", "restart_app")
-    assert h["device.xid.mnemonic"]
+    assert h["device.xid_mnemonic"]
 
 
 def _check_metrics(port: int, cid: str) -> None:

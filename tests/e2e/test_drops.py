@@ -107,9 +107,9 @@ def test_sigkill_under_load_is_counted_as_crash_drops_on_the_next_start(agent_en
 
     second = AgentProcess(*args)
     try:
-        (rep,) = second.wait_for(lambda r: r["event.name"] == "agent.drops" and "crash" in r["agent.drops.new"],
+        (rep,) = second.wait_for(lambda r: r["event.name"] == "agent.drops" and "crash" in r["nodewarden.drops.new"],
                                  timeout=20)
-        crash = rep["agent.drops.new"]["crash"]
+        crash = rep["nodewarden.drops.new"]["crash"]
         # The restarted exporter resends what the killed one spooled; the collector keeps each once.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -52,7 +52,8 @@ _seq = iter(range(1, 1 << 40))
 
 
 def _identity(rec: dict, node: str = "node-a") -> dict:
-    return {**rec, "host.name": node, "agent.id": "agent-1", "agent.boot_id": "boot-1", "seq": next(_seq)}
+    return {**rec, "host.name": node, "nodewarden.agent_id": "agent-1", "nodewarden.boot_id": "boot-1",
+            "seq": next(_seq)}
 
 
 def protection_events(ts: int) -> list[dict]:
@@ -589,14 +590,14 @@ def test_two_replicas_on_postgresql_send_each_event_once(tmp_path, receivers, pg
     try:
         ts = time.time_ns()
         first = [to_event(r) for r in protection_events(ts)]
-        second = [to_event({**r, "agent.id": "agent-2"}) for r in protection_events(ts + 100)]
+        second = [to_event({**r, "nodewarden.agent_id": "agent-2"}) for r in protection_events(ts + 100)]
         ingest(a.address, first)
         ingest(b.address, second)
         events = stub(b.address).Ingest(iter([cpb.IngestRequest(batch=cpb.Batch(batch_id=9, events=first))]))
         assert [r.ack.duplicates for r in events] == [len(first)]  # the resend: nothing new
         wait_for(lambda: len(hook.requests) >= 6, what="6 posts")
         time.sleep(0.3)  # a second copy would come now
-        keys = [(body["agent.id"], body["seq"]) for _, _, body in hook.requests]
+        keys = [(body["nodewarden.agent_id"], body["seq"]) for _, _, body in hook.requests]
         assert len(keys) == 6 and len(set(keys)) == 6
         assert a.outputs[0].sent == 3 and b.outputs[0].sent == 3
     finally:

@@ -67,7 +67,8 @@ def test_ingest_query_and_tail_through_grpc(pg_collector, pg_url, tmp_path):  # 
         got = query_all(pg_collector.address)
         assert [r["seq"] for r in got] == list(range(1, 401))
         for sent, back in zip(recs, got, strict=True):
-            assert {k: v for k, v in back.items() if k not in ("seq", "host.name", "agent.id", "agent.boot_id")} == sent
+            ident = ("seq", "host.name", "nodewarden.agent_id", "nodewarden.boot_id")
+            assert {k: v for k, v in back.items() if k not in ident} == sent
         assert query_all(other.address) == got  # one store
         for kw, pred in [
             (dict(kinds=["process.exec"]), lambda i, r: r["event.name"] == "process.exec"),
@@ -331,7 +332,7 @@ def test_agents_fail_over_to_the_other_replica_nothing_lost_or_twice(postgres, p
         time.sleep(0.3)
         by_agent: dict = {}
         for r in live:
-            by_agent.setdefault(r["agent.id"], []).append(r["seq"])
+            by_agent.setdefault(r["nodewarden.agent_id"], []).append(r["seq"])
         assert {a: sorted(s) for a, s in by_agent.items()} == {f"node-{k}": list(range(1, n + 1)) for k in range(3)}
         call.cancel()
     finally:

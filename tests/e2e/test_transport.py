@@ -52,8 +52,9 @@ def test_queryable_with_each_filter(collector, tmp_path):
     assert [r["seq"] for r in got] == list(range(1, 401))
     # What went in comes back out, key for key.
     for sent, back in zip(recs, got, strict=True):
-        assert {k: v for k, v in back.items() if k not in ("seq", "host.name", "agent.id", "agent.boot_id")} == sent
-    assert {r["agent.boot_id"] for r in got} == {exp.boot_id}
+        ident = ("seq", "host.name", "nodewarden.agent_id", "nodewarden.boot_id")
+        assert {k: v for k, v in back.items() if k not in ident} == sent
+    assert {r["nodewarden.boot_id"] for r in got} == {exp.boot_id}
 
     def q(**kw):
         return query_all(collector.address, cpb.Filter(**kw))
@@ -213,7 +214,7 @@ def test_agent_killed_with_full_spool_delivers_after_restart(tmp_path):
     finally:
         handle.stop(0.5)
     assert [r["seq"] for r in got] == list(range(1, 501))
-    assert {r["agent.boot_id"] for r in got} == {old_boot}
+    assert {r["nodewarden.boot_id"] for r in got} == {old_boot}
 
 
 def test_corrupt_spool_segment_is_skipped_and_the_rest_delivered(tmp_path, caplog):
@@ -276,8 +277,8 @@ def test_full_spool_drops_oldest_and_counts_exactly(tmp_path):
     # lost it from the front, so what is missing is exactly the oldest: 1..k.
     assert missing == list(range(1, len(missing) + 1))
     reports = [r for r in got if r["event.name"] == "agent.drops"]
-    assert reports and max(r["agent.drops.total"]["exporter.spool_full"] for r in reports) <= dropped
-    assert sum(r["agent.drops.new"].get("exporter.spool_full", 0) for r in reports) <= dropped
+    assert reports and max(r["nodewarden.drops.total"]["exporter.spool_full"] for r in reports) <= dropped
+    assert sum(r["nodewarden.drops.new"].get("exporter.spool_full", 0) for r in reports) <= dropped
 
 
 def test_malformed_and_oversized_messages_are_refused_and_others_served(tmp_path):

@@ -39,7 +39,7 @@ from nwwire.protowire import field_bytes, field_varint, number
 
 pytestmark = pytest.mark.e2e
 
-_IDS = ("host.name", "agent.id", "agent.boot_id", "seq")
+_IDS = ("host.name", "nodewarden.agent_id", "nodewarden.boot_id", "seq")
 _POD = ContainerInfo(id="ab" * 32, name="web", image="evil:1", pod_name="web-0", pod_namespace="shop",
                      namespace="k8s.io")
 
@@ -172,8 +172,8 @@ def test_seq_beyond_int64_is_refused_and_other_agents_in_the_same_commit_are_sto
         assert "below 2^63" in evil.details()
         assert [r.ack.stored for r in results["honest"]] == [3] and [r.ack.last_seq for r in results["honest"]] == [3]
         stored = query_all(handle.address)
-        assert sorted((r["agent.id"], r["seq"]) for r in stored) == [("first", 1), ("honest", 1), ("honest", 2),
-                                                                     ("honest", 3)]
+        assert sorted((r["nodewarden.agent_id"], r["seq"]) for r in stored) == [
+            ("first", 1), ("honest", 1), ("honest", 2), ("honest", 3)]
         assert handle.metrics()["write_errors"] == 0
         assert handle.store.stats["commits"] == 2  # the first group, then evil + honest together
     finally:

@@ -96,7 +96,7 @@ def _after_exit(agent, pid: int) -> list[dict]:
     _barrier(agent)
     found = Alerts(agent.find(lambda r: r["event.name"] == "alert" and (r["process.pid"] == pid
                                                                        or r.get("process.parent_pid") == pid)))
-    found.drops = [r["agent.drops.new"] for r in agent.find(lambda r: r["event.name"] == "agent.drops")]
+    found.drops = [r["nodewarden.drops.new"] for r in agent.find(lambda r: r["event.name"] == "agent.drops")]
     found.execs = [{k: v for k, v in r.items() if k.startswith(("process.", "event."))}
                    for r in agent.find(lambda r: r["event.name"] == "process.exec" and r["process.pid"] == pid)]
     return found

@@ -171,7 +171,7 @@ def test_grandchild_names_parent_and_grandparent(agent, tmp_path):
     assert names[:3] == ["sh", "sh", os.path.basename(sys.executable)[:15]]  # parent, grandparent, the test
     assert exes[:2] == ["/bin/sh", "/bin/sh"]
     assert len(names) == len(exes) <= 8
-    assert op["file.path"] == "../out.txt" and op["file.path.resolved"] == str(tmp_path / "out.txt")
+    assert op["file.path"] == "../out.txt" and op["file.resolved_path"] == str(tmp_path / "out.txt")
     (ex,) = _exec_of(agent, pid)
     assert ex["process.ancestors.name"][:2] == ["sh", "sh"]
     assert ex["process.working_directory"] == str(tmp_path / "in")
@@ -223,8 +223,8 @@ def test_relative_paths_resolved_with_the_cwd_at_the_call(agent, tmp_path):
     """, cwd="/")
     (op,) = agent.wait_for(lambda r: r["event.name"] == "file.open" and r["process.pid"] == pid)
     (un,) = agent.wait_for(lambda r: r["event.name"] == "file.unlink" and r["process.pid"] == pid)
-    assert (op["file.path"], op["file.path.resolved"]) == ("rel.txt", f"{tmp_path}/sub/rel.txt")
-    assert (un["file.path"], un["file.path.resolved"]) == ("./rel.txt", f"{tmp_path}/sub/rel.txt")
+    assert (op["file.path"], op["file.resolved_path"]) == ("rel.txt", f"{tmp_path}/sub/rel.txt")
+    assert (un["file.path"], un["file.resolved_path"]) == ("./rel.txt", f"{tmp_path}/sub/rel.txt")
     assert "file.target.path" not in op
 
 

@@ -206,7 +206,7 @@ def test_unconnected_udp_sends_reported_once_a_second_per_destination(probes, fa
     assert got == [(Op.NET_SENDTO, n, ufd, kind, "udp", host, port, 0, -1, 0)
                    for n, port in ((1, p1), (2, p2), (3, p3), (4, p1))]
     assert int(folded.sum(ctypes.c_int(0)).value) - before == 2
-    assert ps.kernel_folded()["net.sendto_folded"] == int(folded.sum(ctypes.c_int(0)).value)  # what drops report
+    assert ps.kernel_folded()["net_sendto_folded"] == int(folded.sum(ctypes.c_int(0)).value)  # what drops report
 
 
 SENDMMSG = """
@@ -288,7 +288,7 @@ def test_the_agent_records_carry_link_target_resolved_name_peer_and_protocol(tmp
         agent.stop()
         srv.close()
     assert (sl["file.path"], sl["file.link.target"], sl["syscall.return"]) == ("rel_sym", "/etc/passwd", 0)
-    assert sl["file.path.resolved"] == f"{d}/rel_sym"  # from the process table's cwd (the exec's)
+    assert sl["file.resolved_path"] == f"{d}/rel_sym"  # from the process table's cwd (the exec's)
     assert (so["network.type"], so["network.transport"], so["network.protocol"], so["network.fd"],
             so["syscall.return"]) == ("ipv4", "raw", socket.IPPROTO_ICMP, rfd, rfd)
     assert "network.peer.address" not in so and "network.local.address" not in so

@@ -240,7 +240,7 @@ def test_kinds_from_event_names_and_fields():
     assert compile("evt.type != execve").kinds is None
     c = compile("evt.type = execve and file.path = /x")
     assert c.kinds == frozenset() and any("never matches" in n for n in c.notes)
-    assert compile("proc.name = x and fd.name = y").fields == {"process.name", "file.path.resolved"}
+    assert compile("proc.name = x and fd.name = y").fields == {"process.name", "file.resolved_path"}
 
 
 def test_unknown_syscalls_are_noted_not_fatal():

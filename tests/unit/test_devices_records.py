@@ -42,7 +42,7 @@ def _back(rec: dict) -> dict:
     ev = to_event(rec)
     assert ev.extra_json == b"", f"keys without a field: {ev.extra_json!r}"
     out = to_record(ev)
-    for k in ("host.name", "agent.id", "agent.boot_id", "seq"):
+    for k in ("host.name", "nodewarden.agent_id", "nodewarden.boot_id", "seq"):
         out.pop(k)
     return out
 
@@ -110,7 +110,7 @@ def test_device_health_xid_every_field():
         "device.model": "NVIDIA A100-SXM4-40GB",
         "device.pci_bus_id": "00000000:3B:00.0", "device.minor": 3, "device.path": "/dev/nvidia3",
         "device.health.kind": "xid", "device.health.detail": "GPU has fallen off the bus", "device.xid": 79,
-        "device.xid.mnemonic": "GPU_HAS_FALLEN_OFF_THE_BUS", "device.health.action": "reset_gpu",
+        "device.xid_mnemonic": "GPU_HAS_FALLEN_OFF_THE_BUS", "device.health.action": "reset_gpu",
     }
     assert _back(rec) == rec
     line = TextLog.format(rec)

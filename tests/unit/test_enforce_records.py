@@ -123,7 +123,7 @@ def legacy_kill(verdict: dict, outcome: str) -> dict:
     block.update({"event.name": "enforcement.block", "event.severity": "critical",
                   "enforcement.point": "containerd.kill", "enforcement.action": "kill",
                   "enforcement.outcome": outcome, "image.verdict": "block",
-                  "enforcement.reason": f"image verdict block: {verdict.get('image.verdict.reason', '')}"})
+                  "enforcement.reason": f"image verdict block: {verdict.get('image.reason', '')}"})
     return block
 
 

@@ -100,7 +100,7 @@ def test_verdict():
                 policy="abc123")
     rec = flatten(VerdictEvent(1_700_000_000_000_000_000, v, POD))
     assert rec["event.name"] == "image.verdict" and rec["event.severity"] == "high"
-    assert (rec["image.verdict"], rec["image.findings.count"], rec["image.scan.duration_ms"]) == ("block", 1, 12.346)
+    assert (rec["image.verdict"], rec["image.findings_count"], rec["image.scan.duration_ms"]) == ("block", 1, 12.346)
     assert rec["image.findings"] == [{"category": "malware", "severity": "high", "rule": "eicar",
                                       "path": "/opt/eicar.com", "detail": "EICAR test file", "action": "block",
                                       "decided_by": "categories.malware.block >= high"}]
@@ -123,12 +123,12 @@ def test_alert_keeps_its_trigger():
 
 def test_agent_reports():
     ready = flatten(AgentReady(5, "node-1", 42, ("process", "file"), ("syscalls:accept",)))
-    assert {k: ready[k] for k in ("event.name", "host.name", "process.pid", "agent.probes",
-                                  "agent.tracepoints_missing")} == {
-        "event.name": "agent.ready", "host.name": "node-1", "process.pid": 42, "agent.probes": ["process", "file"],
-        "agent.tracepoints_missing": ["syscalls:accept"]}
+    assert {k: ready[k] for k in ("event.name", "host.name", "process.pid", "nodewarden.probes",
+                                  "nodewarden.tracepoints_missing")} == {
+        "event.name": "agent.ready", "host.name": "node-1", "process.pid": 42, "nodewarden.probes": ["process", "file"],
+        "nodewarden.tracepoints_missing": ["syscalls:accept"]}
     drops = flatten(DropReport(5, {"crash": 3}, {"crash": 3, "queue": 1}))
-    assert (drops["event.severity"], drops["agent.drops.new"], drops["agent.drops.total"]) == (
+    assert (drops["event.severity"], drops["nodewarden.drops.new"], drops["nodewarden.drops.total"]) == (
         "warning", {"crash": 3}, {"crash": 3, "queue": 1})
     bad = flatten(PolicyEvent(5, "/etc/nw/policy.yaml", "abc", error="policy.yaml:3: bad severity"))
     assert (bad["event.severity"], bad["policy.error"]) == ("warning", "policy.yaml:3: bad severity")

@@ -7,7 +7,7 @@ from agent.events import Enriched, ExecEvent, FileEvent, Op, ProcInfo
 from agent.outputs.record import flatten
 from nwwire.codec import to_event, to_record
 
-_IDS = {"host.name", "agent.id", "agent.boot_id", "seq"}
+_IDS = {"host.name", "nodewarden.agent_id", "nodewarden.boot_id", "seq"}
 
 
 def _round_trip(rec: dict) -> None:
@@ -40,5 +40,5 @@ def test_resolved_path_round_trips():
     ev = FileEvent(Op.FILE_OPEN, 1, 2, 2, 1, 0, 0, 0, 0, "c", False, "a.txt", "", 3, 0o101, 0o600, -100, -1, -1, -1,
                    cwd="/w")
     rec = flatten(Enriched(ev, None, None, None, (), "/w/a.txt"))
-    assert rec["file.path.resolved"] == "/w/a.txt"
+    assert rec["file.resolved_path"] == "/w/a.txt"
     _round_trip(rec)

@@ -133,8 +133,8 @@ def test_undecodable_records_are_counted_reported_and_the_rest_flow():
     assert [r["file.path"] for r in sink.records if r["event.name"] == "file.open"] == ["/tmp/ok"]
     assert p.drops["decode"] == 3
     reports = [r for r in sink.records if r["event.name"] == "agent.drops"]
-    assert sum(r["agent.drops.new"].get("decode", 0) for r in reports) == 3
-    assert reports[-1]["agent.drops.total"]["decode"] == 3
+    assert sum(r["nodewarden.drops.new"].get("decode", 0) for r in reports) == 3
+    assert reports[-1]["nodewarden.drops.total"]["decode"] == 3
     assert _metric(p, "nodewarden_drops_total")[(("stage", "decode"),)] == 3
 
 
@@ -145,7 +145,7 @@ def test_kernel_drops_become_counter_increments_not_gauge_sets():
     p.start()
     sink.wait_for(lambda r: r["event.name"] == "agent.drops")
     p.probes.drops["process"] = 10  # the kernel's per-CPU sum grew by 3
-    sink.wait_for(lambda r: r["event.name"] == "agent.drops" and r["agent.drops.new"].get("kernel.process") == 3)
+    sink.wait_for(lambda r: r["event.name"] == "agent.drops" and r["nodewarden.drops.new"].get("kernel.process") == 3)
     p.stop()
     m = _metric(p, "nodewarden_drops_total")
     assert m[(("stage", "kernel.process"),)] == 10 and m[(("stage", "kernel.file"),)] == 0
@@ -233,7 +233,7 @@ def test_crash_ledger_counts_what_a_killed_run_held_and_a_clean_run_leaves_nothi
     p.start()
     (rep,) = sink.wait_for(lambda r: r["event.name"] == "agent.drops")
     p.stop()
-    assert rep["agent.drops.new"] == {"crash": 15}
+    assert rep["nodewarden.drops.new"] == {"crash": 15}
     assert _metric(p, "nodewarden_drops_total")[(("stage", "crash"),)] == 15
 
 
@@ -292,15 +292,15 @@ def test_replay_reader_splits_a_batch_bigger_than_the_read():
 
 def test_kernel_folded_sends_are_counted_beside_the_drops():
     """UDP sends the kernel folded (probes/net.bpf.c) are not lost, but not sent either: they are counted
-    in the drop totals as kernel.net.sendto_folded, as folded alerts are under detect.folded."""
+    in the drop totals as kernel.net_sendto_folded, as folded alerts are under detect.folded."""
 
     class Folding(ReplayProbes):
         def kernel_folded(self):
-            return {"net.sendto_folded": 7}
+            return {"net_sendto_folded": 7}
 
     p, _ = _pipeline([])
     p.probes = Folding([])
-    assert p.drop_totals()["kernel.net.sendto_folded"] == 7
+    assert p.drop_totals()["kernel.net_sendto_folded"] == 7
 
 
 # -- the profiles stage (issue 13) ----------------------------------------------------------------------

@@ -150,11 +150,11 @@ def test_enricher_names_ancestors_and_resolves_relative_paths(procfs):
     f = _ev(FileEvent, Op.FILE_OPEN, 101, 100, path="../html/x.php", path2="", ret=3, flags=0, mode=0,
             dirfd=-100, fd=-1, owner_uid=-1, owner_gid=-1)
     rec = flatten(en.enrich(f))
-    assert rec["file.path"] == "../html/x.php" and rec["file.path.resolved"] == "/var/html/x.php"
+    assert rec["file.path"] == "../html/x.php" and rec["file.resolved_path"] == "/var/html/x.php"
     assert rec["process.ancestors.name"] == ["nginx", "init"]
     assert rec["process.ancestors.executable.path"] == ["/usr/sbin/nginx", "/sbin/init"]
     absolute = en.enrich(dataclasses.replace(f, path="/etc/x"))
-    assert absolute.path_resolved == "" and "file.path.resolved" not in flatten(absolute)
+    assert absolute.path_resolved == "" and "file.resolved_path" not in flatten(absolute)
     at_dir = en.enrich(dataclasses.replace(f, dirfd=5))
     assert at_dir.path_resolved == ""  # relative to a directory fd we cannot name
     ex = _ev(ExecEvent, Op.EXEC, 102, 101, filename="/bin/true", argv=("true",), cwd="/tmp")

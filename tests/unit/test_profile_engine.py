@@ -519,7 +519,7 @@ def test_profile_change_record_and_its_protobuf_round_trip(tmp_path):
     ev = to_event(rec)
     assert ev.WhichOneof("kind") == "profile_change" and not ev.extra_json
     back = to_record(ev)
-    for k in ("host.name", "agent.id", "agent.boot_id", "seq"):
+    for k in ("host.name", "nodewarden.agent_id", "nodewarden.boot_id", "seq"):
         back.pop(k)
     assert back == rec
 

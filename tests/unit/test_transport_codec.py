@@ -31,7 +31,7 @@ from agent.outputs.pbcodec import kind_of, parse_timestamp, pb, to_event, to_rec
 from agent.outputs.record import flatten, from_enriched, rfc3339
 from agent.vocab import Severity
 
-_IDS = ("host.name", "agent.id", "agent.boot_id", "seq")
+_IDS = ("host.name", "nodewarden.agent_id", "nodewarden.boot_id", "seq")
 _C = dict(ts_ns=1_795_000_000_123_456_789, pid=42, tid=43, ppid=0, uid=0, gid=0, cgroup_id=2**63 + 5,
           mntns=4026531840, comm="sh", truncated=False)
 
@@ -146,7 +146,7 @@ def test_every_kind_round_trip(typed, member):
     if extra.pop("event.severity", None) is not None:  # "warning": record.py's word for medium, kept
         assert rec["event.severity"] == "warning" and ev.severity == pb.SEVERITY_MEDIUM
     if isinstance(typed, DropReport) and min(typed.new.values()) < 0:
-        assert extra == {"agent.drops.new": {"kernel.file": -1}}  # a count the field cannot hold, kept
+        assert extra == {"nodewarden.drops.new": {"kernel.file": -1}}  # a count the field cannot hold, kept
     else:
         assert not extra  # every key record.py makes has a field
 
@@ -209,7 +209,7 @@ def test_kind_of():
      {"file.path": "/tmp/\\xff"}),
     ({"event.name": "process.exec", "process.args": ["a", None], "container.id": None, "event.truncated": "yes",
       "process.pid": 3}, {"process.pid": 3}),
-    ({"event.name": "agent.drops", "agent.drops.new": {"q": True}, "agent.drops.total": {"q": -5}}, {}),
+    ({"event.name": "agent.drops", "nodewarden.drops.new": {"q": True}, "nodewarden.drops.total": {"q": -5}}, {}),
     ({"event.name": "image.verdict", "image.scan.cache_hit": 1, "image.scan.duration_ms": 3,
       "image.findings": "none", "image.verdict": "allow"}, {"image.verdict": "allow"}),
 ])
