@@ -30,6 +30,7 @@ from agent.detect.condition import ConditionError
 from agent.detect.condition import compile as compile_condition
 from agent.devices.fields import FIELDS as DEVICE_FIELDS
 from agent.events import EVENT_NAMES, Op
+from agent.imagegate.posture import CHECKS
 from agent.outputs import record
 from agent.outputs.record import MAX_FINDINGS, flatten
 from agent.vocab import Severity
@@ -110,7 +111,8 @@ _STAGES = ["queue", "decode", "output", "crash", "detect.folded", "detect.rate_l
            "containerd.events_bad", "exporter.queue_full", "exporter.spool_full", "exporter.encode_error",
            "exporter.spool_corrupt_segments", "webshell.scan", "webshell.unreadable", "devguard.queue",
            "devguard.unjudged", "devguard.folded", "devices.queue", "devices.skipped", "enforce.cover_unresolved",
-           "enforce.pending_full", "kernel.net_sendto_folded"]
+           "enforce.pending_full", "kernel.net_sendto_folded", "lifecycle.emit", "lifecycle.queue", "resources.cut",
+           "resources.emit", "resources.late"]
 
 
 def _stages() -> dict[str, int]:
@@ -126,7 +128,7 @@ def typed_samples() -> list:
     shape adds keys: a verdict without a container record, a device alert without a kernel event)."""
     findings = [_finding(i) for i in range(MAX_FINDINGS + 5)]
     verdict = E.Verdict("block", "malware in /app/f0", findings, CONT.image, CONT.image_digest, 12.5, "verdict",
-                        True, "scan error", "fp1")
+                        True, "scan error", "fp1", "allow", "advisories")
     subject = _enriched(Op.EXEC)
     return [
         E.AgentReady(TS, "node-1", 4242, ("process", "file", "net"), ("sys_enter_openat2",)),
@@ -157,6 +159,8 @@ def typed_samples() -> list:
         E.DeviceHealthEvent(TS, DEV, "xid", Severity.CRITICAL, "Xid 79", 79, "GPU_HAS_FALLEN_OFF_THE_BUS",
                             "reboot"),
         E.DeviceProcessEvent(TS, DEV, "start", USER),
+        E.PostureReport(TS, tuple(E.PostureFinding(check, "detail", (CONT, E.ContainerInfo("c2", pod_name="p")))
+                                  for check in CHECKS), 3, 1, Severity.LOW),
     ]
 
 
@@ -254,7 +258,8 @@ def test_samples_are_fully_populated():
               "file.link.target", "file.target.path", "network.dup.new_fd", "image.findings_omitted",
               "image.scan.error", "device.xid_mnemonic", "device.mig.uuid", "device.path", "alert.count",
               "enforcement.duration_ms", "file.quarantine.path", "policy.error", "nodewarden.tracepoints_missing",
-              "profile.workload.kind", "containerd.namespace", "event.truncated", "process.ancestors.name"):
+              "profile.workload.kind", "containerd.namespace", "event.truncated", "process.ancestors.name",
+              "image.previous_verdict", "image.rejudge_trigger", "posture.findings", "posture.unreadable"):
         assert k in keys, k
     assert {f"device.{n}" for n in DEVICE_FIELDS} <= keys
 
