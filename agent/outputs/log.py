@@ -151,9 +151,32 @@ def _profile_change(rec: dict) -> str:
             f" ({rec.get('profile.reason', '')}){'; ' + items if items else ''}")
 
 
+def _container_resources(rec: dict) -> str:
+    """cpu, memory against its limit, pids: what a person looks at first (the record has every counter)."""
+    parts = []
+    if "container.cpu.percent" in rec:
+        parts.append(f"cpu={rec['container.cpu.percent']:g}%")
+    if "container.memory.working_set" in rec:
+        limit = f"/{_mib(rec['container.memory.limit'])}" if "container.memory.limit" in rec else ""
+        pct = f" ({rec['container.memory.percent']:g}%)" if "container.memory.percent" in rec else ""
+        parts.append(f"mem={_mib(rec['container.memory.working_set'])}{limit}{pct}")
+    if "container.pids.current" in rec:
+        limit = f"/{rec['container.pids.limit']}" if "container.pids.limit" in rec else ""
+        parts.append(f"pids={rec['container.pids.current']}{limit}")
+    return (" ".join(parts) or "-") + _where(rec)
+
+
+def _host_resources(rec: dict) -> str:
+    cpu = f"cpu={rec['host.cpu.percent']:g}% " if "host.cpu.percent" in rec else ""
+    mem = f"mem={_mib(rec.get('host.memory.used', 0))}/{_mib(rec.get('host.memory.total', 0))}"
+    fs = "".join(f" {f['path']}={f['percent']:g}%" for f in rec.get("host.filesystems") or ())
+    return f"{cpu}{mem} load={rec.get('host.load.1m', 0):.2f}{fs}"
+
+
 _KIND_LINES = {"alert": _alert, "image.verdict": _verdict, "enforcement.block": _enforcement,
                "device.info": _device_info, "device.sample": _device_sample, "device.health": _device_health,
-               "device.process": _device_process, "profile.change": _profile_change}
+               "device.process": _device_process, "profile.change": _profile_change,
+               "container.resources": _container_resources, "host.resources": _host_resources}
 
 
 def decision_line(rec: dict) -> str | None:

@@ -19,6 +19,7 @@ from agent.events import (
     AlertEvent,
     BenchEvent,
     ContainerInfo,
+    ContainerResourcesEvent,
     DeviceHealthEvent,
     DeviceInfoEvent,
     DeviceProcessEvent,
@@ -32,6 +33,7 @@ from agent.events import (
     ExitEvent,
     FileEvent,
     ForkEvent,
+    HostResourcesEvent,
     NetEvent,
     Op,
     PolicyEvent,
@@ -200,6 +202,8 @@ def _alert(ev: AlertEvent) -> dict:
             rec["process.name"] = ev.user.comm
         if ev.user.container is not None:
             _container_keys(rec, ev.user.container)
+    if ev.subject is None and ev.user is None and ev.container is not None:  # resources, lifecycle alerts
+        _container_keys(rec, ev.container)
     if ev.device is not None:
         _device_keys(rec, ev.device)
     return rec
@@ -358,6 +362,72 @@ def _posture(ev: PostureReport) -> dict:
     return rec
 
 
+# -- resources (agent/resources): a running container's cgroup counters, the host's through psutil --------------
+
+# ContainerUsage field -> record key (ints); a counter the node does not offer (None) is left out.
+_USAGE_KEYS = (
+    ("cpu_usage_ns", "container.cpu.usage_ns"), ("cpu_user_ns", "container.cpu.user_ns"),
+    ("cpu_system_ns", "container.cpu.system_ns"), ("cpu_periods", "container.cpu.periods"),
+    ("cpu_throttled_periods", "container.cpu.throttled_periods"), ("cpu_throttled_ns", "container.cpu.throttled_ns"),
+    ("memory_usage", "container.memory.usage"), ("memory_limit", "container.memory.limit"),
+    ("memory_working_set", "container.memory.working_set"), ("memory_rss", "container.memory.rss"),
+    ("memory_cache", "container.memory.cache"), ("memory_limit_hits", "container.memory.limit_hits"),
+    ("oom_kills", "container.memory.oom_kills"), ("pids", "container.pids.current"),
+    ("pids_limit", "container.pids.limit"), ("io_read_bytes", "container.disk.read.bytes"),
+    ("io_write_bytes", "container.disk.write.bytes"), ("io_read_ops", "container.disk.read.ops"),
+    ("io_write_ops", "container.disk.write.ops"), ("net_rx_bytes", "container.network.ingress.bytes"),
+    ("net_tx_bytes", "container.network.egress.bytes"), ("net_rx_packets", "container.network.ingress.packets"),
+    ("net_tx_packets", "container.network.egress.packets"), ("net_rx_dropped", "container.network.ingress.dropped"),
+    ("net_tx_dropped", "container.network.egress.dropped"),
+)
+# HostResourcesEvent field -> record key, type.
+_HOST_KEYS = (
+    ("cpu_percent", "host.cpu.percent", float), ("cpu_user_s", "host.cpu.user_seconds", float),
+    ("cpu_system_s", "host.cpu.system_seconds", float), ("cpu_idle_s", "host.cpu.idle_seconds", float),
+    ("cpu_iowait_s", "host.cpu.iowait_seconds", float), ("load1", "host.load.1m", float),
+    ("load5", "host.load.5m", float), ("load15", "host.load.15m", float), ("memory_total", "host.memory.total", int),
+    ("memory_available", "host.memory.available", int), ("memory_used", "host.memory.used", int),
+    ("memory_percent", "host.memory.percent", float), ("swap_total", "host.swap.total", int),
+    ("swap_used", "host.swap.used", int), ("disk_read_bytes", "host.disk.read.bytes", int),
+    ("disk_write_bytes", "host.disk.write.bytes", int), ("disk_read_ops", "host.disk.read.ops", int),
+    ("disk_write_ops", "host.disk.write.ops", int), ("net_rx_bytes", "host.network.ingress.bytes", int),
+    ("net_tx_bytes", "host.network.egress.bytes", int), ("net_rx_packets", "host.network.ingress.packets", int),
+    ("net_tx_packets", "host.network.egress.packets", int),
+)
+
+
+def _container_resources(ev: ContainerResourcesEvent) -> dict:
+    rec = _head(ev.name, ev.ts_ns, "info")
+    _container_keys(rec, ev.container)
+    u = ev.usage
+    rec["container.cgroup.version"] = u.cgroup_version
+    if ev.cgroup_path:
+        rec["container.cgroup.path"] = ev.cgroup_path
+    for field, key in _USAGE_KEYS:
+        val = getattr(u, field)
+        if val is not None:
+            rec[key] = int(val)
+    if ev.cpu_percent is not None:
+        rec["container.cpu.percent"] = float(ev.cpu_percent)
+    if ev.memory_percent is not None:
+        rec["container.memory.percent"] = float(ev.memory_percent)
+    return rec
+
+
+def _host_resources(ev: HostResourcesEvent) -> dict:
+    rec = _head(ev.name, ev.ts_ns, "info")
+    rec["host.cpu.count"] = ev.cpu_count
+    for field, key, typ in _HOST_KEYS:
+        val = getattr(ev, field)
+        if val is not None:
+            rec[key] = typ(val)
+    # lists are always written (nwwire/codec.py)
+    rec["host.filesystems"] = [{"path": f.path, "total": f.total, "used": f.used, "free": f.free,
+                                "percent": float(f.percent)} for f in ev.filesystems]
+    rec["host.resources.errors"] = list(ev.errors)
+    return rec
+
+
 _FLATTENERS = {
     DeviceInfoEvent: _device_info,
     DeviceSampleEvent: _device_sample,
@@ -371,6 +441,8 @@ _FLATTENERS = {
     AlertEvent: _alert,
     ProfileChange: _profile_change,
     PostureReport: _posture,
+    ContainerResourcesEvent: _container_resources,
+    HostResourcesEvent: _host_resources,
 }
 
 

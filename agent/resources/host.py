@@ -49,7 +49,7 @@ class HostSampler:
             self._last_cpu = times
         load = take("load", os.getloadavg)
         if load is not None:
-            fields.update(load1=load[0], load5=load[1], load15=load[2])
+            fields.update(load1=round(load[0], 2), load5=round(load[1], 2), load15=round(load[2], 2))
         vm = take("memory", psutil.virtual_memory)
         if vm is not None:
             fields.update(memory_total=vm.total, memory_available=vm.available, memory_used=vm.used,

@@ -151,7 +151,7 @@ class Sampler:
         self._tracked: dict[tuple[str, str], _Tracked] = {}
         self._host_last: HostResourcesEvent | None = None
         self._counts: Counter = Counter()  # drops: resources.cut, resources.late, resources.emit
-        self.stats: Counter = Counter()  # samples, containers read, gone, read errors, alerts
+        self.stats: Counter = Counter()  # samples, reads (containers read), gone, read_errors, alerts, errors
         self.sample_s = 0.0
         self.stopping = threading.Event()
         self.rlog = RateLog(log)
@@ -251,7 +251,7 @@ class Sampler:
         if alert:
             self.stats["alerts"] += 1
             out.append(self._memory_alert(ev))
-        self.stats["containers"] += 1
+        self.stats["reads"] += 1
         return out
 
     def _memory_alert(self, ev: ContainerResourcesEvent) -> AlertEvent:
@@ -291,8 +291,8 @@ class Sampler:
     def status(self) -> dict:
         with self.lock:
             n = len(self._tracked)
-        return {"cgroup_version": self.layout.version, "containers": n, "sample_s": round(self.sample_s, 4),
-                **dict(self.stats)}
+        return {**dict(self.stats), "cgroup_version": self.layout.version, "containers": n,
+                "sample_s": round(self.sample_s, 4)}
 
 
 def _mib(n: int | None) -> str:

@@ -151,6 +151,9 @@ def test_every_record_kind_has_a_flat_form_and_nothing_else_does():
         events.DeviceHealthEvent: events.DeviceHealthEvent(5, GPU, "xid", Severity.HIGH, xid=79),
         events.DeviceProcessEvent: events.DeviceProcessEvent(5, GPU, "start", events.DeviceUser(7)),
         events.ProfileChange: events.ProfileChange(5, "ns/-/-/c@img", "monitoring", "learning", "learned 3600 s"),
+        events.ContainerResourcesEvent: events.ContainerResourcesEvent(5, events.ContainerInfo("c1"),
+                                                                       events.ContainerUsage(2)),
+        events.HostResourcesEvent: events.HostResourcesEvent(5, 4),
     }
     kinds = typing.get_args(events.Record)
     assert set(kinds) == set(samples), "a new record kind: give it a sample here and a flattener"

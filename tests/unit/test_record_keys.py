@@ -161,6 +161,13 @@ def typed_samples() -> list:
         E.DeviceProcessEvent(TS, DEV, "start", USER),
         E.PostureReport(TS, tuple(E.PostureFinding(check, "detail", (CONT, E.ContainerInfo("c2", pod_name="p")))
                                   for check in CHECKS), 3, 1, Severity.LOW),
+        # resources (agent/resources): every counter set; the memory-limit alert about a container, no subject
+        E.ContainerResourcesEvent(TS, CONT, E.ContainerUsage(1, *range(1, 26)), 12.5, 97.25, "/k8s.io/x"),
+        E.HostResourcesEvent(TS, 8, 12.5, 1.5, 2.5, 3.5, 4.5, 0.5, 0.25, 0.125, 1 << 34, 1 << 33, 1 << 32, 50.0,
+                             1 << 30, 1 << 20, 1, 2, 3, 4, 5, 6, 7, 8, (E.HostFilesystem("/", 100, 40, 60, 40.0),),
+                             ("disk_io: no such file",)),
+        E.AlertEvent(TS, "nw.container_memory_at_limit", "memory at limit", "x", Severity.MEDIUM, output="x",
+                     container=CONT),
     ]
 
 

@@ -203,7 +203,8 @@ def test_metrics_labels_values_and_promtool(tmp_path):
                  f"nodewarden_container_pids{who} 3.0", f"nodewarden_container_pids_limit{who} 64.0",
                  f"nodewarden_container_io_read_bytes_total{who} 1.052672e+06",
                  f"nodewarden_container_network_receive_bytes_total{who} 5000.0",
-                 f"nodewarden_container_oom_kills_total{who} 1.0", "nodewarden_resources_samples_total 2.0"):
+                 f"nodewarden_container_oom_kills_total{who} 1.0", "nodewarden_resources_samples_total 2.0",
+                 "nodewarden_resources_containers 1.0"):
         assert line in lines, (line, text)
     assert any(ln.startswith("nodewarden_host_memory_total_bytes ") for ln in lines)
     assert any(ln.startswith('nodewarden_host_filesystem_size_bytes{path="/"} ') for ln in lines)

@@ -11,6 +11,8 @@ from agent.events import (
     AgentReady,
     AlertEvent,
     ContainerInfo,
+    ContainerResourcesEvent,
+    ContainerUsage,
     Decided,
     DropReport,
     EnforcementEvent,
@@ -20,6 +22,8 @@ from agent.events import (
     FileEvent,
     Finding,
     ForkEvent,
+    HostFilesystem,
+    HostResourcesEvent,
     NetEvent,
     Op,
     PolicyEvent,
@@ -132,6 +136,16 @@ KINDS = [
                 ("T1496",), subject=_subject(_net(Op.NET_CONNECT, port=3333)), action="kill"), "alert"),
     (AlertEvent(5, "NW-004", "fork bomb", "d", Severity.LOW, subject=_subject(EVENTS[2])), "alert"),
     (AlertEvent(5, "NW-005", "no subject", "d", Severity.INFO), "alert"),
+    # resources (agent/resources): every counter, then a v1 container with no limits and the host's netns
+    (ContainerResourcesEvent(5, _POD, ContainerUsage(2, *range(10, 35)), 3.25, 97.5, "/k8s.io/e"),
+     "container_resources"),
+    (ContainerResourcesEvent(5, _POD, ContainerUsage(1, cpu_usage_ns=7, memory_usage=1 << 40)), "container_resources"),
+    (HostResourcesEvent(5, 4, 12.5, 1.5, 2.5, 3.5, 0.0, 0.5, 0.25, 0.125, 1 << 34, 1 << 33, 1 << 32, 50.0, 0, 0,
+                        1, 2, 3, 4, 5, 6, 7, 8, (HostFilesystem("/", 100, 40, 60, 40.0),), ("swap: x",)),
+     "host_resources"),
+    (HostResourcesEvent(5, 1), "host_resources"),
+    (AlertEvent(5, "nw.container_memory_at_limit", "at limit", "d", Severity.MEDIUM, output="x", container=_POD),
+     "alert"),
 ]
 
 
