@@ -175,3 +175,70 @@ def test_ld_preload_in_proc_opens_environment():
 def test_ordinary_environment_settings_are_clean():
     _clean("<?php putenv('TZ=UTC'); putenv('LANG=C'); $env = array('PATH' => '/usr/bin');"
            " $p = proc_open('date', array(1 => array('pipe', 'w')), $pipes, '/tmp', $env);")
+
+
+# -- whole files kept reversed or in rot13 ----------------------------------------------------------
+_STORE = ("function run($c) { echo shell_exec($c); return 1; }\nfunction show($x) { echo $x; return 0; }\n"
+          "function main() { echo 'ok'; return run($_POST['c']); }\nmain();\n")
+
+
+def test_a_reversed_store_without_its_open_tag():
+    _shell(_STORE[::-1], rule="php.encoded-payload", source="$_POST['c']")
+
+
+def test_a_rot13_file():
+    _shell(("<?php " + _STORE).translate(str.maketrans(
+        "ABCDEFGHIJKLMabcdefghijklmNOPQRSTUVWXYZnopqrstuvwxyz",
+        "NOPQRSTUVWXYZnopqrstuvwxyzABCDEFGHIJKLMabcdefghijklm")), rule="php.encoded-payload")
+
+
+def test_reversed_text_that_is_not_a_shell_is_clean():
+    _clean(("function add($a, $b) { return $a + $b; }\nfunction hi() { echo 'hi'; return 1; }\n"
+            "echo add(1, 2); echo htmlspecialchars($_GET['q']);")[::-1])
+
+
+# -- PHP's "{$a["k"]}" (the quote inside the braces does not close the string) ---------------------
+def test_a_quoted_key_inside_an_interpolated_string():
+    _shell('<?php system("{$_GET["c"]}");', rule="php.request-to-exec", source="$_GET['c']")
+    _clean('<?php echo "<b>{$row["name"]}</b>"; echo "}"; $x = "{$a";')
+
+
+# -- YAML callbacks ---------------------------------------------------------------------------------
+def test_yaml_tags_mapped_to_a_sink():
+    _shell('<?php $t = urlencode($_REQUEST["op"]); $y = "greeting: !{$t} \\"|.+|e\\"";'
+           ' yaml_parse($y, 0, $n, array("!{$_REQUEST["op"]}" => "preg_replace"));', rule="php.callback-sink")
+
+
+def test_yaml_tags_mapped_to_ordinary_functions_are_clean():
+    _clean('<?php $d = yaml_parse(file_get_contents("c.yml"), 0, $n, array("!date" => "strtotime"));')
+
+
+# -- connections to hosts the request names ---------------------------------------------------------
+def test_a_tunnel_connecting_where_the_request_says():
+    _shell('<?php $h = apache_request_headers(); $s = socket_create(AF_INET, SOCK_STREAM, SOL_TCP);'
+           ' socket_connect($s, $h["X-TARGET"], (int)$h["X-PORT"]); socket_write($s, file_get_contents("php://input"));',
+           rule="php.request-connect")
+
+
+def test_a_port_scanner():
+    _shell('<?php foreach (explode(",", $_POST["ports"]) as $p) { $c = @fsockopen($_POST["ip"], $p, $e, $s, 1);'
+           ' if ($c) { echo "$p open"; fclose($c); } }', rule="php.request-connect")
+
+
+def test_a_mail_client_class_connecting_to_its_callers_host_is_clean():
+    _clean('<?php class Smtp { private $s; function connect($host, $port) { $this->s = fsockopen($host, $port);'
+           ' return (bool)$this->s; } function send($m) { fwrite($this->s, $m); } }'
+           ' $m = new Smtp(); $m->connect($_POST["host"], 25);')
+    _clean('<?php $c = fsockopen("smtp.example.org", 25); fwrite($c, "EHLO " . $_SERVER["SERVER_NAME"] . "\\r\\n");')
+
+
+# -- every account's home, from /etc/passwd ---------------------------------------------------------
+def test_a_config_grabber_walking_every_home():
+    _shell("<?php $f = fopen('/etc/passwd', 'r'); while (!feof($f)) { $l = fgets($f); $u = substr($l, 0, strpos($l, ':'));"
+           " $c = \"/home/$u/public_html/wp-config.php\"; if (is_readable($c)) { echo file_get_contents($c); } }",
+           rule="php.account-crawl")
+
+
+def test_reading_passwd_or_a_home_alone_is_clean():
+    _clean("<?php $users = file('/etc/passwd'); echo count($users) . ' accounts';")
+    _clean("<?php $u = get_current_user(); if (is_dir(\"/home/$u/logs\")) { echo 'logs'; }")

@@ -364,6 +364,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         return _call_user(ctx, fd, args, None)
     ctx.calls[name] += 1
     a0 = args[0] if args else UNKNOWN
+    if name in _HOME_WALK and isinstance(a0.s, str) and a0.s.strip().startswith("/etc/passwd"):
+        ctx.passwd_read = True
+    elif name in _HOME_WALK and a0.s is None and a0.head.startswith("/home/") and len(a0.head) <= 16:
+        ctx.home_walk = True  # `/home/$user/...`: every account's files, one by one
     wi = 2 if name == "curl_setopt" else 0  # curl_setopt($ch, CURLOPT_URL, 'file://' . $path)
     if (name in _WRAPPER_READS or name == "curl_setopt") and len(argn) > wi and avs is None and \
             _strongish(args[wi]):
@@ -379,6 +383,20 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         _raw(ctx, "php.ld-preload", "critical", 0.75, _label(_join(args)) if any(_strongish(a) for a in args) else "", name,
              f"{name}({', '.join(_show(a) for a in args[:2])}{', …env LD_PRELOAD' if name != 'putenv' else ''})",
              "preloads a library into the programs PHP starts (a disable_functions bypass)")
+    if name in ("yaml_parse", "yaml_parse_file", "yaml_parse_url") and len(args) > 3:
+        # tag => callable: the document's tagged values are handed to each (the YAML callback shells);
+        # a tag the request names leaves the key unknown, so the array literal is read as written too
+        cbs = list(args[3].s.items())[:16] if isinstance(args[3].s, dict) else []
+        if avs is None and argn[3][0] == "array":
+            cbs += [(_render(k) if k is not None else i, _ev(ctx, item, sc)) for i, (k, item) in
+                    enumerate(argn[3][1][:16]) if item[0] != "spread"]
+        for k, cb in cbs:
+            cbn = _sv(cb) if isinstance(cb, V) and not isinstance(cb.s, dict) else (cb if isinstance(cb, str) else None)
+            if cbn and cbn.strip().lower() in SINKS | {"preg_replace", "call_user_func", "call_user_func_array"}:
+                _raw(ctx, "php.callback-sink", "critical", 0.75, _label(_join(args)) if any(_strongish(a) for a in args)
+                     else "", f"{name}({cbn})", f"{name}(…, array({_q(str(k), 30)} => {_q(cbn)}))",
+                     "YAML tags are mapped to a code or command sink")
+                break
     if name in EXEC_SINKS:
         data = _join(args[:2]) if name in ("proc_open", "pcntl_exec") else a0
         _sink(ctx, "exec", name, data, node, sc, args, via)
@@ -426,6 +444,15 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
              f"{name}({', '.join(_show(a) for a in args[:3])})",
              "opens a network listener on an address the request names (a tunnel or bind shell)",
              family="reverse-shell")
+    host = args[1] if name == "socket_connect" and len(args) > 1 else a0 if name in (
+        "fsockopen", "pfsockopen", "stream_socket_client") else None
+    if host is not None and _strongish(host) and not host.t <= {"socket"}:
+        # a connection to a host the request names: the tunnels (reGeorg), port scanners and
+        # back-connect shells; weighed against framework and access checks in php_families
+        _raw(ctx, "php.request-connect", "high", 0.55, _label(host), name,
+             f"{name}({', '.join(_show(a) for a in args[:3])})",
+             "opens a network connection to a host the request names (a tunnel, scanner or back-connect)",
+             family="tunnel")
     if name in _SOCKETS:
         return V(None, frozenset({"socket"}), True)
     if name in ("file_get_contents", "file") and a0.s == THIS_FILE and ctx.root_src is not None:
@@ -528,6 +555,10 @@ _DUMP = re.compile(r"^\s*show\s+(?:full\s+)?(?:tables|databases)\b", re.I)
 _DUMP_EACH = re.compile(r"\s*(?:select\s+\*\s+from|show\s+create\s+table)\s*[`\"]?", re.I)
 _DB_CONNECT = frozenset({"mysql_connect", "mysql_pconnect", "mysqli_connect", "mysqli_real_connect", "pg_connect",
                          "mssql_connect", "sqlsrv_connect", "oci_connect", "odbc_connect", "ibase_connect"})
+
+
+# what a config grabber or symlink tool does with each account's home
+_HOME_WALK = _FS_READ | _DIR_LIST | frozenset({"symlink", "is_readable", "file_exists", "copy", "link"})
 
 
 def _preloads(name: str, args: list[V]) -> bool:

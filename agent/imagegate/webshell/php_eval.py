@@ -12,7 +12,7 @@ import time
 from agent.imagegate.webshell.php_fold import to_int, to_str
 from agent.imagegate.webshell.php_lex import tokenize
 from agent.imagegate.webshell.php_parse import ClassDef, parse
-from agent.imagegate.webshell.php_payloads import candidates, scan_payloads, source_runs
+from agent.imagegate.webshell.php_payloads import candidates, scan_payloads, scan_transformed, source_runs
 from agent.imagegate.webshell.php_sinks import (
     _CONSTS,
     _EMPTY,
@@ -65,6 +65,8 @@ def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
         # nothing seen running: the encoded constants may hold the shell (reached a way we could not follow)
         runs = source_runs(src) if ctx.decode_depth == 0 else []
         scan_payloads(ctx, ctx.opaque_args + encoded + runs, "encoded constant")
+        if not ctx.strong and ctx.decode_depth == 0:
+            scan_transformed(ctx, src)
 
 
 def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:

@@ -79,9 +79,11 @@ def _finish(ctx: Ctx, hits: list) -> None:
             if conf < 0.5 and (calls.keys() & EXEC_SINKS or ctx.req_fs - {"move_uploaded_file", "copy"}):
                 conf = max(conf, 0.0)
             fam = fam or "uploader"
-        elif r["rule"] in ("php.request-file-write", "php.mailer"):
+        elif r["rule"] in ("php.request-file-write", "php.mailer", "php.request-connect"):
             if framework or auth:
                 conf -= 0.3
+            if r["rule"] == "php.request-connect" and (ctx.classes or library):
+                conf -= 0.3  # a mail or HTTP client class connects where its caller says; tunnels are flat pages
             if r["rule"] == "php.mailer" and ctx.classes:
                 conf -= 0.3  # mass mailers are flat scripts; a class that mails (a plugin) is an application
         if r["rule"] in ("php.request-to-code", "php.request-function", "php.request-class", "php.request-method") \
@@ -134,6 +136,13 @@ def _finish(ctx: Ctx, hits: list) -> None:
                         source="", sink="SQL query", family="sql-client",
                         snippet="SHOW TABLES; SELECT * FROM <each table>",
                         detail="dumps every table of a database (a database theft script)"))
+    if ctx.passwd_read and ctx.home_walk and not framework:
+        # the account list read, then each account's home visited: the config grabbers and symlink
+        # tools of shared hosting (every site's wp-config.php, one after another)
+        hits.append(Hit(rule="php.account-crawl", language="php", severity=Severity.HIGH, confidence=0.6,
+                        source="/etc/passwd", sink="/home/<user>/…", family="config-grabber",
+                        snippet="read /etc/passwd; open /home/<each user>/…",
+                        detail="walks every account's home directory from the system's account list"))
     if not code_hit and ctx.decrypt_taint and ctx.session_write and calls.keys() & {"eval", "assert"}:
         hits.append(Hit(rule="php.encrypted-payload", language="php", severity=Severity.CRITICAL, confidence=0.8,
                         source="request body", sink="eval", snippet="openssl_decrypt(request, session key) -> eval",

@@ -68,11 +68,38 @@ def _find_close(s: str, pos: int, quote: str) -> int:
         pos = i + 1
 
 
-def _match_brace(s: str, pos: int) -> int:
-    """Index after the `}` closing the `{` at pos (strings inside skipped roughly), or len(s)."""
+_DQ_SPECIAL = {q: re.compile(r"\\.|\{\$|" + re.escape(q), re.S) for q in ('"', "`")}
+MAX_BRACE = 4096  # a `{$expr}` longer than this is not one (the quote inside it closes the string)
+
+
+def _find_dq_close(s: str, pos: int, quote: str) -> int:
+    """As _find_close for a double-quoted (or backtick) string, whose `{$expr}` parts may hold the
+    quote themselves: "{$_GET["x"]}" is one string in PHP."""
+    pat = _DQ_SPECIAL[quote]
+    while True:
+        m = pat.search(s, pos)
+        if m is None:
+            return -1
+        t = m.group()
+        if t == quote:
+            return m.start()
+        if t == "{$":
+            end = _match_brace(s, m.start(), m.start() + MAX_BRACE)
+            if end < 0:
+                pos = m.end()  # unbalanced: read on as before, the next quote closes
+            else:
+                pos = end
+            continue
+        pos = m.end()
+
+
+def _match_brace(s: str, pos: int, limit: int | None = None) -> int:
+    """Index after the `}` closing the `{` at pos (strings inside skipped roughly), or len(s);
+    with a limit, -1 when no close comes before it."""
     depth = 0
     i, n = pos, len(s)
-    while i < n:
+    stop = n if limit is None else min(n, limit)
+    while i < stop:
         c = s[i]
         if c == "{":
             depth += 1
@@ -83,10 +110,10 @@ def _match_brace(s: str, pos: int) -> int:
         elif c in "'\"":
             j = _find_close(s, i + 1, c)
             if j < 0:
-                return n
+                return n if limit is None else -1
             i = j
         i += 1
-    return n
+    return n if limit is None else -1
 
 
 def interpolate(body: str, heredoc: bool = False) -> list:
@@ -210,7 +237,7 @@ def tokenize(src: str, budget: Budget, php_mode: bool = False) -> tuple[list[tup
             pos = end + 1 if end >= 0 else n
             continue
         if c == '"' or c == "`":
-            end = _find_close(src, pos + 1, c)
+            end = _find_dq_close(src, pos + 1, c)
             body = src[pos + 1:end] if end >= 0 else src[pos + 1:]
             _lit(stats, len(body))
             parts = interpolate(body)

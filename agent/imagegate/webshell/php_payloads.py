@@ -27,6 +27,17 @@ MAX_ENCODED = 1 << 20  # longer constants are not decoded here (the budget still
 _B64 = re.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_LEN)
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}){%d,}" % (MIN_LEN // 2))
 _WS = re.compile(r"\s+")
+# an encoded string mixes digits with letters (hex) or both cases with digits or +/ (base64);
+# identifiers and prose (camelCase names, snake_case words, sentences) are passed over unread
+_HEXSTART = re.compile(r"\s*[0-9a-fA-F]{24}")
+_LOWER = re.compile(r"[a-z]")
+_UPPER = re.compile(r"[A-Z]")
+_DIGIT = re.compile(r"[0-9+/]")
+
+
+def _mixed(x: str) -> bool:
+    h = x[:256]
+    return bool(_HEXSTART.match(h) or (_LOWER.search(h) and _UPPER.search(h) and _DIGIT.search(h)))
 # what decoded PHP with a shell in it shows before any reading: a request variable or a
 # decoder, next to a code or command sink
 _CODEISH = re.compile(
@@ -90,21 +101,12 @@ def decode(text: str) -> str | None:
 
 def candidates(toks: list) -> list[str]:
     """The long string literals and barewords of a token list that may be encoded code."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for kind, val in toks:
-        if kind not in ("str", "id") or not isinstance(val, str) or len(val) < MIN_LEN:
-            continue
-        if val in seen:
-            continue
-        seen.add(val)
-        out.append(val)
-        if len(out) >= MAX_CANDIDATES * 4:
-            break
-    return out
+    # one comprehension over the tokens (this runs on every file): long literals and barewords only
+    long = [v for k, v in toks if (k == "str" or k == "id") and len(v) >= MIN_LEN and isinstance(v, str)]
+    return list(dict.fromkeys(x for x in long if _mixed(x)))[: MAX_CANDIDATES * 4]
 
 
-_RUN = re.compile(r"[A-Za-z0-9+/]{64,}={0,2}")
+_RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{64,}={0,2}")  # from a run's start only (no rescans)
 
 
 def source_runs(src: str) -> list[str]:
@@ -147,3 +149,31 @@ def scan_payloads(ctx: Ctx, texts: list[str], where: str) -> None:
         _raw(ctx, "php.encoded-payload", "high", round(min(0.85, best["conf"]), 3), best["source"], where,
              best["snippet"], f"carries encoded PHP code ({best['rule']}: {best['source'] or 'no request source'})",
              family=best["family"])
+
+
+_ROT13 = str.maketrans("ABCDEFGHIJKLMabcdefghijklmNOPQRSTUVWXYZnopqrstuvwxyz",
+                       "NOPQRSTUVWXYZnopqrstuvwxyzABCDEFGHIJKLMabcdefghijklm")
+
+
+def scan_transformed(ctx: Ctx, src: str) -> None:
+    """A whole file kept reversed or in rot13 (`;)]'a'[TSOP_$(lave` ... `php?<`): a payload store that
+    another script reads back with strrev/str_rot13 and runs. Read the text as PHP the way it is used."""
+    if ctx.decode_depth >= ctx.budget.limits.max_decode_depth or len(src) < MIN_LEN:
+        return
+    from agent.imagegate.webshell.php_calls import _subscan
+
+    low = src.lower()
+    forms = []
+    # reversed PHP: its open tag, or its keywords read backwards (a store with the tag cut off)
+    if "php?<" in low or low.count("noitcnuf") + low.count("nruter") + low.count("ohce ") >= 3:
+        forms.append(("reversed file", src[::-1]))
+    if "<?cuc" in low:
+        forms.append(("rot13 file", src.translate(_ROT13)))
+    for where, text in forms:
+        ctx.budget.spend(len(text))
+        inner = _subscan(ctx, text if "<?" in text[:4096] else "<?php " + text)
+        best = max((h for h in inner if h["rule"] not in _SKIP_RULES), key=lambda h: h["conf"], default=None)
+        if best is not None and best["conf"] >= 0.5:
+            _raw(ctx, "php.encoded-payload", "high", round(min(0.85, best["conf"]), 3), best["source"], where,
+                 best["snippet"], f"a {where} holding PHP code ({best['rule']})", family=best["family"])
+            return
