@@ -363,7 +363,8 @@ def parse_net_dev(text: str) -> NetCounters:
     return NetCounters(rb, tb, rp, tp, rd, td)
 
 
-def netns_inode(proc_root: str, pid: int) -> int:
+def netns_inode(proc_root: str, pid: int | str) -> int:
+    """The inode of pid's network namespace ("self": ours); 0 when it is gone or not ours to see."""
     try:
         return os.stat(os.path.join(proc_root, str(pid), "ns", "net")).st_ino
     except OSError:

@@ -39,6 +39,9 @@ from agent.vocab import Severity
 log = logging.getLogger("nodewarden")
 
 MEMORY_RULE = "nw.container_memory_at_limit"
+# CRI's pause container holds the pod's namespaces and nothing else: a record and series per pod of it would only
+# add cardinality (its network is the pod's, which every container of the pod reports).
+_SANDBOX = ("io.cri-containerd.kind", "sandbox")
 _MEMORY_NAME = "Container memory at its limit"
 _MEMORY_DESCRIPTION = ("A container's working set (memory less inactive file pages, the kubelet's measure) stayed "
                        "at its memory limit for several samples: the kernel is reclaiming its memory and the next "
@@ -83,7 +86,9 @@ class ContainerReader:
     def __init__(self, layout: Layout, proc_root: str = "/proc"):
         self.layout = layout
         self.proc_root = proc_root.rstrip("/") or "/"
-        self.host_netns = cgroupfs.netns_inode(self.proc_root, 1)
+        # The host's network namespace is pid 1's; where pid 1's namespaces are not ours to read (a sandbox whose
+        # init refuses ptrace access), the agent's own: the host's when it runs with hostNetwork.
+        self.host_netns = cgroupfs.netns_inode(self.proc_root, 1) or cgroupfs.netns_inode(self.proc_root, "self")
 
     def v1_paths(self, pid: int) -> dict[str, str]:
         """{controller: path} of a pid (read once per task: a process keeps its cgroups)."""
@@ -198,7 +203,7 @@ class Sampler:
         t0 = time.monotonic()
         out: list = []
         running = [c for c in (self.table.snapshot() if self.table is not None else ())
-                   if c.state == "running" and c.pid > 0]
+                   if c.state == "running" and c.pid > 0 and _SANDBOX not in c.labels]
         if len(running) > self.cfg.max_containers:
             self._counts["resources.cut"] += len(running) - self.cfg.max_containers
             self.rlog.warning("resources:cut", "resources: %d containers run, reading %d (resources.max_containers)",

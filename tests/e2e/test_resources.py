@@ -44,11 +44,44 @@ def _metrics(port: int) -> str:
         return r.read().decode()
 
 
-def _run(containerd, image, cid: str, limit: int, fill_mib: int, labels: dict | None = None) -> int:
+def _run(containerd, image, cid: str, limit: int, fill_mib: int, labels: dict | None = None,
+         net_host: bool = False) -> int:
     label_args = [a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")]
+    if net_host:
+        label_args.append("--net-host")
     containerd.ctr("run", "-d", "--null-io", "--memory-limit", str(limit), *label_args, image.name, cid, "sh", "-c",
                    f"dd if=/dev/zero of=/dev/shm/fill bs=1M count={fill_mib} 2>/dev/null; exec sleep 300")
     return containerd.task_pid(cid)
+
+
+class Veth:
+    """A veth pair into the container's network namespace (ctr gives it only lo), and datagrams sent into it: the
+    container's eth0 counts them. Deleting the host end deletes both."""
+
+    HOST, PEER = "169.254.77.1", "169.254.77.2"
+
+    def __init__(self, pid: int):
+        self.name = f"nwres{pid % 100000}"
+        subprocess.run(["ip", "link", "add", self.name, "type", "veth", "peer", "name", "eth0", "netns", str(pid)],
+                       check=True, capture_output=True)
+        # IPv6 off in the container's namespace: no router solicitations or DAD sent on their own, so its
+        # counters hold still once the test's datagrams (and the ICMP answers to them) are through.
+        ns = ["nsenter", "-t", str(pid), "-n"]
+        for cmd in ([*ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+                    [*ns, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"],
+                    ["ip", "addr", "add", f"{self.HOST}/30", "dev", self.name], ["ip", "link", "set", self.name, "up"],
+                    [*ns, "ip", "addr", "add", f"{self.PEER}/30", "dev", "eth0"],
+                    [*ns, "ip", "link", "set", "eth0", "up"]):
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    def send(self, n: int, size: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(n):
+                s.sendto(b"x" * size, (self.PEER, 9))
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.name], capture_output=True)
 
 
 class Files:
@@ -126,12 +159,19 @@ def test_resources_match_cgroup_files(agent_env, containerd, busybox_image, tmp_
     cid, hog = unique_id("res"), unique_id("reshog")
     try:
         pid = _run(containerd, busybox_image, cid, 64 * MIB, 24, labels=POD)
-        hog_pid = _run(containerd, busybox_image, hog, 32 * MIB, 28)
+        hog_pid = _run(containerd, busybox_image, hog, 32 * MIB, 28, net_host=True)
         files = Files(pid)
         files.set_pids_max(64)
+        veth = Veth(pid)
+        veth.send(20, 1000)
         deadline = time.monotonic() + 20  # dd done: its 24 MiB of shm charged, sh exec'd into sleep
-        while files.expected()["container.memory.usage"] < 24 * MIB and time.monotonic() < deadline:
+        while (files.expected()["container.memory.usage"] < 24 * MIB
+               or files.expected()["container.network.ingress.bytes"] < 20 * 1000) and time.monotonic() < deadline:
             time.sleep(0.1)
+        quiet = None  # and the counters still for a second: nothing in flight on the veth
+        while (now := files.expected()) != quiet and time.monotonic() < deadline:
+            quiet = now
+            time.sleep(1.0)
         after = time.time_ns()
 
         def ours(r):
@@ -141,6 +181,7 @@ def test_resources_match_cgroup_files(agent_env, containerd, busybox_image, tmp_
         rec = agent.wait_for(ours, timeout=30)[0]
         want = files.expected()  # read the moment the record is here: the container sleeps, nothing moves
         _compare(rec, want)
+        print("record vs files:", {k: (rec.get(k), v) for k, v in want.items()})
         assert rec["container.cgroup.version"] == (2 if files.v2 else 1)
         assert (rec["k8s.pod.name"], rec["k8s.namespace.name"], rec["container.name"]) == ("res-pod", "res-ns", "app")
         assert rec["container.image.name"] == busybox_image.name and rec["event.severity"] == "info"
@@ -148,10 +189,13 @@ def test_resources_match_cgroup_files(agent_env, containerd, busybox_image, tmp_
         assert rec["container.memory.percent"] == pytest.approx(100 * rec["container.memory.working_set"] / (64 * MIB),
                                                                 abs=0.01)
         assert rec["container.pids.current"] == 1  # sh exec'd sleep
+        assert rec["container.network.ingress.bytes"] >= 20 * 1000 and rec["container.network.ingress.packets"] >= 20
         _check_alerts(agent, cid, hog, Files(hog_pid))
         _check_host(agent)
         _check_metrics(port, cid, want)
     finally:
+        if "veth" in locals():
+            veth.close()
         for c in (cid, hog):
             containerd.remove(c)
     try:
@@ -187,6 +231,7 @@ def _check_alerts(agent, cid: str, hog: str, files: Files) -> None:
     last = agent.find(lambda r: r["event.name"] == "container.resources" and r.get("container.id") == hog)[-1]
     assert last["container.memory.percent"] >= 80 and last["container.memory.limit"] == 32 * MIB
     assert abs(last["container.memory.usage"] - files.expected()["container.memory.usage"]) <= MIB
+    assert "container.network.ingress.bytes" not in last  # --net-host: the host's traffic is not the container's
 
 
 def _check_host(agent) -> None:

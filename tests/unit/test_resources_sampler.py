@@ -45,10 +45,13 @@ class Node:
         self.table = ContainerTable()
         self.layout = Layout(2, str(self.cg))
 
-    def container(self, cid: str, pid: int, pod: str = "web-1", ns: str = "shop", name: str = "web"):
+    def container(self, cid: str, pid: int, pod: str = "web-1", ns: str = "shop", name: str = "web",
+                  kind: str = "container"):
         _write(self.cg / "k8s.io" / cid, V2_FILES)
         labels = {"io.kubernetes.pod.name": pod, "io.kubernetes.pod.namespace": ns,
-                  "io.kubernetes.container.name": name}
+                  "io.cri-containerd.kind": kind}
+        if kind == "container":
+            labels["io.kubernetes.container.name"] = name
 
         def fn(e):
             e.state, e.pid, e.cgroup_path, e.image = "running", pid, f"/k8s.io/{cid}", "nginx:1"
@@ -83,6 +86,14 @@ def test_records_counters_cpu_and_network(tmp_path):
     node.set("aaa", "cpu.stat", "usage_usec 2234567\nuser_usec 1500000\nsystem_usec 734567\n")
     (second,) = s.sample_once()
     assert second.cpu_percent is not None and second.cpu_percent > 0  # 1 s of CPU in a few ms: a big number
+
+
+def test_pod_sandbox_is_not_sampled(tmp_path):
+    node = Node(tmp_path)
+    node.container("aaa", 4242)
+    node.container("pause", 4343, kind="sandbox")
+    s, _ = node.sampler()
+    assert [e.container.id for e in s.sample_once()] == ["aaa"]
 
 
 def test_host_network_namespace_is_not_the_containers(tmp_path):
