@@ -737,4 +737,5 @@ class ImageDeleted(ImageLifecycleEvent):
 Record = (Enriched | VerdictEvent | EnforcementEvent | AlertEvent | AgentReady | DropReport | PolicyEvent
           | DeviceInfoEvent | DeviceSampleEvent | DeviceHealthEvent | DeviceProcessEvent | ProfileChange
           | PostureReport | ContainerResourcesEvent | HostResourcesEvent
-          | ContainerLifecycleEvent | ImageLifecycleEvent)
+          | ContainerCreated | ContainerStarted | ContainerExited | ContainerOOM | ContainerDeleted | ContainerExec
+          | ImagePulled | ImageDeleted)

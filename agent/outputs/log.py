@@ -173,10 +173,33 @@ def _host_resources(rec: dict) -> str:
     return f"{cpu}{mem} load={rec.get('host.load.1m', 0):.2f}{fs}"
 
 
+def _lifecycle(rec: dict) -> str:
+    """container.exited: code=137 signal=9 oom_killed pid=4242 [c0ffee... busybox pod=shop/web]; an exec says its id,
+    path and command; an image record its name and digest."""
+    name = rec.get("event.name", "")
+    if name.startswith("image."):
+        was = f" (was {rec['image.previous_digest']})" if rec.get("image.previous_digest") else ""
+        ns = f" ns={rec['containerd.namespace']}" if rec.get("containerd.namespace") else ""
+        return f"{rec.get('container.image.name', '')} {rec.get('container.image.digest', '')}{was}{ns}".rstrip()
+    parts = [f"{k.rsplit('.', 1)[-1]}={rec[k]}" for k in ("container.exit.code", "container.exit.signal",
+                                                          "container.exec.id", "container.exec.via") if k in rec]
+    if rec.get("container.exit.oom_killed"):
+        parts.append("oom_killed")
+    if "process.pid" in rec:
+        parts.append(f"pid={rec['process.pid']}")
+    if rec.get("process.command_line"):
+        parts.append(str(rec["process.command_line"]))
+    name_part = f" {rec['container.name']}" if rec.get("container.name") else ""
+    return f"{' '.join(parts)}{name_part}{_where(rec)}".lstrip()
+
+
 _KIND_LINES = {"alert": _alert, "image.verdict": _verdict, "enforcement.block": _enforcement,
                "device.info": _device_info, "device.sample": _device_sample, "device.health": _device_health,
                "device.process": _device_process, "profile.change": _profile_change,
                "container.resources": _container_resources, "host.resources": _host_resources}
+_KIND_LINES.update(dict.fromkeys(
+    ("container.created", "container.started", "container.exited", "container.oom", "container.deleted",
+     "container.exec", "image.pulled", "image.deleted"), _lifecycle))  # issue 16 (docs/lifecycle.md)
 
 
 def decision_line(rec: dict) -> str | None:

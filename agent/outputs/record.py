@@ -18,8 +18,15 @@ from agent.events import (
     AgentReady,
     AlertEvent,
     BenchEvent,
+    ContainerCreated,
+    ContainerDeleted,
+    ContainerExec,
+    ContainerExited,
     ContainerInfo,
+    ContainerLifecycleEvent,
+    ContainerOOM,
     ContainerResourcesEvent,
+    ContainerStarted,
     DeviceHealthEvent,
     DeviceInfoEvent,
     DeviceProcessEvent,
@@ -34,6 +41,9 @@ from agent.events import (
     FileEvent,
     ForkEvent,
     HostResourcesEvent,
+    ImageDeleted,
+    ImageLifecycleEvent,
+    ImagePulled,
     NetEvent,
     Op,
     PolicyEvent,
@@ -428,7 +438,52 @@ def _host_resources(ev: HostResourcesEvent) -> dict:
     return rec
 
 
+# -- container lifecycle (issue 16, agent/enrich/lifecycle.py): the container keys, then the step's own ----------
+
+def _container_lifecycle(ev: ContainerLifecycleEvent) -> dict:
+    """container.*: the container as every record names it; the init (started, exited) or exec'd process's pid
+    and command under process.*; the exit's status, signal and OOM kill; the exec's id and path."""
+    if isinstance(ev, ContainerOOM) or (isinstance(ev, ContainerExited) and ev.oom_killed):
+        severity = Severity.MEDIUM.label
+    elif isinstance(ev, ContainerExec) or (isinstance(ev, ContainerExited) and ev.exit_code):
+        severity = Severity.LOW.label
+    else:
+        severity = "info"
+    rec = _head(ev.name, ev.ts_ns, severity)
+    _container_keys(rec, ev.container)
+    if ev.pid:
+        rec["process.pid"] = ev.pid
+    if isinstance(ev, ContainerExited):
+        if ev.exit_code is not None:
+            rec["container.exit.code"] = ev.exit_code
+        if ev.signal:
+            rec["container.exit.signal"] = ev.signal
+        rec["container.exit.oom_killed"] = ev.oom_killed
+    elif isinstance(ev, ContainerExec):
+        rec["container.exec.id"] = ev.exec_id
+        if ev.via:
+            rec["container.exec.via"] = ev.via
+        if ev.argv:
+            rec["process.command_line"] = command_line(ev.argv)
+    return rec
+
+
+def _image_lifecycle(ev: ImageLifecycleEvent) -> dict:
+    """image.pulled / image.deleted: the image under the container image keys (as image.verdict), so one filter
+    finds an image's pulls, verdicts and containers."""
+    rec = _head(ev.name, ev.ts_ns, "info")
+    rec["container.image.name"] = ev.image
+    for key, val in (("container.image.digest", ev.digest), ("image.previous_digest", ev.previous_digest),
+                     ("containerd.namespace", ev.namespace)):
+        if val:
+            rec[key] = val
+    return rec
+
+
 _FLATTENERS = {
+    **dict.fromkeys((ContainerCreated, ContainerStarted, ContainerExited, ContainerOOM, ContainerDeleted,
+                     ContainerExec), _container_lifecycle),
+    **dict.fromkeys((ImagePulled, ImageDeleted), _image_lifecycle),
     DeviceInfoEvent: _device_info,
     DeviceSampleEvent: _device_sample,
     DeviceHealthEvent: _device_health,

@@ -154,6 +154,13 @@ def test_every_record_kind_has_a_flat_form_and_nothing_else_does():
         events.ContainerResourcesEvent: events.ContainerResourcesEvent(5, events.ContainerInfo("c1"),
                                                                        events.ContainerUsage(2)),
         events.HostResourcesEvent: events.HostResourcesEvent(5, 4),
+        events.PostureReport: events.PostureReport(5, (), 0, 0),
+        # container lifecycle (agent/enrich/lifecycle.py): one record type per event.name
+        **{k: k(5, events.ContainerInfo("c1")) for k in (events.ContainerCreated, events.ContainerStarted,
+                                                        events.ContainerExited, events.ContainerOOM,
+                                                        events.ContainerDeleted, events.ContainerExec)},
+        events.ImagePulled: events.ImagePulled(5, "busybox:1", "default"),
+        events.ImageDeleted: events.ImageDeleted(5, "busybox:1", "default"),
     }
     kinds = typing.get_args(events.Record)
     assert set(kinds) == set(samples), "a new record kind: give it a sample here and a flattener"

@@ -318,3 +318,39 @@ def test_notice_is_cheap():
         lc.notice(Notice("exited", i, "default", PLAIN, f"c{i % 500}", exit_status=1))
     per = (time.perf_counter() - t0) / 20_000
     assert per < 200e-6, per
+
+
+def test_flat_records_and_text_lines():
+    """record.py's keys for each kind (the container keys every record uses, then the step's own) and the text
+    log's line."""
+    from agent.outputs.log import TextLog
+    from agent.outputs.record import flatten
+
+    ts = 1_764_000_000_000_000_000
+    exited = flatten(ContainerExited(ts, POD, pid=42, exit_code=137, signal=9, oom_killed=True))
+    assert {k: exited[k] for k in ("event.name", "event.severity", "container.id", "container.name",
+                                   "container.image.name", "container.image.digest", "k8s.pod.name",
+                                   "k8s.namespace.name", "containerd.namespace", "process.pid", "container.exit.code",
+                                   "container.exit.signal", "container.exit.oom_killed")} == {
+        "event.name": "container.exited", "event.severity": "medium", "container.id": "c1", "container.name": "app",
+        "container.image.name": "reg/web:1", "container.image.digest": POD.image_digest, "k8s.pod.name": "web-1",
+        "k8s.namespace.name": "shop", "containerd.namespace": "k8s.io", "process.pid": 42,
+        "container.exit.code": 137, "container.exit.signal": 9, "container.exit.oom_killed": True}
+    assert TextLog.format(exited).endswith("container.exited code=137 signal=9 oom_killed pid=42 app "
+                                           "[c1 reg/web:1 pod=shop/web-1]")
+    clean = flatten(ContainerExited(ts, PLAIN, exit_code=0))
+    assert (clean["event.severity"], clean["container.exit.oom_killed"], "container.exit.signal" in clean) == (
+        "info", False, False)
+    assert flatten(ContainerExited(ts, PLAIN, exit_code=2))["event.severity"] == "low"
+    ex = flatten(ContainerExec(ts, POD, pid=9, exec_id="dbg", argv=("sh", "-c", "id"), via="direct"))
+    assert (ex["container.exec.id"], ex["container.exec.via"], ex["process.command_line"], ex["event.severity"]) == (
+        "dbg", "direct", "sh -c id", "low")
+    assert "id=dbg via=direct pid=9 sh -c id" in TextLog.format(ex)
+    assert flatten(ContainerOOM(ts, PLAIN))["event.severity"] == "medium"
+    img = flatten(ImagePulled(ts, "reg/web:1", "k8s.io", "sha256:b", "sha256:a"))
+    assert {k: v for k, v in img.items() if k != "timestamp"} == {
+        "event.name": "image.pulled", "event.severity": "info", "container.image.name": "reg/web:1",
+        "container.image.digest": "sha256:b", "image.previous_digest": "sha256:a", "containerd.namespace": "k8s.io"}
+    assert TextLog.format(img).endswith("image.pulled     reg/web:1 sha256:b (was sha256:a) ns=k8s.io")
+    alert = flatten(_run(_lc(), Notice("oom", ts, "k8s.io", POD, "c1"))[1])
+    assert (alert["rule.id"], alert["container.id"], alert["k8s.pod.name"]) == (OOM_RULE, "c1", "web-1")

@@ -168,6 +168,13 @@ def typed_samples() -> list:
                              ("disk_io: no such file",)),
         E.AlertEvent(TS, "nw.container_memory_at_limit", "memory at limit", "x", Severity.MEDIUM, output="x",
                      container=CONT),
+        # container lifecycle (agent/enrich/lifecycle.py): every step, each with what it carries
+        *(cls(TS, CONT, pid=4242) for cls in (E.ContainerCreated, E.ContainerStarted, E.ContainerOOM,
+                                              E.ContainerDeleted)),
+        E.ContainerExited(TS, CONT, pid=4242, exit_code=137, signal=9, oom_killed=True),
+        E.ContainerExec(TS, CONT, pid=4243, exec_id="debug-1", argv=("sh", "-c", "id"), via="direct"),
+        E.ImagePulled(TS, CONT.image, "k8s.io", CONT.image_digest, "sha256:" + "cd" * 32),
+        E.ImageDeleted(TS, CONT.image, "k8s.io", CONT.image_digest),
     ]
 
 

@@ -10,8 +10,14 @@ import pytest
 from agent.events import (
     AgentReady,
     AlertEvent,
+    ContainerCreated,
+    ContainerDeleted,
+    ContainerExec,
+    ContainerExited,
     ContainerInfo,
+    ContainerOOM,
     ContainerResourcesEvent,
+    ContainerStarted,
     ContainerUsage,
     Decided,
     DropReport,
@@ -24,6 +30,8 @@ from agent.events import (
     ForkEvent,
     HostFilesystem,
     HostResourcesEvent,
+    ImageDeleted,
+    ImagePulled,
     NetEvent,
     Op,
     PolicyEvent,
@@ -146,6 +154,18 @@ KINDS = [
     (HostResourcesEvent(5, 1), "host_resources"),
     (AlertEvent(5, "nw.container_memory_at_limit", "at limit", "d", Severity.MEDIUM, output="x", container=_POD),
      "alert"),
+    # container lifecycle (agent/enrich/lifecycle.py): each step; an exit with and without a signal, an exec
+    # with and without its command, a container the table never knew, a tag moved and an image deleted
+    *((cls(5, _POD, pid=42), "container_lifecycle") for cls in (ContainerCreated, ContainerStarted, ContainerOOM,
+                                                                 ContainerDeleted)),
+    (ContainerExited(5, _POD, pid=42, exit_code=137, signal=9, oom_killed=True), "container_lifecycle"),
+    (ContainerExited(5, ContainerInfo(id="g" * 64, namespace="default"), exit_code=0), "container_lifecycle"),
+    (ContainerExec(5, _POD, pid=43, exec_id="a" * 64, argv=("sh", "-c", "id"), via="cri"), "container_lifecycle"),
+    (ContainerExec(5, _POD, pid=44, exec_id="dbg", via="direct"), "container_lifecycle"),
+    (ImagePulled(5, "nginx:1", "k8s.io", "sha256:cd", "sha256:ab"), "image_pulled"),
+    (ImageDeleted(5, "nginx:1", "k8s.io", "sha256:cd"), "image_deleted"),
+    (AlertEvent(5, "nw.container_restart_loop", "Container restart loop", "d", Severity.MEDIUM, output="x",
+                container=_POD), "alert"),
 ]
 
 
