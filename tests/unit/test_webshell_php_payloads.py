@@ -242,3 +242,19 @@ def test_a_config_grabber_walking_every_home():
 def test_reading_passwd_or_a_home_alone_is_clean():
     _clean("<?php $users = file('/etc/passwd'); echo count($users) . ' accounts';")
     _clean("<?php $u = get_current_user(); if (is_dir(\"/home/$u/logs\")) { echo 'logs'; }")
+
+
+# -- by-reference parameters ------------------------------------------------------------------------
+def test_a_name_finished_by_a_by_reference_parameter():
+    _shell("<?php function fin(&$v) { $v = $v . 't'; } $a = 'asser'; fin($a); $a($_GET['x']);",
+           rule="php.request-to-code", sink="assert")
+
+
+def test_a_by_reference_parameter_filled_with_request_data():
+    _shell("<?php function get(&$out) { $out = $_POST['c']; return true; } get($cmd); get($cmd); system($cmd);",
+           rule="php.request-to-exec")
+
+
+def test_by_reference_helpers_in_ordinary_code_are_clean():
+    _clean("<?php function clean(&$s) { $s = htmlspecialchars($s); } $q = 'abc'; clean($q); echo $q;"
+           " function inc(&$n) { $n++; } $i = 1; inc($i); echo $i;")

@@ -301,6 +301,7 @@ def _call_user(ctx: Ctx, fd: FuncDef, args: list[V], this: V | None, captured=No
                    a.t, a.d) for a in args[:8])
     key = (id(fd), shape, this.cls if this else None)
     if key in ctx.memo:
+        ctx.last_call = key
         return ctx.memo[key]
     if ctx.call_depth >= MAX_CALL_DEPTH or ctx.analyses >= MAX_ANALYSES or ctx.per_func[id(fd)] >= MAX_PER_FUNC:
         t = _EMPTY.union(*(a.t for a in args)) if args else _EMPTY
@@ -333,6 +334,10 @@ def _call_user(ctx: Ctx, fd: FuncDef, args: list[V], this: V | None, captured=No
         ctx.call_depth -= 1
     ret = _join(sc.returns)
     ctx.memo[key] = ret
+    refs = {i: sc.vars[p[0]] for i, p in enumerate(fd.params) if p[2] and p[0] in sc.vars}
+    if refs:
+        ctx.byref[key] = refs  # what by-reference parameters hold at the end (the caller's variables get it)
+    ctx.last_call = key
     return ret
 
 
@@ -361,7 +366,15 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     ctx.budget.spend(0)
     fd = ctx.funcs.get(name)
     if fd is not None:
-        return _call_user(ctx, fd, args, None)
+        ctx.last_call = None
+        r = _call_user(ctx, fd, args, None)
+        refs = ctx.byref.get(ctx.last_call) if ctx.last_call is not None and avs is None else None
+        if refs:
+            # function f(&$v) { $v .= 't'; } f($a): the caller's $a is what the function left in $v
+            for i, v in refs.items():
+                if i < len(argn) and argn[i][0] in ("var", "idx", "prop"):
+                    _assign(ctx, argn[i], v, sc)
+        return r
     ctx.calls[name] += 1
     a0 = args[0] if args else UNKNOWN
     if name in _HOME_WALK and isinstance(a0.s, str) and a0.s.strip().startswith("/etc/passwd"):

@@ -189,6 +189,8 @@ class Ctx:
         self.db_dump = False  # lists a server's tables or databases (a dump tool)
         self.passwd_read = False  # reads /etc/passwd (the account list)
         self.home_walk = False  # touches /home/<account>/... paths built at run time
+        self.byref: dict = {}  # memo key of a user-function analysis -> its by-reference parameters' final values
+        self.last_call = None
         self.db_all = False  # reads every row (or the definition) of a table named at run time
         self.self_delete = False  # unlink(__FILE__): removes its own traces
         self.pw_gate = False  # compares a request value with a fixed password or its digest
