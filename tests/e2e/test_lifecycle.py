@@ -9,8 +9,12 @@ the image's digest from the image builder, the task's pid from `ctr tasks ls`, t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 
+import orjson
 import pytest
 
 from agent.config import LifecycleConfig
@@ -18,6 +22,7 @@ from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerW
 from agent.enrich.lifecycle import DIRECT_EXEC_RULE, LOOP_RULE, OOM_RULE, Lifecycle
 from agent.events import AlertEvent
 from tests.harness.containerd import unique_id, wait_until
+from tests.kernel.conftest import AgentProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -213,3 +218,49 @@ def test_image_import_and_delete(containerd, image_builder, watched):
     deleted = wait_until(lambda: next((r for r in records.images(name) if r.name == "image.deleted"), None), 10)
     assert deleted is not None
     assert (deleted.namespace, deleted.digest) == (containerd.namespace, img.manifest_digest)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the agent's BPF probes)")
+def test_the_agent_prints_and_stores_lifecycle_records(containerd, busybox_image, tmp_path, monkeypatch):
+    """`nodewarden run` as deployed: the OOM-killed container's records in the JSON log, with the alert, and the
+    same records read back from the embedded collector (the gRPC codec's ContainerLifecycle kind)."""
+    sock = f"unix:{tmp_path}/collector.sock"
+    for k, v in {"NODEWARDEN_AGENT_STATE_DIR": str(tmp_path / "state"), "NODEWARDEN_EXPORT_EMBEDDED_LISTEN": sock,
+                 "NODEWARDEN_EXPORT_EMBEDDED_HTTP": "", "NODEWARDEN_LIFECYCLE_ALERT_ON": "container.exec"}.items():
+        monkeypatch.setenv(k, v)
+    agent = AgentProcess("--containerd-socket", str(containerd.socket), "--collector", "embedded")
+    cid = unique_id("oom")
+    try:
+        containerd.ctr("run", "-d", "--null-io", "--memory-limit", str(16 * MIB), busybox_image.name, cid,
+                       "sh", "-c", ALLOCATE_40M)
+        (exited,) = agent.wait_for(lambda r: r["event.name"] == "container.exited" and r.get("container.id") == cid,
+                                   timeout=30)
+        (oom,) = agent.wait_for(lambda r: r["event.name"] == "container.oom" and r.get("container.id") == cid)
+        (alert,) = agent.wait_for(lambda r: r["event.name"] == "alert" and r.get("rule.id") == OOM_RULE
+                                  and r.get("container.id") == cid)
+        containerd.remove(cid)
+        agent.wait_for(lambda r: r["event.name"] == "container.deleted" and r.get("container.id") == cid)
+        stored = wait_until(lambda: (got := _stored(sock, cid)) and len(got) >= 6 and got, 15)
+    finally:
+        containerd.remove(cid)
+        assert agent.stop() == 0
+    assert (exited["container.exit.code"], exited["container.exit.signal"], exited["container.exit.oom_killed"],
+            exited["event.severity"]) == (137, 9, True, "medium")
+    for r in (exited, oom, alert):
+        assert (r["container.image.name"], r["container.image.digest"], r["containerd.namespace"]) == (
+            busybox_image.name, busybox_image.manifest_digest, containerd.namespace)
+    assert (alert["rule.name"], alert["event.severity"]) == ("Container OOM-killed", "medium")
+    assert stored, "nothing stored"
+    names = [r["event.name"] for r in stored]
+    for name in ("container.created", "container.started", "container.oom", "container.exited", "container.deleted",
+                 "alert"):
+        assert name in names, names
+    back = next(r for r in stored if r["event.name"] == "container.exited")
+    assert {k: back[k] for k in exited if k in back} == {k: exited[k] for k in exited if k in back}
+    assert (back["container.exit.code"], back["container.exit.oom_killed"]) == (137, True)
+
+
+def _stored(sock: str, cid: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "events", "--collector", sock, "--json", "--container",
+                          cid], capture_output=True, timeout=30)
+    return [orjson.loads(line) for line in out.stdout.splitlines()] if out.returncode == 0 else []
