@@ -270,7 +270,8 @@ class LifecycleConfig:
     restart_window_s: float = 600.0  # ... within this many seconds (the kubelet's back-off reaches 5 in ~3 min)
     max_tracked: int = 4096  # containers whose recent exits are remembered; beyond it the oldest is forgotten
     queue_size: int = 4096  # lifecycle records waiting for the outputs; beyond it dropped and counted
-    # event.names that also raise an alert (rule nw.container_lifecycle), e.g. container.exec, image.pulled
+    # event.names that also raise an alert (rule nw.container_lifecycle), e.g. container.exec, image.pulled; and
+    # container.killed: an exit by a signal (docs/lifecycle.md)
     alert_on: tuple[str, ...] = ()
 
 

@@ -72,6 +72,10 @@ _CONTAINER_KINDS: dict[str, type[ContainerLifecycleEvent]] = {
 }
 _IMAGE_KINDS: dict[str, type[ImageLifecycleEvent]] = {"image_pulled": ImagePulled, "image_deleted": ImageDeleted}
 EVENT_NAMES = tuple(k.name for k in (*_CONTAINER_KINDS.values(), *_IMAGE_KINDS.values()))
+# What lifecycle.alert_on takes: the event names, and container.killed: a container.exited whose status says a
+# signal ended it (SIGKILL from the kubelet after its grace period, a user, the OOM killer, the agent's own kill).
+KILLED = "container.killed"
+ALERT_ON_NAMES = (*EVENT_NAMES, KILLED)
 
 # The CRI plugin names every exec with util.GenerateID(): 32 random bytes in hex (containerd
 # pkg/cri/util/id.go, 1.x and 2.x); `ctr task exec` takes whatever --exec-id says.
@@ -208,10 +212,10 @@ class Lifecycle:
 
     def __init__(self, cfg: LifecycleConfig, emit: Callable[[object], None],
                  argv_of: Callable[[int], tuple[str, ...]] | None = None, clock: Callable[[], float] = time.monotonic):
-        unknown = [n for n in cfg.alert_on if n not in EVENT_NAMES]
+        unknown = [n for n in cfg.alert_on if n not in ALERT_ON_NAMES]
         if unknown:
             raise ConfigError(f"lifecycle.alert_on: unknown event name {unknown[0]!r} "
-                              f"(known: {', '.join(EVENT_NAMES)})")
+                              f"(known: {', '.join(ALERT_ON_NAMES)})")
         self.cfg = cfg
         self.emit = emit
         self.argv_of = argv_of  # the exec'd process's command from the process table, when /proc was too late
@@ -290,12 +294,17 @@ class Lifecycle:
             self._oom.popitem(last=False)
 
     def _alert_on(self, rec, c: ContainerInfo) -> list:
-        if rec.name not in self.cfg.alert_on:
-            return []
-        mitre = _MITRE_EXEC if rec.name == "container.exec" else ((), ())
+        name = rec.name
+        if name not in self.cfg.alert_on:
+            if not (isinstance(rec, ContainerExited) and rec.signal and KILLED in self.cfg.alert_on):
+                return []
+            name = KILLED
+        mitre = _MITRE_EXEC if name == "container.exec" else ((), ())
         what = rec.image if isinstance(rec, ImageLifecycleEvent) else _who(c)
-        return [self._alert(LIFECYCLE_RULE, f"Lifecycle: {rec.name}", Severity.LOW, c, rec.ts_ns,
-                            f"{rec.name} {what}", mitre=mitre)]
+        if name == KILLED:
+            what += f" (signal {rec.signal})"
+        return [self._alert(LIFECYCLE_RULE, f"Lifecycle: {name}", Severity.LOW, c, rec.ts_ns, f"{name} {what}",
+                            mitre=mitre)]
 
     def _alert(self, rule: str, rule_name: str, severity: Severity, c: ContainerInfo, ts_ns: int, output: str,
                mitre: tuple = ((), ())) -> AlertEvent:

@@ -240,6 +240,18 @@ def test_alert_on_names_raise_the_lifecycle_alert():
     assert set(EVENT_NAMES) >= {"container.started", "image.pulled", "container.exec", "container.oom"}
 
 
+def test_alert_on_killed_is_an_exit_by_a_signal():
+    lc = _lc(alert_on=("container.killed",))
+    recs = _run(lc, Notice("exited", 1, "default", PLAIN, "job-1", exit_status=0),
+                Notice("exited", 2, "default", PLAIN, "job-1", exit_status=143))
+    alerts = [r for r in recs if isinstance(r, AlertEvent)]
+    assert [(a.rule_id, a.rule_name, a.output) for a in alerts] == [
+        (LIFECYCLE_RULE, "Lifecycle: container.killed", "container.killed job-1 (signal 15)")]
+    lc = _lc(alert_on=("container.exited", "container.killed"))  # both named: one alert per exit
+    recs = _run(lc, Notice("exited", 3, "default", PLAIN, "job-1", exit_status=137))
+    assert [r.rule_name for r in recs if isinstance(r, AlertEvent)] == ["Lifecycle: container.exited"]
+
+
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(ConfigError, match=r"lifecycle.alert_on: unknown event name 'container.start' \(known: "):
         _lc(alert_on=("container.start",))
