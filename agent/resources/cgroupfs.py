@@ -301,12 +301,7 @@ def read_v1(layout: Layout, paths: dict[str, str], hz: int | None = None) -> Con
     current = parse_single(f("memory", "memory.usage_in_bytes") or "")
     limit_text = f("memory", "memory.limit_in_bytes")
     pids_text = f("pids", "pids.max")
-    # throttle.*: counted at the block layer for every device whatever the scheduler (the bfq.* and the
-    # legacy io_service_bytes files count only under their own scheduler); _recursive takes in the children.
-    rbytes = f("blkio", "blkio.throttle.io_service_bytes_recursive") or f("blkio", "blkio.throttle.io_service_bytes")
-    rops = f("blkio", "blkio.throttle.io_serviced_recursive") or f("blkio", "blkio.throttle.io_serviced")
-    ib = parse_blkio(rbytes) if rbytes is not None else (None, None)
-    io = parse_blkio(rops) if rops is not None else (None, None)
+    ib, io = _blkio(f, "io_service_bytes"), _blkio(f, "io_serviced")
     return ContainerUsage(
         cgroup_version=1,
         cpu_usage_ns=usage, cpu_user_ns=user, cpu_system_ns=system,
@@ -321,6 +316,20 @@ def read_v1(layout: Layout, paths: dict[str, str], hz: int | None = None) -> Con
         pids_limit=parse_limit(pids_text) if pids_text is not None else None,
         io_read_bytes=ib[0], io_write_bytes=ib[1], io_read_ops=io[0], io_write_ops=io[1],
     )
+
+
+def _blkio(f, name: str) -> tuple[int | None, int | None]:
+    """(read, write) of a v1 blkio counter. blk-throttle keeps blkio.throttle.* only for the disks that have a
+    throttle rule in the cgroup (it skips the others early: on a node without rules they stay 0); bfq keeps
+    blkio.bfq.* for the disks it schedules. Both count the same bios where both apply, so the larger of the
+    two is taken, never their sum; _recursive takes in the child cgroups."""
+    best: tuple[int | None, int | None] = (None, None)
+    for layer in ("throttle", "bfq"):
+        text = f("blkio", f"blkio.{layer}.{name}_recursive") or f("blkio", f"blkio.{layer}.{name}")
+        if text is not None:
+            r, w = parse_blkio(text)
+            best = (max(r, best[0] or 0), max(w, best[1] or 0))
+    return best
 
 
 def _working_set(usage: int | None, inactive_file: int | None) -> int | None:

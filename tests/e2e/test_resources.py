@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.resources import cgroupfs
 from tests.harness.containerd import unique_id
 from tests.kernel.conftest import AgentProcess
 
@@ -45,13 +44,30 @@ def _metrics(port: int) -> str:
 
 
 def _run(containerd, image, cid: str, limit: int, fill_mib: int, labels: dict | None = None,
-         net_host: bool = False) -> int:
+         net_host: bool = False, direct_mib: int = 0) -> int:
+    """A container that fills /dev/shm with fill_mib MiB, writes direct_mib MiB to its rootfs with O_DIRECT (block
+    I/O on the host's disk, charged to the container), then sleeps. With direct_mib it waits for the test's
+    /dev/shm/go first (the test sets up the cgroup and the network before)."""
     label_args = [a for k, v in (labels or {}).items() for a in ("--label", f"{k}={v}")]
     if net_host:
         label_args.append("--net-host")
+    script = (("while [ ! -e /dev/shm/go ]; do sleep 0.05; done; " if direct_mib else "")
+              + f"dd if=/dev/zero of=/dev/shm/fill bs=1M count={fill_mib} 2>/dev/null; "
+              + (f"dd if=/dev/zero of=/direct bs=1M count={direct_mib} oflag=direct 2>/dev/null; "
+                 if direct_mib else "")
+              + "exec sleep 300")
     containerd.ctr("run", "-d", "--null-io", "--memory-limit", str(limit), *label_args, image.name, cid, "sh", "-c",
-                   f"dd if=/dev/zero of=/dev/shm/fill bs=1M count={fill_mib} 2>/dev/null; exec sleep 300")
+                   script)
     return containerd.task_pid(cid)
+
+
+def _disk_of(path: str) -> str:
+    """major:minor of the whole disk under path's filesystem (blk-throttle rules take a disk, not a partition)."""
+    dev = os.stat(path).st_dev
+    sys_dev = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}").resolve()
+    if (sys_dev / "partition").exists():
+        sys_dev = sys_dev.parent
+    return (sys_dev / "dev").read_text().strip()
 
 
 class Veth:
@@ -120,6 +136,12 @@ class Files:
     def set_pids_max(self, n: int) -> None:
         (self.dirs["" if self.v2 else "pids"] / "pids.max").write_text(f"{n}\n")
 
+    def count_block_io(self, disk: str) -> None:
+        """cgroup v1 keeps blkio.throttle.* counts only for a disk with a throttle rule in the cgroup (blk-throttle
+        skips the others; io.stat on v2 counts every disk): a rule no write reaches, as an operator's would."""
+        if not self.v2:
+            (self.dirs["blkio"] / "blkio.throttle.write_bps_device").write_text(f"{disk} {1 << 40}\n")
+
     def expected(self) -> dict:
         """What the record should say, read now from the files themselves."""
         if self.v2:
@@ -138,10 +160,18 @@ class Files:
                    "container.pids.current": self.num("pids", "pids.current"),
                    "container.pids.limit": self.num("pids", "pids.max")}
         out["container.memory.working_set"] = usage - inactive
-        with open(f"/proc/{self.pid}/net/dev") as f:
-            net = cgroupfs.parse_net_dev(f.read())  # a file format, not our reader: lo is the only interface here
-        out["container.network.ingress.bytes"] = net.rx_bytes
-        out["container.network.egress.bytes"] = net.tx_bytes
+        if self.v2:
+            io = [dict(kv.split("=") for kv in ln.split()[1:]) for ln in self.read("io", "io.stat").splitlines()]
+            out["container.disk.read.bytes"] = sum(int(d["rbytes"]) for d in io)
+            out["container.disk.write.bytes"] = sum(int(d["wbytes"]) for d in io)
+        else:
+            rows = [ln.split() for ln in self.read("blkio", "blkio.throttle.io_service_bytes_recursive").splitlines()]
+            out["container.disk.read.bytes"] = sum(int(r[2]) for r in rows if len(r) == 3 and r[1] == "Read")
+            out["container.disk.write.bytes"] = sum(int(r[2]) for r in rows if len(r) == 3 and r[1] == "Write")
+        with open(f"/proc/{self.pid}/net/dev") as f:  # rx bytes is column 1, tx bytes column 9; lo left out
+            rows = [ln.split(":", 1)[1].split() for ln in f.read().splitlines()[2:] if ln.split(":")[0].strip() != "lo"]
+        out["container.network.ingress.bytes"] = sum(int(r[0]) for r in rows)
+        out["container.network.egress.bytes"] = sum(int(r[8]) for r in rows)
         return out
 
 
@@ -158,15 +188,18 @@ def test_resources_match_cgroup_files(agent_env, containerd, busybox_image, tmp_
     agent = AgentProcess("--containerd-socket", str(containerd.socket), "--metrics", f"127.0.0.1:{port}")
     cid, hog = unique_id("res"), unique_id("reshog")
     try:
-        pid = _run(containerd, busybox_image, cid, 64 * MIB, 24, labels=POD)
+        pid = _run(containerd, busybox_image, cid, 64 * MIB, 24, labels=POD, direct_mib=8)
         hog_pid = _run(containerd, busybox_image, hog, 32 * MIB, 28, net_host=True)
         files = Files(pid)
         files.set_pids_max(64)
+        files.count_block_io(_disk_of(str(containerd.root)))
         veth = Veth(pid)
         veth.send(20, 1000)
+        Path(f"/proc/{pid}/root/dev/shm/go").write_text("")  # the container's own /dev/shm, through its root
         deadline = time.monotonic() + 20  # dd done: its 24 MiB of shm charged, sh exec'd into sleep
-        while (files.expected()["container.memory.usage"] < 24 * MIB
-               or files.expected()["container.network.ingress.bytes"] < 20 * 1000) and time.monotonic() < deadline:
+        while (files.expected()["container.memory.usage"] < 24 * MIB or files.expected()["container.disk.write.bytes"]
+               < 8 * MIB or files.expected()["container.network.ingress.bytes"] < 20 * 1000) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         quiet = None  # and the counters still for a second: nothing in flight on the veth
         while (now := files.expected()) != quiet and time.monotonic() < deadline:
@@ -190,6 +223,7 @@ def test_resources_match_cgroup_files(agent_env, containerd, busybox_image, tmp_
                                                                 abs=0.01)
         assert rec["container.pids.current"] == 1  # sh exec'd sleep
         assert rec["container.network.ingress.bytes"] >= 20 * 1000 and rec["container.network.ingress.packets"] >= 20
+        assert rec["container.disk.write.bytes"] >= 8 * MIB
         _check_alerts(agent, cid, hog, Files(hog_pid))
         _check_host(agent)
         _check_metrics(port, cid, want)

@@ -109,6 +109,21 @@ def test_v1_reader_every_counter(tmp_path):
     assert (u.io_read_bytes, u.io_write_bytes, u.io_read_ops, u.io_write_ops) == (40960 + 4096, 8192, 11, 2)
 
 
+def test_v1_block_io_from_bfq_when_throttle_has_none(tmp_path):
+    """No throttle rule: blk-throttle's files say 0 (or only Total 0); bfq counted the disk it schedules."""
+    layout = _v1_tree(tmp_path, "/b")
+    d = tmp_path / "blkio" / "b"
+    (d / "blkio.throttle.io_service_bytes_recursive").write_text("Total 0\n")
+    (d / "blkio.throttle.io_serviced_recursive").write_text("8:0 Read 0\n8:0 Write 0\nTotal 0\n")
+    bfq = "8:0 Read 512\n8:0 Write 1024\n8:0 Total 1536\nTotal 1536\n"
+    (d / "blkio.bfq.io_service_bytes_recursive").write_text(bfq)
+    u = C.read_v1(layout, {c: "/b" for c, _ in layout.v1})
+    assert (u.io_read_bytes, u.io_write_bytes, u.io_read_ops, u.io_write_ops) == (512, 1024, 0, 0)
+    (d / "blkio.bfq.io_service_bytes_recursive").write_text(V1_BLKIO)  # both counted the same bios: not summed
+    (d / "blkio.throttle.io_service_bytes_recursive").write_text(V1_BLKIO)
+    assert C.read_v1(layout, {c: "/b" for c, _ in layout.v1}).io_read_bytes == 40960 + 4096
+
+
 def test_v1_unlimited_and_old_kernel_ticks(tmp_path):
     layout = _v1_tree(tmp_path, "/x", limit="9223372036854771712\n")
     for name in ("cpuacct.usage_user", "cpuacct.usage_sys"):  # before 4.6: only the USER_HZ ticks
