@@ -248,3 +248,21 @@ def test_build_null_and_checks():
             build(ResourcesConfig(**bad))
     s = build(ResourcesConfig(host=True))
     assert isinstance(s, Sampler) and isinstance(s.sample_once()[-1], HostResourcesEvent)
+
+
+def test_every_family_documented(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    node = Node(tmp_path)
+    node.container("aaa", 4242)
+    s, _ = node.sampler()
+    from agent.resources.host import HostSampler
+
+    s.host = HostSampler("/proc", ("/",))
+    s.sample_once()
+    s.sample_once()
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    names = [fam.name + ("_total" if fam.type == "counter" else "")
+             for fam in text_string_to_metric_families(_scrape(s))]
+    assert len(names) > 40
+    assert not [n for n in names if f"`{n}`" not in doc]
