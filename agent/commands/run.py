@@ -102,6 +102,7 @@ def main(args) -> int:
     try:
         agent.start()
     except Exception as e:  # LoadError, OSError, a collector that cannot listen: one line, not a traceback
+        started.set()  # no progress line after the reason it stops
         log.error("%s", e)
         agent.stop()
         return 1
