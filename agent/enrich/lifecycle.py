@@ -80,6 +80,9 @@ ALERT_ON_NAMES = (*EVENT_NAMES, KILLED)
 # The CRI plugin names every exec with util.GenerateID(): 32 random bytes in hex (containerd
 # pkg/cri/util/id.go, 1.x and 2.x); `ctr task exec` takes whatever --exec-id says.
 _CRI_EXEC_ID = re.compile(r"[0-9a-f]{64}")
+# The CRI plugin labels each of its containers with its kind (container, sandbox); the kubelet adds the
+# io.kubernetes.* labels (crictl does not).
+_CRI_LABELS = frozenset({"io.cri-containerd.kind", LABEL_POD_NAME})
 _SIGRTMAX = 64  # runc reports a task killed by signal n as exit status 128 + n
 
 _MITRE_EXEC = (("Execution",), ("T1609",))  # Container Administration Command
@@ -120,7 +123,7 @@ def exec_via(container: ContainerInfo, exec_id: str) -> str:
     """How an exec reached containerd, as far as the exec id tells: "cri" (a CRI container, an id of the CRI's
     form), "direct" (a CRI container, another id: containerd's API used on the node), "containerd" (a container
     the CRI does not manage: ctr, nerdctl, a containerd client)."""
-    if not any(k == LABEL_POD_NAME for k, _ in container.labels):
+    if not any(k in _CRI_LABELS for k, _ in container.labels):
         return "containerd"
     return "cri" if _CRI_EXEC_ID.fullmatch(exec_id) else "direct"
 

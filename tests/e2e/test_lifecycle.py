@@ -264,3 +264,51 @@ def _stored(sock: str, cid: str) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "agent.cli", "events", "--collector", sock, "--json", "--container",
                           cid], capture_output=True, timeout=30)
     return [orjson.loads(line) for line in out.stdout.splitlines()] if out.returncode == 0 else []
+
+
+def test_exec_paths_through_a_real_cri(tmp_path_factory):
+    """containerd 2.x with its CRI plugin (tests/harness/containerd2.py), driven by crictl as a kubelet would:
+    `crictl exec` comes with the CRI's exec id (via cri, no alert); `ctr -n k8s.io task exec` into the same
+    container is direct, with the alert. Also the CRI's container records: created, started, exited, deleted."""
+    from tests.harness.containerd2 import missing_requirements, running_containerd2
+    from tests.harness.oci import build_image
+
+    why = missing_requirements()
+    if why:
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("lc-cd2")
+    with running_containerd2(base / "cd") as cd:
+        image = cd.import_image(build_image(base / "img.tar", "nodewarden.test/lifecycle-cri:1"))
+        records = Records()
+        lc = Lifecycle(LifecycleConfig(), emit=records)
+        lc.start()
+        watcher = ContainerWatcher(ContainerdConfig(socket=str(cd.socket), backoff_min=0.05, backoff_max=0.5),
+                                   ContainerTable(), lifecycle=lc)
+        watcher.start()
+        try:
+            assert watcher.wait_synced(20), watcher.stats()
+            pod = cd.run_pod()
+            created = cd.create(pod, image, "/bin/sleep", "600")
+            assert created.ok, created.error
+            cid = created.id
+            cd.start_container(cid)
+            assert records.wait(cid, "container.started", 30), records.names(cid)
+            cd.crictl("exec", cid, "sh", "-c", "sleep 1; true", timeout=30)
+            via_cri = records.wait(cid, "container.exec", 15)
+            cd.ctr("tasks", "exec", "--exec-id", "debug-shell", cid, "sh", "-c", "sleep 1; true")
+            alert = records.wait(cid, DIRECT_EXEC_RULE, 15)
+            cd.remove_pod(pod)
+            assert records.wait(cid, "container.deleted", 30), records.names(cid)
+        finally:
+            watcher.stop()
+            lc.stop()
+    assert via_cri is not None, records.names(cid)
+    assert (via_cri.via, len(via_cri.exec_id), via_cri.argv) == ("cri", 64, ("sh", "-c", "sleep 1; true"))
+    execs = [r for r in records.of(cid) if r.name == "container.exec"]
+    assert [(r.via, r.exec_id) for r in execs][1] == ("direct", "debug-shell")
+    assert alert is not None and alert.container.id == cid
+    assert records.names(cid).count(DIRECT_EXEC_RULE) == 1
+    names = records.names(cid)
+    for name in ("container.created", "container.started", "container.exited", "container.deleted"):
+        assert name in names, names
+    assert all(r.container.image == image.name for r in records.of(cid) if not isinstance(r, AlertEvent))
