@@ -220,3 +220,24 @@ def test_v1_reader_on_this_machine():
     assert u.memory_limit_hits == int(Path(mem, "memory.failcnt").read_text())
     limit = int(Path(mem, "memory.limit_in_bytes").read_text())
     assert u.memory_limit == (None if limit >= 1 << 62 else limit)
+
+
+def test_v2_reader_on_this_kernels_unified_hierarchy():
+    """The v2 reader on the real cgroup2 files this kernel offers (a hybrid host's unified mount holds no controller,
+    but cpu.stat's core counters are always there): CPU time between two direct reads, no made-up memory."""
+    layout = C.discover()
+    if layout.v2 is None:
+        pytest.skip("no cgroup2 mount here")
+    stat = Path(layout.v2, "cpu.stat")
+    if not stat.exists():
+        pytest.skip("no cpu.stat at the cgroup2 root")
+
+    def usage() -> int:
+        return int(next(ln for ln in stat.read_text().splitlines() if ln.startswith("usage_usec ")).split()[1])
+
+    before = usage()
+    u = C.read_v2(layout.v2, "/")
+    after = usage()
+    assert u.cgroup_version == 2 and before * 1000 <= u.cpu_usage_ns <= after * 1000
+    if not Path(layout.v2, "memory.current").exists():  # the root has none, nor has a hybrid host's unified mount
+        assert u.memory_usage is None and u.memory_working_set is None and u.memory_limit is None
