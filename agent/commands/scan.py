@@ -11,19 +11,38 @@ import sys
 import time
 
 NAME = "scan"
-HELP = "scan an image (containerd ref, OCI layout dir or tar, docker-save archive, rootfs dir); print the verdict"
+HELP = ("scan an image (containerd or registry ref, OCI layout dir or tar, docker-save archive, rootfs dir); "
+        "print the verdict")
 
 DEFAULT_DB = "/var/lib/nodewarden/advisories"
 DEFAULT_IGNOREFILE = ".nodewardenignore"
 FORMATS = ("table", "json", "sarif", "cyclonedx", "spdx")
+IMAGE_SOURCES = ("containerd", "registry")
 
 
 def add_arguments(p) -> None:
     from agent.enrich.containerd_client import DEFAULT_SOCKET
 
     p.add_argument("target", metavar="REF|OCI_DIR|OCI_TAR|DOCKER_TAR|ROOTFS_DIR",
-                   help="an image in containerd, an OCI layout dir or tar, a docker-save archive, or a root "
-                   "filesystem directory")
+                   help="an image in containerd or a registry (docker://REF: the registry only), an OCI layout dir "
+                   "or tar, a docker-save archive, or a root filesystem directory")
+    # Where a REF is looked for (Trivy's --image-src): this node's containerd first, then its registry.
+    p.add_argument("--image-src", metavar="LIST", default="containerd,registry",
+                   help="where a REF is looked for, in order: containerd (--namespace), registry (pulled over the "
+                   "OCI distribution API, layers streamed) (default containerd,registry)")
+    p.add_argument("--registry-auth-file", metavar="FILE", default=None,
+                   help="docker-style config.json with registry credentials (default $DOCKER_CONFIG/config.json, "
+                   "~/.docker/config.json, /var/lib/kubelet/config.json)")
+    p.add_argument("--username", default=os.environ.get("NODEWARDEN_USERNAME", ""),
+                   help="registry user for REF's registry (default $NODEWARDEN_USERNAME)")
+    p.add_argument("--password", default=os.environ.get("NODEWARDEN_PASSWORD", ""),
+                   help="its password or token (default $NODEWARDEN_PASSWORD; prefer the variable: a flag shows in ps)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="speak plain HTTP to this registry (loopback ones always are; repeatable)")
+    p.add_argument("--registry-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="per registry request (default 30)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", default="",
+                   help="which image of a multi-platform registry image (default this machine's)")
     p.add_argument("--policy", metavar="FILE", help="image policy YAML (default: the built-in policy)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.add_argument("--containerd-socket", metavar="PATH", default=DEFAULT_SOCKET, help=f"default {DEFAULT_SOCKET}")
@@ -75,11 +94,41 @@ def _config(args):
         advisory_db=args.db if args.db is not None else DEFAULT_DB,
         rule_dirs=tuple(args.rules),
         hash_lists=tuple(args.hashes),
+        registry_auth_file=args.registry_auth_file or "",
+        registry_insecure=tuple(args.insecure_registry),
     )
 
 
+def _image_sources(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in IMAGE_SOURCES]
+    if bad or not kinds:
+        raise ValueError(f"--image-src {text!r}: a comma-separated list of {', '.join(IMAGE_SOURCES)}")
+    return kinds
+
+
+def _platform(text: str) -> tuple[str, str, str] | None:
+    if not text:
+        return None
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"--platform {text!r}: want OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64/v8")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
+def _registry(args, ref):
+    """A registry client for REF: the docker-style config's credentials, --username/--password for REF's registry."""
+    from agent.imagegate.registry import Credentials, DockerConfigAuth, RegistryClient
+
+    explicit = None
+    if args.username or args.password:
+        explicit = {ref.registry: Credentials(args.username, args.password)}
+    auth = DockerConfigAuth(args.registry_auth_file or DockerConfigAuth.default_path(), explicit=explicit)
+    return RegistryClient(auth, timeout=args.registry_timeout, insecure=tuple(args.insecure_registry))
+
+
 def _source(args):
-    from agent.imagegate.source import ContainerdSource, open_path
+    from agent.imagegate.source import open_path
 
     if os.path.isfile(args.target):
         from agent.imagegate.source_docker import DockerArchiveSource, is_docker_archive
@@ -92,31 +141,72 @@ def _source(args):
         return RootfsSource(args.target, args.ref), None
     if os.path.exists(args.target):
         return open_path(args.target, args.ref), None
+    return _image_ref(args)
+
+
+def _image_ref(args):
+    """A REF from the first of --image-src that has it: (source, client to close)."""
     from agent.enrich.containerd_client import ContainerdClient
+    from agent.imagegate.registry import Reference, RegistryError, RegistrySource
+    from agent.imagegate.source import ContainerdSource, ImageError
 
-    if not os.path.exists(args.containerd_socket):
-        raise FileNotFoundError(
-            f"{args.target}: not a file or directory, and containerd socket {args.containerd_socket} does not exist"
-        )
-    client = ContainerdClient(args.containerd_socket)
-    return ContainerdSource(client, args.namespace, args.target), client
+    forced = args.target.startswith("docker://")
+    target = args.target.removeprefix("docker://")
+    kinds = ["registry"] if forced else _image_sources(args.image_src)
+    platform = _platform(args.platform)
+    tried = []
+    for kind in kinds:
+        if kind == "containerd":
+            if not os.path.exists(args.containerd_socket):
+                tried.append(f"containerd socket {args.containerd_socket} does not exist")
+                continue
+            client = ContainerdClient(args.containerd_socket)
+            src = ContainerdSource(client, args.namespace, target)
+            try:
+                src.root()
+            except ImageError as e:  # not in containerd: the next source may have it
+                client.close()
+                tried.append(str(e))
+                continue
+            return src, client
+        ref = Reference.parse(target)  # RegistryError (a SourceError) for what is no reference
+        client = _registry(args, ref)
+        src = RegistrySource(client, ref, platform)
+        try:
+            src.root()
+        except RegistryError as e:
+            client.close()
+            if forced or len(kinds) == 1:
+                raise
+            tried.append(f"registry: {e}")
+            continue
+        return src, client
+    raise FileNotFoundError(f"{args.target}: not a file or directory; " + "; ".join(tried))
 
 
-def _scan_with_timeout(scanner, src, spec, policy, timeout, prune):
+def _scan_with_timeout(scanner, src, spec, policy, timeout, prune, signer=None):
     """(verdict, report); report None when the scan timed out. `prune` drops ignored findings from
-    the report before the policy decides, so an accepted finding neither blocks nor alerts."""
+    the report before the policy decides, so an accepted finding neither blocks nor alerts. `signer`: the
+    policy's signatures: entries checked as the gate checks them (agent/imagegate/signing.py)."""
     import concurrent.futures as cf
 
     from agent.imagegate.decide import decide, timeout_verdict
 
+    def judged(report):
+        sig = None
+        if signer is not None and policy.signatures.rules and not report.error:
+            sig = signer.check(policy, report.image or getattr(src, "name", ""),
+                               (report.digest, report.manifest_digest))
+        return decide(report, policy, sig)
+
     if timeout is None:
         report = prune(scanner.scan(src, spec))
-        return decide(report, policy), report
+        return judged(report), report
     pool = cf.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(scanner.scan, src, spec)
     try:
         report = prune(fut.result(timeout=timeout))
-        return decide(report, policy), report
+        return judged(report), report
     except cf.TimeoutError:
         return timeout_verdict(policy, getattr(src, "name", ""), "", timeout), None
     finally:
@@ -253,10 +343,22 @@ def main(args) -> int:
         for e in scanner.rule_errors:
             print(f"nodewarden scan: warning: rule skipped: {e}", file=sys.stderr)
         src, client = _source(args)
+        signer = None
+        if policy.signatures.rules:
+            from agent.imagegate.registry import RegistryClient
+            from agent.imagegate.signatures import SignatureVerifier
+            from agent.imagegate.signing import SignatureGate
+
+            # a registry scan asks the same registry (and credentials) for the signatures
+            verifier = SignatureVerifier(client, timeout=args.registry_timeout) \
+                if isinstance(client, RegistryClient) else None
+            signer = SignatureGate(_config(args), verifier=verifier)
         v, report = _scan_with_timeout(scanner, src, spec, policy, args.timeout,
-                                       _pruner(ign, args.ignore_unfixed, counts))
+                                       _pruner(ign, args.ignore_unfixed, counts), signer)
         shown = _select(v, args.all, sevs)
-        namespace = "" if os.path.exists(args.target) else args.namespace
+        from agent.imagegate.source import ContainerdSource
+
+        namespace = args.namespace if isinstance(src, ContainerdSource) else ""
         hidden = len(v.findings) - len(shown) + counts["ignored"] + counts["unfixed"]
         _write(_render(fmt, v, report, shown, hidden, namespace), args.output)
     except PolicyError as e:
