@@ -107,6 +107,10 @@ class ContainerReader:
         elif self.layout.version == 1:
             if t.pid != info.pid or not t.v1_paths:
                 t.pid, t.v1_paths = info.pid, self.v1_paths(info.pid)
+                if any(p.startswith("/..") for p in t.v1_paths.values()):
+                    # we run in a cgroup namespace of our own: the task's paths are relative to its root, not to
+                    # the host hierarchy mounted here; containerd's path is the host's
+                    t.v1_paths = {}
             # a task that is gone already: its cgroup path from containerd is the one runc uses in every hierarchy
             paths = t.v1_paths or ({c: info.cgroup_path for c, _ in self.layout.v1} if info.cgroup_path else {})
             usage = cgroupfs.read_v1(self.layout, paths)

@@ -266,3 +266,22 @@ def test_every_family_documented(tmp_path):
              for fam in text_string_to_metric_families(_scrape(s))]
     assert len(names) > 40
     assert not [n for n in names if f"`{n}`" not in doc]
+
+
+def test_v1_paths_from_the_task_else_containerds(tmp_path):
+    """v1: each controller's path from the task's /proc/<pid>/cgroup; in a cgroup namespace of our own those are
+    relative to its root ("/../.."), and containerd's path (the host's) is read instead."""
+    from agent.events import ContainerInfo
+    from agent.resources.sampler import ContainerReader
+    from tests.unit.test_resources_cgroup import _v1_tree
+
+    layout = _v1_tree(tmp_path / "cg", "/k8s.io/abc")
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    info = ContainerInfo("abc", pid=7, cgroup_path="/k8s.io/abc")
+    (proc / "7" / "cgroup").write_text("5:memory:/k8s.io/abc\n4:cpu,cpuacct:/k8s.io/abc\n3:pids:/elsewhere\n")
+    u, path = ContainerReader(layout, str(proc)).read(info, _Tracked())
+    assert path == "/k8s.io/abc" and u.memory_usage == 16384000 and u.pids is None  # pids: the task's own path
+    (proc / "7" / "cgroup").write_text("5:memory:/../../k8s.io/abc\n3:pids:/../../k8s.io/abc\n")
+    u, path = ContainerReader(layout, str(proc)).read(info, _Tracked())
+    assert path == "/k8s.io/abc" and u.memory_usage == 16384000 and u.pids == 5
