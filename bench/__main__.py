@@ -11,6 +11,7 @@ SUITES.append("bench.devguard")  # device guard: per-file-event cost on the work
 SUITES.append("bench.profiles")  # behaviour profiles: memory per profile, added cost per event (issue 13)
 SUITES.append("bench.collector_scale")  # collector ingest: SQLite, PostgreSQL with 1 and 2 replicas (issue 14)
 SUITES.append("bench.console")  # console query latency on 10 million stored events, first page < 300 ms (issue 14)
+SUITES.append("bench.resources")  # resource sampler: CPU per container sample, psutil host sample (issue 16)
 
 names = sys.argv[1:] or SUITES
 sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults
