@@ -41,15 +41,13 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import hashlib
 import json
-import os
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -59,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.imagegate.registry import Reference, RegistryClient, RegistryError
+from agent.policy.signatures import SignatureRule, TrustedCert, TrustedKey
 
 COSIGN_SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -84,108 +83,9 @@ _DATA_ERRORS = ("digest", "too-large", "bad-document")
 _HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 
 
-class SignatureConfigError(ValueError):
-    """A key or certificate in the policy cannot be used (one line, at policy load)."""
-
-
-# --- what the policy trusts -----------------------------------------------------------------------
-
-
-def _spki_fingerprint(pub) -> str:
-    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    """A cosign public key: ECDSA (P-256, P-384, P-521), Ed25519 or RSA."""
-
-    name: str
-    key: object = field(repr=False, compare=False)
-    fingerprint: str = ""
-
-    @classmethod
-    def from_pem(cls, pem: bytes | str, name: str = "") -> TrustedKey:
-        data = pem.encode() if isinstance(pem, str) else pem
-        try:
-            key = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-            raise SignatureConfigError(f"public key {name or '(inline)'}: not a PEM public key "
-                                       f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
-        if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
-            raise SignatureConfigError(f"public key {name or '(inline)'}: {type(key).__name__} is not ECDSA, "
-                                       "Ed25519 or RSA")
-        fp = _spki_fingerprint(key)
-        return cls(name or fp[:19], key, fp)
-
-    @classmethod
-    def from_file(cls, path: str, name: str = "") -> TrustedKey:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(1 << 20)
-        except OSError as e:
-            raise SignatureConfigError(f"public key {path}: {e.strerror}") from None
-        return cls.from_pem(data, name or os.path.basename(path))
-
-
-@dataclass(frozen=True)
-class TrustedCert:
-    """A Notation trust anchor (a root or intermediate CA certificate, or the signing one itself)."""
-
-    name: str
-    cert: x509.Certificate = field(repr=False, compare=False)
-    fingerprint: str = ""
-
-    @classmethod
-    def from_pem(cls, pem: bytes | str, name: str = "") -> list[TrustedCert]:
-        """Every certificate in a PEM bundle."""
-        data = pem.encode() if isinstance(pem, str) else pem
-        out = []
-        for block in data.split(b"-----END CERTIFICATE-----")[:64]:
-            if b"-----BEGIN CERTIFICATE-----" not in block:
-                continue
-            try:
-                cert = x509.load_pem_x509_certificate(block + b"-----END CERTIFICATE-----\n")
-            except ValueError as e:
-                raise SignatureConfigError(f"certificate {name or '(inline)'}: not a PEM certificate "
-                                           f"({str(e).splitlines()[0][:120]})") from None
-            fp = "sha256:" + cert.fingerprint(hashes.SHA256()).hex()
-            out.append(cls(name or cert.subject.rfc4514_string()[:80], cert, fp))
-        if not out:
-            raise SignatureConfigError(f"certificate {name or '(inline)'}: no PEM certificate in it")
-        return out
-
-    @classmethod
-    def from_file(cls, path: str, name: str = "") -> list[TrustedCert]:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(4 << 20)
-        except OSError as e:
-            raise SignatureConfigError(f"certificate {path}: {e.strerror}") from None
-        return cls.from_pem(data, name or os.path.basename(path))
-
-
-@dataclass(frozen=True)
-class SignaturePolicy:
-    """What must have signed an image: cosign keys and/or Notation trust anchors. `identities`
-    (optional): the cosign payload's docker-reference must be one of them.
-
-    The verifier reads only keys (.name, .key, .fingerprint), certs (.name, .cert), identities and
-    fingerprint, so the policy's own entry, agent/policy/signatures.py's SignatureRule (parsed and
-    checked with its line numbers at policy load), is passed as it is; this class is the same
-    shape for callers without a policy file (tests, `scan --key`)."""
-
-    keys: tuple[TrustedKey, ...] = ()
-    certs: tuple[TrustedCert, ...] = ()
-    identities: tuple[str, ...] = ()
-
-    @property
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for part in (*(k.fingerprint for k in self.keys), "|", *(c.fingerprint for c in self.certs), "|",
-                     *self.identities):
-            h.update(part.encode() + b"\0")
-        return h.hexdigest()[:24]
+# What the policy trusts (keys, certificates, identities) is agent/policy/signatures.py's: its SignatureRule (an
+# entry of the policy's signatures: section, parsed with its line numbers at load) is the `policy` argument below;
+# SignatureRule.trusting(keys, certs, identities) makes one without a policy file.
 
 
 @dataclass(frozen=True)
@@ -232,7 +132,7 @@ class SignatureVerifier:
         self._lock = threading.Lock()
         self.stats = {"hits": 0, "misses": 0, "evicted": 0}
 
-    def verify(self, ref: Reference | str, digest: str, policy: SignaturePolicy) -> SignatureResult:
+    def verify(self, ref: Reference | str, digest: str, policy: SignatureRule) -> SignatureResult:
         """Is the image `digest` in ref's repository signed as `policy` asks? RegistryError only
         when the registry cannot be asked."""
         try:
@@ -260,7 +160,7 @@ class SignatureVerifier:
                 self.stats["evicted"] += 1
         return res
 
-    def verify_image(self, ref: Reference | str, digests: Sequence[str], policy: SignaturePolicy,
+    def verify_image(self, ref: Reference | str, digests: Sequence[str], policy: SignatureRule,
                      ) -> SignatureResult:
         """The first digest that verifies (the index's, then the platform manifest's: cosign signs
         whichever the signer named); else the most telling failure among them."""
@@ -273,7 +173,7 @@ class SignatureVerifier:
                 best = res
         return best or SignatureResult(False, "unreadable", "", detail="no digest to verify")
 
-    def _verify(self, ref: Reference, digest: str, policy: SignaturePolicy) -> SignatureResult:
+    def _verify(self, ref: Reference, digest: str, policy: SignatureRule) -> SignatureResult:
         results: list[SignatureResult] = []
         if policy.keys:
             results += self._cosign(ref, digest, policy)
@@ -291,7 +191,7 @@ class SignatureVerifier:
 
     # -- cosign -----------------------------------------------------------------------------------
 
-    def _cosign(self, ref: Reference, digest: str, policy: SignaturePolicy) -> list[SignatureResult]:
+    def _cosign(self, ref: Reference, digest: str, policy: SignatureRule) -> list[SignatureResult]:
         tag = digest.replace(":", "-", 1) + ".sig"
         try:
             m = self.client.get_manifest(ref, tag)
@@ -309,7 +209,7 @@ class SignatureVerifier:
             out.append(_guarded(self._cosign_one, "cosign", ref, digest, layer, policy))
         return out
 
-    def _cosign_one(self, ref: Reference, digest: str, layer, policy: SignaturePolicy) -> SignatureResult:
+    def _cosign_one(self, ref: Reference, digest: str, layer, policy: SignatureRule) -> SignatureResult:
         if not isinstance(layer, dict) or not _BLOB_DIGEST.match(str(layer.get("digest"))):
             raise _Bad("unreadable", "signature layer is not a descriptor")
         ann = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
@@ -352,7 +252,7 @@ class SignatureVerifier:
 
     # -- Notation ---------------------------------------------------------------------------------
 
-    def _notation(self, ref: Reference, digest: str, policy: SignaturePolicy) -> list[SignatureResult]:
+    def _notation(self, ref: Reference, digest: str, policy: SignatureRule) -> list[SignatureResult]:
         try:
             descs = self.client.referrers(ref, digest, NOTATION_ARTIFACT)
         except RegistryError as e:
@@ -364,7 +264,7 @@ class SignatureVerifier:
             out.append(_guarded(self._notation_one, "notation", ref, digest, d, policy))
         return out
 
-    def _notation_one(self, ref: Reference, digest: str, desc: dict, policy: SignaturePolicy) -> SignatureResult:
+    def _notation_one(self, ref: Reference, digest: str, desc: dict, policy: SignatureRule) -> SignatureResult:
         try:
             m = self.client.get_manifest(ref, desc["digest"])
         except RegistryError as e:

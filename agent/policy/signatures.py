@@ -32,6 +32,10 @@ ON_ERROR = ("allow", "alert", "block")
 _MAX_PEM = 64 << 10  # a public key is under 1 KiB and a chain a few; beyond this it is not what it says
 
 
+class SignatureConfigError(ValueError):
+    """A key or certificate that cannot be used (the policy loader turns it into an error with its line)."""
+
+
 @dataclass(frozen=True)
 class TrustedKey:
     """A cosign public key: ECDSA P-256, Ed25519 or RSA (cosign's own kinds)."""
@@ -39,6 +43,14 @@ class TrustedKey:
     name: str  # the file it came from, or "inline #N": named in findings as "verified by"
     key: object = field(compare=False, repr=False)  # cryptography's public key object
     fingerprint: str = ""  # sha256 of the SubjectPublicKeyInfo DER
+
+    @classmethod
+    def from_pem(cls, pem: bytes | str, name: str = "") -> TrustedKey:
+        return _public_key(name or "(inline)", pem.encode() if isinstance(pem, str) else pem)[0]
+
+    @classmethod
+    def from_file(cls, path: str, name: str = "") -> TrustedKey:
+        return cls.from_pem(_read_pem(path), name or os.path.basename(path))
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,15 @@ class TrustedCert:
     name: str
     cert: object = field(compare=False, repr=False)  # cryptography.x509.Certificate
     fingerprint: str = ""  # sha256 of the certificate DER
+
+    @classmethod
+    def from_pem(cls, pem: bytes | str, name: str = "") -> list[TrustedCert]:
+        """Every certificate of a PEM bundle."""
+        return _certificate(name or "(inline)", pem.encode() if isinstance(pem, str) else pem)
+
+    @classmethod
+    def from_file(cls, path: str, name: str = "") -> list[TrustedCert]:
+        return cls.from_pem(_read_pem(path), name or os.path.basename(path))
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,11 @@ class SignatureRule:
 
     def matches(self, image: str) -> bool:
         return bool(image) and any(fnmatchcase(image, g) for g in self.images)
+
+    @classmethod
+    def trusting(cls, keys=(), certs=(), identities=()) -> SignatureRule:
+        """An entry for every image, for callers without a policy file (tests, a one-off check)."""
+        return cls(("*",), tuple(keys), tuple(certs), identities=tuple(identities))
 
     @property
     def fingerprint(self) -> str:
@@ -130,26 +156,32 @@ def _pems(w: Walker, node, where: str, base_dir: str, parse):
         if "-----BEGIN " in text:
             name, data = f"inline #{j}", text.encode()
         else:
-            path = text if os.path.isabs(text) else os.path.join(base_dir, text)
             try:
-                # O_NONBLOCK: a FIFO named as a key must not hang the policy load in open()
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                with os.fdopen(fd, "rb") as f:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        w.err(item, at, f"{text[:80]!r}: not a regular file")
-                        continue
-                    data = f.read(_MAX_PEM + 1)
-            except OSError as e:
-                w.err(item, at, f"{text[:80]!r}: cannot read: {e.strerror}")
-                continue
-            if len(data) > _MAX_PEM:
-                w.err(item, at, f"{text[:80]!r}: larger than {_MAX_PEM} bytes")
+                data = _read_pem(text if os.path.isabs(text) else os.path.join(base_dir, text), text)
+            except SignatureConfigError as e:
+                w.err(item, at, str(e))
                 continue
             name = text
         try:
             yield from parse(name, data)
         except ValueError as e:
             w.err(item, at, f"{name[:80]!r}: {e}")
+
+
+def _read_pem(path: str, shown: str = "") -> bytes:
+    shown = (shown or path)[:80]
+    try:
+        # O_NONBLOCK: a FIFO named as a key must not hang the policy load in open()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SignatureConfigError(f"{shown!r}: not a regular file")
+            data = f.read(_MAX_PEM + 1)
+    except OSError as e:
+        raise SignatureConfigError(f"{shown!r}: cannot read: {e.strerror}") from None
+    if len(data) > _MAX_PEM:
+        raise SignatureConfigError(f"{shown!r}: larger than {_MAX_PEM} bytes")
+    return data
 
 
 def _public_key(name: str, data: bytes) -> list[TrustedKey]:
@@ -160,12 +192,12 @@ def _public_key(name: str, data: bytes) -> list[TrustedKey]:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise ValueError(f"not a PEM public key ({' '.join(str(e).split())[:120]})") from None
+        raise SignatureConfigError(f"not a PEM public key ({' '.join(str(e).split())[:120]})") from None
     ok = (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)) or isinstance(
         key, ed25519.Ed25519PublicKey | rsa.RSAPublicKey)
     if not ok:
-        raise ValueError(f"{type(key).__name__.removeprefix('_')}: only ECDSA P-256, Ed25519 and RSA keys "
-                         "(cosign's kinds) are supported")
+        raise SignatureConfigError(f"{type(key).__name__.removeprefix('_')}: only ECDSA P-256, Ed25519 and RSA "
+                                   "keys (cosign's kinds) are supported")
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return [TrustedKey(name, key, "sha256:" + hashlib.sha256(der).hexdigest())]
 
@@ -183,8 +215,8 @@ def _certificate(name: str, data: bytes) -> list[TrustedCert]:
         try:
             cert = x509.load_pem_x509_certificate(block + b"-----END CERTIFICATE-----\n")
         except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-            raise ValueError(f"not a PEM certificate ({' '.join(str(e).split())[:120]})") from None
+            raise SignatureConfigError(f"not a PEM certificate ({' '.join(str(e).split())[:120]})") from None
         out.append(TrustedCert(name, cert, "sha256:" + cert.fingerprint(hashes.SHA256()).hex()))
     if not out:
-        raise ValueError("not a PEM certificate (no CERTIFICATE block in it)")
+        raise SignatureConfigError("no PEM certificate in it")
     return out

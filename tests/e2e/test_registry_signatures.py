@@ -21,13 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agent.imagegate.registry import Reference, RegistryClient, RegistryError
-from agent.imagegate.signatures import (
-    SignatureConfigError,
-    SignaturePolicy,
-    SignatureVerifier,
-    TrustedCert,
-    TrustedKey,
-)
+from agent.imagegate.signatures import SignatureVerifier
+from agent.policy.signatures import SignatureConfigError, SignatureRule, TrustedCert, TrustedKey
 from tests.harness import registry as harness
 from tests.harness.oci import MEDIA_MANIFEST, build_image
 from tests.harness.registry import (
@@ -66,11 +61,11 @@ class World:
         self.p256 = ec.generate_private_key(ec.SECP256R1())
         self.ed = ed25519.Ed25519PrivateKey.generate()
         self.stranger = ec.generate_private_key(ec.SECP256R1())
-        self.keys = SignaturePolicy(keys=(TrustedKey.from_pem(_pem(self.p256), "release-p256"),
+        self.keys = SignatureRule.trusting(keys=(TrustedKey.from_pem(_pem(self.p256), "release-p256"),
                                           TrustedKey.from_pem(_pem(self.ed), "release-ed25519")))
         self.ca_key, self.ca = make_ca("NodeWarden Test CA")
         self.other_ca_key, self.other_ca = make_ca("Someone Else CA")
-        self.certs = SignaturePolicy(certs=tuple(TrustedCert.from_pem(_cert_pem(self.ca), "test-ca")))
+        self.certs = SignatureRule.trusting(certs=tuple(TrustedCert.from_pem(_cert_pem(self.ca), "test-ca")))
 
     def ref(self, name: str) -> Reference:
         return Reference.parse(f"{self.reg.host}/team/{name}:1")
@@ -145,15 +140,15 @@ def test_cosign_one_good_signature_among_several(world, verifier):
 
 
 def test_cosign_key_of_the_other_algorithm_does_not_verify(world, verifier):
-    only_ed = SignaturePolicy(keys=(TrustedKey.from_pem(_pem(world.ed), "ed-only"),))
+    only_ed = SignatureRule.trusting(keys=(TrustedKey.from_pem(_pem(world.ed), "ed-only"),))
     res = verifier.verify(world.ref("signed"), world.digest("signed"), only_ed)
     assert res.reason == "other-key"
 
 
 def test_cosign_identity_constraint(world, verifier):
-    pol = SignaturePolicy(keys=world.keys.keys, identities=("registry.example/team/signed",))
+    pol = SignatureRule.trusting(keys=world.keys.keys, identities=("registry.example/team/signed",))
     assert verifier.verify(world.ref("signed"), world.digest("signed"), pol).reason == "other-key"
-    pol = SignaturePolicy(keys=world.keys.keys, identities=(f"{world.reg.host}/team/signed",))
+    pol = SignatureRule.trusting(keys=world.keys.keys, identities=(f"{world.reg.host}/team/signed",))
     assert verifier.verify(world.ref("signed"), world.digest("signed"), pol).verified
 
 
@@ -281,13 +276,13 @@ def test_notation_not_verified_with_reason(world, verifier, notation_images, nam
 
 def test_notation_against_another_ca(world, verifier, notation_images):
     ref, digest = notation_images["ec"]
-    pol = SignaturePolicy(certs=tuple(TrustedCert.from_pem(_cert_pem(world.other_ca), "other-ca")))
+    pol = SignatureRule.trusting(certs=tuple(TrustedCert.from_pem(_cert_pem(world.other_ca), "other-ca")))
     res = verifier.verify(ref, digest, pol)
     assert res.reason == "other-key" and "other-ca" in res.detail
 
 
 def test_keys_and_certificates_together(world, verifier, notation_images):
-    both = SignaturePolicy(keys=world.keys.keys, certs=world.certs.certs)
+    both = SignatureRule.trusting(keys=world.keys.keys, certs=world.certs.certs)
     ref, digest = notation_images["ec"]
     assert verifier.verify(ref, digest, both).kind == "notation"
     assert verifier.verify(world.ref("signed"), world.digest("signed"), both).kind == "cosign"
@@ -360,7 +355,7 @@ def test_registry_stopped(tmp_path):
         key = ec.generate_private_key(ec.SECP256R1())
         payload = simple_signing_payload(f"{reg.host}/team/a", img.manifest_digest)
         cosign_sign(reg, "team/a", img.manifest_digest, [(payload, cosign_signature(key, payload))])
-        pol = SignaturePolicy(keys=(TrustedKey.from_pem(_pem(key), "k"),))
+        pol = SignatureRule.trusting(keys=(TrustedKey.from_pem(_pem(key), "k"),))
         v = SignatureVerifier(RegistryClient(timeout=30), timeout=2)
         ref = Reference.parse(f"{reg.host}/team/a:1")
         assert v.verify(ref, img.manifest_digest, pol).verified

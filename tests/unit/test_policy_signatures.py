@@ -67,7 +67,7 @@ def test_no_section_checks_nothing():
     ('{images: ["a/*"], keys: [missing.pub]}', "signatures[0].keys[0]: 'missing.pub': cannot read"),
     ('{images: ["a/*"], keys: [junk.pub]}', "not a PEM public key"),
     ('{images: ["a/*"], keys: [p384.pub]}', "only ECDSA P-256, Ed25519 and RSA"),
-    ('{images: ["a/*"], certificates: [junk.pub]}', "not a PEM certificate"),
+    ('{images: ["a/*"], certificates: [junk.pub]}', "no PEM certificate in it"),
     ('{images: ["a/*"], keys: [k.pub], action: deny}', "signatures[0].action: expected alert or block"),
     ('{images: ["a/*"], keys: [k.pub], on_error: maybe}', "expected allow or alert or block"),
     ('{images: ["a/*"], keys: [k.pub], trust: all}', "unknown key 'trust'"),
