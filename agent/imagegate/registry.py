@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 
 import urllib3
 
-from agent.imagegate import shapes
 from agent.imagegate.model import ImageError, SourceError
-from agent.imagegate.source import INDEX_TYPES, Resolved, Source, check_digest, host_platform
+from agent.imagegate.source import INDEX_TYPES, Source, check_digest, pick_platform
 
 MAX_MANIFEST = 4 << 20  # a manifest is a few KB; an index of many platforms tens of KB
 MAX_TOKEN = 1 << 20
@@ -527,7 +526,11 @@ class RegistryClient:
         for _ in range(4):
             if not m.is_index:
                 break
-            desc = pick(m.doc.get("manifests"), platform or host_platform(), str(ref))
+            try:
+                desc = pick_platform(m.doc.get("manifests") if isinstance(m.doc.get("manifests"), list) else [],
+                                     str(ref), platform)
+            except ImageError as e:
+                raise RegistryError(str(e), "not-found") from None
             m = self.get_manifest(ref, desc["digest"])
         else:
             raise RegistryError(f"registry {ref.registry}: {ref}: index nesting too deep")
@@ -623,28 +626,6 @@ class RegistryClient:
         self.http.clear()
 
 
-def pick(manifests, platform: tuple[str, str, str], name: str) -> dict:
-    """The index entry for (os, arch, variant): exact os+arch, the variant if several; registry
-    errors for an index without one."""
-    if not isinstance(manifests, list):
-        raise RegistryError(f"{name}: index has no manifests list")
-    want_os, want_arch, want_var = platform
-    cands = [m for m in manifests if isinstance(m, dict) and isinstance(m.get("digest"), str)
-             and re.match(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$", m["digest"])]
-
-    def plat(m):
-        p = m.get("platform")
-        return p if isinstance(p, dict) else {}
-
-    exact = [m for m in cands if plat(m).get("os") == want_os and plat(m).get("architecture") == want_arch]
-    if want_var and len(exact) > 1:
-        exact = [m for m in exact if plat(m).get("variant") in (want_var, None)] or exact
-    if exact:
-        return exact[0]
-    raise RegistryError(f"{name}: no manifest for {want_os}/{want_arch}{'/' + want_var if want_var else ''}",
-                        "not-found")
-
-
 def _basic_header(cred: Credentials) -> str:
     pw = cred.identity_token or cred.password
     return "Basic " + base64.b64encode(f"{cred.username}:{pw}".encode()).decode()
@@ -731,27 +712,6 @@ class RegistrySource(Source):
             for d in m.doc["manifests"][:4096]:
                 if isinstance(d, dict) and isinstance(d.get("digest"), str):
                     self._manifest_digests.add(d["digest"])
-
-    def resolve(self) -> Resolved:
-        """Source.resolve(), but for the platform asked (`scan --platform`); the same steps and
-        shape checks, with `pick` for the platform in place of the node's."""
-        if self.platform is None:
-            return super().resolve()
-        findings = []
-        root = shapes.descriptor(self.root(), "root descriptor")
-        desc = root
-        doc = self.read_json(desc, "index" if desc.get("mediaType") in INDEX_TYPES else "manifest", findings)
-        for _ in range(4):
-            if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
-                break
-            desc = pick(shapes.index(doc, f"index {desc['digest']}"), self.platform, self.name)
-            doc = self.read_json(desc, "manifest", findings)
-        else:
-            raise ImageError("index nesting too deep")
-        shapes.manifest(doc, f"manifest {desc['digest']}")
-        config = self.read_json(doc["config"], "config", findings)
-        shapes.config(config, f"config {doc['config']['digest']}")
-        return Resolved(self.name, root["digest"], desc["digest"], config, doc["layers"], findings)
 
     def chunks(self, digest: str) -> Iterator[bytes]:
         check_digest(digest)

@@ -120,7 +120,8 @@ class Source:
         for _ in range(4):  # nested indexes are legal; deeper than that is not an image
             if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
                 break
-            desc = pick_platform(shapes.index(doc, f"index {desc['digest']}"), self.name)
+            desc = pick_platform(shapes.index(doc, f"index {desc['digest']}"), self.name,
+                                 getattr(self, "platform", None))
             doc = self.read_json(desc, "manifest", findings)
         else:
             raise ImageError("index nesting too deep")
@@ -130,23 +131,25 @@ class Source:
         return Resolved(self.name, root["digest"], desc["digest"], config, doc["layers"], findings)
 
 
-def pick_platform(manifests: list, name: str = "") -> dict:
-    """The descriptor for this node's platform (os, architecture, then variant if given)."""
-    want_os, want_arch, want_var = host_platform()
+def pick_platform(manifests: list, name: str = "", platform: tuple[str, str, str] | None = None) -> dict:
+    """The descriptor for `platform` (os, architecture, variant; default this node's): os and architecture, then the
+    variant if several match; an index whose one entry names no platform is that entry."""
+    want_os, want_arch, want_var = platform or host_platform()
+
+    def plat(m: dict) -> dict:
+        p = m.get("platform")
+        return p if isinstance(p, dict) else {}
+
     cands = [m for m in manifests if isinstance(m, dict) and _DIGEST.match(str(m.get("digest", "")))]
-    exact = [
-        m
-        for m in cands
-        if (m.get("platform") or {}).get("os") == want_os and (m.get("platform") or {}).get("architecture") == want_arch
-    ]
+    exact = [m for m in cands if plat(m).get("os") == want_os and plat(m).get("architecture") == want_arch]
     if want_var and len(exact) > 1:
-        exact = [m for m in exact if (m.get("platform") or {}).get("variant") in (want_var, None)] or exact
+        exact = [m for m in exact if plat(m).get("variant") in (want_var, None)] or exact
     if exact:
         return exact[0]
     plain = [m for m in cands if not m.get("platform")]
     if len(plain) == 1:
         return plain[0]
-    raise ImageError(f"{name or 'image'}: no manifest for {want_os}/{want_arch}")
+    raise ImageError(f"{name or 'image'}: no manifest for {want_os}/{want_arch}{'/' + want_var if want_var else ''}")
 
 
 class ContainerdSource(Source):
