@@ -352,7 +352,8 @@ def build_app(cache: Path, base_tar: Path, wheels: Path, files: list[str], key: 
         image_py = sorted(p.name for p in (work / "usr/bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name))
         if image_py != [f"python{host}"]:
             # Wheels with C extensions are built for the host's python; another minor version would not load them.
-            raise BuildError(f"the base has {image_py or 'no python3.X'}, the host python{host}: build on Debian {SUITE}")
+            raise BuildError(f"the base has {image_py or 'no python3.X'}, the host python{host}: "
+                             f"build on Debian {SUITE}")
         app = work / APP_DIR.lstrip("/")
         app.mkdir(parents=True)
         for rel in files:
