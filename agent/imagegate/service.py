@@ -183,10 +183,10 @@ class GateService:
         except Exception:
             log.exception("image gate: reloading rules or advisory database failed; old ones stay")
         basis = self._judgement_basis()
-        if basis != self._judged_with:
-            trigger = ("policy" if basis[0] != self._judged_with[0] else
-                       "rules" if basis[1] != self._judged_with[1] else "advisories")
-            self._judged_with = basis
+        with self._lock:  # every idle worker ticks here: one of them re-judges each change
+            was, self._judged_with = self._judged_with, basis
+        if basis != was:
+            trigger = "policy" if basis[0] != was[0] else "rules" if basis[1] != was[1] else "advisories"
             self.rejudge(trigger)
 
     def _judgement_basis(self) -> tuple[str, str, str]:
@@ -228,6 +228,9 @@ class GateService:
         try:
             verdict = fut.result()
         except (cf.CancelledError, Exception):  # the pool shut down: the agent is stopping
+            return
+        if verdict.error:  # containerd away or the image unreadable now: not a judgement of the image; keep the last
+            self._count("rejudge_skipped")
             return
         self._count("rejudged")
         key = (info.namespace, info.id)
