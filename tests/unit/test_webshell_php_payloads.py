@@ -258,3 +258,16 @@ def test_a_by_reference_parameter_filled_with_request_data():
 def test_by_reference_helpers_in_ordinary_code_are_clean():
     _clean("<?php function clean(&$s) { $s = htmlspecialchars($s); } $q = 'abc'; clean($q); echo $q;"
            " function inc(&$n) { $n++; } $i = 1; inc($i); echo $i;")
+
+
+# -- a web shell carried as plain text inside another script ----------------------------------------
+def test_an_exploit_carrying_a_shell_as_text():
+    h = _shell("<?php $url = $_POST['url']; $out = $_POST['out'];"
+               " $sql = \"0' UNION SELECT '<? system(\\$_GET[k]); ?>' INTO OUTFILE '$out\";"
+               " echo '<a href=' . $url . '?id=' . urlencode($sql) . '>go</a>';", rule="php.encoded-payload")
+    assert h.sink == "embedded script" and "system" in h.snippet
+
+
+def test_php_text_without_a_shell_is_clean():
+    _clean("<?php $tpl = '<?php echo htmlspecialchars($title); ?>'; file_put_contents('cache/t.php', $tpl);")
+    _clean("<?php $doc = 'Use <?php system(\"ls\"); ?> only in the CLI.'; echo nl2br($doc);")

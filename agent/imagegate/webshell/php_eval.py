@@ -162,7 +162,8 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
 
 
 MAX_UNROLL = 20_000  # for-loop iterations run with known values, per file
-LOOP_SECONDS = 0.3  # and the CPU one loop may take so, when its body builds a string (a decoder's)
+LOOP_SECONDS = 1.0  # and the CPU one loop may take so, when its body builds a string (a decoder's; 0.3 s cut
+# real decoders of 12 kB short on a loaded node, where CPU seconds stretch: MAX_UNROLL bounds the rest)
 LOOP_SECONDS_OTHER = 0.05  # or when it does not (counting, a test's million iterations)
 
 
@@ -346,7 +347,11 @@ def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
         if arr is not None and len(arr) < MAX_ARRAY:
             arr = dict(arr)
             if key is None:
-                nxt = max((kk for kk in arr if isinstance(kk, int)), default=-1) + 1
+                last = next(reversed(arr), None) if arr else -1
+                if isinstance(last, int) and last == len(arr) - 1:
+                    nxt = len(arr)  # a list (0..n-1): the next index without a scan of every key
+                else:
+                    nxt = max((kk for kk in arr if isinstance(kk, int)), default=-1) + 1
                 arr[nxt] = v
             else:
                 ks = _key(key)

@@ -491,9 +491,6 @@ _SIMPLE = {
     "hexdec": _str1(lambda s: int("".join(c for c in s if c in "0123456789abcdefABCDEF") or "0", 16)),
     "octdec": _str1(lambda s: int("".join(c for c in s if c in "01234567") or "0", 8)),
     "bindec": _str1(lambda s: int("".join(c for c in s if c in "01") or "0", 2)),
-    # the length of a known array (`for ($i = 0; $i < count($names); $i++)` runs as PHP runs it)
-    "count": lambda a: len(a[0]) if a and isinstance(a[0], dict) and len(a) == 1 else NOTHING,
-    "sizeof": lambda a: len(a[0]) if a and isinstance(a[0], dict) and len(a) == 1 else NOTHING,
     "dechex": lambda a: format(to_int(a[0]) or 0, "x") if a and to_int(a[0]) is not None else NOTHING,
 }
 _INFLATE = {"gzinflate": -15, "gzuncompress": 15, "gzdecode": 31, "zlib_decode": 47}

@@ -103,7 +103,12 @@ def candidates(toks: list) -> list[str]:
     """The long string literals and barewords of a token list that may be encoded code."""
     # one comprehension over the tokens (this runs on every file): long literals and barewords only
     long = [v for k, v in toks if (k == "str" or k == "id") and len(v) >= MIN_LEN and isinstance(v, str)]
-    return list(dict.fromkeys(x for x in long if _mixed(x)))[: MAX_CANDIDATES * 4]
+    # a web shell written out as plain text inside another script (an exploit's payload, a dropper's
+    # template): its constant parts, read as code
+    plain = [v for v in long if "<?" in v and _SINKISH.search(v)]
+    plain += ["".join(p for p in v if isinstance(p, str)) for k, v in toks if k == "istr" and len(v) < 64
+              and any(isinstance(p, str) and "<?" in p for p in v)][:MAX_CANDIDATES]
+    return list(dict.fromkeys([x for x in long if _mixed(x)] + plain))[: MAX_CANDIDATES * 4]
 
 
 _RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{64,}={0,2}")  # from a run's start only (no rescans)
@@ -133,7 +138,8 @@ def scan_payloads(ctx: Ctx, texts: list[str], where: str) -> None:
         if len(_WS.sub("", text[:64])) < 8:
             continue
         ctx.budget.spend(len(text) // 8)
-        code = decode(text)
+        lit = text.find("<?")
+        code = text[lit:] if lit >= 0 and _CODEISH.search(text) and _SINKISH.search(text) else decode(text)
         if code is None:
             continue
         tried += 1
@@ -146,8 +152,9 @@ def scan_payloads(ctx: Ctx, texts: list[str], where: str) -> None:
         best = max((h for h in inner if h["rule"] not in _SKIP_RULES), key=lambda h: h["conf"], default=None)
         if best is None or best["conf"] < 0.5:
             continue
-        _raw(ctx, "php.encoded-payload", "high", round(min(0.85, best["conf"]), 3), best["source"], where,
-             best["snippet"], f"carries encoded PHP code ({best['rule']}: {best['source'] or 'no request source'})",
+        _raw(ctx, "php.encoded-payload", "high", round(min(0.85, best["conf"]), 3), best["source"],
+             where if lit < 0 else "embedded script", best["snippet"],
+             f"carries {'encoded ' if lit < 0 else ''}PHP code ({best['rule']}: {best['source'] or 'no request source'})",
              family=best["family"])
 
 
