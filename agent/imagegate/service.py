@@ -129,7 +129,8 @@ class GateService:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {**self._counts, "queue": self._queue.qsize(), **self.scanner.cache.stats}
+            return {**self._counts, "queue": self._queue.qsize(), **self.scanner.cache.stats,
+                    **{f"signatures_{k}": n for k, n in self.signer.counts.items()}}
 
     def drops(self) -> dict[str, int]:
         """Losses for the agent's drop accounting (agent.drops, nodewarden_drops_total): containers not
