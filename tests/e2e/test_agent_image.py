@@ -27,7 +27,7 @@ from tests.harness.agent_image import (
     run_workload,
 )
 from tests.harness.containerd import unique_id, wait_until
-from tests.harness.containerd2 import missing_requirements, running_containerd2
+from tests.harness.containerd2 import REPO_ROOT, missing_requirements, running_containerd2
 from tests.harness.oci import build_image
 
 _WHY = missing_requirements()
@@ -65,6 +65,26 @@ def agent(cd, agent_image, tmp_path_factory):
         yield pod
     finally:
         pod.stop()
+
+
+def test_containerignore_lets_in_the_agents_files_only(tmp_path):
+    """build.py's reading of .containerignore (Docker's rules: last match wins, a pattern covers what is under
+    the directories it names), on the repository and on a tree with the cases that matter."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nw_image_build", REPO_ROOT / "packaging/image/build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    files = build.file_list()
+    assert {f.split("/")[0] for f in files} == {"agent", "collector", "nwwire", "probes", "proto",
+                                                "pyproject.toml", "README.md"}
+    assert "agent/cli.py" in files and "probes/events.h" in files and "proto/nodewarden/v1/event.proto" in files
+    assert not [f for f in files if "__pycache__" in f or f.startswith(("nwwire/gen/", "agent/gen/"))]
+    for rel in ("agent/a.py", "agent/__pycache__/a.pyc", "agent/sub/x.db", "nwwire/gen/g.py", "tests/t.py",
+                ".venv/bin/python", "README.md", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    assert build.file_list(tmp_path, REPO_ROOT / ".containerignore") == ["README.md", "agent/a.py"]
 
 
 def test_image_holds_only_what_the_agent_needs(agent_image):
