@@ -102,11 +102,13 @@ def decode(text: str) -> str | None:
 def candidates(toks: list) -> list[str]:
     """The long string literals and barewords of a token list that may be encoded code."""
     # one comprehension over the tokens (this runs on every file): long literals and barewords only
-    long = [v for k, v in toks if (k == "str" or k == "id") and len(v) >= MIN_LEN and isinstance(v, str)]
+    picked = [(k, v) for k, v in toks if (k == "str" or k == "id" or k == "istr") and len(v) >= (
+        MIN_LEN if k != "istr" else 2)]
+    long = [v for k, v in picked if k != "istr" and isinstance(v, str)]
     # a web shell written out as plain text inside another script (an exploit's payload, a dropper's
     # template): its constant parts, read as code
     plain = [v for v in long if "<?" in v and _SINKISH.search(v)]
-    plain += ["".join(p for p in v if isinstance(p, str)) for k, v in toks if k == "istr" and len(v) < 64
+    plain += ["".join(p for p in v if isinstance(p, str)) for k, v in picked if k == "istr" and len(v) < 64
               and any(isinstance(p, str) and "<?" in p for p in v)][:MAX_CANDIDATES]
     return list(dict.fromkeys([x for x in long if _mixed(x)] + plain))[: MAX_CANDIDATES * 4]
 
