@@ -11,7 +11,8 @@ constants (the latest assignment wins); user functions are re-analysed per call 
 arguments' values (bounded), so taint and constants flow through arguments and returns.
 
 The parts: php_sinks (vocabulary, values, context, evidence), php_eval (statements and
-expressions), php_calls (calls, sinks, decoded code), php_families (confidence and families).
+expressions), php_calls (calls, sinks, decoded code), php_families (confidence and families), php_payloads
+(encoded or plain-text PHP a file carries without the reader seeing it run, reversed and rot13 stores).
 This module is the entry point.
 """
 
