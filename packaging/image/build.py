@@ -29,6 +29,7 @@ Needs root (mmdebstrap's root mode, chroot), mmdebstrap, umoci and network acces
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -436,6 +437,14 @@ def archive(layout: Path, out_dir: Path, version: str) -> Path:
     return out
 
 
+def _prune(cache: Path, keep: set[str]) -> None:
+    """Drop the cached steps this build did not use (each app layer is ~170 MB; sources change often)."""
+    for p in cache.iterdir():
+        if p.name not in keep and not p.name.startswith("rootfs-"):  # a scratch root of a build under way
+            log(f"cache: removing {p.name}")
+            _rmtree(p)
+
+
 def build(out_dir: Path, name: str | None = None) -> dict:
     """Every step; returns what was built (paths, name, digest, sizes, seconds)."""
     if os.geteuid() != 0:
@@ -448,6 +457,10 @@ def build(out_dir: Path, name: str | None = None) -> dict:
     name = name or f"docker.io/nodewarden/agent:{version}"
     cache = out_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time per output directory (`make image` and a test session may overlap): they share
+    # the cache, the layout's scratch copy and the pruning.
+    lock = open(out_dir / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     files = file_list()
     for must in ("pyproject.toml", "agent/cli.py", "probes/events.h"):
         if must not in files:
@@ -459,6 +472,7 @@ def build(out_dir: Path, name: str | None = None) -> dict:
     app_tar = build_app(cache, base_tar, wheels, files, app_key)
     layout = assemble(base_oci, app_tar, out_dir, name, version, _key(app_key, name, *ENTRYPOINT, *CMD))
     tar = archive(layout, out_dir, version)
+    _prune(cache, keep={base_tar.name, base_oci.name, wheels.name, app_tar.name, "pip"})
     index = json.loads((layout / "index.json").read_text())
     manifest = index["manifests"][0]["digest"]
     mf = json.loads((layout / "blobs/sha256" / manifest.split(":", 1)[1]).read_text())

@@ -134,9 +134,10 @@ def test_agent_ready_with_the_daemonsets_privileges(agent, cd):
 def test_nri_plugin_registered_from_inside_the_pod(agent, cd):
     assert cd.wait_plugin(agent.nri_log_offset, timeout=60), cd.log_since(agent.nri_log_offset)[-2000:]
     agent.wait_stderr("nri: registered as", timeout=30)
-    status = wait_until(lambda: _status(agent), timeout=30, interval=0.5)
-    assert status, "no status.json in the agent's state dir"
-    assert "registered as" in json.dumps(status["enforcement"]), status["enforcement"]
+    # status.json (written every 5 s, read by `nodewarden status`) in the state dir, a host path
+    status = wait_until(lambda: "registered as 10-nodewarden" in json.dumps(
+        (_status(agent) or {}).get("enforcement", {})), timeout=30, interval=0.5)
+    assert status, f"status.json never said the NRI plugin registered: {_status(agent)}"
 
 
 def _status(agent):
