@@ -512,9 +512,9 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         ctx.probes.add(a0.s.lower())  # probing which exec function survives disable_functions
     if name == "empty" and avs is None and args and a0.s is not None and not a0.t and not isinstance(a0.s, dict):
         return V(not (a0.s not in (None, False, 0, 0.0, "", "0")))
-    if name in ("count", "sizeof") and len(args) == 1 and isinstance(a0.s, dict) and not a0.t and len(a0.s) <= 128:
-        # a small known array's length (no copy made): loops over it (letters, encoded names) run as PHP
-        # runs them; a large table's loop is read once, as before (benign code loops over big config arrays)
+    if name in ("count", "sizeof") and len(args) == 1 and isinstance(a0.s, dict) and not a0.t:
+        # a known array's length (no copy made): loops over it (letter tables, encoded names, the
+        # index arrays of the '%x5c%x7824' obfuscator) run as PHP runs them, MAX_UNROLL bounding the work
         return V(len(a0.s))
     if name in _CLEAN:
         if name in FOLDABLE and all(a.s is not None and not a.t for a in args) and args:
