@@ -118,7 +118,8 @@ def _events_cli(address: str) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and "BLOCK evil:1: malware: eicar in /eicar.com (1 finding)" in lines[0]
-    assert "deny at nri.create_container verdict=block: image verdict block -> denied" in lines[1] and "pod=shop/web-0" in lines[1]
+    assert "deny at nri.create_container verdict=block: image verdict block -> denied" in lines[1]
+    assert "pod=shop/web-0" in lines[1]
     out = subprocess.run(base + ["--verdict", "maybe"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
 

@@ -28,8 +28,8 @@ LAYERS: dict[str, int] = {
     "agent.vocab": 0,  # shared vocabulary: imports nothing of ours
     "agent.ratelog": 0,  # the one rate-limited logging helper: imports nothing of ours
     "agent.durable": 0,  # crash-safe file writes (profiles, the OSV index): imports nothing of ours
-    "agent.sdnotify": 0,
-    "agent.diaglog": 0,  # diagnostics' text/JSON formatter (orjson only): imports nothing of ours  # systemd readiness (sd_notify over a datagram socket): imports nothing of ours
+    "agent.sdnotify": 0,  # systemd readiness (sd_notify over a datagram socket): imports nothing of ours
+    "agent.diaglog": 0,  # diagnostics' text/JSON formatter (orjson only): imports nothing of ours
     "agent.ledger": 0,  # the crash ledger (counters in a mapped file): imports nothing of ours
     WIRE: 0,  # the shared wire package: imports nothing of the agent's or the collector's
     "agent.events": 1,  # typed records; imports agent.vocab

@@ -46,7 +46,7 @@ def _b64(s: str) -> str:
 # -- encoded payloads -------------------------------------------------------------------------------
 def test_a_hex_payload_printed_for_another_page_to_include():
     # a relay that serves its shell as hex: nothing here runs it, the constant says what it is
-    code = "assert($_POST['q']);".encode().hex()
+    code = b"assert($_POST['q']);".hex()
     h = _shell(f"<?php if ($_GET['k'] == 'code') echo sprintf('{code}');", rule="php.encoded-payload")
     assert "$_POST['q']" in h.source and "assert" in h.snippet
 
@@ -78,7 +78,8 @@ def test_base64_data_in_ordinary_code_is_clean():
     snippet = _b64("<?php echo htmlspecialchars($title); ?>")
     _clean(f"<?php $tpl = '{snippet}'; echo htmlspecialchars(base64_decode($tpl));")
     # a key, a hash, a long identifier
-    _clean("<?php const KEY = 'MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0';"
+    _clean("<?php const KEY = "
+           "'MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0';"
            " $h = 'd41d8cd98f00b204e9800998ecf8427ed41d8cd98f00b204e9800998ecf8427e'; echo KEY, $h;")
 
 
@@ -86,7 +87,7 @@ def test_decode_rejects_what_is_not_encoded_code():
     assert decode("abcdefghijklmnopqrstuvwxyzabcdefghijkl") is None  # letters only: a word, not base64
     assert decode(_b64("just some prose that is long enough to be looked at")) is None
     assert decode(_b64("system($_GET['x']);")) is not None
-    assert decode("system($_GET['x']);".encode().hex()) is not None
+    assert decode(b"system($_GET['x']);".hex()) is not None
 
 
 def test_hostile_payloads_end_in_bounded_time():
@@ -234,7 +235,8 @@ def test_a_mail_client_class_connecting_to_its_callers_host_is_clean():
 
 # -- every account's home, from /etc/passwd ---------------------------------------------------------
 def test_a_config_grabber_walking_every_home():
-    _shell("<?php $f = fopen('/etc/passwd', 'r'); while (!feof($f)) { $l = fgets($f); $u = substr($l, 0, strpos($l, ':'));"
+    _shell("<?php $f = fopen('/etc/passwd', 'r'); "
+           "while (!feof($f)) { $l = fgets($f); $u = substr($l, 0, strpos($l, ':'));"
            " $c = \"/home/$u/public_html/wp-config.php\"; if (is_readable($c)) { echo file_get_contents($c); } }",
            rule="php.account-crawl")
 

@@ -99,9 +99,10 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             # a code or command sink whose name is spelled by obfuscation (characters picked out of a
             # scrambled alphabet, strrev, a decoder, XOR): whatever it runs, hiding the name is the shell's
             args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
+            chain = "(".join(reversed(list(dict.fromkeys(cv.chain))[-4:]))
+            shown = ", ".join(_show(a) for a in args[:2])
             _raw(ctx, "php.hidden-sink", "critical", 0.6, _label(_join(args)) if args else "", name,
-                 f"{'('.join(reversed(list(dict.fromkeys(cv.chain))[-4:]))}(…) = {_q(name, 30)}({', '.join(_show(a) for a in args[:2])})",
-                 "calls a code or command sink by a name built to hide it")
+                 f"{chain}(…) = {_q(name, 30)}({shown})", "calls a code or command sink by a name built to hide it")
             return _named(ctx, name, [], args, node, sc, dynamic=True, via=via)
         if _computed(cv.chain) and name not in ctx.funcs and name not in SINKS and name not in CALLBACKS:
             # a name computed by obfuscation (XOR, decoders, cut from __FILE__) that is not a sink we
@@ -128,8 +129,9 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
              f"(function named in a doc comment)({_show(d)})", "calls a function whose name is hidden in a comment")
     if _computed(cv.chain) and any(_strongish(a) for a in args):
         d = _join(args)
+        chain = "(".join(reversed(list(dict.fromkeys(cv.chain))))
         _raw(ctx, "php.computed-function", "critical", 0.6, _label(d), via or "$function(…)",
-             f"{via + '(' if via else ''}{'('.join(reversed(list(dict.fromkeys(cv.chain))))}(…)({_show(d)}){')' if via else ''}",
+             f"{via + '(' if via else ''}{chain}(…)({_show(d)}){')' if via else ''}",
              "request data is passed to a function whose name is computed by obfuscation")
     return V(None, _EMPTY.union(*(a.t for a in args)) if args else _EMPTY)
 
@@ -393,7 +395,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     if name in ("putenv", "proc_open", "pcntl_exec") and _preloads(name, args):
         # a library preloaded into the next program PHP starts (mail()'s sendmail, error_log ...):
         # the disable_functions bypass (Chankro, bypass_disablefunc): native code runs, no sink needed
-        _raw(ctx, "php.ld-preload", "critical", 0.75, _label(_join(args)) if any(_strongish(a) for a in args) else "", name,
+        source = _label(_join(args)) if any(_strongish(a) for a in args) else ""
+        _raw(ctx, "php.ld-preload", "critical", 0.75, source, name,
              f"{name}({', '.join(_show(a) for a in args[:2])}{', …env LD_PRELOAD' if name != 'putenv' else ''})",
              "preloads a library into the programs PHP starts (a disable_functions bypass)")
     if name in ("yaml_parse", "yaml_parse_file", "yaml_parse_url") and len(args) > 3:

@@ -24,8 +24,8 @@ MIN_LEN = 24  # shorter encoded strings cannot hold a request-to-sink statement
 MAX_CANDIDATES = 48  # encoded constants decoded per file (bounded work on a file of blobs)
 MAX_ENCODED = 1 << 20  # longer constants are not decoded here (the budget still bounds the rest)
 
-_B64 = re.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_LEN)
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){%d,}" % (MIN_LEN // 2))
+_B64 = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_LEN},}}={{0,2}}")
+_HEX = re.compile(rf"(?:[0-9a-fA-F]{{2}}){{{MIN_LEN // 2},}}")
 _WS = re.compile(r"\s+")
 # an encoded string mixes digits with letters (hex) or both cases with digits or +/ (base64);
 # identifiers and prose (camelCase names, snake_case words, sentences) are passed over unread
@@ -156,7 +156,8 @@ def scan_payloads(ctx: Ctx, texts: list[str], where: str) -> None:
             continue
         _raw(ctx, "php.encoded-payload", "high", round(min(0.85, best["conf"]), 3), best["source"],
              where if lit < 0 else "embedded script", best["snippet"],
-             f"carries {'encoded ' if lit < 0 else ''}PHP code ({best['rule']}: {best['source'] or 'no request source'})",
+             f"carries {'encoded ' if lit < 0 else ''}PHP code "
+             f"({best['rule']}: {best['source'] or 'no request source'})",
              family=best["family"])
 
 
