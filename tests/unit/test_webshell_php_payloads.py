@@ -92,7 +92,7 @@ def test_decode_rejects_what_is_not_encoded_code():
 
 def test_hostile_payloads_end_in_bounded_time():
     # a thousand distinct encoded constants that each decode to PHP: at most MAX_CANDIDATES are read
-    texts = ["$v%d = $_GET[%d]; echo system($v%d);" % (i, i, i) for i in range(1000)]
+    texts = [f"$v{i} = $_GET[{i}]; echo system($v{i});" for i in range(1000)]
     parts = ["'" + _b64(t) + "'" for t in texts]
     t = time.process_time()
     hs = _hits("<?php $a = array(" + ", ".join(parts) + ");")
