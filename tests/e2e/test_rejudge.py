@@ -36,7 +36,7 @@ class World:
         self.db = tmp_path / "advisories"
         self.src = tmp_path / "osv"
         self.src.mkdir()
-        policy = tmp_path / "policy.yaml"
+        policy = self.policy_path = tmp_path / "policy.yaml"
         policy.write_text(policy_text)
         self.events: list = []
         self.lock = threading.Lock()
@@ -103,6 +103,12 @@ def test_a_running_container_is_judged_again_after_db_import(containerd, image_b
         assert w.task_pid() == pid and os.path.exists(f"/proc/{pid}")
         assert not [e for e in w.events if isinstance(e, EnforcementEvent)]
         assert w.gate.stats()["rejudge_changed"] == 1
+        # a policy change is a trigger too: the advisory accepted by a whitelist of the image's digest
+        w.policy_path.write_text(POLICY + f"whitelist: {{digests: ['{w.image.manifest_digest}']}}\n")
+        assert w.policy.check()
+        again = wait_until(lambda: [v for v in w.verdicts() if v.trigger == "policy"] or None, timeout=30)
+        assert again and (again[0].verdict, again[0].previous) == ("allow", "block"), again
+        assert "whitelisted" in again[0].reason
     finally:
         w.stop()
 
