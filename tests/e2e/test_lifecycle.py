@@ -235,7 +235,8 @@ def test_the_agent_prints_and_stores_lifecycle_records(containerd, busybox_image
                        "sh", "-c", ALLOCATE_40M)
         (exited,) = agent.wait_for(lambda r: r["event.name"] == "container.exited" and r.get("container.id") == cid,
                                    timeout=30)
-        (oom,) = agent.wait_for(lambda r: r["event.name"] == "container.oom" and r.get("container.id") == cid)
+        # one container.oom per process the OOM killer took (the shell's pipeline can lose two); one alert per task
+        oom = agent.wait_for(lambda r: r["event.name"] == "container.oom" and r.get("container.id") == cid)[0]
         (alert,) = agent.wait_for(lambda r: r["event.name"] == "alert" and r.get("rule.id") == OOM_RULE
                                   and r.get("container.id") == cid)
         containerd.remove(cid)
