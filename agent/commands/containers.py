@@ -10,9 +10,14 @@ HELP = "list containerd's containers with the cgroup ids, images and pods the ag
 
 
 def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object per container per line")
+    add_listing_arguments(p)
+
+
+def add_listing_arguments(p) -> None:
+    """The flags of one listing of containerd (this command's and `nodewarden posture`'s)."""
     from agent.enrich.containerd_client import DEFAULT_SOCKET
 
-    p.add_argument("--json", action="store_true", help="one JSON object per container per line")
     p.add_argument(
         "--containerd-socket", metavar="PATH", default=DEFAULT_SOCKET, help=f"default {DEFAULT_SOCKET}"
     )
@@ -21,6 +26,21 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--proc-root", metavar="DIR", default="/proc", help="procfs of the host (default /proc)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per call (default 5)")
+
+
+def listing(args) -> list:
+    """The container table from one listing of containerd (ContainerdUnavailable when it cannot be asked)."""
+    from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
+
+    cfg = ContainerdConfig(
+        socket=args.containerd_socket,
+        namespaces=tuple(args.namespace or ()),
+        proc_root=args.proc_root,
+        rpc_timeout=args.timeout,
+    )
+    table = ContainerTable()
+    ContainerWatcher(cfg, table).sync_once()
+    return table.snapshot()
 
 
 def _row(info) -> dict:
@@ -49,22 +69,13 @@ def _text(infos) -> str:
 def main(args) -> int:
     import orjson
 
-    from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
     from agent.enrich.containerd_client import ContainerdUnavailable
 
-    cfg = ContainerdConfig(
-        socket=args.containerd_socket,
-        namespaces=tuple(args.namespace or ()),
-        proc_root=args.proc_root,
-        rpc_timeout=args.timeout,
-    )
-    table = ContainerTable()
     try:
-        ContainerWatcher(cfg, table).sync_once()
+        infos = listing(args)
     except ContainerdUnavailable as e:
         print(f"nodewarden: {e}", file=sys.stderr)
         return 1
-    infos = table.snapshot()
     if args.json:
         out = sys.stdout.buffer
         for info in infos:

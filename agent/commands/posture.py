@@ -14,16 +14,12 @@ HELP = "the node's posture: long-running containers, stale bases, image sprawl, 
 
 
 def add_arguments(p) -> None:
-    from agent.enrich.containerd_client import DEFAULT_SOCKET
+    from agent.commands.containers import add_listing_arguments
 
     p.add_argument("--json", action="store_true", help="the posture.report record as one JSON object")
-    p.add_argument("--containerd-socket", metavar="PATH", default=DEFAULT_SOCKET, help=f"default {DEFAULT_SOCKET}")
-    p.add_argument("--namespace", "-n", action="append", metavar="NS",
-                   help="only this containerd namespace (repeatable)")
-    p.add_argument("--proc-root", metavar="DIR", default="/proc", help="procfs of the host (default /proc)")
+    add_listing_arguments(p)
     p.add_argument("--max-age-days", type=float, default=30.0, metavar="DAYS",
                    help="report containers running longer than this (default 30)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per containerd call (default 5)")
 
 
 def _pod(c) -> str:
@@ -45,24 +41,21 @@ def text(report) -> str:
 def main(args) -> int:
     import orjson
 
+    from agent.commands.containers import listing
     from agent.config import PostureConfig
-    from agent.enrich.containerd import ContainerdConfig, ContainerTable, ContainerWatcher
     from agent.enrich.containerd_client import ContainerdClient, ContainerdUnavailable
     from agent.imagegate.posture import PostureAssessor
     from agent.outputs.record import flatten
 
-    cfg = ContainerdConfig(socket=args.containerd_socket, namespaces=tuple(args.namespace or ()),
-                           proc_root=args.proc_root, rpc_timeout=args.timeout)
-    table = ContainerTable()
     try:
-        ContainerWatcher(cfg, table).sync_once()
+        containers = listing(args)
     except ContainerdUnavailable as e:
         print(f"nodewarden: {e}", file=sys.stderr)
         return 2
     assessor = PostureAssessor(lambda: ContainerdClient(args.containerd_socket, timeout=args.timeout),
                                PostureConfig(max_age_days=args.max_age_days), proc_root=args.proc_root)
     try:
-        report = assessor.report(table.snapshot())
+        report = assessor.report(containers)
     finally:
         assessor.close()
     if args.json:
