@@ -78,6 +78,8 @@ def test_a_ref_not_in_containerd_is_pulled_from_its_registry(open_registry, tmp_
         r.stderr
     r = _scan(f"{open_registry.host}/team/bad:1", "--image-src", "disk")
     assert r.returncode == 2 and "--image-src" in r.stderr
+    r = _scan(f"docker://{open_registry.host}/team/bad:1", "--platform", "linux")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--platform 'linux'" in r.stderr, r.stderr
 
 
 def test_credentials_from_a_docker_config_or_flags(tmp_path, images):
