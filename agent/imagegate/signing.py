@@ -58,23 +58,22 @@ class SignatureGate:
         try:
             result = self._get_verifier().verify_image(image, [d for d in digests if d], rule)
         except RegistryError as e:
-            self._bump("errors")
-            action = rule.on_error or policy.error_action
-            act = {"allow": "none", "alert": "alert", "block": "block"}[action]
-            return _decided("signature:unverifiable", act, f"{where}.on_error {action}",
-                            f"the signature could not be checked: {e}")
+            return self._unverifiable(policy, rule, f"the signature could not be checked: {e}")
         except Exception as e:  # a bug in verification must not take the gate down: on_error, with the reason
-            self._bump("errors")
             log.exception("signature check of %s failed unexpectedly", image)
-            action = rule.on_error or policy.error_action
-            act = {"allow": "none", "alert": "alert", "block": "block"}[action]
-            return _decided("signature:unverifiable", act, f"{where}.on_error {action}",
-                            f"internal error: {e.__class__.__name__}")
+            return self._unverifiable(policy, rule, f"internal error: {e.__class__.__name__}")
         if result.verified:
             self._bump("verified")
             return _decided("signature:verified", "none", f"{where}: verified", result.line())
         self._bump("failed")
         return _decided(f"signature:{result.reason}", rule.action, f"{where}.action {rule.action}", result.line())
+
+    def _unverifiable(self, policy: ImagePolicy, rule: SignatureRule, detail: str) -> Decided:
+        """The entry's on_error (else the policy's on_error.action) when the registry could not be asked."""
+        self._bump("errors")
+        action = rule.on_error or policy.error_action
+        act = {"allow": "none", "alert": "alert", "block": "block"}[action]
+        return _decided("signature:unverifiable", act, f"signatures[{rule.index}].on_error {action}", detail)
 
     def _bump(self, key: str) -> None:
         with self._lock:
@@ -84,5 +83,3 @@ class SignatureGate:
 def _decided(rule: str, action: str, by: str, detail: str) -> Decided:
     return Decided(Finding("integrity", _SEVERITY[action], rule, detail=detail[:500]), action, by)
 
-
-__all__ = ["SignatureGate", "SignatureRule"]
