@@ -130,7 +130,8 @@ _NOT_SHELL = [
 class Source:
     repo: str  # owner/name
     kind: str  # "shell" or "benign"
-    under: str = ""  # shell collections: only this subtree is looked at
+    under: str | tuple = ""  # shell collections: only this subtree (or these subtrees) is looked at
+    strip_suffix: str = ""  # a data set that stores "NAME.php.txt": the name's real extension is inside
     web_java: tuple = ()  # benign: .java counts only under these prefixes
     langs: tuple = ("php", "jsp", "aspx")
 
@@ -196,7 +197,17 @@ SOURCES = [
     Source("mattjuffs/slickcms-classic-asp", "benign", langs=("asp", "aspx")),
     Source("briang123/classic-asp-photog-www-cms-2002", "benign", langs=("asp",)),
     Source("joaosigno/classic-asp-utilities", "benign", langs=("asp",)),
+    # Shell collections added 2026-12-03 (fourth session). Appended after every earlier source, so each
+    # earlier sample keeps its source, label and split; within them, collections before the data sets
+    # that gather them again.
+    Source("Zusyaku/PHP-Webshell", "shell"),
+    Source("vickybravo/webshells", "shell"),  # shells captured on compromised sites, by date
+    Source("fr4nk404/Webshell-Collections", "shell"),
+    Source("zhangchi991022/webshellDetection", "shell", under="black-list/"),  # white-list/ is framework code
+    Source("for-just-we/webshell_sample", "shell", under=("train/webshell/", "test/webshell/")),
 ]
+# SOURCES before this index made the first published corpus (2026-12-03, 12 collections and 37 projects).
+_FROZEN = 49
 
 
 @dataclass
@@ -222,8 +233,10 @@ def quote_path(raw: bytes) -> str:
     return urllib.parse.quote(raw, safe="/")
 
 
-def _ext(raw: bytes) -> str:
+def _ext(raw: bytes, strip_suffix: str = "") -> str:
     name = raw.rsplit(b"/", 1)[-1].decode("utf-8", "replace")
+    if strip_suffix and name.lower().endswith(strip_suffix):
+        name = name[: -len(strip_suffix)]
     return os.path.splitext(name)[1].lower()
 
 
@@ -268,12 +281,12 @@ class _Blobs:
 
 def _shell_entries(src: Source, gitdir: Path, commit: str):
     blobs = _Blobs(gitdir)
-    under = src.under.encode()
+    under = tuple(u.encode() for u in ((src.under,) if isinstance(src.under, str) else src.under) if u)
     for mode, typ, oid, raw in _tree(gitdir):
         if under and not raw.startswith(under):
             continue
         path = quote_path(raw)
-        ext = _ext(raw)
+        ext = _ext(raw, src.strip_suffix)
         lang = _LANG.get(ext, "")
         e = Entry("", "other", lang or "-", "-", src.repo, commit, path, ext=ext)
         if typ != "blob" or mode == "120000":
@@ -366,11 +379,20 @@ def _benign_entries(src: Source, gitdir: Path, commit: str):
 
 def _propagate_exclusions(entries: list[Entry]) -> None:
     """A file judged not a shell under one name is not a shell under another: the same bytes sit in
-    several collections, and only some of them keep it in a folder that says what it is."""
-    why = {e.sha: e.reason for e in entries if e.label == "other" and any(e.reason == r for _, r in _NOT_SHELL)}
+    several collections, and only some of them keep it in a folder that says what it is.
+    A source appended later (index >= _FROZEN) does not relabel a sample of an earlier source: a
+    published corpus only grows, every sample keeps its label and split."""
+    order = {src.repo: i for i, src in enumerate(SOURCES)}
+    why: dict[str, tuple[int, str]] = {}
+    for e in entries:
+        if e.label == "other" and any(e.reason == r for _, r in _NOT_SHELL):
+            i = order.get(e.repo, 0)
+            why[e.sha] = min(why.get(e.sha, (i, e.reason)), (i, e.reason))
     for e in entries:
         if e.label == "shell" and e.sha in why:
-            e.label, e.data, e.reason = "other", b"", why[e.sha]
+            i, reason = why[e.sha]
+            if i < _FROZEN or i <= order.get(e.repo, 0):
+                e.label, e.data, e.reason = "other", b"", reason
 
 
 def _drop_stale(corpus: Path, keep: set[Path]) -> None:
@@ -449,6 +471,7 @@ _HEADER = """\
 # scripts/build_webshell_corpus.py from the commits named here. Benign projects list only the files
 # taken (web code, at most 1500 a project, templates first then lowest sha256).
 # Shell collections list every file of the tree (JiaHeng-DLUT/Webshell-samples: samples/webshell/ only).
+# Also subtrees only: zhangchi991022/webshellDetection black-list/; for-just-we/webshell_sample */webshell/.
 """
 
 
