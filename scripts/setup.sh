@@ -50,3 +50,6 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # Protobuf/gRPC code is generated from proto/ into nwwire/gen/ (gitignored), never committed.
 .venv/bin/python -m nwwire.genproto
+# The compiled decoders of the hot record kinds (agent/sensors/native.py) into build/native/ (gitignored);
+# without them the agent runs the Python decoders, slower but the same events.
+.venv/bin/python -m agent.sensors.native_build >/dev/null || echo "setup: native decoders not built: the Python ones are used"

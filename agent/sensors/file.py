@@ -4,6 +4,7 @@ under a close prefix (a web root: issue 11) (probes/file.bpf.c)."""
 from __future__ import annotations
 
 from agent.events import FileEvent, Op
+from agent.sensors import native
 from agent.sensors.abi import F_CWD, FILE_EVENT, Probe
 from agent.sensors.common import PATH_MAX, BootClock, Sensor, check_size, header_args, text
 
@@ -33,9 +34,9 @@ SENSOR = Sensor(
     name="file",
     source="file.bpf.c",
     probe=Probe.FILE,
-    decoders={op: decode_file for op in (Op.FILE_OPEN, Op.FILE_UNLINK, Op.FILE_RENAME, Op.FILE_CHMOD,
-                                         Op.FILE_CHOWN, Op.FILE_SYMLINK, Op.FILE_LINK,
-                                         Op.FILE_CLOSE)},
+    # the compiled decoder when built (agent/sensors/native.py), decode_file being its reference
+    decoders=dict.fromkeys((Op.FILE_OPEN, Op.FILE_UNLINK, Op.FILE_RENAME, Op.FILE_CHMOD, Op.FILE_CHOWN,
+                             Op.FILE_SYMLINK, Op.FILE_LINK, Op.FILE_CLOSE), native.decoder("file", decode_file)),
     optional_tracepoints=tuple(("syscalls", name) for name in OPTIONAL),
     # a close mark follows dup2/dup3 (a shell's redirection); net.bpf.c holds those tracepoints' own names
     attach=(("syscalls", "sys_enter_dup2", "nw_file_dup2"), ("syscalls", "sys_enter_dup3", "nw_file_dup3")),

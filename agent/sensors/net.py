@@ -7,6 +7,7 @@ import socket
 import struct
 
 from agent.events import NetEvent, Op
+from agent.sensors import native
 from agent.sensors.abi import NET_EVENT, Probe
 from agent.sensors.common import ADDR_MAX, BootClock, Sensor, check_size, escape, header_args
 
@@ -79,7 +80,8 @@ SENSOR = Sensor(
     name="net",
     source="net.bpf.c",
     probe=Probe.NET,
-    decoders={op: decode_net for op in (Op.NET_CONNECT, Op.NET_ACCEPT, Op.NET_BIND, Op.NET_LISTEN, Op.NET_SOCKET,
-                                        Op.NET_DUP, Op.NET_SENDTO)},
+    # the compiled decoder when built (agent/sensors/native.py), decode_net being its reference
+    decoders=dict.fromkeys((Op.NET_CONNECT, Op.NET_ACCEPT, Op.NET_BIND, Op.NET_LISTEN, Op.NET_SOCKET, Op.NET_DUP,
+                             Op.NET_SENDTO), native.decoder("net", decode_net)),
     optional_tracepoints=(("syscalls", "accept"), ("syscalls", "dup2")),  # legacy calls arm64 lacks
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.events import ExecEvent, ExitEvent, ForkEvent, Op
-from agent.sensors import abi
+from agent.sensors import abi, native
 from agent.sensors.abi import EXEC_EVENT, EXIT_EVENT, FORK_EVENT, Probe, dev_to_user
 from agent.sensors.common import ARGS_MAX, PATH_MAX, BootClock, Sensor, check_size, escape, header_args, text
 
@@ -87,5 +87,7 @@ SENSOR = Sensor(
     name="process",
     source="process.bpf.c",
     probe=Probe.PROCESS,
-    decoders={Op.EXEC: decode_exec, Op.FORK: decode_fork, Op.EXIT: decode_exit},
+    # fork and exit: the compiled decoders when built (agent/sensors/native.py), these being their reference
+    decoders={Op.EXEC: decode_exec, Op.FORK: native.decoder("fork", decode_fork),
+              Op.EXIT: native.decoder("exit", decode_exit)},
 )

@@ -1,0 +1,113 @@
+"""The compiled decoders (agent/sensors/_native.c): built by `make setup` (scripts/setup.sh runs
+`python -m agent.sensors.native`), used when present and checked, else the Python decoders.
+
+The Python decoders in file.py, net.py and process.py are the reference: the compiled ones make the
+same events (tests/unit/test_native_decode.py). Before this module hands them out it compares every
+offset and size the C file was compiled with against agent/sensors/abi.py (the mirror of
+probes/events.h that tests/unit/test_abi.py checks against gcc), so a layout changed on one side
+only falls back to the Python decoders with one warning instead of decoding garbage.
+`NODEWARDEN_NATIVE=0` turns them off (to compare, or to rule them out). `STATUS` says which are in use
+and why (the pipeline logs it at start). `python -m agent.sensors.native_build` builds the object.
+
+The shared object goes under build/native/ (gitignored, like every build output), named with
+this interpreter's extension suffix, so a venv of another Python version never loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import importlib.util
+import os
+import subprocess
+import sysconfig
+
+from agent.events import EVENT_NAMES, ExitEvent, FileEvent, ForkEvent, NetEvent, Op
+from agent.sensors import abi
+from agent.sensors.common import DecodeError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native.c")
+NAME = "_nwnative"
+OUT_DIR = os.path.join(ROOT, "build", "native")
+
+
+def path() -> str:
+    return os.path.join(OUT_DIR, NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+
+
+def build(cc: str = "gcc") -> str:
+    """Compile _native.c for this interpreter; returns the shared object's path. Raises
+    RuntimeError (one line: the compiler's first error) when it does not compile."""
+    os.makedirs(OUT_DIR, exist_ok=True)
+    out = path()
+    tmp = f"{out}.{os.getpid()}.tmp"
+    cmd = [cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-fno-strict-aliasing",
+           f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise RuntimeError(f"cannot run {cc}: {e.strerror}") from None
+    if done.returncode != 0:
+        first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr.strip()[:300])
+        raise RuntimeError(f"{os.path.basename(SOURCE)} does not compile: {first}")
+    os.replace(tmp, out)  # a running agent keeps the object it mapped; the next start takes the new one
+    return out
+
+
+def _expected() -> dict:
+    """What _native.c must have been compiled with, from abi.py."""
+    h, f, n = abi.EVENT_HEADER, abi.FILE_EVENT, abi.NET_EVENT
+    return {
+        "header": h.size,
+        "event_header": {k: h.offsets[k] for k in ("pid", "tid", "ppid", "uid", "gid", "ts_ns", "cgroup_id",
+                                                     "mntns", "comm")},
+        "file_event": {"size": f.size, **{k: f.offsets[k] for k in (
+            "ret", "dirfd", "flags", "mode", "owner_uid", "owner_gid", "fd", "path_len", "path2_len", "path",
+            "path2")}},
+        "net_event": {"size": n.size, **{k: n.offsets[k] for k in (
+            "ret", "fd", "sock_type", "addr_len", "backlog", "addr", "fd2", "protocol")}},
+        "fork_event": {"size": abi.FORK_EVENT.size, "child_pid": abi.FORK_EVENT.offsets["child_pid"]},
+        "exit_event": {"size": abi.EXIT_EVENT.size, "exit_code": abi.EXIT_EVENT.offsets["exit_code"]},
+        "comm_len": abi.COMM_LEN, "path_max": abi.PATH_MAX, "addr_max": abi.ADDR_MAX,
+        "f_truncated": abi.F_TRUNCATED, "f_cwd": abi.F_CWD, "op_net_socket": int(Op.NET_SOCKET),
+    }
+
+
+def _load():
+    global STATUS
+    if os.environ.get("NODEWARDEN_NATIVE", "1") == "0":
+        STATUS = "python (NODEWARDEN_NATIVE=0)"
+        return None
+    so = path()
+    if not os.path.exists(so):
+        STATUS = f"python ({so} not built: make setup)"
+        return None
+    if os.path.getmtime(so) < os.path.getmtime(SOURCE):
+        STATUS = f"python ({so} is older than {os.path.basename(SOURCE)}: make setup)"
+        return None
+    try:
+        loader = importlib.machinery.ExtensionFileLoader(NAME, so)
+        spec = importlib.util.spec_from_file_location(NAME, so, loader=loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+    except ImportError as e:
+        STATUS = f"python (cannot load {so}: {e})"
+        return None
+    if mod.layout() != _expected():
+        STATUS = f"python ({so} was built for other record layouts than agent/sensors/abi.py: make setup)"
+        return None
+    classes = {kind: (cls, tuple(f.name for f in dataclasses.fields(cls)))
+               for kind, cls in (("file", FileEvent), ("net", NetEvent), ("fork", ForkEvent), ("exit", ExitEvent))}
+    mod.configure({int(op): op for op in EVENT_NAMES}, classes, DecodeError)
+    STATUS = "compiled (file, net, fork, exit)"
+    return mod
+
+
+STATUS = ""
+MODULE = _load()
+
+
+def decoder(kind: str, reference):
+    """The compiled decoder of a kind ("file", "net", "fork", "exit") when loaded, else `reference`."""
+    return getattr(MODULE, f"decode_{kind}") if MODULE is not None else reference
