@@ -1,24 +1,28 @@
 """Loads the enabled probe families as one bcc program and exposes its maps.
 
-One compile for all families (probes/common.h explains why they share one ring buffer).
+One compile for all families (probes/common.h explains why they share one ring buffer), done by a
+short-lived child (agent/sensors/childload.py) so that bcc and LLVM never stay in the agent's memory;
+the maps come back as fds, used through agent/sensors/bpfmap.py.
 Everything that changes a probe goes in as -D flags after validation: BTF offsets, the ring
 buffer size, which optional syscalls exist. Filters live in maps and change at run time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 
 from agent.config import ProbeConfig
-from agent.kernel import headers
-from agent.kernel.btf import BTF
-from agent.kernel.offsets import cflags as offset_cflags
-from agent.kernel.offsets import kernel_offsets, optional_offsets
-from agent.sensors import REGISTRY
+from agent.sensors import REGISTRY, childload
+from agent.sensors.bpfmap import BpfMap, LayoutError
 from agent.sensors.abi import WATCH_READ, WATCH_WRITE, Cfg
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
+
+
+_PERF_EVENT_IOC_DISABLE = 0x2401  # _IO('$', 1), include/uapi/linux/perf_event.h
 
 
 class LoadError(Exception):
@@ -78,7 +82,9 @@ class ProbeSet:
         self.cfg = cfg
         self.sensors: list[Sensor] = [REGISTRY[f] for f in cfg.families]
         self.decoders = {op: dec for s in self.sensors for op, dec in s.decoders.items()}
-        self._bpf = None
+        self._maps: dict[bytes, BpfMap] = {}  # name -> map, from the loader child
+        self._progs: list[int] = []  # program fds (the attachments hold them too; closed at stop)
+        self._links: list[tuple[str, int]] = []  # ("perf_event" | "bpf_link", fd): closing one detaches
         self._prefixes: set[bytes] = set()
         self._watched: dict[bytes, int] = {}  # prefix -> WATCH_READ | WATCH_WRITE, as in the trie
         self._watch_writes: tuple[str, ...] = tuple(cfg.watch_writes)
@@ -88,99 +94,94 @@ class ProbeSet:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def _program(self) -> str:
-        # common.h and the family files are pasted in, not #included: bcc rewrites map calls
-        # (map.lookup(), ringbuf_reserve()) and makes TRACEPOINT_PROBE argument structs only in
-        # the main file. #line keeps the compiler's messages pointing at the real file.
-        parts = []
-        for source in ["common.h"] + [s.source for s in self.sensors]:
-            path = os.path.join(self.cfg.probes_dir, source)
-            with open(path) as f:
-                parts.append(f'#line 1 "{path}"\n{f.read()}\n')
-        return "".join(parts)
-
-    def _cflags(self, tracefs: str) -> list[str]:
-        try:
-            btf = BTF.load()
-            offsets = kernel_offsets(btf) | optional_offsets(btf)
-        except Exception as e:
-            raise LoadError(f"kernel BTF: {e}") from None
-        flags = [f"-I{self.cfg.probes_dir}", f"-DNW_RINGBUF_PAGES={self.cfg.ringbuf_pages}"]
-        flags.append(f"-DNW_AGENT_TGID={os.getpid()}")  # its own loads, before ignore_tgid exists (system.bpf.c)
-        flags += offset_cflags(offsets)
-        for s in self.sensors:
-            for cat, name in s.optional_tracepoints:
-                if headers.tracepoint_exists(tracefs, cat, f"sys_enter_{name}") and headers.tracepoint_exists(
-                    tracefs, cat, f"sys_exit_{name}"
-                ):
-                    flags.append(f"-DNW_HAVE_{name}")
-                else:
-                    self.tracepoints_missing.append(f"{cat}:{name}")
-        return flags
-
     def start(self) -> None:
+        """Compile, load and attach in a short-lived child (agent/sensors/childload.py: bcc and LLVM never
+        enter this process), take over its maps and attachments, then set the filters."""
+        request = {"mode": "probes", "families": list(self.cfg.families), "probes_dir": self.cfg.probes_dir,
+                   "ringbuf_pages": self.cfg.ringbuf_pages, "cache_dir": self.cfg.cache_dir,
+                   "agent_tgid": os.getpid()}
         try:
-            tracefs = headers.ensure_tracefs()
-            src = headers.kernel_source(self.cfg.cache_dir)
-        except headers.HeadersError as e:
+            reply, fds = childload.run(request)
+        except childload.ChildError as e:
             raise LoadError(str(e)) from None
-        if src:
-            os.environ["BCC_KERNEL_SOURCE"] = src
-        flags = self._cflags(tracefs)
         try:
-            from bcc import BPF
-        except ImportError:
-            raise LoadError("the bcc Python module is missing (apt-get install python3-bpfcc)") from None
-        try:
-            self._bpf = BPF(text=self._program().encode(), cflags=flags)
-        except Exception as e:  # bcc raises bare Exception with the compiler's or verifier's text
-            raise LoadError(f"loading probes failed: {str(e).strip().splitlines()[-1:]}") from None
-        self._attach_by_name(tracefs)
-        self.set_target_tgid(self.cfg.target_tgid)
+            self._adopt(reply, fds)
+        except (LayoutError, KeyError, TypeError, ValueError) as e:
+            self._close_all()
+            raise LoadError(f"the probe loader's manifest: {e}") from None
+        self.tracepoints_missing = list(reply.get("missing", ()))
+        # The child put itself in ignore_tgid before the first attach; it is gone now, and its pid may be reused.
+        child = int(reply.get("child_tgid", 0))
+        if child and child not in {os.getpid(), *self.cfg.ignore_tgids}:
+            self.ignore_tgid(child, ignore=False)
         self.set_file_readonly(self.cfg.file_readonly)
         self.set_ignored_prefixes(self.cfg.ignore_prefixes)
         if "file" in self.cfg.families:
             self.set_watched_reads(self.cfg.watch_reads)
         for tgid in {os.getpid(), *self.cfg.ignore_tgids}:
             self.ignore_tgid(tgid)
+        # Last: the child attached with a target no process has, so events flow only with every filter set.
+        self.set_target_tgid(self.cfg.target_tgid)
 
-    def _attach_by_name(self, tracefs: str) -> None:
-        for s in self.sensors:
-            for cat, event, fn in s.attach:
-                if not headers.tracepoint_exists(tracefs, cat, event):
-                    self.tracepoints_missing.append(f"{cat}:{event}")
-                    continue
-                try:
-                    self._bpf.attach_tracepoint(tp=f"{cat}:{event}".encode(), fn_name=fn.encode())
-                except Exception as e:  # bcc: bare Exception with the verifier's or perf's text
-                    raise LoadError(f"attaching {fn} to {cat}:{event} failed: {str(e).strip()[-300:]}") from None
+    def _adopt(self, reply: dict, fds: list[int]) -> None:
+        """The fds in the manifest's order: maps, then programs, then attachments."""
+        it = iter(fds)
+        for m in reply["maps"]:
+            fd = next(it)
+            try:
+                bm = BpfMap(fd, m["name"], m["type"], m["key_size"], m["value_size"], m["max_entries"],
+                            m["key"], m["leaf"])
+            except BaseException:
+                os.close(fd)
+                raise
+            self._maps[m["name"].encode()] = bm
+        self._progs = [next(it) for _ in reply["progs"]]
+        self._links = [(kind, next(it)) for kind in reply["links"]]
+
+    def _detach(self) -> None:
+        for kind, fd in self._links:
+            if kind == "perf_event":
+                # As bcc's bpf_close_perf_event_fd: disable first, so the probe stops now even if
+                # another process still holds the event.
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(fd, _PERF_EVENT_IOC_DISABLE, 0)
+            os.close(fd)
+        self._links = []
+
+    def _close_all(self) -> None:
+        self._detach()
+        for fd in self._progs:
+            os.close(fd)
+        self._progs = []
+        for m in self._maps.values():
+            m.close()
+        self._maps = {}
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self._maps)
 
     def reader(self) -> RingReader:
-        table = self._bpf[b"events"]
-        return RingReader(table.map_fd, self.cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
+        return RingReader(self.table(b"events").map_fd, self.cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"))
 
     def stop(self) -> None:
         """Detach every probe, then read the final drop counts, then free the maps."""
-        b = self._bpf
-        if b is None:
+        if not self._maps:
             return
-        for tp in list(b.tracepoint_fds):
-            b.detach_tracepoint(tp)
-        for tp in list(b.raw_tracepoint_fds):
-            b.detach_raw_tracepoint(tp)
+        self._detach()
         self._final_drops = self.kernel_drops()
-        b.cleanup()
-        self._bpf = None
+        self._close_all()
 
     # -- filters, changed at run time --------------------------------------------------------
 
     def set_cfg(self, slot: int, value: int) -> None:
         """Set one slot of the nw_config map (enum nw_cfg)."""
-        self._bpf[b"nw_config"][ctypes.c_int(slot)] = ctypes.c_uint64(value)
+        self.table(b"nw_config")[ctypes.c_int(slot)] = ctypes.c_uint64(value)
 
-    def table(self, name: bytes):
-        """A map of the loaded program, for the stages that keep their own (agent/enforce)."""
-        return self._bpf[name]
+    def table(self, name: bytes) -> BpfMap:
+        """A map of the loaded program, for the stages that keep their own (agent/enforce); KeyError
+        when the program has none of that name or is not loaded."""
+        return self._maps[name]
 
     def set_target_tgid(self, tgid: int) -> None:
         self.set_cfg(CFG_TARGET_TGID, tgid)
@@ -189,7 +190,7 @@ class ProbeSet:
         self.set_cfg(CFG_FILE_READONLY, int(on))
 
     def ignore_tgid(self, tgid: int, ignore: bool = True) -> None:
-        table = self._bpf[b"ignore_tgid"]
+        table = self.table(b"ignore_tgid")
         key = ctypes.c_uint32(tgid)
         if ignore:
             table[key] = ctypes.c_uint8(1)
@@ -199,7 +200,7 @@ class ProbeSet:
     def set_ignored_prefixes(self, prefixes) -> None:
         """Replace the ignored path prefixes; paths under them are dropped in the kernel."""
         wanted = {_check_prefix(p) for p in prefixes}
-        table = self._bpf[b"ignore_prefix"]
+        table = self.table(b"ignore_prefix")
         for raw in self._prefixes - wanted:
             del table[self._prefix_key(table, raw)]
         for raw in wanted - self._prefixes:
@@ -219,7 +220,7 @@ class ProbeSet:
         reads, write_set = reads | devices, write_set | devices
         wanted = {raw: (WATCH_READ if raw in reads else 0) | (WATCH_WRITE if raw in write_set else 0)
                   for raw in reads | write_set}
-        table = self._bpf[b"watch_prefix"]
+        table = self.table(b"watch_prefix")
         for raw in self._watched.keys() - wanted.keys():
             del table[self._prefix_key(table, raw)]
         for raw, how in wanted.items():
@@ -227,7 +228,7 @@ class ProbeSet:
                 table[self._prefix_key(table, raw)] = ctypes.c_uint8(how)
         self._watched = wanted
         # The read-only pre-filter needs the heads of read-watched prefixes only: a write is never pre-filtered.
-        heads = self._bpf[b"watch_head"]
+        heads = self.table(b"watch_head")
         heads.clear()
         for raw in reads:
             if len(raw) >= 8:
@@ -241,9 +242,9 @@ class ProbeSet:
         """Replace the close prefixes (probes/file.bpf.c): a file opened for writing below one sends a
         file.close when that fd is closed. Absolute path prefixes ("/var/www/"); LoadError on a bad one."""
         wanted, _ = _watch_entries(prefixes, "webshell.web_roots", patterns=False)
-        if "file" not in self.cfg.families or self._bpf is None:
+        if "file" not in self.cfg.families or not self._maps:
             return
-        table = self._bpf[b"close_prefix"]
+        table = self.table(b"close_prefix")
         for raw in self._close_prefixes - wanted:
             del table[self._prefix_key(table, raw)]
         for raw in wanted - self._close_prefixes:
@@ -265,13 +266,13 @@ class ProbeSet:
         but each one not sent is counted, as folded alerts are. Not "net.sendto_folded": the pipeline
         reports it as kernel.<name> beside kernel.net (the net family's ring-buffer drops), and a stage
         that is both a count and a parent cannot be mapped by Elasticsearch (issue 15)."""
-        if self._bpf is None or "net" not in self.cfg.families:
+        if not self._maps or "net" not in self.cfg.families:
             return {}
-        return {"net_sendto_folded": int(self._bpf[b"sendto_folded"].sum(ctypes.c_int(0)).value)}
+        return {"net_sendto_folded": int(self.table(b"sendto_folded").sum(ctypes.c_int(0)).value)}
 
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reservations so far, per family (summed over CPUs)."""
-        if self._bpf is None:
+        if not self._maps:
             return dict(self._final_drops)
-        table = self._bpf[b"drops"]
+        table = self.table(b"drops")
         return {s.name: int(table.sum(ctypes.c_int(s.probe)).value) for s in self.sensors}
