@@ -41,6 +41,7 @@ from agent.ledger import Ledger
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
 from agent.ratelog import RateLog
+from agent.sensors import native
 from agent.sensors.abi import Action
 from agent.sensors.common import BootClock, DecodeError
 from agent.sensors.loader import ProbeSet
@@ -111,6 +112,7 @@ class Pipeline:
         if self.ledger is not None:
             self.drops["crash"] += self.ledger.open()  # what a killed previous run lost: the first report
         self.table.seed()
+        log.info("decoders: %s", native.STATUS)  # compiled (make setup) or the Python reference
         self.probes.start()
         if before_ready is not None:
             before_ready()
@@ -275,9 +277,18 @@ class Pipeline:
         self._settled(len(done))
 
     def _process(self, batch: list[bytes]) -> None:
-        decoders, clock, enrich, hold = self.probes.decoders, self.clock, self.enricher.enrich, self.hold
+        """One batch, on the worker: decode, enrich, hold, records, then the detector over the batch and
+        one delivery. Hot (issue 17): what is the same for every event of the batch is looked up once
+        here, the common event's record is made inline (_records does the same for released and early
+        events, and the rare rest: a kernel rule's exec)."""
+        decoders, clock, hold = self.probes.decoders, self.clock, self.hold
+        enrich, memo = self.enricher.enrich_in_batch, {}  # the batch's memo of process and container context
         show_fork = self.cfg.output.show_fork
         resolver = self.enricher.containers
+        from_enriched = record.from_enriched
+        judge_all = self.detector.enabled
+        judge_boxed = self.profiles is not None
+        webshell, devguard = self._webshell, self._devguard
         records: list[dict] = []
         judge: list = []  # (event, where its record is): judged after the batch's records are made
         settled = len(batch)
@@ -296,24 +307,36 @@ class Pipeline:
             if isinstance(ev, CgroupEvent):
                 if resolver is not None:
                     resolver.note_cgroup(ev)
+                memo.clear()  # the resolver may attribute that cgroup's events differently now
                 continue
-            en = enrich(ev)
-            if isinstance(ev, ForkEvent) and not show_fork:
+            en = enrich(ev, memo)
+            if not show_fork and isinstance(ev, ForkEvent):
                 continue
-            if hold is not None and hold.wants(en):
+            if hold is not None and en.container is None and hold.wants(en):
                 settled -= 1  # counted when the hold lets it go
                 for early in hold.hold(en):
                     settled += 1
                     self._records(early, records, judge)
                 continue
-            self._records(en, records, judge)
+            if isinstance(ev, ExecEvent):
+                self._records(en, records, judge)
+                continue
+            # _records, inline for the common event (no kernel rule action: not an exec)
+            records.append(from_enriched(en))
+            if judge_all or (judge_boxed and en.container is not None):
+                judge.append((en, len(records)))
+            if webshell is not None:  # files written under web roots: filed here, scanned on its thread
+                webshell(en)
+            if devguard is not None and type(ev) is FileEvent:
+                devguard(en)
         self._judge(records, judge)
         self._deliver(records)
         self._settled(settled)  # after the outputs have them: a kill before this counts them as lost
 
     def _records(self, en: Enriched, out: list[dict], judge: list) -> None:
         """The record of an event, and an enforcement.block record when the kernel killed it; the
-        event goes on `judge` for the detector, which _judge runs once the whole batch is made."""
+        event goes on `judge` for the detector, which _judge runs once the whole batch is made.
+        (_process makes the common event's record inline, the same way: keep the two alike.)"""
         rec = record.from_enriched(en)
         out.append(rec)
         if self.detector.enabled or (self.profiles is not None and en.container is not None):

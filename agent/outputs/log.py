@@ -14,7 +14,9 @@ class JsonLog:
         self._lock = threading.Lock()
 
     def emit(self, records: list[dict]) -> None:
-        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        # one write per batch; orjson appends the newline itself (no second bytes object per record)
+        dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        data = b"".join([dumps(r, option=nl) for r in records])
         with self._lock:
             self._out.write(data)
             self._out.flush()

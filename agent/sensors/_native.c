@@ -75,9 +75,9 @@ typedef struct {
     Py_ssize_t offsets[MAX_FIELDS];
 } Kind;
 
-enum { K_FILE, K_NET, K_FORK, K_EXIT, K_COUNT };
-static const char *KIND_NAMES[K_COUNT] = {"file", "net", "fork", "exit"};
-static const Py_ssize_t KIND_FIELDS[K_COUNT] = {21, 20, 12, 13};
+enum { K_FILE, K_NET, K_FORK, K_EXIT, K_ENRICHED, K_COUNT };
+static const char *KIND_NAMES[K_COUNT] = {"file", "net", "fork", "exit", "enriched"};
+static const Py_ssize_t KIND_FIELDS[K_COUNT] = {21, 20, 12, 13, 6};
 
 static Kind kinds[K_COUNT];
 static PyObject *ops[256];          /* op byte -> agent.events.Op member (new references) */
@@ -401,8 +401,25 @@ done:
     return out;
 }
 
+/* enriched(event, process, parent, container, ancestors, path_resolved): agent.events.Enriched,
+ * made as decode makes events (its dataclass __init__ costs ~0.45 us; this ~0.05 us) */
+static PyObject *enriched(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!configured)
+        return need_config();
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "enriched() takes the 6 fields of Enriched");
+        return NULL;
+    }
+    PyObject *v[MAX_FIELDS];
+    for (Py_ssize_t i = 0; i < 6; i++) {
+        Py_INCREF(args[i]);
+        v[i] = args[i];
+    }
+    return make(&kinds[K_ENRICHED], v);
+}
+
 /* configure(ops, classes, decode_error): ops maps every op byte to its Op member; classes maps
- * "file"/"net"/"fork"/"exit" to (dataclass, field names in __init__ order). */
+ * "file"/"net"/"fork"/"exit"/"enriched" to (dataclass, field names in __init__ order). */
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *op_map, *classes, *err;
     if (!PyArg_ParseTuple(args, "O!O!O", &PyDict_Type, &op_map, &PyDict_Type, &classes, &err))
@@ -483,6 +500,7 @@ static PyMethodDef methods[] = {
     {"decode_net", (PyCFunction)(void (*)(void))decode_net, METH_FASTCALL, "net_event -> NetEvent"},
     {"decode_fork", (PyCFunction)(void (*)(void))decode_fork, METH_FASTCALL, "fork_event -> ForkEvent"},
     {"decode_exit", (PyCFunction)(void (*)(void))decode_exit, METH_FASTCALL, "exit_event -> ExitEvent"},
+    {"enriched", (PyCFunction)(void (*)(void))enriched, METH_FASTCALL, "the 6 fields -> Enriched"},
     {"configure", configure, METH_VARARGS, "configure(ops, classes, DecodeError)"},
     {"layout", layout, METH_NOARGS, "the offsets and sizes this module was compiled with"},
     {NULL, NULL, 0, NULL},

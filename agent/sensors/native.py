@@ -22,7 +22,7 @@ import os
 import subprocess
 import sysconfig
 
-from agent.events import EVENT_NAMES, ExitEvent, FileEvent, ForkEvent, NetEvent, Op
+from agent.events import EVENT_NAMES, Enriched, ExitEvent, FileEvent, ForkEvent, NetEvent, Op
 from agent.sensors import abi
 from agent.sensors.common import DecodeError
 
@@ -98,9 +98,10 @@ def _load():
         STATUS = f"python ({so} was built for other record layouts than agent/sensors/abi.py: make setup)"
         return None
     classes = {kind: (cls, tuple(f.name for f in dataclasses.fields(cls)))
-               for kind, cls in (("file", FileEvent), ("net", NetEvent), ("fork", ForkEvent), ("exit", ExitEvent))}
+               for kind, cls in (("file", FileEvent), ("net", NetEvent), ("fork", ForkEvent), ("exit", ExitEvent),
+                                 ("enriched", Enriched))}
     mod.configure({int(op): op for op in EVENT_NAMES}, classes, DecodeError)
-    STATUS = "compiled (file, net, fork, exit)"
+    STATUS = "compiled (file, net, fork, exit; Enriched)"
     return mod
 
 
@@ -111,3 +112,9 @@ MODULE = _load()
 def decoder(kind: str, reference):
     """The compiled decoder of a kind ("file", "net", "fork", "exit") when loaded, else `reference`."""
     return getattr(MODULE, f"decode_{kind}") if MODULE is not None else reference
+
+
+def enriched_maker():
+    """A callable of Enriched's six fields that makes it: the compiled one when loaded (agent/enrich uses
+    it per event), else the dataclass itself."""
+    return MODULE.enriched if MODULE is not None else Enriched

@@ -1,0 +1,116 @@
+"""The flattener with cached fragments (agent/outputs/record.py from_enriched) and the batch enricher
+(Enricher.enrich_in_batch) against their plain references: the same keys, in the same order, with
+the same values, on bench/pipeline.py's replay mix and across the changes that must not reuse a
+fragment (an exec replacing a process's ProcInfo, a new ancestry tuple, a container's info changing)."""
+
+from __future__ import annotations
+
+import os
+
+from agent.enrich.enricher import Enricher
+from agent.enrich.proctable import ProcessTable
+from agent.events import ContainerInfo, Enriched, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent, ProcInfo
+from agent.outputs import record
+from agent.sensors import REGISTRY
+from agent.sensors.common import BootClock
+from tests.unit.detect_events import file_rec
+
+_DECODERS = {op: d for s in REGISTRY.values() for op, d in s.decoders.items()}
+
+
+def plain(en: Enriched) -> dict:
+    """The flattener as it was before fragments (issue 17): every key made per event. The reference."""
+    ev = en.event
+    rec = {"event.name": ev.name, "timestamp": record.rfc3339(ev.ts_ns), "event.severity": "info",
+           "process.pid": ev.pid, "process.thread.id": ev.tid, "process.parent_pid": ev.ppid,
+           "process.name": ev.comm, "user.id": ev.uid, "group.id": ev.gid, "cgroup.id": ev.cgroup_id,
+           "process.mount_ns": ev.mntns}
+    p = en.process
+    if p is not None:
+        rec["process.executable.path"] = p.exe
+        rec["process.command_line"] = " ".join(p.argv)
+        if p.start_ns:
+            rec["process.start_time"] = record.rfc3339(p.start_ns)
+    if en.parent is not None:
+        rec["process.parent.executable.path"] = en.parent.exe
+        rec["process.parent.command_line"] = " ".join(en.parent.argv)
+    if en.ancestors:
+        rec["process.ancestors.name"] = [a.comm for a in en.ancestors]
+        rec["process.ancestors.executable.path"] = [a.exe for a in en.ancestors]
+    if en.path_resolved:
+        rec["file.resolved_path"] = en.path_resolved
+    if ev.truncated:
+        rec["event.truncated"] = True
+    record._add_kind(rec, ev)  # the kind's keys (the same functions, reached by isinstance)
+    c = en.container
+    if c is not None:
+        rec["container.id"] = c.id
+        for key, val in (("container.name", c.name), ("container.image.name", c.image),
+                         ("container.image.digest", c.image_digest), ("container.runtime", c.runtime),
+                         ("k8s.pod.name", c.pod_name), ("k8s.namespace.name", c.pod_namespace)):
+            if val:
+                rec[key] = val
+    return rec
+
+
+def _mix_events(containers):
+    from bench.pipeline import _prologue, _round
+    from tests.unit.replay_records import PID
+
+    clock = BootClock()
+    table = ProcessTable(ancestry_max=8)
+    enricher = Enricher(table, containers)
+    recs = _prologue(PID + 1000) + _round(PID + 1000) * 3
+    return enricher, [_DECODERS[r[0]](r, clock) for r in recs]
+
+
+def _same(a: dict, b: dict) -> None:
+    assert list(a.items()) == list(b.items())
+
+
+def test_mix_flattens_as_the_plain_flattener():
+    from bench.pipeline import _containers
+
+    enricher, evs = _mix_events(_containers())
+    kinds = set()
+    for ev in evs:
+        en = enricher.enrich(ev)
+        kinds.add(type(ev))
+        _same(record.from_enriched(en), plain(en))
+    assert {ExecEvent, ForkEvent, ExitEvent, FileEvent, NetEvent} <= kinds
+
+
+def test_batch_enricher_gives_what_enrich_gives():
+    from bench.pipeline import _containers
+
+    resolver = _containers()
+    a, evs = _mix_events(resolver)
+    b, _ = _mix_events(resolver)
+    memo: dict = {}
+    for i, ev in enumerate(evs):
+        if i % 50 == 0:
+            memo = {}  # a new batch
+        assert b.enrich_in_batch(ev, memo) == a.enrich(ev)
+
+
+def test_a_fragment_is_not_reused_across_changes():
+    ev = _DECODERS[10](file_rec(10, "/tmp/x", flags=os.O_WRONLY, ret=3), BootClock())
+    p1 = ProcInfo(5, 1, "/bin/sh", ("sh",), 0, 10**18, "sh")
+    p2 = ProcInfo(5, 1, "/usr/bin/python3", ("python3", "-c", "x"), 0, 10**18, "python3")
+    parent = ProcInfo(1, 0, "/sbin/init", ("init",), 0, 0, "init")
+    c1 = ContainerInfo("c" * 64, image="a:1", pod_name="web-0", pod_namespace="shop")
+    c2 = ContainerInfo("c" * 64, image="a:2", name="web", pod_name="web-0", pod_namespace="shop")
+    for en in (Enriched(ev, p1, parent, c1, (parent,)), Enriched(ev, p2, parent, c1, (parent,)),
+               Enriched(ev, p2, parent, c2, (parent, p1)), Enriched(ev, p2, None, None, ()),
+               Enriched(ev, None, parent, c2, ()), Enriched(ev, None, None, None, (), "/abs")):
+        _same(record.from_enriched(en), plain(en))
+        _same(record.from_enriched(en), plain(en))  # the second time from the cache
+
+
+def test_records_do_not_share_their_lists():
+    ev = _DECODERS[10](file_rec(10, "/tmp/x"), BootClock())
+    parent = ProcInfo(1, 0, "/sbin/init", ("init",), 0, 0, "init")
+    en = Enriched(ev, parent, parent, None, (parent,))
+    a, b = record.from_enriched(en), record.from_enriched(en)
+    a["process.ancestors.name"].append("x")
+    assert b["process.ancestors.name"] == ["init"]
