@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from agent.imagegate.webshell import asp_shapes, asp_vb, asp_vbe, jsp_flow, jsp_lex
+from agent.imagegate.webshell import asp_shapes, asp_vb, asp_vbe, jsp_flow, jsp_lex, relay
 from agent.imagegate.webshell.common import Hit, clip
 from agent.vocab import Severity
 
@@ -62,6 +62,8 @@ VB_SINKS = [
     _S(re.compile(r"(?<![.\w])shell\(|\binteraction\.shell\b", _I), "Shell()", "exec", rest=True),
     _S(re.compile(r"\.(?:addscript|addcommand)\b", _I), "PowerShell", "exec", rest=True, needs=_PS),
     _S(re.compile(r"\.invokemethod\b", _I), "WMI Win32_Process", "exec", rest=True, needs=_WMI),
+    # GetObject("winmgmts:...Win32_Process").Create cmd: WMI starts the process (no WScript.Shell needed)
+    _S(re.compile(r"\.create\b", _I), "WMI Win32_Process.Create", "exec", rest=True, needs=_WMI),
     _S(re.compile(r"\b(?:assembly|(?:current)?domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
     # GetObject("script:<url>"): a Windows Script Component fetched and run (a remote scriptlet)
     _S(re.compile(r"\bgetobject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
@@ -99,6 +101,7 @@ C_SINKS = [
     _S(re.compile(r"\bInteraction\.Shell\("), "Shell()", "exec"),
     _S(re.compile(r"\.(?:AddScript|AddCommand)\("), "PowerShell", "exec", needs=_PS),
     _S(re.compile(r"\.InvokeMethod\("), "WMI Win32_Process", "exec", needs=_WMI),
+    _S(re.compile(r"\.Create\(", _I), "WMI Win32_Process.Create", "exec", needs=_WMI),
     # Process.Start reached by reflection: Type.GetType("System.Diagnostics.Process").GetMethod("Start")
     _S(re.compile(r"\.Invoke\("), "Process.Start (reflective)", "exec",
        needs=re.compile(r'"System\.Diagnostics\.Process"')),
@@ -389,6 +392,7 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
     asp_shapes.self_write(prog, flows, found, lang)
     asp_shapes.plants_page(prog, flows, found, lang)
     asp_shapes.known_tools(prog, found, lang)
+    relay.remote_relay(text, found, lang, lang)
     if depth < 2:
         _xslt_scripts(prog, found, lang, extra, depth)
     for h in jsp_flow.embedded_hits(prog.toks, prog.budget, depth, lang):

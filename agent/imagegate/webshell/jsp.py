@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 
-from agent.imagegate.webshell import jsp_flow, jsp_lex
+from agent.imagegate.webshell import jsp_flow, jsp_lex, relay
 from agent.imagegate.webshell.common import Hit, clip
 from agent.vocab import Severity
 
@@ -65,6 +65,11 @@ SINKS = [
     _S(re.compile(r"\.set\("), "TemplatesImpl._bytecodes", "classload", needs=re.compile(r'"_bytecodes"')),
     # a page that deserialises the request body: any gadget chain on the class path runs
     _S(re.compile(r"\bnew (?:java\.io\.)?ObjectInputStream\("), "ObjectInputStream", "deser"),
+    # the other deserialisers that build any class the input names: XMLDecoder runs method calls written in
+    # its XML, SnakeYAML's default constructor and XStream instantiate what the document says
+    _S(re.compile(r"\bnew (?:java\.beans\.)?XMLDecoder\("), "XMLDecoder", "deser"),
+    _S(re.compile(r"\.(?:load|loadAs|loadAll)\("), "Yaml.load", "deser", needs=re.compile(r"\bnew (?:[\w.]+\.)?Yaml\(")),
+    _S(re.compile(r"\.fromXML\("), "XStream.fromXML", "deser", needs=re.compile(r"XStream")),
     _S(re.compile(r"\.newInstance\(\)"), "Class.newInstance", "classload", receiver=True,
        needs=re.compile(r"defineClass|ClassLoader")),
     _S(re.compile(r"\bnew (?:java\.net\.)?URLClassLoader\("), "URLClassLoader", "classload"),
@@ -227,13 +232,23 @@ _CLASS_SINK_WORDS = re.compile(r"exec|ProcessBuilder|ProcessImpl|invoke|eval|def
 _SOCKET_VAR = re.compile(r"\b(\w+)\s*=\s*(?:new\s+(?:java\.net\.)?Socket\s*\(|\w+\.accept\s*\(\s*\))")
 
 
+_PART_VAR = re.compile(r"\b(\w+)\s*(?:=\s*(?:\(\s*[\w.]+\s*\)\s*)?[\w.()]*\.getPart\s*\(|:\s*[\w.()]*\.getParts\s*\()")
+
+
 def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
-    """What a socket the code opens (or accepts) sends is request data too: a reverse or bind shell."""
+    """What a socket the code opens (or accepts) sends is request data too: a reverse or bind shell. An
+    uploaded Part's write(name) is a file write, counted when the name is the request's (the part itself
+    is always request data, so only the argument is followed)."""
     names = sorted(set(_SOCKET_VAR.findall(code)))[:20]
-    if not names:
+    parts = sorted(set(_PART_VAR.findall(code)))[:20]
+    if not names and not parts:
         return base
-    src = re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\.getInputStream\(\)")
-    return jsp_flow.Lang(base.name, base.sources + [src], base.sinks, base.breaks, base.flags, base.func_kw)
+    sources, sinks = list(base.sources), list(base.sinks)
+    if names:
+        sources.append(re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\.getInputStream\(\)"))
+    if parts:
+        sinks.append(_S(re.compile(r"\b(?:" + "|".join(map(re.escape, parts)) + r")\.write\("), "Part.write", "write"))
+    return jsp_flow.Lang(base.name, sources, sinks, base.breaks, base.flags, base.func_kw)
 
 
 def _scan_class(code: str, budget, found: list, depth: int) -> None:
@@ -401,12 +416,18 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
                 if ops < 2:
                     continue
                 conf = 0.5 + 0.1 * min(ops, 4)
+            elif f.sink.name == "Part.write" and not re.search(r"getParameter|getHeader|getQueryString", f.source):
+                continue  # saved under the name the upload itself gave: what every upload page does
             elif k in ("write", "writedata") and "files" in kinds:
                 conf = max(conf, 0.7)
             elif k == "reflect" and not _RUNTIME.search(text) and "exec" not in kinds:
                 conf = 0.6
             elif k == "jndi" and re.search(r"JdbcRowSetImpl|trustURLCodebase|setDataSourceName", text):
                 conf = 0.9  # JNDI injection on purpose: a remote class loaded from an LDAP/RMI name
+            elif k == "jndi" and _initial_lookup(f, text):
+                # the name looked up is the request's, on an InitialContext (where ldap:// and rmi:// names
+                # resolve): the server loads a remote class; a lookup in java:comp/env stays below
+                conf = 0.6
             elif k in ("sql", "sqlconn"):
                 if not {"sql", "sqlconn"} <= kinds:
                     continue
@@ -462,6 +483,8 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
         found.append(Hit(rule=f"{prefix}.db-dumper", language="jsp", severity=Severity.HIGH, confidence=0.6,
                          sink="every table to a file", snippet=clip(text[max(0, m.start() - 120): m.end() + 120]),
                          family=family, detail="dumps each table of the database to files"))
+    if not el:
+        relay.remote_relay(text, found, prefix, "jsp")
     if el and not found and _runtime_reflection(text):
         found.append(Hit(rule="jsp.el.reflection", language="jsp", severity=Severity.CRITICAL,
                          confidence=0.7, sink="reflection in EL", snippet=clip(_around(text, "forName")),
@@ -474,6 +497,15 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
 
 _SHELLS = frozenset({"cmd", "cmd.exe", "/bin/sh", "/bin/bash", "sh", "bash", "/bin/zsh", "powershell",
                      "powershell.exe", "c:\\windows\\system32\\cmd.exe", "/bin/ksh", "/bin/csh"})
+
+
+def _initial_lookup(f: jsp_flow.Flow, text: str) -> bool:
+    m = re.match(r"(?:new )?([\w.]+?)(?:\(\))?\.lookup\(", f.snippet)
+    if not m:
+        return False
+    recv = m.group(1)
+    return recv.endswith("InitialContext") or bool(
+        re.search(r"\b" + re.escape(recv) + r"=new (?:javax\.naming\.)?InitialContext\(", text))
 
 
 def _bare_shell(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:

