@@ -380,7 +380,13 @@ def test_the_agents_own_bpf_loads_are_not_reported(system_probes):
 
     from bcc import BPF
 
+    from agent.kernel import headers
+
     ps, reader = system_probes
+    # The probes compile in the loader child (issue 17); this process compiles with bcc itself, so it needs
+    # the kernel source the child was given.
+    if src := headers.kernel_source(ps.cfg.cache_dir):
+        os.environ["BCC_KERNEL_SOURCE"] = src
     _drain(ps, reader)
     ps.set_target_tgid(0)  # every process
     try:
