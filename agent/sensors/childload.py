@@ -7,7 +7,8 @@ with FD one end of an AF_UNIX SOCK_SEQPACKET socketpair, and writes one JSON req
 
   {"mode": "probes", "families": [...], "probes_dir": ..., "ringbuf_pages": N, "cache_dir": ...,
    "agent_tgid": PID}                      -> the program of those families, loaded and attached
-  {"mode": "points", "cache_dir": ...}     -> which enforcement-point test programs load here
+  {"mode": "points", "cache_dir": ..., "programs": {point: text}}
+                                           -> which enforcement-point test programs load here
 
 The answer is one JSON line on stdout ({"error": "..."} when anything failed) and, for "probes", every
 map, program and attachment fd over the socket with SCM_RIGHTS, in the order the manifest lists them.
@@ -282,16 +283,15 @@ def _manifest(b, bcc, missing: list[str]) -> tuple[dict, list[int]]:
 
 
 def _points(req: dict) -> dict:
-    from agent.enforce.points import PROGRAMS
-
+    programs = req["programs"]  # {point: program text}, from agent/enforce/points.py
     try:
         _environment(req["cache_dir"])
         bcc = _bcc()
     except ChildError as e:  # no bcc, no headers: every BPF point is out, for the same reason
         return {"points": {name: {"available": False, "detail": f"cannot compile BPF here: {e}"}
-                           for name in PROGRAMS}}
+                           for name in programs}}
     out = {}
-    for name, text in PROGRAMS.items():
+    for name, text in programs.items():
         try:
             b = bcc.BPF(text=text)
             b.cleanup()
