@@ -16,11 +16,10 @@ import os
 
 from agent.config import ProbeConfig
 from agent.sensors import REGISTRY, childload
-from agent.sensors.bpfmap import BpfMap, LayoutError
 from agent.sensors.abi import WATCH_READ, WATCH_WRITE, Cfg
+from agent.sensors.bpfmap import BpfMap, LayoutError
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
-
 
 _PERF_EVENT_IOC_DISABLE = 0x2401  # _IO('$', 1), include/uapi/linux/perf_event.h
 
