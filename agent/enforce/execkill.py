@@ -151,7 +151,7 @@ class ExecEnforcer:
                 continue
             try:
                 t[make_key(t, key)] = ctypes.c_uint32(i)
-            except Exception:  # bcc raises on a full map
+            except Exception:  # OSError (E2BIG) from a full map (agent/sensors/bpfmap.py)
                 self.counters["detect_full"] += 1
                 if key not in old:
                     continue

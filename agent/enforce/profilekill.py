@@ -196,7 +196,7 @@ class ProfileKill:
     def _put_path(self, t, slot: int, raw: bytes, have: set[bytes]) -> bool:
         try:
             t[_allow_key(t, slot, raw)] = ctypes.c_uint8(1)
-        except Exception:  # bcc raises on a full map
+        except Exception:  # OSError (E2BIG) from a full map (agent/sensors/bpfmap.py)
             return False
         have.add(raw)
         self._refused.get(slot, set()).discard(raw)
@@ -287,7 +287,7 @@ class ProfileKill:
             del t[key]
         except KeyError:
             pass
-        except Exception:  # bcc's other errors on delete: counted, the map keeps the entry
+        except Exception:  # the map's other errors on delete (OSError): counted, the map keeps the entry
             self._counts["map_errors"] += 1
 
     def _root(self) -> str:
