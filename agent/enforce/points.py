@@ -37,7 +37,7 @@ def probe_kernel(cache_dir: str = "/var/cache/nodewarden") -> dict[str, dict]:
     from agent.sensors import childload
 
     try:
-        reply, fds = childload.run({"mode": "points", "cache_dir": cache_dir, "programs": PROGRAMS})
+        reply, fds = childload.run({"mode": "points", "cache_dir": os.path.abspath(cache_dir), "programs": PROGRAMS})
         for fd in fds:  # none are sent for points; closed should a future child send any
             os.close(fd)
         out = {name: dict(reply["points"][name]) for name in PROGRAMS}

@@ -64,7 +64,7 @@ def run(request: dict, timeout: float = TIMEOUT_S) -> tuple[dict, list[int]]:
             proc.kill()
             out, err = proc.communicate()
             _log_stderr(err, failed=True)
-            raise ChildError(f"the probe loader took more than {timeout:.0f} s and was killed") from None
+            raise ChildError(f"the probe loader took more than {timeout:g} s and was killed") from None
         fds = _receive(parent)
         lines = out.decode(errors="replace").strip().splitlines()
         try:

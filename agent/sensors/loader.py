@@ -96,8 +96,10 @@ class ProbeSet:
     def start(self) -> None:
         """Compile, load and attach in a short-lived child (agent/sensors/childload.py: bcc and LLVM never
         enter this process), take over its maps and attachments, then set the filters."""
-        request = {"mode": "probes", "families": list(self.cfg.families), "probes_dir": self.cfg.probes_dir,
-                   "ringbuf_pages": self.cfg.ringbuf_pages, "cache_dir": self.cfg.cache_dir,
+        # Absolute paths: the child runs in / (it must not keep a directory of ours busy).
+        request = {"mode": "probes", "families": list(self.cfg.families),
+                   "probes_dir": os.path.abspath(self.cfg.probes_dir), "ringbuf_pages": self.cfg.ringbuf_pages,
+                   "cache_dir": os.path.abspath(self.cfg.cache_dir),
                    "agent_tgid": os.getpid()}
         try:
             reply, fds = childload.run(request)

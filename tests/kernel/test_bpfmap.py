@@ -170,3 +170,16 @@ def test_a_compile_error_is_one_load_error_line_and_leaves_no_fd(tmp_path):
         ps.start()
     assert "\n" not in str(e.value) and str(e.value).startswith("loading probes failed")
     assert len(os.listdir("/proc/self/fd")) == before and not ps.loaded
+
+
+def test_a_loader_past_its_time_is_killed_one_line_and_leaves_nothing():
+    from agent.sensors import childload
+
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(childload.ChildError, match=r"^the probe loader took more than 0.3 s and was killed$"):
+        childload.run({"mode": "probes", "families": ["process"], "probes_dir": os.path.join(ROOT, "probes"),
+                       "ringbuf_pages": 1, "cache_dir": "/var/cache/nodewarden", "agent_tgid": os.getpid()},
+                      timeout=0.3)
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(childload.ChildError, match=r"^unknown request mode 'nope'$"):
+        childload.run({"mode": "nope"})
