@@ -418,6 +418,368 @@ static PyObject *enriched(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return make(&kinds[K_ENRICHED], v);
 }
 
+/* ---- the flat record of a kernel event (agent/outputs/record.py from_enriched, which stays the
+ * reference: tests/unit/test_native_decode.py and test_flatten_fragments.py compare every key, in
+ * order). Only FileEvent, NetEvent, ForkEvent and ExitEvent (9 of 10 events); anything else, or a
+ * value out of the ordinary (a timestamp past int64), returns None and the caller runs the Python
+ * flattener. The process and container fragments are made by Python (_process_part,
+ * _container_part) and cached here by the identity of what they were made from. */
+
+enum {
+    KEY_NAME, KEY_TS, KEY_SEV, KEY_PID, KEY_TID, KEY_PPID, KEY_COMM, KEY_UID, KEY_GID, KEY_CGROUP, KEY_MNTNS,
+    KEY_ANC_NAME, KEY_ANC_EXE, KEY_RESOLVED, KEY_TRUNC,
+    KEY_FPATH, KEY_RET, KEY_OFLAGS, KEY_FMODE, KEY_FTARGET, KEY_FOWNER, KEY_FGROUP, KEY_FLINK, KEY_FDESC,
+    KEY_NTYPE, KEY_NTRANSPORT, KEY_PEER_ADDR, KEY_PEER_PORT, KEY_LOCAL_ADDR, KEY_LOCAL_PORT, KEY_BACKLOG,
+    KEY_NFD, KEY_NPROTO, KEY_DUPFD, KEY_CHILD, KEY_EXIT_CODE, KEY_EXIT_SIG, KEY_COUNT
+};
+static const char *KEY_TEXT[KEY_COUNT] = {
+    "event.name", "timestamp", "event.severity", "process.pid", "process.thread.id", "process.parent_pid",
+    "process.name", "user.id", "group.id", "cgroup.id", "process.mount_ns",
+    "process.ancestors.name", "process.ancestors.executable.path", "file.resolved_path", "event.truncated",
+    "file.path", "syscall.return", "file.open.flags", "file.mode", "file.target.path", "file.owner.id",
+    "file.group.id", "file.link.target", "file.descriptor",
+    "network.type", "network.transport", "network.peer.address", "network.peer.port", "network.local.address",
+    "network.local.port", "network.listen.backlog", "network.fd", "network.protocol", "network.dup.new_fd",
+    "process.child.pid", "process.exit.code", "process.exit.signal",
+};
+static PyObject *keys[KEY_COUNT];
+static PyObject *s_info;
+static PyObject *names[256];         /* op -> event.name */
+static PyObject *proc_part_fn, *container_part_fn, *ts_head_fn, *python_flatten;
+
+/* event field positions (dataclass order), shared by every KernelEvent */
+enum { F_OP, F_TS, F_PID, F_TID, F_PPID, F_UID, F_GID, F_CGROUP, F_MNTNS, F_COMM, F_TRUNC };
+/* Enriched */
+enum { E_EVENT, E_PROCESS, E_PARENT, E_CONTAINER, E_ANCESTORS, E_RESOLVED };
+
+#define SLOT(obj, kind, i) (*(PyObject **)((char *)(obj) + kinds[kind].offsets[i]))
+
+#define PART_SLOTS 4096
+typedef struct { PyObject *p, *parent, *chain, *part; } ProcSlot;  /* part: _process_part's tuple */
+typedef struct { PyObject *c, *part; } ContSlot;                   /* part: _container_part's keys */
+static ProcSlot proc_slots[PART_SLOTS];
+static ContSlot cont_slots[PART_SLOTS];
+
+static inline size_t mix_ptr(const void *a) { uintptr_t x = (uintptr_t)a; return (size_t)((x >> 4) ^ (x >> 16)); }
+
+/* (keys dict, names list, exes list) of a process context, borrowed from its cache slot */
+static PyObject *proc_part(PyObject *p, PyObject *parent, PyObject *chain) {
+    size_t h = (mix_ptr(p) * 31 + mix_ptr(parent) * 7 + mix_ptr(chain)) & (PART_SLOTS - 1);
+    ProcSlot *s = &proc_slots[h];
+    if (s->part != NULL && s->p == p && s->parent == parent && s->chain == chain)
+        return s->part;
+    PyObject *part = PyObject_CallFunctionObjArgs(proc_part_fn, p, parent, chain, NULL);
+    if (part == NULL)
+        return NULL;
+    if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 6 || !PyDict_Check(PyTuple_GET_ITEM(part, 3)) ||
+        !PyList_Check(PyTuple_GET_ITEM(part, 4)) || !PyList_Check(PyTuple_GET_ITEM(part, 5))) {
+        Py_DECREF(part);
+        PyErr_SetString(PyExc_TypeError, "_process_part must return (p, parent, chain, keys, names, exes)");
+        return NULL;
+    }
+    /* the slot holds its objects: their ids are not reused while cached */
+    Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain);
+    PyObject *op = s->p, *opar = s->parent, *och = s->chain, *opart = s->part;
+    s->p = p; s->parent = parent; s->chain = chain; s->part = part;
+    Py_XDECREF(op); Py_XDECREF(opar); Py_XDECREF(och); Py_XDECREF(opart);
+    return part;
+}
+
+static PyObject *container_part(PyObject *c) {
+    size_t h = mix_ptr(c) & (PART_SLOTS - 1);
+    ContSlot *s = &cont_slots[h];
+    if (s->part != NULL && s->c == c)
+        return s->part;
+    PyObject *part = PyObject_CallOneArg(container_part_fn, c);
+    if (part == NULL)
+        return NULL;
+    if (!PyTuple_Check(part) || PyTuple_GET_SIZE(part) != 2 || !PyDict_Check(PyTuple_GET_ITEM(part, 1))) {
+        Py_DECREF(part);
+        PyErr_SetString(PyExc_TypeError, "_container_part must return (c, keys)");
+        return NULL;
+    }
+    Py_INCREF(c);
+    PyObject *oc = s->c, *opart = s->part;
+    s->c = c; s->part = part;
+    Py_XDECREF(oc); Py_XDECREF(opart);
+    return part;
+}
+
+/* record.rfc3339: the second's text from Python (time.strftime, cached there too), the rest here */
+static int64_t head_sec = -1;
+static char head_text[64];
+static Py_ssize_t head_len;
+
+static PyObject *rfc3339(PyObject *ts) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(ts, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || v < 0)
+        return Py_None;  /* not ours: the Python flattener says what it makes of it */
+    int64_t sec = v / 1000000000, ns = v % 1000000000;
+    if (sec != head_sec) {
+        PyObject *secobj = PyLong_FromLongLong(sec);
+        PyObject *head = secobj ? PyObject_CallOneArg(ts_head_fn, secobj) : NULL;
+        Py_XDECREF(secobj);
+        if (head == NULL)
+            return NULL;
+        Py_ssize_t n;
+        const char *t = PyUnicode_Check(head) ? PyUnicode_AsUTF8AndSize(head, &n) : NULL;
+        if (t == NULL || n >= (Py_ssize_t)sizeof head_text - 16) {
+            Py_DECREF(head);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "the second's text must be a short str");
+            return NULL;
+        }
+        memcpy(head_text, t, (size_t)n);
+        head_len = n;
+        head_sec = sec;
+        Py_DECREF(head);
+    }
+    char buf[96];
+    memcpy(buf, head_text, (size_t)head_len);
+    char *d = buf + head_len;
+    d[0] = '.';
+    for (int i = 9; i >= 1; i--, ns /= 10) /* ".%09dZ", without snprintf's cost */
+        d[i] = (char)('0' + ns % 10);
+    d[10] = 'Z';
+    return PyUnicode_DecodeASCII(buf, head_len + 11, NULL);
+}
+
+static int put(PyObject *rec, int key, PyObject *val) {
+    if (val == NULL) { /* an event made without its __init__: a slot never set */
+        PyErr_Format(PyExc_AttributeError, "no value for %s", KEY_TEXT[key]);
+        return -1;
+    }
+    return PyDict_SetItem(rec, keys[key], val);
+}
+
+static inline int put_new(PyObject *rec, int key, PyObject *val) {
+    if (val == NULL)
+        return -1;
+    int r = PyDict_SetItem(rec, keys[key], val);
+    Py_DECREF(val);
+    return r;
+}
+
+static int merge(PyObject *rec, PyObject *part) {
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(part, &pos, &k, &v))
+        if (PyDict_SetItem(rec, k, v) < 0)
+            return -1;
+    return 0;
+}
+
+static int file_keys(PyObject *rec, PyObject *ev, int op) {
+    if (put(rec, KEY_FPATH, SLOT(ev, K_FILE, 11)) < 0 || put(rec, KEY_RET, SLOT(ev, K_FILE, 13)) < 0)
+        return -1;
+    switch (op) {
+    case 10: /* FILE_OPEN */
+        if (put(rec, KEY_OFLAGS, SLOT(ev, K_FILE, 14)) < 0 || put(rec, KEY_FMODE, SLOT(ev, K_FILE, 15)) < 0)
+            return -1;
+        break;
+    case 12: /* FILE_RENAME */
+        if (put(rec, KEY_FTARGET, SLOT(ev, K_FILE, 12)) < 0)
+            return -1;
+        break;
+    case 13: /* FILE_CHMOD */
+        if (put(rec, KEY_FMODE, SLOT(ev, K_FILE, 15)) < 0)
+            return -1;
+        break;
+    case 14: /* FILE_CHOWN */
+        if (put(rec, KEY_FOWNER, SLOT(ev, K_FILE, 18)) < 0 || put(rec, KEY_FGROUP, SLOT(ev, K_FILE, 19)) < 0)
+            return -1;
+        break;
+    case 15: case 16: /* FILE_SYMLINK, FILE_LINK */
+        if (put(rec, KEY_FLINK, SLOT(ev, K_FILE, 12)) < 0)
+            return -1;
+        break;
+    }
+    PyObject *fd = SLOT(ev, K_FILE, 17);
+    long v = PyLong_Check(fd) ? PyLong_AsLong(fd) : -1;
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v >= 0 && put(rec, KEY_FDESC, fd) < 0)
+        return -1;
+    return 0;
+}
+
+static int net_keys(PyObject *rec, PyObject *ev, int op) {
+    if (put(rec, KEY_NTYPE, SLOT(ev, K_NET, 13)) < 0 || put(rec, KEY_NTRANSPORT, SLOT(ev, K_NET, 14)) < 0 ||
+        put(rec, KEY_RET, SLOT(ev, K_NET, 11)) < 0)
+        return -1;
+    if (op == 20 || op == 21 || op == 26 || op == 25) { /* connect, accept, sendto, dup: the peer's */
+        if (put(rec, KEY_PEER_ADDR, SLOT(ev, K_NET, 15)) < 0 || put(rec, KEY_PEER_PORT, SLOT(ev, K_NET, 16)) < 0)
+            return -1;
+    } else if (op != OP_NET_SOCKET) { /* a new socket has no address yet */
+        if (put(rec, KEY_LOCAL_ADDR, SLOT(ev, K_NET, 15)) < 0 || put(rec, KEY_LOCAL_PORT, SLOT(ev, K_NET, 16)) < 0)
+            return -1;
+    }
+    if (op == 23) { /* listen */
+        if (put(rec, KEY_BACKLOG, SLOT(ev, K_NET, 17)) < 0)
+            return -1;
+    } else if (op == OP_NET_SOCKET) {
+        if (put(rec, KEY_NFD, SLOT(ev, K_NET, 11)) < 0 || put(rec, KEY_NPROTO, SLOT(ev, K_NET, 19)) < 0)
+            return -1;
+    } else if (op == 25) { /* dup */
+        if (put(rec, KEY_NFD, SLOT(ev, K_NET, 12)) < 0 || put(rec, KEY_DUPFD, SLOT(ev, K_NET, 18)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *flat_or_none(PyObject *en) {
+    if (Py_TYPE(en) != kinds[K_ENRICHED].type)
+        Py_RETURN_NONE;
+    PyObject *ev = SLOT(en, K_ENRICHED, E_EVENT);
+    PyTypeObject *t = Py_TYPE(ev);
+    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
+             : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT : -1;
+    if (kind < 0)
+        Py_RETURN_NONE;
+    long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op > 255 || names[op] == NULL)
+        Py_RETURN_NONE;
+    PyObject *ts = rfc3339(SLOT(ev, kind, F_TS));
+    if (ts == NULL)
+        return NULL;
+    if (ts == Py_None)
+        Py_RETURN_NONE;
+    PyObject *rec = _PyDict_NewPresized(32);
+    if (rec == NULL) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    if (put(rec, KEY_NAME, names[op]) < 0 || put_new(rec, KEY_TS, ts) < 0 || put(rec, KEY_SEV, s_info) < 0 ||
+        put(rec, KEY_PID, SLOT(ev, kind, F_PID)) < 0 || put(rec, KEY_TID, SLOT(ev, kind, F_TID)) < 0 ||
+        put(rec, KEY_PPID, SLOT(ev, kind, F_PPID)) < 0 || put(rec, KEY_COMM, SLOT(ev, kind, F_COMM)) < 0 ||
+        put(rec, KEY_UID, SLOT(ev, kind, F_UID)) < 0 || put(rec, KEY_GID, SLOT(ev, kind, F_GID)) < 0 ||
+        put(rec, KEY_CGROUP, SLOT(ev, kind, F_CGROUP)) < 0 || put(rec, KEY_MNTNS, SLOT(ev, kind, F_MNTNS)) < 0)
+        goto fail;
+    PyObject *p = SLOT(en, K_ENRICHED, E_PROCESS), *parent = SLOT(en, K_ENRICHED, E_PARENT);
+    PyObject *chain = SLOT(en, K_ENRICHED, E_ANCESTORS);
+    int has_chain = PyObject_IsTrue(chain);
+    if (has_chain < 0)
+        goto fail;
+    if (p != Py_None || parent != Py_None || has_chain) {
+        PyObject *part = proc_part(p, parent, chain);
+        if (part == NULL || merge(rec, PyTuple_GET_ITEM(part, 3)) < 0)
+            goto fail;
+        if (has_chain) {
+            PyObject *n = PyTuple_GET_ITEM(part, 4), *x = PyTuple_GET_ITEM(part, 5);
+            if (put_new(rec, KEY_ANC_NAME, PyList_GetSlice(n, 0, PyList_GET_SIZE(n))) < 0 ||
+                put_new(rec, KEY_ANC_EXE, PyList_GetSlice(x, 0, PyList_GET_SIZE(x))) < 0)
+                goto fail;
+        }
+    }
+    PyObject *resolved = SLOT(en, K_ENRICHED, E_RESOLVED);
+    int r = PyObject_IsTrue(resolved);
+    if (r < 0 || (r && put(rec, KEY_RESOLVED, resolved) < 0))
+        goto fail;
+    r = PyObject_IsTrue(SLOT(ev, kind, F_TRUNC));
+    if (r < 0 || (r && put(rec, KEY_TRUNC, Py_True) < 0))
+        goto fail;
+    switch (kind) {
+    case K_FILE:
+        if (file_keys(rec, ev, (int)op) < 0)
+            goto fail;
+        break;
+    case K_NET:
+        if (net_keys(rec, ev, (int)op) < 0)
+            goto fail;
+        break;
+    case K_FORK:
+        if (put(rec, KEY_CHILD, SLOT(ev, K_FORK, 11)) < 0)
+            goto fail;
+        break;
+    case K_EXIT: {
+        PyObject *sig = SLOT(ev, K_EXIT, 12);
+        if (put(rec, KEY_EXIT_CODE, SLOT(ev, K_EXIT, 11)) < 0)
+            goto fail;
+        r = PyObject_IsTrue(sig);
+        if (r < 0 || (r && put(rec, KEY_EXIT_SIG, sig) < 0))
+            goto fail;
+        break;
+    }
+    }
+    PyObject *c = SLOT(en, K_ENRICHED, E_CONTAINER);
+    if (c != Py_None) {
+        PyObject *part = container_part(c);
+        if (part == NULL || merge(rec, PyTuple_GET_ITEM(part, 1)) < 0)
+            goto fail;
+    }
+    return rec;
+fail:
+    Py_DECREF(rec);
+    return NULL;
+}
+
+/* record.from_enriched: this flattener, else (another kind, an odd value) the Python one */
+static PyObject *flatten(PyObject *self, PyObject *en) {
+    if (!configured || python_flatten == NULL)
+        return need_config();
+    PyObject *rec = flat_or_none(en);
+    if (rec != Py_None)
+        return rec;
+    Py_DECREF(rec);
+    return PyObject_CallOneArg(python_flatten, en);
+}
+
+/* the compiled part alone: None where flatten() hands over to Python (tests) */
+static PyObject *flatten_compiled(PyObject *self, PyObject *en) {
+    if (!configured || python_flatten == NULL)
+        return need_config();
+    return flat_or_none(en);
+}
+
+/* configure_flatten(names, process_part, container_part, second_text, python_flatten): names maps
+ * op -> event.name */
+static PyObject *configure_flatten(PyObject *self, PyObject *args) {
+    PyObject *name_map, *pp, *cp, *th, *pf;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyDict_Type, &name_map, &pp, &cp, &th, &pf))
+        return NULL;
+    if (!configured)
+        return need_config();
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(name_map, &pos, &key, &val)) {
+        long op = PyLong_AsLong(key);
+        if (op < 0 || op > 255 || !PyUnicode_Check(val)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "names: op (0..255) -> str");
+            return NULL;
+        }
+        Py_INCREF(val);
+        Py_XSETREF(names[op], val);
+    }
+    for (int i = 0; i < KEY_COUNT; i++)
+        if (keys[i] == NULL && (keys[i] = PyUnicode_InternFromString(KEY_TEXT[i])) == NULL)
+            return NULL;
+    if (s_info == NULL && (s_info = PyUnicode_InternFromString("info")) == NULL)
+        return NULL;
+    Py_INCREF(pp); Py_XSETREF(proc_part_fn, pp);
+    Py_INCREF(cp); Py_XSETREF(container_part_fn, cp);
+    Py_INCREF(th); Py_XSETREF(ts_head_fn, th);
+    Py_INCREF(pf); Py_XSETREF(python_flatten, pf);
+    head_sec = -1;
+    Py_RETURN_NONE;
+}
+
+/* forget every cached fragment (tests; a reload never needs it: fragments follow identities) */
+static PyObject *clear_parts(PyObject *self, PyObject *unused) {
+    for (int i = 0; i < PART_SLOTS; i++) {
+        Py_CLEAR(proc_slots[i].p); Py_CLEAR(proc_slots[i].parent); Py_CLEAR(proc_slots[i].chain);
+        Py_CLEAR(proc_slots[i].part);
+        Py_CLEAR(cont_slots[i].c); Py_CLEAR(cont_slots[i].part);
+    }
+    head_sec = -1;
+    Py_RETURN_NONE;
+}
+
 /* configure(ops, classes, decode_error): ops maps every op byte to its Op member; classes maps
  * "file"/"net"/"fork"/"exit"/"enriched" to (dataclass, field names in __init__ order). */
 static PyObject *configure(PyObject *self, PyObject *args) {
@@ -501,6 +863,11 @@ static PyMethodDef methods[] = {
     {"decode_fork", (PyCFunction)(void (*)(void))decode_fork, METH_FASTCALL, "fork_event -> ForkEvent"},
     {"decode_exit", (PyCFunction)(void (*)(void))decode_exit, METH_FASTCALL, "exit_event -> ExitEvent"},
     {"enriched", (PyCFunction)(void (*)(void))enriched, METH_FASTCALL, "the 6 fields -> Enriched"},
+    {"flatten", flatten, METH_O, "Enriched -> its flat record (record.from_enriched)"},
+    {"flatten_compiled", flatten_compiled, METH_O, "Enriched -> its flat record, or None where Python makes it"},
+    {"configure_flatten", configure_flatten, METH_VARARGS, "configure_flatten(names, process_part, "
+     "container_part, second_text, python_flatten)"},
+    {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},
     {"configure", configure, METH_VARARGS, "configure(ops, classes, DecodeError)"},
     {"layout", layout, METH_NOARGS, "the offsets and sizes this module was compiled with"},
     {NULL, NULL, 0, NULL},

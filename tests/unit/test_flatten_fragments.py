@@ -5,6 +5,7 @@ fragment (an exec replacing a process's ProcInfo, a new ancestry tuple, a contai
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from agent.enrich.enricher import Enricher
@@ -114,3 +115,34 @@ def test_records_do_not_share_their_lists():
     a, b = record.from_enriched(en), record.from_enriched(en)
     a["process.ancestors.name"].append("x")
     assert b["process.ancestors.name"] == ["init"]
+
+
+def test_compiled_flattener_gives_the_plain_records():
+    """The compiled flattener (agent/sensors/_native.c) on the mix and on edge values: the plain records,
+    key for key; what it leaves to Python (exec, system events) is None from flatten_compiled."""
+    import pytest
+
+    from agent.sensors import native
+
+    if native.MODULE is None:
+        pytest.skip(f"native module not loaded: {native.STATUS}")
+    from bench.pipeline import _containers
+
+    mod = native.MODULE
+    mod.clear_parts()
+    enricher, evs = _mix_events(_containers())
+    compiled = 0
+    for ev in evs:
+        en = enricher.enrich(ev)
+        rec = mod.flatten_compiled(en)
+        if rec is None:
+            assert isinstance(ev, ExecEvent)
+        else:
+            compiled += 1
+            _same(rec, plain(en))
+        _same(mod.flatten(en), plain(en))
+    assert compiled > len(evs) * 0.9
+    big = Enriched(_DECODERS[10](file_rec(10, "/x"), BootClock()), None, None, None)
+    odd = Enriched(dataclasses.replace(big.event, ts_ns=2**70), None, None, None)
+    assert mod.flatten_compiled(odd) is None  # a timestamp past int64: the Python flattener's
+    _same(mod.flatten(odd), plain(odd))
