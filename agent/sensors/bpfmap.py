@@ -42,11 +42,14 @@ class _ElemAttr(ctypes.Structure):
                 ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
+_NR = _NR_BPF.get(platform.machine())
+
+
 def _bpf(cmd: int, attr: _ElemAttr) -> int:
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
+    """0, or the errno of the failed command."""
+    if _NR is None:
         raise OSError(errno.ENOSYS, f"no bpf(2) syscall number known for {platform.machine()}")
-    ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+    ret = _libc.syscall(ctypes.c_long(_NR), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
     return 0 if ret >= 0 else ctypes.get_errno()
 
 
@@ -214,7 +217,9 @@ class BpfMap:
             yield from (self.Key(i) for i in range(self.max_entries))
             return
         prev = None
-        while True:
+        # A key deleted under the walk (by the kernel: LRU maps) makes GET_NEXT_KEY start over from the
+        # first key; bounded by the map's size so that a map under churn still ends.
+        for _ in range(self.max_entries):
             nxt = self.Key()
             err = _bpf(_GET_NEXT_KEY, self._attr(prev, nxt))
             if err == errno.ENOENT:  # past the last key
