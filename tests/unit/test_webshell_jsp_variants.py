@@ -267,3 +267,58 @@ def test_benign_lookup_of_a_request_name_in_the_environment_context():
                   ' javax.naming.Context init = new javax.naming.InitialContext();'
                   ' javax.naming.Context env = (javax.naming.Context) init.lookup("java:comp/env");'
                   ' Object o = env.lookup(n); out.println(o); %>')
+
+
+# --- taint through lambdas, scope attributes, generic loops and reflection ------------------------
+
+MORE = {
+    "lambda": 'java.util.Optional.ofNullable(request.getParameter("c")).ifPresent(c -> { try {'
+              " Runtime.getRuntime().exec(c); } catch (Exception e) {} });",
+    "lambda-pair": 'request.getParameterMap().forEach((k, v) -> { try { Runtime.getRuntime().exec(v[0]); }'
+                   " catch (Exception e) {} });",
+    "thread": 'String c = request.getParameter("c"); new Thread(() -> { try { Runtime.getRuntime().exec(c); }'
+              " catch (Exception e) {} }).start();",
+    "session-attr": 'session.setAttribute("c", request.getParameter("c"));'
+                    ' Runtime.getRuntime().exec((String) session.getAttribute("c"));',
+    "app-attr": 'String v = request.getHeader("X-C"); application.setAttribute("k", v);'
+                ' new ProcessBuilder("sh", "-c", (String) application.getAttribute("k")).start();',
+    "map-foreach": "for (java.util.Map.Entry<String, String[]> en : request.getParameterMap().entrySet()) {"
+                   " Runtime.getRuntime().exec(en.getValue()[0]); }",
+    "pb-reflect": 'Object pb = Class.forName("java.lang.ProcessBuilder").getConstructor(String[].class)'
+                  '.newInstance(new Object[]{new String[]{"sh", "-c", request.getParameter("c")}});'
+                  ' pb.getClass().getMethod("start").invoke(pb);',
+    "engine-reflect": 'Object m = Class.forName("javax.script.ScriptEngineManager").newInstance();'
+                      ' Object e = m.getClass().getMethod("getEngineByName", String.class).invoke(m, "js");'
+                      ' e.getClass().getMethod("eval", String.class).invoke(e, request.getParameter("c"));',
+    "processimpl": 'java.lang.reflect.Method m = Class.forName("java.lang.ProcessImpl").getDeclaredMethod("start",'
+                   " String[].class, java.util.Map.class, String.class, ProcessBuilder.Redirect[].class,"
+                   ' boolean.class); m.setAccessible(true); m.invoke(null, new String[]{request.getParameter("c")},'
+                   " null, null, null, false);",
+    "bcel": 'new com.sun.org.apache.bcel.internal.util.ClassLoader().loadClass("$$BCEL$$" +'
+            ' request.getParameter("c")).newInstance();',
+    "anonymous-loader": 'byte[] b = java.util.Base64.getDecoder().decode(request.getParameter("c"));'
+                        " new ClassLoader() { Class<?> d(byte[] x) { return defineClass(null, x, 0, x.length); } }"
+                        ".d(b).newInstance();",
+    "cast-context": 'String n = request.getParameter("n");'
+                    " ((javax.naming.Context) new javax.naming.InitialContext()).lookup(n);",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE))
+def test_more_flows(case):
+    assert_shell(f"<% {MORE[case]} %>")
+
+
+@pytest.mark.parametrize("el", [
+    '${"".getClass().forName("java.lang.Runtime").getMethod("getRuntime").invoke(null).exec(param.c)}',
+    '${pageContext.servletContext.classLoader.loadClass("java.lang.Runtime").getMethod("getRuntime")'
+    '.invoke(null).exec(param["c"])}',
+])
+def test_el_reaching_runtime(el):
+    assert_shell(f"<html>{el}</html>")
+
+
+def test_benign_session_attribute_shown_back():
+    assert_benign('<% session.setAttribute("name", request.getParameter("name"));'
+                  ' out.println(org.owasp.encoder.Encode.forHtml((String) session.getAttribute("name")));'
+                  ' Process p = Runtime.getRuntime().exec("date"); %>')

@@ -71,6 +71,7 @@ VB_SINKS = [
     _S(re.compile(r"(?<!response)(?<!\bout)\.(?:write|writeline|writetext)\b", _I), "file write", "writedata",
        rest=True, needs=_FSO),
     _S(re.compile(r"\.saveas\b", _I), "SaveAs", "upload", rest=True),
+    _S(re.compile(r"\.downloadfile(?:async)?\b", _I), "WebClient.DownloadFile", "write", rest=True),
     _S(re.compile(r"\b(?:file\.(?:writeall\w*|appendall\w*|createtext|appendtext)|io\.file\.writeall\w*)\b"
                   r"|\bnew (?:system\.io\.)?(?:streamwriter|filestream)\b", _I), "File.Write", "write", rest=True),
     _S(re.compile(r"\.(?:deletefile|deletefolder|movefile|copyfile|getfolder|createfolder|movefolder|copyfolder)\b"
@@ -104,7 +105,11 @@ C_SINKS = [
     _S(re.compile(r"\.Create\(", _I), "WMI Win32_Process.Create", "exec", needs=_WMI),
     # Process.Start reached by reflection: Type.GetType("System.Diagnostics.Process").GetMethod("Start")
     _S(re.compile(r"\.Invoke\("), "Process.Start (reflective)", "exec",
-       needs=re.compile(r'"System\.Diagnostics\.Process"')),
+       needs=re.compile(r'"System\.Diagnostics\.Process"|typeof\((?:System\.Diagnostics\.)?Process\)\.GetMethod\(')),
+    # Roslyn scripting: C# source from the request compiled and run in the worker process
+    _S(re.compile(r"\bCSharpScript\.(?:EvaluateAsync|RunAsync|Create|Evaluate)\b"), "CSharpScript", "eval"),
+    # a URL's content saved to disk (the URL or the path the request's): a downloader planting files
+    _S(re.compile(r"\.DownloadFile(?:Async|TaskAsync)?\("), "WebClient.DownloadFile", "write"),
     # what a started process reads on stdin: cmd.exe kept open and fed the request
     _S(re.compile(r"\.StandardInput\.(?:Write|WriteLine)\("), "process stdin", "exec", needs=_PROC),
     _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.Load\w*\("), "Assembly.Load", "classload"),
@@ -191,11 +196,53 @@ def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
         if k in ("=", ":"):
             body = f"response.write({body})" if default == "vb" else f"Response.Write({body});"
         units.setdefault(default, []).append(body)
+    objects = _server_objects(text)
+    if objects and units:
+        # `<object runat=server id=sh classid="clsid:72C24DD5-...">` is CreateObject spelled as a tag: each
+        # unit sees it as the statement it stands for, so `sh.Run x` reads as WScript.Shell's Run
+        for la in list(units):
+            stmts = [(f'set {i} = server.createobject("{p}")' if la == "vb" else f'var {i} = Server.CreateObject("{p}")')
+                     for i, p in objects]
+            units[la].insert(0, "\n".join(stmts) if la == "vb" else ";\n".join(stmts) + ";")
     if not units and "<" not in text[:2000]:
         units[default] = [text]  # bare script saved with a server extension (an include, or IIS mapping)
     if lang == "aspx" and not units and text.lstrip().startswith("@"):
         units["c#"] = [text]  # Razor (.cshtml): read the whole page as C#
     return [(la, "\n".join(parts) if la == "vb" else ";\n".join(parts)) for la, parts in units.items()]
+
+
+_OBJECT = re.compile(r"<object\b([^>]{0,1000})>", re.I)
+_OBJ_ID = re.compile(r"""\bid\s*=\s*["']?(\w+)""", re.I)
+_OBJ_PROGID = re.compile(r"""\bprogid\s*=\s*["']?([\w.]+)""", re.I)
+_OBJ_CLSID = re.compile(r"""\bclassid\s*=\s*["']?\s*clsid:\s*\{?([0-9a-f-]{36})""", re.I)
+# The class ids of the COM objects the sinks know by ProgID (what a server object tag names instead).
+_CLSIDS = {
+    "72c24dd5-d70a-438b-8a42-98424b88afb8": "WScript.Shell",
+    "13709620-c279-11ce-a49e-444553540000": "Shell.Application",
+    "0d43fe01-f093-11cf-8940-00a0c9054228": "Scripting.FileSystemObject",
+    "f935dc22-1cf0-11d0-adb9-00c04fd58a0b": "WScript.Shell",  # IWshShell2 of the same object
+    "093ff999-1ea0-4079-9525-9614c3504b74": "WScript.Network",
+    "00000566-0000-0010-8000-00aa006d2ea4": "ADODB.Stream",
+    "0e59f1d5-1fbe-11d0-8ff2-00a0d10038bc": "MSScriptControl.ScriptControl",
+}
+
+
+def _server_objects(text: str) -> list[tuple[str, str]]:
+    """(id, ProgID) of each `<object runat=server>` tag naming a COM object (at most 16)."""
+    out = []
+    for m in _OBJECT.finditer(text):
+        attrs = m.group(1)
+        if not _RUNAT.search(attrs):
+            continue
+        i = _OBJ_ID.search(attrs)
+        p = _OBJ_PROGID.search(attrs)
+        c = _OBJ_CLSID.search(attrs)
+        prog = p.group(1) if p else _CLSIDS.get(c.group(1).lower()) if c else None
+        if i and prog:
+            out.append((i.group(1), prog))
+            if len(out) >= 16:
+                break
+    return out
 
 
 def _decode(data: bytes, budget) -> str:
@@ -288,7 +335,7 @@ def _family(text: str, kinds: set, size: int) -> str:
     return ""
 
 
-_EVAL_VALUE = re.compile(r"(?<![.\w])eval(?=[,;})\]:]|$)|[:=,(]eval\b(?!\()", _I)
+_EVAL_VALUE = re.compile(r"(?<![.\w])eval(?=[,;})\]:]|$)|[:=,(]eval\b(?!\()|\[\s*\"eval\"\s*\]", _I)
 _CONF = {"exec": 0.95, "eval": 0.95, "classload": 0.95, "write": 0.6, "writedata": 0.55, "upload": 0.55,
          "files": 0.4, "sql": 0.3, "sqlconn": 0.3, "tunnel": 0.7, "registry": 0.6, "deser": 0.6}
 

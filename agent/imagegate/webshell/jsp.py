@@ -500,6 +500,8 @@ _SHELLS = frozenset({"cmd", "cmd.exe", "/bin/sh", "/bin/bash", "sh", "bash", "/b
 
 
 def _initial_lookup(f: jsp_flow.Flow, text: str) -> bool:
+    if re.search(r"InitialContext\(\)\)*\.lookup\(", f.snippet):
+        return True  # new InitialContext().lookup(x), ((Context) new InitialContext()).lookup(x)
     m = re.match(r"(?:new )?([\w.]+?)(?:\(\))?\.lookup\(", f.snippet)
     if not m:
         return False

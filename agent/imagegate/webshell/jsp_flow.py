@@ -85,6 +85,13 @@ _NOT_TAINTED_RECV = frozenset({"out", "response", "Response", "System", "request
                                "log", "logger", "LOG", "Log"})
 
 
+# Attributes kept in a scope object between statements (or requests): stored tainted, read back tainted.
+_SCOPES = frozenset({"session", "application", "pageContext", "request", "servletContext", "getSession"})
+_STORE = frozenset({"setAttribute", "putValue"})
+_LOAD = frozenset({"getAttribute", "getValue"})
+_ATTR = "attribute "  # not a name any language can spell (a space)
+
+
 class Program:
     """One code unit (a page's joined scriptlets): where request data flows and which sinks it reaches."""
 
@@ -226,6 +233,14 @@ class Program:
                 end = self._vb_end(j)
             params = [self._param_name(seg) for seg in self._split(i + 2, j)]
             out[t[1].lower() if self.lang.flags & re.I else t[1]] = ([p for p in params if p], j + 1, end)
+        if kw and out:
+            # VBScript `Set f = GetRef("Name")`: f is the function Name (called as `f x` later)
+            for i in range(len(toks) - 5):
+                if toks[i][0] == "i" and toks[i + 1] == ("o", "=") and toks[i + 2] == ("i", "getref") \
+                        and toks[i + 3] == ("o", "(") and toks[i + 4][0] == "s":
+                    target = out.get(str(toks[i + 4][1]).lower())
+                    if target is not None and toks[i][1] not in out:
+                        out[toks[i][1]] = target
         return out
 
     def _vb_end(self, j: int) -> int:
@@ -287,6 +302,10 @@ class Program:
                 return s
             t = toks[k]
             if t[0] == "i" and self.tainted:
+                if t[1] in _LOAD and k + 2 < b and toks[k + 1] == ("o", "(") and toks[k + 2][0] == "s":
+                    hit = self.tainted.get(self._key(_ATTR + str(toks[k + 2][1])))
+                    if hit is not None:
+                        return hit
                 key = self._key(t[1])
                 if key in self.tainted:
                     if k > 0 and toks[k - 1] == ("o", ".") and not (k > 1 and toks[k - 2][0] == "i"
@@ -357,11 +376,31 @@ class Program:
                 label = self.taint_of(k + 1, b)
                 if label:
                     changed |= self._mark(toks[k - 1][1], label)
+        # a lambda's parameters hold what the chain before it carries: `Optional.of(tainted).ifPresent(c -> ...)`,
+        # `list.forEach(x -> ...)` (over-approximate, like the rest: the chain's request data reaches them)
+        for k in range(a + 1, b):
+            if toks[k] != ("o", "->"):
+                continue
+            names = [toks[k - 1][1]] if toks[k - 1][0] == "i" else []
+            if toks[k - 1] == ("o", ")"):
+                q = k - 2
+                while q > a and toks[q] != ("o", "(") and k - q < 16:
+                    if toks[q][0] == "i" and toks[q - 1] in (("o", "("), ("o", ",")):
+                        names.append(toks[q][1])
+                    elif toks[q][0] == "i" and toks[q + 1] in (("o", ")"), ("o", ",")):
+                        names.append(toks[q][1])
+                    q -= 1
+            if names:
+                label = self.taint_of(a, k - len(names))
+                if label:
+                    for name in names:
+                        changed |= self._mark(name, label)
         changed |= self._method_effects(a, b)
         return changed
 
     def _foreach(self, a: int, k: int) -> bool:
-        return any(self.toks[j] in (("i", "for"), ("i", "foreach")) for j in range(max(a, k - 16), k))
+        # `for (java.util.Map.Entry<String, String[]> e : ...)`: a qualified generic type is 20 tokens and more
+        return any(self.toks[j] in (("i", "for"), ("i", "foreach")) for j in range(max(a, k - 40), k))
 
     def _lhs_names(self, a: int, k: int) -> list[str]:
         toks = self.toks
@@ -426,6 +465,12 @@ class Program:
                 label = self.taint_of(a, k)
                 if label:
                     changed |= self._mark(toks[k + 2][1], label)
+            if toks[k][1] in _STORE and recv[0] == "i" and recv[1] in _SCOPES and k + 3 < b \
+                    and toks[k + 2][0] == "s" and toks[k + 3] == ("o", ","):
+                # session.setAttribute("k", tainted): what a later getAttribute("k") returns is request data
+                label = self.taint_of(k + 4, j)
+                if label:
+                    changed |= self._mark(_ATTR + str(toks[k + 2][1]), label)
         return changed
 
     def _calls(self) -> bool:
@@ -441,9 +486,12 @@ class Program:
             if t[0] != "i":
                 continue
             paren = toks[i + 1] == ("o", "(")
-            # VB calls a Sub without parentheses: `Name a, b` at the start of a statement (or after Call)
+            # VB calls a Sub without parentheses: `Name a, b` at the start of a statement (or after Call), and
+            # a class's Sub the same way: `obj.Name a, b`
             bare = vb and not paren and toks[i + 1][0] != "o" \
-                and (i == 0 or toks[i - 1] == ("o", "\n") or toks[i - 1] == ("i", "call"))
+                and (i == 0 or toks[i - 1] == ("o", "\n") or toks[i - 1] == ("i", "call")
+                     or (i >= 2 and toks[i - 1] == ("o", ".") and toks[i - 2][0] == "i"
+                         and (i == 2 or toks[i - 3] == ("o", "\n") or toks[i - 3] == ("i", "call"))))
             if not paren and not bare:
                 continue
             f = self.funcs.get(self._key(t[1]))
