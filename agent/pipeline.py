@@ -27,6 +27,7 @@ from agent.enrich.enricher import Enricher
 from agent.enrich.hold import Hold
 from agent.enrich.proctable import ProcessTable
 from agent.events import (
+    EVENT_NAMES,
     AgentReady,
     AlertEvent,
     CgroupEvent,
@@ -39,6 +40,7 @@ from agent.events import (
 )
 from agent.ledger import Ledger
 from agent.outputs import record
+from agent.outputs.log import JsonLog
 from agent.outputs.metrics import Metrics
 from agent.ratelog import RateLog
 from agent.sensors import native
@@ -289,7 +291,9 @@ class Pipeline:
         judge_all = self.detector.enabled
         judge_boxed = self.profiles is not None
         webshell, devguard = self._webshell, self._devguard
-        records: list[dict] = []
+        line_of = self._line_maker()
+        line_ops: list = []  # the op of each record made as a JSON line (counted in the metrics by name)
+        records: list = []  # dicts, and JSON lines (bytes) where line_of made them
         judge: list = []  # (event, where its record is): judged after the batch's records are made
         settled = len(batch)
         if hold is not None and len(hold):
@@ -322,7 +326,11 @@ class Pipeline:
                 self._records(en, records, judge)
                 continue
             # _records, inline for the common event (no kernel rule action: not an exec)
-            records.append(from_enriched(en))
+            if line_of is not None and (line := line_of(en)) is not None:
+                records.append(line)
+                line_ops.append(ev.op)
+            else:
+                records.append(from_enriched(en))
             if judge_all or (judge_boxed and en.container is not None):
                 judge.append((en, len(records)))
             if webshell is not None:  # files written under web roots: filed here, scanned on its thread
@@ -330,8 +338,20 @@ class Pipeline:
             if devguard is not None and type(ev) is FileEvent:
                 devguard(en)
         self._judge(records, judge)
-        self._deliver(records)
+        self._deliver(records, line_ops if line_of is not None else None)
         self._settled(settled)  # after the outputs have them: a kill before this counts them as lost
+
+    def _line_maker(self):
+        """The compiled JSON line maker (agent/sensors/_native.c json_line) when every output is the JSON
+        log: nothing then needs a kernel event's dict, and the line is written without it, byte for byte
+        the line the dict would have made (tests/unit/test_native_json.py). None otherwise (an exporter,
+        the text log, a test's output: they take dicts)."""
+        mod = native.MODULE
+        if mod is None or not self.outputs or native.LINES_OFF:
+            return None
+        if all(getattr(out, "__func__", None) is JsonLog.emit for out in self.outputs):
+            return mod.json_line
+        return None
 
     def _records(self, en: Enriched, out: list[dict], judge: list) -> None:
         """The record of an event, and an enforcement.block record when the kernel killed it; the
@@ -381,20 +401,33 @@ class Pipeline:
             at = judge[i][1]
             out[at:at] = [flatten(a) for a in alerts]
 
-    def _deliver(self, records: list[dict]) -> None:
+    def _deliver(self, records: list, line_ops: list | None = None) -> None:
+        """Hand a batch's records to every output. With `line_ops` (from _process, when _line_maker made
+        some records as JSON lines, every output being the JSON log) the records are dicts and lines, and
+        the JSON logs take them as such (JsonLog.emit_lines); line_ops names the lines' events for the
+        metrics."""
         if not records:
             return
         with self._out_lock:
             for out in self.outputs:
                 try:
-                    out(records)
+                    if line_ops is not None:
+                        out.__self__.emit_lines(records)
+                    else:
+                        out(records)
                 except Exception as e:  # an output never kills the pipeline
                     self.drops["output"] += len(records)
                     self._rlog.error(f"output:{out!r}", "output failed: %r", e)
             self.delivered += len(records)
             if self.ledger is not None:
                 self.ledger.add("handed", len(records))
-        self.metrics.count_records(records)  # events by name, enforcement blocks by point
+        if line_ops is None:
+            self.metrics.count_records(records)  # events by name, enforcement blocks by point
+            return
+        self.metrics.count_records([r for r in records if type(r) is dict])
+        events = self.metrics.events
+        for op, n in Counter(line_ops).items():
+            events.labels(EVENT_NAMES[op]).inc(n)
 
     def emit(self, ev) -> None:
         """Hand one typed record made outside the kernel path (agent.events.Record) to the outputs."""

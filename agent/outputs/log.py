@@ -21,6 +21,15 @@ class JsonLog:
             self._out.write(data)
             self._out.flush()
 
+    def emit_lines(self, records: list) -> None:
+        """emit() for a batch whose kernel events came as their JSON lines already (bytes, made by the
+        pipeline's compiled line maker: agent/pipeline.py _line_maker); the dicts among them as emit()."""
+        dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        data = b"".join([r if type(r) is bytes else dumps(r, option=nl) for r in records])
+        with self._lock:
+            self._out.write(data)
+            self._out.flush()
+
 
 def _pick(rec: dict, *keys: str) -> str:
     return " ".join(f"{k.rsplit('.', 1)[-1]}={rec[k]}" for k in keys if k in rec and rec[k] != "")

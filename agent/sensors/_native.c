@@ -736,6 +736,394 @@ static PyObject *flatten_compiled(PyObject *self, PyObject *en) {
     return flat_or_none(en);
 }
 
+/* ---- the JSON line of a kernel event, without its dict: what JsonLog would write for
+ * record.from_enriched(en) (orjson.dumps(rec) + "\n"), byte for byte. Used by the pipeline when every
+ * output is the JSON log (nothing else needs the dict); tests/unit/test_native_json.py compares it with
+ * orjson on the replay mix, on edge strings and on random ones. The process and container fragments
+ * are encoded once per cached fragment. None where the dict path must run (another kind, a value this
+ * encoder does not write exactly as orjson: a surrogate, an int past 64 bits, another type). */
+
+typedef struct { char *p; Py_ssize_t n, cap; char small[2048]; } Buf;
+
+static void buf_init(Buf *b) { b->p = b->small; b->n = 0; b->cap = sizeof b->small; }
+static void buf_free(Buf *b) { if (b->p != b->small) PyMem_Free(b->p); }
+
+static int buf_grow(Buf *b, Py_ssize_t more) {
+    if (b->n + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < b->n + more)
+        cap *= 2;
+    char *np = PyMem_Malloc((size_t)cap);
+    if (np == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(np, b->p, (size_t)b->n);
+    if (b->p != b->small)
+        PyMem_Free(b->p);
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int buf_put(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->n, s, (size_t)n);
+    b->n += n;
+    return 0;
+}
+
+#define NOT_EXACT 1 /* a value orjson would write otherwise, or refuse: the dict path decides */
+
+/* orjson's escaping: " and \ escaped, \b \t \n \f \r, other bytes below 0x20 as \u00XX; UTF-8 as is */
+static int put_str(Buf *b, PyObject *o) {
+    if (!PyUnicode_CheckExact(o))
+        return NOT_EXACT;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s == NULL) { /* surrogates: orjson refuses them */
+        PyErr_Clear();
+        return NOT_EXACT;
+    }
+    if (buf_grow(b, 6 * n + 2) < 0)
+        return -1;
+    char *d = b->p + b->n;
+    *d++ = '"';
+    static const char hex[] = "0123456789abcdef";
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *d++ = (char)c;
+            continue;
+        }
+        *d++ = '\\';
+        switch (c) {
+        case '"': *d++ = '"'; break;
+        case '\\': *d++ = '\\'; break;
+        case '\b': *d++ = 'b'; break;
+        case '\t': *d++ = 't'; break;
+        case '\n': *d++ = 'n'; break;
+        case '\f': *d++ = 'f'; break;
+        case '\r': *d++ = 'r'; break;
+        default:
+            *d++ = 'u'; *d++ = '0'; *d++ = '0'; *d++ = hex[c >> 4]; *d++ = hex[c & 15];
+        }
+    }
+    *d++ = '"';
+    b->n = d - b->p;
+    return 0;
+}
+
+static int put_int(Buf *b, PyObject *o) {
+    if (o == Py_True)
+        return buf_put(b, "true", 4);
+    if (o == Py_False)
+        return buf_put(b, "false", 5);
+    if (!PyLong_CheckExact(o))
+        return NOT_EXACT;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    char tmp[24], *e = tmp + sizeof tmp, *d = e;
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(o);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) { /* past 64 bits: orjson refuses it */
+            PyErr_Clear();
+            return NOT_EXACT;
+        }
+        do { *--d = (char)('0' + u % 10); u /= 10; } while (u);
+    } else if (overflow < 0) {
+        return NOT_EXACT;
+    } else {
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        do { *--d = (char)('0' + u % 10); u /= 10; } while (u);
+        if (v < 0)
+            *--d = '-';
+    }
+    return buf_put(b, d, e - d);
+}
+
+/* a value of a record: str, int, bool or a list of those (the kernel kinds' records hold no others) */
+static int put_value(Buf *b, PyObject *o) {
+    if (PyUnicode_CheckExact(o))
+        return put_str(b, o);
+    if (PyList_CheckExact(o)) {
+        if (buf_put(b, "[", 1) < 0)
+            return -1;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); i++) {
+            if (i && buf_put(b, ",", 1) < 0)
+                return -1;
+            int r = put_value(b, PyList_GET_ITEM(o, i));
+            if (r)
+                return r;
+        }
+        return buf_put(b, "]", 1);
+    }
+    return put_int(b, o);
+}
+
+/* ,"key":value */
+static int put_item(Buf *b, PyObject *key, PyObject *val) {
+    if (val == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "an event field was never set");
+        return -1;
+    }
+    if (buf_put(b, ",", 1) < 0)
+        return -1;
+    int r = put_str(b, key);
+    if (r)
+        return r;
+    if (buf_put(b, ":", 1) < 0)
+        return -1;
+    return put_value(b, val);
+}
+
+static char *key_json[KEY_COUNT];
+static Py_ssize_t key_json_len[KEY_COUNT];
+
+static int put_key_val(Buf *b, int key, PyObject *val) {
+    if (val == NULL) {
+        PyErr_Format(PyExc_AttributeError, "no value for %s", KEY_TEXT[key]);
+        return -1;
+    }
+    if (buf_put(b, key_json[key], key_json_len[key]) < 0)
+        return -1;
+    return put_value(b, val);
+}
+
+/* the encoded fragments, cached beside the dict fragments (same slots, same identities) */
+static PyObject *proc_json[PART_SLOTS];   /* bytes: ,"k":v,... of keys + lists */
+static PyObject *cont_json[PART_SLOTS];
+static PyObject *proc_json_of[PART_SLOTS]; /* the part tuple the bytes were made from */
+static PyObject *cont_json_of[PART_SLOTS];
+
+static int encode_dict_items(Buf *b, PyObject *d) {
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        int r = put_item(b, k, v);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+/* bytes of a fragment, NULL with an error, Py_None (borrowed) when not exactly encodable */
+static PyObject *fragment_json(PyObject *part, int proc, int with_lists) {
+    Buf b;
+    buf_init(&b);
+    int r = encode_dict_items(&b, PyTuple_GET_ITEM(part, proc ? 3 : 1));
+    if (!r && proc && with_lists) {
+        r = put_key_val(&b, KEY_ANC_NAME, PyTuple_GET_ITEM(part, 4));
+        if (!r)
+            r = put_key_val(&b, KEY_ANC_EXE, PyTuple_GET_ITEM(part, 5));
+    }
+    PyObject *out = r < 0 ? NULL : r ? Py_None : PyBytes_FromStringAndSize(b.p, b.n);
+    buf_free(&b);
+    return out;
+}
+
+static PyObject *json_or_none(PyObject *en) {
+    if (Py_TYPE(en) != kinds[K_ENRICHED].type)
+        Py_RETURN_NONE;
+    PyObject *ev = SLOT(en, K_ENRICHED, E_EVENT);
+    PyTypeObject *t = Py_TYPE(ev);
+    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
+             : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT : -1;
+    if (kind < 0)
+        Py_RETURN_NONE;
+    long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op > 255 || names[op] == NULL)
+        Py_RETURN_NONE;
+    PyObject *ts = rfc3339(SLOT(ev, kind, F_TS));
+    if (ts == NULL)
+        return NULL;
+    if (ts == Py_None)
+        Py_RETURN_NONE;
+    Buf b;
+    buf_init(&b);
+    int r = buf_put(&b, "{", 1);
+    /* the first key without its comma */
+    if (!r) r = put_str(&b, keys[KEY_NAME]);
+    if (!r) r = buf_put(&b, ":", 1);
+    if (!r) r = put_str(&b, names[op]);
+    if (!r) r = put_key_val(&b, KEY_TS, ts);
+    Py_DECREF(ts);
+    if (!r) r = put_key_val(&b, KEY_SEV, s_info);
+    if (!r) r = put_key_val(&b, KEY_PID, SLOT(ev, kind, F_PID));
+    if (!r) r = put_key_val(&b, KEY_TID, SLOT(ev, kind, F_TID));
+    if (!r) r = put_key_val(&b, KEY_PPID, SLOT(ev, kind, F_PPID));
+    if (!r) r = put_key_val(&b, KEY_COMM, SLOT(ev, kind, F_COMM));
+    if (!r) r = put_key_val(&b, KEY_UID, SLOT(ev, kind, F_UID));
+    if (!r) r = put_key_val(&b, KEY_GID, SLOT(ev, kind, F_GID));
+    if (!r) r = put_key_val(&b, KEY_CGROUP, SLOT(ev, kind, F_CGROUP));
+    if (!r) r = put_key_val(&b, KEY_MNTNS, SLOT(ev, kind, F_MNTNS));
+    if (r)
+        goto out;
+    PyObject *p = SLOT(en, K_ENRICHED, E_PROCESS), *parent = SLOT(en, K_ENRICHED, E_PARENT);
+    PyObject *chain = SLOT(en, K_ENRICHED, E_ANCESTORS);
+    int has_chain = PyObject_IsTrue(chain);
+    if (has_chain < 0) {
+        r = -1;
+        goto out;
+    }
+    if (p != Py_None || parent != Py_None || has_chain) {
+        PyObject *part = proc_part(p, parent, chain);
+        if (part == NULL) {
+            r = -1;
+            goto out;
+        }
+        size_t h = (mix_ptr(p) * 31 + mix_ptr(parent) * 7 + mix_ptr(chain)) & (PART_SLOTS - 1);
+        if (proc_json_of[h] != part) {
+            PyObject *j = fragment_json(part, 1, has_chain);
+            if (j == NULL || j == Py_None) {
+                r = j == NULL ? -1 : NOT_EXACT;
+                goto out;
+            }
+            Py_XSETREF(proc_json[h], j);
+            Py_INCREF(part);
+            Py_XSETREF(proc_json_of[h], part);
+        }
+        r = buf_put(&b, PyBytes_AS_STRING(proc_json[h]), PyBytes_GET_SIZE(proc_json[h]));
+        if (r)
+            goto out;
+    }
+    PyObject *resolved = SLOT(en, K_ENRICHED, E_RESOLVED);
+    int tr = PyObject_IsTrue(resolved);
+    if (tr < 0 || (tr && (r = put_key_val(&b, KEY_RESOLVED, resolved)) != 0)) {
+        if (tr < 0) r = -1;
+        goto out;
+    }
+    tr = PyObject_IsTrue(SLOT(ev, kind, F_TRUNC));
+    if (tr < 0 || (tr && (r = put_key_val(&b, KEY_TRUNC, Py_True)) != 0)) {
+        if (tr < 0) r = -1;
+        goto out;
+    }
+    switch (kind) {
+    case K_FILE:
+        r = put_key_val(&b, KEY_FPATH, SLOT(ev, K_FILE, 11));
+        if (!r) r = put_key_val(&b, KEY_RET, SLOT(ev, K_FILE, 13));
+        if (r) break;
+        switch (op) {
+        case 10:
+            r = put_key_val(&b, KEY_OFLAGS, SLOT(ev, K_FILE, 14));
+            if (!r) r = put_key_val(&b, KEY_FMODE, SLOT(ev, K_FILE, 15));
+            break;
+        case 12: r = put_key_val(&b, KEY_FTARGET, SLOT(ev, K_FILE, 12)); break;
+        case 13: r = put_key_val(&b, KEY_FMODE, SLOT(ev, K_FILE, 15)); break;
+        case 14:
+            r = put_key_val(&b, KEY_FOWNER, SLOT(ev, K_FILE, 18));
+            if (!r) r = put_key_val(&b, KEY_FGROUP, SLOT(ev, K_FILE, 19));
+            break;
+        case 15: case 16: r = put_key_val(&b, KEY_FLINK, SLOT(ev, K_FILE, 12)); break;
+        }
+        if (!r) {
+            PyObject *fd = SLOT(ev, K_FILE, 17);
+            long v = PyLong_Check(fd) ? PyLong_AsLong(fd) : -1;
+            if (v == -1 && PyErr_Occurred())
+                r = -1;
+            else if (v >= 0)
+                r = put_key_val(&b, KEY_FDESC, fd);
+        }
+        break;
+    case K_NET:
+        r = put_key_val(&b, KEY_NTYPE, SLOT(ev, K_NET, 13));
+        if (!r) r = put_key_val(&b, KEY_NTRANSPORT, SLOT(ev, K_NET, 14));
+        if (!r) r = put_key_val(&b, KEY_RET, SLOT(ev, K_NET, 11));
+        if (r) break;
+        if (op == 20 || op == 21 || op == 26 || op == 25) {
+            r = put_key_val(&b, KEY_PEER_ADDR, SLOT(ev, K_NET, 15));
+            if (!r) r = put_key_val(&b, KEY_PEER_PORT, SLOT(ev, K_NET, 16));
+        } else if (op != OP_NET_SOCKET) {
+            r = put_key_val(&b, KEY_LOCAL_ADDR, SLOT(ev, K_NET, 15));
+            if (!r) r = put_key_val(&b, KEY_LOCAL_PORT, SLOT(ev, K_NET, 16));
+        }
+        if (r) break;
+        if (op == 23) {
+            r = put_key_val(&b, KEY_BACKLOG, SLOT(ev, K_NET, 17));
+        } else if (op == OP_NET_SOCKET) {
+            r = put_key_val(&b, KEY_NFD, SLOT(ev, K_NET, 11));
+            if (!r) r = put_key_val(&b, KEY_NPROTO, SLOT(ev, K_NET, 19));
+        } else if (op == 25) {
+            r = put_key_val(&b, KEY_NFD, SLOT(ev, K_NET, 12));
+            if (!r) r = put_key_val(&b, KEY_DUPFD, SLOT(ev, K_NET, 18));
+        }
+        break;
+    case K_FORK:
+        r = put_key_val(&b, KEY_CHILD, SLOT(ev, K_FORK, 11));
+        break;
+    case K_EXIT: {
+        PyObject *sig = SLOT(ev, K_EXIT, 12);
+        r = put_key_val(&b, KEY_EXIT_CODE, SLOT(ev, K_EXIT, 11));
+        if (!r) {
+            tr = PyObject_IsTrue(sig);
+            if (tr < 0) r = -1;
+            else if (tr) r = put_key_val(&b, KEY_EXIT_SIG, sig);
+        }
+        break;
+    }
+    }
+    if (r)
+        goto out;
+    PyObject *c = SLOT(en, K_ENRICHED, E_CONTAINER);
+    if (c != Py_None) {
+        PyObject *part = container_part(c);
+        if (part == NULL) {
+            r = -1;
+            goto out;
+        }
+        size_t h = mix_ptr(c) & (PART_SLOTS - 1);
+        if (cont_json_of[h] != part) {
+            PyObject *j = fragment_json(part, 0, 0);
+            if (j == NULL || j == Py_None) {
+                r = j == NULL ? -1 : NOT_EXACT;
+                goto out;
+            }
+            Py_XSETREF(cont_json[h], j);
+            Py_INCREF(part);
+            Py_XSETREF(cont_json_of[h], part);
+        }
+        r = buf_put(&b, PyBytes_AS_STRING(cont_json[h]), PyBytes_GET_SIZE(cont_json[h]));
+        if (r)
+            goto out;
+    }
+    r = buf_put(&b, "}\n", 2);
+out:;
+    PyObject *res = r < 0 ? NULL : r ? (Py_INCREF(Py_None), Py_None) : PyBytes_FromStringAndSize(b.p, b.n);
+    buf_free(&b);
+    return res;
+}
+
+/* json_line(en): the JSON log's line of a kernel event (bytes), or None: flatten and orjson it */
+static PyObject *json_line(PyObject *self, PyObject *en) {
+    if (!configured || python_flatten == NULL)
+        return need_config();
+    return json_or_none(en);
+}
+
+static int init_key_json(void) {
+    for (int i = 0; i < KEY_COUNT; i++) {
+        if (key_json[i] != NULL)
+            continue;
+        size_t n = strlen(KEY_TEXT[i]);
+        key_json[i] = PyMem_Malloc(n + 4);
+        if (key_json[i] == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        key_json[i][0] = ',';
+        key_json[i][1] = '"';
+        memcpy(key_json[i] + 2, KEY_TEXT[i], n); /* the keys are plain ASCII: nothing to escape */
+        key_json[i][n + 2] = '"';
+        key_json[i][n + 3] = ':';
+        key_json_len[i] = (Py_ssize_t)n + 4;
+    }
+    return 0;
+}
+
 /* configure_flatten(names, process_part, container_part, second_text, python_flatten): names maps
  * op -> event.name */
 static PyObject *configure_flatten(PyObject *self, PyObject *args) {
@@ -761,6 +1149,8 @@ static PyObject *configure_flatten(PyObject *self, PyObject *args) {
             return NULL;
     if (s_info == NULL && (s_info = PyUnicode_InternFromString("info")) == NULL)
         return NULL;
+    if (init_key_json() < 0)
+        return NULL;
     Py_INCREF(pp); Py_XSETREF(proc_part_fn, pp);
     Py_INCREF(cp); Py_XSETREF(container_part_fn, cp);
     Py_INCREF(th); Py_XSETREF(ts_head_fn, th);
@@ -775,6 +1165,7 @@ static PyObject *clear_parts(PyObject *self, PyObject *unused) {
         Py_CLEAR(proc_slots[i].p); Py_CLEAR(proc_slots[i].parent); Py_CLEAR(proc_slots[i].chain);
         Py_CLEAR(proc_slots[i].part);
         Py_CLEAR(cont_slots[i].c); Py_CLEAR(cont_slots[i].part);
+        Py_CLEAR(proc_json[i]); Py_CLEAR(proc_json_of[i]); Py_CLEAR(cont_json[i]); Py_CLEAR(cont_json_of[i]);
     }
     head_sec = -1;
     Py_RETURN_NONE;
@@ -867,6 +1258,7 @@ static PyMethodDef methods[] = {
     {"flatten_compiled", flatten_compiled, METH_O, "Enriched -> its flat record, or None where Python makes it"},
     {"configure_flatten", configure_flatten, METH_VARARGS, "configure_flatten(names, process_part, "
      "container_part, second_text, python_flatten)"},
+    {"json_line", json_line, METH_O, "Enriched -> the JSON log's line of it (bytes), or None"},
     {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},
     {"configure", configure, METH_VARARGS, "configure(ops, classes, DecodeError)"},
     {"layout", layout, METH_NOARGS, "the offsets and sizes this module was compiled with"},

@@ -2,12 +2,15 @@
 `python -m agent.sensors.native`), used when present and checked, else the Python decoders.
 
 The Python decoders in file.py, net.py and process.py are the reference: the compiled ones make the
-same events (tests/unit/test_native_decode.py). Before this module hands them out it compares every
+same events (tests/unit/test_native_decode.py). The same module flattens those kinds' records and writes
+their JSON lines (agent/outputs/record.py, agent/pipeline.py; tests/unit/test_flatten_fragments.py and
+test_native_json.py hold the Python references). Before this module hands it out it compares every
 offset and size the C file was compiled with against agent/sensors/abi.py (the mirror of
 probes/events.h that tests/unit/test_abi.py checks against gcc), so a layout changed on one side
-only falls back to the Python decoders with one warning instead of decoding garbage.
-`NODEWARDEN_NATIVE=0` turns them off (to compare, or to rule them out). `STATUS` says which are in use
-and why (the pipeline logs it at start). `python -m agent.sensors.native_build` builds the object.
+only falls back to the Python code instead of decoding garbage. `STATUS` says which is in use and
+why (the pipeline logs it at start); `python -m agent.sensors.native_build` builds the object.
+`NODEWARDEN_NATIVE=0` turns it all off (to compare, or to rule it out); `NODEWARDEN_NATIVE=lines-off`
+keeps it but has the pipeline make every record's dict.
 
 The shared object goes under build/native/ (gitignored, like every build output), named with
 this interpreter's extension suffix, so a venv of another Python version never loads it.
@@ -107,6 +110,7 @@ def _load():
 
 STATUS = ""
 MODULE = _load()
+LINES_OFF = os.environ.get("NODEWARDEN_NATIVE") == "lines-off"
 
 
 def decoder(kind: str, reference):

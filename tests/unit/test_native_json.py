@@ -1,0 +1,89 @@
+"""The compiled JSON line (agent/sensors/_native.c json_line) against what the JSON log writes for the
+record's dict (orjson.dumps(record.from_enriched(en)) + newline): byte for byte on bench/pipeline.py's
+replay mix, on strings orjson escapes (quotes, backslashes, control bytes, UTF-8), on random strings,
+and None (the dict path decides) where orjson would write otherwise or refuse (a surrogate, an int past
+64 bits)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import orjson
+import pytest
+
+from agent.events import ContainerInfo, Enriched, ExecEvent, ProcInfo
+from agent.outputs import record
+from agent.sensors import native
+from agent.sensors.common import BootClock
+from tests.unit.detect_events import file_rec, net_rec
+from tests.unit.test_flatten_fragments import _DECODERS, _mix_events
+
+pytestmark = pytest.mark.skipif(native.MODULE is None, reason=f"native module not loaded: {native.STATUS}")
+
+
+def _line(en: Enriched) -> bytes:
+    return orjson.dumps(record.from_enriched(en), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def test_mix_lines_are_orjson_lines():
+    from bench.pipeline import _containers
+
+    mod = native.MODULE
+    mod.clear_parts()
+    enricher, evs = _mix_events(_containers())
+    done = 0
+    for ev in evs:
+        en = enricher.enrich(ev)
+        got = mod.json_line(en)
+        if got is None:
+            assert isinstance(ev, ExecEvent)
+            continue
+        done += 1
+        assert got == _line(en)
+    assert done > len(evs) * 0.9
+
+
+STRANGE = ["", "plain", 'q"uote', "back\\slash", "nl\nline", "\x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f", "caf\u00e9",
+           "\u2028\u2029", "\U0001f600", "/", "</script>", "\\xff"]
+
+
+def test_escaping_is_orjson_escaping():
+    mod = native.MODULE
+    ev0 = _DECODERS[10](file_rec(10, "/x", flags=1, ret=3), BootClock())
+    for s in STRANGE:
+        ev = dataclasses.replace(ev0, path=s, comm=s)
+        p = ProcInfo(9, 1, s, (s, s), 0, 10**18, s, s)
+        c = ContainerInfo("c1", name=s, image=s, pod_name=s, pod_namespace="ns")
+        for en in (Enriched(ev, p, p, c, (p, p), s), Enriched(ev, None, None, None)):
+            assert mod.json_line(en) == _line(en), repr(s)
+
+
+def test_random_strings():
+    mod = native.MODULE
+    rnd = random.Random(17)
+    ev0 = _DECODERS[20](net_rec(20, "10.0.0.1", 443), BootClock())
+    for _ in range(500):
+        s = "".join(chr(rnd.choice([rnd.randrange(0, 0x80), rnd.randrange(0x80, 0xD800),
+                                    rnd.randrange(0xE000, 0x110000)])) for _ in range(rnd.randrange(0, 12)))
+        en = Enriched(dataclasses.replace(ev0, address=s, comm=s), ProcInfo(1, 0, s, (s,), 0, 0, s), None, None)
+        assert mod.json_line(en) == _line(en)
+
+
+def test_what_orjson_refuses_or_writes_otherwise_goes_to_the_dict_path():
+    mod = native.MODULE
+    ev0 = _DECODERS[10](file_rec(10, "/x"), BootClock())
+    surrogate = Enriched(dataclasses.replace(ev0, path="\udcff"), None, None, None)
+    assert mod.json_line(surrogate) is None
+    with pytest.raises(orjson.JSONEncodeError):
+        _line(surrogate)
+    huge = Enriched(dataclasses.replace(ev0, cgroup_id=2**64), None, None, None)
+    assert mod.json_line(huge) is None
+    assert mod.json_line(Enriched(dataclasses.replace(ev0, pid=2**64 - 1), None, None, None)) == _line(
+        Enriched(dataclasses.replace(ev0, pid=2**64 - 1), None, None, None))
+    assert mod.json_line(Enriched(dataclasses.replace(ev0, ret=-(2**63)), None, None, None)) == _line(
+        Enriched(dataclasses.replace(ev0, ret=-(2**63)), None, None, None))
+    assert mod.json_line(Enriched(dataclasses.replace(ev0, ret=1.5), None, None, None)) is None  # not an int
+    bad_proc = ProcInfo(1, 0, "\ud800", ("x",), 0, 0)
+    assert mod.json_line(Enriched(ev0, bad_proc, None, None)) is None
+    assert mod.json_line("not an event") is None
