@@ -12,6 +12,7 @@ SUITES.append("bench.profiles")  # behaviour profiles: memory per profile, added
 SUITES.append("bench.collector_scale")  # collector ingest: SQLite, PostgreSQL with 1 and 2 replicas (issue 14)
 SUITES.append("bench.console")  # console query latency on 10 million stored events, first page < 300 ms (issue 14)
 SUITES.append("bench.resources")  # resource sampler: CPU per container sample, psutil host sample (issue 16)
+SUITES.append("bench.memory")  # the real agent's USS/RSS idle and under load, idle CPU, no LLVM mapped (issue 17)
 
 names = sys.argv[1:] or SUITES
 sys.argv = sys.argv[:1]  # each suite parses its own flags: run them with their defaults
