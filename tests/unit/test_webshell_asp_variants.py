@@ -394,3 +394,40 @@ def test_asmx_web_method_parameter():
 def test_benign_object_tag_for_a_dictionary():
     assert_benign('<object runat="server" id="d" progid="Scripting.Dictionary"></object><%\n'
                   'd.Add "q", Request("q")\nResponse.Write Server.HTMLEncode(d("q"))\n%>')
+
+
+# --- the Request object under another name, and the less common collections -----------------------
+
+ALIASES = [
+    ("x.ashx", '<%@ WebHandler Language="C#" Class="H" %>\nusing System.Web;\npublic class H : IHttpHandler {'
+               " public void ProcessRequest(HttpContext context) { HttpRequest req = context.Request;"
+               ' System.Diagnostics.Process.Start("cmd.exe", "/c " + req.Form["c"]); }'
+               " public bool IsReusable { get { return false; } } }"),
+    ("x.aspx", '<%@ Page Language="C#" %><% var r = HttpContext.Current.Request;'
+               ' System.Diagnostics.Process.Start("cmd.exe", "/c " + r["c"]); %>'),
+    ("x.asp", '<%\nSet r = Request\nExecute r("c")\n%>'),
+    ("x.asp", '<%\nSet r = Request.Form\nExecute r("c")\n%>'),
+    ("x.aspx", '<%@ Page Language="C#" %><% string c = Page.Request.Unvalidated.Form["c"];'
+               ' System.Diagnostics.Process.Start("cmd.exe", c); %>'),
+    ("x.aspx", '<%@ Page Language="C#" %><% var s = new System.IO.StreamReader(Request.GetBufferedInputStream())'
+               '.ReadToEnd(); System.Diagnostics.Process.Start("cmd.exe", s); %>'),
+    ("x.aspx", '<%@ Page Language="C#" %><% foreach (string k in Request.Form.AllKeys) {'
+               ' System.Diagnostics.Process.Start("cmd.exe", "/c " + Request.Form[k]); } %>'),
+    ("x.asp", '<%\nFor Each k In Request.Form\n  Execute Request.Form(k)\nNext\n%>'),
+    ("x.asp", '<%\na = Split(Request.QueryString, "=")\nExecute a(1)\n%>'),
+    ("x.asp", '<%\nExecute(Request.Cookies("a")("b"))\n%>'),
+]
+
+
+@pytest.mark.parametrize("name,text", ALIASES)
+def test_request_alias_and_collections(name, text):
+    assert_shell(text, name)
+
+
+def test_benign_handler_passing_the_request_to_a_logger():
+    assert_benign('<%@ WebHandler Language="C#" Class="H" %>\nusing System.Web;\npublic class H : IHttpHandler {'
+                  " public void ProcessRequest(HttpContext context) { HttpRequest req = context.Request;"
+                  ' Log(req); context.Response.Write(HttpUtility.HtmlEncode(req.QueryString["q"]));'
+                  ' System.Diagnostics.Process.Start("notify.exe"); }'
+                  " void Log(HttpRequest r) { System.Diagnostics.Trace.WriteLine(r.RawUrl); }"
+                  " public bool IsReusable { get { return false; } } }", "x.ashx")

@@ -322,3 +322,22 @@ def test_benign_session_attribute_shown_back():
     assert_benign('<% session.setAttribute("name", request.getParameter("name"));'
                   ' out.println(org.owasp.encoder.Encode.forHtml((String) session.getAttribute("name")));'
                   ' Process p = Runtime.getRuntime().exec("date"); %>')
+
+
+@pytest.mark.parametrize("src", ["request.getRequestURI().substring(5)", "request.getPathInfo()",
+                                 "java.net.URLDecoder.decode(request.getRequestURL().toString(), \"UTF-8\")"])
+def test_the_requested_path_is_request_data_in_a_page(src):
+    assert_shell(f"<% String c = {src}; Runtime.getRuntime().exec(c); %>")
+
+
+def test_benign_servlet_running_the_script_its_path_names():
+    # what Tomcat's CGI servlet does for a living: in a class the routed path is the container's
+    assert_benign("""package org.example;
+public class Cgi extends javax.servlet.http.HttpServlet {
+  protected void doGet(javax.servlet.http.HttpServletRequest req, javax.servlet.http.HttpServletResponse resp)
+      throws java.io.IOException {
+    String script = getServletContext().getRealPath(req.getPathInfo());
+    if (!script.startsWith(getServletContext().getRealPath("/WEB-INF/cgi"))) { resp.sendError(404); return; }
+    Process p = Runtime.getRuntime().exec(new String[] {script});
+  }
+}""", "Cgi.java")

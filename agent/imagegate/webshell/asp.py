@@ -28,8 +28,11 @@ _UTF7 = re.compile(r"codepage\s*=\s*[\"']?65000", re.I)
 _I = re.I
 SOURCES = [re.compile(p, _I) for p in (
     r"\brequest(?:\.(?:form|querystring|cookies|item|params|headers|files|unvalidated|query|body))?[(\[]",
-    r"\brequest\.(?:binaryread|inputstream|getbufferlessinputstream|form|querystring|params|headers|cookies|files"
-    r"|item|rawurl|url|body|totalbytes)\b",
+    r"\brequest\.(?:binaryread|inputstream|getbufferlessinputstream|getbufferedinputstream|form|querystring|params"
+    r"|headers|cookies|files|item|rawurl|url|body|totalbytes|unvalidated)\b",
+    # the Request object itself kept in a name (`HttpRequest r = context.Request;`, VB `Set r = Request`) or
+    # handed to a helper: what is read through the alias is the request's
+    r"(?<![\w\[\"])request(?=[;\n)]|$)",
     # the server's own variables (SCRIPT_NAME, REMOTE_ADDR ...) are not the client's; these are
     r'\brequest\.servervariables[(\[]"(?:HTTP_\w+|QUERY_STRING|ALL_\w+|CONTENT_\w+|PATH_INFO|URL)"',
     r'\beval\("request"\)',  # JScript/VB: eval("request") is the Request object

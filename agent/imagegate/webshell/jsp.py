@@ -101,6 +101,9 @@ SINKS = [
        needs=re.compile(r"DriverManager")),
 ]
 LANG = jsp_flow.Lang("java", SOURCES, SINKS)
+# In a page the path the client asked for is request data too (`/shell.jsp/ls -la`); in a servlet class it
+# is what the container routes on (Tomcat's CGI servlet runs the script the path names), so classes leave it.
+LANG_PAGE = jsp_flow.Lang("java", SOURCES + [re.compile(r"\.(?:getRequestURI|getRequestURL|getPathInfo)\(\)")], SINKS)
 LANG_EL = jsp_flow.Lang("el", EL_SOURCES, SINKS)
 
 # Shapes of the encrypted loaders, over the folded code.
@@ -217,7 +220,7 @@ def _memory_shell(code: str, found: list) -> None:
 
 def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool) -> None:
     toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=el), budget)
-    prog = jsp_flow.Program(toks, _lang_for(code, LANG_EL if el else LANG), budget)
+    prog = jsp_flow.Program(toks, _lang_for(code, LANG_EL if el else LANG_PAGE), budget)
     _seed_messages(prog)
     _process_sinks(prog)
     _judge(prog, found, prefix, el=el, depth=depth)
