@@ -285,6 +285,7 @@ class Pipeline:
         events, and the rare rest: a kernel rule's exec)."""
         decoders, clock, hold = self.probes.decoders, self.clock, self.hold
         enrich, memo = self.enricher.enrich_in_batch, {}  # the batch's memo of process and container context
+        from_memo = native.MODULE.from_memo if native.MODULE is not None else None  # its hits, compiled
         show_fork = self.cfg.output.show_fork
         resolver = self.enricher.containers
         from_enriched = record.from_enriched
@@ -313,7 +314,8 @@ class Pipeline:
                     resolver.note_cgroup(ev)
                 memo.clear()  # the resolver may attribute that cgroup's events differently now
                 continue
-            en = enrich(ev, memo)
+            if from_memo is None or (en := from_memo(memo, ev)) is None:
+                en = enrich(ev, memo)
             if not show_fork and isinstance(ev, ForkEvent):
                 continue
             if hold is not None and en.container is None and hold.wants(en):

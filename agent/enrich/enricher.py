@@ -126,7 +126,9 @@ class Enricher:
         record (the pipeline clears it), so it is asked once per batch and taken again. The one difference
         from enrich(): a container the watcher thread adds while a batch is worked on is seen from the next
         batch (a batch takes about a millisecond), as if the batch had come that much earlier; an event
-        of a young cgroup without its container is held (agent/enrich/hold.py) and resolved again anyway."""
+        of a young cgroup without its container is held (agent/enrich/hold.py) and resolved again anyway.
+        The pipeline asks the compiled memo reader first (agent/sensors/_native.c from_memo: a file or net
+        event's hit whose path needs no cwd), which makes what the hit branch below makes."""
         if isinstance(ev, _PROCESS_EVENTS):
             memo.clear()
             return self.enrich(ev)

@@ -1124,6 +1124,65 @@ static int init_key_json(void) {
     return 0;
 }
 
+/* from_memo(memo, ev): Enricher.enrich_in_batch's memo hit, made here: the Enriched of a file or net
+ * event whose (pid, ppid, cgroup id, mount ns) the batch's memo holds, with that entry's process,
+ * parent, container and ancestry. None when Python must do it: another kind, not in the memo, or a
+ * path relative to the cwd (its resolution is Python's: enricher._resolve). */
+static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!configured)
+        return need_config();
+    if (nargs != 2 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "from_memo(memo: dict, event)");
+        return NULL;
+    }
+    PyObject *memo = args[0], *ev = args[1];
+    PyTypeObject *t = Py_TYPE(ev);
+    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET : -1;
+    if (kind < 0)
+        Py_RETURN_NONE;
+    if (kind == K_FILE) {
+        PyObject *path = SLOT(ev, K_FILE, 11), *dirfd = SLOT(ev, K_FILE, 16);
+        if (path == NULL || dirfd == NULL || !PyUnicode_Check(path))
+            Py_RETURN_NONE;
+        if (PyUnicode_GET_LENGTH(path) > 0 && PyUnicode_READ_CHAR(path, 0) != '/') {
+            long fd = PyLong_Check(dirfd) ? PyLong_AsLong(dirfd) : 0;
+            if (fd == -1 && PyErr_Occurred())
+                return NULL;
+            if (fd == -100) /* AT_FDCWD: joined to the cwd by Python */
+                Py_RETURN_NONE;
+        }
+    }
+    PyObject *a = SLOT(ev, kind, F_PID), *b = SLOT(ev, kind, F_PPID), *c = SLOT(ev, kind, F_CGROUP);
+    PyObject *d = SLOT(ev, kind, F_MNTNS);
+    if (!a || !b || !c || !d)
+        Py_RETURN_NONE;
+    PyObject *key = PyTuple_Pack(4, a, b, c, d);
+    if (key == NULL)
+        return NULL;
+    PyObject *hit = PyDict_GetItemWithError(memo, key);
+    Py_DECREF(key);
+    if (hit == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (Py_TYPE(hit) != kinds[K_ENRICHED].type)
+        Py_RETURN_NONE;
+    PyObject *v[MAX_FIELDS];
+    v[E_EVENT] = ev;
+    v[E_PROCESS] = SLOT(hit, K_ENRICHED, E_PROCESS);
+    v[E_PARENT] = SLOT(hit, K_ENRICHED, E_PARENT);
+    v[E_CONTAINER] = SLOT(hit, K_ENRICHED, E_CONTAINER);
+    v[E_ANCESTORS] = SLOT(hit, K_ENRICHED, E_ANCESTORS);
+    v[E_RESOLVED] = s_empty;
+    for (int i = 0; i < 6; i++) {
+        if (v[i] == NULL)
+            Py_RETURN_NONE;
+        Py_INCREF(v[i]);
+    }
+    return make(&kinds[K_ENRICHED], v);
+}
+
 /* configure_flatten(names, process_part, container_part, second_text, python_flatten): names maps
  * op -> event.name */
 static PyObject *configure_flatten(PyObject *self, PyObject *args) {
@@ -1258,6 +1317,7 @@ static PyMethodDef methods[] = {
     {"flatten_compiled", flatten_compiled, METH_O, "Enriched -> its flat record, or None where Python makes it"},
     {"configure_flatten", configure_flatten, METH_VARARGS, "configure_flatten(names, process_part, "
      "container_part, second_text, python_flatten)"},
+    {"from_memo", (PyCFunction)(void (*)(void))from_memo, METH_FASTCALL, "the batch memo's Enriched, or None"},
     {"json_line", json_line, METH_O, "Enriched -> the JSON log's line of it (bytes), or None"},
     {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},
     {"configure", configure, METH_VARARGS, "configure(ops, classes, DecodeError)"},
