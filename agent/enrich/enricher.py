@@ -122,15 +122,19 @@ class Enricher:
 
         Most events are not process events (file, net, system) and come in runs from one process; what the
         table and the container resolver say of one (pid, ppid, cgroup, mount namespace) cannot change
-        within the batch except by a process event (fork, exec, exit: the memo is cleared) or a cgroup
-        record (the pipeline clears it), so it is asked once per batch and taken again. The one difference
+        within the batch except by a process event or a cgroup record (the pipeline clears the memo at
+        those), so it is asked once per batch and taken again. A process event of pid X (an exec or exit
+        of X, a fork whose child is X) forgets what the memo holds of X, of X's children and of every
+        process with X in its ancestry: what the table now says of those may differ; of the others it
+        says the same (an ancestry cache the table dropped is rebuilt equal). The one difference
         from enrich(): a container the watcher thread adds while a batch is worked on is seen from the next
         batch (a batch takes about a millisecond), as if the batch had come that much earlier; an event
         of a young cgroup without its container is held (agent/enrich/hold.py) and resolved again anyway.
         The pipeline asks the compiled memo reader first (agent/sensors/_native.c from_memo: a file or net
         event's hit whose path needs no cwd), which makes what the hit branch below makes."""
         if isinstance(ev, _PROCESS_EVENTS):
-            memo.clear()
+            if memo:
+                _forget(memo, ev.child_pid if isinstance(ev, ForkEvent) else ev.pid)
             return self.enrich(ev)
         key = (ev.pid, ev.ppid, ev.cgroup_id, ev.mntns)
         hit = memo.get(key)
@@ -150,6 +154,14 @@ class Enricher:
             return self.table.ancestors(ev.pid)  # cached per pid: the common case costs one lookup
         # The kernel's parent differs from the table's (reparented, or the fork was not seen): its chain.
         return ((parent,) + self.table.ancestors(parent.pid))[: self.table.ancestry_max]
+
+
+def _forget(memo: dict, pid: int) -> None:
+    """enrich_in_batch's memo without what a process event of `pid` may have changed."""
+    stale = [key for key, en in memo.items()
+             if key[0] == pid or key[1] == pid or any(a.pid == pid for a in en.ancestors)]
+    for key in stale:
+        del memo[key]
 
 
 def _resolve(ev: FileEvent, proc: ProcInfo | None) -> str:

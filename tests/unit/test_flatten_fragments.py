@@ -156,3 +156,30 @@ def test_compiled_flattener_gives_the_plain_records():
     odd = Enriched(dataclasses.replace(big.event, ts_ns=2**70), None, None, None)
     assert mod.flatten_compiled(odd) is None  # a timestamp past int64: the Python flattener's
     _same(mod.flatten(odd), plain(odd))
+
+
+def test_batch_enricher_follows_process_changes_within_a_batch():
+    """Within one batch: a parent execs, a grandparent exits, a pid is reused, all between a process's
+    events; each event is enriched as enrich() would (what the memo held of them is forgotten)."""
+    from tests.unit.replay_records import PID, exec_rec, exit_rec, fork_rec, open_rec
+
+    g, s, c = PID + 7000, PID + 7001, PID + 7002
+    recs = [exec_rec("/bin/init-ish", ["gp"], pid=g, ppid=1), fork_rec(s, pid=g, ppid=1),
+            exec_rec("/bin/bash", ["bash"], pid=s, ppid=g), fork_rec(c, pid=s, ppid=g),
+            exec_rec("/usr/bin/worker", ["worker"], pid=c, ppid=s),
+            open_rec("/tmp/a", pid=c, ppid=s), open_rec("/tmp/b", pid=c, ppid=s),
+            exec_rec("/usr/bin/zsh", ["zsh"], pid=s, ppid=g),  # the parent's image changes
+            open_rec("/tmp/c", pid=c, ppid=s), open_rec("/tmp/d", pid=s, ppid=g),
+            exit_rec(0, pid=g, ppid=1),  # the grandparent goes
+            open_rec("/tmp/e", pid=c, ppid=s), open_rec("/tmp/f", pid=s, ppid=g),
+            exit_rec(0, pid=c, ppid=s), fork_rec(c, pid=s, ppid=g),  # the pid comes back as a new child
+            open_rec("/tmp/g", pid=c, ppid=s)]
+    clock = BootClock()
+    evs = [_DECODERS[r[0]](r, clock) for r in recs]
+    a, b = Enricher(ProcessTable(ancestry_max=8)), Enricher(ProcessTable(ancestry_max=8))
+    memo: dict = {}
+    for ev in evs:
+        want = a.enrich(ev)
+        got = b.enrich_in_batch(ev, memo)
+        assert got == want, ev
+        _same(record.from_enriched(got), plain(want))
