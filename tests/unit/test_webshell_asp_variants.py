@@ -431,3 +431,63 @@ def test_benign_handler_passing_the_request_to_a_logger():
                   ' System.Diagnostics.Process.Start("notify.exe"); }'
                   " void Log(HttpRequest r) { System.Diagnostics.Trace.WriteLine(r.RawUrl); }"
                   " public bool IsReusable { get { return false; } } }", "x.ashx")
+
+
+# --- file managers and uploaders -----------------------------------------------------------------
+
+TOOLS = {
+    "asp-fso-browser": ("x.asp", '<%\nSet fso = Server.CreateObject("Scripting.FileSystemObject")\np = Request("path")\n'
+                        'If p = "" Then p = Server.MapPath(".")\nSet fd = fso.GetFolder(p)\nFor Each f In fd.Files\n'
+                        ' Response.Write f.Name & " " & f.Size & "<br>"\nNext\n'
+                        'If Request("act") = "del" Then fso.DeleteFile Request("f")\n%>'),
+    "asp-fso-edit": ("x.asp", '<%\nSet fso = CreateObject("Scripting.FileSystemObject")\nIf Request.Form("save") <> "" Then\n'
+                     ' Set t = fso.CreateTextFile(Request.Form("file"), True)\n t.Write Request.Form("content")\n'
+                     " t.Close\nEnd If\n%>"),
+    "asp-download-url": ("x.asp", '<%\nSet x = Server.CreateObject("Microsoft.XMLHTTP")\nx.Open "GET", Request("url"), False\n'
+                         'x.Send\nSet s = Server.CreateObject("ADODB.Stream")\ns.Type = 1\ns.Open\ns.Write x.ResponseBody\n'
+                         's.SaveToFile Server.MapPath(Request("name")), 2\n%>'),
+    "aspx-browser": ("x.aspx", '<%@ Page Language="C#" %><% string p = Request["d"] ?? Server.MapPath(".");'
+                     ' foreach (var f in new System.IO.DirectoryInfo(p).GetFiles()) Response.Write(f.FullName);'
+                     ' if (Request["del"] != null) System.IO.File.Delete(Request["del"]); %>'),
+    "aspx-edit": ("x.aspx", '<%@ Page Language="C#" %><% if (Request.Form["save"] != null)'
+                  ' System.IO.File.WriteAllText(Request.Form["f"], Request.Form["body"]); %>'),
+    "aspx-upload-anywhere": ("x.aspx", '<%@ Page Language="C#" %><% if (Request.Files.Count > 0)'
+                             ' Request.Files[0].SaveAs(Request.Form["path"]); %>'),
+    "jsp-browser": ("x.jsp", '<%@ page import="java.io.*" %><% String p = request.getParameter("path");'
+                    ' if (p == null) p = application.getRealPath("/"); for (File f : new File(p).listFiles())'
+                    ' out.println(f.getAbsolutePath()); String d = request.getParameter("del");'
+                    " if (d != null) new File(d).delete(); String r = request.getParameter(\"read\");"
+                    " if (r != null) { BufferedReader br = new BufferedReader(new FileReader(r));"
+                    " out.println(br.readLine()); } %>"),
+    "jsp-upload-commons": ("x.jsp", '<%@ page import="org.apache.commons.fileupload.*,java.util.*,java.io.*" %><%'
+                           " List<FileItem> items = new org.apache.commons.fileupload.servlet.ServletFileUpload("
+                           "new org.apache.commons.fileupload.disk.DiskFileItemFactory()).parseRequest(request);"
+                           ' String dir = request.getParameter("dir"); for (FileItem it : items) {'
+                           " if (!it.isFormField()) it.write(new File(dir, it.getName())); } %>"),
+    "jsp-upload-stream": ("x.jsp", '<% java.io.InputStream in = request.getInputStream();'
+                          ' java.io.FileOutputStream o = new java.io.FileOutputStream(request.getParameter("to"));'
+                          " byte[] b = new byte[4096]; int n; while ((n = in.read(b)) > 0) o.write(b, 0, n);"
+                          " o.close(); %>"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOOLS))
+def test_file_tools(case):
+    name, text = TOOLS[case]
+    assert_shell(text, name)
+
+
+def test_benign_asp_folder_view_under_the_site():
+    assert_benign('<%\nSet fso = Server.CreateObject("Scripting.FileSystemObject")\n'
+                  'Set fd = fso.GetFolder(Server.MapPath("/gallery/" & Replace(Request("album"), "..", "")))\n'
+                  'For Each f In fd.Files\n Response.Write "<img src=""/gallery/" & f.Name & """>"\nNext\n'
+                  'If Session("admin") Then fso.DeleteFile Server.MapPath("/gallery/" & Request("del"))\n%>')
+
+
+def test_benign_jsp_commons_upload_under_the_web_app():
+    assert_benign('<%@ page import="org.apache.commons.fileupload.*,java.util.*,java.io.*" %><%'
+                  " List<FileItem> items = new org.apache.commons.fileupload.servlet.ServletFileUpload("
+                  "new org.apache.commons.fileupload.disk.DiskFileItemFactory()).parseRequest(request);"
+                  ' File dir = new File(application.getRealPath("/uploads")); for (FileItem it : items) {'
+                  " if (!it.isFormField()) it.write(new File(dir, UUID.randomUUID().toString())); }"
+                  ' out.println(request.getParameter("note")); %>', "x.jsp")

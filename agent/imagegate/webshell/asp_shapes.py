@@ -160,11 +160,24 @@ _ROOTED = re.compile(r"mappath|getrealpath|physicalapplicationpath|app_data|\"~/
 _MAX_FLOWS = 200  # file flows followed back per program
 
 
+_FALLBACK = re.compile(r"\?\?\s*(?:\w+\.)*(?:mappath|getrealpath|physicalapplicationpath)", _I)
+
+
 def raw_path(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
-    """The sink's arguments, and every assignment they come from, are free of Server.MapPath and kin."""
-    if _ROOTED.search(f.snippet):
+    """The sink's arguments, and every assignment they come from, are free of Server.MapPath and kin. An
+    assignment of a mapped path that holds no request data (`If p = "" Then p = Server.MapPath(".")`,
+    `Request["d"] ?? Server.MapPath(".")`) is the default for an empty field, not a root the request's
+    path is kept under."""
+    if _ROOTED.search(_FALLBACK.sub(" ", f.snippet)):
         return False
-    return not any(_ROOTED.search(prog.code(sa, sb)) for sa, sb in closure(prog, f.start, f.end))
+    for sa, sb in closure(prog, f.start, f.end):
+        code = _FALLBACK.sub(" ", prog.code(sa, sb))
+        if not _ROOTED.search(code):
+            continue
+        eq = max((k for k in range(sa, sb) if prog.toks[k] == ("o", "=")), default=sa - 1)
+        if prog.taint_of(eq + 1, sb) is not None:
+            return False  # the request's value goes through MapPath (or is joined to a mapped root)
+    return True
 
 
 def raw_path_browser(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:

@@ -235,7 +235,8 @@ _CLASS_SINK_WORDS = re.compile(r"exec|ProcessBuilder|ProcessImpl|invoke|eval|def
 _SOCKET_VAR = re.compile(r"\b(\w+)\s*=\s*(?:new\s+(?:java\.net\.)?Socket\s*\(|\w+\.accept\s*\(\s*\))")
 
 
-_PART_VAR = re.compile(r"\b(\w+)\s*(?:=\s*(?:\(\s*[\w.]+\s*\)\s*)?[\w.()]*\.getPart\s*\(|:\s*[\w.()]*\.getParts\s*\()")
+_PART_VAR = re.compile(r"\b(\w+)\s*(?:=\s*(?:\(\s*[\w.]+\s*\)\s*)?[\w.()]*\.getPart\s*\(|:\s*[\w.()]*\.getParts\s*\()"
+                       r"|\b(?:Part|FileItem|DiskFileItem)\s+(\w+)\s*[=:;)]")  # a servlet Part, a commons-fileupload item
 
 
 def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
@@ -243,14 +244,14 @@ def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
     uploaded Part's write(name) is a file write, counted when the name is the request's (the part itself
     is always request data, so only the argument is followed)."""
     names = sorted(set(_SOCKET_VAR.findall(code)))[:20]
-    parts = sorted(set(_PART_VAR.findall(code)))[:20]
+    parts = sorted({a or b for a, b in _PART_VAR.findall(code)})[:20]
     if not names and not parts:
         return base
     sources, sinks = list(base.sources), list(base.sinks)
     if names:
         sources.append(re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\.getInputStream\(\)"))
     if parts:
-        sinks.append(_S(re.compile(r"\b(?:" + "|".join(map(re.escape, parts)) + r")\.write\("), "Part.write", "write"))
+        sinks.append(_S(re.compile(r"\b(?:" + "|".join(map(re.escape, parts)) + r")\.write\("), "Part.write", "write"))  # (FileItem.write too)
     return jsp_flow.Lang(base.name, sources, sinks, base.breaks, base.flags, base.func_kw)
 
 
