@@ -8,7 +8,7 @@ import re
 
 from agent.imagegate.webshell.common import clip, entropy
 from agent.imagegate.webshell.php_families import _finish
-from agent.imagegate.webshell.php_fold import DECODERS, FOLDABLE, NOTHING, Capped, fold, to_str
+from agent.imagegate.webshell.php_fold import DECODERS, FOLDABLE, NOTHING, Capped, fold, preg_fold, to_str
 from agent.imagegate.webshell.php_lex import tokenize
 from agent.imagegate.webshell.php_parse import FuncDef, TooDeep, parse
 from agent.imagegate.webshell.php_sinks import (
@@ -201,6 +201,12 @@ def _method_call(ctx: Ctx, node, sc: Scope) -> V:
             arr = args[0]
             args = [_elem(arr, i) for i in range(len(arr.s))] if isinstance(arr.s, dict) else [arr]
         return _named(ctx, obj.fn[5:], [], args, node, sc, dynamic=True, via="ReflectionFunction->" + m)
+    if m == "eval" and (obj.cls or "").lstrip("\\").lower() == "perl" and args:
+        # the Perl extension (`new Perl()`) runs Perl code in the PHP process: Perl's system() and
+        # backticks are a command sink that disable_functions does not cover
+        _sink(ctx, "exec", "Perl->eval", args[0], node, sc, args)
+        _feature_cmd(ctx, args[0])
+        return V(None, args[0].t, False)
     if m == "getdoccomment":
         # code hidden in a doc comment, cut out and run: comments are what a reviewer skips
         return V(None, chain=("getDocComment",))
@@ -283,6 +289,19 @@ def _new(ctx: Ctx, node, sc: Scope) -> V:
     if cname in ctx.classes:
         return _construct(ctx, cname, args)
     return V(None, _EMPTY.union(*(a.t for a in args)) if args else _EMPTY, cls=cname or None)
+
+
+_SHELL_PROG = re.compile(r"\s*(?:(?:/usr)?/bin/)?(?:sh|bash|dash|zsh|ksh|csh|tcsh)(?:\s+-i)?\s*$|"
+                         r"\s*(?:[a-z]:\\[\w\\ .()-]*\\)?(?:cmd|powershell)(?:\.exe)?(?:\s+/[qk])?\s*$", re.I)
+_PIPE0 = re.compile(r"f(?:write|puts)\(\s*(\$\w+)\s*\[\s*0\s*\]")
+
+
+def _is_shell(v: V, arg) -> bool:
+    """proc_open's command is a shell interpreter itself (not a command line for one)."""
+    s = _sv(v) if not isinstance(v.s, dict) else None
+    if s is not None:
+        return bool(_SHELL_PROG.match(s))
+    return "'COMSPEC'" in _render(arg) or '"COMSPEC"' in _render(arg)
 
 
 # COM objects that run commands, manage accounts or the web server (PHP on Windows)
@@ -413,6 +432,11 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
                      else "", f"{name}({cbn})", f"{name}(…, array({_q(str(k), 30)} => {_q(cbn)}))",
                      "YAML tags are mapped to a code or command sink")
                 break
+    if name == "proc_open" and len(argn) > 2 and avs is None and _is_shell(a0, argn[0]):
+        # an interactive shell (cmd.exe, /bin/sh) with pipes: what the page writes to its stdin runs
+        pipes = _render(argn[2]).strip()
+        if pipes.startswith("$") and len(ctx.shell_pipes) < 8:
+            ctx.shell_pipes.add(pipes)
     if name in EXEC_SINKS:
         data = _join(args[:2]) if name in ("proc_open", "pcntl_exec") else a0
         _sink(ctx, "exec", name, data, node, sc, args, via)
@@ -422,6 +446,8 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         code = args[1] if name == "create_function" and len(args) > 1 else a0
         if name == "create_function" and args and args[0].t:
             code = _join([args[0], code])
+        if name != "create_function" and not code.t and code.s is None and avs is None and argn:
+            _own_decoder(ctx, name, argn[0], sc)
         _sink(ctx, "code", name, code, node, sc, args, via)
         if name == "create_function":
             return _lambda(ctx, args)
@@ -560,7 +586,7 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
 
 # a Perl/Python/C back-connect script: a socket, then the shell's standard streams tied to it
 _BACKCONNECT = re.compile(
-    r"open\s*\(\s*STD(?:IN|OUT|ERR)\s*,\s*[\"']>&\s*\w+"
+    r"open\s*\(?\s*STD(?:IN|OUT|ERR)\s*,\s*[\"'][<>]&\s*\w+"  # Perl's open takes no parentheses too
     r"|dup2\s*\(\s*\w+(?:\.fileno\(\))?\s*,\s*[012]\s*\).*?(?:/bin/sh|/bin/bash|subprocess|pty\.spawn|execl)"
     r"|/bin/(?:ba)?sh\s+-i\s*[<>]&\s*/dev/tcp/", re.S)
 _WRAPPER_READS = frozenset({"copy", "fopen", "file_get_contents", "readfile", "file", "highlight_file", "show_source",
@@ -579,6 +605,19 @@ _DB_CONNECT = frozenset({"mysql_connect", "mysql_pconnect", "mysqli_connect", "m
 
 # what a config grabber or symlink tool does with each account's home
 _HOME_WALK = _FS_READ | _DIR_LIST | frozenset({"symlink", "is_readable", "file_exists", "copy", "link"})
+
+
+def _own_decoder(ctx: Ctx, sink: str, arg, sc: Scope) -> None:
+    """eval(f($_POST['x'])) with f the file's own function: a custom decoder (a cipher, a Bacon or
+    substitution code) whose output our taint loses when it is built from constants the request
+    only selects. Code made from request data by the page's own routine is still the request's."""
+    if arg[0] != "call" or arg[1][0] != "name" or arg[1][1].lower() not in ctx.funcs:
+        return
+    inner = [_ev(ctx, a, sc) for a in arg[2][:4]]
+    src = next((a for a in inner if _strong(a)), None)
+    if src is not None:
+        _raw(ctx, "php.request-to-code", "critical", 0.8, _label(src), sink,
+             f"{sink}({arg[1][1]}({_show(src)}))", "request data decoded by the file's own function runs as code")
 
 
 def _preloads(name: str, args: list[V]) -> bool:
@@ -726,6 +765,12 @@ def _preg(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V:
         _raw(ctx, "php.request-regex", "high", 0.7, _label(pat), name, f"{name}({_show(pat)}, …)",
              "the pattern (and so the /e modifier) comes from the request")
     t = _EMPTY.union(*(a.t for a in args[1:3]))
+    if not e_mod and not t and not pat.t and not name.startswith("mb_") and len(args) >= 3:
+        # constants only: folded, so a sink name spelled with junk and stripped by a regex is seen
+        ctx.budget.spend(len(subj.s) if isinstance(subj.s, str) else 0)
+        out = preg_fold(name, [pat.s, rep.s, subj.s])
+        if out is not NOTHING:
+            return V(out, chain=("preg_replace",))
     return V(None, t, False)
 
 
@@ -778,6 +823,14 @@ def _file_op(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V | None:
         if a0.t:
             ctx.req_fs.add("fopen") if any(c in mode for c in "wax+") else ctx.req_read.add("fopen")
         return V(None, a0.t, a0.d, h=a0)
+    if name in ("fwrite", "fputs") and ctx.shell_pipes and (a1.s is None or a1.t):
+        m = _PIPE0.match(_render(node))
+        if m is not None and m.group(1) in ctx.shell_pipes:
+            strong = _strong(a1) or _strongish(a1)
+            _raw(ctx, "php.request-to-exec" if a1.t else "php.shell-stdin", "critical", 0.9 if strong else 0.6,
+                 _label(a1), "proc_open(shell) stdin", f"{name}({m.group(1)}[0], {_show(a1)})",
+                 "commands written to an interactive shell's input")
+            return UNKNOWN
     if name in ("fwrite", "fputs"):
         path = a0.h if a0.h is not None else UNKNOWN
         _write(ctx, name, path, a1, node, sc)
@@ -940,6 +993,12 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
         if s and ctx.calls.keys() & _SOCKETS and any(x in s for x in ("/bin/sh", "/bin/bash", "cmd.exe", "sh -i")):
             _raw(ctx, "php.reverse-shell", "critical", 0.85, "socket", sink_txt, _snip(sink, args, via),
                  "a shell is started on a network socket", family="reverse-shell")
+        if s and len(s) >= 8 and set(a0.chain) & _PACKERS:
+            # a fixed command shipped encoded (system(base64_decode('...'))): an honest program has
+            # no reason to hide the command it runs from the person reading it
+            _raw(ctx, "php.obfuscated-exec", "high", 0.6, "", sink_txt,
+                 f"{sink}({'('.join(reversed(a0.chain[:4]))}(…) = {_q(s, 60)})",
+                 "runs a command that is stored encoded")
         return
     code = _sv(v) if not isinstance(v.s, dict) else None
     if code:

@@ -12,7 +12,13 @@ import time
 from agent.imagegate.webshell.php_fold import to_int, to_str
 from agent.imagegate.webshell.php_lex import tokenize
 from agent.imagegate.webshell.php_parse import ClassDef, parse
-from agent.imagegate.webshell.php_payloads import candidates, scan_payloads, scan_transformed, source_runs
+from agent.imagegate.webshell.php_payloads import (
+    candidates,
+    embedded_programs,
+    scan_payloads,
+    scan_transformed,
+    source_runs,
+)
 from agent.imagegate.webshell.php_sinks import (
     _CONSTS,
     _EMPTY,
@@ -67,6 +73,8 @@ def _run_file(ctx: Ctx, src: str, php_mode: bool) -> None:
         scan_payloads(ctx, ctx.opaque_args + encoded + runs, "encoded constant")
         if not ctx.strong and ctx.decode_depth == 0:
             scan_transformed(ctx, src)
+        if not ctx.strong and ctx.decode_depth == 0:
+            embedded_programs(ctx, encoded + runs)
 
 
 def _register(ctx: Ctx, stmts: list, classes: list[ClassDef]) -> None:

@@ -32,6 +32,32 @@ def _form_fields(ctx: Ctx) -> frozenset:
     return frozenset(out)
 
 
+# `$_GET['cmd']` read (often only in isset()) and `$cmd` used: the register_globals idiom
+_REQ_KEY = re.compile(r"""\$_(?:GET|POST|REQUEST|COOKIE)\s*\[\s*\\?["']([A-Za-z_][A-Za-z0-9_]*)\\?["']\s*\]""")
+# a command line that starts a compiler or an interpreter (b374k's "run this in C / Java / Perl ...")
+_INTERP_RUN = re.compile(r"""["'](?:nohup\s+|cd\s+[^;"'$]{0,64};\s*)?"""
+                         r"""(?:gcc|g\+\+|tcc|javac|java|python[23]?|perl|ruby|node|nodejs|lua|tclsh)\s""")
+
+
+# a command line that deletes shell histories or login records: anti-forensics, not administration
+_LOGS = r"(?:bash_history|sh_history|/var/log/|/var/run/utmp|wtmp|btmp|lastlog)"
+_LOG_WIPE = re.compile(r"""["'][^"'\n]{0,120}?(?:\b(?:rm\s+-[a-z]*f|shred)\b[^"'\n]{0,80}?""" + _LOGS +
+                       r"""|""" + _LOGS + r"""[^"'\n]{0,80}?(?:-exec\s+rm\b|-delete\b))""")
+
+
+def _request_keys(ctx: Ctx) -> frozenset:
+    """The superglobal keys the file names as literals (bounded: the first 512)."""
+    src = ctx.root_src or ""
+    if "$_" not in src:
+        return frozenset()
+    out = set()
+    for m in _REQ_KEY.finditer(src):
+        out.add(m.group(1))
+        if len(out) >= 512:
+            break
+    return frozenset(out)
+
+
 def _guards(ctx: Ctx) -> tuple[bool, bool]:
     names = [n.lower() for n in ctx.calls]
     auth = any(a in n for n in names for a in _AUTH)
@@ -49,13 +75,23 @@ def _finish(ctx: Ctx, hits: list) -> None:
     # the exec fallback chain (exec, else shell_exec, else system, else passthru ...) probed with
     # function_exists: how shells survive disable_functions; ordinary code picks one way to run a command
     fallback = len(ctx.probes) >= 2 and len((calls.keys() & EXEC_SINKS) | ctx.probes) >= 3 and not framework
-    fields = _form_fields(ctx)
+    fields = _form_fields(ctx) | _request_keys(ctx)
+    code_run = _code_run(ctx, framework)
+    if code_run is not None:
+        hits.append(code_run)
+    if not framework and not ctx.classes and ctx.calls.keys() & EXEC_SINKS:
+        m = _LOG_WIPE.search(ctx.root_src or "")
+        if m is not None:
+            hits.append(Hit(rule="php.log-wipe", language="php", severity=Severity.HIGH, confidence=0.6,
+                            sink=", ".join(sorted(ctx.calls.keys() & EXEC_SINKS)), snippet=clip(m.group(0)),
+                            detail="runs commands that delete shell histories or system logs (an intruder's cleanup)"))
     for r in ctx.raw:
         fam = r["family"]
         conf = r["conf"]
         if r["rule"] in _GLOBALS_CONFIRM and conf < 0.5 and r["source"].endswith(" (register_globals)") \
                 and r["source"][1:-len(" (register_globals)")] in fields and not framework:
-            # the register_globals guess confirmed: the page's own form posts a field of that name
+            # the register_globals guess confirmed: the page's own form posts a field of that name, or
+            # the page reads the same key from $_GET/$_POST itself (`if (isset($_GET['cmd'])) … $cmd`)
             conf += 0.3
         if fallback and r["rule"] in ("php.request-to-exec", "php.request-include", "php.request-to-code") \
                 and conf < 0.5 and r["source"]:
@@ -150,6 +186,23 @@ def _finish(ctx: Ctx, hits: list) -> None:
     if ctx.too_deep:
         hits.append(Hit(rule="php.nesting", language="php", severity=Severity.LOW, confidence=0.3,
                         detail="nesting deeper than the reader follows"))
+
+
+def _code_run(ctx: Ctx, framework: bool) -> Hit | None:
+    """Request data written to a file, and a compiler or interpreter started: code the request sends
+    run in another language (C, Java, Perl, Python ...), out of reach of PHP's own sinks."""
+    if framework or ctx.classes or not (ctx.calls.keys() & EXEC_SINKS):
+        return None
+    write = next((r for r in ctx.raw if r["rule"] == "php.request-file-write" and r["source"]), None)
+    if write is None:
+        return None
+    m = _INTERP_RUN.search(ctx.root_src or "")
+    if m is None:
+        return None
+    prog = m.group(0).strip("\"' ").split()[-1]
+    return Hit(rule="php.request-code-run", language="php", severity=Severity.CRITICAL, confidence=0.7,
+               source=write["source"], sink=prog, snippet=clip(f"{write['snippet']}; {m.group(0).strip()} …"),
+               detail=f"request data written to a file that {prog} then compiles or runs")
 
 
 # XSLT / XPath with PHP callbacks: `php:function('assert', ...)` in a stylesheet or an XPath query

@@ -363,6 +363,92 @@ def _substr_args(args):
     return _substr(s, st, ln)
 
 
+def _substr_replace(args):
+    """substr_replace(string, replacement, start[, length]) on scalar strings (arrays are not folded)."""
+    if len(args) < 3:
+        return NOTHING
+    s, rep, st = to_str(args[0]), to_str(args[1]), to_int(args[2])
+    ln = to_int(args[3]) if len(args) > 3 and args[3] is not None else None
+    if s is None or rep is None or st is None or isinstance(args[0], dict) or isinstance(args[1], dict):
+        return NOTHING
+    n = len(s)
+    start = max(0, n + st) if st < 0 else min(st, n)
+    if ln is None:
+        end = n
+    elif ln < 0:
+        end = max(start, n + ln)
+    else:
+        end = min(n, start + ln)
+    return s[:start] + rep + s[end:]
+
+
+# preg_replace / preg_filter on constants: obfuscators spell a sink name with junk between its
+# letters and strip it with a regex (`preg_filter('/\s+/', '', 'as s er t')`). Only simple patterns
+# are folded, so a hostile one cannot backtrack for long: one quantifier at most (no `a*a*a*b`), no
+# repeated group, backreference or lookaround, a short pattern and subject: at worst quadratic in
+# 512 characters (the caller spends the subject on the file's Budget, whose clock bounds many). PCRE
+# and Python agree on this subset.
+PREG_MAX_SUBJECT = 512
+_PREG_FLAGS = {"i": re.I, "m": re.M, "s": re.S, "x": re.X, "u": 0, "D": 0}
+_PREG_UNSAFE = re.compile(r"\\[1-9gkpPXRKQEGACzZhHvV]|\(\?|\[\[|\[:")  # refs, (?...), POSIX classes: not folded
+_PREG_GROUP_REPEAT = re.compile(r"\)[*+?{]")
+_PREG_QUANT = re.compile(r"[*+?]|\{\d")
+_PREG_REF = re.compile(r"\\\\|\\(\d{1,2})|\$\{(\d{1,2})\}|\$(\d{1,2})")
+
+
+def _preg_compile(p: str):
+    p = p.strip()
+    if len(p) < 2 or len(p) > 96 or p[0].isalnum() or p[0] == "\\":
+        return None
+    close = {"(": ")", "{": "}", "[": "]", "<": ">"}.get(p[0], p[0])
+    end = p.rfind(close)
+    if end <= 0:
+        return None
+    body, mods = p[1:end], p[end + 1:]
+    flags = 0
+    for m in mods:
+        if m not in _PREG_FLAGS:
+            return None  # /e and anything we do not model: not folded here
+        flags |= _PREG_FLAGS[m]
+    if _PREG_GROUP_REPEAT.search(body) or _PREG_UNSAFE.search(body) or len(_PREG_QUANT.findall(body)) > 1:
+        return None
+    try:
+        return re.compile(body, flags)
+    except (re.error, OverflowError, RecursionError):
+        return None
+
+
+def _preg_rep(rep: str) -> str:
+    # PHP's $1, ${1} and \1 in the replacement; everything else literal
+    out, i = [], 0
+    for m in _PREG_REF.finditer(rep):
+        out.append(rep[i:m.start()].replace("\\", "\\\\"))
+        g = m.group(1) or m.group(2) or m.group(3)
+        out.append("\\g<" + g + ">" if g else "\\\\")  # `\\` is one literal backslash
+        i = m.end()
+    out.append(rep[i:].replace("\\", "\\\\"))
+    return "".join(out)
+
+
+def preg_fold(name: str, args):
+    """preg_replace / preg_filter of constant scalar strings with a simple pattern, or NOTHING."""
+    if len(args) < 3 or any(isinstance(a, dict) for a in args[:3]):
+        return NOTHING
+    pat, rep, subj = to_str(args[0]), to_str(args[1]), to_str(args[2])
+    if pat is None or rep is None or subj is None or len(subj) > PREG_MAX_SUBJECT:
+        return NOTHING
+    rx = _preg_compile(pat)
+    if rx is None:
+        return NOTHING
+    try:
+        out, n = rx.subn(_preg_rep(rep), subj)
+    except (re.error, IndexError, OverflowError):
+        return NOTHING
+    if name == "preg_filter" and n == 0:
+        return None  # preg_filter returns null when nothing matched
+    return out
+
+
 def _str_repeat(args, cap):
     s, k = to_str(args[0]), to_int(args[1]) if len(args) > 1 else None
     if s is None or k is None or k < 0:
@@ -492,6 +578,7 @@ _SIMPLE = {
     "octdec": _str1(lambda s: int("".join(c for c in s if c in "01234567") or "0", 8)),
     "bindec": _str1(lambda s: int("".join(c for c in s if c in "01") or "0", 2)),
     "dechex": lambda a: format(to_int(a[0]) or 0, "x") if a and to_int(a[0]) is not None else NOTHING,
+    "substr_replace": _substr_replace,
 }
 _INFLATE = {"gzinflate": -15, "gzuncompress": 15, "gzdecode": 31, "zlib_decode": 47}
 FOLDABLE = frozenset(_SIMPLE) | frozenset(_INFLATE) | {"str_repeat"}

@@ -161,6 +161,58 @@ def scan_payloads(ctx: Ctx, texts: list[str], where: str) -> None:
              family=best["family"])
 
 
+_PROGRAM_MARKS = (b"socket", b"system(", b"system ", b"exec ", b"exec(", b"wget ", b"curl ", b"/bin/sh", b"fork")
+
+
+def _b64head(s: str) -> bytes | None:
+    body = s[: len(s) // 4 * 4]
+    try:
+        return base64.b64decode(body, validate=True) if body else None
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _program(text: str) -> str:
+    """What executable a base64 constant holds ("a Windows program", "an ELF program", "a Perl
+    script" ...), or "" when it holds none. Only the head is decoded (bounded work)."""
+    s = _WS.sub("", text[:2048])
+    for _ in range(2):  # once more for a program encoded twice
+        raw = _b64head(s[:1024])
+        if raw is None or len(raw) < 64:
+            return ""
+        if raw[:2] == b"MZ" and (b"PE\0\0" in raw or b"program" in raw):
+            return "a Windows program"
+        if raw[:4] == b"\x7fELF":
+            return "an ELF program"
+        body = raw.split(b"\n", 1)[-1]  # past the #! line, which names the interpreter itself
+        if raw[:2] == b"#!" and any(m in body for m in _PROGRAM_MARKS):
+            first = raw[:64].split(b"\n", 1)[0].decode("latin-1", "replace").strip()
+            return f"a script ({first[:40]})"
+        if not _B64.fullmatch(raw[:256].decode("latin-1")):
+            return ""
+        s = raw.decode("latin-1")
+    return ""
+
+
+def embedded_programs(ctx: Ctx, texts: list[str]) -> None:
+    """A program or a shell-side script carried as a base64 constant: the dropper's payload (a
+    back-connect binary, a local exploit, a Perl bind shell) that the page writes out and starts.
+    Web code has no reason to ship an executable inside its source."""
+    tried = 0
+    for text in texts:
+        if tried >= MAX_CANDIDATES:
+            break
+        if len(text) < 256:
+            continue
+        tried += 1
+        what = _program(text)
+        if what:
+            ctx.budget.spend(2048)
+            _raw(ctx, "php.embedded-program", "high", 0.6, "", "encoded constant",
+                 f"base64 constant ({len(text)} bytes) = {what}", f"carries {what} encoded in its source")
+            return
+
+
 _ROT13 = str.maketrans("ABCDEFGHIJKLMabcdefghijklmNOPQRSTUVWXYZnopqrstuvwxyz",
                        "NOPQRSTUVWXYZnopqrstuvwxyzABCDEFGHIJKLMabcdefghijklm")
 
