@@ -101,6 +101,7 @@ class Pipeline:
         self._out_lock = threading.Lock()
         self._acct_lock = threading.Lock()  # drop checks run on the worker and, at start and stop, the caller
         self._rlog = RateLog(log)
+        self._run_cache = None  # (the decoders it was made for, _runner's answer)
 
     @property
     def attribution(self) -> Counter[str]:
@@ -302,13 +303,25 @@ class Pipeline:
             settled += len(released)
             for en in released:
                 self._records(en, records, judge)
-        for raw in batch:
-            try:
-                ev = decoders[raw[0]](raw, clock)
-            except (KeyError, IndexError, DecodeError, ValueError) as e:
-                self.drops["decode"] += 1
-                self._rlog.error("decode", "undecodable record: %r", e)
-                continue
+        run, mask = self._runner(decoders, line_of) or (None, b"")
+        young = resolver.young_cgroups() if hold is not None and resolver is not None else None
+        judge_mode = 2 if judge_all else 1 if judge_boxed else 0
+        i, n = 0, len(batch)
+        while i < n:
+            ev = None
+            if run is not None:  # the common records, compiled, up to the first it leaves to this loop
+                i, ev = run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge)
+                if i >= n:
+                    break
+            raw = batch[i]
+            i += 1
+            if ev is None:
+                try:
+                    ev = decoders[raw[0]](raw, clock)
+                except (KeyError, IndexError, DecodeError, ValueError) as e:
+                    self.drops["decode"] += 1
+                    self._rlog.error("decode", "undecodable record: %r", e)
+                    continue
             if isinstance(ev, CgroupEvent):
                 if resolver is not None:
                     resolver.note_cgroup(ev)
@@ -342,6 +355,27 @@ class Pipeline:
         self._judge(records, judge)
         self._deliver(records, line_ops if line_of is not None else None)
         self._settled(settled)  # after the outputs have them: a kill before this counts them as lost
+
+    def _runner(self, decoders: dict, line_of):
+        """(run, mask): the compiled loop over a batch's common records (agent/sensors/_native.c run: a file
+        or net record whose context the batch's memo holds, not held, written as a JSON line, judged) and
+        its op mask (op -> 1 file, 2 net: where the decoder in use is the compiled one). None where it cannot
+        do what this loop does: no JSON-line outputs, a web-shell watch or device guard that sees each
+        event, or the decoders are not the compiled ones."""
+        mod = native.MODULE
+        if mod is None or line_of is None or self._webshell is not None or self._devguard is not None:
+            return None
+        key = tuple(sorted((op, id(d)) for op, d in decoders.items()))
+        cached = self._run_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        mask = bytearray(256)
+        for op, dec in decoders.items():
+            if 0 <= op < 256:
+                mask[op] = 1 if dec is mod.decode_file else 2 if dec is mod.decode_net else 0
+        runner = (mod.run, bytes(mask)) if any(mask) else None
+        self._run_cache = (key, runner)
+        return runner
 
     def _line_maker(self):
         """The compiled JSON line maker (agent/sensors/_native.c json_line) when every output is the JSON

@@ -76,6 +76,11 @@ class ContainerResolver:
         while len(young) > self.max_young:
             young.popitem(last=False)
 
+    def young_cgroups(self) -> dict:
+        """cgroup id -> (path, created) of the cgroups noted lately (a bounded dict, live): the pipeline's
+        compiled loop leaves an event of one of them to is_young() and the hold."""
+        return self._young
+
     def is_young(self, cgroup_id: int) -> bool:
         """True when the cgroup was created moments ago: its container may not be known yet."""
         entry = self._young.get(cgroup_id)

@@ -1183,6 +1183,97 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return make(&kinds[K_ENRICHED], v);
 }
 
+/* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge) -> (i, event or None):
+ * Pipeline._process's common case for records batch[i:], in order, without a Python frame per record:
+ * a file or net record (mask[op] 1 or 2: its decoder is this module's decode_file or decode_net) decoded, its process and container
+ * context a hit of the batch's memo (from_memo), not held (no container and its cgroup in `young`, the
+ * resolver's young cgroups, means the hold may want it: Python decides), its JSON line made (json_line);
+ * the line goes on `records`, its op on `line_ops`, (Enriched, position) on `judge` when judge_mode is 2
+ * (every event) or 1 and it has a container. It stops at the first record it cannot take so, and returns
+ * its index with its event when it got that far (None: decode it again in Python, which counts an error
+ * as the pipeline does). The caller does that record the Python way and calls again from the next. */
+static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!configured || python_flatten == NULL)
+        return need_config();
+    if (nargs != 10 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
+        !PyBytes_CheckExact(args[5]) || PyBytes_GET_SIZE(args[5]) != 256 || !PyList_CheckExact(args[7]) ||
+        !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9])) {
+        PyErr_SetString(PyExc_TypeError, "run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, "
+                                         "judge)");
+        return NULL;
+    }
+    PyObject *batch = args[0], *clock = args[2], *memo = args[3], *young = args[4];
+    const char *mask = PyBytes_AS_STRING(args[5]);
+    long judge_mode = PyLong_AsLong(args[6]);
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if ((judge_mode == -1 || i == -1) && PyErr_Occurred())
+        return NULL;
+    if (young != Py_None && !PyDict_Check(young)) {
+        PyErr_SetString(PyExc_TypeError, "young: a dict or None");
+        return NULL;
+    }
+    PyObject *records = args[7], *line_ops = args[8], *judge = args[9];
+    PyObject *fargs[2] = {NULL, clock};
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; i < n; i++) {
+        PyObject *raw = PyList_GET_ITEM(batch, i);
+        if (!PyBytes_CheckExact(raw) || PyBytes_GET_SIZE(raw) < 1)
+            break;
+        unsigned char op = (unsigned char)PyBytes_AS_STRING(raw)[0];
+        int kind = mask[op] == 1 ? K_FILE : mask[op] == 2 ? K_NET : -1;
+        if (kind < 0)
+            break;
+        fargs[0] = raw;
+        PyObject *ev = (kind == K_NET ? decode_net : decode_file)(NULL, fargs, 2);
+        if (ev == NULL) { /* undecodable: Python decodes it again and counts it */
+            PyErr_Clear();
+            break;
+        }
+        PyObject *margs[2] = {memo, ev};
+        PyObject *en = from_memo(NULL, margs, 2);
+        if (en == NULL) {
+            Py_DECREF(ev);
+            return NULL;
+        }
+        if (en == Py_None) {
+            Py_DECREF(en);
+            return Py_BuildValue("(nN)", i, ev);
+        }
+        PyObject *container = SLOT(en, K_ENRICHED, E_CONTAINER);
+        if (container == Py_None && young != Py_None) {
+            int in = PyDict_Contains(young, SLOT(ev, kind, F_CGROUP));
+            if (in != 0) { /* young, or an error: the hold decides in Python */
+                Py_DECREF(en);
+                if (in < 0)
+                    PyErr_Clear();
+                return Py_BuildValue("(nN)", i, ev);
+            }
+        }
+        PyObject *line = json_or_none(en);
+        if (line == NULL || line == Py_None) {
+            Py_XDECREF(line);
+            Py_DECREF(en);
+            PyErr_Clear();
+            return Py_BuildValue("(nN)", i, ev);
+        }
+        int bad = PyList_Append(records, line) < 0;
+        Py_DECREF(line);
+        bad = bad || PyList_Append(line_ops, SLOT(ev, kind, F_OP)) < 0;
+        if (!bad && (judge_mode == 2 || (judge_mode == 1 && container != Py_None))) {
+            PyObject *pos = PyLong_FromSsize_t(PyList_GET_SIZE(records));
+            PyObject *item = pos ? PyTuple_Pack(2, en, pos) : NULL;
+            Py_XDECREF(pos);
+            bad = item == NULL || PyList_Append(judge, item) < 0;
+            Py_XDECREF(item);
+        }
+        Py_DECREF(en);
+        Py_DECREF(ev);
+        if (bad)
+            return NULL;
+    }
+    return Py_BuildValue("(nO)", i, Py_None);
+}
+
 /* configure_flatten(names, process_part, container_part, second_text, python_flatten): names maps
  * op -> event.name */
 static PyObject *configure_flatten(PyObject *self, PyObject *args) {
@@ -1317,6 +1408,7 @@ static PyMethodDef methods[] = {
     {"flatten_compiled", flatten_compiled, METH_O, "Enriched -> its flat record, or None where Python makes it"},
     {"configure_flatten", configure_flatten, METH_VARARGS, "configure_flatten(names, process_part, "
      "container_part, second_text, python_flatten)"},
+    {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL, "Pipeline._process's common records, compiled"},
     {"from_memo", (PyCFunction)(void (*)(void))from_memo, METH_FASTCALL, "the batch memo's Enriched, or None"},
     {"json_line", json_line, METH_O, "Enriched -> the JSON log's line of it (bytes), or None"},
     {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},
