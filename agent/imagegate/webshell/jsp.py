@@ -270,7 +270,7 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
         if a >= done:
             spans[name] = (a, b)
             done = b
-    seeds: dict[str, dict[str, str]] = {}
+    seeds: dict[str, dict[str, str]] = _annotated_params(whole, spans)
     progs: dict[str, jsp_flow.Program] = {}
     for _round in range(4):
         budget.spend(0)
@@ -292,6 +292,7 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
         if not changed:
             break
     classes = set(re.findall(r"\bclass (\w+)", whole.text))
+    _inserted_code(toks, budget, found, depth)
     for i in range(len(toks) - 1):
         if toks[i] == ("i", "static") and toks[i + 1] == ("o", "{"):
             # a static initialiser runs when the class is loaded: one that runs a command is a payload
@@ -328,6 +329,68 @@ def _scan_class(code: str, budget, found: list, depth: int) -> None:
 
 
 _PAYLOAD = "payload class constructor parameter"
+
+# Parameters a web framework fills from the request: Spring MVC, JAX-RS.
+_REQUEST_ANNOTATIONS = frozenset({"RequestParam", "RequestHeader", "RequestBody", "PathVariable", "CookieValue",
+                                  "RequestPart", "MatrixVariable", "QueryParam", "FormParam", "HeaderParam",
+                                  "PathParam", "CookieParam", "BeanParam"})
+
+
+def _annotated_params(whole: jsp_flow.Program, spans: dict) -> dict[str, dict[str, str]]:
+    """{method: {parameter: label}} for the parameters annotated as request data (`@RequestParam String
+    cmd`): a controller method's request, as getParameter is a servlet's."""
+    toks = whole.toks
+    out: dict[str, dict[str, str]] = {}
+    for name, (_params, a, _b) in whole.funcs.items():
+        if name not in spans or a < 2 or toks[a - 1] != ("o", ")"):
+            continue
+        depth, k = 0, a - 1
+        while k > 0 and a - k < 400:
+            if toks[k] == ("o", ")"):
+                depth += 1
+            elif toks[k] == ("o", "("):
+                depth -= 1
+                if depth == 0:
+                    break
+            k -= 1
+        for seg in whole._split(k + 1, a - 1):
+            segt = toks[seg[0]:seg[1]]
+            ann = [segt[q + 1][1] for q in range(len(segt) - 1) if segt[q] == ("o", "@") and segt[q + 1][0] == "i"]
+            if any(x in _REQUEST_ANNOTATIONS for x in ann):
+                names = [t[1] for t in segt if t[0] == "i"]
+                if names:
+                    label = "@" + next(x for x in ann if x in _REQUEST_ANNOTATIONS) + " " + names[-1]
+                    out.setdefault(name, {})[names[-1]] = label
+    return out
+
+
+# Javassist (and kin) compile Java source handed to them as strings into a loaded class: an agent that
+# inserts code into the container's filter chain carries the shell's code as such a string.
+_INSERT_CALLS = frozenset({"insertBefore", "insertAfter", "setBody", "insertAt", "make", "addCatch"})
+
+
+def _inserted_code(toks, budget, found: list, depth: int) -> None:
+    if depth >= 2:
+        return
+    parts = []
+    for i in range(2, len(toks) - 2):
+        if toks[i][0] == "i" and toks[i][1] in _INSERT_CALLS and toks[i - 1] == ("o", ".") and toks[i + 1] == ("o", "("):
+            for t in toks[i + 2:i + 40]:
+                if t == ("o", ";"):
+                    break
+                if t[0] == "s" and len(t[1]) > 12 and re.search(r"[;(]", t[1]):
+                    parts.append(str(t[1]))
+        if len(parts) >= 16:
+            break
+    if not parts:
+        return
+    mine: list[Hit] = []
+    _scan_java("\n".join("{" + p + "}" for p in parts), budget, mine, "jsp", depth + 1, el=False)
+    for h in mine:
+        if h.confidence >= 0.5:
+            found.append(Hit(rule="jsp.inserted-code", language="jsp", severity=h.severity, confidence=h.confidence,
+                             source=h.source, sink=h.sink, snippet=h.snippet, family=h.family,
+                             detail="code compiled into a loaded class (Javassist insertBefore/setBody): " + h.rule))
 
 
 def _payload_class(prog: jsp_flow.Program, mine: list, name: str) -> None:
