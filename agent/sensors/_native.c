@@ -66,6 +66,29 @@
 #define EXIT_SIZE 72
 #define BODY_AT 64
 #define OP_NET_SOCKET 24
+/* struct exec_event */
+#define EXEC_SIZE 1904
+#define XOFF_FNLEN 64
+#define XOFF_ARGSLEN 68
+#define XOFF_FILENAME 72
+#define XOFF_ARGS 328
+#define XOFF_ACTION 1352
+#define XOFF_RULE 1356
+#define XOFF_INO 1360
+#define XOFF_DEV 1368
+#define XOFF_FLAGS 1376 /* a record of an older probe ends here (process.py decode_exec) */
+#define XOFF_EXELEN 1380
+#define XOFF_MNTID 1384
+#define XOFF_CWDLEN 1388
+#define XOFF_EXEPATH 1392
+#define XOFF_CWD 1648
+#define ARGS_MAX_ 1024
+#define EXE_UNHASHED 0x01
+#define EXE_NLINK0 0x02
+#define EXE_IS_ROOT 0x04
+#define EXE_INTERNAL 0x08
+#define EXE_SHMEM 0x10
+#define EXE_UPPER 0x40
 
 #define MAX_FIELDS 24
 
@@ -75,16 +98,16 @@ typedef struct {
     Py_ssize_t offsets[MAX_FIELDS];
 } Kind;
 
-enum { K_FILE, K_NET, K_FORK, K_EXIT, K_ENRICHED, K_COUNT };
-static const char *KIND_NAMES[K_COUNT] = {"file", "net", "fork", "exit", "enriched"};
-static const Py_ssize_t KIND_FIELDS[K_COUNT] = {21, 20, 12, 13, 6};
+enum { K_FILE, K_NET, K_FORK, K_EXIT, K_ENRICHED, K_EXEC, K_COUNT };
+static const char *KIND_NAMES[K_COUNT] = {"file", "net", "fork", "exit", "enriched", "exec"};
+static const Py_ssize_t KIND_FIELDS[K_COUNT] = {21, 20, 12, 13, 6, 23};
 
 static Kind kinds[K_COUNT];
 static PyObject *ops[256];          /* op byte -> agent.events.Op member (new references) */
 static PyObject *decode_error;      /* agent.sensors.common.DecodeError */
 static PyObject *s_offset;          /* "offset" */
 static PyObject *s_empty, *s_ipv4, *s_ipv6, *s_unix, *s_packet, *s_netlink;
-static PyObject *s_tcp, *s_udp, *s_raw, *s_sctp;
+static PyObject *s_tcp, *s_udp, *s_raw, *s_sctp, *s_memfd_prefix, *s_deleted_suffix;
 static int configured;
 
 static inline uint16_t rd16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -226,6 +249,90 @@ static PyObject *decode_file(PyObject *self, PyObject *const *args, Py_ssize_t n
     v[18] = PyLong_FromUnsignedLong(rd32(p + FOFF_OUID));
     v[19] = PyLong_FromUnsignedLong(rd32(p + FOFF_OGID));
     out = make(&kinds[K_FILE], v);
+done:
+    PyBuffer_Release(&b);
+    return out;
+}
+
+/* process.decode_exec: argv from its NUL-separated block, the kernel's path with " (deleted)" as
+ * d_path writes it, st_dev from the kernel's s_dev (abi.dev_to_user); an older probe's record (no
+ * exe_flags..cwd) gets the dataclass defaults, which native.py checks are "", False, False, False, 0, "" */
+static PyObject *decode_exec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "decode_exec(buf, clock)");
+        return NULL;
+    }
+    if (!configured)
+        return need_config();
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *v[MAX_FIELDS] = {0}, *out = NULL;
+    const unsigned char *p = b.buf;
+    if (check(&b, XOFF_FLAGS, "exec") < 0 || header(p, args[1], v) < 0)
+        goto done;
+    Py_ssize_t fn_len = clamp(rd32(p + XOFF_FNLEN), PATH_MAX_), args_len = clamp(rd32(p + XOFF_ARGSLEN), ARGS_MAX_);
+    v[11] = escape(p + XOFF_FILENAME, fn_len);
+    /* split_args: no block, no argv; one trailing NUL dropped; each argument escaped */
+    const unsigned char *blk = p + XOFF_ARGS;
+    Py_ssize_t n = args_len;
+    if (n == 0) {
+        v[12] = PyTuple_New(0);
+    } else {
+        if (blk[n - 1] == 0)
+            n--;
+        Py_ssize_t count = 1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            count += blk[i] == 0;
+        PyObject *argv = PyTuple_New(count);
+        Py_ssize_t start = 0, k = 0;
+        for (Py_ssize_t i = 0; argv != NULL && i <= n; i++) {
+            if (i == n || blk[i] == 0) {
+                PyObject *a = escape(blk + start, i - start);
+                if (a == NULL) {
+                    Py_CLEAR(argv);
+                    break;
+                }
+                PyTuple_SET_ITEM(argv, k++, a);
+                start = i + 1;
+            }
+        }
+        v[12] = argv;
+    }
+    v[13] = PyLong_FromUnsignedLong(rd32(p + XOFF_ACTION));
+    v[14] = PyLong_FromUnsignedLong(rd32(p + XOFF_RULE));
+    v[15] = PyLong_FromUnsignedLongLong(rd64(p + XOFF_INO));
+    uint64_t kdev = rd32(p + XOFF_DEV), major = kdev >> 20, minor = kdev & 0xFFFFF;
+    v[16] = PyLong_FromUnsignedLongLong((minor & 0xFF) | (major << 8) | ((minor & ~(uint64_t)0xFF) << 12));
+    if (b.len < EXEC_SIZE) {
+        Py_INCREF(s_empty); v[17] = s_empty;
+        v[18] = PyBool_FromLong(0); v[19] = PyBool_FromLong(0); v[20] = PyBool_FromLong(0);
+        v[21] = PyLong_FromLong(0);
+        Py_INCREF(s_empty); v[22] = s_empty;
+    } else {
+        uint32_t flags = rd32(p + XOFF_FLAGS);
+        PyObject *path = escape(p + XOFF_EXEPATH, clamp(rd32(p + XOFF_EXELEN), PATH_MAX_));
+        int deleted = (flags & EXE_NLINK0) || (flags & (EXE_UNHASHED | EXE_IS_ROOT)) == EXE_UNHASHED;
+        int memfd = 0;
+        if (path != NULL && (flags & (EXE_INTERNAL | EXE_SHMEM)) == (EXE_INTERNAL | EXE_SHMEM)) {
+            Py_ssize_t r = PyUnicode_Tailmatch(path, s_memfd_prefix, 0, PY_SSIZE_T_MAX, -1);
+            if (r < 0)
+                Py_CLEAR(path);
+            memfd = r > 0;
+        }
+        if (path != NULL && deleted && PyUnicode_GET_LENGTH(path) > 0) { /* as d_path (/proc/<pid>/exe) writes it */
+            PyObject *longer = PyUnicode_Concat(path, s_deleted_suffix);
+            Py_DECREF(path);
+            path = longer;
+        }
+        v[17] = path;
+        v[18] = PyBool_FromLong(memfd);
+        v[19] = PyBool_FromLong(deleted);
+        v[20] = PyBool_FromLong(flags & EXE_UPPER);
+        v[21] = PyLong_FromUnsignedLong(rd32(p + XOFF_MNTID));
+        v[22] = escape(p + XOFF_CWD, clamp(rd32(p + XOFF_CWDLEN), PATH_MAX_));
+    }
+    out = make(&kinds[K_EXEC], v);
 done:
     PyBuffer_Release(&b);
     return out;
@@ -1380,7 +1487,8 @@ static PyObject *layout(PyObject *self, PyObject *unused) {
     return Py_BuildValue(
         "{s:n,s:{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n},"
         "s:{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n},"
-        "s:{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n},s:{s:n,s:n},s:{s:n,s:n},s:n,s:n,s:n,s:n,s:n,s:n}",
+        "s:{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n},s:{s:n,s:n},s:{s:n,s:n},s:n,s:n,s:n,s:n,s:n,s:n,"
+        "s:{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n},s:n,s:[nnnnnn]}",
         "header", (Py_ssize_t)HDR_SIZE,
         "event_header", "pid", (Py_ssize_t)OFF_PID, "tid", (Py_ssize_t)OFF_TID, "ppid", (Py_ssize_t)OFF_PPID,
         "uid", (Py_ssize_t)OFF_UID, "gid", (Py_ssize_t)OFF_GID, "ts_ns", (Py_ssize_t)OFF_TS,
@@ -1395,12 +1503,21 @@ static PyObject *layout(PyObject *self, PyObject *unused) {
         "fork_event", "size", (Py_ssize_t)FORK_SIZE, "child_pid", (Py_ssize_t)BODY_AT,
         "exit_event", "size", (Py_ssize_t)EXIT_SIZE, "exit_code", (Py_ssize_t)BODY_AT,
         "comm_len", (Py_ssize_t)COMM_LEN, "path_max", (Py_ssize_t)PATH_MAX_, "addr_max", (Py_ssize_t)ADDR_MAX_,
-        "f_truncated", (Py_ssize_t)F_TRUNCATED, "f_cwd", (Py_ssize_t)F_CWD, "op_net_socket", (Py_ssize_t)OP_NET_SOCKET);
+        "f_truncated", (Py_ssize_t)F_TRUNCATED, "f_cwd", (Py_ssize_t)F_CWD, "op_net_socket", (Py_ssize_t)OP_NET_SOCKET,
+        "exec_event", "size", (Py_ssize_t)EXEC_SIZE, "filename_len", (Py_ssize_t)XOFF_FNLEN,
+        "args_len", (Py_ssize_t)XOFF_ARGSLEN, "filename", (Py_ssize_t)XOFF_FILENAME, "args", (Py_ssize_t)XOFF_ARGS,
+        "action", (Py_ssize_t)XOFF_ACTION, "rule", (Py_ssize_t)XOFF_RULE, "exe_ino", (Py_ssize_t)XOFF_INO,
+        "exe_dev", (Py_ssize_t)XOFF_DEV, "exe_flags", (Py_ssize_t)XOFF_FLAGS, "exe_path_len", (Py_ssize_t)XOFF_EXELEN,
+        "exe_mnt_id", (Py_ssize_t)XOFF_MNTID, "cwd_len", (Py_ssize_t)XOFF_CWDLEN, "exe_path", (Py_ssize_t)XOFF_EXEPATH,
+        "cwd", (Py_ssize_t)XOFF_CWD, "args_max", (Py_ssize_t)ARGS_MAX_,
+        "exe_bits", (Py_ssize_t)EXE_UNHASHED, (Py_ssize_t)EXE_NLINK0, (Py_ssize_t)EXE_IS_ROOT,
+        (Py_ssize_t)EXE_INTERNAL, (Py_ssize_t)EXE_SHMEM, (Py_ssize_t)EXE_UPPER);
 }
 
 static PyMethodDef methods[] = {
     {"decode_file", (PyCFunction)(void (*)(void))decode_file, METH_FASTCALL, "file_event -> FileEvent"},
     {"decode_net", (PyCFunction)(void (*)(void))decode_net, METH_FASTCALL, "net_event -> NetEvent"},
+    {"decode_exec", (PyCFunction)(void (*)(void))decode_exec, METH_FASTCALL, "exec_event -> ExecEvent"},
     {"decode_fork", (PyCFunction)(void (*)(void))decode_fork, METH_FASTCALL, "fork_event -> ForkEvent"},
     {"decode_exit", (PyCFunction)(void (*)(void))decode_exit, METH_FASTCALL, "exit_event -> ExitEvent"},
     {"enriched", (PyCFunction)(void (*)(void))enriched, METH_FASTCALL, "the 6 fields -> Enriched"},
@@ -1432,6 +1549,8 @@ PyMODINIT_FUNC PyInit__nwnative(void) {
     STR(s_udp, "udp");
     STR(s_raw, "raw");
     STR(s_sctp, "sctp");
+    STR(s_memfd_prefix, "/memfd:");
+    STR(s_deleted_suffix, " (deleted)");
 #undef STR
     return PyModule_Create(&module);
 }

@@ -25,7 +25,7 @@ import os
 import subprocess
 import sysconfig
 
-from agent.events import EVENT_NAMES, Enriched, ExitEvent, FileEvent, ForkEvent, NetEvent, Op
+from agent.events import EVENT_NAMES, Enriched, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent, Op
 from agent.sensors import abi
 from agent.sensors.common import DecodeError
 
@@ -60,7 +60,7 @@ def build(cc: str = "gcc") -> str:
 
 def _expected() -> dict:
     """What _native.c must have been compiled with, from abi.py."""
-    h, f, n = abi.EVENT_HEADER, abi.FILE_EVENT, abi.NET_EVENT
+    h, f, n, x = abi.EVENT_HEADER, abi.FILE_EVENT, abi.NET_EVENT, abi.EXEC_EVENT
     return {
         "header": h.size,
         "event_header": {k: h.offsets[k] for k in ("pid", "tid", "ppid", "uid", "gid", "ts_ns", "cgroup_id",
@@ -74,7 +74,18 @@ def _expected() -> dict:
         "exit_event": {"size": abi.EXIT_EVENT.size, "exit_code": abi.EXIT_EVENT.offsets["exit_code"]},
         "comm_len": abi.COMM_LEN, "path_max": abi.PATH_MAX, "addr_max": abi.ADDR_MAX,
         "f_truncated": abi.F_TRUNCATED, "f_cwd": abi.F_CWD, "op_net_socket": int(Op.NET_SOCKET),
+        "exec_event": {"size": x.size, **{k: x.offsets[k] for k in (
+            "filename_len", "args_len", "filename", "args", "action", "rule", "exe_ino", "exe_dev", "exe_flags",
+            "exe_path_len", "exe_mnt_id", "cwd_len", "exe_path", "cwd")}},
+        "args_max": abi.ARGS_MAX,
+        "exe_bits": [abi.EXE_UNHASHED, abi.EXE_NLINK0, abi.EXE_IS_ROOT, abi.EXE_INTERNAL, abi.EXE_SHMEM,
+                     abi.EXE_UPPER],
     }
+
+
+# What decode_exec fills for a record of an older probe (no exe_flags..cwd): ExecEvent's own defaults.
+_EXEC_OLD_DEFAULTS = {"kernel_path": "", "memfd": False, "deleted": False, "upper_layer": False, "exe_mnt_id": 0,
+                      "cwd": ""}
 
 
 def _load():
@@ -100,11 +111,15 @@ def _load():
     if mod.layout() != _expected():
         STATUS = f"python ({so} was built for other record layouts than agent/sensors/abi.py: make setup)"
         return None
+    defaults = {f.name: f.default for f in dataclasses.fields(ExecEvent)}
+    if any(defaults.get(k, dataclasses.MISSING) != v for k, v in _EXEC_OLD_DEFAULTS.items()):
+        STATUS = "python (ExecEvent's defaults are not the ones _native.c fills for an older probe's record)"
+        return None
     classes = {kind: (cls, tuple(f.name for f in dataclasses.fields(cls)))
                for kind, cls in (("file", FileEvent), ("net", NetEvent), ("fork", ForkEvent), ("exit", ExitEvent),
-                                 ("enriched", Enriched))}
+                                 ("enriched", Enriched), ("exec", ExecEvent))}
     mod.configure({int(op): op for op in EVENT_NAMES}, classes, DecodeError)
-    STATUS = "compiled (file, net, fork, exit; Enriched)"
+    STATUS = "compiled (exec, file, net, fork, exit)"
     return mod
 
 
@@ -114,7 +129,7 @@ LINES_OFF = os.environ.get("NODEWARDEN_NATIVE") == "lines-off"
 
 
 def decoder(kind: str, reference):
-    """The compiled decoder of a kind ("file", "net", "fork", "exit") when loaded, else `reference`."""
+    """The compiled decoder of a kind ("exec", "file", "net", "fork", "exit") when loaded, else `reference`."""
     return getattr(MODULE, f"decode_{kind}") if MODULE is not None else reference
 
 

@@ -87,7 +87,7 @@ SENSOR = Sensor(
     name="process",
     source="process.bpf.c",
     probe=Probe.PROCESS,
-    # fork and exit: the compiled decoders when built (agent/sensors/native.py), these being their reference
-    decoders={Op.EXEC: decode_exec, Op.FORK: native.decoder("fork", decode_fork),
+    # the compiled decoders when built (agent/sensors/native.py), these being their reference
+    decoders={Op.EXEC: native.decoder("exec", decode_exec), Op.FORK: native.decoder("fork", decode_fork),
               Op.EXIT: native.decoder("exit", decode_exit)},
 )

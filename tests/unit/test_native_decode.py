@@ -25,7 +25,7 @@ from agent.sensors.common import BootClock, DecodeError
 from tests.unit.detect_events import _pack, file_rec, net_rec
 from tests.unit.replay_records import exit_rec, fork_rec, header
 
-REFERENCE = {"file": file.decode_file, "net": net.decode_net, "fork": process.decode_fork,
+REFERENCE = {"exec": process.decode_exec, "file": file.decode_file, "net": net.decode_net, "fork": process.decode_fork,
              "exit": process.decode_exit}
 
 
@@ -43,6 +43,8 @@ def mod():
 
 def _kind(raw: bytes) -> str:
     op = raw[0]
+    if op == Op.EXEC:
+        return "exec"
     if op == Op.FORK:
         return "fork"
     if op == Op.EXIT:
@@ -117,6 +119,22 @@ def _edge_records() -> list[bytes]:
     # a length past the buffer the kernel never sends: cut at the member, as the Python decoder does
     recs.append(_pack(FILE_EVENT, header(Op.FILE_OPEN), ret=3, dirfd=-100, path_len=10_000, path2_len=0,
                       path=b"/p" * 200))
+    # exec: the identity part's flags (memfd, deleted, upper layer), odd argv blocks, an older probe's record
+    from agent.sensors import abi
+    from tests.unit.detect_events import exec_ident_rec
+
+    recs += [exec_ident_rec("/bin/sh", ["sh", "-c", "echo \\x; caf\u00e9"], cwd="/home/u"),
+             exec_ident_rec("/proc/self/fd/3", ["x"], exe_flags=abi.EXE_INTERNAL | abi.EXE_SHMEM | abi.EXE_UNHASHED,
+                            exe_path="/memfd:payload"),
+             exec_ident_rec("/tmp/a", ["a"], exe_flags=abi.EXE_NLINK0 | abi.EXE_UPPER, exe_path="/tmp/a"),
+             exec_ident_rec("/tmp/b", ["b"], exe_flags=abi.EXE_UNHASHED | abi.EXE_IS_ROOT, exe_path="/"),
+             exec_ident_rec("/tmp/c", [], exe_flags=abi.EXE_NLINK0, exe_path=""),
+             exec_ident_rec("/x", ["a", "", "b"], exe_flags=abi.EXE_INTERNAL, exe_path="/memfd:no-shmem")]
+    ident = exec_ident_rec("/usr/bin/env", ["env", "A=1"])
+    recs += [ident[: abi.EXEC_EVENT.offsets["exe_flags"]], ident[:1500], ident[:1375]]  # old probe; too short
+    for block in (b"", b"\0", b"one", b"a\0\0b\0", b"\xff\xfe\0z\\\0", b"x" * 1100):
+        recs.append(_pack(abi.EXEC_EVENT, header(Op.EXEC, flags=1), filename_len=3, args_len=len(block),
+                          filename=b"/sh", args=block[:1024], exe_dev=(8 << 20) | 0x1234, exe_ino=77))
     # malformed: shorter than the header, than the body
     recs += [file_rec(Op.FILE_OPEN, "/x")[:40], file_rec(Op.FILE_OPEN, "/x")[:300], net_rec(Op.NET_CONNECT,
              "1.2.3.4", 1)[:100], fork_rec(5)[:68], exit_rec(0)[:64], b"\x0a"]
@@ -129,8 +147,7 @@ def test_layout_matches_abi(mod):
 
 def test_mix_decodes_the_same(mod):
     for raw in _mix():
-        if raw[0] != Op.EXEC:
-            _same(mod, raw)
+        _same(mod, raw)
 
 
 def test_edges_decode_the_same(mod):
@@ -144,8 +161,8 @@ def test_garbage_never_crashes(mod):
 
     rnd = random.Random(17)
     for _ in range(3000):
-        op = rnd.choice([Op.FILE_OPEN, Op.FILE_RENAME, Op.NET_CONNECT, Op.NET_SOCKET, Op.FORK, Op.EXIT])
-        size = rnd.choice([8, 64, 72, 100, 224, 300, 616, 700])
+        op = rnd.choice([Op.EXEC, Op.FILE_OPEN, Op.FILE_RENAME, Op.NET_CONNECT, Op.NET_SOCKET, Op.FORK, Op.EXIT])
+        size = rnd.choice([8, 64, 72, 100, 224, 300, 616, 700, 1375, 1376, 1904, 2000])
         raw = bytes([op]) + rnd.randbytes(size - 1)
         _same(mod, raw)
 
@@ -189,4 +206,4 @@ def test_pipeline_json_is_byte_identical(mod):
     assert outs[0] == outs[1]
     lines = outs[0][0].splitlines()
     assert len(lines) > 150 and all(orjson.loads(ln) for ln in lines)
-    assert outs[0][1]["decode"] == 6  # the malformed records, counted alike
+    assert outs[0][1]["decode"] == 7  # the malformed records, counted alike

@@ -80,5 +80,5 @@ def test_python_compiled_and_lines_write_the_same_log(tmp_path):
         assert log == ref_log, mode
         assert info["drops"] == ref_info["drops"] and info["events"] == ref_info["events"], mode
         assert info["attribution"] == ref_info["attribution"], mode
-    assert ref_info["drops"]["decode"] == 6  # the malformed records
+    assert ref_info["drops"]["decode"] == 7  # the malformed records
     assert ref_info["attribution"] == {"unknown": 1}  # the young cgroup's open, held, its container never known
