@@ -545,3 +545,29 @@ def test_benign_aspx_health_check_socket():
     assert_benign('<%@ Page Language="C#" %><% var c = new System.Net.Sockets.TcpClient();'
                   ' c.Connect("db.internal", 5432); Response.Write(c.Connected ? "ok" : "down"); c.Close();'
                   ' System.Diagnostics.Process.Start("logger.exe", "checked"); %>', "x.aspx")
+
+
+@pytest.mark.parametrize("code", [
+    'System.Windows.Markup.XamlReader.Parse(Request["x"]);',
+    "var t = new System.Xml.Xsl.XslCompiledTransform(); t.Load(System.Xml.XmlReader.Create(new System.IO.StringReader("
+    'Request["x"])), System.Xml.Xsl.XsltSettings.TrustedXslt, null);',
+    'System.Reflection.Assembly.LoadFrom(Request["p"]).CreateInstance("X");',
+    'Newtonsoft.Json.JsonConvert.DeserializeObject(Request.Form["j"], new Newtonsoft.Json.JsonSerializerSettings {'
+    " TypeNameHandling = Newtonsoft.Json.TypeNameHandling.All });",
+])
+def test_csharp_object_builders_fed_the_request(code):
+    assert_shell(f'<%@ Page Language="C#" %><% {code} %>', "x.aspx")
+
+
+def test_vbnet_callbyname_run():
+    assert_shell('<%@ Page Language="VB" %><%\nDim o = CreateObject("WScript.Shell")\n'
+                 'CallByName(o, "Run", CallType.Method, Request("c"))\n%>', "x.aspx")
+
+
+def test_registry_write_of_request_values():
+    assert_shell('<%\nSet s = CreateObject("WScript.Shell")\ns.RegWrite Request("k"), Request("v")\n%>')
+
+
+def test_benign_json_deserialise_without_type_names():
+    assert_benign('<%@ Page Language="C#" %><% var o = Newtonsoft.Json.JsonConvert.DeserializeObject<Order>('
+                  'Request.Form["j"]); Response.Write(o.Id); %>', "x.aspx")

@@ -432,3 +432,31 @@ import org.springframework.web.bind.annotation.*;
     return format;
   }
 }""", "Owners.java")
+
+
+ENGINES = {
+    "nashorn-inner": 'javax.script.ScriptEngine e = new javax.script.ScriptEngineManager().getEngineByName("nashorn");'
+                     ' e.put("request", request); e.eval("var c = request.getParameter(\'c\');'
+                     ' java.lang.Runtime.getRuntime().exec(c);");',
+    "groovy-class": 'Class c = new groovy.lang.GroovyClassLoader().parseClass(request.getParameter("c")); c.newInstance();',
+    "rhino": "org.mozilla.javascript.Context cx = org.mozilla.javascript.Context.enter();"
+             ' cx.evaluateString(cx.initStandardObjects(), request.getParameter("c"), "s", 1, null);',
+    "beanshell": 'new bsh.Interpreter().eval(request.getParameter("c"));',
+    "jython": 'new org.python.util.PythonInterpreter().exec(request.getParameter("c"));',
+    "velocity": "org.apache.velocity.app.Velocity.evaluate(new org.apache.velocity.VelocityContext(),"
+                ' new java.io.StringWriter(), "t", request.getParameter("c"));',
+    "freemarker": 'freemarker.template.Template t = new freemarker.template.Template("t",'
+                  ' new java.io.StringReader(request.getParameter("c")), new freemarker.template.Configuration());',
+    "jexl": "org.apache.commons.jexl3.JexlEngine j = new org.apache.commons.jexl3.JexlBuilder().create();"
+            ' j.createScript(request.getParameter("c")).execute(null);',
+    "mvel": 'org.mvel2.MVEL.executeExpression(org.mvel2.MVEL.compileExpression(request.getParameter("c")));',
+    "xslt": "javax.xml.transform.TransformerFactory.newInstance().newTransformer(new javax.xml.transform.stream"
+            '.StreamSource(new java.io.StringReader(request.getParameter("x"))));',
+    "lookup-define": 'java.lang.invoke.MethodHandles.lookup().defineClass(java.util.Base64.getDecoder()'
+                     '.decode(request.getParameter("c")));',
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENGINES))
+def test_script_and_template_engines(case):
+    assert_shell(f"<% {ENGINES[case]} %>")

@@ -74,6 +74,9 @@ VB_SINKS = [
     _S(re.compile(r"(?<!response)(?<!\bout)\.(?:write|writeline|writetext)\b", _I), "file write", "writedata",
        rest=True, needs=_FSO),
     _S(re.compile(r"\.saveas\b", _I), "SaveAs", "upload", rest=True),
+    # VB.NET CallByName(shell, "Run", ...): WScript.Shell's Run by name
+    _S(re.compile(r"\bcallbyname\(", _I), "CallByName", "exec", rest=True, needs=_WSH),
+    _S(re.compile(r"\.regwrite\b", _I), "WScript.Shell.RegWrite", "registry", rest=True, needs=_WSH),
     _S(re.compile(r"\.downloadfile(?:async)?\b", _I), "WebClient.DownloadFile", "write", rest=True),
     _S(re.compile(r"\b(?:file\.(?:writeall\w*|appendall\w*|createtext|appendtext)|io\.file\.writeall\w*)\b"
                   r"|\bnew (?:system\.io\.)?(?:streamwriter|filestream)\b", _I), "File.Write", "write", rest=True),
@@ -118,8 +121,14 @@ C_SINKS = [
     _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.Load\w*\("), "Assembly.Load", "classload"),
     _S(re.compile(r"\bGetObject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
     # a page that deserialises what the request sent: any gadget chain in the GAC runs
-    _S(re.compile(r"\.(?:Deserialize|ReadObject)\("), "Deserialize", "deser",
-       needs=re.compile(r"BinaryFormatter|LosFormatter|ObjectStateFormatter|SoapFormatter|NetDataContractSerializer")),
+    _S(re.compile(r"\.(?:Deserialize|ReadObject|DeserializeObject)\("), "Deserialize", "deser",
+       needs=re.compile(r"BinaryFormatter|LosFormatter|ObjectStateFormatter|SoapFormatter|NetDataContractSerializer"
+                        r"|TypeNameHandling\.(?:All|Objects|Auto|Arrays)|SimpleTypeResolver")),
+    # XAML builds any object graph it names (ObjectDataProvider calls Process.Start)
+    _S(re.compile(r"\bXamlReader\.(?:Parse|Load)\("), "XamlReader", "deser"),
+    # a stylesheet from the request loaded with scripts allowed: its msxsl:script is compiled and run
+    _S(re.compile(r"\.Load\("), "XslCompiledTransform (trusted)", "eval",
+       needs=re.compile(r"XsltSettings\.TrustedXslt|new (?:System\.Xml\.Xsl\.)?XsltSettings\(true")),
     _S(re.compile(r"\.CreateInstance\("), "Assembly.CreateInstance", "classload", receiver=True,
        needs=re.compile(r'Assembly\.Load|Domain\.Load|GetMethod\("Load"')),
     _S(re.compile(r"\.Invoke\("), "Assembly.Load (reflective)", "classload", needs=re.compile(r'GetMethod\("Load"')),

@@ -51,11 +51,18 @@ SINKS = [
     _S(re.compile(r"\.(?:getMethod|getDeclaredMethod)\("), "getMethod", "reflect"),
     _S(re.compile(r"\.eval\("), "ScriptEngine.eval", "eval",
        needs=re.compile(r"ScriptEngine|getEngineBy|ELProcessor|Interpreter|GroovyShell|JShell")),
-    _S(re.compile(r"\.(?:createValueExpression|createMethodExpression|parseExpression|evaluate|getValue)\("),
+    _S(re.compile(r"\.(?:createValueExpression|createMethodExpression|parseExpression|evaluate|getValue|createScript"
+                  r"|createExpression)\("),
        "expression evaluation", "eval",
        needs=re.compile(r"ExpressionFactory|ELProcessor|ELContext|SpelExpressionParser|Ognl|GroovyShell"
-                        r"|ExpressionParser|MVEL")),
-    _S(re.compile(r"\b(?:Ognl\.getValue|MVEL\.eval)\("), "OGNL/MVEL", "eval"),
+                        r"|ExpressionParser|MVEL|Velocity|Jexl")),
+    _S(re.compile(r"\b(?:Ognl\.getValue|MVEL\.(?:eval\w*|compileExpression))\("), "OGNL/MVEL", "eval"),
+    # Rhino's Context.evaluateString and a FreeMarker template made from request text (its ?new builtin runs
+    # any class): script and template engines handed the request's source
+    _S(re.compile(r"\.(?:evaluateString|evaluateReader|compileString|compileReader)\("), "Rhino", "eval",
+       needs=re.compile(r"mozilla|rhino", re.I)),
+    _S(re.compile(r"\bnew (?:freemarker\.template\.)?Template\("), "FreeMarker template", "eval",
+       needs=re.compile(r"freemarker")),
     # an XSLT stylesheet from the request: Xalan's extension functions call any Java method
     _S(re.compile(r"\.(?:newTransformer|newTemplates)\("), "XSLT from the request", "eval"),
     _S(re.compile(r"\b(?:defineClass\w*|defineAnonymousClass|defineHiddenClass)\("), "defineClass", "classload"),
