@@ -98,6 +98,17 @@ _REVIEWED_NOT_SHELL = {
     "7d1442740be2c754f23402fa9523ff954f639b9e0803ca9dcee24192f98f307a": "reviewed: a defacement script, no input",
     "eea2079263cf6392496ec8d0e7e5be5c3f112cf6bd5060304aaabe4cfcc37f10": "reviewed: prints its own name",
     "869381df3029b9bdfa978e9f75081bc123be551d5f08d08b01ff5af0f0e00a9f": "reviewed: an IDE's hello-world template",
+    # the same review of the sources appended on 2026-12-03 (fourth session), tune split only
+    "3463bedbe79ef365e1423fa022f7163cf9525b948c9fa45ce6b7bc9972c65d34": "reviewed: a defacement archive's own page",
+    "bb3952719be825964b4af7451570e5d29d2e6130617c333d1c2e4275b01d1970": "reviewed: a defacement archive's own page",
+    "96d47ce625340ee4c06a63d990228fbb2c9523506e8524915bd4c4029f35a7b0": "reviewed: a defacement archive's own page",
+    "49e2530a93ee73539ea9bf2927c7c427229f2f46a451c1f9224b30158e3a9dee": "reviewed: a captcha image page",
+    "c682939438689ea945e47cdcc72a20492646239ee66ded0a98a3010e0066cd24": "reviewed: a defacement archive's own page",
+    "e2c44b7fe31e0ae2788019327b84f34e1e14afddf9c8fde3b915645e716f662c": "reviewed: a scanner that looks for shells",
+    "11c3a7f6753e0f2c0d1096b4627e0458a92404b904bf644f29633e9b9d3a976b": "reviewed: a mass mailer, not a web shell",
+    "407e655e48ff05c613d5ccbdc4fa14e3b1a380125d99bee0288a91f76543a1b9": "reviewed: a reverse-IP lookup form",
+    "1675c65d15a6992f0e523b46f18c2f8a948f5426d088b82678e90f6a03dccceb": "reviewed: a card-number lookup form",
+    "b222b0f621e2d00cc87365841a262662457a4acbe344e390b08482bc61a6553d": "reviewed: a card-number lookup form",
 }
 
 # Paths in shell collections that hold tools other than web shells (DoS scripts, exploits, IRC
