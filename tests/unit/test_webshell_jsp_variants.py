@@ -460,3 +460,31 @@ ENGINES = {
 @pytest.mark.parametrize("case", sorted(ENGINES))
 def test_script_and_template_engines(case):
     assert_shell(f"<% {ENGINES[case]} %>")
+
+
+_REFLECT = ('<% Class c = Class.forName({name}); Object r = c.getMethod("getRuntime").invoke(null);'
+            ' c.getMethod("exec", String.class).invoke(r, request.getParameter("c")); %>')
+
+
+@pytest.mark.parametrize("name", [
+    'new String(javax.xml.bind.DatatypeConverter.parseHexBinary("6a6176612e6c616e672e52756e74696d65"))',
+    'String.join("", "ja", "va.lang.Run", "time")',
+    'String.format("%s%s", "java.lang.", "Runtime")',
+    "new String(new char[]{106,97,118,97,46,108,97,110,103,46,82,117,110,116,105,109,101})",
+    'new StringBuilder("emitnuR.gnal.avaj").reverse().toString()',
+    '"jaXva.laXng.RuXntime".replace("X", "")',
+    'new String(org.apache.commons.codec.binary.Base64.decodeBase64("amF2YS5sYW5nLlJ1bnRpbWU="))',
+])
+def test_reflective_runtime_with_a_built_class_name(name):
+    assert_shell(_REFLECT.format(name=name))
+
+
+def test_string_concat_and_join_fold():
+    from agent.imagegate.webshell import jsp_lex
+    from agent.imagegate.webshell.common import Budget, Limits
+
+    b = Budget(Limits())
+    for code, want in [('x = string.Concat("a", "b");', "ab"), ('x = String.join("-", "a", "b");', "a-b"),
+                       ('x = string.Join("", new string[] { "a", "b" });', "ab")]:
+        toks = jsp_lex.fold(jsp_lex.lex(code, b, single_quote_string=False), b)
+        assert ("s", want) in toks, toks

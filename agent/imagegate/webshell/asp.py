@@ -111,7 +111,8 @@ C_SINKS = [
     _S(re.compile(r"\.Create\(", _I), "WMI Win32_Process.Create", "exec", needs=_WMI),
     # Process.Start reached by reflection: Type.GetType("System.Diagnostics.Process").GetMethod("Start")
     _S(re.compile(r"\.Invoke\("), "Process.Start (reflective)", "exec",
-       needs=re.compile(r'"System\.Diagnostics\.Process"|typeof\((?:System\.Diagnostics\.)?Process\)\.GetMethod\(')),
+       needs=re.compile(r'"System\.Diagnostics\.Process"|typeof\((?:System\.Diagnostics\.)?Process\)\.GetMethod\('
+                        r'|GetMethod\("Start"')),
     # Roslyn scripting: C# source from the request compiled and run in the worker process
     _S(re.compile(r"\bCSharpScript\.(?:EvaluateAsync|RunAsync|Create|Evaluate)\b"), "CSharpScript", "eval"),
     # a URL's content saved to disk (the URL or the path the request's): a downloader planting files

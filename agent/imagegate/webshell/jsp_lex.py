@@ -222,7 +222,7 @@ _LOCAL = threading.local()  # the budget of the file this thread folds, for the 
 
 _FOLD_NAMES = frozenset({s[0] for s in _B64_CALLS} | {
     "fromCharCode", "unescape", "decodeURIComponent", "decodeURI", "UrlDecode", "valueOf", "toString", "ToString",
-    "ConvertFromUtf32", "ToChar", "copyValueOf", "toChars", "GetString", "new"})
+    "ConvertFromUtf32", "ToChar", "copyValueOf", "toChars", "GetString", "new", "Concat", "concat", "Join", "join"})
 
 
 def fold(toks: list, budget, rounds: int = 10) -> list:
@@ -363,6 +363,17 @@ def _fold_call(toks, i, prev):
             s = _bytes_text(vals)
             if s is not None:
                 return j + 1, [("s", s)], i - _chain_start(toks, i)
+    # String.join(sep, a, b) / string.Concat(a, b) / string.Join(sep, new[] {a, b}) over constants
+    if name in ("Concat", "concat", "Join", "join") and i >= 2 and _is(prev, "o", ".") \
+            and toks[i - 2][0] == "i" and toks[i - 2][1] in ("String", "string", "System.String") and i + 1 < n:
+        j = _close(toks, i + 1) if _is(toks[i + 1], "o", "(") else -1
+        if j > 0:
+            inner = [t for t in toks[i + 2:j] if not (t[0] == "i" and t[1] in ("new", "string", "String"))
+                     and t not in (("o", "["), ("o", "]"), ("o", "{"), ("o", "}"))]
+            vals = _consts(inner, 0, len(inner))
+            if vals and all(isinstance(v, str) for v in vals):
+                out = "".join(vals) if name in ("Concat", "concat") else vals[0].join(vals[1:])
+                return j + 1, [("s", out)], 2
     if name == "new" and i + 2 < n and toks[i + 1][0] == "i":
         return _fold_new(toks, i)
     return None
