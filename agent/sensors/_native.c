@@ -567,6 +567,18 @@ typedef struct { PyObject *c, *part; } ContSlot;                   /* part: _con
 static ProcSlot proc_slots[PART_SLOTS];
 static ContSlot cont_slots[PART_SLOTS];
 
+/* every slot of an event (of kind k) and of its Enriched set: an object made without its __init__ is
+ * left to the Python flattener, which says what is missing */
+static int all_set(PyObject *en, PyObject *ev, int k) {
+    for (Py_ssize_t i = 0; i < kinds[K_ENRICHED].n; i++)
+        if (*(PyObject **)((char *)en + kinds[K_ENRICHED].offsets[i]) == NULL)
+            return 0;
+    for (Py_ssize_t i = 0; i < kinds[k].n; i++)
+        if (*(PyObject **)((char *)ev + kinds[k].offsets[i]) == NULL)
+            return 0;
+    return 1;
+}
+
 static inline size_t mix_ptr(const void *a) { uintptr_t x = (uintptr_t)a; return (size_t)((x >> 4) ^ (x >> 16)); }
 
 /* (keys dict, names list, exes list) of a process context, borrowed from its cache slot */
@@ -741,10 +753,12 @@ static PyObject *flat_or_none(PyObject *en) {
     if (Py_TYPE(en) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
     PyObject *ev = SLOT(en, K_ENRICHED, E_EVENT);
+    if (ev == NULL)
+        Py_RETURN_NONE;
     PyTypeObject *t = Py_TYPE(ev);
     int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
              : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT : -1;
-    if (kind < 0)
+    if (kind < 0 || !all_set(en, ev, kind))
         Py_RETURN_NONE;
     long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
     if (op == -1 && PyErr_Occurred())
@@ -902,7 +916,12 @@ static int put_str(Buf *b, PyObject *o) {
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') {
-            *d++ = (char)c;
+            Py_ssize_t j = i + 1; /* the run of bytes written as they are, copied at once */
+            while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\')
+                j++;
+            memcpy(d, s + i, (size_t)(j - i));
+            d += j - i;
+            i = j - 1;
             continue;
         }
         *d++ = '\\';
@@ -923,6 +942,27 @@ static int put_str(Buf *b, PyObject *o) {
     return 0;
 }
 
+/* the decimal digits of u, ending at e; two per division */
+static char *digits(unsigned long long u, char *e) {
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    char *d = e;
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        *--d = pairs[2 * r + 1];
+        *--d = pairs[2 * r];
+    }
+    if (u >= 10) {
+        *--d = pairs[2 * u + 1];
+        *--d = pairs[2 * u];
+    } else {
+        *--d = (char)('0' + u);
+    }
+    return d;
+}
+
 static int put_int(Buf *b, PyObject *o) {
     if (o == Py_True)
         return buf_put(b, "true", 4);
@@ -939,12 +979,12 @@ static int put_int(Buf *b, PyObject *o) {
             PyErr_Clear();
             return NOT_EXACT;
         }
-        do { *--d = (char)('0' + u % 10); u /= 10; } while (u);
+        d = digits(u, e);
     } else if (overflow < 0) {
         return NOT_EXACT;
     } else {
         unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-        do { *--d = (char)('0' + u % 10); u /= 10; } while (u);
+        d = digits(u, e);
         if (v < 0)
             *--d = '-';
     }
@@ -1035,10 +1075,12 @@ static PyObject *json_or_none(PyObject *en) {
     if (Py_TYPE(en) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
     PyObject *ev = SLOT(en, K_ENRICHED, E_EVENT);
+    if (ev == NULL)
+        Py_RETURN_NONE;
     PyTypeObject *t = Py_TYPE(ev);
     int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
              : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT : -1;
-    if (kind < 0)
+    if (kind < 0 || !all_set(en, ev, kind))
         Py_RETURN_NONE;
     long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
     if (op == -1 && PyErr_Occurred())

@@ -87,3 +87,16 @@ def test_what_orjson_refuses_or_writes_otherwise_goes_to_the_dict_path():
     bad_proc = ProcInfo(1, 0, "\ud800", ("x",), 0, 0)
     assert mod.json_line(Enriched(ev0, bad_proc, None, None)) is None
     assert mod.json_line("not an event") is None
+
+
+def test_an_event_made_without_its_init_is_left_to_python():
+    """Slots never set (object.__new__): the compiled paths leave it to the Python flattener, which
+    raises AttributeError, never a crash."""
+    from agent.events import FileEvent
+
+    mod = native.MODULE
+    en = Enriched(object.__new__(FileEvent), None, None, None)
+    assert mod.json_line(en) is None
+    assert mod.flatten_compiled(en) is None
+    with pytest.raises(AttributeError):
+        mod.flatten(en)
