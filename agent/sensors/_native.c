@@ -98,9 +98,9 @@ typedef struct {
     Py_ssize_t offsets[MAX_FIELDS];
 } Kind;
 
-enum { K_FILE, K_NET, K_FORK, K_EXIT, K_ENRICHED, K_EXEC, K_COUNT };
-static const char *KIND_NAMES[K_COUNT] = {"file", "net", "fork", "exit", "enriched", "exec"};
-static const Py_ssize_t KIND_FIELDS[K_COUNT] = {21, 20, 12, 13, 6, 23};
+enum { K_FILE, K_NET, K_FORK, K_EXIT, K_ENRICHED, K_EXEC, K_PROCINFO, K_COUNT };
+static const char *KIND_NAMES[K_COUNT] = {"file", "net", "fork", "exit", "enriched", "exec", "procinfo"};
+static const Py_ssize_t KIND_FIELDS[K_COUNT] = {21, 20, 12, 13, 6, 23, 8};
 
 static Kind kinds[K_COUNT];
 static PyObject *ops[256];          /* op byte -> agent.events.Op member (new references) */
@@ -1273,6 +1273,77 @@ static int init_key_json(void) {
     return 0;
 }
 
+/* posixpath.normpath(posixpath.join(cwd, path)) for a non-empty cwd and a relative path (enricher._resolve),
+ * on their UTF-8 (a '/' or '.' byte is never inside a multibyte sequence); None where Python must do it
+ * (a string that is not valid UTF-8, e.g. one with a surrogate). tests/unit/test_flatten_fragments.py
+ * compares it with posixpath on random paths. */
+static PyObject *join_norm(PyObject *cwd, PyObject *path) {
+    Py_ssize_t nc, np;
+    const char *c = PyUnicode_AsUTF8AndSize(cwd, &nc), *q = c ? PyUnicode_AsUTF8AndSize(path, &np) : NULL;
+    if (q == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = nc + 1 + np;
+    char *j = PyMem_Malloc((size_t)(2 * n + 2));
+    Py_ssize_t *comp = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1) * 2);
+    if (j == NULL || comp == NULL) {
+        PyMem_Free(j);
+        PyMem_Free(comp);
+        return PyErr_NoMemory();
+    }
+    memcpy(j, c, (size_t)nc);
+    Py_ssize_t m = nc;
+    if (c[nc - 1] != '/')
+        j[m++] = '/';
+    memcpy(j + m, q, (size_t)np);
+    m += np;
+    int initial = j[0] == '/';
+    if (initial && m >= 2 && j[1] == '/' && !(m >= 3 && j[2] == '/'))
+        initial = 2;
+    Py_ssize_t top = 0; /* comp[2k], comp[2k+1]: start and length of the k-th kept component */
+    for (Py_ssize_t i = 0; i <= m;) {
+        Py_ssize_t e = i;
+        while (e < m && j[e] != '/')
+            e++;
+        Py_ssize_t len = e - i;
+        int dot = len == 1 && j[i] == '.', dotdot = len == 2 && j[i] == '.' && j[i + 1] == '.';
+        if (len == 0 || dot) {
+            /* skipped */
+        } else if (!dotdot || (!initial && top == 0) ||
+                   (top > 0 && comp[2 * top - 1] == 2 && j[comp[2 * top - 2]] == '.' && j[comp[2 * top - 2] + 1] == '.')) {
+            comp[2 * top] = i;
+            comp[2 * top + 1] = len;
+            top++;
+        } else if (top > 0) {
+            top--;
+        }
+        i = e + 1;
+    }
+    char *out = j + m + 1; /* the second half of the buffer: the result is never longer than the input */
+    Py_ssize_t o = 0;
+    for (int k = 0; k < initial; k++)
+        out[o++] = '/';
+    for (Py_ssize_t k = 0; k < top; k++) {
+        if (k)
+            out[o++] = '/';
+        memcpy(out + o, j + comp[2 * k], (size_t)comp[2 * k + 1]);
+        o += comp[2 * k + 1];
+    }
+    PyObject *res = o ? PyUnicode_DecodeUTF8(out, o, NULL) : PyUnicode_FromString(".");
+    PyMem_Free(j);
+    PyMem_Free(comp);
+    return res;
+}
+
+static PyObject *join_norm_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || PyUnicode_GET_LENGTH(args[0]) == 0) {
+        PyErr_SetString(PyExc_TypeError, "join_norm(cwd: non-empty str, path: str)");
+        return NULL;
+    }
+    return join_norm(args[0], args[1]);
+}
+
 /* from_memo(memo, ev): Enricher.enrich_in_batch's memo hit, made here: the Enriched of a file or net
  * event whose (pid, ppid, cgroup id, mount ns) the batch's memo holds, with that entry's process,
  * parent, container and ancestry. None when Python must do it: another kind, not in the memo, or a
@@ -1289,6 +1360,7 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET : -1;
     if (kind < 0)
         Py_RETURN_NONE;
+    int relative = 0;
     if (kind == K_FILE) {
         PyObject *path = SLOT(ev, K_FILE, 11), *dirfd = SLOT(ev, K_FILE, 16);
         if (path == NULL || dirfd == NULL || !PyUnicode_Check(path))
@@ -1297,8 +1369,7 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
             long fd = PyLong_Check(dirfd) ? PyLong_AsLong(dirfd) : 0;
             if (fd == -1 && PyErr_Occurred())
                 return NULL;
-            if (fd == -100) /* AT_FDCWD: joined to the cwd by Python */
-                Py_RETURN_NONE;
+            relative = fd == -100; /* AT_FDCWD: joined to the cwd */
         }
     }
     PyObject *a = SLOT(ev, kind, F_PID), *b = SLOT(ev, kind, F_PPID), *c = SLOT(ev, kind, F_CGROUP);
@@ -1324,11 +1395,31 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     v[E_CONTAINER] = SLOT(hit, K_ENRICHED, E_CONTAINER);
     v[E_ANCESTORS] = SLOT(hit, K_ENRICHED, E_ANCESTORS);
     v[E_RESOLVED] = s_empty;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 6; i++)
         if (v[i] == NULL)
             Py_RETURN_NONE;
-        Py_INCREF(v[i]);
+    PyObject *resolved = NULL;
+    if (relative) { /* enricher._resolve: the kernel's cwd at the call, else the table's */
+        PyObject *cwd = SLOT(ev, K_FILE, 20), *proc = v[E_PROCESS];
+        if (cwd == NULL || !PyUnicode_Check(cwd))
+            Py_RETURN_NONE;
+        if (PyUnicode_GET_LENGTH(cwd) == 0 && proc != Py_None) {
+            if (Py_TYPE(proc) != kinds[K_PROCINFO].type)
+                Py_RETURN_NONE;
+            cwd = SLOT(proc, K_PROCINFO, 7);
+            if (cwd == NULL || !PyUnicode_Check(cwd))
+                Py_RETURN_NONE;
+        }
+        if (PyUnicode_GET_LENGTH(cwd) > 0) {
+            resolved = join_norm(cwd, SLOT(ev, K_FILE, 11));
+            if (resolved == NULL || resolved == Py_None)
+                return resolved;
+            v[E_RESOLVED] = resolved;
+        }
     }
+    for (int i = 0; i < 6; i++)
+        if (i != E_RESOLVED || resolved == NULL)
+            Py_INCREF(v[i]);
     return make(&kinds[K_ENRICHED], v);
 }
 
@@ -1470,8 +1561,25 @@ static PyObject *clear_parts(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* procinfo(pid, ppid, exe, argv, uid, start_ns, comm, cwd): agent.events.ProcInfo (the process table
+ * makes one per exec and fork) */
+static PyObject *procinfo(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!configured)
+        return need_config();
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "procinfo() takes the 8 fields of ProcInfo");
+        return NULL;
+    }
+    PyObject *v[MAX_FIELDS];
+    for (Py_ssize_t i = 0; i < 8; i++) {
+        Py_INCREF(args[i]);
+        v[i] = args[i];
+    }
+    return make(&kinds[K_PROCINFO], v);
+}
+
 /* configure(ops, classes, decode_error): ops maps every op byte to its Op member; classes maps
- * "file"/"net"/"fork"/"exit"/"enriched" to (dataclass, field names in __init__ order). */
+ * "file"/"net"/"fork"/"exit"/"enriched"/"exec"/"procinfo" to (dataclass, field names in __init__ order). */
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *op_map, *classes, *err;
     if (!PyArg_ParseTuple(args, "O!O!O", &PyDict_Type, &op_map, &PyDict_Type, &classes, &err))
@@ -1568,6 +1676,8 @@ static PyMethodDef methods[] = {
     {"configure_flatten", configure_flatten, METH_VARARGS, "configure_flatten(names, process_part, "
      "container_part, second_text, python_flatten)"},
     {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL, "Pipeline._process's common records, compiled"},
+    {"join_norm", (PyCFunction)(void (*)(void))join_norm_py, METH_FASTCALL, "normpath(join(cwd, path)), or None"},
+    {"procinfo", (PyCFunction)(void (*)(void))procinfo, METH_FASTCALL, "the 8 fields -> ProcInfo"},
     {"from_memo", (PyCFunction)(void (*)(void))from_memo, METH_FASTCALL, "the batch memo's Enriched, or None"},
     {"json_line", json_line, METH_O, "Enriched -> the JSON log's line of it (bytes), or None"},
     {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},

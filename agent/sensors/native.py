@@ -25,7 +25,7 @@ import os
 import subprocess
 import sysconfig
 
-from agent.events import EVENT_NAMES, Enriched, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent, Op
+from agent.events import EVENT_NAMES, Enriched, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent, Op, ProcInfo
 from agent.sensors import abi
 from agent.sensors.common import DecodeError
 
@@ -117,7 +117,7 @@ def _load():
         return None
     classes = {kind: (cls, tuple(f.name for f in dataclasses.fields(cls)))
                for kind, cls in (("file", FileEvent), ("net", NetEvent), ("fork", ForkEvent), ("exit", ExitEvent),
-                                 ("enriched", Enriched), ("exec", ExecEvent))}
+                                 ("enriched", Enriched), ("exec", ExecEvent), ("procinfo", ProcInfo))}
     mod.configure({int(op): op for op in EVENT_NAMES}, classes, DecodeError)
     STATUS = "compiled (exec, file, net, fork, exit)"
     return mod
@@ -131,6 +131,12 @@ LINES_OFF = os.environ.get("NODEWARDEN_NATIVE") == "lines-off"
 def decoder(kind: str, reference):
     """The compiled decoder of a kind ("exec", "file", "net", "fork", "exit") when loaded, else `reference`."""
     return getattr(MODULE, f"decode_{kind}") if MODULE is not None else reference
+
+
+def procinfo_maker():
+    """A callable of ProcInfo's eight fields (positional, all of them) that makes it: the compiled one
+    when loaded (the process table makes one per exec and fork), else the dataclass itself."""
+    return MODULE.procinfo if MODULE is not None else ProcInfo
 
 
 def enriched_maker():

@@ -183,3 +183,30 @@ def test_batch_enricher_follows_process_changes_within_a_batch():
         got = b.enrich_in_batch(ev, memo)
         assert got == want, ev
         _same(record.from_enriched(got), plain(want))
+
+
+def test_compiled_join_norm_is_posixpath():
+    """The compiled resolution of a cwd-relative path (from_memo) against posixpath, on random paths made of
+    the parts normpath treats specially ('', '.', '..', leading slashes) and UTF-8."""
+    import posixpath
+    import random
+
+    import pytest
+
+    from agent.sensors import native
+
+    if native.MODULE is None:
+        pytest.skip(f"native module not loaded: {native.STATUS}")
+    join_norm = native.MODULE.join_norm
+    rnd = random.Random(17)
+    parts = ["", ".", "..", "a", "bb", "caf\u00e9", "...", ".x", "x.", "\U0001f600"]
+    cases = [("/", "x"), ("//", "x"), ("///", "x"), ("/a/", "../.."), ("a", "../../b"), ("..", ".."), (".", "."),
+             ("/a/b", "./c//d/../e/"), ("rel", "")]
+    for _ in range(3000):
+        cwd = rnd.choice(["", "/", "//", "///"]) + "/".join(rnd.choice(parts) for _ in range(rnd.randrange(0, 5)))
+        path = "/".join(rnd.choice(parts) for _ in range(rnd.randrange(1, 5)))
+        if cwd and not path.startswith("/"):
+            cases.append((cwd, path))
+    for cwd, path in cases:
+        assert join_norm(cwd, path) == posixpath.normpath(posixpath.join(cwd, path)), (cwd, path)
+    assert join_norm("/a", "\udcff") is None  # not UTF-8: Python resolves it
