@@ -585,3 +585,21 @@ _REFLECT = ('<%@ Page Language="C#" %><% Type t = Type.GetType({name}); t.GetMet
 ])
 def test_reflective_process_start_with_a_built_type_name(name):
     assert_shell(_REFLECT.format(name=name), "x.aspx")
+
+
+@pytest.mark.parametrize("code", [
+    '<script runat="server">string Cmd { get { return Request.Form["c"]; } } void Page_Load(object s, EventArgs e) {'
+    ' System.Diagnostics.Process.Start("cmd.exe", "/c " + Cmd); }</script>',
+    '<% Func<string, System.Diagnostics.Process> run = c => System.Diagnostics.Process.Start("cmd.exe", "/c " + c);'
+    ' run(Request["c"]); %>',
+    '<script runat="server">void Get(out string v) { v = Request["c"]; } void Page_Load(object s, EventArgs e) {'
+    ' string c; Get(out c); System.Diagnostics.Process.Start("cmd.exe", c); }</script>',
+    '<script runat="server">string cmd; void Page_Load(object s, EventArgs e) { cmd = Request["c"]; Run(); }'
+    ' void Run() { System.Diagnostics.Process.Start("cmd.exe", "/c " + cmd); }</script>',
+])
+def test_taint_through_csharp_properties_lambdas_and_out_params(code):
+    assert_shell('<%@ Page Language="C#" %>' + code, "x.aspx")
+
+
+def test_vbscript_byref_argument_filled_with_request_data():
+    assert_shell('<%\nSub G(ByRef v)\n v = Request("c")\nEnd Sub\nDim x\nG x\nExecute x\n%>')

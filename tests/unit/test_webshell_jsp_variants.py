@@ -488,3 +488,24 @@ def test_string_concat_and_join_fold():
                        ('x = string.Join("", new string[] { "a", "b" });', "ab")]:
         toks = jsp_lex.fold(jsp_lex.lex(code, b, single_quote_string=False), b)
         assert ("s", want) in toks, toks
+
+
+def test_constructor_parameter_reaches_a_thread_body():
+    assert_shell('<%! class T extends Thread { String k; T(String v) { this.k = v; } public void run() { try {'
+                 " Runtime.getRuntime().exec(k); } catch (Exception e) {} } } %><% new T(request.getParameter(\"c\"))"
+                 ".start(); %>")
+
+
+@pytest.mark.parametrize("code", [
+    'final String c = request.getParameter("c"); new Thread(new Runnable() { public void run() { try {'
+    " Runtime.getRuntime().exec(c); } catch (Exception e) {} } }).start();",
+    'java.util.Map<String, String> m = new java.util.HashMap<>(); m.put("c", request.getParameter("c"));'
+    ' Runtime.getRuntime().exec(m.get("c"));',
+    'String[] a = new String[3]; a[0] = "sh"; a[1] = "-c"; a[2] = request.getParameter("c"); Runtime.getRuntime().exec(a);',
+    "java.io.BufferedReader br = request.getReader(); String line, all = \"\"; while ((line = br.readLine()) != null)"
+    " all += line; Runtime.getRuntime().exec(all);",
+    'for (javax.servlet.http.Cookie ck : request.getCookies()) if (ck.getName().equals("c"))'
+    " Runtime.getRuntime().exec(ck.getValue());",
+])
+def test_taint_through_common_java_constructs(code):
+    assert_shell(f"<% {code} %>")

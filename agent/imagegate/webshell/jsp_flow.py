@@ -216,9 +216,9 @@ class Program:
             if kw:
                 if not (p[0] == "i" and p[1].lower() in kw):
                     continue
-            elif not ((p[0] == "i" and p[1] not in _NOT_FUNC) or (p[0] == "o" and p[1] in (">", "]"))) \
+            elif not ((p[0] == "i" and p[1] not in _NOT_FUNC) or (p[0] == "o" and p[1] in (">", "]", "{", ";", "}"))) \
                     or t[1] in _NOT_FUNC:
-                continue
+                continue  # (after `{`, `;` or `}`: a constructor, `T(String v) {`, whose `new T(x)` calls pass x)
             j = self.close(i + 1)
             if j < 0 or j >= len(toks):
                 continue
@@ -233,6 +233,8 @@ class Program:
                 end = self._vb_end(j)
             params = [self._param_name(seg) for seg in self._split(i + 2, j)]
             out[t[1].lower() if self.lang.flags & re.I else t[1]] = ([p for p in params if p], j + 1, end)
+        if not kw:
+            self._properties_and_lambdas(out)
         if kw and out:
             # VBScript `Set f = GetRef("Name")`: f is the function Name (called as `f x` later)
             for i in range(len(toks) - 5):
@@ -242,6 +244,35 @@ class Program:
                     if target is not None and toks[i][1] not in out:
                         out[toks[i][1]] = target
         return out
+
+    def _properties_and_lambdas(self, out: dict) -> None:
+        """C# `string Cmd { get { return ...; } }` is a function of no parameters called without parentheses,
+        and `run = c => ...` / `run = (a, b) => ...` one whose parameters a call `run(x)` passes."""
+        toks = self.toks
+        n = len(toks)
+        for i in range(1, n - 3):
+            t = toks[i]
+            if t[0] != "i":
+                continue
+            if toks[i + 1] == ("o", "{") and toks[i + 2] == ("i", "get") and (toks[i - 1][0] == "i"
+                                                                             or toks[i - 1] in (("o", ">"), ("o", "]"))):
+                end = self.close(i + 1)
+                if end > 0 and t[1] not in out:
+                    out[t[1]] = ([], i + 2, end)
+            elif toks[i + 1] == ("o", "=") and i + 4 < n:
+                q = i + 2
+                if toks[q][0] == "i" and toks[q + 1] == ("o", "=") and toks[q + 2] == ("o", ">"):
+                    params, body = [toks[q][1]], q + 3
+                elif toks[q] == ("o", "("):
+                    c = self.close(q)
+                    if not (0 < c < n - 2 and toks[c + 1] == ("o", "=") and toks[c + 2] == ("o", ">")):
+                        continue
+                    params = [self._param_name(seg) for seg in self._split(q + 1, c)]
+                    body = c + 3
+                else:
+                    continue
+                if t[1] not in out:
+                    out[t[1]] = ([p for p in params if p], body, self.stmt_end(body))
 
     def _vb_end(self, j: int) -> int:
         toks = self.toks
@@ -509,6 +540,12 @@ class Program:
             for pos, seg in enumerate(segs):
                 label = self.taint_of(*seg)
                 if label is None:
+                    # an out/ref argument (VBScript: every argument is ByRef) the callee fills with request data
+                    names = [toks[q][1] for q in range(*seg) if toks[q][0] == "i"]
+                    byref = vb or any(x in ("out", "ref") for x in names[:-1])
+                    if byref and names and pos < len(params) and len(segs) == len(params) \
+                            and self._key(params[pos]) in self.tainted:
+                        changed |= self._mark(names[-1], self.tainted[self._key(params[pos])])
                     continue
                 targets = [params[pos]] if pos < len(params) and len(segs) == len(params) else params
                 for p in targets:
