@@ -49,6 +49,7 @@ def run(request: dict, timeout: float = TIMEOUT_S) -> tuple[dict, list[int]]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     fds: list[int] = []
+    proc = None
     try:
         try:
             proc = subprocess.Popen([sys.executable, "-m", "agent.sensors.childload", str(child.fileno())],
@@ -85,6 +86,9 @@ def run(request: dict, timeout: float = TIMEOUT_S) -> tuple[dict, list[int]]:
     except BaseException:
         for fd in fds:
             os.close(fd)
+        if proc is not None and proc.poll() is None:  # interrupted (a signal, SystemExit): no child left
+            proc.kill()
+            proc.wait()
         raise
     finally:
         parent.close()
@@ -100,7 +104,7 @@ def _receive(sock: socket.socket) -> list[int]:
         except (BlockingIOError, InterruptedError):
             return fds
         fds += got
-        if flags & socket.MSG_CTRUNC:  # cannot happen with our chunk size; counted as a failed load
+        if flags & socket.MSG_CTRUNC:  # cannot happen with our chunk size: a failed load
             for fd in fds:
                 os.close(fd)
             raise ChildError("the probe loader's fds arrived truncated (MSG_CTRUNC)")
