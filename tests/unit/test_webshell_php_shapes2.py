@@ -213,3 +213,35 @@ def test_hostile_regex_folds_end_in_bounded_time():
         t0 = time.process_time()
         webshell.scan("x.php", ("<?php\n" + code).encode())
         assert time.process_time() - t0 < 10
+
+
+# -- the request-headers polyfill and a tunnel --------------------------------------------------------
+_POLYFILL = """if (!function_exists('apache_request_headers')) { function apache_request_headers() { $h = array();
+foreach ($_SERVER as $k => $v) { if (substr($k, 0, 5) == 'HTTP_') { $h[str_replace('_', '-', substr($k, 5))] = $v; } }
+return $h; } }
+"""
+
+
+def test_tunnel_to_a_host_named_in_headers_read_through_a_polyfill():
+    _shell("<?php " + _POLYFILL + "$h = apache_request_headers(); $s = socket_create(AF_INET, SOCK_STREAM, SOL_TCP);\n"
+           "socket_connect($s, $h['X-TARGET'], (int)$h['X-PORT']); socket_write($s, file_get_contents('php://input'));",
+           rule="php.request-connect")
+
+
+def test_headers_polyfill_for_logging_is_clean():
+    _clean("<?php " + _POLYFILL + "$h = apache_request_headers(); error_log('agent: ' . $h['User-Agent']);"
+           " echo htmlspecialchars($h['Accept-Language']);")
+
+
+# -- a command helper dropped alone ------------------------------------------------------------------
+def test_command_helper_page_called_without_its_argument():
+    _shell("<?php\nfunction run_it($c, $m) { $o = ''; @ob_start(); @system($c); $o = @ob_get_contents();"
+           " @ob_end_clean(); return $o; }\ncall_user_func('run_it');\n", rule="php.exec-wrapper")
+
+
+def test_command_helper_inside_an_application_is_clean():
+    # the same helper in a class of a larger file, or given a fixed command, is ordinary code
+    _clean("<?php\nclass Backup { public function run($c) { ob_start(); system($c); return ob_get_clean(); }\n"
+           " public function nightly() { return $this->run('tar czf /backup/site.tgz /var/www'); } }\n")
+    _clean("<?php\nfunction disk_usage() { $o = array(); exec('df -h /', $o); return implode(\"\\n\", $o); }\n"
+           "echo htmlspecialchars(disk_usage());\n")

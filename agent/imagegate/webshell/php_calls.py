@@ -347,6 +347,10 @@ def _call_user(ctx: Ctx, fd: FuncDef, args: list[V], this: V | None, captured=No
             _set(ctx, pname, args[i], sc)
         elif default is not None:
             _set(ctx, pname, _ev(ctx, default, sc), sc)
+        else:
+            # a required parameter the call leaves out (`run();`, call_user_func('run')): a kit's
+            # fragment that gets its command elsewhere; read as a parameter nobody passes (php_sinks)
+            sc.vars[pname] = V(None, chain=(f"param:${pname}",))
     sc.vars["__args"] = V(dict(enumerate(args)), _EMPTY.union(*(a.t for a in args)) if args else _EMPTY)
     ctx.call_depth += 1
     try:
@@ -386,6 +390,11 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
     args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
     ctx.budget.spend(0)
     fd = ctx.funcs.get(name)
+    if fd is not None and name in ("getallheaders", "apache_request_headers"):
+        # the polyfill a page defines where the builtin is missing (`if (!function_exists(...))`):
+        # it returns the request's headers all the same
+        _call_user(ctx, fd, args, None)
+        return V(None, frozenset({name + "()"}), True, fn="src:" + name + "()")
     if fd is not None:
         ctx.last_call = None
         r = _call_user(ctx, fd, args, None)

@@ -32,6 +32,7 @@ def _form_fields(ctx: Ctx) -> frozenset:
     return frozenset(out)
 
 
+_CAPTURE = frozenset({"ob_get_contents", "ob_get_clean", "fread", "stream_get_contents", "fgets", "join", "implode"})
 # `$_GET['cmd']` read (often only in isset()) and `$cmd` used: the register_globals idiom
 _REQ_KEY = re.compile(r"""\$_(?:GET|POST|REQUEST|COOKIE)\s*\[\s*\\?["']([A-Za-z_][A-Za-z0-9_]*)\\?["']\s*\]""")
 # a command line that starts a compiler or an interpreter (b374k's "run this in C / Java / Perl ...")
@@ -98,6 +99,11 @@ def _finish(ctx: Ctx, hits: list) -> None:
             conf += 0.2
         if r["rule"] == "php.exec-wrapper" and fallback and not auth:
             conf += 0.3
+        elif r["rule"] == "php.exec-wrapper" and small and ctx.size < 2048 and not ctx.classes and \
+                len(ctx.funcs) <= 3 and not auth and not framework and calls.keys() & _CAPTURE:
+            # a page of little more than "run this command, hand me its output": the exec helper a
+            # shell kit drops alone (its output captured through the output buffer or the pipe)
+            conf += 0.25
         if r["rule"] == "php.uploader":
             conf = 0.75 if r["extra"].get("dest_tainted") or r["extra"].get("dest_script") else 0.45
             if ctx.size < 3000:
