@@ -899,12 +899,24 @@ static inline int buf_put(Buf *b, const char *s, Py_ssize_t n) {
 #define NOT_EXACT 1 /* a value orjson would write otherwise, or refuse: the dict path decides */
 
 /* orjson's escaping: " and \ escaped, \b \t \n \f \r, other bytes below 0x20 as \u00XX; UTF-8 as is */
+/* bytes JSON escapes: below 0x20, '"' and '\\' */
+static unsigned char needs_escape[256];
+
+static void init_escapes(void) {
+    for (int c = 0; c < 0x20; c++)
+        needs_escape[c] = 1;
+    needs_escape['"'] = needs_escape['\\'] = 1;
+}
+
 static int put_str(Buf *b, PyObject *o) {
     if (!PyUnicode_CheckExact(o))
         return NOT_EXACT;
     Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(o, &n);
-    if (s == NULL) { /* surrogates: orjson refuses them */
+    const char *s;
+    if (PyUnicode_IS_ASCII(o)) { /* compact ASCII: its bytes are its UTF-8 */
+        s = (const char *)PyUnicode_DATA(o);
+        n = PyUnicode_GET_LENGTH(o);
+    } else if ((s = PyUnicode_AsUTF8AndSize(o, &n)) == NULL) { /* surrogates: orjson refuses them */
         PyErr_Clear();
         return NOT_EXACT;
     }
@@ -913,15 +925,11 @@ static int put_str(Buf *b, PyObject *o) {
     char *d = b->p + b->n;
     *d++ = '"';
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            Py_ssize_t j = i + 1; /* the run of bytes written as they are, copied at once */
-            while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\')
-                j++;
-            memcpy(d, s + i, (size_t)(j - i));
-            d += j - i;
-            i = j - 1;
+        unsigned char c = u[i];
+        if (!needs_escape[c]) {
+            *d++ = (char)c;
             continue;
         }
         *d++ = '\\';
@@ -1034,8 +1042,14 @@ static int put_key_val(Buf *b, int key, PyObject *val) {
         PyErr_Format(PyExc_AttributeError, "no value for %s", KEY_TEXT[key]);
         return -1;
     }
-    if (buf_put(b, key_json[key], key_json_len[key]) < 0)
+    Py_ssize_t kn = key_json_len[key];
+    if (buf_grow(b, kn) < 0)
         return -1;
+    const char *k = key_json[key];
+    char *d = b->p + b->n;
+    for (Py_ssize_t i = 0; i < kn; i++) /* short: a loop beats a call to memcpy */
+        d[i] = k[i];
+    b->n += kn;
     return put_value(b, val);
 }
 
@@ -1541,6 +1555,7 @@ static PyObject *configure_flatten(PyObject *self, PyObject *args) {
         return NULL;
     if (init_key_json() < 0)
         return NULL;
+    init_escapes();
     Py_INCREF(pp); Py_XSETREF(proc_part_fn, pp);
     Py_INCREF(cp); Py_XSETREF(container_part_fn, cp);
     Py_INCREF(th); Py_XSETREF(ts_head_fn, th);
