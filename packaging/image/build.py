@@ -338,6 +338,17 @@ def _in_chroot(rootfs: Path, script: str, what: str) -> None:
          timeout=1800)
 
 
+def _build_native(app: Path) -> None:
+    """The compiled decoders (agent/sensors/native.py) into the copied tree's build/native/. The image has no
+    compiler; the host's gcc builds them for the host's python3, which is the image's (checked by the caller).
+    Without them the agent runs the Python decoders: correct, slower; so a failure is a warning, not an error."""
+    done = subprocess.run(["/usr/bin/python3", "-m", "agent.sensors.native_build"], cwd=app, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        log(f"app: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'native decoders not built'}"
+            " (the image runs the Python decoders)")
+
+
 def build_app(cache: Path, base_tar: Path, wheels: Path, files: list[str], key: str) -> Path:
     """The uncompressed tar of /opt/nodewarden: the sources, their venv, the generated code."""
     out = cache / f"app-{key}.tar"
@@ -361,6 +372,7 @@ def build_app(cache: Path, base_tar: Path, wheels: Path, files: list[str], key: 
             src, dst = REPO / rel, app / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst, follow_symlinks=False)
+        _build_native(app)
         shutil.copytree(wheels, work / "tmp/wheels")
         _in_chroot(work, _CHROOT_SCRIPT.format(venv=VENV, app=APP_DIR), "app: venv, install, genproto (chroot)")
         tmp = _fresh(out)
