@@ -537,7 +537,8 @@ enum {
     KEY_ANC_NAME, KEY_ANC_EXE, KEY_RESOLVED, KEY_TRUNC,
     KEY_FPATH, KEY_RET, KEY_OFLAGS, KEY_FMODE, KEY_FTARGET, KEY_FOWNER, KEY_FGROUP, KEY_FLINK, KEY_FDESC,
     KEY_NTYPE, KEY_NTRANSPORT, KEY_PEER_ADDR, KEY_PEER_PORT, KEY_LOCAL_ADDR, KEY_LOCAL_PORT, KEY_BACKLOG,
-    KEY_NFD, KEY_NPROTO, KEY_DUPFD, KEY_CHILD, KEY_EXIT_CODE, KEY_EXIT_SIG, KEY_COUNT
+    KEY_NFD, KEY_NPROTO, KEY_DUPFD, KEY_CHILD, KEY_EXIT_CODE, KEY_EXIT_SIG,
+    KEY_EXE, KEY_CMD, KEY_START, KEY_PEXE, KEY_PCMD, KEY_COUNT
 };
 static const char *KEY_TEXT[KEY_COUNT] = {
     "event.name", "timestamp", "event.severity", "process.pid", "process.thread.id", "process.parent_pid",
@@ -548,6 +549,8 @@ static const char *KEY_TEXT[KEY_COUNT] = {
     "network.type", "network.transport", "network.peer.address", "network.peer.port", "network.local.address",
     "network.local.port", "network.listen.backlog", "network.fd", "network.protocol", "network.dup.new_fd",
     "process.child.pid", "process.exit.code", "process.exit.signal",
+    "process.executable.path", "process.command_line", "process.start_time", "process.parent.executable.path",
+    "process.parent.command_line",
 };
 static PyObject *keys[KEY_COUNT];
 static PyObject *s_info;
@@ -625,9 +628,16 @@ static PyObject *container_part(PyObject *c) {
 }
 
 /* record.rfc3339: the second's text from Python (time.strftime, cached there too), the rest here */
-static int64_t head_sec = -1;
-static char head_text[64];
-static Py_ssize_t head_len;
+/* a small cache of seconds' texts: an event's second and its process's start second alternate */
+#define HEADS 64
+static int64_t head_sec[HEADS];
+static char head_text[HEADS][48];
+static Py_ssize_t head_len[HEADS];
+
+static void clear_heads(void) {
+    for (int i = 0; i < HEADS; i++)
+        head_sec[i] = -1;
+}
 
 static PyObject *rfc3339(PyObject *ts) {
     int overflow = 0;
@@ -637,7 +647,8 @@ static PyObject *rfc3339(PyObject *ts) {
     if (overflow || v < 0)
         return Py_None;  /* not ours: the Python flattener says what it makes of it */
     int64_t sec = v / 1000000000, ns = v % 1000000000;
-    if (sec != head_sec) {
+    int h = (int)(sec & (HEADS - 1));
+    if (sec != head_sec[h]) {
         PyObject *secobj = PyLong_FromLongLong(sec);
         PyObject *head = secobj ? PyObject_CallOneArg(ts_head_fn, secobj) : NULL;
         Py_XDECREF(secobj);
@@ -645,25 +656,25 @@ static PyObject *rfc3339(PyObject *ts) {
             return NULL;
         Py_ssize_t n;
         const char *t = PyUnicode_Check(head) ? PyUnicode_AsUTF8AndSize(head, &n) : NULL;
-        if (t == NULL || n >= (Py_ssize_t)sizeof head_text - 16) {
+        if (t == NULL || n >= (Py_ssize_t)sizeof head_text[h] - 16) {
             Py_DECREF(head);
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_TypeError, "the second's text must be a short str");
             return NULL;
         }
-        memcpy(head_text, t, (size_t)n);
-        head_len = n;
-        head_sec = sec;
+        memcpy(head_text[h], t, (size_t)n);
+        head_len[h] = n;
+        head_sec[h] = sec;
         Py_DECREF(head);
     }
     char buf[96];
-    memcpy(buf, head_text, (size_t)head_len);
-    char *d = buf + head_len;
+    memcpy(buf, head_text[h], (size_t)head_len[h]);
+    char *d = buf + head_len[h];
     d[0] = '.';
     for (int i = 9; i >= 1; i--, ns /= 10) /* ".%09dZ", without snprintf's cost */
         d[i] = (char)('0' + ns % 10);
     d[10] = 'Z';
-    return PyUnicode_DecodeASCII(buf, head_len + 11, NULL);
+    return PyUnicode_DecodeASCII(buf, head_len[h] + 11, NULL);
 }
 
 static int put(PyObject *rec, int key, PyObject *val) {
@@ -1085,6 +1096,91 @@ static PyObject *fragment_json(PyObject *part, int proc, int with_lists) {
     return out;
 }
 
+/* The process part of a JSON line made here (what record._process_part makes, then encoded), cached by
+ * the identity of (process, parent, ancestry) as the dict fragments are. */
+typedef struct { PyObject *p, *parent, *chain, *json; } ProcJson;
+static ProcJson pj[PART_SLOTS];
+static PyObject *s_space;
+
+/* ,"<exe key>":exe,"<cmd key>":" ".join(argv) of one ProcInfo */
+static int put_proc(Buf *b, PyObject *pi, int exe_key, int cmd_key) {
+    if (Py_TYPE(pi) != kinds[K_PROCINFO].type)
+        return NOT_EXACT;
+    PyObject *exe = SLOT(pi, K_PROCINFO, 2), *argv = SLOT(pi, K_PROCINFO, 3);
+    if (exe == NULL || argv == NULL)
+        return NOT_EXACT;
+    int r = put_key_val(b, exe_key, exe);
+    if (r)
+        return r;
+    PyObject *cmd = PyUnicode_Join(s_space, argv); /* record.command_line */
+    if (cmd == NULL) {
+        PyErr_Clear();
+        return NOT_EXACT;
+    }
+    r = put_key_val(b, cmd_key, cmd);
+    Py_DECREF(cmd);
+    return r;
+}
+
+/* ,"process.ancestors.<what>":[...] of a chain's comm (field 6) or exe (field 2) */
+static int put_chain(Buf *b, PyObject *chain, int key, int field) {
+    if (!PyTuple_Check(chain))
+        return NOT_EXACT;
+    Py_ssize_t kn = key_json_len[key];
+    if (buf_put(b, key_json[key], kn) < 0 || buf_put(b, "[", 1) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(chain); i++) {
+        PyObject *a = PyTuple_GET_ITEM(chain, i);
+        if (Py_TYPE(a) != kinds[K_PROCINFO].type || SLOT(a, K_PROCINFO, field) == NULL)
+            return NOT_EXACT;
+        if (i && buf_put(b, ",", 1) < 0)
+            return -1;
+        int r = put_str(b, SLOT(a, K_PROCINFO, field));
+        if (r)
+            return r;
+    }
+    return buf_put(b, "]", 1);
+}
+
+/* the process part's bytes (a new reference), or Py_None (borrowed): not exactly encodable here */
+static PyObject *proc_json_direct(PyObject *p, PyObject *parent, PyObject *chain, int has_chain) {
+    Buf b;
+    buf_init(&b);
+    int r = 0;
+    if (p != Py_None) {
+        r = put_proc(&b, p, KEY_EXE, KEY_CMD);
+        PyObject *start = r ? NULL : SLOT(p, K_PROCINFO, 5);
+        if (!r && start == NULL)
+            r = NOT_EXACT;
+        if (!r) {
+            int t = PyObject_IsTrue(start);
+            if (t < 0) {
+                r = -1;
+            } else if (t) {
+                PyObject *ts = rfc3339(start);
+                if (ts == NULL)
+                    r = -1;
+                else if (ts == Py_None)
+                    r = NOT_EXACT;
+                else {
+                    r = put_key_val(&b, KEY_START, ts);
+                    Py_DECREF(ts);
+                }
+            }
+        }
+    }
+    if (!r && parent != Py_None)
+        r = put_proc(&b, parent, KEY_PEXE, KEY_PCMD);
+    if (!r && has_chain) {
+        r = put_chain(&b, chain, KEY_ANC_NAME, 6);
+        if (!r)
+            r = put_chain(&b, chain, KEY_ANC_EXE, 2);
+    }
+    PyObject *out = r < 0 ? NULL : r ? Py_None : PyBytes_FromStringAndSize(b.p, b.n);
+    buf_free(&b);
+    return out;
+}
+
 static PyObject *json_or_none(PyObject *en) {
     if (Py_TYPE(en) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
@@ -1134,23 +1230,19 @@ static PyObject *json_or_none(PyObject *en) {
         goto out;
     }
     if (p != Py_None || parent != Py_None || has_chain) {
-        PyObject *part = proc_part(p, parent, chain);
-        if (part == NULL) {
-            r = -1;
-            goto out;
-        }
         size_t h = (mix_ptr(p) * 31 + mix_ptr(parent) * 7 + mix_ptr(chain)) & (PART_SLOTS - 1);
-        if (proc_json_of[h] != part) {
-            PyObject *j = fragment_json(part, 1, has_chain);
+        ProcJson *e = &pj[h];
+        if (e->json == NULL || e->p != p || e->parent != parent || e->chain != chain) {
+            PyObject *j = proc_json_direct(p, parent, chain, has_chain);
             if (j == NULL || j == Py_None) {
                 r = j == NULL ? -1 : NOT_EXACT;
                 goto out;
             }
-            Py_XSETREF(proc_json[h], j);
-            Py_INCREF(part);
-            Py_XSETREF(proc_json_of[h], part);
+            Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); /* held: their ids are not reused meanwhile */
+            Py_XSETREF(e->p, p); Py_XSETREF(e->parent, parent); Py_XSETREF(e->chain, chain);
+            Py_XSETREF(e->json, j);
         }
-        r = buf_put(&b, PyBytes_AS_STRING(proc_json[h]), PyBytes_GET_SIZE(proc_json[h]));
+        r = buf_put(&b, PyBytes_AS_STRING(e->json), PyBytes_GET_SIZE(e->json));
         if (r)
             goto out;
     }
@@ -1560,7 +1652,7 @@ static PyObject *configure_flatten(PyObject *self, PyObject *args) {
     Py_INCREF(cp); Py_XSETREF(container_part_fn, cp);
     Py_INCREF(th); Py_XSETREF(ts_head_fn, th);
     Py_INCREF(pf); Py_XSETREF(python_flatten, pf);
-    head_sec = -1;
+    clear_heads();
     Py_RETURN_NONE;
 }
 
@@ -1571,8 +1663,9 @@ static PyObject *clear_parts(PyObject *self, PyObject *unused) {
         Py_CLEAR(proc_slots[i].part);
         Py_CLEAR(cont_slots[i].c); Py_CLEAR(cont_slots[i].part);
         Py_CLEAR(proc_json[i]); Py_CLEAR(proc_json_of[i]); Py_CLEAR(cont_json[i]); Py_CLEAR(cont_json_of[i]);
+        Py_CLEAR(pj[i].p); Py_CLEAR(pj[i].parent); Py_CLEAR(pj[i].chain); Py_CLEAR(pj[i].json);
     }
-    head_sec = -1;
+    clear_heads();
     Py_RETURN_NONE;
 }
 
@@ -1717,6 +1810,7 @@ PyMODINIT_FUNC PyInit__nwnative(void) {
     STR(s_raw, "raw");
     STR(s_sctp, "sctp");
     STR(s_memfd_prefix, "/memfd:");
+    STR(s_space, " ");
     STR(s_deleted_suffix, " (deleted)");
 #undef STR
     return PyModule_Create(&module);

@@ -86,6 +86,7 @@ def test_what_orjson_refuses_or_writes_otherwise_goes_to_the_dict_path():
     assert mod.json_line(Enriched(dataclasses.replace(ev0, ret=1.5), None, None, None)) is None  # not an int
     bad_proc = ProcInfo(1, 0, "\ud800", ("x",), 0, 0)
     assert mod.json_line(Enriched(ev0, bad_proc, None, None)) is None
+    assert mod.json_line(Enriched(ev0, ProcInfo(1, 0, "/x", (1, 2), 0, 0), None, None)) is None  # argv of ints
     assert mod.json_line("not an event") is None
 
 
