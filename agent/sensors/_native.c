@@ -799,14 +799,20 @@ static PyObject *flat_or_none(PyObject *en) {
         goto fail;
     if (p != Py_None || parent != Py_None || has_chain) {
         PyObject *part = proc_part(p, parent, chain);
-        if (part == NULL || merge(rec, PyTuple_GET_ITEM(part, 3)) < 0)
+        if (part == NULL)
             goto fail;
-        if (has_chain) {
+        /* held while used: an allocation below may run a collection, and so another thread that
+         * replaces the cache slot (record.flatten is called from other stages' threads too) */
+        Py_INCREF(part);
+        int bad = merge(rec, PyTuple_GET_ITEM(part, 3)) < 0;
+        if (!bad && has_chain) {
             PyObject *n = PyTuple_GET_ITEM(part, 4), *x = PyTuple_GET_ITEM(part, 5);
-            if (put_new(rec, KEY_ANC_NAME, PyList_GetSlice(n, 0, PyList_GET_SIZE(n))) < 0 ||
-                put_new(rec, KEY_ANC_EXE, PyList_GetSlice(x, 0, PyList_GET_SIZE(x))) < 0)
-                goto fail;
+            bad = put_new(rec, KEY_ANC_NAME, PyList_GetSlice(n, 0, PyList_GET_SIZE(n))) < 0 ||
+                  put_new(rec, KEY_ANC_EXE, PyList_GetSlice(x, 0, PyList_GET_SIZE(x))) < 0;
         }
+        Py_DECREF(part);
+        if (bad)
+            goto fail;
     }
     PyObject *resolved = SLOT(en, K_ENRICHED, E_RESOLVED);
     int r = PyObject_IsTrue(resolved);
@@ -841,7 +847,12 @@ static PyObject *flat_or_none(PyObject *en) {
     PyObject *c = SLOT(en, K_ENRICHED, E_CONTAINER);
     if (c != Py_None) {
         PyObject *part = container_part(c);
-        if (part == NULL || merge(rec, PyTuple_GET_ITEM(part, 1)) < 0)
+        if (part == NULL)
+            goto fail;
+        Py_INCREF(part); /* held while used, as the process part */
+        int bad = merge(rec, PyTuple_GET_ITEM(part, 1)) < 0;
+        Py_DECREF(part);
+        if (bad)
             goto fail;
     }
     return rec;
@@ -1332,7 +1343,7 @@ static PyObject *json_or_none(PyObject *en) {
         }
         size_t h = mix_ptr(c) & (PART_SLOTS - 1);
         if (cont_json_of[h] != part) {
-            PyObject *j = fragment_json(part, 0, 0);
+            PyObject *j = fragment_json(part, 0, 0); /* allocates no tracked object: part stays the slot's */
             if (j == NULL || j == Py_None) {
                 r = j == NULL ? -1 : NOT_EXACT;
                 goto out;
