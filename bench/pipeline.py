@@ -18,6 +18,11 @@ target (1,000,000 events/s: decode, enrich, the bundled rules and JSON to /dev/n
 with an exact accounting check per pipeline: kernel records in == event records delivered + forks
 left out (output.show_fork off) + every drop counter + what the hold still keeps; a run that loses
 one record unaccounted fails the bench.
+
+The worker runs what the agent runs: the compiled hot path when `make setup` built it (agent/sensors/
+native.py: decoders, flattener, JSON lines without dicts since the JSON log is the only output), else
+the Python reference. `NODEWARDEN_NATIVE=0 python -m bench.pipeline` measures the Python reference,
+`NODEWARDEN_NATIVE=lines-off` the compiled path with every record's dict made.
 """
 
 from __future__ import annotations
