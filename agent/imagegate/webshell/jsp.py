@@ -231,6 +231,8 @@ def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool
     _seed_messages(prog)
     _process_sinks(prog)
     _judge(prog, found, prefix, el=el, depth=depth)
+    if not el and depth == 0:
+        relay.remote_relay(prog.text, found, prefix, "jsp")  # a page's (a class's methods are judged one by one)
 
 
 # Names of every critical sink, plus what hides names (escapes, reflection, decoding, quoted code).
@@ -250,8 +252,9 @@ def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
     """What a socket the code opens (or accepts) sends is request data too: a reverse or bind shell. An
     uploaded Part's write(name) is a file write, counted when the name is the request's (the part itself
     is always request data, so only the argument is followed)."""
-    names = sorted(set(_SOCKET_VAR.findall(code)))[:20]
-    parts = sorted({a or b for a, b in _PART_VAR.findall(code)})[:20]
+    names = sorted(set(_SOCKET_VAR.findall(code)))[:20] if "Socket" in code or "accept" in code else []
+    parts = sorted({a or b for a, b in _PART_VAR.findall(code)})[:20] \
+        if "getPart" in code or "FileItem" in code else []
     if not names and not parts:
         return base
     sources, sinks = list(base.sources), list(base.sinks)
@@ -343,11 +346,16 @@ _REQUEST_ANNOTATIONS = frozenset({"RequestParam", "RequestHeader", "RequestBody"
                                   "PathParam", "CookieParam", "BeanParam"})
 
 
+_ANNOTATED = re.compile(r"@(?:" + "|".join(sorted(_REQUEST_ANNOTATIONS)) + r")\b")
+
+
 def _annotated_params(whole: jsp_flow.Program, spans: dict) -> dict[str, dict[str, str]]:
     """{method: {parameter: label}} for the parameters annotated as request data (`@RequestParam String
     cmd`): a controller method's request, as getParameter is a servlet's."""
     toks = whole.toks
     out: dict[str, dict[str, str]] = {}
+    if not _ANNOTATED.search(whole.text):
+        return out
     for name, (_params, a, _b) in whole.funcs.items():
         if name not in spans or a < 2 or toks[a - 1] != ("o", ")"):
             continue
@@ -557,8 +565,6 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], prefix: str, el: bool, dept
         found.append(Hit(rule=f"{prefix}.db-dumper", language="jsp", severity=Severity.HIGH, confidence=0.6,
                          sink="every table to a file", snippet=clip(text[max(0, m.start() - 120): m.end() + 120]),
                          family=family, detail="dumps each table of the database to files"))
-    if not el:
-        relay.remote_relay(text, found, prefix, "jsp")
     if el and not found and _runtime_reflection(text):
         found.append(Hit(rule="jsp.el.reflection", language="jsp", severity=Severity.CRITICAL,
                          confidence=0.7, sink="reflection in EL", snippet=clip(_around(text, "forName")),

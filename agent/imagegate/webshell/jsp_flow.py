@@ -114,6 +114,9 @@ class Program:
                     if self.src[k] is None:
                         self.src[k] = label
         self.tainted: dict[str, str] = {}
+        self._stored = False  # an attribute was stored tainted (getAttribute reads are looked up only then)
+        # Java lambdas (`->` is Perl's method arrow, not a lambda): scanned for only when there are any
+        self._arrows = lang.name in ("java", "el") and ("o", "->") in toks
         self.stmts = self._statements()
         self.funcs = self._functions()
         if propagate:
@@ -233,7 +236,7 @@ class Program:
                 end = self._vb_end(j)
             params = [self._param_name(seg) for seg in self._split(i + 2, j)]
             out[t[1].lower() if self.lang.flags & re.I else t[1]] = ([p for p in params if p], j + 1, end)
-        if not kw:
+        if self.lang.name == "c#":
             self._properties_and_lambdas(out)
         if kw and out:
             # VBScript `Set f = GetRef("Name")`: f is the function Name (called as `f x` later)
@@ -333,7 +336,8 @@ class Program:
                 return s
             t = toks[k]
             if t[0] == "i" and self.tainted:
-                if t[1] in _LOAD and k + 2 < b and toks[k + 1] == ("o", "(") and toks[k + 2][0] == "s":
+                if self._stored and t[1] in _LOAD and k + 2 < b and toks[k + 1] == ("o", "(") \
+                        and toks[k + 2][0] == "s":
                     hit = self.tainted.get(self._key(_ATTR + str(toks[k + 2][1])))
                     if hit is not None:
                         return hit
@@ -409,7 +413,7 @@ class Program:
                     changed |= self._mark(toks[k - 1][1], label)
         # a lambda's parameters hold what the chain before it carries: `Optional.of(tainted).ifPresent(c -> ...)`,
         # `list.forEach(x -> ...)` (over-approximate, like the rest: the chain's request data reaches them)
-        for k in range(a + 1, b):
+        for k in (range(a + 1, b) if self._arrows else ()):
             if toks[k] != ("o", "->"):
                 continue
             names = [toks[k - 1][1]] if toks[k - 1][0] == "i" else []
@@ -501,6 +505,7 @@ class Program:
                 # session.setAttribute("k", tainted): what a later getAttribute("k") returns is request data
                 label = self.taint_of(k + 4, j)
                 if label:
+                    self._stored = True
                     changed |= self._mark(_ATTR + str(toks[k + 2][1]), label)
         return changed
 
@@ -565,9 +570,14 @@ class Program:
 
     def flows(self) -> list[Flow]:
         out = []
+        needs: dict[int, bool] = {}  # several sinks share one condition (WScript.Shell, Process): search once
         for sink in self.lang.sinks:
-            if sink.needs is not None and not sink.needs.search(self.text):
-                continue
+            if sink.needs is not None:
+                key = id(sink.needs)
+                if key not in needs:
+                    needs[key] = sink.needs.search(self.text) is not None
+                if not needs[key]:
+                    continue
             for m in sink.pattern.finditer(self.text):
                 self.budget.spend(0)
                 if self.toks[self.tok_at(m.start())][0] == "s":

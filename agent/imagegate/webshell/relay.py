@@ -24,6 +24,8 @@ from agent.vocab import Severity
 _I = re.I
 _FETCH = re.compile(r"xmlhttp|winhttp|msxml2\.|\bnew (?:system\.net\.)?webclient\b|httpwebrequest|webrequest\.create"
                     r"|\.openconnection\(|\.openstream\(|\bhttpclient\b|\.downloadstring\b", _I)
+_FETCH_WORDS = ("xmlhttp", "winhttp", "msxml2.", "webclient", "httpwebrequest", "webrequest.create", "openconnection(",
+                "openstream(", "httpclient", "downloadstring")
 # a constant URL of another host (not this one, not a loopback address)
 _REMOTE = re.compile(r'"https?://(?!localhost\b|127\.|\[::1\])[\w.-]+\.[\w-]+(?::\d+)?(?:/[^"\s]*)?"', _I)
 _SELF = re.compile(r'servervariables[(\[]"(?:http_host|server_name|script_name|url|query_string|path_info)"'
@@ -38,6 +40,9 @@ def remote_relay(text: str, found: list, lang: str, language: str) -> None:
     """Appends one Hit when the program's text (folded, canonical) is a relay or a crawler gate."""
     if len(text) > 400_000:
         return  # a planted page is small; a large tool has its own shapes
+    low = text.lower()
+    if not any(w in low for w in _FETCH_WORDS):
+        return  # every shape needs a server-side fetch (plain substring tests: most pages have none)
     fetch = _FETCH.search(text)
     remote = _REMOTE.search(text)
     crawler = _CRAWLER.search(text) if _UA.search(text) else None
