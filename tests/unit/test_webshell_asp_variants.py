@@ -603,3 +603,33 @@ def test_taint_through_csharp_properties_lambdas_and_out_params(code):
 
 def test_vbscript_byref_argument_filled_with_request_data():
     assert_shell('<%\nSub G(ByRef v)\n v = Request("c")\nEnd Sub\nDim x\nG x\nExecute x\n%>')
+
+
+# --- hostile input to the new shapes: bounded time, no crash ---------------------------------------
+
+HOSTILE = {
+    "relay-long-host": ("x.asp", '<%\nSet o = CreateObject("MSXML2.ServerXMLHTTP")\nx = "http://' + "a." * 400000
+                        + '\nResponse.Write Request.ServerVariables("HTTP_HOST")\n%>'),
+    "relay-many-strings": ("x.asp", '<%\nua = Request.ServerVariables("HTTP_USER_AGENT")\n'
+                           'Set o = CreateObject("MSXML2.ServerXMLHTTP")\n' + ('x = "' + "b" * 39 + '"\n') * 20000 + "%>"),
+    "object-tag-attributes": ("x.asp", "<object runat=server " + "a=b " * 300000 + "><% x = 1 %>"),
+    "object-tags": ("x.asp", '<object runat=server id=a progid="WScript.Shell">' * 40000 + '<% a.Run Request("c") %>'),
+    "csharp-properties": ("x.aspx", '<%@ Page Language="C#" %><% ' + "string P { get { " * 20000 + " %>"),
+    "csharp-lambdas": ("x.aspx", '<%@ Page Language="C#" %><% ' + "f = (a, b) => g = c => " * 30000 + " %>"),
+    "getref": ("x.asp", "<%\nSub Go(c)\nExecute c\nEnd Sub\n" + 'Set f = GetRef("Go")\n' * 30000 + "%>"),
+    "java-lambdas": ("x.jsp", "<% " + "f(a -> g(b -> h(c -> " * 3000 + "x" + ")))" * 3000 + "; %>"),
+    "java-arrows": ("x.jsp", "<% " + "(a, b, c, d) -> " * 50000 + "; %>"),
+    "annotations": ("X.java", "package a; class X { void m(" + "@RequestParam String a, " * 30000
+                    + ") { Runtime.getRuntime().exec(a); } }"),
+    "javassist": ("X.java", "package a; class X { void m() { " + 'm.insertBefore("a(;" + ' * 20000 + '"x"); } }'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_input_to_the_variant_shapes_is_bounded(case):
+    import time
+
+    name, text = HOSTILE[case]
+    t0 = time.process_time()
+    hits(text, name)  # never raises
+    assert time.process_time() - t0 < 4.0

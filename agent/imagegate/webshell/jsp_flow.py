@@ -253,13 +253,19 @@ class Program:
         and `run = c => ...` / `run = (a, b) => ...` one whose parameters a call `run(x)` passes."""
         toks = self.toks
         n = len(toks)
+        found = 0
         for i in range(1, n - 3):
             t = toks[i]
             if t[0] != "i":
                 continue
+            if found >= 256:
+                return  # each one's end is a scan ahead: bounded for a page of thousands
             if toks[i + 1] == ("o", "{") and toks[i + 2] == ("i", "get") and (toks[i - 1][0] == "i"
                                                                              or toks[i - 1] in (("o", ">"), ("o", "]"))):
                 end = self.close(i + 1)
+                found += 1
+                if end >= n:
+                    return  # unbalanced braces (hostile or cut input): every later scan would run to the end too
                 if end > 0 and t[1] not in out:
                     out[t[1]] = ([], i + 2, end)
             elif toks[i + 1] == ("o", "=") and i + 4 < n:
@@ -274,6 +280,7 @@ class Program:
                     body = c + 3
                 else:
                     continue
+                found += 1
                 if t[1] not in out:
                     out[t[1]] = ([p for p in params if p], body, self.stmt_end(body))
 
@@ -413,8 +420,13 @@ class Program:
                     changed |= self._mark(toks[k - 1][1], label)
         # a lambda's parameters hold what the chain before it carries: `Optional.of(tainted).ifPresent(c -> ...)`,
         # `list.forEach(x -> ...)` (over-approximate, like the rest: the chain's request data reaches them)
+        first = -1  # the statement's first token holding request data (one pass, not one per lambda)
         for k in (range(a + 1, b) if self._arrows else ()):
             if toks[k] != ("o", "->"):
+                continue
+            if first == -1:
+                first = next((q for q in range(a, b) if self.taint_of(q, q + 1) is not None), b)
+            if first >= k:
                 continue
             names = [toks[k - 1][1]] if toks[k - 1][0] == "i" else []
             if toks[k - 1] == ("o", ")"):
@@ -426,7 +438,7 @@ class Program:
                         names.append(toks[q][1])
                     q -= 1
             if names:
-                label = self.taint_of(a, k - len(names))
+                label = self.taint_of(first, first + 1) if first < k - len(names) else None
                 if label:
                     for name in names:
                         changed |= self._mark(name, label)

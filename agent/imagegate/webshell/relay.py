@@ -27,7 +27,7 @@ _FETCH = re.compile(r"xmlhttp|winhttp|msxml2\.|\bnew (?:system\.net\.)?webclient
 _FETCH_WORDS = ("xmlhttp", "winhttp", "msxml2.", "webclient", "httpwebrequest", "webrequest.create", "openconnection(",
                 "openstream(", "httpclient", "downloadstring")
 # a constant URL of another host (not this one, not a loopback address)
-_REMOTE = re.compile(r'"https?://(?!localhost\b|127\.|\[::1\])[\w.-]+\.[\w-]+(?::\d+)?(?:/[^"\s]*)?"', _I)
+_REMOTE = re.compile(r'"https?://(?!localhost\b|127\.|\[::1\])[\w.-]{1,253}\.[\w-]{1,63}(?::\d+)?(?:/[^"\s]{0,2000})?"', _I)
 _SELF = re.compile(r'servervariables[(\[]"(?:http_host|server_name|script_name|url|query_string|path_info)"'
                    r"|\bRequest\.Url\b|\.(?:getRequestURL|getServerName|getRequestURI|getQueryString)\(", _I)
 _CRAWLER = re.compile(r'"[^"]{0,40}(?:baidu|googlebot|google|360spider|haosou|sogou|soso|yisou|bingbot|yahoo|'
