@@ -245,3 +245,15 @@ def test_command_helper_inside_an_application_is_clean():
            " public function nightly() { return $this->run('tar czf /backup/site.tgz /var/www'); } }\n")
     _clean("<?php\nfunction disk_usage() { $o = array(); exec('df -h /', $o); return implode(\"\\n\", $o); }\n"
            "echo htmlspecialchars(disk_usage());\n")
+
+
+# -- the request picks the sink ----------------------------------------------------------------------
+def test_request_picks_which_command_function_runs():
+    _shell("<?php $fe = $_POST['fe']; if ($fe == 1) { $fe = 'exec'; } if ($fe == '') { $fe = 'passthru'; }\n"
+           "if ($fe == '2') { $fe = 'system'; } ob_start(); $fe('uptime 2>&1'); echo ob_get_clean();",
+           rule="php.request-function")
+
+
+def test_request_picks_a_formatter_is_clean():
+    _clean("<?php $f = $_GET['fmt']; if ($f == 'j') { $f = 'json_encode'; } else { $f = 'serialize'; }"
+           " echo htmlspecialchars($f(array(1, 2)));")

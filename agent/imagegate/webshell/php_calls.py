@@ -95,6 +95,12 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             cname, _, m = name.partition("::")
             args = avs if avs is not None else [_ev(ctx, a, sc) for a in argn]
             return _invoke_method(ctx, cname, m, args, V(cls=cname))
+        if name in SINKS and cv.t and any(not x.startswith(_WEAK) for x in cv.t) and name not in ctx.funcs:
+            # a variable the request sets, then overwritten with a sink's name (`$fe = $_POST['fe'];
+            # if ($fe == 1) $fe = 'exec'; ... $fe($cmd)`): the request picks which sink runs
+            _raw(ctx, "php.request-function", "critical", 0.75, _label(cv), "$function(…)",
+                 f"{_show(cv)} = {_q(name)} ({_label(cv)} picks it)",
+                 "the request picks which code or command sink runs")
         if name in SINKS and _packed(cv.chain) and name not in ctx.funcs:
             # a code or command sink whose name is spelled by obfuscation (characters picked out of a
             # scrambled alphabet, strrev, a decoder, XOR): whatever it runs, hiding the name is the shell's
