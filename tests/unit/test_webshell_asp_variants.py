@@ -633,3 +633,19 @@ def test_hostile_input_to_the_variant_shapes_is_bounded(case):
     t0 = time.process_time()
     hits(text, name)  # never raises
     assert time.process_time() - t0 < 4.0
+
+
+@pytest.mark.parametrize("text,name", [
+    ('<!--#include file="up/1.jpg"-->', "x.asp"),
+    ('<!--#include virtual="/files/a.rar" -->', "x.asp"),
+    ("<!--#include file='avatar.png'-->", "x.aspx"),
+    ('<%@ include file="a.gif" %>', "x.jsp"),
+    ('<!-- #include file="doc/manual.pdf" -->', "x.asp"),
+])
+def test_server_side_include_of_an_upload(text, name):
+    assert_shell(text, name)
+
+
+@pytest.mark.parametrize("inc", ["inc/conn.asp", "footer.txt", "1.jpg.asp", "header.inc"])
+def test_benign_includes_of_code_and_text(inc):
+    assert_benign(f'<!--#include file="{inc}"--><% Response.Write "hi" %>')

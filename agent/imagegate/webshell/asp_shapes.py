@@ -296,9 +296,12 @@ def unsafe_eval(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
     return bool(re.search(r',\s*"unsafe"\)', prog.code(f.start, min(f.end + 1, len(prog.toks))), _I))
 
 
+# Pictures, and the other uploads a site takes without reading them (archives, media, documents): none is
+# server code of its own, so a server-side include of one is a shell kept where only those are allowed.
+_DATA_EXT = r"(?:jpe?g|gif|png|bmp|ico|webp|tiff?|rar|zip|7z|gz|mp3|mp4|wav|avi|flv|swf|pdf|docx?|xlsx?|pptx?)"
 IMAGE_INCLUDE = re.compile(r"""<!--\s*#include\s+(?:file|virtual)\s*=\s*["']?"""
-                           r"""([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))"""
-                           r"""|<%@\s*include\s+file\s*=\s*["']?([^"'>]+\.(?:jpe?g|gif|png|bmp|ico|webp))""", _I)
+                           r"""([^"'>]+\.""" + _DATA_EXT + r""")["'\s-]"""
+                           r"""|<%@\s*include\s+file\s*=\s*["']?([^"'>]+\.""" + _DATA_EXT + r""")["'\s%]""", _I)
 
 
 def image_include(raw: str, found: list, lang: str) -> None:
