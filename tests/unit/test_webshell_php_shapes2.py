@@ -257,3 +257,12 @@ def test_request_picks_which_command_function_runs():
 def test_request_picks_a_formatter_is_clean():
     _clean("<?php $f = $_GET['fmt']; if ($f == 'j') { $f = 'json_encode'; } else { $f = 'serialize'; }"
            " echo htmlspecialchars($f(array(1, 2)));")
+
+
+def test_short_script_carried_as_base64():
+    # a symlink script of a few lines (every account's public_html linked here): short, still a program
+    perl = base64.b64encode(b"#!/usr/bin/perl\nopen IN, '</etc/passwd';\nwhile (<IN>) { @f = split(/:/);"
+                            b" system('ln -s /home/' . $f[0] . '/public_html ' . $f[0]); }\n").decode()
+    assert len(perl) < 256
+    _shell(f'<?php $s = base64_decode("{perl}"); $f = fopen("s.pl", "w"); fwrite($f, $s);',
+           rule="php.embedded-program")

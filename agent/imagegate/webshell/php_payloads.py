@@ -202,7 +202,7 @@ def embedded_programs(ctx: Ctx, texts: list[str]) -> None:
     for text in texts:
         if tried >= MAX_CANDIDATES:
             break
-        if len(text) < 256:
+        if len(text) < 96:
             continue
         tried += 1
         what = _program(text)
