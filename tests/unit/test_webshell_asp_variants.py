@@ -649,3 +649,13 @@ def test_server_side_include_of_an_upload(text, name):
 @pytest.mark.parametrize("inc", ["inc/conn.asp", "footer.txt", "1.jpg.asp", "header.inc"])
 def test_benign_includes_of_code_and_text(inc):
     assert_benign(f'<!--#include file="{inc}"--><% Response.Write "hi" %>')
+
+
+@pytest.mark.parametrize("tag", ['<script language="vbscript" runat="server" src="/upload/1.jpg"></script>',
+                                 "<SCRIPT RUNAT=SERVER LANGUAGE=JSCRIPT SRC='a.gif'></SCRIPT>"])
+def test_server_script_block_loading_an_upload(tag):
+    assert_shell(tag)
+
+
+def test_benign_client_script_from_an_image_named_path():
+    assert_benign('<script src="/js/lightbox.js"></script><script src="banner.gif.js"></script><% x = 1 %>')

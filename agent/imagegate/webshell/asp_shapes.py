@@ -301,7 +301,10 @@ def unsafe_eval(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
 _DATA_EXT = r"(?:jpe?g|gif|png|bmp|ico|webp|tiff?|rar|zip|7z|gz|mp3|mp4|wav|avi|flv|swf|pdf|docx?|xlsx?|pptx?)"
 IMAGE_INCLUDE = re.compile(r"""<!--\s*#include\s+(?:file|virtual)\s*=\s*["']?"""
                            r"""([^"'>]+\.""" + _DATA_EXT + r""")["'\s-]"""
-                           r"""|<%@\s*include\s+file\s*=\s*["']?([^"'>]+\.""" + _DATA_EXT + r""")["'\s%]""", _I)
+                           r"""|<%@\s*include\s+file\s*=\s*["']?([^"'>]+\.""" + _DATA_EXT + r""")["'\s%]"""
+                           # <script runat=server src="x.jpg">: the file is read as the block's server code
+                           r"""|<script\b(?=[^>]{0,400}\brunat\s*=\s*["']?server)[^>]{0,400}?\bsrc\s*=\s*["']?"""
+                           r"""([^"'>\s]+\.""" + _DATA_EXT + r""")["'\s>]""", _I)
 
 
 def image_include(raw: str, found: list, lang: str) -> None:
@@ -311,7 +314,7 @@ def image_include(raw: str, found: list, lang: str) -> None:
     if m:
         found.append(Hit(rule=f"{lang}.includes-image-as-code", language=lang, severity=Severity.HIGH,
                          confidence=0.6, sink="server-side include", snippet=clip(m.group(0)),
-                         detail=f"includes {m.group(1) or m.group(2)} as server code"))
+                         detail=f"includes {m.group(1) or m.group(2) or m.group(3)} as server code"))
 
 
 _ADMIN_NS = re.compile(r"""<%@\s*import\s+namespace\s*=\s*["']?"""
