@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,13 +23,26 @@ static long long now_ns(void)
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static long long cpu_ns(void)
+{
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    long long us = 0;
+    us += self.ru_utime.tv_sec * 1000000LL + self.ru_utime.tv_usec + self.ru_stime.tv_sec * 1000000LL +
+          self.ru_stime.tv_usec;
+    us += kids.ru_utime.tv_sec * 1000000LL + kids.ru_utime.tv_usec + kids.ru_stime.tv_sec * 1000000LL +
+          kids.ru_stime.tv_usec;
+    return us * 1000;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
         return 2;
     const char *mode = argv[1];
     long n = atol(argv[2]);
-    long long t0 = now_ns();
+    long long t0 = now_ns(), c0 = cpu_ns();
     if (!strcmp(mode, "exec")) {
         char *const av[] = {"/bin/true", NULL};
         for (long i = 0; i < n; i++) {
@@ -51,6 +65,7 @@ int main(int argc, char **argv)
         listen(srv, 128);
         getsockname(srv, (struct sockaddr *)&a, &len);
         t0 = now_ns();
+        c0 = cpu_ns();
         for (long i = 0; i < n; i++) {
             int c = socket(AF_INET, SOCK_STREAM, 0);
             if (connect(c, (struct sockaddr *)&a, sizeof(a)) != 0)
@@ -83,6 +98,7 @@ int main(int argc, char **argv)
     } else {
         return 2;
     }
-    printf("%lld\n", now_ns() - t0);
+    long long wall = now_ns() - t0;
+    printf("%lld %lld\n", wall, cpu_ns() - c0);
     return 0;
 }
