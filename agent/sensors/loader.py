@@ -125,19 +125,26 @@ class ProbeSet:
         self.set_target_tgid(self.cfg.target_tgid)
 
     def _adopt(self, reply: dict, fds: list[int]) -> None:
-        """The fds in the manifest's order: maps, then programs, then attachments."""
-        it = iter(fds)
-        for m in reply["maps"]:
-            fd = next(it)
-            try:
-                bm = BpfMap(fd, m["name"], m["type"], m["key_size"], m["value_size"], m["max_entries"],
-                            m["key"], m["leaf"])
-            except BaseException:
+        """The fds in the manifest's order: maps, then programs, then attachments. On a bad manifest
+        every fd not yet owned here is closed (start's _close_all closes the owned ones)."""
+        maps, progs, links = reply["maps"], reply["progs"], reply["links"]
+        if len(maps) + len(progs) + len(links) != len(fds):
+            for fd in fds:
                 os.close(fd)
-                raise
-            self._maps[m["name"].encode()] = bm
-        self._progs = [next(it) for _ in reply["progs"]]
-        self._links = [(kind, next(it)) for kind in reply["links"]]
+            raise ValueError(f"{len(fds)} fds for {len(maps)} maps, {len(progs)} programs, {len(links)} links")
+        owned = 0
+        try:
+            for m in maps:
+                bm = BpfMap(fds[owned], m["name"], m["type"], m["key_size"], m["value_size"], m["max_entries"],
+                            m["key"], m["leaf"])
+                self._maps[m["name"].encode()] = bm
+                owned += 1
+        except BaseException:
+            for fd in fds[owned:]:
+                os.close(fd)
+            raise
+        self._progs = fds[owned:owned + len(progs)]
+        self._links = list(zip(links, fds[owned + len(progs):], strict=True))
 
     def _detach(self) -> None:
         for kind, fd in self._links:
