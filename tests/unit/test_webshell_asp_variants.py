@@ -659,3 +659,39 @@ def test_server_script_block_loading_an_upload(tag):
 
 def test_benign_client_script_from_an_image_named_path():
     assert_benign('<script src="/js/lightbox.js"></script><script src="banner.gif.js"></script><% x = 1 %>')
+
+
+# --- open proxies ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,name", [
+    ('<%\nu = Request.Form("url")\nSet h = Server.CreateObject("Microsoft.XMLHTTP")\nh.Open "GET", u, False\nh.Send\n'
+     "Response.Write Server.HTMLEncode(h.ResponseText)\n%>", "x.asp"),
+    ('<%@ Language="JScript" %><% var x = Server.CreateObject("MSXML2.ServerXMLHTTP"); x.open("GET",'
+     ' String(Request.QueryString("url")), false); x.send(); Response.BinaryWrite(x.responseBody); %>', "x.asp"),
+    ('<%@ Page Language="C#" %><% Response.Write(new System.Net.WebClient().DownloadString(Request["u"])); %>', "x.aspx"),
+])
+def test_request_proxy(text, name):
+    h = assert_shell(text, name)
+    assert h.rule.endswith("request-proxy")
+
+
+@pytest.mark.parametrize("text,name", [
+    ('<%\nSet h = Server.CreateObject("Microsoft.XMLHTTP")\nh.Open "GET", "http://api.example.com/search?q=" &'
+     ' Server.URLEncode(Request("q")), False\nh.Send\nResponse.Write h.ResponseText\n%>', "x.asp"),
+    ('<%@ Page Language="C#" %><% Response.Write(new System.Net.WebClient().DownloadString("https://feeds.example.com/"'
+     ' + Request["feed"])); %>', "x.aspx"),
+    ('<%\nSet h = Server.CreateObject("Microsoft.XMLHTTP")\nh.Open "GET", "http://weather.example/today", False\n'
+     'h.Send\nResponse.Write h.ResponseText & Server.HTMLEncode(Request("city"))\n%>', "x.asp"),
+])
+def test_benign_api_calls_to_a_fixed_host(text, name):
+    assert_benign(text, name)
+
+
+def test_hostile_many_unclosed_fetches_are_bounded():
+    import time
+
+    text = ('<%@ Language="JScript" %><% var x = Server.CreateObject("MSXML2.ServerXMLHTTP");'
+            + ' x.open("GET", Request("u"), ' * 50000 + " Response.Write(x.responseText); %>")
+    t0 = time.process_time()
+    hits(text, "x.asp")
+    assert time.process_time() - t0 < 4.0

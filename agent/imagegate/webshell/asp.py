@@ -462,6 +462,7 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
     asp_shapes.plants_page(prog, flows, found, lang)
     asp_shapes.known_tools(prog, found, lang)
     relay.remote_relay(text, found, lang, lang)
+    relay.request_proxy(prog, found, lang)
     if depth < 2:
         _xslt_scripts(prog, found, lang, extra, depth)
     for h in jsp_flow.embedded_hits(prog.toks, prog.budget, depth, lang):

@@ -58,3 +58,47 @@ def remote_relay(text: str, found: list, lang: str, language: str) -> None:
                      source="remote host", sink=(fetch.group(0) if fetch else "redirect"),
                      snippet=clip(text[max(0, m.start() - 120): m.end() + 120]), family="seo-parasite",
                      detail=what))
+
+
+# --- an open proxy: the server fetches what the request names and hands it back ------------------------
+
+_HTTP_OBJ = re.compile(r'\b(\w+)=(?:server\.)?(?:createobject|new activexobject)\("[^"]*(?:xmlhttp|winhttp)', _I)
+_ECHO_FETCHED = re.compile(r"\.response(?:text|body|stream)\b|\.(?:DownloadString|DownloadData|OpenRead)\(", _I)
+_CS_FETCH = re.compile(r"\.(?:DownloadString|DownloadData|OpenRead)\(|\bWebRequest\.Create\(")
+_MAX_OPENS = 32
+
+
+def request_proxy(prog, found: list, lang: str) -> None:
+    """A server-side HTTP request to a URL the request gives, its answer written back: a proxy through the
+    server (to the intranet, to file:// paths the HTTP object also reads) that the page hands any client.
+    `prog` is the page's folded program (jsp_flow.Program)."""
+    text = prog.text
+    low = text.lower()
+    if not any(w in low for w in _FETCH_WORDS) or not _ECHO.search(text) or not _ECHO_FETCHED.search(text):
+        return
+    objs = {m.group(1).lower() for m in _HTTP_OBJ.finditer(text)}
+    calls = []
+    for m in re.finditer(r"\b(\w+)\.open\b", text, _I):
+        if m.group(1).lower() in objs:
+            calls.append(m)
+        if len(calls) >= _MAX_OPENS:
+            break
+    calls += list(_CS_FETCH.finditer(text))[:_MAX_OPENS]
+    for m in calls:
+        a = prog.tok_at(m.end() - 1) + 1
+        b = min(prog.stmt_end(a), a + 200)  # (the URL is among the first arguments: a bounded window)
+        segs = prog._split(a, b)
+        # open(method, url, ...) / DownloadString(url): the URL argument
+        seg = segs[1] if m.group(0).lower().endswith("open") and len(segs) > 1 else segs[0] if segs else None
+        if seg is None:
+            continue
+        head = prog.toks[seg[0]]
+        if head[0] == "s" and re.match(r"(?i)\s*https?://[^/\s]+", str(head[1])):
+            continue  # a fixed host the request only adds a path or a query to: an API call, not a proxy
+        label = prog.taint_of(*seg)
+        if label:
+            found.append(Hit(rule=f"{lang}.request-proxy", language=lang, severity=Severity.HIGH, confidence=0.55,
+                             source=clip(label, 80), sink="server-side HTTP request",
+                             snippet=clip(prog.code(prog.tok_at(m.start()), min(b + 1, len(prog.toks)))),
+                             detail="fetches the URL the request names and writes the answer back"))
+            return
