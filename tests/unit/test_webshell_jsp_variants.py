@@ -509,3 +509,15 @@ def test_constructor_parameter_reaches_a_thread_body():
 ])
 def test_taint_through_common_java_constructs(code):
     assert_shell(f"<% {code} %>")
+
+
+def test_request_proxy_in_a_page():
+    h = assert_shell('<% java.io.InputStream in = new java.net.URL(request.getParameter("u")).openStream();'
+                     " out.print(new String(in.readAllBytes())); %>")
+    assert h.rule == "jsp.request-proxy"
+
+
+def test_benign_api_call_to_a_fixed_host_in_a_page():
+    assert_benign('<% java.io.InputStream in = new java.net.URL("http://api.example.com/q?x=" +'
+                  ' java.net.URLEncoder.encode(request.getParameter("u"), "UTF-8")).openStream();'
+                  " out.print(new String(in.readAllBytes())); %>")

@@ -233,6 +233,7 @@ def _scan_java(code: str, budget, found: list, prefix: str, depth: int, el: bool
     _judge(prog, found, prefix, el=el, depth=depth)
     if not el and depth == 0:
         relay.remote_relay(prog.text, found, prefix, "jsp")  # a page's (a class's methods are judged one by one)
+        relay.request_proxy(prog, found, prefix)
 
 
 # Names of every critical sink, plus what hides names (escapes, reflection, decoding, quoted code).

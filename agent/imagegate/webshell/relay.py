@@ -63,8 +63,9 @@ def remote_relay(text: str, found: list, lang: str, language: str) -> None:
 # --- an open proxy: the server fetches what the request names and hands it back ------------------------
 
 _HTTP_OBJ = re.compile(r'\b(\w+)=(?:server\.)?(?:createobject|new activexobject)\("[^"]*(?:xmlhttp|winhttp)', _I)
-_ECHO_FETCHED = re.compile(r"\.response(?:text|body|stream)\b|\.(?:DownloadString|DownloadData|OpenRead)\(", _I)
-_CS_FETCH = re.compile(r"\.(?:DownloadString|DownloadData|OpenRead)\(|\bWebRequest\.Create\(")
+_ECHO_FETCHED = re.compile(r"\.response(?:text|body|stream)\b|\.(?:DownloadString|DownloadData|OpenRead)\("
+                           r"|\.(?:openStream|openConnection|getInputStream)\(", _I)
+_CS_FETCH = re.compile(r"\.(?:DownloadString|DownloadData|OpenRead)\(|\bWebRequest\.Create\(|\bnew (?:java\.net\.)?URL\(")
 _MAX_OPENS = 32
 
 
