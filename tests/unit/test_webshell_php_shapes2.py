@@ -266,3 +266,14 @@ def test_short_script_carried_as_base64():
     assert len(perl) < 256
     _shell(f'<?php $s = base64_decode("{perl}"); $f = fopen("s.pl", "w"); fwrite($f, $s);',
            rule="php.embedded-program")
+
+
+# -- a quoted request as the whole command -----------------------------------------------------------
+def test_quoted_request_run_as_the_whole_command():
+    _shell("<?php function ex($in) { return shell_exec($in); } echo ex(escapeshellarg($_POST['p2']));",
+           rule="php.request-to-exec", sink="shell_exec")
+
+
+def test_quoted_request_as_an_argument_is_clean():
+    _clean("<?php $f = escapeshellarg($_GET['file']); system('convert ' . $f . ' out.png');"
+           " exec('ls -l ' . escapeshellarg($_GET['dir']), $out); echo htmlspecialchars(implode(\"\\n\", $out));")

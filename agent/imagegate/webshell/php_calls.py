@@ -564,6 +564,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         if name in FOLDABLE and all(a.s is not None and not a.t for a in args) and args:
             r = fold(name, [a.s if not isinstance(a.s, dict) else _plain(a.s) for a in args], 0)
             return V(r) if r is not NOTHING else UNKNOWN
+        if name == "escapeshellarg" and _strong(a0):
+            # quoted, the request's value is still a whole word: run as the entire command it names the
+            # program. Marked on `fn`, which a concatenation drops: `'convert ' . escapeshellarg($f)` is clean
+            return V(None, fn="escaped:" + _label(a0))
         return UNKNOWN
     if name == "array_map" and False:
         return UNKNOWN
@@ -1000,6 +1004,10 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
         return
     if kind == "exec":
         a0 = args[0] if args else v
+        if isinstance(v.fn, str) and v.fn.startswith("escaped:"):
+            _raw(ctx, "php.request-to-exec", "critical", 0.6, v.fn[8:], sink_txt, f"{sink}(escapeshellarg({v.fn[8:]}))",
+                 "the request names the whole command (escapeshellarg only quotes it)")
+            return
         s = _sv(a0) if not isinstance(a0.s, dict) else None
         if "'REMOTE_PORT'" in _render(node):
             # the client's own connection (address and port) handed to a program: a socket-reuse shell
