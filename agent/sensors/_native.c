@@ -702,6 +702,18 @@ static int merge(PyObject *rec, PyObject *part) {
     return 0;
 }
 
+/* record.py's `ev.fd >= 0` of an int of any size (a PyLong_AsLong would raise on a big one made in
+ * Python); not an int: 0, the key left out as for a negative one. -1 with an error set. */
+static int fd_nonneg(PyObject *fd) {
+    if (!PyLong_Check(fd))
+        return 0;
+    int overflow = 0;
+    long v = PyLong_AsLongAndOverflow(fd, &overflow);
+    if (v == -1 && !overflow && PyErr_Occurred())
+        return -1;
+    return overflow > 0 || (!overflow && v >= 0);
+}
+
 static int file_keys(PyObject *rec, PyObject *ev, int op) {
     if (put(rec, KEY_FPATH, SLOT(ev, K_FILE, 11)) < 0 || put(rec, KEY_RET, SLOT(ev, K_FILE, 13)) < 0)
         return -1;
@@ -727,11 +739,8 @@ static int file_keys(PyObject *rec, PyObject *ev, int op) {
             return -1;
         break;
     }
-    PyObject *fd = SLOT(ev, K_FILE, 17);
-    long v = PyLong_Check(fd) ? PyLong_AsLong(fd) : -1;
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v >= 0 && put(rec, KEY_FDESC, fd) < 0)
+    int nonneg = fd_nonneg(SLOT(ev, K_FILE, 17));
+    if (nonneg < 0 || (nonneg && put(rec, KEY_FDESC, SLOT(ev, K_FILE, 17)) < 0))
         return -1;
     return 0;
 }
@@ -1021,23 +1030,29 @@ static int put_int(Buf *b, PyObject *o) {
     return buf_put(b, d, e - d);
 }
 
-/* a value of a record: str, int, bool or a list of those (the kernel kinds' records hold no others) */
+static inline int put_scalar(Buf *b, PyObject *o) {
+    return PyUnicode_CheckExact(o) ? put_str(b, o) : put_int(b, o);
+}
+
+/* a value of a record: str, int, bool or a list of those (the kernel kinds' records hold no others).
+ * A list in a list is left to orjson (NOT_EXACT): no recursion here, so a list that holds itself
+ * cannot run this down the C stack. */
 static int put_value(Buf *b, PyObject *o) {
-    if (PyUnicode_CheckExact(o))
-        return put_str(b, o);
-    if (PyList_CheckExact(o)) {
-        if (buf_put(b, "[", 1) < 0)
+    if (!PyList_CheckExact(o))
+        return put_scalar(b, o);
+    if (buf_put(b, "[", 1) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); i++) {
+        PyObject *item = PyList_GET_ITEM(o, i);
+        if (PyList_Check(item))
+            return NOT_EXACT;
+        if (i && buf_put(b, ",", 1) < 0)
             return -1;
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); i++) {
-            if (i && buf_put(b, ",", 1) < 0)
-                return -1;
-            int r = put_value(b, PyList_GET_ITEM(o, i));
-            if (r)
-                return r;
-        }
-        return buf_put(b, "]", 1);
+        int r = put_scalar(b, item);
+        if (r)
+            return r;
     }
-    return put_int(b, o);
+    return buf_put(b, "]", 1);
 }
 
 /* ,"key":value */
@@ -1287,12 +1302,11 @@ static PyObject *json_or_none(PyObject *en) {
         case 15: case 16: r = put_key_val(&b, KEY_FLINK, SLOT(ev, K_FILE, 12)); break;
         }
         if (!r) {
-            PyObject *fd = SLOT(ev, K_FILE, 17);
-            long v = PyLong_Check(fd) ? PyLong_AsLong(fd) : -1;
-            if (v == -1 && PyErr_Occurred())
+            int nonneg = fd_nonneg(SLOT(ev, K_FILE, 17));
+            if (nonneg < 0)
                 r = -1;
-            else if (v >= 0)
-                r = put_key_val(&b, KEY_FDESC, fd);
+            else if (nonneg)
+                r = put_key_val(&b, KEY_FDESC, SLOT(ev, K_FILE, 17));
         }
         break;
     case K_NET:
@@ -1343,14 +1357,15 @@ static PyObject *json_or_none(PyObject *en) {
         }
         size_t h = mix_ptr(c) & (PART_SLOTS - 1);
         if (cont_json_of[h] != part) {
-            PyObject *j = fragment_json(part, 0, 0); /* allocates no tracked object: part stays the slot's */
+            Py_INCREF(part); /* held while encoded, as in flat_or_none: it is only borrowed from its slot */
+            PyObject *j = fragment_json(part, 0, 0);
             if (j == NULL || j == Py_None) {
+                Py_DECREF(part);
                 r = j == NULL ? -1 : NOT_EXACT;
                 goto out;
             }
             Py_XSETREF(cont_json[h], j);
-            Py_INCREF(part);
-            Py_XSETREF(cont_json_of[h], part);
+            Py_XSETREF(cont_json_of[h], part); /* takes the reference held above */
         }
         r = buf_put(&b, PyBytes_AS_STRING(cont_json[h]), PyBytes_GET_SIZE(cont_json[h]));
         if (r)
@@ -1515,28 +1530,29 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     for (int i = 0; i < 6; i++)
         if (v[i] == NULL)
             Py_RETURN_NONE;
-    PyObject *resolved = NULL;
+    /* ours from here: `hit` is only borrowed from the memo, and join_norm below allocates */
+    for (int i = 0; i < 6; i++)
+        Py_INCREF(v[i]);
     if (relative) { /* enricher._resolve: the kernel's cwd at the call, else the table's */
         PyObject *cwd = SLOT(ev, K_FILE, 20), *proc = v[E_PROCESS];
-        if (cwd == NULL || !PyUnicode_Check(cwd))
-            Py_RETURN_NONE;
-        if (PyUnicode_GET_LENGTH(cwd) == 0 && proc != Py_None) {
-            if (Py_TYPE(proc) != kinds[K_PROCINFO].type)
-                Py_RETURN_NONE;
-            cwd = SLOT(proc, K_PROCINFO, 7);
-            if (cwd == NULL || !PyUnicode_Check(cwd))
-                Py_RETURN_NONE;
-        }
-        if (PyUnicode_GET_LENGTH(cwd) > 0) {
-            resolved = join_norm(cwd, SLOT(ev, K_FILE, 11));
-            if (resolved == NULL || resolved == Py_None)
+        if (cwd != NULL && PyUnicode_Check(cwd) && PyUnicode_GET_LENGTH(cwd) == 0 && proc != Py_None)
+            cwd = Py_TYPE(proc) == kinds[K_PROCINFO].type ? SLOT(proc, K_PROCINFO, 7) : NULL;
+        int python = cwd == NULL || !PyUnicode_Check(cwd); /* an odd cwd: Python decides */
+        if (!python && PyUnicode_GET_LENGTH(cwd) > 0) { /* no cwd at all: resolved stays "" */
+            PyObject *resolved = join_norm(cwd, SLOT(ev, K_FILE, 11));
+            if (resolved == NULL || resolved == Py_None) {
+                for (int i = 0; i < 6; i++)
+                    Py_DECREF(v[i]);
                 return resolved;
-            v[E_RESOLVED] = resolved;
+            }
+            Py_SETREF(v[E_RESOLVED], resolved);
+        }
+        if (python) {
+            for (int i = 0; i < 6; i++)
+                Py_DECREF(v[i]);
+            Py_RETURN_NONE;
         }
     }
-    for (int i = 0; i < 6; i++)
-        if (i != E_RESOLVED || resolved == NULL)
-            Py_INCREF(v[i]);
     return make(&kinds[K_ENRICHED], v);
 }
 
@@ -1570,9 +1586,14 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     PyObject *records = args[7], *line_ops = args[8], *judge = args[9];
+    if (i < 0) {
+        PyErr_SetString(PyExc_IndexError, "run: a negative start");
+        return NULL;
+    }
     PyObject *fargs[2] = {NULL, clock};
-    Py_ssize_t n = PyList_GET_SIZE(batch);
-    for (; i < n; i++) {
+    /* the size read again per record: the clock's offset and the fragment makers are Python, which
+     * could let another thread shorten the list (a record is only read before any of them runs) */
+    for (; i < PyList_GET_SIZE(batch); i++) {
         PyObject *raw = PyList_GET_ITEM(batch, i);
         if (!PyBytes_CheckExact(raw) || PyBytes_GET_SIZE(raw) < 1)
             break;

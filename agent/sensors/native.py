@@ -35,18 +35,27 @@ NAME = "_nwnative"
 OUT_DIR = os.path.join(ROOT, "build", "native")
 
 
-def path() -> str:
-    return os.path.join(OUT_DIR, NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+# A sanitizer build (native_build --sanitize) goes here, never where the agent looks: its objects need
+# libasan preloaded and are several times slower.
+SANITIZE_DIR = os.path.join(ROOT, "build", "native-asan")
+SANITIZE_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined"]
 
 
-def build(cc: str = "gcc") -> str:
+def path(out_dir: str = OUT_DIR) -> str:
+    return os.path.join(out_dir, NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+
+
+def build(cc: str = "gcc", sanitize: bool = False) -> str:
     """Compile _native.c for this interpreter; returns the shared object's path. Raises
-    RuntimeError (one line: the compiler's first error) when it does not compile."""
-    os.makedirs(OUT_DIR, exist_ok=True)
-    out = path()
+    RuntimeError (one line: the compiler's first error) when it does not compile. `sanitize`: with
+    AddressSanitizer and UBSan into SANITIZE_DIR (tests load it with NODEWARDEN_NATIVE_SO)."""
+    out_dir = SANITIZE_DIR if sanitize else OUT_DIR
+    os.makedirs(out_dir, exist_ok=True)
+    out = path(out_dir)
     tmp = f"{out}.{os.getpid()}.tmp"
-    cmd = [cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-fno-strict-aliasing",
-           f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
+    cmd = [cc, *(SANITIZE_FLAGS if sanitize else ["-O2"]), "-shared", "-fPIC", "-Wall", "-Werror",
+           "-fno-strict-aliasing", f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
@@ -93,7 +102,8 @@ def _load():
     if os.environ.get("NODEWARDEN_NATIVE", "1") == "0":
         STATUS = "python (NODEWARDEN_NATIVE=0)"
         return None
-    so = path()
+    # NODEWARDEN_NATIVE_SO: another object of the same source (the sanitizer build, for its checks)
+    so = os.environ.get("NODEWARDEN_NATIVE_SO") or path()
     if not os.path.exists(so):
         STATUS = f"python ({so} not built: make setup)"
         return None

@@ -1,0 +1,158 @@
+"""The compiled hot path (agent/sensors/_native.c) on what a hostile replay file, a fuzzer or an odd
+caller hands it: each test here is one defect found in review (native-review, issue 17) that crashed,
+read out of bounds or raised where the Python reference does not, plus a fuzz of the whole worker path
+and a short leak check. test_native_sanitize.py runs this file again under AddressSanitizer + UBSan."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from agent.events import ContainerInfo, Enriched, Op, ProcInfo
+from agent.outputs import record
+from agent.sensors import native
+from agent.sensors.common import BootClock
+from tests.unit.detect_events import file_rec, net_rec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def mod():
+    if native.MODULE is None:
+        pytest.skip(f"the compiled path is not in use: {native.STATUS}")
+    return native.MODULE
+
+
+def _file_event(mod, path: str = "/etc/passwd"):
+    return mod.decode_file(file_rec(Op.FILE_OPEN, path, pid=4242, ppid=1), BootClock())
+
+
+def _run_args(mod, batch, start):
+    mask = bytearray(256)
+    mask[Op.FILE_OPEN] = 1
+    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [])
+
+
+def test_run_refuses_a_negative_start(mod):
+    """run() took its start index unchecked: -1 read the list's item before its first (out of bounds)."""
+    batch = [file_rec(Op.FILE_OPEN, "/x")]
+    with pytest.raises(IndexError):
+        mod.run(*_run_args(mod, batch, -1))
+    with pytest.raises(IndexError):
+        mod.run(*_run_args(mod, batch, -(2**40)))
+    assert mod.run(*_run_args(mod, batch, 5)) == (5, None)  # past the end: nothing to do
+
+
+def test_a_list_that_holds_itself_is_not_a_stack_overflow(mod):
+    """json_line wrote a list's items recursively: a record value that is a list holding itself (a
+    ContainerInfo made in Python takes any value) ran down the C stack until the agent died. A list in a
+    list is now orjson's to judge (json_line says None), and that one raises as with the Python path."""
+    loop: list = []
+    loop.append(loop)
+    c = ContainerInfo("c" * 64, name=loop)
+    en = Enriched(_file_event(mod), None, None, c, ())
+    assert mod.json_line(en) is None
+    nested = Enriched(_file_event(mod), None, None, ContainerInfo("d" * 64, name=[["a"], "b"]), ())
+    assert mod.json_line(nested) is None
+    assert mod.flatten(nested)["container.name"] == [["a"], "b"]
+
+
+def test_a_big_fd_flattens_as_python_does(mod):
+    """`ev.fd >= 0` was PyLong_AsLong in C: an fd past a C long (an event made in Python) raised
+    OverflowError from flatten and json_line where record.py writes the key."""
+    ev = dataclasses.replace(_file_event(mod), fd=2**70)
+    en = Enriched(ev, None, None, None, ())
+    want = record._from_enriched(en)
+    assert want["file.descriptor"] == 2**70
+    assert mod.flatten(en) == want
+    assert mod.json_line(en) is None  # past 64 bits: orjson's to refuse, as on the dict path
+    neg = Enriched(dataclasses.replace(ev, fd=-(2**70)), None, None, None, ())
+    assert mod.flatten(neg) == record._from_enriched(neg)
+    assert "file.descriptor" not in mod.flatten(neg)
+
+
+def test_from_memo_with_a_relative_path_and_odd_contexts(mod):
+    """from_memo joins a relative path to the process's cwd while it holds the memo's entry's fields
+    (borrowed before: join_norm allocates); every branch still gives what the Python enricher would."""
+    proc = ProcInfo(4242, 1, "/bin/sh", ("sh",), 0, 0, "sh", "/srv/app")
+    rel = mod.decode_file(file_rec(Op.FILE_OPEN, "../x/./y", pid=4242, ppid=1), BootClock())
+    key = (rel.pid, rel.ppid, rel.cgroup_id, rel.mntns)
+    hit = Enriched(rel, proc, None, None, ())
+    en = mod.from_memo({key: hit}, rel)
+    assert en.path_resolved == "/srv/x/y" and en.process is proc
+    no_cwd = Enriched(rel, ProcInfo(4242, 1, "/bin/sh", ("sh",), 0, 0, "sh", ""), None, None, ())
+    assert mod.from_memo({key: no_cwd}, rel).path_resolved == ""
+    odd = Enriched(rel, "not a ProcInfo", None, None, ())
+    assert mod.from_memo({key: odd}, rel) is None  # Python decides
+    surrogate = Enriched(rel, ProcInfo(4242, 1, "/bin/sh", ("sh",), 0, 0, "sh", "/a\udcff"), None, None, ())
+    assert mod.from_memo({key: surrogate}, rel) is None
+    for _ in range(2000):  # every path of the refcounts, many times: a leaked or lost reference shows below
+        mod.from_memo({key: hit}, rel)
+        mod.from_memo({key: odd}, rel)
+    assert sys.getrefcount(proc) < 10
+
+
+def _fuzz_records(seed: int, n: int) -> list[bytes]:
+    from tests.unit.native_leakcheck import malformed
+
+    return malformed(random.Random(seed), n)
+
+
+def test_fuzzed_records_decode_as_python_does(mod):
+    """Random records under every op with wild length fields (past PATH_MAX, ARGS_MAX, ADDR_MAX, 2**32-1):
+    each compiled decoder gives the Python decoder's event or its error class, never a crash."""
+    from agent.sensors import file, net, process
+
+    pairs = ((mod.decode_file, file.decode_file), (mod.decode_net, net.decode_net),
+             (mod.decode_exec, process.decode_exec), (mod.decode_fork, process.decode_fork),
+             (mod.decode_exit, process.decode_exit))
+    clock = BootClock()
+    for raw in _fuzz_records(3, 4000):
+        for fast, ref in pairs:
+            try:
+                want = ref(raw, clock)
+            except Exception as e:  # noqa: BLE001: the class is compared
+                with pytest.raises(type(e)):
+                    fast(raw, clock)
+                continue
+            assert fast(raw, clock) == want
+
+
+def test_fuzzed_batches_through_the_worker_are_counted(mod):
+    """The worker's compiled loop (run, from_memo, json_line) on fuzzed batches mixed with good records:
+    every record is delivered or a counted drop (what bench/pipeline.py's accounting checks)."""
+    from bench.pipeline import _pipeline, _prologue, _round, accounting
+
+    # (no empty records, forks, bench marks or cgroup records: bench's accounting counts forks by op, an empty
+    # record has none, and the other two make no event record by design, in Python as compiled)
+    fuzz = [r for r in _fuzz_records(5, 3000) if r and r[0] not in (Op.FORK, Op.BENCH, Op.CGROUP_MKDIR)]
+    good = _round(20_000)
+    rnd = random.Random(7)
+    fed = list(_prologue(20_000))
+    with open(os.devnull, "wb") as devnull:
+        p = _pipeline(True, devnull)
+        p._process(fed)
+        for i in range(0, len(fuzz), 200):
+            batch = fuzz[i:i + 200] + good
+            rnd.shuffle(batch)
+            p._process(batch)
+            fed += batch
+        p._release(force=True)
+        p._flush_alerts(force=True)
+    ok, line = accounting(p, fed)
+    assert ok, line
+
+
+def test_leak_check_short():
+    """tests/unit/native_leakcheck.py, short: the replay mix's RSS flat after its first step (a reference
+    leaked per record is ~1 KB: 200,000 records would add 200 MB)."""
+    done = subprocess.run([sys.executable, "-m", "tests.unit.native_leakcheck", "--records", "300000", "--step",
+                           "100000", "--mode", "mix", "--max-growth", "12"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
