@@ -21,7 +21,7 @@ __all__ = ["THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", 
 log = logging.getLogger("nodewarden.imagegate.webshell")
 # Part of the image gate's rules fingerprint: bump when what the readers find changes, so cached
 # layer results are scanned again.
-VERSION = "4"  # 4: PHP regex-cleaned names, shell stdin, code-run, embedded programs, log wipes (issue 11)
+VERSION = "5"  # 5: JSP/ASP(X) sources and sinks spelled other ways, relays and request proxies (issue 11); 4: PHP regex-cleaned names, shell stdin, code-run, embedded programs, log wipes
 
 _EXT = {
     ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
