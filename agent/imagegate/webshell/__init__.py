@@ -21,7 +21,7 @@ __all__ = ["THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", 
 log = logging.getLogger("nodewarden.imagegate.webshell")
 # Part of the image gate's rules fingerprint: bump when what the readers find changes, so cached
 # layer results are scanned again.
-VERSION = "5"  # 5: JSP/ASP(X) sources and sinks spelled other ways, relays and request proxies (issue 11); 4: PHP regex-cleaned names, shell stdin, code-run, embedded programs, log wipes
+VERSION = "5"  # 5: JSP/ASP(X) sources and sinks spelled other ways, relays, request proxies, IIS names
 
 _EXT = {
     ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
@@ -40,7 +40,7 @@ _DEFAULT = Limits()
 
 def language_of(path: str, head: bytes) -> str | None:
     """The reader for a file, or None when it is not server-side web code."""
-    lang = _EXT.get(os.path.splitext(path)[1].lower())
+    lang = _EXT.get(os.path.splitext(path)[1].lower()) or _iis_name(path)
     start = head[:512].lstrip()
     if lang in ("perl", "python", "cfm"):
         return lang
@@ -52,6 +52,24 @@ def language_of(path: str, head: bytes) -> str | None:
         return "aspx" if b"language" in start[:200].lower() and b"c#" in start[:200].lower() else "jsp"
     if start.startswith(b"#!") and b"perl" in start[:64]:
         return "perl"
+    return None
+
+
+# IIS 6 runs `shell.asp;.jpg` as ASP (it stops reading the name at the semicolon) and every file under a folder
+# named `x.asp/` as ASP too: an uploader that checks only the last extension lets both through.
+_IIS_LANG = {".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp", ".aspx": "aspx", ".ashx": "aspx",
+             ".asmx": "aspx"}
+
+
+def _iis_name(path: str) -> str | None:
+    *dirs, base = path.lower().split("/")
+    if ";" in base:
+        lang = _IIS_LANG.get(os.path.splitext(base.split(";", 1)[0])[1])
+        if lang is not None:
+            return lang
+    for d in dirs:
+        if d.endswith((".asp", ".asa", ".cer", ".cdx")):
+            return "asp"
     return None
 
 
