@@ -51,24 +51,24 @@ BPF_LPM_TRIE(watch_prefix, struct path_key, u8, 1024);   /* watched paths: NW_WA
 BPF_HASH(watch_head, u64, u8, 1024);   /* the first 8 bytes of each watch prefix: the pre-filter */
 BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
 
-/* Raw syscall dispatch (issue 17): on x86-64 with task storage (Linux 5.11, which is also when
- * epoll_pwait2 came: its tracepoints tell the loader's NW_HAVE_ check the kernel is that new), the opens
- * (open, openat, openat2, creat) and close go through ONE raw_tracepoint program on sys_enter that
- * dispatches on the syscall number, and every file op ends in ONE raw program on sys_exit, instead of a
- * syscall tracepoint pair each. Why: a syscall tracepoint builds a perf record of the arguments before
- * our program runs (two empty ones cost 1.18x on the read-only open/close loop; raw sys_enter/sys_exit
- * that only test the number 1.107x). Numbers are the kernel headers' own (asm/unistd.h, per arch:
- * the syscall ABI is stable); arguments are read from the task's struct pt_regs at the x86-64 layout
- * (the ptrace ABI: di, si, dx, r10, r8). Staging is in task storage: the exit needs no syscall number,
- * only "has this task staged a record" (a pointer test when it has not), and what a task staged goes
- * with the task. The other file ops keep their sys_enter_* tracepoints (rare calls), staging the same way.
- * Anywhere else (another arch, an older kernel): the per-syscall tracepoints and an LRU hash by tid. */
-#if defined(__x86_64__) && defined(NW_HAVE_epoll_pwait2) && !defined(NW_NO_RAW_SYSCALLS)
-#define NW_RAW_SYSCALLS 1
-#include <asm/unistd.h>
+/* Staging (issue 17): in task storage where the kernel has it for tracing programs (Linux 5.11, which is
+ * also when epoll_pwait2 came: its tracepoints tell the loader's NW_HAVE_ check the kernel is that new).
+ * Why: every open's exit looks its thread's record up, which for a read-only open finds nothing; that miss
+ * cost ~100 ns per open in the LRU hash here, a task storage lookup ~40 ns (kernel.bpf_stats_enabled), and
+ * what a task staged goes with the task. Older kernels: an LRU hash by tid, which bounds what threads
+ * killed mid-call leave.
+ * Tried and measured slower here (commit 259f217): the opens and close through one raw_tracepoint on
+ * sys_enter dispatching on the syscall number, and one on sys_exit. The other families' syscall
+ * tracepoints stay attached, so the kernel's per-syscall dispatch still runs on every call, and the raw
+ * programs ran on every syscall of the node, reading struct pt_regs with bpf_probe_read_kernel: ~105 ns
+ * per open at sys_enter against the openat tracepoint program's ~46. */
+#if defined(NW_HAVE_epoll_pwait2)
+#define NW_TASK_STAGE 1
 #endif
 
-#ifdef NW_RAW_SYSCALLS
+#ifdef NW_TASK_STAGE
+/* A task's slot is made at its first staged op and kept until the task exits (op 0: nothing staged), so a
+ * reported op pays no allocation and free; one file_event per task that ever staged one. */
 BPF_TASK_STORAGE(file_inflight, struct file_event);
 static __always_inline void file_stage_put(struct file_event *e)
 {
@@ -79,9 +79,10 @@ static __always_inline void file_stage_put(struct file_event *e)
 }
 static __always_inline struct file_event *file_stage_get(void)
 {
-    return file_inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    struct file_event *s = file_inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    return s && s->h.op ? s : 0;
 }
-static __always_inline void file_stage_del(void) { file_inflight.task_storage_delete(bpf_get_current_task_btf()); }
+static __always_inline void file_stage_del(struct file_event *staged) { staged->h.op = 0; }
 #else
 BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
 static __always_inline void file_stage_put(struct file_event *e)
@@ -94,7 +95,7 @@ static __always_inline struct file_event *file_stage_get(void)
     u32 tid = (u32)bpf_get_current_pid_tgid();
     return file_inflight.lookup(&tid);
 }
-static __always_inline void file_stage_del(void)
+static __always_inline void file_stage_del(struct file_event *staged)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     file_inflight.delete(&tid);
@@ -309,7 +310,7 @@ static __always_inline int file_finish(long ret)
         close_marks.update(&ck, staged);
     }
     if (staged->h.flags & NW_F_NOEMIT) {
-        file_stage_del();
+        file_stage_del(staged);
         return 0;
     }
     struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);
@@ -318,7 +319,7 @@ static __always_inline int file_finish(long ret)
         e->ret = ret;
         nw_submit(e);
     }
-    file_stage_del();
+    file_stage_del(staged);
     return 0;
 }
 
@@ -443,9 +444,7 @@ static __always_inline int file_close(int fd)
     return 0;
 }
 
-#ifndef NW_RAW_SYSCALLS
 TRACEPOINT_PROBE(syscalls, sys_enter_close) { return file_close((s32)args->fd); }
-#endif
 
 /* dup2/dup3. A shell's redirection (`echo x > f`: open f as 3, dup2(3, 1), close(3), write to 1, then dup2 of
  * the saved stdout back onto 1) writes after the close of the fd it opened: the mark follows the fd to its
@@ -480,66 +479,9 @@ struct nw_dup_args {
 int nw_file_dup2(struct nw_dup_args *args) { return file_dup((int)args->oldfd, (int)args->newfd); }
 int nw_file_dup3(struct nw_dup_args *args) { return file_dup((int)args->oldfd, (int)args->newfd); }
 
-#ifdef NW_RAW_SYSCALLS
-/* x86-64 struct pt_regs (arch/x86/include/uapi/asm/ptrace.h, the ptrace ABI): from r10 at 56 to cs at 136,
- * 8 bytes each; the syscall's arguments are di, si, dx, r10, r8, r9. */
-#define NW_REGS_FROM 56
-#define NW_R10 0
-#define NW_DX  5
-#define NW_SI  6
-#define NW_DI  7
-#define NW_CS  10
-#define NW_USER_CS 0x33   /* __USER_CS: a 64-bit task; 32-bit ones enter with __USER32_CS (0x23) */
-
-/* ctx->args: (struct pt_regs *, syscall number). Everything but the opens and close is one compare.
- * A 32-bit task's numbers are the ia32 table's (3 is read there, 257 remap_file_pages): skipped, as the
- * syscall tracepoints skip compat calls. Known gap, as before: a 64-bit task's `int 0x80` is not told
- * apart by cs (its numbers are then read as the 64-bit table's; only a marked fd's close could be sent). */
-RAW_TRACEPOINT_PROBE(sys_enter)
-{
-    long nr = (long)ctx->args[1];
-    if (nr != __NR_close && nr != __NR_openat && nr != __NR_open && nr != __NR_creat && nr != __NR_openat2)
-        return 0;
-    u64 r[11] = {};
-    bpf_probe_read_kernel(r, sizeof(r), (void *)(ctx->args[0] + NW_REGS_FROM));
-    if ((r[NW_CS] & 0xffff) != NW_USER_CS)
-        return 0;
-    if (nr == __NR_close)
-        return file_close((s32)r[NW_DI]);
-    int dfd = NW_AT_FDCWD;
-    const char *name = (const char *)r[NW_DI];
-    u64 flags = r[NW_SI];
-    u32 mode = (u32)r[NW_DX];
-    if (nr == __NR_openat) {
-        dfd = (int)r[NW_DI];
-        name = (const char *)r[NW_SI];
-        flags = r[NW_DX];
-        mode = (u32)r[NW_R10];
-    } else if (nr == __NR_creat) {
-        flags = 01 | NW_O_CREAT | NW_O_TRUNC;
-        mode = (u32)r[NW_SI];
-    } else if (nr == __NR_openat2) {
-        u64 how[2] = {};   /* struct open_how: u64 flags, u64 mode (uapi, stable) */
-        bpf_probe_read_user(how, sizeof(how), (void *)r[NW_DX]);
-        dfd = (int)r[NW_DI];
-        name = (const char *)r[NW_SI];
-        flags = how[0];
-        mode = (u32)how[1];
-    }
-    return file_open(dfd, name, flags, mode);
-}
-
-/* ctx->args: (struct pt_regs *, return value). A task has a staged record only between the entry and the
- * exit of the file op that staged it (one syscall at a time per task), so no number is needed here. */
-RAW_TRACEPOINT_PROBE(sys_exit) { return file_finish((long)ctx->args[1]); }
-
-#define FILE_EXIT(name)
-#else
 #define FILE_EXIT(name) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return file_finish(args->ret); }
-#endif
 
-#ifndef NW_RAW_SYSCALLS
 #ifdef NW_HAVE_open
 TRACEPOINT_PROBE(syscalls, sys_enter_open) { return file_open(NW_AT_FDCWD, args->filename, args->flags, args->mode); }
 FILE_EXIT(open)
@@ -562,7 +504,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 }
 FILE_EXIT(creat)
 #endif
-#endif   /* !NW_RAW_SYSCALLS: the opens */
 #ifdef NW_HAVE_unlink
 TRACEPOINT_PROBE(syscalls, sys_enter_unlink) { return file_path_op(OP_FILE_UNLINK, NW_AT_FDCWD, args->pathname, 0, 0, -1, -1); }
 FILE_EXIT(unlink)
