@@ -96,6 +96,76 @@ def overhead(exe: str, tmp: str, reps: int, clock: str = "wall") -> list[tuple]:
     return rows
 
 
+_BPF_PROG_GET_NEXT_ID, _BPF_PROG_GET_FD_BY_ID, _BPF_OBJ_GET_INFO_BY_FD = 11, 13, 15
+_RUN_TIME_AT = 192  # offsetof(struct bpf_prog_info, run_time_ns), then run_cnt (uapi, stable)
+
+
+def _bpf(cmd: int, attr: bytes):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    buf = ctypes.create_string_buffer(attr, 128)
+    return libc.syscall(321, cmd, buf, 128), buf  # __NR_bpf on x86-64
+
+
+def _prog_times(ids: set[int]) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the programs `ids` (kernel.bpf_stats_enabled must be on)."""
+    import ctypes
+    import struct
+
+    total = runs = 0
+    for pid in ids:
+        fd, _ = _bpf(_BPF_PROG_GET_FD_BY_ID, struct.pack("<I", pid))
+        if fd < 0:
+            continue
+        info = ctypes.create_string_buffer(256)
+        _bpf(_BPF_OBJ_GET_INFO_BY_FD, struct.pack("<IIQ", fd, 256, ctypes.addressof(info)))
+        os.close(fd)
+        t, n = struct.unpack_from("<QQ", info.raw, _RUN_TIME_AT)
+        total, runs = total + t, runs + n
+    return total, runs
+
+
+def _agent_prog_ids(pid: int) -> set[int]:
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                ids.update(int(line.split()[1]) for line in f if line.startswith("prog_id:"))
+        except OSError:
+            continue
+    return ids
+
+
+def probe_cost(exe: str, tmp: str) -> list[tuple]:
+    """Time spent in the agent's own BPF programs per loop iteration (kernel.bpf_stats_enabled): what the
+    probes cost, whatever else the machine runs (other agents' programs are not counted). Not the whole
+    overhead: a syscall tracepoint's own dispatch and record, and the reader's CPU, are outside it; the
+    stats' clock reads add some ns per run."""
+    loops = [(name, [a.format(tmp=tmp) for a in args]) for name, args, _ in LOOPS]
+    stats = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(stats) as f:
+        was = f.read().strip()
+    agent = Agent()
+    rows = []
+    try:
+        ids = _agent_prog_ids(agent.p.pid)
+        with open(stats, "w") as f:
+            f.write("1")
+        for name, args in loops:
+            t0, n0 = _prog_times(ids)
+            time_loop(exe, args)
+            t1, n1 = _prog_times(ids)
+            n = int(args[1])
+            rows.append((name, f"{(t1 - t0) / n:.0f} ns", f"{(n1 - n0) / n:.1f}"))
+    finally:
+        with open(stats, "w") as f:
+            f.write(was)
+        agent.stop()
+    return rows
+
+
 def consumption(exe: str, rate: int, seconds: float) -> tuple:
     from agent import config
     from agent.outputs.log import JsonLog
@@ -135,7 +205,7 @@ def _table(headers, rows):
         print(line(r))
 
 
-def main(reps: int = 5, clock: str = "wall", overhead_only: bool = False) -> None:
+def main(reps: int = 5, clock: str = "wall", overhead_only: bool = False, probe_costs: bool = False) -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench.sensors needs root")
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +213,9 @@ def main(reps: int = 5, clock: str = "wall", overhead_only: bool = False) -> Non
         print(f"Sensor overhead: {reps} interleaved rounds (without, then with the agent), {clock} time per "
               "iteration (medians); ratio = median of the per-round ratios, spread = their lowest-highest\n")
         _table(("loop", "without", "with agent", "ratio", "spread", "target", ""), overhead(exe, tmp, reps, clock))
+        if probe_costs:
+            print("\nTime in the agent's own BPF programs (kernel.bpf_stats_enabled), per iteration\n")
+            _table(("loop", "in probes", "program runs"), probe_cost(exe, tmp))
         if overhead_only:
             return
         print("\nConsumption at a fixed offered load (bench probe on getppid, real pipeline, JSON to /dev/null)\n")
@@ -160,7 +233,9 @@ if __name__ == "__main__":
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: user+system time of the loop (steadier on a shared machine)")
     ap.add_argument("--overhead-only", action="store_true", help="skip the consumption part")
+    ap.add_argument("--probe-cost", action="store_true",
+                    help="also the time in the agent's own BPF programs per iteration (steady on a shared machine)")
     a = ap.parse_args()
     if a.reps < 1:
         raise SystemExit("--reps must be at least 1")
-    main(a.reps, a.clock, a.overhead_only)
+    main(a.reps, a.clock, a.overhead_only, a.probe_cost)
