@@ -584,12 +584,31 @@ static int all_set(PyObject *en, PyObject *ev, int k) {
 
 static inline size_t mix_ptr(const void *a) { uintptr_t x = (uintptr_t)a; return (size_t)((x >> 4) ^ (x >> 16)); }
 
-/* (keys dict, names list, exes list) of a process context, borrowed from its cache slot */
+/* A fragment is cached only up to this size (characters of its strings; bytes of a JSON fragment): the
+ * caches' 4,096 slots then hold at most ~16 MB each however long the command lines a node runs (a
+ * replay file or a fuzzer's records of 1 KB escaped arguments had them grow the agent by ~130 MB).
+ * Common ones fit: two 1,024-byte argument blocks (ARGS_MAX), a process's and its parent's, in ASCII. */
+#define FRAGMENT_CACHE_MAX 4096
+
+static Py_ssize_t text_size(PyObject *o) {
+    if (PyUnicode_Check(o))
+        return PyUnicode_GET_LENGTH(o);
+    Py_ssize_t n = 0;
+    if (PyList_Check(o))
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(o); i++)
+            n += PyUnicode_Check(PyList_GET_ITEM(o, i)) ? PyUnicode_GET_LENGTH(PyList_GET_ITEM(o, i)) : 8;
+    return n + 8;
+}
+
+/* _process_part's (p, parent, chain, keys, names, exes) of a process context (a new reference), from its
+ * cache slot when there */
 static PyObject *proc_part(PyObject *p, PyObject *parent, PyObject *chain) {
     size_t h = (mix_ptr(p) * 31 + mix_ptr(parent) * 7 + mix_ptr(chain)) & (PART_SLOTS - 1);
     ProcSlot *s = &proc_slots[h];
-    if (s->part != NULL && s->p == p && s->parent == parent && s->chain == chain)
+    if (s->part != NULL && s->p == p && s->parent == parent && s->chain == chain) {
+        Py_INCREF(s->part);
         return s->part;
+    }
     PyObject *part = PyObject_CallFunctionObjArgs(proc_part_fn, p, parent, chain, NULL);
     if (part == NULL)
         return NULL;
@@ -599,8 +618,15 @@ static PyObject *proc_part(PyObject *p, PyObject *parent, PyObject *chain) {
         PyErr_SetString(PyExc_TypeError, "_process_part must return (p, parent, chain, keys, names, exes)");
         return NULL;
     }
+    Py_ssize_t size = text_size(PyTuple_GET_ITEM(part, 4)) + text_size(PyTuple_GET_ITEM(part, 5));
+    PyObject *k, *val;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(PyTuple_GET_ITEM(part, 3), &pos, &k, &val))
+        size += text_size(val);
+    if (size > FRAGMENT_CACHE_MAX)
+        return part; /* too big to keep: made again for each event of this context */
     /* the slot holds its objects: their ids are not reused while cached */
-    Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain);
+    Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); Py_INCREF(part);
     PyObject *op = s->p, *opar = s->parent, *och = s->chain, *opart = s->part;
     s->p = p; s->parent = parent; s->chain = chain; s->part = part;
     Py_XDECREF(op); Py_XDECREF(opar); Py_XDECREF(och); Py_XDECREF(opart);
@@ -807,12 +833,11 @@ static PyObject *flat_or_none(PyObject *en) {
     if (has_chain < 0)
         goto fail;
     if (p != Py_None || parent != Py_None || has_chain) {
+        /* a new reference, held while used: an allocation below may run a collection, and so another
+         * thread that replaces the cache slot (record.flatten is called from other stages' threads too) */
         PyObject *part = proc_part(p, parent, chain);
         if (part == NULL)
             goto fail;
-        /* held while used: an allocation below may run a collection, and so another thread that
-         * replaces the cache slot (record.flatten is called from other stages' threads too) */
-        Py_INCREF(part);
         int bad = merge(rec, PyTuple_GET_ITEM(part, 3)) < 0;
         if (!bad && has_chain) {
             PyObject *n = PyTuple_GET_ITEM(part, 4), *x = PyTuple_GET_ITEM(part, 5);
@@ -1264,6 +1289,13 @@ static PyObject *json_or_none(PyObject *en) {
                 r = j == NULL ? -1 : NOT_EXACT;
                 goto out;
             }
+            if (PyBytes_GET_SIZE(j) > FRAGMENT_CACHE_MAX) { /* not kept: FRAGMENT_CACHE_MAX says why */
+                r = buf_put(&b, PyBytes_AS_STRING(j), PyBytes_GET_SIZE(j));
+                Py_DECREF(j);
+                if (r)
+                    goto out;
+                goto after_proc;
+            }
             Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); /* held: their ids are not reused meanwhile */
             Py_XSETREF(e->p, p); Py_XSETREF(e->parent, parent); Py_XSETREF(e->chain, chain);
             Py_XSETREF(e->json, j);
@@ -1272,6 +1304,7 @@ static PyObject *json_or_none(PyObject *en) {
         if (r)
             goto out;
     }
+after_proc:;
     PyObject *resolved = SLOT(en, K_ENRICHED, E_RESOLVED);
     int tr = PyObject_IsTrue(resolved);
     if (tr < 0 || (tr && (r = put_key_val(&b, KEY_RESOLVED, resolved)) != 0)) {
