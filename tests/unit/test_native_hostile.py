@@ -156,3 +156,35 @@ def test_leak_check_short():
                            "100000", "--mode", "mix", "--max-growth", "12"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_what_the_module_makes_is_not_walked_by_the_collector(mod):
+    """Events, Enricheds and ProcInfos made here are untracked (they cannot be in a cycle): tracked, a
+    4,096-record batch's objects were what each young collection walked and promoted, ~7 % more
+    instructions a record than 256-record batches (issue 17). The Python-made ones stay tracked; a
+    collection still frees a cycle through a container an event is referred to by."""
+    import gc
+
+    ev = _file_event(mod)
+    proc = mod.procinfo(4242, 1, "/bin/sh", ("sh",), 0, 0, "sh", "/")
+    en = mod.enriched(ev, proc, None, None, (), "")
+    assert not gc.is_tracked(ev) and not gc.is_tracked(proc) and not gc.is_tracked(en)
+    assert gc.is_tracked(ProcInfo(1, 0, "/sbin/init", ("init",), 0, 0, "init"))
+    cycle: list = [en]
+    cycle.append(cycle)
+    del cycle
+    assert gc.collect() >= 1
+
+
+def test_a_long_command_line_is_written_the_same_uncached(mod):
+    """A process fragment past 4,096 characters is made again per event rather than kept (the caches'
+    bound): the same line and record each time, equal to the Python flattener's."""
+    import orjson
+
+    argv = ("java",) + tuple(f"-Dx{i}=" + "\\xff" * 40 for i in range(40))
+    proc = ProcInfo(4242, 1, "/usr/bin/java", argv, 0, 10**18, "java", "/")
+    for en in (Enriched(_file_event(mod), proc, proc, None, (proc,)), Enriched(_file_event(mod), proc, None, None, ())):
+        want = record._from_enriched(en)
+        for _ in range(3):
+            assert mod.flatten(en) == want
+            assert mod.json_line(en) == orjson.dumps(want, option=orjson.OPT_APPEND_NEWLINE)
