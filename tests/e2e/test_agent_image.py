@@ -101,11 +101,15 @@ def test_image_holds_only_what_the_agent_needs(agent_image):
     names = subprocess.run(["tar", "-tzf", f"{layout}/blobs/sha256/{app}"], capture_output=True, text=True,
                            check=True, timeout=120).stdout.split()
     top = {n.split("/")[2] for n in names if n.count("/") >= 3 or (n.count("/") == 2 and not n.endswith("/"))}
-    assert top == {"agent", "collector", "nwwire", "probes", "proto", "pyproject.toml", "README.md", ".venv"}, top
+    assert top == {"agent", "collector", "nwwire", "probes", "proto", "pyproject.toml", "README.md", ".venv",
+                   "build"}, top
     assert "opt/nodewarden/nwwire/gen/nodewarden/v1/event_pb2.py" in names
     assert "opt/nodewarden/.venv/bin/nodewarden" in names
+    # build/ holds only the compiled decoders (agent/sensors/native.py), made on the build machine
+    built = [n for n in names if n.startswith("opt/nodewarden/build/") and not n.endswith("/")]
+    assert built and all(n.startswith("opt/nodewarden/build/native/_nwnative.") for n in built), built
     ours = [n for n in names if n.count("/") >= 2 and not n.startswith("opt/nodewarden/.venv/")]
-    assert not [n for n in ours if n.split("/")[2] in ("tests", ".git", "bench", "build") or n.endswith(".db")]
+    assert not [n for n in ours if n.split("/")[2] in ("tests", ".git", "bench") or n.endswith(".db")]
 
 
 def test_agent_ready_with_the_daemonsets_privileges(agent, cd):
