@@ -32,6 +32,11 @@ sys.path.insert(0, ROOT)
 MANIFEST = os.path.join(ROOT, "tests", "data", "webshells", "MANIFEST")
 DEFAULT_CORPUS = "/work/corpora/webshells"
 LANGUAGES = ("php", "jsp", "asp", "aspx", "cfm", "perl", "python")  # keep in sync with the builder's _LANG
+# The builder's _LANG keys (keep in sync): a ".txt" sample name whose stem ends in one of these is that language.
+WEB_EXTENSIONS = frozenset(
+    ".php .php3 .php4 .php5 .php7 .pht .phtml .inc .jsp .jspx .jspf .java .asp .asa .cer .cdx .aspx .ashx .soap"
+    " .svc .asmx .ascx .cs .cshtml .master .cfm .cfml .cfc .pl .cgi .pm .py".split()
+)
 ACCEPTANCE = ("php", "jsp", "asp", "aspx")  # the languages issue 11 counts
 TARGET_DETECTION = 95.0
 TARGET_FP = 0.1
@@ -49,7 +54,13 @@ class Sample:
 
     @property
     def ext(self) -> str:
-        return os.path.splitext(self.path.rsplit("/", 1)[-1])[1].lower()
+        name = self.path.rsplit("/", 1)[-1].lower()
+        stem, ext = os.path.splitext(name)
+        # A data set that stores "NAME.php.txt" (the builder's strip_suffix): the corpus copy is named by
+        # the extension inside, so the bench must look for <sha>.php, not <sha>.txt.
+        if ext == ".txt" and os.path.splitext(stem)[1] in WEB_EXTENSIONS:
+            return os.path.splitext(stem)[1]
+        return ext
 
     def file(self, corpus: str) -> str:
         return os.path.join(corpus, self.split, self.label, self.language, self.sha + self.ext)

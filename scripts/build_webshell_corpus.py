@@ -228,6 +228,14 @@ SOURCES = [
         unused="not used: black-list/others/ mixes shells with whole libraries (phpseclib, mPDF, a shell manager)",
     ),
     Source("for-just-we/webshell_sample", "shell", under=("train/webshell/", "test/webshell/")),
+    # Added 2026-12-03 (fourth session, second round): a detection data set storing each sample as
+    # NAME.php.txt / .asp.txt / .jsp.txt; only its black/ (shell) halves, white/ is benign code.
+    Source(
+        "HzieeC/WebshellDetectDataset",
+        "shell",
+        under=("php/black/", "asp/black/", "jsp/black/"),
+        strip_suffix=".txt",
+    ),
 ]
 # SOURCES before this index made the first published corpus (2026-12-03, 12 collections and 37 projects).
 _FROZEN = 49
@@ -496,7 +504,8 @@ _HEADER = """\
 # scripts/build_webshell_corpus.py from the commits named here. Benign projects list only the files
 # taken (web code, at most 1500 a project, templates first then lowest sha256).
 # Shell collections list every file of the tree (JiaHeng-DLUT/Webshell-samples: samples/webshell/ only).
-# Also subtrees only: zhangchi991022/webshellDetection black-list/ (not used); for-just-we/webshell_sample */webshell/.
+# Also subtrees only: zhangchi991022/webshellDetection black-list/ (not used); for-just-we/webshell_sample */webshell/;
+# HzieeC/WebshellDetectDataset */black/ (its NAME.php.txt files are read as .php).
 """
 
 
