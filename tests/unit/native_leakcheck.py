@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-growth", type=float, default=8.0, help="MB allowed after the first step")
     args = ap.parse_args(argv)
 
-    from bench.pipeline import _pipeline, _prologue
     from agent.sensors import native
+    from bench.pipeline import _pipeline, _prologue
 
     mod = native.MODULE  # None (NODEWARDEN_NATIVE=0): the Python reference, to compare its RSS with
     print(f"native: {mod.__file__ if mod is not None else native.STATUS}")
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     if done >= next_line:
                         now = rss_mb()
                         first = now if first is None else first
-                        print(f"{mode}: {done:>10,} records  RSS {now:7.1f} MB  (+{now - first:.1f} since the first step)",
+                        grown = now - first
+                        print(f"{mode}: {done:>10,} records  RSS {now:7.1f} MB  (+{grown:.1f} since the first step)",
                               flush=True)
                         next_line += args.step
                     if done >= args.records:

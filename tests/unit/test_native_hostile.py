@@ -17,7 +17,7 @@ from agent.events import ContainerInfo, Enriched, Op, ProcInfo
 from agent.outputs import record
 from agent.sensors import native
 from agent.sensors.common import BootClock
-from tests.unit.detect_events import file_rec, net_rec
+from tests.unit.detect_events import file_rec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -117,7 +117,7 @@ def test_fuzzed_records_decode_as_python_does(mod):
         for fast, ref in pairs:
             try:
                 want = ref(raw, clock)
-            except Exception as e:  # noqa: BLE001: the class is compared
+            except Exception as e:  # noqa: BLE001 (the class is compared)
                 with pytest.raises(type(e)):
                     fast(raw, clock)
                 continue

@@ -214,8 +214,8 @@ def extract(text: str, lang: str, budget) -> list[tuple[str, str]]:
         # `<object runat=server id=sh classid="clsid:72C24DD5-...">` is CreateObject spelled as a tag: each
         # unit sees it as the statement it stands for, so `sh.Run x` reads as WScript.Shell's Run
         for la in list(units):
-            stmts = [(f'set {i} = server.createobject("{p}")' if la == "vb" else f'var {i} = Server.CreateObject("{p}")')
-                     for i, p in objects]
+            stmts = [(f'set {i} = server.createobject("{p}")' if la == "vb"
+                      else f'var {i} = Server.CreateObject("{p}")') for i, p in objects]
             units[la].insert(0, "\n".join(stmts) if la == "vb" else ";\n".join(stmts) + ";")
     if not units and "<" not in text[:2000]:
         units[default] = [text]  # bare script saved with a server extension (an include, or IIS mapping)

@@ -75,7 +75,8 @@ SINKS = [
     # the other deserialisers that build any class the input names: XMLDecoder runs method calls written in
     # its XML, SnakeYAML's default constructor and XStream instantiate what the document says
     _S(re.compile(r"\bnew (?:java\.beans\.)?XMLDecoder\("), "XMLDecoder", "deser"),
-    _S(re.compile(r"\.(?:load|loadAs|loadAll)\("), "Yaml.load", "deser", needs=re.compile(r"\bnew (?:[\w.]+\.)?Yaml\(")),
+    _S(re.compile(r"\.(?:load|loadAs|loadAll)\("), "Yaml.load", "deser",
+       needs=re.compile(r"\bnew (?:[\w.]+\.)?Yaml\(")),
     _S(re.compile(r"\.fromXML\("), "XStream.fromXML", "deser", needs=re.compile(r"XStream")),
     _S(re.compile(r"\.newInstance\(\)"), "Class.newInstance", "classload", receiver=True,
        needs=re.compile(r"defineClass|ClassLoader")),
@@ -246,7 +247,8 @@ _SOCKET_VAR = re.compile(r"\b(\w+)\s*=\s*(?:new\s+(?:java\.net\.)?Socket\s*\(|\w
 
 
 _PART_VAR = re.compile(r"\b(\w+)\s*(?:=\s*(?:\(\s*[\w.]+\s*\)\s*)?[\w.()]*\.getPart\s*\(|:\s*[\w.()]*\.getParts\s*\()"
-                       r"|\b(?:Part|FileItem|DiskFileItem)\s+(\w+)\s*[=:;)]")  # a servlet Part, a commons-fileupload item
+                       # a servlet Part, a commons-fileupload item
+                       r"|\b(?:Part|FileItem|DiskFileItem)\s+(\w+)\s*[=:;)]")
 
 
 def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
@@ -262,7 +264,8 @@ def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
     if names:
         sources.append(re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\.getInputStream\(\)"))
     if parts:
-        sinks.append(_S(re.compile(r"\b(?:" + "|".join(map(re.escape, parts)) + r")\.write\("), "Part.write", "write"))  # (FileItem.write too)
+        # (FileItem.write too)
+        sinks.append(_S(re.compile(r"\b(?:" + "|".join(map(re.escape, parts)) + r")\.write\("), "Part.write", "write"))
     return jsp_flow.Lang(base.name, sources, sinks, base.breaks, base.flags, base.func_kw)
 
 
@@ -390,7 +393,8 @@ def _inserted_code(toks, budget, found: list, depth: int) -> None:
         return
     parts = []
     for i in range(2, len(toks) - 2):
-        if toks[i][0] == "i" and toks[i][1] in _INSERT_CALLS and toks[i - 1] == ("o", ".") and toks[i + 1] == ("o", "("):
+        if (toks[i][0] == "i" and toks[i][1] in _INSERT_CALLS and toks[i - 1] == ("o", ".")
+                and toks[i + 1] == ("o", "(")):
             for t in toks[i + 2:i + 40]:
                 if t == ("o", ";"):
                     break

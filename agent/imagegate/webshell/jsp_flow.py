@@ -260,8 +260,9 @@ class Program:
                 continue
             if found >= 256:
                 return  # each one's end is a scan ahead: bounded for a page of thousands
-            if toks[i + 1] == ("o", "{") and toks[i + 2] == ("i", "get") and (toks[i - 1][0] == "i"
-                                                                             or toks[i - 1] in (("o", ">"), ("o", "]"))):
+            before = toks[i - 1]
+            if toks[i + 1] == ("o", "{") and toks[i + 2] == ("i", "get") and (
+                    before[0] == "i" or before in (("o", ">"), ("o", "]"))):
                 end = self.close(i + 1)
                 found += 1
                 if end >= n:

@@ -27,7 +27,8 @@ _FETCH = re.compile(r"xmlhttp|winhttp|msxml2\.|\bnew (?:system\.net\.)?webclient
 _FETCH_WORDS = ("xmlhttp", "winhttp", "msxml2.", "webclient", "httpwebrequest", "webrequest.create", "openconnection(",
                 "openstream(", "httpclient", "downloadstring")
 # a constant URL of another host (not this one, not a loopback address)
-_REMOTE = re.compile(r'"https?://(?!localhost\b|127\.|\[::1\])[\w.-]{1,253}\.[\w-]{1,63}(?::\d+)?(?:/[^"\s]{0,2000})?"', _I)
+_REMOTE = re.compile(r'"https?://(?!localhost\b|127\.|\[::1\])[\w.-]{1,253}\.[\w-]{1,63}(?::\d+)?'
+                     r'(?:/[^"\s]{0,2000})?"', _I)
 _SELF = re.compile(r'servervariables[(\[]"(?:http_host|server_name|script_name|url|query_string|path_info)"'
                    r"|\bRequest\.Url\b|\.(?:getRequestURL|getServerName|getRequestURI|getQueryString)\(", _I)
 _CRAWLER = re.compile(r'"[^"]{0,40}(?:baidu|googlebot|google|360spider|haosou|sogou|soso|yisou|bingbot|yahoo|'
@@ -65,7 +66,8 @@ def remote_relay(text: str, found: list, lang: str, language: str) -> None:
 _HTTP_OBJ = re.compile(r'\b(\w+)=(?:server\.)?(?:createobject|new activexobject)\("[^"]*(?:xmlhttp|winhttp)', _I)
 _ECHO_FETCHED = re.compile(r"\.response(?:text|body|stream)\b|\.(?:DownloadString|DownloadData|OpenRead)\("
                            r"|\.(?:openStream|openConnection|getInputStream)\(", _I)
-_CS_FETCH = re.compile(r"\.(?:DownloadString|DownloadData|OpenRead)\(|\bWebRequest\.Create\(|\bnew (?:java\.net\.)?URL\(")
+_CS_FETCH = re.compile(r"\.(?:DownloadString|DownloadData|OpenRead)\(|\bWebRequest\.Create\("
+                       r"|\bnew (?:java\.net\.)?URL\(")
 _MAX_OPENS = 32
 
 
