@@ -51,8 +51,8 @@ BPF_LPM_TRIE(watch_prefix, struct path_key, u8, 1024);   /* watched paths: NW_WA
 BPF_HASH(watch_head, u64, u8, 1024);   /* the first 8 bytes of each watch prefix: the pre-filter */
 BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
 
-/* Staging (issue 17): in task storage where the kernel has it for tracing programs (Linux 5.11, which is
- * also when epoll_pwait2 came: its tracepoints tell the loader's NW_HAVE_ check the kernel is that new).
+/* Staging (issue 17): in task storage where the kernel has it for tracing programs (Linux 5.11; the loader
+ * defines NW_HAVE_TASK_STORAGE when the kernel's BTF has the map type and bpf_get_current_task_btf).
  * Why: every open's exit looks its thread's record up, which for a read-only open finds nothing; that miss
  * cost ~100 ns per open in the LRU hash here, a task storage lookup ~40 ns (kernel.bpf_stats_enabled), and
  * what a task staged goes with the task. Older kernels: an LRU hash by tid, which bounds what threads
@@ -62,7 +62,7 @@ BPF_PERCPU_ARRAY(file_scratch, struct file_event, 1);
  * tracepoints stay attached, so the kernel's per-syscall dispatch still runs on every call, and the raw
  * programs ran on every syscall of the node, reading struct pt_regs with bpf_probe_read_kernel: ~105 ns
  * per open at sys_enter against the openat tracepoint program's ~46. */
-#if defined(NW_HAVE_epoll_pwait2)
+#if defined(NW_HAVE_TASK_STORAGE)
 #define NW_TASK_STAGE 1
 #endif
 

@@ -99,7 +99,11 @@ class BTF:
                     bit_off, bits = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
                     ms.append((self._str(m_name) if m_name else "", m_type, bit_off, bits))
                 members = tuple(ms)
-            elif kind in (KIND_ENUM, KIND_FUNC_PROTO):
+            elif kind == KIND_ENUM:
+                # (name offset, value) pairs, names decoded when asked (enum_values): vmlinux has thousands
+                members = tuple(struct.unpack_from(f"<{2 * vlen}i", data, pos)) if vlen else ()
+                pos += 8 * vlen
+            elif kind == KIND_FUNC_PROTO:
                 pos += 8 * vlen
             elif kind in (KIND_DATASEC, KIND_ENUM64):
                 pos += 12 * vlen
@@ -109,6 +113,8 @@ class BTF:
             t = _Type(kind, name, size_or_type, members)
             tid = len(self._types)
             self._types.append(t)
+            if name and kind == KIND_ENUM:
+                self._by_name.setdefault((kind, name), tid)
             if name and kind in (KIND_STRUCT, KIND_UNION):
                 # A forward-declared twin has size 0; keep the first complete definition.
                 key = (kind, name)
@@ -177,6 +183,16 @@ class BTF:
     def _int_bits(self, tid: int) -> int | None:
         _, t = self._resolve(tid)
         return t.members[0] if t is not None and t.kind == KIND_INT else None
+
+    def enum_values(self, name: str) -> dict[str, int]:
+        """The enumerators of `enum name` ({} when this BTF has no such enum). Why: what a kernel offers BPF
+        (map types, helpers: enum bpf_map_type, enum bpf_func_id) is read here, not guessed from its version,
+        which backports make unreliable."""
+        tid = self._by_name.get((KIND_ENUM, name))
+        if tid is None:
+            return {}
+        raw = self._types[tid].members
+        return {self._str(raw[i] & 0xFFFFFFFF): raw[i + 1] for i in range(0, len(raw), 2)}
 
     def has_struct(self, name: str) -> bool:
         return (KIND_STRUCT, name) in self._by_name

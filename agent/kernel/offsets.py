@@ -103,5 +103,13 @@ def _offset(btf: BTF, path: str, size: int) -> int:
     return f.offset
 
 
+def task_storage_available(btf: BTF) -> bool:
+    """Whether tracing programs can stage in BPF task storage (probes/file.bpf.c NW_HAVE_TASK_STORAGE): the map
+    type and bpf_get_current_task_btf, which task storage needs as its task argument (plain
+    bpf_get_current_task is refused there), both in this kernel's own enums (Linux 5.11 brought both)."""
+    return ("BPF_MAP_TYPE_TASK_STORAGE" in btf.enum_values("bpf_map_type")
+            and "BPF_FUNC_get_current_task_btf" in btf.enum_values("bpf_func_id"))
+
+
 def cflags(offsets: dict[str, int]) -> list[str]:
     return [f"-D{name}={off}" for name, off in sorted(offsets.items())]

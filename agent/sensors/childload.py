@@ -145,11 +145,12 @@ def _cflags(sensors, req: dict, tracefs: str, missing: list[str]) -> list[str]:
     from agent.kernel import headers
     from agent.kernel.btf import BTF
     from agent.kernel.offsets import cflags as offset_cflags
-    from agent.kernel.offsets import kernel_offsets, optional_offsets
+    from agent.kernel.offsets import kernel_offsets, optional_offsets, task_storage_available
 
     try:
         btf = BTF.load()
         offsets = kernel_offsets(btf) | optional_offsets(btf)
+        task_storage = task_storage_available(btf)
     except Exception as e:
         raise ChildError(f"kernel BTF: {e}") from None
     flags = [f"-I{req['probes_dir']}", f"-DNW_RINGBUF_PAGES={int(req['ringbuf_pages'])}"]
@@ -157,6 +158,8 @@ def _cflags(sensors, req: dict, tracefs: str, missing: list[str]) -> list[str]:
     # child's own are skipped through ignore_tgid (filled before the first attach, see _load).
     flags.append(f"-DNW_AGENT_TGID={int(req['agent_tgid'])}")
     flags += offset_cflags(offsets)
+    if task_storage:
+        flags.append("-DNW_HAVE_TASK_STORAGE")
     for s in sensors:
         for cat, name in s.optional_tracepoints:
             if headers.tracepoint_exists(tracefs, cat, f"sys_enter_{name}") and headers.tracepoint_exists(

@@ -28,10 +28,7 @@ def decode_file(buf: bytes, clock: BootClock) -> FileEvent:
 # Syscalls some kernels lack (legacy x86-only calls, newer additions): compiled in only when
 # tracefs has both their enter and exit tracepoints.
 OPTIONAL = ("open", "openat2", "creat", "unlink", "rename", "renameat", "chmod", "fchmodat2", "chown", "lchown",
-            "symlink", "link",
-            # not traced: its tracepoints say the kernel is 5.11 or later (task storage and
-            # bpf_get_current_task_btf for tracing programs), which the raw sys_enter/sys_exit dispatch needs
-            "epoll_pwait2")
+            "symlink", "link")
 
 SENSOR = Sensor(
     name="file",

@@ -11,7 +11,8 @@ import os
 import pytest
 
 from agent.events import Op
-from agent.kernel import headers
+from agent.kernel.btf import BTF
+from agent.kernel.offsets import task_storage_available
 from agent.sensors.loader import ProbeConfig, ProbeSet
 from tests.kernel.conftest import run_targeted
 
@@ -23,7 +24,7 @@ BPF_MAP_TYPE_TASK_STORAGE, BPF_MAP_TYPE_LRU_HASH = 29, 9
 
 
 def _task_storage_expected() -> bool:
-    return headers.tracepoint_exists(headers.ensure_tracefs(), "syscalls", "sys_enter_epoll_pwait2")
+    return task_storage_available(BTF.load())
 
 
 @pytest.fixture(scope="module")
