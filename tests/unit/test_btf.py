@@ -129,3 +129,21 @@ def test_this_kernels_offsets_agree_with_what_its_source_fixes():
     for name, (path, size) in FIELDS.items():
         outer = btf.struct_size(path.split(".")[0])
         assert 0 <= offs[name] and offs[name] + size <= outer, path
+
+
+def test_enums_built_here_and_the_running_kernels():
+    strs = b"\0colour\0RED\0BLUE\0"
+    off = {s: strs.index(s.encode() + b"\0") for s in ("colour", "RED", "BLUE")}
+    # an enum of two (kind 6, vlen 2, size 4): RED = 0, BLUE = -3
+    types = struct.pack("<III", off["colour"], (6 << 24) | 2, 4) + struct.pack("<ii", off["RED"], 0)
+    types += struct.pack("<ii", off["BLUE"], -3)
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strs))
+    b = BTF(hdr + types + strs)
+    assert b.enum_values("colour") == {"RED": 0, "BLUE": -3}
+    assert b.enum_values("shade") == {}
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        pytest.skip("no kernel BTF here")
+    k = BTF.load()
+    # uapi values (include/uapi/linux/bpf.h): fixed for ever once released
+    assert k.enum_values("bpf_map_type")["BPF_MAP_TYPE_HASH"] == 1
+    assert k.enum_values("bpf_func_id")["BPF_FUNC_map_lookup_elem"] == 1
