@@ -564,6 +564,7 @@ def _from_enriched(en: Enriched) -> dict:
 # container state. Each entry holds its objects, so an id is not reused while it is cached; bounded by
 # clearing, as the ancestry cache was. Measured (bench/pipeline.py mix): flatten went from ~3.4 us to ~1.3 us.
 _PART_MAX = 4096
+_FRAGMENT_MAX = 4096  # characters of a process fragment's strings, at most, for it to be cached
 _proc_parts: dict[tuple[int, int, int], tuple] = {}
 _container_parts: dict[int, tuple] = {}
 
@@ -580,9 +581,12 @@ def _process_part(p, parent, chain: tuple) -> tuple:
         keys["process.parent.executable.path"] = parent.exe
         keys["process.parent.command_line"] = command_line(parent.argv)
     hit = (p, parent, chain, keys, [a.comm for a in chain], [a.exe for a in chain])
-    if len(_proc_parts) >= _PART_MAX:
-        _proc_parts.clear()
-    _proc_parts[(id(p), id(parent), id(chain))] = hit
+    # Only fragments of ordinary size are kept: hostile records (4 KB command lines of escaped bytes) would
+    # otherwise make the cache hold ~25 MB; the compiled cache has the same bound (_native.c FRAGMENT_CACHE_MAX).
+    if sum(len(v) for v in keys.values() if type(v) is str) <= _FRAGMENT_MAX:
+        if len(_proc_parts) >= _PART_MAX:
+            _proc_parts.clear()
+        _proc_parts[(id(p), id(parent), id(chain))] = hit
     return hit
 
 

@@ -118,6 +118,20 @@ def test_a_fragment_is_not_reused_across_changes():
         _same(record.from_enriched(en), plain(en))  # the second time from the cache
 
 
+def test_an_oversized_fragment_is_written_the_same_and_not_kept():
+    """Hostile records (kilobytes of escaped argv) make the same record, but their fragment is not cached:
+    4,096 cached fragments of that size would hold ~25 MB."""
+    ev = _DECODERS[10](file_rec(10, "/tmp/x", flags=os.O_WRONLY, ret=3), BootClock())
+    big = ProcInfo(7, 1, "/bin/sh", ("sh", "-c", "\\x9f" * 2000), 0, 10**18, "sh")
+    en = Enriched(ev, big, None, None, ())
+    record._proc_parts.clear()
+    _same(record.from_enriched(en), plain(en))
+    assert not record._proc_parts
+    small = Enriched(ev, ProcInfo(8, 1, "/bin/sh", ("sh",), 0, 10**18, "sh"), None, None, ())
+    _same(record.from_enriched(small), plain(small))
+    assert len(record._proc_parts) == 1
+
+
 def test_records_do_not_share_their_lists():
     ev = _DECODERS[10](file_rec(10, "/tmp/x"), BootClock())
     parent = ProcInfo(1, 0, "/sbin/init", ("init",), 0, 0, "init")
