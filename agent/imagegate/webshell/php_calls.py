@@ -59,6 +59,16 @@ def _call(ctx: Ctx, node, sc: Scope) -> V:
     return _dynamic(ctx, cv, argn, None, node, sc)
 
 
+def _same_list_call(node, argn) -> bool:
+    """`$x[0]($x[1])`: the callee and an argument are elements of the same variable (constant keys)."""
+    callee = node[1] if isinstance(node, tuple) and len(node) > 1 else None
+    if not (isinstance(callee, tuple) and callee[0] == "idx" and isinstance(callee[1], tuple)
+            and callee[1][0] == "var" and callee[2] is not None):
+        return False
+    return any(isinstance(a, tuple) and a[0] == "idx" and a[1] == callee[1] and a[2] is not None
+               and a[2] != callee[2] for a in argn)
+
+
 def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, via: str = "") -> V:
     """A call through a value: `$f(...)`, a callback, an invoked object."""
     fn = cv.fn
@@ -83,6 +93,10 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             conf = 0.95 if data.t else 0.85
         elif strong_args or (via and any(a.t for a in args)):
             conf = 0.7  # a computed or unknown function name called with request data as its argument
+        elif _same_list_call(node, argn) and any(not x.startswith(_WEAK) for x in cv.t):
+            # `$x = explode('~', base64_decode($_POST['x'])); $x[0]($x[1])`: one decoded request list
+            # names the function and gives its argument; no dispatcher calls an element of a list with another
+            conf = 0.7
         else:
             conf = 0.45
         _raw(ctx, "php.request-function", "critical", conf, _label(cv), via or "$function(…)",
@@ -887,6 +901,10 @@ def _file_op(ctx: Ctx, name: str, args: list[V], node, sc: Scope) -> V | None:
     return None
 
 
+# the constant text written just before the request's part ends in a code or command sink's open paren
+_CODE_HEAD = re.compile(r"\b(?:eval|assert|system|passthru|shell_exec|popen|proc_open)\s*\(\s*@?\s*$", re.I)
+
+
 def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
     p = _sv(path) if not isinstance(path.s, dict) else None
     php_path = (p if p is not None else path.tail).lower().rstrip().endswith(_PHP_EXT)
@@ -905,6 +923,11 @@ def _write(ctx: Ctx, name: str, path: V, data: V, node, sc: Scope) -> None:
             conf, why = 0.6, "downloaded content written to a script file"
         elif php_path and remote:
             conf, why = 0.45, "downloaded content written to a script file"
+        elif _CODE_HEAD.search(data.head[-200:]) and data.head.lstrip().startswith("<?"):
+            # `fputs(fopen($f, 'w'), "<?php eval($_POST[c]); ?>")`: the double quotes put the request's
+            # value inside a PHP sink call of the file written, whatever the path; a one-line shell
+            # written by a dropper (compiled templates open with `<?php echo`, never a sink call)
+            conf, why = 0.8, "writes a script that runs the request's data as code"
         elif php_path and data.d:
             conf, why = 0.85, "request data written to a script file"
         elif php_path:
