@@ -62,7 +62,11 @@ _IIS_LANG = {".asp": "asp", ".asa": "asp", ".cer": "asp", ".cdx": "asp", ".aspx"
 
 
 def _iis_name(path: str) -> str | None:
-    *dirs, base = path.lower().split("/")
+    low = path.lower()
+    # asked of every file of a layer that has no web extension: the common answer must be cheap
+    if ";" not in low and ".as" not in low and ".ce" not in low and ".cd" not in low:
+        return None
+    *dirs, base = low.split("/")
     if ";" in base:
         lang = _IIS_LANG.get(os.path.splitext(base.split(";", 1)[0])[1])
         if lang is not None:
