@@ -11,30 +11,8 @@ from __future__ import annotations
 import base64
 
 from agent.imagegate import webshell
-from agent.imagegate.webshell import THRESHOLD
 from agent.imagegate.webshell.php_fold import NOTHING, fold, preg_fold
-
-
-def _hits(code: str, name: str = "x.php"):
-    return webshell.scan(name, code.encode("latin-1"))
-
-
-def _shell(code: str, *, rule: str = "", sink: str = ""):
-    hs = _hits(code)
-    assert hs, f"no hit for {code!r:.200}"
-    h = max(hs, key=lambda h: h.confidence)
-    assert h.confidence >= THRESHOLD, hs
-    if rule:
-        assert h.rule == rule, hs
-    if sink:
-        assert sink in h.sink, h
-    assert h.snippet, h
-    return h
-
-
-def _clean(code: str):
-    hs = _hits(code)
-    assert not webshell.is_shell(hs), [h for h in hs if h.confidence >= THRESHOLD]
+from tests.unit.php_shell_asserts import _clean, _hits, _shell
 
 
 # -- folding: preg_replace / preg_filter and substr_replace on constants -----------------------------

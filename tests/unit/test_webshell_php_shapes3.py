@@ -6,28 +6,7 @@ stay clean. Every sample is written here; none is copied from a collection."""
 
 from __future__ import annotations
 
-from agent.imagegate import webshell
-from agent.imagegate.webshell import THRESHOLD
-
-
-def _hits(code: str, name: str = "x.php"):
-    return webshell.scan(name, code.encode("latin-1"))
-
-
-def _shell(code: str, *, rule: str = ""):
-    hs = _hits(code)
-    assert hs, f"no hit for {code!r:.200}"
-    h = max(hs, key=lambda h: h.confidence)
-    assert h.confidence >= THRESHOLD, hs
-    if rule:
-        assert h.rule == rule, hs
-    assert h.snippet, h
-    return h
-
-
-def _clean(code: str):
-    hs = _hits(code)
-    assert not webshell.is_shell(hs), [h for h in hs if h.confidence >= THRESHOLD]
+from tests.unit.php_shell_asserts import _clean, _shell
 
 
 # -- one request list: its first element is the function, another its argument -----------------------
