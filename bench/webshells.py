@@ -31,12 +31,12 @@ sys.path.insert(0, ROOT)
 
 MANIFEST = os.path.join(ROOT, "tests", "data", "webshells", "MANIFEST")
 DEFAULT_CORPUS = "/work/corpora/webshells"
-LANGUAGES = ("php", "jsp", "asp", "aspx", "cfm", "perl", "python")  # keep in sync with the builder's _LANG
-# The builder's _LANG keys (keep in sync): a ".txt" sample name whose stem ends in one of these is that language.
-WEB_EXTENSIONS = frozenset(
-    ".php .php3 .php4 .php5 .php7 .pht .phtml .inc .jsp .jspx .jspf .java .asp .asa .cer .cdx .aspx .ashx .soap"
-    " .svc .asmx .ascx .cs .cshtml .master .cfm .cfml .cfc .pl .cgi .pm .py".split()
-)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from build_webshell_corpus import _LANG  # noqa: E402 (the builder's extension table, read here, not copied)
+
+LANGUAGES = tuple(dict.fromkeys(_LANG.values()))  # php jsp asp aspx cfm perl python: the builder's order
+# a ".txt" sample name whose stem ends in one of the builder's extensions is that language's file
+WEB_EXTENSIONS = frozenset(_LANG)
 ACCEPTANCE = ("php", "jsp", "asp", "aspx")  # the languages issue 11 counts
 TARGET_DETECTION = 95.0
 TARGET_FP = 0.1
