@@ -94,10 +94,12 @@ def test_gpu_node_end_to_end(gpu_node, containerd, busybox_image, tmp_path, monk
             _check_metrics(port, cid)
             _check_collector(sock, cid)
             _check_hang(agent, cfg, events, pid)
-            deadline = time.monotonic() + 15  # status.json is rewritten every 5 s
+            # status.json is rewritten every 5 s: the one on disk may predate the first sample (no processes
+            # yet), so wait for one written after it
+            deadline = time.monotonic() + 20
             while True:
                 devs = {d["uuid"]: d for d in agent.status(str(tmp_path / "state"))["devices"]["devices"]}
-                if devs or time.monotonic() > deadline:
+                if (GPU0 in devs and devs[GPU0]["processes"]) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             assert set(devs) == {GPU0, GPU1}
