@@ -218,20 +218,34 @@ static PyObject *need_config(void) {
     return NULL;
 }
 
-static PyObject *decode_file(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* Every decoder's start: its two arguments, the record's buffer (held until the caller releases it),
+ * its size checked against `need`, the 11 header fields in v[0..10]. 0, or -1 with an error set and
+ * nothing held. */
+static int begin(PyObject *const *args, Py_ssize_t nargs, const char *what, Py_ssize_t need, Py_buffer *b,
+                 PyObject **v) {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode_file(buf, clock)");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "decode_%s(buf, clock)", what);
+        return -1;
     }
-    if (!configured)
-        return need_config();
+    if (!configured) {
+        need_config();
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[0], b, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (check(b, need, what) < 0 || header(b->buf, args[1], v) < 0) {
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *decode_file(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer b;
-    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
-        return NULL;
     PyObject *v[MAX_FIELDS] = {0}, *out = NULL;
+    if (begin(args, nargs, "file", FILE_SIZE, &b, v) < 0)
+        return NULL;
     const unsigned char *p = b.buf;
-    if (check(&b, FILE_SIZE, "file") < 0 || header(p, args[1], v) < 0)
-        goto done;
     PyObject *path = escape(p + FOFF_PATH, clamp(rd32(p + FOFF_PLEN), PATH_MAX_));
     PyObject *path2 = escape(p + FOFF_PATH2, clamp(rd32(p + FOFF_P2LEN), PATH_MAX_));
     v[11] = path;
@@ -257,7 +271,6 @@ static PyObject *decode_file(PyObject *self, PyObject *const *args, Py_ssize_t n
     v[18] = PyLong_FromUnsignedLong(rd32(p + FOFF_OUID));
     v[19] = PyLong_FromUnsignedLong(rd32(p + FOFF_OGID));
     out = make(&kinds[K_FILE], v);
-done:
     PyBuffer_Release(&b);
     return out;
 }
@@ -266,19 +279,11 @@ done:
  * d_path writes it, st_dev from the kernel's s_dev (abi.dev_to_user); an older probe's record (no
  * exe_flags..cwd) gets the dataclass defaults, which native.py checks are "", False, False, False, 0, "" */
 static PyObject *decode_exec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode_exec(buf, clock)");
-        return NULL;
-    }
-    if (!configured)
-        return need_config();
     Py_buffer b;
-    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
-        return NULL;
     PyObject *v[MAX_FIELDS] = {0}, *out = NULL;
+    if (begin(args, nargs, "exec", XOFF_FLAGS, &b, v) < 0)
+        return NULL;
     const unsigned char *p = b.buf;
-    if (check(&b, XOFF_FLAGS, "exec") < 0 || header(p, args[1], v) < 0)
-        goto done;
     Py_ssize_t fn_len = clamp(rd32(p + XOFF_FNLEN), PATH_MAX_), args_len = clamp(rd32(p + XOFF_ARGSLEN), ARGS_MAX_);
     v[11] = escape(p + XOFF_FILENAME, fn_len);
     /* split_args: no block, no argv; one trailing NUL dropped; each argument escaped */
@@ -341,7 +346,6 @@ static PyObject *decode_exec(PyObject *self, PyObject *const *args, Py_ssize_t n
         v[22] = escape(p + XOFF_CWD, clamp(rd32(p + XOFF_CWDLEN), PATH_MAX_));
     }
     out = make(&kinds[K_EXEC], v);
-done:
     PyBuffer_Release(&b);
     return out;
 }
@@ -419,19 +423,11 @@ static PyObject *transport(PyObject *family, unsigned sock_type) {
 }
 
 static PyObject *decode_net(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode_net(buf, clock)");
-        return NULL;
-    }
-    if (!configured)
-        return need_config();
     Py_buffer b;
-    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
-        return NULL;
     PyObject *v[MAX_FIELDS] = {0}, *out = NULL;
+    if (begin(args, nargs, "net", NET_SIZE, &b, v) < 0)
+        return NULL;
     const unsigned char *p = b.buf;
-    if (check(&b, NET_SIZE, "net") < 0 || header(p, args[1], v) < 0)
-        goto done;
     const unsigned char *raw = p + NOFF_ADDR;
     Py_ssize_t n = clamp(rd16(p + NOFF_ALEN), ADDR_MAX_);
     PyObject *family = NULL, *address = NULL;
@@ -471,47 +467,29 @@ done:
 }
 
 static PyObject *decode_fork(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode_fork(buf, clock)");
-        return NULL;
-    }
-    if (!configured)
-        return need_config();
     Py_buffer b;
-    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
-        return NULL;
     PyObject *v[MAX_FIELDS] = {0}, *out = NULL;
+    if (begin(args, nargs, "fork", FORK_SIZE, &b, v) < 0)
+        return NULL;
     const unsigned char *p = b.buf;
-    if (check(&b, FORK_SIZE, "fork") < 0 || header(p, args[1], v) < 0)
-        goto done;
     v[11] = PyLong_FromUnsignedLong(rd32(p + BODY_AT));
     out = make(&kinds[K_FORK], v);
-done:
     PyBuffer_Release(&b);
     return out;
 }
 
 static PyObject *decode_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode_exit(buf, clock)");
-        return NULL;
-    }
-    if (!configured)
-        return need_config();
     Py_buffer b;
-    if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
-        return NULL;
     PyObject *v[MAX_FIELDS] = {0}, *out = NULL;
+    if (begin(args, nargs, "exit", EXIT_SIZE, &b, v) < 0)
+        return NULL;
     const unsigned char *p = b.buf;
-    if (check(&b, EXIT_SIZE, "exit") < 0 || header(p, args[1], v) < 0)
-        goto done;
     int32_t code;
     memcpy(&code, p + BODY_AT, 4);
     /* task->exit_code is a wait status: (exit status << 8) | terminating signal */
     v[11] = PyLong_FromLong((long)(((int64_t)code >> 8) & 0xFF));
     v[12] = PyLong_FromLong((long)(code & 0x7F));
     out = make(&kinds[K_EXIT], v);
-done:
     PyBuffer_Release(&b);
     return out;
 }
