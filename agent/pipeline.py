@@ -308,9 +308,10 @@ class Pipeline:
         judge_mode = 2 if judge_all else 1 if judge_boxed else 0
         i, n = 0, len(batch)
         while i < n:
-            ev = None
-            if run is not None:  # the common records, compiled, up to the first it leaves to this loop
-                i, ev = run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge)
+            ev = en = None
+            if run is not None:  # the compiled kinds' records, up to the first it leaves to this loop
+                i, ev, en = run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich,
+                                show_fork)
                 if i >= n:
                     break
             raw = batch[i]
@@ -327,8 +328,8 @@ class Pipeline:
                     resolver.note_cgroup(ev)
                 memo.clear()  # the resolver may attribute that cgroup's events differently now
                 continue
-            if from_memo is None or (en := from_memo(memo, ev)) is None:
-                en = enrich(ev, memo)
+            if en is None and (from_memo is None or (en := from_memo(memo, ev)) is None):
+                en = enrich(ev, memo)  # (run enriched what it hands back with its event: never twice)
             if not show_fork and isinstance(ev, ForkEvent):
                 continue
             if hold is not None and en.container is None and hold.wants(en):
@@ -357,14 +358,15 @@ class Pipeline:
         self._settled(settled)  # after the outputs have them: a kill before this counts them as lost
 
     def _runner(self, decoders: dict, line_of):
-        """(run, mask): the compiled loop over a batch's common records (agent/sensors/_native.c run: a file
-        or net record whose context the batch's memo holds, not held, written as a JSON line, judged) and
-        its op mask (op -> 1 file, 2 net: where the decoder in use is the compiled one). None where it cannot
-        do what this loop does: no JSON-line outputs, a web-shell watch or device guard that sees each
-        event, or the decoders are not the compiled ones."""
+        """(run, mask): the compiled loop over a batch's records of the compiled kinds (agent/sensors/_native.c
+        run: decoded, enriched (a memo hit there, the rest by Enricher.enrich_in_batch), not held, written as a
+        JSON line, judged) and its op mask (op -> 1 file, 2 net, 3 fork, 4 exit, 5 exec: where the decoder in
+        use is the compiled one). None where it cannot do what this loop does: no JSON-line outputs, a
+        web-shell watch or device guard that sees each event, or the decoders are not the compiled ones."""
         mod = native.MODULE
         if mod is None or line_of is None or self._webshell is not None or self._devguard is not None:
             return None
+        codes = {mod.decode_file: 1, mod.decode_net: 2, mod.decode_fork: 3, mod.decode_exit: 4, mod.decode_exec: 5}
         key = tuple(sorted((op, id(d)) for op, d in decoders.items()))
         cached = self._run_cache
         if cached is not None and cached[0] == key:
@@ -372,7 +374,7 @@ class Pipeline:
         mask = bytearray(256)
         for op, dec in decoders.items():
             if 0 <= op < 256:
-                mask[op] = 1 if dec is mod.decode_file else 2 if dec is mod.decode_net else 0
+                mask[op] = codes.get(dec, 0)
         runner = (mod.run, bytes(mask)) if any(mask) else None
         self._run_cache = (key, runner)
         return runner

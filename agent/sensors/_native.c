@@ -524,7 +524,9 @@ enum {
     KEY_FPATH, KEY_RET, KEY_OFLAGS, KEY_FMODE, KEY_FTARGET, KEY_FOWNER, KEY_FGROUP, KEY_FLINK, KEY_FDESC,
     KEY_NTYPE, KEY_NTRANSPORT, KEY_PEER_ADDR, KEY_PEER_PORT, KEY_LOCAL_ADDR, KEY_LOCAL_PORT, KEY_BACKLOG,
     KEY_NFD, KEY_NPROTO, KEY_DUPFD, KEY_CHILD, KEY_EXIT_CODE, KEY_EXIT_SIG,
-    KEY_EXE, KEY_CMD, KEY_START, KEY_PEXE, KEY_PCMD, KEY_COUNT
+    KEY_EXE, KEY_CMD, KEY_START, KEY_PEXE, KEY_PCMD,
+    KEY_ARGS, KEY_ARGC, KEY_INO, KEY_DEV, KEY_KPATH, KEY_MNTID, KEY_CWD, KEY_MEMFD, KEY_DELETED, KEY_UPPER,
+    KEY_COUNT
 };
 static const char *KEY_TEXT[KEY_COUNT] = {
     "event.name", "timestamp", "event.severity", "process.pid", "process.thread.id", "process.parent_pid",
@@ -537,6 +539,9 @@ static const char *KEY_TEXT[KEY_COUNT] = {
     "process.child.pid", "process.exit.code", "process.exit.signal",
     "process.executable.path", "process.command_line", "process.start_time", "process.parent.executable.path",
     "process.parent.command_line",
+    "process.args", "process.args_count", "process.executable.inode", "process.executable.device",
+    "process.executable.kernel_path", "process.executable.mount_id", "process.working_directory",
+    "process.executable.memfd", "process.executable.deleted", "process.executable.upper_layer",
 };
 static PyObject *keys[KEY_COUNT];
 static PyObject *s_info;
@@ -1218,6 +1223,69 @@ static PyObject *proc_json_direct(PyObject *p, PyObject *parent, PyObject *chain
     return out;
 }
 
+/* An exec's line is made here only when its process part says what the exec keys would overwrite: the
+ * table's entry made from this exec (exe and argv equal to the event's), as record._exec_keys sets
+ * process.executable.path and process.command_line again in the place the part gave them. 1 yes, 0 no
+ * (Python's flattener makes it), -1 error. */
+static int exec_part_agrees(PyObject *en, PyObject *ev) {
+    PyObject *p = SLOT(en, K_ENRICHED, E_PROCESS);
+    if (Py_TYPE(p) != kinds[K_PROCINFO].type || SLOT(p, K_PROCINFO, 2) == NULL || SLOT(p, K_PROCINFO, 3) == NULL)
+        return 0;
+    PyObject *argv = SLOT(ev, K_EXEC, 12);
+    if (!PyTuple_CheckExact(argv))
+        return 0;
+    int r = PyObject_RichCompareBool(SLOT(p, K_PROCINFO, 2), SLOT(ev, K_EXEC, 11), Py_EQ);
+    if (r == 1)
+        r = PyObject_RichCompareBool(SLOT(p, K_PROCINFO, 3), argv, Py_EQ);
+    return r;
+}
+
+/* record._exec_keys after the process part: what an exec adds (the flags only when true) */
+static int put_exec(Buf *b, PyObject *ev) {
+    PyObject *argv = SLOT(ev, K_EXEC, 12);
+    Py_ssize_t n = PyTuple_GET_SIZE(argv);
+    int r;
+    if (buf_put(b, key_json[KEY_ARGS], key_json_len[KEY_ARGS]) < 0 || buf_put(b, "[", 1) < 0)
+        return -1; /* ,"process.args":[ : a tuple, which put_value leaves alone */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i && buf_put(b, ",", 1) < 0)
+            return -1;
+        PyObject *a = PyTuple_GET_ITEM(argv, i);
+        if (!PyUnicode_CheckExact(a))
+            return NOT_EXACT;
+        if ((r = put_str(b, a)) != 0)
+            return r;
+    }
+    if (buf_put(b, "]", 1) < 0)
+        return -1;
+    PyObject *count = PyLong_FromSsize_t(n);
+    if (count == NULL)
+        return -1;
+    r = put_key_val(b, KEY_ARGC, count);
+    Py_DECREF(count);
+    if (r)
+        return r;
+    static const struct { int slot, key, key2, slot2; } opt[] = {
+        {15, KEY_INO, KEY_DEV, 16}, {17, KEY_KPATH, KEY_MNTID, 21}, {22, KEY_CWD, -1, 0},
+        {18, KEY_MEMFD, -1, 0}, {19, KEY_DELETED, -1, 0}, {20, KEY_UPPER, -1, 0},
+    };
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
+        PyObject *v = SLOT(ev, K_EXEC, opt[i].slot);
+        int t = PyObject_IsTrue(v);
+        if (t < 0)
+            return -1;
+        if (!t)
+            continue;
+        if (opt[i].key >= KEY_MEMFD) /* a flag: written as true, whatever true value it holds */
+            v = Py_True;
+        if ((r = put_key_val(b, opt[i].key, v)) != 0)
+            return r;
+        if (opt[i].key2 >= 0 && (r = put_key_val(b, opt[i].key2, SLOT(ev, K_EXEC, opt[i].slot2))) != 0)
+            return r;
+    }
+    return 0;
+}
+
 static PyObject *json_or_none(PyObject *en) {
     if (Py_TYPE(en) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
@@ -1226,9 +1294,17 @@ static PyObject *json_or_none(PyObject *en) {
         Py_RETURN_NONE;
     PyTypeObject *t = Py_TYPE(ev);
     int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
-             : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT : -1;
+             : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT
+             : t == kinds[K_EXEC].type ? K_EXEC : -1;
     if (kind < 0 || !all_set(en, ev, kind))
         Py_RETURN_NONE;
+    if (kind == K_EXEC) {
+        int agrees = exec_part_agrees(en, ev);
+        if (agrees < 0)
+            return NULL;
+        if (!agrees)
+            Py_RETURN_NONE;
+    }
     long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
     if (op == -1 && PyErr_Occurred())
         return NULL;
@@ -1353,6 +1429,9 @@ after_proc:;
         break;
     case K_FORK:
         r = put_key_val(&b, KEY_CHILD, SLOT(ev, K_FORK, 11));
+        break;
+    case K_EXEC:
+        r = put_exec(&b, ev);
         break;
     case K_EXIT: {
         PyObject *sig = SLOT(ev, K_EXIT, 12);
@@ -1575,30 +1654,39 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return make(&kinds[K_ENRICHED], v);
 }
 
-/* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge) -> (i, event or None):
- * Pipeline._process's common case for records batch[i:], in order, without a Python frame per record:
- * a file or net record (mask[op] 1 or 2: its decoder is this module's decode_file or decode_net) decoded, its process and container
- * context a hit of the batch's memo (from_memo), not held (no container and its cgroup in `young`, the
- * resolver's young cgroups, means the hold may want it: Python decides), its JSON line made (json_line);
- * the line goes on `records`, its op on `line_ops`, (Enriched, position) on `judge` when judge_mode is 2
- * (every event) or 1 and it has a container. It stops at the first record it cannot take so, and returns
- * its index with its event when it got that far (None: decode it again in Python, which counts an error
- * as the pipeline does). The caller does that record the Python way and calls again from the next. */
+/* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich, show_fork)
+ *   -> (i, event or None, Enriched or None):
+ * Pipeline._process for records batch[i:], in order, without a Python frame per record. A record
+ * whose op's decoder is this module's (mask[op]: 1 file, 2 net, 3 fork, 4 exit, 5 exec) is decoded
+ * here; a file or net event whose context the batch's memo holds is enriched here (from_memo), every
+ * other one by `enrich` (Enricher.enrich_in_batch: the process table, the memo's forgetting, the
+ * container resolver stay Python); a fork is then left out unless `show_fork`; an event without a
+ * container whose cgroup is in `young` (the resolver's young cgroups: the hold may want it) goes back
+ * to Python, as does an exec the kernel's rules acted on (its record names the rule) and an event whose
+ * line this module does not write exactly; the rest get their JSON line (json_line) on `records`, the
+ * op on `line_ops`, and (Enriched, position) on `judge` when judge_mode is 2 (every event) or 1 and it
+ * has a container. It stops at the first record it does not finish and returns its index with its
+ * event and Enriched as far as it got (None, None: another kind, or undecodable here: Python decodes
+ * it again, which counts an error as the pipeline does). The caller does that record the Python way,
+ * without enriching it again, and calls again from the next. */
 static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (!configured || python_flatten == NULL)
         return need_config();
-    if (nargs != 10 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
+    if (nargs != 12 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
         !PyBytes_CheckExact(args[5]) || PyBytes_GET_SIZE(args[5]) != 256 || !PyList_CheckExact(args[7]) ||
-        !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9])) {
+        !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9]) || !PyCallable_Check(args[10])) {
         PyErr_SetString(PyExc_TypeError, "run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, "
-                                         "judge)");
+                                         "judge, enrich, show_fork)");
         return NULL;
     }
-    PyObject *batch = args[0], *clock = args[2], *memo = args[3], *young = args[4];
+    PyObject *batch = args[0], *clock = args[2], *memo = args[3], *young = args[4], *enrich = args[10];
     const char *mask = PyBytes_AS_STRING(args[5]);
     long judge_mode = PyLong_AsLong(args[6]);
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if ((judge_mode == -1 || i == -1) && PyErr_Occurred())
+        return NULL;
+    int show_fork = PyObject_IsTrue(args[11]);
+    if (show_fork < 0)
         return NULL;
     if (young != Py_None && !PyDict_Check(young)) {
         PyErr_SetString(PyExc_TypeError, "young: a dict or None");
@@ -1609,49 +1697,69 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         PyErr_SetString(PyExc_IndexError, "run: a negative start");
         return NULL;
     }
+    static const int KIND_OF[6] = {-1, K_FILE, K_NET, K_FORK, K_EXIT, K_EXEC};
+    typedef PyObject *(*Decoder)(PyObject *, PyObject *const *, Py_ssize_t);
+    static const Decoder DECODER[6] = {NULL, decode_file, decode_net, decode_fork, decode_exit, decode_exec};
     PyObject *fargs[2] = {NULL, clock};
-    /* the size read again per record: the clock's offset and the fragment makers are Python, which
-     * could let another thread shorten the list (a record is only read before any of them runs) */
+    /* the size read again per record: the clock's offset, the fragment makers and `enrich` are Python,
+     * which could let another thread shorten the list (a record is only read before any of them runs) */
     for (; i < PyList_GET_SIZE(batch); i++) {
         PyObject *raw = PyList_GET_ITEM(batch, i);
         if (!PyBytes_CheckExact(raw) || PyBytes_GET_SIZE(raw) < 1)
             break;
-        unsigned char op = (unsigned char)PyBytes_AS_STRING(raw)[0];
-        int kind = mask[op] == 1 ? K_FILE : mask[op] == 2 ? K_NET : -1;
-        if (kind < 0)
+        unsigned m = (unsigned char)mask[(unsigned char)PyBytes_AS_STRING(raw)[0]];
+        if (m == 0 || m > 5)
             break;
+        int kind = KIND_OF[m];
         fargs[0] = raw;
-        PyObject *ev = (kind == K_NET ? decode_net : decode_file)(NULL, fargs, 2);
+        PyObject *ev = DECODER[m](NULL, fargs, 2);
         if (ev == NULL) { /* undecodable: Python decodes it again and counts it */
             PyErr_Clear();
             break;
         }
-        PyObject *margs[2] = {memo, ev};
-        PyObject *en = from_memo(NULL, margs, 2);
+        PyObject *en = Py_None;
+        Py_INCREF(en);
+        if (kind == K_FILE || kind == K_NET) {
+            PyObject *margs[2] = {memo, ev};
+            Py_SETREF(en, from_memo(NULL, margs, 2));
+        }
+        if (en == Py_None) { /* a process event, a first event of its context, a cwd Python resolves */
+            PyObject *eargs[2] = {ev, memo};
+            Py_SETREF(en, PyObject_Vectorcall(enrich, eargs, 2, NULL));
+        }
         if (en == NULL) {
             Py_DECREF(ev);
             return NULL;
         }
-        if (en == Py_None) {
+        if (Py_TYPE(en) != kinds[K_ENRICHED].type) /* not ours to read: Python carries on with it */
+            return Py_BuildValue("(nNN)", i, ev, en);
+        if (kind == K_FORK && !show_fork) { /* it fed the process table; no record */
             Py_DECREF(en);
-            return Py_BuildValue("(nN)", i, ev);
+            Py_DECREF(ev);
+            continue;
         }
         PyObject *container = SLOT(en, K_ENRICHED, E_CONTAINER);
         if (container == Py_None && young != Py_None) {
             int in = PyDict_Contains(young, SLOT(ev, kind, F_CGROUP));
             if (in != 0) { /* young, or an error: the hold decides in Python */
-                Py_DECREF(en);
                 if (in < 0)
                     PyErr_Clear();
-                return Py_BuildValue("(nN)", i, ev);
+                return Py_BuildValue("(nNN)", i, ev, en);
+            }
+        }
+        if (kind == K_EXEC) {
+            int acted = PyObject_IsTrue(SLOT(ev, K_EXEC, 13));
+            if (acted != 0) { /* a kernel rule's exec: Pipeline._records names the rule */
+                if (acted < 0)
+                    PyErr_Clear();
+                return Py_BuildValue("(nNN)", i, ev, en);
             }
         }
         PyObject *line = json_or_none(en);
         if (line == NULL || line == Py_None) {
             Py_XDECREF(line);
-            Py_DECREF(en);
             PyErr_Clear();
-            return Py_BuildValue("(nN)", i, ev);
+            return Py_BuildValue("(nNN)", i, ev, en);
         }
         int bad = PyList_Append(records, line) < 0;
         Py_DECREF(line);
@@ -1668,7 +1776,7 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         if (bad)
             return NULL;
     }
-    return Py_BuildValue("(nO)", i, Py_None);
+    return Py_BuildValue("(nOO)", i, Py_None, Py_None);
 }
 
 /* configure_flatten(names, process_part, container_part, second_text, python_flatten): names maps

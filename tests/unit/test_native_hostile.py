@@ -33,10 +33,15 @@ def _file_event(mod, path: str = "/etc/passwd"):
     return mod.decode_file(file_rec(Op.FILE_OPEN, path, pid=4242, ppid=1), BootClock())
 
 
-def _run_args(mod, batch, start):
+def _run_args(mod, batch, start, enrich=None):
+    from agent.enrich.enricher import Enricher
+    from agent.enrich.proctable import ProcessTable
+
     mask = bytearray(256)
     mask[Op.FILE_OPEN] = 1
-    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [])
+    mask[Op.FORK], mask[Op.EXIT], mask[Op.EXEC] = 3, 4, 5
+    enrich = enrich or Enricher(ProcessTable(), None).enrich_in_batch
+    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [], enrich, False)
 
 
 def test_run_refuses_a_negative_start(mod):
@@ -46,7 +51,34 @@ def test_run_refuses_a_negative_start(mod):
         mod.run(*_run_args(mod, batch, -1))
     with pytest.raises(IndexError):
         mod.run(*_run_args(mod, batch, -(2**40)))
-    assert mod.run(*_run_args(mod, batch, 5)) == (5, None)  # past the end: nothing to do
+    assert mod.run(*_run_args(mod, batch, 5)) == (5, None, None)  # past the end: nothing to do
+
+
+def test_run_survives_what_its_enrich_callback_does(mod):
+    """run() calls back into Python (Enricher.enrich_in_batch) for process events and a context's first
+    event: a callback that empties the batch, returns something else than an Enriched, or raises, is met
+    with the batch's size read again, the object handed back to Python, the exception passed on."""
+    from agent.enrich.enricher import Enricher
+    from agent.enrich.proctable import ProcessTable
+    from tests.unit.replay_records import exec_rec, exit_rec, fork_rec
+
+    batch = [fork_rec(9), exec_rec("/bin/x", ["x"]), file_rec(Op.FILE_OPEN, "/x"), exit_rec(0)]
+
+    def shrink(ev, memo):
+        batch.clear()
+        return Enricher(ProcessTable(), None).enrich(ev)
+
+    args = _run_args(mod, batch, 0, shrink)
+    assert mod.run(*args)[0] == 1 and batch == []  # the fork (no record), then nothing left to read
+    batch[:] = [exec_rec("/bin/x", ["x"])]
+    i, ev, en = mod.run(*_run_args(mod, batch, 0, lambda ev, memo: "not an Enriched"))
+    assert (i, en) == (0, "not an Enriched") and ev.filename == "/bin/x"
+
+    def fails(ev, memo):
+        raise LookupError("the table is gone")
+
+    with pytest.raises(LookupError):
+        mod.run(*_run_args(mod, batch, 0, fails))
 
 
 def test_a_list_that_holds_itself_is_not_a_stack_overflow(mod):

@@ -14,7 +14,7 @@ import pytest
 
 from agent.events import ContainerInfo, Enriched, ExecEvent, ProcInfo
 from agent.outputs import record
-from agent.sensors import native
+from agent.sensors import abi, native
 from agent.sensors.common import BootClock
 from tests.unit.detect_events import file_rec, net_rec
 from tests.unit.test_flatten_fragments import _DECODERS, _mix_events
@@ -101,3 +101,56 @@ def test_an_event_made_without_its_init_is_left_to_python():
     assert mod.flatten_compiled(en) is None
     with pytest.raises(AttributeError):
         mod.flatten(en)
+
+
+def _exec_enriched(ev: ExecEvent) -> Enriched:
+    """An exec enriched as the pipeline does: the table's entry is made from the event itself."""
+    from agent.enrich.enricher import Enricher
+    from agent.enrich.proctable import ProcessTable
+
+    table = ProcessTable(ancestry_max=8)
+    table._put(ProcInfo(ev.ppid, 1, "/bin/bash", ("bash", "-l"), 0, 10**18, "bash", "/root"))
+    return Enricher(table, None).enrich(ev)
+
+
+def test_exec_lines_are_orjson_lines():
+    """An exec's line (issue 17: the pipeline's compiled loop writes it): every optional key alone and all
+    together, escaped arguments, no arguments, and the container part after the exec keys."""
+    from agent.sensors.process import decode_exec
+    from tests.unit.replay_records import EXEC_EVENT, Op, _pack, header
+
+    mod = native.MODULE
+    clock = BootClock()
+    fn, args = b"/usr/bin/t\xffol", b'a\0"quoted"\0back\\slash\0caf\xc3\xa9\0'
+    base = dict(filename_len=len(fn), args_len=len(args), filename=fn, args=args)
+    extras = [{}, {"exe_ino": 1234, "exe_dev": 2049}, {"exe_path_len": 9, "exe_path": b"/memfd:x\0", "exe_mnt_id": 27},
+              {"cwd_len": 5, "cwd": b"/srv\0"}, {"exe_flags": 0xFF}, {"exe_flags": abi.EXE_UPPER},
+              {"args_len": 0, "args": b""}]
+    extras.append({k: v for e in extras[:5] for k, v in e.items()})  # with every flag
+    container = ContainerInfo("c1", name="web", image="shop/web:1", pod_name="web-0", pod_namespace="shop")
+    for extra in extras:
+        raw = _pack(EXEC_EVENT, header(Op.EXEC), **{**base, **extra})
+        ev = mod.decode_exec(raw, clock)
+        assert ev == decode_exec(raw, clock)  # the reference
+        en = _exec_enriched(ev)
+        for one in (en, dataclasses.replace(en, container=container), dataclasses.replace(en, ancestors=())):
+            got = mod.json_line(one)
+            assert got is not None, extra
+            assert got == _line(one), extra
+
+
+def test_an_exec_whose_process_is_not_its_own_goes_to_the_dict_path():
+    """The exec keys overwrite process.executable.path and process.command_line where the process part put
+    them; written here only when the part says the same (the table's entry made from this exec)."""
+    from tests.unit.replay_records import exec_rec
+
+    mod = native.MODULE
+    ev = native.MODULE.decode_exec(exec_rec("/bin/ls", ["ls", "-l"]), BootClock())
+    en = _exec_enriched(ev)
+    assert mod.json_line(en) == _line(en)
+    other = ProcInfo(ev.pid, ev.ppid, "/bin/sh", ("sh",), 0, 10**18, "sh", "/")
+    for odd in (dataclasses.replace(en, process=None), dataclasses.replace(en, process=other),
+                dataclasses.replace(en, process=dataclasses.replace(en.process, argv=("ls",))),
+                Enriched(dataclasses.replace(ev, argv=["ls", "-l"]), en.process, en.parent, None, en.ancestors)):
+        assert mod.json_line(odd) is None
+        _line(odd)  # the dict path writes it

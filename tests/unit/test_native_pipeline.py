@@ -29,7 +29,13 @@ from agent.sensors import native
 from agent.sensors.replay import ReplayProbes, read_batches
 
 out = open(sys.argv[2], "wb")
-p = Pipeline(Config(), [JsonLog(out).emit], containers=_containers(), probes=ReplayProbes([]), detector=build(None)[0])
+cfg = Config()
+kernel_rules = None
+if sys.argv[3] == "forks":  # fork records written, and the kernel's exec rules named (their execs take Python)
+    cfg.output.show_fork = True
+    kernel_rules = lambda rule, cgroup: ("execution", f"kernel rule {rule}")
+p = Pipeline(cfg, [JsonLog(out).emit], containers=_containers(), probes=ReplayProbes([]), detector=build(None)[0],
+             describe_rule=kernel_rules)
 p.clock.offset = 1_700_000_000_000_000_000
 for batch in read_batches(sys.argv[1]):
     p._process(batch)
@@ -45,13 +51,39 @@ print(json.dumps({"status": native.STATUS, "drops": dict(p.drops), "events": eve
 
 def _records() -> list[bytes]:
     from bench.pipeline import CGROUP_POD, MNTNS_POD, _prologue, _round
-    from tests.unit.replay_records import PID, cgroup_rec, open_rec
+    from tests.unit.replay_records import (
+        EXEC_EVENT,
+        PID,
+        Op,
+        _pack,
+        cgroup_rec,
+        exec_rec,
+        exit_rec,
+        fork_rec,
+        header,
+        open_rec,
+    )
     from tests.unit.test_native_decode import _edge_records
 
     base = PID + 1000
-    young = [cgroup_rec(9101, "/kubepods/pod9/" + "ab" * 32), open_rec("/tmp/young", cgroup_id=9101, pid=base + 1)]
+    young = [cgroup_rec(9101, "/kubepods/pod9/" + "ab" * 32), open_rec("/tmp/young", cgroup_id=9101, pid=base + 1),
+             # a process's life in the young cgroup: its fork, exec and exit held with its events
+             fork_rec(base + 7, pid=base + 1, cgroup_id=9101),
+             exec_rec("/bin/id", ["id"], pid=base + 7, cgroup_id=9101),
+             open_rec("/tmp/young2", cgroup_id=9101, pid=base + 7), exit_rec(0, pid=base + 7, cgroup_id=9101)]
     pod = [open_rec("/srv/app.log", cgroup_id=CGROUP_POD, mntns=MNTNS_POD, pid=base + 101, ppid=base + 100)]
-    return _prologue(base) + _round(base) + young + pod + _edge_records() + _round(base + 10)
+    fn = b"/tmp/x"
+    kernel = [_pack(EXEC_EVENT, header(Op.EXEC, pid=base + 8, ppid=base), filename_len=len(fn), args_len=2,
+                    filename=fn, args=b"x\0", action=action, rule=(3 << 16) | 1) for action in (1, 2)]
+    # a pid's exec, exit and reuse within one batch; an exec of a pid the table never saw forked
+    reuse = [fork_rec(base + 9, pid=base), exec_rec("/bin/a", ["a"], pid=base + 9, ppid=base),
+             open_rec("/tmp/a", pid=base + 9, ppid=base), exit_rec(1, pid=base + 9, ppid=base),
+             fork_rec(base + 9, pid=base + 100, cgroup_id=CGROUP_POD, mntns=MNTNS_POD),
+             exec_rec("/bin/b", ["b", "-x"], pid=base + 9, ppid=base + 100, cgroup_id=CGROUP_POD, mntns=MNTNS_POD),
+             open_rec("/tmp/b", pid=base + 9, ppid=base + 100, cgroup_id=CGROUP_POD, mntns=MNTNS_POD),
+             exec_rec("/bin/c", ["c"], pid=base + 77, ppid=base + 76)]
+    return (_prologue(base) + _round(base) + young + pod + kernel + reuse + _edge_records() + _round(base + 10)
+            + reuse)
 
 
 def test_python_compiled_and_lines_write_the_same_log(tmp_path):
@@ -64,13 +96,22 @@ def test_python_compiled_and_lines_write_the_same_log(tmp_path):
         for i in range(0, len(recs), 100):
             write_batch(f, recs[i : i + 100])
     runs = {}
-    for mode in ("0", "lines-off", "1"):
-        log = tmp_path / f"out-{mode}.json"
-        env = dict(os.environ, NODEWARDEN_NATIVE=mode, PYTHONPATH=ROOT)
-        done = subprocess.run([sys.executable, "-c", CHILD, str(rec), str(log)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-        runs[mode] = (json.loads(done.stdout.splitlines()[-1]), log.read_bytes())
+    for variant in ("plain", "forks"):
+        for mode in ("0", "lines-off", "1"):
+            log = tmp_path / f"out-{variant}-{mode}.json"
+            env = dict(os.environ, NODEWARDEN_NATIVE=mode, PYTHONPATH=ROOT)
+            done = subprocess.run([sys.executable, "-c", CHILD, str(rec), str(log), variant], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            runs[(variant, mode)] = (json.loads(done.stdout.splitlines()[-1]), log.read_bytes())
+    forks = runs[("forks", "0")][1]
+    assert b'"event.name":"process.fork"' in forks and b'"rule.name":"kernel rule 196609"' in forks
+    assert b'"event.name":"enforcement.block"' in forks
+    for variant, held in (("plain", 4), ("forks", 5)):
+        _same_three_ways({mode: runs[(variant, mode)] for mode in ("0", "lines-off", "1")}, held)
+
+
+def _same_three_ways(runs: dict, held: int) -> None:
     assert runs["0"][0]["status"].startswith("python")
     assert runs["1"][0]["lines"] and not runs["lines-off"][0]["lines"]
     ref_info, ref_log = runs["0"]
@@ -81,4 +122,5 @@ def test_python_compiled_and_lines_write_the_same_log(tmp_path):
         assert info["drops"] == ref_info["drops"] and info["events"] == ref_info["events"], mode
         assert info["attribution"] == ref_info["attribution"], mode
     assert ref_info["drops"]["decode"] == 7  # the malformed records
-    assert ref_info["attribution"] == {"unknown": 1}  # the young cgroup's open, held, its container never known
+    # the young cgroup's events (its opens, exec and exit; a fork when written), held, its container never known
+    assert ref_info["attribution"] == {"unknown": held}
