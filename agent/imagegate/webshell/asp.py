@@ -37,8 +37,10 @@ SOURCES = [re.compile(p, _I) for p in (
     r'\brequest\.servervariables[(\[]"(?:HTTP_\w+|QUERY_STRING|ALL_\w+|CONTENT_\w+|PATH_INFO|URL)"',
     r'\beval\("request"\)',  # JScript/VB: eval("request") is the Request object
 )]
-_SQL_RUN = r"\bnew (?:Sql|OleDb|Odbc|MySql)Command\(|\.(?:ExecuteReader|ExecuteNonQuery|ExecuteScalar|execute)\b"
-_SQL_CONN = r"\.(?:ConnectionString=|open\b)|\bnew (?:Sql|OleDb|Odbc|MySql)Connection\("
+# (the class named with its namespace too: `new System.Data.SqlClient.SqlCommand(`)
+_SQL_CLASS = r"(?:\w+\.){0,4}(?:Sql|OleDb|Odbc|MySql|Oracle|Npgsql|SQLite)"
+_SQL_RUN = r"\bnew " + _SQL_CLASS + r"Command\(|\.(?:ExecuteReader|ExecuteNonQuery|ExecuteScalar|execute)\b"
+_SQL_CONN = r"\.(?:ConnectionString=|open\b)|\bnew " + _SQL_CLASS + r"Connection\("
 _WSH = re.compile(r'wscript\.shell|shell\.application|"\{?72C24DD5|"\{?13709620|wscript\.network', _I)
 _FSO = re.compile(r"scripting\.filesystemobject|adodb\.stream|\{?0D43FE01", _I)
 _PROC = re.compile(r"\bProcess\b|ProcessStartInfo", _I)
@@ -54,6 +56,7 @@ VB_SINKS = [
     _S(re.compile(r"\.(?:addcode|executestatement)\b", _I), "ScriptControl", "eval", rest=True),
     _S(re.compile(r"\.eval\b", _I), "ScriptControl", "eval", rest=True, needs=re.compile(r"scriptcontrol", _I)),
     _S(re.compile(_SQL_RUN, _I), "SQL", "sql", rest=True),
+    _S(re.compile(r"\.commandtext=", _I), "SQL", "sql", rest=True),
     _S(re.compile(_SQL_CONN, _I), "SQL connection", "sqlconn", rest=True,
        needs=re.compile(r"adodb\.connection|connection", _I)),
     _S(re.compile(r"\bprocess\.start\b", _I), "Process.Start", "exec", rest=True),
@@ -104,7 +107,11 @@ C_SINKS = [
     _S(re.compile(r"\bProcess\.Start\("), "Process.Start", "exec"),
     _S(re.compile(r"\bnew (?:System\.Diagnostics\.)?ProcessStartInfo\("), "ProcessStartInfo", "exec"),
     _S(re.compile(r"\.(?:FileName|Arguments)="), "ProcessStartInfo", "exec", needs=_PROC),
+    # the same properties set in an object initialiser (`new Process { StartInfo = { Arguments = ... } }`)
+    _S(re.compile(r"(?<=[{,])(?:FileName|Arguments)="), "ProcessStartInfo", "exec", needs=_PROC),
     _S(re.compile(r"\.Start\(\)"), "Process.Start", "exec", receiver=True, needs=_PROC),
+    # a command object's text set from the request (`cmd.CommandText = Request["sql"]`): the query it runs
+    _S(re.compile(r"\.CommandText="), "SQL", "sql"),
     _S(re.compile(r"\bInteraction\.Shell\("), "Shell()", "exec"),
     _S(re.compile(r"\.(?:AddScript|AddCommand)\("), "PowerShell", "exec", needs=_PS),
     _S(re.compile(r"\.InvokeMethod\("), "WMI Win32_Process", "exec", needs=_WMI),
@@ -151,7 +158,10 @@ C_SINKS = [
 VB = jsp_flow.Lang("vb", SOURCES, VB_SINKS, breaks=frozenset({"\n"}), flags=_I,
                    func_kw=frozenset({"function", "sub"}))
 CS = jsp_flow.Lang("c#", SOURCES, C_SINKS)
-JS = jsp_flow.Lang("jscript", SOURCES, C_SINKS, func_kw=frozenset({"function"}))
+# JScript is case-sensitive: a call of `Function(...)` (no `new`) is the constructor too, building a function
+# from the string it is handed (`Function(Request("x"))()`); the keyword is `function`
+JS_SINKS = C_SINKS + [_S(re.compile(r"(?<![\w.])Function\("), "Function()", "eval")]
+JS = jsp_flow.Lang("jscript", SOURCES, JS_SINKS, func_kw=frozenset({"function"}))
 
 _SEV = {"exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "write": Severity.HIGH, "writedata": Severity.HIGH, "upload": Severity.HIGH, "files": Severity.HIGH,
@@ -484,16 +494,23 @@ def _templated(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
     return any(re.search(r"\b" + re.escape(n) + r"=[^\n;]{0,200}?" + _SQL_WORD, prog.text, _I) for n in names)
 
 
+_RECORDSET = re.compile(r"\b(\w+)=(?:server\.)?createobject\(\"adodb\.recordset\"\)", _I)
 _CONNSTR = re.compile(r"provider=|driver=|data source=|server=|dsn=|uid=|user id=", _I)
 
 
 def _sql_console(prog: jsp_flow.Program, flows) -> bool:
     """A connection whose string the request supplies, and a query the request supplies whole."""
     conn = query = False
+    # ADODB's Recordset.Open takes the query first (`rs.Open Request("sql"), cn`): a query, not a connection
+    rsets = set(_RECORDSET.findall(prog.text)) if "recordset" in prog.text.lower() else set()
     for g in flows:
         if g.state != "tainted":
             continue
-        if g.sink.kind == "sqlconn":
+        if g.sink.kind == "sqlconn" and rsets and g.snippet.split(".", 1)[0].lower() in rsets:
+            query |= not _templated(prog, g)
+            if conn and query:
+                return True
+        elif g.sink.kind == "sqlconn":
             # a connection string, or a whole request value (not the page's own SQL: rs.open strsql)
             strs = [t[1] for t in prog.toks[g.start:g.end] if t[0] == "s"]
             conn |= any(_CONNSTR.search(x) for x in strs) or not _templated(prog, g)

@@ -85,6 +85,9 @@ SINKS = [
     _S(re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|RandomAccessFile|PrintWriter)\("),
        "file write", "write"),
     _S(re.compile(r"\bFiles\.(?:write|copy|writeString|newOutputStream)\("), "Files.write", "write"),
+    # a java.util.logging FileHandler opened on a request path: every record logged (the request's text) is
+    # written there, a file writer that never names an output stream
+    _S(re.compile(r"\bnew (?:java\.util\.logging\.)?FileHandler\("), "logging FileHandler", "write"),
     _S(re.compile(r"\bFileUtils\.(?:writeStringToFile|writeByteArrayToFile|copyInputStreamToFile|write|writeLines)\("),
        "FileUtils.write", "write"),
     # Java source from the request compiled in the server's JVM
@@ -251,6 +254,11 @@ _PART_VAR = re.compile(r"\b(\w+)\s*(?:=\s*(?:\(\s*[\w.]+\s*\)\s*)?[\w.()]*\.getP
                        r"|\b(?:Part|FileItem|DiskFileItem)\s+(\w+)\s*[=:;)]")
 
 
+# A name declared as a servlet request, whatever it is called (`HttpServletRequest q`): its body is request data
+# (the SOURCES' body readers go by a receiver named like a request, as a socket's getInputStream is not one).
+_REQ_VAR = re.compile(r"\b(?:Http)?ServletRequest(?:Wrapper)?\s+(\w+)\s*[,)=;]")
+
+
 def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
     """What a socket the code opens (or accepts) sends is request data too: a reverse or bind shell. An
     uploaded Part's write(name) is a file write, counted when the name is the request's (the part itself
@@ -258,9 +266,13 @@ def _lang_for(code: str, base: jsp_flow.Lang) -> jsp_flow.Lang:
     names = sorted(set(_SOCKET_VAR.findall(code)))[:20] if "Socket" in code or "accept" in code else []
     parts = sorted({a or b for a, b in _PART_VAR.findall(code)})[:20] \
         if "getPart" in code or "FileItem" in code else []
-    if not names and not parts:
+    reqs = sorted({n for n in _REQ_VAR.findall(code) if "req" not in n.lower()})[:20] \
+        if "ServletRequest" in code else []
+    if not names and not parts and not reqs:
         return base
     sources, sinks = list(base.sources), list(base.sinks)
+    if reqs:
+        sources.append(re.compile(r"\b(?:" + "|".join(map(re.escape, reqs)) + r")\.(?:getInputStream|getReader)\(\)"))
     if names:
         sources.append(re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\.getInputStream\(\)"))
     if parts:
@@ -585,14 +597,16 @@ _SHELLS = frozenset({"cmd", "cmd.exe", "/bin/sh", "/bin/bash", "sh", "bash", "/b
 
 
 def _initial_lookup(f: jsp_flow.Flow, text: str) -> bool:
-    if re.search(r"InitialContext\(\)\)*\.lookup\(", f.snippet):
+    # (InitialDirContext and InitialLdapContext resolve ldap:// and rmi:// names the same way)
+    if re.search(r"Initial(?:Dir|Ldap)?Context\(\)\)*\.lookup\(", f.snippet):
         return True  # new InitialContext().lookup(x), ((Context) new InitialContext()).lookup(x)
     m = re.match(r"(?:new )?([\w.]+?)(?:\(\))?\.lookup\(", f.snippet)
     if not m:
         return False
     recv = m.group(1)
-    return recv.endswith("InitialContext") or bool(
-        re.search(r"\b" + re.escape(recv) + r"=new (?:javax\.naming\.)?InitialContext\(", text))
+    return recv.endswith(("InitialContext", "InitialDirContext", "InitialLdapContext")) or bool(
+        re.search(r"\b" + re.escape(recv) + r"=new (?:javax\.naming\.(?:directory\.|ldap\.)?)?"
+                  r"Initial(?:Dir|Ldap)?Context\(", text))
 
 
 def _bare_shell(prog: jsp_flow.Program, f: jsp_flow.Flow) -> bool:
