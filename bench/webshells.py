@@ -1,7 +1,7 @@
 """Web-shell detector on the public corpus (issue 11): detection and false positives per language.
 
     python -m bench.webshells --corpus /work/corpora/webshells [--split tune|holdout|all] [--json] [--misses]
-        [--jobs N]
+        [--jobs N] [--lang php ...]
 
 Every sample named in tests/data/webshells/MANIFEST (label shell or benign) of the chosen split is read
 from <corpus>/<split>/<label>/<language>/<sha256><ext>, its sha256 checked, and given to
@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     ap.add_argument("--misses", action="store_true", help="list missed shells and false positives (tune only)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; MB/s stays per core)")
+    ap.add_argument(
+        "--lang", choices=LANGUAGES, action="append", help="only this language's samples (repeatable; default all)"
+    )
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if args.misses and args.split != "tune":
         print("--misses is for the tune split only: nobody looks at the held-out samples", file=sys.stderr)
@@ -307,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot read the MANIFEST {args.manifest}: {e}", file=sys.stderr)
         return 2
     splits = ("tune", "holdout") if args.split == "all" else (args.split,)
+    if args.lang:  # a tuning loop on one reader need not rescan the others' samples
+        samples = [s for s in samples if s.language in args.lang]
     t0 = time.perf_counter()
     result = run(args.corpus, samples, splits, args.misses, max(1, args.jobs))
     text, doc = report(result, splits, max(1, args.jobs))

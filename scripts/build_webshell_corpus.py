@@ -111,6 +111,343 @@ _REVIEWED_NOT_SHELL = {
     "b222b0f621e2d00cc87365841a262662457a4acbe344e390b08482bc61a6553d": "reviewed: a card-number lookup form",
 }
 
+# The same review of HzieeC/WebshellDetectDataset and for-just-we/webshell_sample (fifth session, 2026-12-03),
+# tune split only. Kept apart from the list above because the same bytes sit in sources marked unused, whose
+# lines keep their "not used" reason: a published MANIFEST line changes only where a counted shell is excluded.
+_REVIEWED_LATER = {
+    # HzieeC's php/black/ also holds a web-shell manager's own source (its models, storage classes, pages and
+    # drivers: a client of shells), whole libraries (phpseclib, mPDF) and command-line exploits
+    "a99965bc100a4db8b404b6d7a1a724034f50ef600df04e210054a9d583407c3b": "reviewed: reads a parameter, no sink",
+    "86183094cd0c3abaa51afb04ebb658e4b1b099dc0bc61b6dd0b80d39d7255404": (
+        "reviewed: a fragment: runs a command from an unset array, no input"
+    ),
+    "375111c5839bc05bbae6c09b0a48369b63e32d1b1964424e804289fa91e77ef5": (
+        "reviewed: a demo that runs a fixed command, no input"
+    ),
+    "61c9e1899cb1871a87a6a523db4eac0b665134f2d4fb457bbf135e8cc348e359": (
+        "reviewed: a demo that runs a fixed command, no input"
+    ),
+    "c1a0604fa98305bc86669379851e233cf2a509b508b6b70d548b98236570d2a5": "reviewed: prints a fixed file, no input",
+    "89118b2fa92a90225ddfaae8c8adc29ade36ba23822325b8a230a233121c2d47": "reviewed: prints /etc/passwd, no input",
+    "d939573588d28355b6cde6809b41fefdc3cef3fd19f8e90836aa872beb346bfa": (
+        "reviewed: a packer template whose payload is a URL (decodes to nothing)"
+    ),
+    "6e321d447eda3675d1c7627838909cb048c635b3cfe665708c17047da43aebdb": (
+        "reviewed: opens /bin/sh with no input, runs nothing"
+    ),
+    "b6ff64c21a72afa65710492909ea035a530dbc7fc09a9eb2ed071f52dc0a03ad": "reviewed: a CTF flag page",
+    "0bde3f330a50bdf3d7c87f2ee9d243630779d3021d0e10d2ed36029154f795f5": "reviewed: builds a string, no sink",
+    "96f7a4f49a94bbb99a2891cd85e9e1c900137e384f1268d960906fcc1b88b498": "reviewed: builds a string, no sink",
+    "b2310db55b2bede1af4d8047cbc8800e7f2a891cafd0f39a1ad1e2945c96959d": "reviewed: builds a string, no sink",
+    "c0b5ffe90cf984c66c85644c1a9ff60a8af42ee2bde777efd6cfc0043e4b22c8": (
+        "reviewed: an empty file header (a shell manager's source)"
+    ),
+    "05cf0e51eefcc6969785db70d94ba248e72eeee967671e5c4da30c0077c5156e": (
+        "reviewed: an empty file header (a shell manager's source)"
+    ),
+    "f6a34910f63cb2c64b2654cf76ea8d7b23b8e6c38218f8440ff76106e18388fb": (
+        "reviewed: an MVC controller (a CMS's help page)"
+    ),
+    "6422f48f975646c3afe6ec42e9ca254451c966e5f9dd84fd4961edda5224a338": (
+        "reviewed: a serialize() demo that prints a URL"
+    ),
+    "f9b3447d0851afaebad4035debc3c24a812739028314fd1984da1ee2dfbcf130": "reviewed: prints the path and uname, no sink",
+    "6ddbc8fbf66772b9a75ea842e8450609bcc54a79a8ce63e0d1a0860980d46085": "reviewed: a shell manager's key-store stub",
+    "bd822550c33a9cf68932e95c05893e51a8959a66d8b10822d9e2d517465401d0": "reviewed: a shell manager's key-store stub",
+    "d7a51f85cf2107d8880b395b8e4205b222bc676467c333ba825afd883760c755": (
+        "reviewed: opens the system shell with no input"
+    ),
+    "c03d2e120a263ccdf58c5a46973d1c3f9f7c6b39f15ba3af805613b630697ba0": (
+        "reviewed: opens the system shell with no input"
+    ),
+    "c45850d479e623c7213dc53b414405a01a521fd3daafd75c9d50f60187028f9b": "reviewed: prints an XOR table, no sink",
+    "56a7604a78c8c8efb684f888e96cc437e2dc5aa5dc76c1f5c89b0f8c60071ee9": "reviewed: a shell manager's data classes",
+    "fd43b0d1f30c4e8f1821e14a031fff34a87ad04a0a4c51e5447cb45dcfff20d1": "reviewed: a phpinfo page behind a login",
+    "91e88be5000c0548a52a5df077d55d3c67dd6e99d8cfcb7850010fad9562e00b": "reviewed: runs a fixed command, no input",
+    "ffe0041438d7f12d1d2c6e9dc24f2113cb5a8d10ec8112ee17a10cd163af6c41": "reviewed: runs a fixed command, no input",
+    "b0032b8fe502c61e2b02ce09e4c5303ed44fc5e4c70b832479e9363ec51c9e94": "reviewed: a packer's first line, no sink",
+    "1bbccbe13d266d6e84d0162766e55e98ead2e2f9385774100d884252f5e5ae56": (
+        "reviewed: a web terminal app's command class, no sink"
+    ),
+    "32fc273f2a9be4cc992ddace2bd5f20ac7dca0b9dfbf3681b2c3893a062c895b": (
+        "reviewed: a web terminal app's command class, no sink"
+    ),
+    "0d73c2056d0050b82ab03c4193fb1fc2a299f97107219f0690710d5cb19828e8": (
+        "reviewed: a web terminal app's command class, no sink"
+    ),
+    "b2c769ee34a97911a947c0a117aa1c0deb6de6a470c611e0529ddacb3dbde98e": (
+        "reviewed: a web terminal app's dispatcher (runs only its own app classes)"
+    ),
+    "62179a1cbcc0baab203a9d3cac45adb8bea3f44827e65aa7f665a470ea2d16a4": "reviewed: a CMS's view class",
+    "4129b1140b6205ec12b3809f117ff942c890adadd663ded9fc493dc6230b13ba": (
+        "reviewed: an application page (a JSON-RPC job lookup)"
+    ),
+    "493ace131d97a00aabfc2b402e3cab9e00bd66e00684f05c9ee540b81a3a971d": (
+        "reviewed: a shell manager's model class, no sink"
+    ),
+    "5747b6abfb3392cbea2c8b70241e05097958c41be327dfeb4ce326175514d763": (
+        "reviewed: a shell manager's model class, no sink"
+    ),
+    "c00d6ca48c9df3c420b605b7dc8d05799c74e780681389c823262cdf09fac5aa": (
+        "reviewed: a shell manager's model class, no sink"
+    ),
+    "f99be4999af67d319fe556f8b89e9610fd69f347822d6166f9ea44a571b0eda0": (
+        "reviewed: a shell manager's model class, no sink"
+    ),
+    "d34cfe66108a14cfb659f717d6c91bc31601d73db1a731e6e2bef994e8e73be5": (
+        "reviewed: a shell manager's interface, no sink"
+    ),
+    "c2a4dc6e12cf1b95647d07f72d81c18a40d677403fce0067959761d4de0086df": (
+        "reviewed: a shell manager's interface, no sink"
+    ),
+    "07cd8bab7519a6145da7f63981e684340dfdd222a7156c5972db8dcec9be80b4": (
+        "reviewed: a shell manager's base model class, no sink"
+    ),
+    "b60e52eebd45bf448da5cbcfd4e0f645caf4f0aa57ff0a011c54ab0b708fe725": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "f34a7c8f3dc6008dfcd312b8490e09d65464962148b7cd37d3016abcf189548a": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "66c1629f32ac09f241395db8d2e90e9f02755c9d0c42e2ca085ff0df966e1407": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "30faeed716412d9d48b8443b58db95536ddbb769cbf3bf19a4fe43c1a8478e66": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "33709b84ad5634ba7dad08a4db6ced5d5bc7810b7c8fd0d8555ce63209c9562e": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "a4d135d6a067fde4f4e8b481b5a00f3ee492af071c98ea9d2c284655af3243c7": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "2f17ab0bc969a48a97c986337e725f705e17b7143615dbc31eb976607bd1ac99": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "0b2c92ebf8531ac005c64c5b4701d32907fddc253ace70bf9aae50cbb0441551": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "6fd15c9a2204409209b3e53b1198a9fab21c968df6d0dda15d112cb14542a537": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "f43f231a370a763f91f10144fab1ca3ce5e633b67f268286dce48448a0069ea4": (
+        "reviewed: a shell manager's storage class stub"
+    ),
+    "3f70c3e3f4443a8e89c7261ceabe50b13c66e2ba3a454ede272ef8bfe727bb46": (
+        "reviewed: a shell manager's data class, no sink"
+    ),
+    "d727377615d468db61ad636c0ea5b0378320e8aa06d69ca264e7e45218a82729": (
+        "reviewed: a shell manager's storage class (MySQL)"
+    ),
+    "09c41421fa4e170d8405f0f54a22ee93c83bd59857bf8c6e141ea2a36c09b87b": (
+        "reviewed: a shell manager's storage class (MySQL)"
+    ),
+    "084e14c4a4ab9acbd6743b97e015654361f1191ee6976be7ce7d128a757d990c": (
+        "reviewed: a shell manager's storage class (MySQL)"
+    ),
+    "b89432f5fb618b1aef8fa841d619a9049237f64b035c23c990cc0de9f901832f": (
+        "reviewed: a shell manager's storage class (MySQL)"
+    ),
+    "c5d4f5a528485b5ffa9f332c36a7ec111eb46a8d62e94aac6b1ffac69224d4d9": "reviewed: a path helper, no input",
+    "39a6bf6a74a30e6e338e1fd3844243a31b14e81502254b405dbb7b0163389f03": "reviewed: an HTML footer template",
+    "7325b77783a2ac6ef9ca7768abf05c44490a457811ea9b91561ebc01eecb05b2": "reviewed: a framework module's config array",
+    "2e7694ab3db6f65b540114c2550529da16750047f8277071288ab0ffa74acd51": "reviewed: a framework asset bundle",
+    "dd7e3b216ae15199c37dfb27b5a6e24d487330e2b4225553ded44d36af3c8c56": (
+        "reviewed: a login logger that mails a fixed address"
+    ),
+    "d54cd4d595b328566e8e5fcc7c252bf9a5697ca1f6371d99135b966e0280fb62": "reviewed: a CMS config file",
+    "edd13c0d86f3a03000a9c11b75c018534b5190d126876c8ba95b2fa2d764c3f6": (
+        "reviewed: a shell manager's controller (sends commands to remote shells)"
+    ),
+    "7a9828f41376e34bbc11333e04a8fe184528121d4e95ec812dac2cf2f95615c6": (
+        "reviewed: a shell manager's controller (sends commands to remote shells)"
+    ),
+    "05db614a87a463ef11d794e55dcdc279cb54e21fdd0a325b4c327d01e17ac97b": "reviewed: a shell manager's application class",
+    "1fa290851291e02764bc32e3fdf83786b6192052d2ded7094d66bd21efe23c6e": (
+        "reviewed: a shell manager's driver (a client of remote shells)"
+    ),
+    "e64a5c1916455e118ac2fed9aa818cb4339c397a28ca4f534c434f4871711666": (
+        "reviewed: a shell manager's driver (a client of remote shells)"
+    ),
+    "94e237831f327549f59284bbad7bfa7bc141d7a92a67a59fce4b9ae8ee344a89": "reviewed: a shell manager's model class",
+    "bc7b5b01ffef1d1c592fa33f0047427093e066066ea011359e9717441efdb75e": (
+        "reviewed: a shell manager's payload builder (a client of remote shells)"
+    ),
+    "9dcab6107770c210bb0ee51ea43d9e452a69abbb1930f92c84d1c7bb2a84273b": (
+        "reviewed: a hosting panel extension that starts its malware scanner"
+    ),
+    "dde414294c93b1e7392d85ae4544369817c3934fff6217cce173b7df7c4952a6": (
+        "reviewed: a hosting panel extension's controller"
+    ),
+    "08ab0b7a97ddfba290a5d62c96404c591443b1e822fbafa3b2f88e5289b054ae": (
+        "reviewed: a hosting panel extension's API helper"
+    ),
+    "c515647a179903cfea1b1cd1bf86718f72c9a6b849397084b9a8b4f4b1477990": (
+        "reviewed: a command-line shell generator, not web code"
+    ),
+    "32812e7829aa0e52094a69320cc06fe97421eedde1520a018260594f0aecfd3c": (
+        "reviewed: a command-line client of a remote shell, not web code"
+    ),
+    "d5706b983ace86cafa9ad39b6ac0fdc6792ed2db6d154ff47ec9b4ae20357dbb": "reviewed: a shell manager's crypto code",
+    "3a21b057303b5fb0664e3dc9de04bac5b25563680f397d0a47bfd11a1c3419d4": "reviewed: a shell manager's crypto code",
+    "1f2dad40dd601f4ff861e9551d5890abd7834180529179db7087bee79e15e294": "reviewed: a shell manager's crypto code",
+    "b045aa21cacd2c1077f54545811beeaa67dd14b14f01ea48dfa577fd22ef09b7": "reviewed: a shell manager's crypto code",
+    "4a0ff979f166aee518e365de54ffff0b4f9439c5f19156a8e3b19bb309bb09fc": "reviewed: a shell manager's page template",
+    "f2cf0a8b8a862c49656b15add89dfe0b3088118e207ee6657a80e2dd3f7f584c": "reviewed: a shell manager's page template",
+    "844f1dcf2241c9a910e96bbd82f2b6de91a4f138c5ba45c851f109209abc8d60": "reviewed: a shell manager's page template",
+    "8c088ad13a20c73c211ecc51fb32e6513bc9ae49f7c38e0caac29709e23d7a08": "reviewed: a shell manager's page template",
+    "b2fff3dcf7314eb0a9bb2f249a45e65da0abfa77b557c4c5ba1c644dc0a1585e": "reviewed: a shell manager's page template",
+    "d1c34dbb64beaab900a298ca1095e59d7fc9d04dfbca625db0f5a6310d2edf16": "reviewed: a shell manager's page template",
+    "81131c87387a5161b45a81e5bc869da6e0a59e257aa1860efff4ae5312153550": "reviewed: a shell manager's page template",
+    "4d27693e16eac12acf5b6f9c370cb18cb637a4a09ebf18040cccbb6bfb92d0b9": "reviewed: a shell manager's page template",
+    "dd38fc4829f7a18043fd8698586c60a467508481a9f5ed19e4c427dbcef16d88": "reviewed: a shell manager's page template",
+    "359bec87ff31dfee0369a60b4fb4240a1183a02ea446226ff096eeadb5697e55": "reviewed: a shell manager's page template",
+    "ce3fb7f17dc01be57cd9975c58919cc64980d5ddb2a8f4fcce699c827b86d490": (
+        "reviewed: a shell manager's login page template"
+    ),
+    "ad98c9c88afcf1a2f114d55443108c4324a3995622c1d6b3df7b249cffe1ab30": "reviewed: a shell manager's list page",
+    "76f969a7d65656167d4300b95e0dd39f3b5a6947423192333522ad9356d86822": "reviewed: a shell manager's list page",
+    "4a9c66937ca8a417e739a8add7121a4ee16c00d33a02c430c87cdb201174c8e5": "reviewed: a shell manager's list page",
+    "075abab9c3abf8e6b22b91d1b033cbfa77f22f5a8412225ecc0c6fcbdad5e0f3": "reviewed: a shell manager's list page",
+    "09cdc5e58795671d2c9db08a726e6999ef20bdaf57b7d50ad9a26596ee91781c": "reviewed: a shell manager's settings page",
+    "612b5299ce3e5c444680f567e55a4771e1e19fb1bf14c7f58b9c522737b1682a": "reviewed: an application's front page",
+    "337d4b3ff5abf44b6db46add683eeaf82748d676839945b3ed46cb22e486e597": (
+        "reviewed: an editor's sample page (posted data)"
+    ),
+    "7a3097ca3ec95aaa7adbdc2c493fcd3f78d5905a9dbd22f718d9f4c275c7dc10": "reviewed: a database class",
+    "26d2e4fb1848c4f5ddab5a65d7f3568e10b3d6e91723a3efeb3a6bceea027a79": "reviewed: a database class",
+    "56e7bfae4e39859f9e46d8a52919f63218859044b687503d06c75c95805f1c57": "reviewed: an XML database class",
+    "a8d1d5d94d2cb5b7174f3e7dbd5b266590af02ccafd28e506af2a3b6bc09fd76": "reviewed: an MVC controller (a login form)",
+    "92158993915511f892656ab728d94216d4fc822b374b54684459981e83fa6ee7": "reviewed: an MVC model (users)",
+    "91b2aebb82b2b4963014948a0a50b8debaf970b37ee9d4c87fedfb9287a8faf3": (
+        "reviewed: helper functions of a file manager, no input"
+    ),
+    "be456571f976ca1e0ad5bedb4a655e20664d8b11cc7aa08515b03353a60f665a": (
+        "reviewed: disables a security plugin's alerts, no input (not a web shell)"
+    ),
+    "6c2b4ab383600e77a1ec1a6b64d8547591f027cdc9b7aafe717a9b74a979a119": (
+        "reviewed: a command-line exploit, not web code"
+    ),
+    "4a9ff46b5608bf3cd8025e91b576585af76932abdc0a34ce8593188c8ccd1ed8": (
+        "reviewed: a command-line exploit, not web code"
+    ),
+    "0cc548751388db0a5c815eda6319453d8ce8ceebaf2d3e51d2b0be918d667b9d": (
+        "reviewed: a command-line exploit, not web code"
+    ),
+    "578edde7c7d16f70d6643e3e74868a2107ef709812ce960cddd48ff774e33778": (
+        "reviewed: a command-line exploit, not web code"
+    ),
+    "1fe7a77d0be45d00f82ed0b21ff3a068924438a1ca3e60677bf322ce628a7d5f": (
+        "reviewed: a command-line exploit, not web code"
+    ),
+    "3254288c4ea91acef4e6359f914132ca48917df08516596cc0d8c1ca3e50c850": (
+        "reviewed: a command-line scanner, not web code"
+    ),
+    "f0da24566dd5ddbf00b4e1329506c113ae67635bc1ef40ad8983407f36dcc9b3": "reviewed: an application's PDF template",
+    "79a6ac10e41078b4e672731eb96432598eba077db6e39c6ceb538b76e46162b9": "reviewed: an e-invoicing application's class",
+    "5d736a7826006852a0e56724d4c918a1692ec25c949d617e6ace4b896a9663d4": "reviewed: an e-invoicing application's class",
+    "09bb9340a02e44c4cc45297b317eb38368c5563dc4d6af5697995d5546d692ee": (
+        "reviewed: an e-invoicing application's mail class"
+    ),
+    "68e1ec809abba7e2555f61c3b1f4dc87913e63f983c32bf170e6f65622d089ed": "reviewed: an e-invoicing application's class",
+    "b8eb3566f7de459329e90b936fb0ebfa62384b59a712ac55c12f64ff74b51287": "reviewed: an e-invoicing application's script",
+    "5435852bb53bccd58ad261392c0746bd629e7e252de150b417cef5a192e03375": "reviewed: an e-invoicing application's script",
+    "53654712321960498d3cacb9a4ccac11344fb58200e805d0ee0b8a9c3985981d": "reviewed: an e-invoicing application's script",
+    "17d43e283e1a335a6decaff0290f47d8e3785b6ef88071bb724f0687f0b976ed": "reviewed: an e-invoicing application's script",
+    "8a5ec8d8b5beda063110038c48e8d8b2f2c551d1fe57d3f4c3c01d2a61b3f6f7": "reviewed: a database error page",
+    "5c27258fb52f6e3e47ea140a08ef39e74009d457e8064faa933687b732d7a7e8": (
+        "reviewed: an SQL-injection test page (vulnerable, not a shell)"
+    ),
+    "a4c8d7fb764541e30769c5d7ef9701610a26617b171bbb998c7b8edc3b86a7db": (
+        "reviewed: a malware installer with fixed URLs, no input (not a web shell)"
+    ),
+    "7d8fdb693f33b2fd53e2b5819357c1f912d183a4e64681a34dad56bedd9101cb": (
+        "reviewed: a framework module of an admin web console"
+    ),
+    "c8cc19c04b8e72a9e008daffd3f4876cfe112a0a8cf99b877c74ad599665ee8d": (
+        "reviewed: a framework module of an admin web console"
+    ),
+    "3d9a62b38ef88561274e6c3eace9f2a8c18b1e24a8338a15caf4c3be050ddaa3": "reviewed: an HTML page",
+    "8bcde12cc1013dcdfe0f211d47801417245eccd7d2cd00e4cd028a8f3428e235": "reviewed: a web-shell detector's code",
+    "2a34ffe51065310d6bdd7a5629de1e63d400011ab4b6f97a514262edbec80d77": "reviewed: a file of the mPDF library",
+    "74fea589f363e76b988b08062d6b2c65a0130170bb363c8020137ca6ef60670f": "reviewed: a file of the mPDF library",
+    "2e7fd01f3025a2a28e07e3bef56c2a9223bd15c33802d24a4d1893a226ed7ada": (
+        "reviewed: a file of the mPDF library (a font test page)"
+    ),
+    "63fa26304cdeb9e8225178948a3856848849df2676a2f4a0982e523601165c4e": "reviewed: a file of the mPDF library",
+    "a09090f46960f1050a7be0f49bb3bd8938b1c021b935bfa2ea4bb88b41c22841": "reviewed: a file of the mPDF library",
+    "b47cf80557a908628f78f49a927d7212f571f99a2316de13280ff03b9a08df8a": "reviewed: a file of the mPDF library",
+    "3b024da4879c8fc1d31c0a08ce3f97fa99c0b0c668f89f6076e261ccaba2ee05": "reviewed: a file of the mPDF library",
+    "4d53663bc6d03bfd90f48bcc1a01b87f4d8dcf43ae122f907e365ba16de879bb": "reviewed: a file of the mPDF library",
+    "edced14735085c2a2e25677c9c88c9b7c1b3bda221ab06ff1169a0318534e2a4": "reviewed: a file of the mPDF library",
+    "62da8de005f94270e82fca8c5e03e8bcb9cea9be13fc1644ccf157b87e0ec0f4": "reviewed: a file of the mPDF library",
+    "6fbb67c1a2962500a60ffc4d96775b61e8c734a727f246876213f1e9aae62ba6": "reviewed: a file of the mPDF library",
+    "0169d4642c0988715fef15a2b27d0073a14c967ce572d9fd35ac445258ea0c58": "reviewed: a file of the mPDF library",
+    "8e191bd41e9f7a31e18164ea0f92cd0070f237bc5f65ba9ebd7915482d2640ce": "reviewed: a file of the phpseclib library",
+    "eeb8cef3d64858479bac267338f241a63f3977ddd6655d578aabc2a7b9f0c137": "reviewed: a file of the phpseclib library",
+    "247a592a4c173b073b434566d81ab8134c492cfdaa96388b0261c3c3938f5664": "reviewed: a file of the phpseclib library",
+    "aff4df0dbf578b6164199e3e82a6e352aaf63e1ec907af75ee17cae8a51ce008": "reviewed: a file of the phpseclib library",
+    "06b66f43844acc1d19bf5112a09c65a90cfc5dadbe135773c589e011866e8d17": "reviewed: a file of the phpseclib library",
+    "8abe6106f4e4a6d711f64e0c6b4a221ca1d82140639bf173e0eef1e70bae8aa3": "reviewed: a file of the phpseclib library",
+    "e257fddf109615b33495746b0ada53f760a10174e890425f06a90ac5fe24e422": "reviewed: a file of the phpseclib library",
+    "3f773ec84563b24a788d1f2f988a3c8d400813aaabbd5a442d3b5c90e8b5a3a8": "reviewed: a file of the phpseclib library",
+    "07c3c5aba03d725029d95edbb2452530e5438b22087744e1f424697dda58a0ec": "reviewed: a file of the phpseclib library",
+    "412c76941cc0f6ac9091d9cb196ce60544dc9d950afd1f0cd15ac849df56ac09": "reviewed: a file of the phpseclib library",
+    "4304420be864b891daed00d6b635da1dcac2c46b7912f572434e0e6cf0fadf2c": "reviewed: a file of the phpseclib library",
+    "ce9f2d1435881e16d471e695a7f2e5a83f252557e1a87b76c05d5428cae0a837": "reviewed: a file of the phpseclib library",
+    "9575b26269833b413045c9e04d177e5150671226432b25d893ba9e8aa9096fd0": "reviewed: a file of the phpseclib library",
+    "0da090bbbec85ae0559670a3e9cf33e9be4b3c77da37b160987caa1df29a4b4c": "reviewed: a file of the phpseclib library",
+    "f1afdecf6ced16b32d119031fe926c1105676320c8d96269c81ade4146c06e19": "reviewed: a file of the phpseclib library",
+    "fb5c710dbdc59c5fc586e0b09c75ca1b4404c44f8514d1b0eb2eb40236c26104": "reviewed: a file of the phpseclib library",
+    "288b1d2e46ab8a6d3b4b48a5c3e77618c19114bf4f34a305f10bf1341c263493": "reviewed: a file of the phpseclib library",
+    "4240825ba6c4145b75e5712f3eedd84b7e0d344b1019edb2eb5a4b8a71a9a065": "reviewed: a file of the phpseclib library",
+    "a23bce132dba9804c25a7317b449f18a383783bd344386be7f8e8ddeae6add24": "reviewed: a file of the phpseclib library",
+    "8ef336ce68170c280ea312b53936420470ffde58c5f4bf5914db505bc694a435": "reviewed: a file of the phpseclib library",
+    "d127a3a11a41e594179b31b2481819fe22743628c3bcbcd648fb7fda0ae4aef9": "reviewed: a file of the phpseclib library",
+    "cd16afed8078b9ebba2ae4a64bf36513ec0367a646f66bd32f1d572383133bb7": "reviewed: a file of the phpseclib library",
+    "fe8df1e872284005372878423f3faa414f071c59b953c748886a3cbf9d566f97": "reviewed: a file of the phpseclib library",
+    "0049482f58dd4ade75d7193d194b18cf6939d949a95dbb5548c87b0cb049bdb4": "reviewed: a file of the phpseclib library",
+    "55430c445c7d335389b121bb5a25b427586855911db5727176de666fba239123": "reviewed: a CMS's bootstrap file",
+    "c5d48427748003fbc8d4570b5fda318fc956baaa3d2bef358a40dc8b926a3512": "reviewed: a GIF decoder class",
+    "9f0205f4f2dc06cd74f219cb92b7a520b96f2bad07d9749ffbffa38de8b88b1e": "reviewed: a QR-code library class",
+    "1346ce66cc0fdf1c1776ec0328108631401f39a02531340fa1387f53ca2d6092": "reviewed: a JavaScript packer library class",
+    "f29c7e13044bd1ac1ae32932acabdf0d645f55b64b70d1a9050142581a73b063": "reviewed: a JavaScript packer library class",
+    "d7da757aecd32cc19e6fb9d31c2f1a4f583a91c4ff9eb5a721b016ff4d3c9ad7": (
+        "reviewed: a PHP source encoder (an obfuscation tool)"
+    ),
+    "e098193c83eaea02863c6a0a6a27e2799bfec595ba2cd103441bd5349e1be185": (
+        "reviewed: a PHP source encoder (an obfuscation tool)"
+    ),
+    "98b3fc9ba249e561a561bfaff6bae649afc80c24b1eb29566ba50ba6471be320": (
+        "reviewed: a PHP source encoder (an obfuscation tool)"
+    ),
+    "f66201ca77f0bdf5f9ffe7c20a0c7dda5bbb07d8b00ef8cb7ca0be4310193f47": (
+        "reviewed: a PHP source encoder (an obfuscation tool)"
+    ),
+    "aa15d8628b7b2caf1091cf6764bd737819e63f24bc01672518a2f5490618d2b6": (
+        "reviewed: a PHP source encoder (an obfuscation tool)"
+    ),
+    "66d1d433879f289c84816ba3b1a9bdf51d605312cb1efb081f228fdafb844c63": "reviewed: a server-information probe page",
+    "6fa3a7c75b3a098059bba5d207f931bc1f32c131e50c77da67ba58ec451c5f31": "reviewed: an IRC bot",
+    "7615b775be4da4ec20a81be1a27f6ada69c5479f1f8e09f6a9b33911a4b78167": "reviewed: a web proxy (PHProxy)",
+    "f6cef07d0afa124a7ef2d1922612fdc0cb86634d3ee1c3b8baf05fa11d177793": "reviewed: a SOCKS proxy packaged as a phar",
+    "db8209cf52ff9f99ef787a72715052ff1329ceaf30253c520f7fcdfa99d35245": (
+        "reviewed: Adminer, a legitimate database manager"
+    ),
+    "82963d8ac18598e73e9e216fd752bc3c550054b5c4a746ce10e40b4816453cfd": (
+        "reviewed: Adminer, a legitimate database manager"
+    ),
+    "21f2c335b1d7810398862df20ab65ab1c67b188ce80f71d11fe32071f0894ebe": (
+        "reviewed: Adminer, a legitimate database manager"
+    ),
+    "0151aacf718ab65be46770339559ebaffa2cade02a77202d0cef37100856c95a": (
+        "reviewed: Adminer, a legitimate database manager"
+    ),
+    "78f718f3b60faa1d1765af6c0010465f8d780fcaf8990a9e9223ce9c716de2d2": (
+        "reviewed: Adminer, a legitimate database manager"
+    ),
+}
+
 # Paths in shell collections that hold tools other than web shells (DoS scripts, exploits, IRC
 # bots, SSH/ICMP backdoors, nginx modules, IDE metadata): listed as `other`, not counted.
 _NOT_SHELL = [
@@ -343,7 +680,10 @@ def _shell_entries(src: Source, gitdir: Path, commit: str):
                     e.reason = why
                     break
             else:
-                e.reason = _REVIEWED_NOT_SHELL.get(e.sha) or _no_server_code(lang, ext, data)
+                reviewed = _REVIEWED_NOT_SHELL.get(e.sha)
+                if not reviewed and not src.unused:  # a source not used keeps its "not used" lines as published
+                    reviewed = _REVIEWED_LATER.get(e.sha)
+                e.reason = reviewed or _no_server_code(lang, ext, data)
                 if not e.reason:
                     e.label = "shell"
                     e.data = data
