@@ -137,14 +137,33 @@ class Enricher:
         of a young cgroup without its container is held (agent/enrich/hold.py) and resolved again anyway.
         The pipeline asks the compiled memo reader first (agent/sensors/_native.c from_memo: a file or net
         event's hit whose path needs no cwd), which makes what the hit branch below makes."""
+        table = self.table
+        resets = table.chain_resets + table.evicted
         if isinstance(ev, _PROCESS_EVENTS):
             if memo:
                 _forget(memo, ev.child_pid if isinstance(ev, ForkEvent) else ev.pid)
-            return self.enrich(ev)
+            en = self.enrich(ev)
+            if table.chain_resets + table.evicted != resets:
+                memo.clear()  # the table dropped a process or its cached ancestries: see below
+            # An exec's context is its process's from now on (the table's entry made from it, its ancestry
+            # as the table now has it), a fork's is its parent's, unchanged by the child unless the child's
+            # pid is one it names (a reused pid): what the memo would get at the process's next event, which
+            # the compiled reader then takes (one follows most execs). Not an exit's: its ancestry was read
+            # before the table forgot the pid.
+            kind = type(ev)
+            if en.process is not None and (kind is ExecEvent or (kind is ForkEvent and not _names(en, ev.child_pid))):
+                memo[(ev.pid, ev.ppid, ev.cgroup_id, ev.mntns)] = en
+            return en
         key = (ev.pid, ev.ppid, ev.cgroup_id, ev.mntns)
         hit = memo.get(key)
         if hit is None:
             en = self.enrich(ev)
+            if table.chain_resets + table.evicted != resets:
+                # The table dropped its cached ancestries (a pid some chain holds changed, or the cache was
+                # full), or a process (full): a chain rebuilt now can be longer than the cached one was (it
+                # had stopped at a pid the table did not know then), an evicted process is read from procfs
+                # again, so what the memo holds is forgotten as the table forgot it.
+                memo.clear()
             if en.process is not None:  # an unknown pid is asked again (procfs), as enrich() would
                 memo[key] = en
             return en
@@ -159,6 +178,12 @@ class Enricher:
             return self.table.ancestors(ev.pid)  # cached per pid: the common case costs one lookup
         # The kernel's parent differs from the table's (reparented, or the fork was not seen): its chain.
         return ((parent,) + self.table.ancestors(parent.pid))[: self.table.ancestry_max]
+
+
+def _names(en: Enriched, pid: int) -> bool:
+    """The context names `pid`: its process, its parent or an ancestor."""
+    ev = en.event
+    return ev.pid == pid or ev.ppid == pid or any(a.pid == pid for a in en.ancestors)
 
 
 def _forget(memo: dict, pid: int) -> None:

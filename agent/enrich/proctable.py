@@ -108,6 +108,7 @@ class ProcessTable:
         self.evicted = 0
         self.procfs_reads = 0
         self.chain_builds = 0  # ancestry cache misses, for tests and metrics
+        self.chain_resets = 0  # times every cached chain was dropped (the batch memo follows: enricher.py)
 
     def __len__(self) -> int:
         return len(self._t)
@@ -177,6 +178,7 @@ class ProcessTable:
         if len(self._chains) >= self.max_entries:
             self._chains.clear()
             self._in_chains.clear()
+            self.chain_resets += 1
         self._chains[pid] = chain
         self._in_chains.update(p.pid for p in chain)
         return chain
@@ -212,6 +214,7 @@ class ProcessTable:
         if pid in self._in_chains:  # some chain holds what this pid was: rebuild them as needed
             self._chains.clear()
             self._in_chains.clear()
+            self.chain_resets += 1
 
     def snapshot(self) -> list[ProcInfo]:
         return list(self._t.values())
