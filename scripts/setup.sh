@@ -53,3 +53,6 @@ fi
 # The compiled decoders of the hot record kinds (agent/sensors/native.py) into build/native/ (gitignored);
 # without them the agent runs the Python decoders, slower but the same events.
 .venv/bin/python -m agent.sensors.native_build >/dev/null || echo "setup: native decoders not built: the Python ones are used"
+# The rules' compiled pre-condition (agent/detect/native.py), also into build/native/; without it the
+# Python pre-condition generated from the same spec runs (the same alerts, more CPU per event).
+.venv/bin/python -m agent.detect.native_build >/dev/null || echo "setup: rules pre-condition not built: the Python one is used"

@@ -311,6 +311,10 @@ class Part:
     neg: Part | None = None
     cmp: tuple[str, Callable[[Enriched], object], str, object] | None = None
     fast: Part | None = None  # the same test with the field's fast getter, valid on fast_kinds
+    # For `in` / `intersects` / `=` on a list field (file.mode_names in (S_ISUID, S_ISGID)): (field,
+    # getter, values); the part holds exactly when an element is one of the values (index.py's
+    # pre-condition anchors on it).
+    anyin: tuple[str, Callable[[Enriched], object], frozenset] | None = None
     fast_kinds: frozenset[str] = frozenset()
 
 
@@ -542,11 +546,14 @@ def _leaf(field: F.Field, get: Callable[[Enriched], object], node: Cmp, typed: l
         prefix = (field.name, get, tuple(p.rstrip("/") + "/" for p in typed),
                   frozenset(p.rstrip("/") or "/" for p in typed))
     words = (field.name, get, (typed[0],)) if node.op == "contains" and field.type == "str" else None
+    anyin = None
+    if node.op in ("=", "in", "intersects") and field.type == "list[str]":
+        anyin = (field.name, get, frozenset(typed))
     cmp = None
     if node.op in _INLINE_OPS and field.type in ("str", "int", "bool") and (node.op == "exists" or typed):
         cmp = (field.name, get, node.op, typed[0] if typed else None)
     return Part(fn, field.kinds, frozenset({field.name}), _cost(field, node.op), key, eq=eq, prefix=prefix,
-                words=words, cmp=cmp)
+                words=words, cmp=cmp, anyin=anyin)
 
 
 _INLINE_OPS = frozenset({"exists", "!=", "<", "<=", ">", ">=", "endswith"})

@@ -20,6 +20,13 @@ cost per event low, all decided once at build time:
    rename), and the getters skip their type checks (Field.fast).
 5. an `or` whose alternatives each have such a test (`file.name in (rc files) or file.path startswith
    /etc/profile.d/`) is split into one item per alternative, so each joins its field's dispatch.
+6. a per-kind pre-condition (`prefilter(op)`), for batches: most events of a real mix match no rule,
+   and the node, however well planned, costs a Python call of some hundred bytecodes per event. From
+   every item of the kind one necessary conjunct is taken (an equality or prefix test: its "anchor";
+   an `or` whose alternatives all have one gives the union of theirs), and the anchors are merged per
+   field into one set lookup and one prefix lookup by first component. An event none of them accepts
+   can match no rule of its kind and skips the node; the others go to the node as before. A kind with
+   an item that has no anchor (a rule true on every open, a `not` alone) has no pre-condition.
 The plan is then written as Python: one generated function per node (see "code generation" below),
 with each field read once into a local and the tests inline, cheap parts first. Conditions are pure
 functions of the event, so none of this changes a result; tests/unit/test_detect_index.py checks
@@ -29,6 +36,8 @@ source holds no text from a rule file: every value is a constant passed in by na
 
 from __future__ import annotations
 
+import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -37,6 +46,7 @@ from agent.detect.condition import Compiled, Part
 from agent.events import EVENT_NAMES, Enriched, Op
 
 Node = Callable[[Enriched, list], None]
+Prefilter = Callable[[Sequence[Enriched], list[int]], list[int]]
 _Item = tuple[int, tuple[Part, ...]]  # (rule position, conjuncts still to test)
 
 
@@ -44,17 +54,34 @@ class RuleIndex:
     def __init__(self, compiled: Sequence[Compiled]):
         self.size = len(compiled)
         self._by_op: dict[Op, Node] = {}
+        self._pre_by_op: dict[Op, Prefilter] = {}
+        self._spec_by_op: dict[Op, tuple] = {}
         self.met: dict[str, int] = {}  # rules each kind meets (for metrics and the bench)
         for op, name in EVENT_NAMES.items():
             items = [item for pos, c in enumerate(compiled) for item in _for_kind(pos, c, name)]
             self.met[name] = len({pos for pos, _ in items})
             if items:
                 self._by_op[op] = _build(items, {})
+                spec = _spec(items)
+                if spec is not None:
+                    self._spec_by_op[op] = spec
+                    self._pre_by_op[op] = _python(spec)
 
     def node(self, op: Op) -> Node | None:
         """The node of one kind: node(en, out) appends the positions that match (repeats possible:
         match() removes them); None when no rule can match that kind."""
         return self._by_op.get(op)
+
+    def prefilter(self, op: Op) -> Prefilter | None:
+        """The kind's pre-condition over a batch: prefilter(events, where) -> the positions of `where`
+        (indices into `events`, all of this kind) that may match a rule; None when there is none (every
+        event goes to the node). A position whose test raised is kept: the node then judges it."""
+        return self._pre_by_op.get(op)
+
+    def prefilter_spec(self, op: Op) -> tuple | None:
+        """The same pre-condition as agent/detect/_prefilter.c takes it (index.compiled_tests), or None."""
+        spec = self._spec_by_op.get(op)
+        return compiled_tests(spec) if spec is not None else None
 
     def match(self, en: Enriched) -> list[int]:
         """Positions (in the order given) of the conditions that match this event."""
@@ -406,3 +433,165 @@ class _Gen:
                     f"{ind2}{lens} = {table}.get({v}[: {j} + 1]) if {j} >= 0 else None\n",
                     f"{ind2}if {lens} is not None:\n", *loop]
         return out
+
+
+# -- the per-kind pre-condition -----------------------------------------------------------------------
+
+
+def _anchors(parts: Sequence[Part]) -> list[Part] | None:
+    """Tests of which one must hold for the conjunction `parts` to hold (equality, prefix, suffix or
+    `contains` Parts); None when none can be named. The conjunct most likely to be selective is
+    taken (_rank); an `or` whose alternatives all have anchors gives the union of theirs."""
+    best: tuple[int, list[Part]] | None = None
+    for p in parts:
+        rank = _rank(p)
+        if rank is not None:
+            cand = (rank, [p])
+        elif p.conj is not None:
+            sub = _anchors(p.conj)
+            cand = (max(map(_rank, sub)), sub) if sub is not None else None
+        elif p.disj is not None:  # every alternative needs one: the union of theirs
+            alts = [_anchors(q.conj or (q,)) for q in p.disj]
+            ok = all(a is not None for a in alts)
+            union = [a for alt in alts if alt for a in alt]
+            cand = (max(map(_rank, union)) + 1, union) if ok and union else None
+        else:
+            cand = None
+        if cand is not None and (best is None or cand[0] < best[0]):
+            best = cand
+    return best[1] if best is not None else None
+
+
+def _rank(p: Part) -> int | None:
+    """How selective a test is likely to be, lower first: a set of numbers (ports, uids), a set of
+    strings (program names, file names), a path prefix or suffix, a substring, a list field's
+    names (open flags, mode bits); a bool last (file.open.write = true holds on half the opens)."""
+    if p.eq is not None:
+        values = p.eq[2]
+        if all(isinstance(v, bool) for v in values):
+            return 6
+        return 0 if all(isinstance(v, int) for v in values) else 1
+    if p.prefix is not None or (p.cmp is not None and p.cmp[2] == "endswith"):
+        return 2
+    if p.anyin is not None:  # flag and mode names: a few values, often set (O_TRUNC)
+        return 4
+    return 3 if p.words is not None else None
+
+
+Test = tuple  # (getter, exact, heads, short, suffixes, words, anyin): see _spec
+
+
+def _spec(items: list[_Item]) -> tuple[Test, ...] | None:
+    """The pre-condition of one kind's items (the module's docstring, 6): tests of which one holds on
+    every event that can match an item, or None when there is none. One test per field read:
+    (getter, exact values, ((first component, prefixes), ...), prefixes tried on every value,
+    suffixes, substrings, values one of a list's elements may be); None for what it has not."""
+    anchors: list[Part] = []
+    for _, parts in items:
+        got = _anchors(parts)
+        if got is None:
+            return None  # an item true on every event of the kind, or with no test to anchor on
+        anchors.extend(got)
+    per: dict[str, tuple[Callable, set, set, set, set]] = {}  # field -> (getter, exact, prefixes, suffixes, words)
+    tests: list[tuple[int, Test]] = []
+
+    def slot(field: str, get: Callable) -> tuple[Callable, set, set, set, set]:
+        return per.setdefault(field, (get, set(), set(), set(), set()))
+
+    for a in anchors:
+        if a.eq is not None:
+            field, get, values = a.eq
+            slot(field, get)[1].update(values)
+        elif a.prefix is not None:
+            field, get, prefixes, exact = a.prefix
+            slot(field, get)[1].update(exact)
+            slot(field, get)[2].update(prefixes)
+        elif a.anyin is not None:  # a list field: a test of its own
+            _, get, values = a.anyin
+            tests.append((4, (get, None, None, None, None, None, frozenset(values))))
+        elif a.cmp is not None:  # endswith
+            field, get, _, want = a.cmp
+            slot(field, get)[3].add(want)
+        else:
+            field, get, words = a.words
+            slot(field, get)[4].update(words)
+    for get, exact, prefixes, suffixes, words in per.values():
+        heads: dict[str, list[str]] = {}
+        short: list[str] = []
+        for p in sorted(prefixes):
+            j = p.find("/", 1)
+            if j < 0:
+                short.append(p)  # no '/' after the first character: tried on every value
+            else:  # a value that starts with p has p's first component as its own
+                heads.setdefault(p[: j + 1], []).append(p)
+        rank = 0 if not (prefixes or suffixes or words) else 2 if words else 1  # set lookups first
+        tests.append((rank, (get, frozenset(exact) or None,
+                             tuple((h, tuple(ps)) for h, ps in heads.items()) or None, tuple(short) or None,
+                             tuple(sorted(suffixes)) or None, tuple(sorted(words)) or None, None)))
+    tests.sort(key=lambda t: t[0])
+    return tuple(t for _, t in tests)
+
+
+def _python(tests: tuple[Test, ...]) -> Prefilter:
+    """The spec as generated Python (the reference, and what runs without the compiled module)."""
+    gen = _Gen({})
+    exprs: list[str] = []
+    for get, exact, heads, short, suffixes, words, anyin in tests:
+        inline = getattr(get, "inline", None)  # read in place where the getter has a text form
+        value = f"({inline})" if isinstance(inline, str) else f"{gen.const(get, 'g')}(en)"
+        v = gen.tmp()
+        alts = []
+        if exact is not None:
+            alts.append(f"{v} in {gen.const(exact, 's')}")
+        if heads is not None:
+            h = gen.tmp()
+            table = gen.const(dict(heads), "d")
+            alts.append(f"(({h} := {table}.get({v}[: {v}.find('/', 1) + 1])) is not None and {v}.startswith({h}))")
+        if short is not None:
+            alts.append(f"{v}.startswith({gen.const(short, 'p')})")
+        if suffixes is not None:
+            alts.append(f"{v}.endswith({gen.const(suffixes, 'p')})")
+        alts += [f"{gen.const(w, 'k')} in {v}" for w in words or ()]
+        if anyin is not None:
+            alts.append(f"not {gen.const(anyin, 's')}.isdisjoint({v})")
+        exprs.append(f"(({v} := {value}) is not None and ({' or '.join(alts)}))")
+    src = ("def prefilter(events, where):\n"
+           "    keep = []\n"
+           "    for i in where:\n"
+           "        en = events[i]\n"
+           "        try:\n"
+           f"            if {' or '.join(exprs) or 'False'}:\n"
+           "                keep.append(i)\n"
+           "        except Exception:  # the node judges it (and reports what raised)\n"
+           "            keep.append(i)\n"
+           "    return keep\n")
+    code = compile(src, "<detect.prefilter>", "exec")  # noqa: S102 (our own plan, no input text)
+    env = dict(gen.env)
+    exec(code, env)  # noqa: S102
+    fn = env["prefilter"]
+    fn.source = src
+    return fn
+
+
+_CHAIN = r"en(?:\.[A-Za-z_]\w*)+"
+_ACCESS = re.compile(rf"(?P<chains>{_CHAIN}(?: or {_CHAIN})*)(?P<none> or None)?|"
+                     rf"\((?P<pchains>{_CHAIN}(?: or {_CHAIN})*)\)(?P<base>\.rpartition\(\"/\"\)\[2\])?")
+
+
+def _access(get: Callable) -> object:
+    """How the compiled pre-condition reads a getter's value: (chains of attribute names, flags) for a
+    fast getter whose inline text is attribute reads joined by `or` (fields.py's `en.event.path`,
+    `(en.path_resolved or en.event.path).rpartition("/")[2]`, `en.event.path2 or None`): flags bit 0
+    takes the part after the last '/', bit 1 reads a false value as None; else the getter, called."""
+    inline = getattr(get, "inline", None)
+    m = _ACCESS.fullmatch(inline) if isinstance(inline, str) else None
+    if m is None:
+        return get
+    text = m["chains"] or m["pchains"]
+    chains = tuple(tuple(sys.intern(a) for a in c.split(".")[1:]) for c in text.split(" or "))
+    return chains, (1 if m["base"] else 0) | (2 if m["none"] else 0)
+
+
+def compiled_tests(tests: tuple[Test, ...]) -> tuple:
+    """The spec as agent/detect/_prefilter.c takes it: each getter as _access gives it."""
+    return tuple((_access(t[0]), *t[1:]) for t in tests)

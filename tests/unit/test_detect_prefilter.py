@@ -1,0 +1,163 @@
+"""The rules' per-kind pre-condition (agent/detect/index.py, 6): it keeps every event a rule of its
+kind matches (on fixed and random rule sets), the compiled one (agent/detect/_prefilter.c, built
+here into a temporary directory) keeps exactly what the Python one keeps, and the detector's
+alerts are the same with either and with none."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+import pytest
+
+from agent.detect import native
+from agent.detect.condition import compile
+from agent.detect.engine import build
+from agent.detect.index import RuleIndex, _access, _python, compiled_tests
+from agent.events import EVENT_NAMES, Op
+from tests.unit.detect_events import connect_en, enriched, exec_en, file_rec, net_rec, open_en
+from tests.unit.test_detect_index import LISTS, MACROS, RULES, _events, _random_condition, _want
+
+
+@pytest.fixture(scope="module")
+def compiled_module(tmp_path_factory):
+    """The C file compiled for this test run (whatever build/native holds), loaded."""
+    so = native.build(out_dir=str(tmp_path_factory.mktemp("nwrules")))
+    return native.load(so)
+
+
+_PATHS = ["/etc/passwd", "/etc/cron.d/job", "/etc", "/etcx/a", "/usr/bin/ls", "/usr/binx", "/usr/lib/x.so",
+          "/tmp/x", "/root/.bash_history", "/home/u/.bash_history", "out/a.tmp", "/", "", "/var/lib/a/b.log",
+          "/proc/1/environ", "/dev/shm/x", "/home/u/.ssh/id_rsa", "/etc/cron.daily/x", "/e", "relative",
+          "/usr/b", "/usr/bin/", "é/ü", "/et/ç"]
+
+
+def _many_events(rng: random.Random) -> list:
+    events = list(_events())
+    for path in _PATHS:
+        for flags in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR | os.O_TRUNC):
+            events.append(open_en(path, flags=flags, comm=rng.choice([b"cat", b"bash", b"dpkg", b"curl"]),
+                                  uid=rng.choice([0, 1000]), container=rng.choice([None, events[0].container])))
+        events.append(enriched(file_rec(Op.FILE_RENAME, path, rng.choice(_PATHS), comm=b"mv")))
+        events.append(enriched(file_rec(Op.FILE_UNLINK, path, comm=b"rm", uid=0)))
+        events.append(exec_en(path or "/x", [path.rsplit("/", 1)[-1] or "x"], comm=rng.choice([b"bash", b"nc", b"x"])))
+    # a relative open resolved against the cwd (enrich's path_resolved): read by file.name and fd.name
+    events += [dataclasses.replace(open_en("x", flags=os.O_WRONLY), path_resolved=p) for p in _PATHS if p]
+    for port in (22, 443, 3333, 4444):
+        events.append(connect_en("10.0.0.1", port, comm=rng.choice([b"curl", b"bash"])))
+        events.append(enriched(net_rec(Op.NET_BIND, "0.0.0.0", port, comm=b"python3")))
+    return events
+
+
+def _check_index(index: RuleIndex, compiled, events, mod) -> int:
+    """Every event a rule matches is kept; the compiled keep() keeps what the Python one keeps.
+    Returns how many events the pre-conditions dropped."""
+    dropped = 0
+    for op in EVENT_NAMES:
+        pre = index.prefilter(op)
+        if pre is None:
+            continue
+        mine = [en for en in events if en.event.op is op]
+        where = list(range(len(mine)))
+        kept = pre(mine, where)
+        dropped += len(mine) - len(kept)
+        for i, en in enumerate(mine):
+            if _want(compiled, en):
+                assert i in kept, (EVENT_NAMES[op], en.event)
+        assert mod.keep(mine, where, index.prefilter_spec(op)) == kept, EVENT_NAMES[op]
+    return dropped
+
+
+def test_the_pre_condition_keeps_every_match_on_fixed_rules(compiled_module):
+    compiled = [compile(r, MACROS, LISTS) for r in RULES]
+    index = RuleIndex(compiled)
+    events = _many_events(random.Random(1))
+    _check_index(index, compiled, events, compiled_module)
+    assert index.prefilter(Op.NET_CONNECT) is not None
+    # "proc.name = bash" holds on every kind: the name is the anchor, an open by cat is dropped
+    pre = index.prefilter(Op.FILE_OPEN)
+    assert pre is not None and pre([open_en("/var/lib/a", comm=b"cat")], [0]) == []
+
+
+def test_the_pre_condition_keeps_every_match_on_random_rule_sets(compiled_module):
+    rng = random.Random(17)
+    events = _many_events(rng)
+    dropped = 0
+    for _ in range(60):
+        compiled = [compile(_random_condition(rng), MACROS, LISTS) for _ in range(rng.randint(1, 40))]
+        index = RuleIndex(compiled)
+        dropped += _check_index(index, compiled, events, compiled_module)
+        for en in events:  # and the index behind it still agrees with each rule
+            assert index.match(en) == _want(compiled, en)
+    assert dropped > 0  # the pre-conditions did reject events: the agreement is not vacuous
+
+
+def test_a_kind_with_a_rule_that_has_no_test_to_anchor_on_has_no_pre_condition():
+    index = RuleIndex([compile("evt.type = open and not proc.name = cat"),
+                       compile("evt.type = open and fd.name startswith /etc")])
+    assert index.prefilter(Op.FILE_OPEN) is None
+    index = RuleIndex([compile("evt.type = open and (fd.name startswith /etc or proc.name = cat)")])
+    pre = index.prefilter(Op.FILE_OPEN)  # an `or` whose alternatives both have one: the union
+    assert pre([open_en("/etc/x"), open_en("/tmp/x", comm=b"cat"), open_en("/tmp/x", comm=b"ls")], [0, 1, 2]) == [0, 1]
+
+
+def test_an_event_whose_test_raises_is_kept_for_the_node(compiled_module):
+    def broken(en):
+        raise RuntimeError("cannot read")
+
+    tests = ((broken, frozenset({"x"}), None, None, None, None, None),)
+    events = [open_en("/etc/x"), open_en("/tmp/y")]
+    assert _python(tests)(events, [0, 1]) == [0, 1]
+    assert compiled_module.keep(events, [0, 1], compiled_tests(tests)) == [0, 1]
+    # a value of the wrong type for a string test: the node judges it, as Python's startswith would raise
+    odd = ((lambda en: 5, None, None, ("/e",), None, None, None),)
+    assert _python(odd)(events, [0]) == compiled_module.keep(events, [0], compiled_tests(odd)) == [0]
+
+
+def test_the_compiled_reader_follows_the_fast_getters_text():
+    from agent.detect import fields
+
+    assert _access(fields.FIELDS["file.path"].fast) == ((("event", "path"),), 0)
+    assert _access(fields.FIELDS["file.name"].fast) == ((("path_resolved",), ("event", "path")), 1)
+    assert _access(fields.FIELDS["file.target.path"].fast) == ((("event", "path2"),), 2)
+    flags = fields.FIELDS["file.open.write"].fast
+    assert _access(flags) is flags  # an expression it does not read: the getter is called
+
+
+def test_bundled_rules_compiled_and_python_select_agree_and_drop_most_of_a_benign_mix(compiled_module):
+    det, errors = build(None)
+    assert not errors
+    events = _many_events(random.Random(3))
+    for batch in (events, events[::-1], events[:1], []):
+        py = det._select(batch)
+        c = [(b, op, n, kept) for b, op, n, kept, _ in compiled_module.select(batch, det._tables) if n]
+        assert c == [(b, op, n, kept) for b, op, n, kept, _ in py]
+        for boxed, op, _, kept, _ in py:  # every event a rule in scope matches is kept
+            ridx, scoped = det._ridx[boxed]
+            for i, en in enumerate(batch):
+                if en.event.op is op and (en.container is not None) is boxed and ridx.match(en):
+                    assert i in kept
+    # the file opens of the bench's mix (logs written under /var/lib, temporary files) skip the nodes
+    opens = [open_en(f"/var/lib/app/{k}.log", flags=os.O_WRONLY | os.O_APPEND) for k in range(20)]
+    ((_, _, n, kept, _),) = compiled_module.select(opens, det._tables)
+    assert n == 20 and kept == []
+    attack = [open_en("/etc/cron.d/job", flags=os.O_WRONLY, container=None)]
+    assert [g[3] for g in compiled_module.select(attack, det._tables)] == [[0]]
+
+
+def test_the_detector_raises_the_same_alerts_and_counts_with_the_pre_condition_or_without():
+    """A mix through evaluate_batch (grouped, the pre-condition: compiled where built) and through
+    evaluate (each event's node, no pre-condition): the same alerts in the same order, the same
+    evaluation counts per rule."""
+    rng = random.Random(5)
+    events = _many_events(rng)
+    rng.shuffle(events)
+    batched, single = build(None)[0], build(None)[0]
+    got_b, got_s = [], []
+    for k in range(0, len(events), 50):
+        batch = events[k : k + 50]
+        got_b += [(k + i, a.rule_id, a.output) for i, alerts in batched.evaluate_batch(batch) for a in alerts]
+        got_s += [(k + i, a.rule_id, a.output) for i, en in enumerate(batch) for a in single.evaluate(en)]
+    assert got_b == got_s and len({r for _, r, _ in got_b}) >= 5  # several rules fired: not vacuous
+    assert batched.evaluations == single.evaluations
