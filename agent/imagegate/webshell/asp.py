@@ -417,6 +417,14 @@ def _judge(prog: jsp_flow.Program, found: list[Hit], lang: str, la: str, size: i
                 both = _PARAM.search(f.source) and any(
                     g.state == "tainted" and g.sink.kind in ("write", "writedata") and g.sink.kind != k
                     and _PARAM.search(g.source) for g in flows)
+                if not both and k == "write" and _PARAM.search(f.source) and "instrb" not in text.lower() and not any(
+                        t[0] == "s" and re.search(r"\.\w{1,5}$", str(t[1])) for t in prog.toks[f.start:f.end]) and any(
+                        g.state == "tainted" and g.sink.kind == "writedata"
+                        and re.search(r"\bbinaryread\b", g.snippet, _I) for g in flows):
+                    # the body written whole (no multipart parsing, which every upload class does with
+                    # InStrB/MidB) to a file the query names, its type too (no fixed extension): an uploader
+                    # for any file
+                    both = True
                 conf = 0.65 if both else min(conf, 0.45)
                 if not both and k == "write" and _PARAM.search(f.source) and asp_shapes.raw_path(prog, f) and any(
                         g.state == "tainted" and g.sink.kind == "writedata" for g in flows) \

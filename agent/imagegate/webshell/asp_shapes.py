@@ -247,12 +247,21 @@ def plants_page(prog: jsp_flow.Program, flows, found: list, lang: str) -> None:
 
 # --- known tools -------------------------------------------------------------------------------
 
+_RAW_SOCKET = re.compile(r"\bSocketType\.Raw\b")
+_RECEIVE_ALL = re.compile(r"\bIOControlCode\.ReceiveAll\b|\bSIO_RCVALL\b|\b0x98000001\b", _I)
+
+
 def known_tools(prog: jsp_flow.Program, found: list, lang: str) -> None:
     strs = " ".join(str(t[1]) for t in prog.toks if t[0] == "s")[:400000]
     if re.search(r"SITE MAINTENANCE", strs, _I) and re.search(r"-SETUSERSETUP|site exec", strs, _I):
         found.append(Hit(rule=f"{lang}.serv-u-exploit", language=lang, severity=Severity.CRITICAL, confidence=0.8,
                          sink="Serv-U local administration", snippet=clip(_around(strs, "SITE MAINTENANCE")),
                          detail="talks to Serv-U's local admin port to add a user and run commands"))
+    if _RAW_SOCKET.search(prog.text) and _RECEIVE_ALL.search(prog.text):
+        # a raw socket switched to receive every packet of the interface: a password sniffer run from a page
+        found.append(Hit(rule=f"{lang}.packet-sniffer", language=lang, severity=Severity.CRITICAL, confidence=0.75,
+                         sink="raw socket, receive all", snippet=clip(_around(prog.text, "SocketType.Raw")),
+                         detail="captures every packet on the server's network interface"))
     hives = set(re.findall(r"\bRegistry\.(ClassesRoot|CurrentUser|LocalMachine|Users|CurrentConfig|PerformanceData"
                            r"|DynData)\b", prog.text))
     if len(hives) >= 4:
