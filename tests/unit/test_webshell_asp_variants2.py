@@ -330,3 +330,12 @@ def test_benign_upload_class_parsing_the_multipart_body():
 def test_benign_page_pinging_with_a_raw_icmp_socket():
     assert_benign('<%@ Page Language="C#" %><% var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork,'
                   ' System.Net.Sockets.SocketType.Raw, System.Net.Sockets.ProtocolType.Icmp); s.Close(); %>', "x.aspx")
+
+
+def test_benign_upload_handler_with_a_filename_initialiser():
+    # FileName set from the upload in an object initialiser, and a Process word in the page: not a StartInfo
+    assert_benign('<%@ WebHandler Language="C#" Class="U" %>\nusing System.Web;\npublic class U : IHttpHandler {'
+                  ' public void ProcessRequest(HttpContext context) { var f = context.Request.Files[0];'
+                  ' var rec = new UploadRecord { FileName = f.FileName, Arguments = context.Request["note"] };'
+                  ' Process(rec); } void Process(UploadRecord r) { Db.Save(r); } public bool IsReusable { get { return true; } } }',
+                  "x.ashx")

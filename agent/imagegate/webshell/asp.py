@@ -111,7 +111,8 @@ C_SINKS = [
     _S(re.compile(r"\bnew (?:System\.Diagnostics\.)?ProcessStartInfo\("), "ProcessStartInfo", "exec"),
     _S(re.compile(r"\.(?:FileName|Arguments)="), "ProcessStartInfo", "exec", needs=_PROC),
     # the same properties set in an object initialiser (`new Process { StartInfo = { Arguments = ... } }`)
-    _S(re.compile(r"(?<=[{,])(?:FileName|Arguments)="), "ProcessStartInfo", "exec", needs=_PROC),
+    _S(re.compile(r"(?<=[{,])(?:FileName|Arguments)="), "ProcessStartInfo", "exec",
+       needs=re.compile(r"ProcessStartInfo(?:\([^()]*\))?\{|StartInfo=\{")),
     _S(re.compile(r"\.Start\(\)"), "Process.Start", "exec", receiver=True, needs=_PROC),
     # a command object's text set from the request (`cmd.CommandText = Request["sql"]`): the query it runs
     _S(re.compile(r"\.CommandText="), "SQL", "sql"),
