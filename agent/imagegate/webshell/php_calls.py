@@ -69,6 +69,15 @@ def _same_list_call(node, argn) -> bool:
                and a[2] != callee[2] for a in argn)
 
 
+def _fetch_url(v: V) -> bool:
+    """A path that names a URL: built from request data, or with a known "http(s)://" start or "?" query part."""
+    if v.s is not None:
+        return False
+    if any(not x.startswith(_WEAK) for x in v.t):
+        return True
+    return v.head.lower().startswith(("http://", "https://")) or "?" in v.head or "?" in v.tail
+
+
 def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, via: str = "") -> V:
     """A call through a value: `$f(...)`, a callback, an invoked object."""
     fn = cv.fn
@@ -93,9 +102,12 @@ def _dynamic(ctx: Ctx, cv: V, argn: list, avs: list[V] | None, node, sc: Scope, 
             conf = 0.95 if data.t else 0.85
         elif strong_args or (via and any(a.t for a in args)):
             conf = 0.7  # a computed or unknown function name called with request data as its argument
-        elif _same_list_call(node, argn) and any(not x.startswith(_WEAK) for x in cv.t):
+        elif _same_list_call(node, argn) and any(not x.startswith(_WEAK) for x in cv.t) or \
+                any(a.t & cv.t for a in args) and any(not x.startswith(_WEAK) for x in cv.t):
             # `$x = explode('~', base64_decode($_POST['x'])); $x[0]($x[1])`: one decoded request list
-            # names the function and gives its argument; no dispatcher calls an element of a list with another
+            # names the function and gives its argument; no dispatcher calls an element of a list with another.
+            # The same when the two were copied out of it first (`$f = $x[0]; $a = $x[1]; $f($a)`): one request
+            # value (a header split in two) that is both the function and its argument
             conf = 0.7
         else:
             conf = 0.45
@@ -491,6 +503,11 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
             return r
     if name in _FS_WRITE and a0.t and a0.d:
         ctx.req_fs.add(name)
+    if name in ("chmod", "chown", "chgrp") and len(args) >= 2 and _strongish(a0) and args[1].s in (0o777, 0o666, 0o757):
+        # any file the request names made world-writable: the permission tool of a defacer's kit
+        # (php_families weighs it: alone in a small flat page, not an installer's fixed directories)
+        _raw(ctx, "php.request-chmod", "high", 0.55, _label(a0), name, f"{name}({_show(a0)}, 0{args[1].s:o})",
+             "makes a file the request names writable by anyone")
     if name in _FS_READ and isinstance(a0.s, str) and a0.s.strip().startswith(("/etc/passwd", "/etc/shadow")):
         ctx.strings.append(a0.s)  # reads the account list: recon, as `cat /etc/passwd` is
     if name in _FS_READ and a0.t:
@@ -602,6 +619,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
                 "current", "next", "array_rand", "array_keys", "array_unique", "array_flip", "array_combine",
                 "compact", "array_change_key_case"):
         return _array_fn(name, args, t)
+    if name in ("file_get_contents", "file") and not a0.d and _fetch_url(a0):
+        # a page fetched from a URL built from the request or from a "?query": not request data, but code
+        # read from it is code from the network (a shell's updater or stager); only the code sinks look at it
+        return V(None, chain=("fetched",))
     if name in ("file_get_contents", "file", "fread", "fgets", "fgetc", "stream_get_contents", "readfile", "gzfile",
                 "parse_ini_file", "simplexml_load_file", "file_exists") and not a0.d:
         return UNKNOWN  # a file picked with some request data in its path is not request data itself
@@ -1047,6 +1068,10 @@ def _sink(ctx: Ctx, kind: str, sink: str, v: V, node, sc: Scope, args: list[V], 
                  "runs a command that is stored encoded")
         return
     code = _sv(v) if not isinstance(v.s, dict) else None
+    if v.s is None and "fetched" in v.chain:
+        _raw(ctx, "php.remote-code", "critical", 0.7, "remote page", sink_txt,
+             f"{sink_txt}(file_get_contents(<URL>)…)", "runs code fetched from a URL the page builds")
+        return
     if code:
         _code(ctx, sink_txt, code, v, sc)
     elif v.s is None and (set(v.chain) & (_PACKERS | {"getDocComment"})):
