@@ -182,6 +182,45 @@ static int check(Py_buffer *b, Py_ssize_t need, const char *what) {
     return 0;
 }
 
+/* The header's values of the last record decoded, each with the object made for it: a process's records
+ * come in runs, so its pid, tid, ppid, ids, cgroup, mount namespace and comm are taken again (a new
+ * reference to the same immutable int or str, which nothing can tell from an equal new one) instead of
+ * made and freed per record; the JSON line's encoding of them is cached by their identity (head_json).
+ * Read and replaced with no Python code in between, under the GIL. */
+enum { H_PID, H_TID, H_PPID, H_UID, H_GID, H_CGROUP, H_MNTNS, H_COUNT };
+static struct { uint64_t raw; PyObject *obj; } last_head[H_COUNT];
+static unsigned char last_comm_raw[COMM_LEN];
+static PyObject *last_comm;
+
+static PyObject *head_long(int h, uint64_t raw) {
+    PyObject *o = last_head[h].obj;
+    if (o != NULL && last_head[h].raw == raw) {
+        Py_INCREF(o);
+        return o;
+    }
+    o = PyLong_FromUnsignedLongLong(raw);
+    if (o != NULL) {
+        Py_INCREF(o);
+        Py_XSETREF(last_head[h].obj, o); /* the old one is an int: freeing it runs no Python code */
+        last_head[h].raw = raw;
+    }
+    return o;
+}
+
+static PyObject *head_comm(const unsigned char *raw) {
+    if (last_comm != NULL && memcmp(raw, last_comm_raw, COMM_LEN) == 0) {
+        Py_INCREF(last_comm);
+        return last_comm;
+    }
+    PyObject *o = escape_cstr(raw, COMM_LEN);
+    if (o != NULL) {
+        Py_INCREF(o);
+        Py_XSETREF(last_comm, o);
+        memcpy(last_comm_raw, raw, COMM_LEN);
+    }
+    return o;
+}
+
 /* the 11 KernelEvent fields (common.header_args) into v[0..10] */
 static int header(const unsigned char *p, PyObject *clock, PyObject **v) {
     PyObject *op = ops[p[0]];
@@ -201,14 +240,14 @@ static int header(const unsigned char *p, PyObject *clock, PyObject **v) {
     Py_INCREF(op);
     v[0] = op;
     v[1] = wall;
-    v[2] = PyLong_FromUnsignedLong(rd32(p + OFF_PID));
-    v[3] = PyLong_FromUnsignedLong(rd32(p + OFF_TID));
-    v[4] = PyLong_FromUnsignedLong(rd32(p + OFF_PPID));
-    v[5] = PyLong_FromUnsignedLong(rd32(p + OFF_UID));
-    v[6] = PyLong_FromUnsignedLong(rd32(p + OFF_GID));
-    v[7] = PyLong_FromUnsignedLongLong(rd64(p + OFF_CGROUP));
-    v[8] = PyLong_FromUnsignedLong(rd32(p + OFF_MNTNS));
-    v[9] = escape_cstr(p + OFF_COMM, COMM_LEN);
+    v[2] = head_long(H_PID, rd32(p + OFF_PID));
+    v[3] = head_long(H_TID, rd32(p + OFF_TID));
+    v[4] = head_long(H_PPID, rd32(p + OFF_PPID));
+    v[5] = head_long(H_UID, rd32(p + OFF_UID));
+    v[6] = head_long(H_GID, rd32(p + OFF_GID));
+    v[7] = head_long(H_CGROUP, rd64(p + OFF_CGROUP));
+    v[8] = head_long(H_MNTNS, rd32(p + OFF_MNTNS));
+    v[9] = head_comm(p + OFF_COMM);
     v[10] = PyBool_FromLong(p[1] & F_TRUNCATED);
     return 0;
 }
@@ -1286,6 +1325,42 @@ static int put_exec(Buf *b, PyObject *ev) {
     return 0;
 }
 
+/* ,"process.pid":..,"process.mount_ns":.. of an event: the eight header keys, encoded once per run of
+ * records with the same header objects (the decoders hand the same ones out again: last_head) */
+static PyObject *head_of[8];
+static PyObject *head_json;
+
+static int put_head(Buf *b, PyObject *ev, int kind) {
+    static const int F[8] = {F_PID, F_TID, F_PPID, F_COMM, F_UID, F_GID, F_CGROUP, F_MNTNS};
+    static const int K[8] = {KEY_PID, KEY_TID, KEY_PPID, KEY_COMM, KEY_UID, KEY_GID, KEY_CGROUP, KEY_MNTNS};
+    int same = head_json != NULL;
+    for (int i = 0; same && i < 8; i++)
+        same = SLOT(ev, kind, F[i]) == head_of[i];
+    if (same) /* no Python code runs between the check and the copy */
+        return buf_put(b, PyBytes_AS_STRING(head_json), PyBytes_GET_SIZE(head_json));
+    Py_ssize_t at = b->n;
+    for (int i = 0; i < 8; i++) {
+        int r = put_key_val(b, K[i], SLOT(ev, kind, F[i]));
+        if (r)
+            return r;
+    }
+    for (int i = 0; i < 8; i++) /* a list (an event made in Python) can change: not cached */
+        if (PyList_Check(SLOT(ev, kind, F[i])))
+            return 0;
+    PyObject *j = PyBytes_FromStringAndSize(b->p + at, b->n - at);
+    if (j == NULL)
+        return -1;
+    /* the objects are held, so their ids are not reused while the encoding is cached; exact strs, ints
+     * and bools only (put_key_val wrote them, no list), whose deallocation runs no Python code */
+    for (int i = 0; i < 8; i++) {
+        PyObject *o = SLOT(ev, kind, F[i]);
+        Py_INCREF(o);
+        Py_XSETREF(head_of[i], o);
+    }
+    Py_XSETREF(head_json, j);
+    return 0;
+}
+
 static PyObject *json_or_none(PyObject *en) {
     if (Py_TYPE(en) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
@@ -1325,14 +1400,7 @@ static PyObject *json_or_none(PyObject *en) {
     if (!r) r = put_key_val(&b, KEY_TS, ts);
     Py_DECREF(ts);
     if (!r) r = put_key_val(&b, KEY_SEV, s_info);
-    if (!r) r = put_key_val(&b, KEY_PID, SLOT(ev, kind, F_PID));
-    if (!r) r = put_key_val(&b, KEY_TID, SLOT(ev, kind, F_TID));
-    if (!r) r = put_key_val(&b, KEY_PPID, SLOT(ev, kind, F_PPID));
-    if (!r) r = put_key_val(&b, KEY_COMM, SLOT(ev, kind, F_COMM));
-    if (!r) r = put_key_val(&b, KEY_UID, SLOT(ev, kind, F_UID));
-    if (!r) r = put_key_val(&b, KEY_GID, SLOT(ev, kind, F_GID));
-    if (!r) r = put_key_val(&b, KEY_CGROUP, SLOT(ev, kind, F_CGROUP));
-    if (!r) r = put_key_val(&b, KEY_MNTNS, SLOT(ev, kind, F_MNTNS));
+    if (!r) r = put_head(&b, ev, kind);
     if (r)
         goto out;
     PyObject *p = SLOT(en, K_ENRICHED, E_PROCESS), *parent = SLOT(en, K_ENRICHED, E_PARENT);
@@ -1824,6 +1892,12 @@ static PyObject *clear_parts(PyObject *self, PyObject *unused) {
         Py_CLEAR(proc_json[i]); Py_CLEAR(proc_json_of[i]); Py_CLEAR(cont_json[i]); Py_CLEAR(cont_json_of[i]);
         Py_CLEAR(pj[i].p); Py_CLEAR(pj[i].parent); Py_CLEAR(pj[i].chain); Py_CLEAR(pj[i].json);
     }
+    for (int i = 0; i < 8; i++)
+        Py_CLEAR(head_of[i]);
+    Py_CLEAR(head_json);
+    for (int i = 0; i < H_COUNT; i++)
+        Py_CLEAR(last_head[i].obj);
+    Py_CLEAR(last_comm);
     clear_heads();
     Py_RETURN_NONE;
 }

@@ -154,3 +154,27 @@ def test_an_exec_whose_process_is_not_its_own_goes_to_the_dict_path():
                 Enriched(dataclasses.replace(ev, argv=["ls", "-l"]), en.process, en.parent, None, en.ancestors)):
         assert mod.json_line(odd) is None
         _line(odd)  # the dict path writes it
+
+
+def test_the_header_encoding_follows_each_event():
+    """The eight header keys are encoded once per run of records with the same header objects (the decoder
+    hands the last record's out again): each line is still its own event's, a changed value (pid, comm,
+    cgroup) is a new encoding, and a list in a header field (an event made in Python) is never taken from
+    the cache after it changed."""
+    mod = native.MODULE
+    clock = BootClock()
+    recs = [file_rec(10, "/a", pid=5, comm=b"a"), file_rec(10, "/b", pid=5, comm=b"a"), file_rec(10, "/c", pid=6),
+            file_rec(10, "/d", pid=6, comm=b"b"), file_rec(10, "/e", pid=6, comm=b"b", cgroup_id=77),
+            file_rec(10, "/f", pid=5, comm=b"a")]
+    evs = [mod.decode_file(r, clock) for r in recs]
+    assert evs[0].pid is evs[1].pid and evs[0].comm is evs[1].comm  # shared while the header repeats
+    for ev in evs:
+        en = Enriched(ev, None, None, None)
+        assert mod.json_line(en) == _line(en)
+    names = ["x"]
+    odd = dataclasses.replace(evs[0], comm=names)
+    assert mod.json_line(Enriched(odd, None, None, None)) is not None
+    names.append("y")
+    assert mod.json_line(Enriched(odd, None, None, None)) == _line(Enriched(odd, None, None, None))
+    same_values = dataclasses.replace(evs[0], pid=int("5"), comm="".join(["a"]))  # equal, not the same objects
+    assert mod.json_line(Enriched(same_values, None, None, None)) == _line(Enriched(same_values, None, None, None))
