@@ -22,10 +22,54 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #define MAX_OP 256 /* ops are small numbers (agent/events.py Op); a larger one: ValueError */
 
 static PyObject *s_event, *s_op, *s_container;
+
+/* Attribute reads. The events are frozen slots dataclasses: an attribute is a member descriptor, a
+ * pointer at a fixed offset in the object. PyObject_GetAttr finds it through the type's method cache
+ * and the descriptor's getter (~120 instructions); this cache of (type, name) -> offset, filled on first
+ * use, reads it in a few. Anything else (a property, a type with its own __getattribute__, an unset
+ * slot) goes through PyObject_GetAttr. The cache holds references to its types and names, so an entry
+ * never outlives them. */
+#define ATTR_CACHE 256
+static struct {
+    PyTypeObject *type;
+    PyObject *name;
+    Py_ssize_t offset; /* 0: not a plain slot */
+} attr_cache[ATTR_CACHE];
+
+static PyObject *get_attr(PyObject *obj, PyObject *name) /* new reference, NULL with an error set */
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    size_t h = (((uintptr_t)tp >> 4) * 31u ^ ((uintptr_t)name >> 4)) & (ATTR_CACHE - 1);
+    if (attr_cache[h].type != tp || attr_cache[h].name != name) {
+        Py_ssize_t offset = 0;
+        if (tp->tp_getattro == PyObject_GenericGetAttr) {
+            PyObject *descr = _PyType_Lookup(tp, name); /* borrowed */
+            if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+                PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+                if (m->type == T_OBJECT_EX && m->offset > 0)
+                    offset = m->offset;
+            }
+        }
+        Py_XDECREF(attr_cache[h].type);
+        Py_XDECREF(attr_cache[h].name);
+        Py_INCREF(tp);
+        Py_INCREF(name);
+        attr_cache[h].type = tp;
+        attr_cache[h].name = name;
+        attr_cache[h].offset = offset;
+    }
+    if (attr_cache[h].offset > 0) {
+        PyObject *v = *(PyObject **)((char *)obj + attr_cache[h].offset);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(obj, name);
+}
 
 /* The value a test reads; NULL with an error set when reading raised. New reference. */
 static PyObject *read_value(PyObject *en, PyObject *access)
@@ -41,7 +85,7 @@ static PyObject *read_value(PyObject *en, PyObject *access)
         Py_XDECREF(v);
         v = Py_NewRef(en);
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(chain); k++) {
-            PyObject *next = PyObject_GetAttr(v, PyTuple_GET_ITEM(chain, k));
+            PyObject *next = get_attr(v, PyTuple_GET_ITEM(chain, k));
             Py_DECREF(v);
             if (next == NULL)
                 return NULL;
@@ -93,10 +137,53 @@ static PyObject *read_value(PyObject *en, PyObject *access)
     return v;
 }
 
-static int starts(PyObject *v, PyObject *prefix) /* 1, 0, -1 on error */
+/* Prefix, suffix and substring tests. Strings of one kind (both ASCII/Latin-1, the paths and names
+ * of nearly every event) compare their bytes directly; strings of different kinds go through the
+ * str methods' C functions (a Latin-1 prefix can still begin a value with a wider character later). */
+static int starts(PyObject *v, PyObject *p) /* 1, 0, -1 on error */
 {
-    Py_ssize_t r = PyUnicode_Tailmatch(v, prefix, 0, PY_SSIZE_T_MAX, -1);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(p);
+    if (PyUnicode_KIND(v) == PyUnicode_KIND(p)) {
+        if (PyUnicode_GET_LENGTH(v) < n)
+            return 0;
+        return memcmp(PyUnicode_DATA(v), PyUnicode_DATA(p), n * PyUnicode_KIND(p)) == 0;
+    }
+    Py_ssize_t r = PyUnicode_Tailmatch(v, p, 0, PY_SSIZE_T_MAX, -1);
     return r < 0 ? -1 : (int)r;
+}
+
+static int ends(PyObject *v, PyObject *p)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(p), len = PyUnicode_GET_LENGTH(v);
+    int kind = PyUnicode_KIND(p);
+    if (PyUnicode_KIND(v) == kind) {
+        if (len < n)
+            return 0;
+        return memcmp((char *)PyUnicode_DATA(v) + (len - n) * kind, PyUnicode_DATA(p), n * kind) == 0;
+    }
+    Py_ssize_t r = PyUnicode_Tailmatch(v, p, 0, PY_SSIZE_T_MAX, 1);
+    return r < 0 ? -1 : (int)r;
+}
+
+static int holds(PyObject *v, PyObject *w)
+{
+    if (PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND && PyUnicode_KIND(w) == PyUnicode_1BYTE_KIND) {
+        /* the first byte found by memchr, the rest compared: paths are short, and glibc's memmem
+         * spends more setting up its search than this spends finding */
+        Py_ssize_t n = PyUnicode_GET_LENGTH(w), len = PyUnicode_GET_LENGTH(v);
+        const char *hay = PyUnicode_DATA(v), *needle = PyUnicode_DATA(w), *end = hay + len - n + 1;
+        if (n == 0)
+            return 1;
+        for (const char *at = hay; len >= n && at < end; at++) {
+            at = memchr(at, needle[0], end - at);
+            if (at == NULL)
+                return 0;
+            if (memcmp(at + 1, needle + 1, n - 1) == 0)
+                return 1;
+        }
+        return 0;
+    }
+    return PyUnicode_Contains(v, w);
 }
 
 /* 1: the test holds, 0: it does not, -1: reading or testing raised (error cleared by the caller). */
@@ -120,8 +207,16 @@ static int run_test(PyObject *en, PyObject *test)
             goto done;
         }
         if (heads != Py_None) {
-            for (Py_ssize_t h = 0; h < PyTuple_GET_SIZE(heads); h++) {
+            /* the value's first component ("/etc/" of "/etc/cron.d/job"): only a head of its length can hold */
+            Py_ssize_t j = PyUnicode_FindChar(v, '/', 1, PyUnicode_GET_LENGTH(v), 1);
+            if (j == -2) {
+                hit = -1;
+                goto done;
+            }
+            for (Py_ssize_t h = 0; j >= 0 && h < PyTuple_GET_SIZE(heads); h++) {
                 PyObject *pair = PyTuple_GET_ITEM(heads, h);
+                if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 0)) != j + 1)
+                    continue;
                 if ((hit = starts(v, PyTuple_GET_ITEM(pair, 0))) == 0)
                     continue;
                 if (hit < 0)
@@ -138,14 +233,12 @@ static int run_test(PyObject *en, PyObject *test)
                 if ((hit = starts(v, PyTuple_GET_ITEM(shorts, k))) != 0)
                     goto done;
         if (suffixes != Py_None)
-            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++) {
-                Py_ssize_t r = PyUnicode_Tailmatch(v, PyTuple_GET_ITEM(suffixes, k), 0, PY_SSIZE_T_MAX, 1);
-                if ((hit = r < 0 ? -1 : (int)r) != 0)
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(suffixes); k++)
+                if ((hit = ends(v, PyTuple_GET_ITEM(suffixes, k))) != 0)
                     goto done;
-            }
         if (words != Py_None)
             for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(words); k++)
-                if ((hit = PyUnicode_Contains(v, PyTuple_GET_ITEM(words, k))) != 0)
+                if ((hit = holds(v, PyTuple_GET_ITEM(words, k))) != 0)
                     goto done;
     }
     if (anyin != Py_None) {
@@ -202,15 +295,15 @@ static PyObject *select_batch(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(events);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *en = PyList_GET_ITEM(events, i);
-        PyObject *c = PyObject_GetAttr(en, s_container);
+        PyObject *c = get_attr(en, s_container);
         if (c == NULL)
             goto fail;
         int boxed = c != Py_None;
         Py_DECREF(c);
-        PyObject *ev = PyObject_GetAttr(en, s_event);
+        PyObject *ev = get_attr(en, s_event);
         if (ev == NULL)
             goto fail;
-        PyObject *op = PyObject_GetAttr(ev, s_op);
+        PyObject *op = get_attr(ev, s_op);
         Py_DECREF(ev);
         if (op == NULL)
             goto fail;
