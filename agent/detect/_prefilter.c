@@ -7,12 +7,14 @@
  * Python costs some 2,000 instructions for one prefix test of one path (a slice, its hash, a dict
  * lookup); here an event the rules cannot match costs a few attribute reads and memcmps.
  *
- * tables: (host table, container table), each a dict op (int) -> tests: None keeps every event of
- * the kind (no pre-condition), a tuple of tests keeps those that pass one. A test is
- *   (access, exact, heads, short, suffixes, words, anyin)
- * access: a callable (called with the event) or (chains, flags): chains a tuple of attribute-name
- * tuples; the value is the first chain's that is true, else the last one's (Python's `a or b`);
- * flags bit 0: then the part after the last '/', bit 1: a false value reads as None (`x or None`).
+ * tables: (host table, container table), each a dict op (int) -> spec: None keeps every event of
+ * the kind (no pre-condition), a spec (reads, tests) keeps those that pass one test. A test is
+ *   (read, base, exact, heads, short, suffixes, words, anyin)
+ * read: the position in `reads` of how the value is read (tests of one kind share the reads: each
+ * value is read once per event); base: True to test the part after its last '/' (file.name's
+ * `.rpartition("/")[2]`). A read is a callable (called with the event) or (chains, flags): chains a
+ * tuple of attribute-name tuples; the value is the first chain's that is true, else the last one's
+ * (Python's `a or b`); flags bit 1: a false value reads as None (`x or None`).
  * exact: a frozenset the value may be in; heads: ((head, (prefix, ...)), ...) the prefixes grouped
  * by their first component; short: prefixes tried on every value; suffixes; words (substrings);
  * anyin: a frozenset one of the value's elements may be in. None for any of them: no such test.
@@ -103,26 +105,6 @@ static PyObject *read_value(PyObject *en, PyObject *access)
     }
     if (v == NULL)
         return Py_NewRef(Py_None);
-    if (flags & 1) { /* .rpartition("/")[2] */
-        if (!PyUnicode_Check(v)) {
-            Py_DECREF(v);
-            PyErr_SetString(PyExc_TypeError, "basename of a non-string");
-            return NULL;
-        }
-        Py_ssize_t len = PyUnicode_GET_LENGTH(v);
-        Py_ssize_t at = PyUnicode_FindChar(v, '/', 0, len, -1);
-        if (at == -2) {
-            Py_DECREF(v);
-            return NULL;
-        }
-        if (at >= 0) {
-            PyObject *tail = PyUnicode_Substring(v, at + 1, len);
-            Py_DECREF(v);
-            v = tail;
-            if (v == NULL)
-                return NULL;
-        }
-    }
     if (flags & 2) { /* x or None */
         int t = PyObject_IsTrue(v);
         if (t < 0) {
@@ -186,18 +168,57 @@ static int holds(PyObject *v, PyObject *w)
     return PyUnicode_Contains(v, w);
 }
 
-/* 1: the test holds, 0: it does not, -1: reading or testing raised (error cleared by the caller). */
-static int run_test(PyObject *en, PyObject *test)
+/* v.rpartition("/")[2]; steals v. New reference, NULL with an error set. */
+static PyObject *last_component(PyObject *v)
 {
-    PyObject *v = read_value(en, PyTuple_GET_ITEM(test, 0));
-    if (v == NULL)
-        return -1;
+    if (!PyUnicode_Check(v)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_TypeError, "basename of a non-string");
+        return NULL;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+    Py_ssize_t at = PyUnicode_FindChar(v, '/', 0, len, -1);
+    if (at == -2) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    if (at >= 0) {
+        PyObject *tail = PyUnicode_Substring(v, at + 1, len);
+        Py_DECREF(v);
+        return tail;
+    }
+    return v;
+}
+
+/* 1: the test holds, 0: it does not, -1: reading or testing raised (error cleared by the caller). */
+#define MAX_READS 16 /* values an event's tests share; a kind with more reads the others once per test */
+
+static int run_test(PyObject *en, PyObject *test, PyObject *reads, PyObject **vals)
+{
+    Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(test, 0));
+    if (at < 0 || at >= PyTuple_GET_SIZE(reads)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_IndexError, "a test's read is not in the kind's reads");
+        return -2; /* a malformed spec: not the event's fault */
+    }
+    PyObject *v;
+    if (at < MAX_READS && vals[at] != NULL) {
+        v = Py_NewRef(vals[at]);
+    } else {
+        v = read_value(en, PyTuple_GET_ITEM(reads, at));
+        if (v == NULL)
+            return -1;
+        if (at < MAX_READS)
+            vals[at] = Py_NewRef(v);
+    }
     int hit = 0;
     if (v == Py_None)
         goto done;
-    PyObject *exact = PyTuple_GET_ITEM(test, 1), *heads = PyTuple_GET_ITEM(test, 2);
-    PyObject *shorts = PyTuple_GET_ITEM(test, 3), *suffixes = PyTuple_GET_ITEM(test, 4);
-    PyObject *words = PyTuple_GET_ITEM(test, 5), *anyin = PyTuple_GET_ITEM(test, 6);
+    if (PyTuple_GET_ITEM(test, 1) == Py_True && (v = last_component(v)) == NULL)
+        return -1;
+    PyObject *exact = PyTuple_GET_ITEM(test, 2), *heads = PyTuple_GET_ITEM(test, 3);
+    PyObject *shorts = PyTuple_GET_ITEM(test, 4), *suffixes = PyTuple_GET_ITEM(test, 5);
+    PyObject *words = PyTuple_GET_ITEM(test, 6), *anyin = PyTuple_GET_ITEM(test, 7);
     if (exact != Py_None && (hit = PySet_Contains(exact, v)) != 0)
         goto done;
     if (heads != Py_None || shorts != Py_None || suffixes != Py_None || words != Py_None) {
@@ -264,21 +285,34 @@ done:
 }
 
 /* 1: keep the event (a test passed, or one raised), 0: drop it, -1: a Python error to raise. */
-static int keep_event(PyObject *en, PyObject *tests)
+static int keep_event(PyObject *en, PyObject *spec)
 {
-    for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(tests); t++) {
-        int r = run_test(en, PyTuple_GET_ITEM(tests, t));
-        if (r < 0) {
-            if (PyErr_ExceptionMatches(PyExc_Exception)) { /* as the Python one: the node judges it */
-                PyErr_Clear();
-                return 1;
-            }
-            return -1; /* KeyboardInterrupt, MemoryError ...: not ours to swallow */
-        }
-        if (r)
-            return 1;
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0))
+        || !PyTuple_Check(PyTuple_GET_ITEM(spec, 1))) {
+        PyErr_SetString(PyExc_TypeError, "a kind's pre-condition is (reads, tests)");
+        return -1;
     }
-    return 0;
+    PyObject *reads = PyTuple_GET_ITEM(spec, 0), *tests = PyTuple_GET_ITEM(spec, 1);
+    PyObject *vals[MAX_READS] = {NULL}; /* each value read once per event, by the first test that needs it */
+    int keep = 0;
+    for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(tests); t++) {
+        int r = run_test(en, PyTuple_GET_ITEM(tests, t), reads, vals);
+        if (r == -1 && PyErr_ExceptionMatches(PyExc_Exception)) { /* as the Python one: the node judges it */
+            PyErr_Clear();
+            r = 1;
+        }
+        if (r < 0) {
+            keep = -1; /* KeyboardInterrupt, MemoryError, a malformed spec ...: not ours to swallow */
+            break;
+        }
+        if (r) {
+            keep = 1;
+            break;
+        }
+    }
+    for (int k = 0; k < MAX_READS; k++)
+        Py_XDECREF(vals[k]);
+    return keep;
 }
 
 static PyObject *select_batch(PyObject *self, PyObject *args)
@@ -370,7 +404,7 @@ static PyObject *keep_events(PyObject *self, PyObject *args)
 {
     /* keep(events, where, tests) -> the positions of `where` kept: one kind's pre-condition alone */
     PyObject *events, *where, *tests;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &events, &PyList_Type, &where, &PyTuple_Type, &tests))
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &events, &PyList_Type, &where, &tests))
         return NULL;
     PyObject *out = PyList_New(0);
     if (out == NULL)

@@ -158,8 +158,9 @@ class Detector:
                 node = ridx.node(op) or _no_match  # rules of this kind that cannot hold on it: counted
                 cell = self._cells.setdefault((name, boxed), [0])
                 table[op] = (node, scoped, cell, ridx.prefilter(op) if node is not _no_match else None)
-                # the compiled select's: the kind's tests, () when no rule can hold on it, None: no pre-condition
-                tests[op] = ridx.prefilter_spec(op) if node is not _no_match else ()
+                # the compiled select's: the kind's (reads, tests), no test when no rule can hold on it, None:
+                # no pre-condition
+                tests[op] = ridx.prefilter_spec(op) if node is not _no_match else ((), ())
             self._by_op[boxed] = table
             tables[boxed] = tests
         self._tables = tuple(tables)

@@ -593,5 +593,16 @@ def _access(get: Callable) -> object:
 
 
 def compiled_tests(tests: tuple[Test, ...]) -> tuple:
-    """The spec as agent/detect/_prefilter.c takes it: each getter as _access gives it."""
-    return tuple((_access(t[0]), *t[1:]) for t in tests)
+    """The spec as agent/detect/_prefilter.c takes it: (reads, tests), each getter as _access gives it,
+    read once per event however many tests read it (file.name and file.resolved_path both read
+    `en.path_resolved or en.event.path`), each test naming its read by position."""
+    reads: dict[object, int] = {}
+    out = []
+    for t in tests:
+        access = _access(t[0])
+        base = False
+        if isinstance(access, tuple):  # the basename is taken per test: the read it applies to is shared
+            base = bool(access[1] & 1)
+            access = (access[0], access[1] & ~1)
+        out.append((reads.setdefault(access, len(reads)), base, *t[1:]))
+    return tuple(reads), tuple(out)
