@@ -1646,17 +1646,10 @@ static PyObject *join_norm_py(PyObject *self, PyObject *const *args, Py_ssize_t 
  * event whose (pid, ppid, cgroup id, mount ns) the batch's memo holds, with that entry's process,
  * parent, container and ancestry. None when Python must do it: another kind, not in the memo, or a
  * path relative to the cwd (its resolution is Python's: enricher._resolve). */
-static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!configured)
-        return need_config();
-    if (nargs != 2 || !PyDict_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "from_memo(memo: dict, event)");
-        return NULL;
-    }
-    PyObject *memo = args[0], *ev = args[1];
-    PyTypeObject *t = Py_TYPE(ev);
-    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET : -1;
-    if (kind < 0)
+/* The Enriched of a file or net event (kind) from the memo entry `hit` of its context (borrowed), or None
+ * where Python must make it (a path relative to the cwd that Python resolves, an entry not made here). */
+static PyObject *enriched_from_hit(PyObject *ev, int kind, PyObject *hit) {
+    if (Py_TYPE(hit) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
     int relative = 0;
     if (kind == K_FILE) {
@@ -1670,22 +1663,6 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
             relative = fd == -100; /* AT_FDCWD: joined to the cwd */
         }
     }
-    PyObject *a = SLOT(ev, kind, F_PID), *b = SLOT(ev, kind, F_PPID), *c = SLOT(ev, kind, F_CGROUP);
-    PyObject *d = SLOT(ev, kind, F_MNTNS);
-    if (!a || !b || !c || !d)
-        Py_RETURN_NONE;
-    PyObject *key = PyTuple_Pack(4, a, b, c, d);
-    if (key == NULL)
-        return NULL;
-    PyObject *hit = PyDict_GetItemWithError(memo, key);
-    Py_DECREF(key);
-    if (hit == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    if (Py_TYPE(hit) != kinds[K_ENRICHED].type)
-        Py_RETURN_NONE;
     PyObject *v[MAX_FIELDS];
     v[E_EVENT] = ev;
     v[E_PROCESS] = SLOT(hit, K_ENRICHED, E_PROCESS);
@@ -1696,7 +1673,7 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     for (int i = 0; i < 6; i++)
         if (v[i] == NULL)
             Py_RETURN_NONE;
-    /* ours from here: `hit` is only borrowed from the memo, and join_norm below allocates */
+    /* ours from here: `hit` is only borrowed, and join_norm below allocates */
     for (int i = 0; i < 6; i++)
         Py_INCREF(v[i]);
     if (relative) { /* enricher._resolve: the kernel's cwd at the call, else the table's */
@@ -1722,6 +1699,46 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return make(&kinds[K_ENRICHED], v);
 }
 
+/* The memo entry of an event's context (a new reference), Py_None (borrowed, not increfed: compare only)
+ * when it has none, NULL with an error. */
+static PyObject *memo_entry(PyObject *memo, PyObject *ev, int kind) {
+    PyObject *a = SLOT(ev, kind, F_PID), *b = SLOT(ev, kind, F_PPID), *c = SLOT(ev, kind, F_CGROUP);
+    PyObject *d = SLOT(ev, kind, F_MNTNS);
+    if (!a || !b || !c || !d)
+        return Py_None;
+    PyObject *key = PyTuple_Pack(4, a, b, c, d);
+    if (key == NULL)
+        return NULL;
+    PyObject *hit = PyDict_GetItemWithError(memo, key);
+    Py_DECREF(key);
+    if (hit == NULL)
+        return PyErr_Occurred() ? NULL : Py_None;
+    Py_INCREF(hit);
+    return hit;
+}
+
+static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!configured)
+        return need_config();
+    if (nargs != 2 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "from_memo(memo: dict, event)");
+        return NULL;
+    }
+    PyObject *memo = args[0], *ev = args[1];
+    PyTypeObject *t = Py_TYPE(ev);
+    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET : -1;
+    if (kind < 0)
+        Py_RETURN_NONE;
+    PyObject *hit = memo_entry(memo, ev, kind);
+    if (hit == NULL)
+        return NULL;
+    if (hit == Py_None)
+        Py_RETURN_NONE;
+    PyObject *en = enriched_from_hit(ev, kind, hit);
+    Py_DECREF(hit);
+    return en;
+}
+
 /* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich, show_fork)
  *   -> (i, event or None, Enriched or None):
  * Pipeline._process for records batch[i:], in order, without a Python frame per record. A record
@@ -1737,7 +1754,50 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * event and Enriched as far as it got (None, None: another kind, or undecodable here: Python decodes
  * it again, which counts an error as the pipeline does). The caller does that record the Python way,
  * without enriching it again, and calls again from the next. */
+/* run's last memo hit: the context objects (pid, ppid, cgroup id, mount ns) it was found for and the entry,
+ * all held. The decoders hand a run of records from one process the same header objects (last_head), so
+ * the next record's context is that hit when its four objects are these, without a key or a dict lookup;
+ * forgotten before `enrich` runs (it changes the memo) and when run returns. */
+typedef struct { PyObject *key[4], *hit; } LastHit;
+
+static void last_hit_clear(LastHit *l) {
+    for (int k = 0; k < 4; k++)
+        Py_CLEAR(l->key[k]);
+    Py_CLEAR(l->hit);
+}
+
+/* the memo entry of a file or net event's context: a new reference, Py_None (borrowed) or NULL */
+static PyObject *memo_entry_last(PyObject *memo, PyObject *ev, int kind, LastHit *l) {
+    PyObject *cur[4] = {SLOT(ev, kind, F_PID), SLOT(ev, kind, F_PPID), SLOT(ev, kind, F_CGROUP),
+                        SLOT(ev, kind, F_MNTNS)};
+    if (l->hit != NULL && cur[0] == l->key[0] && cur[1] == l->key[1] && cur[2] == l->key[2] &&
+        cur[3] == l->key[3]) {
+        Py_INCREF(l->hit);
+        return l->hit;
+    }
+    PyObject *hit = memo_entry(memo, ev, kind);
+    if (hit == NULL || hit == Py_None)
+        return hit;
+    last_hit_clear(l); /* strs, ints and an Enriched the memo still holds: freeing them runs no Python */
+    for (int k = 0; k < 4; k++) {
+        Py_INCREF(cur[k]);
+        l->key[k] = cur[k];
+    }
+    Py_INCREF(hit);
+    l->hit = hit;
+    return hit;
+}
+
+static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *last);
+
 static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    LastHit last = {{NULL, NULL, NULL, NULL}, NULL};
+    PyObject *out = run_batch(args, nargs, &last);
+    last_hit_clear(&last);
+    return out;
+}
+
+static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *last) {
     if (!configured || python_flatten == NULL)
         return need_config();
     if (nargs != 12 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
@@ -1788,10 +1848,19 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         PyObject *en = Py_None;
         Py_INCREF(en);
         if (kind == K_FILE || kind == K_NET) {
-            PyObject *margs[2] = {memo, ev};
-            Py_SETREF(en, from_memo(NULL, margs, 2));
+            PyObject *hit = memo_entry_last(memo, ev, kind, last);
+            if (hit == NULL) {
+                Py_DECREF(en);
+                Py_DECREF(ev);
+                return NULL;
+            }
+            if (hit != Py_None) {
+                Py_SETREF(en, enriched_from_hit(ev, kind, hit));
+                Py_DECREF(hit);
+            }
         }
         if (en == Py_None) { /* a process event, a first event of its context, a cwd Python resolves */
+            last_hit_clear(last); /* enrich changes the memo */
             PyObject *eargs[2] = {ev, memo};
             Py_SETREF(en, PyObject_Vectorcall(enrich, eargs, 2, NULL));
         }

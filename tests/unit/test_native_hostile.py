@@ -220,3 +220,28 @@ def test_a_long_command_line_is_written_the_same_uncached(mod):
         for _ in range(3):
             assert mod.flatten(en) == want
             assert mod.json_line(en) == orjson.dumps(want, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def test_run_asks_the_memo_again_after_its_enrich_callback(mod):
+    """run() takes a record's context from the last memo hit when the record's header objects are that hit's;
+    an enrich callback (which may change the memo) in between makes it ask the memo again: here the callback
+    forgets the context, so the next record of it is enriched by the callback too, not by the stale hit."""
+    from agent.enrich.enricher import Enricher
+    from agent.enrich.proctable import ProcessTable
+    from tests.unit.replay_records import exit_rec
+
+    enricher = Enricher(ProcessTable(), None)
+    calls = []
+
+    def enrich(ev, memo):
+        calls.append(type(ev).__name__)
+        if type(ev).__name__ == "ExitEvent":
+            memo.clear()
+        return enricher.enrich_in_batch(ev, memo)
+
+    batch = [file_rec(Op.FILE_OPEN, "/a", pid=1, ppid=0), file_rec(Op.FILE_OPEN, "/b", pid=1, ppid=0),
+             exit_rec(0, pid=2, ppid=0), file_rec(Op.FILE_OPEN, "/c", pid=1, ppid=0)]
+    args = list(_run_args(mod, batch, 0, enrich))
+    assert mod.run(*args)[0] == 4
+    assert calls == ["FileEvent", "ExitEvent", "FileEvent"]  # /b was the memo's hit, /c not (forgotten)
+    assert len(args[7]) == 4
