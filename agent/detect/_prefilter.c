@@ -9,12 +9,14 @@
  *
  * tables: (host table, container table), each a dict op (int) -> spec: None keeps every event of
  * the kind (no pre-condition), a spec (reads, tests) keeps those that pass one test. A test is
- *   (read, base, exact, heads, short, suffixes, words, anyin)
+ *   (read, base, exact, heads, short, suffixes, words, anyin, guard read, guard values)
  * read: the position in `reads` of how the value is read (tests of one kind share the reads: each
  * value is read once per event); base: True to test the part after its last '/' (file.name's
  * `.rpartition("/")[2]`). A read is a callable (called with the event) or (chains, flags): chains a
  * tuple of attribute-name tuples; the value is the first chain's that is true, else the last one's
- * (Python's `a or b`); flags bit 1: a false value reads as None (`x or None`).
+ * (Python's `a or b`); flags bit 1: a false value reads as None (`x or None`); bit 2: (chains, 4,
+ * mask, n) reads `(value & mask) != n` (file.open.write). guard values: None, or a frozenset the
+ * guard read's value must be in for the test to hold at all (file.open.write = true).
  * exact: a frozenset the value may be in; heads: ((head, (prefix, ...)), ...) the prefixes grouped
  * by their first component; short: prefixes tried on every value; suffixes; words (substrings);
  * anyin: a frozenset one of the value's elements may be in. None for any of them: no such test.
@@ -26,6 +28,7 @@
 #include <Python.h>
 #include <structmember.h>
 
+#define MAX_READS 16 /* values an event's tests share; a kind with more reads the others once per test */
 #define MAX_OP 256 /* ops are small numbers (agent/events.py Op); a larger one: ValueError */
 
 static PyObject *s_event, *s_op, *s_container;
@@ -78,8 +81,16 @@ static PyObject *read_value(PyObject *en, PyObject *access)
 {
     if (!PyTuple_Check(access))
         return PyObject_CallOneArg(access, en);
+    if (PyTuple_GET_SIZE(access) < 2 || !PyTuple_Check(PyTuple_GET_ITEM(access, 0))) {
+        PyErr_SetString(PyExc_TypeError, "a read is a callable or (chains, flags, ...)");
+        return NULL;
+    }
     PyObject *chains = PyTuple_GET_ITEM(access, 0);
     long flags = PyLong_AsLong(PyTuple_GET_ITEM(access, 1));
+    if ((flags & 4) && PyTuple_GET_SIZE(access) != 4) {
+        PyErr_SetString(PyExc_TypeError, "a masked read is (chains, flags, mask, n)");
+        return NULL;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(chains);
     PyObject *v = NULL;
     for (Py_ssize_t c = 0; c < n; c++) {
@@ -105,6 +116,25 @@ static PyObject *read_value(PyObject *en, PyObject *access)
     }
     if (v == NULL)
         return Py_NewRef(Py_None);
+    if (flags & 4) { /* (x & mask) != n: file.open.write's flags & 3 != 0 */
+        PyObject *mask = PyTuple_GET_ITEM(access, 2), *n = PyTuple_GET_ITEM(access, 3);
+        if (PyLong_CheckExact(v) && PyLong_CheckExact(mask) && PyLong_CheckExact(n)) { /* the flags: a C long */
+            long x = PyLong_AsLong(v), m = PyLong_AsLong(mask), want = PyLong_AsLong(n);
+            if (!PyErr_Occurred()) {
+                Py_DECREF(v);
+                return Py_NewRef((x & m) != want ? Py_True : Py_False);
+            }
+            PyErr_Clear(); /* a number past a C long: Python's operators below */
+        }
+        PyObject *bits = PyNumber_And(v, mask);
+        Py_DECREF(v);
+        if (bits == NULL)
+            return NULL;
+        v = PyObject_RichCompare(bits, n, Py_NE);
+        Py_DECREF(bits);
+        if (v == NULL)
+            return NULL;
+    }
     if (flags & 2) { /* x or None */
         int t = PyObject_IsTrue(v);
         if (t < 0) {
@@ -190,11 +220,24 @@ static PyObject *last_component(PyObject *v)
     return v;
 }
 
-/* 1: the test holds, 0: it does not, -1: reading or testing raised (error cleared by the caller). */
-#define MAX_READS 16 /* values an event's tests share; a kind with more reads the others once per test */
+/* The value of reads[at], read once per event (vals holds what was read). New reference. */
+static PyObject *shared_read(PyObject *en, PyObject *reads, PyObject **vals, Py_ssize_t at)
+{
+    if (at < MAX_READS && vals[at] != NULL)
+        return Py_NewRef(vals[at]);
+    PyObject *v = read_value(en, PyTuple_GET_ITEM(reads, at));
+    if (v != NULL && at < MAX_READS)
+        vals[at] = Py_NewRef(v);
+    return v;
+}
 
+/* 1: the test holds, 0: it does not, -1: reading or testing raised (error cleared by the caller). */
 static int run_test(PyObject *en, PyObject *test, PyObject *reads, PyObject **vals)
 {
+    if (!PyTuple_Check(test) || PyTuple_GET_SIZE(test) != 10) {
+        PyErr_SetString(PyExc_TypeError, "a test is a tuple of 10");
+        return -2;
+    }
     Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(test, 0));
     if (at < 0 || at >= PyTuple_GET_SIZE(reads)) {
         if (!PyErr_Occurred())
@@ -202,20 +245,38 @@ static int run_test(PyObject *en, PyObject *test, PyObject *reads, PyObject **va
         return -2; /* a malformed spec: not the event's fault */
     }
     PyObject *v;
-    if (at < MAX_READS && vals[at] != NULL) {
-        v = Py_NewRef(vals[at]);
-    } else {
-        v = read_value(en, PyTuple_GET_ITEM(reads, at));
-        if (v == NULL)
+    PyObject *guard = PyTuple_GET_ITEM(test, 9);
+    if (guard != Py_None) { /* a second necessary test of the anchors' rules: when it fails, nothing to test */
+        Py_ssize_t g = PyLong_AsSsize_t(PyTuple_GET_ITEM(test, 8));
+        if (g < 0 || g >= PyTuple_GET_SIZE(reads)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_IndexError, "a guard's read is not in the kind's reads");
+            return -2;
+        }
+        if ((v = shared_read(en, reads, vals, g)) == NULL)
             return -1;
-        if (at < MAX_READS)
-            vals[at] = Py_NewRef(v);
+        int ok = PySet_Contains(guard, v);
+        Py_DECREF(v);
+        if (ok <= 0)
+            return ok;
     }
+    if ((v = shared_read(en, reads, vals, at)) == NULL)
+        return -1;
     int hit = 0;
     if (v == Py_None)
         goto done;
-    if (PyTuple_GET_ITEM(test, 1) == Py_True && (v = last_component(v)) == NULL)
-        return -1;
+    if (PyTuple_GET_ITEM(test, 1) == Py_True) { /* the last component, kept beside the value for the next test */
+        PyObject **last = at < MAX_READS ? &vals[MAX_READS + at] : NULL;
+        if (last != NULL && *last != NULL) {
+            Py_DECREF(v);
+            v = Py_NewRef(*last);
+        } else {
+            if ((v = last_component(v)) == NULL)
+                return -1;
+            if (last != NULL)
+                *last = Py_NewRef(v);
+        }
+    }
     PyObject *exact = PyTuple_GET_ITEM(test, 2), *heads = PyTuple_GET_ITEM(test, 3);
     PyObject *shorts = PyTuple_GET_ITEM(test, 4), *suffixes = PyTuple_GET_ITEM(test, 5);
     PyObject *words = PyTuple_GET_ITEM(test, 6), *anyin = PyTuple_GET_ITEM(test, 7);
@@ -293,7 +354,8 @@ static int keep_event(PyObject *en, PyObject *spec)
         return -1;
     }
     PyObject *reads = PyTuple_GET_ITEM(spec, 0), *tests = PyTuple_GET_ITEM(spec, 1);
-    PyObject *vals[MAX_READS] = {NULL}; /* each value read once per event, by the first test that needs it */
+    /* each value read once per event, by the first test that needs it; then its last components */
+    PyObject *vals[2 * MAX_READS] = {NULL};
     int keep = 0;
     for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(tests); t++) {
         int r = run_test(en, PyTuple_GET_ITEM(tests, t), reads, vals);
@@ -310,7 +372,7 @@ static int keep_event(PyObject *en, PyObject *spec)
             break;
         }
     }
-    for (int k = 0; k < MAX_READS; k++)
+    for (int k = 0; k < 2 * MAX_READS; k++)
         Py_XDECREF(vals[k]);
     return keep;
 }

@@ -478,27 +478,34 @@ def _rank(p: Part) -> int | None:
     return 3 if p.words is not None else None
 
 
-Test = tuple  # (getter, exact, heads, short, suffixes, words, anyin): see _spec
+Test = tuple  # (getter, exact, heads, short, suffixes, words, anyin, guard): see _spec
 
 
 def _spec(items: list[_Item]) -> tuple[Test, ...] | None:
     """The pre-condition of one kind's items (the module's docstring, 6): tests of which one holds on
     every event that can match an item, or None when there is none. One test per field read:
     (getter, exact values, ((first component, prefixes), ...), prefixes tried on every value,
-    suffixes, substrings, values one of a list's elements may be); None for what it has not."""
-    anchors: list[Part] = []
+    suffixes, substrings, values one of a list's elements may be, (getter, values) of a guard that
+    must hold as well); None for what it has not. Anchors are merged per field and guard."""
+    anchors: list[tuple[Part, Part | None]] = []  # (anchor, the item's guard)
     for _, parts in items:
         got = _anchors(parts)
         if got is None:
             return None  # an item true on every event of the kind, or with no test to anchor on
-        anchors.extend(got)
-    per: dict[str, tuple[Callable, set, set, set, set]] = {}  # field -> (getter, exact, prefixes, suffixes, words)
+        guard = _guard(parts, got)
+        anchors.extend((a, guard) for a in got)
+    # a field tested without a guard for one rule is tested so for all: one test, not one per guard
+    bare = {_field(a) for a, guard in anchors if guard is None}
+    anchors = [(a, None if _field(a) in bare else guard) for a, guard in anchors]
+    # (field, guard) -> (getter, exact, prefixes, suffixes, words, guard)
+    per: dict[tuple, tuple[Callable, set, set, set, set, Part | None]] = {}
     tests: list[tuple[int, Test]] = []
 
-    def slot(field: str, get: Callable) -> tuple[Callable, set, set, set, set]:
-        return per.setdefault(field, (get, set(), set(), set(), set()))
+    def slot(field: str, get: Callable) -> tuple[Callable, set, set, set, set, Part | None]:
+        return per.setdefault((field, guard.key if guard is not None else None),
+                              (get, set(), set(), set(), set(), guard))
 
-    for a in anchors:
+    for a, guard in anchors:
         if a.eq is not None:
             field, get, values = a.eq
             slot(field, get)[1].update(values)
@@ -508,14 +515,14 @@ def _spec(items: list[_Item]) -> tuple[Test, ...] | None:
             slot(field, get)[2].update(prefixes)
         elif a.anyin is not None:  # a list field: a test of its own
             _, get, values = a.anyin
-            tests.append((4, (get, None, None, None, None, None, frozenset(values))))
+            tests.append((4, (get, None, None, None, None, None, frozenset(values), _guard_test(guard))))
         elif a.cmp is not None:  # endswith
             field, get, _, want = a.cmp
             slot(field, get)[3].add(want)
         else:
             field, get, words = a.words
             slot(field, get)[4].update(words)
-    for get, exact, prefixes, suffixes, words in per.values():
+    for get, exact, prefixes, suffixes, words, guard in per.values():
         heads: dict[str, list[str]] = {}
         short: list[str] = []
         for p in sorted(prefixes):
@@ -527,18 +534,43 @@ def _spec(items: list[_Item]) -> tuple[Test, ...] | None:
         rank = 0 if not (prefixes or suffixes or words) else 2 if words else 1  # set lookups first
         tests.append((rank, (get, frozenset(exact) or None,
                              tuple((h, tuple(ps)) for h, ps in heads.items()) or None, tuple(short) or None,
-                             tuple(sorted(suffixes)) or None, tuple(sorted(words)) or None, None)))
+                             tuple(sorted(suffixes)) or None, tuple(sorted(words)) or None, None,
+                             _guard_test(guard))))
     tests.sort(key=lambda t: t[0])
     return tuple(t for _, t in tests)
+
+
+def _field(a: Part) -> str:
+    return (a.eq or a.prefix or a.anyin or a.cmp or a.words)[0]
+
+
+def _guard(parts: Sequence[Part], anchors: list[Part]) -> Part | None:
+    """A second necessary test of an item, on a number or a bool (file.open.write = true): the item's
+    anchors count only where it holds too. It costs one compare, and spares an open for reading the
+    path tests of the rules about writes (and the node, for a read of /etc/ssl/certs). Only a value
+    the compiled pre-condition reads itself (_access): calling a getter would cost more than it saves."""
+    for p in parts:
+        if (p.eq is not None and all(p is not a for a in anchors) and not any(isinstance(v, str) for v in p.eq[2])
+                and isinstance(_access(p.eq[1]), tuple)):
+            return p
+    return None
+
+
+def _guard_test(guard: Part | None) -> tuple | None:
+    """(getter, values) of a guard, or None."""
+    return (guard.eq[1], frozenset(guard.eq[2])) if guard is not None else None
 
 
 def _python(tests: tuple[Test, ...]) -> Prefilter:
     """The spec as generated Python (the reference, and what runs without the compiled module)."""
     gen = _Gen({})
     exprs: list[str] = []
-    for get, exact, heads, short, suffixes, words, anyin in tests:
+    def read(get: Callable) -> str:
         inline = getattr(get, "inline", None)  # read in place where the getter has a text form
-        value = f"({inline})" if isinstance(inline, str) else f"{gen.const(get, 'g')}(en)"
+        return f"({inline})" if isinstance(inline, str) else f"{gen.const(get, 'g')}(en)"
+
+    for get, exact, heads, short, suffixes, words, anyin, guard in tests:
+        value = read(get)
         v = gen.tmp()
         alts = []
         if exact is not None:
@@ -554,7 +586,10 @@ def _python(tests: tuple[Test, ...]) -> Prefilter:
         alts += [f"{gen.const(w, 'k')} in {v}" for w in words or ()]
         if anyin is not None:
             alts.append(f"not {gen.const(anyin, 's')}.isdisjoint({v})")
-        exprs.append(f"(({v} := {value}) is not None and ({' or '.join(alts)}))")
+        test = f"(({v} := {value}) is not None and ({' or '.join(alts)}))"
+        if guard is not None:
+            test = f"(({read(guard[0])} in {gen.const(guard[1], 's')}) and {test})"
+        exprs.append(test)
     src = ("def prefilter(events, where):\n"
            "    keep = []\n"
            "    for i in where:\n"
@@ -574,7 +609,8 @@ def _python(tests: tuple[Test, ...]) -> Prefilter:
 
 
 _CHAIN = r"en(?:\.[A-Za-z_]\w*)+"
-_ACCESS = re.compile(rf"(?P<chains>{_CHAIN}(?: or {_CHAIN})*)(?P<none> or None)?|"
+_ACCESS = re.compile(rf"(?P<mchain>{_CHAIN}) & (?P<mask>\d+) != (?P<ne>\d+)|"
+                     rf"(?P<chains>{_CHAIN}(?: or {_CHAIN})*)(?P<none> or None)?|"
                      rf"\((?P<pchains>{_CHAIN}(?: or {_CHAIN})*)\)(?P<base>\.rpartition\(\"/\"\)\[2\])?")
 
 
@@ -582,11 +618,15 @@ def _access(get: Callable) -> object:
     """How the compiled pre-condition reads a getter's value: (chains of attribute names, flags) for a
     fast getter whose inline text is attribute reads joined by `or` (fields.py's `en.event.path`,
     `(en.path_resolved or en.event.path).rpartition("/")[2]`, `en.event.path2 or None`): flags bit 0
-    takes the part after the last '/', bit 1 reads a false value as None; else the getter, called."""
+    takes the part after the last '/', bit 1 reads a false value as None; (chain, 4, mask, n) for
+    `chain & mask != n` (file.open.write, .read); else the getter, called."""
     inline = getattr(get, "inline", None)
     m = _ACCESS.fullmatch(inline) if isinstance(inline, str) else None
     if m is None:
         return get
+    if m["mchain"]:  # file.open.write's `en.event.flags & 3 != 0`: flags bit 2, with the mask and the number
+        chain = tuple(sys.intern(a) for a in m["mchain"].split(".")[1:])
+        return (chain,), 4, int(m["mask"]), int(m["ne"])
     text = m["chains"] or m["pchains"]
     chains = tuple(tuple(sys.intern(a) for a in c.split(".")[1:]) for c in text.split(" or "))
     return chains, (1 if m["base"] else 0) | (2 if m["none"] else 0)
@@ -601,8 +641,11 @@ def compiled_tests(tests: tuple[Test, ...]) -> tuple:
     for t in tests:
         access = _access(t[0])
         base = False
-        if isinstance(access, tuple):  # the basename is taken per test: the read it applies to is shared
-            base = bool(access[1] & 1)
-            access = (access[0], access[1] & ~1)
-        out.append((reads.setdefault(access, len(reads)), base, *t[1:]))
+        if isinstance(access, tuple) and access[1] & 1:  # per test: the read it applies to is shared
+            base = True
+            access = (access[0], access[1] & ~1, *access[2:])
+        guard = (-1, None)
+        if t[7] is not None:
+            guard = (reads.setdefault(_access(t[7][0]), len(reads)), t[7][1])
+        out.append((reads.setdefault(access, len(reads)), base, *t[1:7], *guard))
     return tuple(reads), tuple(out)

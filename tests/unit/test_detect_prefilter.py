@@ -102,16 +102,28 @@ def test_a_kind_with_a_rule_that_has_no_test_to_anchor_on_has_no_pre_condition()
     assert pre([open_en("/etc/x"), open_en("/tmp/x", comm=b"cat"), open_en("/tmp/x", comm=b"ls")], [0, 1, 2]) == [0, 1]
 
 
+def test_a_guard_on_the_open_mode_drops_reads_for_the_rules_about_writes(compiled_module):
+    compiled = [compile("open_write and fd.name startswith /etc", MACROS, LISTS),
+                compile("evt.type = open and evt.is_open_read = true and fd.name = /etc/shadow", MACROS, LISTS)]
+    index = RuleIndex(compiled)
+    events = [open_en("/etc/passwd"), open_en("/etc/passwd", flags=os.O_WRONLY), open_en("/etc/shadow"),
+              open_en("/tmp/x", flags=os.O_WRONLY)]
+    where = list(range(len(events)))
+    assert index.prefilter(Op.FILE_OPEN)(events, where) == [1, 2]
+    assert compiled_module.keep(events, where, index.prefilter_spec(Op.FILE_OPEN)) == [1, 2]
+    assert [i for i, en in enumerate(events) if index.match(en)] == [1, 2]
+
+
 def test_an_event_whose_test_raises_is_kept_for_the_node(compiled_module):
     def broken(en):
         raise RuntimeError("cannot read")
 
-    tests = ((broken, frozenset({"x"}), None, None, None, None, None),)
+    tests = ((broken, frozenset({"x"}), None, None, None, None, None, None),)
     events = [open_en("/etc/x"), open_en("/tmp/y")]
     assert _python(tests)(events, [0, 1]) == [0, 1]
     assert compiled_module.keep(events, [0, 1], compiled_tests(tests)) == [0, 1]
     # a value of the wrong type for a string test: the node judges it, as Python's startswith would raise
-    odd = ((lambda en: 5, None, None, ("/e",), None, None, None),)
+    odd = ((lambda en: 5, None, None, ("/e",), None, None, None, None),)
     assert _python(odd)(events, [0]) == compiled_module.keep(events, [0], compiled_tests(odd)) == [0]
 
 
@@ -121,8 +133,9 @@ def test_the_compiled_reader_follows_the_fast_getters_text():
     assert _access(fields.FIELDS["file.path"].fast) == ((("event", "path"),), 0)
     assert _access(fields.FIELDS["file.name"].fast) == ((("path_resolved",), ("event", "path")), 1)
     assert _access(fields.FIELDS["file.target.path"].fast) == ((("event", "path2"),), 2)
-    flags = fields.FIELDS["file.open.write"].fast
-    assert _access(flags) is flags  # an expression it does not read: the getter is called
+    assert _access(fields.FIELDS["file.open.write"].fast) == ((("event", "flags"),), 4, 3, 0)
+    names = fields.FIELDS["file.open.flag_names"].get
+    assert _access(names) is names  # a function it does not read: the getter is called
 
 
 def test_bundled_rules_compiled_and_python_select_agree_and_drop_most_of_a_benign_mix(compiled_module):
