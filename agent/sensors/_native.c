@@ -695,13 +695,15 @@ static void clear_heads(void) {
         head_sec[i] = -1;
 }
 
-static PyObject *rfc3339(PyObject *ts) {
+/* record.rfc3339's text of ts into out (at least 64 bytes), its length in *n: 0, 1 when the value is not
+ * one this writes (the Python flattener says what it makes of it), -1 with an error */
+static int ts_text(PyObject *ts, char *out, Py_ssize_t *n) {
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(ts, &overflow);
     if (v == -1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     if (overflow || v < 0)
-        return Py_None;  /* not ours: the Python flattener says what it makes of it */
+        return 1;
     int64_t sec = v / 1000000000, ns = v % 1000000000;
     int h = (int)(sec & (HEADS - 1));
     if (sec != head_sec[h]) {
@@ -709,28 +711,37 @@ static PyObject *rfc3339(PyObject *ts) {
         PyObject *head = secobj ? PyObject_CallOneArg(ts_head_fn, secobj) : NULL;
         Py_XDECREF(secobj);
         if (head == NULL)
-            return NULL;
-        Py_ssize_t n;
-        const char *t = PyUnicode_Check(head) ? PyUnicode_AsUTF8AndSize(head, &n) : NULL;
-        if (t == NULL || n >= (Py_ssize_t)sizeof head_text[h] - 16) {
+            return -1;
+        Py_ssize_t len;
+        const char *t = PyUnicode_Check(head) ? PyUnicode_AsUTF8AndSize(head, &len) : NULL;
+        if (t == NULL || len >= (Py_ssize_t)sizeof head_text[h] - 16) {
             Py_DECREF(head);
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_TypeError, "the second's text must be a short str");
-            return NULL;
+            return -1;
         }
-        memcpy(head_text[h], t, (size_t)n);
-        head_len[h] = n;
+        memcpy(head_text[h], t, (size_t)len);
+        head_len[h] = len;
         head_sec[h] = sec;
         Py_DECREF(head);
     }
-    char buf[96];
-    memcpy(buf, head_text[h], (size_t)head_len[h]);
-    char *d = buf + head_len[h];
+    memcpy(out, head_text[h], (size_t)head_len[h]);
+    char *d = out + head_len[h];
     d[0] = '.';
     for (int i = 9; i >= 1; i--, ns /= 10) /* ".%09dZ", without snprintf's cost */
         d[i] = (char)('0' + ns % 10);
     d[10] = 'Z';
-    return PyUnicode_DecodeASCII(buf, head_len[h] + 11, NULL);
+    *n = head_len[h] + 11;
+    return 0;
+}
+
+static PyObject *rfc3339(PyObject *ts) {
+    char buf[96];
+    Py_ssize_t n;
+    int r = ts_text(ts, buf, &n);
+    if (r)
+        return r < 0 ? NULL : Py_None; /* Py_None borrowed: compared, never released (as before) */
+    return PyUnicode_DecodeASCII(buf, n, NULL);
 }
 
 static int put(PyObject *rec, int key, PyObject *val) {
@@ -1361,6 +1372,29 @@ static int put_head(Buf *b, PyObject *ev, int kind) {
     return 0;
 }
 
+/* {"event.name":"<name of op>","timestamp":" per op, made once (names are set by configure_flatten) */
+static PyObject *prefix_json[256];
+
+static PyObject *line_prefix(long op) {
+    if (prefix_json[op] != NULL)
+        return prefix_json[op];
+    Buf b;
+    buf_init(&b);
+    int r = buf_put(&b, "{", 1);
+    if (!r) r = put_str(&b, keys[KEY_NAME]);
+    if (!r) r = buf_put(&b, ":", 1);
+    if (!r) r = put_str(&b, names[op]);
+    if (!r) r = buf_put(&b, ",", 1);
+    if (!r) r = put_str(&b, keys[KEY_TS]);
+    if (!r) r = buf_put(&b, ":\"", 2);
+    if (r > 0)
+        PyErr_SetString(PyExc_ValueError, "an event name that JSON does not write as is");
+    PyObject *out = r ? NULL : PyBytes_FromStringAndSize(b.p, b.n);
+    buf_free(&b);
+    prefix_json[op] = out;
+    return out;
+}
+
 static PyObject *json_or_none(PyObject *en) {
     if (Py_TYPE(en) != kinds[K_ENRICHED].type)
         Py_RETURN_NONE;
@@ -1385,21 +1419,25 @@ static PyObject *json_or_none(PyObject *en) {
         return NULL;
     if (op < 0 || op > 255 || names[op] == NULL)
         Py_RETURN_NONE;
-    PyObject *ts = rfc3339(SLOT(ev, kind, F_TS));
-    if (ts == NULL)
+    char ts[96];
+    Py_ssize_t ts_n;
+    int tsr = ts_text(SLOT(ev, kind, F_TS), ts, &ts_n);
+    if (tsr < 0)
         return NULL;
-    if (ts == Py_None)
+    if (tsr)
         Py_RETURN_NONE;
+    for (Py_ssize_t k = 0; k < ts_n; k++) /* the second's text comes from Python: written as is if plain */
+        if (needs_escape[(unsigned char)ts[k]] || (unsigned char)ts[k] >= 0x80)
+            Py_RETURN_NONE;
+    PyObject *prefix = line_prefix(op);
+    if (prefix == NULL)
+        return NULL;
     Buf b;
     buf_init(&b);
-    int r = buf_put(&b, "{", 1);
-    /* the first key without its comma */
-    if (!r) r = put_str(&b, keys[KEY_NAME]);
-    if (!r) r = buf_put(&b, ":", 1);
-    if (!r) r = put_str(&b, names[op]);
-    if (!r) r = put_key_val(&b, KEY_TS, ts);
-    Py_DECREF(ts);
-    if (!r) r = put_key_val(&b, KEY_SEV, s_info);
+    /* {"event.name":"<name>","timestamp":"<ts>","event.severity":"info" */
+    int r = buf_put(&b, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
+    if (!r) r = buf_put(&b, ts, ts_n);
+    if (!r) r = buf_put(&b, "\",\"event.severity\":\"info\"", 25);
     if (!r) r = put_head(&b, ev, kind);
     if (r)
         goto out;
@@ -1935,6 +1973,7 @@ static PyObject *configure_flatten(PyObject *self, PyObject *args) {
         }
         Py_INCREF(val);
         Py_XSETREF(names[op], val);
+        Py_CLEAR(prefix_json[op]);
     }
     for (int i = 0; i < KEY_COUNT; i++)
         if (keys[i] == NULL && (keys[i] = PyUnicode_InternFromString(KEY_TEXT[i])) == NULL)
