@@ -152,13 +152,22 @@ static PyObject *read_value(PyObject *en, PyObject *access)
 /* Prefix, suffix and substring tests. Strings of one kind (both ASCII/Latin-1, the paths and names
  * of nearly every event) compare their bytes directly; strings of different kinds go through the
  * str methods' C functions (a Latin-1 prefix can still begin a value with a wider character later). */
+/* n bytes equal: a loop, not memcmp: the lengths are a few bytes, and most tests fail at the first */
+static inline int same(const char *a, const char *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 static int starts(PyObject *v, PyObject *p) /* 1, 0, -1 on error */
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(p);
     if (PyUnicode_KIND(v) == PyUnicode_KIND(p)) {
         if (PyUnicode_GET_LENGTH(v) < n)
             return 0;
-        return memcmp(PyUnicode_DATA(v), PyUnicode_DATA(p), n * PyUnicode_KIND(p)) == 0;
+        return same(PyUnicode_DATA(v), PyUnicode_DATA(p), n * PyUnicode_KIND(p));
     }
     Py_ssize_t r = PyUnicode_Tailmatch(v, p, 0, PY_SSIZE_T_MAX, -1);
     return r < 0 ? -1 : (int)r;
@@ -171,7 +180,7 @@ static int ends(PyObject *v, PyObject *p)
     if (PyUnicode_KIND(v) == kind) {
         if (len < n)
             return 0;
-        return memcmp((char *)PyUnicode_DATA(v) + (len - n) * kind, PyUnicode_DATA(p), n * kind) == 0;
+        return same((char *)PyUnicode_DATA(v) + (len - n) * kind, PyUnicode_DATA(p), n * kind);
     }
     Py_ssize_t r = PyUnicode_Tailmatch(v, p, 0, PY_SSIZE_T_MAX, 1);
     return r < 0 ? -1 : (int)r;
@@ -180,19 +189,15 @@ static int ends(PyObject *v, PyObject *p)
 static int holds(PyObject *v, PyObject *w)
 {
     if (PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND && PyUnicode_KIND(w) == PyUnicode_1BYTE_KIND) {
-        /* the first byte found by memchr, the rest compared: paths are short, and glibc's memmem
+        /* a plain scan: paths are short, and glibc's memmem (or memchr and memcmp per candidate)
          * spends more setting up its search than this spends finding */
         Py_ssize_t n = PyUnicode_GET_LENGTH(w), len = PyUnicode_GET_LENGTH(v);
-        const char *hay = PyUnicode_DATA(v), *needle = PyUnicode_DATA(w), *end = hay + len - n + 1;
+        const char *hay = PyUnicode_DATA(v), *needle = PyUnicode_DATA(w);
         if (n == 0)
             return 1;
-        for (const char *at = hay; len >= n && at < end; at++) {
-            at = memchr(at, needle[0], end - at);
-            if (at == NULL)
-                return 0;
-            if (memcmp(at + 1, needle + 1, n - 1) == 0)
+        for (Py_ssize_t i = 0; i + n <= len; i++)
+            if (hay[i] == needle[0] && same(hay + i + 1, needle + 1, n - 1))
                 return 1;
-        }
         return 0;
     }
     return PyUnicode_Contains(v, w);
@@ -355,7 +360,9 @@ static int keep_event(PyObject *en, PyObject *spec)
     }
     PyObject *reads = PyTuple_GET_ITEM(spec, 0), *tests = PyTuple_GET_ITEM(spec, 1);
     /* each value read once per event, by the first test that needs it; then its last components */
-    PyObject *vals[2 * MAX_READS] = {NULL};
+    PyObject *vals[2 * MAX_READS];
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(reads) && k < MAX_READS; k++)
+        vals[k] = vals[MAX_READS + k] = NULL; /* only the slots a read can fill */
     int keep = 0;
     for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(tests); t++) {
         int r = run_test(en, PyTuple_GET_ITEM(tests, t), reads, vals);
@@ -372,8 +379,10 @@ static int keep_event(PyObject *en, PyObject *spec)
             break;
         }
     }
-    for (int k = 0; k < 2 * MAX_READS; k++)
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(reads) && k < MAX_READS; k++) {
         Py_XDECREF(vals[k]);
+        Py_XDECREF(vals[MAX_READS + k]);
+    }
     return keep;
 }
 
