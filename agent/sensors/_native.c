@@ -18,6 +18,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <arpa/inet.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -231,9 +232,20 @@ static int header(const unsigned char *p, PyObject *clock, PyObject **v) {
     PyObject *offset = PyObject_GetAttr(clock, s_offset);
     if (offset == NULL)
         return -1;
-    PyObject *ts = PyLong_FromUnsignedLongLong(rd64(p + OFF_TS));
-    PyObject *wall = ts ? PyNumber_Add(ts, offset) : NULL;
-    Py_XDECREF(ts);
+    uint64_t boot = rd64(p + OFF_TS);
+    PyObject *wall = NULL;
+    int overflow = 0;
+    long long off = PyLong_CheckExact(offset) ? PyLong_AsLongLongAndOverflow(offset, &overflow) : 0;
+    long long sum;
+    if (PyLong_CheckExact(offset) && !overflow && !(off == -1 && PyErr_Occurred()) && boot <= (uint64_t)LLONG_MAX &&
+        !__builtin_add_overflow((long long)boot, off, &sum)) {
+        wall = PyLong_FromLongLong(sum); /* the common case, without two ints made for the sum */
+    } else {
+        PyErr_Clear();
+        PyObject *ts = PyLong_FromUnsignedLongLong(boot);
+        wall = ts ? PyNumber_Add(ts, offset) : NULL;
+        Py_XDECREF(ts);
+    }
     Py_DECREF(offset);
     if (wall == NULL)
         return -1;

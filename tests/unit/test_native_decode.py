@@ -207,3 +207,18 @@ def test_pipeline_json_is_byte_identical(mod):
     lines = outs[0][0].splitlines()
     assert len(lines) > 150 and all(orjson.loads(ln) for ln in lines)
     assert outs[0][1]["decode"] == 7  # the malformed records, counted alike
+
+
+def test_the_wall_clock_sum_is_pythons(mod):
+    """The event's time is the boot time plus the clock's offset: summed in C when both fit 64 bits, by Python
+    otherwise (a boot time past 2**63, an offset past it, one that is not an int); always Python's sum."""
+    clock = BootClock()
+    rec = bytearray(file_rec(Op.FILE_OPEN, "/x"))
+    for boot in (0, 10**18, 2**63 - 1, 2**63, 2**64 - 1):
+        struct.pack_into("<Q", rec, 24, boot)
+        for offset in (0, -(10**18), 2**62, 2**63 - 1, -(2**63), 2**70, 1.5):
+            clock.offset = offset
+            assert mod.decode_file(bytes(rec), clock).ts_ns == file.decode_file(bytes(rec), clock).ts_ns
+    clock.offset = "not a number"
+    with pytest.raises(TypeError):
+        mod.decode_file(bytes(rec), clock)
