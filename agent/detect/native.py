@@ -26,14 +26,20 @@ def path(out_dir: str = OUT_DIR) -> str:
     return os.path.join(out_dir, NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
 
 
-def build(cc: str = "gcc", out_dir: str = OUT_DIR) -> str:
+# A sanitizer build (for tests/unit/test_detect_prefilter.py's run under ASan) never goes where the agent looks.
+SANITIZE_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined"]
+
+
+def build(cc: str = "gcc", out_dir: str = OUT_DIR, sanitize: bool = False) -> str:
     """Compile _prefilter.c for this interpreter; returns the shared object's path. RuntimeError
-    (one line: the compiler's first error) when it does not compile."""
+    (one line: the compiler's first error) when it does not compile. `sanitize`: with AddressSanitizer
+    and UBSan (its object needs libasan preloaded; give it an out_dir of its own)."""
     os.makedirs(out_dir, exist_ok=True)
     out = path(out_dir)
     tmp = f"{out}.{os.getpid()}.tmp"
-    cmd = [cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-fno-strict-aliasing",
-           f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
+    cmd = [cc, *(SANITIZE_FLAGS if sanitize else ["-O2"]), "-shared", "-fPIC", "-Wall", "-Werror",
+           "-fno-strict-aliasing", f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -19,12 +22,37 @@ from agent.events import EVENT_NAMES, Op
 from tests.unit.detect_events import connect_en, enriched, exec_en, file_rec, net_rec, open_en
 from tests.unit.test_detect_index import LISTS, MACROS, RULES, _events, _random_condition, _want
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 @pytest.fixture(scope="module")
 def compiled_module(tmp_path_factory):
-    """The C file compiled for this test run (whatever build/native holds), loaded."""
-    so = native.build(out_dir=str(tmp_path_factory.mktemp("nwrules")))
+    """The C file compiled for this test run (whatever build/native holds), loaded; under
+    NODEWARDEN_RULES_SO (the sanitizer run below) that object instead."""
+    so = os.environ.get("NODEWARDEN_RULES_SO") or native.build(out_dir=str(tmp_path_factory.mktemp("nwrules")))
     return native.load(so)
+
+
+def test_these_tests_pass_with_the_compiled_code_under_asan_and_ubsan(tmp_path):
+    """The tests of this file again, in a child that loads an AddressSanitizer + UBSan build of
+    _prefilter.c (gcc's libasan preloaded, PYTHONMALLOC=malloc so ASan sees every object's memory, leak
+    detection off: CPython frees little at exit), as tests/unit/test_native_sanitize.py does for the
+    decoders: an out-of-bounds read, a use-after-free or undefined behaviour aborts it with its report."""
+    if os.environ.get("NODEWARDEN_RULES_SO"):
+        pytest.skip("already the sanitizer run")
+    lib = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("gcc") else ""
+    if not (os.path.isabs(lib) and os.path.exists(lib)):
+        pytest.skip("no gcc libasan (scripts/setup.sh installs gcc)")
+    so = native.build(out_dir=str(tmp_path), sanitize=True)
+    env = dict(os.environ, LD_PRELOAD=lib, NODEWARDEN_RULES_SO=so, PYTHONMALLOC="malloc",
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", __file__],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tail = (done.stdout + done.stderr)[-4000:]
+    assert done.returncode == 0, tail
+    assert "ERROR: AddressSanitizer" not in tail and "runtime error:" not in tail, tail
+    assert " passed" in done.stdout, tail
 
 
 _PATHS = ["/etc/passwd", "/etc/cron.d/job", "/etc", "/etcx/a", "/usr/bin/ls", "/usr/binx", "/usr/lib/x.so",
