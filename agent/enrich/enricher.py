@@ -141,7 +141,8 @@ class Enricher:
         resets = table.chain_resets + table.evicted
         if isinstance(ev, _PROCESS_EVENTS):
             if memo:
-                _forget(memo, ev.child_pid if isinstance(ev, ForkEvent) else ev.pid)
+                pid = ev.child_pid if isinstance(ev, ForkEvent) else ev.pid
+                _forget(memo, pid, table.in_some_chain(pid))
             en = self.enrich(ev)
             if table.chain_resets + table.evicted != resets:
                 memo.clear()  # the table dropped a process or its cached ancestries: see below
@@ -186,10 +187,16 @@ def _names(en: Enriched, pid: int) -> bool:
     return ev.pid == pid or ev.ppid == pid or any(a.pid == pid for a in en.ancestors)
 
 
-def _forget(memo: dict, pid: int) -> None:
-    """enrich_in_batch's memo without what a process event of `pid` may have changed."""
-    stale = [key for key, en in memo.items()
-             if key[0] == pid or key[1] == pid or any(a.pid == pid for a in en.ancestors)]
+def _forget(memo: dict, pid: int, in_chains: bool) -> None:
+    """enrich_in_batch's memo without what a process event of `pid` may have changed. An entry's ancestry
+    is its parent (the key's ppid) and a chain the table cached; the memo is forgotten whenever the table
+    drops its chains, so a pid that no cached chain holds (`in_chains` False: most execs and exits are of
+    leaves, a fork's child is new) can only be in a key."""
+    if not in_chains:
+        stale = [key for key in memo if key[0] == pid or key[1] == pid]
+    else:
+        stale = [key for key, en in memo.items()
+                 if key[0] == pid or key[1] == pid or any(a.pid == pid for a in en.ancestors)]
     for key in stale:
         del memo[key]
 

@@ -209,6 +209,10 @@ class ProcessTable:
             out.append(nxt)
         return tuple(out)
 
+    def in_some_chain(self, pid: int) -> bool:
+        """Whether a chain cached since the last time every chain was dropped (chain_resets) held `pid`."""
+        return pid in self._in_chains
+
     def _forget_chain(self, pid: int) -> None:
         self._chains.pop(pid, None)
         if pid in self._in_chains:  # some chain holds what this pid was: rebuild them as needed
