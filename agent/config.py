@@ -40,6 +40,9 @@ class AgentConfig:
     proctable_max: int = 32768
     ancestry_max: int = 8  # ancestors named on every record (process.ancestors.*), parent first; 0 = none
     queue_batches: int = 64  # bounded queue between the ring-buffer reader and the pipeline
+    # ... and bounded in bytes: batches fill up as load rises, so a count alone let the queue hold ~100 MB of
+    # records under a sustained overload (64 x 4,096 file records) before it dropped any
+    queue_max_bytes: int = 16 << 20
     batch_max: int = 4096  # records the reader takes from the ring buffer at once
     batch_interval: float = 0.005  # seconds the reader lets records accumulate after a partial batch
     poll_interval: float = 0.05  # longest a quiet node's event waits in the ring buffer

@@ -88,7 +88,10 @@ class Pipeline:
         self.hold = Hold(containers, cfg.agent.hold_s, cfg.agent.hold_max) if containers is not None else None
         self.ledger = ledger
         self.clock = BootClock()
-        self._q: queue.Queue[list[bytes]] = queue.Queue(maxsize=cfg.agent.queue_batches)
+        self._q: queue.Queue[tuple[list[bytes], int]] = queue.Queue(maxsize=cfg.agent.queue_batches)
+        # bytes the queue holds = put - taken; each counter has one writer (reader, worker): no lock needed
+        self._q_put_bytes = 0
+        self._q_taken_bytes = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reader = None  # set once the probes are loaded
@@ -163,13 +166,18 @@ class Pipeline:
     def _read_loop(self) -> None:
         reader, q, stop = self._reader, self._q, self._stop
         batch_max, batch_interval = self.cfg.agent.batch_max, self.cfg.agent.batch_interval
-        poll = self.cfg.agent.poll_interval
+        poll, max_bytes = self.cfg.agent.poll_interval, self.cfg.agent.queue_max_bytes
         while not stop.is_set():
             batch = reader.read(batch_max)
             if batch:
                 self._count_read(len(batch))
+                size = sum(map(len, batch))
+                queued = self._q_put_bytes - self._q_taken_bytes
                 try:
-                    q.put_nowait(batch)
+                    if queued and queued + size > max_bytes:  # an empty queue always takes one batch
+                        raise queue.Full
+                    q.put_nowait((batch, size))
+                    self._q_put_bytes += size
                 except queue.Full:
                     self.drops["queue"] += len(batch)
                     self._settled(len(batch))
@@ -181,6 +189,11 @@ class Pipeline:
                     stop.wait(batch_interval)
                 if not reader.pending():
                     reader.wait(poll)
+
+    def _take(self, item: tuple[list[bytes], int]) -> list[bytes]:
+        batch, size = item
+        self._q_taken_bytes += size
+        return batch
 
     def _count_read(self, n: int) -> None:
         self.received += n
@@ -196,7 +209,7 @@ class Pipeline:
         """After the probes are detached: process what is queued and left in the ring buffer."""
         while True:
             try:
-                self._process(self._q.get_nowait())
+                self._process(self._take(self._q.get_nowait()))
             except queue.Empty:
                 break
         while batch := self._reader.read(self.cfg.agent.batch_max):
@@ -238,7 +251,7 @@ class Pipeline:
         next_tick = time.monotonic() + interval
         while not self._stop.is_set():
             try:
-                batch = self._q.get(timeout=min(interval, 0.5))
+                batch = self._take(self._q.get(timeout=min(interval, 0.5)))
             except queue.Empty:
                 batch = None
             if batch:

@@ -355,3 +355,31 @@ def test_what_a_rule_flags_is_never_learned(tmp_path):
     assert [r["rule.id"] for r in sink.records if r["event.name"] == "alert"] == ["nw.miner_command_line"]
     (prof,) = profiles.profiles()
     assert prof.known("exec", "/bin/ok") is not None and prof.known("exec", "/bin/true") is None
+
+
+def test_the_queue_is_bounded_in_bytes_and_what_it_refuses_is_counted():
+    """A stalled worker: the reader queues batches until their bytes pass queue_max_bytes (the count bound
+    is far away), then drops whole batches, each record counted under stage "queue"; produced ==
+    delivered + dropped once the worker goes on."""
+    batches = [[open_rec(f"/tmp/q{i}-{j}") for j in range(20)] for i in range(12)]
+    size = sum(map(len, batches[0]))
+    gate = threading.Event()
+    sink = Sink()
+
+    def slow(records):
+        gate.wait(10)  # the worker is held in its first delivery
+        sink(records)
+
+    cfg = _config(queue_batches=64, queue_max_bytes=3 * size, batch_max=20)
+    p = Pipeline(cfg, [slow], metrics=Metrics(), probes=ReplayProbes(batches))
+    p.start()
+    deadline = time.monotonic() + 10
+    while not p._reader.done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p._q_put_bytes - p._q_taken_bytes <= 3 * size  # never more than the bound queued
+    assert p.drops["queue"] > 0 and p.drops["queue"] % 20 == 0
+    gate.set()
+    p.stop()
+    opens = [r for r in sink.records if r["event.name"] == "file.open"]
+    assert p.received == 240 and len(opens) + p.drops["queue"] == 240
+    assert _metric(p, "nodewarden_drops_total")[(("stage", "queue"),)] == p.drops["queue"]
