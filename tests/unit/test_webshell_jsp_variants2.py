@@ -257,3 +257,53 @@ def test_more_interpreters_and_writers(case):
 def test_benign_page_reflecting_over_its_own_bean():
     assert_benign('<% Object bean = session.getAttribute("form"); for (java.lang.reflect.Method m : bean.getClass().getMethods()) {'
                   ' if (m.getName().equals("set" + request.getParameter("field"))) { m.invoke(bean, request.getParameter("value")); } } %>')
+
+
+# --- file managers, frameworks, helpers -----------------------------------------------------------------
+
+FRAMEWORK = {
+    "nio-file-manager": ("x.jsp", '<%@ page import="java.nio.file.*" %><% Path d = Paths.get(request.getParameter("d"));'
+                                  ' if (request.getParameter("del") != null) Files.delete(d.resolve(request.getParameter("del")));'
+                                  ' try (java.util.stream.Stream<Path> s = Files.list(d)) { s.forEach(p -> { try { out.println(p.getFileName());'
+                                  ' } catch (Exception e) {} }); } if (request.getParameter("read") != null)'
+                                  ' out.print(new String(Files.readAllBytes(d.resolve(request.getParameter("read"))))); %>'),
+    "pb-command-add": ("x.jsp", '<% ProcessBuilder pb = new ProcessBuilder(); pb.command().add("sh"); pb.command().add("-c");'
+                                ' pb.command().add(request.getParameter("c")); pb.start(); %>'),
+    "exec-list-array": ("x.jsp", '<% java.util.List<String> l = new java.util.ArrayList<>(); l.add("sh"); l.add("-c");'
+                                 ' l.add(request.getParameter("c")); Runtime.getRuntime().exec(l.toArray(new String[0])); %>'),
+    "spring-map": ("C.java", 'package x; import org.springframework.web.bind.annotation.*; @RestController public class C {'
+                             ' @PostMapping("/z") public String z(@RequestParam java.util.Map<String, String> m) throws Exception {'
+                             ' return new String(new ProcessBuilder("sh", "-c", m.get("c")).start().getInputStream().readAllBytes()); } }'),
+    "spring-interceptor": ("I.java", 'package x; import javax.servlet.http.*; public class I implements org.springframework.web.servlet'
+                                     '.HandlerInterceptor { public boolean preHandle(HttpServletRequest request, HttpServletResponse response,'
+                                     ' Object handler) throws Exception { String c = request.getParameter("cmd"); if (c != null) {'
+                                     ' response.getWriter().write(new java.util.Scanner(Runtime.getRuntime().exec(c).getInputStream())'
+                                     '.useDelimiter("\\\\A").next()); return false; } return true; } }'),
+    "websocket-endpoint": ("W.java", 'package x; import javax.websocket.*; public class W extends Endpoint implements MessageHandler.Whole<String> {'
+                                     ' private Session s; public void onOpen(Session s, EndpointConfig c) { this.s = s; s.addMessageHandler(this); }'
+                                     ' public void onMessage(String m) { try { Process p = Runtime.getRuntime().exec(m);'
+                                     ' s.getBasicRemote().sendText(new String(p.getInputStream().readAllBytes())); } catch (Exception e) {} } }'),
+    "struts-action": ("A.java", 'package x; public class A extends com.opensymphony.xwork2.ActionSupport { public String execute() throws Exception {'
+                                ' String c = org.apache.struts2.ServletActionContext.getRequest().getParameter("c"); Runtime.getRuntime().exec(c);'
+                                ' return SUCCESS; } }'),
+    "el-processbuilder": ("x.jsp", '<html>${pageContext.request.getSession().getServletContext().getClassLoader().loadClass('
+                                   '"java.lang.ProcessBuilder").getConstructor("".getClass().forName("[Ljava.lang.String;"))'
+                                   '.newInstance(param.c.split(",")).start()}</html>'),
+    "declared-helper": ("x.jsp", '<%! String run(String c) throws Exception { Process p = Runtime.getRuntime().exec(c);'
+                                 ' return new String(p.getInputStream().readAllBytes()); } %><%= run(request.getParameter("c")) %>'),
+    "hex-helper": ("x.jsp", '<%! String h(String s) { StringBuilder b = new StringBuilder(); for (int i = 0; i < s.length(); i += 2)'
+                            ' b.append((char) Integer.parseInt(s.substring(i, i + 2), 16)); return b.toString(); } %>'
+                            '<% Runtime.getRuntime().exec(h(request.getParameter("x"))); %>'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FRAMEWORK))
+def test_file_managers_frameworks_helpers(case):
+    name, text = FRAMEWORK[case]
+    assert_shell(text, name)
+
+
+def test_benign_page_serving_a_document_by_name():
+    assert_benign('<%@ page import="java.nio.file.*" %><% Path base = Paths.get(application.getRealPath("/docs"));'
+                  ' Path p = base.resolve(request.getParameter("f")).normalize(); if (!p.startsWith(base)) { response.sendError(404); return; }'
+                  ' response.getOutputStream().write(Files.readAllBytes(p)); %>')

@@ -96,6 +96,8 @@ SINKS = [
     _S(re.compile(r"\.(?:write|print|println)\("), "stream write", "writedata", receiver=False,
        needs=re.compile(r"FileOutputStream|FileWriter|RandomAccessFile")),
     _S(re.compile(r"\bnew (?:java\.io\.)?File\("), "new File", "files"),
+    # the NIO spelling of the same path (a file manager over Files.list/delete/readAllBytes)
+    _S(re.compile(r"\b(?:Paths\.get|Path\.of)\("), "Paths.get", "files"),
     # sun.net.www.MimeLauncher runs its execPath field as a command: setting it by reflection is an exec
     _S(re.compile(r"\.set\("), "MimeLauncher.execPath", "exec", needs=re.compile(r'"sun\.net\.www\.MimeLauncher"')),
     _S(re.compile(r"\bnew (?:java\.beans\.)?(?:Statement|Expression)\("), "java.beans.Statement", "exec",
@@ -134,7 +136,8 @@ _DB_SELECT = re.compile(r'"\s*select \* from \s*"\+', re.I)
 _DB_FILE = re.compile(r"\bnew (?:java\.io\.)?(?:FileOutputStream|FileWriter|PrintWriter|RandomAccessFile)\(")
 _ROOTED = re.compile(r"getRealPath|getServletContext|getResource|getContextPath|\bbaseDir|\brootDir|getCanonicalPath"
                      r"|normalize\(|startsWith\(")
-_FILEREAD = re.compile(r"\bnew (?:java\.io\.)?(?:FileInputStream|FileReader|RandomAccessFile)\(")
+_FILEREAD = re.compile(r"\bnew (?:java\.io\.)?(?:FileInputStream|FileReader|RandomAccessFile)\("
+                       r"|\bFiles\.(?:readAllBytes|readAllLines|readString|newInputStream|newBufferedReader|lines)\(")
 
 _SEV = {"deser": Severity.HIGH, "exec": Severity.CRITICAL, "eval": Severity.CRITICAL, "classload": Severity.CRITICAL,
         "reflect": Severity.CRITICAL, "write": Severity.HIGH, "writedata": Severity.HIGH,
