@@ -159,7 +159,7 @@ def _exec_flag_fast(attr: str) -> Callable[[Enriched], object] | None:
     """On an exec event, the flag itself; no fast form on an ExecEvent that lacks it."""
     if attr not in ExecEvent.__dataclass_fields__:
         return None
-    return lambda en: getattr(en.event, attr)
+    return _inline(f"en.event.{attr}")  # a text: inlined by the nodes, read in C by the pre-condition
 
 
 def _cwd(en: Enriched) -> str | None:
@@ -616,7 +616,7 @@ def _table() -> dict[str, Field]:
         _f("process.thread.id", "int", None, lambda en: en.event.tid),
         _f("process.parent_pid", "int", None, _parent_pid),
         _f("process.name", "str", None, _inline("en.event.comm")),
-        _f("process.executable.path", "str", None, _exe, lambda en: en.event.filename, EXEC),
+        _f("process.executable.path", "str", None, _exe, _inline("en.event.filename"), EXEC),
         _f("process.executable.name", "str", None, _memoized("exe.name", lambda en: (
             os.path.basename(e) if (e := _exe(en)) is not None else None))),
         _f("process.command_line", "str", None, _memoized("cmdline", _cmdline),
