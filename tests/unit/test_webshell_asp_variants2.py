@@ -392,3 +392,25 @@ def test_many_unclosed_typed_declarations_end_in_bounded_time():
     t0 = time.process_time()
     variant_asserts.hits(page.decode(), "x.aspx")
     assert time.process_time() - t0 < 5.0
+
+
+@pytest.mark.parametrize("code", [
+    'System.Diagnostics.Process.Start("cmd.exe", $"/c {Request["c"]}");',
+    'var c = Request.Form["c"]; System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("cmd.exe", $"/c {c}"));',
+    'System.Diagnostics.Process.Start("powershell.exe", $@"-c {Request.QueryString["c"]}");',
+])
+def test_csharp_interpolated_strings_carry_the_request(code):
+    assert_shell('<%@ Page Language="C#" %><% ' + code + " %>", "x.aspx")
+
+
+def test_benign_interpolated_greeting_and_a_fixed_command():
+    assert_benign('<%@ Page Language="C#" %><% var m = $"Hello {Server.HtmlEncode(Request["n"])}, {{guest}}"; Response.Write(m);'
+                  ' System.Diagnostics.Process.Start("cmd.exe", $"/c dir {Server.MapPath("~")}"); %>', "x.aspx")
+
+
+def test_unclosed_interpolations_end_in_bounded_time():
+    import time
+
+    t0 = time.process_time()
+    variant_asserts.hits('<%@ Page Language="C#" %><% ' + '$"{(' * 50000 + " %>", "x.aspx")
+    assert time.process_time() - t0 < 5.0

@@ -325,7 +325,61 @@ def scan_text(text: str, lang: str, budget, hits: list, depth: int) -> None:
     hits.extend(sorted(seen.values(), key=lambda h: -h.confidence))
 
 
+_INTERP_START = re.compile(r'\$@?"|@\$"')
+
+
+def _interpolated(code: str) -> str:
+    """C#'s `$"/c {Request["c"]}"` as the concatenation it stands for (`"/c " + (Request["c"])`): the lexer
+    reads the whole literal as one string, and the request in its hole would be lost. A hole may hold its
+    own strings and brackets; each literal is read at most 4000 characters, so the pass stays linear."""
+    out: list[str] = []
+    i, n = 0, len(code)
+    while True:
+        m = _INTERP_START.search(code, i)  # $"..." and the verbatim $@"..." / @$"..."
+        if m is None or m.start() > 4_000_000:
+            out.append(code[i:])
+            return "".join(out)
+        j = m.start()
+        out.append(code[i:j])
+        k, parts, text, limit = m.end(), [], [], min(n, j + 4000)
+        while k < limit and code[k] != '"' and code[k] != "\n":
+            c = code[k]
+            if c == "\\" and k + 1 < limit:
+                text.append(code[k:k + 2])
+                k += 2
+            elif code.startswith("{{", k) or code.startswith("}}", k):
+                text.append(c)
+                k += 2
+            elif c == "{":
+                depth, q, h = 1, None, k + 1
+                while h < limit and depth:
+                    ch = code[h]
+                    if q:
+                        q = None if ch == q else q
+                    elif ch in "\"'":
+                        q = ch
+                    elif ch in "{([":
+                        depth += 1
+                    elif ch in "})]":
+                        depth -= 1
+                    h += 1
+                hole = code[k + 1:h - 1]
+                parts.append('"' + "".join(text) + '"')
+                parts.append("(" + hole.split(":", 1)[0] if '"' not in hole else "(" + hole)
+                parts[-1] += ")"
+                text = []
+                k = h
+            else:
+                text.append(c)
+                k += 1
+        parts.append('"' + "".join(text) + '"')
+        out.append(" + ".join(parts))
+        i = k + 1 if k < n and code[k] == '"' else k
+
+
 def _program(la: str, code: str, budget, extra: list) -> jsp_flow.Program:
+    if la == "c#" and ('$"' in code or '$@"' in code or '@$"' in code):
+        code = _interpolated(code)
     if la == "vb":
         toks = asp_vb.fold(asp_vb.strip_types(asp_vb.lex(code, budget)), budget)
         base = VB
