@@ -339,14 +339,16 @@ def _in_chroot(rootfs: Path, script: str, what: str) -> None:
 
 
 def _build_native(app: Path) -> None:
-    """The compiled decoders (agent/sensors/native.py) into the copied tree's build/native/. The image has no
-    compiler; the host's gcc builds them for the host's python3, which is the image's (checked by the caller).
-    Without them the agent runs the Python decoders: correct, slower; so a failure is a warning, not an error."""
-    done = subprocess.run(["/usr/bin/python3", "-m", "agent.sensors.native_build"], cwd=app, capture_output=True,
-                          text=True, timeout=300)
-    if done.returncode != 0:
-        log(f"app: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'native decoders not built'}"
-            " (the image runs the Python decoders)")
+    """The compiled decoders (agent/sensors/native.py) and the rules' pre-condition (agent/detect/native.py)
+    into the copied tree's build/native/. The image has no compiler; the host's gcc builds them for the host's
+    python3, which is the image's (checked by the caller). Without them the agent runs the Python code: correct,
+    slower; so a failure is a warning, not an error."""
+    for module, what in (("agent.sensors.native_build", "decoders"),
+                         ("agent.detect.native_build", "rules pre-condition")):
+        done = subprocess.run(["/usr/bin/python3", "-m", module], cwd=app, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"native {what} not built"
+            log(f"app: {why} (the image runs the Python {what})")
 
 
 def build_app(cache: Path, base_tar: Path, wheels: Path, files: list[str], key: str) -> Path:
