@@ -1,6 +1,6 @@
 /* The rules' per-kind pre-condition over a batch, compiled (agent/detect/native.py loads it).
  *
- * select(events, tables) groups a batch by (in a container?, op) and runs each kind's pre-condition
+ * select(events, tables[, memo]) groups a batch by (in a container?, op) and runs each kind's pre-condition
  * (agent/detect/index.py, "the per-kind pre-condition") on it: the tests RuleIndex.prefilter_spec
  * derived from the rules' conditions at build time. The Python code generated from the same spec
  * is the reference (tests/unit/test_detect_prefilter.py checks that both keep the same events).
@@ -23,6 +23,8 @@
  * A value that is None passes no test. An event whose test raised is kept (the node judges it).
  * Returns [[boxed, op, events of the group, [kept positions], tests], ...] in the order the groups first
  * appear (tests: False for a kind neither table has; such a group counts 0 events).
+ * memo (memo(tables), made once per rules load): each kind's results kept by the values its tests read
+ * (see "The memo" below); the same answers, for a hash and a compare of the values on a repeat.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -350,8 +352,9 @@ done:
     return hit;
 }
 
-/* 1: keep the event (a test passed, or one raised), 0: drop it, -1: a Python error to raise. */
-static int keep_event(PyObject *en, PyObject *spec)
+/* 1: keep the event (a test passed, or one raised), 0: drop it, -1: a Python error to raise.
+ * *swallowed is set when a test raised (the result then says nothing of the values: not memoized). */
+static int keep_event(PyObject *en, PyObject *spec, PyObject *const *seed, int *swallowed)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0))
         || !PyTuple_Check(PyTuple_GET_ITEM(spec, 1))) {
@@ -361,14 +364,17 @@ static int keep_event(PyObject *en, PyObject *spec)
     PyObject *reads = PyTuple_GET_ITEM(spec, 0), *tests = PyTuple_GET_ITEM(spec, 1);
     /* each value read once per event, by the first test that needs it; then its last components */
     PyObject *vals[2 * MAX_READS];
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(reads) && k < MAX_READS; k++)
-        vals[k] = vals[MAX_READS + k] = NULL; /* only the slots a read can fill */
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(reads) && k < MAX_READS; k++) { /* only the slots a read can fill */
+        vals[k] = seed != NULL ? Py_NewRef(seed[k]) : NULL; /* seed: every read's value, read already (the memo's key) */
+        vals[MAX_READS + k] = NULL;
+    }
     int keep = 0;
     for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(tests); t++) {
         int r = run_test(en, PyTuple_GET_ITEM(tests, t), reads, vals);
         if (r == -1 && PyErr_ExceptionMatches(PyExc_Exception)) { /* as the Python one: the node judges it */
             PyErr_Clear();
             r = 1;
+            *swallowed = 1;
         }
         if (r < 0) {
             keep = -1; /* KeyboardInterrupt, MemoryError, a malformed spec ...: not ours to swallow */
@@ -386,12 +392,244 @@ static int keep_event(PyObject *en, PyObject *spec)
     return keep;
 }
 
+
+/* The memo: each kind's results by the values its tests read. The pre-condition is a pure function of
+ * the values its reads give (sets, prefixes and substrings of them; a kind whose reads are all attribute
+ * chains calls no getter), and a busy node repeats them: the same logs appended, the same peers
+ * connected. A kind's memo is a two-way table of MEMO_SLOTS entries, each the values of every
+ * read of the kind (str, int, bool or None, exactly those types: equal values give equal results; a key
+ * of another type, or of more than MEMO_STR_MAX characters in all, is tested and not kept) and what the
+ * tests said; the older of a slot pair's two entries is replaced by a new key. A result reached through a test
+ * that raised is not kept (the node judges such an event, and it says nothing of the values). Bounded:
+ * MEMO_SLOTS entries per (boxed, op) a batch has met, each holding at most MEMO_STR_MAX characters.
+ * The memo holds its tables: it answers only for them (select refuses another). */
+#define MEMO_BITS 9
+#define MEMO_SLOTS (1 << MEMO_BITS)
+#define MEMO_KEY_MAX 4
+#define MEMO_STR_MAX 256
+
+typedef struct {
+    Py_hash_t hash;
+    int n; /* values in the key; 0: an empty slot */
+    int keep;
+    PyObject *vals[MEMO_KEY_MAX];
+} MemoEntry;
+
+typedef struct {
+    PyObject *tables;
+    MemoEntry *kinds[2 * MAX_OP]; /* allocated when a memoizable kind is first met */
+    signed char usable[2 * MAX_OP]; /* 0: not looked at yet, 1: its reads are all chains, -1: not memoized */
+    PyObject *spec[2 * MAX_OP]; /* the spec each kind's entries answer for (held): another one empties them */
+    Py_ssize_t entries, hits, misses;
+} Memo;
+
+static const char MEMO_NAME[] = "nodewarden.rules_memo";
+
+static void memo_forget(Memo *m, int k) /* a kind's entries, and what it knew of its spec */
+{
+    if (m->kinds[k] != NULL) {
+        for (int e = 0; e < MEMO_SLOTS; e++) {
+            m->entries -= m->kinds[k][e].n > 0;
+            for (int v = 0; v < m->kinds[k][e].n; v++)
+                Py_DECREF(m->kinds[k][e].vals[v]);
+        }
+        PyMem_Free(m->kinds[k]);
+        m->kinds[k] = NULL;
+    }
+    Py_CLEAR(m->spec[k]);
+    m->usable[k] = 0;
+}
+
+static void memo_free(PyObject *capsule)
+{
+    Memo *m = PyCapsule_GetPointer(capsule, MEMO_NAME);
+    if (m == NULL)
+        return;
+    for (int k = 0; k < 2 * MAX_OP; k++)
+        memo_forget(m, k);
+    Py_DECREF(m->tables);
+    PyMem_Free(m);
+}
+
+static PyObject *memo_new(PyObject *self, PyObject *tables)
+{
+    Memo *m = PyMem_Calloc(1, sizeof(Memo));
+    if (m == NULL)
+        return PyErr_NoMemory();
+    m->tables = Py_NewRef(tables);
+    PyObject *capsule = PyCapsule_New(m, MEMO_NAME, memo_free);
+    if (capsule == NULL) {
+        Py_DECREF(m->tables);
+        PyMem_Free(m);
+    }
+    return capsule;
+}
+
+static PyObject *memo_info(PyObject *self, PyObject *capsule)
+{
+    Memo *m = PyCapsule_GetPointer(capsule, MEMO_NAME);
+    if (m == NULL)
+        return NULL;
+    int kinds = 0;
+    for (int k = 0; k < 2 * MAX_OP; k++)
+        kinds += m->kinds[k] != NULL;
+    return Py_BuildValue("{sn,sn,sn,si,si,si}", "entries", m->entries, "hits", m->hits, "misses", m->misses,
+                         "kinds", kinds, "slots", MEMO_SLOTS, "max_chars", MEMO_STR_MAX);
+}
+
+/* May a kind's results be memoized: every read an attribute chain, and few enough of them. */
+static int memo_usable(PyObject *spec)
+{
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0)))
+        return -1;
+    PyObject *reads = PyTuple_GET_ITEM(spec, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(reads);
+    if (n == 0 || n > MEMO_KEY_MAX || n > MAX_READS)
+        return -1;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (!PyTuple_Check(PyTuple_GET_ITEM(reads, k)))
+            return -1; /* a getter called: it may do anything */
+    return 1;
+}
+
+/* Every read's value (new references in vals): 1, or 0 when the event's key cannot be memoized (an
+ * error that an Exception cleared, a value of another type, too long), -1 on an error to raise. */
+static int memo_key(PyObject *en, PyObject *reads, PyObject **vals, Py_hash_t *hash)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(reads), chars = 0;
+    Py_uhash_t h = 0x345678UL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *v = read_value(en, PyTuple_GET_ITEM(reads, k));
+        if (v == NULL || !(v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v))
+            || (PyUnicode_CheckExact(v) && (chars += PyUnicode_GET_LENGTH(v)) > MEMO_STR_MAX)) {
+            Py_XDECREF(v);
+            for (Py_ssize_t j = 0; j < k; j++)
+                Py_DECREF(vals[j]);
+            if (PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                    return -1;
+                PyErr_Clear(); /* the tests read it again, and judge it as they always did */
+            }
+            return 0;
+        }
+        Py_hash_t vh = PyObject_Hash(v); /* a str keeps its hash: the node's set lookups reuse it */
+        if (vh == -1) {
+            Py_DECREF(v);
+            for (Py_ssize_t j = 0; j < k; j++)
+                Py_DECREF(vals[j]);
+            return -1;
+        }
+        vals[k] = v;
+        h = (h ^ (Py_uhash_t)vh) * 1000003UL;
+    }
+    *hash = (Py_hash_t)h;
+    return 1;
+}
+
+static int same_value(PyObject *a, PyObject *b) /* a and b of the key's types */
+{
+    if (a == b)
+        return 1;
+    if (Py_TYPE(a) != Py_TYPE(b))
+        return 0;
+    if (PyUnicode_CheckExact(a)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+        int kind = PyUnicode_KIND(a);
+        return n == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b)
+               && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * kind) == 0;
+    }
+    if (PyLong_CheckExact(a))
+        return PyObject_RichCompareBool(a, b, Py_EQ) == 1;
+    return 0; /* None, True, False: the same object or not equal */
+}
+
+/* keep_event through the kind's memo: the same answer. */
+static int memo_keep(Memo *m, int slot, PyObject *en, PyObject *spec)
+{
+    if (m->spec[slot] != spec) { /* the tables' dicts were changed: the old answers may not hold */
+        memo_forget(m, slot);
+        m->spec[slot] = Py_NewRef(spec);
+    }
+    if (m->usable[slot] == 0)
+        m->usable[slot] = (signed char)memo_usable(spec);
+    int swallowed = 0;
+    if (m->usable[slot] < 0)
+        return keep_event(en, spec, NULL, &swallowed);
+    PyObject *reads = PyTuple_GET_ITEM(spec, 0);
+    PyObject *vals[MEMO_KEY_MAX];
+    Py_hash_t hash;
+    int made = memo_key(en, reads, vals, &hash);
+    if (made < 0)
+        return -1;
+    if (made == 0)
+        return keep_event(en, spec, NULL, &swallowed);
+    int n = (int)PyTuple_GET_SIZE(reads);
+    if (m->kinds[slot] == NULL && (m->kinds[slot] = PyMem_Calloc(MEMO_SLOTS, sizeof(MemoEntry))) == NULL) {
+        for (int k = 0; k < n; k++)
+            Py_DECREF(vals[k]);
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* the slot from the hash's high bits after a multiply: every bit of the values' hashes counts. Two
+     * ways: a key is looked for in its slot and the one beside it; a new key goes first, the older of
+     * the two moves second, and the second's goes */
+    uint64_t mixed = (uint64_t)(Py_uhash_t)hash * 0x9E3779B97F4A7C15ULL;
+    MemoEntry *pair = &m->kinds[slot][(mixed >> (64 - MEMO_BITS)) & ~(uint64_t)1];
+    for (int w = 0; w < 2; w++) {
+        MemoEntry *e = &pair[w];
+        int hit = e->n == n && e->hash == hash;
+        for (int k = 0; hit && k < n; k++)
+            hit = same_value(e->vals[k], vals[k]);
+        if (hit) {
+            m->hits++;
+            for (int k = 0; k < n; k++)
+                Py_DECREF(vals[k]);
+            return e->keep;
+        }
+    }
+    m->misses++;
+    int keep = keep_event(en, spec, vals, &swallowed);
+    if (keep < 0 || swallowed) {
+        for (int k = 0; k < n; k++)
+            Py_DECREF(vals[k]);
+        return keep;
+    }
+    /* the evicted key's values are str, int, bool or None: freeing them runs no Python code */
+    MemoEntry gone = pair[1];
+    pair[1] = pair[0];
+    for (int k = 0; k < n; k++)
+        pair[0].vals[k] = vals[k];
+    pair[0].n = n;
+    pair[0].hash = hash;
+    pair[0].keep = keep;
+    if (gone.n == 0)
+        m->entries++;
+    for (int k = 0; k < gone.n; k++)
+        Py_DECREF(gone.vals[k]);
+    return keep;
+}
+
 static PyObject *select_batch(PyObject *self, PyObject *args)
 {
-    PyObject *events, *tables[2];
-    if (!PyArg_ParseTuple(args, "O!(O!O!)", &PyList_Type, &events, &PyDict_Type, &tables[0], &PyDict_Type,
-                          &tables[1]))
+    PyObject *events, *table_pair, *memo_obj = Py_None, *tables[2];
+    if (!PyArg_ParseTuple(args, "O!O!|O", &PyList_Type, &events, &PyTuple_Type, &table_pair, &memo_obj))
         return NULL;
+    if (PyTuple_GET_SIZE(table_pair) != 2 || !PyDict_Check(PyTuple_GET_ITEM(table_pair, 0))
+        || !PyDict_Check(PyTuple_GET_ITEM(table_pair, 1))) {
+        PyErr_SetString(PyExc_TypeError, "tables are (host dict, container dict)");
+        return NULL;
+    }
+    tables[0] = PyTuple_GET_ITEM(table_pair, 0);
+    tables[1] = PyTuple_GET_ITEM(table_pair, 1);
+    Memo *memo = NULL;
+    if (memo_obj != Py_None) {
+        if ((memo = PyCapsule_GetPointer(memo_obj, MEMO_NAME)) == NULL)
+            return NULL;
+        if (memo->tables != table_pair) {
+            PyErr_SetString(PyExc_ValueError, "a memo answers only for the tables it was made with");
+            return NULL;
+        }
+    }
     PyObject *groups[2 * MAX_OP] = {NULL}; /* (boxed, op) -> [boxed, op, n, kept, tests] (borrowed) */
     Py_ssize_t counts[2 * MAX_OP] = {0};
     PyObject *out = PyList_New(0);
@@ -445,7 +683,10 @@ static PyObject *select_batch(PyObject *self, PyObject *args)
         if (tests == Py_False)
             continue; /* no rules for the kind */
         counts[2 * code + boxed]++;
-        int keep = tests == Py_None ? 1 : keep_event(en, tests);
+        int swallowed = 0;
+        int keep = tests == Py_None ? 1
+                   : memo != NULL ? memo_keep(memo, 2 * (int)code + boxed, en, tests)
+                                  : keep_event(en, tests, NULL, &swallowed);
         if (keep < 0)
             goto fail;
         if (keep) {
@@ -489,7 +730,8 @@ static PyObject *keep_events(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_IndexError, "position out of the batch");
             goto fail;
         }
-        int keep = keep_event(PyList_GET_ITEM(events, i), tests);
+        int swallowed = 0;
+        int keep = keep_event(PyList_GET_ITEM(events, i), tests, NULL, &swallowed);
         if (keep < 0 || (keep && PyList_Append(out, pos) < 0))
             goto fail;
     }
@@ -502,6 +744,8 @@ fail:
 static PyMethodDef methods[] = {
     {"select", select_batch, METH_VARARGS, "group a batch by (boxed, op) and run each kind's pre-condition"},
     {"keep", keep_events, METH_VARARGS, "one kind's pre-condition over positions of a batch"},
+    {"memo", memo_new, METH_O, "memo(tables): a memo of each kind's results by the values read, for select"},
+    {"memo_info", memo_info, METH_O, "a memo's entries, hits, misses, kinds met and bounds"},
     {NULL, NULL, 0, NULL},
 };
 

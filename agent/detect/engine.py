@@ -115,6 +115,7 @@ class Detector:
         # (agent/detect/index.py) reads a field shared by several rules once per event
         self._ridx: dict[bool, tuple] = {}
         self._tables: tuple[dict, dict] = ({}, {})
+        self._memo = None
         self.alerts: Counter[tuple[str, str]] = Counter()  # (rule id, severity) -> alerts raised
         self.limited: Counter[str] = Counter()
         self._drops = Counter({"detect.folded": 0, "detect.rate_limited": 0})
@@ -164,6 +165,9 @@ class Detector:
             self._by_op[boxed] = table
             tables[boxed] = tests
         self._tables = tuple(tables)
+        # the compiled select's memo of each kind's results by the values its tests read (_prefilter.c):
+        # made for these tables, so a reload's new tables get a new one
+        self._memo = _native.memo(self._tables) if _native is not None else None
 
     # -- per event -------------------------------------------------------------------------------
 
@@ -196,7 +200,7 @@ class Detector:
         by_op = self._by_op
         if _native is not None and type(events) is list:
             try:  # grouped and pre-filtered in C: [(boxed, op, events of the kind, kept positions, _)]
-                selected = _native.select(events, self._tables)
+                selected = _native.select(events, self._tables, self._memo)
             except Exception:  # (an event without an op: the Python path reports it as it always did)
                 selected = self._select(events)
         else:

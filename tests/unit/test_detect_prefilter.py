@@ -94,6 +94,12 @@ def _check_index(index: RuleIndex, compiled, events, mod) -> int:
             if _want(compiled, en):
                 assert i in kept, (EVENT_NAMES[op], en.event)
         assert mod.keep(mine, where, index.prefilter_spec(op)) == kept, EVENT_NAMES[op]
+        # through select with a memo: the same, the first time (misses) and again (hits)
+        spec = index.prefilter_spec(op)
+        tables = ({int(op): spec}, {int(op): spec})  # host and container groups alike
+        memo = mod.memo(tables)
+        for _ in range(2):
+            assert sorted(i for g in mod.select(mine, tables, memo) for i in g[3]) == kept, EVENT_NAMES[op]
     return dropped
 
 
@@ -202,3 +208,93 @@ def test_the_detector_raises_the_same_alerts_and_counts_with_the_pre_condition_o
         got_s += [(k + i, a.rule_id, a.output) for i, en in enumerate(batch) for a in single.evaluate(en)]
     assert got_b == got_s and len({r for _, r, _ in got_b}) >= 5  # several rules fired: not vacuous
     assert batched.evaluations == single.evaluations
+
+
+def _selection(mod, det, batch, memo=None):
+    args = (batch, det._tables) if memo is None else (batch, det._tables, memo)
+    return [(b, op, n, kept) for b, op, n, kept, _ in mod.select(*args) if n]
+
+
+def test_the_memo_gives_the_same_selection_and_remembers_repeats(compiled_module):
+    """The bundled rules over a shuffled mix in batches, three times: with a memo the same groups and
+    kept positions as without; the repeats are answered from it."""
+    det = build(None)[0]
+    rng = random.Random(11)
+    events = _many_events(rng)
+    memo = compiled_module.memo(det._tables)
+    for _ in range(3):
+        rng.shuffle(events)
+        for k in range(0, len(events), 64):
+            batch = events[k : k + 64]
+            assert _selection(compiled_module, det, batch, memo) == _selection(compiled_module, det, batch)
+    info = compiled_module.memo_info(memo)
+    assert info["hits"] > info["misses"] > 0 and 0 < info["entries"] <= info["misses"]
+
+
+def test_the_memo_is_bounded_and_keeps_its_answers_under_eviction(compiled_module):
+    """Thousands of distinct paths (more than a kind's slots), some past the key's length bound: the
+    memo holds at most its slots per kind met, and still answers as the tests do."""
+    det = build(None)[0]
+    memo = compiled_module.memo(det._tables)
+    names = [f"/var/lib/app/{k}.log" for k in range(3000)] + ["/etc/cron.d/job", "/root/.bash_history"]
+    names += ["/etc/cron.d/" + "x" * 300, "/var/" + "y" * 300]  # too long for a key: tested, never kept
+    events = [open_en(p, flags=os.O_WRONLY, container=None) for p in names]
+    for _ in range(2):
+        for k in range(0, len(events), 256):
+            batch = events[k : k + 256]
+            assert _selection(compiled_module, det, batch, memo) == _selection(compiled_module, det, batch)
+    info = compiled_module.memo_info(memo)
+    assert info["kinds"] == 1 and info["entries"] <= info["slots"] and info["max_chars"] < 300
+    long_only = compiled_module.memo(det._tables)
+    assert _selection(compiled_module, det, events[-2:], long_only) == [(False, Op.FILE_OPEN, 2, [0])]
+    assert compiled_module.memo_info(long_only)["entries"] == 0
+
+
+def test_the_memo_leaves_out_what_it_cannot_compare_and_what_raised(compiled_module):
+    """A value of another type than str, int, bool or None (a str subclass) and a read that raises are
+    tested each time and never kept; a memo answers only for its own tables."""
+    class Path(str):
+        pass
+
+    det = build(None)[0]
+    memo = compiled_module.memo(det._tables)
+    odd = [dataclasses.replace(open_en("x", flags=os.O_WRONLY), path_resolved=Path("/etc/cron.d/job")),
+           dataclasses.replace(open_en("x", flags=os.O_WRONLY), path_resolved=Path("/tmp/x"))]
+    want = _selection(compiled_module, det, odd)
+    assert want == _selection(compiled_module, det, odd, memo) == _selection(compiled_module, det, odd, memo)
+    assert compiled_module.memo_info(memo)["entries"] == 0
+    tests = ((_ChainRead(), frozenset({"x"}), None, None, None, None, None, None),)
+    reads, spec = compiled_tests(tests)
+    kind = {int(Op.FILE_OPEN): ((((("event", "no_such_field"),), 0),), spec)}
+    tables = (kind, kind)
+    raised = compiled_module.memo(tables)
+    events = [open_en("/etc/x"), open_en("/tmp/y")]
+    for _ in range(2):  # the read raises: kept for the node, as without a memo
+        assert [g[3] for g in compiled_module.select(events, tables, raised)] == [[0, 1]]
+    assert compiled_module.memo_info(raised)["entries"] == 0
+    with pytest.raises(ValueError):
+        compiled_module.select(events, det._tables, raised)
+
+
+class _ChainRead:
+    """A stand-in getter: the test above gives the compiled code its read as a chain directly."""
+
+    def __call__(self, en):
+        return en.event.no_such_field
+
+
+def test_the_memo_forgets_a_kind_whose_spec_was_replaced(compiled_module):
+    """The memo answers for its tables' specs: a kind whose spec is replaced in them gets the new spec's
+    answers, not the remembered ones."""
+    index = RuleIndex([compile("evt.type = open and fd.name startswith /etc")])
+    other = RuleIndex([compile("evt.type = open and fd.name startswith /tmp")])
+    kind = {int(Op.FILE_OPEN): index.prefilter_spec(Op.FILE_OPEN)}
+    tables = (kind, kind)
+    memo = compiled_module.memo(tables)
+    events = [open_en("/etc/x"), open_en("/tmp/y")]
+    for _ in range(2):
+        assert [g[3] for g in compiled_module.select(events, tables, memo)] == [[0]]
+    kind[int(Op.FILE_OPEN)] = other.prefilter_spec(Op.FILE_OPEN)
+    for _ in range(2):
+        assert [g[3] for g in compiled_module.select(events, tables, memo)] == [[1]]
+    assert compiled_module.memo_info(memo)["entries"] == 2
