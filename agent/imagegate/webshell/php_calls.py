@@ -508,6 +508,11 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
         # (php_families weighs it: alone in a small flat page, not an installer's fixed directories)
         _raw(ctx, "php.request-chmod", "high", 0.55, _label(a0), name, f"{name}({_show(a0)}, 0{args[1].s:o})",
              "makes a file the request names writable by anyone")
+    if name in ("symlink", "link") and len(args) >= 2 and _strongish(a0):
+        # any path the request names linked into the site: the symlink bypass of shared hosting (the web
+        # server then serves another account's files, open_basedir never asked); php_families weighs it as chmod
+        _raw(ctx, "php.request-symlink", "high", 0.55, _label(a0), name, f"{name}({_show(a0)}, {_show(args[1])})",
+             "links a path the request names into the site (a symlink bypass to read any file)")
     if name in _FS_READ and isinstance(a0.s, str) and a0.s.strip().startswith(("/etc/passwd", "/etc/shadow")):
         ctx.strings.append(a0.s)  # reads the account list: recon, as `cat /etc/passwd` is
     if name in _FS_READ and a0.t:
@@ -599,6 +604,10 @@ def _named(ctx: Ctx, name: str, argn: list, avs: list[V] | None, node, sc: Scope
             # quoted, the request's value is still a whole word: run as the entire command it names the
             # program. Marked on `fn`, which a concatenation drops: `'convert ' . escapeshellarg($f)` is clean
             return V(None, fn="escaped:" + _label(a0))
+        if name == "ord" and a0.t:
+            # a byte's code still carries the request: `'%' . dechex(ord($c[$i]))` or `chr(ord($c[$i]) ^ $k)` in a
+            # loop re-spells request bytes (URL escapes, XOR, shifted letters) that are then decoded and run
+            return V(None, a0.t, False)
         return UNKNOWN
     if name == "array_map" and False:
         return UNKNOWN

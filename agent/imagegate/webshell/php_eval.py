@@ -39,6 +39,7 @@ from agent.imagegate.webshell.php_sinks import (
     _q,
     _raw,
     _render,
+    _strong,
     _strongish,
     _sv,
     _weak,
@@ -148,6 +149,8 @@ def _stmts(ctx: Ctx, stmts: list, sc: Scope) -> None:
                     # a loop over constants ('_POST', '_GET'): one iteration's value, so names
                     # built from it (variable variables) still resolve
                     elem = V(vals[0].s, elem.t, False, chain=elem.chain)
+                    if st[3] is not None and st[3][0] == "var":
+                        ctx.picked.add(st[3][1])
                 if subj.t:
                     elem = V(elem.s, elem.t | subj.t, subj.d, elem.cls, elem.fn)
             else:
@@ -274,7 +277,11 @@ def _lookup(ctx: Ctx, name: str, sc: Scope) -> V:
     v = sc.vars.get(name)
     if v is None:
         if sc.extracted:
-            return V(None, frozenset({sc.extracted}), True)
+            t = frozenset({sc.extracted})
+            if "variable variables" in sc.extracted:
+                # as with register_globals below: read before the page gives it a default, it stays the request's
+                sc.sticky.setdefault(name, t)
+            return V(None, t, True)
         if sc.func is None and name != "this":
             # with register_globals (PHP < 5.4, the era of many shells still in use) an
             # undefined variable at file level is request data: a weak source
@@ -317,6 +324,11 @@ def _assign(ctx: Ctx, target, v: V, sc: Scope) -> None:
         n = _sv(name)
         if n is not None:
             _set(ctx, n, v, sc)
+            if target[1][0] == "var" and target[1][1] in ctx.picked and _strong(v) and not sc.extracted:
+                # `foreach (explode(' ', 'cmd dir file …') as $n) $$n = $_POST[$n];`: the loop names many
+                # variables and we read one pass (the first name), so any the page reads unset is the request's
+                # (a register_globals emulation, how old shells kept working after PHP dropped it)
+                sc.extracted = _label(v).split("[", 1)[0] + "[…] (variable variables)"
         elif name.t:
             sc.extracted = sc.extracted or _label(name) + " (variable variable)"
     elif k == "idx":

@@ -94,7 +94,8 @@ def _finish(ctx: Ctx, hits: list) -> None:
             # the register_globals guess confirmed: the page's own form posts a field of that name, or
             # the page reads the same key from $_GET/$_POST itself (`if (isset($_GET['cmd'])) … $cmd`)
             conf += 0.3
-        if r["rule"] == "php.request-chmod" and (framework or auth or ctx.classes or ctx.size >= 4096):
+        if r["rule"] in ("php.request-chmod", "php.request-symlink") and (
+                framework or auth or ctx.classes or ctx.size >= 4096):
             conf -= 0.3
         if fallback and r["rule"] in ("php.request-to-exec", "php.request-include", "php.request-to-code") \
                 and conf < 0.5 and r["source"]:

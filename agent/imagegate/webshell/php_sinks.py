@@ -197,6 +197,7 @@ class Ctx:
         self.unrolled = 0  # for-loop iterations run with known values (bounded: MAX_UNROLL)
         self.precise = 0  # inside such an iteration: known conditions pick their branch
         self.opaque_args: list[str] = []  # constant strings handed to callees we could not name (bounded: 16)
+        self.picked: set[str] = set()  # loop variables given one value of a constant list (see php_eval's foreach)
         self.shell_pipes: set[str] = set()  # `$pipes` of proc_open(<a shell>, …): its [0] is the shell's stdin
 
 
