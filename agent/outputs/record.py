@@ -11,6 +11,7 @@ record maps in Elasticsearch and OpenSearch as it is, no key is both a value and
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 from agent.devices.fields import FIELDS
@@ -566,6 +567,22 @@ def _from_enriched(en: Enriched) -> dict:
 _PART_MAX = 4096
 _FRAGMENT_MAX = 4096  # characters of a process fragment's strings, at most, for it to be cached
 _proc_parts: dict[tuple[int, int, int], tuple] = {}
+# The bytes the entries keep alive are bounded too: an entry holds its process, parent and ancestry, and
+# their argv (an ancestor's is not in the fragment); _native.c PART_BYTES_MAX says why, with the same bound.
+_PART_BYTES_MAX = 8 << 20
+_proc_parts_bytes = [0]  # what _proc_parts' entries keep alive, about (_held_bytes each)
+
+
+def _held_bytes(p, parent, chain: tuple, keys: dict) -> int:
+    """About what an entry keeps alive: its strings and its processes' (sys.getsizeof of each)."""
+    n = sum(sys.getsizeof(v) for v in keys.values()) + 512
+    for pi in (p, parent, *chain):
+        if pi is not None:
+            n += sys.getsizeof(pi.exe) + sys.getsizeof(pi.comm) + sys.getsizeof(pi.cwd)
+            n += sum(map(sys.getsizeof, pi.argv))
+    return n
+
+
 _container_parts: dict[int, tuple] = {}
 
 
@@ -584,9 +601,12 @@ def _process_part(p, parent, chain: tuple) -> tuple:
     # Only fragments of ordinary size are kept: hostile records (4 KB command lines of escaped bytes) would
     # otherwise make the cache hold ~25 MB; the compiled cache has the same bound (_native.c FRAGMENT_CACHE_MAX).
     if sum(len(v) for v in keys.values() if type(v) is str) <= _FRAGMENT_MAX:
-        if len(_proc_parts) >= _PART_MAX:
+        held = _held_bytes(p, parent, chain, keys)
+        if len(_proc_parts) >= _PART_MAX or _proc_parts_bytes[0] + held > _PART_BYTES_MAX:
             _proc_parts.clear()
+            _proc_parts_bytes[0] = 0
         _proc_parts[(id(p), id(parent), id(chain))] = hit
+        _proc_parts_bytes[0] += held  # a replaced entry's count stays until the next clear: an overcount
     return hit
 
 

@@ -607,7 +607,8 @@ enum { E_EVENT, E_PROCESS, E_PARENT, E_CONTAINER, E_ANCESTORS, E_RESOLVED };
 #define SLOT(obj, kind, i) (*(PyObject **)((char *)(obj) + kinds[kind].offsets[i]))
 
 #define PART_SLOTS 4096
-typedef struct { PyObject *p, *parent, *chain, *part; } ProcSlot;  /* part: _process_part's tuple */
+typedef struct { PyObject *p, *parent, *chain, *part; Py_ssize_t held; } ProcSlot;  /* part: _process_part's
+ * tuple; held: what the slot keeps alive, in bytes (held_bytes) */
 typedef struct { PyObject *c, *part; } ContSlot;                   /* part: _container_part's keys */
 static ProcSlot proc_slots[PART_SLOTS];
 static ContSlot cont_slots[PART_SLOTS];
@@ -642,6 +643,56 @@ static Py_ssize_t text_size(PyObject *o) {
     return n + 8;
 }
 
+/* The bytes a cached process fragment keeps alive are bounded too, not only its slots: a slot holds its
+ * process, parent and ancestry (their ids must not be reused while it is cached), and with them their
+ * argv, which the fragment's own size does not count (an ancestor's is not in it at all). Records that
+ * exec a new process each time with 1 KB arguments of escaped bytes (tests/unit/native_leakcheck.py
+ * --mode malformed) had the two caches keep ~54 MB of dead processes alive; past PART_BYTES_MAX a cache
+ * forgets every entry, as record._process_part's cache does at its own bound (the same count). */
+#define PART_BYTES_MAX (8 << 20)
+#define OBJ_BYTES 56 /* a str's or a small object's header, about */
+
+static Py_ssize_t str_bytes(PyObject *o) {
+    return PyUnicode_Check(o) ? OBJ_BYTES + PyUnicode_GET_LENGTH(o) * PyUnicode_KIND(o) : OBJ_BYTES;
+}
+
+static Py_ssize_t procinfo_bytes(PyObject *pi) {
+    if (Py_TYPE(pi) != kinds[K_PROCINFO].type)
+        return OBJ_BYTES;
+    Py_ssize_t n = 2 * OBJ_BYTES; /* the object and its argv tuple */
+    for (int f = 2; f <= 7; f++) {
+        PyObject *v = SLOT(pi, K_PROCINFO, f);
+        if (v == NULL)
+            continue;
+        if (PyTuple_Check(v))
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++)
+                n += str_bytes(PyTuple_GET_ITEM(v, i));
+        else if (PyUnicode_Check(v))
+            n += str_bytes(v);
+    }
+    return n;
+}
+
+/* what a slot holding (p, parent, chain) keeps alive besides its fragment (record._held_bytes) */
+static Py_ssize_t held_bytes(PyObject *p, PyObject *parent, PyObject *chain) {
+    Py_ssize_t n = procinfo_bytes(p) + procinfo_bytes(parent) + OBJ_BYTES;
+    if (PyTuple_Check(chain))
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(chain); i++)
+            n += procinfo_bytes(PyTuple_GET_ITEM(chain, i));
+    return n;
+}
+
+static Py_ssize_t proc_slots_bytes;
+
+static void clear_proc_slots(void) {
+    for (int i = 0; i < PART_SLOTS; i++) {
+        Py_CLEAR(proc_slots[i].p); Py_CLEAR(proc_slots[i].parent); Py_CLEAR(proc_slots[i].chain);
+        Py_CLEAR(proc_slots[i].part);
+        proc_slots[i].held = 0;
+    }
+    proc_slots_bytes = 0;
+}
+
 /* _process_part's (p, parent, chain, keys, names, exes) of a process context (a new reference), from its
  * cache slot when there */
 static PyObject *proc_part(PyObject *p, PyObject *parent, PyObject *chain) {
@@ -667,10 +718,16 @@ static PyObject *proc_part(PyObject *p, PyObject *parent, PyObject *chain) {
         size += text_size(val);
     if (size > FRAGMENT_CACHE_MAX)
         return part; /* too big to keep: made again for each event of this context */
+    /* the fragment's strings (size is in characters: a byte each when ASCII) and the dict and lists */
+    Py_ssize_t held = size + 8 * OBJ_BYTES + held_bytes(p, parent, chain);
+    if (proc_slots_bytes - s->held + held > PART_BYTES_MAX)
+        clear_proc_slots(); /* PART_BYTES_MAX says why; the caller holds p, parent, chain and part */
     /* the slot holds its objects: their ids are not reused while cached */
     Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); Py_INCREF(part);
     PyObject *op = s->p, *opar = s->parent, *och = s->chain, *opart = s->part;
     s->p = p; s->parent = parent; s->chain = chain; s->part = part;
+    proc_slots_bytes += held - s->held;
+    s->held = held;
     Py_XDECREF(op); Py_XDECREF(opar); Py_XDECREF(och); Py_XDECREF(opart);
     return part;
 }
@@ -1202,8 +1259,17 @@ static PyObject *fragment_json(PyObject *part, int proc, int with_lists) {
 
 /* The process part of a JSON line made here (what record._process_part makes, then encoded), cached by
  * the identity of (process, parent, ancestry) as the dict fragments are. */
-typedef struct { PyObject *p, *parent, *chain, *json; } ProcJson;
+typedef struct { PyObject *p, *parent, *chain, *json; Py_ssize_t held; } ProcJson; /* held: as ProcSlot's */
 static ProcJson pj[PART_SLOTS];
+static Py_ssize_t pj_bytes;
+
+static void clear_pj(void) {
+    for (int i = 0; i < PART_SLOTS; i++) {
+        Py_CLEAR(pj[i].p); Py_CLEAR(pj[i].parent); Py_CLEAR(pj[i].chain); Py_CLEAR(pj[i].json);
+        pj[i].held = 0;
+    }
+    pj_bytes = 0;
+}
 static PyObject *s_space;
 
 /* ,"<exe key>":exe,"<cmd key>":" ".join(argv) of one ProcInfo */
@@ -1476,9 +1542,14 @@ static PyObject *json_or_none(PyObject *en) {
                     goto out;
                 goto after_proc;
             }
+            Py_ssize_t held = OBJ_BYTES + PyBytes_GET_SIZE(j) + held_bytes(p, parent, chain);
+            if (pj_bytes - e->held + held > PART_BYTES_MAX)
+                clear_pj(); /* PART_BYTES_MAX says why; en holds p, parent and chain */
             Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); /* held: their ids are not reused meanwhile */
             Py_XSETREF(e->p, p); Py_XSETREF(e->parent, parent); Py_XSETREF(e->chain, chain);
             Py_XSETREF(e->json, j);
+            pj_bytes += held - e->held;
+            e->held = held;
         }
         r = buf_put(&b, PyBytes_AS_STRING(e->json), PyBytes_GET_SIZE(e->json));
         if (r)
@@ -2005,12 +2076,11 @@ static PyObject *configure_flatten(PyObject *self, PyObject *args) {
 
 /* forget every cached fragment (tests; a reload never needs it: fragments follow identities) */
 static PyObject *clear_parts(PyObject *self, PyObject *unused) {
+    clear_proc_slots();
+    clear_pj();
     for (int i = 0; i < PART_SLOTS; i++) {
-        Py_CLEAR(proc_slots[i].p); Py_CLEAR(proc_slots[i].parent); Py_CLEAR(proc_slots[i].chain);
-        Py_CLEAR(proc_slots[i].part);
         Py_CLEAR(cont_slots[i].c); Py_CLEAR(cont_slots[i].part);
         Py_CLEAR(proc_json[i]); Py_CLEAR(proc_json_of[i]); Py_CLEAR(cont_json[i]); Py_CLEAR(cont_json_of[i]);
-        Py_CLEAR(pj[i].p); Py_CLEAR(pj[i].parent); Py_CLEAR(pj[i].chain); Py_CLEAR(pj[i].json);
     }
     for (int i = 0; i < 8; i++)
         Py_CLEAR(head_of[i]);
@@ -2020,6 +2090,12 @@ static PyObject *clear_parts(PyObject *self, PyObject *unused) {
     Py_CLEAR(last_comm);
     clear_heads();
     Py_RETURN_NONE;
+}
+
+/* (bytes the dict fragments' cache keeps alive, the JSON fragments' cache's, their bound): tests check the
+ * caches stay under PART_BYTES_MAX however many process contexts come */
+static PyObject *parts_bytes(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("nnn", proc_slots_bytes, pj_bytes, (Py_ssize_t)PART_BYTES_MAX);
 }
 
 /* procinfo(pid, ppid, exe, argv, uid, start_ns, comm, cwd): agent.events.ProcInfo (the process table
@@ -2142,6 +2218,7 @@ static PyMethodDef methods[] = {
     {"from_memo", (PyCFunction)(void (*)(void))from_memo, METH_FASTCALL, "the batch memo's Enriched, or None"},
     {"json_line", json_line, METH_O, "Enriched -> the JSON log's line of it (bytes), or None"},
     {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},
+    {"parts_bytes", parts_bytes, METH_NOARGS, "(bytes the process fragments' caches keep alive, their bound)"},
     {"configure", configure, METH_VARARGS, "configure(ops, classes, DecodeError)"},
     {"layout", layout, METH_NOARGS, "the offsets and sizes this module was compiled with"},
     {NULL, NULL, 0, NULL},
