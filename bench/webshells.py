@@ -1,11 +1,12 @@
 """Web-shell detector on the public corpus (issue 11): detection and false positives per language.
 
     python -m bench.webshells --corpus /work/corpora/webshells [--split tune|holdout|all] [--json] [--misses]
-        [--jobs N] [--lang php ...]
+        [--jobs N] [--lang php ...] [--model]
 
 Every sample named in tests/data/webshells/MANIFEST (label shell or benign) of the chosen split is read
 from <corpus>/<split>/<label>/<language>/<sha256><ext>, its sha256 checked, and given to
-`agent.imagegate.webshell.scan(path, data)`; a file is detected when one hit reaches THRESHOLD. A
+`agent.imagegate.webshell.scan(path, data)` (the readers, and with `--model` the statistical layer
+over them, agent/imagegate/webshell/model.json); a file is detected when one hit reaches THRESHOLD. A
 sample that is missing or whose bytes changed is reported and counted, never skipped in silence
 (and the run exits 1). Targets (detection >= 95 % on the held-out part, false positives <= 0.1 %)
 are printed beside the measured values; they are not asserted here.
@@ -146,7 +147,7 @@ class _Result:
     top: str = ""
 
 
-def _scan_one(corpus: str, s: Sample) -> _Result:
+def _scan_one(corpus: str, s: Sample, model: bool = False) -> _Result:
     from agent.imagegate import webshell
 
     path = s.file(corpus)
@@ -161,7 +162,7 @@ def _scan_one(corpus: str, s: Sample) -> _Result:
     problem = note = ""
     c0 = time.process_time()
     try:
-        hits = webshell.scan(path, data)
+        hits = webshell.scan(path, data, webshell.Limits(model=webshell.MODEL_FILE if model else ""))
     except Exception as e:  # scan() promises never to raise: a raise is a detector bug, counted
         hits = []
         problem, note = "error", f"{s.sha} {s.repo}:{s.path} {type(e).__name__}: {e}"[:200]
@@ -169,32 +170,34 @@ def _scan_one(corpus: str, s: Sample) -> _Result:
     return _Result(problem, note, webshell.is_shell(hits), unread, cpu, len(data), _top(hits) if hits else "")
 
 
-def _scan_chunk(args: tuple[str, list[Sample]]) -> list[_Result]:
-    corpus, chunk = args
-    return [_scan_one(corpus, s) for s in chunk]
+def _scan_chunk(args: tuple[str, list[Sample], bool]) -> list[_Result]:
+    corpus, chunk, model = args
+    return [_scan_one(corpus, s, model) for s in chunk]
 
 
-def _scan_all(corpus: str, todo: list[Sample], jobs: int) -> list[_Result]:
+def _scan_all(corpus: str, todo: list[Sample], jobs: int, model: bool = False) -> list[_Result]:
     if jobs <= 1:
-        return _scan_chunk((corpus, todo))
+        return _scan_chunk((corpus, todo, model))
     from concurrent.futures import ProcessPoolExecutor
 
     # Interleaved chunks, so each worker gets a like mix of large and small files; each worker's
     # process_time is its own, so the summed CPU seconds (and MB/s per core) stay comparable.
     chunks = [todo[i::jobs] for i in range(jobs)]
     with ProcessPoolExecutor(jobs) as pool:
-        parts = list(pool.map(_scan_chunk, [(corpus, c) for c in chunks]))
+        parts = list(pool.map(_scan_chunk, [(corpus, c, model) for c in chunks]))
     out: list[_Result] = [None] * len(todo)  # type: ignore[list-item]
     for i, part in enumerate(parts):
         out[i::jobs] = part
     return out
 
 
-def run(corpus: str, samples: list[Sample], splits: tuple[str, ...], keep_misses: bool, jobs: int = 1) -> dict:
+def run(
+    corpus: str, samples: list[Sample], splits: tuple[str, ...], keep_misses: bool, jobs: int = 1, model: bool = False
+) -> dict:
     todo = [s for s in samples if s.split in splits]
     tallies: dict[tuple[str, str], Tally] = {}
     problems = {"missing": [], "changed": [], "errors": []}
-    for s, r in zip(todo, _scan_all(corpus, todo, jobs), strict=True):
+    for s, r in zip(todo, _scan_all(corpus, todo, jobs, model), strict=True):
         t = tallies.setdefault((s.split, s.language), Tally())
         if r.problem in ("missing", "changed"):
             problems[r.problem].append(r.note)
@@ -297,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--lang", choices=LANGUAGES, action="append", help="only this language's samples (repeatable; default all)"
     )
+    ap.add_argument("--model", action="store_true", help="the statistical layer on over the readers")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if args.misses and args.split != "tune":
         print("--misses is for the tune split only: nobody looks at the held-out samples", file=sys.stderr)
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lang:  # a tuning loop on one reader need not rescan the others' samples
         samples = [s for s in samples if s.language in args.lang]
     t0 = time.perf_counter()
-    result = run(args.corpus, samples, splits, args.misses, max(1, args.jobs))
+    result = run(args.corpus, samples, splits, args.misses, max(1, args.jobs), args.model)
     text, doc = report(result, splits, max(1, args.jobs))
     doc["wall_s"] = round(time.perf_counter() - t0, 1)
     if args.misses:
@@ -323,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
-        print(f"web-shell detector, corpus {args.corpus}, {len(samples)} samples in the MANIFEST:")
+        layer = "on" if args.model else "off"
+        print(f"web-shell detector, corpus {args.corpus}, {len(samples)} samples in the MANIFEST, "
+              f"statistical layer {layer}:")
         print(text)
         if args.misses:
             print(f"missed shells ({len(doc['misses'])}):")

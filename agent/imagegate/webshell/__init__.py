@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 
-from agent.imagegate.webshell.common import THRESHOLD, Budget, BudgetExceeded, Hit, Limits
+from agent.imagegate.webshell.common import MODEL_FILE, THRESHOLD, Budget, BudgetExceeded, Hit, Limits
 from agent.vocab import Severity
 
-__all__ = ["THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", "scan"]
+__all__ = ["MODEL_FILE", "THRESHOLD", "Hit", "Limits", "describe", "is_shell", "language_of", "scan"]
 
 log = logging.getLogger("nodewarden.imagegate.webshell")
 # Part of the image gate's rules fingerprint: bump when what the readers find changes, so cached
@@ -111,7 +111,22 @@ def scan(path: str, data: bytes, limits: Limits | None = None) -> list[Hit]:
         log.debug("web-shell reader failed on %s: %s", path, e)
         hits.append(Hit(rule="reader-error", language=lang, severity=Severity.LOW, confidence=0.2,
                         detail=f"reader failed: {type(e).__name__}"))
+    if limits.model and not is_shell(hits):
+        _judge(path, lang, data, hits, limits.model)
     return hits
+
+
+def _judge(path: str, lang: str, data: bytes, hits: list[Hit], model_file: str) -> None:
+    """The statistical layer (model.py) on a file the readers did not flag: it may add one hit."""
+    from agent.imagegate.webshell import model
+
+    try:
+        extra = model.load(model_file).judge(lang, data, hits)
+    except Exception as e:  # the layer is optional: a slip in it never costs the readers' result
+        log.debug("web-shell model failed on %s: %s", path, e)
+        return
+    if extra is not None:
+        hits.append(extra)
 
 
 def describe(hit: Hit) -> str:

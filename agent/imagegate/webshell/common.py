@@ -4,6 +4,7 @@ the budget that bounds one file's work (hostile input ends in bounded time and m
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from agent.vocab import Severity
 # A file is reported as a web shell when one of its hits reaches this confidence.
 THRESHOLD = 0.5
 SNIPPET_MAX = 240
+# The statistical layer's model (model.py), shipped beside the readers.
+MODEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,9 @@ class Limits:
     max_decode_depth: int = 12  # nested decode layers followed (base64(gzinflate(...)) = 2)
     max_decoded_bytes: int = 16 * 1024 * 1024  # everything decoded from one file, together
     max_seconds: float = 2.0  # CPU budget per file; the scan stops and reports what it has
+    # The statistical layer's model file (MODEL_FILE to switch it on); "" = off, the default for now: on small
+    # hand-written look-alikes (tests/unit/test_webshell_php_shapes*.py) it still raises benign pages (model.py)
+    model: str = ""
 
 
 class BudgetExceeded(Exception):
