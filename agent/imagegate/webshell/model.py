@@ -75,6 +75,7 @@ _KIND = {t: k for k, ts in _TOKENS.items() for t in ts}
 _B64 = re.compile(rb"[A-Za-z0-9+/]{40,}={0,2}")
 _HEX_ESC = re.compile(rb"\\x[0-9a-fA-F]{2}|\\[0-7]{3}")
 _NONTEXT = bytes(range(0, 9)) + bytes(range(14, 32)) + bytes(range(127, 256))
+_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _WORD_SAMPLE = 512 * 1024  # tokens are counted over the first 512 KB: a 2 MB literal costs no more
 
 
@@ -97,7 +98,7 @@ def features(lang: str, data: bytes, hits: list[Hit]) -> dict[str, float]:
     f["b64_ratio"] = total / max(n, 1)
     f["hex_esc_per_kb"] = len(_HEX_ESC.findall(data)) / kb
     f["nontext_ratio"] = (n - len(data.translate(None, _NONTEXT))) / max(n, 1)
-    f["upper_ratio"] = sum(data.count(c) for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ") / max(n, 1)
+    f["upper_ratio"] = (n - len(data.translate(None, _UPPER))) / max(n, 1)  # one pass, not 26 counts
     f["dollar_per_kb"] = data.count(b"$") / kb
     f["quote_per_kb"] = (data.count(b'"') + data.count(b"'")) / kb
     f["at_per_kb"] = data.count(b"@") / kb  # PHP's error silencing: shells hide their warnings
