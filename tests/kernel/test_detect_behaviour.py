@@ -163,9 +163,11 @@ def _bundled() -> list[str]:
 def _one(alerts: list[dict], rule: str, severity: str, technique: str, via: tuple[str, ...] | None = ()) -> dict:
     """The one alert of `rule`, with its severity, technique and ancestry: `via` (the processes the test
     put between itself and the behaviour), then this test's own chain; None: an orphan, not checked."""
-    assert [a["rule.id"] for a in alerts] == [rule], ([(a["rule.id"], a.get("alert.output")) for a in alerts],
-                                                      "agent drops:", getattr(alerts, "drops", None),
-                                                      "execs:", getattr(alerts, "execs", None))
+    # A string, not a tuple: pytest shortens a long repr to its first fields, and the exec record's ancestry,
+    # the usual answer to "why no alert", comes after them.
+    assert [a["rule.id"] for a in alerts] == [rule], str(([(a["rule.id"], a.get("alert.output")) for a in alerts],
+                                                          "agent drops:", getattr(alerts, "drops", None),
+                                                          "execs:", getattr(alerts, "execs", None)))
     a = alerts[0]
     assert a["event.severity"] == severity
     assert technique in a["threat.technique.id"]
@@ -241,9 +243,10 @@ argv = sys.argv[1:]
 r, w = os.pipe()
 mid = os.fork()
 if mid == 0:
+    me = os.getpid()  # not `mid`, which is 0 in this process: the wait below never waited with it
     if os.fork() == 0:
         os.close(r)
-        while os.getppid() == mid:  # until the middle process is gone and this one is reparented
+        while os.getppid() == me:  # until the middle process is gone and this one is reparented
             os.sched_yield()
         os.write(w, str(os.getpid()).encode())
         os.execv(argv[0], argv)  # the pipe is close-on-exec: the reader sees EOF at the exec
