@@ -48,20 +48,25 @@ static struct {
     Py_ssize_t offset; /* 0: not a plain slot */
 } attr_cache[ATTR_CACHE];
 
+static Py_ssize_t slot_offset(PyTypeObject *tp, PyObject *name) /* 0: not a plain slot */
+{
+    if (tp->tp_getattro != PyObject_GenericGetAttr)
+        return 0;
+    PyObject *descr = _PyType_Lookup(tp, name); /* borrowed */
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == T_OBJECT_EX && m->offset > 0)
+            return m->offset;
+    }
+    return 0;
+}
+
 static PyObject *get_attr(PyObject *obj, PyObject *name) /* new reference, NULL with an error set */
 {
     PyTypeObject *tp = Py_TYPE(obj);
     size_t h = (((uintptr_t)tp >> 4) * 31u ^ ((uintptr_t)name >> 4)) & (ATTR_CACHE - 1);
     if (attr_cache[h].type != tp || attr_cache[h].name != name) {
-        Py_ssize_t offset = 0;
-        if (tp->tp_getattro == PyObject_GenericGetAttr) {
-            PyObject *descr = _PyType_Lookup(tp, name); /* borrowed */
-            if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-                PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
-                if (m->type == T_OBJECT_EX && m->offset > 0)
-                    offset = m->offset;
-            }
-        }
+        Py_ssize_t offset = slot_offset(tp, name);
         Py_XDECREF(attr_cache[h].type);
         Py_XDECREF(attr_cache[h].name);
         Py_INCREF(tp);
@@ -76,6 +81,66 @@ static PyObject *get_attr(PyObject *obj, PyObject *name) /* new reference, NULL 
             return Py_NewRef(v);
     }
     return PyObject_GetAttr(obj, name);
+}
+
+/* One attribute read at one place in a plan (a memoized kind's read, select's own): the type it last saw
+ * and that type's slot offset (0: not a plain slot), the type held. Cheaper than get_attr's shared
+ * cache where one place always reads one type (the Enriched, its event of the kind). */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset;
+} Site;
+
+static PyObject *site_get(PyObject *obj, PyObject *name, Site *site) /* new reference, NULL with an error */
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    if (tp != site->type) {
+        Py_INCREF(tp);
+        Py_XDECREF(site->type);
+        site->type = tp;
+        site->offset = slot_offset(tp, name);
+    }
+    if (site->offset > 0) {
+        PyObject *v = *(PyObject **)((char *)obj + site->offset);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+/* A read's last steps, on the chain's value v (stolen): flags bit 2 `(v & mask) != n`, bit 1 `v or None`. */
+static PyObject *finish_read(PyObject *v, long flags, PyObject *mask, PyObject *n)
+{
+    if (flags & 4) { /* (x & mask) != n: file.open.write's flags & 3 != 0 */
+        if (PyLong_CheckExact(v) && PyLong_CheckExact(mask) && PyLong_CheckExact(n)) { /* the flags: a C long */
+            long x = PyLong_AsLong(v), m = PyLong_AsLong(mask), want = PyLong_AsLong(n);
+            if (!PyErr_Occurred()) {
+                Py_DECREF(v);
+                return Py_NewRef((x & m) != want ? Py_True : Py_False);
+            }
+            PyErr_Clear(); /* a number past a C long: Python's operators below */
+        }
+        PyObject *bits = PyNumber_And(v, mask);
+        Py_DECREF(v);
+        if (bits == NULL)
+            return NULL;
+        v = PyObject_RichCompare(bits, n, Py_NE);
+        Py_DECREF(bits);
+        if (v == NULL)
+            return NULL;
+    }
+    if (flags & 2) { /* x or None */
+        int t = PyObject_IsTrue(v);
+        if (t < 0) {
+            Py_DECREF(v);
+            return NULL;
+        }
+        if (!t) {
+            Py_DECREF(v);
+            return Py_NewRef(Py_None);
+        }
+    }
+    return v;
 }
 
 /* The value a test reads; NULL with an error set when reading raised. New reference. */
@@ -118,37 +183,8 @@ static PyObject *read_value(PyObject *en, PyObject *access)
     }
     if (v == NULL)
         return Py_NewRef(Py_None);
-    if (flags & 4) { /* (x & mask) != n: file.open.write's flags & 3 != 0 */
-        PyObject *mask = PyTuple_GET_ITEM(access, 2), *n = PyTuple_GET_ITEM(access, 3);
-        if (PyLong_CheckExact(v) && PyLong_CheckExact(mask) && PyLong_CheckExact(n)) { /* the flags: a C long */
-            long x = PyLong_AsLong(v), m = PyLong_AsLong(mask), want = PyLong_AsLong(n);
-            if (!PyErr_Occurred()) {
-                Py_DECREF(v);
-                return Py_NewRef((x & m) != want ? Py_True : Py_False);
-            }
-            PyErr_Clear(); /* a number past a C long: Python's operators below */
-        }
-        PyObject *bits = PyNumber_And(v, mask);
-        Py_DECREF(v);
-        if (bits == NULL)
-            return NULL;
-        v = PyObject_RichCompare(bits, n, Py_NE);
-        Py_DECREF(bits);
-        if (v == NULL)
-            return NULL;
-    }
-    if (flags & 2) { /* x or None */
-        int t = PyObject_IsTrue(v);
-        if (t < 0) {
-            Py_DECREF(v);
-            return NULL;
-        }
-        if (!t) {
-            Py_DECREF(v);
-            return Py_NewRef(Py_None);
-        }
-    }
-    return v;
+    return finish_read(v, flags, flags & 4 ? PyTuple_GET_ITEM(access, 2) : NULL,
+                       flags & 4 ? PyTuple_GET_ITEM(access, 3) : NULL);
 }
 
 /* Prefix, suffix and substring tests. Strings of one kind (both ASCII/Latin-1, the paths and names
@@ -415,9 +451,23 @@ typedef struct {
     PyObject *vals[MEMO_KEY_MAX];
 } MemoEntry;
 
+/* A memoized kind's read, taken apart once: its chains' names (borrowed from the spec, which the memo
+ * holds), an inline cache per attribute read, its flags (see read_value). */
+#define FAST_CHAINS 2
+#define FAST_STEPS 3
+typedef struct {
+    int nchains;
+    int len[FAST_CHAINS];
+    PyObject *name[FAST_CHAINS][FAST_STEPS];
+    Site site[FAST_CHAINS][FAST_STEPS];
+    long flags;
+    PyObject *mask, *n; /* borrowed; NULL unless flags bit 2 */
+} FastRead;
+
 typedef struct {
     PyObject *tables;
     MemoEntry *kinds[2 * MAX_OP]; /* allocated when a memoizable kind is first met */
+    FastRead *fast[2 * MAX_OP]; /* its reads (MEMO_KEY_MAX), with the entries */
     signed char usable[2 * MAX_OP]; /* 0: not looked at yet, 1: its reads are all chains, -1: not memoized */
     PyObject *spec[2 * MAX_OP]; /* the spec each kind's entries answer for (held): another one empties them */
     Py_ssize_t entries, hits, misses;
@@ -435,6 +485,14 @@ static void memo_forget(Memo *m, int k) /* a kind's entries, and what it knew of
         }
         PyMem_Free(m->kinds[k]);
         m->kinds[k] = NULL;
+    }
+    if (m->fast[k] != NULL) {
+        for (int r = 0; r < MEMO_KEY_MAX; r++)
+            for (int c = 0; c < FAST_CHAINS; c++)
+                for (int j = 0; j < FAST_STEPS; j++)
+                    Py_XDECREF(m->fast[k][r].site[c][j].type);
+        PyMem_Free(m->fast[k]);
+        m->fast[k] = NULL;
     }
     Py_CLEAR(m->spec[k]);
     m->usable[k] = 0;
@@ -477,8 +535,70 @@ static PyObject *memo_info(PyObject *self, PyObject *capsule)
                          "kinds", kinds, "slots", MEMO_SLOTS, "max_chars", MEMO_STR_MAX);
 }
 
-/* May a kind's results be memoized: every read an attribute chain, and few enough of them. */
-static int memo_usable(PyObject *spec)
+/* One read taken apart into fr: 1, or -1 when it is not a chain read that fits (then not memoized). */
+static int fast_read_of(PyObject *access, FastRead *fr)
+{
+    if (!PyTuple_Check(access) || PyTuple_GET_SIZE(access) < 2 || !PyTuple_Check(PyTuple_GET_ITEM(access, 0)))
+        return -1; /* a getter called: it may do anything */
+    PyObject *chains = PyTuple_GET_ITEM(access, 0);
+    Py_ssize_t nc = PyTuple_GET_SIZE(chains);
+    if (nc < 1 || nc > FAST_CHAINS)
+        return -1;
+    long flags = PyLong_AsLong(PyTuple_GET_ITEM(access, 1));
+    if (flags == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* the unmemoized read reports it */
+        return -1;
+    }
+    if ((flags & 4) && PyTuple_GET_SIZE(access) != 4)
+        return -1;
+    fr->nchains = (int)nc;
+    fr->flags = flags;
+    fr->mask = flags & 4 ? PyTuple_GET_ITEM(access, 2) : NULL;
+    fr->n = flags & 4 ? PyTuple_GET_ITEM(access, 3) : NULL;
+    for (Py_ssize_t c = 0; c < nc; c++) {
+        PyObject *chain = PyTuple_GET_ITEM(chains, c);
+        if (!PyTuple_Check(chain) || PyTuple_GET_SIZE(chain) < 1 || PyTuple_GET_SIZE(chain) > FAST_STEPS)
+            return -1;
+        fr->len[c] = (int)PyTuple_GET_SIZE(chain);
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(chain); k++) {
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(chain, k)))
+                return -1;
+            fr->name[c][k] = PyTuple_GET_ITEM(chain, k);
+        }
+    }
+    return 1;
+}
+
+/* read_value of a read taken apart (fast_read_of): the same value. */
+static PyObject *fast_read(PyObject *en, FastRead *fr)
+{
+    PyObject *v = NULL;
+    for (int c = 0; c < fr->nchains; c++) {
+        Py_XDECREF(v);
+        v = Py_NewRef(en);
+        for (int k = 0; k < fr->len[c]; k++) {
+            PyObject *next = site_get(v, fr->name[c][k], &fr->site[c][k]);
+            Py_DECREF(v);
+            if (next == NULL)
+                return NULL;
+            v = next;
+        }
+        if (c + 1 < fr->nchains) {
+            int t = v == Py_None ? 0 : PyObject_IsTrue(v);
+            if (t < 0) {
+                Py_DECREF(v);
+                return NULL;
+            }
+            if (t)
+                break;
+        }
+    }
+    return finish_read(v, fr->flags, fr->mask, fr->n);
+}
+
+/* May a kind's results be memoized: every read an attribute chain that fits, and few enough of them
+ * (taken apart into m->fast[slot]). 1 or -1; 0 with an error set (no memory). */
+static int memo_usable(Memo *m, int slot, PyObject *spec)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0)))
         return -1;
@@ -486,20 +606,27 @@ static int memo_usable(PyObject *spec)
     Py_ssize_t n = PyTuple_GET_SIZE(reads);
     if (n == 0 || n > MEMO_KEY_MAX || n > MAX_READS)
         return -1;
+    FastRead fr[MEMO_KEY_MAX];
+    memset(fr, 0, sizeof(fr));
     for (Py_ssize_t k = 0; k < n; k++)
-        if (!PyTuple_Check(PyTuple_GET_ITEM(reads, k)))
-            return -1; /* a getter called: it may do anything */
+        if (fast_read_of(PyTuple_GET_ITEM(reads, k), &fr[k]) < 0)
+            return -1;
+    if ((m->fast[slot] = PyMem_Calloc(MEMO_KEY_MAX, sizeof(FastRead))) == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    memcpy(m->fast[slot], fr, sizeof(fr));
     return 1;
 }
 
 /* Every read's value (new references in vals): 1, or 0 when the event's key cannot be memoized (an
  * error that an Exception cleared, a value of another type, too long), -1 on an error to raise. */
-static int memo_key(PyObject *en, PyObject *reads, PyObject **vals, Py_hash_t *hash)
+static int memo_key(PyObject *en, Py_ssize_t n, FastRead *fast, PyObject **vals, Py_hash_t *hash)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(reads), chars = 0;
+    Py_ssize_t chars = 0;
     Py_uhash_t h = 0x345678UL;
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *v = read_value(en, PyTuple_GET_ITEM(reads, k));
+        PyObject *v = fast_read(en, &fast[k]);
         if (v == NULL || !(v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v))
             || (PyUnicode_CheckExact(v) && (chars += PyUnicode_GET_LENGTH(v)) > MEMO_STR_MAX)) {
             Py_XDECREF(v);
@@ -550,15 +677,15 @@ static int memo_keep(Memo *m, int slot, PyObject *en, PyObject *spec)
         memo_forget(m, slot);
         m->spec[slot] = Py_NewRef(spec);
     }
-    if (m->usable[slot] == 0)
-        m->usable[slot] = (signed char)memo_usable(spec);
+    if (m->usable[slot] == 0 && (m->usable[slot] = (signed char)memo_usable(m, slot, spec)) == 0)
+        return -1;
     int swallowed = 0;
     if (m->usable[slot] < 0)
         return keep_event(en, spec, NULL, &swallowed);
     PyObject *reads = PyTuple_GET_ITEM(spec, 0);
     PyObject *vals[MEMO_KEY_MAX];
     Py_hash_t hash;
-    int made = memo_key(en, reads, vals, &hash);
+    int made = memo_key(en, PyTuple_GET_SIZE(reads), m->fast[slot], vals, &hash);
     if (made < 0)
         return -1;
     if (made == 0)
@@ -609,6 +736,8 @@ static int memo_keep(Memo *m, int slot, PyObject *en, PyObject *spec)
     return keep;
 }
 
+static Site site_container, site_event; /* select's reads of every Enriched (their types held for good) */
+
 static PyObject *select_batch(PyObject *self, PyObject *args)
 {
     PyObject *events, *table_pair, *memo_obj = Py_None, *tables[2];
@@ -638,15 +767,15 @@ static PyObject *select_batch(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(events);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *en = PyList_GET_ITEM(events, i);
-        PyObject *c = get_attr(en, s_container);
+        PyObject *c = site_get(en, s_container, &site_container);
         if (c == NULL)
             goto fail;
         int boxed = c != Py_None;
         Py_DECREF(c);
-        PyObject *ev = get_attr(en, s_event);
+        PyObject *ev = site_get(en, s_event, &site_event);
         if (ev == NULL)
             goto fail;
-        PyObject *op = get_attr(ev, s_op);
+        PyObject *op = get_attr(ev, s_op); /* events of several types: the shared cache */
         Py_DECREF(ev);
         if (op == NULL)
             goto fail;
