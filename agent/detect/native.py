@@ -10,54 +10,29 @@ the other compiled code (agent/sensors/native.py); `STATUS` says which is in use
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
-import subprocess
-import sysconfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from agent import cext
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prefilter.c")
 NAME = "_nwrules"
-OUT_DIR = os.path.join(ROOT, "build", "native")
+OUT_DIR = cext.OUT_DIR
 
 
 def path(out_dir: str = OUT_DIR) -> str:
-    return os.path.join(out_dir, NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-
-
-# A sanitizer build (for tests/unit/test_detect_prefilter.py's run under ASan) never goes where the agent looks.
-SANITIZE_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                  "-fno-sanitize-recover=undefined"]
+    return cext.ext_path(NAME, out_dir)
 
 
 def build(cc: str = "gcc", out_dir: str = OUT_DIR, sanitize: bool = False) -> str:
     """Compile _prefilter.c for this interpreter; returns the shared object's path. RuntimeError
     (one line: the compiler's first error) when it does not compile. `sanitize`: with AddressSanitizer
-    and UBSan (its object needs libasan preloaded; give it an out_dir of its own)."""
-    os.makedirs(out_dir, exist_ok=True)
-    out = path(out_dir)
-    tmp = f"{out}.{os.getpid()}.tmp"
-    cmd = [cc, *(SANITIZE_FLAGS if sanitize else ["-O2"]), "-shared", "-fPIC", "-Wall", "-Werror",
-           "-fno-strict-aliasing", f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
-        raise RuntimeError(f"cannot run {cc}: {e.strerror}") from None
-    if done.returncode != 0:
-        first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr.strip()[:300])
-        raise RuntimeError(f"{os.path.basename(SOURCE)} does not compile: {first}")
-    os.replace(tmp, out)  # a running agent keeps the object it mapped; the next start takes the new one
-    return out
+    and UBSan (for tests/unit/test_detect_prefilter.py's run under ASan; give it an out_dir of its own)."""
+    return cext.build(SOURCE, NAME, out_dir, cc=cc, sanitize=sanitize)
 
 
 def load(so: str):
     """The module in `so`, or ImportError."""
-    loader = importlib.machinery.ExtensionFileLoader(NAME, so)
-    spec = importlib.util.spec_from_file_location(NAME, so, loader=loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return cext.load(NAME, so)
 
 
 def _load():
@@ -66,11 +41,9 @@ def _load():
         STATUS = "python (NODEWARDEN_NATIVE=0)"
         return None
     so = path()
-    if not os.path.exists(so):
-        STATUS = f"python ({so} not built: make setup)"
-        return None
-    if os.path.getmtime(so) < os.path.getmtime(SOURCE):
-        STATUS = f"python ({so} is older than {os.path.basename(SOURCE)}: make setup)"
+    why = cext.unusable(so, SOURCE)
+    if why:
+        STATUS = f"python ({why})"
         return None
     try:
         mod = load(so)

@@ -19,52 +19,28 @@ this interpreter's extension suffix, so a venv of another Python version never l
 from __future__ import annotations
 
 import dataclasses
-import importlib.machinery
-import importlib.util
 import os
-import subprocess
-import sysconfig
 
+from agent import cext
 from agent.events import EVENT_NAMES, Enriched, ExecEvent, ExitEvent, FileEvent, ForkEvent, NetEvent, Op, ProcInfo
 from agent.sensors import abi
 from agent.sensors.common import DecodeError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native.c")
 NAME = "_nwnative"
-OUT_DIR = os.path.join(ROOT, "build", "native")
-
-
-# A sanitizer build (native_build --sanitize) goes here, never where the agent looks: its objects need
-# libasan preloaded and are several times slower.
-SANITIZE_DIR = os.path.join(ROOT, "build", "native-asan")
-SANITIZE_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                  "-fno-sanitize-recover=undefined"]
+OUT_DIR = cext.OUT_DIR
+SANITIZE_DIR = cext.SANITIZE_DIR  # native_build --sanitize writes here (tests load it with NODEWARDEN_NATIVE_SO)
 
 
 def path(out_dir: str = OUT_DIR) -> str:
-    return os.path.join(out_dir, NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    return cext.ext_path(NAME, out_dir)
 
 
 def build(cc: str = "gcc", sanitize: bool = False) -> str:
     """Compile _native.c for this interpreter; returns the shared object's path. Raises
     RuntimeError (one line: the compiler's first error) when it does not compile. `sanitize`: with
     AddressSanitizer and UBSan into SANITIZE_DIR (tests load it with NODEWARDEN_NATIVE_SO)."""
-    out_dir = SANITIZE_DIR if sanitize else OUT_DIR
-    os.makedirs(out_dir, exist_ok=True)
-    out = path(out_dir)
-    tmp = f"{out}.{os.getpid()}.tmp"
-    cmd = [cc, *(SANITIZE_FLAGS if sanitize else ["-O2"]), "-shared", "-fPIC", "-Wall", "-Werror",
-           "-fno-strict-aliasing", f"-I{sysconfig.get_paths()['include']}", SOURCE, "-o", tmp]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
-        raise RuntimeError(f"cannot run {cc}: {e.strerror}") from None
-    if done.returncode != 0:
-        first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr.strip()[:300])
-        raise RuntimeError(f"{os.path.basename(SOURCE)} does not compile: {first}")
-    os.replace(tmp, out)  # a running agent keeps the object it mapped; the next start takes the new one
-    return out
+    return cext.build(SOURCE, NAME, SANITIZE_DIR if sanitize else OUT_DIR, cc=cc, sanitize=sanitize)
 
 
 def _expected() -> dict:
@@ -104,17 +80,12 @@ def _load():
         return None
     # NODEWARDEN_NATIVE_SO: another object of the same source (the sanitizer build, for its checks)
     so = os.environ.get("NODEWARDEN_NATIVE_SO") or path()
-    if not os.path.exists(so):
-        STATUS = f"python ({so} not built: make setup)"
-        return None
-    if os.path.getmtime(so) < os.path.getmtime(SOURCE):
-        STATUS = f"python ({so} is older than {os.path.basename(SOURCE)}: make setup)"
+    why = cext.unusable(so, SOURCE)
+    if why:
+        STATUS = f"python ({why})"
         return None
     try:
-        loader = importlib.machinery.ExtensionFileLoader(NAME, so)
-        spec = importlib.util.spec_from_file_location(NAME, so, loader=loader)
-        mod = importlib.util.module_from_spec(spec)
-        loader.exec_module(mod)
+        mod = cext.load(NAME, so)
     except ImportError as e:
         STATUS = f"python (cannot load {so}: {e})"
         return None

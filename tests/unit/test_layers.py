@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "agent.sdnotify": 0,  # systemd readiness (sd_notify over a datagram socket): imports nothing of ours
     "agent.diaglog": 0,  # diagnostics' text/JSON formatter (orjson only): imports nothing of ours
     "agent.ledger": 0,  # the crash ledger (counters in a mapped file): imports nothing of ours
+    "agent.cext": 0,  # building and loading the C extensions: imports nothing of ours
     WIRE: 0,  # the shared wire package: imports nothing of the agent's or the collector's
     "agent.events": 1,  # typed records; imports agent.vocab
     "agent.genproto": 1,  # the agent's old name for nwwire.genproto
