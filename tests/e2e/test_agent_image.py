@@ -105,9 +105,11 @@ def test_image_holds_only_what_the_agent_needs(agent_image):
                    "build"}, top
     assert "opt/nodewarden/nwwire/gen/nodewarden/v1/event_pb2.py" in names
     assert "opt/nodewarden/.venv/bin/nodewarden" in names
-    # build/ holds only the compiled decoders (agent/sensors/native.py), made on the build machine
+    # build/ holds only the compiled decoders (agent/sensors/native.py) and the rules' pre-condition
+    # (agent/detect/native.py), one object each, made on the build machine
     built = [n for n in names if n.startswith("opt/nodewarden/build/") and not n.endswith("/")]
-    assert built and all(n.startswith("opt/nodewarden/build/native/_nwnative.") for n in built), built
+    assert sorted(n.split("/")[-1].split(".")[0] for n in built) == ["_nwnative", "_nwrules"], built
+    assert all(n.startswith("opt/nodewarden/build/native/") for n in built), built
     ours = [n for n in names if n.count("/") >= 2 and not n.startswith("opt/nodewarden/.venv/")]
     assert not [n for n in ours if n.split("/")[2] in ("tests", ".git", "bench") or n.endswith(".db")]
 
