@@ -21,7 +21,9 @@ __all__ = ["MODEL_FILE", "THRESHOLD", "Hit", "Limits", "describe", "is_shell", "
 log = logging.getLogger("nodewarden.imagegate.webshell")
 # Part of the image gate's rules fingerprint: bump when what the readers find changes, so cached
 # layer results are scanned again.
-VERSION = "5"  # 5: JSP/ASP(X) sources and sinks spelled other ways, relays, request proxies, IIS names
+VERSION = "6"  # 6: PHP register_globals loops, ord() taint, URL-fetched code, request-named symlinks; JSP NIO file
+# managers; ASP(X) VB.NET typed declarations, C# interpolated strings, WScript by class id, body-to-file writes
+# (5: JSP/ASP(X) sources and sinks spelled other ways, relays, request proxies, IIS names)
 
 _EXT = {
     ".php": "php", ".php3": "php", ".php4": "php", ".php5": "php", ".php7": "php", ".pht": "php",
