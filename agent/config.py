@@ -62,6 +62,10 @@ class ProbeConfig:
     ringbuf_pages: int = 256  # 1 MiB with 4 KiB pages
     ignore_prefixes: tuple[str, ...] = ("/proc/", "/sys/", "/dev/")
     file_readonly: bool = False
+    # Seconds within which the same process opening the same path with the same flags again, or connecting to
+    # the same IPv4/IPv6 peer with the same result, is folded in the kernel: counted
+    # (nodewarden_drops_total{stage="kernel.file_open_folded"|"kernel.net_connect_folded"}), not sent. 0 = off.
+    fold_window: float = 1.0
     # Sensitive paths whose read-only opens are reported although file_readonly is off, and although
     # under an ignored prefix (the watch list wins). Prefixes, matched in the kernel against the path as
     # given (absolute paths only); two patterns with one `*` component are understood as well:

@@ -41,11 +41,11 @@ def time_loop(exe: str, args: list[str]) -> tuple[int, int]:
 
 
 class Agent:
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):  # env: settings (NODEWARDEN_<SECTION>_<KEY>)
         self.lines = 0
         self.ready = threading.Event()
         self.p = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--json"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, cwd=ROOT)
+                                  stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, **(env or {})})
         threading.Thread(target=self._read, daemon=True).start()
         if not self.ready.wait(120):
             self.stop()
@@ -66,7 +66,7 @@ def _spread(xs: list[float]) -> str:
     return f"{min(xs):.3f}-{max(xs):.3f}"
 
 
-def overhead(exe: str, tmp: str, reps: int, clock: str = "wall") -> list[tuple]:
+def overhead(exe: str, tmp: str, reps: int, clock: str = "wall", env: dict | None = None) -> list[tuple]:
     """Interleaved rounds: each loop once without the agent, then the agent started and each loop once with it,
     then the agent stopped. Each round gives one ratio per loop (a pair run minutes apart at most, so a
     machine that gets busier or quieter moves both sides of it); the row is the median of those ratios and
@@ -79,7 +79,7 @@ def overhead(exe: str, tmp: str, reps: int, clock: str = "wall") -> list[tuple]:
     for _ in range(reps):
         for name, args, _ in loops:
             base[name].append(time_loop(exe, args)[pick])
-        agent = Agent()
+        agent = Agent(env)
         try:
             for name, args, _ in loops:
                 with_agent[name].append(time_loop(exe, args)[pick])
@@ -138,7 +138,7 @@ def _agent_prog_ids(pid: int) -> set[int]:
     return ids
 
 
-def probe_cost(exe: str, tmp: str) -> list[tuple]:
+def probe_cost(exe: str, tmp: str, env: dict | None = None) -> list[tuple]:
     """Time spent in the agent's own BPF programs per loop iteration (kernel.bpf_stats_enabled): what the
     probes cost, whatever else the machine runs (other agents' programs are not counted). Not the whole
     overhead: a syscall tracepoint's own dispatch and record, and the reader's CPU, are outside it; the
@@ -147,7 +147,7 @@ def probe_cost(exe: str, tmp: str) -> list[tuple]:
     stats = "/proc/sys/kernel/bpf_stats_enabled"
     with open(stats) as f:
         was = f.read().strip()
-    agent = Agent()
+    agent = Agent(env)
     rows = []
     try:
         ids = _agent_prog_ids(agent.p.pid)
@@ -205,17 +205,19 @@ def _table(headers, rows):
         print(line(r))
 
 
-def main(reps: int = 5, clock: str = "wall", overhead_only: bool = False, probe_costs: bool = False) -> None:
+def main(reps: int = 5, clock: str = "wall", overhead_only: bool = False, probe_costs: bool = False,
+         fold_window: float | None = None) -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench.sensors needs root")
+    env = {} if fold_window is None else {"NODEWARDEN_PROBES_FOLD_WINDOW": str(fold_window)}
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(tmp)
         print(f"Sensor overhead: {reps} interleaved rounds (without, then with the agent), {clock} time per "
               "iteration (medians); ratio = median of the per-round ratios, spread = their lowest-highest\n")
-        _table(("loop", "without", "with agent", "ratio", "spread", "target", ""), overhead(exe, tmp, reps, clock))
+        _table(("loop", "without", "with agent", "ratio", "spread", "target", ""), overhead(exe, tmp, reps, clock, env))
         if probe_costs:
             print("\nTime in the agent's own BPF programs (kernel.bpf_stats_enabled), per iteration\n")
-            _table(("loop", "in probes", "program runs"), probe_cost(exe, tmp))
+            _table(("loop", "in probes", "program runs"), probe_cost(exe, tmp, env))
         if overhead_only:
             return
         print("\nConsumption at a fixed offered load (bench probe on getppid, real pipeline, JSON to /dev/null)\n")
@@ -233,9 +235,12 @@ if __name__ == "__main__":
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: user+system time of the loop (steadier on a shared machine)")
     ap.add_argument("--overhead-only", action="store_true", help="skip the consumption part")
+    ap.add_argument("--fold-window", type=float, metavar="S",
+                    help="the agent's probes.fold_window (default: the agent's, 1 s; 0 = off). The watched loop "
+                         "opens one file again and again: with folding on, the kernel sends one record a second")
     ap.add_argument("--probe-cost", action="store_true",
                     help="also the time in the agent's own BPF programs per iteration (steady on a shared machine)")
     a = ap.parse_args()
     if a.reps < 1:
         raise SystemExit("--reps must be at least 1")
-    main(a.reps, a.clock, a.overhead_only, a.probe_cost)
+    main(a.reps, a.clock, a.overhead_only, a.probe_cost, a.fold_window)

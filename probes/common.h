@@ -68,6 +68,28 @@ static __always_inline int nw_skip(void)
     return ignore_tgid.lookup(&tgid) != 0;
 }
 
+/* Folding (issue 17): an open for the same file or a connect to the same peer, by the same process with the
+ * same flags or result, within CFG_FOLD_NS of the one reported, is not sent again; it is counted here,
+ * per CPU and per kind (enum nw_fold), and the agent reports the sums beside the drops as
+ * kernel.file_open_folded and kernel.net_connect_folded. Nothing is lost: the first was reported, and every
+ * one after it that could have said something new (another path, flags, peer or result) is sent. */
+BPF_PERCPU_ARRAY(fold_counts, u64, FOLD_MAX);
+
+/* 1 when the repeat is within the fold window of `last` (a CLOCK_BOOTTIME stamp, 0 = never), and counted. */
+static __always_inline int nw_fold_hit(u64 last, u64 now, u32 kind)
+{
+    u64 window = nw_cfg(CFG_FOLD_NS);
+    if (!window || !last || now - last >= window)
+        return 0;
+    u64 *c = fold_counts.lookup(&kind);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+    return 1;
+}
+
+/* The fold window is on (a repeat's key is worth making). */
+static __always_inline int nw_fold_on(void) { return nw_cfg(CFG_FOLD_NS) != 0; }
+
 static __always_inline void nw_count_drop(u32 probe)
 {
     u64 *c = drops.lookup(&probe);

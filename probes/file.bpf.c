@@ -109,6 +109,77 @@ struct close_key {
 };
 BPF_TABLE("lru_hash", struct close_key, struct file_event, close_marks, 4096);
 
+/* Folding of opens (issue 17, common.h nw_fold_hit): the same process opening the same path with the same
+ * flags again within the fold window is counted, not sent. The key is the process, the flags and the path
+ * as given, by its length and a hash; the value keeps the path, so only an exact repeat folds (a hash
+ * collision is sent, as any new path is). Only absolute paths that fit fold: a relative one means what
+ * its cwd says, a cut one may hide a different tail. Failed opens are always sent. */
+struct file_fold_key {
+    u32 tgid;
+    u32 flags;
+    u32 path_len;
+    u32 _pad;
+    u64 hash;
+};
+struct file_fold {
+    u64 last;   /* CLOCK_BOOTTIME of the open reported */
+    char path[NW_PATH_MAX];
+};
+BPF_TABLE("lru_hash", struct file_fold_key, struct file_fold, file_folds, 4096);
+BPF_PERCPU_ARRAY(file_fold_scratch, struct file_fold, 1);
+
+/* Word i of a path of `len` bytes, the bytes past its end zeroed: a staging buffer keeps an older, longer
+ * path's tail after the NUL. */
+static __always_inline u64 file_path_word(const char *path, u32 len, u32 i)
+{
+    /* a direct load from map memory (paths are 8-aligned in file_event and file_fold), no helper call */
+    u64 w = *(const u64 *)(path + NW_BOUND(i, NW_PATH_MAX / 8 - 1) * 8);
+    u32 left = len - i * 8;
+    if (left < 8)
+        w &= (1ULL << (left * 8)) - 1;
+    return w;
+}
+
+/* 1 when this successful open is a repeat within the fold window (counted: not sent); else it is
+ * remembered as the one reported. */
+static __always_inline int file_folded(struct file_event *staged)
+{
+    u32 len = staged->path_len;
+    if (!nw_fold_on() || staged->path[0] != '/' || (staged->h.flags & NW_F_TRUNCATED) || len == 0 ||
+        len >= NW_PATH_MAX)
+        return 0;
+    u32 words = (len + 7) / 8;
+    u64 h = 0xcbf29ce484222325ULL;   /* FNV-1a's offset and prime, a word at a time */
+    for (u32 i = 0; i < NW_PATH_MAX / 8; i++) {
+        if (i >= words)
+            break;
+        h = (h ^ file_path_word(staged->path, len, i)) * 0x100000001b3ULL;
+    }
+    struct file_fold_key k = {.tgid = staged->h.pid, .flags = staged->flags, .path_len = len, .hash = h};
+    struct file_fold *f = file_folds.lookup(&k);
+    if (f) {
+        int same = 1;
+        for (u32 i = 0; i < NW_PATH_MAX / 8; i++) {
+            if (i >= words)
+                break;
+            if (file_path_word(f->path, len, i) != file_path_word(staged->path, len, i)) {
+                same = 0;
+                break;
+            }
+        }
+        if (same && nw_fold_hit(f->last, staged->h.ts_ns, FOLD_FILE_OPEN))
+            return 1;
+    }
+    u32 zero = 0;
+    struct file_fold *v = file_fold_scratch.lookup(&zero);
+    if (v) {
+        v->last = staged->h.ts_ns;
+        bpf_probe_read_kernel(v->path, sizeof(v->path), staged->path);
+        file_folds.update(&k, v);
+    }
+    return 0;
+}
+
 /* The header is filled in file_stage, after the path filter: an ignored path costs no more than
  * reading it. */
 static __always_inline struct file_event *file_begin(u8 op)
@@ -309,8 +380,8 @@ static __always_inline int file_finish(long ret)
         struct close_key ck = {.tgid = staged->h.pid, .fd = (s32)ret};
         close_marks.update(&ck, staged);
     }
-    if (staged->h.flags & NW_F_NOEMIT) {
-        file_stage_del(staged);
+    if ((staged->h.flags & NW_F_NOEMIT) || (staged->h.op == OP_FILE_OPEN && ret >= 0 && file_folded(staged))) {
+        file_stage_del(staged);   /* drift and the close mark above are kept for a folded open too */
         return 0;
     }
     struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);

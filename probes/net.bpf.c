@@ -306,6 +306,35 @@ static __always_inline int net_sendto(int fd, const void *uaddr, int addrlen)
     return 0;
 }
 
+/* Folding of connects (issue 17, common.h nw_fold_hit): the same process connecting to the same IPv4/IPv6
+ * peer, with the same socket type and the same result, within the fold window is counted, not sent
+ * (health checks, clients without keep-alive). Unix sockets are always sent. */
+struct connect_key {
+    struct sendto_key to;
+    s32 ret;
+    u16 sock_type;
+    u16 _pad;
+};
+BPF_TABLE("lru_hash", struct connect_key, u64, connect_seen, 16384);
+
+static __always_inline int net_connect_folded(struct net_event *staged, long ret)
+{
+    u16 family = *(u16 *)staged->addr;
+    if (!nw_fold_on() ||
+        (!(family == NW_AF_INET && staged->addr_len >= 16) && !(family == NW_AF_INET6 && staged->addr_len >= 24)))
+        return 0;
+    struct connect_key k = {};
+    net_sendto_key(&k.to, staged, family);
+    k.ret = (s32)ret;
+    k.sock_type = staged->sock_type;
+    u64 now = staged->h.ts_ns;
+    u64 *last = connect_seen.lookup(&k);
+    if (last && nw_fold_hit(*last, now, FOLD_NET_CONNECT))
+        return 1;
+    connect_seen.update(&k, &now);
+    return 0;
+}
+
 static __always_inline int net_enter_fd(u8 op, int fd, u32 backlog)
 {
     if (nw_skip())
@@ -336,6 +365,10 @@ static __always_inline int net_exit(long ret)
         return 0;
     }
     int not_sock = ret == -NW_EBADF || ret == -NW_ENOTSOCK;   /* what was read from the fd is not a socket's */
+    if (op == OP_NET_CONNECT && !not_sock && net_connect_folded(staged, ret)) {
+        net_inflight.delete(&tid);
+        return 0;
+    }
     struct net_event *e = NW_RESERVE(struct net_event, PROBE_NET);
     if (e) {
         bpf_probe_read_kernel(e, sizeof(*e), staged);

@@ -70,9 +70,20 @@ class Cfg(IntEnum):
     WATCH_ENVIRON = 5
     WATCH_HOME_SSH = 6
     WATCH_SHORT = 7
+    FOLD_NS = 8
 
 
-CFG_MAX = 8  # CFG_MAX: the map's size, room for slots to come
+CFG_MAX = 16  # CFG_MAX: the map's size, room for slots to come
+
+
+class Fold(IntEnum):
+    """enum nw_fold: slots of the per-CPU fold counters (keep in sync with probes/events.h)."""
+
+    FILE_OPEN = 0
+    NET_CONNECT = 1
+
+
+FOLD_MAX = 2  # FOLD_MAX: the number of slots
 
 
 class Action(IntEnum):

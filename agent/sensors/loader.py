@@ -16,12 +16,13 @@ import os
 
 from agent.config import ProbeConfig
 from agent.sensors import REGISTRY, childload
-from agent.sensors.abi import WATCH_READ, WATCH_WRITE, Cfg
+from agent.sensors.abi import WATCH_READ, WATCH_WRITE, Cfg, Fold
 from agent.sensors.bpfmap import BpfMap, LayoutError
 from agent.sensors.common import CFG_FILE_READONLY, CFG_TARGET_TGID, PREFIX_MAX, Sensor
 from agent.sensors.ringbuf import RingReader
 
 _PERF_EVENT_IOC_DISABLE = 0x2401  # _IO('$', 1), include/uapi/linux/perf_event.h
+FOLD_WINDOW_MAX = 60.0  # seconds: a longer window would hide how often a path or peer comes back
 
 
 class LoadError(Exception):
@@ -36,6 +37,8 @@ def validate(cfg: ProbeConfig) -> None:
     p = cfg.ringbuf_pages
     if p < 1 or p & (p - 1):
         raise LoadError(f"ringbuf_pages must be a power of two, not {p}")
+    if not 0 <= cfg.fold_window <= FOLD_WINDOW_MAX:
+        raise LoadError(f"probes.fold_window must be 0 (off) to {FOLD_WINDOW_MAX:g} seconds, not {cfg.fold_window}")
     for prefix in cfg.ignore_prefixes:
         _check_prefix(prefix)
     _watch_entries(cfg.watch_reads)
@@ -116,6 +119,7 @@ class ProbeSet:
         if child and child not in {os.getpid(), *self.cfg.ignore_tgids}:
             self.ignore_tgid(child, ignore=False)
         self.set_file_readonly(self.cfg.file_readonly)
+        self.set_fold_window(self.cfg.fold_window)
         self.set_ignored_prefixes(self.cfg.ignore_prefixes)
         if "file" in self.cfg.families:
             self.set_watched_reads(self.cfg.watch_reads)
@@ -197,6 +201,10 @@ class ProbeSet:
     def set_file_readonly(self, on: bool) -> None:
         self.set_cfg(CFG_FILE_READONLY, int(on))
 
+    def set_fold_window(self, seconds: float) -> None:
+        """Repeats of an open or a connect within `seconds` of the one reported are counted, not sent; 0 = off."""
+        self.set_cfg(Cfg.FOLD_NS, int(seconds * 1e9))
+
     def ignore_tgid(self, tgid: int, ignore: bool = True) -> None:
         table = self.table(b"ignore_tgid")
         key = ctypes.c_uint32(tgid)
@@ -270,13 +278,21 @@ class ProbeSet:
 
     def kernel_folded(self) -> dict[str, int]:
         """Events the kernel folded (a repeat not sent because the first one was: UDP sends to the same
-        destination within a second, probes/net.bpf.c), summed over CPUs. The destination is never lost,
+        destination within a second, probes/net.bpf.c; opens of the same path and connects to the same peer
+        within probes.fold_window, probes/common.h), summed over CPUs. The destination is never lost,
         but each one not sent is counted, as folded alerts are. Not "net.sendto_folded": the pipeline
         reports it as kernel.<name> beside kernel.net (the net family's ring-buffer drops), and a stage
         that is both a count and a parent cannot be mapped by Elasticsearch (issue 15)."""
-        if not self._maps or "net" not in self.cfg.families:
+        if not self._maps:
             return {}
-        return {"net_sendto_folded": int(self.table(b"sendto_folded").sum(ctypes.c_int(0)).value)}
+        out = {}
+        folded = self.table(b"fold_counts")  # opens and connects repeated within probes.fold_window (common.h)
+        if "file" in self.cfg.families:
+            out["file_open_folded"] = int(folded.sum(ctypes.c_int(Fold.FILE_OPEN)).value)
+        if "net" in self.cfg.families:
+            out["net_connect_folded"] = int(folded.sum(ctypes.c_int(Fold.NET_CONNECT)).value)
+            out["net_sendto_folded"] = int(self.table(b"sendto_folded").sum(ctypes.c_int(0)).value)
+        return out
 
     def kernel_drops(self) -> dict[str, int]:
         """Failed ring-buffer reservations so far, per family (summed over CPUs)."""

@@ -130,7 +130,8 @@ def _barrier(agent) -> None:
     os.close(os.memfd_create(memfd))
     s = socket.socket()
     try:
-        s.connect(("127.0.0.1", 1))  # refused: nothing listens on port 1
+        # refused: nothing listens on port 1; a new loopback address each time, or the kernel folds the repeat
+        s.connect((f"127.0.{n // 250 % 250}.{n % 250 + 1}", 1))
     except OSError:
         pass
     finally:

@@ -26,6 +26,7 @@ ENUMS = {
     "nw_op": (Op, "OP_"),
     "nw_probe": (abi.Probe, "PROBE_"),
     "nw_cfg": (abi.Cfg, "CFG_"),
+    "nw_fold": (abi.Fold, "FOLD_"),
     "nw_action": (abi.Action, "ACT_"),
     "nw_reason": (abi.Reason, "WHY_"),
     "nw_scope": (abi.Scope, "SCOPE_"),

@@ -111,7 +111,8 @@ _STAGES = ["queue", "decode", "output", "crash", "detect.folded", "detect.rate_l
            "containerd.events_bad", "exporter.queue_full", "exporter.spool_full", "exporter.encode_error",
            "exporter.spool_corrupt_segments", "webshell.scan", "webshell.unreadable", "devguard.queue",
            "devguard.unjudged", "devguard.folded", "devices.queue", "devices.skipped", "enforce.cover_unresolved",
-           "enforce.pending_full", "kernel.net_sendto_folded", "lifecycle.emit", "lifecycle.queue", "resources.cut",
+           "enforce.pending_full", "kernel.net_sendto_folded", "kernel.net_connect_folded",
+           "kernel.file_open_folded", "lifecycle.emit", "lifecycle.queue", "resources.cut",
            "resources.emit", "resources.late"]
 
 
