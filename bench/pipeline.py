@@ -165,9 +165,14 @@ def _python_kind_rate(records: list[bytes], batch: int, prologue: list[bytes], d
     return reps * len(records) / (time.thread_time() - t0)
 
 
-def _pipeline(detect: bool, devnull):
-    from agent.config import Config
+def _pipeline(detect: bool, devnull, watchers: bool = True):
+    """A pipeline as `nodewarden run` makes it with no policy: the bundled rules (or none), and with `watchers`
+    the run-time web-shell watch and the device guard, both on by default (their threads are not started:
+    what they queue stays queued)."""
+    from agent.config import Config, DeviceGuardConfig, WebshellConfig
     from agent.detect.engine import NullDetector, build
+    from agent.detect.webshell_watch import WebshellWatch
+    from agent.devices.guard import DeviceGuard
     from agent.outputs.log import JsonLog
     from agent.outputs.metrics import Metrics
     from agent.pipeline import Pipeline
@@ -176,19 +181,21 @@ def _pipeline(detect: bool, devnull):
     detector = build(None)[0] if detect else NullDetector()
     if detect and not detector.enabled:
         raise SystemExit("the bundled rules did not load")
+    ws = WebshellWatch(WebshellConfig(), lambda ev: None) if watchers else None
+    guard = DeviceGuard(DeviceGuardConfig(pod_resources_socket=""), lambda ev: None) if watchers else None
     return Pipeline(Config(), [JsonLog(devnull).emit], metrics=Metrics(), containers=_containers(),
-                    probes=ReplayProbes([]), detector=detector)
+                    probes=ReplayProbes([]), detector=detector, webshell=ws, device_guard=guard)
 
 
 def _run(batches: list[list[bytes]], prologue: list[bytes], devnull,
-         chunk: int) -> dict[bool, tuple[float, int, object]]:
+         chunk: int, watchers: bool = True) -> dict[bool, tuple[float, int, object]]:
     """One run: a pipeline with rules on and one with rules off take the batches in turns of `chunk`
     batches (which goes first alternates), each turn timed in this thread's CPU time, so that what
     else the machine runs meanwhile weighs on both alike. A turn is thousands of events, as a real
     agent runs one pipeline whose code and tables stay warm (measured here, turns of 1 and of 20
     batches gave the same loss within the noise).
     {rules on?: (seconds, records out, the pipeline)}."""
-    pipes = {True: _pipeline(True, devnull), False: _pipeline(False, devnull)}
+    pipes = {True: _pipeline(True, devnull, watchers), False: _pipeline(False, devnull, watchers)}
     spent = dict.fromkeys(pipes, 0.0)
     for p in pipes.values():
         p._process(prologue)
@@ -231,12 +238,12 @@ def accounting(p, fed: list[bytes]) -> tuple[bool, str]:
     return ok, line
 
 
-def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps: int) -> None:
+def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps: int, watchers: bool = True) -> None:
     """--one-pass: one pipeline, a warm-up pass, then `reps` passes (what --instructions counts)."""
     with open(os.devnull, "wb") as devnull:
         from agent.pipeline import settle_gc
 
-        p = _pipeline(detect, devnull)
+        p = _pipeline(detect, devnull, watchers)
         p._process(prologue)
         settle_gc()
         for _ in range(1 + reps):
@@ -244,14 +251,15 @@ def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps:
                 p._process(batch)
 
 
-def _instructions(rounds: int, batch: int, reps: int) -> dict[bool, float]:
+def _instructions(rounds: int, batch: int, reps: int, watchers: bool = True) -> dict[bool, float]:
     """Instructions per record, rules on and off, counted by valgrind (cachegrind): the same on a busy
     machine as on an idle one, where CPU time is not. The passes' count is the run with `reps`
     passes minus the run with none (start-up, imports and rule compiling cancel out)."""
     def count(detect: bool, n: int) -> int:
         cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, "-m", "bench.pipeline", "--one-pass", "on" if detect else "off",
-               "--rounds", str(rounds), "--batch", str(batch), "--reps", str(n)]
+               "--rounds", str(rounds), "--batch", str(batch), "--reps", str(n),
+               *(() if watchers else ("--no-watchers",))]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
         m = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
         if m is None:
@@ -270,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turn", type=int, default=20, help="batches each pipeline takes in a row")
     ap.add_argument("--instructions", action="store_true",
                     help="also count instructions per record under valgrind (slow; steady on a busy machine)")
+    ap.add_argument("--no-watchers", dest="watchers", action="store_false",
+                    help="without the web-shell watch and the device guard (on in the agent by default)")
     ap.add_argument("--one-pass", choices=("on", "off"), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [recs[i : i + args.batch] for i in range(0, len(recs), args.batch)]
     prologue = _prologue(base)
     if args.one_pass:
-        _pass(args.one_pass == "on", batches, prologue, args.reps)
+        _pass(args.one_pass == "on", batches, prologue, args.reps, args.watchers)
         return 0
     kinds: dict[int, int] = {}
     for r in one:
@@ -295,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     losses, rate_on, rate_off = [], [], []
     audits: list[tuple[bool, str]] = []
     with open(os.devnull, "wb") as devnull:
-        _run(batches[:4], prologue, devnull, args.turn)  # warm caches (imports, rule compile) before timing
+        _run(batches[:4], prologue, devnull, args.turn, args.watchers)  # warm caches (imports, rules) before timing
         settle_gc()  # as the agent does once started (agent/node.py)
         for _ in range(args.runs):
-            res = _run(batches, prologue, devnull, args.turn)
+            res = _run(batches, prologue, devnull, args.turn, args.watchers)
             (t_on, out_on, p_on), (t_off, out_off, p_off) = res[True], res[False]
             fed = prologue + recs
             audits += [accounting(p_on, fed), accounting(p_off, fed)]
@@ -326,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("valgrind") is None:
             print("instructions: not counted (no valgrind here)")
             return 0
-        per = _instructions(rounds=5, batch=args.batch, reps=args.reps)
+        per = _instructions(rounds=5, batch=args.batch, reps=args.reps, watchers=args.watchers)
         loss = 1 - per[False] / per[True]
         print(f"instructions per record (valgrind, {args.reps} passes of 5 rounds): rules off {per[False]:,.0f}, "
               f"rules on {per[True]:,.0f}: {loss * 100:.1f} % fewer records per instruction")

@@ -166,6 +166,7 @@ class WebshellWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
+        self._interest: tuple | None = None  # (settings, interest()): rebuilt when the settings change
         self._host_mntns = _mntns(os.path.join(proc_root, "1"))
         self._self_mntns = _mntns(os.path.join(proc_root, "self"))
         self._drops: Counter[str] = Counter({"webshell.scan": 0, "webshell.unreadable": 0})
@@ -247,6 +248,19 @@ class WebshellWatch:
             target = _rename_target(en)
             if target and self._matches(target):
                 self._queue(_Job(target, en, "rename"))
+
+    def interest(self) -> tuple:
+        """What observe() can act on, for the pipeline's compiled loop (Pipeline._watch): ({op: 1 every event,
+        2 when its path, 3 when its path2 may match}, the web roots, the globs' literals, or None when a glob
+        has none and every path may match). The same tuple while the settings last (identity: no rebuild)."""
+        s = self.settings
+        cached = self._interest
+        if cached is not None and cached[0] is s:
+            return cached[1]
+        literals = () if s.globs is None else (s.literals or None)
+        out = ({int(Op.EXIT): 1, int(_CLOSE): 1, int(_OPEN): 2, int(_RENAME): 3}, s.roots, literals)
+        self._interest = (s, out)
+        return out
 
     def _matches(self, path: str) -> bool:
         s = self.settings

@@ -102,6 +102,7 @@ class DeviceGuard:
         self._kubelet = kubelet if kubelet is not None else (
             PodResources(cfg.pod_resources_socket, cfg.rpc_timeout_s) if cfg.pod_resources_socket else None)
         self._prefixes = tuple(prefixes)
+        self._interest = ({int(_FILE_OPEN): 2}, self._prefixes, ())
         self._clock = clock
         self._exempt = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in cfg.exempt)) if cfg.exempt else None
         self._q: queue.Queue = queue.Queue(maxsize=max(1, cfg.queue_size))
@@ -148,6 +149,11 @@ class DeviceGuard:
                 "opens": opens, "drops": dict(self._drops)}
 
     # -- inputs (other threads: cheap, never block) --------------------------------------------------
+
+    def interest(self) -> tuple:
+        """What observe() can act on, for the pipeline's compiled loop (Pipeline._watch): file opens whose
+        path lies under a device prefix (or is relative: resolved in Python). The same tuple every time."""
+        return self._interest
 
     def observe(self, en: Enriched) -> None:
         # The path test first: it turns away almost every file event, at one call (bench numbers in the report)

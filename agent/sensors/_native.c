@@ -1860,8 +1860,8 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return en;
 }
 
-/* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich, show_fork)
- *   -> (i, event or None, Enriched or None):
+/* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich, show_fork, watch,
+ *     watch_spec) -> (i, event or None, Enriched or None):
  * Pipeline._process for records batch[i:], in order, without a Python frame per record. A record
  * whose op's decoder is this module's (mask[op]: 1 file, 2 net, 3 fork, 4 exit, 5 exec) is decoded
  * here; a file or net event whose context the batch's memo holds is enriched here (from_memo), every
@@ -1871,8 +1871,9 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * to Python, as does an exec the kernel's rules acted on (its record names the rule) and an event whose
  * line this module does not write exactly; the rest get their JSON line (json_line) on `records`, the
  * op on `line_ops`, and (Enriched, position) on `judge` when judge_mode is 2 (every event) or 1 and it
- * has a container. It stops at the first record it does not finish and returns its index with its
- * event and Enriched as far as it got (None, None: another kind, or undecodable here: Python decodes
+ * has a container; then, where `watch` is a callable and watch_spec lets the event through (its op, and
+ * watch_wants of its path for the ops that say so), watch(Enriched). It stops at the first record it
+ * does not finish and returns its index with its event and Enriched as far as it got (None, None: another kind, or undecodable here: Python decodes
  * it again, which counts an error as the pipeline does). The caller does that record the Python way,
  * without enriching it again, and calls again from the next. */
 /* run's last memo hit: the context objects (pid, ppid, cgroup id, mount ns) it was found for and the entry,
@@ -1909,6 +1910,37 @@ static PyObject *memo_entry_last(PyObject *memo, PyObject *ev, int kind, LastHit
     return hit;
 }
 
+/* The watch's path test (Pipeline._watch_spec): 1 when the watchers may want an event with this path: a
+ * relative one (resolved in Python), one that normpath would change ("/." or "//" in it), one under a prefix,
+ * or one holding a literal (literals None: every path). 0 when none of them can; -1 on an error. */
+static PyObject *s_slash_dot, *s_slash_slash;
+
+static int watch_wants(PyObject *path, PyObject *prefixes, PyObject *literals) {
+    if (!PyUnicode_Check(path))
+        return 1;
+    if (PyUnicode_GET_LENGTH(path) == 0 || PyUnicode_READ_CHAR(path, 0) != '/')
+        return 1;
+    if (s_slash_dot == NULL && ((s_slash_dot = PyUnicode_InternFromString("/.")) == NULL ||
+                                (s_slash_slash = PyUnicode_InternFromString("//")) == NULL))
+        return -1;
+    int r = PyUnicode_Contains(path, s_slash_dot);
+    if (r != 0)
+        return r;
+    if ((r = PyUnicode_Contains(path, s_slash_slash)) != 0)
+        return r;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(prefixes); k++) {
+        Py_ssize_t t = PyUnicode_Tailmatch(path, PyTuple_GET_ITEM(prefixes, k), 0, PY_SSIZE_T_MAX, -1);
+        if (t != 0)
+            return t < 0 ? -1 : 1;
+    }
+    if (literals == Py_None)
+        return 1;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(literals); k++)
+        if ((r = PyUnicode_Contains(path, PyTuple_GET_ITEM(literals, k))) != 0)
+            return r;
+    return 0;
+}
+
 static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *last);
 
 static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1921,12 +1953,36 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *last) {
     if (!configured || python_flatten == NULL)
         return need_config();
-    if (nargs != 12 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
+    if (nargs != 14 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
         !PyBytes_CheckExact(args[5]) || PyBytes_GET_SIZE(args[5]) != 256 || !PyList_CheckExact(args[7]) ||
-        !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9]) || !PyCallable_Check(args[10])) {
+        !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9]) || !PyCallable_Check(args[10]) ||
+        (args[12] != Py_None && !PyCallable_Check(args[12]))) {
         PyErr_SetString(PyExc_TypeError, "run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, "
-                                         "judge, enrich, show_fork)");
+                                         "judge, enrich, show_fork, watch, watch_spec)");
         return NULL;
+    }
+    /* watch: None, or a callable given each Enriched its spec (ops, prefixes, literals) lets through: ops
+     * (256 bytes) says per op 0 never, 1 always, 2 when watch_wants(path), 3 when watch_wants(path2) */
+    PyObject *watch = args[12], *wprefixes = NULL, *wliterals = NULL;
+    const unsigned char *wops = NULL;
+    if (watch != Py_None) {
+        PyObject *spec = args[13];
+        if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyBytes_CheckExact(PyTuple_GET_ITEM(spec, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(spec, 0)) != 256 || !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
+            (PyTuple_GET_ITEM(spec, 2) != Py_None && !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, 2)))) {
+            PyErr_SetString(PyExc_TypeError, "watch_spec: (256 bytes of ops, a tuple of prefixes, a tuple of "
+                                             "literals or None)");
+            return NULL;
+        }
+        wops = (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(spec, 0));
+        wprefixes = PyTuple_GET_ITEM(spec, 1);
+        wliterals = PyTuple_GET_ITEM(spec, 2);
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(wprefixes); k++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(wprefixes, k)))
+                return PyErr_Format(PyExc_TypeError, "watch_spec: prefixes must be str");
+        for (Py_ssize_t k = 0; wliterals != Py_None && k < PyTuple_GET_SIZE(wliterals); k++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(wliterals, k)))
+                return PyErr_Format(PyExc_TypeError, "watch_spec: literals must be str");
     }
     PyObject *batch = args[0], *clock = args[2], *memo = args[3], *young = args[4], *enrich = args[10];
     const char *mask = PyBytes_AS_STRING(args[5]);
@@ -2028,6 +2084,19 @@ static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *las
             Py_XDECREF(pos);
             bad = item == NULL || PyList_Append(judge, item) < 0;
             Py_XDECREF(item);
+        }
+        unsigned w = wops != NULL ? wops[(unsigned char)PyBytes_AS_STRING(raw)[0]] : 0;
+        if (!bad && w) { /* after the record, as Pipeline._process calls its watchers */
+            int call = 1;
+            if ((w == 2 || w == 3) && kind == K_FILE)
+                call = watch_wants(SLOT(ev, K_FILE, w == 2 ? 11 : 12), wprefixes, wliterals);
+            if (call < 0) {
+                bad = 1;
+            } else if (call) {
+                PyObject *r = PyObject_CallOneArg(watch, en);
+                bad = r == NULL;
+                Py_XDECREF(r);
+            }
         }
         Py_DECREF(en);
         Py_DECREF(ev);

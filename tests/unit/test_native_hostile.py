@@ -41,7 +41,7 @@ def _run_args(mod, batch, start, enrich=None):
     mask[Op.FILE_OPEN] = 1
     mask[Op.FORK], mask[Op.EXIT], mask[Op.EXEC] = 3, 4, 5
     enrich = enrich or Enricher(ProcessTable(), None).enrich_in_batch
-    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [], enrich, False)
+    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [], enrich, False, None, None)
 
 
 def test_run_refuses_a_negative_start(mod):
