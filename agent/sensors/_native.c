@@ -1910,16 +1910,24 @@ static PyObject *memo_entry_last(PyObject *memo, PyObject *ev, int kind, LastHit
     return hit;
 }
 
-/* The watch's path test (Pipeline._watch_spec): 1 when the watchers may want an event with this path: a
- * relative one (resolved in Python), one that normpath would change ("/." or "//" in it), one under a prefix,
- * or one holding a literal (literals None: every path). 0 when none of them can; -1 on an error. */
+/* The watch's path test (Pipeline._watch): 1 when the watchers may want an event with this path: one
+ * that normpath would change ("/." or "//" in it), one under a prefix, or one holding a literal (literals
+ * None: every path). A relative path is tested as `resolved` (the Enriched's path_resolved, what the watchers
+ * read for it: "" when it could not be resolved, which neither acts on); with resolved NULL (a rename's
+ * target, which the web-shell watch joins to the process's cwd itself) a relative path passes. 0 when none
+ * can want it; -1 on an error. */
 static PyObject *s_slash_dot, *s_slash_slash;
 
-static int watch_wants(PyObject *path, PyObject *prefixes, PyObject *literals) {
+static int watch_wants(PyObject *path, PyObject *resolved, PyObject *prefixes, PyObject *literals) {
     if (!PyUnicode_Check(path))
         return 1;
-    if (PyUnicode_GET_LENGTH(path) == 0 || PyUnicode_READ_CHAR(path, 0) != '/')
-        return 1;
+    if (PyUnicode_GET_LENGTH(path) == 0 || PyUnicode_READ_CHAR(path, 0) != '/') {
+        if (resolved == NULL || !PyUnicode_Check(resolved))
+            return 1;
+        if (PyUnicode_GET_LENGTH(resolved) == 0)
+            return 0;
+        path = resolved;
+    }
     if (s_slash_dot == NULL && ((s_slash_dot = PyUnicode_InternFromString("/.")) == NULL ||
                                 (s_slash_slash = PyUnicode_InternFromString("//")) == NULL))
         return -1;
@@ -2088,8 +2096,10 @@ static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *las
         unsigned w = wops != NULL ? wops[(unsigned char)PyBytes_AS_STRING(raw)[0]] : 0;
         if (!bad && w) { /* after the record, as Pipeline._process calls its watchers */
             int call = 1;
-            if ((w == 2 || w == 3) && kind == K_FILE)
-                call = watch_wants(SLOT(ev, K_FILE, w == 2 ? 11 : 12), wprefixes, wliterals);
+            if (w == 2 && kind == K_FILE)
+                call = watch_wants(SLOT(ev, K_FILE, 11), SLOT(en, K_ENRICHED, E_RESOLVED), wprefixes, wliterals);
+            else if (w == 3 && kind == K_FILE)
+                call = watch_wants(SLOT(ev, K_FILE, 12), NULL, wprefixes, wliterals);
             if (call < 0) {
                 bad = 1;
             } else if (call) {

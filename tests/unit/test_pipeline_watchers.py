@@ -29,6 +29,7 @@ from tests.unit.replay_records import exec_rec, exit_rec
 from tests.unit.test_pipeline import CG, CID, _container
 
 W = os.O_WRONLY | os.O_CREAT
+GONE = 3_999_999  # a pid no process has here: the process table learns nothing of it from /proc (no cwd)
 
 pytestmark = pytest.mark.skipif(native.MODULE is None, reason="the compiled hot path is not built (make setup)")
 
@@ -123,24 +124,37 @@ def _run_args(batch, watch, spec):
             False, watch, spec)
 
 
+def _with_cwd(rec: bytes) -> bytes:
+    """The record with the header's NW_F_CWD flag (byte 1): its path2 is the cwd of its relative path."""
+    out = bytearray(rec)
+    out[1] |= 0x04
+    return bytes(out)
+
+
 def test_run_calls_watch_for_what_its_spec_lets_through():
     mod = native.MODULE
-    batch = [file_rec(Op.FILE_OPEN, p, flags=W, ret=3, pid=7, ppid=1) for p in
+    batch = [file_rec(Op.FILE_OPEN, p, flags=W, ret=3, pid=GONE, ppid=1) for p in
              ("/var/www/a.php", "/tmp/x", "rel/x", "/tmp//x", "/tmp/./x", "/srv/webapps/x.jsp", "/var/wwwx")]
-    batch += [file_rec(Op.FILE_RENAME, "/tmp/a", "/var/www/b", pid=7, ppid=1),
-              file_rec(Op.FILE_RENAME, "/var/www/a", "/tmp/b", pid=7, ppid=1), exit_rec(0, pid=7, ppid=1)]
+    # relative, with the cwd the kernel sent (NW_F_CWD: path2 holds it): tested as resolved against it
+    batch += [_with_cwd(file_rec(Op.FILE_OPEN, "html/b.php", "/var/www", flags=W, ret=3, pid=GONE, ppid=1)),
+              _with_cwd(file_rec(Op.FILE_OPEN, "b.txt", "/tmp", flags=W, ret=3, pid=GONE, ppid=1))]
+    batch += [file_rec(Op.FILE_RENAME, "/tmp/a", "/var/www/b", pid=GONE, ppid=1),
+              file_rec(Op.FILE_RENAME, "/var/www/a", "/tmp/b", pid=GONE, ppid=1), exit_rec(0, pid=GONE, ppid=1)]
     seen: list = []
     spec = _spec({Op.FILE_OPEN: 2, Op.FILE_RENAME: 3, Op.EXIT: 1})
     def watch(en):
         seen.append((en.event.op, getattr(en.event, "path", "")))
 
     assert mod.run(*_run_args(batch, watch, spec))[0] == len(batch)
-    assert seen == [(Op.FILE_OPEN, "/var/www/a.php"), (Op.FILE_OPEN, "rel/x"), (Op.FILE_OPEN, "/tmp//x"),
-                    (Op.FILE_OPEN, "/tmp/./x"), (Op.FILE_OPEN, "/srv/webapps/x.jsp"), (Op.FILE_RENAME, "/tmp/a"),
+    # not "rel/x": no cwd came with it and the process is unknown, so it resolves to "" (nobody acts on it)
+    assert seen == [(Op.FILE_OPEN, "/var/www/a.php"), (Op.FILE_OPEN, "/tmp//x"), (Op.FILE_OPEN, "/tmp/./x"),
+                    (Op.FILE_OPEN, "/srv/webapps/x.jsp"), (Op.FILE_OPEN, "html/b.php"), (Op.FILE_RENAME, "/tmp/a"),
                     (Op.EXIT, "")]
     seen.clear()
-    mod.run(*_run_args(batch, lambda en: seen.append(en.event.op), _spec({Op.FILE_OPEN: 2}, literals=None)))
-    assert seen == [Op.FILE_OPEN] * 7  # no literals to test by: every path may match a glob
+    mod.run(*_run_args(batch, lambda en: seen.append(en.event.path), _spec({Op.FILE_OPEN: 2}, literals=None)))
+    # no literals to test by: every path may match a glob, but for the relative one nothing could resolve
+    assert seen == ["/var/www/a.php", "/tmp/x", "/tmp//x", "/tmp/./x", "/srv/webapps/x.jsp", "/var/wwwx", "html/b.php",
+                    "b.txt"]
     seen.clear()
     mod.run(*_run_args(batch, None, None))  # no watch: nothing called, nothing checked
     assert seen == []
