@@ -402,8 +402,8 @@ class Pipeline:
         3 by path2}, path prefixes, literals or None for every path). The loop tests the path in C, so the
         many events neither can want (a write outside the web roots and the device nodes) cost no Python call;
         each watcher still checks what it is given, as on this loop's own path. (None, None) without watchers.
-        Why not leave watched batches to this loop: it made the agent's default (both on) take the Python path
-        for every event, about 6 us a record against 2 (bench.pipeline --watchers)."""
+        Why not leave watched batches to this loop: the agent's default (both on) then took it for every event,
+        3.7 us a record against 2.1 with the rules on (bench.pipeline, 2026-12-06, README)."""
         if not self._watchers:
             return None, None
         interests = tuple(w.interest() for w in self._watchers)  # each cached by its watcher while settings last

@@ -87,7 +87,7 @@ static __always_inline void file_stage_del(struct file_event *staged) { staged->
 BPF_TABLE("lru_hash", u32, struct file_event, file_inflight, 8192);
 static __always_inline void file_stage_put(struct file_event *e)
 {
-    u32 tid = e->h.tid;
+    u32 tid = (u32)bpf_get_current_pid_tgid();   /* the header is not filled yet (file_finish does it) */
     file_inflight.update(&tid, e);
 }
 static __always_inline struct file_event *file_stage_get(void)
@@ -155,7 +155,9 @@ static __always_inline int file_folded(struct file_event *staged)
             break;
         h = (h ^ file_path_word(staged->path, len, i)) * 0x100000001b3ULL;
     }
-    struct file_fold_key k = {.tgid = staged->h.pid, .flags = staged->flags, .path_len = len, .hash = h};
+    u64 now = bpf_ktime_get_boot_ns();
+    struct file_fold_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .flags = staged->flags, .path_len = len,
+                              .hash = h};
     struct file_fold *f = file_folds.lookup(&k);
     if (f) {
         int same = 1;
@@ -167,21 +169,22 @@ static __always_inline int file_folded(struct file_event *staged)
                 break;
             }
         }
-        if (same && nw_fold_hit(f->last, staged->h.ts_ns, FOLD_FILE_OPEN))
+        if (same && nw_fold_hit(f->last, now, FOLD_FILE_OPEN))
             return 1;
     }
     u32 zero = 0;
     struct file_fold *v = file_fold_scratch.lookup(&zero);
     if (v) {
-        v->last = staged->h.ts_ns;
+        v->last = now;
         bpf_probe_read_kernel(v->path, sizeof(v->path), staged->path);
         file_folds.update(&k, v);
     }
     return 0;
 }
 
-/* The header is filled in file_stage, after the path filter: an ignored path costs no more than
- * reading it. */
+/* The header is filled at the exit, in file_finish, and only for a record that is sent: an ignored path
+ * costs no more than reading it, and a folded repeat or a record staged only for drift no more than its
+ * staging. Its timestamp is thus the call's end, which is also when the record enters the ring. */
 static __always_inline struct file_event *file_begin(u8 op)
 {
     u32 zero = 0;
@@ -320,10 +323,7 @@ static __always_inline int file_stage(struct file_event *e)
             return 0;
         e->h.flags |= NW_F_NOEMIT;
     }
-    u8 flags = e->h.flags;   /* NW_F_TRUNCATED from reading the paths */
-    nw_fill_header(&e->h, e->h.op);
-    e->h.flags |= flags;
-    file_stage_put(e);
+    file_stage_put(e);   /* the header is filled at the exit (file_finish), for a record that is sent */
     return 0;
 }
 
@@ -370,14 +370,14 @@ static __always_inline int file_finish(long ret)
         if (fdarr)
             bpf_probe_read_kernel(&file, sizeof(file), (void *)((u64)fdarr + (u64)ret * sizeof(void *)));
         nw_file_inode(file, &k);
-        u64 cg = staged->h.cgroup_id;
+        u64 cg = bpf_get_current_cgroup_id();
         if (k.ino)
             drift_inodes.update(&k, &cg);
     }
     if (staged->h.op == OP_FILE_OPEN && ret >= 0 &&
         ((staged->flags & NW_O_ACCMODE) || (staged->flags & (NW_O_CREAT | NW_O_TRUNC))) &&
         file_close_watched(staged)) {
-        struct close_key ck = {.tgid = staged->h.pid, .fd = (s32)ret};
+        struct close_key ck = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)ret};
         close_marks.update(&ck, staged);
     }
     if ((staged->h.flags & NW_F_NOEMIT) || (staged->h.op == OP_FILE_OPEN && ret >= 0 && file_folded(staged))) {
@@ -387,6 +387,9 @@ static __always_inline int file_finish(long ret)
     struct file_event *e = NW_RESERVE(struct file_event, PROBE_FILE);
     if (e) {
         bpf_probe_read_kernel(e, sizeof(*e), staged);
+        u8 flags = e->h.flags;   /* NW_F_TRUNCATED, NW_F_CWD, NW_F_WATCHED from the entry */
+        nw_fill_header(&e->h, e->h.op);
+        e->h.flags |= flags;
         e->ret = ret;
         nw_submit(e);
     }
@@ -448,7 +451,6 @@ static __always_inline int file_fd_op(u8 op, int fd, u32 mode, u32 uid, u32 gid)
     e->mode = mode;
     e->owner_uid = uid;
     e->owner_gid = gid;
-    nw_fill_header(&e->h, op);
     file_stage_put(e);
     return 0;
 }
