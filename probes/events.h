@@ -78,12 +78,12 @@ enum nw_cfg {
     CFG_WATCH_ENVIRON = 5,   /* nonzero: read-only opens of /proc/<anything>/environ are watched */
     CFG_WATCH_HOME_SSH = 6,  /* nonzero: read-only opens under /home/<anyone>/.ssh/ are watched */
     CFG_WATCH_SHORT   = 7,   /* nonzero: some watch prefix is shorter than 8 bytes (watch_head cannot pre-filter) */
-    CFG_FOLD_NS       = 8,   /* nonzero: repeats of an open or a connect within this many ns are folded (probes.fold_window) */
+    CFG_FOLD_NS       = 8,   /* nonzero: repeats of an open or connect within this many ns fold (fold_window) */
     CFG_MAX           = 16,
 };
 
-/* Slots of the per-CPU fold counters (common.h nw_folded): records the kernel did not send because the
- * same one was sent less than CFG_FOLD_NS ago. Folded is not lost: the first of them was reported. */
+/* Slots of the per-CPU fold counters (common.h fold_counts, nw_fold_hit): records the kernel did not send
+ * because the same one was sent less than CFG_FOLD_NS ago. Folded is not lost: the first was reported. */
 enum nw_fold {
     FOLD_FILE_OPEN   = 0,
     FOLD_NET_CONNECT = 1,
