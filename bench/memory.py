@@ -6,7 +6,8 @@ USS (Private_Clean + Private_Dirty: what the agent alone costs the node) and RSS
 `--idle` seconds, its CPU over that idle time, whether libbcc or LLVM is mapped (they must not be: the
 probes are compiled in a short-lived child, agent/sensors/childload.py), the same with the embedded
 collector, then USS every 10 s for `--minutes` under a steady `--rate` writing opens per second (each a
-file.open event through decode, enrich, rules and output) and the slope of a least-squares line through
+file.open event through decode, enrich, rules and output: the agent runs with probes.fold_window 0, as the
+load reopens one file) and the slope of a least-squares line through
 those samples after the first minute (MB/min). Each number is printed beside its target. Without a
 containerd at its default socket the agent runs with containers.enabled false (the bench says so): its
 watcher would otherwise retry once a second, which no idle node with containerd does.
@@ -83,8 +84,10 @@ class Agent:
     def __init__(self, tmp: str, collector: bool):
         self.port = _free_port()
         self.dir = tempfile.mkdtemp(dir=tmp)
+        # fold_window 0: the load reopens one file, which the kernel would otherwise fold into one record a
+        # second (probes.fold_window): the run measures the pipeline under the offered rate, not the fold
         lines = ["agent:", f"  state_dir: {self.dir}", f"  metrics_listen: 127.0.0.1:{self.port}",
-                 "output:", "  format: json"]
+                 "output:", "  format: json", "probes:", "  fold_window: 0"]
         if not os.path.exists(CONTAINERD):  # else the watcher retries every second: no idle node does that
             lines += ["containers:", "  enabled: false"]
         if collector:

@@ -82,8 +82,10 @@ def agent_env(tmp_path, monkeypatch):
     return state
 
 
-def test_sigkill_under_load_is_counted_as_crash_drops_on_the_next_start(agent_env, tmp_path):
+def test_sigkill_under_load_is_counted_as_crash_drops_on_the_next_start(agent_env, tmp_path, monkeypatch):
     state = agent_env
+    # the load reopens one file: folded in the kernel, it would send one record a second (tests/kernel/test_fold.py)
+    monkeypatch.setenv("NODEWARDEN_PROBES_FOLD_WINDOW", "0")
     args = ("--collector", "embedded", "--no-containers", "--families", "process,file")
     first = AgentProcess(*args)
     load = subprocess.Popen([sys.executable, "-c", _LOAD, str(tmp_path / "load")])
