@@ -1873,8 +1873,8 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * op on `line_ops`, and (Enriched, position) on `judge` when judge_mode is 2 (every event) or 1 and it
  * has a container; then, where `watch` is a callable and watch_spec lets the event through (its op, and
  * watch_wants of its path for the ops that say so), watch(Enriched). It stops at the first record it
- * does not finish and returns its index with its event and Enriched as far as it got (None, None: another kind, or undecodable here: Python decodes
- * it again, which counts an error as the pipeline does). The caller does that record the Python way,
+ * does not finish and returns its index with its event and Enriched as far as it got (None, None: another
+ * kind, or undecodable here: Python decodes it again, which counts an error as the pipeline does). The caller does that record the Python way,
  * without enriching it again, and calls again from the next. */
 /* run's last memo hit: the context objects (pid, ppid, cgroup id, mount ns) it was found for and the entry,
  * all held. The decoders hand a run of records from one process the same header objects (last_head), so

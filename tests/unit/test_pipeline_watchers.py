@@ -22,10 +22,10 @@ from agent.outputs.log import JsonLog
 from agent.outputs.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.sensors import native
-from agent.sensors.common import BootClock
 from agent.sensors.replay import ReplayProbes
 from tests.unit.detect_events import file_rec
 from tests.unit.replay_records import exec_rec, exit_rec
+from tests.unit.test_native_hostile import _run_args as hostile_run_args
 from tests.unit.test_pipeline import CG, CID, _container
 
 W = os.O_WRONLY | os.O_CREAT
@@ -114,14 +114,7 @@ def _spec(ops: dict[int, int], prefixes=("/var/www/",), literals=("/webapps/",))
 
 
 def _run_args(batch, watch, spec):
-    from agent.enrich.enricher import Enricher
-    from agent.enrich.proctable import ProcessTable
-
-    mask = bytearray(256)
-    mask[Op.FILE_OPEN] = mask[Op.FILE_CLOSE] = mask[Op.FILE_RENAME] = 1
-    mask[Op.FORK], mask[Op.EXIT], mask[Op.EXEC] = 3, 4, 5
-    return (batch, 0, BootClock(), {}, None, bytes(mask), 0, [], [], [], Enricher(ProcessTable(), None).enrich_in_batch,
-            False, watch, spec)
+    return hostile_run_args(native.MODULE, batch, 0, watch=watch, watch_spec=spec)
 
 
 def _with_cwd(rec: bytes) -> bytes:
