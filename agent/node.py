@@ -65,7 +65,7 @@ class Agent:
             resolver = ContainerResolver(self.containers,
                                          behind=lambda: self.watcher is not None and self.watcher.behind())
         self.exporter = self._exporter() if cfg.export.collector else None
-        outputs: list[Output] = [log_output] + ([self._submit_all] if self.exporter is not None else [])
+        outputs: list[Output] = [log_output] + ([self.exporter.submit_batch] if self.exporter is not None else [])
         self.profiles = self._profiles()  # the behaviour model per workload (agent/detect/profile), or its null
         self.webshell = self._webshell()  # the run-time web-shell check (before the pipeline: it feeds it)
         self.devguard = self._device_guard()  # unauthorized device use (before the pipeline: it feeds it)
@@ -330,11 +330,6 @@ class Agent:
         return ContainerdClient(self.cfg.containers.containerd_socket)
 
     # -- outputs and accounting -------------------------------------------------------------------
-
-    def _submit_all(self, records: list[dict]) -> None:
-        submit = self.exporter.submit
-        for r in records:
-            submit(r)
 
     def _stage_drops(self) -> dict[str, int]:
         """The other stages' loss counters, for the pipeline's agent.drops and metrics."""

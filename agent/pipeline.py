@@ -40,8 +40,8 @@ from agent.events import (
 )
 from agent.ledger import Ledger
 from agent.outputs import record
-from agent.outputs.log import JsonLog
 from agent.outputs.metrics import Metrics
+from agent.outputs.record import ENCODE_JSON, ENCODE_PROTOBUF, EVENT_ENCODER
 from agent.ratelog import RateLog
 from agent.sensors import native
 from agent.sensors.abi import Action
@@ -108,6 +108,7 @@ class Pipeline:
         self._acct_lock = threading.Lock()  # drop checks run on the worker and, at start and stop, the caller
         self._rlog = RateLog(log)
         self._run_cache = None  # (the decoders it was made for, _runner's answer)
+        self._enc_cache: tuple | None = None  # (the outputs it was made for, _encodings' answer)
 
     @property
     def attribution(self) -> Counter[str]:
@@ -309,9 +310,10 @@ class Pipeline:
         judge_all = self.detector.enabled
         judge_boxed = self.profiles is not None
         webshell, devguard = self._webshell, self._devguard
-        line_of = self._line_maker()
-        line_ops: list = []  # the op of each record made as a JSON line (counted in the metrics by name)
-        records: list = []  # dicts, and JSON lines (bytes) where line_of made them
+        mode, takers = self._encodings()
+        encoded = native.MODULE.encoded if mode else None
+        line_ops: list = []  # the op of each record made encoded (counted in the metrics by name)
+        records: list = []  # dicts, and kernel events encoded for the outputs (mode) where they could be
         judge: list = []  # (event, where its record is): judged after the batch's records are made
         settled = len(batch)
         if hold is not None and len(hold):
@@ -319,7 +321,7 @@ class Pipeline:
             settled += len(released)
             for en in released:
                 self._records(en, records, judge)
-        run, mask = self._runner(decoders, line_of) or (None, b"")
+        run, mask = self._runner(decoders, mode) or (None, b"")
         watch, watch_spec = self._watch() if run is not None else (None, None)
         young = resolver.young_cgroups() if hold is not None and resolver is not None else None
         judge_mode = 2 if judge_all else 1 if judge_boxed else 0
@@ -328,7 +330,7 @@ class Pipeline:
             ev = en = None
             if run is not None:  # the compiled kinds' records, up to the first it leaves to this loop
                 i, ev, en = run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich,
-                                show_fork, watch, watch_spec)
+                                show_fork, watch, watch_spec, mode)
                 if i >= n:
                     break
             raw = batch[i]
@@ -359,8 +361,8 @@ class Pipeline:
                 self._records(en, records, judge)
                 continue
             # _records, inline for the common event (no kernel rule action: not an exec)
-            if line_of is not None and (line := line_of(en)) is not None:
-                records.append(line)
+            if mode and (enc := encoded(en, mode)) is not None:
+                records.append(enc)
                 line_ops.append(ev.op)
             else:
                 records.append(from_enriched(en))
@@ -371,17 +373,17 @@ class Pipeline:
             if devguard is not None and type(ev) is FileEvent:
                 devguard(en)
         self._judge(records, judge)
-        self._deliver(records, line_ops if line_of is not None else None)
+        self._deliver(records, line_ops if mode else None, takers)
         self._settled(settled)  # after the outputs have them: a kill before this counts them as lost
 
-    def _runner(self, decoders: dict, line_of):
+    def _runner(self, decoders: dict, mode: int):
         """(run, mask): the compiled loop over a batch's records of the compiled kinds (agent/sensors/_native.c
-        run: decoded, enriched (a memo hit there, the rest by Enricher.enrich_in_batch), not held, written as a
-        JSON line, judged, shown to the watchers that want it (_watch)) and its op mask (op -> 1 file, 2 net,
-        3 fork, 4 exit, 5 exec: where the decoder in use is the compiled one). None where it cannot do what this
-        loop does: no JSON-line outputs, or the decoders are not the compiled ones."""
+        run: decoded, enriched (a memo hit there, the rest by Enricher.enrich_in_batch), not held, encoded for
+        the outputs (mode: _encodings), judged, shown to the watchers that want it (_watch)) and its op mask
+        (op -> 1 file, 2 net, 3 fork, 4 exit, 5 exec: where the decoder in use is the compiled one). None where
+        it cannot do what this loop does: an output that needs dicts, or the decoders are not the compiled ones."""
         mod = native.MODULE
-        if mod is None or line_of is None:
+        if mod is None or not mode:
             return None
         codes = {mod.decode_file: 1, mod.decode_net: 2, mod.decode_fork: 3, mod.decode_exit: 4, mod.decode_exec: 5}
         key = tuple(sorted((op, id(d)) for op, d in decoders.items()))
@@ -431,17 +433,40 @@ class Pipeline:
         self._watch_cache = (interests, (watch, spec))
         return watch, spec
 
-    def _line_maker(self):
-        """The compiled JSON line maker (agent/sensors/_native.c json_line) when every output is the JSON
-        log: nothing then needs a kernel event's dict, and the line is written without it, byte for byte
-        the line the dict would have made (tests/unit/test_native_json.py). None otherwise (an exporter,
-        the text log, a test's output: they take dicts)."""
+    def _encodings(self) -> tuple[int, tuple]:
+        """(mode, takers): what the compiled module makes of a kernel event instead of its dict, when every
+        output can take it: 1 its JSON line (the JSON log), 2 its Event's bytes (the exporter, which stamps
+        the identity), 3 both as a (line, event) tuple (the JSON log and the exporter, the agent's default
+        with a collector). Each output says what it takes in its class's ENCODED ({the output method: (what it
+        takes, the method that takes it)}: JsonLog.emit -> emit_lines, Exporter.submit_batch); takers holds
+        (what, method) per output. The encoders write what the dict would have made, byte for byte for the
+        line (tests/unit/test_native_json.py), message for message for the Event (test_native_pb.py).
+        (0, ()) where an output needs dicts (the text log, a test's output) or the module is not loaded."""
         mod = native.MODULE
         if mod is None or not self.outputs or native.LINES_OFF:
-            return None
-        if all(getattr(out, "__func__", None) is JsonLog.emit for out in self.outputs):
-            return mod.json_line
-        return None
+            return 0, ()
+        cached = self._enc_cache
+        outs = tuple(self.outputs)
+        if cached is not None and cached[0] == outs:
+            return cached[1]
+        takers = []
+        for out in outs:
+            owner = getattr(out, "__self__", None)
+            spec = getattr(owner, "ENCODED", {}).get(getattr(out, "__func__", None))
+            if spec is None:
+                takers = None
+                break
+            what, method = spec
+            if what == ENCODE_PROTOBUF and not EVENT_ENCODER:
+                takers = None
+                break
+            takers.append((what, method.__get__(owner)))
+        mode = 0
+        for what, _ in takers or ():
+            mode |= what
+        answer = (mode, tuple(takers)) if takers else (0, ())
+        self._enc_cache = (outs, answer)
+        return answer
 
     def _records(self, en: Enriched, out: list[dict], judge: list) -> None:
         """The record of an event, and an enforcement.block record when the kernel killed it; the
@@ -491,20 +516,24 @@ class Pipeline:
             at = judge[i][1]
             out[at:at] = [flatten(a) for a in alerts]
 
-    def _deliver(self, records: list, line_ops: list | None = None) -> None:
-        """Hand a batch's records to every output. With `line_ops` (from _process, when _line_maker made
-        some records as JSON lines, every output being the JSON log) the records are dicts and lines, and
-        the JSON logs take them as such (JsonLog.emit_lines); line_ops names the lines' events for the
-        metrics."""
+    def _deliver(self, records: list, line_ops: list | None = None, takers: tuple = ()) -> None:
+        """Hand a batch's records to every output. With `line_ops` (from _process, when the compiled module
+        encoded some records for the outputs: _encodings) the records are dicts and encoded ones, and each
+        output's taker gets them with its own encoding (the line or the Event of a (line, event) tuple);
+        line_ops names the encoded records' events for the metrics."""
         if not records:
             return
+        both = line_ops is not None and len({what for what, _ in takers}) > 1
         with self._out_lock:
-            for out in self.outputs:
+            for out, (what, take) in zip(self.outputs, takers or ((0, None),) * len(self.outputs), strict=True):
                 try:
-                    if line_ops is not None:
-                        out.__self__.emit_lines(records)
-                    else:
+                    if line_ops is None:
                         out(records)
+                    elif both:  # (line, event) tuples: the one this output takes
+                        at = 0 if what == ENCODE_JSON else 1
+                        take([r[at] if type(r) is tuple else r for r in records])
+                    else:
+                        take(records)
                 except Exception as e:  # an output never kills the pipeline
                     self.drops["output"] += len(records)
                     self._rlog.error(f"output:{out!r}", "output failed: %r", e)

@@ -34,6 +34,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -165,10 +166,39 @@ def _python_kind_rate(records: list[bytes], batch: int, prologue: list[bytes], d
     return reps * len(records) / (time.thread_time() - t0)
 
 
-def _pipeline(detect: bool, devnull, watchers: bool = True):
+class _Export:
+    """The exporter as `nodewarden run` adds it with a collector, beside the JSON log: the real Exporter with
+    its spool in a temporary directory and its threads not started; `drain`, timed with the batch, does what
+    its encoder thread does (the queue's records, dicts or the compiled Events, stamped into the spool). What
+    its sender thread does (read the spool, send over gRPC) is not timed: that is the same work either way."""
+
+    def __init__(self, tmp: str, ack: bool = False):
+        from agent.outputs.grpc_exporter import Exporter, ExporterConfig
+
+        self.ack = ack  # read back and ack what each drain spooled (a long run that must not fill a disk)
+        self.exp = Exporter(ExporterConfig(address="unix:/nonexistent", node="bench", spool_dir=tmp,
+                                           spool_max_bytes=1 << 30, queue_size=1 << 20))
+        self.exp.spool.open()
+        self.encoded = 0
+
+    def drain(self) -> None:
+        q = self.exp._q
+        if q:
+            batch = list(q)
+            q.clear()
+            self.exp._spool_batch(batch)
+            self.encoded += len(batch)
+            if self.ack:
+                spool, pos = self.exp.spool, None
+                while (got := spool.read_next(pos)) is not None:
+                    pos = got[0]
+                spool.ack(pos)
+
+
+def _pipeline(detect: bool, devnull, watchers: bool = True, export: _Export | None = None):
     """A pipeline as `nodewarden run` makes it with no policy: the bundled rules (or none), and with `watchers`
     the run-time web-shell watch and the device guard, both on by default (their threads are not started:
-    what they queue stays queued)."""
+    what they queue stays queued); with `export`, the exporter beside the JSON log."""
     from agent.config import Config, DeviceGuardConfig, WebshellConfig
     from agent.detect.engine import NullDetector, build
     from agent.detect.webshell_watch import WebshellWatch
@@ -183,34 +213,48 @@ def _pipeline(detect: bool, devnull, watchers: bool = True):
         raise SystemExit("the bundled rules did not load")
     ws = WebshellWatch(WebshellConfig(), lambda ev: None) if watchers else None
     guard = DeviceGuard(DeviceGuardConfig(pod_resources_socket=""), lambda ev: None) if watchers else None
-    return Pipeline(Config(), [JsonLog(devnull).emit], metrics=Metrics(), containers=_containers(),
-                    probes=ReplayProbes([]), detector=detector, webshell=ws, device_guard=guard)
+    outputs = [JsonLog(devnull).emit] + ([export.exp.submit_batch] if export is not None else [])
+    p = Pipeline(Config(), outputs, metrics=Metrics(), containers=_containers(),
+                 probes=ReplayProbes([]), detector=detector, webshell=ws, device_guard=guard)
+    p.bench_export = export
+    return p
 
 
 def _run(batches: list[list[bytes]], prologue: list[bytes], devnull,
-         chunk: int, watchers: bool = True) -> dict[bool, tuple[float, int, object]]:
+         chunk: int, watchers: bool = True, export_dir: str | None = None) -> dict[bool, tuple[float, int, object]]:
     """One run: a pipeline with rules on and one with rules off take the batches in turns of `chunk`
     batches (which goes first alternates), each turn timed in this thread's CPU time, so that what
     else the machine runs meanwhile weighs on both alike. A turn is thousands of events, as a real
     agent runs one pipeline whose code and tables stay warm (measured here, turns of 1 and of 20
     batches gave the same loss within the noise).
     {rules on?: (seconds, records out, the pipeline)}."""
-    pipes = {True: _pipeline(True, devnull, watchers), False: _pipeline(False, devnull, watchers)}
+    def export(detect: bool):
+        return _Export(os.path.join(export_dir, f"spool-{detect}")) if export_dir is not None else None
+
+    pipes = {d: _pipeline(d, devnull, watchers, export(d)) for d in (True, False)}
     spent = dict.fromkeys(pipes, 0.0)
     for p in pipes.values():
         p._process(prologue)
+        if p.bench_export is not None:
+            p.bench_export.drain()
         p.bench_base = p.delivered  # the prologue's records: counted in the accounting, not in the rate
     clock = time.thread_time
     for i in range(0, len(batches), chunk):
         turn = batches[i : i + chunk]
         for detect in ((True, False) if (i // chunk) % 2 == 0 else (False, True)):
             process = pipes[detect]._process
+            drain = pipes[detect].bench_export.drain if export_dir is not None else None
             t0 = clock()
             for batch in turn:
                 process(batch)
+                if drain is not None:
+                    drain()
             spent[detect] += clock() - t0
     for p in pipes.values():
         p._flush_alerts(force=True)
+        if p.bench_export is not None:
+            p.bench_export.drain()
+            p.bench_export.exp.spool.close()
     return {d: (spent[d], p.delivered - p.bench_base, p) for d, p in pipes.items()}
 
 
@@ -235,6 +279,13 @@ def accounting(p, fed: list[bytes]) -> tuple[bool, str]:
     line = (f"{len(fed):,} records in = {events:,} event records out + {forks:,} forks left out + "
             f"{sum(drops.values()):,} dropped {dict(drops) or ''} + {held:,} held: "
             + ("ok" if ok else f"{len(fed) - out:+,} UNACCOUNTED"))
+    export = getattr(p, "bench_export", None)
+    if export is not None:  # every record handed to the outputs was spooled as an Event
+        exp = export.exp
+        spooled_ok = exp.spooled == export.encoded == p.delivered and not any(exp.drops.values())
+        ok = ok and spooled_ok
+        line += f"; exporter: {exp.spooled:,} Events spooled of {p.delivered:,} records " + (
+            "ok" if spooled_ok else f"MISMATCH (drops {dict(exp.drops)})")
     return ok, line
 
 
@@ -280,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also count instructions per record under valgrind (slow; steady on a busy machine)")
     ap.add_argument("--no-watchers", dest="watchers", action="store_false",
                     help="without the web-shell watch and the device guard (on in the agent by default)")
+    ap.add_argument("--exporter", action="store_true",
+                    help="the gRPC exporter beside the JSON log (the agent with a collector): each batch's "
+                         "Events encoded and spooled within the timing")
     ap.add_argument("--one-pass", choices=("on", "off"), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -301,14 +355,20 @@ def main(argv: list[str] | None = None) -> int:
 
     mix = ", ".join(f"{EVENT_NAMES[op]} {n}" for op, n in sorted(kinds.items()))
     print(f"mix: {len(recs):,} records in {len(batches)} batches of {args.batch}; per round ({len(one)}): {mix}")
+    print("outputs: the JSON log to /dev/null" + (" and the gRPC exporter (Events encoded, spooled)" if args.exporter
+                                                  else "") + ("" if args.watchers else "; no watchers"))
     n = len(recs)
     losses, rate_on, rate_off = [], [], []
     audits: list[tuple[bool, str]] = []
-    with open(os.devnull, "wb") as devnull:
-        _run(batches[:4], prologue, devnull, args.turn, args.watchers)  # warm caches (imports, rules) before timing
+    with open(os.devnull, "wb") as devnull, tempfile.TemporaryDirectory(prefix="nw-bench-spool-") as tmp:
+        def spools(run: int) -> str | None:
+            return os.path.join(tmp, str(run)) if args.exporter else None
+
+        # warm caches (imports, rules) before timing
+        _run(batches[:4], prologue, devnull, args.turn, args.watchers, spools(-1))
         settle_gc()  # as the agent does once started (agent/node.py)
-        for _ in range(args.runs):
-            res = _run(batches, prologue, devnull, args.turn, args.watchers)
+        for run in range(args.runs):
+            res = _run(batches, prologue, devnull, args.turn, args.watchers, spools(run))
             (t_on, out_on, p_on), (t_off, out_off, p_off) = res[True], res[False]
             fed = prologue + recs
             audits += [accounting(p_on, fed), accounting(p_off, fed)]

@@ -39,21 +39,24 @@ import grpc
 
 from agent.events import DropReport
 from agent.outputs.grpc_channel import ClientSecurity, make_channel, metadata
-from agent.outputs.record import flatten
+from agent.outputs.record import ENCODE_PROTOBUF, flatten
 from agent.outputs.spool import Spool
 from agent.ratelog import RateLog
+from agent.sensors.native import MODULE as _native
 from nwwire.codec import to_event
 from nwwire.genproto import load
 from nwwire.protowire import field_bytes, field_varint, number
 
 log = logging.getLogger(__name__)
 cpb = load("nodewarden.v1.collector_pb2")
+epb = load("nodewarden.v1.event_pb2")
 
 INGEST_METHOD = "/nodewarden.v1.Collector/Ingest"
 # Spooled batches are written and framed as bytes: the field numbers, from the descriptors.
 _BATCH_ID = number(cpb.Batch, "batch_id")
 _BATCH_EVENTS = number(cpb.Batch, "events")
 _REQUEST_BATCH = number(cpb.IngestRequest, "batch")
+_EVENT_SEQ = number(epb.Event, "seq")
 
 
 @dataclass
@@ -103,18 +106,29 @@ class Exporter:
         self.reconnects = 0
         self.connected = False
         self._rlog = RateLog(log)
+        # what _spool_batch puts before an Event's bytes made without its dict (submit_batch); the seq follows
+        self._identity = epb.Event(node=config.node, agent_id=self.agent_id, boot_id=self.boot_id).SerializeToString()
 
     # -- the way in -------------------------------------------------------------------------
 
     def submit(self, record: dict) -> None:
         """Queue one record for export. Never blocks; a full queue drops it and counts."""
+        self.submit_batch((record,))
+
+    def submit_batch(self, records) -> None:
+        """Queue a batch of records: dicts, or kernel events' Event bytes without the identity fields (the
+        pipeline's compiled encoder makes them: agent/pipeline.py _encodings), which are stamped and sent as
+        they are. Never blocks; what a full queue has no room for is dropped and counted."""
         with self._qcond:
-            self.submitted += 1
-            if len(self._q) >= self.cfg.queue_size or self._closing.is_set():
-                self.drops["queue_full"] += 1
-                return
-            self._q.append(record)
-            if len(self._q) == self.cfg.batch_size:
+            n = len(records)
+            self.submitted += n
+            room = 0 if self._closing.is_set() else max(self.cfg.queue_size - len(self._q), 0)
+            if room < n:
+                self.drops["queue_full"] += n - room
+                records = records[:room]
+            before = len(self._q)
+            self._q.extend(records)
+            if before < self.cfg.batch_size <= len(self._q):
                 self._qcond.notify()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -178,10 +192,19 @@ class Exporter:
                     self._spool_batch(reports)
                 return
 
-    def _spool_batch(self, records: list[dict]) -> None:
+    def _spool_batch(self, records: list) -> None:
         parts = []
+        count = 0
         now = None
+        run: list[bytes] = []  # consecutive Events made without their dicts (submit_batch): framed at once
         for rec in records:
+            if type(rec) is bytes:
+                run.append(rec)
+                continue
+            if run:
+                parts.append(self._frame(run))
+                count += len(run)
+                run = []
             try:
                 ev = to_event(rec)
             except Exception:  # to_event promises not to raise; if it does, count, not crash
@@ -198,14 +221,30 @@ class Exporter:
                 now = now or time.time_ns()
                 ev.time_unix_nano = now
             parts.append(field_bytes(_BATCH_EVENTS, ev.SerializeToString()))
+            count += 1
+        if run:
+            parts.append(self._frame(run))
+            count += len(run)
         if not parts:
             return
-        dropped = self.spool.append(b"".join(parts), len(parts))
+        dropped = self.spool.append(b"".join(parts), count)
         with self._lock:
-            self.spooled += len(parts)
+            self.spooled += count
             if dropped:
                 self.drops["spool_full"] += dropped
         self._data.set()
+
+    def _frame(self, events: list[bytes]) -> bytes:
+        """Batch.events fields of Events made without their dicts: each with this exporter's identity and the
+        next seq in front (a field later in a message's bytes would win; these carry none of the four). The
+        compiled framing when the module is loaded (it made the Events), this loop its reference."""
+        first = self._seq + 1
+        self._seq += len(events)
+        if _native is not None:
+            return _native.frame_events(events, self._identity, first, _BATCH_EVENTS, _EVENT_SEQ)
+        identity = self._identity
+        return b"".join(field_bytes(_BATCH_EVENTS, identity + field_varint(_EVENT_SEQ, seq) + ev)
+                        for seq, ev in enumerate(events, first))
 
     def _drop_reports(self, final: bool = False) -> list[dict]:
         """agent.drops records for what was dropped since the last report, at most once per
@@ -337,3 +376,7 @@ class Exporter:
                 "seq": self._seq,
             }
 
+
+# The pipeline's compiled loop hands Exporter.submit_batch kernel events as their Event bytes (agent/pipeline.py
+# _encodings).
+Exporter.ENCODED = {Exporter.submit_batch: (ENCODE_PROTOBUF, Exporter.submit_batch)}

@@ -7,6 +7,8 @@ import threading
 
 import orjson
 
+from agent.outputs.record import ENCODE_JSON
+
 
 class JsonLog:
     def __init__(self, stream):
@@ -36,6 +38,11 @@ class JsonLog:
         with self._lock:
             self._out.write(data)
             self._out.flush()
+
+
+# The pipeline's compiled loop hands JsonLog.emit's records to emit_lines as their JSON lines (agent/pipeline.py
+# _encodings); a subclass that overrides emit is not in this table, so it gets dicts.
+JsonLog.ENCODED = {JsonLog.emit: (ENCODE_JSON, JsonLog.emit_lines)}
 
 
 def _pick(rec: dict, *keys: str) -> str:

@@ -14,6 +14,8 @@ import math
 import sys
 import time
 
+from google.protobuf.descriptor import FieldDescriptor
+
 from agent.devices.fields import FIELDS
 from agent.events import (
     EVENT_NAMES,
@@ -57,6 +59,8 @@ from agent.events import (
 )
 from agent.sensors import native
 from agent.vocab import Severity
+from nwwire.codec import kind_of, to_event
+from nwwire.schema import SEVERITY_EXACT, key_of, pb
 
 MAX_FINDINGS = 200  # a verdict record stays a log line: an image with thousands of CVEs is summarized
 
@@ -775,3 +779,64 @@ def _compiled_flattener():
 
 
 from_enriched = _compiled_flattener()
+
+
+# What an output may take instead of a kernel event's dict (agent/pipeline.py _encodings): its JSON line,
+# its Event's bytes without the identity fields (the exporter stamps them), made by the compiled module.
+ENCODE_JSON, ENCODE_PROTOBUF = 1, 2
+
+# protobuf's field types -> configure_pb's names; a field of another type is left out of its table, so
+# the compiled encoder never writes its key (the record goes the dict way: to_event)
+_PB_TYPES = {FieldDescriptor.TYPE_INT64: "int64", FieldDescriptor.TYPE_UINT64: "uint64",
+             FieldDescriptor.TYPE_UINT32: "uint32", FieldDescriptor.TYPE_BOOL: "bool",
+             FieldDescriptor.TYPE_STRING: "string"}
+
+
+def _pb_table(desc) -> dict[str, tuple[int, str]]:
+    """record key -> (field number, type name) of a message's scalar and repeated-string fields."""
+    out = {}
+    for fd in desc.fields:
+        key, typ = key_of(fd), _PB_TYPES.get(fd.type)
+        if not key or typ is None or fd.message_type is not None:
+            continue
+        if fd.is_repeated:
+            if typ != "string":
+                continue
+            typ = "strings"
+        out[key] = (fd.number, typ)
+    return out
+
+
+def _container_message(keys: dict) -> bytes | None:
+    """A container's record keys as to_event writes them: Event.container's bytes, or None when to_event
+    would put one elsewhere (extra_json)."""
+    ev = to_event(keys)
+    if ev.extra_json or ev.ListFields() != ([(ev.DESCRIPTOR.fields_by_name["container"], ev.container)]
+                                            if ev.HasField("container") else []):
+        return None
+    return ev.container.SerializeToString()
+
+
+def _configure_event_encoder() -> bool:
+    """Give the compiled module the Event's field numbers and types from the descriptors (nwwire.schema
+    reads the record keys from the .proto options), so that `encoded(en, 2)` writes a kernel event's Event
+    without its dict (agent/pipeline.py, when an exporter is among the outputs). False without the module."""
+    mod = native.MODULE
+    if mod is None:
+        return False
+    desc = pb.Event.DESCRIPTOR
+    by_key = {key_of(fd): fd.number for fd in desc.fields if key_of(fd)}
+    event = {"time": by_key["timestamp"], "name": by_key["event.name"], "severity": by_key["event.severity"],
+             "process": desc.fields_by_name["process"].number,
+             "container": desc.fields_by_name["container"].number, "info": SEVERITY_EXACT["info"]}
+    members = {}
+    for op, name in EVENT_NAMES.items():
+        member = kind_of(name)
+        if member is not None:
+            fd = desc.fields_by_name[member]
+            members[int(op)] = (fd.number, _pb_table(fd.message_type))
+    mod.configure_pb(event, _pb_table(desc), _pb_table(pb.Process.DESCRIPTOR), members, _container_message)
+    return True
+
+
+EVENT_ENCODER = _configure_event_encoder()

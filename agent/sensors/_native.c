@@ -186,7 +186,7 @@ static int check(Py_buffer *b, Py_ssize_t need, const char *what) {
 /* The header's values of the last record decoded, each with the object made for it: a process's records
  * come in runs, so its pid, tid, ppid, ids, cgroup, mount namespace and comm are taken again (a new
  * reference to the same immutable int or str, which nothing can tell from an equal new one) instead of
- * made and freed per record; the JSON line's encoding of them is cached by their identity (head_json).
+ * made and freed per record; the JSON line's encoding of them is cached by their identity (put_head).
  * Read and replaced with no Python code in between, under the GIL. */
 enum { H_PID, H_TID, H_PPID, H_UID, H_GID, H_CGROUP, H_MNTNS, H_COUNT };
 static struct { uint64_t raw; PyObject *obj; } last_head[H_COUNT];
@@ -1226,10 +1226,10 @@ static int put_key_val(Buf *b, int key, PyObject *val) {
 }
 
 /* the encoded fragments, cached beside the dict fragments (same slots, same identities) */
-static PyObject *proc_json[PART_SLOTS];   /* bytes: ,"k":v,... of keys + lists */
-static PyObject *cont_json[PART_SLOTS];
-static PyObject *proc_json_of[PART_SLOTS]; /* the part tuple the bytes were made from */
-static PyObject *cont_json_of[PART_SLOTS];
+/* a container's encoded keys, cached by the part tuple they were made from (container_part's): its JSON
+ * fragment (,"k":v,...) and its Event.Container message */
+static PyObject *cont_json[PART_SLOTS], *cont_json_of[PART_SLOTS];
+static PyObject *cont_pb[PART_SLOTS], *cont_pb_of[PART_SLOTS];
 
 static int encode_dict_items(Buf *b, PyObject *d) {
     PyObject *k, *v;
@@ -1257,29 +1257,201 @@ static PyObject *fragment_json(PyObject *part, int proc, int with_lists) {
     return out;
 }
 
-/* The process part of a JSON line made here (what record._process_part makes, then encoded), cached by
- * the identity of (process, parent, ancestry) as the dict fragments are. */
-typedef struct { PyObject *p, *parent, *chain, *json; Py_ssize_t held; } ProcJson; /* held: as ProcSlot's */
-static ProcJson pj[PART_SLOTS];
-static Py_ssize_t pj_bytes;
+/* ---- the protobuf Event of a kernel event, without its dict: what the exporter would send for
+ * record.from_enriched(en) (nwwire.codec.to_event), less the identity fields it stamps on every event
+ * (host, agent, boot, seq). Equal to to_event's as a message, its fields in another order:
+ * tests/unit/test_native_pb.py parses it and compares, on the replay mix, edge strings and random ones.
+ * Used by the pipeline when an exporter is among the outputs (agent/pipeline.py _encodings). The field
+ * numbers and types are the descriptors' (configure_pb, from agent/outputs/record.py): none is written
+ * here. NOT_EXACT where to_event would do otherwise (a key of no field of the event's kind, a value of
+ * another type or out of range, text with no UTF-8): the dict is made and to_event decides. */
+enum { PB_NONE, PB_INT64, PB_UINT64, PB_UINT32, PB_BOOL, PB_STRING, PB_STRINGS };
+typedef struct { int num, type; } PbField;
+static PbField pb_proc[KEY_COUNT];  /* Process's fields by record key */
+static PbField pb_top[KEY_COUNT];   /* Event's own (event.truncated) */
+static PbField pb_none[KEY_COUNT];  /* no field: what the JSON emitter and a process part look up */
+static PbField *pb_kind[256];       /* per op: its kind member's fields by record key, or NULL */
+static int pb_member[256];          /* per op: the Event field of its kind member */
+static int pb_time, pb_name, pb_severity, pb_process, pb_container; /* Event's fields */
+static uint64_t pb_info;            /* Severity's number of "info" */
+static PyObject *container_pb_fn;   /* a container's record keys -> its Container message (bytes) or None */
 
-static void clear_pj(void) {
-    for (int i = 0; i < PART_SLOTS; i++) {
-        Py_CLEAR(pj[i].p); Py_CLEAR(pj[i].parent); Py_CLEAR(pj[i].chain); Py_CLEAR(pj[i].json);
-        pj[i].held = 0;
+static int pb_varint(Buf *b, uint64_t v) {
+    if (buf_grow(b, 10) < 0)
+        return -1;
+    char *d = b->p + b->n;
+    while (v > 0x7f) {
+        *d++ = (char)((v & 0x7f) | 0x80);
+        v >>= 7;
     }
-    pj_bytes = 0;
+    *d++ = (char)v;
+    b->n = d - b->p;
+    return 0;
+}
+
+static inline int pb_tag(Buf *b, int num, unsigned wire) { return pb_varint(b, ((uint64_t)num << 3) | wire); }
+
+static int pb_len(Buf *b, int num, const char *s, Py_ssize_t n) {
+    if (pb_tag(b, num, 2) < 0 || pb_varint(b, (uint64_t)n) < 0)
+        return -1;
+    return buf_put(b, s, n);
+}
+
+/* a string field: the str's UTF-8; one with none (a lone surrogate) is to_event's to clean */
+static int pb_text(Buf *b, int num, PyObject *o) {
+    if (!PyUnicode_CheckExact(o))
+        return NOT_EXACT;
+    Py_ssize_t n;
+    const char *s;
+    if (PyUnicode_IS_ASCII(o)) {
+        s = (const char *)PyUnicode_DATA(o);
+        n = PyUnicode_GET_LENGTH(o);
+    } else if ((s = PyUnicode_AsUTF8AndSize(o, &n)) == NULL) {
+        PyErr_Clear();
+        return NOT_EXACT;
+    }
+    return pb_len(b, num, s, n);
+}
+
+/* one field of a record value as codec._put takes it: an int (not a bool) in the field's range, a bool, a
+ * str, a list or tuple of str. No Python code runs here. */
+static int pb_field(Buf *b, PbField f, PyObject *v) {
+    switch (f.type) {
+    case PB_STRING:
+        return pb_text(b, f.num, v);
+    case PB_BOOL:
+        if (v != Py_True && v != Py_False)
+            return NOT_EXACT;
+        return pb_tag(b, f.num, 0) < 0 || pb_varint(b, v == Py_True) < 0 ? -1 : 0;
+    case PB_INT64: case PB_UINT64: case PB_UINT32: {
+        if (!PyLong_Check(v) || PyBool_Check(v))
+            return NOT_EXACT;
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && !overflow && PyErr_Occurred())
+            return -1;
+        uint64_t u = (uint64_t)x; /* a negative int64 in ten bytes, as protobuf writes it */
+        if (f.type != PB_INT64) {
+            if (overflow < 0 || (!overflow && x < 0))
+                return NOT_EXACT;
+            if (overflow) {
+                unsigned long long big = PyLong_AsUnsignedLongLong(v);
+                if (big == (unsigned long long)-1 && PyErr_Occurred()) { /* past 64 bits */
+                    PyErr_Clear();
+                    return NOT_EXACT;
+                }
+                u = big;
+            }
+            if (f.type == PB_UINT32 && u > 0xffffffffULL)
+                return NOT_EXACT;
+        } else if (overflow) {
+            return NOT_EXACT;
+        }
+        return pb_tag(b, f.num, 0) < 0 || pb_varint(b, u) < 0 ? -1 : 0;
+    }
+    case PB_STRINGS: {
+        if (!PyList_Check(v) && !PyTuple_Check(v))
+            return NOT_EXACT;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        PyObject **items = PySequence_Fast_ITEMS(v);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int r = pb_text(b, f.num, items[i]);
+            if (r)
+                return r;
+        }
+        return 0;
+    }
+    }
+    return NOT_EXACT;
+}
+
+/* ---- what both encoders share: which keys a kernel event's record has, in record.py's order. An Emit
+ * says where a key goes: the JSON line (one buffer) or one of an Event's messages (Process, the kind
+ * member, Event itself), so the two cannot come to disagree on what a record holds. */
+typedef struct Emit Emit;
+struct Emit {
+    int (*put)(Emit *e, int key, PyObject *val);
+    Buf *b;               /* JSON: the line; protobuf: the kind member's fields */
+    Buf *proc;            /* protobuf: Process's fields (JSON: the line) */
+    Buf *top;             /* protobuf: Event's own (JSON: the line) */
+    const PbField *kind;  /* protobuf: the op's kind member's fields */
+    int pb;
+};
+
+/* ,"process.args":[...] of an exec's argv tuple, which put_value leaves alone */
+static int put_args_json(Buf *b, PyObject *argv) {
+    if (!PyTuple_Check(argv))
+        return NOT_EXACT;
+    if (buf_put(b, key_json[KEY_ARGS], key_json_len[KEY_ARGS]) < 0 || buf_put(b, "[", 1) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(argv); i++) {
+        if (i && buf_put(b, ",", 1) < 0)
+            return -1;
+        PyObject *a = PyTuple_GET_ITEM(argv, i);
+        if (!PyUnicode_CheckExact(a))
+            return NOT_EXACT;
+        int r = put_str(b, a);
+        if (r)
+            return r;
+    }
+    return buf_put(b, "]", 1);
+}
+
+static int json_put(Emit *e, int key, PyObject *val) {
+    return key == KEY_ARGS ? put_args_json(e->b, val) : put_key_val(e->b, key, val);
+}
+
+/* a key to the message to_event puts it in: Process first, then the kind member, then Event's own; none
+ * (to_event's extra_json) is NOT_EXACT, as is an empty list of Process's (which travels there as []) */
+static int pb_put(Emit *e, int key, PyObject *val) {
+    if (val == NULL) {
+        PyErr_Format(PyExc_AttributeError, "no value for %s", KEY_TEXT[key]);
+        return -1;
+    }
+    if (pb_proc[key].num) {
+        if (pb_proc[key].type == PB_STRINGS && PyList_Check(val) && PyList_GET_SIZE(val) == 0)
+            return NOT_EXACT;
+        return pb_field(e->proc, pb_proc[key], val);
+    }
+    if (e->kind[key].num)
+        return pb_field(e->b, e->kind[key], val);
+    if (pb_top[key].num)
+        return pb_field(e->top, pb_top[key], val);
+    return NOT_EXACT;
+}
+
+static void emit_init(Emit *e, int pb, Buf *b, Buf *proc, Buf *top, const PbField *kind) {
+    e->put = pb ? pb_put : json_put;
+    e->b = b;
+    e->proc = proc;
+    e->top = top;
+    e->kind = kind;
+    e->pb = pb;
+}
+
+/* The process part of a record made here (what record._process_part makes, then encoded), cached by the
+ * identity of (process, parent, ancestry) as the dict fragments are: one cache per encoding. */
+typedef struct { PyObject *p, *parent, *chain, *enc; Py_ssize_t held; } PartEnc; /* held: as ProcSlot's */
+typedef struct { PartEnc e[PART_SLOTS]; Py_ssize_t bytes; } PartCache;
+static PartCache pj, ppb; /* the JSON one, the protobuf one */
+
+static void clear_part_cache(PartCache *c) {
+    for (int i = 0; i < PART_SLOTS; i++) {
+        Py_CLEAR(c->e[i].p); Py_CLEAR(c->e[i].parent); Py_CLEAR(c->e[i].chain); Py_CLEAR(c->e[i].enc);
+        c->e[i].held = 0;
+    }
+    c->bytes = 0;
 }
 static PyObject *s_space;
 
-/* ,"<exe key>":exe,"<cmd key>":" ".join(argv) of one ProcInfo */
-static int put_proc(Buf *b, PyObject *pi, int exe_key, int cmd_key) {
+/* the exe and " ".join(argv) of one ProcInfo under exe_key and cmd_key */
+static int put_proc(Emit *e, PyObject *pi, int exe_key, int cmd_key) {
     if (Py_TYPE(pi) != kinds[K_PROCINFO].type)
         return NOT_EXACT;
     PyObject *exe = SLOT(pi, K_PROCINFO, 2), *argv = SLOT(pi, K_PROCINFO, 3);
     if (exe == NULL || argv == NULL)
         return NOT_EXACT;
-    int r = put_key_val(b, exe_key, exe);
+    int r = e->put(e, exe_key, exe);
     if (r)
         return r;
     PyObject *cmd = PyUnicode_Join(s_space, argv); /* record.command_line */
@@ -1287,38 +1459,45 @@ static int put_proc(Buf *b, PyObject *pi, int exe_key, int cmd_key) {
         PyErr_Clear();
         return NOT_EXACT;
     }
-    r = put_key_val(b, cmd_key, cmd);
+    r = e->put(e, cmd_key, cmd);
     Py_DECREF(cmd);
     return r;
 }
 
-/* ,"process.ancestors.<what>":[...] of a chain's comm (field 6) or exe (field 2) */
-static int put_chain(Buf *b, PyObject *chain, int key, int field) {
-    if (!PyTuple_Check(chain))
+/* process.ancestors.<what> of a chain's comm (field 6) or exe (field 2): a JSON list, or the repeated field */
+static int put_chain(Emit *e, PyObject *chain, int key, int field) {
+    if (!PyTuple_Check(chain) || (e->pb && pb_proc[key].type != PB_STRINGS))
         return NOT_EXACT;
-    Py_ssize_t kn = key_json_len[key];
-    if (buf_put(b, key_json[key], kn) < 0 || buf_put(b, "[", 1) < 0)
+    Buf *b = e->proc;
+    if (!e->pb && (buf_put(b, key_json[key], key_json_len[key]) < 0 || buf_put(b, "[", 1) < 0))
         return -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(chain); i++) {
         PyObject *a = PyTuple_GET_ITEM(chain, i);
         if (Py_TYPE(a) != kinds[K_PROCINFO].type || SLOT(a, K_PROCINFO, field) == NULL)
             return NOT_EXACT;
-        if (i && buf_put(b, ",", 1) < 0)
-            return -1;
-        int r = put_str(b, SLOT(a, K_PROCINFO, field));
+        int r;
+        if (e->pb) {
+            r = pb_text(b, pb_proc[key].num, SLOT(a, K_PROCINFO, field));
+        } else {
+            if (i && buf_put(b, ",", 1) < 0)
+                return -1;
+            r = put_str(b, SLOT(a, K_PROCINFO, field));
+        }
         if (r)
             return r;
     }
-    return buf_put(b, "]", 1);
+    return e->pb ? 0 : buf_put(b, "]", 1);
 }
 
 /* the process part's bytes (a new reference), or Py_None (borrowed): not exactly encodable here */
-static PyObject *proc_json_direct(PyObject *p, PyObject *parent, PyObject *chain, int has_chain) {
+static PyObject *proc_part_direct(int pb, PyObject *p, PyObject *parent, PyObject *chain, int has_chain) {
     Buf b;
     buf_init(&b);
+    Emit e;
+    emit_init(&e, pb, &b, &b, &b, pb_none);
     int r = 0;
     if (p != Py_None) {
-        r = put_proc(&b, p, KEY_EXE, KEY_CMD);
+        r = put_proc(&e, p, KEY_EXE, KEY_CMD);
         PyObject *start = r ? NULL : SLOT(p, K_PROCINFO, 5);
         if (!r && start == NULL)
             r = NOT_EXACT;
@@ -1333,25 +1512,58 @@ static PyObject *proc_json_direct(PyObject *p, PyObject *parent, PyObject *chain
                 else if (ts == Py_None)
                     r = NOT_EXACT;
                 else {
-                    r = put_key_val(&b, KEY_START, ts);
+                    r = e.put(&e, KEY_START, ts);
                     Py_DECREF(ts);
                 }
             }
         }
     }
     if (!r && parent != Py_None)
-        r = put_proc(&b, parent, KEY_PEXE, KEY_PCMD);
+        r = put_proc(&e, parent, KEY_PEXE, KEY_PCMD);
     if (!r && has_chain) {
-        r = put_chain(&b, chain, KEY_ANC_NAME, 6);
+        r = put_chain(&e, chain, KEY_ANC_NAME, 6);
         if (!r)
-            r = put_chain(&b, chain, KEY_ANC_EXE, 2);
+            r = put_chain(&e, chain, KEY_ANC_EXE, 2);
     }
     PyObject *out = r < 0 ? NULL : r ? Py_None : PyBytes_FromStringAndSize(b.p, b.n);
     buf_free(&b);
     return out;
 }
 
-/* An exec's line is made here only when its process part says what the exec keys would overwrite: the
+/* an Enriched's process part onto dest, from the encoding's cache (made and kept when it is not there):
+ * 0, NOT_EXACT or -1 */
+static int put_proc_part(int pb, PartCache *cache, Buf *dest, PyObject *en) {
+    PyObject *p = SLOT(en, K_ENRICHED, E_PROCESS), *parent = SLOT(en, K_ENRICHED, E_PARENT);
+    PyObject *chain = SLOT(en, K_ENRICHED, E_ANCESTORS);
+    int has_chain = PyObject_IsTrue(chain);
+    if (has_chain < 0)
+        return -1;
+    if (p == Py_None && parent == Py_None && !has_chain)
+        return 0;
+    size_t h = (mix_ptr(p) * 31 + mix_ptr(parent) * 7 + mix_ptr(chain)) & (PART_SLOTS - 1);
+    PartEnc *e = &cache->e[h];
+    if (e->enc == NULL || e->p != p || e->parent != parent || e->chain != chain) {
+        PyObject *j = proc_part_direct(pb, p, parent, chain, has_chain);
+        if (j == NULL || j == Py_None)
+            return j == NULL ? -1 : NOT_EXACT;
+        if (PyBytes_GET_SIZE(j) > FRAGMENT_CACHE_MAX) { /* not kept: FRAGMENT_CACHE_MAX says why */
+            int r = buf_put(dest, PyBytes_AS_STRING(j), PyBytes_GET_SIZE(j));
+            Py_DECREF(j);
+            return r;
+        }
+        Py_ssize_t held = OBJ_BYTES + PyBytes_GET_SIZE(j) + held_bytes(p, parent, chain);
+        if (cache->bytes - e->held + held > PART_BYTES_MAX)
+            clear_part_cache(cache); /* PART_BYTES_MAX says why; en holds p, parent and chain */
+        Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); /* held: their ids are not reused meanwhile */
+        Py_XSETREF(e->p, p); Py_XSETREF(e->parent, parent); Py_XSETREF(e->chain, chain);
+        Py_XSETREF(e->enc, j);
+        cache->bytes += held - e->held;
+        e->held = held;
+    }
+    return buf_put(dest, PyBytes_AS_STRING(e->enc), PyBytes_GET_SIZE(e->enc));
+}
+
+/* An exec's record is made here only when its process part says what the exec keys would overwrite: the
  * table's entry made from this exec (exe and argv equal to the event's), as record._exec_keys sets
  * process.executable.path and process.command_line again in the place the part gave them. 1 yes, 0 no
  * (Python's flattener makes it), -1 error. */
@@ -1369,27 +1581,15 @@ static int exec_part_agrees(PyObject *en, PyObject *ev) {
 }
 
 /* record._exec_keys after the process part: what an exec adds (the flags only when true) */
-static int put_exec(Buf *b, PyObject *ev) {
+static int exec_keys(Emit *e, PyObject *ev) {
     PyObject *argv = SLOT(ev, K_EXEC, 12);
-    Py_ssize_t n = PyTuple_GET_SIZE(argv);
-    int r;
-    if (buf_put(b, key_json[KEY_ARGS], key_json_len[KEY_ARGS]) < 0 || buf_put(b, "[", 1) < 0)
-        return -1; /* ,"process.args":[ : a tuple, which put_value leaves alone */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i && buf_put(b, ",", 1) < 0)
-            return -1;
-        PyObject *a = PyTuple_GET_ITEM(argv, i);
-        if (!PyUnicode_CheckExact(a))
-            return NOT_EXACT;
-        if ((r = put_str(b, a)) != 0)
-            return r;
-    }
-    if (buf_put(b, "]", 1) < 0)
-        return -1;
-    PyObject *count = PyLong_FromSsize_t(n);
+    int r = e->put(e, KEY_ARGS, argv);
+    if (r)
+        return r;
+    PyObject *count = PyLong_FromSsize_t(PyTuple_GET_SIZE(argv));
     if (count == NULL)
         return -1;
-    r = put_key_val(b, KEY_ARGC, count);
+    r = e->put(e, KEY_ARGC, count);
     Py_DECREF(count);
     if (r)
         return r;
@@ -1406,48 +1606,169 @@ static int put_exec(Buf *b, PyObject *ev) {
             continue;
         if (opt[i].key >= KEY_MEMFD) /* a flag: written as true, whatever true value it holds */
             v = Py_True;
-        if ((r = put_key_val(b, opt[i].key, v)) != 0)
+        if ((r = e->put(e, opt[i].key, v)) != 0)
             return r;
-        if (opt[i].key2 >= 0 && (r = put_key_val(b, opt[i].key2, SLOT(ev, K_EXEC, opt[i].slot2))) != 0)
+        if (opt[i].key2 >= 0 && (r = e->put(e, opt[i].key2, SLOT(ev, K_EXEC, opt[i].slot2))) != 0)
             return r;
     }
     return 0;
 }
 
-/* ,"process.pid":..,"process.mount_ns":.. of an event: the eight header keys, encoded once per run of
- * records with the same header objects (the decoders hand the same ones out again: last_head) */
-static PyObject *head_of[8];
-static PyObject *head_json;
+/* the eight header keys of an event (process.pid .. process.mount_ns) onto dest, encoded once per run of
+ * records with the same header objects (the decoders hand the same ones out again: last_head); one cache
+ * per encoding */
+typedef struct { PyObject *of[8], *enc; } HeadCache;
+static HeadCache head_jc, head_pc;
 
-static int put_head(Buf *b, PyObject *ev, int kind) {
+static void clear_head_cache(HeadCache *c) {
+    for (int i = 0; i < 8; i++)
+        Py_CLEAR(c->of[i]);
+    Py_CLEAR(c->enc);
+}
+
+static int put_head(Emit *e, Buf *dest, HeadCache *hc, PyObject *ev, int kind) {
     static const int F[8] = {F_PID, F_TID, F_PPID, F_COMM, F_UID, F_GID, F_CGROUP, F_MNTNS};
     static const int K[8] = {KEY_PID, KEY_TID, KEY_PPID, KEY_COMM, KEY_UID, KEY_GID, KEY_CGROUP, KEY_MNTNS};
-    int same = head_json != NULL;
+    int same = hc->enc != NULL;
     for (int i = 0; same && i < 8; i++)
-        same = SLOT(ev, kind, F[i]) == head_of[i];
+        same = SLOT(ev, kind, F[i]) == hc->of[i];
     if (same) /* no Python code runs between the check and the copy */
-        return buf_put(b, PyBytes_AS_STRING(head_json), PyBytes_GET_SIZE(head_json));
-    Py_ssize_t at = b->n;
+        return buf_put(dest, PyBytes_AS_STRING(hc->enc), PyBytes_GET_SIZE(hc->enc));
+    Py_ssize_t at = dest->n;
     for (int i = 0; i < 8; i++) {
-        int r = put_key_val(b, K[i], SLOT(ev, kind, F[i]));
+        int r = e->put(e, K[i], SLOT(ev, kind, F[i]));
         if (r)
             return r;
     }
     for (int i = 0; i < 8; i++) /* a list (an event made in Python) can change: not cached */
         if (PyList_Check(SLOT(ev, kind, F[i])))
             return 0;
-    PyObject *j = PyBytes_FromStringAndSize(b->p + at, b->n - at);
+    PyObject *j = PyBytes_FromStringAndSize(dest->p + at, dest->n - at);
     if (j == NULL)
         return -1;
     /* the objects are held, so their ids are not reused while the encoding is cached; exact strs, ints
-     * and bools only (put_key_val wrote them, no list), whose deallocation runs no Python code */
+     * and bools only (put wrote them, no list), whose deallocation runs no Python code */
     for (int i = 0; i < 8; i++) {
         PyObject *o = SLOT(ev, kind, F[i]);
         Py_INCREF(o);
-        Py_XSETREF(head_of[i], o);
+        Py_XSETREF(hc->of[i], o);
     }
-    Py_XSETREF(head_json, j);
+    Py_XSETREF(hc->enc, j);
     return 0;
+}
+
+/* the keys of the event's own kind (record.py's file_keys, net_keys, ...): 0, NOT_EXACT or -1 */
+static int kind_keys(Emit *e, PyObject *ev, int kind, long op) {
+    int r = 0;
+    switch (kind) {
+    case K_FILE:
+        r = e->put(e, KEY_FPATH, SLOT(ev, K_FILE, 11));
+        if (!r) r = e->put(e, KEY_RET, SLOT(ev, K_FILE, 13));
+        if (r) break;
+        switch (op) {
+        case 10:
+            r = e->put(e, KEY_OFLAGS, SLOT(ev, K_FILE, 14));
+            if (!r) r = e->put(e, KEY_FMODE, SLOT(ev, K_FILE, 15));
+            break;
+        case 12: r = e->put(e, KEY_FTARGET, SLOT(ev, K_FILE, 12)); break;
+        case 13: r = e->put(e, KEY_FMODE, SLOT(ev, K_FILE, 15)); break;
+        case 14:
+            r = e->put(e, KEY_FOWNER, SLOT(ev, K_FILE, 18));
+            if (!r) r = e->put(e, KEY_FGROUP, SLOT(ev, K_FILE, 19));
+            break;
+        case 15: case 16: r = e->put(e, KEY_FLINK, SLOT(ev, K_FILE, 12)); break;
+        }
+        if (!r) {
+            int nonneg = fd_nonneg(SLOT(ev, K_FILE, 17));
+            if (nonneg < 0)
+                r = -1;
+            else if (nonneg)
+                r = e->put(e, KEY_FDESC, SLOT(ev, K_FILE, 17));
+        }
+        break;
+    case K_NET:
+        r = e->put(e, KEY_NTYPE, SLOT(ev, K_NET, 13));
+        if (!r) r = e->put(e, KEY_NTRANSPORT, SLOT(ev, K_NET, 14));
+        if (!r) r = e->put(e, KEY_RET, SLOT(ev, K_NET, 11));
+        if (r) break;
+        if (op == 20 || op == 21 || op == 26 || op == 25) {
+            r = e->put(e, KEY_PEER_ADDR, SLOT(ev, K_NET, 15));
+            if (!r) r = e->put(e, KEY_PEER_PORT, SLOT(ev, K_NET, 16));
+        } else if (op != OP_NET_SOCKET) {
+            r = e->put(e, KEY_LOCAL_ADDR, SLOT(ev, K_NET, 15));
+            if (!r) r = e->put(e, KEY_LOCAL_PORT, SLOT(ev, K_NET, 16));
+        }
+        if (r) break;
+        if (op == 23) {
+            r = e->put(e, KEY_BACKLOG, SLOT(ev, K_NET, 17));
+        } else if (op == OP_NET_SOCKET) {
+            r = e->put(e, KEY_NFD, SLOT(ev, K_NET, 11));
+            if (!r) r = e->put(e, KEY_NPROTO, SLOT(ev, K_NET, 19));
+        } else if (op == 25) {
+            r = e->put(e, KEY_NFD, SLOT(ev, K_NET, 12));
+            if (!r) r = e->put(e, KEY_DUPFD, SLOT(ev, K_NET, 18));
+        }
+        break;
+    case K_FORK:
+        r = e->put(e, KEY_CHILD, SLOT(ev, K_FORK, 11));
+        break;
+    case K_EXEC:
+        r = exec_keys(e, ev);
+        break;
+    case K_EXIT: {
+        PyObject *sig = SLOT(ev, K_EXIT, 12);
+        r = e->put(e, KEY_EXIT_CODE, SLOT(ev, K_EXIT, 11));
+        if (!r) {
+            int t = PyObject_IsTrue(sig);
+            if (t < 0) r = -1;
+            else if (t) r = e->put(e, KEY_EXIT_SIG, sig);
+        }
+        break;
+    }
+    }
+    return r;
+}
+
+/* the file.resolved_path and event.truncated keys, each when set, as record.py adds them after the
+ * process part */
+static int resolved_trunc_keys(Emit *e, PyObject *en, PyObject *ev, int kind) {
+    PyObject *resolved = SLOT(en, K_ENRICHED, E_RESOLVED);
+    int t = PyObject_IsTrue(resolved);
+    int r = t < 0 ? -1 : t ? e->put(e, KEY_RESOLVED, resolved) : 0;
+    if (r)
+        return r;
+    t = PyObject_IsTrue(SLOT(ev, kind, F_TRUNC));
+    return t < 0 ? -1 : t ? e->put(e, KEY_TRUNC, Py_True) : 0;
+}
+
+/* The kernel event an encoder may write: its kind (K_FILE .. K_EXEC) and op, -1 when it is not one (another
+ * type, a slot never set, an exec whose record Python's flattener makes, an op without a name), -2 with an
+ * error set. */
+static int encodable(PyObject *en, PyObject **evp, long *opp) {
+    if (Py_TYPE(en) != kinds[K_ENRICHED].type)
+        return -1;
+    PyObject *ev = SLOT(en, K_ENRICHED, E_EVENT);
+    if (ev == NULL)
+        return -1;
+    PyTypeObject *t = Py_TYPE(ev);
+    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
+             : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT
+             : t == kinds[K_EXEC].type ? K_EXEC : -1;
+    if (kind < 0 || !all_set(en, ev, kind))
+        return -1;
+    if (kind == K_EXEC) {
+        int agrees = exec_part_agrees(en, ev);
+        if (agrees <= 0)
+            return agrees < 0 ? -2 : -1;
+    }
+    long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
+    if (op == -1 && PyErr_Occurred())
+        return -2;
+    if (op < 0 || op > 255 || names[op] == NULL)
+        return -1;
+    *evp = ev;
+    *opp = op;
+    return kind;
 }
 
 /* {"event.name":"<name of op>","timestamp":" per op, made once (names are set by configure_flatten) */
@@ -1473,30 +1794,46 @@ static PyObject *line_prefix(long op) {
     return out;
 }
 
-static PyObject *json_or_none(PyObject *en) {
-    if (Py_TYPE(en) != kinds[K_ENRICHED].type)
-        Py_RETURN_NONE;
-    PyObject *ev = SLOT(en, K_ENRICHED, E_EVENT);
-    if (ev == NULL)
-        Py_RETURN_NONE;
-    PyTypeObject *t = Py_TYPE(ev);
-    int kind = t == kinds[K_FILE].type ? K_FILE : t == kinds[K_NET].type ? K_NET
-             : t == kinds[K_FORK].type ? K_FORK : t == kinds[K_EXIT].type ? K_EXIT
-             : t == kinds[K_EXEC].type ? K_EXEC : -1;
-    if (kind < 0 || !all_set(en, ev, kind))
-        Py_RETURN_NONE;
-    if (kind == K_EXEC) {
-        int agrees = exec_part_agrees(en, ev);
-        if (agrees < 0)
-            return NULL;
-        if (!agrees)
-            Py_RETURN_NONE;
+/* a container's encoded keys onto dest, made once per part tuple into enc/enc_of (cont_json, cont_pb):
+ * by fragment_json, or by container_pb_fn (to_event's own Container message of those keys) */
+static int put_container(int pb, Buf *dest, PyObject *c, PyObject **enc, PyObject **enc_of) {
+    PyObject *part = container_part(c);
+    if (part == NULL)
+        return -1;
+    size_t h = mix_ptr(c) & (PART_SLOTS - 1);
+    if (enc_of[h] != part) {
+        Py_INCREF(part); /* held while encoded, as in flat_or_none: it is only borrowed from its slot */
+        PyObject *j = pb ? PyObject_CallOneArg(container_pb_fn, PyTuple_GET_ITEM(part, 1)) : fragment_json(part, 0, 0);
+        if (j != NULL && j != Py_None && !PyBytes_CheckExact(j)) {
+            Py_DECREF(j);
+            PyErr_SetString(PyExc_TypeError, "the container's message must be bytes or None");
+            j = NULL;
+        }
+        if (j == NULL || j == Py_None) {
+            if (pb)
+                Py_XDECREF(j); /* the callback's None is a new reference, fragment_json's borrowed */
+            Py_DECREF(part);
+            return j == NULL ? -1 : NOT_EXACT;
+        }
+        Py_XSETREF(enc[h], j);
+        Py_XSETREF(enc_of[h], part); /* takes the reference held above */
     }
-    long op = PyLong_AsLong(SLOT(ev, kind, F_OP));
-    if (op == -1 && PyErr_Occurred())
-        return NULL;
-    if (op < 0 || op > 255 || names[op] == NULL)
+    if (!pb)
+        return buf_put(dest, PyBytes_AS_STRING(enc[h]), PyBytes_GET_SIZE(enc[h]));
+    if (PyBytes_GET_SIZE(enc[h]) == 0) /* no key: to_event leaves Event.container out */
+        return 0;
+    return pb_len(dest, pb_container, PyBytes_AS_STRING(enc[h]), PyBytes_GET_SIZE(enc[h]));
+}
+
+static PyObject *json_or_none(PyObject *en) {
+    PyObject *ev;
+    long op;
+    int kind = encodable(en, &ev, &op);
+    if (kind < 0) {
+        if (kind == -2)
+            return NULL;
         Py_RETURN_NONE;
+    }
     char ts[96];
     Py_ssize_t ts_n;
     int tsr = ts_text(SLOT(ev, kind, F_TS), ts, &ts_n);
@@ -1512,157 +1849,139 @@ static PyObject *json_or_none(PyObject *en) {
         return NULL;
     Buf b;
     buf_init(&b);
+    Emit e;
+    emit_init(&e, 0, &b, &b, &b, pb_none);
     /* {"event.name":"<name>","timestamp":"<ts>","event.severity":"info" */
     int r = buf_put(&b, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
     if (!r) r = buf_put(&b, ts, ts_n);
     if (!r) r = buf_put(&b, "\",\"event.severity\":\"info\"", 25);
-    if (!r) r = put_head(&b, ev, kind);
-    if (r)
-        goto out;
-    PyObject *p = SLOT(en, K_ENRICHED, E_PROCESS), *parent = SLOT(en, K_ENRICHED, E_PARENT);
-    PyObject *chain = SLOT(en, K_ENRICHED, E_ANCESTORS);
-    int has_chain = PyObject_IsTrue(chain);
-    if (has_chain < 0) {
-        r = -1;
-        goto out;
-    }
-    if (p != Py_None || parent != Py_None || has_chain) {
-        size_t h = (mix_ptr(p) * 31 + mix_ptr(parent) * 7 + mix_ptr(chain)) & (PART_SLOTS - 1);
-        ProcJson *e = &pj[h];
-        if (e->json == NULL || e->p != p || e->parent != parent || e->chain != chain) {
-            PyObject *j = proc_json_direct(p, parent, chain, has_chain);
-            if (j == NULL || j == Py_None) {
-                r = j == NULL ? -1 : NOT_EXACT;
-                goto out;
-            }
-            if (PyBytes_GET_SIZE(j) > FRAGMENT_CACHE_MAX) { /* not kept: FRAGMENT_CACHE_MAX says why */
-                r = buf_put(&b, PyBytes_AS_STRING(j), PyBytes_GET_SIZE(j));
-                Py_DECREF(j);
-                if (r)
-                    goto out;
-                goto after_proc;
-            }
-            Py_ssize_t held = OBJ_BYTES + PyBytes_GET_SIZE(j) + held_bytes(p, parent, chain);
-            if (pj_bytes - e->held + held > PART_BYTES_MAX)
-                clear_pj(); /* PART_BYTES_MAX says why; en holds p, parent and chain */
-            Py_INCREF(p); Py_INCREF(parent); Py_INCREF(chain); /* held: their ids are not reused meanwhile */
-            Py_XSETREF(e->p, p); Py_XSETREF(e->parent, parent); Py_XSETREF(e->chain, chain);
-            Py_XSETREF(e->json, j);
-            pj_bytes += held - e->held;
-            e->held = held;
-        }
-        r = buf_put(&b, PyBytes_AS_STRING(e->json), PyBytes_GET_SIZE(e->json));
-        if (r)
-            goto out;
-    }
-after_proc:;
-    PyObject *resolved = SLOT(en, K_ENRICHED, E_RESOLVED);
-    int tr = PyObject_IsTrue(resolved);
-    if (tr < 0 || (tr && (r = put_key_val(&b, KEY_RESOLVED, resolved)) != 0)) {
-        if (tr < 0) r = -1;
-        goto out;
-    }
-    tr = PyObject_IsTrue(SLOT(ev, kind, F_TRUNC));
-    if (tr < 0 || (tr && (r = put_key_val(&b, KEY_TRUNC, Py_True)) != 0)) {
-        if (tr < 0) r = -1;
-        goto out;
-    }
-    switch (kind) {
-    case K_FILE:
-        r = put_key_val(&b, KEY_FPATH, SLOT(ev, K_FILE, 11));
-        if (!r) r = put_key_val(&b, KEY_RET, SLOT(ev, K_FILE, 13));
-        if (r) break;
-        switch (op) {
-        case 10:
-            r = put_key_val(&b, KEY_OFLAGS, SLOT(ev, K_FILE, 14));
-            if (!r) r = put_key_val(&b, KEY_FMODE, SLOT(ev, K_FILE, 15));
-            break;
-        case 12: r = put_key_val(&b, KEY_FTARGET, SLOT(ev, K_FILE, 12)); break;
-        case 13: r = put_key_val(&b, KEY_FMODE, SLOT(ev, K_FILE, 15)); break;
-        case 14:
-            r = put_key_val(&b, KEY_FOWNER, SLOT(ev, K_FILE, 18));
-            if (!r) r = put_key_val(&b, KEY_FGROUP, SLOT(ev, K_FILE, 19));
-            break;
-        case 15: case 16: r = put_key_val(&b, KEY_FLINK, SLOT(ev, K_FILE, 12)); break;
-        }
-        if (!r) {
-            int nonneg = fd_nonneg(SLOT(ev, K_FILE, 17));
-            if (nonneg < 0)
-                r = -1;
-            else if (nonneg)
-                r = put_key_val(&b, KEY_FDESC, SLOT(ev, K_FILE, 17));
-        }
-        break;
-    case K_NET:
-        r = put_key_val(&b, KEY_NTYPE, SLOT(ev, K_NET, 13));
-        if (!r) r = put_key_val(&b, KEY_NTRANSPORT, SLOT(ev, K_NET, 14));
-        if (!r) r = put_key_val(&b, KEY_RET, SLOT(ev, K_NET, 11));
-        if (r) break;
-        if (op == 20 || op == 21 || op == 26 || op == 25) {
-            r = put_key_val(&b, KEY_PEER_ADDR, SLOT(ev, K_NET, 15));
-            if (!r) r = put_key_val(&b, KEY_PEER_PORT, SLOT(ev, K_NET, 16));
-        } else if (op != OP_NET_SOCKET) {
-            r = put_key_val(&b, KEY_LOCAL_ADDR, SLOT(ev, K_NET, 15));
-            if (!r) r = put_key_val(&b, KEY_LOCAL_PORT, SLOT(ev, K_NET, 16));
-        }
-        if (r) break;
-        if (op == 23) {
-            r = put_key_val(&b, KEY_BACKLOG, SLOT(ev, K_NET, 17));
-        } else if (op == OP_NET_SOCKET) {
-            r = put_key_val(&b, KEY_NFD, SLOT(ev, K_NET, 11));
-            if (!r) r = put_key_val(&b, KEY_NPROTO, SLOT(ev, K_NET, 19));
-        } else if (op == 25) {
-            r = put_key_val(&b, KEY_NFD, SLOT(ev, K_NET, 12));
-            if (!r) r = put_key_val(&b, KEY_DUPFD, SLOT(ev, K_NET, 18));
-        }
-        break;
-    case K_FORK:
-        r = put_key_val(&b, KEY_CHILD, SLOT(ev, K_FORK, 11));
-        break;
-    case K_EXEC:
-        r = put_exec(&b, ev);
-        break;
-    case K_EXIT: {
-        PyObject *sig = SLOT(ev, K_EXIT, 12);
-        r = put_key_val(&b, KEY_EXIT_CODE, SLOT(ev, K_EXIT, 11));
-        if (!r) {
-            tr = PyObject_IsTrue(sig);
-            if (tr < 0) r = -1;
-            else if (tr) r = put_key_val(&b, KEY_EXIT_SIG, sig);
-        }
-        break;
-    }
-    }
-    if (r)
-        goto out;
+    if (!r) r = put_head(&e, &b, &head_jc, ev, kind);
+    if (!r) r = put_proc_part(0, &pj, &b, en);
+    if (!r) r = resolved_trunc_keys(&e, en, ev, kind);
+    if (!r) r = kind_keys(&e, ev, kind, op);
     PyObject *c = SLOT(en, K_ENRICHED, E_CONTAINER);
-    if (c != Py_None) {
-        PyObject *part = container_part(c);
-        if (part == NULL) {
-            r = -1;
-            goto out;
-        }
-        size_t h = mix_ptr(c) & (PART_SLOTS - 1);
-        if (cont_json_of[h] != part) {
-            Py_INCREF(part); /* held while encoded, as in flat_or_none: it is only borrowed from its slot */
-            PyObject *j = fragment_json(part, 0, 0);
-            if (j == NULL || j == Py_None) {
-                Py_DECREF(part);
-                r = j == NULL ? -1 : NOT_EXACT;
-                goto out;
-            }
-            Py_XSETREF(cont_json[h], j);
-            Py_XSETREF(cont_json_of[h], part); /* takes the reference held above */
-        }
-        r = buf_put(&b, PyBytes_AS_STRING(cont_json[h]), PyBytes_GET_SIZE(cont_json[h]));
-        if (r)
-            goto out;
-    }
-    r = buf_put(&b, "}\n", 2);
-out:;
+    if (!r && c != Py_None)
+        r = put_container(0, &b, c, cont_json, cont_json_of);
+    if (!r)
+        r = buf_put(&b, "}\n", 2);
     PyObject *res = r < 0 ? NULL : r ? (Py_INCREF(Py_None), Py_None) : PyBytes_FromStringAndSize(b.p, b.n);
     buf_free(&b);
     return res;
+}
+
+static PyObject *pb_or_none(PyObject *en) {
+    PyObject *ev;
+    long op;
+    int kind = encodable(en, &ev, &op);
+    if (kind < 0) {
+        if (kind == -2)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (pb_kind[op] == NULL || pb_process == 0)
+        Py_RETURN_NONE;
+    /* the timestamp as the record writes it (ts_text), so to_event reads back the same number */
+    char ts[96];
+    Py_ssize_t ts_n;
+    int tsr = ts_text(SLOT(ev, kind, F_TS), ts, &ts_n);
+    if (tsr < 0)
+        return NULL;
+    if (tsr)
+        Py_RETURN_NONE;
+    long long ts_ns = PyLong_AsLongLong(SLOT(ev, kind, F_TS));
+    if (ts_ns == -1 && PyErr_Occurred())
+        return NULL;
+    Buf kb, proc, top, out;
+    buf_init(&kb); buf_init(&proc); buf_init(&top); buf_init(&out);
+    Emit e;
+    emit_init(&e, 1, &kb, &proc, &top, pb_kind[op]);
+    int r = put_head(&e, &proc, &head_pc, ev, kind);
+    if (!r) r = put_proc_part(1, &ppb, &proc, en);
+    if (!r) r = resolved_trunc_keys(&e, en, ev, kind);
+    if (!r) r = kind_keys(&e, ev, kind, op);
+    /* Event: time, name, severity (info), its own (truncated), Process, the kind member, Container */
+    if (!r) r = pb_tag(&out, pb_time, 0) < 0 || pb_varint(&out, (uint64_t)ts_ns) < 0 ? -1 : 0;
+    if (!r) r = pb_text(&out, pb_name, names[op]);
+    if (!r) r = pb_tag(&out, pb_severity, 0) < 0 || pb_varint(&out, pb_info) < 0 ? -1 : 0;
+    if (!r) r = buf_put(&out, top.p, top.n);
+    if (!r) r = pb_len(&out, pb_process, proc.p, proc.n);
+    if (!r) r = pb_len(&out, pb_member[op], kb.p, kb.n);
+    PyObject *c = SLOT(en, K_ENRICHED, E_CONTAINER);
+    if (!r && c != Py_None)
+        r = put_container(1, &out, c, cont_pb, cont_pb_of);
+    PyObject *res = r < 0 ? NULL : r ? (Py_INCREF(Py_None), Py_None) : PyBytes_FromStringAndSize(out.p, out.n);
+    buf_free(&kb); buf_free(&proc); buf_free(&top); buf_free(&out);
+    return res;
+}
+
+/* what run and encoded make of a record: 1 its JSON line, 2 its Event, 3 both as a (line, event) tuple */
+#define ENC_JSON 1
+#define ENC_PB 2
+
+/* a new reference: the record's encoding(s) per `mode`, Py_None (borrowed) when either is not made here,
+ * NULL with an error */
+static PyObject *encode_record(PyObject *en, long mode) {
+    PyObject *line = NULL, *evb = NULL;
+    if (mode & ENC_JSON) {
+        line = json_or_none(en);
+        if (line == NULL || line == Py_None)
+            return line == NULL ? NULL : (Py_DECREF(line), Py_None);
+        if (mode == ENC_JSON)
+            return line;
+    }
+    evb = pb_or_none(en);
+    if (evb == NULL || evb == Py_None) {
+        Py_XDECREF(line);
+        return evb == NULL ? NULL : (Py_DECREF(evb), Py_None);
+    }
+    if (line == NULL)
+        return evb;
+    PyObject *both = PyTuple_Pack(2, line, evb);
+    Py_DECREF(line);
+    Py_DECREF(evb);
+    return both;
+}
+
+/* frame_events(events, identity, seq, events_field, seq_field): the exporter's framing of Events made by
+ * encoded(en, 2), as bytes: per event, the field `events_field` (Batch.events) holding `identity` (the
+ * exporter's node, agent and boot fields, already encoded), the field `seq_field` = seq, seq + 1, ... and the
+ * event's own bytes (agent/outputs/grpc_exporter.py _spool_batch; its Python framing is the reference:
+ * tests/unit/test_native_pb.py). */
+static PyObject *frame_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyBytes_CheckExact(args[1]))
+        return PyErr_Format(PyExc_TypeError, "frame_events(events: list of bytes, identity: bytes, seq, "
+                                             "events_field, seq_field)");
+    unsigned long long seq = PyLong_AsUnsignedLongLong(args[2]);
+    long ef = PyLong_AsLong(args[3]), sf = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (ef < 1 || ef > 536870911 || sf < 1 || sf > 536870911)
+        return PyErr_Format(PyExc_ValueError, "frame_events: field numbers are 1 .. 2^29 - 1");
+    PyObject *events = args[0];
+    const char *id = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t idn = PyBytes_GET_SIZE(args[1]);
+    Buf b, seqb;
+    buf_init(&b);
+    int r = 0;
+    for (Py_ssize_t i = 0; !r && i < PyList_GET_SIZE(events); i++, seq++) {
+        PyObject *ev = PyList_GET_ITEM(events, i);
+        if (!PyBytes_CheckExact(ev)) {
+            PyErr_SetString(PyExc_TypeError, "frame_events: an event that is not bytes");
+            r = -1;
+            break;
+        }
+        buf_init(&seqb);
+        r = pb_tag(&seqb, (int)sf, 0) < 0 || pb_varint(&seqb, seq) < 0 ? -1 : 0;
+        Py_ssize_t n = idn + seqb.n + PyBytes_GET_SIZE(ev);
+        if (!r) r = pb_tag(&b, (int)ef, 2) < 0 || pb_varint(&b, (uint64_t)n) < 0 ? -1 : 0;
+        if (!r) r = buf_put(&b, id, idn);
+        if (!r) r = buf_put(&b, seqb.p, seqb.n);
+        if (!r) r = buf_put(&b, PyBytes_AS_STRING(ev), PyBytes_GET_SIZE(ev));
+        buf_free(&seqb);
+    }
+    PyObject *out = r ? NULL : PyBytes_FromStringAndSize(b.p, b.n);
+    buf_free(&b);
+    return out;
 }
 
 /* json_line(en): the JSON log's line of a kernel event (bytes), or None: flatten and orjson it */
@@ -1670,6 +1989,26 @@ static PyObject *json_line(PyObject *self, PyObject *en) {
     if (!configured || python_flatten == NULL)
         return need_config();
     return json_or_none(en);
+}
+
+/* encoded(en, mode): the record as run makes it for `mode` (1 the JSON line, 2 the Event's bytes, 3 both as
+ * a tuple), or None: make its dict */
+static PyObject *encoded(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!configured || python_flatten == NULL)
+        return need_config();
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "encoded(en, mode)");
+    long mode = PyLong_AsLong(args[1]);
+    if (mode == -1 && PyErr_Occurred())
+        return NULL;
+    if (mode < 1 || mode > 3)
+        return PyErr_Format(PyExc_ValueError, "encoded: mode 1 (JSON), 2 (protobuf) or 3 (both), not %ld", mode);
+    if ((mode & ENC_PB) && pb_process == 0)
+        return PyErr_Format(PyExc_RuntimeError, "encoded: configure_pb first");
+    PyObject *out = encode_record(args[0], mode);
+    if (out == Py_None)
+        Py_INCREF(out);
+    return out;
 }
 
 static int init_key_json(void) {
@@ -1861,7 +2200,7 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
 }
 
 /* run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, judge, enrich, show_fork, watch,
- *     watch_spec) -> (i, event or None, Enriched or None):
+ *     watch_spec, mode) -> (i, event or None, Enriched or None):
  * Pipeline._process for records batch[i:], in order, without a Python frame per record. A record
  * whose op's decoder is this module's (mask[op]: 1 file, 2 net, 3 fork, 4 exit, 5 exec) is decoded
  * here; a file or net event whose context the batch's memo holds is enriched here (from_memo), every
@@ -1869,8 +2208,8 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * container resolver stay Python); a fork is then left out unless `show_fork`; an event without a
  * container whose cgroup is in `young` (the resolver's young cgroups: the hold may want it) goes back
  * to Python, as does an exec the kernel's rules acted on (its record names the rule) and an event whose
- * line this module does not write exactly; the rest get their JSON line (json_line) on `records`, the
- * op on `line_ops`, and (Enriched, position) on `judge` when judge_mode is 2 (every event) or 1 and it
+ * record this module does not encode exactly; the rest get their encoding on `records` (encoded(en, mode):
+ * the JSON line, the Event's bytes, or both as a (line, event) tuple), the op on `line_ops`, and (Enriched, position) on `judge` when judge_mode is 2 (every event) or 1 and it
  * has a container; then, where `watch` is a callable and watch_spec lets the event through (its op, and
  * watch_wants of its path for the ops that say so), watch(Enriched). It stops at the first record it
  * does not finish and returns its index with its event and Enriched as far as it got (None, None: another
@@ -1961,12 +2300,19 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *last) {
     if (!configured || python_flatten == NULL)
         return need_config();
-    if (nargs != 14 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
+    if (nargs != 15 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[3]) ||
         !PyBytes_CheckExact(args[5]) || PyBytes_GET_SIZE(args[5]) != 256 || !PyList_CheckExact(args[7]) ||
         !PyList_CheckExact(args[8]) || !PyList_CheckExact(args[9]) || !PyCallable_Check(args[10]) ||
         (args[12] != Py_None && !PyCallable_Check(args[12]))) {
         PyErr_SetString(PyExc_TypeError, "run(batch, i, clock, memo, young, mask, judge_mode, records, line_ops, "
-                                         "judge, enrich, show_fork, watch, watch_spec)");
+                                         "judge, enrich, show_fork, watch, watch_spec, mode)");
+        return NULL;
+    }
+    long enc_mode = PyLong_AsLong(args[14]);
+    if (enc_mode == -1 && PyErr_Occurred())
+        return NULL;
+    if (enc_mode < 1 || enc_mode > 3 || ((enc_mode & ENC_PB) && pb_process == 0)) {
+        PyErr_SetString(PyExc_ValueError, "run: mode 1 (JSON), 2 (protobuf: configure_pb first) or 3 (both)");
         return NULL;
     }
     /* watch: None, or a callable given each Enriched its spec (ops, prefixes, literals) lets through: ops
@@ -2077,9 +2423,8 @@ static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *las
                 return Py_BuildValue("(nNN)", i, ev, en);
             }
         }
-        PyObject *line = json_or_none(en);
-        if (line == NULL || line == Py_None) {
-            Py_XDECREF(line);
+        PyObject *line = encode_record(en, enc_mode);
+        if (line == NULL || line == Py_None) { /* (None: borrowed) */
             PyErr_Clear();
             return Py_BuildValue("(nNN)", i, ev, en);
         }
@@ -2153,17 +2498,129 @@ static PyObject *configure_flatten(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* a {record key: (field number, type name)} table into by_key (indexed by this module's keys); keys this
+ * module never writes are left out */
+static int pb_table(PyObject *d, PbField *by_key) {
+    static const char *TYPES[] = {NULL, "int64", "uint64", "uint32", "bool", "string", "strings"};
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "configure_pb: a table is a dict of record key -> (number, type)");
+        return -1;
+    }
+    for (int k = 0; k < KEY_COUNT; k++) {
+        PyObject *ent = PyDict_GetItemString(d, KEY_TEXT[k]); /* borrowed */
+        by_key[k].num = by_key[k].type = 0;
+        if (ent == NULL)
+            continue;
+        int num;
+        const char *type;
+        if (!PyTuple_Check(ent) || !PyArg_ParseTuple(ent, "is", &num, &type)) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "configure_pb: %s: not a (number, type) tuple", KEY_TEXT[k]);
+            return -1;
+        }
+        int t = 0;
+        for (int i = 1; i < (int)(sizeof TYPES / sizeof TYPES[0]); i++)
+            if (strcmp(type, TYPES[i]) == 0)
+                t = i;
+        if (t == 0 || num < 1 || num > 536870911) {
+            PyErr_Format(PyExc_ValueError, "configure_pb: %s: (%d, %s) is no field", KEY_TEXT[k], num, type);
+            return -1;
+        }
+        by_key[k].num = num;
+        by_key[k].type = t;
+    }
+    return 0;
+}
+
+/* configure_pb(event, top, process, members, container_fn): Event's fields (a dict of "time", "name",
+ * "severity", "process", "container" -> number, and "info" -> Severity's number for it); the record keys
+ * of Event's own fields and of Process's (record key -> (number, type): int64, uint64, uint32, bool, string,
+ * strings); per op, (the number of its kind member, that member's table); container_fn, a container's
+ * record keys -> its Container message (bytes) or None. agent/outputs/record.py makes them from the
+ * descriptors. */
+static PyObject *configure_pb(PyObject *self, PyObject *args) {
+    PyObject *event, *top, *proc, *members, *cfn;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O", &PyDict_Type, &event, &PyDict_Type, &top, &PyDict_Type, &proc,
+                          &PyDict_Type, &members, &cfn))
+        return NULL;
+    if (!configured || python_flatten == NULL)
+        return need_config();
+    if (!PyCallable_Check(cfn))
+        return PyErr_Format(PyExc_TypeError, "configure_pb: container_fn must be callable");
+    static const char *EV[] = {"time", "name", "severity", "process", "container", "info"};
+    long v[6];
+    for (int i = 0; i < 6; i++) {
+        PyObject *n = PyDict_GetItemString(event, EV[i]);
+        if (n == NULL || (v[i] = PyLong_AsLong(n)) < (i == 5 ? 0 : 1))
+            return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "configure_pb: event[%s]", EV[i]);
+    }
+    static PbField t_top[KEY_COUNT], t_proc[KEY_COUNT];
+    if (pb_table(top, t_top) < 0 || pb_table(proc, t_proc) < 0)
+        return NULL;
+    static const int HEAD[8] = {KEY_PID, KEY_TID, KEY_PPID, KEY_COMM, KEY_UID, KEY_GID, KEY_CGROUP, KEY_MNTNS};
+    for (int i = 0; i < 8; i++) /* put_head caches them as one run of Process's bytes */
+        if (t_proc[HEAD[i]].num == 0)
+            return PyErr_Format(PyExc_ValueError, "configure_pb: %s is no field of Process", KEY_TEXT[HEAD[i]]);
+    PbField *t_kind[256] = {NULL};
+    int t_member[256] = {0};
+    PyObject *k, *val;
+    Py_ssize_t pos = 0;
+    int bad = 0;
+    while (!bad && PyDict_Next(members, &pos, &k, &val)) {
+        long op = PyLong_AsLong(k);
+        PyObject *table;
+        int num;
+        if (op < 0 || op > 255 || !PyTuple_Check(val) || !PyArg_ParseTuple(val, "iO", &num, &table) || num < 1) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "configure_pb: members: op (0..255) -> (number, table)");
+            bad = 1;
+            break;
+        }
+        if (t_kind[op] == NULL && (t_kind[op] = PyMem_Calloc(KEY_COUNT, sizeof(PbField))) == NULL) {
+            PyErr_NoMemory();
+            bad = 1;
+            break;
+        }
+        t_member[op] = num;
+        bad = pb_table(table, t_kind[op]) < 0;
+    }
+    if (bad) {
+        for (int op = 0; op < 256; op++)
+            PyMem_Free(t_kind[op]);
+        return NULL;
+    }
+    /* all checked: in force at once (the protobuf caches hold encodings made with the old numbers) */
+    clear_part_cache(&ppb);
+    clear_head_cache(&head_pc);
+    for (int i = 0; i < PART_SLOTS; i++) {
+        Py_CLEAR(cont_pb[i]);
+        Py_CLEAR(cont_pb_of[i]);
+    }
+    memcpy(pb_top, t_top, sizeof pb_top);
+    memcpy(pb_proc, t_proc, sizeof pb_proc);
+    for (int op = 0; op < 256; op++) {
+        PyMem_Free(pb_kind[op]);
+        pb_kind[op] = t_kind[op];
+        pb_member[op] = t_member[op];
+    }
+    pb_time = (int)v[0]; pb_name = (int)v[1]; pb_severity = (int)v[2]; pb_process = (int)v[3];
+    pb_container = (int)v[4]; pb_info = (uint64_t)v[5];
+    Py_INCREF(cfn);
+    Py_XSETREF(container_pb_fn, cfn);
+    Py_RETURN_NONE;
+}
+
 /* forget every cached fragment (tests; a reload never needs it: fragments follow identities) */
 static PyObject *clear_parts(PyObject *self, PyObject *unused) {
     clear_proc_slots();
-    clear_pj();
+    clear_part_cache(&pj);
+    clear_part_cache(&ppb);
     for (int i = 0; i < PART_SLOTS; i++) {
         Py_CLEAR(cont_slots[i].c); Py_CLEAR(cont_slots[i].part);
-        Py_CLEAR(proc_json[i]); Py_CLEAR(proc_json_of[i]); Py_CLEAR(cont_json[i]); Py_CLEAR(cont_json_of[i]);
+        Py_CLEAR(cont_json[i]); Py_CLEAR(cont_json_of[i]); Py_CLEAR(cont_pb[i]); Py_CLEAR(cont_pb_of[i]);
     }
-    for (int i = 0; i < 8; i++)
-        Py_CLEAR(head_of[i]);
-    Py_CLEAR(head_json);
+    clear_head_cache(&head_jc);
+    clear_head_cache(&head_pc);
     for (int i = 0; i < H_COUNT; i++)
         Py_CLEAR(last_head[i].obj);
     Py_CLEAR(last_comm);
@@ -2171,10 +2628,10 @@ static PyObject *clear_parts(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* (bytes the dict fragments' cache keeps alive, the JSON fragments' cache's, their bound): tests check the
- * caches stay under PART_BYTES_MAX however many process contexts come */
+/* (bytes the dict fragments' cache keeps alive, the JSON fragments' cache's, their bound, the protobuf
+ * fragments' cache's): tests check the caches stay under PART_BYTES_MAX however many process contexts come */
 static PyObject *parts_bytes(PyObject *self, PyObject *unused) {
-    return Py_BuildValue("nnn", proc_slots_bytes, pj_bytes, (Py_ssize_t)PART_BYTES_MAX);
+    return Py_BuildValue("nnnn", proc_slots_bytes, pj.bytes, (Py_ssize_t)PART_BYTES_MAX, ppb.bytes);
 }
 
 /* procinfo(pid, ppid, exe, argv, uid, start_ns, comm, cwd): agent.events.ProcInfo (the process table
@@ -2296,6 +2753,12 @@ static PyMethodDef methods[] = {
     {"procinfo", (PyCFunction)(void (*)(void))procinfo, METH_FASTCALL, "the 8 fields -> ProcInfo"},
     {"from_memo", (PyCFunction)(void (*)(void))from_memo, METH_FASTCALL, "the batch memo's Enriched, or None"},
     {"json_line", json_line, METH_O, "Enriched -> the JSON log's line of it (bytes), or None"},
+    {"encoded", (PyCFunction)(void (*)(void))encoded, METH_FASTCALL,
+     "encoded(en, mode): 1 the JSON line, 2 the Event's bytes (no identity), 3 both as a tuple; or None"},
+    {"frame_events", (PyCFunction)(void (*)(void))frame_events, METH_FASTCALL,
+     "frame_events(events, identity, seq, events_field, seq_field): Batch.events fields of encoded Events"},
+    {"configure_pb", configure_pb, METH_VARARGS,
+     "configure_pb(event, top, process, members, container_fn): the Event's field numbers (record.py)"},
     {"clear_parts", clear_parts, METH_NOARGS, "forget the cached fragments"},
     {"parts_bytes", parts_bytes, METH_NOARGS, "(bytes the process fragments' caches keep alive, their bound)"},
     {"configure", configure, METH_VARARGS, "configure(ops, classes, DecodeError)"},

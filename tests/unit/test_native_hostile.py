@@ -33,9 +33,10 @@ def _file_event(mod, path: str = "/etc/passwd"):
     return mod.decode_file(file_rec(Op.FILE_OPEN, path, pid=4242, ppid=1), BootClock())
 
 
-def _run_args(mod, batch, start, enrich=None, watch=None, watch_spec=None):
+def _run_args(mod, batch, start, enrich=None, watch=None, watch_spec=None, mode=1):
     """run()'s arguments for `batch` from `start`: the file and process kinds compiled, rules off, a fresh
-    process table's enrich unless one is given, and the watch (tests/unit/test_pipeline_watchers.py)."""
+    process table's enrich unless one is given, the watch (tests/unit/test_pipeline_watchers.py) and what the
+    records are encoded as (1 JSON lines, 2 Events, 3 both)."""
     from agent.enrich.enricher import Enricher
     from agent.enrich.proctable import ProcessTable
 
@@ -43,7 +44,7 @@ def _run_args(mod, batch, start, enrich=None, watch=None, watch_spec=None):
     mask[Op.FILE_OPEN] = mask[Op.FILE_CLOSE] = mask[Op.FILE_RENAME] = 1
     mask[Op.FORK], mask[Op.EXIT], mask[Op.EXEC] = 3, 4, 5
     enrich = enrich or Enricher(ProcessTable(), None).enrich_in_batch
-    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [], enrich, False, watch, watch_spec)
+    return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [], enrich, False, watch, watch_spec, mode)
 
 
 def test_run_refuses_a_negative_start(mod):

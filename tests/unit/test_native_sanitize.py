@@ -21,7 +21,7 @@ from agent.sensors import native
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TESTS = ["tests/unit/test_native_hostile.py", "tests/unit/test_native_decode.py", "tests/unit/test_native_json.py",
-         "tests/unit/test_flatten_fragments.py", "tests/unit/test_native_pipeline.py"]
+         "tests/unit/test_flatten_fragments.py", "tests/unit/test_native_pipeline.py", "tests/unit/test_native_pb.py"]
 
 
 def _libasan() -> str | None:

@@ -79,7 +79,7 @@ def test_the_compiled_caches_stay_under_their_byte_bound(traced):
         if len(seen) % 997 == 0:
             assert rec == plain(en)
         line = mod.json_line(en)
-        assert line is not None
+        assert line is not None and mod.encoded(en, 2) is not None  # and the Event's (its own cache)
         seen.append(mod.parts_bytes())
 
     mem = _traced_after(6, flatten)
@@ -87,8 +87,10 @@ def test_the_compiled_caches_stay_under_their_byte_bound(traced):
     assert bound == record._PART_BYTES_MAX
     assert max(s[0] for s in seen) <= bound and max(s[1] for s in seen) <= bound
     assert max(s[1] for s in seen) > bound // 2  # the JSON cache did fill (and was cleared at its bound)
+    assert bound // 2 < max(s[3] for s in seen) <= bound  # and the protobuf one
     # before the bound, the two compiled caches grew by ~4,096 entries x ~4.5 KB each and the Python
-    # one up to 4,096 entries (about 50 MB in all, rising over the rounds): now 3 x 8 MB at most
+    # one up to 4,096 entries (about 50 MB in all, rising over the rounds): now 4 x 8 MB at most (the dict, JSON
+    # and protobuf caches, and the Python one)
     assert max(mem[2:]) - min(mem[2:]) < 16 * 2**20, mem
     mod.clear_parts()
-    assert mod.parts_bytes()[:2] == (0, 0)
+    assert mod.parts_bytes()[:2] == (0, 0) and mod.parts_bytes()[3] == 0

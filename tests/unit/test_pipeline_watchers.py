@@ -70,7 +70,7 @@ def _run(monkeypatch, compiled: bool):
     out = io.BytesIO()
     p = Pipeline(Config(), [JsonLog(out).emit], metrics=Metrics(), containers=ContainerResolver(table),
                  probes=ReplayProbes([]), webshell=ws, device_guard=guard)
-    assert (p._runner(p.probes.decoders, p._line_maker()) is not None) == compiled
+    assert (p._runner(p.probes.decoders, p._encodings()[0]) is not None) == compiled
     p._process(_batch())
     jobs = []
     while not ws._q.empty():

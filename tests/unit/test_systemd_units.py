@@ -283,7 +283,12 @@ def _bounded(caps: set[str]):
 
 
 def _run_agent(tmp_path, caps: set[str], duration: str = "3"):
-    """The shipped config with test-local paths, under `caps` and no_new_privs; the notify socket bound."""
+    """The shipped config with test-local paths, under `caps` and no_new_privs; the notify socket bound.
+    tracefs is mounted first, as systemd mounts it at boot (sys-kernel-tracing.mount): the unit's capabilities
+    do not include mounting it, and on a fresh machine no earlier test may have."""
+    from agent.kernel.headers import ensure_tracefs
+
+    ensure_tracefs()
     preexec, mask = _bounded(caps)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
