@@ -195,10 +195,12 @@ class _Export:
                 spool.ack(pos)
 
 
-def _pipeline(detect: bool, devnull, watchers: bool = True, export: _Export | None = None):
+def _pipeline(detect: bool, devnull, watchers: bool = True, export: _Export | None = None,
+              profiles_dir: str | None = None):
     """A pipeline as `nodewarden run` makes it with no policy: the bundled rules (or none), and with `watchers`
     the run-time web-shell watch and the device guard, both on by default (their threads are not started:
-    what they queue stays queued); with `export`, the exporter beside the JSON log."""
+    what they queue stays queued); with `export`, the exporter beside the JSON log; with `profiles_dir`, the
+    behaviour profiles (on by default too; the bench's container is a new workload: learning), kept there."""
     from agent.config import Config, DeviceGuardConfig, WebshellConfig
     from agent.detect.engine import NullDetector, build
     from agent.detect.webshell_watch import WebshellWatch
@@ -214,14 +216,20 @@ def _pipeline(detect: bool, devnull, watchers: bool = True, export: _Export | No
     ws = WebshellWatch(WebshellConfig(), lambda ev: None) if watchers else None
     guard = DeviceGuard(DeviceGuardConfig(pod_resources_socket=""), lambda ev: None) if watchers else None
     outputs = [JsonLog(devnull).emit] + ([export.exp.submit_batch] if export is not None else [])
+    profiles = None
+    if profiles_dir is not None:
+        from agent.detect.profile import build as build_profiles
+        from agent.policy.profiles import ProfilePolicy
+
+        profiles = build_profiles(Config(), ProfilePolicy(), state_dir=profiles_dir)
     p = Pipeline(Config(), outputs, metrics=Metrics(), containers=_containers(),
-                 probes=ReplayProbes([]), detector=detector, webshell=ws, device_guard=guard)
+                 probes=ReplayProbes([]), detector=detector, webshell=ws, device_guard=guard, profiles=profiles)
     p.bench_export = export
     return p
 
 
-def _run(batches: list[list[bytes]], prologue: list[bytes], devnull,
-         chunk: int, watchers: bool = True, export_dir: str | None = None) -> dict[bool, tuple[float, int, object]]:
+def _run(batches: list[list[bytes]], prologue: list[bytes], devnull, chunk: int, watchers: bool = True,
+         export_dir: str | None = None, profiles_dir: str | None = None) -> dict[bool, tuple[float, int, object]]:
     """One run: a pipeline with rules on and one with rules off take the batches in turns of `chunk`
     batches (which goes first alternates), each turn timed in this thread's CPU time, so that what
     else the machine runs meanwhile weighs on both alike. A turn is thousands of events, as a real
@@ -231,7 +239,10 @@ def _run(batches: list[list[bytes]], prologue: list[bytes], devnull,
     def export(detect: bool):
         return _Export(os.path.join(export_dir, f"spool-{detect}")) if export_dir is not None else None
 
-    pipes = {d: _pipeline(d, devnull, watchers, export(d)) for d in (True, False)}
+    def profiles(detect: bool):
+        return os.path.join(profiles_dir, f"profiles-{detect}") if profiles_dir is not None else None
+
+    pipes = {d: _pipeline(d, devnull, watchers, export(d), profiles(d)) for d in (True, False)}
     spent = dict.fromkeys(pipes, 0.0)
     for p in pipes.values():
         p._process(prologue)
@@ -289,12 +300,13 @@ def accounting(p, fed: list[bytes]) -> tuple[bool, str]:
     return ok, line
 
 
-def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps: int, watchers: bool = True) -> None:
+def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps: int, watchers: bool = True,
+          profiles: bool = True) -> None:
     """--one-pass: one pipeline, a warm-up pass, then `reps` passes (what --instructions counts)."""
-    with open(os.devnull, "wb") as devnull:
+    with open(os.devnull, "wb") as devnull, tempfile.TemporaryDirectory(prefix="nw-bench-") as tmp:
         from agent.pipeline import settle_gc
 
-        p = _pipeline(detect, devnull, watchers)
+        p = _pipeline(detect, devnull, watchers, profiles_dir=tmp if profiles else None)
         p._process(prologue)
         settle_gc()
         for _ in range(1 + reps):
@@ -302,7 +314,8 @@ def _pass(detect: bool, batches: list[list[bytes]], prologue: list[bytes], reps:
                 p._process(batch)
 
 
-def _instructions(rounds: int, batch: int, reps: int, watchers: bool = True) -> dict[bool, float]:
+def _instructions(rounds: int, batch: int, reps: int, watchers: bool = True,
+                  profiles: bool = True) -> dict[bool, float]:
     """Instructions per record, rules on and off, counted by valgrind (cachegrind): the same on a busy
     machine as on an idle one, where CPU time is not. The passes' count is the run with `reps`
     passes minus the run with none (start-up, imports and rule compiling cancel out)."""
@@ -310,7 +323,7 @@ def _instructions(rounds: int, batch: int, reps: int, watchers: bool = True) -> 
         cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, "-m", "bench.pipeline", "--one-pass", "on" if detect else "off",
                "--rounds", str(rounds), "--batch", str(batch), "--reps", str(n),
-               *(() if watchers else ("--no-watchers",))]
+               *(() if watchers else ("--no-watchers",)), *(() if profiles else ("--no-profiles",))]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
         m = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
         if m is None:
@@ -331,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also count instructions per record under valgrind (slow; steady on a busy machine)")
     ap.add_argument("--no-watchers", dest="watchers", action="store_false",
                     help="without the web-shell watch and the device guard (on in the agent by default)")
+    ap.add_argument("--no-profiles", dest="profiles", action="store_false",
+                    help="without the behaviour profiles (on in the agent by default)")
     ap.add_argument("--exporter", action="store_true",
                     help="the gRPC exporter beside the JSON log (the agent with a collector): each batch's "
                          "Events encoded and spooled within the timing")
@@ -346,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [recs[i : i + args.batch] for i in range(0, len(recs), args.batch)]
     prologue = _prologue(base)
     if args.one_pass:
-        _pass(args.one_pass == "on", batches, prologue, args.reps, args.watchers)
+        _pass(args.one_pass == "on", batches, prologue, args.reps, args.watchers, args.profiles)
         return 0
     kinds: dict[int, int] = {}
     for r in one:
@@ -356,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     mix = ", ".join(f"{EVENT_NAMES[op]} {n}" for op, n in sorted(kinds.items()))
     print(f"mix: {len(recs):,} records in {len(batches)} batches of {args.batch}; per round ({len(one)}): {mix}")
     print("outputs: the JSON log to /dev/null" + (" and the gRPC exporter (Events encoded, spooled)" if args.exporter
-                                                  else "") + ("" if args.watchers else "; no watchers"))
+                                                  else "") + ("" if args.watchers else "; no watchers")
+          + ("; behaviour profiles learning" if args.profiles else "; no profiles"))
     n = len(recs)
     losses, rate_on, rate_off = [], [], []
     audits: list[tuple[bool, str]] = []
@@ -364,11 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         def spools(run: int) -> str | None:
             return os.path.join(tmp, str(run)) if args.exporter else None
 
+        def profiles(run: int) -> str | None:
+            return os.path.join(tmp, f"p{run}") if args.profiles else None
+
         # warm caches (imports, rules) before timing
-        _run(batches[:4], prologue, devnull, args.turn, args.watchers, spools(-1))
+        _run(batches[:4], prologue, devnull, args.turn, args.watchers, spools(-1), profiles(-1))
         settle_gc()  # as the agent does once started (agent/node.py)
         for run in range(args.runs):
-            res = _run(batches, prologue, devnull, args.turn, args.watchers, spools(run))
+            res = _run(batches, prologue, devnull, args.turn, args.watchers, spools(run), profiles(run))
             (t_on, out_on, p_on), (t_off, out_off, p_off) = res[True], res[False]
             fed = prologue + recs
             audits += [accounting(p_on, fed), accounting(p_off, fed)]
@@ -396,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("valgrind") is None:
             print("instructions: not counted (no valgrind here)")
             return 0
-        per = _instructions(rounds=5, batch=args.batch, reps=args.reps, watchers=args.watchers)
+        per = _instructions(rounds=5, batch=args.batch, reps=args.reps, watchers=args.watchers, profiles=args.profiles)
         loss = 1 - per[False] / per[True]
         print(f"instructions per record (valgrind, {args.reps} passes of 5 rounds): rules off {per[False]:,.0f}, "
               f"rules on {per[True]:,.0f}: {loss * 100:.1f} % fewer records per instruction")
