@@ -597,3 +597,53 @@ def test_flushes_are_bounded_per_tick(tmp_path):
     e.tick()
     assert len(list(d.glob("*.json"))) == 150
     e.close()
+
+
+def test_the_inline_write_path_counts_what_the_methods_count(tmp_path, monkeypatch):
+    """observe_batch's inline paths for write opens of known directories and connects to known peers (and its
+    reuse of the last event's container): a batch mixing two containers, known and new directories and
+    peers, reads, failed opens and connects, /proc writes, a root-level file, relative paths, a unix socket
+    and a listen gives the profiles, deviations and alerts that the same events give one at a time through
+    _file, _net and _see (the inline paths turned off), in learning and in monitoring."""
+    from agent.detect.profile import engine as engine_mod
+
+    def events(a, b, clock):
+        out = []
+        for k in range(3):
+            for c in (a, a, b, a):
+                out += [open_en(c, clock, "/tmp/app/out.log"), open_en(c, clock, f"/var/new{k}/x"),
+                        open_en(c, clock, "/etc/passwd", flags=0), open_en(c, clock, "/tmp/app/y", ret=-13),
+                        open_en(c, clock, "/proc/self/attr"), open_en(c, clock, "/top"),
+                        open_en(c, clock, "rel/z", resolved="/srv/rel/z"), open_en(c, clock, "rel/q"),
+                        net_en(c, clock), net_en(c, clock, address=f"10.0.0.{k}"), net_en(c, clock, ret=-111),
+                        net_en(c, clock, ret=-115, port=8080), net_en(c, clock, family="unix", address="/s"),
+                        net_en(c, clock, Op.NET_LISTEN, "0.0.0.0", 80)]
+            clock.t += 0.5
+        return out
+
+    def run(inline: bool, mode_switch: bool, root):
+        monkeypatch.setattr(engine_mod, "_OPEN", Op.FILE_OPEN if inline else object())
+        monkeypatch.setattr(engine_mod, "_CONNECT", Op.NET_CONNECT if inline else object())
+        clock = Clock()
+        e = engine(root, clock)
+        a, b = container("c1", cg=1001), container("c2", pod="api-1", ns="other", cg=1002)
+        for c in (a, b):
+            e.on_container("task", c)
+        assert e.observe_batch(service(a, clock) + service(b, clock), set()) == []
+        if mode_switch:
+            learn_and_lock(e, a, clock)
+        evs = events(a, b, clock)
+        raised = e.observe_batch(evs, {3}) if inline else [
+            (i, al) for i, en in enumerate(evs) for _, al in e.observe_batch([en], {0} if i == 3 else set())]
+        profs = {st.profile.key: (st.profile.mode, {k: dict(v) for k, v in st.profile.items.items()},
+                                  {k: dict(v) for k, v in st.profile.deviations.items()}, st.touched)
+                 for st in e._by_cid.values()}
+        return profs, [(i, [x.output for x in al]) for i, al in raised]
+
+    for mode_switch in (False, True):
+        ref = run(False, mode_switch, tmp_path / f"ref{mode_switch}")
+        assert run(True, mode_switch, tmp_path / f"inline{mode_switch}") == ref
+        assert len(ref[0]) == 2 and sorted(v[1]["write"]["/tmp/app"][2] for v in ref[0].values()) == [5, 13 if mode_switch else 11]
+        assert any(v[2]["write"] for v in ref[0].values()) == mode_switch  # monitoring: new directories flagged
+        assert sorted(v[1]["peer"]["tcp/127.0.0.1:8080"][2] for v in ref[0].values()) == (
+            [7, 20] if mode_switch else [7, 19])
