@@ -314,7 +314,7 @@ class Pipeline:
         encoded = native.MODULE.encoded if mode else None
         line_ops: list = []  # the op of each record made encoded (counted in the metrics by name)
         records: list = []  # dicts, and kernel events encoded for the outputs (mode) where they could be
-        judge: list = []  # (event, where its record is): judged after the batch's records are made
+        judge: list = []  # event, where its record is, event, ...: judged after the batch's records are made
         settled = len(batch)
         if hold is not None and len(hold):
             released = hold.release()
@@ -367,7 +367,8 @@ class Pipeline:
             else:
                 records.append(from_enriched(en))
             if judge_all or (judge_boxed and en.container is not None):
-                judge.append((en, len(records)))
+                judge.append(en)
+                judge.append(len(records))
             if webshell is not None:  # files written under web roots: filed here, scanned on its thread
                 webshell(en)
             if devguard is not None and type(ev) is FileEvent:
@@ -475,7 +476,8 @@ class Pipeline:
         rec = record.from_enriched(en)
         out.append(rec)
         if self.detector.enabled or (self.profiles is not None and en.container is not None):
-            judge.append((en, len(out)))
+            judge.append(en)
+            judge.append(len(out))
         if self._webshell is not None:  # files written under web roots: filed here, scanned on its thread
             self._webshell(en)
         ev = en.event
@@ -498,11 +500,12 @@ class Pipeline:
         record and the next, keeps the rules' code and tables warm in the CPU caches: with
         bench/pipeline.py the loss with rules on went from 21 % to about 15 %. A kill rule's kill
         thus comes at the end of its batch (a batch takes about 2 ms). Alerts are rare: the splice
-        is cheap."""
+        is cheap. `judge` is flat, each event followed by its record's position: no tuple a record (a
+        tuple is tracked by the garbage collector, and these lived until the batch was judged)."""
         if not judge:
             return
         flatten = record.flatten
-        events = [en for en, _ in judge]
+        events = judge[0::2]
         raised = self.detector.evaluate_batch(events) if self.detector.enabled else []
         if self.profiles is not None:
             # what a rule flagged is never learned (NeuVector's rule too): the profile learns the rest
@@ -513,7 +516,7 @@ class Pipeline:
                         self.metrics.alerts.labels(a.rule_id, a.severity.label).inc()
                 raised = _merge_raised(raised, deviations)
         for i, alerts in reversed(raised):  # from the end, so earlier positions stay right
-            at = judge[i][1]
+            at = judge[2 * i + 1]
             out[at:at] = [flatten(a) for a in alerts]
 
     def _deliver(self, records: list, line_ops: list | None = None, takers: tuple = ()) -> None:

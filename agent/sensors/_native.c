@@ -2209,7 +2209,8 @@ static PyObject *from_memo(PyObject *self, PyObject *const *args, Py_ssize_t nar
  * container whose cgroup is in `young` (the resolver's young cgroups: the hold may want it) goes back
  * to Python, as does an exec the kernel's rules acted on (its record names the rule) and an event whose
  * record this module does not encode exactly; the rest get their encoding on `records` (encoded(en, mode):
- * the JSON line, the Event's bytes, or both as a (line, event) tuple), the op on `line_ops`, and (Enriched, position) on `judge` when judge_mode is 2 (every event) or 1 and it
+ * the JSON line, the Event's bytes, or both as a (line, event) tuple), the op on `line_ops`, and the
+ * Enriched then its position on `judge` (flat) when judge_mode is 2 (every event) or 1 and it
  * has a container; then, where `watch` is a callable and watch_spec lets the event through (its op, and
  * watch_wants of its path for the ops that say so), watch(Enriched). It stops at the first record it
  * does not finish and returns its index with its event and Enriched as far as it got (None, None: another
@@ -2433,10 +2434,8 @@ static PyObject *run_batch(PyObject *const *args, Py_ssize_t nargs, LastHit *las
         bad = bad || PyList_Append(line_ops, SLOT(ev, kind, F_OP)) < 0;
         if (!bad && (judge_mode == 2 || (judge_mode == 1 && container != Py_None))) {
             PyObject *pos = PyLong_FromSsize_t(PyList_GET_SIZE(records));
-            PyObject *item = pos ? PyTuple_Pack(2, en, pos) : NULL;
+            bad = pos == NULL || PyList_Append(judge, en) < 0 || PyList_Append(judge, pos) < 0;
             Py_XDECREF(pos);
-            bad = item == NULL || PyList_Append(judge, item) < 0;
-            Py_XDECREF(item);
         }
         unsigned w = wops != NULL ? wops[(unsigned char)PyBytes_AS_STRING(raw)[0]] : 0;
         if (!bad && w) { /* after the record, as Pipeline._process calls its watchers */
