@@ -1825,22 +1825,27 @@ static int put_container(int pb, Buf *dest, PyObject *c, PyObject **enc, PyObjec
     return pb_len(dest, pb_container, PyBytes_AS_STRING(enc[h]), PyBytes_GET_SIZE(enc[h]));
 }
 
+/* encodable, and the timestamp's text as the record writes it (ts_text, into ts of 96 bytes): the kind,
+ * -1 when not encodable here, -2 with an error */
+static int encodable_at(PyObject *en, PyObject **evp, long *opp, char *ts, Py_ssize_t *ts_n) {
+    int kind = encodable(en, evp, opp);
+    if (kind < 0)
+        return kind;
+    int tsr = ts_text(SLOT(*evp, kind, F_TS), ts, ts_n);
+    return tsr < 0 ? -2 : tsr ? -1 : kind;
+}
+
 static PyObject *json_or_none(PyObject *en) {
     PyObject *ev;
     long op;
-    int kind = encodable(en, &ev, &op);
+    char ts[96];
+    Py_ssize_t ts_n;
+    int kind = encodable_at(en, &ev, &op, ts, &ts_n);
     if (kind < 0) {
         if (kind == -2)
             return NULL;
         Py_RETURN_NONE;
     }
-    char ts[96];
-    Py_ssize_t ts_n;
-    int tsr = ts_text(SLOT(ev, kind, F_TS), ts, &ts_n);
-    if (tsr < 0)
-        return NULL;
-    if (tsr)
-        Py_RETURN_NONE;
     for (Py_ssize_t k = 0; k < ts_n; k++) /* the second's text comes from Python: written as is if plain */
         if (needs_escape[(unsigned char)ts[k]] || (unsigned char)ts[k] >= 0x80)
             Py_RETURN_NONE;
@@ -1872,21 +1877,15 @@ static PyObject *json_or_none(PyObject *en) {
 static PyObject *pb_or_none(PyObject *en) {
     PyObject *ev;
     long op;
-    int kind = encodable(en, &ev, &op);
+    char ts[96]; /* the timestamp as the record writes it (ts_text): to_event reads back the same number */
+    Py_ssize_t ts_n;
+    int kind = encodable_at(en, &ev, &op, ts, &ts_n);
     if (kind < 0) {
         if (kind == -2)
             return NULL;
         Py_RETURN_NONE;
     }
     if (pb_kind[op] == NULL || pb_process == 0)
-        Py_RETURN_NONE;
-    /* the timestamp as the record writes it (ts_text), so to_event reads back the same number */
-    char ts[96];
-    Py_ssize_t ts_n;
-    int tsr = ts_text(SLOT(ev, kind, F_TS), ts, &ts_n);
-    if (tsr < 0)
-        return NULL;
-    if (tsr)
         Py_RETURN_NONE;
     long long ts_ns = PyLong_AsLongLong(SLOT(ev, kind, F_TS));
     if (ts_ns == -1 && PyErr_Occurred())

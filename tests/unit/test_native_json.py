@@ -48,26 +48,37 @@ STRANGE = ["", "plain", 'q"uote', "back\\slash", "nl\nline", "\x00\x01\x08\t\n\x
            "\u2028\u2029", "\U0001f600", "/", "</script>", "\\xff"]
 
 
-def test_escaping_is_orjson_escaping():
-    mod = native.MODULE
+def strange_events():
+    """Enriched file opens with each STRANGE string in every text field (path, comm, the processes', the
+    container's, the resolved path), and bare: what the compiled encoders must write as their references do
+    (test_native_pb.py too)."""
     ev0 = _DECODERS[10](file_rec(10, "/x", flags=1, ret=3), BootClock())
     for s in STRANGE:
         ev = dataclasses.replace(ev0, path=s, comm=s)
         p = ProcInfo(9, 1, s, (s, s), 0, 10**18, s, s)
         c = ContainerInfo("c1", name=s, image=s, pod_name=s, pod_namespace="ns")
-        for en in (Enriched(ev, p, p, c, (p, p), s), Enriched(ev, None, None, None)):
-            assert mod.json_line(en) == _line(en), repr(s)
+        yield Enriched(ev, p, p, c, (p, p), s)
+        yield Enriched(ev, None, None, None)
+
+
+def random_events(seed: int, n: int):
+    """Enriched connects with random strings (any code point but surrogates) as address, comm and exe."""
+    rnd = random.Random(seed)
+    ev0 = _DECODERS[20](net_rec(20, "10.0.0.1", 443), BootClock())
+    for _ in range(n):
+        s = "".join(chr(rnd.choice([rnd.randrange(0, 0x80), rnd.randrange(0x80, 0xD800),
+                                    rnd.randrange(0xE000, 0x110000)])) for _ in range(rnd.randrange(0, 12)))
+        yield Enriched(dataclasses.replace(ev0, address=s, comm=s), ProcInfo(1, 0, s, (s,), 0, 0, s), None, None)
+
+
+def test_escaping_is_orjson_escaping():
+    for en in strange_events():
+        assert native.MODULE.json_line(en) == _line(en), repr(en.event.path)
 
 
 def test_random_strings():
-    mod = native.MODULE
-    rnd = random.Random(17)
-    ev0 = _DECODERS[20](net_rec(20, "10.0.0.1", 443), BootClock())
-    for _ in range(500):
-        s = "".join(chr(rnd.choice([rnd.randrange(0, 0x80), rnd.randrange(0x80, 0xD800),
-                                    rnd.randrange(0xE000, 0x110000)])) for _ in range(rnd.randrange(0, 12)))
-        en = Enriched(dataclasses.replace(ev0, address=s, comm=s), ProcInfo(1, 0, s, (s,), 0, 0, s), None, None)
-        assert mod.json_line(en) == _line(en)
+    for en in random_events(17, 500):
+        assert native.MODULE.json_line(en) == _line(en)
 
 
 def test_what_orjson_refuses_or_writes_otherwise_goes_to_the_dict_path():
@@ -113,13 +124,13 @@ def _exec_enriched(ev: ExecEvent) -> Enriched:
     return Enricher(table, None).enrich(ev)
 
 
-def test_exec_lines_are_orjson_lines():
-    """An exec's line (issue 17: the pipeline's compiled loop writes it): every optional key alone and all
-    together, escaped arguments, no arguments, and the container part after the exec keys."""
+def exec_variants():
+    """(what, Enriched) of execs with every optional key alone and all together, escaped arguments, no
+    arguments, each also with a container and without ancestry; decoded here, checked against the Python
+    decoder (test_native_pb.py takes them too)."""
     from agent.sensors.process import decode_exec
     from tests.unit.replay_records import EXEC_EVENT, Op, _pack, header
 
-    mod = native.MODULE
     clock = BootClock()
     fn, args = b"/usr/bin/t\xffol", b'a\0"quoted"\0back\\slash\0caf\xc3\xa9\0'
     base = dict(filename_len=len(fn), args_len=len(args), filename=fn, args=args)
@@ -130,13 +141,20 @@ def test_exec_lines_are_orjson_lines():
     container = ContainerInfo("c1", name="web", image="shop/web:1", pod_name="web-0", pod_namespace="shop")
     for extra in extras:
         raw = _pack(EXEC_EVENT, header(Op.EXEC), **{**base, **extra})
-        ev = mod.decode_exec(raw, clock)
+        ev = native.MODULE.decode_exec(raw, clock)
         assert ev == decode_exec(raw, clock)  # the reference
         en = _exec_enriched(ev)
         for one in (en, dataclasses.replace(en, container=container), dataclasses.replace(en, ancestors=())):
-            got = mod.json_line(one)
-            assert got is not None, extra
-            assert got == _line(one), extra
+            yield extra, one
+
+
+def test_exec_lines_are_orjson_lines():
+    """An exec's line (issue 17: the pipeline's compiled loop writes it), the container part after the exec
+    keys."""
+    for extra, en in exec_variants():
+        got = native.MODULE.json_line(en)
+        assert got is not None, extra
+        assert got == _line(en), extra
 
 
 def test_an_exec_whose_process_is_not_its_own_goes_to_the_dict_path():

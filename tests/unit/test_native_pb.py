@@ -8,7 +8,6 @@ Also: the exporter's stamping of such bytes, and configure_pb refusing malformed
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import pytest
 
@@ -20,7 +19,7 @@ from nwwire.codec import to_event, to_record
 from nwwire.schema import pb
 from tests.unit.detect_events import file_rec, net_rec
 from tests.unit.test_flatten_fragments import _DECODERS, _mix_events
-from tests.unit.test_native_json import STRANGE, _exec_enriched
+from tests.unit.test_native_json import _exec_enriched, exec_variants, random_events, strange_events
 
 pytestmark = pytest.mark.skipif(native.MODULE is None, reason=f"native module not loaded: {native.STATUS}")
 
@@ -59,47 +58,19 @@ def test_mix_events_are_to_event_events():
 
 
 def test_strange_strings():
-    mod = native.MODULE
-    ev0 = _DECODERS[10](file_rec(10, "/x", flags=1, ret=3), BootClock())
-    for s in STRANGE:
-        ev = dataclasses.replace(ev0, path=s, comm=s)
-        p = ProcInfo(9, 1, s, (s, s), 0, 10**18, s, s)
-        c = ContainerInfo("c1", name=s, image=s, pod_name=s, pod_namespace="ns")
-        for en in (Enriched(ev, p, p, c, (p, p), s), Enriched(ev, None, None, None)):
-            _same(en)
-    assert mod.encoded(Enriched(ev0, None, None, None), 2) is not None
+    for en in strange_events():
+        _same(en)
 
 
 def test_random_strings():
-    rnd = random.Random(23)
-    ev0 = _DECODERS[20](net_rec(20, "10.0.0.1", 443), BootClock())
-    for _ in range(300):
-        s = "".join(chr(rnd.choice([rnd.randrange(0, 0x80), rnd.randrange(0x80, 0xD800),
-                                    rnd.randrange(0xE000, 0x110000)])) for _ in range(rnd.randrange(0, 12)))
-        _same(Enriched(dataclasses.replace(ev0, address=s, comm=s), ProcInfo(1, 0, s, (s,), 0, 0, s), None, None))
+    for en in random_events(23, 300):
+        _same(en)
 
 
 def test_exec_events():
     """Every optional exec key alone and together, no arguments, with a container and without ancestry."""
-    from agent.sensors import abi
-    from agent.sensors.process import decode_exec
-    from tests.unit.replay_records import EXEC_EVENT, Op, _pack, header
-
-    clock = BootClock()
-    fn, args = b"/usr/bin/t\xc3\xa9ol", b'a\0"quoted"\0caf\xc3\xa9\0'
-    base = dict(filename_len=len(fn), args_len=len(args), filename=fn, args=args)
-    extras = [{}, {"exe_ino": 1234, "exe_dev": 2049}, {"exe_path_len": 9, "exe_path": b"/memfd:x\0", "exe_mnt_id": 27},
-              {"cwd_len": 5, "cwd": b"/srv\0"}, {"exe_flags": 0xFF}, {"exe_flags": abi.EXE_UPPER},
-              {"args_len": 0, "args": b""}]
-    extras.append({k: v for e in extras[:5] for k, v in e.items()})
-    container = ContainerInfo("c1", name="web", image="shop/web:1", pod_name="web-0", pod_namespace="shop")
-    for extra in extras:
-        raw = _pack(EXEC_EVENT, header(Op.EXEC), **{**base, **extra})
-        ev = native.MODULE.decode_exec(raw, clock)
-        assert ev == decode_exec(raw, clock)
-        en = _exec_enriched(ev)
-        for one in (en, dataclasses.replace(en, container=container), dataclasses.replace(en, ancestors=())):
-            _same(one)
+    for _, en in exec_variants():
+        _same(en)
 
 
 def test_what_to_event_puts_elsewhere_goes_to_the_dict_path():

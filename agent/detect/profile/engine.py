@@ -81,6 +81,14 @@ class _State:
         self.dev_full = False  # its deviation table filled up (reported once)
 
 
+def _seen_again(st: _State, ent: list, ts: float) -> None:
+    """A known item met again: its last-seen time and count ([first, last, count])."""
+    if ts > ent[1]:
+        ent[1] = ts
+    ent[2] += 1
+    st.touched = True
+
+
 _EXCLUDED = object()  # container id -> this: its workload is excluded or was refused; never looked at again
 
 
@@ -178,11 +186,7 @@ class ProfileEngine:
                     if j > 0 and path[0] == "/" and not path.startswith(_NOT_FILES):
                         ent = st.profile.items["write"].get(path[:j])
                         if ent is not None:
-                            ts = ev.ts_ns * 1e-9
-                            if ts > ent[1]:
-                                ent[1] = ts
-                            ent[2] += 1
-                            st.touched = True
+                            _seen_again(st, ent, ev.ts_ns * 1e-9)
                             continue
                     alerts = self._file(st, en, ev, i, flagged)
                 elif t is NetEvent and ev.op is _CONNECT:
@@ -191,11 +195,7 @@ class ProfileEngine:
                     if (ret == 0 or ret == _EINPROGRESS) and ev.family in _IP:
                         ent = st.profile.items["peer"].get(f"{ev.transport}/{ev.address}:{ev.port}")
                         if ent is not None:
-                            ts = ev.ts_ns * 1e-9
-                            if ts > ent[1]:
-                                ent[1] = ts
-                            ent[2] += 1
-                            st.touched = True
+                            _seen_again(st, ent, ev.ts_ns * 1e-9)
                             continue
                     alerts = self._net(st, en, ev, i, flagged)
                 elif t is ExecEvent:
@@ -277,10 +277,7 @@ class ProfileEngine:
         """One item of an event: known (last/count), learned, or a deviation (an alert once per item)."""
         ent = p.known(kind, item)
         if ent is not None:
-            if ts > ent[1]:
-                ent[1] = ts
-            ent[2] += 1
-            st.touched = True
+            _seen_again(st, ent, ts)
             return None
         if p.mode == "learning":
             if no_learn:
