@@ -20,9 +20,11 @@ left out (output.show_fork off) + every drop counter + what the hold still keeps
 one record unaccounted fails the bench.
 
 The worker runs what the agent runs: the compiled hot path when `make setup` built it (agent/sensors/
-native.py: decoders, flattener, JSON lines without dicts since the JSON log is the only output), else
-the Python reference. `NODEWARDEN_NATIVE=0 python -m bench.pipeline` measures the Python reference,
-`NODEWARDEN_NATIVE=lines-off` the compiled path with every record's dict made.
+native.py: decoders, flattener, records encoded without dicts: JSON lines, and with `--exporter` the
+protobuf Events the exporter beside the log takes), else the Python reference; the web-shell watch, the
+device guard and the behaviour profiles, on in the agent by default (`--no-watchers`, `--no-profiles`).
+`NODEWARDEN_NATIVE=0 python -m bench.pipeline` measures the Python reference, `NODEWARDEN_NATIVE=lines-off`
+the compiled path with every record's dict made.
 """
 
 from __future__ import annotations
