@@ -101,6 +101,18 @@ def test_what_to_event_puts_elsewhere_goes_to_the_dict_path():
         mod.encoded(Enriched(ev0, None, None, None), 4)
 
 
+def test_a_container_to_event_cleans_or_refuses():
+    """The container's message is to_event's own (once per container): a name with a lone surrogate is
+    cleaned there as on the dict path (equal messages); a value of another type goes to extra_json there, so
+    the record goes the dict way."""
+    ev = _DECODERS[10](file_rec(10, "/x"), BootClock())
+    cleaned = Enriched(ev, None, None, ContainerInfo("c1", name="w\udcffeb"))
+    got = _got(cleaned)
+    assert got == _want(cleaned) and got.container.name == "w\\xffeb"
+    odd = Enriched(ev, None, None, ContainerInfo("c2", name=7))
+    assert native.MODULE.encoded(odd, 2) is None and _want(odd).extra_json
+
+
 def test_an_exec_whose_process_is_not_its_own_goes_to_the_dict_path():
     from tests.unit.replay_records import exec_rec
 
