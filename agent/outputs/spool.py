@@ -20,6 +20,7 @@ first, and returns exactly how many not-yet-acked events they held.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -32,6 +33,12 @@ from pathlib import Path
 from agent.ledger import SPOOL_COUNT_FILE, MappedCounter
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = "lock"
+
+
+class SpoolBusy(OSError):
+    """Another agent holds the spool directory."""
 
 _HDR = struct.Struct("<4sIII")  # magic, payload length, crc32(count + payload), event count
 _MAGIC = b"NWS1"
@@ -70,12 +77,15 @@ class Spool:
         self.corrupt_bytes = 0
         self.dropped_events = 0
         self._appended: MappedCounter | None = None  # events ever appended; the crash ledger reads it
+        self._lock_fd = -1  # the flock on <dir>/lock while open (_take)
 
     # -- open / close -------------------------------------------------------------------
 
     def open(self) -> None:
-        """Scan what a previous run left, then start a fresh segment for new writes."""
+        """Take the spool (SpoolBusy when another agent holds it), scan what a previous run left, then start a
+        fresh segment for new writes."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._take()
         self._appended = MappedCounter(str(self.dir / SPOOL_COUNT_FILE))
         acked = self._read_ack()
         for path in sorted(self.dir.glob("*.seg")):
@@ -95,7 +105,30 @@ class Spool:
             self._delete_if_done(seg)
         self._roll()
 
+    def _take(self) -> None:
+        """An flock on <dir>/lock for as long as the spool is open: two agents on one spool would delete and
+        misread each other's segments (seen: a second agent on /var/lib/nodewarden logged `cannot read ...seg`
+        every few seconds while the first acked them away), and events would be lost. The kernel releases
+        it with the process, a SIGKILL included. The holder's pid is written into it, for the message."""
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise SpoolBusy(f"spool {self.dir} is held by another NodeWarden agent (pid {holder}): give each "
+                            f"agent its own export.spool_dir (or agent.state_dir)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     def close(self) -> None:
+        if self._lock_fd >= 0:
+            self._close_files()
+            os.close(self._lock_fd)  # after the last write: the next agent may take it now
+            self._lock_fd = -1
+
+    def _close_files(self) -> None:
         with self._lock:
             self._write_ack(force=True)
             if self._wfile is not None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+
+import pytest
 
 from agent.outputs.spool import Spool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _fill(sp: Spool, n: int, size: int = 100) -> int:
@@ -102,3 +107,40 @@ def test_corruption_after_open_is_caught_on_read(tmp_path):
     data[116 + 30] ^= 1
     seg.write_bytes(bytes(data))
     assert _drain(sp) == [0] + list(range(8, 20))
+
+
+def test_a_spool_held_by_another_agent_is_refused_in_one_line(tmp_path):
+    """Two agents on one spool would delete and misread each other's segments: the second open is refused,
+    naming the holder, until the first closes (or its process dies: the flock goes with it)."""
+    import subprocess
+    import sys
+
+    from agent.outputs.spool import SpoolBusy
+
+    sp = Spool(tmp_path, 1 << 20, 1000)
+    sp.open()
+    _fill(sp, 3)
+    other = Spool(tmp_path, 1 << 20, 1000)
+    with pytest.raises(SpoolBusy, match=rf"held by another NodeWarden agent \(pid {os.getpid()}\)"):
+        other.open()
+    other.close()  # never opened: nothing to do
+    sp.close()
+    again = Spool(tmp_path, 1 << 20, 1000)
+    again.open()
+    assert _drain(again) == [0, 1, 2]
+    again.close()
+    # a holder killed with SIGKILL leaves it free
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]); "
+                              "from agent.outputs.spool import Spool; s = Spool(sys.argv[1], 1 << 20, 1000); "
+                              "s.open(); print('held', flush=True); time.sleep(60)", str(tmp_path), ROOT],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(SpoolBusy, match=rf"pid {child.pid}\)"):
+            Spool(tmp_path, 1 << 20, 1000).open()
+    finally:
+        child.kill()
+        child.wait()
+    last = Spool(tmp_path, 1 << 20, 1000)
+    last.open()
+    last.close()
