@@ -41,7 +41,7 @@ from agent.events import (
 from agent.ledger import Ledger
 from agent.outputs import record
 from agent.outputs.metrics import Metrics
-from agent.outputs.record import ENCODE_JSON, ENCODE_PROTOBUF, EVENT_ENCODER
+from agent.outputs.record import ENCODE_JSON
 from agent.ratelog import RateLog
 from agent.sensors import native
 from agent.sensors.abi import Action
@@ -457,10 +457,7 @@ class Pipeline:
             if spec is None:
                 takers = None
                 break
-            what, method = spec
-            if what == ENCODE_PROTOBUF and not EVENT_ENCODER:
-                takers = None
-                break
+            what, method = spec  # (the module being loaded, record.py gave it the Event's numbers at import)
             takers.append((what, method.__get__(owner)))
         mode = 0
         for what, _ in takers or ():

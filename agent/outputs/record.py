@@ -839,4 +839,4 @@ def _configure_event_encoder() -> bool:
     return True
 
 
-EVENT_ENCODER = _configure_event_encoder()
+_configure_event_encoder()
