@@ -47,6 +47,15 @@ def _run_args(mod, batch, start, enrich=None, watch=None, watch_spec=None, mode=
     return (batch, start, BootClock(), {}, None, bytes(mask), 0, [], [], [], enrich, False, watch, watch_spec, mode)
 
 
+def test_run_refuses_a_mode_it_has_no_encoder_for(mod):
+    """run()'s last argument says what the records are encoded as: 1, 2 or 3, nothing else."""
+    batch = [file_rec(Op.FILE_OPEN, "/x")]
+    for mode in (0, 4, -1):
+        with pytest.raises(ValueError, match="mode 1"):
+            mod.run(*_run_args(mod, batch, 0, mode=mode))
+    assert mod.run(*_run_args(mod, batch, 0, mode=3))[0] == 1
+
+
 def test_run_refuses_a_negative_start(mod):
     """run() took its start index unchecked: -1 read the list's item before its first (out of bounds)."""
     batch = [file_rec(Op.FILE_OPEN, "/x")]
